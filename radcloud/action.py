@@ -1,0 +1,127 @@
+"""The one wrapper every radcloud action runs inside.
+
+An action's ``main(args)`` is ``return run(args, handler, roles=...)``. The
+wrapper:
+
+* loads :class:`~radcloud.settings.Settings` from the args (package
+  parameters arrive there) and separates them from the caller's input;
+* authenticates web requests (``__ow_method`` present) through
+  :func:`radcloud.auth.authenticate` — one guard for every web action;
+  direct invocations through the OpenWhisk REST API are already
+  authenticated by OpenWhisk's namespace key and carry the caller as
+  ``_principal``;
+* shapes the answer: a web request gets ``{statusCode, headers, body}``
+  (rendered by the ``.http`` extension); a direct invocation (a sequence
+  component, the ChRIS backend over REST) gets the plain result dict, so
+  sequences can pass it on;
+* is the single place where an exception becomes an error answer
+  (:func:`radcloud.errors.to_response`), so every request gets one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from radcloud.errors import BadRequest, RadcloudError, to_response
+from radcloud.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
+ALL_ROLES = ("clinician", "researcher", "admin", "service")
+
+
+@dataclasses.dataclass
+class Request:
+    """What the caller sent, without settings and OpenWhisk plumbing."""
+
+    params: dict[str, Any]
+    method: str = "post"
+    path: str = ""
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    web: bool = False
+
+    @property
+    def client(self) -> str:
+        """Best-effort caller address for the audit trail."""
+        forwarded = self.headers.get("x-forwarded-for", "")
+        return forwarded.split(",")[0].strip() or "unknown"
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> "Request":
+        web = "__ow_method" in args
+        params = {k: v for k, v in args.items() if not k.startswith("__ow_") and k not in _SETTING_NAMES}
+        body = args.get("__ow_body")
+        if web and body:
+            params.update(_decode_body(body, args.get("__ow_headers") or {}))
+        return cls(
+            params=params,
+            method=str(args.get("__ow_method", "post")).lower(),
+            path=str(args.get("__ow_path", "")),
+            headers={str(k).lower(): str(v) for k, v in (args.get("__ow_headers") or {}).items()},
+            web=web,
+        )
+
+
+def _decode_body(body: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    """A JSON body arrives merged unless the action is raw-http; then base64."""
+    text = body
+    try:
+        text = base64.b64decode(body, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    try:
+        decoded = json.loads(text)
+    except json.JSONDecodeError:
+        raise BadRequest("request body is not JSON", field="body") from None
+    if not isinstance(decoded, dict):
+        raise BadRequest("request body must be a JSON object", field="body")
+    return decoded
+
+
+Handler = Callable[[Request, Settings, Any], Any]
+
+
+def run(args: Mapping[str, Any], handler: Handler, *, roles: tuple[str, ...] = ALL_ROLES,
+        public: bool = False) -> dict[str, Any]:
+    """Run ``handler(request, settings, principal)`` and shape its answer.
+
+    ``public=True`` skips authentication (only the login action uses it).
+    """
+    request: Request | None = None
+    try:
+        settings = Settings.load(args)
+        request = Request.from_args(args)
+        principal = None
+        if not public:
+            from radcloud import auth  # late: auth needs Redis only when used
+
+            principal = auth.authenticate(request, settings, roles, args)
+        result = handler(request, settings, principal)
+    except RadcloudError as exc:
+        log.info("request refused: %s %s", exc.status, exc.code)
+        return _shape_error(exc, request)
+    except Exception as exc:  # the guard: every request gets an answer
+        log.exception("action failed")
+        return _shape_error(exc, request)
+    if request is not None and request.web:
+        if isinstance(result, dict) and "statusCode" in result:
+            return result
+        return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": result}
+    return result if isinstance(result, dict) else {"result": result}
+
+
+def _shape_error(exc: BaseException, request: Request | None) -> dict[str, Any]:
+    response = to_response(exc)
+    if request is not None and not request.web:
+        # Direct invocation: a flat error object (OpenWhisk marks it an
+        # application error and sequences short-circuit on it).
+        err = response["error"]
+        return {"error": {**err["body"]["error"], "statusCode": err["statusCode"]}}
+    return response
