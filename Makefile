@@ -1,0 +1,56 @@
+# radcloud — the two commands of a fresh Debian/Ubuntu machine:
+#   make demo   install what is needed, start the local stack, seed sample
+#               studies, deploy the actions to localwhisk, run a job, print the UI address
+#   make test   install what is needed and run every test
+# Everything else here is a step of those two.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STATE  ?= .radcloud
+export RADCLOUD_STATE_DIR := $(abspath $(STATE))
+
+.PHONY: demo test install venv system-deps node-deps stack-up stack-down seed clean-state bench
+
+install: system-deps venv node-deps
+
+# Python side: one venv, the exact versions of constraints.txt.
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { \
+	  [ "$$(id -u)" = 0 ] && apt-get install -y -qq python3-venv || \
+	  { echo "error: python venv module missing: apt-get install python3-venv" >&2; exit 1; }; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+# Debian packages: Orthanc, Redis, dcmtk, bubblewrap, Chromium for browser tests.
+system-deps:
+	@scripts/install-system-deps.sh
+
+# npm packages the tests drive: the official OpenWhisk client, playwright-core.
+node-deps:
+	@scripts/install-node-deps.sh
+
+stack-up: venv
+	$(VENV)/bin/radcloud stack up
+
+stack-down: venv
+	$(VENV)/bin/radcloud stack down
+
+seed: venv
+	$(VENV)/bin/radcloud stack seed
+
+demo: install
+	$(VENV)/bin/radcloud demo
+
+test: install
+	@scripts/run-tests.sh
+
+bench: install
+	@scripts/run-bench.sh
+
+clean-state:
+	-$(VENV)/bin/radcloud stack down
+	rm -rf $(STATE)
