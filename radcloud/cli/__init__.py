@@ -1,0 +1,1 @@
+"""radcloud's command line (typer): ``radcloud stack up|down|status|logs|seed``."""

@@ -1,0 +1,90 @@
+"""Render the services' configuration files from the Jinja2 templates.
+
+Each function returns the text (unit-tested as such); :func:`write_all`
+puts the files in the state directory, mode 0600 since they hold secrets.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from radcloud.stack.install import ORTHANC_PLUGINS_DIR
+from radcloud.stack.ports import Ports
+from radcloud.stack.state import ORTHANCS, TEST_AET, StateDir, write_private
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("radcloud.stack", "templates"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+_ENV.filters["shell_quote"] = shlex.quote
+
+PLUGINS = (str(ORTHANC_PLUGINS_DIR / "libOrthancDicomWeb.so"), str(ORTHANC_PLUGINS_DIR / "libOrthancGdcm.so"))
+
+
+def orthanc_ports(name: str, ports: Ports) -> tuple[int, int]:
+    """(HTTP, DICOM) ports of the named Orthanc."""
+    return getattr(ports, f"{name}_http"), getattr(ports, f"{name}_dicom")
+
+
+def render_orthanc(name: str, *, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
+                   plugins: tuple[str, ...] = PLUGINS) -> str:
+    """orthanc.json for the named instance; every other instance and the test SCP are modalities."""
+    http_port, dicom_port = orthanc_ports(name, ports)
+    modalities = [{"name": other, "aet": aet, "port": orthanc_ports(other, ports)[1]}
+                  for other, aet in ORTHANCS.items() if other != name]
+    modalities.append({"name": TEST_AET, "aet": TEST_AET, "port": ports.test_scp})
+    base = state.service_dir(name)
+    return _ENV.get_template("orthanc.json.j2").render(
+        name=f"radcloud-{name}", aet=ORTHANCS[name], http_port=http_port, dicom_port=dicom_port,
+        storage_dir=str(base / "storage"), index_dir=str(base / "index"),
+        user=credentials[name]["user"], password=credentials[name]["password"],
+        plugins=list(plugins), modalities=modalities,
+    )
+
+
+def render_s3_identities(credentials: Mapping[str, Any]) -> str:
+    return _ENV.get_template("s3.json.j2").render(
+        access_key=credentials["s3"]["access_key"], secret_key=credentials["s3"]["secret_key"])
+
+
+def render_redis(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any]) -> str:
+    return _ENV.get_template("redis.conf.j2").render(
+        port=ports.redis, data_dir=str(state.service_dir("redis")),
+        password=credentials["redis"]["password"])
+
+
+def render_env(env: Mapping[str, str], path: Path) -> str:
+    return _ENV.get_template("radcloud.env.j2").render(env=env, path=str(path))
+
+
+def config_path(state: StateDir, service: str) -> Path:
+    """Where the service's rendered config lives."""
+    names = {"redis": "redis.conf", "s3": "s3.json"}
+    return state.service_dir(service) / names.get(service, "orthanc.json")
+
+
+def write_service_config(service: str, *, state: StateDir, ports: Ports,
+                         credentials: Mapping[str, Any]) -> Path:
+    """Render and write one service's config (and create its data dirs)."""
+    path = config_path(state, service)
+    if service in ORTHANCS:
+        text = render_orthanc(service, state=state, ports=ports, credentials=credentials)
+        for sub in ("storage", "index"):
+            (state.service_dir(service) / sub).mkdir(parents=True, exist_ok=True)
+    elif service == "redis":
+        text = render_redis(state=state, ports=ports, credentials=credentials)
+    elif service == "s3":
+        text = render_s3_identities(credentials)
+        (state.service_dir("s3") / "data").mkdir(parents=True, exist_ok=True)
+        (state.log_dir / "s3").mkdir(parents=True, exist_ok=True)
+    else:
+        raise ValueError(f"unknown service {service!r}")
+    write_private(path, text)
+    return path

@@ -1,0 +1,109 @@
+"""Where the running stack answers, as radcloud settings or ``RADCLOUD_*`` lines.
+
+Built from the state dir alone (ports + credentials), so any tool can get
+the endpoints of a stack another process started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from radcloud.settings import Secret, Settings
+from radcloud.stack.ports import Ports
+from radcloud.stack.state import BUCKET, ORTHANCS, TEST_AET, StateDir
+
+
+@dataclasses.dataclass(frozen=True)
+class OrthancEndpoint:
+    name: str
+    url: str
+    user: str
+    password: Secret
+    aet: str
+    dicom_port: int
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return self.user, self.password.reveal()
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoints:
+    state_dir: Path
+    credentials_file: Path
+    orthancs: dict[str, OrthancEndpoint]
+    s3_endpoint: str  # host:port, as the minio SDK wants it (presigned URLs are signed for it)
+    s3_access_key: str
+    s3_secret_key: Secret
+    s3_bucket: str
+    redis_url: Secret
+    test_aet: str
+    test_scp_port: int
+
+    @classmethod
+    def from_state(cls, state: StateDir, ports: Ports, credentials: dict[str, Any]) -> "Endpoints":
+        orthancs = {
+            name: OrthancEndpoint(
+                name=name, url=f"http://127.0.0.1:{getattr(ports, name + '_http')}",
+                user=credentials[name]["user"], password=Secret(credentials[name]["password"]),
+                aet=aet, dicom_port=getattr(ports, name + "_dicom"))
+            for name, aet in ORTHANCS.items()
+        }
+        redis_password = credentials["redis"]["password"]
+        return cls(
+            state_dir=state.root, credentials_file=state.credentials, orthancs=orthancs,
+            s3_endpoint=f"127.0.0.1:{ports.s3}", s3_access_key=credentials["s3"]["access_key"],
+            s3_secret_key=Secret(credentials["s3"]["secret_key"]), s3_bucket=BUCKET,
+            redis_url=Secret(f"redis://:{redis_password}@127.0.0.1:{ports.redis}/0"),
+            test_aet=TEST_AET, test_scp_port=ports.test_scp,
+        )
+
+    @property
+    def orthanc(self) -> OrthancEndpoint:
+        return self.orthancs["orthanc"]
+
+    def env(self) -> dict[str, str]:
+        """``RADCLOUD_*`` variables (secrets revealed: this is for child processes and radcloud.env)."""
+        env = {
+            "RADCLOUD_ORTHANC_URL": self.orthanc.url,
+            "RADCLOUD_ORTHANC_USER": self.orthanc.user,
+            "RADCLOUD_ORTHANC_PASSWORD": self.orthanc.password.reveal(),
+            "RADCLOUD_ORTHANC_AET": self.orthanc.aet,
+            "RADCLOUD_ORTHANC_DICOM_PORT": str(self.orthanc.dicom_port),
+            "RADCLOUD_S3_ENDPOINT": self.s3_endpoint,
+            "RADCLOUD_S3_ACCESS_KEY": self.s3_access_key,
+            "RADCLOUD_S3_SECRET_KEY": self.s3_secret_key.reveal(),
+            "RADCLOUD_S3_SECURE": "false",
+            "RADCLOUD_S3_BUCKET": self.s3_bucket,
+            "RADCLOUD_REDIS_URL": self.redis_url.reveal(),
+            "RADCLOUD_TEST_AET": self.test_aet,
+            "RADCLOUD_TEST_SCP_PORT": str(self.test_scp_port),
+        }
+        for name, o in self.orthancs.items():
+            if name == "orthanc":
+                continue
+            prefix = f"RADCLOUD_{name.upper()}_"
+            env.update({prefix + "URL": o.url, prefix + "USER": o.user,
+                        prefix + "PASSWORD": o.password.reveal(), prefix + "AET": o.aet,
+                        prefix + "DICOM_PORT": str(o.dicom_port)})
+        return env
+
+    def settings(self, **overrides: Any) -> Settings:
+        """radcloud Settings pointing at this stack; ``overrides`` are action-style params."""
+        return Settings.load(overrides, environ=self.env())
+
+    def public(self) -> dict[str, Any]:
+        """A printable view: every secret masked, where the credentials are named instead."""
+        return {
+            "state_dir": str(self.state_dir),
+            "credentials_file": str(self.credentials_file),
+            "orthanc": {name: {"url": o.url, "user": o.user, "password": str(o.password),
+                               "aet": o.aet, "dicom": f"127.0.0.1:{o.dicom_port}"}
+                        for name, o in self.orthancs.items()},
+            "s3": {"endpoint": f"http://{self.s3_endpoint}", "access_key": self.s3_access_key,
+                   "secret_key": str(self.s3_secret_key), "bucket": self.s3_bucket},
+            "redis": {"url": str(self.redis_url), "address": self.redis_url.reveal().rsplit("@", 1)[-1]},
+            "test_scp": {"aet": self.test_aet, "port": self.test_scp_port},
+        }
