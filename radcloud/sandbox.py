@@ -1,0 +1,280 @@
+"""Run one plugin process under limits: the shard runner's sandbox.
+
+A plugin is untrusted code working on patient data, so it runs with:
+
+* rlimits: address space (``max_memory_limit``), CPU seconds (a backstop
+  behind the wall clock), file size (one output file), open files, no core
+  dumps;
+* a wall-clock timeout and a cancel flag polled while it runs; the whole
+  process group is killed;
+* an output watch: total bytes/files in the output dir polled while it
+  runs (an output flood is killed, not uploaded);
+* bubblewrap when it works: a read-only root, the input dir read-only, only
+  the output and scratch dirs writable, uid 65534, no network unless the
+  descriptor declares it, a private /tmp, PID namespace so nothing outlives
+  the shard. Without bubblewrap (e.g. a container that forbids user
+  namespaces) a root parent drops the child to uid 65534 instead, and the
+  inputs are made read-only with chmod.
+
+The environment is built from scratch: the plugin never sees radcloud's
+settings (S3 keys, Redis URL).
+
+OOM heuristic (RLIMIT_AS is not the kernel's OOM killer: allocations just
+fail): the run is ``oom`` when a memory limit was set and the process failed
+with ``MemoryError``/``Unable to allocate``/``Cannot allocate memory``/
+``bad_alloc``/``out of memory`` in its last output lines, or died of
+SIGKILL/SIGSEGV/SIGABRT that radcloud did not send (allocators that do not
+check malloc's result crash instead of raising).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+NOBODY = 65534
+TAIL_LINES = 40
+TAIL_BYTES = 8192
+MAX_LINE = 4096
+_OOM_RE = re.compile(r"MemoryError|Unable to allocate|Cannot allocate memory|bad_alloc|out of memory",
+                     re.IGNORECASE)
+_OOM_SIGNALS = {signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT}
+
+
+@dataclasses.dataclass
+class Limits:
+    """What a plugin run may use. ``None`` = no limit of that kind."""
+
+    timeout_s: float = 300.0
+    memory_bytes: int | None = None
+    cpus: float | None = None
+    network: bool = False
+    max_output_bytes: int = 2 * 1024**3
+    max_output_files: int = 20_000
+    max_open_files: int = 1024
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class RunResult:
+    exit_code: int | None
+    reason: str  # ok | timeout | oom | crash | cancelled | error
+    message: str
+    duration_s: float
+    tail: str
+
+
+@functools.cache
+def bwrap_works() -> bool:
+    """Whether bubblewrap can create its namespaces here (probed once)."""
+    exe = shutil.which("bwrap")
+    if not exe:
+        return False
+    try:
+        probe = subprocess.run([exe, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/",
+                                "--proc", "/proc", "--dev", "/dev", "true"],
+                               capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+def make_read_only(root: str | os.PathLike[str]) -> None:
+    """chmod a tree to r-x dirs / r-- files (the fallback when no bwrap)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            os.chmod(os.path.join(dirpath, name), 0o444)
+        os.chmod(dirpath, 0o555)
+
+
+def _preexec(limits: Limits, drop_to: int | None, fsize: int) -> Callable[[], None]:
+    def apply() -> None:  # runs in the child between fork and exec
+        if limits.memory_bytes:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        cpu = int(limits.timeout_s * max(1.0, limits.cpus or 1.0)) + 5
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if drop_to is not None:
+            os.setgroups([])
+            os.setgid(drop_to)
+            os.setuid(drop_to)
+    return apply
+
+
+def _env(extra: dict[str, str], limits: Limits, scratch: str) -> dict[str, str]:
+    threads = str(max(1, int(limits.cpus or 1)))
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C.UTF-8",
+           "HOME": scratch, "TMPDIR": scratch, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+           # One BLAS/OpenMP thread per granted core: thread pools reserve
+           # address space and would trip RLIMIT_AS on their own.
+           "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    env.update(extra)
+    return env
+
+
+def _bwrap_argv(argv: list[str], *, read_only: list[str], writable: list[str], cwd: str,
+                network: bool) -> list[str]:
+    cmd = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session", "--unshare-all"]
+    if network:
+        cmd.append("--share-net")
+    cmd += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for path in read_only:
+        cmd += ["--ro-bind", path, path]
+    for path in writable:
+        cmd += ["--bind", path, path]
+    cmd += ["--uid", str(NOBODY), "--gid", str(NOBODY), "--chdir", cwd, "--"]
+    return cmd + argv
+
+
+def _dir_usage(path: str, stop_after: int) -> tuple[int, int]:
+    """(bytes, files) under path, without following symlinks."""
+    total = count = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue
+            count += 1
+            if count > stop_after:
+                return total, count
+    return total, count
+
+
+def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_only: list[str],
+        writable: list[str], on_line: Callable[[str], None] = lambda line: None,
+        cancelled: Callable[[], bool] = lambda: False, use_bwrap: bool | None = None,
+        watch_dir: str | None = None, poll_s: float = 0.1) -> RunResult:
+    """Run ``argv`` to completion under ``limits``; never raises for the child's faults.
+
+    Parameters:
+        cwd: working and scratch dir; must be in ``writable``.
+        read_only / writable: the only dirs the plugin may read-bind / write
+            (beyond the read-only system) when bubblewrap is used.
+        on_line: called for each output line (stdout+stderr merged).
+        cancelled: polled about twice a second; True kills the run.
+        watch_dir: the output dir whose size is held to the output limits.
+    """
+    use_bwrap = bwrap_works() if use_bwrap is None else use_bwrap
+    drop_to = NOBODY if (not use_bwrap and os.geteuid() == 0) else None
+    if drop_to is not None:
+        for path in writable:
+            os.chown(path, NOBODY, NOBODY)
+        for path in read_only + writable:
+            _allow_traverse(path)
+    cmd = _bwrap_argv(argv, read_only=read_only, writable=writable, cwd=cwd,
+                      network=limits.network) if use_bwrap else argv
+    fsize = limits.max_output_bytes + 1
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=_env(env, limits, cwd), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=_preexec(limits, drop_to, fsize))
+    except OSError as exc:
+        return RunResult(None, "error", f"cannot start plugin: {exc.strerror}", 0.0, "")
+    reader = threading.Thread(target=_pump, args=(proc, tail, on_line), daemon=True)
+    reader.start()
+    killed_for, last_check = "", 0.0
+    while proc.poll() is None:
+        time.sleep(poll_s)
+        now = time.monotonic()
+        if now - t0 > limits.timeout_s:
+            killed_for = "timeout"
+        elif now - last_check >= 0.5:
+            last_check = now
+            if cancelled():
+                killed_for = "cancelled"
+            elif watch_dir:
+                size, files = _dir_usage(watch_dir, limits.max_output_files)
+                if size > limits.max_output_bytes or files > limits.max_output_files:
+                    killed_for = "output"
+        if killed_for:
+            _kill(proc)
+            break
+    proc.wait()
+    reader.join(timeout=5)
+    duration = time.monotonic() - t0
+    text = _tail_text(tail)
+    code = proc.returncode
+    reason, message = _classify(code, killed_for, text, limits, use_bwrap)
+    return RunResult(code, reason, message, duration, text)
+
+
+def _allow_traverse(path: str) -> None:
+    """Give 'others' search permission on the parents so uid 65534 can reach path."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and parent != "/":
+        mode = os.stat(parent).st_mode
+        if not mode & 0o001:
+            os.chmod(parent, (mode & 0o7777) | 0o001)
+        parent = os.path.dirname(parent)
+
+
+def _pump(proc: subprocess.Popen, tail: collections.deque, on_line: Callable[[str], None]) -> None:
+    assert proc.stdout is not None
+    for raw in iter(lambda: proc.stdout.readline(MAX_LINE), b""):
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        tail.append(line)
+        on_line(line)
+    proc.stdout.close()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _tail_text(tail: collections.deque) -> str:
+    text = "\n".join(tail)
+    return text[-TAIL_BYTES:]
+
+
+def _signal_of(code: int | None, via_bwrap: bool) -> int | None:
+    if code is None:
+        return None
+    if code < 0:
+        return -code
+    if via_bwrap and 128 < code <= 128 + 64:  # bwrap reports a signalled child as 128+N
+        return code - 128
+    return None
+
+
+def _classify(code: int | None, killed_for: str, tail: str, limits: Limits,
+              via_bwrap: bool) -> tuple[str, str]:
+    if killed_for == "cancelled":
+        return "cancelled", "cancelled by request"
+    if killed_for == "timeout":
+        return "timeout", f"plugin ran past its {limits.timeout_s:g} s wall-clock limit"
+    if killed_for == "output":
+        return "error", (f"output dir exceeded {limits.max_output_bytes} bytes or "
+                         f"{limits.max_output_files} files")
+    if code == 0:
+        return "ok", "ok"
+    sig = _signal_of(code, via_bwrap)
+    if sig == signal.SIGXFSZ:
+        return "error", f"an output file exceeded {limits.max_output_bytes} bytes"
+    if sig == signal.SIGXCPU:
+        return "timeout", "plugin used up its CPU-time limit"
+    if limits.memory_bytes and (_OOM_RE.search(tail) or sig in _OOM_SIGNALS):
+        return "oom", f"plugin ran out of memory (limit {limits.memory_bytes // 1024**2} MiB)"
+    if sig is not None:
+        return "crash", f"plugin killed by signal {sig}"
+    return "crash", f"plugin exited with code {code}"
