@@ -1,0 +1,52 @@
+"""Shared unit-test fixtures.
+
+``redis_server``: a private redis-server listening on a unix socket in a temp
+dir (no TCP port, nothing reachable from outside), one per test session;
+``redis_client`` flushes it before each test. Real Redis rather than a fake:
+the job model is Lua scripts and blocking stream reads, which fakes mimic badly.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    tmp = Path(tempfile.mkdtemp(prefix="radcloud-redis-"))
+    sock = tmp / "redis.sock"
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+         "--dir", str(tmp), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):  # bounded: at most ~2 s
+            if sock.exists():
+                break
+            time.sleep(0.01)
+        else:
+            raise RuntimeError("redis-server did not start")
+        yield f"unix://{sock}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    import redis
+
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
