@@ -70,8 +70,14 @@ class SeriesPlan:
         return sample_uid(self.patient.patient_id, self.study.accession, self.series_number,
                           instance_number)
 
+    def instance(self, number: int) -> Dataset:
+        """Build instance ``number`` (1-based), pixels included."""
+        if not 1 <= number <= self.series.count:
+            raise IndexError(f"instance {number} is outside 1..{self.series.count}")
+        return _instance(self, number)
+
     def datasets(self) -> Iterator[Dataset]:
-        """Build the series' instances one at a time (pixels included)."""
+        """Build the series' instances one at a time."""
         for number in range(1, self.series.count + 1):
             yield _instance(self, number)
 
