@@ -1,0 +1,51 @@
+"""Web action ``login``: user name + password → a signed, expiring token.
+
+POST ``{"username", "password"}`` → ``{"token", "expires_in", "user"}``,
+plus the token as an HttpOnly, SameSite=Strict ``token`` cookie so the UI's
+own pages can be served to a logged-in browser. DELETE clears the cookie
+(logging out is otherwise client-side: forget the token). Public: this is
+the one action the guard does not run in front of; failed attempts are
+rate-limited per user and per address (429) and audited.
+"""
+
+from radcloud import audit, auth
+from radcloud.action import run
+from radcloud.errors import BadRequest, RadcloudError
+
+
+def _cookie(value: str, max_age: int, secure: bool) -> str:
+    flags = "; Secure" if secure else ""
+    return f"{auth.COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{flags}"
+
+
+def handle(request, settings, _principal):
+    secure = request.headers.get("x-forwarded-proto", "") == "https"
+    if request.method == "delete":
+        return {"statusCode": 200, "headers": {"Content-Type": "application/json",
+                                               "Set-Cookie": _cookie("", 0, secure)},
+                "body": {"ok": True}}
+    if request.method != "post":
+        raise BadRequest("send POST with {\"username\", \"password\"}", field="method")
+    username = request.params.get("username")
+    password = request.params.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        raise BadRequest("username and password are required", field="username")
+    redis = auth.redis_client(settings)
+    try:
+        token, user = auth.login(redis, settings, username.strip(), password, request.client)
+    except RadcloudError as exc:
+        audit.record(redis, None, "login", request, outcome=exc.code, username=username.strip()[:64])
+        raise
+    principal = auth.Principal(user.name, user.role)
+    audit.record(redis, principal, "login", request)
+    return {
+        "statusCode": 200,
+        "headers": {"Content-Type": "application/json", "Cache-Control": "no-store",
+                    "Set-Cookie": _cookie(token, settings.token_ttl_s, secure)},
+        "body": {"token": token, "expires_in": settings.token_ttl_s,
+                 "user": {"name": user.name, "role": user.role}},
+    }
+
+
+def main(args):
+    return run(args, handle, public=True)

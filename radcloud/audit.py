@@ -1,0 +1,130 @@
+"""The audit trail: who touched which patient's data, when, from where.
+
+Every query, retrieve, job and result view that touches patient data
+appends one entry to the Redis stream ``radcloud:audit``. The trail is the
+one place patient and study identifiers belong; logs never hold them.
+Only admins read it (``functions/audit`` allows the ``admin`` role only),
+and radcloud never trims or edits it: stream entries are append-only and
+their ids are time-ordered, so a gap or reordering would show. Retention
+is the operator's decision (``XTRIM`` by hand, after export).
+
+    audit.record(redis, principal, "query", request, patient_ids=["123"])
+
+Each entry holds ``when`` (ISO 8601 UTC), ``who``, ``role``, ``action``,
+``client`` (the caller's address), ``outcome`` and ``what`` (a JSON object
+of the identifiers passed as keyword arguments).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from radcloud.errors import BadRequest
+
+log = logging.getLogger(__name__)
+
+STREAM = "radcloud:audit"
+PAGE_MAX = 500
+_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def _clean(value: Any) -> Any:
+    """Identifiers as strings or lists of strings; None dropped."""
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [str(v) for v in value if v is not None]
+    return str(value)
+
+
+def record(redis: Any, principal: Any, action: str, request: Any = None, *,
+           outcome: str = "ok", **targets: Any) -> str | None:
+    """Append one audit entry; return its stream id.
+
+    Parameters:
+        principal: an :class:`radcloud.auth.Principal` (or None: anonymous).
+        action: what was done, e.g. ``query``, ``retrieve``, ``dispatch``,
+            ``view_result``, ``login``.
+        request: the :class:`radcloud.action.Request` (for the client address).
+        targets: identifiers touched, e.g. ``patient_ids``, ``study_uids``,
+            ``accessions``, ``job_id``.
+
+    An audit write must not be silently lost, but it must not lose the
+    caller's answer either: a Redis failure is logged (without the
+    identifiers) and re-raised so the action's guard reports it.
+    """
+    what = {k: _clean(v) for k, v in targets.items() if v is not None and v != []}
+    fields = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "who": getattr(principal, "name", None) or "anonymous",
+        "role": getattr(principal, "role", None) or "",
+        "action": action,
+        "client": getattr(request, "client", None) or "unknown",
+        "outcome": outcome,
+        "what": json.dumps(what, sort_keys=True, separators=(",", ":")),
+    }
+    try:
+        entry_id = redis.xadd(STREAM, fields)
+    except Exception:
+        log.error("audit write failed for action %s", action)
+        raise
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
+    data = {_text(k): _text(v) for k, v in fields.items()}
+    try:
+        what = json.loads(data.get("what", "{}"))
+    except json.JSONDecodeError:
+        what = {"raw": data.get("what", "")}
+    return {"id": _text(entry_id), "when": data.get("when", ""), "who": data.get("who", ""),
+            "role": data.get("role", ""), "action": data.get("action", ""),
+            "client": data.get("client", ""), "outcome": data.get("outcome", ""), "what": what}
+
+
+def page(redis: Any, *, before: str | None = None, limit: int = 50,
+         who: str | None = None, action: str | None = None) -> dict[str, Any]:
+    """Entries newest first, ``limit`` at a time.
+
+    Pass the returned ``next`` as ``before`` for the following page (None
+    at the end). ``who``/``action`` filter exactly; filtering scans at most
+    ten pages of the stream per call, so a rare filter may return a short
+    page with a ``next`` to continue from.
+
+    Raises:
+        BadRequest: ``before`` is not a stream id or ``limit`` out of range.
+    """
+    if not isinstance(limit, int) or not 1 <= limit <= PAGE_MAX:
+        raise BadRequest(f"limit must be an integer between 1 and {PAGE_MAX}", field="limit")
+    if before is not None and not _ID_RE.match(before):
+        raise BadRequest("before must be an audit entry id like '1732490000000-0' "
+                         "(the 'next' of the previous page)", field="before")
+    upper = f"({before}" if before else "+"
+    entries: list[dict[str, Any]] = []
+    next_id: str | None = None
+    for _ in range(10):
+        batch = redis.xrevrange(STREAM, max=upper, min="-", count=limit)
+        if not batch:
+            next_id = None
+            break
+        for entry_id, fields in batch:
+            entry = _entry(entry_id, fields)
+            if (who is None or entry["who"] == who) and (action is None or entry["action"] == action):
+                entries.append(entry)
+            next_id = entry["id"]
+            if len(entries) == limit:
+                break
+        if len(entries) == limit or len(batch) < limit:
+            if len(batch) < limit and len(entries) < limit:
+                next_id = None
+            break
+        upper = f"({next_id}"
+    if next_id is not None and not redis.xrevrange(STREAM, max=f"({next_id}", min="-", count=1):
+        next_id = None
+    return {"entries": entries, "next": next_id, "total": int(redis.xlen(STREAM))}

@@ -1,0 +1,122 @@
+"""radcloud.audit and the login/audit actions: entries, paging, admin-only reading."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from radcloud import audit, auth
+from radcloud.action import Request
+from radcloud.errors import BadRequest
+from radcloud.settings import Settings
+from radcloud.users import UserStore
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "t" * 40
+PW = "correct horse battery"
+
+
+def load_action(name):
+    spec = importlib.util.spec_from_file_location(f"action_{name}", ROOT / "functions" / name / "__main__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def redis(redis_client):
+    return redis_client
+
+
+def web(redis_server, method="post", headers=None, **params):
+    return {"__ow_method": method, "__ow_headers": {"x-forwarded-for": "10.1.2.3", **(headers or {})},
+            "__ow_path": "", "token_secret": SECRET, "redis_url": redis_server, **params}
+
+
+def test_record_holds_who_what_when_where(redis):
+    request = Request(params={}, headers={"x-forwarded-for": "10.1.2.3, 172.16.0.1"}, web=True)
+    entry_id = audit.record(redis, auth.Principal("alice", "clinician"), "query", request,
+                            patient_ids=["4711", "4712"], study_uid="1.2.3", job_id=None)
+    (got_id, fields), = redis.xrange(audit.STREAM)
+    assert got_id == entry_id
+    assert fields["who"] == "alice" and fields["role"] == "clinician"
+    assert fields["action"] == "query" and fields["client"] == "10.1.2.3"
+    assert fields["when"].endswith("+00:00") and fields["outcome"] == "ok"
+    assert json.loads(fields["what"]) == {"patient_ids": ["4711", "4712"], "study_uid": "1.2.3"}
+
+
+def test_page_newest_first_with_cursor(redis):
+    for i in range(7):
+        audit.record(redis, auth.Principal("u", "clinician"), "query", None, study_uid=str(i))
+    first = audit.page(redis, limit=3)
+    assert [e["what"]["study_uid"] for e in first["entries"]] == ["6", "5", "4"]
+    assert first["total"] == 7
+    second = audit.page(redis, before=first["next"], limit=3)
+    assert [e["what"]["study_uid"] for e in second["entries"]] == ["3", "2", "1"]
+    last = audit.page(redis, before=second["next"], limit=3)
+    assert [e["what"]["study_uid"] for e in last["entries"]] == ["0"]
+    assert last["next"] is None
+
+
+def test_page_exact_multiple_ends_with_no_next(redis):
+    for i in range(4):
+        audit.record(redis, None, "query", None, n=i)
+    first = audit.page(redis, limit=2)
+    second = audit.page(redis, before=first["next"], limit=2)
+    assert len(second["entries"]) == 2 and second["next"] is None
+
+
+def test_page_filters(redis):
+    for i in range(6):
+        audit.record(redis, auth.Principal("alice" if i % 2 else "bob", "clinician"),
+                     "retrieve" if i % 3 == 0 else "query", None, n=i)
+    assert [e["what"]["n"] for e in audit.page(redis, who="alice")["entries"]] == ["5", "3", "1"]
+    assert [e["what"]["n"] for e in audit.page(redis, action="retrieve", who="bob")["entries"]] == ["0"]
+
+
+@pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": 10_000}, {"before": "drop table"}])
+def test_page_rejects_bad_input(redis, kwargs):
+    with pytest.raises(BadRequest):
+        audit.page(redis, **kwargs)
+
+
+def test_login_action_sets_cookie_and_audits(redis, redis_server):
+    UserStore(redis).add("alice", "clinician", PW)
+    login = load_action("login")
+    result = login.main(web(redis_server, username="alice", password=PW))
+    assert result["statusCode"] == 200
+    token = result["body"]["token"]
+    cookie = result["headers"]["Set-Cookie"]
+    assert cookie.startswith(f"token={token};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    bad = login.main(web(redis_server, username="alice", password="wrong wrong"))
+    assert bad["error"]["statusCode"] == 401
+    entries = audit.page(redis)["entries"]
+    assert [(e["action"], e["outcome"]) for e in entries] == [("login", "unauthorized"), ("login", "ok")]
+    assert PW not in json.dumps(entries)
+
+
+def test_login_action_throttles_with_429(redis, redis_server):
+    UserStore(redis).add("alice", "clinician", PW)
+    login = load_action("login")
+    codes = [login.main(web(redis_server, username="alice", password="wrong wrong"))["error"]["statusCode"]
+             for _ in range(auth.FAIL_LIMIT_USER + 1)]
+    assert codes[-1] == 429 and set(codes[:-1]) == {401}
+
+
+def test_audit_action_is_admin_only(redis, redis_server):
+    store = UserStore(redis)
+    store.add("alice", "clinician", PW)
+    store.add("root", "admin", PW)
+    audit.record(redis, auth.Principal("alice", "clinician"), "query", None, patient_ids=["4711"])
+    action = load_action("audit")
+    s = Settings.load({"token_secret": SECRET}, environ={})
+    clinician = {"authorization": "Bearer " + auth.issue_token(s, store.get("alice"))}
+    admin = {"authorization": "Bearer " + auth.issue_token(s, store.get("root"))}
+    refused = action.main(web(redis_server, "get", clinician))
+    assert refused["error"]["statusCode"] == 403 and "4711" not in json.dumps(refused)
+    assert action.main(web(redis_server, "get"))["error"]["statusCode"] == 401
+    ok = action.main(web(redis_server, "get", admin, limit="10"))
+    assert ok["statusCode"] == 200
+    assert ok["body"]["entries"][0]["what"] == {"patient_ids": ["4711"]}
+    assert audit.page(redis, limit=1)["entries"][0]["action"] == "read_audit"
