@@ -36,6 +36,7 @@ from radcloud.samples.spec import (DEFAULT_SPEC, PatientSpec, SeriesSpec, Spec, 
 # users of pydicom's root. Changing it changes every UID: don't.
 UID_NAMESPACE = "radcloud-samples-v1"
 IMPLEMENTATION_VERSION = "RADCLOUD_SAMPLES"
+IMPLEMENTATION_UID = generate_uid(entropy_srcs=[UID_NAMESPACE, "implementation"])
 CT_INTERCEPT = -1024.0
 
 __all__ = [
@@ -78,8 +79,9 @@ class SeriesPlan:
 
     def datasets(self) -> Iterator[Dataset]:
         """Build the series' instances one at a time."""
+        template = _series_template(self)
         for number in range(1, self.series.count + 1):
-            yield _instance(self, number)
+            yield _instance(self, number, template)
 
 
 def plan(spec: Spec | None = None) -> list[SeriesPlan]:
@@ -166,22 +168,33 @@ def _ds(value: float) -> str:
     return "0" if text == "-0" else text
 
 
-def _instance(p: SeriesPlan, number: int) -> Dataset:
-    s, study, patient = p.series, p.study, p.patient
-    sop_class = CTImageStorage if study.modality == "CT" else MRImageStorage
+def _instance(p: SeriesPlan, number: int, template: Dataset | None = None) -> Dataset:
+    """Instance ``number``: the series template plus per-instance UIDs, position, pixels."""
+    template = _series_template(p) if template is None else template
+    # A new element dict sharing the template's elements: building ~60
+    # elements per instance would cost more than the pixels of a small image.
+    # Assigning an attribute replaces an element, so instances stay independent.
+    ds = Dataset(dict(template.items()))
     sop_uid = p.sop_uid(number)
-
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPClassUID = template.SOPClassUID
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = sample_uid("implementation")
+    meta.ImplementationClassUID = IMPLEMENTATION_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-
-    ds = Dataset()
     ds.file_meta = meta
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceNumber = number
+    ds.add_new(0x7FE00010, "OW", _pixels(ds, p, number).tobytes())   # PixelData
+    return ds
+
+
+def _series_template(p: SeriesPlan) -> Dataset:
+    """Every attribute shared by the instances of a series."""
+    s, study, patient = p.series, p.study, p.patient
+    ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
+    ds.SOPClassUID = CTImageStorage if study.modality == "CT" else MRImageStorage
     ds.PatientName, ds.PatientID = patient.name, patient.patient_id
     ds.PatientBirthDate, ds.PatientSex = patient.birth_date, patient.sex
     ds.StudyInstanceUID, ds.SeriesInstanceUID = p.study_uid, p.series_uid
@@ -196,50 +209,50 @@ def _instance(p: SeriesPlan, number: int) -> Dataset:
     ds.StudyDescription, ds.SeriesDescription = study.description, s.description
     ds.Modality, ds.BodyPartExamined = study.modality, study.body_part
     ds.PatientPosition = "HFS"
-    ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = p.series_number, number, 1
-
-    pixels = _geometry_and_pixels(ds, p, number)
+    ds.SeriesNumber, ds.AcquisitionNumber = p.series_number, 1
+    ds.PixelSpacing = [_ds(s.pixel_spacing), _ds(s.pixel_spacing)]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.Rows, ds.Columns = pixels.shape
+    ds.Rows, ds.Columns = s.rows, s.cols
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.WindowCenter, ds.WindowWidth = _ds(s.window[0]), _ds(s.window[1])
-    ds.add_new(0x7FE00010, "OW", pixels.tobytes())   # PixelData
-    return ds
-
-
-def _geometry_and_pixels(ds: Dataset, p: SeriesPlan, number: int) -> np.ndarray:
-    s = p.series
-    seed = _noise_seed(p.series_uid, number)
     if s.kind == "ct_scout":
         # Coronal localiser: columns along +x, rows down the patient (-z).
         ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
         ds.ImageOrientationPatient = ["1", "0", "0", "0", "0", "-1"]
-        fov = s.pixel_spacing * s.rows
-        ds.ImagePositionPatient = [_ds(-(s.cols - 1) / 2 * s.pixel_spacing), "0",
-                                   _ds(s.z_start - s.pixel_spacing / 2)]
-        values = phantom.ct_projection(s.rows, s.cols, fov_mm=fov, z_top=s.z_start)
     else:
-        z = s.z_start - (number - 1) * s.step
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-        ds.ImagePositionPatient = [_ds(-(s.cols - 1) / 2 * s.pixel_spacing),
-                                   _ds(-(s.rows - 1) / 2 * s.pixel_spacing), _ds(z)]
-        ds.SliceLocation = _ds(z)
         ds.SliceThickness, ds.SpacingBetweenSlices = _ds(s.slice_thickness), _ds(s.step)
-        if s.kind == "ct_axial":
-            values = phantom.ct_slice(z, s.rows, s.cols, s.pixel_spacing, noise_hu=s.noise, seed=seed)
-        else:
-            values = phantom.mr_slice(z, s.rows, s.cols, s.pixel_spacing, s.weighting,
-                                      noise=s.noise, seed=seed)
-    ds.PixelSpacing = [_ds(s.pixel_spacing), _ds(s.pixel_spacing)]
     if s.kind == "mr_axial":
         ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "SE", "NONE", ""
         ds.MRAcquisitionType, ds.MagneticFieldStrength = "2D", "1.5"
         ds.RepetitionTime, ds.EchoTime = ("500", "15") if s.weighting == "T1" else ("4000", "100")
-        return np.clip(np.rint(values), 0, 4095).astype(np.uint16)
-    ds.KVP, ds.ConvolutionKernel = "120", s.kernel
-    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = _ds(CT_INTERCEPT), "1", "HU"
-    # Stored value = HU + 1024, in 12 unsigned bits (-1024..3071 HU).
+    else:
+        ds.KVP, ds.ConvolutionKernel = "120", s.kernel
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = _ds(CT_INTERCEPT), "1", "HU"
+    return ds
+
+
+def _pixels(ds: Dataset, p: SeriesPlan, number: int) -> np.ndarray:
+    """Set the instance's position and return its stored pixel values (uint16)."""
+    s = p.series
+    seed = _noise_seed(p.series_uid, number)
+    if s.kind == "ct_scout":
+        ds.ImagePositionPatient = [_ds(-(s.cols - 1) / 2 * s.pixel_spacing), "0",
+                                   _ds(s.z_start - s.pixel_spacing / 2)]
+        values = phantom.ct_projection(s.rows, s.cols, fov_mm=s.pixel_spacing * s.rows, z_top=s.z_start)
+    else:
+        # Head first: instance 1 is the most superior slice.
+        z = s.z_start - (number - 1) * s.step
+        ds.ImagePositionPatient = [_ds(-(s.cols - 1) / 2 * s.pixel_spacing),
+                                   _ds(-(s.rows - 1) / 2 * s.pixel_spacing), _ds(z)]
+        ds.SliceLocation = _ds(z)
+        if s.kind == "mr_axial":
+            values = phantom.mr_slice(z, s.rows, s.cols, s.pixel_spacing, s.weighting,
+                                      noise=s.noise, seed=seed)
+            return np.clip(np.rint(values), 0, 4095).astype(np.uint16)
+        values = phantom.ct_slice(z, s.rows, s.cols, s.pixel_spacing, noise_hu=s.noise, seed=seed)
+    # CT stored value = HU + 1024, in 12 unsigned bits (-1024..3071 HU).
     return np.clip(np.rint(values) - CT_INTERCEPT, 0, 4095).astype(np.uint16)
 
 
