@@ -6,11 +6,12 @@ import logging
 
 import typer
 
-from radcloud.cli import stack
+from radcloud.cli import stack, users
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="radcloud: PACS query/retrieve and image plugins as OpenWhisk actions.")
 app.add_typer(stack.app, name="stack")
+app.add_typer(users.app, name="users")
 
 
 @app.callback()
