@@ -1,0 +1,336 @@
+"""The container pool: what OpenWhisk's invoker ContainerPool does, on one machine.
+
+Warm containers are kept per (action fqn, code digest) and run one activation at
+a time (OpenWhisk's Python runtime has concurrency 1). A global cap bounds the
+number of live processes; when it is reached, an idle container of another
+action (least recently used) or a stem cell is evicted, otherwise the caller
+queues. Stem cells are launchers started without code (OpenWhisk's prewarmed
+containers): a cold start takes one and only has to stage the code and import it.
+Idle containers are reaped after ``idle_ttl_s``.
+
+Timing fields, as the controller records them:
+- ``wait_time_ms``: queued for a free container slot;
+- ``init_time_ms``: cold start only: process start (unless a stem cell was
+  taken), staging the code, importing it, the ack;
+- ``start_ms``/``end_ms``/``duration_ms``: the run itself, after init.
+
+Memory: RLIMIT_AS = memory limit + ``HEADROOM_MB``. RLIMIT_AS caps virtual memory,
+not resident memory, so the interpreter's own mappings must fit under it. Measured
+on this box (VmPeak, Python 3.11): bare interpreter 17 MB; ``import numpy`` 175 MB
+with one OpenBLAS thread per core (2 cores) and 240 MB with numpy + scipy and
+OPENBLAS_NUM_THREADS=1 -- each extra BLAS thread reserves ~80 MB. Hence one BLAS
+thread per container (an OpenWhisk container gets a CPU share, not the machine;
+override with an init parameter) and 512 MB of headroom.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+from localwhisk.runtime import messages as msg
+from localwhisk.runtime import sandbox as sbx
+from localwhisk.runtime.container import LAUNCHER, Container, Reply
+from localwhisk.runtime.model import DEVELOPER_ERROR, WHISK_ERROR, ActionCode, Limits, RunOutcome
+
+log = logging.getLogger(__name__)
+
+HEADROOM_MB = 512
+QUEUE_LIMIT_S = 300.0  # longest a run waits for a slot: OpenWhisk's maximum action timeout
+
+
+class Runtime:
+    """Runs actions in warm launcher processes; blocking and thread-safe."""
+
+    def __init__(self, *, api_host: str, state_dir: Path, prewarm: int = 1, max_containers: int = 8,
+                 idle_ttl_s: float = 600.0, sandbox: str = "auto",
+                 images: dict[str, sbx.ImageSpec] | None = None,
+                 headroom_mb: int = HEADROOM_MB) -> None:
+        if sandbox not in ("auto", "bwrap", "none"):
+            raise ValueError(f"sandbox={sandbox!r} is not one of auto, bwrap, none")
+        self.api_host = api_host
+        self.prewarm = prewarm
+        self.max_containers = max(1, max_containers)
+        self.idle_ttl_s = idle_ttl_s
+        self.headroom_mb = headroom_mb
+        self.images = dict(sbx.DEFAULT_IMAGES if images is None else images)
+        self._sandbox_mode = sandbox
+        self._root = Path(state_dir) / "containers"
+        shutil.rmtree(self._root, ignore_errors=True)  # leftovers of a previous process
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._cv = threading.Condition()
+        self._idle: dict[tuple[str, str], list[Container]] = {}
+        self._busy: dict[tuple[str, str], int] = {}
+        self._stems: list[Container] = []
+        self._starting_stems = 0
+        self._count = 0  # live or reserved container slots, stem cells included
+        self._epoch: dict[str, int] = {}
+        self._all: set[Container] = set()
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._wake = threading.Event()
+        self._keeper = threading.Thread(target=self._housekeeping, name="localwhisk-pool", daemon=True)
+        self._keeper.start()
+
+    # -- public API -----------------------------------------------------------
+
+    def run(self, action: ActionCode, limits: Limits, value: dict | list, *, activation_id: str,
+            transaction_id: str, namespace: str, api_key: str | None, deadline_ms: int) -> RunOutcome:
+        """Run ``action`` once; never raises for action faults (see RunOutcome.status)."""
+        t0 = time.monotonic()
+        spec, error = self._placement(action)
+        if error:
+            return _outcome(Reply(*error), 0, None)
+        key = (action.fqn, action.digest)
+        acquired = self._acquire(key, use_stem=spec is None, started=t0)
+        wait_ms = int((time.monotonic() - t0) * 1000)
+        if acquired is None:
+            return _outcome(Reply(WHISK_ERROR, {"error": msg.RESOURCE_ERROR}), wait_ms, None)
+        container, epoch = acquired
+        per_run = {
+            "namespace": namespace, "action_name": action.fqn, "action_version": action.version,
+            "activation_id": activation_id, "transaction_id": transaction_id, "deadline": str(deadline_ms),
+        }
+        if action.provide_api_key and api_key:
+            per_run["api_key"] = api_key
+        log_limit = limits.logs_mb * 1024 * 1024
+        init_ms = None
+        if container is None or not container.initialized:
+            t_init = time.monotonic()
+            try:
+                container = container or self._spawn(action, spec)
+            except OSError as ex:
+                log.error("cannot start a container for %s: %s", action.fqn, ex)
+                self._release(key, None, epoch)
+                return _outcome(Reply(WHISK_ERROR, {"error": msg.RESOURCE_ERROR}), wait_ms, None)
+            env = {k: v if isinstance(v, str) else json.dumps(v) for k, v in action.init_env.items()}
+            env.update({"__OW_" + k.upper(): v for k, v in per_run.items()})
+            rlimit = (limits.memory_mb + self.headroom_mb) * 1024 * 1024
+            reply = container.init(action, env, limits.timeout_ms, rlimit, log_limit)
+            init_ms = int((time.monotonic() - t_init) * 1000)
+            if reply.status:
+                self._release(key, container, epoch)
+                return _outcome(reply, wait_ms, init_ms)
+        start_ms = time.time_ns() // 1_000_000
+        reply = container.run({"value": value, **per_run}, limits.timeout_ms, log_limit)
+        end_ms = time.time_ns() // 1_000_000
+        self._release(key, container, epoch)
+        return _outcome(reply, wait_ms, init_ms, start_ms, end_ms)
+
+    def forget(self, fqn: str) -> None:
+        """The action changed or was deleted: drop its idle containers, retire busy ones."""
+        with self._cv:
+            self._epoch[fqn] = self._epoch.get(fqn, 0) + 1
+            doomed = [c for key in [k for k in self._idle if k[0] == fqn] for c in self._idle.pop(key)]
+            self._count -= len(doomed)
+            self._cv.notify_all()
+        self._destroy_all(doomed)
+
+    def stats(self) -> dict:
+        with self._cv:
+            actions: dict[str, dict[str, int]] = {}
+            for (fqn, _), lst in self._idle.items():
+                actions.setdefault(fqn, {"warm": 0, "busy": 0})["warm"] += len(lst)
+            for (fqn, _), n in self._busy.items():
+                if n:
+                    actions.setdefault(fqn, {"warm": 0, "busy": 0})["busy"] += n
+            return {"containers": self._count, "max_containers": self.max_containers,
+                    "prewarm": len(self._stems), "sandbox": self.sandbox_kind(), "actions": actions}
+
+    def shutdown(self) -> None:
+        """Kill every container, busy ones included (their runs end as developer errors)."""
+        with self._cv:
+            self._closed = True
+            victims = list(self._all)
+            self._idle.clear()
+            self._stems.clear()
+            # busy runs and stem cells being started give their slots back themselves
+            self._count = sum(self._busy.values()) + self._starting_stems
+            self._cv.notify_all()
+        self._wake.set()
+        self._destroy_all(victims)
+        self._keeper.join(timeout=5)
+
+    def sandbox_kind(self) -> str:
+        """"bwrap" or "plain": how blackbox actions are run here."""
+        if self._sandbox_mode == "none":
+            return "plain"
+        return "bwrap" if sbx.bwrap_available() else "plain"
+
+    # -- slots ----------------------------------------------------------------
+
+    def _placement(self, action: ActionCode):
+        """(image spec or None for a python kind, error or None)."""
+        if action.kind.startswith("python:"):
+            return None, None
+        if action.kind != "blackbox":
+            return None, (DEVELOPER_ERROR, {"error": f"The runtime kind '{action.kind}' is not supported by localwhisk."})
+        spec = sbx.resolve(action.image, self.images)
+        if spec is None:
+            return None, (DEVELOPER_ERROR, {"error": msg.image_unknown(action.image or "", list(self.images))})
+        if self._sandbox_mode == "bwrap" and not sbx.bwrap_available():
+            return None, (WHISK_ERROR, {"error": msg.RESOURCE_ERROR})
+        return spec, None
+
+    def _acquire(self, key, use_stem: bool, started: float):
+        """Returns (warm container or stem cell or None for "spawn one", epoch) or None."""
+        victim = None
+        with self._cv:
+            while True:
+                if self._closed or time.monotonic() - started > QUEUE_LIMIT_S:
+                    return None
+                epoch = self._epoch.get(key[0], 0)
+                idle = self._idle.get(key)
+                if idle:
+                    container = idle.pop()
+                    break
+                if use_stem and self._stems:
+                    container = self._stems.pop()  # it already holds a slot
+                    self._wake.set()  # start its replacement
+                    break
+                container = None
+                if self._count < self.max_containers:
+                    self._count += 1
+                    break
+                victim = self._evictable()  # its slot becomes ours
+                if victim is not None:
+                    break
+                self._cv.wait(timeout=1.0)
+            self._busy[key] = self._busy.get(key, 0) + 1
+        if victim is not None:
+            self._destroy_all([victim])
+        return container, epoch
+
+    def _evictable(self) -> Container | None:
+        """Remove and return the least recently used idle container or a stem cell (lock held)."""
+        oldest_key, oldest = None, None
+        for key, lst in self._idle.items():
+            if lst and (oldest is None or lst[0].last_used < oldest.last_used):
+                oldest_key, oldest = key, lst[0]
+        if oldest is not None:
+            self._idle[oldest_key].pop(0)
+            return oldest
+        if self._stems:
+            return self._stems.pop(0)
+        return None
+
+    def _release(self, key, container: Container | None, epoch: int) -> None:
+        keep = False
+        with self._cv:
+            self._busy[key] -= 1
+            if not self._busy[key]:
+                del self._busy[key]
+            if (container is not None and container.alive and not self._closed
+                    and self._epoch.get(key[0], 0) == epoch):
+                self._idle.setdefault(key, []).append(container)
+                keep = True
+            else:
+                self._count -= 1
+            self._cv.notify_all()
+        if container is not None and not keep:
+            self._destroy_all([container])
+
+    # -- processes ------------------------------------------------------------
+
+    def _spawn(self, action: ActionCode | None, spec: sbx.ImageSpec | None) -> Container:
+        cid = f"c{next(self._ids):06d}"
+        workdir = self._root / cid
+        workdir.mkdir(parents=True)
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(workdir),
+            "LANG": "C.UTF-8",
+            "PYTHONIOENCODING": "UTF-8",
+            "OPENBLAS_NUM_THREADS": "1",
+            "__OW_API_HOST": self.api_host,
+            "__OW_WAIT_FOR_ACK": "1",
+        }
+        python, prefix = sys.executable, []
+        if spec is None:
+            (workdir / ".tmp").mkdir()
+            env["TMPDIR"] = str(workdir / ".tmp")
+        else:
+            python = spec.python
+            env.update(spec.env)
+            if spec.pythonpath:
+                env["PYTHONPATH"] = ":".join(spec.pythonpath)
+            if self.sandbox_kind() == "bwrap":
+                prefix = sbx.bwrap_argv(workdir, network=bool(action and action.network))
+                env["TMPDIR"] = "/tmp"
+            else:
+                log.warning("bubblewrap unavailable: docker action %s runs unsandboxed (rlimits only)",
+                            action.fqn if action else "?")
+                (workdir / ".tmp").mkdir()
+                env["TMPDIR"] = str(workdir / ".tmp")
+        container = Container(cid, workdir, [*prefix, python, "-u", LAUNCHER], env)
+        with self._cv:
+            self._all.add(container)
+        return container
+
+    def _destroy_all(self, containers) -> None:
+        for container in containers:
+            container.destroy()
+            with self._cv:
+                self._all.discard(container)
+
+    def _housekeeping(self) -> None:
+        """Keep ``prewarm`` stem cells and reap idle containers; stops on shutdown."""
+        while not self._closed:
+            self._top_up_stems()
+            self._reap()
+            self._wake.wait(timeout=min(1.0, max(0.05, self.idle_ttl_s / 4)))
+            self._wake.clear()
+
+    def _top_up_stems(self) -> None:
+        while True:
+            with self._cv:
+                if (self._closed or len(self._stems) + self._starting_stems >= self.prewarm
+                        or self._count >= self.max_containers):
+                    return
+                self._count += 1
+                self._starting_stems += 1
+            container = None
+            try:
+                container = self._spawn(None, None)
+            except OSError as ex:
+                log.error("cannot start a stem cell: %s", ex)
+            with self._cv:
+                self._starting_stems -= 1
+                if container is not None and not self._closed:
+                    self._stems.append(container)
+                    self._cv.notify_all()
+                    continue
+                self._count -= 1
+            if container is not None:
+                self._destroy_all([container])
+            return
+
+    def _reap(self) -> None:
+        cutoff = time.monotonic() - self.idle_ttl_s
+        with self._cv:
+            doomed = []
+            for key, lst in self._idle.items():
+                doomed += [c for c in lst if c.last_used < cutoff]
+                lst[:] = [c for c in lst if c.last_used >= cutoff]
+            for key in [k for k, lst in self._idle.items() if not lst]:
+                del self._idle[key]
+            self._count -= len(doomed)
+            if doomed:
+                self._cv.notify_all()
+        self._destroy_all(doomed)
+
+
+def _outcome(reply: Reply, wait_ms: int, init_ms: int | None, start_ms: int | None = None,
+             end_ms: int | None = None) -> RunOutcome:
+    now = time.time_ns() // 1_000_000
+    start = now if start_ms is None else start_ms
+    end = now if end_ms is None else end_ms
+    return RunOutcome(status=reply.status or DEVELOPER_ERROR, result=reply.result, logs=reply.logs,
+                      start_ms=start, end_ms=end, duration_ms=end - start, init_time_ms=init_ms,
+                      wait_time_ms=wait_ms, timeout=reply.timeout)

@@ -1,0 +1,133 @@
+"""Docker (blackbox) actions without Docker: a mapped image, the same launcher, bubblewrap.
+
+OpenWhisk runs ``exec.kind: blackbox`` by pulling ``exec.image`` and talking to the
+actionloop proxy inside it. There is no Docker here, so localwhisk keeps a mapping
+from image name to a local equivalent (``ImageSpec``: which Python runs the
+launcher, extra ``PYTHONPATH`` entries standing in for what the image installed,
+extra environment). An image without a mapping fails like an image that cannot be
+pulled: developer error "Failed to pull container image '<image>'." plus the list
+of mapped images. The action code is still required (the actionloop init rejects
+empty code), exactly as for ``--docker image action.py`` in production.
+
+The mapped process runs inside bubblewrap when ``bwrap`` works on this machine,
+otherwise as a plain subprocess with a logged warning.
+
+What is isolated under bubblewrap (``bwrap_argv``):
+- network: its own network namespace holding only its own loopback interface,
+  so the host's 127.0.0.1 services are unreachable, unless the action has
+  ``network: true`` (then the host network is shared: loopback and beyond);
+- filesystem: ``/`` is bound read-only; ``/tmp`` is a private tmpfs; ``/dev`` is
+  a minimal devtmpfs and ``/proc`` a new procfs; the container's working
+  directory is the only writable host path (and is deleted with the container);
+- identity: user namespace with uid/gid 65534 (nobody), no capabilities;
+- processes and IPC: own PID, IPC, UTS and cgroup namespaces; the sandbox dies
+  with its parent (``--die-with-parent``) and the whole process group is killed
+  on timeout;
+- resources: RLIMIT_AS (memory limit + interpreter headroom), set by the launcher
+  before the action's code is imported.
+
+What is NOT isolated:
+- the filesystem is readable: anything world-readable on the host (including the
+  state directory of other actions, unless its permissions forbid it) can be read;
+- CPU time and disk space are not capped (no cgroup); only wall-clock time is;
+- with ``network: true`` the action reaches every host service on loopback;
+- the kernel is shared; this is a namespace sandbox, not a VM or gVisor;
+- without bubblewrap ("plain" fallback) there is no isolation beyond rlimits,
+  a private working directory and a scrubbed environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+NOBODY = "65534"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Local stand-in for a Docker image."""
+
+    python: str = sys.executable  # the interpreter that runs the launcher
+    pythonpath: tuple[str, ...] = ()  # what the image's `pip install` would have provided
+    env: dict[str, str] = field(default_factory=dict)
+
+
+# OpenWhisk's own Python runtime images: the same interpreter, nothing extra.
+DEFAULT_IMAGES: dict[str, ImageSpec] = {
+    name: ImageSpec()
+    for name in (
+        "openwhisk/action-python-v3.10",
+        "openwhisk/action-python-v3.11",
+        "openwhisk/action-python-v3.12",
+        "openwhisk/python3action",
+    )
+}
+
+
+def image_key(image: str) -> str:
+    """``user/img:tag`` and ``docker.io/user/img`` map like ``user/img`` unless tagged explicitly."""
+    name = image.removeprefix("docker.io/")
+    return name
+
+
+def resolve(image: str | None, images: dict[str, ImageSpec]) -> ImageSpec | None:
+    if not image:
+        return None
+    key = image_key(image)
+    if key in images:
+        return images[key]
+    untagged = key.rsplit(":", 1)[0] if ":" in key.rsplit("/", 1)[-1] else key
+    return images.get(untagged)
+
+
+_probe_cache: dict[str, bool] = {}
+
+
+def bwrap_available(binary: str = "bwrap") -> bool:
+    """True when bubblewrap exists and can create the namespaces we use (checked once)."""
+    if binary in _probe_cache:
+        return _probe_cache[binary]
+    path = shutil.which(binary)
+    ok = False
+    if path:
+        try:
+            probe = subprocess.run(
+                [path, "--unshare-all", "--ro-bind", "/", "/", "--die-with-parent",
+                 "--uid", NOBODY, "--gid", NOBODY, "true"],
+                capture_output=True, timeout=10,
+            )
+            ok = probe.returncode == 0
+            if not ok:
+                log.warning("bubblewrap cannot create a sandbox here: %s", probe.stderr.decode(errors="replace").strip())
+        except (OSError, subprocess.TimeoutExpired) as ex:
+            log.warning("bubblewrap probe failed: %s", ex)
+    _probe_cache[binary] = ok
+    return ok
+
+
+def bwrap_argv(workdir: Path, network: bool, binary: str = "bwrap") -> list[str]:
+    """The bubblewrap prefix; the launcher command follows it."""
+    argv = [shutil.which(binary) or binary, "--unshare-all"]
+    if network:
+        argv.append("--share-net")
+    argv += [
+        "--die-with-parent",
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--tmpfs", "/tmp",
+        # after the tmpfs, so a working directory under /tmp stays visible
+        "--bind", str(workdir), str(workdir),
+        "--uid", NOBODY,
+        "--gid", NOBODY,
+        "--chdir", str(workdir),
+        "--",
+    ]
+    return argv
