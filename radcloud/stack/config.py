@@ -37,7 +37,7 @@ def render_orthanc(name: str, *, state: StateDir, ports: Ports, credentials: Map
                    plugins: tuple[str, ...] = PLUGINS) -> str:
     """orthanc.json for the named instance; every other instance and the test SCP are modalities."""
     http_port, dicom_port = orthanc_ports(name, ports)
-    modalities = [{"name": other, "aet": aet, "port": orthanc_ports(other, ports)[1]}
+    modalities = [{"name": aet, "aet": aet, "port": orthanc_ports(other, ports)[1]}
                   for other, aet in ORTHANCS.items() if other != name]
     modalities.append({"name": TEST_AET, "aet": TEST_AET, "port": ports.test_scp})
     base = state.service_dir(name)

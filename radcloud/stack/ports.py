@@ -31,11 +31,16 @@ STANDARD = {
     "weed_volume_grpc": 19340,
     "weed_filer": 8888,
     "weed_filer_grpc": 18888,
-    "weed_admin": 23646,
-    "weed_admin_grpc": 33646,
+    "weed_admin": 9646,  # weed's own default (23646) + offset would land in the kernel's ephemeral range
+    "weed_admin_grpc": 19646,
 }
 DEFAULT_OFFSET = 10000
 GRPC_OFFSET = 10000
+# Ports are drawn below the kernel's ephemeral range (32768+): there an
+# outgoing connection (weed's own components dial each other while starting)
+# can grab a port a moment before the service binds it.
+SINGLE_RANGE = (10000, 20000)
+PAIR_RANGE = (20000, 32768 - 10000)
 GRPC_PAIRS = ("s3", "weed_master", "weed_volume", "weed_filer", "weed_admin")
 
 
@@ -80,7 +85,7 @@ class Ports:
         try:
             for name in GRPC_PAIRS:
                 for _ in range(500):
-                    port = rng.randrange(20000, 55000)
+                    port = rng.randrange(PAIR_RANGE[0], PAIR_RANGE[1])
                     socks = [s for p in (port, port + GRPC_OFFSET) if (s := _hold(p))]
                     held += socks
                     if len(socks) == 2:
@@ -88,8 +93,16 @@ class Ports:
                         break
                 else:
                     raise RuntimeError("no free port pair found for " + name)
-            others = [n for n in STANDARD if n not in chosen]
-            chosen.update(zip(others, free_ports(len(others))))
+            for name in STANDARD:
+                for _ in range(500):
+                    if name in chosen:
+                        break
+                    port = rng.randrange(SINGLE_RANGE[0], SINGLE_RANGE[1])
+                    if sock := _hold(port):  # a held port cannot be drawn twice
+                        held.append(sock)
+                        chosen[name] = port
+                else:
+                    raise RuntimeError("no free port found for " + name)
         finally:
             for sock in held:
                 sock.close()

@@ -78,12 +78,16 @@ def orthanc_service(name: str, *, state: StateDir, ports: Ports, credentials: Ma
 def redis_service(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
                   binaries: Binaries) -> Service:
     import redis  # heavy-ish import, only needed when the stack runs
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     password = credentials["redis"]["password"]
 
     def health() -> None:
+        # No retries: redis-py's default backoff would stretch one probe to seconds
+        # (and an AuthenticationError is a ConnectionError to it).
         client = redis.Redis(host="127.0.0.1", port=ports.redis, password=password,
-                             socket_timeout=2, socket_connect_timeout=1)
+                             socket_timeout=2, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
         try:
             client.ping()
         except redis.AuthenticationError:

@@ -1,0 +1,49 @@
+"""Shared pytest configuration for every tier.
+
+Kept light: no fixture here starts anything. Integration tests need the
+real binaries; the ``require`` fixture turns a missing one into a *failure* with the
+install hint when ``CI=true`` (a CI run that silently skips its integration
+tests proves nothing) and into a skip with the same reason on a laptop.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+
+
+def in_ci(environ: dict[str, str] | None = None) -> bool:
+    value = (os.environ if environ is None else environ).get("CI", "")
+    return value.strip().lower() in {"1", "true", "yes"}
+
+
+def _require(condition: bool, reason: str) -> None:
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: integration tests must not be skipped)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def require():
+    """``require(condition, reason)``: fail in CI, skip locally, unless ``condition``.
+
+    A fixture rather than an import: tests/ is not a package.
+    """
+    return _require
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A test's tier is its directory: `-m integration` / `-m "not integration"` just work.
+    for item in items:
+        try:
+            parts = item.path.resolve().relative_to(ROOT).parts
+        except ValueError:
+            continue
+        if parts[0] in ("integration", "e2e"):
+            item.add_marker(getattr(pytest.mark, parts[0]))

@@ -1,0 +1,254 @@
+"""The real local stack: Orthanc, SeaweedFS S3 and Redis behave as radcloud needs.
+
+Proves the acceptance items of the foundation issue: upload + /tools/find,
+S3 put/get/presigned GET (anonymous refused), Redis AOF across a restart,
+idempotent ``up``, clear errors for a taken port / crash / wrong password,
+and ``down`` leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+
+from radcloud.stack import Ports, Stack, StackError
+from radcloud.stack.install import Binaries, find
+from radcloud.stack.process import ProcessRecord
+
+pytestmark = pytest.mark.integration
+
+CT_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
+
+
+def _upload(url: str, auth: tuple[str, str], path: Path) -> dict:
+    resp = requests.post(f"{url}/instances", data=path.read_bytes(), auth=auth, timeout=30)
+    resp.raise_for_status()
+    return resp.json()
+
+
+# -- Orthanc ------------------------------------------------------------------
+def test_orthanc_upload_then_tools_find(stack):
+    _upload(stack.orthanc_url, stack.orthanc_auth, CT_SMALL)
+    study_uid = pydicom.dcmread(CT_SMALL, stop_before_pixels=True).StudyInstanceUID
+    resp = requests.post(f"{stack.orthanc_url}/tools/find", auth=stack.orthanc_auth, timeout=10,
+                         json={"Level": "Study", "Query": {"StudyInstanceUID": study_uid}, "Expand": True})
+    resp.raise_for_status()
+    studies = resp.json()
+    assert len(studies) == 1
+    assert studies[0]["MainDicomTags"]["StudyInstanceUID"] == study_uid
+
+
+def test_orthanc_is_configured_as_required(stack):
+    auth = stack.orthanc_auth
+    assert requests.get(f"{stack.orthanc_url}/system", timeout=5).status_code == 401
+    assert requests.get(f"{stack.orthanc_url}/system", auth=(auth[0], "wrong"), timeout=5).status_code == 401
+    plugins = requests.get(f"{stack.orthanc_url}/plugins", auth=auth, timeout=5).json()
+    assert {"dicom-web", "gdcm"} <= set(plugins)
+    # Compression off even when the client asks for gzip (requests does by default).
+    resp = requests.get(f"{stack.orthanc_url}/system", auth=auth, timeout=5,
+                        headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in resp.headers
+    assert requests.get(f"{stack.orthanc_url}/dicom-web/studies", auth=auth, timeout=5).status_code == 200
+
+
+def _findscu(port: int, calling_aet: str, called_aet: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["findscu", "-S", "-aet", calling_aet, "-aec", called_aet, "-k", "QueryRetrieveLevel=STUDY",
+         "-k", "StudyInstanceUID", "127.0.0.1", str(port)],
+        env=dict(os.environ, TCP_NODELAY="1"), capture_output=True, text=True, timeout=30)
+
+
+def test_dicom_find_allowed_only_for_registered_modalities(stack, require):
+    require(shutil.which("findscu") is not None, "findscu missing: apt-get install dcmtk")
+    ok = _findscu(stack.orthanc.dicom_port, stack.endpoints.test_aet, stack.orthanc.aet)
+    # findscu exits 0 either way: its stderr tells success from refusal.
+    assert ok.returncode == 0 and "Find Failed" not in ok.stderr, ok.stderr
+    refused = _findscu(stack.orthanc.dicom_port, "STRANGER", stack.orthanc.aet)
+    assert "Find Failed" in refused.stderr
+
+
+def test_remote_pacs_and_orthanc_know_each_other(stack, remote_pacs):
+    ours = stack.orthanc
+    for src, dst in ((ours, remote_pacs), (remote_pacs, ours)):
+        resp = requests.post(f"{src.url}/modalities/{dst.aet}/echo", json={}, auth=src.auth, timeout=10)
+        assert resp.status_code == 200, (src.name, dst.aet, resp.text)
+    # C-FIND from radcloud's Orthanc into the PACS finds what the PACS holds.
+    _upload(remote_pacs.url, remote_pacs.auth, CT_SMALL)
+    study_uid = pydicom.dcmread(CT_SMALL, stop_before_pixels=True).StudyInstanceUID
+    resp = requests.post(f"{ours.url}/modalities/{remote_pacs.aet}/query", auth=ours.auth, timeout=10,
+                         json={"Level": "Study", "Query": {"StudyInstanceUID": study_uid}})
+    resp.raise_for_status()
+    answers = requests.get(f"{ours.url}/queries/{resp.json()['ID']}/answers?expand", auth=ours.auth,
+                           timeout=10).json()
+    assert [a["0020,000d"]["Value"] for a in answers] == [study_uid]
+
+
+# -- S3 -------------------------------------------------------------------------
+def test_s3_put_get_presigned_and_anonymous_refused(stack):
+    body = os.urandom(64 * 1024)
+    stack.s3.put_object(stack.bucket, "t/blob.bin", io.BytesIO(body), len(body))
+    got = stack.s3.get_object(stack.bucket, "t/blob.bin")
+    try:
+        assert got.read() == body
+    finally:
+        got.close()
+        got.release_conn()
+    url = stack.s3.presigned_get_object(stack.bucket, "t/blob.bin")
+    assert requests.get(url, timeout=10).content == body
+    anonymous = requests.get(f"http://{stack.endpoints.s3_endpoint}/{stack.bucket}/t/blob.bin", timeout=10)
+    assert anonymous.status_code == 403
+
+
+def test_s3_bucket_behaves_like_aws(stack):
+    from minio.error import S3Error
+
+    with pytest.raises(S3Error) as exc:
+        stack.s3.put_object("no-such-bucket", "k", io.BytesIO(b"x"), 1)
+    assert exc.value.code == "NoSuchBucket"
+
+
+def test_weed_sockets_stay_out_of_tmp(stack):
+    ports = stack.stack.ports
+    leaked = [p for p in Path("/tmp").glob("seaweedfs-*.sock")
+              if str(ports.s3) in p.name or str(ports.weed_filer) in p.name]
+    assert leaked == []
+
+
+# -- Redis ----------------------------------------------------------------------
+def test_redis_aof_survives_restart(stack):
+    stack.redis.set("aof-probe", "kept")
+    stack.redis.xadd("aof-stream", {"n": "1"})
+    pid_before = ProcessRecord.load(stack.stack.state.pid_file("redis")).pid
+    stack.restart("redis")
+    assert ProcessRecord.load(stack.stack.state.pid_file("redis")).pid != pid_before
+    assert stack.redis.get("aof-probe") == "kept"
+    assert stack.redis.xlen("aof-stream") == 1
+
+
+def test_redis_refuses_without_password(stack):
+    with socket.create_connection(("127.0.0.1", stack.stack.ports.redis), timeout=5) as sock:
+        sock.sendall(b"SET x y\r\n")
+        assert sock.recv(200).startswith(b"-NOAUTH")
+
+
+# -- lifecycle ------------------------------------------------------------------
+def test_up_is_idempotent(stack):
+    pids = {n: ProcessRecord.load(stack.stack.state.pid_file(n)).pid for n in ("orthanc", "redis", "s3")}
+    started = time.perf_counter()
+    stack.stack.up(install_missing=False)
+    assert time.perf_counter() - started < 5
+    assert stack.stack.last_up == {"orthanc": "already running", "redis": "already running",
+                                   "s3": "already running"}
+    assert {n: ProcessRecord.load(stack.stack.state.pid_file(n)).pid for n in pids} == pids
+
+
+def test_kill_then_start_orthanc_keeps_data(stack):
+    _upload(stack.orthanc_url, stack.orthanc_auth, CT_SMALL)
+    stack.kill("orthanc")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{stack.orthanc_url}/system", auth=stack.orthanc_auth, timeout=2)
+    stack.start("orthanc")
+    assert len(requests.get(f"{stack.orthanc_url}/instances", auth=stack.orthanc_auth, timeout=5).json()) >= 1
+
+
+def test_status_reports_running_services(stack):
+    status = stack.stack.status()
+    assert all(status[n]["running"] and status[n]["healthy"] for n in ("orthanc", "redis", "s3"))
+    assert status["orthanc"]["endpoint"].startswith(stack.orthanc_url)
+
+
+def test_taken_port_names_service_port_and_log(tmp_path):
+    ports = Ports.ephemeral()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports.orthanc_http))
+        squatter.listen()
+        stk = Stack(tmp_path, ports, binaries=find())
+        with pytest.raises(StackError) as exc:
+            stk.up(install_missing=False)
+    msg = str(exc.value)
+    assert f"orthanc: port {ports.orthanc_http} is already in use" in msg
+    assert str(tmp_path / "logs" / "orthanc.log") in msg
+    assert not any(stk.running(n) for n in ("orthanc", "redis", "s3"))
+
+
+def test_crashed_service_names_its_log_and_last_lines(tmp_path):
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\necho 'FATAL: cannot open the AOF (simulated)' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    found = find()
+    binaries = Binaries({**found.paths, "redis-server": str(fake)}, ())
+    stk = Stack(tmp_path / "state", Ports.ephemeral(), binaries=binaries, timeout_s=10)
+    with pytest.raises(StackError) as exc:
+        stk.up(["redis"], install_missing=False)
+    assert str(exc.value).startswith("redis exited during start-up (exit code 3); see ")
+    assert exc.value.log == str(tmp_path / "state" / "logs" / "redis.log")
+    assert "cannot open the AOF (simulated)" in exc.value.tail
+
+
+def test_wrong_orthanc_password_is_a_clear_error(stack, tmp_path):
+    # A second state dir pointing at the same running Orthanc, with other credentials.
+    other = tmp_path / "other"
+    (other / "run").mkdir(parents=True)
+    shutil.copy(stack.stack.state.pid_file("orthanc"), other / "run" / "orthanc.json")
+    stk = Stack(other, stack.stack.ports, binaries=find())
+    with pytest.raises(StackError) as exc:
+        stk.up(["orthanc"], install_missing=False)
+    assert "rejected user 'radcloud' (HTTP 401)" in str(exc.value)
+    assert str(other / "credentials.json") in str(exc.value)
+    assert stack.stack.running("orthanc")  # the error path did not stop someone else's Orthanc
+
+
+def _processes_in_groups(pgids: set[int]) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) in pgids and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def test_down_leaves_no_process(tmp_path):
+    stk = Stack(tmp_path, Ports.ephemeral(), binaries=find())
+    stk.up(install_missing=False)
+    pgids = {ProcessRecord.load(stk.state.pid_file(n)).pid for n in ("orthanc", "redis", "s3")}
+    assert len(_processes_in_groups(pgids)) >= 4  # bwrap + weed count twice
+    started = time.perf_counter()
+    assert sorted(stk.down()) == ["orthanc", "redis", "s3"]
+    assert time.perf_counter() - started < 20
+    assert _processes_in_groups(pgids) == []
+    assert list((tmp_path / "run").iterdir()) == []
+    assert stk.down() == []  # a second down is a no-op
+
+
+def test_ephemeral_ports_are_distinct_and_weed_grpc_pairs(stack):
+    ports = Ports.ephemeral().to_dict()
+    assert len(set(ports.values())) == len(ports)
+    for name in ("s3", "weed_master", "weed_volume", "weed_filer", "weed_admin"):
+        assert ports[name + "_grpc"] == ports[name] + 10000
+    assert max(ports.values()) < 32768  # below the kernel's ephemeral range
+
+
+def test_cli_up_is_a_noop_on_a_running_stack(stack):
+    proc = subprocess.run(
+        [sys.executable, "-m", "radcloud.cli.main", "stack", "up", "--no-install", "--json",
+         "--state-dir", str(stack.state_dir)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["already_running"] is True
+    assert stack.orthanc_auth[1] not in proc.stdout + proc.stderr
