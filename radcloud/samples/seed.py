@@ -3,9 +3,10 @@
 ``radcloud stack seed`` calls :func:`seed_orthanc`. Instances are generated
 one at a time on the calling thread and uploaded by a small thread pool
 (``POST /instances``), with at most ``2 x workers`` encoded instances in
-memory. A series Orthanc already holds in full is skipped before any pixel
-is generated, so a second seed is nearly free; single instances Orthanc
-answers ``AlreadyStored`` for are counted, not re-sent.
+memory. Orthanc is asked which instances of each series it holds before
+any pixel is generated, so a second seed is nearly free; instances it
+already holds count as ``already_stored`` (so does an ``AlreadyStored``
+answer).
 
 Errors that make the whole seed pointless (Orthanc down, wrong password)
 raise :class:`radcloud.errors.UpstreamError` naming the URL; one rejected
@@ -66,17 +67,21 @@ class _Orthanc:
         if response.status_code != 200:
             raise UpstreamError(f"Orthanc at {self.url}/system answered HTTP {response.status_code}")
 
-    def series_instance_count(self, series_uid: str) -> int:
-        """How many instances Orthanc holds for a series UID (0 if none)."""
+    def series_sop_uids(self, series_uid: str) -> set[str]:
+        """SOP Instance UIDs Orthanc holds for a series UID (empty if none)."""
         found = self.request("POST", "/tools/lookup", data=series_uid)
-        if found.status_code != 200:
-            return 0
-        for item in found.json():
+        held: set[str] = set()
+        for item in found.json() if found.status_code == 200 else []:
             if item.get("Type") == "Series":
-                series = self.request("GET", f"/series/{item['ID']}")
-                if series.status_code == 200:
-                    return len(series.json().get("Instances", []))
-        return 0
+                instances = self.request("GET", f"/series/{item['ID']}/instances")
+                if instances.status_code == 200:
+                    held.update(i.get("MainDicomTags", {}).get("SOPInstanceUID", "")
+                                for i in instances.json())
+        return held
+
+    def has_instance(self, sop_uid: str) -> bool:
+        found = self.request("POST", "/tools/lookup", data=sop_uid)
+        return found.status_code == 200 and any(i.get("Type") == "Instance" for i in found.json())
 
     def store(self, data: bytes) -> str:
         """Upload one DICOM file; returns ``"uploaded"``, ``"already_stored"`` or ``"failed"``."""
@@ -147,16 +152,27 @@ def seed_orthanc(settings: Settings, *, workers: int = 4, progress: Progress | N
 
 def _payloads(plans: list[SeriesPlan], files: list[Path], orthanc: _Orthanc,
               outcome: dict[str, int], report: Callable[[int], None]) -> Iterator[bytes]:
-    """Encoded instances still to upload; complete series are skipped and counted."""
+    """Encoded instances Orthanc lacks; those it holds are counted, never generated.
+
+    Asking first matters: the stack's Orthanc runs with OverwriteInstances,
+    so a re-upload would be answered "Success", not "AlreadyStored".
+    """
     for series_plan in plans:
-        if orthanc.series_instance_count(series_plan.series_uid) >= series_plan.count:
-            outcome["already_stored"] += series_plan.count
-            report(series_plan.count)
-            continue
-        for ds in series_plan.datasets():
-            yield dataset_bytes(ds)
+        held = orthanc.series_sop_uids(series_plan.series_uid)
+        missing = [n for n in range(1, series_plan.count + 1) if series_plan.sop_uid(n) not in held]
+        if len(missing) < series_plan.count:
+            outcome["already_stored"] += series_plan.count - len(missing)
+            report(series_plan.count - len(missing))
+        if missing:
+            for ds in series_plan.datasets(missing):
+                yield dataset_bytes(ds)
     for path in files:
-        yield path.read_bytes()
+        sop_uid = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        if orthanc.has_instance(sop_uid):
+            outcome["already_stored"] += 1
+            report(1)
+        else:
+            yield path.read_bytes()
 
 
 def _sample_counts(plans: list[SeriesPlan], files: list[Path]) -> dict[str, int]:

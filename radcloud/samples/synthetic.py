@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,10 +77,10 @@ class SeriesPlan:
             raise IndexError(f"instance {number} is outside 1..{self.series.count}")
         return _instance(self, number)
 
-    def datasets(self) -> Iterator[Dataset]:
-        """Build the series' instances one at a time."""
+    def datasets(self, numbers: Iterable[int] | None = None) -> Iterator[Dataset]:
+        """Build the series' instances (all, or the given 1-based ``numbers``) one at a time."""
         template = _series_template(self)
-        for number in range(1, self.series.count + 1):
+        for number in range(1, self.series.count + 1) if numbers is None else numbers:
             yield _instance(self, number, template)
 
 

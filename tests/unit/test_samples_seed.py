@@ -14,15 +14,19 @@ SPEC = archive_bench_spec(4, series_per_study=2, instances_per_series=3, matrix=
 
 
 class FakeOrthanc:
-    """Answers series_instance_count from a dict; records nothing else."""
+    """Holds a set of SOP Instance UIDs per series UID; records what it was asked."""
 
-    def __init__(self, held: dict[str, int]) -> None:
+    def __init__(self, held: dict[str, set[str]], instances: set[str] = frozenset()) -> None:
         self.held = held
+        self.instances = instances
         self.asked: list[str] = []
 
-    def series_instance_count(self, series_uid: str) -> int:
+    def series_sop_uids(self, series_uid: str) -> set[str]:
         self.asked.append(series_uid)
-        return self.held.get(series_uid, 0)
+        return self.held.get(series_uid, set())
+
+    def has_instance(self, sop_uid: str) -> bool:
+        return sop_uid in self.instances
 
 
 def test_counts_are_distinct_patients_studies_series_instances():
@@ -40,25 +44,30 @@ def test_counts_include_pydicom_files_by_patient_and_study():
     assert counts["studies"] == len({(ds.PatientID, ds.StudyInstanceUID) for ds in headers})
 
 
-def test_complete_series_are_skipped_before_generating_pixels():
+def _outcome():
+    return {"uploaded": 0, "already_stored": 0, "failed": 0}
+
+
+def test_held_instances_are_counted_and_never_generated():
     plans = plan(SPEC)
     complete, partial = plans[0], plans[1]
-    fake = FakeOrthanc({complete.series_uid: complete.count, partial.series_uid: 1})
-    outcome = {"uploaded": 0, "already_stored": 0, "failed": 0}
-    reported = []
+    fake = FakeOrthanc({complete.series_uid: {complete.sop_uid(n) for n in (1, 2, 3)},
+                        partial.series_uid: {partial.sop_uid(2)}})
+    outcome, reported = _outcome(), []
     payloads = list(seed._payloads(plans, [], fake, outcome, reported.append))
-    # The complete series is counted as stored; the partial one is re-sent whole
-    # (Orthanc answers AlreadyStored for the instance it has).
-    assert outcome["already_stored"] == complete.count
-    assert reported == [complete.count]
-    assert len(payloads) == sum(p.count for p in plans) - complete.count
+    assert outcome["already_stored"] == complete.count + 1
+    assert reported == [complete.count, 1]
+    assert len(payloads) == sum(p.count for p in plans) - complete.count - 1
     assert fake.asked == [p.series_uid for p in plans]
-    first = pydicom.dcmread(io.BytesIO(payloads[0]))
-    assert first.SeriesInstanceUID == partial.series_uid
+    sent = [pydicom.dcmread(io.BytesIO(data)) for data in payloads[:2]]
+    assert [(ds.SeriesInstanceUID, ds.InstanceNumber) for ds in sent] == \
+           [(partial.series_uid, 1), (partial.series_uid, 3)]
 
 
-def test_pydicom_files_are_sent_as_is():
-    files = pydicom_test_files()[:2]
-    outcome = {"uploaded": 0, "already_stored": 0, "failed": 0}
-    payloads = list(seed._payloads([], files, FakeOrthanc({}), outcome, lambda n: None))
-    assert payloads == [f.read_bytes() for f in files]
+def test_pydicom_files_are_sent_as_is_unless_held():
+    files = pydicom_test_files()[:3]
+    held = pydicom.dcmread(files[1], stop_before_pixels=True).SOPInstanceUID
+    outcome = _outcome()
+    payloads = list(seed._payloads([], files, FakeOrthanc({}, {held}), outcome, lambda n: None))
+    assert payloads == [files[0].read_bytes(), files[2].read_bytes()]
+    assert outcome["already_stored"] == 1
