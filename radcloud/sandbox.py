@@ -75,6 +75,7 @@ class RunResult:
     message: str
     duration_s: float
     tail: str
+    killed_for: str = ""  # why radcloud killed it: timeout | cancelled | output | ""
 
 
 @functools.cache
@@ -137,6 +138,9 @@ def _bwrap_argv(argv: list[str], *, read_only: list[str], writable: list[str], c
         cmd += ["--ro-bind", path, path]
     for path in writable:
         cmd += ["--bind", path, path]
+    # /tmp is a private tmpfs made read-only once the binds are in place, so
+    # a write beside the output dir fails instead of landing somewhere.
+    cmd += ["--remount-ro", "/tmp"]
     cmd += ["--uid", str(NOBODY), "--gid", str(NOBODY), "--chdir", cwd, "--"]
     return cmd + argv
 
@@ -171,7 +175,7 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
         watch_dir: the output dir whose size is held to the output limits.
     """
     use_bwrap = bwrap_works() if use_bwrap is None else use_bwrap
-    drop_to = NOBODY if (not use_bwrap and os.geteuid() == 0) else None
+    drop_to = NOBODY if (not use_bwrap and os.geteuid() == 0 and others_can_run(argv[0])) else None
     if drop_to is not None:
         for path in writable:
             os.chown(path, NOBODY, NOBODY)
@@ -213,7 +217,24 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
     text = _tail_text(tail)
     code = proc.returncode
     reason, message = _classify(code, killed_for, text, limits, use_bwrap)
-    return RunResult(code, reason, message, duration, text)
+    return RunResult(code, reason, message, duration, text, killed_for)
+
+
+def others_can_run(program: str) -> bool:
+    """Whether uid 65534 could execute ``program`` (o+x on it and every parent).
+
+    An interpreter under /root (pyenv) is not: then the fallback cannot drop
+    privileges and runs the plugin as the current user, with rlimits only.
+    """
+    path = os.path.realpath(shutil.which(program) or program)
+    while path and path != "/":
+        try:
+            if not os.stat(path).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        path = os.path.dirname(path)
+    return True
 
 
 def _allow_traverse(path: str) -> None:
@@ -269,7 +290,8 @@ def _classify(code: int | None, killed_for: str, tail: str, limits: Limits,
     if code == 0:
         return "ok", "ok"
     sig = _signal_of(code, via_bwrap)
-    if sig == signal.SIGXFSZ:
+    # Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE fails with EFBIG.
+    if sig == signal.SIGXFSZ or "File too large" in tail:
         return "error", f"an output file exceeded {limits.max_output_bytes} bytes"
     if sig == signal.SIGXCPU:
         return "timeout", "plugin used up its CPU-time limit"

@@ -257,6 +257,12 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
         raise _Cancelled()
     files, rejected = collect_outputs(outdir)
     outcome["rejected"] = rejected
+    total = sum(path.stat().st_size for _, path in files)
+    if result.killed_for == "output" or total > limits.max_output_bytes or len(files) > limits.max_output_files:
+        # An output flood is not uploaded at all: a partial flood is no result.
+        outcome.update(reason="error", message=f"output exceeded the limits, nothing uploaded: {len(files)} files, {total} bytes "
+                       f"(limits {limits.max_output_files} files, {limits.max_output_bytes} bytes)")
+        return
     # Upload even after a failure: partial outputs and logs help the user.
     for i, (rel, path) in enumerate(files, 1):
         key = posixpath.join(spec.output_prefix.rstrip("/"), rel)
@@ -384,7 +390,7 @@ def _remove_tree(path: str) -> None:
         os.chmod(os.path.dirname(target), 0o700)
         func(target)
     try:
-        shutil.rmtree(path, onexc=make_writable)
+        shutil.rmtree(path, onerror=make_writable)
     except OSError:
         log.warning("could not remove shard temp dir %s", path)
 

@@ -1,0 +1,139 @@
+"""radcloud.plugins: descriptors, parameter validation, ChRIS argv."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from radcloud.errors import BadRequest, ConfigError, NotFound
+from radcloud.plugins import Plugin, Registry, check_descriptor, parse_cpu, parse_memory
+from shard_fakes import FIXTURES
+
+REPO_PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry(FIXTURES)
+
+
+@pytest.fixture
+def copy(registry) -> Plugin:
+    return registry.get("copy")
+
+
+def test_registry_discovers_fixture_plugins(registry):
+    assert {"copy", "crash", "hang", "memhog", "escape", "flood", "chris-hello"} <= set(registry.names())
+    listed = {p["name"]: p for p in registry.list()}
+    assert listed["copy"]["type"] == "ds" and listed["copy"]["version"] == "1.0.0"
+
+
+def test_unknown_plugin_is_404_naming_what_exists(registry):
+    with pytest.raises(NotFound) as err:
+        registry.get("nope")
+    assert "nope" in err.value.message and "copy" in err.value.message
+
+
+def test_defaults_are_filled(copy):
+    assert copy.validate({}) == {"prefix": "", "b_ignoreInputDir": False, "b_keep": True,
+                                 "times": 1, "sleep": 0.0}
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"bogus": 1}, "bogus"),
+    ({"times": "three"}, "times"),
+    ({"times": True}, "times"),
+    ({"times": 1.5}, "times"),
+    ({"sleep": "fast"}, "sleep"),
+    ({"sleep": float("nan")}, "sleep"),
+    ({"b_ignoreInputDir": "maybe"}, "b_ignoreInputDir"),
+    ({"prefix": 3}, "prefix"),
+    ({"prefix": "a\x00b"}, "prefix"),
+])
+def test_bad_params_are_400_naming_the_parameter(copy, params, field):
+    with pytest.raises(BadRequest) as err:
+        copy.validate(params)
+    assert err.value.status == 400
+    assert err.value.field == field
+    assert field in err.value.message
+
+
+def test_required_parameter_missing(registry):
+    with pytest.raises(BadRequest) as err:
+        registry.get("flood").validate({})
+    assert err.value.field == "mode" and "--mode" in err.value.message
+
+
+def test_string_forms_are_coerced_and_flag_names_accepted(copy):
+    values = copy.validate({"times": "3", "sleep": "0.5", "ignoreInputDir": "true", "prefix": "x-"})
+    assert values["times"] == 3 and values["sleep"] == 0.5 and values["b_ignoreInputDir"] is True
+
+
+def test_argv_matches_chris_convention(copy):
+    values = copy.validate({"prefix": "le", "b_ignoreInputDir": True, "b_keep": False, "times": 2})
+    argv = copy.argv(values, "/share/incoming", "/share/outgoing")
+    assert argv[0] == sys.executable and argv[1].endswith("copy/copy.py")
+    assert argv[2:] == ["--prefix", "le", "--ignoreInputDir", "--nokeep", "--times", "2",
+                        "--sleep", "0.0", "/share/incoming", "/share/outgoing"]
+
+
+def test_store_true_false_omitted_at_their_defaults(copy):
+    args = copy.args(copy.validate({}))
+    assert "--ignoreInputDir" not in args and "--nokeep" not in args
+
+
+def test_fs_plugin_gets_only_the_output_dir(tmp_path):
+    d = tmp_path / "gen"
+    d.mkdir()
+    (d / "descriptor.json").write_text(json.dumps({"name": "gen", "type": "fs", "selfpath": "/usr/local/bin",
+                                                   "selfexec": "gen", "parameters": []}))
+    plugin = Registry(tmp_path).get("gen")
+    assert plugin.argv({}, "/in", "/out") == ["/usr/local/bin/gen", "/out"]
+
+
+def test_broken_descriptor_is_skipped_and_reported(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "descriptor.json").write_text(json.dumps({"name": "bad", "parameters": [
+        {"name": "x", "type": "complex", "flag": "x"}]}))
+    registry = Registry(tmp_path)
+    assert registry.names() == []
+    assert "type must be one of" in registry.broken["bad"]
+
+
+def test_check_descriptor_flags_store_true_on_non_bool():
+    problems = check_descriptor({"name": "p", "parameters": [
+        {"name": "n", "type": "int", "flag": "--n", "action": "store_true"}]})
+    assert problems == ["parameter 'n': store_true needs type bool"]
+
+
+def test_memory_and_cpu_strings():
+    assert parse_memory("300Mi") == 300 * 1024**2
+    assert parse_memory("2Gi") == 2 * 1024**3
+    assert parse_memory("512") == 512 * 1024**2
+    assert parse_memory("") is None
+    assert parse_cpu("1500m") == 1.5 and parse_cpu("2") == 2.0
+    with pytest.raises(ConfigError):
+        parse_memory("lots")
+
+
+def test_limits_come_from_descriptor_and_only_go_down(registry):
+    limits = registry.get("memhog").limits({"timeout_s": 10})
+    assert limits.memory_bytes == 200 * 1024**2 and limits.timeout_s == 10 and limits.network is False
+    flood = registry.get("flood").limits({"max_output_bytes": 10**12})
+    assert flood.max_output_bytes == 4194304
+    with pytest.raises(BadRequest):
+        registry.get("copy").limits({"network": True})
+
+
+def test_every_repository_plugin_has_a_valid_descriptor():
+    registry = Registry(REPO_PLUGINS)
+    names = registry.names()
+    assert registry.broken == {}
+    for name in names:
+        plugin = registry.get(name)
+        assert Path(plugin.program()[-1]).is_file(), name
+        assert (plugin.dir / "Dockerfile").is_file(), name

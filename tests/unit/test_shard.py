@@ -1,0 +1,201 @@
+"""radcloud.shard: the shard runner end to end with fixture plugins.
+
+Each failure path has a deliberately broken plugin under
+tests/fixtures/plugins; the store and reporter are in-memory fakes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+import pytest
+
+from radcloud.errors import BadRequest
+from radcloud.plugins import Registry
+from radcloud.shard import ShardSpec, collect_outputs, content_type, run_shard, safe_relpath
+from radcloud import sandbox
+from shard_fakes import FIXTURES, FakeStore, RecordingReporter
+
+BWRAP = [pytest.param(False, id="rlimits")] + (
+    [pytest.param(True, id="bwrap")] if sandbox.bwrap_works() else [])
+
+
+def spec(plugin: str, params: dict | None = None, **extra) -> dict:
+    return {"job_id": "j1", "shard_id": "j1-0", "plugin": plugin, "params": params or {},
+            "inputs": ["staged/j1/a.dcm", "staged/j1/sub/b.dcm"], "input_prefix": "staged/j1/",
+            "output_prefix": "results/j1/0/", **extra}
+
+
+def run(plugin, params=None, reporter=None, use_bwrap=False, store=None, **extra):
+    store = store or FakeStore({"staged/j1/a.dcm": b"AAAA", "staged/j1/sub/b.dcm": b"BB"})
+    reporter = reporter or RecordingReporter()
+    summary = run_shard(spec(plugin, params, **extra), store=store, reporter=reporter,
+                        registry=Registry(FIXTURES), use_bwrap=use_bwrap)
+    return summary, reporter, store
+
+
+@pytest.mark.parametrize("use_bwrap", BWRAP)
+def test_happy_path_uploads_outputs_with_md5_and_type(use_bwrap):
+    summary, rep, store = run("copy", {"prefix": "c-"}, use_bwrap=use_bwrap)
+    out = rep.outcome
+    assert out["status"] == "finishedSuccessfully" and out["reason"] == "ok" and out["exit_code"] == 0
+    keys = {o["key"]: o for o in out["outputs"]}
+    assert set(keys) == {"results/j1/0/c-a.dcm", "results/j1/0/c-b.dcm", "results/j1/0/probe.json"}
+    assert keys["results/j1/0/c-a.dcm"]["md5"] == hashlib.md5(b"AAAA").hexdigest()
+    assert keys["results/j1/0/c-a.dcm"]["content_type"] == "application/dicom"
+    assert store.objects["results/j1/0/c-b.dcm"] == b"BB"
+    assert summary == {"job_id": "j1", "shard_id": "j1-0", "status": "finishedSuccessfully",
+                       "reason": "ok", "exit_code": 0, "bytes_out": out["bytes_out"],
+                       "duration_s": out["duration_s"], "n_outputs": 3}
+    assert "done" in out["stderr_tail"] and "copied 2" in rep.lines
+    started = [e for kind, e in rep.events if kind == "started"][0]
+    assert started["argv"][2:4] == ["--prefix", "c-"] and started["n_inputs"] == 2
+    probe = json.loads(store.objects["results/j1/0/probe.json"])
+    isolated = use_bwrap or (os.geteuid() == 0 and sandbox.others_can_run(sys.executable))
+    if isolated or os.geteuid() != 0:  # root without isolation ignores chmod
+        assert probe["input_writable"] is False
+    if use_bwrap:
+        assert probe["network"] is False
+    assert probe["uid"] == (65534 if isolated else os.geteuid())
+    assert probe["jid"] == "j1"
+    # radcloud's own settings never reach the plugin
+    assert not [k for k in probe["env"] if k.startswith(("RADCLOUD_S3", "RADCLOUD_REDIS", "AWS_"))]
+
+
+def test_crash_reports_exit_code_and_keeps_partial_output():
+    summary, rep, store = run("crash")
+    out = rep.outcome
+    assert (out["status"], out["reason"], out["exit_code"]) == ("finishedWithError", "crash", 1)
+    assert "RuntimeError" in out["stderr_tail"]
+    assert store.objects["results/j1/0/partial.txt"] == b"half done\n"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("use_bwrap", BWRAP)
+def test_hang_is_killed_at_the_wall_clock_limit(use_bwrap):
+    summary, rep, _ = run("hang", use_bwrap=use_bwrap)
+    out = rep.outcome
+    assert out["reason"] == "timeout" and out["status"] == "finishedWithError"
+    assert 1.9 < out["run_s"] < 8
+
+
+def test_memory_blow_up_is_reported_as_oom():
+    summary, rep, _ = run("memhog")
+    assert rep.outcome["reason"] == "oom", rep.outcome
+    assert "MemoryError" in rep.outcome["stderr_tail"]
+
+
+@pytest.mark.parametrize("use_bwrap", BWRAP)
+def test_writes_outside_and_symlink_escapes_are_refused(use_bwrap):
+    summary, rep, store = run("escape", use_bwrap=use_bwrap)
+    out = rep.outcome
+    uploaded = {o["key"].rsplit("/", 1)[1] for o in out["outputs"]}
+    assert uploaded == {"ok.txt", "inside-link.txt", "tried.json"}
+    refused = {r["path"]: r["why"] for r in out["rejected"]}
+    assert refused == {"passwd": "symlink outside the output dir", "rootdir": "directory symlink",
+                       "input-link": "symlink outside the output dir"}
+    tried = json.loads(store.objects["results/j1/0/tried.json"])
+    if use_bwrap or (os.geteuid() == 0 and sandbox.others_can_run(sys.executable)):
+        assert all(v != "written" for v in tried.values()), tried  # the sandbox blocked both
+        assert not os.path.exists("/var/tmp/radcloud-escape-fixture.txt")
+    else:  # root without isolation: writes happen, but nothing outside is uploaded
+        if os.path.exists("/var/tmp/radcloud-escape-fixture.txt"):
+            os.unlink("/var/tmp/radcloud-escape-fixture.txt")
+    assert store.objects["results/j1/0/inside-link.txt"] == b"fine"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["bigfile", "files", "bytes"])
+def test_output_flood_is_stopped(mode):
+    summary, rep, store = run("flood", {"mode": mode})
+    out = rep.outcome
+    assert out["reason"] == "error" and out["status"] == "finishedWithError"
+    assert "exceeded" in out["message"]
+    assert out["bytes_out"] == 0 and out["outputs"] == []
+
+
+def test_log_flood_is_capped_but_tail_kept():
+    summary, rep, _ = run("flood", {"mode": "log"})
+    assert rep.outcome["reason"] == "ok"
+    assert len(rep.lines) == 2000
+    assert rep.outcome["stderr_tail"].endswith("line 49999")
+
+
+@pytest.mark.timeout(30)
+def test_cancel_kills_the_plugin():
+    rep = RecordingReporter(cancel_after_lines=1)
+    summary, rep, _ = run("copy", {"sleep": 20}, reporter=rep,
+                          store=FakeStore({"staged/j1/a.dcm": b"A", "staged/j1/sub/b.dcm": b"B"}))
+    # copy prints nothing before sleeping, so cancel comes from the flag check during download
+    assert rep.outcome["status"] == "cancelled" and rep.outcome["reason"] == "cancelled"
+
+
+@pytest.mark.timeout(30)
+def test_cancel_while_running():
+    class CancelLater(RecordingReporter):
+        def cancelled(self):
+            return any(kind == "started" for kind, _ in self.events)
+    rep = CancelLater()
+    summary, rep, _ = run("copy", {"sleep": 20}, reporter=rep)
+    assert rep.outcome["reason"] == "cancelled" and rep.outcome["run_s"] < 10
+
+
+def test_chris_plugin_decorated_plugin_runs_unchanged():
+    summary, rep, store = run("chris-hello", {"greeting": "hi", "shout": True})
+    assert rep.outcome["reason"] == "ok", rep.outcome["stderr_tail"]
+    # PathMapper swaps the suffix and keeps the sub-directory layout
+    assert store.objects["results/j1/0/a.txt"] == b"HI a.dcm 4\n"
+    assert store.objects["results/j1/0/sub/b.txt"] == b"HI b.dcm 2\n"
+
+
+def test_bad_params_and_missing_input_still_record_an_outcome():
+    summary, rep, _ = run("copy", {"times": "x"})
+    assert rep.outcome["reason"] == "error" and "times" in rep.outcome["message"]
+    summary, rep, _ = run("copy", store=FakeStore({}))
+    assert rep.outcome["reason"] == "error" and "staged/j1/a.dcm" in rep.outcome["message"]
+    summary, rep, _ = run("nope")
+    assert rep.outcome["status"] == "finishedWithError" and "nope" in rep.outcome["message"]
+
+
+def test_broken_reporter_notifications_do_not_break_the_shard():
+    summary, rep, _ = run("copy", reporter=RecordingReporter(broken=True))
+    assert rep.outcome["reason"] == "ok"
+
+
+def test_unexpected_exception_still_records_outcome():
+    class ExplodingStore(FakeStore):
+        def put_file(self, key, path, *, content_type=None):
+            raise RuntimeError("disk on fire, patient Doe^John")
+    summary, rep, _ = run("copy", store=ExplodingStore({"staged/j1/a.dcm": b"A", "staged/j1/sub/b.dcm": b"B"}))
+    assert rep.outcome["reason"] == "error" and "Doe" not in rep.outcome["message"]
+    assert summary["status"] == "finishedWithError"
+
+
+def test_spec_validation_names_the_field():
+    with pytest.raises(BadRequest) as err:
+        ShardSpec.from_dict({"job_id": "j", "shard_id": "s", "plugin": "p", "output_prefix": "o",
+                             "inputs": "not-a-list"})
+    assert err.value.field == "inputs"
+
+
+def test_safe_relpath():
+    assert safe_relpath("a/./b//c.png") == "a/b/c.png"
+    for bad in ("/etc/passwd", "../x", "a/../../x", "", "a\nb"):
+        assert safe_relpath(bad) is None
+
+
+def test_collect_outputs_refuses_special_files(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "ok.png").write_bytes(b"x")
+    files, rejected = collect_outputs(tmp_path)
+    assert [rel for rel, _ in files] == ["ok.png"]
+    assert rejected == [{"path": "pipe", "why": "not a regular file"}]
+
+
+def test_content_types():
+    assert content_type("x.nii.gz") == "application/gzip"
+    assert content_type("a/b.PNG") == "image/png"
+    assert content_type("weird.zzz") == "application/octet-stream"
