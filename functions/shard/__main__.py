@@ -1,0 +1,31 @@
+"""Action ``plugin-<name>``: the body of every plugin action (one shard).
+
+Invoked non-blocking by dispatch with a shard spec (see
+:class:`radcloud.shard.ShardSpec`): ``{"job_id", "shard_id", "plugin",
+"params", "inputs", "input_prefix", "output_prefix", "limits"}``. Runs the
+plugin through :func:`radcloud.shard.run_shard`, which records the outcome
+in Redis whatever happens, and answers a small summary (never data).
+"""
+
+import os
+
+from radcloud.action import run
+from radcloud.errors import BadRequest
+from radcloud.jobservices import JobServices
+from radcloud.reporter import RedisShardReporter
+from radcloud.shard import run_shard
+
+
+def handle(request, settings, principal):
+    spec = request.params
+    if not isinstance(spec.get("job_id"), str) or not spec["job_id"]:
+        raise BadRequest("'job_id' is required", field="job_id")
+    services = JobServices.from_settings(settings)
+    reporter = RedisShardReporter(services.jobs, spec["job_id"], finaliser=services.finaliser,
+                                  activation_id=os.environ.get("__OW_ACTIVATION_ID"))
+    return run_shard(spec, store=services.store, reporter=reporter, registry=services.registry,
+                     default_timeout_s=settings.shard_timeout_s)
+
+
+def main(args):
+    return run(args, handle, roles=("service", "admin"))
