@@ -247,27 +247,29 @@ class Stack:
         self._stop([name], grace_s=0.0)
 
     def status(self, services: Sequence[str] = ALL_SERVICES) -> dict[str, dict[str, Any]]:
-        """Each service: running?, healthy?, pid, endpoint, log file. Starts nothing."""
+        """Each service: running?, healthy?, pid, endpoint, log file. Starts and creates nothing."""
         result: dict[str, dict[str, Any]] = {}
+        credentials = self.state.load_json(self.state.credentials)  # None before the first up
         binaries = self._binaries or install.find()
         for name in services:
             record = self._record(name)
             alive = record is not None and process.is_alive(record)
             healthy = False
             endpoint = ""
-            try:
-                spec = self._service(name, binaries)
-                endpoint = spec.endpoint
-                if alive:
-                    spec.health()
-                    healthy = True
-            except (NotReady, StackError, KeyError):
-                pass
+            if credentials is not None:
+                try:
+                    spec = build(name, state=self.state, ports=self.ports, credentials=credentials,
+                                 binaries=binaries)
+                    endpoint = spec.endpoint
+                    if alive:
+                        spec.health()
+                        healthy = True
+                except (NotReady, StackError, KeyError):
+                    pass
             result[name] = {"running": alive, "healthy": healthy,
                             "pid": record.pid if alive and record else None,
                             "endpoint": endpoint, "log": str(self.state.log(name))}
         return result
-
 
 def _json(data: Any) -> str:
     import json

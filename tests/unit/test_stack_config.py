@@ -1,0 +1,89 @@
+"""radcloud.stack.config: the rendered Orthanc, S3 and Redis configs say what the stack promises."""
+
+from __future__ import annotations
+
+import json
+
+from radcloud.stack import config
+from radcloud.stack.ports import Ports
+from radcloud.stack.state import StateDir
+
+CREDS = {
+    "orthanc": {"user": "radcloud", "password": "orthanc-pw"},
+    "pacs": {"user": "radcloud", "password": "pacs-pw"},
+    "redis": {"password": "redis-pw"},
+    "s3": {"access_key": "radcloud-ak", "secret_key": "s3-sk"},
+}
+PORTS = Ports.standard(10000)
+
+
+def _orthanc(name, tmp_path):
+    text = config.render_orthanc(name, state=StateDir(tmp_path), ports=PORTS, credentials=CREDS)
+    return json.loads(text)
+
+
+def test_orthanc_is_locked_down(tmp_path):
+    cfg = _orthanc("orthanc", tmp_path)
+    assert cfg["RemoteAccessAllowed"] is False
+    assert cfg["AuthenticationEnabled"] is True
+    assert cfg["RegisteredUsers"] == {"radcloud": "orthanc-pw"}
+    assert cfg["HttpCompressionEnabled"] is False
+    assert cfg["DicomCheckModalityHost"] is True
+    assert (cfg["DicomAlwaysAllowFind"], cfg["DicomAlwaysAllowGet"], cfg["DicomAlwaysAllowMove"]) == \
+        (False, False, False)
+    assert cfg["MaximumPduLength"] == 131072
+
+
+def test_orthanc_uses_its_own_ports_dirs_and_plugins_by_full_path(tmp_path):
+    cfg = _orthanc("orthanc", tmp_path)
+    assert (cfg["HttpPort"], cfg["DicomPort"], cfg["DicomAet"]) == (18042, 14242, "RADCLOUD")
+    assert cfg["StorageDirectory"] == str(tmp_path / "orthanc" / "storage")
+    assert cfg["IndexDirectory"] == str(tmp_path / "orthanc" / "index")
+    assert cfg["Plugins"] == ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+                              "/usr/share/orthanc/plugins/libOrthancGdcm.so"]
+
+
+def test_each_orthanc_knows_the_other_and_the_test_scp(tmp_path):
+    ours, pacs = _orthanc("orthanc", tmp_path), _orthanc("pacs", tmp_path)
+    assert ours["DicomModalities"]["HOSPITAL_PACS"]["Port"] == PORTS.pacs_dicom
+    assert pacs["DicomModalities"]["RADCLOUD"]["Port"] == PORTS.orthanc_dicom
+    assert pacs["DicomAet"] == "HOSPITAL_PACS"
+    for cfg in (ours, pacs):
+        test = cfg["DicomModalities"]["RADCLOUD_TEST"]
+        assert (test["AET"], test["Host"], test["Port"]) == ("RADCLOUD_TEST", "127.0.0.1", PORTS.test_scp)
+        assert all(m["Host"] == "127.0.0.1" for m in cfg["DicomModalities"].values())
+    assert pacs["RegisteredUsers"] == {"radcloud": "pacs-pw"}
+
+
+def test_password_with_quotes_stays_valid_json(tmp_path):
+    creds = {**CREDS, "orthanc": {"user": "radcloud", "password": 'a"b\\c'}}
+    text = config.render_orthanc("orthanc", state=StateDir(tmp_path), ports=PORTS, credentials=creds)
+    assert json.loads(text)["RegisteredUsers"]["radcloud"] == 'a"b\\c'
+
+
+def test_s3_identities_have_only_the_generated_key():
+    cfg = json.loads(config.render_s3_identities(CREDS))
+    assert len(cfg["identities"]) == 1
+    ident = cfg["identities"][0]
+    assert ident["credentials"] == [{"accessKey": "radcloud-ak", "secretKey": "s3-sk"}]
+    assert "anonymous" not in json.dumps(cfg).lower()
+
+
+def test_redis_conf_is_loopback_aof_with_password(tmp_path):
+    lines = config.render_redis(state=StateDir(tmp_path), ports=PORTS, credentials=CREDS).splitlines()
+    for expected in ("bind 127.0.0.1", "port 16379", "appendonly yes", 'save ""',
+                     "requirepass redis-pw", f"dir {tmp_path / 'redis'}"):
+        assert expected in lines
+
+
+def test_env_file_quotes_values_for_the_shell(tmp_path):
+    text = config.render_env({"RADCLOUD_A": "plain", "RADCLOUD_B": "has space;$x"}, tmp_path / "radcloud.env")
+    assert "RADCLOUD_A=plain\n" in text
+    assert "RADCLOUD_B='has space;$x'\n" in text
+
+
+def test_write_service_config_is_private(tmp_path):
+    state = StateDir(tmp_path)
+    path = config.write_service_config("redis", state=state, ports=PORTS, credentials=CREDS)
+    assert path == tmp_path / "redis" / "redis.conf"
+    assert path.stat().st_mode & 0o777 == 0o600
