@@ -1,0 +1,83 @@
+"""Where staged DICOM lands in the object store (see docs/storage-layout.md).
+
+Two layouts, chosen per retrieve:
+
+* ``uid`` (default): ``studies/{StudyUID}/{SeriesUID}/{SOPInstanceUID}.dcm``.
+  Only UIDs in keys — no patient name, ID or birth date — so bucket
+  listings, access logs and presigned URLs carry no patient attributes.
+* ``chris``: ChRIS's ``SERVICES/PACS/{pacs}/...`` tree (oxidicom's
+  ``pacs_file.rs``), so a ChRIS backend can register the files with
+  ``register_pacs_series`` unchanged. It embeds patient attributes in keys,
+  as ChRIS does; choose it only for a store that CUBE owns.
+
+Manifests do not live inside the series folder (CUBE registers every file
+under a series path): ``manifests/{StudyUID}/{SeriesUID}.json`` in both layouts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from radcloud.errors import BadRequest
+
+LAYOUTS = ("uid", "chris")
+_UNSAFE = re.compile(r"[^A-Za-z0-9 ._^=+@()\[\]-]")  # CUBE forbids commas; '/' would nest
+
+
+def check_layout(layout: Any) -> str:
+    if layout not in LAYOUTS:
+        raise BadRequest(f"layout must be one of {', '.join(LAYOUTS)}", field="layout")
+    return layout
+
+
+def manifest_key(study_uid: str, series_uid: str) -> str:
+    return f"manifests/{study_uid}/{series_uid}.json"
+
+
+def series_prefix(layout: str, tags: Mapping[str, Any], *, pacs_name: str = "radcloud") -> str:
+    """The folder (ending in ``/``) holding one series' instances."""
+    if layout == "uid":
+        return f"studies/{tags['StudyInstanceUID']}/{tags['SeriesInstanceUID']}/"
+    patient = "-".join([_c(tags.get("PatientID"), "PatientID"), _c(tags.get("PatientName"), ""),
+                        _c(tags.get("PatientBirthDate"), "")])
+    study = "-".join([_c(tags.get("StudyDescription"), "StudyDescription"),
+                      _c(tags.get("AccessionNumber"), "AccessionNumber"),
+                      _c(tags.get("StudyDate"), "StudyDate")])
+    number = _number(tags.get("SeriesNumber"), 5, "SeriesNumber")
+    series = "-".join([number, _c(tags.get("SeriesDescription"), "SeriesDescription"),
+                       series_hash(tags["SeriesInstanceUID"])])
+    return f"SERVICES/PACS/{_c(pacs_name, 'PACS')}/{patient}/{study}/{series}/"
+
+
+def instance_key(layout: str, prefix: str, tags: Mapping[str, Any]) -> str:
+    sop = tags["SOPInstanceUID"]
+    if layout == "uid":
+        return f"{prefix}{sop}.dcm"
+    return f"{prefix}{_number(tags.get('InstanceNumber'), 4, 'InstanceNumber')}-{sop}.dcm"
+
+
+def series_hash(series_uid: str) -> str:
+    """7 hex digits naming the series folder.
+
+    oxidicom uses seahash; radcloud uses SHA-1 (stdlib). Paths differ from
+    oxidicom's in these 7 characters only; CUBE stores whatever path it is
+    given, so registration is unaffected.
+    """
+    return hashlib.sha1(series_uid.encode("ascii")).hexdigest()[:7]
+
+
+def _c(value: Any, placeholder: str) -> str:
+    """One sanitised path component; a missing tag becomes its placeholder word."""
+    if value is None or not str(value).strip():
+        return placeholder
+    return _UNSAFE.sub("_", str(value).strip()).strip(" .") or "_"
+
+
+def _number(value: Any, width: int, placeholder: str) -> str:
+    try:
+        return f"{int(str(value).strip()):0{width}d}"
+    except (TypeError, ValueError):
+        return placeholder

@@ -1,0 +1,172 @@
+"""Retrieve records and their progress, in Redis.
+
+One retrieve = one record plus one hash per series, all under
+``radcloud:retrieve:{id}``:
+
+* ``radcloud:retrieve:{id}``            hash: created, source, layout, series (count), request
+* ``radcloud:retrieve:{id}:series``     list: the series UIDs, in order
+* ``radcloud:retrieve:{id}:s:{uid}``    hash: state, done, total, bytes, skipped, errors, manifest,
+                                        activation, updated
+
+Workers only ever touch their own series hash (``HINCRBY`` for counters),
+so concurrent series never race. The overall state is derived on read:
+``queued`` → ``running`` → ``succeeded`` | ``partial`` (some series failed)
+| ``failed`` (all failed). A series with no progress for ``stall_s`` while
+running is reported ``stalled`` with the reason, so a caller is never left
+watching a dead worker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from radcloud.errors import NotFound, UpstreamError
+
+PREFIX = "radcloud:retrieve:"
+TTL_S = 7 * 24 * 3600
+FINAL = ("succeeded", "failed")
+MAX_ERRORS = 20   # per series: enough to act on, bounded so the record stays small
+
+
+class Progress:
+    """Create, update and read retrieve records. ``redis`` is a redis-py client."""
+
+    def __init__(self, redis: Any, *, clock: Callable[[], float] = time.time, stall_s: float = 180.0) -> None:
+        self.redis = redis
+        self.clock = clock
+        self.stall_s = stall_s
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Progress":
+        import redis
+
+        return cls(redis.Redis.from_url(settings.redis_url.reveal(), socket_timeout=10,
+                                        socket_connect_timeout=5, decode_responses=True))
+
+    def _key(self, rid: str, *parts: str) -> str:
+        return PREFIX + rid + "".join(":" + p for p in parts)
+
+    def _do(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # redis-py raises its own family; never leak the URL
+            if exc.__class__.__module__.startswith("redis"):
+                raise UpstreamError(f"Redis unavailable: {type(exc).__name__}") from None
+            raise
+
+    # -- writing -------------------------------------------------------------
+    def create(self, series: list[dict[str, Any]], *, source: str, layout: str,
+               request: dict[str, Any] | None = None, retrieve_id: str | None = None) -> str:
+        """Record a new retrieve of ``series`` (dicts with at least ``SeriesInstanceUID``)."""
+        rid = retrieve_id or uuid.uuid4().hex
+        now = self.clock()
+
+        def write() -> None:
+            pipe = self.redis.pipeline()
+            pipe.hset(self._key(rid), mapping={
+                "created": now, "source": source, "layout": layout, "series": len(series),
+                "request": json.dumps(request or {}, sort_keys=True)})
+            uids = [s["SeriesInstanceUID"] for s in series]
+            if uids:
+                pipe.rpush(self._key(rid, "series"), *uids)
+            for s in series:
+                pipe.hset(self._key(rid, "s", s["SeriesInstanceUID"]), mapping={
+                    "state": "queued", "done": 0, "total": s.get("total") or 0, "bytes": 0,
+                    "skipped": 0, "errors": "[]", "updated": now,
+                    "study": s.get("StudyInstanceUID") or ""})
+            for key in [self._key(rid), self._key(rid, "series")] + \
+                    [self._key(rid, "s", u) for u in uids]:
+                pipe.expire(key, TTL_S)
+            pipe.execute()
+
+        self._do(write)
+        return rid
+
+    def update(self, rid: str, series_uid: str, **fields: Any) -> None:
+        """Set fields of one series (``errors`` as a list, capped)."""
+        if "errors" in fields:
+            fields["errors"] = json.dumps(list(fields["errors"])[:MAX_ERRORS])
+        fields["updated"] = self.clock()
+        self._do(lambda: self.redis.hset(self._key(rid, "s", series_uid), mapping=fields))
+
+    def advance(self, rid: str, series_uid: str, *, done: int = 0, nbytes: int = 0, skipped: int = 0) -> None:
+        """Count staged instances and bytes (atomic increments)."""
+        key = self._key(rid, "s", series_uid)
+
+        def write() -> None:
+            pipe = self.redis.pipeline()
+            if done:
+                pipe.hincrby(key, "done", done)
+            if nbytes:
+                pipe.hincrby(key, "bytes", nbytes)
+            if skipped:
+                pipe.hincrby(key, "skipped", skipped)
+            pipe.hset(key, "updated", self.clock())
+            pipe.execute()
+
+        self._do(write)
+
+    # -- reading -------------------------------------------------------------
+    def exists(self, rid: str) -> bool:
+        return bool(self._do(lambda: self.redis.exists(self._key(rid))))
+
+    def status(self, rid: str) -> dict[str, Any]:
+        """The retrieve as the caller sees it; raises NotFound for an unknown id."""
+        def read() -> tuple[dict, list[str], list[dict]]:
+            head = self.redis.hgetall(self._key(rid))
+            uids = self.redis.lrange(self._key(rid, "series"), 0, -1)
+            pipe = self.redis.pipeline()
+            for uid in uids:
+                pipe.hgetall(self._key(rid, "s", uid))
+            return head, uids, pipe.execute()
+
+        head, uids, rows = self._do(read)
+        if not head:
+            raise NotFound(f"no retrieve {rid!r} (unknown or expired)", field="retrieve_id")
+        now = self.clock()
+        series = []
+        for uid, row in zip(uids, rows):
+            state = row.get("state", "queued")
+            item = {
+                "SeriesInstanceUID": uid, "StudyInstanceUID": row.get("study") or None, "state": state,
+                "done": int(row.get("done", 0)), "total": int(row.get("total", 0)),
+                "bytes": int(row.get("bytes", 0)), "skipped": int(row.get("skipped", 0)),
+                "errors": json.loads(row.get("errors") or "[]"),
+            }
+            for optional in ("manifest", "reason", "activation"):
+                if row.get(optional):
+                    item[optional] = row[optional]
+            if state not in FINAL and now - float(row.get("updated", now)) > self.stall_s:
+                item["state"] = "stalled"
+                item["reason"] = f"no progress for {self.stall_s:.0f} s; rerun the retrieve to finish it"
+            series.append(item)
+        return {
+            "retrieve_id": rid, "state": overall([s["state"] for s in series]),
+            "source": head.get("source"), "layout": head.get("layout"),
+            "created": float(head.get("created", 0)),
+            "series_total": len(series),
+            "series_done": sum(s["state"] == "succeeded" for s in series),
+            "instances_done": sum(s["done"] for s in series),
+            "instances_total": sum(s["total"] for s in series),
+            "bytes": sum(s["bytes"] for s in series),
+            "series": series,
+        }
+
+
+def overall(states: list[str]) -> str:
+    """Derive a retrieve's state from its series' states."""
+    if not states:
+        return "succeeded"
+    if all(s == "succeeded" for s in states):
+        return "succeeded"
+    if all(s in ("failed", "stalled") for s in states):
+        return "failed"
+    if all(s in ("succeeded", "failed", "stalled") for s in states):
+        return "partial"
+    if all(s == "queued" for s in states):
+        return "queued"
+    return "running"

@@ -1,0 +1,310 @@
+"""Retrieve: stage DICOM series from Orthanc into the object store.
+
+The pipeline for one series (:class:`Stager`), one instance at a time:
+
+1. (remote source) C-MOVE the series into Orthanc, polling the job;
+2. list the series' instances (one call) and what is already staged (one
+   S3 listing: single-part ETags are MD5s);
+3. per instance: Orthanc's stored MD5 (attachment info); an object with the
+   same key and MD5 is skipped; otherwise ``GET /instances/{id}/file`` is
+   streamed into ``put_stream`` with that MD5, which refuses mismatching
+   bytes before the object becomes visible;
+4. a manifest object per series (every instance's key, size, MD5, key tags),
+   written last, from the store's own listing.
+
+Memory is bounded by one instance per worker thread (minio buffers one part),
+never by the series or study. Transfer path, measured here: per-instance REST
+GET streaming (see bench/retrieve_bench.py); the zip endpoint is CPU-bound
+and C-GET needs a DICOM listener in the action.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from radcloud import layout as lay
+from radcloud import query as q
+from radcloud import search
+from radcloud.errors import BadRequest, NotFound, RadcloudError, UpstreamError
+from radcloud.orthanc import Orthanc
+from radcloud.progress import Progress
+from radcloud.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+MAX_SERIES = 500          # per retrieve: one activation each
+ABORT_AFTER = 5           # consecutive upstream failures: the source is down, stop
+PROGRESS_EVERY_S = 0.25   # progress writes are batched, not one per instance
+_SERIES_TAGS = ("Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined", "SeriesDate")
+_STUDY_TAGS = ("StudyDate", "StudyTime", "StudyDescription", "AccessionNumber")
+_PATIENT_TAGS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrieveRequest:
+    studies: tuple[str, ...] = ()
+    series: tuple[str, ...] = ()
+    modality: str | None = None
+    layout: str = "uid"
+    pacs_name: str = "radcloud"
+
+
+def parse_request(params: Mapping[str, Any]) -> RetrieveRequest:
+    """Validate a retrieve before any PACS call. Raises BadRequest naming the field."""
+    known = {"StudyInstanceUID", "SeriesInstanceUID", "modality", "layout", "pacs_name", "retrieve_id"}
+    for key in params:
+        if key not in known and not key.startswith("_"):
+            raise BadRequest(f"unknown retrieve field {key!r}; known: {', '.join(sorted(known))}", field=key)
+    studies = _uids(params.get("StudyInstanceUID"), "StudyInstanceUID")
+    series = _uids(params.get("SeriesInstanceUID"), "SeriesInstanceUID")
+    if not studies and not series:
+        raise BadRequest("give StudyInstanceUID or SeriesInstanceUID (one or a list)", field="StudyInstanceUID")
+    modality = params.get("modality") or None
+    if modality is not None:
+        q.parse({"modality": modality})  # same rule as query
+    layout = lay.check_layout(params.get("layout", "uid"))
+    pacs_name = params.get("pacs_name") or modality or "radcloud"
+    if not isinstance(pacs_name, str) or not q._NAME.match(pacs_name):
+        raise BadRequest("pacs_name must be 1-64 letters, digits, '.', '_' or '-'", field="pacs_name")
+    return RetrieveRequest(studies, series, modality, layout, pacs_name)
+
+
+def _uids(value: Any, field: str) -> tuple[str, ...]:
+    if value in (None, "", []):
+        return ()
+    values = value if isinstance(value, list) else [value]
+    q._match_string(field, "uid", values)  # validates each UID and the list size
+    return tuple(dict.fromkeys(v.strip() for v in values))
+
+
+def plan(req: RetrieveRequest, orthanc: Orthanc) -> list[dict[str, Any]]:
+    """The series to stage: ``{StudyInstanceUID, SeriesInstanceUID, orthanc_id, total}``.
+
+    Raises NotFound naming the UIDs the source does not know.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for field, uids in (("StudyInstanceUID", req.studies), ("SeriesInstanceUID", req.series)):
+        if not uids:
+            continue
+        query = q.Query("series", {field: "\\".join(uids)}, limit=q.MAX_MATCHES, counts=False,
+                        modality=req.modality)
+        items = search.run(query, orthanc)["items"]
+        missing = set(uids) - {item.get(field) for item in items}
+        if missing:
+            where = f"modality {req.modality}" if req.modality else "Orthanc"
+            raise NotFound(f"{where} has no {field} {', '.join(sorted(missing))}", field=field)
+        for item in items:
+            found.setdefault(item["SeriesInstanceUID"], {
+                "StudyInstanceUID": item["StudyInstanceUID"],
+                "SeriesInstanceUID": item["SeriesInstanceUID"],
+                "orthanc_id": (item.get("orthanc") or {}).get("series"),
+                "total": item.get("NumberOfSeriesRelatedInstances") or 0,
+            })
+    if len(found) > MAX_SERIES:
+        raise BadRequest(f"{len(found)} series is more than {MAX_SERIES} in one retrieve; split it",
+                         field="StudyInstanceUID")
+    return list(found.values())
+
+
+@dataclasses.dataclass
+class _Tally:
+    done: int = 0
+    nbytes: int = 0
+    skipped: int = 0
+    pending_done: int = 0
+    pending_bytes: int = 0
+    pending_skipped: int = 0
+    flushed_at: float = 0.0
+    upstream_streak: int = 0
+    errors: list = dataclasses.field(default_factory=list)
+
+
+class Stager:
+    """Stages one series at a time; every dependency injected."""
+
+    def __init__(self, orthanc: Orthanc, store: ObjectStore, progress: Progress | None = None, *,
+                 layout: str = "uid", pacs_name: str = "radcloud", workers: int = 1,
+                 clock: Callable[[], float] = time.monotonic, move_timeout_s: float = 50.0) -> None:
+        self.orthanc = orthanc
+        self.store = store
+        self.progress = progress
+        self.layout = lay.check_layout(layout)
+        self.pacs_name = pacs_name
+        self.workers = max(1, workers)
+        self.clock = clock
+        self.move_timeout_s = move_timeout_s
+
+    def stage(self, rid: str, series: Mapping[str, Any], *, modality: str | None = None,
+              start: int = 0, budget_s: float | None = None) -> dict[str, Any]:
+        """Stage one series; returns ``{state, next, done, skipped, bytes, errors, manifest}``.
+
+        ``next`` is set when the time budget ran out first: the index to continue
+        from (the action re-invokes itself). Errors never escape: they end the
+        series ``failed`` with the reason recorded, so a retrieve is never
+        silently partial.
+        """
+        uid = series["SeriesInstanceUID"]
+        t0 = self.clock()
+        try:
+            return self._stage(rid, series, modality, start, budget_s, t0)
+        except RadcloudError as exc:
+            reason = exc.message
+        except Exception as exc:  # the guard: a series always gets an outcome
+            log.exception("series staging crashed")
+            reason = f"internal error: {type(exc).__name__}; see the activation logs"
+        log.warning("series staging failed: %s", reason)
+        try:
+            self._update(rid, uid, state="failed", reason=reason)
+        except RadcloudError:
+            log.error("could not record the failure of a series")
+        return {"state": "failed", "next": None, "reason": reason}
+
+    def _stage(self, rid: str, series: Mapping[str, Any], modality: str | None, start: int,
+               budget_s: float | None, t0: float) -> dict[str, Any]:
+        uid, study_uid = series["SeriesInstanceUID"], series["StudyInstanceUID"]
+        orthanc_id = series.get("orthanc_id")
+        if modality and start == 0:
+            self._update(rid, uid, state="moving")
+            job = self.orthanc.modality_move(modality, "Series", [
+                {"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid}])
+            self.orthanc.wait_job(job, timeout_s=self.move_timeout_s)
+            orthanc_id = None
+        if not orthanc_id:
+            ids = self.orthanc.find("Series", {"SeriesInstanceUID": uid}, expand=False)
+            if not ids:
+                raise NotFound(f"Orthanc has no series {uid}" + (f" after C-MOVE from {modality}"
+                                                                   if modality else ""))
+            orthanc_id = ids[0]
+        tags = self._tags(orthanc_id)
+        prefix = lay.series_prefix(self.layout, tags, pacs_name=self.pacs_name)
+        instances = sorted(self.orthanc.series_instances(orthanc_id), key=_instance_order)
+        self._update(rid, uid, state="staging", total=len(instances))
+        staged = {info.key: info for info in self.store.list(prefix)}
+        tally = _Tally(flushed_at=self.clock())
+        index = start
+        todo = instances[start:]
+        with ThreadPoolExecutor(self.workers) as pool:
+            while index < len(instances):
+                if budget_s is not None and self.clock() - t0 > budget_s:
+                    break
+                batch = todo[index - start:index - start + self.workers * 4]
+                for result in pool.map(lambda inst: self._one(inst, tags, prefix, staged), batch):
+                    self._count(rid, uid, tally, result)
+                index += len(batch)
+                if tally.upstream_streak >= ABORT_AFTER:
+                    self._flush(rid, uid, tally)
+                    raise UpstreamError(f"stopped after {ABORT_AFTER} failed instances in a row: "
+                                        f"{tally.errors[-1]['error']}")
+        self._flush(rid, uid, tally)
+        if index < len(instances):
+            return {"state": "staging", "next": index, "done": tally.done, "skipped": tally.skipped,
+                    "bytes": tally.nbytes, "errors": tally.errors}
+        return self._finish(rid, uid, study_uid, tags, prefix, instances, tally)
+
+    def _tags(self, orthanc_id: str) -> dict[str, Any]:
+        resource = self.orthanc.resource("Series", orthanc_id)
+        study = self.orthanc.resource("Study", resource["ParentStudy"])
+        tags = dict(study.get("PatientMainDicomTags", {}))
+        tags.update(study.get("MainDicomTags", {}))
+        tags.update(resource.get("MainDicomTags", {}))
+        return tags
+
+    def _one(self, inst: Mapping[str, Any], tags: Mapping[str, Any], prefix: str,
+             staged: Mapping[str, Any]) -> dict[str, Any]:
+        itags = {**tags, **inst.get("MainDicomTags", {})}
+        sop = itags.get("SOPInstanceUID") or inst["ID"]
+        try:
+            key = lay.instance_key(self.layout, prefix, itags)
+            md5 = self.orthanc.instance_md5(inst["ID"])
+            have = staged.get(key)
+            if have is not None and have.md5 == md5:
+                return {"skipped": True, "size": have.size}
+            resp = self.orthanc.open_instance(inst["ID"])
+            try:
+                length = int(resp.headers.get("Content-Length") or inst["FileSize"])
+                info = self.store.put_stream(key, resp.raw, length, md5=md5, content_type="application/dicom")
+            finally:
+                resp.close()
+            return {"size": info.size}
+        except RadcloudError as exc:
+            return {"error": {"SOPInstanceUID": sop, "error": exc.message,
+                              "upstream": isinstance(exc, UpstreamError)}}
+        except Exception as exc:  # a connection dropped mid-stream (urllib3 errors)
+            return {"error": {"SOPInstanceUID": sop, "upstream": True,
+                              "error": f"transfer from Orthanc to S3 failed: {type(exc).__name__}"}}
+
+    def _count(self, rid: str, uid: str, tally: _Tally, result: Mapping[str, Any]) -> None:
+        if "error" in result:
+            tally.errors.append({k: v for k, v in result["error"].items() if k != "upstream"})
+            tally.upstream_streak = tally.upstream_streak + 1 if result["error"]["upstream"] else 0
+            return
+        tally.upstream_streak = 0
+        tally.done += 1
+        tally.pending_done += 1
+        if result.get("skipped"):
+            tally.skipped += 1
+            tally.pending_skipped += 1
+        else:
+            tally.nbytes += result["size"]
+            tally.pending_bytes += result["size"]
+        if self.clock() - tally.flushed_at >= PROGRESS_EVERY_S:
+            self._flush(rid, uid, tally)
+
+    def _flush(self, rid: str, uid: str, tally: _Tally) -> None:
+        if self.progress is not None and (tally.pending_done or tally.pending_bytes):
+            self.progress.advance(rid, uid, done=tally.pending_done, nbytes=tally.pending_bytes,
+                                  skipped=tally.pending_skipped)
+        tally.pending_done = tally.pending_bytes = tally.pending_skipped = 0
+        tally.flushed_at = self.clock()
+
+    def _finish(self, rid: str, uid: str, study_uid: str, tags: Mapping[str, Any], prefix: str,
+                instances: list[dict], tally: _Tally) -> dict[str, Any]:
+        listed = {info.key: info for info in self.store.list(prefix)}
+        objects, missing = [], 0
+        for inst in instances:
+            itags = {**tags, **inst.get("MainDicomTags", {})}
+            key = lay.instance_key(self.layout, prefix, itags)
+            info = listed.get(key)
+            if info is None:
+                missing += 1
+                continue
+            objects.append({"key": key, "size": info.size, "md5": info.md5,
+                            "SOPInstanceUID": itags.get("SOPInstanceUID"),
+                            "InstanceNumber": q.as_int(itags.get("InstanceNumber")),
+                            "orthanc_id": inst["ID"]})
+        complete = missing == 0 and not tally.errors
+        manifest = {
+            "version": 1, "retrieve_id": rid, "layout": self.layout, "prefix": prefix,
+            "StudyInstanceUID": study_uid, "SeriesInstanceUID": uid,
+            "tags": {k: tags.get(k) for k in _SERIES_TAGS + _STUDY_TAGS},
+            "count": len(objects), "expected": len(instances),
+            "bytes": sum(o["size"] for o in objects), "complete": complete, "instances": objects,
+        }
+        if self.layout == "chris":  # register_pacs_series needs these
+            manifest["pacs_name"] = self.pacs_name
+            manifest["tags"].update({k: tags.get(k) for k in _PATIENT_TAGS})
+        mkey = lay.manifest_key(study_uid, uid)
+        self.store.put_json(mkey, manifest)
+        state = "succeeded" if complete else "failed"
+        fields: dict[str, Any] = {"state": state, "manifest": mkey, "errors": tally.errors}
+        if not complete:
+            fields["reason"] = (f"{missing} of {len(instances)} instances not staged; "
+                                f"rerun the retrieve to finish")
+        self._update(rid, uid, **fields)
+        return {"state": state, "next": None, "done": tally.done, "skipped": tally.skipped,
+                "bytes": tally.nbytes, "errors": tally.errors, "manifest": mkey}
+
+    def _update(self, rid: str, uid: str, **fields: Any) -> None:
+        if self.progress is not None:
+            self.progress.update(rid, uid, **fields)
+
+
+def _instance_order(inst: Mapping[str, Any]) -> tuple:
+    tags = inst.get("MainDicomTags", {})
+    number = q.as_int(tags.get("InstanceNumber"))
+    return (number if number is not None else 1 << 30, tags.get("SOPInstanceUID") or inst["ID"])
