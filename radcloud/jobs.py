@@ -165,6 +165,7 @@ class ShardSpec:
     instances_total: int = 0
     series_uid: str = ""
     study_uid: str = ""
+    input_prefix: str = ""  # inputs land in the plugin's input dir relative to it
 
 
 @dataclass
@@ -224,7 +225,7 @@ class JobStore:
         }
         job.update(extra or {})
         shards = {s.id: json.dumps({
-            "id": s.id, "state": "pending", "attempt": 1, "inputs": s.inputs,
+            "id": s.id, "state": "pending", "attempt": 1, "inputs": s.inputs, "input_prefix": s.input_prefix,
             "series_uid": s.series_uid, "study_uid": s.study_uid,
             "instances_total": s.instances_total, "instances_done": 0,
             "deadline": now + shard_timeout_s, "activation_id": None,

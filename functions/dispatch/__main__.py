@@ -1,0 +1,24 @@
+"""Action ``dispatch``: run a plugin over staged inputs; returns the job id at once.
+
+POST ``{"plugin", "params", "inputs": {"retrieve"|"series"|"prefixes"}, "options":
+{"shard_by", "shard_size", "priority", "deidentify", "push_to_pacs", "force"}}``
+→ ``{"job_id", "state", "cached"}``. As the last step of the ``pull-and-run``
+sequence it reads what retrieve answered (``retrieve_id``) and the run
+request carried along as ``run`` (see sequences/pull-and-run.yaml).
+"""
+
+from radcloud.action import run
+from radcloud.dispatch import request_from_params
+from radcloud.errors import BadRequest
+from radcloud.jobservices import JobServices
+
+
+def handle(request, settings, principal, services=None):
+    if request.web and request.method != "post":
+        raise BadRequest("send POST with {plugin, params, inputs, options}", field="method")
+    services = services or JobServices.from_settings(settings, need_invoker=True)
+    return services.dispatcher().dispatch(request_from_params(request.params), owner=principal.name)
+
+
+def main(args):
+    return run(args, handle, roles=("clinician", "researcher", "admin", "service"))

@@ -1,0 +1,56 @@
+"""Action ``results``: what a finished job produced, and links to download it.
+
+* ``GET /{job}``                     the result manifest (``urls=true``
+  adds a presigned URL to every output; ``names=a,b`` to some)
+* ``GET /{job}/url?name=N``          one output's presigned URL
+  (``redirect=true`` answers 302 to it, for links and ``<img src>``)
+* ``GET /{job}/thumbnail?name=N``    a thumbnail of an image output (made
+  on first request), same ``redirect`` option
+
+URLs expire after ``presign_ttl_s`` (short by default). A cached job
+answers with the outputs of the job that computed them.
+"""
+
+from radcloud import jobview
+from radcloud.action import run
+from radcloud.errors import BadRequest
+from radcloud.jobservices import JobServices
+
+
+def _redirect(url):
+    return {"statusCode": 302, "headers": {"Location": url, "Cache-Control": "no-store"}, "body": ""}
+
+
+def handle(request, settings, principal, services=None):
+    services = services or JobServices.from_settings(settings)
+    parts = [p for p in request.path.strip("/").split("/") if p]
+    params = request.params
+    job_id = params.get("job_id") or (parts[0] if parts else None)
+    if not job_id:
+        raise BadRequest("which job? GET /results/{job_id}", field="job_id")
+    op = params.get("op") or (parts[1] if len(parts) > 1 else "manifest")
+    jobview.check(services.jobs.get(job_id), principal)
+    manifest = services.results.manifest(job_id)
+    ttl = services.presign_ttl_s
+    redirect = str(params.get("redirect", "")).lower() in ("1", "true", "yes")
+    if op == "manifest":
+        names = params.get("names")
+        if str(params.get("urls", "")).lower() in ("1", "true", "yes") or names:
+            wanted = [n for n in str(names).split(",") if n] if names else None
+            return services.results.with_urls(manifest, ttl, wanted)
+        return manifest
+    name = params.get("name")
+    if not name:
+        raise BadRequest(f"{op} needs ?name= (an output name from the manifest)", field="name")
+    if op == "url":
+        out = services.results.output(manifest, name)
+        url = services.store.presign_get(out["key"], ttl)
+        return _redirect(url) if redirect and request.web else {**out, "url": url, "url_ttl_s": ttl}
+    if op == "thumbnail":
+        thumb = services.results.thumbnail(manifest, name, ttl)
+        return _redirect(thumb["url"]) if redirect and request.web else thumb
+    raise BadRequest(f"unknown op {op!r}; use manifest, url or thumbnail", field="op")
+
+
+def main(args):
+    return run(args, handle)

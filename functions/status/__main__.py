@@ -1,0 +1,105 @@
+"""Action ``status``: watch, list, cancel and retry jobs.
+
+Web routes (``__ow_path`` after ``status``), or ``op`` + ``job_id`` params
+for direct invocation:
+
+* ``GET /``                      list (``mine``, ``state``, ``limit``)       op=list
+* ``GET /{job}``                 the job; ``wait=N&since=V`` long-polls     op=get
+  until its version exceeds V (Redis XREAD, wakes within milliseconds)
+* ``GET /{job}/events``          event history (``after`` = stream id)       op=events
+* ``POST /{job}/cancel``, ``DELETE /{job}``                                  op=cancel
+* ``POST /{job}/retry``          rerun failed shards only                   op=retry
+
+Never stuck: before answering about an unfinished job, shards whose
+deadline passed or whose OpenWhisk activation ended without an outcome are
+failed with the reason, and a finaliser that went silent is replaced.
+"""
+
+from radcloud import jobview
+from radcloud.action import run
+from radcloud.errors import BadRequest
+from radcloud.jobs import FINAL_STATES
+from radcloud.jobservices import JobServices
+
+MAX_WAIT_S = 50.0  # under the action's 60 s timeout
+
+
+def _route(request):
+    parts = [p for p in request.path.strip("/").split("/") if p]
+    params = request.params
+    job_id = params.get("job_id") or (parts[0] if parts else None)
+    op = params.get("op")
+    if not op:
+        tail = parts[1] if len(parts) > 1 else ""
+        if request.method == "delete":
+            op = "cancel"
+        elif tail in ("events", "cancel", "retry"):
+            op = tail
+        else:
+            op = "get" if job_id else "list"
+    if op not in ("list", "get", "events", "cancel", "retry"):
+        raise BadRequest(f"unknown op {op!r}; use list, get, events, cancel or retry", field="op")
+    if op != "list" and not job_id:
+        raise BadRequest(f"op {op} needs a job_id", field="job_id")
+    return op, job_id
+
+
+def _number(params, name, default, lo, hi, kind=float):
+    raw = params.get(name, default)
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name}={raw!r} is not a number", field=name) from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be between {lo} and {hi}", field=name)
+    return value
+
+
+def unstick(services, job_id):
+    """Never stuck: fail shards that cannot report any more; replace a dead finaliser."""
+    jobs = services.jobs
+    job = jobs.get(job_id)
+    if job["state"] in FINAL_STATES:
+        return
+    if job["state"] != "finishing":
+        if jobs.reconcile(job_id, services.activation if services.invoker else None):
+            services.finaliser(job_id)
+    elif jobs.claim_finaliser(job_id):
+        services.finaliser(job_id)
+
+
+def handle(request, settings, principal, services=None):
+    services = services or JobServices.from_settings(settings)
+    op, job_id = _route(request)
+    params = request.params
+    jobs = services.jobs
+    if op == "list":
+        mine = str(params.get("mine", "")).lower() in ("1", "true", "yes") or \
+            principal.role not in jobview.PRIVILEGED
+        found = jobs.list(owner=principal.name if mine else None, state=params.get("state") or None,
+                          limit=int(_number(params, "limit", 50, 1, 500)))
+        return {"jobs": [jobview.public({**j, "shards": []}) | {"shards": None} for j in found]}
+    job = jobview.check(jobs.get(job_id), principal)
+    if op == "events":
+        return {"job_id": job_id, "events": jobs.events(job_id, after=str(params.get("after", "-")),
+                                                        count=int(_number(params, "limit", 500, 1, 2000)))}
+    if op == "cancel":
+        if jobs.cancel(job_id):
+            services.finaliser(job_id)
+        return jobview.public(jobs.get(job_id))
+    if op == "retry":
+        shard_ids = jobs.reopen_failed(job_id, settings.shard_timeout_s)
+        services.dispatcher().fan_out(job_id, shard_ids)
+        return jobview.public(jobs.get(job_id)) | {"retried": shard_ids}
+    unstick(services, job_id)
+    wait = _number(params, "wait", 0, 0, 3600)
+    if wait > 0:
+        since = int(_number(params, "since", job["version"], 0, 2**62, int))
+        job = jobs.wait(job_id, since, min(wait, MAX_WAIT_S))
+    else:
+        job = jobs.get(job_id)
+    return jobview.public(job)
+
+
+def main(args):
+    return run(args, handle)

@@ -1,0 +1,218 @@
+"""Dispatch: validate a run request, answer it from the cache or fan it out.
+
+Everything is checked before anything is created: the plugin exists (404),
+its parameters are valid (400), options are sane (400), every input is
+staged (404) and complete (409). Then the result cache is asked; a miss
+creates the job (:mod:`radcloud.jobs`) and invokes one plugin action per
+shard, non-blocking, with a payload of object keys only (a shard spec as
+:class:`radcloud.shard.ShardSpec` reads it). The caller gets the job id at
+once; shards report into Redis themselves.
+
+Inputs are resolved by a :class:`Staging` (the staging manifests that
+retrieve writes, see :mod:`radcloud.staging`); the OpenWhisk client and
+the plugin registry are passed in, so this module runs in unit tests
+without sockets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from radcloud.cache import ResultCache, cache_key
+from radcloud.errors import BadRequest, Conflict, RadcloudError
+from radcloud.jobs import JobSpec, JobStore, ShardSpec, new_job_id
+
+log = logging.getLogger(__name__)
+
+SHARD_BY = ("series", "instances")
+MAX_SHARDS = 500  # keeps one dispatch within the action's timeout and the namespace's rate
+
+
+@dataclasses.dataclass
+class StagedSeries:
+    """One staged series as its manifest describes it (keys and digests, no data)."""
+
+    series_uid: str
+    study_uid: str
+    prefix: str
+    instances: list[dict[str, Any]]  # {"key", "md5", "size"}
+    complete: bool = True
+    expected: int | None = None
+
+
+class Staging(Protocol):
+    def resolve(self, inputs: Mapping[str, Any]) -> list[StagedSeries]: ...
+
+
+class Invoker(Protocol):
+    def invoke(self, action: str, params: dict[str, Any], *, blocking: bool = False) -> dict[str, Any]: ...
+
+
+@dataclasses.dataclass
+class Options:
+    shard_by: str = "series"
+    shard_size: int = 100
+    priority: int = 0
+    deidentify: bool = False
+    push_to_pacs: bool = False
+    force: bool = False
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> "Options":
+        """Options from the request; BadRequest names the first bad one."""
+        opts = cls()
+        for f in dataclasses.fields(cls):
+            if f.name not in raw or raw[f.name] is None:
+                continue
+            value = raw[f.name]
+            if f.type in ("bool", bool):
+                if not isinstance(value, bool):
+                    raise BadRequest(f"option {f.name!r} must be true or false, got {value!r}", field=f.name)
+            elif f.type in ("int", int):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise BadRequest(f"option {f.name!r} must be an integer, got {value!r}", field=f.name)
+            elif not isinstance(value, str):
+                raise BadRequest(f"option {f.name!r} must be a string", field=f.name)
+            setattr(opts, f.name, value)
+        if opts.shard_by not in SHARD_BY:
+            raise BadRequest(f"shard_by must be one of {', '.join(SHARD_BY)}, got {opts.shard_by!r}",
+                             field="shard_by")
+        if not 1 <= opts.shard_size <= 10000:
+            raise BadRequest("shard_size must be between 1 and 10000", field="shard_size")
+        if not 0 <= opts.priority <= 9:
+            raise BadRequest("priority must be between 0 (normal) and 9 (most urgent)", field="priority")
+        return opts
+
+
+def plan_shards(series: list[StagedSeries], opts: Options) -> list[ShardSpec]:
+    """The shards of a run; each knows the prefix its keys are relative to.
+
+    A shard never mixes series: a plugin sees one series per input dir,
+    which is what per-series tools (dcm2niix, dicom-tags) expect.
+    """
+    shards: list[ShardSpec] = []
+    for n, s in enumerate(series):
+        keys = [i["key"] for i in s.instances]
+        size = len(keys) if opts.shard_by == "series" else opts.shard_size
+        for part, start in enumerate(range(0, len(keys), max(size, 1))):
+            chunk = keys[start:start + size]
+            sid = f"s{n:03d}" if opts.shard_by == "series" else f"s{n:03d}-{part:03d}"
+            shards.append(ShardSpec(id=sid, inputs=chunk, instances_total=len(chunk),
+                                    series_uid=s.series_uid, study_uid=s.study_uid, input_prefix=s.prefix))
+    return shards
+
+
+class Dispatcher:
+    """Turns one run request into a job. Collaborators injected."""
+
+    def __init__(self, jobs: JobStore, cache: ResultCache, registry: Any, staging: Staging,
+                 invoker: Invoker, *, package: str = "radcloud", shard_timeout_s: int = 300,
+                 finaliser: Any = None) -> None:
+        self.jobs, self.cache, self.registry, self.staging = jobs, cache, registry, staging
+        self.invoker, self.package, self.shard_timeout_s = invoker, package, shard_timeout_s
+        self.finaliser = finaliser
+
+    def action_for(self, plugin: str) -> str:
+        return f"{self.package}/plugin-{plugin}"
+
+    def dispatch(self, request: Mapping[str, Any], owner: str) -> dict[str, Any]:
+        """Validate, look up the cache, create and fan out. Returns ``{"job_id", ...}``."""
+        name = request.get("plugin")
+        if not isinstance(name, str) or not name:
+            raise BadRequest("'plugin' (a plugin name) is required", field="plugin")
+        plugin = self.registry.get(name)                      # NotFound names the known ones
+        params = plugin.validate(request.get("params") or {})  # BadRequest names the parameter
+        opts = Options.parse(request.get("options") or request)
+        inputs = request.get("inputs")
+        if not isinstance(inputs, Mapping) or not inputs:
+            raise BadRequest("'inputs' must name a retrieve id, series UIDs or object prefixes, "
+                             "e.g. {\"series\": [\"1.2.3\"]}", field="inputs")
+        series = self.staging.resolve(inputs)                  # NotFound / Conflict per series
+        if not series:
+            raise BadRequest("the inputs name no staged series", field="inputs")
+        incomplete = [s.series_uid for s in series if not s.complete]
+        if incomplete:
+            raise Conflict(f"{len(incomplete)} series not completely staged yet; wait for the "
+                           "retrieve to finish", field="inputs", series=incomplete[:10])
+        shards = plan_shards(series, opts)
+        if len(shards) > MAX_SHARDS:
+            raise BadRequest(f"{len(shards)} shards exceed the limit of {MAX_SHARDS}; "
+                             "raise shard_size or shard by series", field="shard_size")
+        md5s = [i.get("md5") or "" for s in series for i in s.instances]
+        # Options that change the outputs are part of what is cached.
+        key = cache_key(plugin.name, plugin.version, {"params": params, "deidentify": opts.deidentify},
+                        md5s)
+        options = dataclasses.asdict(opts)
+        spec = JobSpec(plugin=plugin.name, plugin_version=plugin.version, owner=owner, params=params,
+                       shards=shards, options=options, priority=opts.priority,
+                       cache_key=key)
+        if not opts.force:
+            hit = self.cache.serve(key, spec)
+            if hit:
+                return {"job_id": hit, "state": "succeeded", "cached": True,
+                        "results_of": self.jobs.get(hit)["results_of"]}
+        job_id = new_job_id()
+        spec.output_prefix = f"results/{job_id}/"
+        self.jobs.create(spec, job_id=job_id, shard_timeout_s=self.shard_timeout_s)
+        self.fan_out(job_id, [s.id for s in shards])
+        return {"job_id": job_id, "state": self.jobs.get(job_id)["state"], "cached": False,
+                "shards": len(shards)}
+
+    def fan_out(self, job_id: str, shard_ids: list[str]) -> None:
+        """Invoke one plugin action per (pending) shard, recording activation ids.
+
+        Also used by retry. A shard whose invoke fails is failed with the
+        reason at once, so the job cannot wait for it.
+        """
+        job = self.jobs.get(job_id)
+        if job["state"] == "created":
+            self.jobs.transition(job_id, "staging", allowed=("created",))
+        by_id = {s["id"]: s for s in job["shards"]}
+        for sid in shard_ids:
+            shard = by_id[sid]
+            payload = {
+                "job_id": job_id, "shard_id": sid, "plugin": job["plugin"], "params": job["params"],
+                "inputs": shard["inputs"], "input_prefix": shard.get("input_prefix", ""),
+                "output_prefix": f"{job['output_prefix']}{sid}/",
+                "limits": {"timeout_s": self.shard_timeout_s},
+                "deidentify": bool(job["options"].get("deidentify")),
+            }
+            try:
+                answer = self.invoker.invoke(self.action_for(job["plugin"]), payload, blocking=False)
+                activation = answer.get("activationId")
+                if not activation:
+                    raise RadcloudError(f"OpenWhisk returned no activation id: {str(answer)[:100]}")
+            except Exception as exc:
+                reason = f"invoke failed: {getattr(exc, 'message', None) or type(exc).__name__}"
+                log.warning("job %s shard %s: %s", job_id, sid, reason)
+                if self.jobs.shard_finished(job_id, sid, state="failed", reason=reason) and self.finaliser:
+                    self.finaliser(job_id)
+                continue
+            try:
+                self.jobs.shard_invoked(job_id, sid, activation)
+            except Conflict:
+                # A fast shard already reported started/finished: record the id only.
+                self.jobs.update_shard(job_id, sid, {"activation_id": activation},
+                                       allowed=("running", "succeeded", "failed", "cancelled"),
+                                       event="invoked")
+
+
+def request_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The run request, whether sent directly or arriving at the end of a sequence.
+
+    In ``pull-and-run`` the caller's run request travels along as ``run``
+    and retrieve's answer names what it staged (``retrieve_id``); an explicit
+    ``inputs`` always wins.
+    """
+    request = dict(params)
+    nested = request.pop("run", None)
+    if isinstance(nested, Mapping):
+        request = {**request, **nested}
+    if not request.get("inputs"):
+        rid = request.get("retrieve_id") or (request.get("retrieve") if isinstance(request.get("retrieve"), str) else None)
+        if rid:
+            request["inputs"] = {"retrieve": rid}
+    return request

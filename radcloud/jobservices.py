@@ -1,0 +1,85 @@
+"""Wiring: the job-side collaborators of an action, built from Settings.
+
+Actions (dispatch, status, results, the plugin shard action) ask for a
+:class:`JobServices`; tests build one from fakes instead. Clients are made
+lazily and reused while the action container is warm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+from radcloud.settings import Settings
+
+_redis: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def jobs_redis(settings: Settings) -> Any:
+    """A redis-py client with decoded strings and a socket timeout above the longest long-poll."""
+    url = settings.redis_url.reveal()
+    with _lock:
+        client = _redis.get(url)
+        if client is None:
+            import redis
+
+            client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=75,
+                                          socket_connect_timeout=3, health_check_interval=30)
+            _redis[url] = client
+        return client
+
+
+@dataclasses.dataclass
+class JobServices:
+    jobs: Any
+    cache: Any
+    store: Any = None         # radcloud.storage.ObjectStore
+    registry: Any = None      # radcloud.plugins.Registry
+    staging: Any = None       # radcloud.staged.ManifestStaging
+    invoker: Any = None       # radcloud.openwhisk.OpenWhisk (invoke + activation)
+    results: Any = None       # radcloud.results.Results
+    push: Any = None          # (job, manifest) -> dict, stores a derived series in the PACS
+    package: str = "radcloud"
+    shard_timeout_s: int = 300
+    presign_ttl_s: int = 900
+
+    @property
+    def finaliser(self) -> Any:
+        from radcloud.reporter import Finaliser
+
+        return Finaliser(self.jobs, results=self.results, cache=self.cache, push=self.push)
+
+    def dispatcher(self) -> Any:
+        from radcloud.dispatch import Dispatcher
+
+        return Dispatcher(self.jobs, self.cache, self.registry, self.staging, self.invoker,
+                          package=self.package, shard_timeout_s=self.shard_timeout_s,
+                          finaliser=self.finaliser)
+
+    def activation(self, activation_id: str) -> dict[str, Any] | None:
+        return self.invoker.activation(activation_id) if self.invoker is not None else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, need_invoker: bool = False) -> "JobServices":
+        from radcloud.cache import ResultCache
+        from radcloud.jobs import JobStore
+        from radcloud.plugins import Registry
+        from radcloud.results import Results, pacs_pusher
+        from radcloud.staged import ManifestStaging
+        from radcloud.storage import ObjectStore
+
+        redis = jobs_redis(settings)
+        jobs = JobStore(redis)
+        store = ObjectStore.from_settings(settings)
+        invoker = None
+        if need_invoker or (settings.ow_api_host and settings.ow_api_key):
+            from radcloud.openwhisk import OpenWhisk
+
+            invoker = OpenWhisk.from_settings(settings)
+        return cls(jobs=jobs, cache=ResultCache(redis, jobs), store=store, registry=Registry(),
+                   staging=ManifestStaging(store, redis), invoker=invoker,
+                   results=Results(store, redis, jobs), push=pacs_pusher(settings, store),
+                   package=settings.ow_package, shard_timeout_s=settings.shard_timeout_s,
+                   presign_ttl_s=settings.presign_ttl_s)

@@ -1,0 +1,157 @@
+"""Dispatch: validation before anything is created, cache, sharding, fan-out (fakes, real Redis)."""
+
+from __future__ import annotations
+
+import pytest
+from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore, stage_series
+
+from radcloud.cache import ResultCache
+from radcloud.dispatch import Dispatcher, Options, request_from_params
+from radcloud.errors import BadRequest, Conflict, NotFound
+from radcloud.jobs import JobStore
+from radcloud.plugins import Registry
+from radcloud.reporter import Finaliser, RedisShardReporter
+from radcloud.results import Results
+from radcloud.shard import run_shard
+from radcloud.staged import ManifestStaging
+
+REGISTRY = Registry(FIXTURE_PLUGINS)
+
+
+@pytest.fixture
+def world(redis_client):
+    store = MemStore()
+    jobs = JobStore(redis_client)
+    cache = ResultCache(redis_client, jobs)
+    results = Results(store, redis_client, jobs)
+    finaliser = Finaliser(jobs, results=results, cache=cache)
+
+    def runner(params, activation_id):
+        reporter = RedisShardReporter(jobs, params["job_id"], finaliser=finaliser, activation_id=activation_id)
+        return run_shard(params, store=store, reporter=reporter, registry=REGISTRY)
+
+    class World:
+        pass
+
+    w = World()
+    w.store, w.jobs, w.cache, w.results, w.redis = store, jobs, cache, results, redis_client
+    w.make = lambda invoker: Dispatcher(jobs, cache, REGISTRY, ManifestStaging(store, redis_client), invoker,
+                                        finaliser=finaliser)
+    w.runner = runner
+    return w
+
+
+def req(**kw):
+    base = {"plugin": "copy", "params": {}, "inputs": {"series": ["1.2.1", "1.2.2"]}}
+    return {**base, **kw}
+
+
+def test_unknown_plugin_is_404_and_creates_nothing(world):
+    stage_series(world.store, "1.2", "1.2.1", 2)
+    with pytest.raises(NotFound) as err:
+        world.make(FakeInvoker()).dispatch(req(plugin="nope"), "alice")
+    assert "copy" in err.value.message  # names what exists
+    assert world.jobs.list() == []
+
+
+def test_bad_param_is_400_naming_it(world):
+    with pytest.raises(BadRequest) as err:
+        world.make(FakeInvoker()).dispatch(req(params={"times": "many"}), "alice")
+    assert err.value.field == "times"
+
+
+@pytest.mark.parametrize("opts,field", [({"shard_by": "patient"}, "shard_by"), ({"priority": 12}, "priority"),
+                                        ({"force": "yes"}, "force"), ({"shard_size": 0}, "shard_size")])
+def test_bad_options_are_400(opts, field):
+    with pytest.raises(BadRequest) as err:
+        Options.parse(opts)
+    assert err.value.field == field
+
+
+def test_unstaged_series_is_404_and_incomplete_is_409(world):
+    stage_series(world.store, "1.2", "1.2.1", 2)
+    with pytest.raises(NotFound) as err:
+        world.make(FakeInvoker()).dispatch(req(), "alice")
+    assert "1.2.2" in err.value.message
+    stage_series(world.store, "1.2", "1.2.2", 2, complete=False)
+    with pytest.raises(Conflict):
+        world.make(FakeInvoker()).dispatch(req(), "alice")
+    assert world.jobs.list() == []
+
+
+def test_fan_out_one_tiny_payload_per_series(world):
+    stage_series(world.store, "1.2", "1.2.1", 3)
+    stage_series(world.store, "1.2", "1.2.2", 2)
+    inv = FakeInvoker()
+    answer = world.make(inv).dispatch(req(params={"times": 2}, options={"priority": 3}), "alice")
+    assert answer["cached"] is False and answer["shards"] == 2
+    assert [a for a, _ in inv.calls] == ["radcloud/plugin-copy"] * 2
+    payload = inv.calls[0][1]
+    assert payload["inputs"] == [f"staged/1.2/1.2.1/{i:04d}.dcm" for i in range(3)]
+    assert payload["input_prefix"] == "staged/1.2/1.2.1/" and payload["params"]["times"] == 2
+    assert payload["output_prefix"] == f"results/{answer['job_id']}/s000/"
+    assert len(str(payload)) < 2000
+    job = world.jobs.get(answer["job_id"])
+    assert job["state"] == "staging" and job["priority"] == 3 and job["instances_total"] == 5
+    assert {s["activation_id"] for s in job["shards"]} == {"0" * 31 + "1", "0" * 31 + "2"}
+
+
+def test_shard_by_instances_splits_within_series(world):
+    stage_series(world.store, "1.2", "1.2.1", 5)
+    inv = FakeInvoker()
+    answer = world.make(inv).dispatch(req(inputs={"prefixes": ["staged/1.2/1.2.1/"]},
+                                          options={"shard_by": "instances", "shard_size": 2}), "a")
+    assert [len(p["inputs"]) for _, p in inv.calls] == [2, 2, 1]
+    assert [s["id"] for s in world.jobs.get(answer["job_id"])["shards"]] == ["s000-000", "s000-001", "s000-002"]
+
+
+def test_invoke_failure_fails_that_shard_with_reason(world):
+    stage_series(world.store, "1.2", "1.2.1", 1)
+    stage_series(world.store, "1.2", "1.2.2", 1)
+    answer = world.make(FakeInvoker(fail={"s001"})).dispatch(req(), "alice")
+    shards = world.jobs.get(answer["job_id"])["shards"]
+    assert shards[1]["state"] == "failed" and "invoke failed" in shards[1]["reason"]
+
+
+def test_real_shards_run_to_success_then_identical_rerun_is_cache_hit(world):
+    stage_series(world.store, "1.2", "1.2.1", 2)
+    stage_series(world.store, "1.2", "1.2.2", 2)
+    d = world.make(FakeInvoker(world.runner))
+    first = d.dispatch(req(), "alice")
+    job = world.jobs.get(first["job_id"])
+    assert job["state"] == "succeeded", job
+    assert job["instances_done"] == 4
+    manifest = world.results.manifest(first["job_id"])
+    assert manifest["count"] == 6 and {o["shard"] for o in manifest["outputs"]} == {"s000", "s001"}
+    second = d.dispatch(req(), "bob")
+    assert second["cached"] is True and second["results_of"] == first["job_id"]
+    assert world.results.manifest(second["job_id"])["outputs"] == manifest["outputs"]
+    forced = d.dispatch(req(options={"force": True}), "bob")
+    assert forced["cached"] is False
+
+
+def test_different_params_miss_the_cache(world):
+    stage_series(world.store, "1.2", "1.2.1", 1)
+    d = world.make(FakeInvoker(world.runner))
+    d.dispatch(req(inputs={"series": ["1.2.1"]}), "a")
+    again = d.dispatch(req(inputs={"series": ["1.2.1"]}, params={"prefix": "x"}), "a")
+    assert again["cached"] is False
+
+
+def test_crashing_plugin_fails_job_with_reason(world):
+    stage_series(world.store, "1.2", "1.2.1", 1)
+    answer = world.make(FakeInvoker(world.runner)).dispatch(req(plugin="crash", inputs={"series": ["1.2.1"]}), "a")
+    job = world.jobs.get(answer["job_id"])
+    assert job["state"] == "failed" and "crash" in job["reason"]
+    assert job["shards"][0]["exit_code"] not in (None, 0)
+
+
+def test_retrieve_input_and_sequence_request_shape(world, redis_client):
+    stage_series(world.store, "1.2", "1.2.1", 1)
+    redis_client.hset("radcloud:retrieve:r1", "series", '["1.2.1"]')
+    request = request_from_params({"retrieve_id": "r1", "run": {"plugin": "copy", "params": {}}})
+    assert request["inputs"] == {"retrieve": "r1"}
+    answer = world.make(FakeInvoker()).dispatch(request, "a")
+    assert world.jobs.get(answer["job_id"])["shards_total"] == 1
+    with pytest.raises(NotFound):
+        world.make(FakeInvoker()).dispatch(request_from_params({"retrieve_id": "r2", "plugin": "copy"}), "a")
