@@ -2,7 +2,7 @@
 
 Two layouts, chosen per retrieve:
 
-* ``uid`` (default): ``studies/{StudyUID}/{SeriesUID}/{SOPInstanceUID}.dcm``.
+* ``uid`` (default): ``staged/{StudyUID}/{SeriesUID}/{SOPInstanceUID}.dcm``.
   Only UIDs in keys — no patient name, ID or birth date — so bucket
   listings, access logs and presigned URLs carry no patient attributes.
 * ``chris``: ChRIS's ``SERVICES/PACS/{pacs}/...`` tree (oxidicom's
@@ -10,8 +10,9 @@ Two layouts, chosen per retrieve:
   ``register_pacs_series`` unchanged. It embeds patient attributes in keys,
   as ChRIS does; choose it only for a store that CUBE owns.
 
-Manifests do not live inside the series folder (CUBE registers every file
-under a series path): ``manifests/{StudyUID}/{SeriesUID}.json`` in both layouts.
+Every series has one manifest at ``staged/{StudyUID}/{SeriesUID}/manifest.json``
+in both layouts (its ``prefix`` says where the instances are): for ``chris``
+it must stay out of the series folder, since CUBE registers every file there.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 from radcloud.errors import BadRequest
 
 LAYOUTS = ("uid", "chris")
+STAGED_ROOT = "staged/"
+MANIFEST = "manifest.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._^=+@()\[\]-]")  # CUBE forbids commas; '/' would nest
 
 
@@ -34,13 +37,13 @@ def check_layout(layout: Any) -> str:
 
 
 def manifest_key(study_uid: str, series_uid: str) -> str:
-    return f"manifests/{study_uid}/{series_uid}.json"
+    return f"{STAGED_ROOT}{study_uid}/{series_uid}/{MANIFEST}"
 
 
 def series_prefix(layout: str, tags: Mapping[str, Any], *, pacs_name: str = "radcloud") -> str:
     """The folder (ending in ``/``) holding one series' instances."""
     if layout == "uid":
-        return f"studies/{tags['StudyInstanceUID']}/{tags['SeriesInstanceUID']}/"
+        return f"{STAGED_ROOT}{tags['StudyInstanceUID']}/{tags['SeriesInstanceUID']}/"
     patient = "-".join([_c(tags.get("PatientID"), "PatientID"), _c(tags.get("PatientName"), ""),
                         _c(tags.get("PatientBirthDate"), "")])
     study = "-".join([_c(tags.get("StudyDescription"), "StudyDescription"),

@@ -3,10 +3,12 @@
 One retrieve = one record plus one hash per series, all under
 ``radcloud:retrieve:{id}``:
 
-* ``radcloud:retrieve:{id}``            hash: created, source, layout, series (count), request
-* ``radcloud:retrieve:{id}:series``     list: the series UIDs, in order
+* ``radcloud:retrieve:{id}``            hash: created, source, layout, request,
+                                        series (JSON list of the series UIDs, in order)
 * ``radcloud:retrieve:{id}:s:{uid}``    hash: state, done, total, bytes, skipped, errors, manifest,
                                         activation, updated
+* ``radcloud:staged:series:{uid}``      string: the series' manifest key, once staged
+                                        (how dispatch finds a series by UID)
 
 Workers only ever touch their own series hash (``HINCRBY`` for counters),
 so concurrent series never race. The overall state is derived on read:
@@ -27,6 +29,7 @@ from typing import Any
 from radcloud.errors import NotFound, UpstreamError
 
 PREFIX = "radcloud:retrieve:"
+STAGED = "radcloud:staged:series:"
 TTL_S = 7 * 24 * 3600
 FINAL = ("succeeded", "failed")
 MAX_ERRORS = 20   # per series: enough to act on, bounded so the record stays small
@@ -65,21 +68,19 @@ class Progress:
         rid = retrieve_id or uuid.uuid4().hex
         now = self.clock()
 
+        uids = [s["SeriesInstanceUID"] for s in series]
+
         def write() -> None:
             pipe = self.redis.pipeline()
             pipe.hset(self._key(rid), mapping={
-                "created": now, "source": source, "layout": layout, "series": len(series),
+                "created": now, "source": source, "layout": layout, "series": json.dumps(uids),
                 "request": json.dumps(request or {}, sort_keys=True)})
-            uids = [s["SeriesInstanceUID"] for s in series]
-            if uids:
-                pipe.rpush(self._key(rid, "series"), *uids)
             for s in series:
                 pipe.hset(self._key(rid, "s", s["SeriesInstanceUID"]), mapping={
                     "state": "queued", "done": 0, "total": s.get("total") or 0, "bytes": 0,
                     "skipped": 0, "errors": "[]", "updated": now,
                     "study": s.get("StudyInstanceUID") or ""})
-            for key in [self._key(rid), self._key(rid, "series")] + \
-                    [self._key(rid, "s", u) for u in uids]:
+            for key in [self._key(rid)] + [self._key(rid, "s", u) for u in uids]:
                 pipe.expire(key, TTL_S)
             pipe.execute()
 
@@ -110,6 +111,10 @@ class Progress:
 
         self._do(write)
 
+    def staged(self, series_uid: str, manifest_key: str) -> None:
+        """Index a staged series' manifest by UID (dispatch resolves series this way)."""
+        self._do(lambda: self.redis.set(STAGED + series_uid, manifest_key))
+
     # -- reading -------------------------------------------------------------
     def exists(self, rid: str) -> bool:
         return bool(self._do(lambda: self.redis.exists(self._key(rid))))
@@ -118,7 +123,7 @@ class Progress:
         """The retrieve as the caller sees it; raises NotFound for an unknown id."""
         def read() -> tuple[dict, list[str], list[dict]]:
             head = self.redis.hgetall(self._key(rid))
-            uids = self.redis.lrange(self._key(rid, "series"), 0, -1)
+            uids = json.loads(head.get("series") or "[]")
             pipe = self.redis.pipeline()
             for uid in uids:
                 pipe.hgetall(self._key(rid, "s", uid))

@@ -291,6 +291,8 @@ class Stager:
         mkey = lay.manifest_key(study_uid, uid)
         self.store.put_json(mkey, manifest)
         state = "succeeded" if complete else "failed"
+        if complete and self.progress is not None:
+            self.progress.staged(uid, mkey)
         fields: dict[str, Any] = {"state": state, "manifest": mkey, "errors": tally.errors}
         if not complete:
             fields["reason"] = (f"{missing} of {len(instances)} instances not staged; "

@@ -1,0 +1,29 @@
+"""Action ``query``: search the PACS (local Orthanc, a remote modality through it, or QIDO-RS).
+
+GET or POST the search (DICOM keywords as field names, see radcloud/query.py):
+``{"level": "study", "PatientID": ["MRN1", "MRN2"], "StudyDate": "20240101-",
+"ModalitiesInStudy": "CT", "limit": 50, "offset": 0}``, plus ``modality`` to
+C-FIND a remote PACS through Orthanc. Answers
+``{level, source, total, truncated, offset, limit, items}``; every input is
+validated before Orthanc is called. A ``run`` object is passed through
+unchanged, so the ``pull-and-run`` sequence can carry its plugin request.
+"""
+
+from radcloud import query, search
+from radcloud.action import run
+from radcloud.orthanc import Orthanc
+
+PASS_THROUGH = "run"
+
+
+def handle(request, settings, principal, orthanc=None):
+    params = {k: v for k, v in request.params.items() if k != PASS_THROUGH}
+    parsed = query.parse(params, max_limit=settings.query_limit_max)
+    answer = search.run(parsed, orthanc or Orthanc.from_settings(settings))
+    if PASS_THROUGH in request.params:
+        answer[PASS_THROUGH] = request.params[PASS_THROUGH]
+    return answer
+
+
+def main(args):
+    return run(args, handle)

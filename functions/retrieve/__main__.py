@@ -1,0 +1,80 @@
+"""Action ``retrieve``: stage image sets from the PACS into object storage.
+
+POST ``{"StudyInstanceUID": uid | [uids]}`` and/or ``{"SeriesInstanceUID": ...}``,
+optional ``modality`` (a remote PACS registered in Orthanc: each series is
+C-MOVEd into Orthanc first), ``layout`` (``uid`` default, or ``chris``) and
+``pacs_name``. A query answer (``items``) is accepted too, so
+``query → retrieve`` chains as a sequence; a ``run`` object passes through.
+
+Everything is validated and the series are resolved before anything is
+recorded; then one ``retrieve-series`` activation per series is invoked
+non-blocking and the answer — ``{retrieve_id, state, series}`` — comes back
+at once. GET (or any call with ``retrieve_id``) answers the retrieve's
+status: per-series state, n of N instances, bytes, errors.
+"""
+
+from radcloud import retrieve
+from radcloud.action import run
+from radcloud.errors import BadRequest, RadcloudError
+from radcloud.openwhisk import OpenWhisk
+from radcloud.orthanc import Orthanc
+from radcloud.progress import Progress
+
+WORKER = "retrieve-series"
+PASS_THROUGH = "run"
+_QUERY_ANSWER_KEYS = ("level", "source", "total", "truncated", "offset", "limit")
+
+
+def _from_query_answer(params):
+    """Turn a query answer (``items``) into UIDs; other params win."""
+    items = params.pop("items")
+    level = params.get("level")
+    for key in _QUERY_ANSWER_KEYS:
+        params.pop(key, None)
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise BadRequest("items must be the list a query answered", field="items")
+    field = "SeriesInstanceUID" if level in ("series", "instance") else "StudyInstanceUID"
+    uids = list(dict.fromkeys(i.get(field) for i in items if i.get(field)))
+    if not uids:
+        raise BadRequest("the query matched nothing to retrieve", field="items")
+    params.setdefault(field, uids)
+    return params
+
+
+def handle(request, settings, principal, services=None):
+    services = services or {}
+    progress = services.get("progress") or Progress.from_settings(settings)
+    params = dict(request.params)
+    if params.get("retrieve_id") or (request.web and request.method == "get"):
+        rid = params.get("retrieve_id") or request.path.strip("/")
+        if not isinstance(rid, str) or not rid.isalnum() or len(rid) > 64:
+            raise BadRequest("retrieve_id must be the id a retrieve answered", field="retrieve_id")
+        return progress.status(rid)
+    carried = params.pop(PASS_THROUGH, None)
+    if "items" in params:
+        params = _from_query_answer(params)
+    req = retrieve.parse_request(params)
+    orthanc = services.get("orthanc") or Orthanc.from_settings(settings)
+    series = retrieve.plan(req, orthanc)
+    whisk = services.get("whisk") or OpenWhisk.from_settings(settings)
+    rid = progress.create(series, source=f"modality:{req.modality}" if req.modality else "orthanc",
+                          layout=req.layout, request={"studies": list(req.studies), "series": list(req.series)})
+    action = f"{settings.ow_package}/{WORKER}" if settings.ow_package else WORKER
+    for item in series:
+        payload = {"retrieve_id": rid, "series": item, "modality": req.modality,
+                   "layout": req.layout, "pacs_name": req.pacs_name}
+        try:
+            answer = whisk.invoke(action, payload, blocking=False)
+            progress.update(rid, item["SeriesInstanceUID"], activation=answer.get("activationId", ""))
+        except RadcloudError as exc:  # recorded per series: never a silent partial
+            progress.update(rid, item["SeriesInstanceUID"], state="failed",
+                            reason=f"could not start the series' activation: {exc.message}")
+    answer = {"retrieve_id": rid, "state": "queued", "series": len(series),
+              "instances": sum(s["total"] for s in series)}
+    if carried is not None:
+        answer[PASS_THROUGH] = carried
+    return answer
+
+
+def main(args):
+    return run(args, handle)
