@@ -1,0 +1,176 @@
+"""The thin HTTP shell: an ASGI app that hands each request to ``Controller.handle``.
+
+Nothing about OpenWhisk lives here. The core blocks (blocking invokes wait
+for the action), so requests run on a thread pool; uvicorn serves the app on
+127.0.0.1 by default. :func:`serve` wires state dir, credentials, runtime and
+controller together, writes ``<state>/.wskprops`` and prints where to connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localwhisk import auth
+from localwhisk.api import PAYLOAD_MAX, Controller
+from localwhisk.store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 3233  # OpenWhisk standalone's port
+
+
+class App:
+    """ASGI adapter. ``workers`` bounds concurrently handled requests (blocking waits included)."""
+
+    def __init__(self, controller: Controller, workers: int = 128) -> None:
+        self.controller = controller
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lw-http")
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= PAYLOAD_MAX + 1:  # keep one byte over so the core answers 413
+                chunks.append(chunk)
+            more = message.get("more_body", False)
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            name, value = k.decode("latin-1"), v.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        loop = asyncio.get_running_loop()
+        resp = await loop.run_in_executor(self._pool, self.controller.handle, scope["method"], path,
+                                          scope["query_string"].decode("latin-1"), headers, b"".join(chunks))
+        out = [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in resp.headers]
+        out.append((b"content-length", str(len(resp.body)).encode()))
+        await send({"type": "http.response.start", "status": resp.status, "headers": out})
+        await send({"type": "http.response.body", "body": resp.body})
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+@dataclass
+class ServeConfig:
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    max_concurrent: int = 30
+    prewarm: int = 1
+    max_containers: int = 8
+    sandbox: str = "auto"
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)  # see parse_images
+
+
+def parse_images(entries: list[str], files: list[Path]) -> dict[str, dict[str, Any]]:
+    """Blackbox image -> local stand-in, for ``localwhisk.runtime.sandbox.ImageSpec``.
+
+    ``entries`` are ``IMAGE=DIR[:DIR...]`` (the directories become the image's
+    PYTHONPATH, standing in for what its Dockerfile pip-installed); ``files``
+    are JSON/YAML maps ``{image: {python?, pythonpath: [..], env: {..}}}``.
+    """
+    images: dict[str, dict[str, Any]] = {}
+    for f in files:
+        text = Path(f).read_text()
+        if str(f).endswith((".yaml", ".yml")):
+            import yaml
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{f}: expected a map of image name to {{python, pythonpath, env}}")
+        for name, spec in data.items():
+            images[str(name)] = dict(spec or {})
+    for entry in entries:
+        name, sep, paths = entry.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--image {entry!r}: expected IMAGE=DIR[:DIR...]")
+        images[name] = {"pythonpath": [p for p in paths.split(":") if p]}
+    return images
+
+
+def build(config: ServeConfig, api_host: str, runtime: Any = None) -> Controller:
+    """Create the state dir, credentials, runtime and controller."""
+    state = Path(config.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    key = auth.load_or_create(state)
+    if runtime is None:
+        from localwhisk.runtime import ImageSpec, Runtime
+        from localwhisk.runtime.sandbox import DEFAULT_IMAGES
+
+        images = dict(DEFAULT_IMAGES)
+        for name, spec in config.images.items():
+            images[name] = ImageSpec(python=spec.get("python") or sys.executable,
+                                     pythonpath=tuple(spec.get("pythonpath") or ()),
+                                     env=dict(spec.get("env") or {}))
+        runtime = Runtime(api_host=api_host, state_dir=state, prewarm=config.prewarm,
+                          max_containers=config.max_containers, sandbox=config.sandbox, images=images)
+    return Controller(runtime, Store(state / "localwhisk.db"), auth.Authenticator({auth.DEFAULT_NAMESPACE: key}),
+                      max_concurrent=config.max_concurrent)
+
+
+def write_wskprops(state_dir: Path, api_host: str, key: str, namespace: str = auth.DEFAULT_NAMESPACE) -> Path:
+    path = Path(state_dir) / ".wskprops"
+    path.write_text(f"APIHOST={api_host}\nAUTH={key}\nNAMESPACE={namespace}\n")
+    path.chmod(0o600)
+    return path
+
+
+def serve(config: ServeConfig) -> None:
+    """Bind, print API host and key, serve until SIGINT/SIGTERM."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    port = sock.getsockname()[1]
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    api_host = f"http://{host}:{port}"
+    controller = build(config, api_host)
+    key = controller.auth.key_of(auth.DEFAULT_NAMESPACE) or ""
+    props = write_wskprops(config.state_dir, api_host, key)
+    if controller.recovered:
+        print(f"finished {controller.recovered} activation(s) left in flight by the previous run", flush=True)
+    print(f"localwhisk serving on {api_host} (state {config.state_dir}, credentials in {props})", flush=True)
+    print(f"APIHOST={api_host}\nAUTH={key}\nNAMESPACE={auth.DEFAULT_NAMESPACE}", flush=True)
+    uv_config = uvicorn.Config(App(controller), log_level="warning", access_log=False,
+                               http="httptools" if _has("httptools") else "h11", lifespan="on")
+    server = uvicorn.Server(uv_config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        controller.close()
+        shutdown = getattr(controller.runtime, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        controller.store.close()
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None

@@ -1,0 +1,147 @@
+"""Start a real localwhisk server from tests (a subprocess on 127.0.0.1, a free port).
+
+Usage in an integration fixture::
+
+    from localwhisk.testing import Server
+
+    @pytest.fixture(scope="session")
+    def whisk(tmp_path_factory):
+        with Server(tmp_path_factory.mktemp("whisk")) as server:
+            server.deploy("deploy/manifest.yaml", params={"redis_url": "redis://..."})
+            yield server
+
+    def test_query(whisk):
+        status, body = whisk.invoke("radcloud/query", {"q": "..."})     # blocking, result=true
+        status, body = whisk.web("radcloud/query.json", query="q=...")   # web action
+
+``Server.start()`` returns ``(api_host, auth)``; ``.client`` is a ``WhiskClient``
+for anything else; ``kill()`` stops it hard (SIGKILL) to test restarts.
+Everything the server keeps lives in ``state_dir``. ``extra_args`` go to
+``localwhisk serve`` (e.g. ``["--image", "user/img=/path"]``), ``env`` is added
+to the server's environment.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from localwhisk.manifest import load_plan
+from localwhisk.wskclient import WhiskClient, apply, http_transport
+
+START_TIMEOUT_S = 30.0
+
+
+class Server:
+    def __init__(self, state_dir: str | Path, *, extra_args: list[str] | None = None,
+                 env: Mapping[str, str] | None = None, max_concurrent: int = 30) -> None:
+        self.state_dir = Path(state_dir)
+        self.extra_args = list(extra_args or [])
+        self.env = dict(env or {})
+        self.max_concurrent = max_concurrent
+        self.api_host = ""
+        self.auth = ""
+        self.proc: subprocess.Popen | None = None
+        self.output: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> tuple[str, str]:
+        argv = [sys.executable, "-m", "localwhisk.cli", "serve", "--state-dir", str(self.state_dir),
+                "--port", "0", "--max-concurrent", str(self.max_concurrent), *self.extra_args]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, **self.env}, start_new_session=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            if line.startswith("APIHOST="):
+                self.api_host = line.split("=", 1)[1].strip()
+            elif line.startswith("AUTH="):
+                self.auth = line.split("=", 1)[1].strip()
+                return self.api_host, self.auth
+        self.stop()
+        raise RuntimeError("localwhisk did not start:\n" + "".join(self.output))
+
+    def _pump(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            self.output.append(line)
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (graceful: containers are killed), then SIGKILL if it hangs."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+    def kill(self) -> None:
+        """Die like a crash: SIGKILL the server's whole process group (its containers too)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def __enter__(self) -> "Server":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- conveniences ------------------------------------------------------------
+
+    @property
+    def client(self) -> WhiskClient:
+        return WhiskClient(http_transport(self.api_host), self.auth)
+
+    def deploy(self, manifest: str | Path, deployment: str | Path | None = None,
+               params: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> None:
+        """Deploy a wskdeploy manifest onto this server (raises ManifestError/DeployError)."""
+        client = self.client
+        plan = load_plan(Path(manifest), Path(deployment) if deployment else None, params,
+                         environ, kinds=client.kinds())
+        apply(plan, client, echo=lambda _msg: None)
+
+    def invoke(self, name: str, params: Any = None, *, blocking: bool = True, result: bool = True,
+               timeout_ms: int | None = None) -> tuple[int, Any]:
+        """POST /namespaces/_/actions/<name>; returns (status, JSON body)."""
+        query = f"blocking={str(blocking).lower()}&result={str(result).lower()}"
+        if timeout_ms is not None:
+            query += f"&timeout={timeout_ms}"
+        return self.client.request("POST", f"/api/v1/namespaces/_/actions/{name}", params or {}, query)
+
+    def web(self, path: str, *, method: str = "GET", query: str = "", body: bytes = b"",
+            headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """Call ``/api/v1/web/guest/<path>``; returns (status, headers, raw body)."""
+        import urllib.error
+        import urllib.request
+
+        url = f"{self.api_host}/api/v1/web/guest/{path}" + (f"?{query}" if query else "")
+        req = urllib.request.Request(url, data=body or None, method=method, headers=dict(headers or {}))
+        try:
+            with urllib.request.urlopen(req, timeout=70) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def activation(self, activation_id: str) -> tuple[int, Any]:
+        return self.client.request("GET", f"/api/v1/namespaces/_/activations/{activation_id}")
