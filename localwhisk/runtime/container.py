@@ -64,9 +64,11 @@ def stage_code(workdir: Path, action: ActionCode) -> str | None:
         (workdir / "main__.py").write_text(action.code, encoding="utf-8")
         return None
     try:
-        raw = base64.b64decode(action.code, validate=False)
+        raw = base64.b64decode("".join(action.code.split()), validate=True)
     except (binascii.Error, ValueError) as ex:
         return f"The action code is not valid base64: {ex}."
+    if not raw:
+        return msg.NO_CODE
     if not zipfile.is_zipfile(io.BytesIO(raw)):
         (workdir / "main__.py").write_bytes(raw)  # like the Go proxy: a plain file is the exec
         return None
@@ -182,16 +184,28 @@ class Container:
             return Reply(APPLICATION_ERROR, {"error": msg.truncated_response(length, trunk)},
                          self._take_logs())
         status, result = msg.classify_run(line.decode("utf-8", "replace"))
-        return Reply(status, result, self._take_logs())
+        logs = self._take_logs()
+        if status == DEVELOPER_ERROR:
+            # OpenWhisk's ContainerProxy discards a container after a developer error;
+            # it also drops whatever the action may still write to fd 3.
+            self.destroy()
+        return Reply(status, result, logs)
+
+    def kill(self) -> None:
+        """Kill the process group; safe from another thread (the running one then sees EOF)."""
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def destroy(self) -> int | None:
-        """Kill the whole process group and remove the directory; returns the exit code."""
+        """Kill the whole process group, close the pipes, remove the directory; returns the exit code.
+
+        Only the thread that owns the container may call this (it closes the fds it polls).
+        """
         if self.alive:
             self.alive = False
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            self.kill()
         try:
             code = self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not take 5 s

@@ -136,7 +136,8 @@ class Runtime:
         with self._cv:
             actions: dict[str, dict[str, int]] = {}
             for (fqn, _), lst in self._idle.items():
-                actions.setdefault(fqn, {"warm": 0, "busy": 0})["warm"] += len(lst)
+                if lst:
+                    actions.setdefault(fqn, {"warm": 0, "busy": 0})["warm"] += len(lst)
             for (fqn, _), n in self._busy.items():
                 if n:
                     actions.setdefault(fqn, {"warm": 0, "busy": 0})["busy"] += n
@@ -147,13 +148,16 @@ class Runtime:
         """Kill every container, busy ones included (their runs end as developer errors)."""
         with self._cv:
             self._closed = True
-            victims = list(self._all)
+            victims = [c for lst in self._idle.values() for c in lst] + self._stems
+            busy = [c for c in self._all if c not in victims]
             self._idle.clear()
             self._stems.clear()
             # busy runs and stem cells being started give their slots back themselves
             self._count = sum(self._busy.values()) + self._starting_stems
             self._cv.notify_all()
         self._wake.set()
+        for container in busy:
+            container.kill()  # its run thread sees the exit and destroys it
         self._destroy_all(victims)
         self._keeper.join(timeout=5)
 
@@ -215,6 +219,8 @@ class Runtime:
                 oldest_key, oldest = key, lst[0]
         if oldest is not None:
             self._idle[oldest_key].pop(0)
+            if not self._idle[oldest_key]:
+                del self._idle[oldest_key]
             return oldest
         if self._stems:
             return self._stems.pop(0)
@@ -271,6 +277,9 @@ class Runtime:
         container = Container(cid, workdir, [*prefix, python, "-u", LAUNCHER], env)
         with self._cv:
             self._all.add(container)
+            closed = self._closed
+        if closed:  # shutdown raced with this start: the run ends as a developer error
+            container.kill()
         return container
 
     def _destroy_all(self, containers) -> None:

@@ -1,0 +1,137 @@
+"""The pool: warm reuse, stem cells, the container cap under 100 parallel runs, forget, reaping."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from localwhisk.runtime import DEVELOPER_ERROR, SUCCESS, ActionCode, Limits, Runtime
+
+ECHO = "def main(args):\n    return args\n"
+
+
+def echo(name: str = "echo", digest: str = "v1", code: str = ECHO) -> ActionCode:
+    return ActionCode(fqn=f"/guest/pool/{name}", version="0.0.1", kind="python:3.11", code=code,
+                      binary=False, digest=digest)
+
+
+def invoke(rt: Runtime, act: ActionCode, value, limits: Limits = Limits()):
+    return rt.run(act, limits, value, activation_id="a1", transaction_id="t1", namespace="guest",
+                  api_key=None, deadline_ms=0)
+
+
+def wait_for(predicate, seconds: float = 10.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def make_runtime(tmp_path):
+    made = []
+
+    def make(**kw):
+        kw.setdefault("prewarm", 0)
+        rt = Runtime(api_host="http://127.0.0.1:1", state_dir=tmp_path / f"s{len(made)}", **kw)
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        rt.shutdown()
+
+
+def test_100_parallel_runs_complete_none_lost(make_runtime):
+    rt = make_runtime(max_containers=4, prewarm=1)
+    acts = [echo("a"), echo("b")]
+    with ThreadPoolExecutor(max_workers=24) as ex:
+        outs = list(ex.map(lambda i: invoke(rt, acts[i % 2], {"i": i}), range(100)))
+    assert [o.result for o in outs] == [{"i": i} for i in range(100)]
+    assert all(o.status == SUCCESS for o in outs)
+    stats = rt.stats()
+    assert stats["containers"] <= 4
+    assert sum(a["warm"] for a in stats["actions"].values()) >= 2
+    assert all(a["busy"] == 0 for a in stats["actions"].values())
+
+
+def test_cap_evicts_the_idle_container_of_another_action(make_runtime):
+    rt = make_runtime(max_containers=1)
+    assert invoke(rt, echo("one"), {}).status == SUCCESS
+    assert invoke(rt, echo("two"), {}).status == SUCCESS
+    assert list(rt.stats()["actions"]) == ["/guest/pool/two"]
+    assert rt.stats()["containers"] == 1
+
+
+def test_stem_cell_is_used_for_a_cold_start_and_replaced(make_runtime):
+    rt = make_runtime(prewarm=1)
+    assert wait_for(lambda: rt.stats()["prewarm"] == 1)
+    out = invoke(rt, echo(), {"x": 1})
+    assert out.result == {"x": 1} and out.init_time_ms is not None
+    assert wait_for(lambda: rt.stats()["prewarm"] == 1)
+    assert rt.stats()["containers"] == 2
+
+
+def test_new_digest_means_a_new_container(make_runtime):
+    rt = make_runtime()
+    invoke(rt, echo(digest="v1"), {})
+    out = invoke(rt, echo(digest="v2", code="def main(a):\n    return {'v': 2}\n"), {})
+    assert out.result == {"v": 2} and out.init_time_ms is not None
+
+
+def test_forget_drops_warm_containers(make_runtime):
+    rt = make_runtime()
+    invoke(rt, echo(), {})
+    assert rt.stats()["actions"]["/guest/pool/echo"]["warm"] == 1
+    rt.forget("/guest/pool/echo")
+    assert "/guest/pool/echo" not in rt.stats()["actions"]
+    assert invoke(rt, echo(), {}).init_time_ms is not None
+
+
+def test_forget_while_running_retires_the_busy_container(make_runtime):
+    rt = make_runtime()
+    slow = echo("slow", code="import time\ndef main(a):\n    time.sleep(0.3)\n    return {}\n")
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        future = ex.submit(invoke, rt, slow, {})
+        assert wait_for(lambda: rt.stats()["actions"].get("/guest/pool/slow", {}).get("busy") == 1)
+        rt.forget("/guest/pool/slow")
+        assert future.result().status == SUCCESS
+    assert "/guest/pool/slow" not in rt.stats()["actions"]
+
+
+def test_idle_containers_are_reaped_after_the_ttl(make_runtime):
+    rt = make_runtime(idle_ttl_s=0.2)
+    invoke(rt, echo(), {})
+    assert wait_for(lambda: rt.stats()["actions"] == {} and rt.stats()["containers"] == 0, 5)
+
+
+def test_shutdown_ends_busy_runs_as_developer_errors(make_runtime):
+    rt = make_runtime()
+    slow = echo("sleepy", code="import time\ndef main(a):\n    time.sleep(30)\n    return {}\n")
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        future = ex.submit(invoke, rt, slow, {})
+        assert wait_for(lambda: rt.stats()["actions"].get("/guest/pool/sleepy", {}).get("busy") == 1)
+        rt.shutdown()
+        out = future.result(timeout=10)
+    assert out.status == DEVELOPER_ERROR
+    assert rt.stats()["containers"] == 0
+
+
+def test_unsupported_kind_is_a_developer_error(make_runtime):
+    rt = make_runtime()
+    act = ActionCode(fqn="/guest/js", version="1", kind="nodejs:20", code="x", binary=False)
+    out = invoke(rt, act, {})
+    assert out.status == DEVELOPER_ERROR and "nodejs:20" in out.result["error"]
+
+
+def test_runtime_imports_nothing_of_radcloud_or_dicom():
+    probe = ("import sys, localwhisk.runtime, localwhisk.runtime.launcher; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('radcloud', 'pydicom', 'pynetdicom')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,100 @@
+"""Docker (blackbox) actions: image mapping and the bubblewrap sandbox.
+
+The network check needs a listener: one on 127.0.0.1 (ephemeral port, loopback
+only) that the same probe reaches with ``network: true`` and cannot reach without.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from localwhisk.runtime import DEVELOPER_ERROR, SUCCESS, ActionCode, ImageSpec, Limits, Runtime
+from localwhisk.runtime.sandbox import bwrap_argv, bwrap_available, resolve
+
+FIXTURES = Path(__file__).parent / "fixtures"
+IMAGE = "radcloud/plugin-probe:1.0"
+
+needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap cannot create namespaces here")
+
+
+def probe(network: bool, image: str = IMAGE) -> ActionCode:
+    return ActionCode(fqn=f"/guest/bb/probe-{network}", version="1", kind="blackbox", image=image,
+                      code=(FIXTURES / "sandbox_probe.py").read_text(), binary=False, network=network,
+                      digest=str(network))
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    rt = Runtime(api_host="http://127.0.0.1:1", state_dir=tmp_path / "state", prewarm=0,
+                 images={IMAGE.split(":")[0]: ImageSpec(env={"PROBE": "1"})}, sandbox="bwrap")
+    yield rt
+    rt.shutdown()
+
+
+@pytest.fixture
+def listener():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    yield server.getsockname()[1]
+    server.close()
+
+
+def invoke(rt, act, value):
+    return rt.run(act, Limits(timeout_ms=10000), value, activation_id="a1", transaction_id="t1",
+                  namespace="guest", api_key=None, deadline_ms=0)
+
+
+@needs_bwrap
+def test_sandbox_unshares_network_makes_root_read_only_and_tmp_private(runtime, listener, tmp_path):
+    host_file = Path("/tmp") / f"lw-host-{tmp_path.name}"
+    host_file.write_text("host")
+    marker = f"lw-inside-{tmp_path.name}"
+    try:
+        out = invoke(runtime, probe(network=False), {"port": listener, "marker": marker})
+    finally:
+        host_file.unlink()
+    assert out.status == SUCCESS, out.result
+    found = out.result
+    assert found["connect"].startswith("ConnectionRefusedError")  # the host listener is unreachable
+    assert found["usr"].startswith("OSError: [Errno 30] Read-only file system")
+    assert found["uid"] == 65534
+    assert host_file.name not in found["tmp"]  # a private /tmp...
+    assert marker in found["tmp"]
+    assert not (Path("/tmp") / marker).exists()  # ...that does not write through to the host
+
+
+@needs_bwrap
+def test_network_true_shares_the_host_network(runtime, listener):
+    out = invoke(runtime, probe(network=True), {"port": listener, "marker": "m"})
+    assert out.result["connect"] == "connected"
+    assert out.result["usr"].startswith("OSError")  # still read-only
+
+
+def test_unknown_image_is_a_developer_error_naming_it(runtime):
+    out = invoke(runtime, probe(False, image="someone/unknown:latest"), {})
+    assert out.status == DEVELOPER_ERROR
+    assert out.result["error"].startswith("Failed to pull container image 'someone/unknown:latest'.")
+    assert "radcloud/plugin-probe" in out.result["error"]
+
+
+def test_image_resolution_accepts_tags_and_docker_io():
+    images = {"user/img": ImageSpec(), "user/pinned:2": ImageSpec(pythonpath=("/x",))}
+    assert resolve("user/img:latest", images) is images["user/img"]
+    assert resolve("docker.io/user/img", images) is images["user/img"]
+    assert resolve("user/pinned:2", images).pythonpath == ("/x",)
+    assert resolve("user/pinned:3", images) is None
+    assert resolve(None, images) is None
+
+
+def test_bwrap_argv_shares_the_network_only_when_asked(tmp_path):
+    closed = bwrap_argv(tmp_path, network=False)
+    opened = bwrap_argv(tmp_path, network=True)
+    assert "--unshare-all" in closed and "--share-net" not in closed
+    assert "--share-net" in opened
+    # the working directory is bound after the private /tmp, or a /tmp workdir would vanish
+    assert closed.index("--bind") > closed.index("--tmpfs")
+    assert closed[closed.index("--ro-bind"):closed.index("--ro-bind") + 3] == ["--ro-bind", "/", "/"]
