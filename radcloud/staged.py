@@ -1,22 +1,23 @@
 """Find staged series and their manifests, for dispatch.
 
-Retrieve writes one manifest object per staged series (instances with key,
-size and MD5, key tags). Dispatch accepts three ways of naming inputs:
+Retrieve (:mod:`radcloud.retrieve`) writes one manifest object per staged
+series at ``manifests/{StudyUID}/{SeriesUID}.json`` (:mod:`radcloud.layout`)
+with every instance's key, size and MD5, ``prefix``, ``expected`` and
+``complete``, and indexes it by series UID in Redis
+(``radcloud:staged:series:{uid}`` -> manifest key). Dispatch accepts three
+ways of naming inputs:
 
-* ``{"prefixes": ["staged/<study>/<series>/", ...]}`` — the manifest is
-  ``<prefix>manifest.json`` (or the key itself when it ends in ``.json``);
-* ``{"series": ["1.2.3", ...]}`` — series UIDs, found through the index
-  ``P:staged:series:{uid}`` (Redis string: the manifest key) when retrieve
-  keeps one, else ``staged/*/<uid>/manifest.json`` by listing ``staged/``;
-* ``{"retrieve": "<id>"}`` — the manifests a retrieve staged, from its
-  Redis record ``P:retrieve:{id}`` (field ``manifests``: JSON list of keys,
-  or ``series``: JSON list of UIDs).
+* ``{"retrieve": "<id>"}`` — every series of a retrieve
+  (:class:`radcloud.progress.Progress`); 409 while it still runs or if a
+  series failed, naming it;
+* ``{"series": ["1.2.3", ...]}`` — series UIDs, through the Redis index,
+  else by finding ``manifests/*/<uid>.json``;
+* ``{"prefixes": [...]}`` — a manifest key (``.json``), a ``studies/{study}/{series}/``
+  folder of the ``uid`` layout, or any folder holding a ``manifest.json``.
 
-Manifest fields read (tolerant, unknown ones ignored): ``series_uid`` /
-``SeriesInstanceUID``, ``study_uid`` / ``StudyInstanceUID``, ``instances``
-(``[{key, md5, size}]``), and completeness from ``complete`` (bool),
-``status``/``state`` (``complete``, ``staged``, ``succeeded``, ``done``) or
-``expected``/``n_instances`` compared with the instances listed.
+Manifest fields read (unknown ones ignored): ``SeriesInstanceUID``,
+``StudyInstanceUID`` (or ``series_uid``/``study_uid``), ``prefix``,
+``instances`` (``[{key, md5, size}]``), ``complete``, ``expected``.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from radcloud.dispatch import StagedSeries
-from radcloud.errors import BadRequest, NotFound
+from radcloud.errors import BadRequest, Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-STAGED_ROOT = "staged/"
+MANIFESTS_ROOT = "manifests/"
+STAGED_INDEX = "staged:series:"
 _DONE = {"complete", "completed", "staged", "succeeded", "done", "ok"}
 MAX_INPUTS = 1000
 
@@ -51,7 +53,7 @@ class ManifestStaging:
                              field="inputs")
         keys: list[str] = []
         for prefix in _strings(inputs.get("prefixes"), "prefixes"):
-            keys.append(prefix if prefix.endswith(".json") else posixpath.join(prefix, MANIFEST))
+            keys.append(_manifest_for_prefix(prefix))
         for uid in _strings(inputs.get("series"), "series"):
             keys.append(self._series_manifest(uid))
         if inputs.get("retrieve"):
@@ -66,26 +68,31 @@ class ManifestStaging:
 
     def _series_manifest(self, uid: str) -> str:
         if self.redis is not None:
-            key = self.redis.get(f"{self.prefix}:staged:series:{uid}")
+            key = self.redis.get(f"{self.prefix}:{STAGED_INDEX}{uid}")
             if key:
                 return key.decode() if isinstance(key, bytes) else key
-        suffix = f"/{uid}/{MANIFEST}"
-        for info in self.store.list(STAGED_ROOT):
+        suffix = f"/{uid}.json"
+        for info in self.store.list(MANIFESTS_ROOT):
             if info.key.endswith(suffix):
                 return info.key
         raise NotFound(f"series {uid} is not staged; retrieve it first", field="series")
 
     def _retrieve_manifests(self, rid: str) -> list[str]:
-        record = self.redis.hgetall(f"{self.prefix}:retrieve:{rid}") if self.redis is not None else {}
-        record = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                  for k, v in (record or {}).items()}
-        if not record:
-            raise NotFound(f"retrieve {rid!r} does not exist (or has expired)", field="retrieve")
-        if record.get("manifests"):
-            return list(json.loads(record["manifests"]))
-        if record.get("series"):
-            return [self._series_manifest(uid) for uid in json.loads(record["series"])]
-        raise NotFound(f"retrieve {rid!r} has staged nothing yet", field="retrieve")
+        from radcloud.progress import Progress
+
+        status = Progress(self.redis).status(rid)  # NotFound names the retrieve id
+        running = [s["SeriesInstanceUID"] for s in status["series"] if s["state"] in ("queued", "running")]
+        if running:
+            raise Conflict(f"retrieve {rid} is still staging {len(running)} of {status['series_total']} "
+                           "series; dispatch when it has finished", field="retrieve", series=running[:10])
+        failed = [s["SeriesInstanceUID"] for s in status["series"]
+                  if s["state"] != "succeeded" or not s.get("manifest")]
+        if failed:
+            raise Conflict(f"retrieve {rid}: {len(failed)} series were not staged completely; "
+                           "rerun the retrieve to finish them", field="retrieve", series=failed[:10])
+        if not status["series"]:
+            raise NotFound(f"retrieve {rid!r} has staged nothing", field="retrieve")
+        return [s["manifest"] for s in status["series"]]
 
     def _load(self, key: str) -> StagedSeries:
         try:
@@ -94,7 +101,7 @@ class ManifestStaging:
             raise NotFound(f"no staging manifest at {key!r}; is the series retrieved?", field="inputs") from None
         if not isinstance(doc, dict):
             raise BadRequest(f"staging manifest {key!r} is not a JSON object", field="inputs")
-        return parse_manifest(doc, posixpath.dirname(key) + "/")
+        return parse_manifest(doc, "")
 
 
 def parse_manifest(doc: Mapping[str, Any], prefix: str) -> StagedSeries:
@@ -117,6 +124,15 @@ def parse_manifest(doc: Mapping[str, Any], prefix: str) -> StagedSeries:
                         study_uid=str(doc.get("study_uid") or doc.get("StudyInstanceUID") or ""),
                         prefix=str(doc.get("prefix") or prefix), instances=instances, complete=complete,
                         expected=int(expected) if expected is not None else None)
+
+
+def _manifest_for_prefix(prefix: str) -> str:
+    if prefix.endswith(".json"):
+        return prefix
+    parts = [p for p in prefix.split("/") if p]
+    if len(parts) == 3 and parts[0] == "studies":  # the uid layout: studies/{study}/{series}/
+        return f"{MANIFESTS_ROOT}{parts[1]}/{parts[2]}.json"
+    return posixpath.join(prefix, MANIFEST)
 
 
 def _strings(value: Any, field: str) -> list[str]:

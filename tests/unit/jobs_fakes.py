@@ -57,17 +57,21 @@ class MemStore:
 
 
 def stage_series(store: MemStore, study: str, series: str, n: int, *, complete: bool = True,
-                 payload: bytes = b"DICM") -> str:
-    """Write n fake instances and a manifest the way retrieve does; returns the prefix."""
-    prefix = f"staged/{study}/{series}/"
+                 payload: bytes = b"DICM", redis: Any = None, ext: str = ".dcm") -> str:
+    """Write n fake instances and a manifest the way radcloud.retrieve does; returns the prefix."""
+    prefix = f"studies/{study}/{series}/"
     instances = []
     for i in range(n):
         data = payload + f"{series}-{i}".encode()
-        key = f"{prefix}{i:04d}.dcm"
+        key = f"{prefix}{series}.{i}{ext}"
         store.put_bytes(key, data)
         instances.append({"key": key, "md5": hashlib.md5(data).hexdigest(), "size": len(data)})
-    store.put_json(prefix + "manifest.json", {"series_uid": series, "study_uid": study,
-                                              "instances": instances, "complete": complete})
+    mkey = f"manifests/{study}/{series}.json"
+    store.put_json(mkey, {"version": 1, "prefix": prefix, "StudyInstanceUID": study,
+                          "SeriesInstanceUID": series, "expected": n, "count": n,
+                          "instances": instances, "complete": complete})
+    if redis is not None:
+        redis.set(f"radcloud:staged:series:{series}", mkey)
     return prefix
 
 

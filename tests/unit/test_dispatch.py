@@ -87,8 +87,8 @@ def test_fan_out_one_tiny_payload_per_series(world):
     assert answer["cached"] is False and answer["shards"] == 2
     assert [a for a, _ in inv.calls] == ["radcloud/plugin-copy"] * 2
     payload = inv.calls[0][1]
-    assert payload["inputs"] == [f"staged/1.2/1.2.1/{i:04d}.dcm" for i in range(3)]
-    assert payload["input_prefix"] == "staged/1.2/1.2.1/" and payload["params"]["times"] == 2
+    assert payload["inputs"] == [f"studies/1.2/1.2.1/1.2.1.{i}.dcm" for i in range(3)]
+    assert payload["input_prefix"] == "studies/1.2/1.2.1/" and payload["params"]["times"] == 2
     assert payload["output_prefix"] == f"results/{answer['job_id']}/s000/"
     assert len(str(payload)) < 2000
     job = world.jobs.get(answer["job_id"])
@@ -99,7 +99,7 @@ def test_fan_out_one_tiny_payload_per_series(world):
 def test_shard_by_instances_splits_within_series(world):
     stage_series(world.store, "1.2", "1.2.1", 5)
     inv = FakeInvoker()
-    answer = world.make(inv).dispatch(req(inputs={"prefixes": ["staged/1.2/1.2.1/"]},
+    answer = world.make(inv).dispatch(req(inputs={"prefixes": ["studies/1.2/1.2.1/"]},
                                           options={"shard_by": "instances", "shard_size": 2}), "a")
     assert [len(p["inputs"]) for _, p in inv.calls] == [2, 2, 1]
     assert [s["id"] for s in world.jobs.get(answer["job_id"])["shards"]] == ["s000-000", "s000-001", "s000-002"]
@@ -114,8 +114,8 @@ def test_invoke_failure_fails_that_shard_with_reason(world):
 
 
 def test_real_shards_run_to_success_then_identical_rerun_is_cache_hit(world):
-    stage_series(world.store, "1.2", "1.2.1", 2)
-    stage_series(world.store, "1.2", "1.2.2", 2)
+    stage_series(world.store, "1.2", "1.2.1", 2, redis=world.redis)  # found through the Redis index
+    stage_series(world.store, "1.2", "1.2.2", 2)                      # found by listing manifests/
     d = world.make(FakeInvoker(world.runner))
     first = d.dispatch(req(), "alice")
     job = world.jobs.get(first["job_id"])
@@ -147,11 +147,19 @@ def test_crashing_plugin_fails_job_with_reason(world):
 
 
 def test_retrieve_input_and_sequence_request_shape(world, redis_client):
-    stage_series(world.store, "1.2", "1.2.1", 1)
-    redis_client.hset("radcloud:retrieve:r1", "series", '["1.2.1"]')
-    request = request_from_params({"retrieve_id": "r1", "run": {"plugin": "copy", "params": {}}})
-    assert request["inputs"] == {"retrieve": "r1"}
+    from radcloud.progress import Progress
+
+    mkey_prefix = stage_series(world.store, "1.2", "1.2.1", 1)
+    progress = Progress(redis_client)
+    rid = progress.create([{"SeriesInstanceUID": "1.2.1", "StudyInstanceUID": "1.2"}], source="local", layout="uid")
+    request = request_from_params({"retrieve_id": rid, "run": {"plugin": "copy", "params": {}}})
+    assert request["inputs"] == {"retrieve": rid}
+    with pytest.raises(Conflict) as err:  # still queued
+        world.make(FakeInvoker()).dispatch(request, "a")
+    assert "still staging" in err.value.message
+    progress.update(rid, "1.2.1", state="succeeded", manifest="manifests/1.2/1.2.1.json")
     answer = world.make(FakeInvoker()).dispatch(request, "a")
-    assert world.jobs.get(answer["job_id"])["shards_total"] == 1
+    job = world.jobs.get(answer["job_id"])
+    assert job["shards_total"] == 1 and job["shards"][0]["input_prefix"] == mkey_prefix
     with pytest.raises(NotFound):
         world.make(FakeInvoker()).dispatch(request_from_params({"retrieve_id": "r2", "plugin": "copy"}), "a")

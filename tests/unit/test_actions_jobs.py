@@ -1,0 +1,149 @@
+"""The dispatch, status and results actions' handlers, with injected services (fakes, real Redis)."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore, stage_series
+
+from radcloud.action import Request
+from radcloud.auth import Principal
+from radcloud.cache import ResultCache
+from radcloud.errors import BadRequest, Conflict, NotFound
+from radcloud.jobs import JobSpec, JobStore, ShardSpec
+from radcloud.jobservices import JobServices
+from radcloud.plugins import Registry
+from radcloud.reporter import RedisShardReporter
+from radcloud.results import Results
+from radcloud.settings import Settings
+from radcloud.shard import run_shard
+from radcloud.staged import ManifestStaging
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = Settings.load(environ={})
+ALICE = Principal("alice", "clinician")
+BOB = Principal("bob", "researcher")
+ADMIN = Principal("root", "admin")
+
+
+def action(name):
+    spec = importlib.util.spec_from_file_location(f"action_{name}", ROOT / "functions" / name / "__main__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DISPATCH, STATUS, RESULTS = action("dispatch"), action("status"), action("results")
+
+
+@pytest.fixture
+def services(redis_client):
+    store = MemStore()
+    jobs = JobStore(redis_client)
+    registry = Registry(FIXTURE_PLUGINS)
+    svc = JobServices(jobs=jobs, cache=ResultCache(redis_client, jobs), store=store, registry=registry,
+                      staging=ManifestStaging(store, redis_client), invoker=FakeInvoker(),
+                      results=Results(store, redis_client, jobs))
+
+    def runner(params, aid):
+        rep = RedisShardReporter(jobs, params["job_id"], finaliser=svc.finaliser, activation_id=aid)
+        return run_shard(params, store=store, reporter=rep, registry=registry)
+
+    svc.runner = runner
+    return svc
+
+
+def get(path="", **params):
+    return Request(params=params, method="get", path=path, web=True)
+
+
+def post(path="", **params):
+    return Request(params=params, method="post", path=path, web=True)
+
+
+def test_dispatch_refuses_get(services):
+    with pytest.raises(BadRequest):
+        DISPATCH.handle(get(), SETTINGS, ALICE, services)
+
+
+def test_dispatch_then_status_then_results_with_urls_and_thumbnail(services):
+    stage_series(services.store, "1.2", "1.2.1", 1, payload=_png(), ext=".png")
+    services.invoker = FakeInvoker(services.runner)
+    answer = DISPATCH.handle(post(plugin="copy", inputs={"series": ["1.2.1"]}), SETTINGS, ALICE, services)
+    job = STATUS.handle(get(f"/{answer['job_id']}"), SETTINGS, ALICE, services)
+    assert job["state"] == "succeeded" and job["progress"]["instances_done"] == 1
+    assert "inputs" not in job["shards"][0]
+    manifest = RESULTS.handle(get(f"/{answer['job_id']}", urls="true"), SETTINGS, ALICE, services)
+    png = [o for o in manifest["outputs"] if o["content_type"] == "image/png"][0]
+    assert png["url"].startswith("http://s3.invalid/results/") and manifest["url_ttl_s"] == 900
+    thumb = RESULTS.handle(get(f"/{answer['job_id']}/thumbnail", name=png["name"]), SETTINGS, ALICE, services)
+    assert thumb["thumbnail_key"].endswith(".thumb.png") and thumb["thumbnail_key"] in services.store.objects
+    redirect = RESULTS.handle(get(f"/{answer['job_id']}/url", name=png["name"], redirect="true"),
+                              SETTINGS, ALICE, services)
+    assert redirect["statusCode"] == 302 and "results/" in redirect["headers"]["Location"]
+
+
+def test_other_users_cannot_see_a_job_but_admin_can(services):
+    job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
+    with pytest.raises(NotFound):
+        STATUS.handle(get(f"/{job_id}"), SETTINGS, BOB, services)
+    assert STATUS.handle(get(f"/{job_id}"), SETTINGS, ADMIN, services)["id"] == job_id
+    assert STATUS.handle(get(""), SETTINGS, BOB, services)["jobs"] == []
+    assert [j["id"] for j in STATUS.handle(get(""), SETTINGS, ADMIN, services)["jobs"]] == [job_id]
+
+
+def test_results_of_unfinished_job_is_409(services):
+    job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
+    with pytest.raises(Conflict):
+        RESULTS.handle(get(f"/{job_id}"), SETTINGS, ALICE, services)
+
+
+def test_long_poll_wakes_on_change_not_on_timeout(services):
+    job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
+    threading.Timer(0.2, lambda: services.jobs.shard_started(job_id, "s0")).start()
+    t0 = time.monotonic()
+    job = STATUS.handle(get(f"/{job_id}", wait="10", since="1"), SETTINGS, ALICE, services)
+    assert job["state"] == "running" and time.monotonic() - t0 < 1.5
+
+
+def test_status_fails_shard_whose_activation_ended_without_outcome(services):
+    job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
+    services.jobs.transition(job_id, "staging")
+    services.jobs.shard_invoked(job_id, "s0", "dead")
+    services.invoker.records["dead"] = {"response": {"status": "action developer error"}}
+    job = STATUS.handle(get(f"/{job_id}"), SETTINGS, ALICE, services)
+    assert job["state"] == "failed" and "ended (action developer error)" in job["reason"]
+
+
+def test_cancel_and_retry_routes(services):
+    stage_series(services.store, "1.2", "1.2.1", 1)
+    stage_series(services.store, "1.2", "1.2.2", 1)
+    services.invoker = FakeInvoker()  # shards never run: stay invoked
+    answer = DISPATCH.handle(post(plugin="copy", inputs={"series": ["1.2.1", "1.2.2"]}), SETTINGS, ALICE, services)
+    job = STATUS.handle(Request(params={}, method="delete", path=f"/{answer['job_id']}", web=True),
+                        SETTINGS, ALICE, services)
+    assert job["state"] == "cancelled" and job["cancel"] is True
+    with pytest.raises(Conflict):
+        STATUS.handle(post(f"/{answer['job_id']}/retry"), SETTINGS, ALICE, services)
+    # a crashed job: retry reruns the failed shard only
+    services.invoker = FakeInvoker(services.runner)
+    crashed = DISPATCH.handle(post(plugin="crash", inputs={"series": ["1.2.1"]}), SETTINGS, ALICE, services)
+    assert STATUS.handle(get(f"/{crashed['job_id']}"), SETTINGS, ALICE, services)["state"] == "failed"
+    retried = STATUS.handle(post(f"/{crashed['job_id']}/retry"), SETTINGS, ALICE, services)
+    assert retried["retried"] == ["s000"] and retried["shards"][0]["attempt"] == 2
+    events = STATUS.handle(get(f"/{crashed['job_id']}/events"), SETTINGS, ALICE, services)["events"]
+    assert [e["type"] for e in events].count("retry") == 1
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (600, 300), 128).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,69 @@
+"""Derived DICOM series for the PACS: Secondary Capture wrapping and what gets pushed."""
+
+from __future__ import annotations
+
+import io
+
+import pydicom
+from jobs_fakes import MemStore
+from PIL import Image
+
+from radcloud import derived
+
+STUDY = {"StudyInstanceUID": "1.2.826.0.1.3680043.8.498.1", "PatientID": "P1", "PatientName": "Doe^J",
+         "StudyDate": "20240101"}
+
+
+def png(mode="L", size=(40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, 200 if mode == "L" else (10, 20, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_secondary_capture_is_valid_dicom_in_same_study():
+    with Image.open(io.BytesIO(png("RGB"))) as img:
+        ds = derived.secondary_capture(img, study=STUDY, series_uid="1.2.3.4", plugin="dcm2png",
+                                       number=1, series_number=9000)
+    back = pydicom.dcmread(io.BytesIO(derived.to_bytes(ds)))
+    assert back.SOPClassUID == derived.SC_IMAGE_STORAGE
+    assert back.StudyInstanceUID == STUDY["StudyInstanceUID"] and back.SeriesInstanceUID == "1.2.3.4"
+    assert back.SeriesDescription == "radcloud dcm2png" and back.PatientID == "P1"
+    assert back.pixel_array.shape == (30, 40, 3) and back.pixel_array[0, 0, 2] == 30
+
+
+class FakePacs:
+    def __init__(self):
+        self.stored = []
+
+    def study_tags(self, uid):
+        return dict(STUDY)
+
+    def store(self, data):
+        self.stored.append(pydicom.dcmread(io.BytesIO(data)))
+        return {"Status": "Success"}
+
+
+def manifest_with(store, names, study=STUDY["StudyInstanceUID"]):
+    outputs = []
+    for name in names:
+        key = f"results/j1/s000/{name}"
+        store.put_bytes(key, png(), content_type="image/png")
+        outputs.append({"key": key, "name": f"s000/{name}", "image": True, "content_type": "image/png",
+                        "study_uid": study, "series_uid": "9.9"})
+    return {"outputs": outputs}
+
+
+def test_push_wraps_images_skips_previews_and_numbers_instances():
+    store, pacs = MemStore(), FakePacs()
+    manifest = manifest_with(store, ["a.png", "b.png", "thumb-a.png", "montage.png"])
+    out = derived.push({"id": "j1", "plugin": "dcm2png", "options": {}}, manifest, store=store, pacs=pacs)
+    assert out["instances"] == 2 and len(pacs.stored) == 2
+    assert {d.SeriesInstanceUID for d in pacs.stored} == {out["series_uid"]}
+    assert sorted(int(d.InstanceNumber) for d in pacs.stored) == [1, 2]
+
+
+def test_deidentified_run_is_never_pushed():
+    store, pacs = MemStore(), FakePacs()
+    out = derived.push({"id": "j1", "plugin": "p", "options": {"deidentify": True}},
+                       manifest_with(store, ["a.png"]), store=store, pacs=pacs)
+    assert out["instances"] == 0 and pacs.stored == []
