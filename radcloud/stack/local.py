@@ -96,6 +96,7 @@ class Stack:
         unknown = [s for s in services if s not in ALL_SERVICES]
         if unknown:
             raise StackError(f"unknown service {', '.join(unknown)}; known: {', '.join(ALL_SERVICES)}")
+        self._check_same_ports(services)
         binaries = self._binaries or install.ensure(install=install_missing)
         self.state.create()
         credentials = self.state.credentials_data()
@@ -115,6 +116,7 @@ class Stack:
                 proc, record = process.spawn(name, spec.argv, log_path=self.state.log(name),
                                              env=spec.env, cwd=spec.cwd)
                 record.save(self.state.pid_file(name))
+                log.info("started %s (pid %d), log %s", name, record.pid, self.state.log(name))
                 self._procs[name] = proc
                 started.append(name)
                 self.last_up[name] = "started"
@@ -128,6 +130,16 @@ class Stack:
         endpoints = self.endpoints()
         write_private(self.state.env_file, config.render_env(endpoints.env(), self.state.env_file))
         return endpoints
+
+    def _check_same_ports(self, services: Sequence[str]) -> None:
+        # Services already running listen where ports.json says; probing other ports would time out.
+        stored = self.state.load_json(self.state.ports_file)
+        if stored is None or Ports.from_dict(stored) == self.ports:
+            return
+        running = [n for n in ALL_SERVICES if self.running(n)]
+        if running:
+            raise StackError(f"{', '.join(running)} already running on the ports in {self.state.ports_file}; "
+                             "run `radcloud stack down` before choosing other ports")
 
     def _check_ports(self, spec: Service) -> None:
         for host, port in spec.binds:
@@ -213,6 +225,8 @@ class Stack:
     # -- down / single-service control --------------------------------------
     def _stop(self, names: Iterable[str], *, grace_s: float = 15.0) -> list[str]:
         records = [(n, r) for n in names if (r := self._record(n)) is not None]
+        if records:
+            log.info("stopping %s", ", ".join(n for n, _ in records))
         process.stop([r for _, r in records], grace_s=grace_s)
         stopped = []
         for name, record in records:

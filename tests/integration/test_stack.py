@@ -94,6 +94,23 @@ def test_remote_pacs_and_orthanc_know_each_other(stack, remote_pacs):
     assert [a["0020,000d"]["Value"] for a in answers] == [study_uid]
 
 
+def test_c_move_from_the_pacs_into_radcloud_orthanc(stack, remote_pacs):
+    mr = CT_SMALL.with_name("MR_small.dcm")
+    _upload(remote_pacs.url, remote_pacs.auth, mr)
+    study_uid = pydicom.dcmread(mr, stop_before_pixels=True).StudyInstanceUID
+    ours = stack.orthanc
+    query = requests.post(f"{ours.url}/modalities/{remote_pacs.aet}/query", auth=ours.auth, timeout=10,
+                          json={"Level": "Study", "Query": {"StudyInstanceUID": study_uid}})
+    query.raise_for_status()
+    # C-MOVE: the PACS sends the study to the AET "RADCLOUD" it knows as a modality.
+    move = requests.post(f"{ours.url}/queries/{query.json()['ID']}/retrieve", auth=ours.auth, timeout=60,
+                         json={"TargetAet": ours.aet, "Synchronous": True})
+    assert move.status_code == 200, move.text
+    found = requests.post(f"{ours.url}/tools/find", auth=ours.auth, timeout=10,
+                          json={"Level": "Study", "Query": {"StudyInstanceUID": study_uid}})
+    assert len(found.json()) == 1
+
+
 # -- S3 -------------------------------------------------------------------------
 def test_s3_put_get_presigned_and_anonymous_refused(stack):
     body = os.urandom(64 * 1024)
@@ -252,3 +269,10 @@ def test_cli_up_is_a_noop_on_a_running_stack(stack):
     report = json.loads(proc.stdout)
     assert report["already_running"] is True
     assert stack.orthanc_auth[1] not in proc.stdout + proc.stderr
+
+
+def test_other_ports_while_running_is_refused(stack):
+    with pytest.raises(StackError) as exc:
+        Stack(stack.state_dir, Ports.standard(1000), binaries=find()).up(install_missing=False)
+    assert "already running on the ports in" in str(exc.value)
+    assert "run `radcloud stack down` before choosing other ports" in str(exc.value)
