@@ -14,19 +14,24 @@ SPEC = archive_bench_spec(4, series_per_study=2, instances_per_series=3, matrix=
 
 
 class FakeOrthanc:
-    """Holds a set of SOP Instance UIDs per series UID; records what it was asked."""
+    """Holds SOP Instance UIDs per series UID; records the calls seeding makes."""
 
     def __init__(self, held: dict[str, set[str]], instances: set[str] = frozenset()) -> None:
         self.held = held
         self.instances = instances
-        self.asked: list[str] = []
+        self.calls: list[tuple[str, int]] = []
 
-    def series_sop_uids(self, series_uid: str) -> set[str]:
-        self.asked.append(series_uid)
-        return self.held.get(series_uid, set())
+    def held_series(self, series_uids):
+        self.calls.append(("held_series", len(series_uids)))
+        return {uid: (f"id-{uid}", len(self.held[uid])) for uid in series_uids if uid in self.held}
 
-    def has_instance(self, sop_uid: str) -> bool:
-        return sop_uid in self.instances
+    def series_sop_uids(self, orthanc_id):
+        self.calls.append(("series_sop_uids", 1))
+        return self.held[orthanc_id.removeprefix("id-")]
+
+    def held_instances(self, sop_uids):
+        self.calls.append(("held_instances", len(sop_uids)))
+        return self.instances & set(sop_uids)
 
 
 def test_counts_are_distinct_patients_studies_series_instances():
@@ -58,7 +63,8 @@ def test_held_instances_are_counted_and_never_generated():
     assert outcome["already_stored"] == complete.count + 1
     assert reported == [complete.count, 1]
     assert len(payloads) == sum(p.count for p in plans) - complete.count - 1
-    assert fake.asked == [p.series_uid for p in plans]
+    # One bulk question for all series, one listing for the partial series only.
+    assert fake.calls == [("held_series", len(plans)), ("series_sop_uids", 1)]
     sent = [pydicom.dcmread(io.BytesIO(data)) for data in payloads[:2]]
     assert [(ds.SeriesInstanceUID, ds.InstanceNumber) for ds in sent] == \
            [(partial.series_uid, 1), (partial.series_uid, 3)]
