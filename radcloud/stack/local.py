@@ -12,7 +12,9 @@ the log file; whatever this call started is stopped again before it raises.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -49,7 +51,7 @@ class Stack:
         timeout_s: how long ``up`` waits for each service's health.
     """
 
-    def __init__(self, state_dir: str | Any, ports: Ports | None = None, *,
+    def __init__(self, state_dir: str | os.PathLike[str], ports: Ports | None = None, *,
                  port_offset: int = DEFAULT_OFFSET, binaries: Binaries | None = None,
                  timeout_s: float = 60.0) -> None:
         self.state = StateDir(state_dir)
@@ -191,7 +193,6 @@ class Stack:
             time.sleep(0.1)
 
     def _ensure_bucket(self, spec: Service) -> None:
-        from minio import Minio
         from minio.error import S3Error
 
         client = self.s3_client()
@@ -286,6 +287,4 @@ class Stack:
         return result
 
 def _json(data: Any) -> str:
-    import json
-
     return json.dumps(data, indent=2) + "\n"
