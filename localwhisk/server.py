@@ -46,9 +46,9 @@ class App:
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
-            size += len(chunk)
-            if size <= PAYLOAD_MAX + 1:  # keep one byte over so the core answers 413
+            if size <= PAYLOAD_MAX:  # stop buffering once over the limit: the core answers 413
                 chunks.append(chunk)
+            size += len(chunk)
             more = message.get("more_body", False)
         headers: dict[str, str] = {}
         for k, v in scope["headers"]:
@@ -148,6 +148,7 @@ def serve(config: ServeConfig) -> None:
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((config.host, config.port))
+    sock.listen(2048)  # listen before announcing the address, so the first request cannot be refused
     port = sock.getsockname()[1]
     host = f"[{config.host}]" if ":" in config.host else config.host
     api_host = f"http://{host}:{port}"

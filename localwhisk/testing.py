@@ -57,9 +57,10 @@ class Server:
     def start(self) -> tuple[str, str]:
         argv = [sys.executable, "-m", "localwhisk.cli", "serve", "--state-dir", str(self.state_dir),
                 "--port", "0", "--max-concurrent", str(self.max_concurrent), *self.extra_args]
+        self.output, self._lines = [], queue.Queue()  # a restart must not read the previous run's lines
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, **self.env}, start_new_session=True)
-        threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc, self._lines, self.output), daemon=True).start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
@@ -76,12 +77,13 @@ class Server:
         self.stop()
         raise RuntimeError("localwhisk did not start:\n" + "".join(self.output))
 
-    def _pump(self) -> None:
-        assert self.proc and self.proc.stdout
-        for line in self.proc.stdout:
-            self.output.append(line)
-            self._lines.put(line)
-        self._lines.put(None)
+    @staticmethod
+    def _pump(proc: subprocess.Popen, lines: queue.Queue, output: list[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            lines.put(line)
+        lines.put(None)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (graceful: containers are killed), then SIGKILL if it hangs."""
