@@ -95,6 +95,8 @@ def parse(params: Mapping[str, Any], *, max_limit: int = 1000) -> Query:
     limit = _int(params.get("limit", min(100, max_limit)), "limit", 1, max_limit)
     offset = _int(params.get("offset", 0), "offset", 0, MAX_MATCHES)
     counts = params.get("counts", True)
+    if isinstance(counts, str) and counts.lower() in ("true", "false"):  # from a GET query string
+        counts = counts.lower() == "true"
     if not isinstance(counts, bool):
         raise BadRequest("counts must be true or false", field="counts")
     modality = params.get("modality")
@@ -282,8 +284,11 @@ def normalise(tags: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 def sort_key(level: str, item: Mapping[str, Any]) -> tuple:
     """Stable order: newest study first, then series/instance number, then UID."""
     def neg(text: str | None) -> str:
-        # Descending on ISO strings without reversing the whole sort.
-        return "".join(chr(0x10FFFF - ord(c)) for c in (text or ""))
+        # Descending on ISO strings without reversing the whole sort;
+        # a missing value sorts last.
+        if not text:
+            return chr(0x10FFFF)
+        return "".join(chr(0x10FFFE - ord(c)) for c in text)
     study = (neg(item.get("StudyDate")), neg(item.get("StudyTime")), item.get("StudyInstanceUID") or "")
     if level == "patient":
         return (item.get("PatientID") or "", item.get("orthanc_id") or "")

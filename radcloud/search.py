@@ -61,7 +61,12 @@ def _local(query: q.Query, orthanc: Orthanc) -> dict[str, Any]:
     if query.level == "series":
         studies = _parents(orthanc, "Study", {s["ParentStudy"] for s in found},
                            _split(query.filters, ("patient", "study")))
-        items = [{**studies.get(s["ParentStudy"], {}), **_series_item(s)} for s in found]
+        items = []
+        for s in found:
+            study = studies.get(s["ParentStudy"], {"orthanc": {}})
+            item = {**study, **_series_item(s)}
+            item["orthanc"] = {**study["orthanc"], **item["orthanc"]}
+            items.append(item)
         return q.page(query, items, truncated)
     series = _parents(orthanc, "Series", {i["ParentSeries"] for i in found},
                       _split(query.filters, ("patient", "study", "series")))

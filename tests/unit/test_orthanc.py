@@ -1,0 +1,102 @@
+"""The Orthanc REST client against a fake session: requests sent, errors translated."""
+
+from __future__ import annotations
+
+import pytest
+
+from radcloud.errors import BadRequest, NotFound, UpstreamError
+from radcloud.orthanc import Orthanc
+from pacs_fakes import FakeOrthanc
+
+
+@pytest.fixture
+def fake():
+    f = FakeOrthanc()
+    f.add_study("st1", "1.2.1", "MRN1", "20250102")
+    f.add_series("se1", "st1", "1.2.1.1", 3)
+    return f
+
+
+def client(fake):
+    return Orthanc("http://orthanc:8042/", user="u", password="p", session=fake)
+
+
+def test_default_session_asks_for_identity_encoding():
+    assert Orthanc("http://x").session.headers["Accept-Encoding"] == "identity"
+
+
+def test_find_sends_one_expanded_request(fake):
+    found = client(fake).find("Study", {"PatientID": "MRN1"}, limit=10)
+    assert [s["ID"] for s in found] == ["st1"]
+    assert fake.calls == [("POST", "/tools/find",
+                           {"Level": "Study", "Query": {"PatientID": "MRN1"}, "Expand": True, "Limit": 10})]
+    assert fake.auth == ("u", "p")
+
+
+def test_find_refuses_unknown_level(fake):
+    with pytest.raises(BadRequest):
+        client(fake).find("Frame", {})
+    assert fake.calls == []
+
+
+def test_unreachable_is_upstream_naming_the_url(fake):
+    fake.down = True
+    with pytest.raises(UpstreamError) as err:
+        client(fake).system()
+    assert "http://orthanc:8042" in err.value.message and "/system" in err.value.message
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_are_upstream_not_caller_errors(fake, status):
+    fake.status = status
+    with pytest.raises(UpstreamError) as err:
+        client(fake).find("Study", {})
+    assert str(status) in err.value.message and "orthanc_password" in err.value.message
+
+
+def test_404_is_not_found_and_500_upstream(fake):
+    with pytest.raises(NotFound):
+        client(fake).resource("Series", "nope")
+    fake.status = 500
+    with pytest.raises(UpstreamError) as err:
+        client(fake).series_instances("se1")
+    assert "500" in err.value.message
+
+
+def test_md5_and_stream(fake):
+    orthanc = client(fake)
+    inst = orthanc.series_instances("se1")[0]
+    md5 = orthanc.instance_md5(inst["ID"])
+    data = b"".join(orthanc.iter_instance(inst["ID"]))
+    import hashlib
+    assert hashlib.md5(data).hexdigest() == md5 and len(data) == inst["FileSize"]
+
+
+def test_modality_find_deletes_its_query(fake):
+    fake.remote_answers = [{"PatientID": "MRN1", "StudyInstanceUID": "1.2.9"}]
+    answers = client(fake).modality_find("PACS", "Study", {"PatientID": "MRN1"})
+    assert answers[0]["StudyInstanceUID"] == "1.2.9"
+    assert ("DELETE", "/queries/q1", None) in fake.calls
+
+
+def test_wait_job_polls_until_done_and_times_out():
+    class Jobs(FakeOrthanc):
+        def __init__(self, states):
+            super().__init__()
+            self.states = states
+
+        def _route(self, method, path, body):
+            from pacs_fakes import FakeResponse
+            return FakeResponse(200, {"State": self.states.pop(0) if len(self.states) > 1 else self.states[0],
+                                      "ErrorDescription": "C-MOVE refused"})
+
+    slept = []
+    orthanc = Orthanc("http://o", session=Jobs(["Pending", "Running", "Success"]))
+    assert orthanc.wait_job("j", timeout_s=10, sleep=slept.append)["State"] == "Success"
+    assert len(slept) == 2
+    with pytest.raises(UpstreamError, match="C-MOVE refused"):
+        Orthanc("http://o", session=Jobs(["Failure"])).wait_job("j", timeout_s=10, sleep=slept.append)
+    now = iter(range(100))
+    with pytest.raises(UpstreamError, match="still Running"):
+        Orthanc("http://o", session=Jobs(["Running"])).wait_job(
+            "j", timeout_s=3, sleep=lambda s: None, clock=lambda: next(now))

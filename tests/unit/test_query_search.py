@@ -1,0 +1,101 @@
+"""Running queries on a fake Orthanc: round trips, counts, normalised and ordered answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from radcloud import query as q
+from radcloud import search
+from radcloud.orthanc import Orthanc
+from pacs_fakes import FakeOrthanc
+
+
+@pytest.fixture
+def fake():
+    f = FakeOrthanc()
+    f.add_study("st1", "1.2.1", "MRN1", "20250102", StudyTime="101500", StudyDescription="CT CHEST")
+    f.add_series("se1", "st1", "1.2.1.1", 3, number=2)
+    f.add_series("se2", "st1", "1.2.1.2", 2, modality="SR", number=1)
+    f.add_study("st2", "1.2.2", "MRN2", "20240615", StudyDescription="MR BRAIN")
+    f.add_series("se3", "st2", "1.2.2.1", 4, modality="MR")
+    f.add_study("st3", "1.2.3", "MRN3", "20230101")
+    return f
+
+
+def run(fake, params):
+    return search.run(q.parse(params), Orthanc("http://o", session=fake))
+
+
+def test_study_search_is_two_round_trips_with_counts(fake):
+    answer = run(fake, {"PatientID": ["MRN1", "MRN2"]})
+    assert [c[1] for c in fake.calls] == ["/tools/find", "/tools/find"]
+    assert fake.calls[1][2]["Query"] == {"StudyInstanceUID": "1.2.1\\1.2.2"}
+    first, second = answer["items"]
+    assert (first["StudyInstanceUID"], second["StudyInstanceUID"]) == ("1.2.1", "1.2.2")  # newest first
+    assert first["NumberOfStudyRelatedSeries"] == 2
+    assert first["NumberOfStudyRelatedInstances"] == 5
+    assert first["ModalitiesInStudy"] == ["CT", "SR"]
+    assert first["StudyDate"] == "2025-01-02" and first["StudyTime"] == "10:15:00"
+    assert first["PatientBirthDate"] == "1970-01-01"
+    assert first["orthanc"] == {"patient": "p-MRN1", "study": "st1"}
+    assert answer["total"] == 2 and answer["truncated"] is False
+
+
+def test_counts_off_is_one_round_trip(fake):
+    run(fake, {"counts": False})
+    assert len(fake.calls) == 1
+
+
+def test_date_range_and_paging(fake):
+    answer = run(fake, {"StudyDate": "20240101-", "limit": 1, "offset": 1})
+    assert answer["total"] == 2
+    assert [i["StudyInstanceUID"] for i in answer["items"]] == ["1.2.2"]
+    assert len(fake.calls[1][2]["Query"]["StudyInstanceUID"].split("\\")) == 1  # counts for the page only
+
+
+def test_series_level_joins_parent_study(fake):
+    answer = run(fake, {"level": "series", "StudyInstanceUID": "1.2.1"})
+    items = answer["items"]
+    assert [i["SeriesNumber"] for i in items] == [1, 2]
+    assert items[0]["StudyInstanceUID"] == "1.2.1" and items[0]["PatientID"] == "MRN1"
+    assert items[1]["NumberOfSeriesRelatedInstances"] == 3
+    assert items[1]["orthanc"] == {"patient": "p-MRN1", "study": "st1", "series": "se1"}
+    assert len(fake.calls) == 2  # find + one parent GET
+
+
+def test_series_level_many_parents_uses_one_find(fake, monkeypatch):
+    monkeypatch.setattr(search, "PARENT_GETS", 0)
+    answer = run(fake, {"level": "series"})
+    assert answer["total"] == 3
+    assert [c[1] for c in fake.calls] == ["/tools/find", "/tools/find"]
+
+
+def test_remote_query_splits_non_uid_lists_and_dedups(fake):
+    fake.remote_answers = [
+        {"PatientID": "A", "StudyInstanceUID": "9.1", "StudyDate": "20250101", "NumberOfStudyRelatedInstances": "7",
+         "ModalitiesInStudy": "CT\\MR"},
+        {"PatientID": "B", "StudyInstanceUID": "9.2", "StudyDate": "20240101"},
+    ]
+    answer = run(fake, {"modality": "PACS", "PatientID": ["A", "B", "A*"]})
+    assert [qq["Query"]["PatientID"] for qq in fake.remote_queries] == ["A", "B", "A*"]
+    assert all(qq["Level"] == "Study" for qq in fake.remote_queries)
+    assert "NumberOfStudyRelatedInstances" in fake.remote_queries[0]["Query"]  # asked as a return key
+    assert [i["StudyInstanceUID"] for i in answer["items"]] == ["9.1", "9.2"]
+    assert answer["items"][0]["NumberOfStudyRelatedInstances"] == 7
+    assert answer["items"][0]["ModalitiesInStudy"] == ["CT", "MR"]
+    assert answer["items"][0]["orthanc"] is None and answer["source"] == "modality:PACS"
+
+
+def test_qido_values_are_normalised():
+    class Qido(FakeOrthanc):
+        def _route(self, method, path, body):
+            from pacs_fakes import FakeResponse
+            return FakeResponse(200, [{"0020000D": {"vr": "UI", "Value": ["1.2.7"]},
+                                       "00100010": {"vr": "PN", "Value": [{"Alphabetic": "DOE^JANE"}]},
+                                       "00080020": {"vr": "DA", "Value": ["20250101"]},
+                                       "00080061": {"vr": "CS", "Value": ["CT", "SR"]},
+                                       "00201208": {"vr": "IS", "Value": [12]}}])
+    answer = search.run(q.parse({"source": "dicomweb"}), Orthanc("http://o", session=Qido()))
+    item = answer["items"][0]
+    assert item["PatientName"] == "DOE^JANE" and item["StudyDate"] == "2025-01-01"
+    assert item["ModalitiesInStudy"] == ["CT", "SR"] and item["NumberOfStudyRelatedInstances"] == 12
