@@ -104,6 +104,8 @@ class Settings:
     # Web-action authentication
     token_secret: Secret = Secret("")
     token_ttl_s: int = 8 * 3600
+    # Web UI: the PACS viewer's study link, with {study_uid} as placeholder
+    viewer_url: str = ""
     # Limits
     retrieve_workers: int = 2
     query_limit_max: int = 1000

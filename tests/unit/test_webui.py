@@ -1,0 +1,142 @@
+"""radcloud.webui and the ui action: pages, assets, static build, the login redirect."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from radcloud import auth
+from radcloud.errors import NotFound
+from radcloud.settings import Settings
+from radcloud.users import UserStore
+from radcloud.webui import PAGES, WebUI
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "u" * 40
+
+
+@pytest.fixture(scope="module")
+def ui():
+    return WebUI(ROOT / "webui")
+
+
+def load_ui_action():
+    spec = importlib.util.spec_from_file_location("action_ui", ROOT / "functions" / "ui" / "__main__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_in_both_modes(ui, page):
+    action = ui.render(page, mode="action", api_base="/api/v1/web/guest/radcloud/", ui_base="/api/v1/web/guest/radcloud/ui")
+    static = ui.render(page, mode="static", api_base="https://whisk.example/api/v1/web/ns/radcloud/")
+    assert f'<meta name="radcloud-page" content="{page}">' in action
+    assert "/api/v1/web/guest/radcloud/ui/static/app.js?v=" in action
+    assert 'src="static/app.js?v=' in static and "https://whisk.example/api/v1/web/ns/radcloud/" in static
+    if page != "login":
+        assert 'href="search.html"' in static and 'href="/api/v1/web/guest/radcloud/ui/jobs"' in action
+
+
+def test_no_external_requests_in_templates_or_assets(ui):
+    """No CDN, font or analytics URL: everything the browser loads is ours."""
+    offenders = []
+    for path in list((ROOT / "webui").rglob("*")):
+        if path.is_file() and path.suffix in (".html", ".js", ".css", ".svg"):
+            text = path.read_text()
+            for url in re.findall(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}[^\s\"')]*", text):
+                if "www.w3.org/2000/svg" not in url:
+                    offenders.append((path.name, url))
+    assert offenders == []
+
+
+def test_pages_have_no_inline_script(ui):
+    """script-src 'self' in the CSP: inline scripts would be blocked anyway."""
+    for page in PAGES:
+        html = ui.render(page, mode="static", api_base="/x/")
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), page
+        assert " onclick=" not in html
+
+
+def test_assets_and_traversal(ui):
+    css = ui.asset("app.css")
+    assert css.content_type == "text/css" and not css.binary and b":root" in css.body
+    assert ui.asset("favicon.svg").content_type == "image/svg+xml"
+    for bad in ("../templates/base.html", "/etc/passwd", "", "missing.js"):
+        with pytest.raises(NotFound):
+            ui.asset(bad)
+
+
+def test_unknown_page_is_not_found(ui):
+    with pytest.raises(NotFound):
+        ui.render("secrets", mode="static", api_base="/")
+
+
+def test_build_writes_a_static_site(ui, tmp_path):
+    files = ui.build(tmp_path, api_base="https://h/api/v1/web/ns/radcloud/",
+                     plugins=[{"name": "dcm2png", "parameters": []}], viewer_url="https://pacs/viewer?s={study_uid}")
+    names = {p.relative_to(tmp_path).as_posix() for p in files}
+    assert {"index.html", "login.html", "search.html", "jobs.html", "plugins.json", "static/app.js"} <= names
+    assert 'content="https://pacs/viewer?s={study_uid}"' in (tmp_path / "view.html").read_text()
+
+
+def test_build_cli(tmp_path):
+    from radcloud.webui import main
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    assert main([str(tmp_path / "site"), "--api-base", "https://h/api/v1/web/ns/radcloud",
+                 "--plugins-dir", str(plugins)]) == 0
+    assert 'content="https://h/api/v1/web/ns/radcloud/"' in (tmp_path / "site" / "search.html").read_text()
+
+
+# -- the ui action ---------------------------------------------------------------------
+
+def ui_args(redis_url, path, cookie=None, method="get"):
+    headers = {"cookie": f"token={cookie}"} if cookie else {}
+    return {"__ow_method": method, "__ow_path": path, "__ow_headers": headers,
+            "token_secret": SECRET, "redis_url": redis_url}
+
+
+def test_page_without_token_redirects_to_login(redis_server):
+    action = load_ui_action()
+    result = action.main(ui_args(redis_server, "/jobs"))
+    assert result["statusCode"] == 302
+    assert result["headers"]["Location"].endswith("/ui/login?next=jobs")
+    forged = action.main(ui_args(redis_server, "/search", cookie="a.b.c"))
+    assert forged["statusCode"] == 302
+
+
+def test_login_page_and_assets_are_public(redis_server):
+    action = load_ui_action()
+    page = action.main(ui_args(redis_server, "/login"))
+    assert page["statusCode"] == 200 and "login-form" in page["body"]
+    assert "script-src 'self'" in page["headers"]["Content-Security-Policy"]
+    js = action.main(ui_args(redis_server, "/static/app.js"))
+    assert js["headers"]["Content-Type"] == "application/javascript" and "window.RC" in js["body"]
+    svg = action.main(ui_args(redis_server, "/static/favicon.svg"))
+    assert svg["body"].startswith("<svg")
+    missing = action.main(ui_args(redis_server, "/static/../../radcloud/auth.py"))
+    assert missing["error"]["statusCode"] == 404
+
+
+def test_binary_assets_are_base64(tmp_path, redis_server):
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    asset = WebUI(tmp_path).asset("logo.png")
+    assert asset.binary and asset.content_type == "image/png"
+
+
+def test_page_with_cookie_is_served(redis_client, redis_server):
+    store = UserStore(redis_client)
+    store.add("alice", "clinician", "correct horse battery")
+    token = auth.issue_token(Settings.load({"token_secret": SECRET}, environ={}), store.get("alice"))
+    action = load_ui_action()
+    result = action.main(ui_args(redis_server, "/search", cookie=token))
+    assert result["statusCode"] == 200 and 'id="search-form"' in result["body"]
+    assert result["headers"]["Cache-Control"] == "no-store"
+    root = action.main(ui_args(redis_server, ""))
+    assert root["statusCode"] == 302 and root["headers"]["Location"].endswith("/ui/search")
+    assert action.main(ui_args(redis_server, "/search", cookie=token, method="post"))["statusCode"] == 405

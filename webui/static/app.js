@@ -1,0 +1,184 @@
+/* radcloud UI core: configuration, the token, calls to the web actions,
+ * small DOM helpers. Plain JS, no build step, no external requests.
+ * Every page script uses window.RC. */
+(function () {
+  "use strict";
+  const meta = (name) => (document.querySelector(`meta[name="radcloud-${name}"]`) || {}).content || "";
+  const cfg = { api: meta("api"), ui: meta("ui"), mode: meta("mode"), page: meta("page") };
+  const TOKEN_KEY = "radcloud.token";
+  const USER_KEY = "radcloud.user";
+
+  function pageUrl(name, params) {
+    const base = cfg.mode === "action" ? `${cfg.ui}/${name}` : `${name}.html`;
+    const qs = params ? new URLSearchParams(params).toString() : "";
+    return qs ? `${base}?${qs}` : base;
+  }
+
+  function claims(token) {
+    try {
+      const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      return JSON.parse(atob(part));
+    } catch (e) { return null; }
+  }
+
+  function token() {
+    const t = localStorage.getItem(TOKEN_KEY);
+    if (!t) return "";
+    const c = claims(t);
+    if (!c || (c.exp && c.exp * 1000 < Date.now())) { forget(); return ""; }
+    return t;
+  }
+  function user() { try { return JSON.parse(localStorage.getItem(USER_KEY) || "null"); } catch (e) { return null; } }
+  function remember(t, u) { localStorage.setItem(TOKEN_KEY, t); localStorage.setItem(USER_KEY, JSON.stringify(u)); }
+  function forget() { localStorage.removeItem(TOKEN_KEY); localStorage.removeItem(USER_KEY); }
+
+  function toLogin() {
+    const next = cfg.page && cfg.page !== "login" ? cfg.page + location.search : "";
+    location.replace(pageUrl("login", next ? { next } : null));
+  }
+
+  class ApiError extends Error {
+    constructor(message, status, code, field) { super(message); this.status = status; this.code = code; this.field = field; }
+  }
+
+  /* Call a web action: RC.api("query", {body: {...}}) or {method: "GET", query: {...}}.
+   * Returns the JSON body; throws ApiError with a plain-words message. */
+  async function api(action, opts) {
+    opts = opts || {};
+    const method = opts.method || (opts.body ? "POST" : "GET");
+    let url = cfg.api + action;
+    if (opts.query) {
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(opts.query)) if (v !== undefined && v !== null && v !== "") q.set(k, v);
+      const s = q.toString();
+      if (s) url += (url.includes("?") ? "&" : "?") + s;
+    }
+    const headers = { Accept: "application/json" };
+    const t = token();
+    if (t) headers.Authorization = "Bearer " + t;
+    if (opts.body) headers["Content-Type"] = "application/json";
+    let resp;
+    try {
+      resp = await fetch(url, { method, headers, body: opts.body ? JSON.stringify(opts.body) : undefined,
+                                signal: opts.signal, credentials: "same-origin" });
+    } catch (e) {
+      if (e.name === "AbortError") throw e;
+      throw new ApiError("radcloud cannot be reached. Check your network connection and try again.", 0, "network");
+    }
+    let data = null;
+    const text = await resp.text();
+    try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+    if (resp.status === 401 && !opts.noRedirect) { forget(); toLogin(); }
+    if (!resp.ok) {
+      const err = (data && (data.error || data)) || {};
+      const msg = typeof err === "string" ? err : (err.message || plainStatus(resp.status));
+      throw new ApiError(msg, resp.status, err.code, err.field);
+    }
+    return data;
+  }
+
+  function plainStatus(status) {
+    return ({ 400: "The request was not accepted.", 403: "You are not allowed to do this.",
+              404: "Not found.", 409: "This conflicts with the current state; reload and try again.",
+              429: "Too many attempts; wait a little and try again.",
+              502: "The PACS or storage did not answer properly; try again in a minute.",
+              503: "A radcloud service is unavailable; try again in a minute." })[status]
+           || `Something went wrong (HTTP ${status}). Try again.`;
+  }
+
+  /* el("tr", {class: "x", onclick: f}, child, "text", ...) — text is never parsed as HTML. */
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k === "dataset") Object.assign(node.dataset, v);
+      else node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children.flat()) if (c !== null && c !== undefined && c !== false)
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    return node;
+  }
+  const $ = (sel, root) => (root || document).querySelector(sel);
+
+  function showError(node, err) {
+    if (!node) return;
+    if (!err) { node.hidden = true; node.textContent = ""; return; }
+    node.hidden = false;
+    node.textContent = err.message || String(err);
+  }
+
+  function toast(message) {
+    const box = $("#toast");
+    if (!box) return;
+    const item = el("div", { text: message });
+    box.append(item);
+    setTimeout(() => item.remove(), 4000);
+  }
+
+  const fmt = {
+    date(d) { if (!d) return ""; d = String(d); return /^\d{8}$/.test(d) ? `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}` : d; },
+    name(n) { return n ? String(n).replace(/\^+/g, ", ").replace(/, $/, "") : ""; },
+    bytes(n) { n = Number(n) || 0; const u = ["B", "KB", "MB", "GB"]; let i = 0;
+      while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; } return `${n.toFixed(i ? 1 : 0)} ${u[i]}`; },
+    duration(s) { s = Math.max(0, Math.round(Number(s) || 0)); const m = Math.floor(s / 60);
+      return m ? `${m} min ${s % 60} s` : `${s} s`; },
+  };
+
+  /* Click-to-sort on <th><button data-sort=key>; sortFn(key, dir) re-renders. */
+  function sortable(table, sortFn) {
+    let key = null, dir = 1;
+    table.querySelectorAll("th button[data-sort]").forEach((b) => b.addEventListener("click", () => {
+      const k = b.dataset.sort;
+      dir = k === key ? -dir : 1; key = k;
+      table.querySelectorAll("th").forEach((th) => th.removeAttribute("aria-sort"));
+      b.parentElement.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
+      sortFn(k, dir);
+    }));
+  }
+  function compare(a, b) {
+    if (typeof a === "number" && typeof b === "number") return a - b;
+    return String(a ?? "").localeCompare(String(b ?? ""), undefined, { numeric: true, sensitivity: "base" });
+  }
+
+  function csv(rows) {
+    const cell = (v) => { v = v === null || v === undefined ? "" : String(v);
+      if (/^[=+\-@]/.test(v)) v = "'" + v; // no formula injection in spreadsheets
+      return /[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v; };
+    return rows.map((r) => r.map(cell).join(",")).join("\r\n") + "\r\n";
+  }
+  function download(name, text, type) {
+    const url = URL.createObjectURL(new Blob([text], { type: type || "text/csv" }));
+    const a = el("a", { href: url, download: name });
+    document.body.append(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  }
+
+  /* Hand-over between pages (selected studies → pull → run), per tab. */
+  const state = {
+    get(k, d) { try { const v = sessionStorage.getItem("radcloud." + k); return v ? JSON.parse(v) : d; } catch (e) { return d; } },
+    set(k, v) { sessionStorage.setItem("radcloud." + k, JSON.stringify(v)); },
+  };
+
+  async function logout() {
+    forget();
+    try { await fetch(cfg.api + "login", { method: "DELETE", credentials: "same-origin" }); } catch (e) { /* offline: token is gone anyway */ }
+    location.replace(pageUrl("login"));
+  }
+
+  window.RC = { cfg, pageUrl, api, ApiError, token, user, remember, forget, toLogin, el, $, showError, toast,
+                fmt, sortable, compare, csv, download, state, claims };
+
+  // Every page but login needs a token; without one, go to the login page.
+  if (cfg.page !== "login" && !token()) { toLogin(); return; }
+  document.addEventListener("DOMContentLoaded", () => {
+    const u = user();
+    const who = $("#who-name");
+    if (who && u) who.textContent = `${u.name} (${u.role})`;
+    if (u && u.role === "admin") document.querySelectorAll(".admin-only").forEach((n) => { n.hidden = false; });
+    const out = $("#logout");
+    if (out) out.addEventListener("click", logout);
+  });
+})();

@@ -1,0 +1,121 @@
+/* Jobs: the list, and one job live (long-poll on the status action):
+ * per-shard progress, elapsed time, exit reasons, log tail, cancel/retry. */
+(function () {
+  "use strict";
+  const { $, el, api, fmt, showError, pageUrl, toast } = window.RC;
+  const FINAL = ["succeeded", "failed", "partial", "cancelled"];
+  const tbody = $("#jobs tbody");
+  const detail = $("#job-detail");
+  let selected = new URLSearchParams(location.search).get("job");
+  let job = null;
+  let pollCtl = null;
+  let listTimer = null;
+
+  const elapsed = (j) => {
+    const start = Number(j.started_at || j.created_at || 0);
+    if (!start) return "";
+    const end = Number(j.finished_at || 0) || (FINAL.includes(j.state) ? Number(j.updated_at || 0) : 0) || Date.now() / 1000;
+    return fmt.duration(end - start);
+  };
+  const pct = (a, b) => (b ? Math.round((100 * a) / b) : 0);
+
+  async function loadList() {
+    clearTimeout(listTimer);
+    try {
+      const res = await api("status", { method: "GET", query: { state: $("#job-filter").value, limit: 50 } });
+      renderList(res.jobs || []);
+      showError($("#jobs-error"), null);
+    } catch (err) { showError($("#jobs-error"), err); }
+    listTimer = setTimeout(loadList, 5000);
+  }
+
+  function renderList(jobs) {
+    tbody.replaceChildren();
+    if (!jobs.length) tbody.append(el("tr", { class: "empty" }, el("td", { colspan: 5 }, "No jobs yet. Start one on the Run page.")));
+    for (const j of jobs) {
+      const p = j.progress || {};
+      tbody.append(el("tr", { class: "clickable" + (j.id === selected ? " selected" : ""), tabindex: 0, dataset: { job: j.id },
+                               onclick: () => select(j.id), onkeydown: (e) => { if (e.key === "Enter") select(j.id); } },
+        el("td", {}, el("code", {}, j.id.slice(0, 12))), el("td", {}, j.plugin || ""),
+        el("td", {}, el("span", { class: `state ${j.state}` }, j.state), j.cached ? el("span", { class: "badge cached" }, " cached") : ""),
+        el("td", {}, `${p.shards_done ?? 0}/${p.shards_total ?? 0} shards`), el("td", {}, elapsed(j))));
+    }
+  }
+
+  function select(id) {
+    selected = id;
+    history.replaceState(null, "", pageUrl("jobs", { job: id }));
+    tbody.querySelectorAll("tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.job === id));
+    watch(id);
+  }
+
+  async function watch(id) {
+    if (pollCtl) pollCtl.abort();
+    const ctl = new AbortController();
+    pollCtl = ctl;
+    job = null;
+    let since = null;
+    for (let i = 0; i < 10000 && !ctl.signal.aborted; i++) {  // bounded; each turn waits ≤ 25 s
+      try {
+        const query = since === null ? {} : { wait: 25, since };
+        const j = await api(`status/${encodeURIComponent(id)}`, { method: "GET", query, signal: ctl.signal });
+        job = j; since = j.version;
+        renderDetail(j);
+        $("#live").textContent = FINAL.includes(j.state) ? "" : "Live";
+        if (FINAL.includes(j.state)) { loadList(); break; }
+      } catch (err) {
+        if (err.name === "AbortError") return;
+        showError($("#jobs-error"), err);
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    }
+  }
+
+  function renderDetail(j) {
+    detail.hidden = false;
+    const p = j.progress || {};
+    const final = FINAL.includes(j.state);
+    const shards = j.shards || [];
+    const failed = shards.filter((s) => s.state === "failed");
+    detail.replaceChildren(
+      el("div", { class: "bar" }, el("h2", {}, `${j.plugin || "Job"} `, el("code", {}, j.id.slice(0, 12))),
+        el("span", { class: `state ${j.state}`, id: "job-state" }, j.state),
+        j.cached ? el("span", { class: "badge cached", title: "Same plugin, parameters and images as an earlier job: its results are reused." }, "cached result") : ""),
+      el("p", { class: "muted", id: "job-elapsed" }, `Elapsed: ${elapsed(j)}`),
+      el("div", { class: "progress" + (j.state === "succeeded" ? " done" : ["failed", "partial"].includes(j.state) ? " failed" : ""),
+                  role: "progressbar", "aria-valuemin": 0, "aria-valuemax": p.shards_total || 0, "aria-valuenow": p.shards_done || 0,
+                  "aria-label": "Job progress" },
+        el("span", { style: `width:${final && j.state === "succeeded" ? 100 : pct(p.shards_done, p.shards_total)}%` })),
+      el("p", {}, `${p.shards_done ?? 0} of ${p.shards_total ?? 0} shards done` +
+        (p.instances_total ? ` · ${p.instances_done}/${p.instances_total} images` : "")),
+      j.reason ? el("p", { class: final && j.state !== "succeeded" ? "error" : "muted" }, j.reason) : "",
+      el("div", { class: "bar" },
+        !final ? el("button", { type: "button", onclick: () => act("cancel") }, "Cancel") : "",
+        ["failed", "partial"].includes(j.state) ? el("button", { type: "button", onclick: () => act("retry") }, "Retry failed shards") : "",
+        ["succeeded", "partial"].includes(j.state) ? el("a", { class: "button primary", href: pageUrl("view", { job: j.id }), id: "view-results" }, "View results") : ""),
+      el("table", { class: "data" },
+        el("thead", {}, el("tr", {}, ["Shard", "State", "Progress", "Time", "Exit"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, shards.map((s) => el("tr", {},
+          el("td", {}, s.id), el("td", {}, el("span", { class: `state ${s.state}` }, s.state)),
+          el("td", {}, s.instances_total ? `${s.instances_done || 0}/${s.instances_total}` : ""),
+          el("td", {}, s.started_at ? fmt.duration((Number(s.finished_at) || Date.now() / 1000) - Number(s.started_at)) : ""),
+          el("td", {}, s.reason ? `${s.reason}${s.exit_code !== undefined && s.exit_code !== null ? ` (exit ${s.exit_code})` : ""}` : ""))))),
+      ...failed.filter((s) => s.stderr_tail).slice(0, 3).map((s) =>
+        el("details", { open: true }, el("summary", {}, `Log tail of ${s.id}`), el("pre", { class: "log" }, s.stderr_tail))));
+  }
+
+  async function act(what) {
+    if (!job) return;
+    try {
+      await api(`status/${encodeURIComponent(job.id)}/${what}`, { method: "POST", body: {} });
+      toast(what === "cancel" ? "Cancel requested." : "Failed shards restarted.");
+      watch(job.id);
+    } catch (err) { showError($("#jobs-error"), err); }
+  }
+
+  // The elapsed time ticks while a job runs, without a request per second.
+  setInterval(() => { if (job && !FINAL.includes(job.state)) { const n = $("#job-elapsed"); if (n) n.textContent = `Elapsed: ${elapsed(job)}`; } }, 1000);
+  $("#job-filter").addEventListener("change", loadList);
+  loadList();
+  if (selected) watch(selected);
+})();

@@ -1,0 +1,27 @@
+/* Login: POST user name + password to the login action, keep the token. */
+(function () {
+  "use strict";
+  const { $, api, remember, pageUrl, showError } = window.RC;
+  const form = $("#login-form");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const button = form.querySelector("button");
+    button.disabled = true;
+    showError($("#login-error"), null);
+    try {
+      const res = await api("login", { body: { username: $("#username").value.trim(), password: $("#password").value },
+                                       noRedirect: true });
+      remember(res.token, res.user);
+      const next = new URLSearchParams(location.search).get("next") || "search";
+      const [page, query] = next.split("?");
+      const safe = /^[a-z]+$/.test(page) ? page : "search"; // never an open redirect
+      location.replace(pageUrl(safe) + (query ? "?" + query : ""));
+    } catch (err) {
+      $("#password").value = "";
+      showError($("#login-error"), err.status === 401 ? new Error("Wrong user name or password.") : err);
+      $("#password").focus();
+    } finally {
+      button.disabled = false;
+    }
+  });
+})();

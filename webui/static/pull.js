@@ -1,0 +1,119 @@
+/* Pull: stage the selected studies/series into radcloud's storage, with a
+ * live bar per series (instances n/N), plain-words errors and retry. */
+(function () {
+  "use strict";
+  const { $, el, api, fmt, showError, state, pageUrl } = window.RC;
+  const selection = state.get("selection", { studies: [], series: [] });
+  const list = $("#pull-list");
+  const startBtn = $("#start-pull");
+  let pull = state.get("pull", null);   // {retrieve_id, status}
+  let timer = null;
+
+  const studyLabel = (s) => `${fmt.name(s.PatientName) || "(no name)"} · ${s.PatientID || ""} · ${fmt.date(s.StudyDate)} · ${s.StudyDescription || "study"}`;
+  const nStudies = selection.studies.length, nSeries = selection.series.length;
+  if (nStudies + nSeries) {
+    $("#pull-summary").textContent = `${nStudies} ${nStudies === 1 ? "study" : "studies"}` +
+      (nSeries ? ` and ${nSeries} series` : "") + " selected.";
+    startBtn.disabled = false;
+  }
+  const known = {};  // SeriesInstanceUID -> label
+  selection.series.forEach((se) => { known[se.SeriesInstanceUID] = `Series ${se.SeriesNumber ?? ""} ${se.SeriesDescription || ""}`; });
+
+  function plain(err) {
+    const text = typeof err === "string" ? err : (err && (err.message || err.reason || err.error)) || "";
+    if (/timed? ?out/i.test(text)) return "The PACS took too long to answer. Retry; if it keeps failing, the PACS may be overloaded.";
+    if (/unreachable|connection|refused/i.test(text)) return "The PACS could not be reached. Retry in a minute.";
+    if (/not found|unknown/i.test(text)) return "The PACS no longer has these images (or the identifier is wrong).";
+    if (/md5|checksum/i.test(text)) return "An image arrived damaged. Retry to copy it again.";
+    return text || "This series could not be copied. Retry.";
+  }
+
+  function renderPlan() {
+    list.replaceChildren();
+    for (const s of selection.studies) list.append(el("div", { class: "card pull-item" }, el("strong", {}, studyLabel(s)),
+      el("div", { class: "muted" }, `${s.NumberOfStudyRelatedSeries ?? "?"} series, ${s.NumberOfStudyRelatedInstances ?? "?"} images`)));
+    for (const se of selection.series) list.append(el("div", { class: "card pull-item" },
+      el("strong", {}, se._study ? studyLabel(se._study) : "Study"), el("div", {}, known[se.SeriesInstanceUID])));
+  }
+
+  function renderStatus(st) {
+    list.replaceChildren();
+    const card = el("div", { class: "card pull-item" });
+    const overall = st.instances_total ? Math.round(100 * st.instances_done / st.instances_total) : 0;
+    card.append(el("div", { class: "bar" }, el("strong", {}, "Overall"),
+      el("span", { class: `state ${st.state}` }, st.state),
+      el("span", { class: "muted" }, `${st.series_done}/${st.series_total} series · ${st.instances_done}/${st.instances_total} images · ${fmt.bytes(st.bytes)}`)));
+    for (const s of st.series || []) {
+      const pct = s.total ? Math.round(100 * s.done / s.total) : (s.state === "succeeded" ? 100 : 0);
+      const bad = ["failed", "stalled"].includes(s.state);
+      const row = el("div", { class: "row", dataset: { series: s.SeriesInstanceUID, state: s.state } },
+        el("span", {}, known[s.SeriesInstanceUID] || `Series …${s.SeriesInstanceUID.slice(-8)}`),
+        el("div", { class: "progress" + (s.state === "succeeded" ? " done" : bad ? " failed" : ""), role: "progressbar",
+                    "aria-valuemin": 0, "aria-valuemax": s.total || 0, "aria-valuenow": s.done,
+                    "aria-label": `Series progress: ${s.done} of ${s.total} images` },
+          el("span", { style: `width:${pct}%` })),
+        el("span", { class: "count" }, `${s.done}/${s.total}`),
+        el("span", { class: `state ${s.state}` }, s.state));
+      card.append(row);
+      if (bad || (s.errors && s.errors.length)) {
+        const first = s.reason || (s.errors && s.errors[0]);
+        card.append(el("div", { class: "row" }, el("span", {}),
+          el("span", { class: "error" }, plain(first)),
+          el("span", {}), bad ? el("button", { type: "button", onclick: retry }, "Retry") : ""));
+      }
+    }
+    list.append(card);
+    const finished = ["succeeded", "partial", "failed"].includes(st.state);
+    $("#to-run").hidden = !(st.state === "succeeded" || st.state === "partial");
+    if (finished) {
+      const okSeries = (st.series || []).filter((s) => s.state === "succeeded").map((s) => s.SeriesInstanceUID);
+      state.set("staged", { retrieve_id: st.retrieve_id, series: okSeries, studies: selection.studies, at: Date.now() });
+    }
+    return finished;
+  }
+
+  async function poll() {
+    clearTimeout(timer);
+    if (!pull) return;
+    try {
+      const st = await api("retrieve", { method: "GET", query: { retrieve_id: pull.retrieve_id } });
+      showError($("#pull-error"), null);
+      const finished = renderStatus(st);
+      if (!finished) timer = setTimeout(poll, 400);
+    } catch (err) {
+      showError($("#pull-error"), err);
+      timer = setTimeout(poll, 3000);
+    }
+  }
+
+  async function start(body) {
+    startBtn.disabled = true;
+    showError($("#pull-error"), null);
+    try {
+      const res = await api("retrieve", { body });
+      pull = { retrieve_id: res.retrieve_id, body: { ...body, retrieve_id: undefined } };
+      state.set("pull", pull);
+      if (res.series) renderStatus(res);
+      poll();
+    } catch (err) {
+      showError($("#pull-error"), err);
+      startBtn.disabled = false;
+    }
+  }
+
+  function retry() {
+    // A rerun of the same retrieve skips what is already staged (same MD5)
+    // and finishes the rest, so retrying the whole request is cheap.
+    start({ ...(pull && pull.body), retrieve_id: pull && pull.retrieve_id });
+  }
+
+  startBtn.addEventListener("click", () => {
+    const body = {};
+    if (selection.studies.length) body.StudyInstanceUID = selection.studies.map((s) => s.StudyInstanceUID);
+    if (selection.series.length) body.SeriesInstanceUID = selection.series.map((s) => s.SeriesInstanceUID);
+    start(body);
+  });
+  $("#to-run").href = pageUrl("run");
+
+  if (pull && pull.retrieve_id) { startBtn.disabled = true; poll(); } else renderPlan();
+})();

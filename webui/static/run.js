@@ -1,0 +1,102 @@
+/* Run: pick a plugin, fill a form generated from its ChRIS descriptor,
+ * dispatch it on the staged images, then watch it on the Jobs page. */
+(function () {
+  "use strict";
+  const { $, el, api, cfg, token, showError, state, pageUrl } = window.RC;
+  const staged = state.get("staged", null);
+  const listBox = $("#plugin-list");
+  const fields = $("#param-fields");
+  const runBtn = $("#run-btn");
+  let plugins = [];
+  let current = null;
+
+  if (staged && (staged.retrieve_id || (staged.series || []).length)) {
+    const n = (staged.series || []).length;
+    $("#run-inputs").textContent = `Inputs: ${n} staged series from your last pull` +
+      ((staged.studies || []).length ? ` (${staged.studies.length} ${staged.studies.length === 1 ? "study" : "studies"})` : "") + ".";
+  }
+
+  async function loadPlugins() {
+    const url = cfg.mode === "action" ? `${cfg.ui}/plugins.json` : "plugins.json";
+    try {
+      const resp = await fetch(url, { credentials: "same-origin", headers: { Authorization: "Bearer " + token() } });
+      if (!resp.ok) throw new Error(`The plugin list could not be loaded (HTTP ${resp.status}).`);
+      plugins = (await resp.json()).plugins || [];
+    } catch (err) {
+      showError($("#run-error"), err);
+      return;
+    }
+    listBox.replaceChildren();
+    if (!plugins.length) listBox.append(el("p", { class: "muted" }, "No plugins are installed."));
+    plugins.forEach((p, i) => {
+      const input = el("input", { type: "radio", name: "plugin", value: p.name, id: `plugin-${i}`,
+                                  onchange: () => choose(p) });
+      listBox.append(el("label", { for: `plugin-${i}` }, input, " ",
+        el("span", { class: "title" }, p.title || p.name), " ", el("span", { class: "badge" }, `v${p.version || "?"}`),
+        el("span", { class: "desc" }, p.description || "")));
+    });
+    const wanted = new URLSearchParams(location.search).get("plugin");
+    const pre = plugins.find((p) => p.name === wanted) || (plugins.length === 1 ? plugins[0] : null);
+    if (pre) { listBox.querySelector(`input[value="${CSS.escape(pre.name)}"]`).checked = true; choose(pre); }
+  }
+
+  function choose(p) {
+    current = p;
+    $("#plugin-about").textContent = `${p.title || p.name}: ${p.description || ""}`;
+    fields.replaceChildren();
+    for (const prm of p.parameters || []) fields.append(field(prm));
+    runBtn.disabled = !(staged && (staged.retrieve_id || (staged.series || []).length));
+    if (runBtn.disabled) showError($("#run-error"), new Error("Pull some studies first: there is nothing staged to run on."));
+  }
+
+  function field(prm) {
+    const id = `param-${prm.name}`;
+    const help = prm.help ? el("div", { class: "help", id: id + "-help" }, prm.help) : null;
+    const described = help ? id + "-help" : undefined;
+    let input;
+    if (prm.type === "bool") {
+      input = el("input", { type: "checkbox", id, name: prm.name, checked: !!prm.default, "aria-describedby": described });
+      return el("div", { class: "param" }, el("label", { for: id }, input, " ", prm.name), help);
+    }
+    if (prm.type === "int" || prm.type === "float") {
+      input = el("input", { type: "number", id, name: prm.name, step: prm.type === "int" ? "1" : "any",
+                            value: prm.default ?? "", required: !prm.optional, "aria-describedby": described });
+    } else {
+      input = el("input", { type: "text", id, name: prm.name, value: prm.default ?? "", required: !prm.optional,
+                            "aria-describedby": described });
+    }
+    return el("div", { class: "param" }, el("label", { for: id }, prm.name, prm.optional ? "" : " (required)"), input, help);
+  }
+
+  function values() {
+    const out = {};
+    for (const prm of current.parameters || []) {
+      const input = fields.querySelector(`[name="${CSS.escape(prm.name)}"]`);
+      if (!input) continue;
+      if (prm.type === "bool") { if (input.checked !== !!prm.default) out[prm.name] = input.checked; continue; }
+      if (input.value === "" || String(prm.default ?? "") === input.value) continue;
+      out[prm.name] = prm.type === "int" ? parseInt(input.value, 10) : prm.type === "float" ? parseFloat(input.value) : input.value;
+    }
+    return out;
+  }
+
+  $("#run-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!current) return;
+    runBtn.disabled = true;
+    showError($("#run-error"), null);
+    const inputs = staged.retrieve_id ? { retrieve: staged.retrieve_id } : { series: staged.series };
+    try {
+      const res = await api("dispatch", { body: {
+        plugin: current.name, params: values(), inputs,
+        options: { deidentify: $("#opt-deid").checked, push_to_pacs: $("#opt-push").checked, force: $("#opt-force").checked } } });
+      state.set("lastJob", res.job_id);
+      location.href = pageUrl("jobs", { job: res.job_id });
+    } catch (err) {
+      showError($("#run-error"), err);
+      runBtn.disabled = false;
+    }
+  });
+
+  loadPlugins();
+})();
