@@ -87,7 +87,8 @@ def stage_code(workdir: Path, action: ActionCode) -> str | None:
 class Container:
     """A launcher process speaking the actionloop protocol; not thread-safe (one run at a time)."""
 
-    def __init__(self, cid: str, workdir: Path, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(self, cid: str, workdir: Path, argv: list[str], env: dict[str, str],
+                 preload: tuple[str, ...] = ()) -> None:
         self.cid = cid
         self.workdir = workdir
         self.initialized = False
@@ -100,7 +101,7 @@ class Container:
         r3, w3 = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                [*argv, str(w3)],
+                [*argv, str(w3), *([",".join(preload)] if preload else [])],
                 cwd=workdir,
                 env=env,
                 stdin=r0,

@@ -1,6 +1,7 @@
 """Action-side launcher: the actionloop contract of OpenWhisk's Python runtime, stdlib only.
 
-Run as ``python -u launcher.py <result-fd>`` in the container's working directory.
+Run as ``python -u launcher.py <result-fd> [<module,module>]`` in the container's
+working directory (the optional modules are imported up front by stem cells).
 It is the same contract as openwhisk-runtime-python's launcher.py, with one
 addition so that a process can be started before its code exists (a prewarmed
 "stem cell"): the first stdin line is the init message
@@ -91,6 +92,12 @@ def main():
     if fd != 3:
         os.dup2(fd, 3)
         os.close(fd)
+    # A stem cell may import heavy libraries (numpy...) before it knows its action.
+    for name in filter(None, (sys.argv[2] if len(sys.argv) > 2 else "").split(",")):
+        try:
+            __import__(name)
+        except Exception:
+            pass
     out = os.fdopen(3, "wb")
     stdin = sys.stdin.buffer
     first = stdin.readline()

@@ -135,3 +135,14 @@ def test_runtime_imports_nothing_of_radcloud_or_dicom():
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('radcloud', 'pydicom', 'pynetdicom')))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_stem_cells_preload_modules_and_actions_see_them(make_runtime):
+    rt = make_runtime(prewarm=1, preload=("xml.dom.minidom",))
+    assert wait_for(lambda: rt.stats()["prewarm"] == 1)
+    probe = echo("pre", code="import sys\ndef main(a):\n    return {'pre': 'xml.dom.minidom' in sys.modules}\n")
+    assert invoke(rt, probe, {}).result == {"pre": True}
+    cold = echo("nopre", code="import sys\ndef main(a):\n    return {'pre': 'xml.dom.minidom' in sys.modules}\n")
+    rt.shutdown()
+    plain = make_runtime(prewarm=0, preload=("xml.dom.minidom",))
+    assert invoke(plain, cold, {}).result == {"pre": False}  # only stem cells preload
