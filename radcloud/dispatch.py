@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -59,6 +60,7 @@ class Options:
     deidentify: bool = False
     push_to_pacs: bool = False
     force: bool = False
+    wait_staged: int = 0  # seconds to wait for a running retrieve (pull-and-run sets it)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> "Options":
@@ -82,6 +84,8 @@ class Options:
                              field="shard_by")
         if not 1 <= opts.shard_size <= 10000:
             raise BadRequest("shard_size must be between 1 and 10000", field="shard_size")
+        if not 0 <= opts.wait_staged <= 55:
+            raise BadRequest("wait_staged must be between 0 and 55 seconds", field="wait_staged")
         if not 0 <= opts.priority <= 9:
             raise BadRequest("priority must be between 0 (normal) and 9 (most urgent)", field="priority")
         return opts
@@ -130,7 +134,7 @@ class Dispatcher:
         if not isinstance(inputs, Mapping) or not inputs:
             raise BadRequest("'inputs' must name a retrieve id, series UIDs or object prefixes, "
                              "e.g. {\"series\": [\"1.2.3\"]}", field="inputs")
-        series = self.staging.resolve(inputs)                  # NotFound / Conflict per series
+        series = self._resolve(inputs, opts.wait_staged)      # NotFound / Conflict per series
         if not series:
             raise BadRequest("the inputs name no staged series", field="inputs")
         incomplete = [s.series_uid for s in series if not s.complete]
@@ -160,6 +164,21 @@ class Dispatcher:
         self.fan_out(job_id, [s.id for s in shards])
         return {"job_id": job_id, "state": self.jobs.get(job_id)["state"], "cached": False,
                 "shards": len(shards)}
+
+    def _resolve(self, inputs: Mapping[str, Any], wait_s: int) -> list[StagedSeries]:
+        """Resolve inputs; a retrieve still staging is waited for, bounded by ``wait_s``.
+
+        Retrieve records have no event stream to block on, so this polls
+        (4 times a second) — only in dispatch, only for ``wait_staged``.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self.staging.resolve(inputs)
+            except Conflict as exc:
+                if not exc.details.get("running") or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.25)
 
     def fan_out(self, job_id: str, shard_ids: list[str]) -> None:
         """Invoke one plugin action per (pending) shard, recording activation ids.
@@ -211,6 +230,10 @@ def request_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     nested = request.pop("run", None)
     if isinstance(nested, Mapping):
         request = {**request, **nested}
+        # At the end of pull-and-run the retrieve has only just started: wait for it.
+        options = dict(request.get("options") or {})
+        options.setdefault("wait_staged", 50)
+        request["options"] = options
     if not request.get("inputs"):
         rid = request.get("retrieve_id") or (request.get("retrieve") if isinstance(request.get("retrieve"), str) else None)
         if rid:

@@ -84,7 +84,8 @@ class ManifestStaging:
         running = [s["SeriesInstanceUID"] for s in status["series"] if s["state"] in ("queued", "running")]
         if running:
             raise Conflict(f"retrieve {rid} is still staging {len(running)} of {status['series_total']} "
-                           "series; dispatch when it has finished", field="retrieve", series=running[:10])
+                           "series; dispatch when it has finished", field="retrieve", series=running[:10],
+                           running=True)
         failed = [s["SeriesInstanceUID"] for s in status["series"]
                   if s["state"] != "succeeded" or not s.get("manifest")]
         if failed:

@@ -153,7 +153,8 @@ def test_retrieve_input_and_sequence_request_shape(world, redis_client):
     progress = Progress(redis_client)
     rid = progress.create([{"SeriesInstanceUID": "1.2.1", "StudyInstanceUID": "1.2"}], source="local", layout="uid")
     request = request_from_params({"retrieve_id": rid, "run": {"plugin": "copy", "params": {}}})
-    assert request["inputs"] == {"retrieve": rid}
+    assert request["inputs"] == {"retrieve": rid} and request["options"]["wait_staged"] == 50
+    request["options"]["wait_staged"] = 0
     with pytest.raises(Conflict) as err:  # still queued
         world.make(FakeInvoker()).dispatch(request, "a")
     assert "still staging" in err.value.message
@@ -163,3 +164,19 @@ def test_retrieve_input_and_sequence_request_shape(world, redis_client):
     assert job["shards_total"] == 1 and job["shards"][0]["input_prefix"] == mkey_prefix
     with pytest.raises(NotFound):
         world.make(FakeInvoker()).dispatch(request_from_params({"retrieve_id": "r2", "plugin": "copy"}), "a")
+
+
+def test_pull_and_run_waits_for_a_running_retrieve(world, redis_client):
+    import threading
+
+    from radcloud.progress import Progress
+
+    stage_series(world.store, "1.2", "1.2.1", 1)
+    progress = Progress(redis_client)
+    rid = progress.create([{"SeriesInstanceUID": "1.2.1", "StudyInstanceUID": "1.2"}], source="local", layout="uid")
+    threading.Timer(0.4, lambda: progress.update(rid, "1.2.1", state="succeeded",
+                                                 manifest="manifests/1.2/1.2.1.json")).start()
+    request = request_from_params({"retrieve_id": rid, "state": "running", "series": [{"x": 1}],
+                                   "run": {"plugin": "copy", "options": {"wait_staged": 5}}})
+    answer = world.make(FakeInvoker()).dispatch(request, "a")
+    assert world.jobs.get(answer["job_id"])["shards_total"] == 1
