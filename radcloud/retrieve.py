@@ -190,7 +190,8 @@ class Stager:
         todo = instances[start:]
         with ThreadPoolExecutor(self.workers) as pool:
             while index < len(instances):
-                if budget_s is not None and self.clock() - t0 > budget_s:
+                # Check after the first batch: every activation makes progress.
+                if index > start and budget_s is not None and self.clock() - t0 > budget_s:
                     break
                 batch = todo[index - start:index - start + self.workers * 4]
                 for result in pool.map(lambda inst: self._one(inst, tags, prefix, staged), batch):

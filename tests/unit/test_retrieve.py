@@ -1,0 +1,162 @@
+"""Staging series with fakes: streaming, skip-if-staged, errors recorded, continuation, manifests."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from radcloud import retrieve as r
+from radcloud.errors import BadRequest, NotFound
+from radcloud.orthanc import Orthanc
+from radcloud.progress import Progress
+from radcloud.storage import ObjectStore
+from pacs_fakes import FakeMinio, FakeOrthanc
+
+
+@pytest.fixture
+def fake():
+    f = FakeOrthanc()
+    f.add_study("st1", "1.2.1", "MRN1", "20250102", StudyDescription="CT CHEST", AccessionNumber="ACC1")
+    f.add_series("se1", "st1", "1.2.1.1", 5)
+    f.add_series("se2", "st1", "1.2.1.2", 2, number=2)
+    return f
+
+
+@pytest.fixture
+def env(fake, redis_client):
+    orthanc = Orthanc("http://o", session=fake)
+    store = ObjectStore(FakeMinio(), "b")
+    progress = Progress(redis_client)
+    return orthanc, store, progress
+
+
+def start(env, fake, **kw):
+    orthanc, store, progress = env
+    series = r.plan(r.parse_request({"StudyInstanceUID": "1.2.1", **kw}), orthanc)
+    rid = progress.create(series, source="orthanc", layout=kw.get("layout", "uid"))
+    return rid, series, r.Stager(orthanc, store, progress, layout=kw.get("layout", "uid"))
+
+
+def test_parse_request_validates_before_any_call():
+    for params, field in [({}, "StudyInstanceUID"), ({"StudyInstanceUID": "1.02"}, "StudyInstanceUID"),
+                          ({"SeriesInstanceUID": ["1.2", "x"]}, "SeriesInstanceUID"),
+                          ({"StudyInstanceUID": "1.2", "layout": "flat"}, "layout"),
+                          ({"StudyInstanceUID": "1.2", "bogus": 1}, "bogus"),
+                          ({"StudyInstanceUID": "1.2", "modality": "a b"}, "modality"),
+                          ({"StudyInstanceUID": "1.2", "pacs_name": "../x"}, "pacs_name")]:
+        with pytest.raises(BadRequest) as err:
+            r.parse_request(params)
+        assert err.value.field == field
+
+
+def test_plan_names_unknown_uids(env):
+    with pytest.raises(NotFound) as err:
+        r.plan(r.parse_request({"StudyInstanceUID": ["1.2.1", "1.2.99"]}), env[0])
+    assert "1.2.99" in err.value.message and "1.2.1," not in err.value.message
+
+
+def test_stage_study_streams_every_instance_with_orthanc_md5(env, fake):
+    rid, series, stager = start(env, fake)
+    assert [s["total"] for s in series] == [5, 2]
+    for s in series:
+        assert stager.stage(rid, s)["state"] == "succeeded"
+    store, progress = env[1], env[2]
+    objects = store.client.objects
+    for inst in fake.instances.values():
+        key = f"staged/1.2.1/{inst.sop.rsplit('.', 1)[0]}/{inst.sop}.dcm"
+        assert objects[key]["data"] == inst.data
+        assert objects[key]["meta"]["x-amz-meta-md5"] == hashlib.md5(inst.data).hexdigest()
+    manifest = store.get_json("staged/1.2.1/1.2.1.1/manifest.json")
+    assert manifest["complete"] and manifest["count"] == manifest["expected"] == 5
+    assert [i["InstanceNumber"] for i in manifest["instances"]] == [1, 2, 3, 4, 5]
+    assert "PatientName" not in manifest["tags"] and "MRN1" not in str(manifest)
+    status = progress.status(rid)
+    assert status["state"] == "succeeded"
+    assert status["instances_done"] == status["instances_total"] == 7
+    assert status["bytes"] == sum(len(i.data) for i in fake.instances.values())
+    assert progress.redis.get("radcloud:staged:series:1.2.1.1") == "staged/1.2.1/1.2.1.1/manifest.json"
+
+
+def test_rerun_is_a_no_op(env, fake):
+    rid, series, stager = start(env, fake)
+    for s in series:
+        stager.stage(rid, s)
+    puts = env[1].client.puts
+    rid2, series, stager = start(env, fake)
+    results = [stager.stage(rid2, s) for s in series]
+    assert env[1].client.puts == puts + 2  # only the two manifests are rewritten
+    assert [x["skipped"] for x in results] == [5, 2] and all(x["bytes"] == 0 for x in results)
+
+
+def test_broken_stream_is_recorded_and_rerun_finishes(env, fake):
+    rid, series, stager = start(env, fake)
+    fake.broken = {"se1-i3"}
+    result = stager.stage(rid, series[0])
+    assert result["state"] == "failed"
+    assert result["errors"][0]["SOPInstanceUID"] == "1.2.1.1.3"
+    status = env[2].status(rid)
+    assert status["series"][0]["state"] == "failed" and "1 of 5" in status["series"][0]["reason"]
+    assert not any(k.endswith("1.2.1.1.3.dcm") for k in env[1].client.objects)  # nothing half-written
+    fake.broken = set()
+    rid2, series, stager = start(env, fake)
+    again = stager.stage(rid2, series[0])
+    assert again["state"] == "succeeded" and again["skipped"] == 4 and again["done"] == 5
+
+
+def test_md5_mismatch_never_stored(env, fake):
+    rid, series, stager = start(env, fake)
+    fake.bad_md5 = {"se2-i1"}
+    result = stager.stage(rid, series[1])
+    assert result["state"] == "failed" and "MD5" in result["errors"][0]["error"]
+    assert not any(k.endswith("1.2.1.2.1.dcm") for k in env[1].client.objects)
+
+
+def test_orthanc_down_fails_the_series_with_the_reason(env, fake):
+    rid, series, stager = start(env, fake)
+    fake.down = True
+    result = stager.stage(rid, series[0])
+    assert result["state"] == "failed" and "unreachable" in result["reason"]
+    assert env[2].status(rid)["series"][0]["state"] == "failed"
+    assert env[2].status(rid)["state"] == "running"  # the other series is still queued
+
+
+def test_s3_refusing_stops_after_a_streak(env, fake):
+    rid, series, stager = start(env, fake)
+    env[1].client.refuse = "AccessDenied"
+    result = stager.stage(rid, series[0])
+    assert result["state"] == "failed" and "AccessDenied" in result["reason"]
+
+
+def test_budget_exhausted_returns_the_next_index(env, fake):
+    orthanc, store, progress = env
+    rid, series, _ = start(env, fake)
+    ticks = iter(range(0, 10_000, 10))
+    stager = r.Stager(orthanc, store, progress, clock=lambda: next(ticks))
+    first = stager.stage(rid, series[0], budget_s=25)
+    assert first["state"] == "staging" and 0 < first["next"] < 5
+    rest = r.Stager(orthanc, store, progress).stage(rid, series[0], start=first["next"])
+    assert rest["state"] == "succeeded"
+    assert store.get_json("staged/1.2.1/1.2.1.1/manifest.json")["count"] == 5
+    assert progress.status(rid)["series"][0]["done"] == 5
+
+
+def test_remote_series_is_moved_first(env, fake):
+    orthanc, store, progress = env
+    rid = progress.create([{"SeriesInstanceUID": "1.2.1.2"}], source="modality:PACS", layout="uid")
+    result = r.Stager(orthanc, store, progress).stage(
+        rid, {"StudyInstanceUID": "1.2.1", "SeriesInstanceUID": "1.2.1.2", "orthanc_id": None}, modality="PACS")
+    assert fake.moves == [{"Level": "Series", "Asynchronous": True,
+                           "Resources": [{"StudyInstanceUID": "1.2.1", "SeriesInstanceUID": "1.2.1.2"}]}]
+    assert result["state"] == "succeeded"
+
+
+def test_chris_layout_keys(env, fake):
+    rid, series, stager = start(env, fake, layout="chris", pacs_name="PACS")
+    stager.pacs_name = "PACS"
+    stager.stage(rid, series[0])
+    keys = sorted(k for k in env[1].client.objects if k.endswith(".dcm"))
+    assert keys[0].startswith("SERVICES/PACS/PACS/MRN1-DOE^JANE-19700101/CT CHEST-ACC1-20250102/00001-AXIAL-")
+    assert keys[0].endswith("/0001-1.2.1.1.1.dcm")
+    manifest = env[1].get_json("staged/1.2.1/1.2.1.1/manifest.json")
+    assert manifest["prefix"].startswith("SERVICES/PACS/PACS/") and manifest["tags"]["PatientID"] == "MRN1"

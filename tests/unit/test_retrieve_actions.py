@@ -1,0 +1,127 @@
+"""The query, retrieve and retrieve-series actions' handlers with injected fakes (real private Redis)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from radcloud.action import Request, run
+from radcloud.errors import BadRequest, TooManyRequests, UpstreamError
+from radcloud.orthanc import Orthanc
+from radcloud.progress import Progress
+from radcloud.settings import Settings
+from radcloud.storage import ObjectStore
+from pacs_fakes import FakeMinio, FakeOrthanc, FakeWhisk
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = Settings.load(environ={})
+
+
+def action(name):
+    spec = importlib.util.spec_from_file_location(f"action_{name}", ROOT / "functions" / name / "__main__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+QUERY, RETRIEVE, SERIES = action("query"), action("retrieve"), action("retrieve_series")
+
+
+@pytest.fixture
+def fake():
+    f = FakeOrthanc()
+    f.add_study("st1", "1.2.1", "MRN1", "20250102")
+    f.add_series("se1", "st1", "1.2.1.1", 3)
+    f.add_series("se2", "st1", "1.2.1.2", 2, number=2)
+    return f
+
+
+@pytest.fixture
+def services(fake, redis_client):
+    return {"orthanc": Orthanc("http://o", session=fake), "progress": Progress(redis_client),
+            "whisk": FakeWhisk(), "store": ObjectStore(FakeMinio(), "b")}
+
+
+def test_query_action_validates_before_calling_orthanc(fake):
+    with pytest.raises(BadRequest):
+        QUERY.handle(Request({"StudyDate": "2025-02-30"}), SETTINGS, None, orthanc=Orthanc("http://o", session=fake))
+    assert fake.calls == []
+
+
+def test_query_action_answers_and_carries_run(fake):
+    answer = QUERY.handle(Request({"PatientID": "MRN1", "run": {"plugin": "x"}}), SETTINGS, None,
+                          orthanc=Orthanc("http://o", session=fake))
+    assert answer["items"][0]["StudyInstanceUID"] == "1.2.1" and answer["run"] == {"plugin": "x"}
+
+
+def test_query_errors_become_400_through_the_wrapper():
+    direct = QUERY.main({"level": "frame"})
+    assert direct["error"]["statusCode"] == 400 and direct["error"]["field"] == "level"
+
+
+def test_retrieve_fans_out_one_invoke_per_series(services):
+    answer = RETRIEVE.handle(Request({"StudyInstanceUID": "1.2.1", "run": {"p": 1}}), SETTINGS, None, services)
+    invokes = services["whisk"].invokes
+    assert [i[0] for i in invokes] == ["radcloud/retrieve-series"] * 2
+    assert all(blocking is False for _, _, blocking in invokes)
+    assert {i[1]["series"]["SeriesInstanceUID"] for i in invokes} == {"1.2.1.1", "1.2.1.2"}
+    assert all(len(str(i[1])) < 2000 for i in invokes)  # keys, never data
+    assert answer["state"] == "queued" and answer["series"] == 2 and answer["instances"] == 5
+    assert answer["run"] == {"p": 1}
+    status = RETRIEVE.handle(Request({"retrieve_id": answer["retrieve_id"]}), SETTINGS, None, services)
+    assert [s["activation"] for s in status["series"]] == ["act1", "act2"]
+
+
+def test_retrieve_accepts_a_query_answer(services, fake):
+    answer = QUERY.handle(Request({"level": "series", "SeriesDescription": "AXIAL"}), SETTINGS, None,
+                          orthanc=services["orthanc"])
+    out = RETRIEVE.handle(Request(dict(answer)), SETTINGS, None, services)
+    assert out["series"] == 2
+
+
+def test_retrieve_unknown_uid_is_404_and_records_nothing(services, redis_client):
+    from radcloud.errors import NotFound
+    with pytest.raises(NotFound):
+        RETRIEVE.handle(Request({"SeriesInstanceUID": "1.9.9"}), SETTINGS, None, services)
+    assert redis_client.keys("radcloud:retrieve:*") == [] and services["whisk"].invokes == []
+
+
+def test_failed_invoke_is_recorded_per_series(services):
+    services["whisk"] = FakeWhisk(fail=TooManyRequests("too many"))
+    answer = RETRIEVE.handle(Request({"StudyInstanceUID": "1.2.1"}), SETTINGS, None, services)
+    status = services["progress"].status(answer["retrieve_id"])
+    assert status["state"] == "failed" and "too many" in status["series"][0]["reason"]
+
+
+def test_get_with_a_bad_id_is_400(services):
+    with pytest.raises(BadRequest):
+        RETRIEVE.handle(Request({"retrieve_id": "../x"}), SETTINGS, None, services)
+
+
+def test_worker_stages_and_reinvokes_itself_when_out_of_time(services):
+    answer = RETRIEVE.handle(Request({"StudyInstanceUID": "1.2.1"}), SETTINGS, None, services)
+    payload = services["whisk"].invokes[0][1]
+    services["whisk"].invokes.clear()
+    done = SERIES.handle(Request(payload), SETTINGS, None, services)
+    assert done["state"] == "succeeded" and services["whisk"].invokes == []
+    # Out of time after the first batch: it re-invokes itself for the rest.
+    services["store"].client.objects.clear()
+    fake = services["orthanc"].session
+    fake.add_series("se9", "st1", "1.2.1.9", 20, number=9)
+    big = dict(payload, series={"StudyInstanceUID": "1.2.1", "SeriesInstanceUID": "1.2.1.9", "orthanc_id": "se9"})
+    services["progress"].create([big["series"]], source="orthanc", layout="uid", retrieve_id=answer["retrieve_id"])
+    result = SERIES.handle(Request(big), SETTINGS, None, {**services, "budget_s": 1e-9})
+    assert result["state"] == "staging" and 0 < result["next"] < 20
+    (name, params, blocking), = services["whisk"].invokes
+    assert name == "radcloud/retrieve-series" and params["start"] == result["next"] and not blocking
+    final = SERIES.handle(Request(params), SETTINGS, None, services)
+    assert final["state"] == "succeeded"
+    manifest = services["store"].get_json("staged/1.2.1/1.2.1.9/manifest.json")
+    assert manifest["count"] == 20 and manifest["complete"]
+
+
+def test_worker_deadline_budget():
+    assert SERIES.budget_s({"__OW_DEADLINE": "100000"}, now=lambda: 40.0) == 45.0
+    assert SERIES.budget_s({}, now=lambda: 0) == SERIES.DEFAULT_BUDGET_S
