@@ -1,0 +1,89 @@
+"""plugins/dcm2png on pydicom's real files (several transfer syntaxes) and a phantom CT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from conftest import TEST_FILES, copy_test_files, load_plugin_module, run_plugin
+
+d2p = load_plugin_module("dcm2png", "dcm2png.py")
+
+REAL = ["CT_small.dcm", "MR_small.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_RLE.dcm", "MR_small_bigendian.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_ybr_full_422_uncompressed.dcm",
+        "SC_rgb_rle_2frame.dcm", "examples_palette.dcm", "JPGExtended.dcm"]
+
+
+def test_real_files_in_every_transfer_syntax(tmp_path):
+    inp = copy_test_files(tmp_path / "in", REAL + ["rtplan.dcm"])
+    (inp / "notes.txt").write_text("not dicom")
+    proc = run_plugin("dcm2png", "dcm2png.py", inp, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    index = json.loads((tmp_path / "out" / "dcm2png.json").read_text())
+    pngs = {i["png"] for i in index["images"]}
+    assert {"CT_small.png", "MR_small_jp2klossless.png", "MR_small_jpeg_ls_lossless.png", "MR_small_RLE.png",
+            "SC_rgb_rle_2frame-f0001.png", "SC_rgb_rle_2frame-f0002.png", "examples_palette.png"} <= pngs
+    assert {s["file"]: s["why"] for s in index["skipped"]} == {"rtplan.dcm": "no pixel data",
+                                                                "notes.txt": "not DICOM"}
+    # the lossless compressed MR decodes to the same image as the uncompressed one
+    ref = np.asarray(Image.open(tmp_path / "out" / "MR_small.png"))
+    for name in ("MR_small_jp2klossless", "MR_small_jpeg_ls_lossless", "MR_small_RLE", "MR_small_bigendian"):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / f"{name}.png")), ref), name
+    rgb = Image.open(tmp_path / "out" / "SC_rgb_jpeg_dcmtk.png")
+    assert rgb.mode == "RGB"
+    # pydicom's SC_rgb files are colour bars: the top-left is red after YBR→RGB
+    r, g, b = np.asarray(rgb)[5, 5]
+    assert r > 200 and g < 60 and b < 60
+    assert (tmp_path / "out" / "montage").is_dir() and index["montages"]
+    assert "DOE" not in proc.stderr + proc.stdout
+
+
+def test_window_from_tags_matches_dicom_formula():
+    ds = pydicom.dcmread(TEST_FILES / "MR_small.dcm")
+    img = d2p.gray_to_uint8(ds.pixel_array, ds, None, None)
+    c, w = float(ds.WindowCenter), float(ds.WindowWidth)
+    x = ds.pixel_array.astype(float) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+    expected = np.clip(np.rint(((x - (c - 0.5)) / (w - 1) + 0.5) * 255), 0, 255)
+    assert np.array_equal(img, expected.astype(np.uint8))
+
+
+def test_ct_hounsfield_window_override_and_rescale():
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    img = d2p.gray_to_uint8(ds.pixel_array, ds, 40.0, 400.0)
+    assert img[hu <= -160.5].max(initial=0) == 0 and img[hu > 239.5].min(initial=255) == 255
+
+
+def test_monochrome1_is_inverted():
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    normal = d2p.gray_to_uint8(ds.pixel_array, ds, 40.0, 400.0)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    assert np.array_equal(d2p.gray_to_uint8(ds.pixel_array, ds, 40.0, 400.0), 255 - normal)
+
+
+def test_sigmoid_and_linear_exact():
+    v = np.array([-1000.0, 40.0, 1000.0])
+    assert list(d2p.window_lut(v, 40, 400, "SIGMOID")) == [0, 128, 255]
+    assert list(d2p.window_lut(v, 40, 400, "LINEAR_EXACT")) == [0, 128, 255]
+
+
+def test_phantom_series_montage_in_slice_order(ct_series, tmp_path):
+    proc = run_plugin("dcm2png", "dcm2png.py", ct_series, tmp_path / "out", "--thumbnailSize", "32")
+    assert proc.returncode == 0, proc.stderr
+    index = json.loads((tmp_path / "out" / "dcm2png.json").read_text())
+    assert len(index["images"]) == 20 and len(index["thumbnails"]) == 20
+    montage = Image.open(tmp_path / "out" / index["montages"][0])
+    assert montage.size == (5 * 32, 4 * 32)
+    png = Image.open(tmp_path / "out" / index["images"][0]["png"])
+    assert png.size == (128, 128) and png.mode == "L"
+    assert "DOE" not in proc.stderr + proc.stdout and "MRN0001" not in json.dumps(index)
+
+
+@pytest.mark.parametrize("args", [["--wc", "40"]])
+def test_half_a_window_is_refused(tmp_path, args):
+    proc = run_plugin("dcm2png", "dcm2png.py", tmp_path, tmp_path / "out", *args)
+    assert proc.returncode == 2 and "--ww" in proc.stderr
