@@ -147,7 +147,8 @@ def archive_bench_spec(n_studies: int = 1000, *, series_per_study: int = 1,
             )
             year, day = 2015 + study_no % 11, study_no % 365
             date = f"{year}{1 + day // 31 % 12:02d}{1 + day % 28:02d}"
-            studies.append(StudySpec(modality, description, date, f"{8 + study_no % 10:02d}{study_no % 60:02d}00",
+            time = f"{8 + study_no % 10:02d}{study_no % 60:02d}00"
+            studies.append(StudySpec(modality, description, date, time,
                                      f"RCQ{study_no:07d}", body_part, series))
             study_no += 1
         name = f"{_LAST[p % len(_LAST)]}^{_FIRST[(p // len(_LAST)) % len(_FIRST)]}^{p:05d}"

@@ -55,7 +55,8 @@ def test_uids_and_bytes_are_the_same_on_every_run(plans):
     assert [(p.study_uid, p.series_uid, p.sop_uid(1)) for p in plans] == \
            [(p.study_uid, p.series_uid, p.sop_uid(1)) for p in again]
     ct = _series(plans, "AXIAL 5mm")
-    assert synthetic.dataset_bytes(ct.instance(7)) == synthetic.dataset_bytes(_series(again, "AXIAL 5mm").instance(7))
+    ct_again = _series(again, "AXIAL 5mm")
+    assert synthetic.dataset_bytes(ct.instance(7)) == synthetic.dataset_bytes(ct_again.instance(7))
 
 
 def test_instances_carry_the_attributes_a_pacs_needs(plans):
