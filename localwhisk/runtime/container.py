@@ -44,6 +44,7 @@ _STREAMS = {1: "stdout", 2: "stderr"}
 _SENTINEL = msg.SENTINEL.encode()
 _SENTINEL_GRACE_S = 2.0  # logs still in flight after the result line
 _READ = 1 << 16
+_MAX_LINE = 16 * 1024
 
 
 @dataclass
@@ -304,7 +305,13 @@ class Container:
 
     def _feed(self, stream: int, chunk: bytes) -> None:
         buf = self._partial[stream] + chunk
-        *lines, self._partial[stream] = buf.split(b"\n")
+        *lines, rest = buf.split(b"\n")
+        while len(rest) > _MAX_LINE + len(_SENTINEL):
+            # A stream without newlines would grow without bound; Docker's log driver
+            # also cuts long lines (at 16 KB). The tail kept may be a sentinel's start.
+            lines.append(rest[:_MAX_LINE])
+            rest = rest[_MAX_LINE:]
+        self._partial[stream] = rest
         for raw in lines:
             if raw.endswith(_SENTINEL):
                 head = raw[: -len(_SENTINEL)]

@@ -103,3 +103,13 @@ def test_log_line_format():
     line = log_line(1_700_000_000_123_456_789, "stdout", "hello")
     assert line == "2023-11-14T22:13:20.123456789Z stdout: hello"
     assert MAX_RESULT_BYTES == 1048576 and SENTINEL == "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
+
+
+def test_output_without_newlines_is_cut_into_lines_and_the_sentinel_still_found(container):
+    src = "import sys\ndef main(a):\n    sys.stdout.write('z' * 100000)\n    return {'ok': 1}\n"
+    assert container.init(code(src), {}, 5000, None, 1 << 20).status is None
+    out = container.run({"value": {}}, 5000, 1 << 20)
+    assert out.result == {"ok": 1}
+    texts = [line.split("stdout: ", 1)[1] for line in out.logs]
+    assert "".join(texts) == "z" * 100000
+    assert max(len(t) for t in texts) <= 16 * 1024
