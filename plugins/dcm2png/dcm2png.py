@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if (a.wc is None) != (a.ww is None):
         print("--wc and --ww go together", file=sys.stderr)
         return 2
+    Path(a.outputdir).mkdir(parents=True, exist_ok=True)
     index = convert(Path(a.inputdir), Path(a.outputdir), wc=a.wc, ww=a.ww, thumbnail_size=a.thumbnailSize,
                     make_montage=not a.noMontage, compress_level=a.compressLevel)
     print(f"dcm2png: {len(index['images'])} images, {len(index['skipped'])} skipped, "
