@@ -1,0 +1,151 @@
+"""Queries through the real library against a real Orthanc (and a second one as the hospital PACS)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import requests
+
+from radcloud import query as q
+from radcloud import search
+from radcloud.errors import BadRequest, UpstreamError
+from radcloud.orthanc import Orthanc
+from radcloud.samples.seed import seed_orthanc
+from radcloud.samples.spec import DEFAULT_SPEC
+from radcloud.settings import Secret
+
+pytestmark = pytest.mark.integration
+
+MRNS = [p.patient_id for p in DEFAULT_SPEC]
+STUDIES = [(p, s) for p in DEFAULT_SPEC for s in p.studies]
+
+
+@pytest.fixture(scope="module")
+def orthanc(stack):
+    seed_orthanc(stack.settings, include_pydicom_files=False)
+    return Orthanc.from_settings(stack.settings)
+
+
+def find(orthanc, **params):
+    return search.run(q.parse(params), orthanc)
+
+
+def accessions(answer):
+    return sorted(i["AccessionNumber"] for i in answer["items"])
+
+
+def spec_accessions(pred):
+    return sorted(s.accession for p, s in STUDIES if pred(p, s))
+
+
+def test_study_fields_each_select_what_the_archive_holds(orthanc):
+    mine = {"PatientID": MRNS}
+    cases = [
+        ({"PatientID": "RC100003"}, lambda p, s: p.patient_id == "RC100003"),
+        ({"PatientName": "ROE^*"}, lambda p, s: p.name.startswith("ROE^")),
+        ({"PatientName": "?MITH^JOHN"}, lambda p, s: p.name == "SMITH^JOHN"),
+        ({"PatientBirthDate": "1955-09-02"}, lambda p, s: p.birth_date == "19550902"),
+        ({"PatientSex": "F"}, lambda p, s: p.sex == "F"),
+        ({"AccessionNumber": "RCA0000201"}, lambda p, s: s.accession == "RCA0000201"),
+        ({"StudyDate": "20250314"}, lambda p, s: s.date == "20250314"),
+        ({"StudyDate": "20250101-"}, lambda p, s: s.date >= "20250101"),
+        ({"StudyDate": "-20241231"}, lambda p, s: s.date <= "20241231"),
+        ({"StudyDate": {"from": "2025-01-01", "to": "2025-03-31"}}, lambda p, s: "20250101" <= s.date <= "20250331"),
+        ({"StudyTime": "0800-1000"}, lambda p, s: "080000" <= s.time <= "100000"),
+        ({"ModalitiesInStudy": "MR"}, lambda p, s: s.modality == "MR"),
+        ({"Modality": ["CT", "MR"]}, lambda p, s: True),
+        ({"StudyDescription": "*BRAIN*"}, lambda p, s: "BRAIN" in s.description),
+        ({"StudyInstanceUID": None}, lambda p, s: True),
+    ]
+    for params, pred in cases:
+        params = {k: v for k, v in params.items() if v is not None}
+        assert accessions(find(orthanc, **{**mine, **params})) == spec_accessions(pred), params
+
+
+def test_multi_mrn_and_counts_match_orthanc(orthanc):
+    answer = find(orthanc, PatientID=["RC100001", "RC100002"])
+    assert {i["PatientID"] for i in answer["items"]} == {"RC100001", "RC100002"}
+    for item in answer["items"]:
+        study = orthanc.resource("Study", item["orthanc"]["study"])
+        instances = sum(len(orthanc.resource("Series", s)["Instances"]) for s in study["Series"])
+        assert item["NumberOfStudyRelatedSeries"] == len(study["Series"])
+        assert item["NumberOfStudyRelatedInstances"] == instances
+        assert item["StudyDate"][4] == "-" and item["StudyTime"][2] == ":"
+
+
+def test_series_and_instance_levels_and_uids(orthanc):
+    series = find(orthanc, level="series", PatientID="RC100001", Modality="CT", SeriesDescription="AXIAL*",
+                  BodyPartExamined="CHEST")
+    assert [i["SeriesDescription"] for i in series["items"]] == ["AXIAL 5mm", "AXIAL BONE"]
+    assert [i["NumberOfSeriesRelatedInstances"] for i in series["items"]] == [100, 100]
+    one = series["items"][0]
+    by_uid = find(orthanc, level="series", SeriesInstanceUID=one["SeriesInstanceUID"])
+    assert by_uid["items"][0]["orthanc"]["series"] == one["orthanc"]["series"]
+    dated = find(orthanc, level="series", PatientID="RC100001", SeriesDate="20250314")
+    assert dated["total"] >= 3
+    instances = find(orthanc, level="instance", SeriesInstanceUID=one["SeriesInstanceUID"], limit=5, offset=10)
+    assert instances["total"] == 100
+    assert [i["InstanceNumber"] for i in instances["items"]] == [11, 12, 13, 14, 15]
+    sop = instances["items"][0]["SOPInstanceUID"]
+    assert find(orthanc, level="instance", SOPInstanceUID=sop)["items"][0]["orthanc"]["instance"]
+    patients = find(orthanc, level="patient", PatientID=MRNS)
+    assert [p["PatientID"] for p in patients["items"]] == MRNS
+
+
+def test_paging_is_stable(orthanc):
+    everything = find(orthanc, PatientID=MRNS)["items"]
+    pages = [find(orthanc, PatientID=MRNS, limit=1, offset=k)["items"][0] for k in range(len(everything))]
+    assert [p["StudyInstanceUID"] for p in pages] == [e["StudyInstanceUID"] for e in everything]
+    dates = [e["StudyDate"] for e in everything]
+    assert dates == sorted(dates, reverse=True)
+
+
+def test_qido_agrees_with_tools_find(orthanc):
+    local = find(orthanc, PatientID="RC100003")
+    qido = find(orthanc, PatientID="RC100003", source="dicomweb")
+    assert [i["StudyInstanceUID"] for i in qido["items"]] == [i["StudyInstanceUID"] for i in local["items"]]
+    assert [i["NumberOfStudyRelatedInstances"] for i in qido["items"]] == \
+        [i["NumberOfStudyRelatedInstances"] for i in local["items"]]
+
+
+def test_bad_inputs_are_400_naming_the_field(orthanc):
+    for params, field in [({"StudyDate": "20250230"}, "StudyDate"), ({"StudyInstanceUID": "1.2.03"}, "StudyInstanceUID"),
+                          ({"Color": "red"}, "Color"), ({"PatientName": "*"}, "PatientName"),
+                          ({"level": "frames"}, "level")]:
+        with pytest.raises(BadRequest) as err:
+            find(orthanc, **params)
+        assert err.value.field == field
+
+
+def test_wrong_credentials_and_orthanc_down(stack):
+    wrong = dataclasses.replace(stack.settings, orthanc_password=Secret("wrong"))
+    with pytest.raises(UpstreamError, match="credentials"):
+        find(Orthanc.from_settings(wrong))
+    nowhere = dataclasses.replace(stack.settings, orthanc_url="http://127.0.0.1:9")
+    with pytest.raises(UpstreamError, match="unreachable"):
+        find(Orthanc.from_settings(nowhere))
+
+
+@pytest.fixture(scope="module")
+def remote(stack, remote_pacs):
+    settings = dataclasses.replace(stack.settings, orthanc_url=remote_pacs.url, orthanc_user=remote_pacs.user,
+                                   orthanc_password=remote_pacs.password)
+    seed_orthanc(settings, include_pydicom_files=False)
+    return remote_pacs
+
+
+def test_remote_cfind_through_orthanc(orthanc, remote):
+    studies = find(orthanc, modality=remote.aet, PatientID=["RC100001", "RC100003"], StudyDate="20240101-")
+    assert accessions(studies) == spec_accessions(lambda p, s: p.patient_id in ("RC100001", "RC100003"))
+    first = studies["items"][0]
+    assert first["orthanc"] is None and studies["source"] == f"modality:{remote.aet}"
+    assert first["NumberOfStudyRelatedInstances"] == 201 and first["ModalitiesInStudy"] == ["CT"]
+    series = find(orthanc, modality=remote.aet, level="series", StudyInstanceUID=first["StudyInstanceUID"])
+    assert sorted(i["NumberOfSeriesRelatedInstances"] for i in series["items"]) == [1, 100, 100]
+    mr = find(orthanc, modality=remote.aet, PatientID="RC*", ModalitiesInStudy="MR")
+    assert accessions(mr) == spec_accessions(lambda p, s: s.modality == "MR")
+    # Orthanc forgets the queries it ran for us.
+    session = requests.Session()
+    session.auth = orthanc.session.auth
+    assert session.get(orthanc.url + "/queries", timeout=10).json() == []
