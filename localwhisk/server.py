@@ -145,7 +145,10 @@ def serve(config: ServeConfig) -> None:
     """Bind, print API host and key, serve until SIGINT/SIGTERM."""
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when it sees
+    # TCP there, and without it every response waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM,
+                         socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((config.host, config.port))
     sock.listen(2048)  # listen before announcing the address, so the first request cannot be refused
