@@ -36,6 +36,13 @@ Z_KIDNEY_TOP, Z_KIDNEY_BOTTOM = -40.0, -160.0
 Z_TORSO_TOP, Z_TORSO_BOTTOM = 300.0, -300.0
 
 
+# Fixed vessel positions inside a lung, as fractions of its semi-axes.
+_VESSELS = tuple(
+    (0.8 * r * math.cos(t), 0.85 * r * math.sin(t))
+    for r, t in ((0.3 + 0.65 * ((k * 0.618) % 1) ** 0.5, 2.399 * k) for k in range(30))
+)
+
+
 def _grid(rows: int, cols: int, pixel_spacing: float) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates (mm) of a matrix centred on the isocentre."""
     x = (np.arange(cols, dtype=np.float32) - (cols - 1) / 2) * pixel_spacing
@@ -86,7 +93,13 @@ def ct_slice(z: float, rows: int = 512, cols: int = 512, pixel_spacing: float = 
     lung = _bump(z, Z_LUNG_TOP, Z_LUNG_BOTTOM)
     if lung:
         for side in (-1.0, 1.0):
-            _fill(img, x, y, side * 72.0 * taper, -5.0, 55.0 * lung * taper, 80.0 * lung * taper, HU_LUNG)
+            cx, a, b = side * 72.0 * taper, 55.0 * lung * taper, 80.0 * lung * taper
+            _fill(img, x, y, cx, -5.0, a, b, HU_LUNG)
+            # Vessels: blood-density dots that come and go along z, away from
+            # the lung's centre (so a tissue probe there still reads lung).
+            for k, (u, v) in enumerate(_VESSELS):
+                radius = 1.2 + 2.5 * max(0.0, math.sin(z / (9.0 + k % 7) + k))
+                _fill(img, x, y, cx + side * u * a, -5.0 + v * b, radius, radius, HU_BLOOD)
         heart = _bump(z, 140.0, 30.0)
         if heart:
             _fill(img, x, y, 20.0, -35.0, 55.0 * heart, 45.0 * heart, HU_BLOOD)

@@ -57,11 +57,13 @@ def test_ct_noise_is_deterministic_per_seed():
 
 
 def test_ct_volume_of_100_slices_is_fast():
-    started = time.perf_counter()
+    # CPU time, not wall time: the machine is shared. A per-pixel Python
+    # loop would take minutes; the vectorised phantom takes ~0.3 s.
+    started = time.process_time()
     volume = phantom.ct_volume(250.0 - 5.0 * np.arange(100), noise_hu=10.0)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert volume.shape == (100, 512, 512) and volume.dtype == np.float32
-    assert elapsed < 3.0, f"{elapsed:.2f} s"   # ~0.6 s on an idle 2-core machine
+    assert elapsed < 3.0, f"{elapsed:.2f} s of CPU"
 
 
 def test_scout_shows_lungs_darker_than_abdomen():
