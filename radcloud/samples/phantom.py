@@ -39,7 +39,8 @@ Z_TORSO_TOP, Z_TORSO_BOTTOM = 300.0, -300.0
 # Fixed vessel positions inside a lung, as fractions of its semi-axes.
 _VESSELS = tuple(
     (0.8 * r * math.cos(t), 0.85 * r * math.sin(t))
-    for r, t in ((0.3 + 0.65 * ((k * 0.618) % 1) ** 0.5, 2.399 * k) for k in range(30))
+    for r, t in zip(np.sqrt(np.random.default_rng(5).uniform(0.09, 0.9, 30)),
+                    np.random.default_rng(6).uniform(0.0, 2 * math.pi, 30))
 )
 
 
