@@ -93,7 +93,7 @@
       const res = await api("retrieve", { body });
       pull = { retrieve_id: res.retrieve_id, body: { ...body, retrieve_id: undefined } };
       state.set("pull", pull);
-      if (res.series) renderStatus(res);
+      if (Array.isArray(res.series)) renderStatus(res);
       poll();
     } catch (err) {
       showError($("#pull-error"), err);

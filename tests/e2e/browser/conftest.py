@@ -1,0 +1,93 @@
+"""The whole radcloud on one machine for the browser tests.
+
+``stack`` (Orthanc + Redis + S3, from tests/integration/conftest.py), the
+sample studies seeded into Orthanc, a localwhisk server with
+deploy/manifest.yaml deployed onto it, and one clinician account. The
+browser then only ever talks HTTP to localwhisk's web actions, as a user's
+would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+HERE = Path(__file__).resolve().parent
+
+# tests/ is not a package: load the integration fixtures by path and re-export them.
+_spec = importlib.util.spec_from_file_location("_integration_conftest", ROOT / "tests" / "integration" / "conftest.py")
+_integration = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _integration  # dataclasses look their module up there
+_spec.loader.exec_module(_integration)
+stack = _integration.stack
+_services_back_up = _integration._services_back_up
+
+USER, PASSWORD = "dr.jones", "correct horse battery staple"
+
+
+@dataclasses.dataclass
+class Site:
+    base: str          # http://127.0.0.1:PORT
+    ui: str            # base + /api/v1/web/guest/radcloud/ui
+    user: str
+    password: str
+    whisk: object
+
+
+@pytest.fixture(scope="session")
+def browser_ready(require):
+    require(shutil.which("chromium") is not None, "chromium missing: apt-get install -y chromium")
+    require(shutil.which("node") is not None, "node missing")
+    require((HERE / "node_modules" / "playwright-core").is_dir(),
+            "playwright-core missing: cd tests/e2e/browser && npm ci")
+
+
+def _manifest(tmp: Path) -> Path:
+    """deploy/manifest.yaml with absolute function paths, minus actions not written yet.
+
+    wskdeploy resolves ``function:`` against the manifest's folder; writing the
+    copy elsewhere needs absolute paths. Skipping an action whose code does
+    not exist yet lets the UI's finished steps run while others land.
+    """
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "deploy" / "manifest.yaml").read_text())
+    for package in doc["project"]["packages"].values():
+        actions = package.get("actions") or {}
+        for name in list(actions):
+            function = actions[name].get("function", "")
+            path = ROOT / function
+            if not path.exists():
+                path = ROOT / "deploy" / function
+            if function and not (path / "__main__.py").exists() and not path.is_file():
+                del actions[name]
+                continue
+            if function:
+                actions[name]["function"] = str(path.resolve())
+    target = tmp / "manifest.yaml"
+    target.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return target
+
+
+@pytest.fixture(scope="session")
+def site(stack, tmp_path_factory, browser_ready):
+    from localwhisk.testing import Server
+    from radcloud.samples.seed import seed_orthanc
+    from radcloud.users import UserStore
+
+    seed_orthanc(stack.settings, include_pydicom_files=False)
+    env = {**stack.env(), "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(32)}
+    with Server(tmp_path_factory.mktemp("whisk"), env=env) as whisk:
+        whisk.deploy(_manifest(tmp_path_factory.mktemp("manifest")), environ={**env, "RADCLOUD_RUNTIME_IMAGE": ""})
+        store = UserStore(stack.redis)
+        if store.get(USER) is None:
+            store.add(USER, "clinician", PASSWORD)
+        base = whisk.api_host.rstrip("/")
+        yield Site(base=base, ui=f"{base}/api/v1/web/guest/radcloud/ui", user=USER, password=PASSWORD, whisk=whisk)

@@ -1,0 +1,88 @@
+"""The clinician's path through the web UI in real headless Chromium.
+
+One browser session runs every step in order (ui.e2e.mjs); each test below
+checks one step's outcome, so a failure names the step that broke. The
+screenshots land in artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
+SHOTS = ROOT / "artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def journey(site, tmp_path_factory):
+    xdg = tmp_path_factory.mktemp("xdg")
+    env = {**os.environ, "RC_UI": site.ui, "RC_USER": site.user, "RC_PASSWORD": site.password,
+           "RC_SHOTS": str(SHOTS), "XDG_CONFIG_HOME": str(xdg / "config"), "XDG_CACHE_HOME": str(xdg / "cache"),
+           "HOME": str(xdg)}
+    proc = subprocess.run(["node", "ui.e2e.mjs"], cwd=HERE, env=env, capture_output=True, text=True, timeout=900)
+    steps = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            steps[record["step"]] = record
+    (SHOTS / "journey.json").write_text(json.dumps(steps, indent=1))
+    assert "summary" in steps, f"the browser script died:\n{proc.stderr[-3000:]}"
+    return steps
+
+
+def _ok(journey, name):
+    record = journey.get(name)
+    assert record is not None, f"step {name} not reached (an earlier step failed)"
+    assert record["ok"], f"{name}: {record.get('error')} (console: {record.get('console')})"
+    return record
+
+
+def test_no_external_requests(journey):
+    assert journey["summary"]["external_requests"] == []
+
+
+def test_no_token_redirects_to_login(journey):
+    assert "/login?next=jobs" in _ok(journey, "no-token-redirects-to-login")["url"]
+
+
+def test_login_refuses_wrong_password_then_logs_in(journey):
+    record = _ok(journey, "login")
+    assert "Wrong user name or password" in record["refused"]
+    assert record["page_load_ms"] < 1000
+
+
+def test_search_by_mrn(journey):
+    record = _ok(journey, "search-by-mrn")
+    assert record["studies"] >= 1 and record["series"] >= 1
+
+
+def test_search_by_date_range(journey):
+    assert _ok(journey, "search-by-date-range")["studies"] >= 1
+
+
+def test_pull_bars_reach_100_percent(journey):
+    assert _ok(journey, "pull-reaches-100")["series"]
+
+
+def test_run_dcm2png(journey):
+    assert _ok(journey, "run-plugin")["job"]
+
+
+def test_job_finishes(journey):
+    assert _ok(journey, "job-finishes")["state"] == "succeeded"
+
+
+def test_result_image_has_real_pixels(journey):
+    from PIL import Image, ImageStat
+
+    record = _ok(journey, "view-result-image")
+    image = Image.open(record["canvas_png"]).convert("L")
+    stat = ImageStat.Stat(image)
+    low, high = image.getextrema()
+    assert image.width >= 64 and high - low > 50 and stat.stddev[0] > 10, (low, high, stat.stddev)

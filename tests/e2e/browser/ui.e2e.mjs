@@ -1,0 +1,173 @@
+// Drives the radcloud web UI in headless Debian Chromium, one step after the
+// other, like a clinician: redirect → login → search (MRN, dates) → pull →
+// run dcm2png → watch → view. Prints one JSON line per step
+// ({step, ok, ms, detail|error}) and saves a screenshot per step; stops at the
+// first failed step (later ones depend on it). Driven by test_ui.py.
+//
+// env: RC_UI (the ui action's URL), RC_USER, RC_PASSWORD, RC_SHOTS (dir),
+//      RC_MRN, RC_DATE_FROM, RC_DATE_TO, RC_PLUGIN, RC_TIMEOUT_MS
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const env = process.env;
+const UI = env.RC_UI;
+const SHOTS = env.RC_SHOTS || "artifacts/screenshots";
+const MRN = env.RC_MRN || "RC100002";
+const PLUGIN = env.RC_PLUGIN || "dcm2png";
+const LONG = Number(env.RC_TIMEOUT_MS || 180000);
+mkdirSync(SHOTS, { recursive: true });
+
+const emit = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+const browser = await chromium.launch({
+  executablePath: env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-quic"],
+});
+const context = await browser.newContext({ viewport: { width: 1366, height: 860 }, acceptDownloads: true });
+const page = await context.newPage();
+const external = [];
+page.on("request", (r) => { const u = new URL(r.url()); if (!["127.0.0.1", "localhost"].includes(u.hostname) && u.protocol.startsWith("http")) external.push(r.url()); });
+const consoleErrors = [];
+page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+let n = 0;
+async function step(name, fn) {
+  const t0 = Date.now();
+  n += 1;
+  const shot = `${SHOTS}/${String(n).padStart(2, "0")}-${name}.png`;
+  try {
+    const detail = (await fn()) || {};
+    await page.screenshot({ path: shot, fullPage: true });
+    emit({ step: name, ok: true, ms: Date.now() - t0, screenshot: shot, ...detail });
+    return true;
+  } catch (err) {
+    try { await page.screenshot({ path: shot, fullPage: true }); } catch (e) { /* page gone */ }
+    emit({ step: name, ok: false, ms: Date.now() - t0, screenshot: shot, error: String(err && err.message || err).slice(0, 800),
+           console: consoleErrors.slice(-5) });
+    return false;
+  }
+}
+
+const ok = await (async () => {
+  if (!await step("no-token-redirects-to-login", async () => {
+    await page.goto(`${UI}/jobs`);
+    await page.waitForSelector("#login-form", { timeout: 10000 });
+    if (!page.url().includes("/login")) throw new Error(`not redirected: ${page.url()}`);
+    return { url: page.url().replace(UI, "") };
+  })) return false;
+
+  if (!await step("login", async () => {
+    await page.fill("#username", env.RC_USER);
+    await page.fill("#password", "wrong password here");
+    await page.click("#login-form button[type=submit]");
+    await page.waitForSelector("#login-error:not([hidden])", { timeout: 10000 });
+    const refused = await page.textContent("#login-error");
+    await page.fill("#username", env.RC_USER);
+    await page.fill("#password", env.RC_PASSWORD);
+    await page.click("#login-form button[type=submit]");
+    await page.waitForURL(/\/ui\/jobs/, { timeout: 15000 });   // back to where the redirect started
+    const t0 = Date.now();
+    await page.goto(`${UI}/search`, { waitUntil: "load" });
+    const loadMs = Date.now() - t0;
+    const nav = await page.evaluate(() => { const e = performance.getEntriesByType("navigation")[0]; return Math.round(e.loadEventEnd - e.startTime); });
+    return { refused, page_load_ms: loadMs, navigation_ms: nav };
+  })) return false;
+
+  if (!await step("search-by-mrn", async () => {
+    await page.fill("#mrn", MRN);
+    const t0 = Date.now();
+    await page.click("#search-btn");
+    await page.waitForSelector("#results tr.study", { timeout: 20000 });
+    const ms = Date.now() - t0;
+    const rows = await page.$$eval("#results tr.study td:nth-child(3)", (tds) => tds.map((td) => td.textContent));
+    if (!rows.length || rows.some((r) => r !== MRN)) throw new Error(`unexpected MRNs: ${rows}`);
+    // expand the first study: the series level
+    await page.click("#results tr.study td:nth-child(2) button");
+    await page.waitForSelector("#results tr.series td:nth-child(9)", { timeout: 20000 });
+    const series = await page.$$eval("#results tr.series", (trs) => trs.length);
+    return { search_to_results_ms: ms, server_ms: Number(await page.getAttribute("#search-time", "data-ms")), studies: rows.length, series };
+  })) return false;
+
+  if (!await step("search-by-date-range", async () => {
+    await page.click("#search-form button[type=reset]");
+    await page.fill("#date-from", env.RC_DATE_FROM || "2025-06-01");
+    await page.fill("#date-to", env.RC_DATE_TO || "2025-06-30");
+    const t0 = Date.now();
+    await page.click("#search-btn");
+    await page.waitForFunction(() => document.querySelector("#result-count").textContent.includes("stud"), null, { timeout: 20000 });
+    const ms = Date.now() - t0;
+    const dates = await page.$$eval("#results tr.study td:nth-child(4)", (tds) => tds.map((td) => td.textContent));
+    const from = env.RC_DATE_FROM || "2025-06-01", to = env.RC_DATE_TO || "2025-06-30";
+    if (!dates.length || dates.some((d) => d < from || d > to)) throw new Error(`dates outside the range: ${dates}`);
+    return { search_to_results_ms: ms, studies: dates.length };
+  })) return false;
+
+  if (!await step("pull-reaches-100", async () => {
+    await page.click("#search-form button[type=reset]");
+    await page.fill("#mrn", MRN);
+    await page.click("#search-btn");
+    await page.waitForSelector("#results tr.study input[type=checkbox]", { timeout: 20000 });
+    await page.check("#results tr.study input[type=checkbox] >> nth=0");
+    await page.click("#pull-btn");
+    await page.waitForSelector("#start-pull:not([disabled])", { timeout: 10000 });
+    const t0 = Date.now();
+    await page.click("#start-pull");
+    await page.waitForSelector(".pull-item .row[data-series]", { timeout: 30000 });
+    await page.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-pull-in-progress.png`, fullPage: true });
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll(".pull-item .row[data-series]")];
+      return rows.length && rows.every((r) => r.dataset.state === "succeeded");
+    }, null, { timeout: LONG, polling: 250 });
+    const counts = await page.$$eval(".pull-item .row[data-series] .count", (s) => s.map((x) => x.textContent));
+    if (counts.some((c) => { const [a, b] = c.split("/"); return a !== b || b === "0"; })) throw new Error(`bars not full: ${counts}`);
+    return { pull_ms: Date.now() - t0, series: counts };
+  })) return false;
+
+  if (!await step("run-plugin", async () => {
+    await page.click("#to-run");
+    await page.waitForSelector(`#plugin-list input[value="${PLUGIN}"]`, { timeout: 15000 });
+    await page.check(`#plugin-list input[value="${PLUGIN}"]`);
+    await page.waitForSelector("#run-btn:not([disabled])");
+    const fields = await page.$$eval("#param-fields .param", (p) => p.length);
+    await page.check("#opt-force");
+    await page.click("#run-btn");
+    await page.waitForURL(/\/ui\/jobs\?job=/, { timeout: 20000 });
+    return { param_fields: fields, job: new URL(page.url()).searchParams.get("job") };
+  })) return false;
+
+  if (!await step("job-finishes", async () => {
+    const t0 = Date.now();
+    await page.waitForSelector("#job-state", { timeout: 20000 });
+    await page.waitForFunction(() => ["succeeded", "failed", "partial", "cancelled"].includes(document.querySelector("#job-state")?.textContent),
+                               null, { timeout: LONG, polling: 250 });
+    const state = await page.textContent("#job-state");
+    if (state !== "succeeded") throw new Error(`job ended ${state}`);
+    return { job_ms: Date.now() - t0, state };
+  })) return false;
+
+  if (!await step("view-result-image", async () => {
+    await page.click("#view-results");
+    await page.waitForSelector("#thumbs button img", { timeout: 20000 });
+    await page.waitForFunction(() => { const i = document.querySelector("#thumbs button img"); return i && i.complete && i.naturalWidth > 0; },
+                               null, { timeout: 30000 });
+    await page.click("#thumbs button >> nth=0");
+    await page.waitForFunction(() => document.querySelector("#canvas").dataset.loaded, null, { timeout: 30000 });
+    await page.locator("#canvas").screenshot({ path: `${SHOTS}/canvas.png` });
+    const stats = await page.evaluate(() => {
+      const c = document.querySelector("#canvas");
+      try {
+        const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        let min = 255, max = 0, nonzero = 0;
+        for (let i = 0; i < d.length; i += 4) { min = Math.min(min, d[i]); max = Math.max(max, d[i]); if (d[i] > 10) nonzero++; }
+        return { width: c.width, height: c.height, min, max, nonzero_fraction: nonzero / (d.length / 4) };
+      } catch (e) { return { width: c.width, height: c.height, tainted: true }; }
+    });
+    await page.keyboard.press("ArrowUp");
+    return { canvas: stats, canvas_png: `${SHOTS}/canvas.png` };
+  })) return false;
+  return true;
+})();
+
+emit({ step: "summary", ok, external_requests: external, console_errors: consoleErrors.slice(-10) });
+await browser.close();
