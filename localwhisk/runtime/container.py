@@ -129,6 +129,7 @@ class Container:
         self._log_limit = 10 * 1024 * 1024
         self._truncated = False
         self._sentinels: set[int] = set()
+        self._tainted = False
 
     @property
     def pid(self) -> int:
@@ -187,9 +188,9 @@ class Container:
                          self._take_logs())
         status, result = msg.classify_run(line.decode("utf-8", "replace"))
         logs = self._take_logs()
-        if status == DEVELOPER_ERROR:
+        if status == DEVELOPER_ERROR or self._tainted:
             # OpenWhisk's ContainerProxy discards a container after a developer error;
-            # it also drops whatever the action may still write to fd 3.
+            # a container with stray fd-3 output cannot be trusted with the next run.
             self.destroy()
         return Reply(status, result, logs)
 
@@ -236,6 +237,8 @@ class Container:
         while True:
             now = time.monotonic()
             if got_line and (not sentinels or len(self._sentinels) == 2):
+                if sentinels and self._fd3 in self._fds and select.select([self._fd3], [], [], 0)[0]:
+                    self._tainted = True  # a second fd-3 line, written before the sentinels
                 return bytes(kept), length, "ok"
             if got_line and grace_until is not None and now >= grace_until:
                 self._add_log(2, msg.LOG_FAILURE.encode())
@@ -273,8 +276,12 @@ class Container:
                         self._sentinels.add(kind)  # EOF ends that stream's logs too
                     continue
                 if fd == self._fd3:
+                    if got_line or chunk.find(b"\n") not in (-1, len(chunk) - 1):
+                        # More than one line: the action wrote to fd 3 itself. The proxy
+                        # takes the first line; the rest would answer the next run.
+                        self._tainted = True
                     if got_line:
-                        continue  # anything after the one line is ignored, like the proxy
+                        continue
                     end = chunk.find(b"\n")
                     part = chunk if end < 0 else chunk[:end]
                     length += len(part)
@@ -307,19 +314,20 @@ class Container:
         buf = self._partial[stream] + chunk
         *lines, rest = buf.split(b"\n")
         while len(rest) > _MAX_LINE + len(_SENTINEL):
-            # A stream without newlines would grow without bound; Docker's log driver
-            # also cuts long lines (at 16 KB). The tail kept may be a sentinel's start.
+            # A stream without newlines would grow without bound. The tail kept may be
+            # the start of a sentinel.
             lines.append(rest[:_MAX_LINE])
             rest = rest[_MAX_LINE:]
         self._partial[stream] = rest
         for raw in lines:
             if raw.endswith(_SENTINEL):
-                head = raw[: -len(_SENTINEL)]
-                if head:
-                    self._add_log(stream, head)
+                raw = raw[: -len(_SENTINEL)]
                 self._sentinels.add(stream)
-            else:
-                self._add_log(stream, raw)
+                if not raw:
+                    continue
+            # Docker's log driver also cuts long lines (at 16 KB).
+            for start in range(0, max(len(raw), 1), _MAX_LINE):
+                self._add_log(stream, raw[start:start + _MAX_LINE])
 
     def _add_log(self, stream: int, raw: bytes) -> None:
         if self._truncated:

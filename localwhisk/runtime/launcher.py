@@ -14,9 +14,9 @@ becomes ``__OW_<KEY>``; ``main(value)``; an exception becomes ``{"error": str(ex
 with the traceback on stderr; one result line on fd 3.
 
 Log sentinels: in OpenWhisk the Go proxy writes them after each run. Here the
-launcher writes them itself, after flushing stdout/stderr and *before* the fd-3
-line, so when the manager holds the result all of the run's output is already in
-the pipes. A MemoryError (RLIMIT_AS) ends the process with MEMORY_EXIT: in
+launcher writes them itself, in the same order: flush stdout/stderr, the fd-3
+line, then the sentinels. When the manager has both sentinels, all of the run's
+output -- logs and anything the action wrote to fd 3 -- is already in the pipes. A MemoryError (RLIMIT_AS) ends the process with MEMORY_EXIT: in
 production a memory blow-up is an OOM kill, a developer error, not a handled
 exception.
 """
@@ -50,9 +50,14 @@ def _reply(out, obj):
         # "did not return a dictionary or array", a developer error as in OpenWhisk.
         traceback.print_exc(file=sys.stderr)
         data = b"null"
-    _end_of_activation()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except Exception:
+            pass
     out.write(data + b"\n")
     out.flush()
+    _end_of_activation()
 
 
 def _activate_virtualenv():

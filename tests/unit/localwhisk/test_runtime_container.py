@@ -113,3 +113,11 @@ def test_output_without_newlines_is_cut_into_lines_and_the_sentinel_still_found(
     texts = [line.split("stdout: ", 1)[1] for line in out.logs]
     assert "".join(texts) == "z" * 100000
     assert max(len(t) for t in texts) <= 16 * 1024
+
+
+def test_stray_fd3_lines_retire_the_container(container):
+    src = "import os\ndef main(a):\n    os.write(3, b'{\"stray\": true}\\n')\n    return {'real': True}\n"
+    assert container.init(code(src), {}, 5000, None, 1 << 20).status is None
+    out = container.run({"value": {}}, 5000, 1 << 20)
+    assert out.result == {"stray": True}  # the first line wins, as with the Go proxy
+    assert container.alive is False  # but the second line must not answer the next run
