@@ -1,0 +1,159 @@
+"""The world an end-to-end job test runs in: the real stack + localwhisk + radcloud deployed.
+
+``JobWorld.up(tmp)`` starts Orthanc, Redis and SeaweedFS (radcloud.stack),
+seeds a small multi-series study, starts a localwhisk server whose
+``radcloud-runtime`` image is this checkout, and deploys deploy/manifest.yaml
+plus one ``plugin-<name>`` action per plugin used here (the body is
+functions/shard). Shared by tests/e2e/test_job_flow.py and bench/.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import requests
+import yaml
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+ROOT = Path(__file__).resolve().parents[2]
+# Outside /tmp on purpose: localwhisk gives each action a private /tmp.
+PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"  # dcm2png and copy are symlinks
+PLUGINS = ("dcm2png", "copy", "flaky")
+IMAGE = "radcloud-runtime"
+
+
+def ct_instance(study: str, series: str, number: int, series_number: int) -> bytes:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Jobs", "JOBS1", "20000101", "O"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240101", "120000", "1", "ACC1"
+    ds.ReferringPhysicianName = ""
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", series_number, number
+    ds.SeriesDescription = f"series {series_number}"
+    ds.Rows = ds.Columns = 64
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleIntercept, ds.RescaleSlope, ds.WindowCenter, ds.WindowWidth = -1024, 1, 40, 400
+    ds.PixelSpacing, ds.SliceThickness = [0.8, 0.8], 1.0
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, float(number)], [1, 0, 0, 0, 1, 0]
+    yy, xx = np.mgrid[:64, :64]
+    img = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < (10 + number) ** 2, 1100, 24).astype(np.int16)
+    ds.PixelData = img.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+class JobWorld:
+    """A running stack + localwhisk with radcloud deployed."""
+
+    def __init__(self, tmp: Path, stack: Any, endpoints: Any, whisk: Any, redis: Any) -> None:
+        self.tmp, self.stack, self.endpoints, self.whisk, self.redis = tmp, stack, endpoints, whisk, redis
+
+    @classmethod
+    def up(cls, tmp: Path, *, shard_timeout_s: int = 30) -> "JobWorld":
+        import redis as redis_lib
+
+        from localwhisk.testing import Server
+        from radcloud.stack import DEFAULT_SERVICES, Ports, Stack
+        from radcloud.stack.install import find
+
+        binaries = find()
+        if binaries.missing:
+            raise RuntimeError(f"missing binaries: {binaries.missing}")
+        stack = Stack(tmp / "stack", Ports.ephemeral(), binaries=binaries, timeout_s=60)
+        endpoints = stack.up(DEFAULT_SERVICES, install_missing=False)
+        env = {**endpoints.env(), "RADCLOUD_PLUGINS_DIR": str(PLUGINS_DIR),
+               "RADCLOUD_SHARD_TIMEOUT_S": str(shard_timeout_s), "RADCLOUD_RUNTIME_IMAGE": IMAGE,
+               "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40)}
+        images = tmp / "images.json"
+        images.write_text(json.dumps({IMAGE: {"python": sys.executable, "pythonpath": [str(ROOT)], "env": env}}))
+        whisk = Server(tmp / "whisk", extra_args=["--images-file", str(images)], env=env, max_concurrent=30)
+        whisk.start()
+        world = cls(tmp, stack, endpoints, whisk,
+                    redis_lib.Redis.from_url(endpoints.redis_url.reveal(), decode_responses=True))
+        world.env = env
+        world.deploy()
+        return world
+
+    def deploy(self) -> None:
+        manifest = yaml.safe_load((ROOT / "deploy" / "manifest.yaml").read_text())
+        actions = manifest["project"]["packages"]["radcloud"]["actions"]
+        for spec in actions.values():
+            spec["function"] = str(ROOT / spec["function"])
+        for name in PLUGINS:
+            actions[f"plugin-{name}"] = {"function": str(ROOT / "functions" / "shard"), "runtime": "python:3.11",
+                                         "docker": "${RADCLOUD_RUNTIME_IMAGE}", "web": False,
+                                         "limits": {"timeout": 120000, "memorySize": 512}}
+        path = self.tmp / "manifest.yaml"
+        path.write_text(yaml.safe_dump(manifest))
+        self.whisk.deploy(path, environ=self.env)
+
+    def down(self) -> None:
+        try:
+            self.whisk.stop()
+        finally:
+            self.stack.down()
+
+    # -- data ------------------------------------------------------------------------
+    def seed_study(self, sizes: list[int]) -> tuple[str, list[str]]:
+        orthanc = self.endpoints.orthanc
+        study = generate_uid()
+        series = [generate_uid() for _ in sizes]
+        for n, (uid, size) in enumerate(zip(series, sizes), 1):
+            for i in range(1, size + 1):
+                r = requests.post(orthanc.url + "/instances", data=ct_instance(study, uid, i, n),
+                                  auth=orthanc.auth, timeout=30)
+                r.raise_for_status()
+        return study, series
+
+    def orthanc_series(self, study: str) -> list[dict[str, Any]]:
+        orthanc = self.endpoints.orthanc
+        r = requests.post(orthanc.url + "/tools/find", auth=orthanc.auth, timeout=30,
+                          json={"Level": "Series", "Expand": True, "Query": {"StudyInstanceUID": study}})
+        r.raise_for_status()
+        return r.json()
+
+    # -- actions -----------------------------------------------------------------------
+    def call(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        status, body = self.whisk.invoke(f"radcloud/{action}", params)
+        if status not in (200, 502):
+            raise RuntimeError(f"{action} answered {status}: {body}")
+        return body
+
+    def stage(self, study: str, timeout_s: float = 60) -> str:
+        answer = self.call("retrieve", {"StudyInstanceUID": study})
+        rid = answer["retrieve_id"]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = self.call("retrieve", {"retrieve_id": rid})["state"]
+            if state in ("succeeded", "failed", "partial"):
+                assert state == "succeeded", state
+                return rid
+            time.sleep(0.2)
+        raise TimeoutError(f"retrieve {rid} did not finish")
+
+    def wait_final(self, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+        """Long-poll status until the job is final (each call wakes on the next change)."""
+        deadline = time.monotonic() + timeout_s
+        job = self.call("status", {"job_id": job_id})
+        while job.get("state") not in ("succeeded", "failed", "partial", "cancelled"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.get('state')}")
+            job = self.call("status", {"job_id": job_id, "wait": 10, "since": job["version"]})
+        return job
