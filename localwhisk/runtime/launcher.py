@@ -30,12 +30,16 @@ SENTINEL = b"XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX\n"
 MEMORY_EXIT = 86
 
 
-def _end_of_activation():
+def _flush():
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             stream.flush()
         except Exception:
             pass
+
+
+def _end_of_activation():
+    _flush()
     # Raw writes: the action may have replaced sys.stdout; a leading newline is not
     # written, the manager splits a sentinel glued to an unterminated line.
     os.write(1, SENTINEL)
@@ -44,17 +48,14 @@ def _end_of_activation():
 
 def _reply(out, obj):
     try:
-        data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        # NaN/Infinity are not JSON: the Go proxy rejects them, so refuse them here.
+        data = json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except Exception:
-        # Not serialisable (a set, bytes...): the proxy classifies "null" as
+        # Not serialisable (a set, bytes, NaN...): the proxy classifies "null" as
         # "did not return a dictionary or array", a developer error as in OpenWhisk.
         traceback.print_exc(file=sys.stderr)
         data = b"null"
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            stream.flush()
-        except Exception:
-            pass
+    _flush()
     out.write(data + b"\n")
     out.flush()
     _end_of_activation()
@@ -127,7 +128,10 @@ def main():
             if key == "value":
                 payload = value
             else:
-                os.environ["__OW_" + key.upper()] = str(value)
+                try:
+                    os.environ["__OW_" + key.upper()] = str(value)
+                except ValueError:  # an embedded NUL cannot be an environment value
+                    pass
         try:
             res = action(payload)
         except MemoryError:

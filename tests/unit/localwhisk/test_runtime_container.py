@@ -121,3 +121,10 @@ def test_stray_fd3_lines_retire_the_container(container):
     out = container.run({"value": {}}, 5000, 1 << 20)
     assert out.result == {"stray": True}  # the first line wins, as with the Go proxy
     assert container.alive is False  # but the second line must not answer the next run
+
+
+@pytest.mark.parametrize("returned", ["{1, 2}", "{'x': float('nan')}", "None"])
+def test_results_that_are_not_json_objects_are_developer_errors(container, returned):
+    assert container.init(code(f"def main(a):\n    return {returned}\n"), {}, 5000, None, 1 << 20).status is None
+    out = container.run({"value": {}}, 5000, 1 << 20)
+    assert (out.status, out.result) == (DEVELOPER_ERROR, {"error": "The action did not return a dictionary or array."})
