@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -222,7 +221,3 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
     if "cause" in record:
         out["cause"] = record["cause"]
     return out
-
-
-def elapsed_ms(t0: float) -> int:
-    return int((time.monotonic() - t0) * 1000)

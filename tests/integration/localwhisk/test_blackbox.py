@@ -1,0 +1,31 @@
+"""Docker (blackbox) actions: ``serve --image`` maps an image to local PYTHONPATH dirs.
+
+``--sandbox none``: under bubblewrap the action gets a private /tmp, so an image
+directory inside pytest's tmp_path would be invisible; the sandbox itself is the
+runtime's tests' business, the mapping from the CLI flag is this test's.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from localwhisk.testing import Server
+
+pytestmark = pytest.mark.integration
+
+
+def test_mapped_image_runs_and_unmapped_fails_like_a_pull(tmp_path):
+    lib = tmp_path / "imagelib"
+    lib.mkdir()
+    (lib / "ocrlib.py").write_text("def read():\n    return 'text from the image'\n")
+    with Server(tmp_path / "state", extra_args=["--sandbox", "none", "--image", f"tester/ocr={lib}"]) as whisk:
+        code = "import ocrlib\ndef main(a):\n    return {'text': ocrlib.read()}\n"
+        for name, image in (("mapped", "tester/ocr:1.0"), ("unmapped", "nobody/missing:2")):
+            body = {"exec": {"kind": "blackbox", "image": image, "code": code}}
+            status, resp = whisk.client.request("PUT", f"/api/v1/namespaces/_/actions/{name}", body)
+            assert status == 200, resp
+        status, result = whisk.invoke("mapped")
+        assert status == 200 and result == {"text": "text from the image"}
+        status, rec = whisk.invoke("unmapped", result=False)
+        assert status == 502 and rec["response"]["status"] == "action developer error"
+        assert "Failed to pull container image 'nobody/missing:2'" in rec["response"]["result"]["error"]
