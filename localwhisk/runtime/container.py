@@ -175,10 +175,12 @@ class Container:
         deadline = self.last_used + timeout_ms / 1000
         line, length, ended = self._exchange(data, deadline, sentinels=True)
         if ended == "timeout":
+            log.info("container %s: run exceeded %d ms, killed", self.cid, timeout_ms)
             self.destroy()
             return Reply(DEVELOPER_ERROR, {"error": msg.timed_out(timeout_ms)}, self._take_logs(), True)
         if ended == "exited":
             code = self.destroy()
+            log.info("container %s: exited mid-run with code %s", self.cid, code)
             error = msg.MEMORY_EXHAUSTED if code == MEMORY_EXIT else msg.COMMAND_EXITED
             return Reply(DEVELOPER_ERROR, {"error": error}, self._take_logs())
         self.last_used = time.monotonic()
@@ -188,6 +190,8 @@ class Container:
                          self._take_logs())
         status, result = msg.classify_run(line.decode("utf-8", "replace"))
         logs = self._take_logs()
+        if self._tainted:
+            log.warning("container %s: the action wrote extra lines to fd 3; retiring it", self.cid)
         if status == DEVELOPER_ERROR or self._tainted:
             # OpenWhisk's ContainerProxy discards a container after a developer error;
             # a container with stray fd-3 output cannot be trusted with the next run.

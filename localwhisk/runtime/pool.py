@@ -96,35 +96,48 @@ class Runtime:
         if acquired is None:
             return _outcome(Reply(WHISK_ERROR, {"error": msg.RESOURCE_ERROR}), wait_ms, None)
         container, epoch = acquired
-        per_run = {
-            "namespace": namespace, "action_name": action.fqn, "action_version": action.version,
-            "activation_id": activation_id, "transaction_id": transaction_id, "deadline": str(deadline_ms),
-        }
-        if action.provide_api_key and api_key:
-            per_run["api_key"] = api_key
-        log_limit = limits.logs_mb * 1024 * 1024
+        try:
+            return self._run_in(container, key, epoch, action, spec, limits, value, wait_ms, {
+                "namespace": namespace, "action_name": action.fqn, "action_version": action.version,
+                "activation_id": activation_id, "transaction_id": transaction_id,
+                "deadline": str(deadline_ms),
+                **({"api_key": api_key} if action.provide_api_key and api_key else {}),
+            })
+        except Exception:  # a bug here must not take the controller's worker thread down
+            log.exception("activation %s: runtime failure", activation_id)
+            return _outcome(Reply(WHISK_ERROR, {"error": msg.RESOURCE_ERROR}), wait_ms, None)
+
+    def _run_in(self, container: Container | None, key, epoch: int, action: ActionCode,
+                spec: sbx.ImageSpec | None, limits: Limits, value, wait_ms: int, per_run: dict) -> RunOutcome:
+        """Init (cold) and run in the acquired slot, then give the slot back, whatever happens."""
         init_ms = None
-        if container is None or not container.initialized:
-            t_init = time.monotonic()
-            try:
-                container = container or self._spawn(action, spec)
-            except OSError as ex:
-                log.error("cannot start a container for %s: %s", action.fqn, ex)
-                self._release(key, None, epoch)
-                return _outcome(Reply(WHISK_ERROR, {"error": msg.RESOURCE_ERROR}), wait_ms, None)
-            env = {k: v if isinstance(v, str) else json.dumps(v) for k, v in action.init_env.items()}
-            env.update({"__OW_" + k.upper(): v for k, v in per_run.items()})
-            rlimit = (limits.memory_mb + self.headroom_mb) * 1024 * 1024
-            reply = container.init(action, env, limits.timeout_ms, rlimit, log_limit)
-            init_ms = int((time.monotonic() - t_init) * 1000)
-            if reply.status:
-                self._release(key, container, epoch)
-                return _outcome(reply, wait_ms, init_ms)
-        start_ms = time.time_ns() // 1_000_000
-        reply = container.run({"value": value, **per_run}, limits.timeout_ms, log_limit)
-        end_ms = time.time_ns() // 1_000_000
-        self._release(key, container, epoch)
-        return _outcome(reply, wait_ms, init_ms, start_ms, end_ms)
+        log_limit = limits.logs_mb * 1024 * 1024
+        try:
+            if container is None or not container.initialized:
+                t_init = time.monotonic()
+                try:
+                    container = container or self._spawn(action, spec)
+                except OSError as ex:
+                    log.error("cannot start a container for %s: %s", action.fqn, ex)
+                    return _outcome(Reply(WHISK_ERROR, {"error": msg.RESOURCE_ERROR}), wait_ms, None)
+                env = {k: v if isinstance(v, str) else json.dumps(v) for k, v in action.init_env.items()}
+                env.update({"__OW_" + k.upper(): v for k, v in per_run.items()})
+                rlimit = (limits.memory_mb + self.headroom_mb) * 1024 * 1024
+                reply = container.init(action, env, limits.timeout_ms, rlimit, log_limit)
+                init_ms = int((time.monotonic() - t_init) * 1000)
+                if reply.status:
+                    return _outcome(reply, wait_ms, init_ms)
+            start_ms = time.time_ns() // 1_000_000
+            reply = container.run({"value": value, **per_run}, limits.timeout_ms, log_limit)
+            end_ms = time.time_ns() // 1_000_000
+            return _outcome(reply, wait_ms, init_ms, start_ms, end_ms)
+        except BaseException:
+            if container is not None:
+                container.kill()
+                container.alive = False  # _release destroys it
+            raise
+        finally:
+            self._release(key, container, epoch)
 
     def forget(self, fqn: str) -> None:
         """The action changed or was deleted: drop its idle containers, retire busy ones."""
