@@ -76,8 +76,8 @@ CASES = {
                              activation="application error",
                              check=lambda r: r["error"].startswith("The action produced a response that exceeded the allowed length")),
     "memory blow-up": Case("def main(a):\n    b = bytearray(2 * 1024 ** 3)\n    return {'n': len(b)}\n",
-                           limits={"memory": 128}, status=502, check=lambda r: "error" in r,
-                           activation="*"),
+                           limits={"memory": 128}, status=502, activation="action developer error",
+                           check=lambda r: r == {"error": "The action exhausted its memory and was aborted."}),
 }
 
 
@@ -99,10 +99,7 @@ def test_case(whisk, name):
     deploy(whisk, action, case)
     status, rec = whisk.invoke(action, case.payload, result=False)
     assert status == case.status, rec
-    if case.activation != "*":
-        assert rec["response"]["status"] == case.activation, rec
-    else:
-        assert rec["response"]["status"] in ("application error", "action developer error")
+    assert rec["response"]["status"] == case.activation, rec
     assert case.check(rec["response"]["result"]), rec["response"]["result"]
 
 
