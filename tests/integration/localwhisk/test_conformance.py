@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
