@@ -98,3 +98,23 @@ def test_bwrap_argv_shares_the_network_only_when_asked(tmp_path):
     # the working directory is bound after the private /tmp, or a /tmp workdir would vanish
     assert closed.index("--bind") > closed.index("--tmpfs")
     assert closed[closed.index("--ro-bind"):closed.index("--ro-bind") + 3] == ["--ro-bind", "/", "/"]
+
+
+def test_without_bubblewrap_docker_actions_run_plain_with_a_warning(tmp_path, listener, caplog):
+    rt = Runtime(api_host="http://127.0.0.1:1", state_dir=tmp_path / "plain", prewarm=0,
+                 images={IMAGE: ImageSpec()}, sandbox="none")
+    try:
+        with caplog.at_level("WARNING", logger="localwhisk.runtime.pool"):
+            out = invoke(rt, probe(network=False), {"port": listener, "marker": f"lw-plain-{tmp_path.name}"})
+    finally:
+        rt.shutdown()
+        (Path("/tmp") / f"lw-plain-{tmp_path.name}").unlink(missing_ok=True)
+    assert rt.sandbox_kind() == "plain"
+    assert out.status == SUCCESS
+    assert out.result["connect"] == "connected"  # nothing isolates the network here
+    assert out.result["uid"] != 65534
+    assert any("runs unsandboxed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_missing_bwrap_binary_is_detected():
+    assert bwrap_available("bwrap-that-does-not-exist") is False
