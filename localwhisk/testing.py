@@ -17,8 +17,9 @@ Usage in an integration fixture::
 ``Server.start()`` returns ``(api_host, auth)``; ``.client`` is a ``WhiskClient``
 for anything else; ``kill()`` stops it hard (SIGKILL) to test restarts.
 Everything the server keeps lives in ``state_dir``. ``extra_args`` go to
-``localwhisk serve`` (e.g. ``["--image", "user/img=/path"]``), ``env`` is added
-to the server's environment.
+``localwhisk serve``, ``images={"user/img": ["/dir"]}`` maps docker images of
+blackbox actions to local PYTHONPATH dirs (``--image``; keep them outside /tmp:
+sandboxed actions get a private /tmp), ``env`` is added to the server's environment.
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ START_TIMEOUT_S = 30.0
 
 class Server:
     def __init__(self, state_dir: str | Path, *, extra_args: list[str] | None = None,
-                 env: Mapping[str, str] | None = None, max_concurrent: int = 30) -> None:
+                 env: Mapping[str, str] | None = None, max_concurrent: int = 30,
+                 images: Mapping[str, list[str | Path]] | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.extra_args = list(extra_args or [])
+        for image, dirs in (images or {}).items():  # blackbox image -> PYTHONPATH dirs (serve --image)
+            self.extra_args += ["--image", f"{image}=" + ":".join(str(d) for d in dirs)]
         self.env = dict(env or {})
         self.max_concurrent = max_concurrent
         self.api_host = ""

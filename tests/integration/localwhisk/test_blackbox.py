@@ -18,7 +18,7 @@ def test_mapped_image_runs_and_unmapped_fails_like_a_pull(tmp_path):
     lib = tmp_path / "imagelib"
     lib.mkdir()
     (lib / "ocrlib.py").write_text("def read():\n    return 'text from the image'\n")
-    with Server(tmp_path / "state", extra_args=["--sandbox", "none", "--image", f"tester/ocr={lib}"]) as whisk:
+    with Server(tmp_path / "state", extra_args=["--sandbox", "none"], images={"tester/ocr": [lib]}) as whisk:
         code = "import ocrlib\ndef main(a):\n    return {'text': ocrlib.read()}\n"
         for name, image in (("mapped", "tester/ocr:1.0"), ("unmapped", "nobody/missing:2")):
             body = {"exec": {"kind": "blackbox", "image": image, "code": code}}
