@@ -29,7 +29,8 @@ What is isolated under bubblewrap (``bwrap_argv``):
 What is NOT isolated:
 - the filesystem is readable: anything world-readable on the host (including the
   state directory of other actions, unless its permissions forbid it) can be read;
-- CPU time and disk space are not capped (no cgroup); only wall-clock time is;
+- CPU time, disk space and the number of processes are not capped (no cgroup);
+  only wall-clock time is (a fork bomb lasts until the timeout kills the group);
 - with ``network: true`` the action reaches every host service on loopback;
 - the kernel is shared; this is a namespace sandbox, not a VM or gVisor;
 - without bubblewrap ("plain" fallback) there is no isolation beyond rlimits,
