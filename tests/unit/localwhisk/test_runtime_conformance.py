@@ -215,3 +215,13 @@ def test_api_key_is_withheld_when_not_provided(runtime):
     act = action(source("env_dump.py"), name="nokey", provide_api_key=False)
     out = invoke(runtime, act, {})
     assert "__OW_API_KEY" not in out.result["env"]
+
+
+def test_numpy_fits_under_the_smallest_memory_limit(runtime):
+    # The RLIMIT_AS headroom must cover the interpreter plus numpy (see pool.py).
+    src = ("import numpy\n\ndef main(args):\n"
+           "    a = numpy.ones((1024, 1024, 8))  # 64 MB, within a 128 MB limit\n"
+           "    return {'sum': float(a.sum())}\n")
+    out = invoke(runtime, action(src, name="numpy"), {}, Limits(memory_mb=128))
+    assert out.status == SUCCESS, out.result
+    assert out.result == {"sum": 8 * 1024 * 1024}
