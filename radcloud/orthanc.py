@@ -147,12 +147,17 @@ class Orthanc:
                 log.debug("could not delete query %s", query_id)
 
     def modality_move(self, modality: str, level: str, resources: list[dict[str, str]],
-                      *, target_aet: str | None = None) -> str:
-        """Start an asynchronous C-MOVE from ``modality`` into Orthanc; return the job id."""
+                      *, target_aet: str | None = None) -> str | None:
+        """C-MOVE from ``modality`` into Orthanc; the job id to poll, or None if it is done.
+
+        Orthanc >= 1.11 honours ``Asynchronous`` and answers a job; 1.10
+        (Debian 12) runs the move within the request and answers ``{}``.
+        """
         body: dict[str, Any] = {"Level": level, "Resources": resources, "Asynchronous": True}
         if target_aet:
             body["TargetAet"] = target_aet
-        return self._json("POST", f"/modalities/{modality}/move", body)["ID"]
+        answer = self._json("POST", f"/modalities/{modality}/move", body)
+        return answer.get("ID") if isinstance(answer, dict) else None
 
     def job(self, job_id: str) -> dict:
         return self._json("GET", f"/jobs/{job_id}")

@@ -172,7 +172,8 @@ class Stager:
             self._update(rid, uid, state="moving")
             job = self.orthanc.modality_move(modality, "Series", [
                 {"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid}])
-            self.orthanc.wait_job(job, timeout_s=self.move_timeout_s)
+            if job is not None:
+                self.orthanc.wait_job(job, timeout_s=self.move_timeout_s)
             orthanc_id = None
         if not orthanc_id:
             ids = self.orthanc.find("Series", {"SeriesInstanceUID": uid}, expand=False)
