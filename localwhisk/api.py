@@ -214,7 +214,8 @@ class Controller:
         if record is None:
             return json_response(202, {"activationId": inv.activation_id}, id_header)
         status = HTTP_STATUS[record["response"]["status"]]
-        if result_only:
+        if result_only or isinstance(record["response"]["result"], list):
+            # An array result comes back bare even without result=true (CTRL/Actions.scala).
             return json_response(status, record["response"]["result"], id_header)
         # Blocking replies carry no logs; fetching the activation gets them (OW:docs/rest_api.md).
         return json_response(status, {**record, "logs": []}, id_header)

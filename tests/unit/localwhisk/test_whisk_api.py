@@ -246,9 +246,10 @@ def test_final_parameters_cannot_be_overridden(ctrl):
     assert call(ctrl, "POST", f"{A}/f", {"other": 1}, query="blocking=true").status == 200
 
 
-def test_array_payload_replaces_arguments(ctrl):
+def test_array_payload_replaces_arguments_and_array_result_comes_back_bare(ctrl):
     put_action(ctrl, "arr", ECHO, parameters=[{"key": "p", "value": 1}])
     assert call(ctrl, "POST", f"{A}/arr", [1, 2], query="blocking=true&result=true").json() == [1, 2]
+    assert call(ctrl, "POST", f"{A}/arr", [3], query="blocking=true").json() == [3]
 
 
 def test_init_parameters_go_to_env_not_args(ctrl):
