@@ -196,7 +196,11 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
     reader.start()
     killed_for, last_check = "", 0.0
     while proc.poll() is None:
-        time.sleep(poll_s)
+        try:
+            proc.wait(timeout=poll_s)  # returns the moment the plugin exits (a sleep would not)
+            break
+        except subprocess.TimeoutExpired:
+            pass
         now = time.monotonic()
         if now - t0 > limits.timeout_s:
             killed_for = "timeout"
