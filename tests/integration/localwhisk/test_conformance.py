@@ -98,6 +98,10 @@ def test_case(whisk, name):
     deploy(whisk, action, case)
     status, rec = whisk.invoke(action, case.payload, result=False)
     assert status == case.status, rec
+    if isinstance(rec, list):  # an array result comes back bare even without result=true
+        assert case.check(rec), rec
+        _, found = whisk.client.request("GET", "/api/v1/namespaces/_/activations", query=f"name={action}&docs=true&limit=1")
+        rec = found[0]
     assert rec["response"]["status"] == case.activation, rec
     assert case.check(rec["response"]["result"]), rec["response"]["result"]
 
