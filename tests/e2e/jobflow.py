@@ -27,11 +27,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 ROOT = Path(__file__).resolve().parents[2]
 # Outside /tmp on purpose: localwhisk gives each action a private /tmp.
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"  # dcm2png and copy are symlinks
-PLUGINS = ("dcm2png", "copy", "flaky")
+PLUGINS = ("dcm2png", "copy", "flaky", "noop")
 IMAGE = "radcloud-runtime"
 
 
-def ct_instance(study: str, series: str, number: int, series_number: int) -> bytes:
+def ct_instance(study: str, series: str, number: int, series_number: int, size: int = 64) -> bytes:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -45,14 +45,16 @@ def ct_instance(study: str, series: str, number: int, series_number: int) -> byt
     ds.ReferringPhysicianName = ""
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", series_number, number
     ds.SeriesDescription = f"series {series_number}"
-    ds.Rows = ds.Columns = 64
+    ds.Rows = ds.Columns = size
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.RescaleIntercept, ds.RescaleSlope, ds.WindowCenter, ds.WindowWidth = -1024, 1, 40, 400
     ds.PixelSpacing, ds.SliceThickness = [0.8, 0.8], 1.0
     ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, float(number)], [1, 0, 0, 0, 1, 0]
-    yy, xx = np.mgrid[:64, :64]
-    img = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < (10 + number) ** 2, 1100, 24).astype(np.int16)
+    yy, xx = np.mgrid[:size, :size]
+    c = size // 2
+    img = np.where((yy - c) ** 2 + (xx - c) ** 2 < (size // 6 + number) ** 2, 1100, 24).astype(np.int16)
+    img += (np.random.default_rng(number).normal(0, 20, img.shape)).astype(np.int16)
     ds.PixelData = img.tobytes()
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -111,13 +113,13 @@ class JobWorld:
             self.stack.down()
 
     # -- data ------------------------------------------------------------------------
-    def seed_study(self, sizes: list[int]) -> tuple[str, list[str]]:
+    def seed_study(self, sizes: list[int], *, size: int = 64) -> tuple[str, list[str]]:
         orthanc = self.endpoints.orthanc
         study = generate_uid()
         series = [generate_uid() for _ in sizes]
         for n, (uid, size) in enumerate(zip(series, sizes), 1):
             for i in range(1, size + 1):
-                r = requests.post(orthanc.url + "/instances", data=ct_instance(study, uid, i, n),
+                r = requests.post(orthanc.url + "/instances", data=ct_instance(study, uid, i, n, size),
                                   auth=orthanc.auth, timeout=30)
                 r.raise_for_status()
         return study, series
