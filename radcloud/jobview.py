@@ -26,15 +26,20 @@ def check(job: dict[str, Any], principal: Any) -> dict[str, Any]:
     return job
 
 
-def public(job: dict[str, Any]) -> dict[str, Any]:
-    """The job without bulky internals (input key lists, argv)."""
-    out = {k: v for k, v in job.items() if k not in ("shards",)}
-    total = int(job.get("shards_total") or 0)
+def summary(job: dict[str, Any]) -> dict[str, Any]:
+    """One line of a job list: the job hash with its progress, no shards."""
+    out = {k: v for k, v in job.items() if k != "shards"}
     out["progress"] = {
-        "shards_done": int(job.get("shards_done") or 0), "shards_total": total,
+        "shards_done": int(job.get("shards_done") or 0), "shards_total": int(job.get("shards_total") or 0),
         "instances_done": int(job.get("instances_done") or 0),
         "instances_total": int(job.get("instances_total") or 0),
     }
+    return out
+
+
+def public(job: dict[str, Any]) -> dict[str, Any]:
+    """The job without bulky internals (input key lists, argv, output listings)."""
+    out = summary(job)
     out["shards"] = [{k: v for k, v in s.items() if k not in ("inputs", "argv", "outputs")}
                      | {"outputs": len(s.get("outputs") or [])} for s in job.get("shards", [])]
     return out

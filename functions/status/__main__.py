@@ -78,7 +78,7 @@ def handle(request, settings, principal, services=None):
             principal.role not in jobview.PRIVILEGED
         found = jobs.list(owner=principal.name if mine else None, state=params.get("state") or None,
                           limit=int(_number(params, "limit", 50, 1, 500)))
-        return {"jobs": [jobview.public({**j, "shards": []}) | {"shards": None} for j in found]}
+        return {"jobs": [jobview.summary(j) for j in found]}
     job = jobview.check(jobs.get(job_id), principal)
     if op == "events":
         return {"job_id": job_id, "events": jobs.events(job_id, after=str(params.get("after", "-")),
