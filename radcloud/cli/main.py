@@ -1,4 +1,8 @@
-"""Entry point of the ``radcloud`` command; sub-commands live in sibling modules."""
+"""Entry point of the ``radcloud`` command; sub-commands live in sibling modules.
+
+Exit codes: 0 ok, 1 failure, 2 usage, 3 a watched job/pull did not succeed,
+4 not logged in / not allowed, 5 gave up waiting (see radcloud/cli/common.py).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,22 @@ import logging
 
 import typer
 
-from radcloud.cli import stack, users
+from radcloud.cli import data, demo, deploy, doctor, jobs, stack, users
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="radcloud: PACS query/retrieve and image plugins as OpenWhisk actions.")
 app.add_typer(stack.app, name="stack")
 app.add_typer(users.app, name="users")
+app.add_typer(jobs.plugins_app, name="plugins")
+app.command()(demo.demo)
+app.command()(deploy.deploy)
+app.command()(doctor.doctor)
+app.command()(data.login)
+app.command()(data.query)
+app.command()(data.pull)
+app.command()(jobs.run)
+app.command()(jobs.status)
+app.command()(jobs.results)
 
 
 @app.callback()

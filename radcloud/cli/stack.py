@@ -68,12 +68,14 @@ def up(
         None, "--port-offset", help="standard ports + this offset (default 10000: Orthanc 18042/14242, "
         "Redis 16379, S3 18333); remembered in the state dir"),
     with_pacs: bool = typer.Option(False, "--with-pacs", help="also start a second Orthanc acting as a hospital PACS"),
+    with_whisk: bool = typer.Option(False, "--with-whisk", help="also start localwhisk (the OpenWhisk API; "
+                                    "`radcloud deploy --local` deploys radcloud onto it)"),
     install: bool = typer.Option(True, "--install/--no-install", help="install missing binaries (root + apt only)"),
     timeout: float = typer.Option(60.0, "--timeout", help="seconds to wait for each service's health"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Start Orthanc, Redis and SeaweedFS S3 (a no-op for what already runs)."""
-    services = (*DEFAULT_SERVICES, "pacs") if with_pacs else DEFAULT_SERVICES
+    services = (*DEFAULT_SERVICES, *(["pacs"] if with_pacs else []), *(["whisk"] if with_whisk else []))
     started = time.perf_counter()
 
     def progress(service: str, event: str) -> None:
@@ -106,6 +108,9 @@ def up(
     if "s3" in services:
         table.add_row("s3", f"{pub['s3']['endpoint']}  bucket {pub['s3']['bucket']}",
                       f"{pub['s3']['access_key']} / ***")
+    if "whisk" in services:
+        table.add_row("whisk", f"{pub['whisk']['api_host']}  web {pub['whisk']['web']}",
+                      f"*** ({stack.state.whisk_dir / '.wskprops'})")
     out.print(table)
     out.print(f"secrets: {endpoints.credentials_file} (mode 0600)")
     out.print(f"env for tools: set -a; . {stack.state.env_file}; set +a")

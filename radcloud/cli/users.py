@@ -19,15 +19,16 @@ from rich.table import Table
 
 from radcloud.errors import RadcloudError
 from radcloud.settings import Settings
-from radcloud.users import ROLES, UserStore
 
 app = typer.Typer(no_args_is_help=True, help="Manage who may log in (admins only: needs the Redis URL).")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
-def _store() -> UserStore:
+def _store():
     import redis
+
+    from radcloud.users import UserStore  # late: importing it hashes a dummy password (~1 s)
 
     settings = Settings.load()
     return UserStore(redis.Redis.from_url(settings.redis_url.reveal(), socket_connect_timeout=3))
@@ -55,7 +56,7 @@ def _read_password(from_stdin: bool) -> str:
 
 @app.command()
 def add(name: str = typer.Argument(..., help="login name (a-z, 0-9, . _ -)"),
-        role: str = typer.Option(..., "--role", "-r", help=f"one of {', '.join(ROLES)}"),
+        role: str = typer.Option(..., "--role", "-r", help="clinician, researcher, admin or service"),
         password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin")) -> None:
     """Add a user. People get a password; a service account gets an API key (printed once)."""
     password = None if role == "service" else _read_password(password_stdin)

@@ -6,6 +6,7 @@ puts the files in the state directory, mode 0600 since they hold secrets.
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,13 +61,22 @@ def render_redis(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any
         password=credentials["redis"]["password"])
 
 
+def render_whisk_images(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any]) -> str:
+    """localwhisk's images file: each manifest image → this venv + checkout + the stack's env."""
+    from radcloud.deploy import local_images
+    from radcloud.stack.endpoints import Endpoints
+
+    env = Endpoints.from_state(state, ports, dict(credentials)).env()
+    return json.dumps(local_images(env), indent=2) + "\n"
+
+
 def render_env(env: Mapping[str, str], path: Path) -> str:
     return _ENV.get_template("radcloud.env.j2").render(env=env, path=str(path))
 
 
 def config_path(state: StateDir, service: str) -> Path:
     """Where the service's rendered config lives."""
-    names = {"redis": "redis.conf", "s3": "s3.json"}
+    names = {"redis": "redis.conf", "s3": "s3.json", "whisk": "images.json"}
     return state.service_dir(service) / names.get(service, "orthanc.json")
 
 
@@ -84,6 +94,8 @@ def write_service_config(service: str, *, state: StateDir, ports: Ports,
         text = render_s3_identities(credentials)
         (state.service_dir("s3") / "data").mkdir(parents=True, exist_ok=True)
         (state.log_dir / "s3").mkdir(parents=True, exist_ok=True)
+    elif service == "whisk":
+        text = render_whisk_images(state=state, ports=ports, credentials=credentials)
     else:
         raise ValueError(f"unknown service {service!r}")
     write_private(path, text)

@@ -41,6 +41,8 @@ class Endpoints:
     redis_url: Secret
     test_aet: str
     test_scp_port: int
+    token_secret: Secret = Secret("")
+    whisk_url: str = ""  # localwhisk's API host (``stack up --with-whisk``)
 
     @classmethod
     def from_state(cls, state: StateDir, ports: Ports, credentials: dict[str, Any]) -> "Endpoints":
@@ -58,6 +60,8 @@ class Endpoints:
             s3_secret_key=Secret(credentials["s3"]["secret_key"]), s3_bucket=BUCKET,
             redis_url=Secret(f"redis://:{redis_password}@127.0.0.1:{ports.redis}/0"),
             test_aet=TEST_AET, test_scp_port=ports.test_scp,
+            token_secret=Secret(credentials.get("token_secret", "")),
+            whisk_url=f"http://127.0.0.1:{ports.whisk}",
         )
 
     @property
@@ -81,6 +85,8 @@ class Endpoints:
             "RADCLOUD_TEST_AET": self.test_aet,
             "RADCLOUD_TEST_SCP_PORT": str(self.test_scp_port),
         }
+        if self.token_secret:
+            env["RADCLOUD_TOKEN_SECRET"] = self.token_secret.reveal()
         for name, o in self.orthancs.items():
             if name == "orthanc":
                 continue
@@ -106,4 +112,5 @@ class Endpoints:
                    "secret_key": str(self.s3_secret_key), "bucket": self.s3_bucket},
             "redis": {"url": str(self.redis_url), "address": self.redis_url.reveal().rsplit("@", 1)[-1]},
             "test_scp": {"aet": self.test_aet, "port": self.test_scp_port},
+            "whisk": {"api_host": self.whisk_url, "web": f"{self.whisk_url}/api/v1/web/guest/radcloud/"},
         }

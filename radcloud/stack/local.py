@@ -31,7 +31,7 @@ from radcloud.stack.state import BUCKET, ORTHANCS, StateDir, write_private
 log = logging.getLogger(__name__)
 
 DEFAULT_SERVICES = ("orthanc", "redis", "s3")
-ALL_SERVICES = (*ORTHANCS, "redis", "s3")
+ALL_SERVICES = (*ORTHANCS, "redis", "s3", "whisk")
 
 Progress = Callable[[str, str], None]  # (service, event) e.g. ("redis", "healthy")
 

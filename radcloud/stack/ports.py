@@ -33,6 +33,7 @@ STANDARD = {
     "weed_filer_grpc": 18888,
     "weed_admin": 9646,  # weed's own default (23646) + offset would land in the kernel's ephemeral range
     "weed_admin_grpc": 19646,
+    "whisk": 3233,  # localwhisk (OpenWhisk standalone's port), started with `stack up --with-whisk`
 }
 DEFAULT_OFFSET = 10000
 GRPC_OFFSET = 10000
@@ -62,6 +63,7 @@ class Ports:
     weed_filer_grpc: int
     weed_admin: int
     weed_admin_grpc: int
+    whisk: int
 
     @classmethod
     def standard(cls, offset: int = DEFAULT_OFFSET) -> "Ports":
@@ -110,7 +112,9 @@ class Ports:
 
     @classmethod
     def from_dict(cls, data: dict[str, int]) -> "Ports":
-        return cls(**{f.name: int(data[f.name]) for f in dataclasses.fields(cls)})
+        # ports.json of an older stack lacks later services: their standard port + the same offset.
+        offset = int(data["orthanc_http"]) - STANDARD["orthanc_http"]
+        return cls(**{f.name: int(data.get(f.name, STANDARD[f.name] + offset)) for f in dataclasses.fields(cls)})
 
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

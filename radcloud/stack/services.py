@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -165,9 +166,42 @@ def s3_service(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
     )
 
 
+def whisk_service(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
+                  binaries: Binaries) -> Service:
+    """localwhisk serving the OpenWhisk API; the manifest's images map to this checkout.
+
+    Run as ``python -m localwhisk.cli serve`` by this venv's interpreter:
+    radcloud never imports localwhisk. The API key is in ``whisk/.wskprops``.
+    """
+    url = f"http://127.0.0.1:{ports.whisk}"
+
+    def health() -> None:
+        try:
+            resp = requests.get(f"{url}/", timeout=2)
+        except requests.RequestException as exc:
+            raise NotReady(str(exc)) from None
+        if resp.status_code != 200 or "runtimes" not in resp.text:
+            raise NotReady(f"GET / answered HTTP {resp.status_code}")
+        if not (state.whisk_dir / ".wskprops").exists():
+            raise NotReady("no .wskprops yet")
+
+    return Service(
+        name="whisk",
+        argv=(sys.executable, "-m", "localwhisk.cli", "serve", "--state-dir", str(state.whisk_dir),
+              "--port", str(ports.whisk), "--images-file", str(config.config_path(state, "whisk"))),
+        env=dict(os.environ),
+        binds=(("127.0.0.1", ports.whisk),),
+        endpoint=url,
+        health=health,
+        cwd=state.whisk_dir,
+    )
+
+
 def build(name: str, *, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
           binaries: Binaries) -> Service:
     kwargs = dict(state=state, ports=ports, credentials=credentials, binaries=binaries)
+    if name == "whisk":
+        return whisk_service(**kwargs)
     if name in ORTHANCS:
         return orthanc_service(name, **kwargs)
     if name == "redis":

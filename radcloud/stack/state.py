@@ -70,6 +70,16 @@ class StateDir:
     def pid_file(self, service: str) -> Path:
         return self.run_dir / f"{service}.json"
 
+    def remember_credential(self, name: str, value: Any) -> None:
+        """Add or replace one entry of the credentials file (e.g. the demo user's password)."""
+        creds = self.credentials_data()
+        creds[name] = value
+        write_private(self.credentials, json.dumps(creds, indent=2) + "\n")
+
+    @property
+    def whisk_dir(self) -> Path:
+        return self.root / "whisk"
+
     def create(self) -> None:
         for path in (self.root, self.run_dir, self.log_dir):
             path.mkdir(parents=True, exist_ok=True)
@@ -89,6 +99,9 @@ class StateDir:
         """
         existing = self.load_json(self.credentials)
         if existing is not None:
+            if "token_secret" not in existing:  # a state dir from before the actions were deployed
+                existing["token_secret"] = secrets.token_urlsafe(40)
+                write_private(self.credentials, json.dumps(existing, indent=2) + "\n")
             return existing
         creds: dict[str, Any] = {
             name: {"user": ORTHANC_USER, "password": secrets.token_urlsafe(18)} for name in ORTHANCS
@@ -98,6 +111,7 @@ class StateDir:
             "access_key": S3_ACCESS_KEY_PREFIX + secrets.token_hex(6),
             "secret_key": secrets.token_urlsafe(30),
         }
+        creds["token_secret"] = secrets.token_urlsafe(40)  # signs users' tokens (the login action)
         self.create()
         write_private(self.credentials, json.dumps(creds, indent=2) + "\n")
         return creds
