@@ -1,0 +1,167 @@
+"""plugins/deidentify: PS3.15 Basic Profile on a phantom series and pydicom's real files.
+
+Every output file is checked with ``find_phi`` and, stronger, for the bytes
+of every original identifying value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from conftest import REPO, TEST_FILES, copy_test_files, write_ct_series
+
+import sys
+sys.path.insert(0, str(REPO / "plugins" / "deidentify"))
+import deid_profile  # noqa: E402
+from deid_profile import Deidentifier, find_phi  # noqa: E402
+
+import subprocess
+
+SECRET = "hospital-secret-0123456789"
+
+
+def deidentify(inp: Path, out: Path, *opts: str, secret: str | None = SECRET) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RADCLOUD_DEID_SECRET"}
+    if secret is not None:
+        env["RADCLOUD_DEID_SECRET"] = secret
+    return subprocess.run([sys.executable, str(REPO / "plugins/deidentify/deidentify.py"), *opts, str(inp), str(out)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def _identifiers(paths) -> set[str]:
+    """Every identifying value of the originals (≥ 4 characters), as text."""
+    values = set()
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        for kw in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName",
+                   "ReferringPhysicianName", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+                   "FrameOfReferenceUID", "StudyDate", "StudyID", "OperatorsName"):
+            v = str(ds.get(kw, "") or "")
+            if len(v) >= 4 and len(set(v)) > 1:  # '000000000' matches anything
+                values.add(v)
+    return values
+
+
+def test_phantom_series(tmp_path):
+    paths = write_ct_series(tmp_path / "ct", count=8)
+    proc = deidentify(tmp_path / "ct", tmp_path / "out", "--mapDir", str(tmp_path / "hospital"))
+    assert proc.returncode == 0, proc.stderr
+    outs = sorted((tmp_path / "out").glob("*.dcm"))
+    assert len(outs) == 8
+    secrets = _identifiers(paths)
+    assert {"DOE^JANE", "MRN0001", "ACC0001", "19600101", "20250102"} <= secrets
+    studies, series, shifts = set(), set(), set()
+    for out in outs:
+        ds = pydicom.dcmread(out)
+        assert find_phi(ds) == [], out.name
+        raw = out.read_bytes()
+        leaked = [v for v in secrets if v.encode() in raw]
+        assert leaked == [], leaked
+        assert ds.PatientName == ds.PatientID and ds.PatientID.startswith("RC-")
+        assert ds.SOPInstanceUID.startswith("2.25.") and len(ds.SOPInstanceUID) <= 64
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        assert out.name == f"{ds.SOPInstanceUID}.dcm"
+        studies.add(ds.StudyInstanceUID)
+        series.add(ds.SeriesInstanceUID)
+        shifts.add(ds.StudyDate)
+        assert "PixelData" in ds and ds.pixel_array.shape == (128, 128)
+    assert len(studies) == len(series) == len(shifts) == 1
+    # the map is hospital-side only
+    (mapfile,) = (tmp_path / "hospital").glob("reid-*.json")
+    reid = json.loads(mapfile.read_text())
+    assert reid["patients"][0]["patient_id"] == "MRN0001"
+    assert oct(mapfile.stat().st_mode & 0o777) == "0o600"
+    assert not [p for p in (tmp_path / "out").rglob("*") if b"MRN0001" in p.read_bytes()]
+    assert "MRN0001" not in proc.stderr and "DOE" not in proc.stderr
+
+
+def test_same_secret_same_pseudonyms_other_secret_not(tmp_path):
+    write_ct_series(tmp_path / "ct", count=2)
+    names = {}
+    for label, secret in (("a", SECRET), ("b", SECRET), ("c", "another-secret-0123456789")):
+        assert deidentify(tmp_path / "ct", tmp_path / label, secret=secret).returncode == 0
+        names[label] = sorted(p.name for p in (tmp_path / label).glob("*.dcm"))
+    assert names["a"] == names["b"] and names["a"] != names["c"]
+
+
+def test_map_inside_output_and_missing_secret_are_refused(tmp_path):
+    write_ct_series(tmp_path / "ct", count=1)
+    proc = deidentify(tmp_path / "ct", tmp_path / "out", "--mapDir", str(tmp_path / "out" / "map"))
+    assert proc.returncode == 2 and "mapDir" in proc.stderr
+    assert not (tmp_path / "out" / "map").exists()
+    proc = deidentify(tmp_path / "ct", tmp_path / "out", secret=None)
+    assert proc.returncode == 2 and "RADCLOUD_DEID_SECRET" in proc.stderr
+
+
+REAL = ["CT_small.dcm", "MR_small.dcm", "MR_small_jp2klossless.dcm", "rtplan.dcm", "test-SR.dcm",
+        "examples_overlay.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "nested_priv_SQ.dcm"]
+
+
+def test_real_files_pass_the_checker_and_lose_private_and_overlays(tmp_path):
+    inp = copy_test_files(tmp_path / "in", REAL)
+    proc = deidentify(inp, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "deidentify.json").read_text())
+    # nested_priv_SQ.dcm has no SOP Instance UID: not a storable instance
+    assert summary["written"] == len(REAL) - 1 and summary["not_instance"] == 1
+    assert summary["failed_check"] == 0
+    secrets = _identifiers(inp / n for n in REAL)
+    for out in (tmp_path / "out").glob("*.dcm"):
+        ds = pydicom.dcmread(out)
+        assert find_phi(ds) == [], (out.name, find_phi(ds))
+        assert not any(e.tag.is_private for e in ds.iterall())
+        assert not any(0x6000 <= e.tag.group <= 0x60FF and e.tag.element == 0x3000 for e in ds)
+        raw = out.read_bytes()
+        assert [v for v in secrets if v.encode() in raw] == []
+
+
+def test_checker_flags_the_originals():
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    found = find_phi(ds)
+    assert "(0010,0010)" in found and "(0008,0018)" in found and "(0012,0062)" in found
+
+
+def test_references_inside_sequences_follow_the_remapped_uids():
+    deid = Deidentifier(SECRET.encode())
+    a, b = Dataset(), Dataset()
+    a.PatientID = b.PatientID = "P1"
+    a.SOPInstanceUID, b.SOPInstanceUID = "1.2.3.1", "1.2.3.2"
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ref.ReferencedSOPInstanceUID = "1.2.3.1"
+    b.ReferencedImageSequence = Sequence([ref])
+    b.StudyDate, a.StudyDate = "20240229", "20240301"
+    deid.apply(a)
+    deid.apply(b)
+    assert b.ReferencedImageSequence[0].ReferencedSOPInstanceUID == a.SOPInstanceUID
+    assert b.ReferencedImageSequence[0].ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    assert find_phi(a) == [] and find_phi(b) == []
+    from datetime import date
+    da, db = (date(int(x.StudyDate[:4]), int(x.StudyDate[4:6]), int(x.StudyDate[6:])) for x in (a, b))
+    assert (da - db).days == 1  # intervals survive the per-patient shift
+
+
+@pytest.mark.parametrize("value, vr, days, expected", [
+    ("20240301", "DA", -1, "20240229"),
+    ("20240101-20240131", "DA", -10, "20231222-20240121"),
+    ("20240301120000.5", "DT", 1, "20240302120000.5"),
+    ("garbage", "DA", 1, ""),
+])
+def test_shift_value(value, vr, days, expected):
+    assert deid_profile.shift_value(value, vr, days) == expected
+
+
+def test_burned_in_annotation_is_refused(tmp_path):
+    paths = write_ct_series(tmp_path / "ct", count=1)
+    ds = pydicom.dcmread(paths[0])
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(paths[0])
+    proc = deidentify(tmp_path / "ct", tmp_path / "out")
+    assert proc.returncode == 1 and not list((tmp_path / "out").glob("*.dcm"))
