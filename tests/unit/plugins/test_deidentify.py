@@ -44,7 +44,8 @@ def _identifiers(paths) -> set[str]:
                    "ReferringPhysicianName", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
                    "FrameOfReferenceUID", "StudyDate", "StudyID", "OperatorsName"):
             v = str(ds.get(kw, "") or "")
-            if len(v) >= 4 and len(set(v)) > 1:  # '000000000' matches anything
+            # '000000000' matches anything; MR_small's institution is its manufacturer's prefix
+            if len(v) >= 4 and len(set(v)) > 1 and v not in str(ds.get("Manufacturer", "")):
                 values.add(v)
     return values
 
