@@ -97,7 +97,7 @@ class JobWorld:
         manifest = yaml.safe_load((ROOT / "deploy" / "manifest.yaml").read_text())
         actions = manifest["project"]["packages"]["radcloud"]["actions"]
         for spec in actions.values():
-            spec["function"] = str(ROOT / spec["function"])
+            spec["function"] = str((ROOT / "deploy" / spec["function"]).resolve())  # wskdeploy: relative to the manifest
         for name in PLUGINS:
             actions[f"plugin-{name}"] = {"function": str(ROOT / "functions" / "shard"), "runtime": "python:3.11",
                                          "docker": "${RADCLOUD_RUNTIME_IMAGE}", "web": False,

@@ -37,7 +37,7 @@ def whisk(stack, tmp_path_factory):
     images.write_text(json.dumps({IMAGE: {"python": sys.executable, "pythonpath": [str(ROOT)], "env": env}}))
     manifest = yaml.safe_load((ROOT / "deploy" / "manifest.yaml").read_text())
     for spec in manifest["project"]["packages"]["radcloud"]["actions"].values():
-        spec["function"] = str(ROOT / spec["function"])
+        spec["function"] = str((ROOT / "deploy" / spec["function"]).resolve())  # wskdeploy: relative to the manifest
     path = tmp / "manifest.yaml"
     path.write_text(yaml.safe_dump(manifest))
     with Server(tmp / "state", extra_args=["--images-file", str(images)], env=env) as server:
