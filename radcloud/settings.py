@@ -104,6 +104,9 @@ class Settings:
     # Web-action authentication
     token_secret: Secret = Secret("")
     token_ttl_s: int = 8 * 3600
+    # ChRIS compute resource (radcloud.pfcon): the credentials CUBE logs in with
+    pfcon_user: str = ""
+    pfcon_password: Secret = Secret("")
     # Web UI: the PACS viewer's study link, with {study_uid} as placeholder
     viewer_url: str = ""
     # Limits
