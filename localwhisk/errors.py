@@ -45,4 +45,6 @@ def too_large(size: int, allowed: int) -> WhiskError:
 
 
 def too_many(count: int, allowed: int) -> WhiskError:
-    return WhiskError(429, f"Too many requests in the last minute (count: {count}, allowed: {allowed}).")
+    # OpenWhisk Messages.tooManyConcurrentRequests: the cap localwhisk enforces
+    # is on invocations in flight, not on a per-minute rate.
+    return WhiskError(429, f"Too many concurrent requests in flight (count: {count}, allowed: {allowed}).")

@@ -277,7 +277,7 @@ def test_namespace_concurrency_cap_gives_429():
     third = call(c, "POST", f"{A}/slow", {})
     c.runtime.gate.set()
     assert third.status == 429
-    assert third.json()["error"] == "Too many requests in the last minute (count: 3, allowed: 2)."
+    assert third.json()["error"] == "Too many concurrent requests in flight (count: 3, allowed: 2)."
     c.close()
 
 
