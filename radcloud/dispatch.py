@@ -29,7 +29,8 @@ from radcloud.jobs import JobSpec, JobStore, ShardSpec, new_job_id
 log = logging.getLogger(__name__)
 
 SHARD_BY = ("series", "instances")
-MAX_SHARDS = 500  # keeps one dispatch within the action's timeout and the namespace's rate
+MAX_SHARDS = 500
+DEIDENTIFY_PLUGIN = "deidentify"  # runs first in every shard when options.deidentify  # keeps one dispatch within the action's timeout and the namespace's rate
 
 
 @dataclasses.dataclass
@@ -114,13 +115,11 @@ class Dispatcher:
 
     def __init__(self, jobs: JobStore, cache: ResultCache, registry: Any, staging: Staging,
                  invoker: Invoker, *, package: str = "radcloud", shard_timeout_s: int = 300,
-                 finaliser: Any = None) -> None:
+                 finaliser: Any = None, deidentify_plugin: str = DEIDENTIFY_PLUGIN) -> None:
         self.jobs, self.cache, self.registry, self.staging = jobs, cache, registry, staging
+        self.deidentify_plugin = deidentify_plugin
         self.invoker, self.package, self.shard_timeout_s = invoker, package, shard_timeout_s
         self.finaliser = finaliser
-
-    def action_for(self, plugin: str) -> str:
-        return f"{self.package}/plugin-{plugin}"
 
     def dispatch(self, request: Mapping[str, Any], owner: str) -> dict[str, Any]:
         """Validate, look up the cache, create and fan out. Returns ``{"job_id", ...}``."""
@@ -141,6 +140,10 @@ class Dispatcher:
         if incomplete:
             raise Conflict(f"{len(incomplete)} series not completely staged yet; wait for the "
                            "retrieve to finish", field="inputs", series=incomplete[:10])
+        stages = [plugin.name]
+        if opts.deidentify:
+            deid = self.registry.get(self.deidentify_plugin)  # NotFound: not installed here
+            stages = [deid.name, plugin.name]
         shards = plan_shards(series, opts)
         if len(shards) > MAX_SHARDS:
             raise BadRequest(f"{len(shards)} shards exceed the limit of {MAX_SHARDS}; "
@@ -149,7 +152,7 @@ class Dispatcher:
         # Options that change the outputs are part of what is cached.
         key = cache_key(plugin.name, plugin.version, {"params": params, "deidentify": opts.deidentify},
                         md5s)
-        options = dataclasses.asdict(opts)
+        options = dataclasses.asdict(opts) | {"stages": stages}
         spec = JobSpec(plugin=plugin.name, plugin_version=plugin.version, owner=owner, params=params,
                        shards=shards, options=options, priority=opts.priority,
                        cache_key=key)
@@ -191,32 +194,98 @@ class Dispatcher:
             self.jobs.transition(job_id, "staging", allowed=("created",))
         by_id = {s["id"]: s for s in job["shards"]}
         for sid in shard_ids:
-            shard = by_id[sid]
-            payload = {
-                "job_id": job_id, "shard_id": sid, "plugin": job["plugin"], "params": job["params"],
-                "inputs": shard["inputs"], "input_prefix": shard.get("input_prefix", ""),
-                "output_prefix": f"{job['output_prefix']}{sid}/",
-                "limits": {"timeout_s": self.shard_timeout_s},
-                "deidentify": bool(job["options"].get("deidentify")),
-            }
-            try:
-                answer = self.invoker.invoke(self.action_for(job["plugin"]), payload, blocking=False)
-                activation = answer.get("activationId")
-                if not activation:
-                    raise RadcloudError(f"OpenWhisk returned no activation id: {str(answer)[:100]}")
-            except Exception as exc:
-                reason = f"invoke failed: {getattr(exc, 'message', None) or type(exc).__name__}"
-                log.warning("job %s shard %s: %s", job_id, sid, reason)
-                if self.jobs.shard_finished(job_id, sid, state="failed", reason=reason) and self.finaliser:
-                    self.finaliser(job_id)
-                continue
-            try:
-                self.jobs.shard_invoked(job_id, sid, activation)
-            except Conflict:
-                # A fast shard already reported started/finished: record the id only.
-                self.jobs.update_shard(job_id, sid, {"activation_id": activation},
-                                       allowed=("running", "succeeded", "failed", "cancelled"),
-                                       event="invoked")
+            invoke_shard(self.jobs, self.invoker, job, by_id[sid], package=self.package,
+                         timeout_s=self.shard_timeout_s, finaliser=self.finaliser)
+
+
+def stage_plan(job: Mapping[str, Any]) -> list[str]:
+    """The plugins each shard runs in turn: ``[deidentify, plugin]`` or ``[plugin]``."""
+    return list((job.get("options") or {}).get("stages") or [job["plugin"]])
+
+
+def shard_payload(job: Mapping[str, Any], shard: Mapping[str, Any], timeout_s: int) -> dict[str, Any]:
+    """The spec one plugin action gets (keys, never data) for the shard's current stage.
+
+    Intermediate stages (de-identification) write under ``_stages/``, so a
+    job's results are only what its plugin produced.
+    """
+    stages, stage = stage_plan(job), int(shard.get("stage") or 0)
+    last = stage == len(stages) - 1
+    sid = shard["id"]
+    prefix = job["output_prefix"]
+    return {
+        "job_id": job["id"], "shard_id": sid, "plugin": stages[stage],
+        "params": job["params"] if last else {},
+        "inputs": shard["inputs"], "input_prefix": shard.get("input_prefix", ""),
+        "output_prefix": f"{prefix}{sid}/" if last else f"{prefix}_stages/{sid}/{stages[stage]}/",
+        "limits": {"timeout_s": timeout_s},
+    }
+
+
+def invoke_shard(jobs: JobStore, invoker: Invoker, job: Mapping[str, Any], shard: Mapping[str, Any], *,
+                 package: str, timeout_s: int, finaliser: Any = None) -> str | None:
+    """Invoke the plugin action of a shard's current stage; returns the activation id.
+
+    A failed invoke fails the shard with the reason (and finalises if it was the last).
+    """
+    payload = shard_payload(job, shard, timeout_s)
+    sid = shard["id"]
+    try:
+        answer = invoker.invoke(f"{package}/plugin-{payload['plugin']}", payload, blocking=False)
+        activation = answer.get("activationId")
+        if not activation:
+            raise RadcloudError(f"OpenWhisk returned no activation id: {str(answer)[:100]}")
+    except Exception as exc:
+        reason = f"invoke failed: {getattr(exc, 'message', None) or type(exc).__name__}"
+        log.warning("job %s shard %s: %s", job["id"], sid, reason)
+        try:
+            if jobs.shard_finished(job["id"], sid, state="failed", reason=reason) and finaliser:
+                finaliser(job["id"])
+        except Conflict:
+            pass
+        return None
+    try:
+        jobs.shard_invoked(job["id"], sid, activation)
+    except Conflict:
+        # A fast shard already reported started/finished: record the id only.
+        jobs.update_shard(job["id"], sid, {"activation_id": activation},
+                          allowed=("running", "succeeded", "failed", "cancelled"), event="invoked")
+    return activation
+
+
+def advance_stage(jobs: JobStore, invoker: Invoker, job_id: str, shard_id: str,
+                  outputs: list[dict[str, Any]], *, package: str, timeout_s: int,
+                  finaliser: Any = None) -> bool:
+    """After an intermediate stage succeeded, run the next one on its DICOM outputs.
+
+    Returns False if the shard was at its last stage (the caller records the
+    outcome as usual); True when the next stage has been invoked or the shard
+    has been failed/cancelled here.
+    """
+    job = jobs.get(job_id)
+    shard = jobs.shard(job_id, shard_id)
+    stages, stage = stage_plan(job), int(shard.get("stage") or 0)
+    if stage >= len(stages) - 1:
+        return False
+    if job["cancel"]:
+        if jobs.shard_finished(job_id, shard_id, state="cancelled", reason="cancelled between stages") and finaliser:
+            finaliser(job_id)
+        return True
+    keys = [o["key"] for o in outputs
+            if o["key"].lower().endswith(".dcm") or o.get("content_type") == "application/dicom"]
+    if not keys:
+        reason = f"stage {stages[stage]} produced no DICOM for {stages[stage + 1]}"
+        if jobs.shard_finished(job_id, shard_id, state="failed", reason=reason) and finaliser:
+            finaliser(job_id)
+        return True
+    prefix = shard_payload(job, shard, timeout_s)["output_prefix"]
+    patch = {"stage": stage + 1, "inputs": keys, "input_prefix": prefix, "state": "invoked",
+             "deadline": jobs.clock() + timeout_s, "activation_id": None}
+    jobs.update_shard(job_id, shard_id, patch, allowed=("running",), event="stage",
+                      data={"stage": stage + 1, "plugin": stages[stage + 1], "inputs": len(keys)})
+    invoke_shard(jobs, invoker, job, {**shard, **patch}, package=package, timeout_s=timeout_s,
+                 finaliser=finaliser)
+    return True
 
 
 def request_from_params(params: Mapping[str, Any]) -> dict[str, Any]:

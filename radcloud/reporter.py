@@ -10,6 +10,7 @@ then the final state.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -66,9 +67,11 @@ class RedisShardReporter:
     """The reporter a plugin action passes to :func:`radcloud.shard.run_shard`."""
 
     def __init__(self, jobs: JobStore, job_id: str, *, finaliser: Callable[[str], Any] | None = None,
-                 activation_id: str | None = None) -> None:
+                 activation_id: str | None = None,
+                 advance: Callable[[str, str, list[dict[str, Any]]], bool] | None = None) -> None:
         self.jobs, self.job_id = jobs, job_id
         self.finaliser = finaliser
+        self._advance = advance
         self.activation_id = activation_id
         self._running: set[str] = set()
         self._plugin_started: set[str] = set()
@@ -124,6 +127,14 @@ class RedisShardReporter:
         if state == "failed" and outcome.get("message"):
             reason = f"{reason}: {outcome['message']}"[:300]
         shard = self.jobs.shard(self.job_id, shard_id)
+        if state == "succeeded" and self._multi_stage():
+            # De-identify first: this was an intermediate stage; the next one runs on its outputs.
+            try:
+                if self.advance(shard_id, outcome.get("outputs") or []):
+                    return
+            except Exception as exc:
+                state, reason = "failed", f"could not start the next stage: {type(exc).__name__}"
+                log.warning("job %s shard %s: %s", self.job_id, shard_id, reason)
         try:
             must_finalise = self.jobs.shard_finished(
                 self.job_id, shard_id, state=state, reason=reason, exit_code=outcome.get("exit_code"),
@@ -135,3 +146,21 @@ class RedisShardReporter:
             return
         if must_finalise and self.finaliser is not None:
             self.finaliser(self.job_id)
+
+    def _multi_stage(self) -> bool:
+        options = self.jobs.r.hget(self.jobs.key(self.job_id), "options") or "{}"
+        return len(json.loads(options).get("stages") or []) > 1
+
+    def advance(self, shard_id: str, outputs: list[dict[str, Any]]) -> bool:
+        if self._advance is None:
+            # Inside a plugin action: OpenWhisk gives it __OW_API_HOST/__OW_API_KEY.
+            from radcloud.dispatch import advance_stage
+            from radcloud.openwhisk import OpenWhisk
+            from radcloud.settings import Settings
+
+            settings = Settings.load()
+            invoker = OpenWhisk.from_settings(settings)
+            self._advance = lambda job_id, sid, outs: advance_stage(
+                self.jobs, invoker, job_id, sid, outs, package=settings.ow_package,
+                timeout_s=settings.shard_timeout_s, finaliser=self.finaliser)
+        return self._advance(self.job_id, shard_id, outputs)

@@ -180,3 +180,40 @@ def test_pull_and_run_waits_for_a_running_retrieve(world, redis_client):
                                    "run": {"plugin": "copy", "options": {"wait_staged": 5}}})
     answer = world.make(FakeInvoker()).dispatch(request, "a")
     assert world.jobs.get(answer["job_id"])["shards_total"] == 1
+
+
+def test_deidentify_runs_first_in_each_shard_and_only_final_outputs_are_results(world):
+    from radcloud.dispatch import advance_stage
+
+    stage_series(world.store, "1.2", "1.2.1", 2)
+    holder = {}
+    finaliser = Finaliser(world.jobs, results=world.results, cache=world.cache)
+
+    def runner(params, aid):
+        rep = RedisShardReporter(world.jobs, params["job_id"], finaliser=finaliser, activation_id=aid,
+                                 advance=lambda j, s, o: advance_stage(world.jobs, holder["inv"], j, s, o,
+                                                                       package="radcloud", timeout_s=60,
+                                                                       finaliser=finaliser))
+        return run_shard(params, store=world.store, reporter=rep, registry=REGISTRY)
+
+    holder["inv"] = inv = FakeInvoker(runner)
+    d = Dispatcher(world.jobs, world.cache, REGISTRY, ManifestStaging(world.store, world.redis), inv,
+                   finaliser=finaliser, deidentify_plugin="copy")  # "copy" stands in for deidentify here
+    answer = d.dispatch(req(inputs={"series": ["1.2.1"]}, params={"prefix": "x-"},
+                            options={"deidentify": True}), "alice")
+    job = world.jobs.get(answer["job_id"])
+    assert job["state"] == "succeeded", job
+    first, second = inv.calls
+    assert first[1]["params"] == {} and "/_stages/s000/copy/" in first[1]["output_prefix"]
+    assert all("/_stages/" in k for k in second[1]["inputs"]) and second[1]["params"]["prefix"] == "x-"
+    names = [o["name"] for o in world.results.manifest(answer["job_id"])["outputs"]]
+    assert names and all("_stages" not in n for n in names)
+    assert any(n.startswith("s000/x-") for n in names)
+    assert job["shards"][0]["stage"] == 1 and job["instances_done"] == 2
+
+
+def test_deidentify_without_the_plugin_installed_is_404(world):
+    stage_series(world.store, "1.2", "1.2.1", 1)
+    with pytest.raises(NotFound) as err:
+        world.make(FakeInvoker()).dispatch(req(inputs={"series": ["1.2.1"]}, options={"deidentify": True}), "a")
+    assert "deidentify" in err.value.message
