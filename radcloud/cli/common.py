@@ -28,7 +28,8 @@ from radcloud.errors import RadcloudError
 
 OK, FAILURE, USAGE, NOT_SUCCEEDED, AUTH, TIMEOUT = 0, 1, 2, 3, 4, 5
 
-out = Console(highlight=False)
+# Piped output is not cut at 80 columns: UIDs in tables must survive `| grep`.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True, highlight=False)
 
 API_OPTION = typer.Option(None, "--api", help="web actions URL prefix (default $RADCLOUD_API_URL, "

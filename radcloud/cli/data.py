@@ -78,16 +78,22 @@ def query(
         return
     items = answer.get("items") or []
     columns = {
-        "patient": ("PatientID", "PatientName", "PatientBirthDate", "PatientSex"),
-        "study": ("PatientID", "PatientName", "StudyDate", "ModalitiesInStudy", "StudyDescription",
-                  "NumberOfStudyRelatedInstances", "StudyInstanceUID"),
-        "series": ("PatientID", "Modality", "SeriesNumber", "SeriesDescription",
-                   "NumberOfSeriesRelatedInstances", "SeriesInstanceUID"),
-        "instance": ("InstanceNumber", "SOPInstanceUID"),
-    }.get(level, tuple(items[0]) if items else ())
-    table = Table(*columns, header_style="bold")
+        "patient": (("PatientID", "patient id"), ("PatientName", "name"), ("PatientBirthDate", "born"),
+                    ("PatientSex", "sex")),
+        "study": (("PatientID", "patient id"), ("StudyDate", "date"), ("ModalitiesInStudy", "mod"),
+                  ("StudyDescription", "description"), ("NumberOfStudyRelatedInstances", "images"),
+                  ("StudyInstanceUID", "StudyInstanceUID")),
+        "series": (("PatientID", "patient id"), ("Modality", "mod"), ("SeriesNumber", "#"),
+                   ("SeriesDescription", "description"), ("NumberOfSeriesRelatedInstances", "images"),
+                   ("SeriesInstanceUID", "SeriesInstanceUID")),
+        "instance": (("InstanceNumber", "#"), ("SOPInstanceUID", "SOPInstanceUID")),
+    }.get(level, ())
+    table = Table(header_style="bold")
+    for key, header in columns:
+        # UIDs are what the next command takes: never cut, folded if they must wrap.
+        table.add_column(header, overflow="fold", min_width=20 if key.endswith("UID") else None)
     for item in items:
-        table.add_row(*(_cell(item.get(c)) for c in columns))
+        table.add_row(*(_cell(item.get(key)) for key, _ in columns))
     out.print(table)
     more = " (truncated: narrow the search or raise --limit)" if answer.get("truncated") else ""
     err.print(f"{len(items)} of {answer.get('total', len(items))} {level} match(es){more}")

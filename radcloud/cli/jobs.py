@@ -115,7 +115,7 @@ def status(
             p = j.get("progress") or {}
             table.add_row(str(j.get("id")), str(j.get("plugin")), str(j.get("state")),
                           f"{p.get('shards_done', 0)}/{p.get('shards_total', 0)}", str(j.get("owner", "")),
-                          time.strftime("%Y-%m-%d %H:%M", time.localtime(float(j.get("created") or 0))))
+                          time.strftime("%Y-%m-%d %H:%M", time.localtime(float(j.get("created_at") or 0))))
         out.print(table)
         return
     if watch:
