@@ -25,6 +25,7 @@ import binascii
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -104,6 +105,8 @@ def run(args: Mapping[str, Any], handler: Handler, *, roles: tuple[str, ...] = A
 
             principal = auth.authenticate(request, settings, roles, args)
         result = handler(request, settings, principal)
+        if principal is not None and request.web:
+            _audit(settings, principal, request, result)
     except RadcloudError as exc:
         log.info("request refused: %s %s", exc.status, exc.code)
         return _shape_error(exc, request)
@@ -115,6 +118,19 @@ def run(args: Mapping[str, Any], handler: Handler, *, roles: tuple[str, ...] = A
             return result
         return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": result}
     return result if isinstance(result, dict) else {"result": result}
+
+
+def _audit(settings: Settings, principal: Any, request: Request, result: Any) -> None:
+    """Append the request to the audit trail if it touched patient data.
+
+    Inside the guard on purpose: if the trail cannot be written, the caller
+    gets an error instead of unaudited patient data.
+    """
+    from radcloud import audit, auth
+
+    action = os.environ.get("__OW_ACTION_NAME", "").rsplit("/", 1)[-1]
+    if action in audit.AUDITED:
+        audit.after_request(auth.redis_client(settings), action, principal, request, result)
 
 
 def _shape_error(exc: BaseException, request: Request | None) -> dict[str, Any]:

@@ -128,3 +128,55 @@ def page(redis: Any, *, before: str | None = None, limit: int = 50,
     if next_id is not None and not redis.xrevrange(STREAM, max=f"({next_id}", min="-", count=1):
         next_id = None
     return {"entries": entries, "next": next_id, "total": int(redis.xlen(STREAM))}
+
+
+# -- the automatic entry written by radcloud.action.run ---------------------------
+
+# Actions whose web requests touch patient data; the others (ui, status
+# polling, login, audit) would only flood the trail, or audit themselves.
+AUDITED = frozenset({"query", "retrieve", "dispatch", "results"})
+_PARAM_TARGETS = {
+    "PatientID": "patient_ids", "PatientName": "patient_names", "AccessionNumber": "accessions",
+    "StudyInstanceUID": "study_uids", "SeriesInstanceUID": "series_uids",
+    "retrieve_id": "retrieve_id", "job_id": "job_id", "plugin": "plugin",
+}
+_RESULT_TARGETS = {"PatientID": "matched_patient_ids", "StudyInstanceUID": "matched_study_uids"}
+MATCHES_MAX = 200  # identifiers of a query's answer kept per entry
+
+
+def _as_list(value: Any) -> list[str]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [str(v) for v in values if v not in (None, "") and not isinstance(v, (dict, list))]
+
+
+def targets_of(action: str, params: dict[str, Any], path: str, result: Any) -> dict[str, Any]:
+    """The identifiers a request named and, for a query, the ones it answered."""
+    targets: dict[str, Any] = {}
+    for key, name in _PARAM_TARGETS.items():
+        if key in params and _as_list(params[key]):
+            targets[name] = _as_list(params[key])
+    first = path.strip("/").split("/")[0] if path.strip("/") else ""
+    if first and action in ("results", "retrieve"):
+        targets.setdefault("job_id" if action == "results" else "retrieve_id", [first])
+    if isinstance(result, dict):
+        if isinstance(result.get("job_id"), str):
+            targets.setdefault("job_id", [result["job_id"]])
+        if isinstance(result.get("retrieve_id"), str):
+            targets.setdefault("retrieve_id", [result["retrieve_id"]])
+        items = result.get("items")
+        if isinstance(items, list):
+            for key, name in _RESULT_TARGETS.items():
+                found = list(dict.fromkeys(str(i[key]) for i in items if isinstance(i, dict) and i.get(key)))
+                if found:
+                    targets[name] = found[:MATCHES_MAX]
+            targets["matches"] = str(len(items))
+    return targets
+
+
+def after_request(redis: Any, action: str, principal: Any, request: Any, result: Any) -> str | None:
+    """Record a web request to a patient-data action; None when not audited."""
+    if action not in AUDITED or not getattr(request, "web", False):
+        return None
+    method = getattr(request, "method", "")
+    return record(redis, principal, f"{action}:{method}" if method != "post" else action, request,
+                  **targets_of(action, getattr(request, "params", {}) or {}, getattr(request, "path", ""), result))

@@ -120,3 +120,54 @@ def test_audit_action_is_admin_only(redis, redis_server):
     assert ok["statusCode"] == 200
     assert ok["body"]["entries"][0]["what"] == {"patient_ids": ["4711"]}
     assert audit.page(redis, limit=1)["entries"][0]["action"] == "read_audit"
+
+
+# -- the automatic entry of radcloud.action.run ----------------------------------------
+
+def test_targets_of_a_query_include_what_it_answered():
+    params = {"PatientID": ["RC1", "RC2"], "StudyDate": {"from": "2025-01-01"}, "level": "study"}
+    result = {"items": [{"PatientID": "RC1", "StudyInstanceUID": "1.2.3"}, {"PatientID": "RC1", "StudyInstanceUID": "1.2.4"}]}
+    got = audit.targets_of("query", params, "", result)
+    assert got == {"patient_ids": ["RC1", "RC2"], "matched_patient_ids": ["RC1"],
+                   "matched_study_uids": ["1.2.3", "1.2.4"], "matches": "2"}
+
+
+def test_targets_of_results_and_dispatch():
+    assert audit.targets_of("results", {"name": "a.png"}, "/j123/url", {})["job_id"] == ["j123"]
+    got = audit.targets_of("dispatch", {"plugin": "dcm2png", "inputs": {"retrieve": "r1"}}, "", {"job_id": "j9"})
+    assert got == {"plugin": ["dcm2png"], "job_id": ["j9"]}
+
+
+def test_run_audits_patient_data_actions_only(redis, redis_server, monkeypatch):
+    from radcloud.action import run
+
+    store = UserStore(redis)
+    store.add("alice", "clinician", PW)
+    s = Settings.load({"token_secret": SECRET}, environ={})
+    headers = {"authorization": "Bearer " + auth.issue_token(s, store.get("alice"))}
+
+    def handler(request, settings, principal):
+        return {"items": [{"PatientID": "RC100002", "StudyInstanceUID": "1.2.3"}]}
+
+    monkeypatch.setenv("__OW_ACTION_NAME", "/guest/radcloud/query")
+    assert run(web(redis_server, "post", headers, PatientID="RC100002"), handler)["statusCode"] == 200
+    (entry,) = audit.page(redis)["entries"]
+    assert (entry["who"], entry["action"], entry["client"]) == ("alice", "query", "10.1.2.3")
+    assert entry["what"]["matched_patient_ids"] == ["RC100002"]
+    monkeypatch.setenv("__OW_ACTION_NAME", "/guest/radcloud/status")
+    run(web(redis_server, "get", headers), handler)
+    assert audit.page(redis)["total"] == 1
+
+
+def test_unwritable_audit_withholds_the_data(redis, redis_server, monkeypatch):
+    """If the trail cannot be written, the caller gets an error, not unaudited data."""
+    from radcloud.action import run
+
+    store = UserStore(redis)
+    store.add("alice", "clinician", PW)
+    s = Settings.load({"token_secret": SECRET}, environ={})
+    headers = {"authorization": "Bearer " + auth.issue_token(s, store.get("alice"))}
+    redis.set(audit.STREAM, "not a stream")  # XADD now fails with WRONGTYPE
+    monkeypatch.setenv("__OW_ACTION_NAME", "/guest/radcloud/query")
+    result = run(web(redis_server, "post", headers), lambda r, st, p: {"items": [{"PatientID": "RC100002"}]})
+    assert result["error"]["statusCode"] == 500 and "RC100002" not in json.dumps(result)
