@@ -22,6 +22,7 @@ from radcloud.jobs import FINAL_STATES
 from radcloud.jobservices import JobServices
 
 MAX_WAIT_S = 50.0  # under the action's 60 s timeout
+ACTIVATION_CHECK_MS = 2000
 
 
 def _route(request):
@@ -62,7 +63,11 @@ def unstick(services, job_id):
     if job["state"] in FINAL_STATES:
         return
     if job["state"] != "finishing":
-        if jobs.reconcile(job_id, services.activation if services.invoker else None):
+        # Deadlines are checked on every call (no I/O); activation records, one
+        # OpenWhisk GET per open shard, at most every ACTIVATION_CHECK_MS per job.
+        check = services.invoker is not None and jobs.r.set(
+            jobs.key(job_id, "reconciled"), 1, nx=True, px=ACTIVATION_CHECK_MS)
+        if jobs.reconcile(job_id, services.activation if check else None):
             services.finaliser(job_id)
     elif jobs.claim_finaliser(job_id):
         services.finaliser(job_id)

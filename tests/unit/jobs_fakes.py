@@ -105,6 +105,7 @@ class FakeInvoker:
         self.records[aid] = {"response": {"status": "success", "result": result}}
 
     def activation(self, aid: str) -> dict[str, Any] | None:
+        self.lookups = getattr(self, "lookups", 0) + 1
         return self.records.get(aid)
 
     def join(self, timeout: float = 30) -> None:

@@ -147,3 +147,12 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("L", (600, 300), 128).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_activation_lookups_are_throttled_per_job(services):
+    job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0"), ShardSpec("s1")]))
+    services.jobs.shard_invoked(job_id, "s0", "a0")
+    services.jobs.shard_invoked(job_id, "s1", "a1")
+    for _ in range(5):
+        STATUS.handle(get(f"/{job_id}"), SETTINGS, ALICE, services)
+    assert services.invoker.lookups == 2  # one round (2 open shards), not five
