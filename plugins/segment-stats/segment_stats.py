@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""segment-stats: body mask and density classes on CT, with volumes in mL.
+
+ChRIS ds plugin: ``segment_stats.py [options] inputdir outputdir``. For each
+CT series under ``inputdir`` (slices sorted along the slice normal):
+
+1. body mask: HU > ``--bodyThreshold`` (-500), largest 3D connected
+   component, holes filled slice by slice (so the lungs are inside);
+2. density classes inside the body: air/lung < -400, fat -200..-30,
+   soft tissue -30..150, bone > 300 HU (the gaps are left unlabelled);
+3. connected components per class (6-connected), volumes in mL from
+   PixelSpacing × slice spacing (positions, else SpacingBetweenSlices, else
+   SliceThickness), HU mean/std per class;
+4. outputs: ``measurements.json``; ``overlay/series-NNN.png`` (axial slices
+   at 25/50/75 % with the classes in colour); ``labels/series-NNN.dcm``, a
+   Multi-frame Grayscale Byte Secondary Capture of the label map (0 outside,
+   1 air/lung, 2 fat, 3 soft tissue, 4 bone, 5 other body) with a new Series
+   Instance UID, the source's Study Instance UID and patient module, and a
+   reference to the source series, ready to push back to the PACS.
+
+Logs carry counts and volumes only, never patient attributes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from scipy import ndimage
+
+CLASSES = {  # label: (name, low HU (inclusive), high HU (exclusive), overlay RGB)
+    1: ("air_lung", -np.inf, -400.0, (60, 120, 255)),
+    2: ("fat", -200.0, -30.0, (255, 220, 0)),
+    3: ("soft_tissue", -30.0, 150.0, (230, 60, 60)),
+    4: ("bone", 300.0, np.inf, (255, 255, 255)),
+}
+OTHER_BODY = 5
+SC_MULTIFRAME_BYTE = "1.2.840.10008.5.1.4.1.1.7.2"
+PATIENT_STUDY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
+                          "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                          "ReferringPhysicianName", "StudyDescription", "PatientIdentityRemoved",
+                          "DeidentificationMethod", "LongitudinalTemporalInformationModified",
+                          "FrameOfReferenceUID")
+STRUCTURE = ndimage.generate_binary_structure(3, 1)  # 6-connected: half the cost of 26
+IN_PLANE = np.zeros((3, 3, 3), bool)
+IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)  # 4-connected within a slice only
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="CT body mask, density classes and volumes")
+    p.add_argument("--bodyThreshold", type=float, default=-500.0, help="HU above which a voxel may be body")
+    p.add_argument("--minComponentMl", type=float, default=0.1, help="components smaller than this are not listed")
+    p.add_argument("--noDicom", action="store_true", help="skip the Secondary Capture label series")
+    p.add_argument("inputdir")
+    p.add_argument("outputdir")
+    return p
+
+
+def load_series(inputdir: Path) -> dict[str, list[Dataset]]:
+    series: dict[str, list[Dataset]] = defaultdict(list)
+    for path in sorted(p for p in inputdir.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path)
+        except (InvalidDicomError, OSError, ValueError):
+            continue
+        if "PixelData" in ds:
+            series[str(ds.get("SeriesInstanceUID", "unknown"))].append(ds)
+    return series
+
+
+def volume(slices: list[Dataset]) -> tuple[np.ndarray, tuple[float, float, float], list[Dataset]]:
+    """HU volume (z, y, x) as float32, voxel size (dz, dy, dx) mm, sorted slices."""
+    iop = slices[0].get("ImageOrientationPatient")
+    if iop is not None and len(iop) == 6 and all("ImagePositionPatient" in s for s in slices):
+        normal = np.cross(np.array(iop[:3], float), np.array(iop[3:], float))
+        slices = sorted(slices, key=lambda s: float(np.dot(normal, np.array(s.ImagePositionPatient, float))))
+        pos = [float(np.dot(normal, np.array(s.ImagePositionPatient, float))) for s in slices]
+        steps = np.diff(pos)
+        dz = float(np.median(np.abs(steps))) if len(steps) else 0.0
+    else:
+        slices = sorted(slices, key=lambda s: int(s.get("InstanceNumber", 0) or 0))
+        dz = 0.0
+    if dz <= 0:
+        dz = float(slices[0].get("SpacingBetweenSlices") or slices[0].get("SliceThickness") or 1.0)
+    dy, dx = (float(v) for v in slices[0].get("PixelSpacing", [1.0, 1.0]))
+    vol = np.empty((len(slices), int(slices[0].Rows), int(slices[0].Columns)), np.float32)
+    for k, s in enumerate(slices):
+        arr = s.pixel_array
+        if arr.shape != vol.shape[1:]:
+            raise ValueError("slices of one series differ in size")
+        vol[k] = arr * float(s.get("RescaleSlope", 1) or 1) + float(s.get("RescaleIntercept", 0) or 0)
+    return vol, (dz, dy, dx), slices
+
+
+def body_mask(hu: np.ndarray, threshold: float) -> np.ndarray:
+    candidate = hu > threshold
+    labels, n = ndimage.label(candidate, structure=STRUCTURE)
+    if n == 0:
+        return candidate
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    body = labels == int(sizes.argmax())
+    # Fill holes slice by slice (lungs and bowel gas are enclosed in 2D, not
+    # in 3D where they reach the first/last slice), all slices in one labelling:
+    # background pieces not touching a slice's edge are holes.
+    background, _ = ndimage.label(~body, structure=IN_PLANE)
+    edge = np.unique(np.concatenate([background[:, 0, :].ravel(), background[:, -1, :].ravel(),
+                                     background[:, :, 0].ravel(), background[:, :, -1].ravel()]))
+    return body | ((background > 0) & ~np.isin(background, edge))
+
+
+def classify(hu: np.ndarray, body: np.ndarray) -> np.ndarray:
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[body] = OTHER_BODY
+    for label, (_name, lo, hi, _rgb) in CLASSES.items():
+        labels[body & (hu >= lo) & (hu < hi)] = label
+    return labels
+
+
+def measure(hu: np.ndarray, body: np.ndarray, labels: np.ndarray, voxel_mm: tuple[float, float, float],
+            min_component_ml: float) -> dict:
+    voxel_ml = voxel_mm[0] * voxel_mm[1] * voxel_mm[2] / 1000.0
+    body_voxels = int(body.sum())
+    out = {"voxel_mm": [round(v, 6) for v in voxel_mm], "voxel_ml": voxel_ml, "shape": list(hu.shape),
+           "body": {"volume_ml": round(body_voxels * voxel_ml, 3), "voxels": body_voxels,
+                    "hu_mean": round(float(hu[body].mean()), 2) if body_voxels else None},
+           "classes": {}}
+    for label, (name, lo, hi, _rgb) in CLASSES.items():
+        mask = labels == label
+        n = int(mask.sum())
+        comps, count = ndimage.label(mask, structure=STRUCTURE)
+        sizes = np.bincount(comps.ravel())[1:] if count else np.array([], int)
+        big = sorted((int(s) for s in sizes if s * voxel_ml >= min_component_ml), reverse=True)
+        values = hu[mask]
+        out["classes"][name] = {
+            "label": label, "hu_range": [None if np.isinf(lo) else lo, None if np.isinf(hi) else hi],
+            "volume_ml": round(n * voxel_ml, 3), "voxels": n,
+            "fraction_of_body": round(n / body_voxels, 5) if body_voxels else 0.0,
+            "hu_mean": round(float(values.mean()), 2) if n else None,
+            "hu_std": round(float(values.std()), 2) if n else None,
+            "components": int(count), "components_listed": len(big),
+            "largest_components_ml": [round(s * voxel_ml, 3) for s in big[:10]],
+        }
+    return out
+
+
+def overlay(hu: np.ndarray, labels: np.ndarray) -> Image.Image:
+    picks = sorted({int(round(f * (hu.shape[0] - 1))) for f in (0.25, 0.5, 0.75)})
+    tiles = []
+    for k in picks:
+        gray = np.clip((hu[k] + 1000.0) / 2000.0 * 255.0, 0, 255).astype(np.uint8)
+        rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
+        for label, (_n, _lo, _hi, colour) in CLASSES.items():
+            m = labels[k] == label
+            rgb[m] = 0.55 * rgb[m] + 0.45 * np.array(colour, np.float32)
+        edge = labels[k] > 0
+        edge = edge & ~ndimage.binary_erosion(edge)
+        rgb[edge] = (0, 255, 0)
+        tiles.append(rgb.astype(np.uint8))
+    return Image.fromarray(np.concatenate(tiles, axis=1))
+
+
+def secondary_capture(labels: np.ndarray, source: list[Dataset], number: int) -> Dataset:
+    """A multi-frame byte SC of the label map in the source's study, new series."""
+    src = source[0]
+    series_uid = generate_uid(entropy_srcs=[str(src.SeriesInstanceUID), "segment-stats", "series"])
+    sop_uid = generate_uid(entropy_srcs=[str(src.SeriesInstanceUID), "segment-stats", "labels"])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SC_MULTIFRAME_BYTE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    for kw in PATIENT_STUDY_KEYWORDS:
+        if kw in src:
+            setattr(ds, kw, src.data_element(kw).value)
+    ds.SOPClassUID, ds.SOPInstanceUID = SC_MULTIFRAME_BYTE, sop_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.Modality = "OT"
+    ds.SeriesNumber = 9000 + number
+    ds.InstanceNumber = 1
+    ds.SeriesDescription = "segment-stats labels"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.ConversionType = "WSD"
+    ds.ContentDate, ds.ContentTime = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
+    ds.DerivationDescription = ("0 outside, 1 air/lung <-400, 2 fat -200..-30, 3 soft tissue -30..150, "
+                                "4 bone >300 HU, 5 other body")
+    ref = Dataset()
+    ref.SeriesInstanceUID = src.SeriesInstanceUID
+    ref.ReferencedInstanceSequence = Sequence([_ref(s) for s in source])
+    ds.ReferencedSeriesSequence = Sequence([ref])
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.NumberOfFrames = labels.shape[0]
+    ds.Rows, ds.Columns = labels.shape[1], labels.shape[2]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.FrameIncrementPointer = (0x0018, 0x2002)  # Frame Label Vector
+    ds.FrameLabelVector = [f"slice {k + 1}" for k in range(labels.shape[0])]
+    ds.WindowCenter, ds.WindowWidth = 2.5, 6
+    if "PixelSpacing" in src:
+        ds.PixelSpacing = src.PixelSpacing
+    ds.PixelData = np.ascontiguousarray(labels).tobytes()
+    return ds
+
+
+def _ref(s: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = s.SOPClassUID, s.SOPInstanceUID
+    return item
+
+
+def run(inputdir: Path, outputdir: Path, body_threshold: float = -500.0, min_component_ml: float = 0.1,
+        write_dicom: bool = True) -> dict:
+    found = load_series(inputdir)
+    ct = [(uid, s) for uid, s in found.items() if str(s[0].get("Modality", "")) == "CT"]
+    result = {"series": [], "skipped_series": len(found) - len(ct)}
+    number = 0
+    for uid, slices in sorted(ct, key=lambda kv: int(kv[1][0].get("SeriesNumber", 0) or 0)):
+        number += 1
+        t0 = time.perf_counter()
+        hu, voxel, slices = volume(slices)
+        body = body_mask(hu, body_threshold)
+        labels = classify(hu, body)
+        m = measure(hu, body, labels, voxel, min_component_ml)
+        m.update(series=number, slices=len(slices), modality="CT")
+        (outputdir / "overlay").mkdir(parents=True, exist_ok=True)
+        overlay(hu, labels).save(outputdir / "overlay" / f"series-{number:03d}.png", compress_level=1)
+        m["overlay"] = f"overlay/series-{number:03d}.png"
+        if write_dicom:
+            (outputdir / "labels").mkdir(parents=True, exist_ok=True)
+            sc = secondary_capture(labels, slices, number)
+            sc.save_as(outputdir / "labels" / f"series-{number:03d}.dcm", enforce_file_format=True)
+            m["labels_dicom"] = f"labels/series-{number:03d}.dcm"
+        m["seconds"] = round(time.perf_counter() - t0, 3)
+        result["series"].append(m)
+        print(f"series {number}: {len(slices)} slices, body {m['body']['volume_ml']:.1f} mL, "
+              f"{m['seconds']} s", file=sys.stderr)
+    (outputdir / "measurements.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    out = Path(a.outputdir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = run(Path(a.inputdir), out, a.bodyThreshold, a.minComponentMl, not a.noDicom)
+    if not result["series"]:
+        print("segment-stats: no CT series in the input", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""plugins/segment-stats: exact volumes on a constructed CT, the phantom, and a real CT slice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from conftest import copy_test_files, run_plugin, write_ct_series
+
+
+def write_volume(dest: Path, hu: np.ndarray, spacing=(3.0, 2.0, 2.0)) -> None:
+    """A CT series from an HU array (z, y, x): intercept -1024, head-first axial."""
+    dest.mkdir(parents=True)
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    for k, plane in enumerate(hu):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
+        ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.PatientName, ds.PatientID, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "T^T", "T1", "CT", 1, k + 1
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0, 0, -k * spacing[0]]   # stored out of order on purpose below
+        ds.PixelSpacing, ds.SliceThickness = [spacing[1], spacing[2]], spacing[0]
+        ds.Rows, ds.Columns = plane.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.PixelData = (plane + 1024).astype(np.int16).tobytes()
+        ds.save_as(dest / f"{(k * 7) % len(hu):03d}.dcm", enforce_file_format=True)
+
+
+def test_exact_volumes_on_a_constructed_ct(tmp_path):
+    hu = np.full((10, 40, 40), -1000, np.int16)
+    hu[:, 5:35, 5:35] = 40          # soft tissue block: 10 x 30 x 30
+    hu[2:6, 10:20, 10:20] = 1000     # bone: 4 x 10 x 10 = 400 voxels
+    hu[:, 22:30, 22:30] = -800       # lung: 10 x 8 x 8 = 640, enclosed in-plane, open at z ends
+    hu[:, 8:10, 25:31] = -100        # fat: 10 x 2 x 6 = 120
+    hu[0, 0, 0] = 40                 # a speck outside the body: not the largest component
+    write_volume(tmp_path / "ct", hu)
+    proc = run_plugin("segment-stats", "segment_stats.py", tmp_path / "ct", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    (m,) = json.loads((tmp_path / "out" / "measurements.json").read_text())["series"]
+    voxel_ml = 3 * 2 * 2 / 1000
+    assert m["voxel_mm"] == [3.0, 2.0, 2.0] and m["slices"] == 10
+    assert m["body"]["voxels"] == 10 * 30 * 30
+    c = m["classes"]
+    assert c["bone"]["voxels"] == 400 and c["bone"]["volume_ml"] == round(400 * voxel_ml, 3)
+    assert c["bone"]["components"] == 1 and c["bone"]["hu_mean"] == 1000
+    assert c["air_lung"]["voxels"] == 640 and c["air_lung"]["components"] == 1
+    assert c["fat"]["voxels"] == 120
+    assert c["soft_tissue"]["voxels"] == 9000 - 400 - 640 - 120
+    labels = pydicom.dcmread(tmp_path / "out" / m["labels_dicom"])
+    src = pydicom.dcmread(next((tmp_path / "ct").glob("*.dcm")))
+    assert labels.StudyInstanceUID == src.StudyInstanceUID
+    assert labels.SeriesInstanceUID != src.SeriesInstanceUID
+    arr = labels.pixel_array
+    assert arr.shape == (10, 40, 40) and int((arr == 4).sum()) == 400
+    # frames follow the slice order (+z last): the bone sits in frames for z index 2..5 reversed
+    assert sorted(set(np.nonzero(arr == 4)[0])) == [4, 5, 6, 7]
+    assert labels.ReferencedSeriesSequence[0].SeriesInstanceUID == src.SeriesInstanceUID
+    assert (tmp_path / "out" / m["overlay"]).is_file()
+    assert "T1" not in proc.stderr
+
+
+def test_phantom_ct_has_lungs_bone_and_fat(tmp_path):
+    write_ct_series(tmp_path / "ct", count=12, rows=128)
+    proc = run_plugin("segment-stats", "segment_stats.py", tmp_path / "ct", tmp_path / "out", "--noDicom")
+    assert proc.returncode == 0, proc.stderr
+    (m,) = json.loads((tmp_path / "out" / "measurements.json").read_text())["series"]
+    c = m["classes"]
+    assert c["air_lung"]["components"] >= 2 and c["air_lung"]["volume_ml"] > 100   # two lungs
+    assert -900 < c["air_lung"]["hu_mean"] < -700
+    assert c["bone"]["volume_ml"] > 5 and c["fat"]["volume_ml"] > 5
+    assert 20 < c["soft_tissue"]["hu_mean"] < 80
+    assert m["body"]["volume_ml"] > sum(v["volume_ml"] for v in c.values()) * 0.99
+    assert "labels_dicom" not in m and not (tmp_path / "out" / "labels").exists()
+
+
+def test_real_ct_slice_and_non_ct_skipped(tmp_path):
+    inp = copy_test_files(tmp_path / "in", ["CT_small.dcm", "MR_small.dcm"])
+    proc = run_plugin("segment-stats", "segment_stats.py", inp, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "out" / "measurements.json").read_text())
+    assert result["skipped_series"] == 1 and len(result["series"]) == 1
+    m = result["series"][0]
+    assert m["slices"] == 1 and m["shape"] == [1, 128, 128]
+    assert m["body"]["volume_ml"] > 0 and m["classes"]["bone"]["voxels"] > 0
+
+
+def test_no_ct_is_a_failure(tmp_path):
+    inp = copy_test_files(tmp_path / "in", ["MR_small.dcm"])
+    proc = run_plugin("segment-stats", "segment_stats.py", inp, tmp_path / "out")
+    assert proc.returncode == 1 and "no CT" in proc.stderr
