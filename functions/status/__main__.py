@@ -15,6 +15,8 @@ deadline passed or whose OpenWhisk activation ended without an outcome are
 failed with the reason, and a finaliser that went silent is replaced.
 """
 
+import time
+
 from radcloud import jobview
 from radcloud.action import run
 from radcloud.errors import BadRequest
@@ -23,6 +25,7 @@ from radcloud.jobservices import JobServices
 
 MAX_WAIT_S = 50.0  # under the action's 60 s timeout
 ACTIVATION_CHECK_MS = 2000
+RECHECK_S = 5.0
 
 
 def _route(request):
@@ -100,7 +103,13 @@ def handle(request, settings, principal, services=None):
     wait = _number(params, "wait", 0, 0, 3600)
     if wait > 0:
         since = int(_number(params, "since", job["version"], 0, 2**62, int))
-        job = jobs.wait(job_id, since, min(wait, MAX_WAIT_S))
+        deadline = time.monotonic() + min(wait, MAX_WAIT_S)
+        while True:
+            # Block in slices so a shard that dies during a long poll is still noticed.
+            job = jobs.wait(job_id, since, min(RECHECK_S, max(0.0, deadline - time.monotonic())))
+            if job["version"] > since or job["state"] in FINAL_STATES or time.monotonic() >= deadline:
+                break
+            unstick(services, job_id)
     else:
         job = jobs.get(job_id)
     return jobview.public(job)
