@@ -1,0 +1,138 @@
+"""The world the reliability, security, fuzz and load tiers run in.
+
+:class:`RcWorld` is tests/e2e/jobflow.py's :class:`JobWorld` (the real stack +
+localwhisk + radcloud deployed from deploy/manifest.yaml) with this tier's
+plugins dir (the fault fixture ``misbehave`` plus ``deidentify`` next to the
+e2e ones), users of every role with tokens, and a web-action client that
+speaks HTTP like a browser does (``/api/v1/web/guest/radcloud/<action>``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import requests
+
+import jobflow
+from jobflow import JobWorld, ct_instance
+
+HERE = Path(__file__).resolve().parent
+PLUGINS_DIR = HERE / "plugins"
+PLUGINS = ("dcm2png", "copy", "noop", "misbehave", "deidentify")
+ROLES = ("clinician", "researcher", "admin")
+PASSWORD = "correct horse battery"
+
+
+class RcWorld(JobWorld):
+    tokens: dict[str, str]
+
+    @classmethod
+    def up(cls, tmp: Path, *, shard_timeout_s: int = 30) -> "RcWorld":  # type: ignore[override]
+        # JobWorld.up reads these module globals while it starts and deploys;
+        # pointing them at this tier's plugins for that call is all we change.
+        saved = jobflow.PLUGINS_DIR, jobflow.PLUGINS
+        jobflow.PLUGINS_DIR, jobflow.PLUGINS = PLUGINS_DIR, PLUGINS
+        try:
+            world = super().up(tmp, shard_timeout_s=shard_timeout_s)
+        finally:
+            jobflow.PLUGINS_DIR, jobflow.PLUGINS = saved
+        world.__class__ = cls
+        world.add_users()
+        return world
+
+    # -- identities -------------------------------------------------------------------
+    @property
+    def settings(self):
+        from radcloud.settings import Settings
+
+        return Settings.load(environ=self.env)
+
+    def add_users(self) -> None:
+        from radcloud.auth import issue_token
+        from radcloud.users import UserStore
+
+        store = UserStore(self.redis)
+        self.tokens = {}
+        for role in ROLES:
+            user = store.get(role) or store.add(role, role, PASSWORD)
+            self.tokens[role] = issue_token(self.settings, user)
+        store.get("svc") or store.add("svc", "service")
+        self.api_key = store.create_api_key("svc")
+
+    # -- HTTP -------------------------------------------------------------------------
+    def web(self, action: str, *, method: str = "GET", path: str = "", query: str = "",
+            body: Any = None, raw: bytes | None = None, token: str | None = None,
+            headers: dict[str, str] | None = None, timeout_s: float = 70) -> tuple[int, dict[str, str], Any]:
+        """Call a web action like a browser: (status, headers, JSON body or text)."""
+        url = f"{self.whisk.api_host}/api/v1/web/guest/radcloud/{action}{path}" + (f"?{query}" if query else "")
+        hdrs = dict(headers or {})
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        if token:
+            hdrs["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+        try:
+            with _OPENER.open(req, timeout=timeout_s) as resp:
+                status, rh, content = resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as err:
+            status, rh, content = err.code, dict(err.headers), err.read()
+        try:
+            return status, rh, json.loads(content) if content else None
+        except ValueError:
+            return status, rh, content.decode("utf-8", "replace")
+
+    # -- data -------------------------------------------------------------------------
+    def seed_patient(self, name: str, pid: str, birth: str, sizes: list[int], *, size: int = 32) -> tuple[str, list[str]]:
+        """A study for one named patient, one series per size; returns (study, series UIDs)."""
+        from pydicom.uid import generate_uid
+
+        orthanc = self.endpoints.orthanc
+        study = generate_uid()
+        series = [generate_uid() for _ in sizes]
+        for n, (uid, count) in enumerate(zip(series, sizes), 1):
+            for i in range(1, count + 1):
+                ds = pydicom.dcmread(io.BytesIO(ct_instance(study, uid, i, n, size)))
+                ds.PatientName, ds.PatientID, ds.PatientBirthDate = name, pid, birth
+                ds.InstitutionName, ds.ReferringPhysicianName = "Leakcheck General", "Leak^Doctor"
+                ds.OtherPatientIDs = pid + "X"
+                buf = io.BytesIO()
+                ds.save_as(buf, enforce_file_format=True)
+                r = requests.post(orthanc.url + "/instances", data=buf.getvalue(), auth=orthanc.auth, timeout=30)
+                r.raise_for_status()
+        return study, series
+
+    def run_job(self, plugin: str, rid: str, params: dict | None = None, timeout_s: float = 120,
+                **options: Any) -> dict[str, Any]:
+        answer = self.call("dispatch", {"plugin": plugin, "params": params or {}, "inputs": {"retrieve": rid},
+                                        "options": {"force": True, **options}})
+        assert "job_id" in answer, answer
+        return self.wait_final(answer["job_id"], timeout_s=timeout_s)
+
+    def wait_state(self, job_id: str, states: tuple[str, ...], timeout_s: float = 30) -> dict[str, Any]:
+        job = self.call("status", {"job_id": job_id})
+        deadline = time.monotonic() + timeout_s
+        while job["state"] not in states and time.monotonic() < deadline:
+            job = self.call("status", {"job_id": job_id, "wait": 2, "since": job["version"]})
+        return job
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # a 302 is an answer to check, not to follow
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(40)
