@@ -1,0 +1,320 @@
+"""pfcon's wire format, without I/O: form parsing, ``cmd``, statuses, answers.
+
+A ChRIS backend (CUBE) sends pfcon form-encoded bodies in which list fields
+repeat (``entrypoint=python3&entrypoint=/usr/local/bin/app&args=--prefix&args=le``),
+exactly what pfcon's ``parser_plugin`` (``pfcon/resources.py``) reads. The
+parsers here accept the same fields, name every missing or malformed one in
+a single 400 (pfcon bundles its errors the same way) and keep unknown
+fields out. ``cmd`` is built as pfcon builds it, so CUBE shows the command
+line it expects; radcloud runs the plugin from its own descriptor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qs
+
+from radcloud.errors import BadRequest
+
+INCOMING = "/share/incoming"
+OUTGOING = "/share/outgoing"
+TYPES = ("ds", "fs", "ts")
+STATUSES = ("notStarted", "started", "finishedSuccessfully", "finishedWithError", "undefined")
+ACTIVE = ("notStarted", "started")
+FINISHED = ("finishedSuccessfully", "finishedWithError")
+LOGS_TAIL_LINES = 1000  # pfcon's JOB_LOGS_TAIL default
+LOGS_TAIL_CHARS = 16000
+_JID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# radcloud job state -> pfcon status (pfcon/compute/abstractmgr.py JobStatus)
+_STATE_TO_STATUS = {
+    "created": "notStarted", "staging": "notStarted",
+    "running": "started", "finishing": "started",
+    "succeeded": "finishedSuccessfully",
+    "failed": "finishedWithError", "partial": "finishedWithError", "cancelled": "finishedWithError",
+}
+
+
+# -- bodies -------------------------------------------------------------------
+
+def decode_body(body: str | None, content_type: str) -> dict[str, list[str]]:
+    """The fields of a raw-http body as ``{name: [values...]}``.
+
+    A raw web action gets a form body as text and a JSON body base64-encoded
+    (openwhisk.md §2); both are accepted, as pfcon's reqparse accepts both
+    for ``auth-token/``. A multipart body is pfcon's zip ("out-of-network")
+    mode, which radcloud does not offer: 400 saying so.
+    """
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media.startswith("multipart/"):
+        raise BadRequest("data_file uploads (pfcon's zipfile, out-of-network mode) are not supported: "
+                         "radcloud runs in-network with storage_env s3 only; register the compute "
+                         "resource with compute_innetwork=true", field="data_file")
+    if not body:
+        return {}
+    text = body
+    if media == "application/json" or media.endswith("+json") or not ("=" in body or "&" in body):
+        try:
+            text = base64.b64decode(body, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            text = body
+    if media == "application/json" or media.endswith("+json") or text.lstrip().startswith("{"):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError:
+            raise BadRequest("the request body is not JSON", field="body") from None
+        if not isinstance(doc, dict):
+            raise BadRequest("the request body must be a JSON object", field="body")
+        return {str(k): [str(x) for x in v] if isinstance(v, list) else [str(v)]
+                for k, v in doc.items() if v is not None}
+    return parse_qs(text, keep_blank_values=True)
+
+
+def query_fields(query: str | Mapping[str, Any] | None) -> dict[str, list[str]]:
+    if not query:
+        return {}
+    if isinstance(query, Mapping):
+        return {str(k): [str(v)] for k, v in query.items()}
+    return parse_qs(query, keep_blank_values=True)
+
+
+class _Form:
+    """Reads fields off a parsed form, collecting every problem before raising."""
+
+    def __init__(self, fields: Mapping[str, list[str]]) -> None:
+        self.fields = fields
+        self.problems: dict[str, str] = {}
+
+    def one(self, name: str, *, required: bool = True, default: str = "") -> str:
+        values = self.fields.get(name) or []
+        if not values or values[-1] == "":
+            if required:
+                self.problems[name] = "field is required"
+            return default
+        return values[-1]
+
+    def many(self, name: str, *, required: bool = False) -> list[str]:
+        values = [v for v in self.fields.get(name) or [] if v != ""]
+        if required and not values:
+            self.problems[name] = "field is required (repeat it for several values)"
+        return values
+
+    def integer(self, name: str, *, required: bool = True, default: int = 0, low: int = 0) -> int:
+        raw = self.one(name, required=required, default=str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems[name] = f"{raw!r} is not an integer"
+            return default
+        if value < low:
+            self.problems[name] = f"must be at least {low}"
+        return value
+
+    def jid(self) -> str:
+        jid = self.one("jid").lstrip("/")
+        if jid and not _JID_RE.match(jid):
+            self.problems["jid"] = "use letters, digits, '.', '_' or '-' (at most 128)"
+        return jid
+
+    def done(self) -> None:
+        if self.problems:
+            first = sorted(self.problems)[0]
+            text = "; ".join(f"{k}: {v}" for k, v in sorted(self.problems.items()))
+            raise BadRequest(text, field=first, fields=self.problems)
+
+
+# -- requests -----------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PluginJob:
+    """``POST pluginjobs/`` as pfcon's parser_plugin reads it."""
+
+    jid: str
+    entrypoint: list[str]
+    args: list[str]
+    args_path_flags: list[str]
+    auid: str
+    number_of_workers: int
+    cpu_limit: int      # millicores
+    memory_limit: int   # MiB
+    gpu_limit: int
+    image: str
+    type: str
+    env: list[str]
+    input_dirs: list[str]
+    output_dir: str
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, list[str]]) -> "PluginJob":
+        if "data_file" in fields:
+            decode_body("x", "multipart/form-data")  # raises the zip-mode 400
+        form = _Form(fields)
+        job = cls(jid=form.jid(), entrypoint=form.many("entrypoint", required=True),
+                  args=form.many("args"), args_path_flags=_split_flags(form.many("args_path_flags")),
+                  auid=form.one("auid"), number_of_workers=form.integer("number_of_workers", low=1),
+                  cpu_limit=form.integer("cpu_limit", low=1), memory_limit=form.integer("memory_limit", low=1),
+                  gpu_limit=form.integer("gpu_limit"), image=form.one("image"), type=form.one("type"),
+                  env=form.many("env"), input_dirs=form.many("input_dirs", required=True),
+                  output_dir=form.one("output_dir"))
+        if job.type and job.type not in TYPES:
+            form.problems["type"] = f"{job.type!r} is not one of ds, fs, ts"
+        for item in job.env:
+            if "=" not in item:
+                form.problems["env"] = f"{item!r} is not KEY=VALUE"
+        form.done()
+        return job
+
+    def cmd(self) -> str:
+        """pfcon's command line: entrypoint + args (path flags' values → /share/incoming)
+        + [/share/incoming if ds] + /share/outgoing."""
+        return " ".join(build_cmd(self.entrypoint, self.args, self.args_path_flags, self.type))
+
+    def env_dict(self) -> dict[str, str]:
+        return dict(item.split("=", 1) for item in self.env)
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyJob:
+    jid: str
+    input_dirs: list[str]
+    output_dir: str
+    cpu_limit: int = 1000
+    memory_limit: int = 200
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, list[str]]) -> "CopyJob":
+        form = _Form(fields)
+        job = cls(jid=form.jid(), input_dirs=form.many("input_dirs", required=True),
+                  output_dir=form.one("output_dir", required=False),
+                  cpu_limit=form.integer("cpu_limit", required=False, default=1000, low=1),
+                  memory_limit=form.integer("memory_limit", required=False, default=200, low=1))
+        for d in job.input_dirs:
+            if not storage_path(d):
+                form.problems["input_dirs"] = f"{d!r} is not a storage path (no '..', not empty)"
+        form.done()
+        return job
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadJob:
+    jid: str
+    job_output_path: str
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, list[str]]) -> "UploadJob":
+        form = _Form(fields)
+        job = cls(jid=form.jid(), job_output_path=form.one("job_output_path"))
+        if job.job_output_path and not storage_path(job.job_output_path):
+            form.problems["job_output_path"] = "not a storage path (no '..', not empty)"
+        form.done()
+        return job
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteJob:
+    jid: str
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, list[str]]) -> "DeleteJob":
+        form = _Form(fields)
+        job = cls(jid=form.jid())
+        form.done()
+        return job
+
+
+def _split_flags(values: list[str]) -> list[str]:
+    # CUBE sends one field per flag; a comma-joined list is accepted too.
+    return [f.strip() for v in values for f in v.split(",") if f.strip()]
+
+
+def storage_path(path: str) -> str:
+    """A ChRIS storage path as an object prefix without slashes at the ends ('' = invalid)."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or any(ord(c) < 32 for c in path):
+        return ""
+    return "/".join(parts)
+
+
+def build_cmd(entrypoint: list[str], args: list[str], path_flags: list[str], plugin_type: str) -> list[str]:
+    out = list(entrypoint)
+    replace_next = False
+    for arg in args:
+        out.append(INCOMING if replace_next else arg)
+        replace_next = arg in path_flags
+    if plugin_type == "ds":
+        out.append(INCOMING)
+    out.append(OUTGOING)
+    return out
+
+
+def args_to_params(args: list[str], parameters: list[dict[str, Any]], plugin: str) -> dict[str, Any]:
+    """Turn CUBE's serialised options back into radcloud params using the descriptor.
+
+    ``store`` options take the next argument; ``store_true``/``store_false``
+    flags stand alone. An unknown flag is a 400 naming it and the plugin.
+    """
+    by_flag: dict[str, dict[str, Any]] = {}
+    for p in parameters:
+        for flag in (p.get("flag"), p.get("short_flag")):
+            if flag:
+                by_flag.setdefault(flag, p)
+    params: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        flag, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        spec = by_flag.get(flag)
+        if spec is None:
+            known = ", ".join(sorted(by_flag)) or "none"
+            raise BadRequest(f"argument {arg!r} is not an option of plugin {plugin} (known: {known})",
+                             field="args")
+        action = spec.get("action", "store")
+        if action == "store_true":
+            params[spec["name"]] = True
+        elif action == "store_false":
+            params[spec["name"]] = False
+        elif eq:
+            params[spec["name"]] = inline
+        else:
+            if i + 1 >= len(args):
+                raise BadRequest(f"option {flag} of plugin {plugin} needs a value", field="args")
+            params[spec["name"]] = args[i + 1]
+            i += 1
+        i += 1
+    return params
+
+
+# -- answers ------------------------------------------------------------------
+
+def status_of(state: str | None) -> str:
+    """The pfcon status of a radcloud job state (``undefined`` when unknown or gone)."""
+    return _STATE_TO_STATUS.get(state or "", "undefined")
+
+
+def iso(ts: Any) -> str:
+    """pfcon-style timestamp of an epoch (``''`` when there is none)."""
+    try:
+        value = float(ts)
+    except (TypeError, ValueError):
+        return ""
+    if value <= 0:
+        return ""
+    return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def tail(text: str, lines: int = LOGS_TAIL_LINES, chars: int = LOGS_TAIL_CHARS) -> str:
+    kept = "\n".join((text or "").splitlines()[-lines:])
+    return kept[-chars:]
+
+
+def compute(jid: str, *, image: str = "", cmd: str = "", status: str = "undefined", message: str = "",
+            timestamp: str = "", logs: str = "") -> dict[str, Any]:
+    """The ``compute`` object of every pfcon answer."""
+    return {"jid": jid, "image": image, "cmd": cmd, "status": status, "message": message,
+            "timestamp": timestamp, "logs": logs}

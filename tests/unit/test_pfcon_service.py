@@ -1,0 +1,240 @@
+"""pfcon's copy/plugin/upload/delete jobs on radcloud's dispatch: ordering, idempotency,
+statuses and messages (in-memory S3, real Redis, shards run inline through FakeInvoker)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore
+
+from radcloud.cache import ResultCache
+from radcloud.dispatch import Dispatcher
+from radcloud.errors import BadRequest, Conflict, NotFound
+from radcloud.jobs import JobStore
+from radcloud.pfcon import protocol as P
+from radcloud.pfcon.service import PfconService, Records, staging_prefix
+from radcloud.plugins import Registry
+from radcloud.reporter import Finaliser, RedisShardReporter
+from radcloud.results import Results
+from radcloud.shard import run_shard
+from radcloud.staged import ManifestStaging
+from radcloud.storage import ObjectInfo
+
+REGISTRY = Registry(FIXTURE_PLUGINS)
+
+
+class Store(MemStore):
+    """MemStore plus the streaming and deleting calls the pfcon jobs use."""
+
+    def open(self, key):
+        if key not in self.objects:
+            raise NotFound(f"no object {key!r}")
+        return io.BytesIO(self.objects[key])
+
+    def put_stream(self, key, stream, length, *, md5=None, content_type="application/octet-stream"):
+        data = stream.read()
+        assert len(data) == length and (md5 is None or md5 == hashlib.md5(data).hexdigest())
+        return self.put_bytes(key, data, content_type=content_type)
+
+    def delete_prefix(self, prefix):
+        gone = [k for k in self.objects if k.startswith(prefix)]
+        for k in gone:
+            del self.objects[k]
+        return len(gone)
+
+
+@pytest.fixture
+def world(redis_client):
+    store, chris = Store(), Store()
+    jobs = JobStore(redis_client)
+    cache = ResultCache(redis_client, jobs)
+    results = Results(store, redis_client, jobs)
+    finaliser = Finaliser(jobs, results=results, cache=cache)
+
+    def runner(params, activation_id):
+        reporter = RedisShardReporter(jobs, params["job_id"], finaliser=finaliser, activation_id=activation_id)
+        return run_shard(params, store=store, reporter=reporter, registry=REGISTRY)
+
+    class World:
+        invoker = FakeInvoker(runner)
+
+        def service(self, invoker=None):
+            inv = invoker or self.invoker
+            return PfconService(Records(redis_client), store, chris, jobs=jobs, results=results,
+                                registry=REGISTRY, finaliser=finaliser, images={"local/crash": "crash"},
+                                dispatcher=lambda: Dispatcher(jobs, cache, REGISTRY,
+                                                              ManifestStaging(store, redis_client), inv,
+                                                              finaliser=finaliser))
+
+    w = World()
+    w.store, w.chris, w.jobs = store, chris, jobs
+    chris.put_bytes("home/u/feed_1/pl-dircopy_1/data/a.txt", b"alpha")
+    chris.put_bytes("home/u/feed_1/pl-dircopy_1/data/sub/b.txt", b"beta")
+    chris.put_bytes("home/u/feed_1/pl-dircopy_1/data/more.chrislink", b"home/u/other\n")
+    chris.put_bytes("home/u/other/c.txt", b"gamma")
+    return w
+
+
+def plugin_job(jid="j1", image="local/copy", args=("--prefix", "le"), **extra):
+    fields = {"jid": [jid], "entrypoint": ["python3", "/usr/local/bin/copy.py"], "args": list(args),
+              "auid": ["cube"], "number_of_workers": ["1"], "cpu_limit": ["1000"], "memory_limit": ["200"],
+              "gpu_limit": ["0"], "image": [image], "type": ["ds"],
+              "input_dirs": ["home/u/feed_1/pl-dircopy_1/data"], "output_dir": ["home/u/feed_1/pl-copy_2/data"]}
+    fields.update({k: [v] if isinstance(v, str) else v for k, v in extra.items()})
+    return P.PluginJob.parse(fields)
+
+
+def copy_job(jid="j1"):
+    return P.CopyJob(jid=jid, input_dirs=["home/u/feed_1/pl-dircopy_1/data"], output_dir="home/u/out")
+
+
+def test_whole_sequence_copy_plugin_files_upload_delete(world):
+    svc = world.service()
+    copied = svc.copy(copy_job())
+    assert copied["status"] == "finishedSuccessfully" and "copied 3 files" in copied["message"]
+    incoming = staging_prefix("j1") + "incoming/"
+    assert world.store.objects[incoming + "more/c.txt"] == b"gamma"  # the .chrislink was followed
+    assert svc.status("copy", "j1") == copied
+
+    started = svc.plugin(plugin_job(), owner="pfcon:cube")
+    assert started["cmd"] == "python3 /usr/local/bin/copy.py --prefix le /share/incoming /share/outgoing"
+    done = svc.status("plugin", "j1")  # the FakeInvoker ran the shard inline
+    assert done["status"] == "finishedSuccessfully", done
+    assert "exit code 0" in done["message"] and "done" in done["logs"] and done["timestamp"]
+
+    listing = svc.output_files("j1", "home/u/feed_1/pl-copy_2/data")
+    assert listing["job_output_path"] == "home/u/feed_1/pl-copy_2/data"
+    assert {"lea.txt", "leb.txt", "lec.txt", "probe.json"} <= set(listing["rel_file_paths"])
+
+    up = svc.upload(P.UploadJob("j1", "home/u/feed_1/pl-copy_2/data"))
+    assert up["status"] == "finishedSuccessfully"
+    assert world.chris.objects["home/u/feed_1/pl-copy_2/data/lea.txt"] == b"alpha"
+
+    gone = svc.delete(P.DeleteJob("j1"))
+    assert gone["status"] == "finishedSuccessfully" and "removed" in gone["message"]
+    assert not [k for k in world.store.objects if k.startswith(staging_prefix("j1"))]
+    for kind in ("copy", "plugin", "upload", "delete"):
+        svc.remove(kind, "j1")
+    with pytest.raises(NotFound):
+        svc.status("copy", "j1")
+
+
+def test_plugin_before_copy_is_409_and_runs_nothing(world):
+    svc = world.service()
+    with pytest.raises(Conflict) as err:
+        svc.plugin(plugin_job(), owner="pfcon:cube")
+    assert "copy job is missing" in err.value.message
+    assert world.invoker.calls == []
+
+
+def test_upload_before_plugin_and_delete_while_running_are_409(world):
+    idle = FakeInvoker()  # records invokes, never runs the shard: the job stays active
+    svc = world.service(idle)
+    svc.copy(copy_job())
+    with pytest.raises(Conflict):
+        svc.upload(P.UploadJob("j1", "home/u/out"))
+    svc.plugin(plugin_job(), owner="pfcon:cube")
+    assert svc.status("plugin", "j1")["status"] == "notStarted"
+    with pytest.raises(Conflict):
+        svc.upload(P.UploadJob("j1", "home/u/out"))
+    with pytest.raises(Conflict):
+        svc.delete(P.DeleteJob("j1"))
+    # Idempotent by jid: a repeated copy answers the finished one and cannot swap the inputs.
+    assert "copied 3 files" in svc.copy(P.CopyJob("j1", ["home/u/other"], "home/u/out2"))["message"]
+    svc.remove("plugin", "j1")  # DELETE pluginjobs/j1/ stops the job
+    assert svc.delete(P.DeleteJob("j1"))["status"] == "finishedSuccessfully"
+
+
+def test_posts_are_idempotent(world):
+    svc = world.service()
+    first = svc.copy(copy_job())
+    world.chris.put_bytes("home/u/feed_1/pl-dircopy_1/data/late.txt", b"late")
+    assert svc.copy(copy_job()) == first  # no second copy
+    svc.plugin(plugin_job(), owner="pfcon:cube")
+    again = svc.plugin(plugin_job(), owner="pfcon:cube")
+    assert len(world.invoker.calls) == 1 and again["status"] == "finishedSuccessfully"
+    up = svc.upload(P.UploadJob("j1", "home/u/o"))
+    assert svc.upload(P.UploadJob("j1", "home/u/o")) == up
+    d = svc.delete(P.DeleteJob("j1"))
+    assert svc.delete(P.DeleteJob("j1")) == d
+
+
+def test_same_work_again_is_a_cache_hit_reported_in_message(world):
+    svc = world.service()
+    for jid in ("a1", "a2"):
+        svc.copy(copy_job(jid))
+        svc.plugin(plugin_job(jid), owner="pfcon:cube")
+    second = svc.status("plugin", "a2")
+    assert second["status"] == "finishedSuccessfully" and "cache hit" in second["message"]
+    assert len(world.invoker.calls) == 1
+    assert "lea.txt" in svc.output_files("a2", "out")["rel_file_paths"]
+
+
+def test_crash_reports_exit_code_and_partial_outputs_can_be_uploaded(world):
+    svc = world.service()
+    svc.copy(copy_job())
+    svc.plugin(plugin_job(image="docker.io/local/crash:1.0", args=()), owner="pfcon:cube")
+    status = svc.status("plugin", "j1")
+    assert status["status"] == "finishedWithError"
+    assert "exit code 1" in status["message"] and "division by zero" in status["logs"]
+    assert svc.upload(P.UploadJob("j1", "home/u/o"))["status"] == "finishedSuccessfully"
+    assert world.chris.objects["home/u/o/partial.txt"] == b"half done\n"
+
+
+def test_unknown_image_bad_args_gpus_and_path_params_are_400(world):
+    svc = world.service()
+    svc.copy(copy_job())
+    with pytest.raises(BadRequest) as err:
+        svc.plugin(plugin_job(image="fnndsc/pl-nope:1.0"), owner="pfcon:cube")
+    assert "fnndsc/pl-nope:1.0" in err.value.message and "local/copy" in err.value.message
+    with pytest.raises(BadRequest) as err:
+        svc.plugin(plugin_job(args=["--bogus"]), owner="pfcon:cube")
+    assert "--bogus" in err.value.message
+    with pytest.raises(BadRequest) as err:
+        svc.plugin(plugin_job(gpu_limit="1"), owner="pfcon:cube")
+    assert err.value.field == "gpu_limit"
+    with pytest.raises(BadRequest) as err:
+        svc.plugin(plugin_job(args=["--prefix", "home/x"], args_path_flags=["--prefix"]), owner="pfcon:cube")
+    assert err.value.field == "args_path_flags"
+    assert world.invoker.calls == []
+
+
+def test_copy_failure_is_a_finished_with_error_status_and_can_be_retried(world):
+    svc = world.service()
+    world.chris.put_bytes("home/bad/loop.chrislink", b"home/bad")
+    failed = svc.copy(P.CopyJob("j9", ["home/bad"], "out"))
+    assert failed["status"] == "finishedWithError" and "chrislink" in failed["message"]
+    del world.chris.objects["home/bad/loop.chrislink"]
+    world.chris.put_bytes("home/bad/x.txt", b"x")
+    assert svc.copy(P.CopyJob("j9", ["home/bad"], "out"))["status"] == "finishedSuccessfully"
+
+
+def test_empty_input_gets_a_placeholder_so_fs_style_jobs_still_run(world):
+    svc = world.service()
+    assert svc.copy(P.CopyJob("e1", ["home/empty"], "out"))["message"].startswith("copied 0 files")
+    svc.plugin(plugin_job("e1", args=["--ignoreInputDir"]), owner="pfcon:cube")
+    assert svc.status("plugin", "e1")["status"] == "finishedSuccessfully"
+
+
+def test_gone_job_is_undefined_and_unknown_jid_404(world):
+    svc = world.service()
+    svc.copy(copy_job())
+    svc.plugin(plugin_job(), owner="pfcon:cube")
+    rec = svc.records.get("j1", "plugin")
+    world.jobs.r.delete(world.jobs.key(rec["job_id"]))
+    assert svc.status("plugin", "j1")["status"] == "undefined"
+    with pytest.raises(NotFound):
+        svc.status("upload", "nope")
+
+
+def test_server_info_says_in_network_s3_with_copy_and_upload_jobs():
+    info = PfconService.server_info()
+    assert info["pfcon_innetwork"] is True and info["storage_env"] == "s3"
+    assert info["requires_copy_job"] is True and info["requires_upload_job"] is True
+    assert info["container_env"] == "openwhisk" and info["server_version"].startswith("6.")
+
+
+def test_object_info_shape_is_what_the_copier_returns():
+    assert ObjectInfo("k", 1, "0" * 32).md5 == "0" * 32
