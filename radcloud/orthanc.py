@@ -41,6 +41,8 @@ class Orthanc:
         if session is None:
             session = requests.Session()
             session.headers["Accept-Encoding"] = "identity"
+            # Orthanc is reached directly; skip per-request proxy/netrc lookups.
+            session.trust_env = False
         if user:
             session.auth = (user, password)
         self.session = session
