@@ -95,6 +95,7 @@
       else if (k === "class") node.className = v;
       else if (k === "text") node.textContent = v;
       else if (k === "dataset") Object.assign(node.dataset, v);
+      else if (k === "style") node.style.cssText = v; // CSSOM: allowed by style-src 'self', an attribute is not
       else node.setAttribute(k, v === true ? "" : v);
     }
     for (const c of children.flat()) if (c !== null && c !== undefined && c !== false)

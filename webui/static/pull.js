@@ -115,5 +115,17 @@
   });
   $("#to-run").href = pageUrl("run");
 
+  // Name the series (number, description, modality) rather than show UIDs.
+  async function labelSeries() {
+    const uids = selection.studies.map((s) => s.StudyInstanceUID);
+    if (!uids.length) return;
+    try {
+      const res = await api("query", { body: { level: "series", StudyInstanceUID: uids.length === 1 ? uids[0] : uids, limit: 1000 } });
+      for (const se of res.items || []) known[se.SeriesInstanceUID] = `Series ${se.SeriesNumber ?? ""} · ${se.SeriesDescription || se.Modality || ""}` +
+        (se.NumberOfSeriesRelatedInstances ? ` (${se.NumberOfSeriesRelatedInstances} images)` : "");
+    } catch (err) { /* labels are a nicety: UIDs still identify the rows */ }
+  }
+
   if (pull && pull.retrieve_id) { startBtn.disabled = true; poll(); } else renderPlan();
+  labelSeries();
 })();

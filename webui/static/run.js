@@ -44,9 +44,19 @@
     current = p;
     $("#plugin-about").textContent = `${p.title || p.name}: ${p.description || ""}`;
     fields.replaceChildren();
+    const names = (p.parameters || []).map((x) => x.name);
+    if (names.includes("wc") && names.includes("ww")) fields.append(windowPresets());
     for (const prm of p.parameters || []) fields.append(field(prm));
     runBtn.disabled = !(staged && (staged.retrieve_id || (staged.series || []).length));
     if (runBtn.disabled) showError($("#run-error"), new Error("Pull some studies first: there is nothing staged to run on."));
+  }
+
+  /* CT window presets (centre, width in HU) for plugins taking wc/ww. */
+  function windowPresets() {
+    const presets = [["Soft tissue", 40, 400], ["Lung", -600, 1500], ["Bone", 300, 2000], ["Brain", 40, 80], ["From the images", "", ""]];
+    return el("div", { class: "param", role: "group", "aria-label": "Window presets" }, el("span", { class: "label" }, "Window preset: "),
+      presets.map(([label, wc, ww]) => el("button", { type: "button", class: "small", onclick: () => {
+        fields.querySelector('[name="wc"]').value = wc; fields.querySelector('[name="ww"]').value = ww; } }, label), " "));
   }
 
   function field(prm) {

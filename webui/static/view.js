@@ -11,9 +11,6 @@
   let windowPreset = "";   // "" = as stored, else "width,center" in HU
   let raw = null;          // ImageData of the current slice as stored
   const thumbUrls = {};
-  // PNG outputs are 8-bit; unless the plugin says otherwise (output.hu_range),
-  // assume they span CT's usual range so the HU presets mean something.
-  const DEFAULT_HU = [-1024, 3071];
 
   if (!jobId) { showError($("#view-error"), new Error("No job chosen: open results from the Jobs page.")); return; }
   $("#view-job").textContent = jobId.slice(0, 12);
@@ -28,9 +25,16 @@
       " ", el("span", { class: "muted" }, `${manifest.count ?? (manifest.outputs || []).length} files · ${fmt.bytes(manifest.bytes)} · ${manifest.plugin || ""} ${manifest.plugin_version || ""}`));
     const outputs = manifest.outputs || [];
     renderFiles(outputs);
-    const images = outputs.filter((o) => o.image || /^image\//.test(o.content_type || ""));
-    renderThumbs(images);
-    outputs.filter((o) => /json|csv/.test(o.content_type || "") || /\.(json|csv)$/i.test(o.name)).slice(0, 5).forEach(renderTable);
+    const isImage = (o) => o.image || /^image\//.test(o.content_type || "");
+    // Plugins like dcm2png write their own thumbnails/ and montage/: use
+    // those as previews (no extra request) and keep them out of the stack.
+    for (const o of outputs) if (isImage(o) && /(^|\/)thumbnails\//.test(o.name)) thumbUrls[o.name.replace(/(^|\/)thumbnails\//, "$1")] = o.url;
+    const montages = outputs.filter((o) => isImage(o) && /(^|\/)montage\//.test(o.name));
+    const images = outputs.filter((o) => isImage(o) && !/(^|\/)(thumbnails|montage)\//.test(o.name));
+    const tables = outputs.filter((o) => /json|csv/.test(o.content_type || "") || /\.(json|csv)$/i.test(o.name));
+    const order = await sliceOrder(tables);
+    renderThumbs(images, montages, order);
+    tables.slice(0, 5).forEach(renderTable);
     const study = outputs.find((o) => o.study_uid);
     const viewer = document.querySelector('meta[name="radcloud-viewer"]');
     if (study && viewer && viewer.content) {
@@ -57,15 +61,38 @@
     return thumbUrls[o.name];
   }
 
-  function renderThumbs(images) {
+  /* Slice order from a plugin's index (dcm2png.json: images[{png, instance}]),
+   * else by name: file names are often SOP UIDs, which say nothing of position. */
+  async function sliceOrder(tables) {
+    const order = {};
+    for (const t of tables.filter((o) => /\.json$/i.test(o.name) && o.url && o.size < 2 * 1024 * 1024).slice(0, 20)) {
+      try {
+        const data = await (await fetch(t.url)).json();
+        const dir = t.name.includes("/") ? t.name.slice(0, t.name.lastIndexOf("/") + 1) : "";
+        for (const i of (data && data.images) || []) if (i.png) order[dir + i.png] = [Number(i.series) || 0, Number(i.instance) || 0, Number(i.frame) || 0];
+      } catch (e) { /* not an index */ }
+    }
+    return order;
+  }
+
+  function renderThumbs(images, montages, order) {
     const box = $("#thumbs");
     box.replaceChildren();
     if (!images.length) { box.append(el("p", { class: "muted" }, "No images in these results.")); return; }
-    images.sort((a, b) => (a.series_uid || "").localeCompare(b.series_uid || "") || a.name.localeCompare(b.name, undefined, { numeric: true }));
-    const shown = images.slice(0, 120);
+    const key = (o) => order[o.name] || null;
+    images.sort((a, b) => {
+      const ka = key(a), kb = key(b);
+      if (ka && kb && (a.shard || "") === (b.shard || "")) return ka[0] - kb[0] || ka[1] - kb[1] || ka[2] - kb[2];
+      return (a.shard || "").localeCompare(b.shard || "") || a.name.localeCompare(b.name, undefined, { numeric: true });
+    });
+    const shown = [...montages, ...images.slice(0, 120)];
     const buttons = shown.map((o) => {
       const img = el("img", { alt: o.name, loading: "lazy" });
-      const b = el("button", { type: "button", title: o.name, onclick: () => open(images, o) }, img, el("span", { class: "cap" }, o.name.split("/").pop()));
+      const isMontage = montages.includes(o);
+      const b = el("button", { type: "button", class: isMontage ? "montage" : "slice", title: o.name, onclick: () => open(isMontage ? [o] : images, o) }, img,
+        el("span", { class: "cap" }, isMontage ? `Overview ${o.name.split("/").pop()}` :
+          key(o) ? `Image ${key(o)[1]}${key(o)[2] > 1 ? `.${key(o)[2]}` : ""}` : o.name.split("/").pop()));
+      if (isMontage) thumbUrls[o.name] = o.url;
       return { b, img, o };
     });
     box.append(...buttons.map((x) => x.b));
@@ -77,7 +104,7 @@
   }
 
   function open(images, o) {
-    stack = images.filter((i) => (i.series_uid || "") === (o.series_uid || ""));
+    stack = images.filter((i) => (i.series_uid || "") === (o.series_uid || "") && (i.shard || "") === (o.shard || ""));
     index = Math.max(0, stack.indexOf(o));
     const slider = $("#slice");
     slider.max = String(stack.length - 1);
@@ -109,7 +136,9 @@
     canvas.style.filter = "";
     if (!windowPreset) { if (raw) ctx.putImageData(raw, 0, 0); return; }
     const [width, center] = windowPreset.split(",").map(Number);
-    const [hmin, hmax] = o.hu_range || DEFAULT_HU;
+    // Presets are in HU when the output says which HU range its grey levels
+    // span (hu_range); otherwise in stored grey levels (0-255) of the image.
+    const [hmin, hmax] = o.hu_range || [0, 255];
     const lo = center - width / 2;
     if (!raw) return; // pixels not readable (no CORS on the store): keep as stored
     const out = new ImageData(new Uint8ClampedArray(raw.data), raw.width, raw.height);
@@ -143,9 +172,12 @@
     } else {
       try {
         const data = JSON.parse(text);
-        const list = Array.isArray(data) ? data : [data];
+        // An index object ({images: [{...}], ...}): tabulate its first list of records.
+        const inner = !Array.isArray(data) && data && typeof data === "object" &&
+          Object.values(data).find((v) => Array.isArray(v) && v.length && typeof v[0] === "object");
+        const list = Array.isArray(data) ? data : inner || [data];
         const keys = [...new Set(list.flatMap((r) => (r && typeof r === "object" ? Object.keys(r) : ["value"])))].slice(0, 20);
-        rows = [keys, ...list.slice(0, 200).map((r) => keys.map((k) => (r && typeof r === "object" ? (typeof r[k] === "object" ? JSON.stringify(r[k]) : r[k]) : r)))];
+        rows = [keys, ...list.slice(0, 200).map((r) => keys.map((k) => String(r && typeof r === "object" ? (typeof r[k] === "object" ? JSON.stringify(r[k]) : r[k] ?? "") : r).slice(0, 200)))];
       } catch (e) { return; }
     }
     if (!rows.length) return;

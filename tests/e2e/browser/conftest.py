@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import secrets
 import shutil
 import sys
@@ -29,6 +30,7 @@ _spec.loader.exec_module(_integration)
 stack = _integration.stack
 _services_back_up = _integration._services_back_up
 
+IMAGE = "radcloud-runtime"  # stands in for the runtime and plugin images
 USER, PASSWORD = "dr.jones", "correct horse battery staple"
 
 
@@ -71,6 +73,9 @@ def _manifest(tmp: Path) -> Path:
                 continue
             if function:
                 actions[name]["function"] = str(path.resolve())
+            if actions[name].get("docker"):
+                # every image, plugins included, runs as this checkout (see --images-file)
+                actions[name]["docker"] = IMAGE
     target = tmp / "manifest.yaml"
     target.write_text(yaml.safe_dump(doc, sort_keys=False))
     return target
@@ -84,8 +89,11 @@ def site(stack, tmp_path_factory, browser_ready):
 
     seed_orthanc(stack.settings, include_pydicom_files=False)
     env = {**stack.env(), "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(32)}
-    with Server(tmp_path_factory.mktemp("whisk"), env=env) as whisk:
-        whisk.deploy(_manifest(tmp_path_factory.mktemp("manifest")), environ={**env, "RADCLOUD_RUNTIME_IMAGE": ""})
+    tmp = tmp_path_factory.mktemp("whisk")
+    images = tmp / "images.json"
+    images.write_text(json.dumps({IMAGE: {"python": sys.executable, "pythonpath": [str(ROOT)], "env": env}}))
+    with Server(tmp / "state", extra_args=["--images-file", str(images)], env=env) as whisk:
+        whisk.deploy(_manifest(tmp), environ=env)
         store = UserStore(stack.redis)
         if store.get(USER) is None:
             store.add(USER, "clinician", PASSWORD)

@@ -38,7 +38,7 @@ async function step(name, fn) {
   const shot = `${SHOTS}/${String(n).padStart(2, "0")}-${name}.png`;
   try {
     const detail = (await fn()) || {};
-    await page.screenshot({ path: shot, fullPage: true });
+    await page.screenshot({ path: shot, fullPage: true, clip: undefined });
     emit({ step: name, ok: true, ms: Date.now() - t0, screenshot: shot, ...detail });
     return true;
   } catch (err) {
@@ -131,6 +131,7 @@ const ok = await (async () => {
     await page.waitForSelector("#run-btn:not([disabled])");
     const fields = await page.$$eval("#param-fields .param", (p) => p.length);
     await page.check("#opt-force");
+    await page.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-run-form.png`, fullPage: true });
     await page.click("#run-btn");
     await page.waitForURL(/\/ui\/jobs\?job=/, { timeout: 20000 });
     return { param_fields: fields, job: new URL(page.url()).searchParams.get("job") };
@@ -148,10 +149,12 @@ const ok = await (async () => {
 
   if (!await step("view-result-image", async () => {
     await page.click("#view-results");
-    await page.waitForSelector("#thumbs button img", { timeout: 20000 });
-    await page.waitForFunction(() => { const i = document.querySelector("#thumbs button img"); return i && i.complete && i.naturalWidth > 0; },
+    const t0 = Date.now();
+    await page.waitForSelector("#thumbs button.slice img", { timeout: 20000 });
+    await page.waitForFunction(() => { const i = document.querySelector("#thumbs button.slice img"); return i && i.complete && i.naturalWidth > 0; },
                                null, { timeout: 30000 });
-    await page.click("#thumbs button >> nth=0");
+    const firstThumbMs = Date.now() - t0;
+    await page.click("#thumbs button.slice >> nth=0");
     await page.waitForFunction(() => document.querySelector("#canvas").dataset.loaded, null, { timeout: 30000 });
     await page.locator("#canvas").screenshot({ path: `${SHOTS}/canvas.png` });
     const stats = await page.evaluate(() => {
@@ -163,8 +166,14 @@ const ok = await (async () => {
         return { width: c.width, height: c.height, min, max, nonzero_fraction: nonzero / (d.length / 4) };
       } catch (e) { return { width: c.width, height: c.height, tainted: true }; }
     });
+    // keyboard: next slice; then a display window preset
+    const before = await page.textContent("#slice-label");
+    await page.focus("#canvas");
     await page.keyboard.press("ArrowUp");
-    return { canvas: stats, canvas_png: `${SHOTS}/canvas.png` };
+    await page.waitForFunction((b) => document.querySelector("#slice-label").textContent !== b, before, { timeout: 10000 });
+    await page.click('#presets button[data-window="128,128"]');
+    await page.locator("#viewer").screenshot({ path: `${SHOTS}/viewer-high-contrast.png` });
+    return { first_thumbnail_ms: firstThumbMs, canvas: stats, canvas_png: `${SHOTS}/canvas.png`, slice_after_arrow: await page.textContent("#slice-label") };
   })) return false;
   return true;
 })();
