@@ -36,6 +36,21 @@ log = logging.getLogger(__name__)
 
 _SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
 ALL_ROLES = ("clinician", "researcher", "admin", "service")
+# The package inputs deploy/manifest.yaml binds (a test keeps them equal).
+# ``web: true`` makes bound parameters final, so a web caller cannot send
+# them; any *other* setting name in a web request's args came from the
+# caller, and must not configure the action: ``ow_api_host`` would send the
+# namespace API key to the caller's host, ``token_ttl_s`` would mint a
+# ten-year token. Web requests take those settings from the environment.
+BOUND_SETTINGS = frozenset({"orthanc_url", "orthanc_user", "orthanc_password", "s3_endpoint", "s3_access_key",
+                            "s3_secret_key", "s3_bucket", "redis_url", "token_secret"})
+
+
+def settings_from(args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings for this activation; a web request cannot supply unbound ones."""
+    if "__ow_method" in args:
+        args = {k: v for k, v in args.items() if k not in _SETTING_NAMES or k in BOUND_SETTINGS}
+    return Settings.load(args, environ)
 
 
 @dataclasses.dataclass
@@ -97,7 +112,7 @@ def run(args: Mapping[str, Any], handler: Handler, *, roles: tuple[str, ...] = A
     """
     request: Request | None = None
     try:
-        settings = Settings.load(args)
+        settings = settings_from(args)
         request = Request.from_args(args)
         principal = None
         if not public:
