@@ -43,7 +43,9 @@ LOCAL_PLUGIN_PREFIX = "radcloud/"
 # them are refused at deploy time, so descriptor limits are clamped into them.
 TIMEOUT_MS = (100, 300_000)
 MEMORY_MB = (128, 512)
-SHARD_MARGIN_MS = 30_000  # the shard records its outcome after the plugin's own timeout
+SHARD_MARGIN_MS = 30_000
+# wskdeploy resolves `function:` against the manifest's folder.
+SHARD_FUNCTION = "../functions/shard"  # the shard records its outcome after the plugin's own timeout
 
 
 def plugin_image(name: str, version: str) -> str:
@@ -76,7 +78,7 @@ def plugin_action(directory: Path) -> tuple[str, dict[str, Any]]:
     memory = parse_memory(desc.get("max_memory_limit")) or 256 * 1024**2
     memory_mb = _clamp(memory // 1024**2, MEMORY_MB)
     return f"plugin-{name}", {
-        "function": "functions/shard",
+        "function": SHARD_FUNCTION,
         "runtime": "python:3.11",
         "docker": plugin_image(name, version),
         "web": False,
