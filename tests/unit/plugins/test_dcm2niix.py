@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pydicom
 
-from conftest import copy_test_files, load_plugin_module, run_plugin
+from plugin_helpers import copy_test_files, load_plugin_module, run_plugin
 
 plugin = load_plugin_module("dcm2niix", "dcm2niix_plugin.py")
 

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from conftest import TEST_FILES, copy_test_files, load_plugin_module, run_plugin
+from plugin_helpers import TEST_FILES, copy_test_files, load_plugin_module, run_plugin
 
 d2p = load_plugin_module("dcm2png", "dcm2png.py")
 

@@ -15,7 +15,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from conftest import REPO, TEST_FILES, copy_test_files, write_ct_series
+from plugin_helpers import REPO, TEST_FILES, copy_test_files, write_ct_series
 
 import sys
 sys.path.insert(0, str(REPO / "plugins" / "deidentify"))

@@ -7,7 +7,7 @@ import json
 
 import pydicom
 
-from conftest import copy_test_files, run_plugin, write_ct_series
+from plugin_helpers import copy_test_files, run_plugin, write_ct_series
 
 
 def _run(inp, out, *opts):

@@ -10,7 +10,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from conftest import copy_test_files, run_plugin, write_ct_series
+from plugin_helpers import copy_test_files, run_plugin, write_ct_series
 
 
 def write_volume(dest: Path, hu: np.ndarray, spacing=(3.0, 2.0, 2.0)) -> None:
