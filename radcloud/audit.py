@@ -175,8 +175,21 @@ def targets_of(action: str, params: dict[str, Any], path: str, result: Any) -> d
 
 def after_request(redis: Any, action: str, principal: Any, request: Any, result: Any) -> str | None:
     """Record a web request to a patient-data action; None when not audited."""
-    if action not in AUDITED or not getattr(request, "web", False):
+    if action not in AUDITED or not getattr(request, "web", False) or _is_poll(action, request):
         return None
     method = getattr(request, "method", "")
     return record(redis, principal, f"{action}:{method}" if method != "post" else action, request,
                   **targets_of(action, getattr(request, "params", {}) or {}, getattr(request, "path", ""), result))
+
+
+def _is_poll(action: str, request: Any) -> bool:
+    """Progress polls and per-file links: the UI sends hundreds per pull or
+    result view; the request that started the pull or opened the results
+    is the one recorded."""
+    params = getattr(request, "params", {}) or {}
+    path_parts = [p for p in str(getattr(request, "path", "")).strip("/").split("/") if p]
+    if action == "retrieve":
+        return getattr(request, "method", "") == "get" or bool(params.get("retrieve_id"))
+    if action == "results":
+        return len(path_parts) > 1 or params.get("op") in ("url", "thumbnail")
+    return False

@@ -171,3 +171,17 @@ def test_unwritable_audit_withholds_the_data(redis, redis_server, monkeypatch):
     monkeypatch.setenv("__OW_ACTION_NAME", "/guest/radcloud/query")
     result = run(web(redis_server, "post", headers), lambda r, st, p: {"items": [{"PatientID": "RC100002"}]})
     assert result["error"]["statusCode"] == 500 and "RC100002" not in json.dumps(result)
+
+
+@pytest.mark.parametrize("action,method,path,params,audited", [
+    ("retrieve", "post", "", {"StudyInstanceUID": "1.2.3"}, True),
+    ("retrieve", "get", "", {"retrieve_id": "r1"}, False),
+    ("results", "get", "/j1", {}, True),
+    ("results", "get", "/j1/thumbnail", {"name": "a.png"}, False),
+    ("status", "get", "/j1", {}, False),
+    ("query", "post", "", {"PatientID": "RC1"}, True),
+])
+def test_polls_are_not_audited(redis, action, method, path, params, audited):
+    request = Request(params=params, method=method, path=path, web=True)
+    entry = audit.after_request(redis, action, auth.Principal("alice", "clinician"), request, {})
+    assert (entry is not None) == audited
