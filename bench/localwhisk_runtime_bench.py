@@ -7,7 +7,10 @@ same ``main`` in-process; cold start is ``Runtime.run`` of a never-seen code dig
 with no stem cell (process start + import) and with one (prewarm) that has
 finished starting (runs are spaced by 0.3 s, as cold starts are in practice). The issue's
 end-to-end targets through the HTTP API are warm p50 <= 5 ms and cold <= 150 ms;
-the runtime's share should stay well below.
+the runtime's share should stay well below. The numpy cases import numpy in the
+action; the docker cases run it as a blackbox action of a mapped image (under
+bubblewrap when it works here), without a stem cell and with one of the image's
+own stem pool preloading numpy (``ImageSpec(preload=...)``).
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from localwhisk.runtime import SUCCESS, ActionCode, Limits, Runtime
+from localwhisk.runtime import SUCCESS, ActionCode, ImageSpec, Limits, Runtime
 
 ECHO = "def main(args):\n    return args\n"
 NUMPY = "import numpy\n\ndef main(args):\n    return {'sum': float(numpy.arange(10).sum())}\n"
 PAYLOAD = {"name": "bench", "values": list(range(20))}
 
 
-def action(digest: str, code: str = ECHO) -> ActionCode:
-    return ActionCode(fqn=f"/guest/bench/{digest}", version="0.0.1", kind="python:3.11", code=code,
-                      binary=False, digest=digest)
+IMAGE = "bench/numpy-runtime"  # a docker (blackbox) action's image, mapped to this interpreter
+
+
+def action(digest: str, code: str = ECHO, image: str | None = None) -> ActionCode:
+    return ActionCode(fqn=f"/guest/bench/{digest}", version="0.0.1", kind="blackbox" if image else "python:3.11",
+                      code=code, binary=False, digest=digest, image=image)
 
 
 def call(rt: Runtime, act: ActionCode, value=PAYLOAD):
@@ -61,18 +67,21 @@ def bench_warm(rt: Runtime, runs: int) -> dict:
             "overhead_p50_ms": statistics.median(remote) - statistics.median(local)}
 
 
-def bench_cold(state: Path, runs: int, prewarm: int, code: str = ECHO, preload: tuple[str, ...] = ()) -> dict:
+def bench_cold(state: Path, runs: int, prewarm: int, code: str = ECHO, preload: tuple[str, ...] = (),
+               image: ImageSpec | None = None) -> dict:
+    """Cold starts of fresh digests; ``image`` set: a docker action of IMAGE mapped to that spec."""
     rt = Runtime(api_host="http://127.0.0.1:1", state_dir=state, prewarm=prewarm, max_containers=4,
-                 preload=preload)
+                 preload=preload, images={IMAGE: image} if image else None)
     try:
         samples, inits = [], []
         for i in range(runs):
             deadline = time.monotonic() + 10
-            while prewarm and rt.stats()["prewarm"] < prewarm and time.monotonic() < deadline:
+            pools = 2 if image else 1  # python kinds + the image
+            while prewarm and rt.stats()["prewarm"] < prewarm * pools and time.monotonic() < deadline:
                 time.sleep(0.01)
             # let a just-spawned stem cell finish starting; cold starts are spaced in practice
-            time.sleep(1.0 if preload else 0.3)
-            act = action(f"cold{prewarm}-{i}", code)
+            time.sleep(1.0 if preload or (image and image.preload) else 0.3)
+            act = action(f"cold{prewarm}-{i}", code, IMAGE if image else None)
             t0 = time.perf_counter()
             out = call(rt, act)
             samples.append((time.perf_counter() - t0) * 1000)
@@ -120,12 +129,17 @@ def main() -> None:
         cold_np = bench_cold(root / "c2", max(3, args.cold // 4), prewarm=0, code=NUMPY)
         stem_np = bench_cold(root / "c3", max(3, args.cold // 4), prewarm=1, code=NUMPY)
         pre_np = bench_cold(root / "c4", max(3, args.cold // 4), prewarm=1, code=NUMPY, preload=("numpy",))
+        docker_np = bench_cold(root / "c5", max(3, args.cold // 4), prewarm=0, code=NUMPY, image=ImageSpec())
+        docker_pre = bench_cold(root / "c6", max(3, args.cold // 4), prewarm=1, code=NUMPY,
+                                image=ImageSpec(preload=("numpy",)))
     print(f"warm run (n={args.warm}): p50 {warm['warm_p50_ms']:.3f} ms, p99 {warm['warm_p99_ms']:.3f} ms; "
           f"in-process p50 {warm['inproc_p50_ms'] * 1000:.1f} us, p99 {warm['inproc_p99_ms'] * 1000:.1f} us; "
           f"overhead p50 {warm['overhead_p50_ms']:.3f} ms")
     for label, c in (("cold, no stem cell", cold), ("cold, stem cell", stem),
                      ("cold numpy action, no stem cell", cold_np), ("cold numpy action, stem cell", stem_np),
-                     ("cold numpy action, stem cell preloading numpy", pre_np)):
+                     ("cold numpy action, stem cell preloading numpy", pre_np),
+                     ("cold numpy docker action, no stem cell", docker_np),
+                     ("cold numpy docker action, image stem cell preloading numpy", docker_pre)):
         print(f"{label}: p50 {c['p50_ms']:.1f} ms (max {c['max_ms']:.1f}), init p50 {c['init_p50_ms']} ms")
     print("throughput (warm, distinct actions per client): "
           + ", ".join(f"{c} clients {r:.0f}/s" for c, r in tput.items()))

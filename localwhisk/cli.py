@@ -22,8 +22,14 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     serve(ServeConfig(state_dir=args.state_dir, host=args.host, port=args.port,
                       max_concurrent=args.max_concurrent, prewarm=args.prewarm,
-                      max_containers=args.max_containers, sandbox=args.sandbox, images=images))
+                      max_containers=args.max_containers, sandbox=args.sandbox, images=images,
+                      preload=_modules(args.preload)))
     return 0
+
+
+def _modules(values: list[str]) -> tuple[str, ...]:
+    """``--preload a,b --preload c`` -> ("a", "b", "c"), first occurrence kept."""
+    return tuple(dict.fromkeys(m.strip() for v in values for m in v.split(",") if m.strip()))
 
 
 def _param_value(raw: str):
@@ -71,7 +77,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--image", action="append", default=[], metavar="IMAGE=DIR[:DIR]",
                    help="map a docker image to local PYTHONPATH dirs (repeatable)")
     s.add_argument("--images-file", action="append", default=[], type=Path,
-                   help="JSON/YAML {image: {python, pythonpath: [..], env: {..}}}")
+                   help="JSON/YAML {image: {python, pythonpath: [..], env: {..}, preload: [..]}}")
+    s.add_argument("--preload", action="append", default=[], metavar="MODULE[,MODULE]",
+                   help="modules every stem cell imports before it gets code (repeatable)")
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=_serve)
 

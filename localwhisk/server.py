@@ -85,6 +85,7 @@ class ServeConfig:
     max_containers: int = 8
     sandbox: str = "auto"
     images: dict[str, dict[str, Any]] = field(default_factory=dict)  # see parse_images
+    preload: tuple[str, ...] = ()  # modules every stem cell imports (images add their own)
 
 
 def parse_images(entries: list[str], files: list[Path]) -> dict[str, dict[str, Any]]:
@@ -92,7 +93,9 @@ def parse_images(entries: list[str], files: list[Path]) -> dict[str, dict[str, A
 
     ``entries`` are ``IMAGE=DIR[:DIR...]`` (the directories become the image's
     PYTHONPATH, standing in for what its Dockerfile pip-installed); ``files``
-    are JSON/YAML maps ``{image: {python?, pythonpath: [..], env: {..}}}``.
+    are JSON/YAML maps ``{image: {python?, pythonpath: [..], env: {..}, preload: [..], prewarm?}}``
+    (``preload``: modules its stem cells import before they get code; ``prewarm: false``
+    starts its stem cells only after its first cold start).
     """
     images: dict[str, dict[str, Any]] = {}
     for f in files:
@@ -103,9 +106,17 @@ def parse_images(entries: list[str], files: list[Path]) -> dict[str, dict[str, A
         else:
             data = json.loads(text)
         if not isinstance(data, dict):
-            raise ValueError(f"{f}: expected a map of image name to {{python, pythonpath, env}}")
+            raise ValueError(f"{f}: expected a map of image name to {{python, pythonpath, env, preload}}")
         for name, spec in data.items():
-            images[str(name)] = dict(spec or {})
+            spec = dict(spec or {})
+            unknown = set(spec) - {"python", "pythonpath", "env", "preload", "prewarm"}
+            if unknown:
+                raise ValueError(f"{f}: image {name}: unknown keys {sorted(unknown)} "
+                                 "(expected python, pythonpath, env, preload, prewarm)")
+            for key in ("pythonpath", "preload"):
+                if not isinstance(spec.get(key, []), list):
+                    raise ValueError(f"{f}: image {name}: {key} must be a list, got {spec[key]!r}")
+            images[str(name)] = spec
     for entry in entries:
         name, sep, paths = entry.partition("=")
         if not sep or not name:
@@ -127,9 +138,12 @@ def build(config: ServeConfig, api_host: str, runtime: Any = None) -> Controller
         for name, spec in config.images.items():
             images[name] = ImageSpec(python=spec.get("python") or sys.executable,
                                      pythonpath=tuple(spec.get("pythonpath") or ()),
-                                     env=dict(spec.get("env") or {}))
+                                     env={str(k): str(v) for k, v in (spec.get("env") or {}).items()},
+                                     preload=tuple(spec.get("preload") or ()),
+                                     prewarm=bool(spec.get("prewarm", True)))
         runtime = Runtime(api_host=api_host, state_dir=state, prewarm=config.prewarm,
-                          max_containers=config.max_containers, sandbox=config.sandbox, images=images)
+                          max_containers=config.max_containers, sandbox=config.sandbox, images=images,
+                          preload=tuple(config.preload))
     return Controller(runtime, Store(state / "localwhisk.db"), auth.Authenticator({auth.DEFAULT_NAMESPACE: key}),
                       max_concurrent=config.max_concurrent)
 

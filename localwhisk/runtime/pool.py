@@ -10,6 +10,15 @@ Idle containers are reaped after ``idle_ttl_s``. ``preload`` names modules stem
 cells import up front (numpy takes ~200 ms to import here; a preloaded stem cell
 turns that part of a cold start into a dictionary lookup).
 
+Stem cells come in pools, ``prewarm`` each, one per kind of process: one for the
+Python kinds, one per mapped docker image (``ImageSpec.stem_key``: interpreter,
+PYTHONPATH, env, preload, and whether bubblewrap shares the network -- all fixed
+when the process starts). Images with ``ImageSpec.prewarm`` get their pool at
+start; any other image gets one after its first cold start. An image's stem
+cells preload the global ``preload`` plus ``ImageSpec.preload``. Preloaded modules
+are imported before the action's init parameters reach ``os.environ``, so a module
+that reads its configuration at import time must not be preloaded.
+
 Timing fields, as the controller records them:
 - ``wait_time_ms``: queued for a free container slot;
 - ``init_time_ms``: cold start only: process start (unless a stem cell was
@@ -44,6 +53,7 @@ from localwhisk.runtime.model import DEVELOPER_ERROR, WHISK_ERROR, ActionCode, L
 log = logging.getLogger(__name__)
 
 HEADROOM_MB = 512
+PYTHON_STEM = ("python",)  # the stem pool of the python:3.x kinds
 QUEUE_LIMIT_S = 300.0  # longest a run waits for a slot: OpenWhisk's maximum action timeout
 
 
@@ -70,8 +80,16 @@ class Runtime:
         self._cv = threading.Condition()
         self._idle: dict[tuple[str, str], list[Container]] = {}
         self._busy: dict[tuple[str, str], int] = {}
-        self._stems: list[Container] = []
-        self._starting_stems = 0
+        self._stems: dict[tuple, list[Container]] = {}
+        self._starting: dict[tuple, int] = {}  # stem cells being started, per pool
+        # pool key -> (image spec or None for the python kinds, network, label for stats)
+        self._stem_pools: dict[tuple, tuple[sbx.ImageSpec | None, bool, str]] = {}
+        if prewarm > 0:
+            self._stem_pools[PYTHON_STEM] = (None, True, "python")
+            if sandbox != "bwrap" or sbx.bwrap_available():  # else _placement refuses images
+                for name, spec in self.images.items():
+                    if spec.prewarm:
+                        self._stem_pools.setdefault(self._stem_key(spec, True), (spec, True, name))
         self._count = 0  # live or reserved container slots, stem cells included
         self._epoch: dict[str, int] = {}
         self._all: set[Container] = set()
@@ -91,7 +109,8 @@ class Runtime:
         if error:
             return _outcome(Reply(*error), 0, None)
         key = (action.fqn, action.digest)
-        acquired = self._acquire(key, use_stem=spec is None, started=t0)
+        stem_key = self._learn_stem_pool(action, spec)
+        acquired = self._acquire(key, stem_key, started=t0)
         wait_ms = int((time.monotonic() - t0) * 1000)
         if acquired is None:
             return _outcome(Reply(WHISK_ERROR, {"error": msg.RESOURCE_ERROR}), wait_ms, None)
@@ -116,7 +135,7 @@ class Runtime:
             if container is None or not container.initialized:
                 t_init = time.monotonic()
                 try:
-                    container = container or self._spawn(action, spec)
+                    container = container or self._spawn(spec, self._network(action), (), action.fqn)
                 except OSError as ex:
                     log.error("cannot start a container for %s: %s", action.fqn, ex)
                     return _outcome(Reply(WHISK_ERROR, {"error": msg.RESOURCE_ERROR}), wait_ms, None)
@@ -157,19 +176,21 @@ class Runtime:
             for (fqn, _), n in self._busy.items():
                 if n:
                     actions.setdefault(fqn, {"warm": 0, "busy": 0})["busy"] += n
+            stems = {self._stem_pools[k][2]: len(lst) for k, lst in self._stems.items() if lst}
             return {"containers": self._count, "max_containers": self.max_containers,
-                    "prewarm": len(self._stems), "sandbox": self.sandbox_kind(), "actions": actions}
+                    "prewarm": sum(stems.values()), "stems": stems, "sandbox": self.sandbox_kind(),
+                    "actions": actions}
 
     def shutdown(self) -> None:
         """Kill every container, busy ones included (their runs end as developer errors)."""
         with self._cv:
             self._closed = True
-            victims = [c for lst in self._idle.values() for c in lst] + self._stems
+            victims = [c for lst in [*self._idle.values(), *self._stems.values()] for c in lst]
             busy = [c for c in self._all if c not in victims]
             self._idle.clear()
             self._stems.clear()
             # busy runs and stem cells being started give their slots back themselves
-            self._count = sum(self._busy.values()) + self._starting_stems
+            self._count = sum(self._busy.values()) + sum(self._starting.values())
             self._cv.notify_all()
         self._wake.set()
         for container in busy:
@@ -185,6 +206,28 @@ class Runtime:
 
     # -- slots ----------------------------------------------------------------
 
+    def _network(self, action: ActionCode) -> bool:
+        """Whether the action's process shares the host network (only bubblewrap can refuse)."""
+        return action.network or self.sandbox_kind() != "bwrap"
+
+    @staticmethod
+    def _stem_key(spec: sbx.ImageSpec | None, network: bool) -> tuple:
+        return PYTHON_STEM if spec is None else spec.stem_key(network)
+
+    def _learn_stem_pool(self, action: ActionCode, spec: sbx.ImageSpec | None) -> tuple:
+        """The stem pool this action's cold starts take from; a new one is kept from now on.
+
+        The replacement of a taken stem cell (and the first one of a new pool) starts
+        when the run is released, not now, so it does not compete with this cold start.
+        """
+        network = True if spec is None else self._network(action)
+        stem_key = self._stem_key(spec, network)
+        if self.prewarm > 0 and stem_key not in self._stem_pools:
+            with self._cv:
+                label = (action.image or "python") + ("" if network else " (no network)")
+                self._stem_pools.setdefault(stem_key, (spec, network, label))
+        return stem_key
+
     def _placement(self, action: ActionCode):
         """(image spec or None for a python kind, error or None)."""
         if action.kind.startswith("python:"):
@@ -198,7 +241,7 @@ class Runtime:
             return None, (WHISK_ERROR, {"error": msg.RESOURCE_ERROR})
         return spec, None
 
-    def _acquire(self, key, use_stem: bool, started: float):
+    def _acquire(self, key, stem_key: tuple, started: float):
         """Returns (warm container or stem cell or None for "spawn one", epoch) or None."""
         victim = None
         with self._cv:
@@ -210,11 +253,11 @@ class Runtime:
                 if idle:
                     container = idle.pop()
                     break
-                if use_stem and self._stems:
+                if self._stems.get(stem_key):
                     # It already holds a slot. Its replacement starts when this run is
                     # released: starting a Python process now would compete for the CPU
                     # with this very cold start.
-                    container = self._stems.pop()
+                    container = self._stems[stem_key].pop()
                     break
                 container = None
                 if self._count < self.max_containers:
@@ -240,8 +283,9 @@ class Runtime:
             if not self._idle[oldest_key]:
                 del self._idle[oldest_key]
             return oldest
-        if self._stems:
-            return self._stems.pop(0)
+        fullest = max(self._stems.values(), key=len, default=None)
+        if fullest:
+            return fullest.pop(0)
         return None
 
     def _release(self, key, container: Container | None, epoch: int) -> None:
@@ -256,7 +300,7 @@ class Runtime:
                 keep = True
             else:
                 self._count -= 1
-            if len(self._stems) + self._starting_stems < self.prewarm:
+            if self._stems_missing():
                 self._wake.set()
             self._cv.notify_all()
         if container is not None and not keep:
@@ -264,7 +308,14 @@ class Runtime:
 
     # -- processes ------------------------------------------------------------
 
-    def _spawn(self, action: ActionCode | None, spec: sbx.ImageSpec | None) -> Container:
+    def _stems_missing(self) -> bool:
+        """Some stem pool is below ``prewarm`` (lock held)."""
+        return any(len(self._stems.get(k, ())) + self._starting.get(k, 0) < self.prewarm
+                   for k in self._stem_pools)
+
+    def _spawn(self, spec: sbx.ImageSpec | None, network: bool, preload: tuple[str, ...],
+               label: str) -> Container:
+        """Start a launcher: for a python kind (``spec`` None) or a mapped image, maybe sandboxed."""
         cid = f"c{next(self._ids):06d}"
         workdir = self._root / cid
         workdir.mkdir(parents=True)
@@ -287,14 +338,12 @@ class Runtime:
             if spec.pythonpath:
                 env["PYTHONPATH"] = ":".join(spec.pythonpath)
             if self.sandbox_kind() == "bwrap":
-                prefix = sbx.bwrap_argv(workdir, network=bool(action and action.network))
+                prefix = sbx.bwrap_argv(workdir, network=network)
                 env["TMPDIR"] = "/tmp"
             else:
-                log.warning("bubblewrap unavailable: docker action %s runs unsandboxed (rlimits only)",
-                            action.fqn if action else "?")
+                log.warning("bubblewrap unavailable: docker action %s runs unsandboxed (rlimits only)", label)
                 (workdir / ".tmp").mkdir()
                 env["TMPDIR"] = str(workdir / ".tmp")
-        preload = self.preload if action is None else ()
         container = Container(cid, workdir, [*prefix, python, "-u", LAUNCHER], env, preload)
         with self._cv:
             self._all.add(container)
@@ -318,28 +367,42 @@ class Runtime:
             self._wake.clear()
 
     def _top_up_stems(self) -> None:
+        """Fill each stem pool up to ``prewarm``, in the order the pools were made."""
+        with self._cv:
+            pools = list(self._stem_pools)
+        for stem_key in pools:
+            if not self._top_up(stem_key):
+                return
+
+    def _top_up(self, stem_key: tuple) -> bool:
+        """Start stem cells for one pool; False when there is no room (or no point) for more."""
         while True:
             with self._cv:
-                if (self._closed or len(self._stems) + self._starting_stems >= self.prewarm
-                        or self._count >= self.max_containers):
-                    return
+                if self._closed:
+                    return False
+                if len(self._stems.get(stem_key, ())) + self._starting.get(stem_key, 0) >= self.prewarm:
+                    return True
+                if self._count >= self.max_containers:
+                    return False
                 self._count += 1
-                self._starting_stems += 1
+                self._starting[stem_key] = self._starting.get(stem_key, 0) + 1
+                spec, network, label = self._stem_pools[stem_key]
+            preload = self.preload + tuple(m for m in (spec.preload if spec else ()) if m not in self.preload)
             container = None
             try:
-                container = self._spawn(None, None)
+                container = self._spawn(spec, network, preload, f"stem cell of {label}")
             except OSError as ex:
-                log.error("cannot start a stem cell: %s", ex)
+                log.error("cannot start a stem cell of %s: %s", label, ex)
             with self._cv:
-                self._starting_stems -= 1
+                self._starting[stem_key] -= 1
                 if container is not None and not self._closed:
-                    self._stems.append(container)
+                    self._stems.setdefault(stem_key, []).append(container)
                     self._cv.notify_all()
                     continue
                 self._count -= 1
             if container is not None:
                 self._destroy_all([container])
-            return
+            return False
 
     def _reap(self) -> None:
         cutoff = time.monotonic() - self.idle_ttl_s

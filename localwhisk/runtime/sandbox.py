@@ -58,11 +58,21 @@ class ImageSpec:
     python: str = sys.executable  # the interpreter that runs the launcher
     pythonpath: tuple[str, ...] = ()  # what the image's `pip install` would have provided
     env: dict[str, str] = field(default_factory=dict)
+    preload: tuple[str, ...] = ()  # modules its stem cells import before they get code
+    prewarm: bool = True  # keep stem cells of this image from the start, not only once it was used
+
+    def stem_key(self, network: bool) -> tuple:
+        """What a prewarmed process of this image depends on: two actions whose
+        keys are equal can take each other's stem cells (bwrap's network choice is
+        made when the process starts, so it is part of the key)."""
+        return ("image", self.python, tuple(self.pythonpath), tuple(sorted(self.env.items())),
+                tuple(self.preload), bool(network))
 
 
-# OpenWhisk's own Python runtime images: the same interpreter, nothing extra.
+# OpenWhisk's own Python runtime images: the same interpreter, nothing extra. Their
+# stem cells start only once an action used them (most deployments never do).
 DEFAULT_IMAGES: dict[str, ImageSpec] = {
-    name: ImageSpec()
+    name: ImageSpec(prewarm=False)
     for name in (
         "openwhisk/action-python-v3.10",
         "openwhisk/action-python-v3.11",

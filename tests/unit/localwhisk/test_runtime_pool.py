@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from localwhisk.runtime import DEVELOPER_ERROR, SUCCESS, ActionCode, Limits, Runtime
+from localwhisk.runtime import DEVELOPER_ERROR, SUCCESS, ActionCode, ImageSpec, Limits, Runtime
 
 ECHO = "def main(args):\n    return args\n"
 
@@ -146,3 +146,49 @@ def test_stem_cells_preload_modules_and_actions_see_them(make_runtime):
     rt.shutdown()
     plain = make_runtime(prewarm=0, preload=("xml.dom.minidom",))
     assert invoke(plain, cold, {}).result == {"pre": False}  # only stem cells preload
+
+
+PROBE = "import sys\ndef main(a):\n    return {m: m in sys.modules for m in ('xml.dom.minidom', 'json.tool')}\n"
+
+
+def docker(name: str, image: str = "user/img:1", network: bool = True) -> ActionCode:
+    return ActionCode(fqn=f"/guest/pool/{name}", version="0.0.1", kind="blackbox", image=image, code=PROBE,
+                      binary=False, digest="v1", network=network)
+
+
+def test_mapped_images_have_their_own_stem_pool_with_their_preload(make_runtime):
+    rt = make_runtime(prewarm=1, sandbox="none", preload=("xml.dom.minidom",),
+                      images={"user/img": ImageSpec(preload=("json.tool",))})
+    assert wait_for(lambda: rt.stats()["stems"] == {"python": 1, "user/img": 1})
+    out = invoke(rt, docker("a"), {})
+    # the image's stem cell imported the global preload and the image's own
+    assert out.result == {"xml.dom.minidom": True, "json.tool": True} and out.init_time_ms is not None
+    assert wait_for(lambda: rt.stats()["stems"] == {"python": 1, "user/img": 1})  # replaced
+    python_kind = echo("py", code=PROBE)
+    assert invoke(rt, python_kind, {}).result == {"xml.dom.minidom": True, "json.tool": False}
+
+
+def test_an_image_without_prewarm_gets_stem_cells_after_its_first_cold_start(make_runtime):
+    rt = make_runtime(prewarm=1, sandbox="none", preload=("xml.dom.minidom",),
+                      images={"user/img": ImageSpec(prewarm=False)})
+    assert wait_for(lambda: rt.stats()["stems"] == {"python": 1})
+    first = invoke(rt, docker("first"), {})
+    assert first.result["xml.dom.minidom"] is False  # spawned for it: no preload
+    assert wait_for(lambda: rt.stats()["stems"] == {"python": 1, "user/img:1": 1})
+    assert invoke(rt, docker("second"), {}).result["xml.dom.minidom"] is True
+
+
+def test_no_stem_cells_at_all_with_prewarm_0(make_runtime):
+    rt = make_runtime(prewarm=0, sandbox="none", images={"user/img": ImageSpec()})
+    assert invoke(rt, docker("a"), {}).status == SUCCESS
+    time.sleep(0.3)
+    assert rt.stats()["stems"] == {} and rt.stats()["containers"] == 1
+
+
+def test_image_stem_key_covers_what_the_process_was_started_with():
+    base = ImageSpec(pythonpath=("/a",), env={"X": "1"})
+    assert base.stem_key(True) == ImageSpec(pythonpath=("/a",), env={"X": "1"}).stem_key(True)
+    assert base.stem_key(True) != base.stem_key(False)
+    assert base.stem_key(True) != ImageSpec(pythonpath=("/b",), env={"X": "1"}).stem_key(True)
+    assert base.stem_key(True) != ImageSpec(pythonpath=("/a",), env={"X": "2"}).stem_key(True)
+    assert base.stem_key(True) != ImageSpec(pythonpath=("/a",), env={"X": "1"}, preload=("m",)).stem_key(True)

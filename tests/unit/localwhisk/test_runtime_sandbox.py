@@ -7,6 +7,7 @@ only) that the same probe reaches with ``network: true`` and cannot reach withou
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,47 @@ def test_without_bubblewrap_docker_actions_run_plain_with_a_warning(tmp_path, li
 
 def test_a_missing_bwrap_binary_is_detected():
     assert bwrap_available("bwrap-that-does-not-exist") is False
+
+
+STEM_PROBE = """import socket, sys
+def main(args):
+    sock = socket.socket()
+    sock.settimeout(2)
+    try:
+        sock.connect(("127.0.0.1", args["port"]))
+        connect = "connected"
+    except OSError as ex:
+        connect = type(ex).__name__
+    finally:
+        sock.close()
+    return {"connect": connect, "stem": "xml.dom.minidom" in sys.modules}
+"""
+
+
+@needs_bwrap
+def test_sandboxed_stem_cells_never_give_an_unshared_action_the_host_network(tmp_path, listener):
+    """bwrap decides the network when the process starts: stem pools are per network choice."""
+    rt = Runtime(api_host="http://127.0.0.1:1", state_dir=tmp_path / "stems", prewarm=1, sandbox="bwrap",
+                 images={"radcloud/plugin-probe": ImageSpec(preload=("xml.dom.minidom",))})
+
+    def act(name: str, network: bool) -> ActionCode:
+        return ActionCode(fqn=f"/guest/bb/{name}", version="1", kind="blackbox", image=IMAGE, code=STEM_PROBE,
+                          binary=False, network=network, digest="1")
+
+    def wait_stems(expected: dict) -> bool:
+        end = time.monotonic() + 10
+        while time.monotonic() < end and rt.stats()["stems"] != expected:
+            time.sleep(0.02)
+        return rt.stats()["stems"] == expected
+
+    try:
+        assert wait_stems({"python": 1, "radcloud/plugin-probe": 1})
+        shared = invoke(rt, act("shared", True), {"port": listener})
+        assert shared.result == {"connect": "connected", "stem": True}
+        closed = invoke(rt, act("closed", False), {"port": listener})
+        assert closed.result == {"connect": "ConnectionRefusedError", "stem": False}  # not the shared stem
+        assert wait_stems({"python": 1, "radcloud/plugin-probe": 1, f"{IMAGE} (no network)": 1})
+        closed2 = invoke(rt, act("closed2", False), {"port": listener})
+        assert closed2.result == {"connect": "ConnectionRefusedError", "stem": True}
+    finally:
+        rt.shutdown()

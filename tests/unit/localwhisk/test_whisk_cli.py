@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from localwhisk.cli import _param_value, main, parser
+from localwhisk.cli import _modules, _param_value, main, parser
 
 
 def test_missing_manifest_exits_1_with_wskdeploy_message(tmp_path, capsys):
@@ -26,3 +26,10 @@ def test_serve_defaults_bind_loopback():
 
 def test_param_values_parse_as_json_when_they_can():
     assert _param_value("5") == 5 and _param_value('{"a": 1}') == {"a": 1} and _param_value("text") == "text"
+
+
+def test_preload_is_repeatable_and_comma_separated():
+    args = parser().parse_args(["serve", "--preload", "numpy,pydicom", "--preload", "radcloud.action"])
+    assert _modules(args.preload) == ("numpy", "pydicom", "radcloud.action")
+    assert _modules(["a, b", "a"]) == ("a", "b")
+    assert parser().parse_args(["serve"]).preload == []

@@ -9,7 +9,7 @@ import stat
 import pytest
 from lw_fakes import AUTH, ECHO, make_controller, put_action
 
-from localwhisk.server import App, parse_images, write_wskprops
+from localwhisk.server import App, ServeConfig, build, parse_images, write_wskprops
 
 
 def asgi(app, method, path, query=b"", headers=(), chunks=(b"",)):
@@ -65,3 +65,33 @@ def test_wskprops_format_and_mode(tmp_path):
     path = write_wskprops(tmp_path, "http://127.0.0.1:1234", "u:k")
     assert path.read_text() == "APIHOST=http://127.0.0.1:1234\nAUTH=u:k\nNAMESPACE=guest\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_images_file_preload_and_unknown_keys(tmp_path):
+    f = tmp_path / "images.json"
+    f.write_text(json.dumps({"radcloud/runtime": {"pythonpath": ["/src"], "preload": ["numpy", "pydicom"],
+                                                  "prewarm": False}}))
+    assert parse_images([], [f])["radcloud/runtime"]["preload"] == ["numpy", "pydicom"]
+    f.write_text(json.dumps({"radcloud/runtime": {"preloads": ["numpy"]}}))
+    with pytest.raises(ValueError, match=r"unknown keys \['preloads'\]"):
+        parse_images([], [f])
+    f.write_text(json.dumps({"radcloud/runtime": {"preload": "numpy"}}))
+    with pytest.raises(ValueError, match="preload must be a list"):
+        parse_images([], [f])
+
+
+def test_build_passes_preload_and_image_specs_to_the_runtime(tmp_path):
+    config = ServeConfig(state_dir=tmp_path / "state", prewarm=0, preload=("json",),
+                         images={"radcloud/runtime": {"pythonpath": ["/src"], "env": {"N": 1},
+                                                      "preload": ["numpy"], "prewarm": False}})
+    controller = build(config, "http://127.0.0.1:1")
+    try:
+        runtime = controller.runtime
+        assert runtime.preload == ("json",)
+        spec = runtime.images["radcloud/runtime"]
+        assert (spec.pythonpath, spec.env, spec.preload, spec.prewarm) == (("/src",), {"N": "1"}, ("numpy",), False)
+        assert "openwhisk/action-python-v3.11" in runtime.images  # the defaults stay mapped
+    finally:
+        controller.close()
+        runtime.shutdown()
+        controller.store.close()
