@@ -96,8 +96,10 @@ class JobWorld:
     def deploy(self) -> None:
         manifest = yaml.safe_load((ROOT / "deploy" / "manifest.yaml").read_text())
         actions = manifest["project"]["packages"]["radcloud"]["actions"]
-        for spec in actions.values():
+        for name, spec in actions.items():
             spec["function"] = str((ROOT / "deploy" / spec["function"]).resolve())  # wskdeploy: relative to the manifest
+            if name.startswith("plugin-"):
+                spec["docker"] = "${RADCLOUD_RUNTIME_IMAGE}"  # no per-plugin images here: this checkout
         for name in PLUGINS:
             actions[f"plugin-{name}"] = {"function": str(ROOT / "functions" / "shard"), "runtime": "python:3.11",
                                          "docker": "${RADCLOUD_RUNTIME_IMAGE}", "web": False,
