@@ -24,6 +24,7 @@ def main(args):
     rest = {k: v for k, v in args.items() if k != "__ow_body" and k not in _OPTIONS}
 
     def handle(request, settings, _principal):
+        settings = pfcon.with_credentials(settings, args)
         fields = protocol.decode_body(body, request.headers.get("content-type", ""))
         images = pfcon.images_table(opts["pfcon_images"])
 

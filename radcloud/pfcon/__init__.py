@@ -20,8 +20,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import dataclasses
+
 from radcloud.errors import ConfigError
-from radcloud.settings import Settings
+from radcloud.settings import Secret, Settings
 
 
 def images_table(raw: Any) -> dict[str, str]:
@@ -64,3 +66,22 @@ def option(args: Mapping[str, Any], name: str, default: str = "") -> Any:
     if value in (None, ""):
         value = os.environ.get("RADCLOUD_" + name.upper(), default)
     return value
+
+
+def with_credentials(settings: Settings, args: Mapping[str, Any]) -> Settings:
+    """Take ``pfcon_user``/``pfcon_password`` from the action's bound parameters.
+
+    :func:`radcloud.action.settings_from` drops unbound setting names from a
+    web request's args, because a ``web: true`` caller could send them. The
+    pfcon action is ``web: raw``: a caller's query and body arrive only as
+    ``__ow_query``/``__ow_body``, so any other argument was bound at deploy
+    time (the action's inputs in deploy/manifest.yaml) and is safe to read.
+    """
+    if not args.get("__ow_method") or "__ow_body" not in args and "__ow_query" not in args:
+        return settings  # not a raw web request: the wrapper's settings stand
+    updates: dict[str, Any] = {}
+    if isinstance(args.get("pfcon_user"), str) and args["pfcon_user"]:
+        updates["pfcon_user"] = args["pfcon_user"]
+    if isinstance(args.get("pfcon_password"), str) and args["pfcon_password"]:
+        updates["pfcon_password"] = Secret(args["pfcon_password"])
+    return dataclasses.replace(settings, **updates) if updates else settings

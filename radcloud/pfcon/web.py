@@ -62,7 +62,8 @@ def check_token(settings: Settings, headers: Mapping[str, str], *, now: float | 
     scheme, _, token = value.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Invalid authorization header.")
-    options = {"require": ["exp", "iss", "sub"], "verify_exp": now is None}
+    # A fixed clock (tests): PyJWT would compare exp and iat with the real one.
+    options = {"require": ["exp", "iss", "sub"], "verify_exp": now is None, "verify_iat": now is None}
     for secret in signing_secrets(settings):
         try:
             claims = jwt.decode(token.strip(), secret, algorithms=[ALGORITHM], issuer=ISSUER, options=options)
