@@ -32,6 +32,7 @@ _services_back_up = _integration._services_back_up
 
 IMAGE = "radcloud-runtime"  # stands in for the runtime and plugin images
 USER, PASSWORD = "dr.jones", "correct horse battery staple"
+ADMIN, ADMIN_PASSWORD = "it.admin", "another long admin secret"
 
 
 @dataclasses.dataclass
@@ -40,6 +41,8 @@ class Site:
     ui: str            # base + /api/v1/web/guest/radcloud/ui
     user: str
     password: str
+    admin: str
+    admin_password: str
     whisk: object
 
 
@@ -97,5 +100,8 @@ def site(stack, tmp_path_factory, browser_ready):
         store = UserStore(stack.redis)
         if store.get(USER) is None:
             store.add(USER, "clinician", PASSWORD)
+        if store.get(ADMIN) is None:
+            store.add(ADMIN, "admin", ADMIN_PASSWORD)
         base = whisk.api_host.rstrip("/")
-        yield Site(base=base, ui=f"{base}/api/v1/web/guest/radcloud/ui", user=USER, password=PASSWORD, whisk=whisk)
+        yield Site(base=base, ui=f"{base}/api/v1/web/guest/radcloud/ui", user=USER, password=PASSWORD,
+                   admin=ADMIN, admin_password=ADMIN_PASSWORD, whisk=whisk)

@@ -23,6 +23,7 @@ SHOTS = ROOT / "artifacts" / "screenshots"
 def journey(site, tmp_path_factory):
     xdg = tmp_path_factory.mktemp("xdg")
     env = {**os.environ, "RC_UI": site.ui, "RC_USER": site.user, "RC_PASSWORD": site.password,
+           "RC_ADMIN": site.admin, "RC_ADMIN_PASSWORD": site.admin_password,
            "RC_SHOTS": str(SHOTS), "XDG_CONFIG_HOME": str(xdg / "config"), "XDG_CACHE_HOME": str(xdg / "cache"),
            "HOME": str(xdg)}
     proc = subprocess.run(["node", "ui.e2e.mjs"], cwd=HERE, env=env, capture_output=True, text=True, timeout=900)
@@ -60,6 +61,7 @@ def test_login_refuses_wrong_password_then_logs_in(journey):
 def test_search_by_mrn(journey):
     record = _ok(journey, "search-by-mrn")
     assert record["studies"] >= 1 and record["series"] >= 1
+    assert record["sorted"] == "ascending" and record["csv_lines"] == record["studies"] + 1
 
 
 def test_search_by_date_range(journey):
@@ -86,3 +88,10 @@ def test_result_image_has_real_pixels(journey):
     stat = ImageStat.Stat(image)
     low, high = image.getextrema()
     assert image.width >= 64 and high - low > 50 and stat.stddev[0] > 10, (low, high, stat.stddev)
+
+
+def test_audit_trail_is_admin_only_and_records_the_search(journey):
+    record = _ok(journey, "admin-audit-trail")
+    assert "not allowed" in record["clinician_refused"] or "may not" in record["clinician_refused"]
+    assert {"query", "retrieve", "dispatch", "results:get", "login"} <= set(record["actions"])
+    assert "retrieve:get" not in record["actions"]  # progress polls are not audited

@@ -7,7 +7,7 @@
 // env: RC_UI (the ui action's URL), RC_USER, RC_PASSWORD, RC_SHOTS (dir),
 //      RC_MRN, RC_DATE_FROM, RC_DATE_TO, RC_PLUGIN, RC_TIMEOUT_MS
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 
 const env = process.env;
 const UI = env.RC_UI;
@@ -86,7 +86,14 @@ const ok = await (async () => {
     await page.click("#results tr.study td:nth-child(2) button");
     await page.waitForSelector("#results tr.series td:nth-child(9)", { timeout: 20000 });
     const series = await page.$$eval("#results tr.series", (trs) => trs.length);
-    return { search_to_results_ms: ms, server_ms: Number(await page.getAttribute("#search-time", "data-ms")), studies: rows.length, series };
+    // sortable columns and CSV export
+    await page.click('#results th button[data-sort="date"]');
+    const sorted = await page.getAttribute('#results th:has(button[data-sort="date"])', "aria-sort");
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#csv-btn")]);
+    const csv = readFileSync(await download.path(), "utf8");
+    if (!csv.startsWith("PatientName,PatientID") || !csv.includes(MRN)) throw new Error(`bad CSV: ${csv.slice(0, 200)}`);
+    return { search_to_results_ms: ms, server_ms: Number(await page.getAttribute("#search-time", "data-ms")), studies: rows.length,
+             series, sorted, csv_lines: csv.trim().split("\n").length };
   })) return false;
 
   if (!await step("search-by-date-range", async () => {
@@ -174,6 +181,24 @@ const ok = await (async () => {
     await page.click('#presets button[data-window="128,128"]');
     await page.locator("#viewer").screenshot({ path: `${SHOTS}/viewer-high-contrast.png` });
     return { first_thumbnail_ms: firstThumbMs, canvas: stats, canvas_png: `${SHOTS}/canvas.png`, slice_after_arrow: await page.textContent("#slice-label") };
+  })) return false;
+  if (!await step("admin-audit-trail", async () => {
+    // the clinician may not read the trail; an admin sees who searched for whom
+    await page.goto(`${UI}/audit`);
+    await page.waitForSelector("#audit-error:not([hidden])", { timeout: 15000 });
+    const refused = await page.textContent("#audit-error");
+    await page.click("#logout");
+    await page.waitForSelector("#login-form", { timeout: 10000 });
+    await page.fill("#username", env.RC_ADMIN);
+    await page.fill("#password", env.RC_ADMIN_PASSWORD);
+    await page.click("#login-form button[type=submit]");
+    await page.waitForURL(/\/ui\/search/, { timeout: 15000 });
+    await page.click('header a:has-text("Audit")');
+    await page.waitForSelector("#audit tbody tr", { timeout: 15000 });
+    const rows = await page.$$eval("#audit tbody tr", (trs) => trs.map((tr) => [...tr.cells].map((td) => td.textContent)));
+    const query = rows.find((r) => r[1].startsWith(env.RC_USER) && r[2] === "query" && r[4].includes(MRN));
+    if (!query) throw new Error(`no audited query by ${env.RC_USER} for ${MRN} in ${rows.length} rows`);
+    return { clinician_refused: refused, entries: rows.length, actions: [...new Set(rows.map((r) => r[2]))].sort() };
   })) return false;
   return true;
 })();
