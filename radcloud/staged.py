@@ -81,7 +81,9 @@ class ManifestStaging:
         from radcloud.progress import Progress
 
         status = Progress(self.redis).status(rid)  # NotFound names the retrieve id
-        running = [s["SeriesInstanceUID"] for s in status["series"] if s["state"] in ("queued", "running")]
+        # Series states: queued, moving, staging -> succeeded | failed (| stalled, derived on read).
+        running = [s["SeriesInstanceUID"] for s in status["series"]
+                   if s["state"] not in ("succeeded", "failed", "stalled")]
         if running:
             raise Conflict(f"retrieve {rid} is still staging {len(running)} of {status['series_total']} "
                            "series; dispatch when it has finished", field="retrieve", series=running[:10],

@@ -112,3 +112,14 @@ def test_runner_restarted_mid_job_still_reaches_final_state(world, staged):
     reasons = {s["reason"] for s in job["shards"] if s["state"] == "failed"}
     # the killed activations are recorded as ended; status fails their shards with the reason
     assert reasons and all("without an outcome" in r for r in reasons), reasons
+
+
+def test_pull_and_run_sequence_query_retrieve_dispatch(world):
+    study, _ = world.seed_study([2, 2])
+    status, body = world.whisk.invoke("radcloud/pull-and-run", {
+        "level": "study", "StudyInstanceUID": study,
+        "run": {"plugin": "noop", "options": {"force": True}}}, timeout_ms=60000)
+    assert status == 200 and body.get("job_id"), (status, body)
+    job = world.wait_final(body["job_id"])
+    assert job["state"] == "succeeded" and job["shards_total"] == 2, job
+    assert job["progress"]["instances_done"] == 4
