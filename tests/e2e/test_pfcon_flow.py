@@ -1,0 +1,177 @@
+"""A ChRIS backend's pfcon conversation with radcloud, end to end through localwhisk.
+
+Replays, field for field, the requests CUBE sends an in-network pfcon
+(pfcon ``req_resp_flow.md``): token → server info → copy job → poll →
+plugin job → poll → output listing → upload job → poll → delete job →
+poll → DELETE every job, against the real Redis + S3 with radcloud
+deployed (tests/e2e/jobflow.py). ChRIS's files live in their own bucket of
+the shared store; the ChRIS-style ``copy`` plugin (``prog [options]
+inputdir outputdir``) runs as a radcloud shard and its outputs land under
+``output_dir``. Also: wrong token → 401, unknown image → 400 naming it,
+out-of-order jobs → 409.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import urlencode
+
+import pytest
+
+from jobflow import JobWorld
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+BASE = "radcloud/pfcon/api/v1/"
+USER, PASSWORD = "chris", "pfcon-e2e-password"
+CHRIS_BUCKET = "chris"
+FEED = "home/cube/feeds/feed_7"
+INPUT_DIR = f"{FEED}/pl-dircopy_11/data"
+OUTPUT_DIR = f"{FEED}/pl-copy_12/data"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    try:
+        w = JobWorld.up(tmp_path_factory.mktemp("pfcon"), shard_timeout_s=60)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    try:
+        w.env.update({"RADCLOUD_PFCON_USER": USER, "RADCLOUD_PFCON_PASSWORD": PASSWORD,
+                      "RADCLOUD_PFCON_BUCKET": CHRIS_BUCKET})
+        w.deploy()  # again, now with the pfcon action's inputs bound
+        from radcloud.storage import ObjectStore
+
+        radcloud_store = ObjectStore.from_settings(w.endpoints.settings())
+        radcloud_store.client.make_bucket(CHRIS_BUCKET)
+        w.chris = ObjectStore(radcloud_store.client, CHRIS_BUCKET)
+        w.store = radcloud_store
+        w.chris.put_bytes(f"{INPUT_DIR}/scan.txt", b"scan data\n")
+        w.chris.put_bytes(f"{INPUT_DIR}/notes/report.txt", b"report\n")
+        w.chris.put_bytes(f"{FEED}/pl-dircopy_11/data/prior.chrislink", b"home/cube/uploads/prior\n")
+        w.chris.put_bytes("home/cube/uploads/prior/old.txt", b"older scan\n")
+        yield w
+    finally:
+        w.down()
+
+
+def call(world, method, route, *, token=None, form=None, json_body=None, query=""):
+    headers = {}
+    body = b""
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if form is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        body = urlencode(form, doseq=True).encode()
+    if json_body is not None:
+        headers["Content-Type"] = "application/json"
+        body = json.dumps(json_body).encode()
+    status, _headers, raw = world.whisk.web(BASE + route, method=method, body=body, headers=headers,
+                                            query=query)
+    return status, (json.loads(raw) if raw else None)
+
+
+def poll(world, route, token, timeout_s=120.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, body = call(world, "GET", route, token=token)
+        assert status == 200, body
+        if body["compute"]["status"] in ("finishedSuccessfully", "finishedWithError"):
+            return body["compute"]
+        assert time.monotonic() < deadline, f"{route} still {body['compute']['status']}"
+        time.sleep(0.3)
+
+
+def plugin_form(jid, image="local/copy", args=("--prefix", "le", "--sleep", "1")):
+    # What CUBE sends (plugininstances/services/manager.py), as in pfcon's req_resp_flow.md.
+    return [("jid", jid), *(("args", a) for a in args), ("auid", "cube"), ("number_of_workers", "1"),
+            ("cpu_limit", "1000"), ("memory_limit", "300"), ("gpu_limit", "0"), ("image", image),
+            ("entrypoint", "python3"), ("entrypoint", "/usr/local/bin/copy.py"), ("type", "ds"),
+            ("env", f"CHRIS_JID={jid}"), ("env", "CHRIS_PLG_INST_ID=12"),
+            ("input_dirs", INPUT_DIR), ("output_dir", OUTPUT_DIR)]
+
+
+@pytest.fixture(scope="module")
+def token(world):
+    status, body = call(world, "POST", "auth-token/", json_body={"pfcon_user": USER, "pfcon_password": PASSWORD})
+    assert status == 200, body
+    return body["token"]
+
+
+def test_health_and_credentials(world):
+    assert call(world, "GET", "health/") == (200, {"health": "OK"})
+    status, body = call(world, "POST", "auth-token/", json_body={"pfcon_user": USER, "pfcon_password": "wrong"})
+    assert status == 400 and body["message"] == "Unable to log in with provided credentials."
+
+
+def test_wrong_token_is_401_everywhere(world, token):
+    for method, route in (("GET", "pluginjobs/"), ("POST", "copyjobs/"), ("GET", "pluginjobs/x/"),
+                          ("DELETE", "deletejobs/x/")):
+        status, body = call(world, method, route, token=token[:-4] + "AAAA")
+        assert status == 401, (route, body)
+        assert call(world, method, route)[0] == 401
+
+
+def test_chris_backend_sequence(world, token):
+    jid = "chris-jid-12"
+    # Server info decides CUBE's flow: in-network S3, copy and upload jobs required.
+    status, info = call(world, "GET", "pluginjobs/", token=token)
+    assert status == 200 and info["pfcon_innetwork"] is True and info["storage_env"] == "s3"
+    assert info["requires_copy_job"] is True and info["requires_upload_job"] is True
+
+    # Out of order: a plugin job before its copy job.
+    status, body = call(world, "POST", "pluginjobs/", token=token, form=plugin_form(jid))
+    assert status == 409 and "copy" in body["message"], body
+
+    status, body = call(world, "POST", "copyjobs/", token=token,
+                        form=[("jid", jid), ("input_dirs", INPUT_DIR), ("output_dir", OUTPUT_DIR),
+                              ("cpu_limit", "1000"), ("memory_limit", "300")])
+    assert status == 201 and body["compute"]["jid"] == jid, body
+    copied = poll(world, f"copyjobs/{jid}/", token)
+    assert copied["status"] == "finishedSuccessfully" and "copied 3 files" in copied["message"], copied
+
+    status, body = call(world, "POST", "pluginjobs/", token=token, form=plugin_form(jid, image="fnndsc/pl-nope:9"))
+    assert status == 400 and "fnndsc/pl-nope:9" in body["message"], body
+
+    status, body = call(world, "POST", "pluginjobs/", token=token, form=plugin_form(jid))
+    assert status == 201, body
+    compute = body["compute"]
+    assert compute["cmd"] == ("python3 /usr/local/bin/copy.py --prefix le --sleep 1 "
+                              "/share/incoming /share/outgoing")
+    assert compute["status"] in ("notStarted", "started") and compute["image"] == "local/copy"
+    # Idempotent: the same POST again is the same job, still running.
+    status, again = call(world, "POST", "pluginjobs/", token=token, form=plugin_form(jid))
+    assert status == 201 and again["compute"]["status"] in ("notStarted", "started")
+    # Out of order: deleting the data while the plugin runs.
+    status, body = call(world, "POST", "deletejobs/", token=token, form=[("jid", jid)])
+    assert status == 409, body
+
+    done = poll(world, f"pluginjobs/{jid}/", token)
+    assert done["status"] == "finishedSuccessfully", done
+    assert "exit code 0" in done["message"] and "done" in done["logs"] and done["timestamp"]
+
+    status, listing = call(world, "GET", f"pluginjobs/{jid}/file/", token=token,
+                           query=urlencode({"job_output_path": OUTPUT_DIR}))
+    assert status == 200 and listing["job_output_path"] == OUTPUT_DIR
+    assert {"lescan.txt", "lereport.txt", "leold.txt", "probe.json"} == set(listing["rel_file_paths"])
+
+    status, body = call(world, "POST", "uploadjobs/", token=token,
+                        form=[("jid", jid), ("job_output_path", OUTPUT_DIR)])
+    assert status == 201, body
+    assert poll(world, f"uploadjobs/{jid}/", token)["status"] == "finishedSuccessfully"
+    landed = {i.key[len(OUTPUT_DIR) + 1:] for i in world.chris.list(OUTPUT_DIR + "/")}
+    assert landed == set(listing["rel_file_paths"])
+    assert world.chris.get_json(f"{OUTPUT_DIR}/probe.json")["argv"][:2] == ["--prefix", "le"]
+    stream = world.chris.open(f"{OUTPUT_DIR}/leold.txt")
+    assert stream.read() == b"older scan\n"  # reached through the .chrislink
+    stream.close()
+
+    status, body = call(world, "POST", "deletejobs/", token=token, form=[("jid", jid)])
+    assert status == 201, body
+    assert poll(world, f"deletejobs/{jid}/", token)["status"] == "finishedSuccessfully"
+    assert list(world.store.list(f"pfcon/key-{jid}/")) == []
+
+    for kind in ("copyjobs", "pluginjobs", "uploadjobs", "deletejobs"):
+        assert call(world, "DELETE", f"{kind}/{jid}/", token=token)[0] == 204
+    assert call(world, "GET", f"copyjobs/{jid}/", token=token)[0] == 404
