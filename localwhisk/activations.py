@@ -157,6 +157,9 @@ class Invoker:
             code=exec_.get("code", ""), binary=bool(exec_.get("binary")), main=exec_.get("main") or "main",
             image=exec_.get("image"), init_env=init_env,
             provide_api_key=ent.truthy(ent.annotation(action, "provide-api-key", True)),
+            # localwhisk's own annotation (OpenWhisk ignores it): OpenWhisk actions have
+            # network, so only an explicit falsy value gives the sandbox its own empty one.
+            network=ent.truthy(ent.annotation(action, "sandbox-network", True)),
             digest=ent.code_digest(action),
         )
         lim = action["limits"]

@@ -13,9 +13,10 @@ The mapped process runs inside bubblewrap when ``bwrap`` works on this machine,
 otherwise as a plain subprocess with a logged warning.
 
 What is isolated under bubblewrap (``bwrap_argv``):
-- network: its own network namespace holding only its own loopback interface,
-  so the host's 127.0.0.1 services are unreachable, unless the action has
-  ``network: true`` (then the host network is shared: loopback and beyond);
+- network: shared with the host (loopback and beyond) when ``ActionCode.network``
+  is true -- the default, as OpenWhisk actions have network; with the action
+  annotation ``sandbox-network: false`` (network false) its own network namespace
+  holding only its own loopback, so the host's 127.0.0.1 services are unreachable;
 - filesystem: ``/`` is bound read-only; ``/tmp`` is a private tmpfs; ``/dev`` is
   a minimal devtmpfs and ``/proc`` a new procfs; the container's working
   directory is the only writable host path (and is deleted with the container);
@@ -31,7 +32,7 @@ What is NOT isolated:
   state directory of other actions, unless its permissions forbid it) can be read;
 - CPU time, disk space and the number of processes are not capped (no cgroup);
   only wall-clock time is (a fork bomb lasts until the timeout kills the group);
-- with ``network: true`` the action reaches every host service on loopback;
+- with network (the default) the action reaches every host service on loopback;
 - the kernel is shared; this is a namespace sandbox, not a VM or gVisor;
 - without bubblewrap ("plain" fallback) there is no isolation beyond rlimits,
   a private working directory and a scrubbed environment.

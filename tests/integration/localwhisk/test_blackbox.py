@@ -2,13 +2,17 @@
 
 ``--sandbox none``: under bubblewrap the action gets a private /tmp, so an image
 directory inside pytest's tmp_path would be invisible; the sandbox itself is the
-runtime's tests' business, the mapping from the CLI flag is this test's.
+runtime's tests' business, the mapping from the CLI flag is this test's, and so is
+the ``sandbox-network`` annotation reaching the sandbox.
 """
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
+from localwhisk.runtime.sandbox import bwrap_available
 from localwhisk.testing import Server
 
 pytestmark = pytest.mark.integration
@@ -29,3 +33,36 @@ def test_mapped_image_runs_and_unmapped_fails_like_a_pull(tmp_path):
         status, rec = whisk.invoke("unmapped", result=False)
         assert status == 502 and rec["response"]["status"] == "action developer error"
         assert "Failed to pull container image 'nobody/missing:2'" in rec["response"]["result"]["error"]
+
+
+PROBE = """import socket
+def main(args):
+    sock = socket.socket()
+    sock.settimeout(2)
+    try:
+        sock.connect(("127.0.0.1", args["port"]))
+        return {"connect": "connected"}
+    except OSError as ex:
+        return {"connect": type(ex).__name__}
+    finally:
+        sock.close()
+"""
+
+
+@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap cannot create namespaces here")
+def test_sandbox_network_false_annotation_unshares_the_network(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    try:
+        with Server(tmp_path / "state", extra_args=["--sandbox", "bwrap"]) as whisk:
+            image = "openwhisk/action-python-v3.11"  # mapped to localwhisk's interpreter by default
+            for name, annotations in (("open", []), ("closed", [{"key": "sandbox-network", "value": False}])):
+                body = {"exec": {"kind": "blackbox", "image": image, "code": PROBE}, "annotations": annotations}
+                status, resp = whisk.client.request("PUT", f"/api/v1/namespaces/_/actions/{name}", body)
+                assert status == 200, resp
+            assert whisk.invoke("open", {"port": port}) == (200, {"connect": "connected"})
+            assert whisk.invoke("closed", {"port": port}) == (200, {"connect": "ConnectionRefusedError"})
+    finally:
+        listener.close()

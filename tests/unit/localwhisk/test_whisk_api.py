@@ -268,6 +268,19 @@ def test_runtime_receives_action_code_and_limits(ctrl):
     assert c["namespace"] == "guest" and c["api_key"].startswith("23bc46b1")
 
 
+@pytest.mark.parametrize("annotations, network", [
+    ([], True),  # OpenWhisk actions have network
+    ([{"key": "sandbox-network", "value": True}], True),
+    ([{"key": "sandbox-network", "value": False}], False),
+    ([{"key": "sandbox-network", "value": "false"}], False),
+    ([{"key": "sandbox-network", "value": 0}], False),
+])
+def test_sandbox_network_annotation_decides_the_actions_network(ctrl, annotations, network):
+    put_action(ctrl, "net", ECHO, annotations=annotations)
+    call(ctrl, "POST", f"{A}/net", {}, query="blocking=true")
+    assert ctrl.runtime.calls[-1]["action"].network is network
+
+
 def test_namespace_concurrency_cap_gives_429():
     c = make_controller(max_concurrent=2)
     c.runtime.gate.clear()
