@@ -24,7 +24,8 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from radcloud import layout as lay
@@ -187,26 +188,40 @@ class Stager:
         self._update(rid, uid, state="staging", total=len(instances))
         staged = {info.key: info for info in self.store.list(prefix)}
         tally = _Tally(flushed_at=self.clock())
-        index = start
-        todo = instances[start:]
-        with ThreadPoolExecutor(self.workers) as pool:
-            while index < len(instances):
-                # Check after the first batch: every activation makes progress.
-                if index > start and budget_s is not None and self.clock() - t0 > budget_s:
-                    break
-                batch = todo[index - start:index - start + self.workers * 4]
-                for result in pool.map(lambda inst: self._one(inst, tags, prefix, staged), batch):
-                    self._count(rid, uid, tally, result)
-                index += len(batch)
-                if tally.upstream_streak >= ABORT_AFTER:
-                    self._flush(rid, uid, tally)
-                    raise UpstreamError(f"stopped after {ABORT_AFTER} failed instances in a row: "
-                                        f"{tally.errors[-1]['error']}")
+        index = self._transfer(rid, uid, instances, start, tally, t0, budget_s,
+                               lambda inst: self._one(inst, tags, prefix, staged))
         self._flush(rid, uid, tally)
         if index < len(instances):
             return {"state": "staging", "next": index, "done": tally.done, "skipped": tally.skipped,
                     "bytes": tally.nbytes, "errors": tally.errors}
         return self._finish(rid, uid, study_uid, tags, prefix, instances, tally)
+
+    def _transfer(self, rid: str, uid: str, instances: list[dict], start: int, tally: _Tally,
+                  t0: float, budget_s: float | None, one: Callable[[Any], dict]) -> int:
+        """Stage ``instances[start:]`` through a sliding window of ``workers``
+        threads (results counted in order); return the index reached.
+
+        The budget is checked only after the first instance, so every
+        activation makes progress; five upstream failures in a row stop it.
+        """
+        window: deque[Future] = deque()
+        submitted = index = start
+        with ThreadPoolExecutor(self.workers) as pool:
+            while True:
+                out_of_time = index > start and budget_s is not None and self.clock() - t0 > budget_s
+                stop = out_of_time or tally.upstream_streak >= ABORT_AFTER
+                while not stop and submitted < len(instances) and len(window) < self.workers * 2:
+                    window.append(pool.submit(one, instances[submitted]))
+                    submitted += 1
+                if not window:
+                    break
+                self._count(rid, uid, tally, window.popleft().result())
+                index += 1
+        if tally.upstream_streak >= ABORT_AFTER:
+            self._flush(rid, uid, tally)
+            raise UpstreamError(f"stopped after {ABORT_AFTER} failed instances in a row: "
+                                f"{tally.errors[-1]['error']}")
+        return index
 
     def _tags(self, orthanc_id: str) -> dict[str, Any]:
         resource = self.orthanc.resource("Series", orthanc_id)

@@ -1,0 +1,310 @@
+"""Retrieve benchmark: Orthanc -> S3 staging against the bound and ChRIS's path, one run.
+
+    .venv/bin/python bench/retrieve_bench.py [--series 5 --slices 100] [--pypx-bin DIR]
+
+Starts the real stack + localwhisk in a temp dir (tests/e2e/jobflow.py),
+seeds a CT study of ``series x slices`` 512x512 instances (default 500,
+~263 MB) and measures, in the same run:
+
+* out of Orthanc to /dev/null: per-instance ``GET /instances/{id}/file``
+  (sequential), WADO-RS multipart (whole study and per series), dcmtk
+  ``getscu`` C-GET (writes files: a transfer-path candidate);
+* S3 ingest of the same objects from memory (minio SDK, 1 and 2 threads);
+* the bound = min(fastest Orthanc read, S3 ingest);
+* radcloud's pipeline (radcloud.retrieve.Stager) in a child process, with
+  1 and 2 workers, and on 1 series vs the whole study: MB/s, instances/s,
+  peak RSS (must not grow with study size);
+* the deployed ``retrieve`` action through localwhisk (fan-out per series),
+  wall time until the retrieve is ``succeeded``;
+* ChRIS's path: dcmtk ``movescu`` per series into a ``storescp`` writing
+  files, with and without TCP_NODELAY, and ``px-move`` when ``--pypx-bin``
+  points at a venv with pypx installed (not a radcloud dependency).
+
+Prints one JSON object; ratios are computed against figures of this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+
+def mbps(nbytes: int, seconds: float) -> float:
+    return round(nbytes / seconds / 1e6, 1) if seconds > 0 else 0.0
+
+
+# -- child: one staging run, so its peak RSS is its own ---------------------------
+def child_stage(args: argparse.Namespace) -> None:
+    from radcloud.orthanc import Orthanc
+    from radcloud.progress import Progress
+    from radcloud.retrieve import Stager, parse_request, plan
+    from radcloud.settings import Settings
+    from radcloud.storage import ObjectStore
+
+    settings = Settings.load(environ={**os.environ})
+    orthanc, store = Orthanc.from_settings(settings), ObjectStore.from_settings(settings)
+    progress = Progress.from_settings(settings)
+    series = plan(parse_request({"StudyInstanceUID": args.study}), orthanc)[: args.series_limit or None]
+    for s in series:
+        store.delete_prefix(f"staged/{args.study}/{s['SeriesInstanceUID']}/")
+    rid = progress.create(series, source="bench", layout="uid")
+    stager = Stager(orthanc, store, progress, workers=args.workers)
+    t0 = time.perf_counter()
+    results = [stager.stage(rid, s) for s in series]
+    seconds = time.perf_counter() - t0
+    nbytes = sum(r.get("bytes", 0) for r in results)
+    count = sum(r.get("done", 0) for r in results)
+    print(json.dumps({"seconds": round(seconds, 3), "bytes": nbytes, "instances": count,
+                      "states": sorted({r["state"] for r in results}),
+                      "MBps": mbps(nbytes, seconds), "instances_per_s": round(count / seconds, 1),
+                      "peak_rss_MB": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's RSS high-water mark. VmHWM, not ru_maxrss: Linux carries
+    ru_maxrss over from the forking parent, which holds the study in memory."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run_child(env: dict, study: str, workers: int, series_limit: int = 0) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", "--study", study, "--workers", str(workers),
+                          "--series-limit", str(series_limit)], env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=900, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- the bound ---------------------------------------------------------------------
+def orthanc_reads(ep, study: str) -> dict:
+    import requests
+
+    s = requests.Session()
+    s.auth = ep.auth
+    s.headers["Accept-Encoding"] = "identity"
+    series = s.post(ep.url + "/tools/find", json={"Level": "Series", "Expand": True,
+                                                   "Query": {"StudyInstanceUID": study}}).json()
+    ids = [i for se in series for i in se["Instances"]]
+    out = {}
+    t0, n = time.perf_counter(), 0
+    for iid in ids:
+        with s.get(f"{ep.url}/instances/{iid}/file", stream=True) as r:
+            for block in r.iter_content(1 << 20):
+                n += len(block)
+    out["rest_per_instance_MBps"] = mbps(n, time.perf_counter() - t0)
+    out["study_bytes"], out["instances"] = n, len(ids)
+    t0 = time.perf_counter()
+    with s.get(f"{ep.url}/dicom-web/studies/{study}", stream=True,
+               headers={"Accept": 'multipart/related; type="application/dicom"'}) as r:
+        m = sum(len(b) for b in r.iter_content(1 << 20))
+    out["wado_study_MBps"] = mbps(m, time.perf_counter() - t0)
+    t0, m = time.perf_counter(), 0
+    for se in series:
+        uid = se["MainDicomTags"]["SeriesInstanceUID"]
+        with s.get(f"{ep.url}/dicom-web/studies/{study}/series/{uid}", stream=True,
+                   headers={"Accept": 'multipart/related; type="application/dicom"'}) as r:
+            m += sum(len(b) for b in r.iter_content(1 << 20))
+    out["wado_series_MBps"] = mbps(m, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    md5s = [s.get(f"{ep.url}/instances/{i}/attachments/dicom/md5").text for i in ids]
+    out["md5_lookup_ms_each"] = round((time.perf_counter() - t0) / len(md5s) * 1000, 2)
+    return out, ids, s
+
+
+def s3_ingest(settings, session, ep, ids: list[str]) -> dict:
+    import io
+
+    from radcloud.storage import ObjectStore
+
+    store = ObjectStore.from_settings(settings)
+    blobs = [session.get(f"{ep.url}/instances/{i}/file").content for i in ids]
+    total = sum(map(len, blobs))
+    out = {}
+    for threads in (1, 2):
+        store.delete_prefix("bench-ingest/")
+        t0 = time.perf_counter()
+
+        def put(k: int) -> None:
+            store.client.put_object(store.bucket, f"bench-ingest/{k}.dcm", io.BytesIO(blobs[k]), len(blobs[k]),
+                                    part_size=64 << 20)
+        if threads == 1:
+            for k in range(len(blobs)):
+                put(k)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(put, range(len(blobs))))
+        out[f"s3_ingest_{threads}t_MBps"] = mbps(total, time.perf_counter() - t0)
+    store.delete_prefix("bench-ingest/")
+    return out
+
+
+def cget(ep, test_aet: str, study: str, tmp: Path) -> dict:
+    if not shutil.which("getscu"):
+        return {"getscu_MBps": None}
+    out_dir = tmp / "cget"
+    out_dir.mkdir()
+    t0 = time.perf_counter()
+    subprocess.run(["getscu", "-aet", test_aet, "-aec", ep.aet, "--max-pdu", "131072", "-od", str(out_dir),
+                    "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+                    "127.0.0.1", str(ep.dicom_port)], env={**os.environ, "TCP_NODELAY": "1"},
+                   check=True, capture_output=True, timeout=600)
+    seconds = time.perf_counter() - t0
+    n = sum(p.stat().st_size for p in out_dir.iterdir())
+    shutil.rmtree(out_dir)
+    return {"getscu_MBps": mbps(n, seconds)}
+
+
+# -- ChRIS's path ------------------------------------------------------------------
+def chris_moves(ep, endpoints, study: str, series_uids: list[str], tmp: Path, *, nodelay: bool,
+                pypx_bin: str | None = None) -> dict:
+    out_dir = tmp / f"storescp-{nodelay}-{bool(pypx_bin)}"
+    out_dir.mkdir()
+    env = dict(os.environ)
+    env.pop("TCP_NODELAY", None)
+    if nodelay:
+        env["TCP_NODELAY"] = "1"
+    scp = subprocess.Popen(["storescp", "-aet", endpoints.test_aet, "--max-pdu", "131072", "-od", str(out_dir),
+                            str(endpoints.test_scp_port)], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        for uid in series_uids:
+            if pypx_bin:
+                cmd = [os.path.join(pypx_bin, "px-move"), "--aet", endpoints.test_aet, "--aec", ep.aet,
+                       "--serverIP", "127.0.0.1", "--serverPort", str(ep.dicom_port),
+                       "--StudyInstanceUID", study, "--SeriesInstanceUID", uid]
+            else:
+                cmd = ["movescu", "-S", "-aet", endpoints.test_aet, "-aec", ep.aet, "--move", endpoints.test_aet,
+                       "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study}",
+                       "-k", f"SeriesInstanceUID={uid}", "127.0.0.1", str(ep.dicom_port)]
+            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+        # movescu returns once every C-STORE was acknowledged: storescp has written the files.
+        n = sum(p.stat().st_size for p in out_dir.iterdir())
+        seconds = time.perf_counter() - t0
+        return {"files": len(list(out_dir.iterdir())), "MBps": mbps(n, seconds),
+                "instances_per_s": round(len(list(out_dir.iterdir())) / seconds, 1)}
+    finally:
+        scp.terminate()
+        scp.wait(10)
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def action_retrieve(world, study: str) -> dict:
+    from radcloud.storage import ObjectStore
+
+    store = ObjectStore.from_settings(world.endpoints.settings())
+    store.delete_prefix(f"staged/{study}/")
+    t0 = time.perf_counter()
+    answer = world.call("retrieve", {"StudyInstanceUID": study})
+    rid = answer["retrieve_id"]
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        view = world.call("retrieve", {"retrieve_id": rid})
+        if view["state"] in ("succeeded", "failed", "partial"):
+            break
+        time.sleep(0.05)
+    seconds = time.perf_counter() - t0
+    return {"state": view["state"], "seconds": round(seconds, 2), "MBps": mbps(view["bytes"], seconds),
+            "instances_per_s": round(view["instances_done"] / seconds, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--series", type=int, default=5)
+    ap.add_argument("--slices", type=int, default=100)
+    ap.add_argument("--pypx-bin", default=os.environ.get("RADCLOUD_BENCH_PYPX_BIN"))
+    ap.add_argument("--child", action="store_true")
+    ap.add_argument("--study")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--series-limit", type=int, default=0)
+    args = ap.parse_args()
+    if args.child:
+        return child_stage(args)
+
+    from jobflow import JobWorld
+
+    from radcloud.samples.seed import seed_orthanc
+    from radcloud.samples.spec import retrieve_bench_spec
+
+    tmp = Path(tempfile.mkdtemp(prefix="radcloud-retrieve-bench-"))
+    world = JobWorld.up(tmp)
+    try:
+        ep, endpoints = world.endpoints.orthanc, world.endpoints
+        settings = endpoints.settings()
+        t0 = time.perf_counter()
+        seeded = seed_orthanc(settings, spec=retrieve_bench_spec(args.series, args.slices),
+                              include_pydicom_files=False)
+        report: dict = {"seed_s": round(time.perf_counter() - t0, 1), "instances": seeded.get("instances")}
+        import requests
+        study = requests.post(ep.url + "/tools/find", auth=ep.auth, json={
+            "Level": "Study", "Expand": True, "Query": {"AccessionNumber": "RCBR000001"}}).json()[0]
+        uid = study["MainDicomTags"]["StudyInstanceUID"]
+        reads, ids, session = orthanc_reads(ep, uid)
+        report["orthanc"] = reads
+        report["s3"] = s3_ingest(settings, session, ep, ids)
+        report["cget"] = cget(ep, endpoints.test_aet, uid, tmp)
+        fastest_read = max(reads["rest_per_instance_MBps"], reads["wado_study_MBps"], reads["wado_series_MBps"])
+        bound = min(fastest_read, max(report["s3"].values()))
+        report["bound_MBps"] = bound
+        env = endpoints.env()
+        report["pipeline_1w"] = run_child(env, uid, 1)
+        report["pipeline_2w"] = run_child(env, uid, 2)
+        report["pipeline_1w_one_series"] = run_child(env, uid, 1, series_limit=1)
+        report["rerun_noop"] = run_child_rerun(env, uid)
+        report["action_localwhisk"] = action_retrieve(world, uid)
+        series_uids = [requests.get(f"{ep.url}/series/{s}", auth=ep.auth).json()["MainDicomTags"]["SeriesInstanceUID"]
+                       for s in study["Series"]]
+        report["chris_movescu_tuned"] = chris_moves(ep, endpoints, uid, series_uids, tmp, nodelay=True)
+        report["chris_movescu_shipped"] = chris_moves(ep, endpoints, uid, series_uids, tmp, nodelay=False)
+        if args.pypx_bin:
+            report["chris_px_move_tuned"] = chris_moves(ep, endpoints, uid, series_uids, tmp, nodelay=True,
+                                                        pypx_bin=args.pypx_bin)
+        best = max(report["pipeline_1w"]["MBps"], report["pipeline_2w"]["MBps"])
+        chris_tuned = report.get("chris_px_move_tuned", report["chris_movescu_tuned"])["MBps"]
+        report["ratios"] = {
+            "pipeline_vs_bound": round(best / bound, 2) if bound else None,
+            "pipeline_vs_chris_tuned": round(best / chris_tuned, 2) if chris_tuned else None,
+            "pipeline_vs_movescu_shipped": round(best / report["chris_movescu_shipped"]["MBps"], 2),
+            "action_vs_bound": round(report["action_localwhisk"]["MBps"] / bound, 2) if bound else None,
+            "rss_whole_study_vs_one_series": round(report["pipeline_1w"]["peak_rss_MB"]
+                                                   / report["pipeline_1w_one_series"]["peak_rss_MB"], 2),
+        }
+        print(json.dumps(report, indent=1))
+    finally:
+        world.down()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_child_rerun(env: dict, study: str) -> dict:
+    """A second staging of what is already staged: every instance skipped."""
+    out = subprocess.run([sys.executable, "-c", (
+        "import json,os,time,sys;sys.path.insert(0,%r)\n"
+        "from radcloud.orthanc import Orthanc\nfrom radcloud.retrieve import Stager, parse_request, plan\n"
+        "from radcloud.settings import Settings\nfrom radcloud.storage import ObjectStore\n"
+        "s=Settings.load(environ=dict(os.environ));o=Orthanc.from_settings(s)\n"
+        "series=plan(parse_request({'StudyInstanceUID': %r}), o);st=Stager(o, ObjectStore.from_settings(s))\n"
+        "t=time.perf_counter();r=[st.stage('bench', x) for x in series];dt=time.perf_counter()-t\n"
+        "print(json.dumps({'seconds': round(dt,3), 'skipped': sum(x.get('skipped',0) for x in r),"
+        " 'bytes': sum(x.get('bytes',0) for x in r)}))") % (str(ROOT), study)],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    main()
