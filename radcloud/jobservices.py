@@ -7,10 +7,13 @@ lazily and reused while the action container is warm.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
+from collections.abc import Iterator
 from typing import Any
 
+from radcloud.errors import Unavailable
 from radcloud.settings import Settings
 
 _redis: dict[str, Any] = {}
@@ -83,3 +86,14 @@ class JobServices:
                    results=Results(store, redis, jobs), push=pacs_pusher(settings, store),
                    package=settings.ow_package, shard_timeout_s=settings.shard_timeout_s,
                    presign_ttl_s=settings.presign_ttl_s)
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Redis down is a 503 naming the job store, not an anonymous 500."""
+    import redis
+
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise Unavailable(f"the job store (Redis) is unreachable ({type(exc).__name__}); retry shortly") from None

@@ -10,10 +10,15 @@ request carried along as ``run`` (see sequences/pull-and-run.yaml).
 from radcloud.action import run
 from radcloud.dispatch import request_from_params
 from radcloud.errors import BadRequest
-from radcloud.jobservices import JobServices
+from radcloud.jobservices import JobServices, store_errors
 
 
 def handle(request, settings, principal, services=None):
+    with store_errors():
+        return _handle(request, settings, principal, services)
+
+
+def _handle(request, settings, principal, services):
     if request.web and request.method != "post":
         raise BadRequest("send POST with {plugin, params, inputs, options}", field="method")
     services = services or JobServices.from_settings(settings, need_invoker=True)

@@ -14,7 +14,7 @@ answers with the outputs of the job that computed them.
 from radcloud import jobview
 from radcloud.action import run
 from radcloud.errors import BadRequest
-from radcloud.jobservices import JobServices
+from radcloud.jobservices import JobServices, store_errors
 
 
 def _redirect(url):
@@ -22,6 +22,11 @@ def _redirect(url):
 
 
 def handle(request, settings, principal, services=None):
+    with store_errors():
+        return _handle(request, settings, principal, services)
+
+
+def _handle(request, settings, principal, services):
     services = services or JobServices.from_settings(settings)
     parts = [p for p in request.path.strip("/").split("/") if p]
     params = request.params

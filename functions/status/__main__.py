@@ -21,7 +21,7 @@ from radcloud import jobview
 from radcloud.action import run
 from radcloud.errors import BadRequest
 from radcloud.jobs import FINAL_STATES
-from radcloud.jobservices import JobServices
+from radcloud.jobservices import JobServices, store_errors
 
 MAX_WAIT_S = 50.0  # under the action's 60 s timeout
 ACTIVATION_CHECK_MS = 2000
@@ -77,6 +77,11 @@ def unstick(services, job_id):
 
 
 def handle(request, settings, principal, services=None):
+    with store_errors():
+        return _handle(request, settings, principal, services)
+
+
+def _handle(request, settings, principal, services):
     services = services or JobServices.from_settings(settings)
     op, job_id = _route(request)
     params = request.params

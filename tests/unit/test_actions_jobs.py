@@ -156,3 +156,15 @@ def test_activation_lookups_are_throttled_per_job(services):
     for _ in range(5):
         STATUS.handle(get(f"/{job_id}"), SETTINGS, ALICE, services)
     assert services.invoker.lookups == 2  # one round (2 open shards), not five
+
+
+def test_job_store_down_is_503_naming_it(services):
+    import redis as redis_lib
+
+    from radcloud.errors import Unavailable
+
+    dead = redis_lib.Redis(unix_socket_path="/nonexistent/redis.sock", decode_responses=True)
+    services.jobs = JobStore(dead)
+    with pytest.raises(Unavailable) as err:
+        STATUS.handle(get("/j1"), SETTINGS, ALICE, services)
+    assert "job store" in err.value.message
