@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +61,37 @@ def test_deploy_fails_with_wskdeploy_error(whisk, tmp_path):
     out = deploy(whisk, tmp_path / "manifest.yaml")
     assert out.returncode == 1
     assert "Invalid or missing runtime [cobol:1] specified in manifest for the action [hello]." in out.stderr
+
+
+REPO_MANIFEST = Path(__file__).resolve().parents[3] / "deploy" / "manifest.yaml"
+
+
+def test_deploy_the_repos_own_manifest(whisk, tmp_path):
+    """deploy/manifest.yaml as it is, from another working directory: its ``../functions/...``
+    paths resolve against the manifest's folder (as wskdeploy does), $RADCLOUD_* fill the inputs."""
+    text = REPO_MANIFEST.read_text()
+    env = {**os.environ, **{var: f"dummy-{var.lower()}" for var in re.findall(r"\$\{(RADCLOUD_\w+)\}", text)},
+           "RADCLOUD_RUNTIME_IMAGE": "radcloud/runtime:test", "RADCLOUD_PLUGIN_IMAGE_PREFIX": "radcloud/"}
+    out = subprocess.run([sys.executable, "-m", "localwhisk.cli", "deploy", "-m", str(REPO_MANIFEST),
+                          "--state-dir", str(whisk.state_dir)],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Deployment completed successfully." in out.stdout
+
+    package = yaml.safe_load(text)["project"]["packages"]["radcloud"]
+    status, listed = whisk.client.request("GET", "/api/v1/namespaces/_/actions?limit=200")
+    assert status == 200
+    deployed = {a["name"]: a for a in listed if a["namespace"] == "guest/radcloud"}
+    assert set(deployed) == set(package["actions"]) | set(package["sequences"])
+    assert {"query", "retrieve", "dispatch", "pull-and-run"} <= set(deployed)
+
+    status, query = whisk.client.request("GET", "/api/v1/namespaces/_/actions/radcloud/query")
+    assert status == 200 and query["exec"]["kind"] == "blackbox"
+    assert query["exec"]["image"] == "radcloud/runtime:test" and query["exec"]["binary"] is True  # a zipped dir
+    status, seq = whisk.client.request("GET", "/api/v1/namespaces/_/actions/radcloud/pull-and-run")
+    components = [f"/guest/radcloud/{a.strip()}" for a in package["sequences"]["pull-and-run"]["actions"].split(",")]
+    assert status == 200 and seq["exec"] == {"kind": "sequence", "components": components}
+    status, pkg = whisk.client.request("GET", "/api/v1/namespaces/_/packages/radcloud")
+    params = {p["key"]: p["value"] for p in pkg["parameters"]}
+    assert params["orthanc_url"] == "dummy-radcloud_orthanc_url"
+    assert params["redis_url"] == "dummy-radcloud_redis_url"
