@@ -95,3 +95,29 @@ def test_audit_trail_is_admin_only_and_records_the_search(journey):
     assert "not allowed" in record["clinician_refused"] or "may not" in record["clinician_refused"]
     assert {"query", "retrieve", "dispatch", "results:get", "login"} <= set(record["actions"])
     assert "retrieve:get" not in record["actions"]  # progress polls are not audited
+
+
+def test_static_build_works_from_another_origin(site, tmp_path):
+    """The folder `python -m radcloud.webui` writes, served by a plain static
+    server on its own port, logs in and searches through the web actions."""
+    import functools
+    import http.server
+    import threading
+
+    from radcloud.webui import WebUI
+
+    out = tmp_path / "site"
+    WebUI().build(out, api_base=f"{site.base}/api/v1/web/guest/radcloud/", plugins=[])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "RC_STATIC": f"http://127.0.0.1:{server.server_address[1]}", "RC_USER": site.user,
+               "RC_PASSWORD": site.password, "RC_SHOTS": str(SHOTS), "XDG_CONFIG_HOME": str(tmp_path / "c"),
+               "XDG_CACHE_HOME": str(tmp_path / "k"), "HOME": str(tmp_path)}
+        proc = subprocess.run(["node", "static.e2e.mjs"], cwd=HERE, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        server.shutdown()
+    record = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {"error": proc.stderr[-2000:]}
+    assert record.get("ok"), record
+    assert "login.html" in record["redirected"] and record["studies"] >= 1 and record["errors"] == []
