@@ -233,6 +233,10 @@ def _split_flags(values: list[str]) -> list[str]:
     return [f.strip() for v in values for f in v.split(",") if f.strip()]
 
 
+def valid_jid(jid: str) -> bool:
+    return bool(_JID_RE.match(jid))
+
+
 def storage_path(path: str) -> str:
     """A ChRIS storage path as an object prefix without slashes at the ends ('' = invalid)."""
     parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]

@@ -126,6 +126,8 @@ def handle(method: str, path: str, headers: Mapping[str, str], fields: Mapping[s
             raise BadRequest(f"{parts[0]}/ takes GET or POST", field="method")
         return _post(kind, fields, service)
     jid = parts[1]
+    if not P.valid_jid(jid):
+        raise NotFound(f"no job {jid!r}: a jid is letters, digits, '.', '_' or '-'", field="jid")
     if len(parts) == 3:
         if parts[2] != "file" or kind != "plugin" or method != "get":
             raise NotFound(f"no route {path!r}", field="path")

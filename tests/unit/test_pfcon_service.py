@@ -238,3 +238,15 @@ def test_server_info_says_in_network_s3_with_copy_and_upload_jobs():
 
 def test_object_info_shape_is_what_the_copier_returns():
     assert ObjectInfo("k", 1, "0" * 32).md5 == "0" * 32
+
+
+def test_message_names_exit_code_and_oom_or_timeout_reason():
+    from radcloud.pfcon.service import _message
+
+    oom = {"id": "j9", "state": "failed", "reason": "1 shard(s) failed",
+           "shards": [{"exit_code": -9, "reason": "oom: memory limit 100 MiB exceeded"}]}
+    assert _message(oom) == "radcloud job j9 failed; exit code -9; oom: memory limit 100 MiB exceeded; " \
+                            "1 shard(s) failed"
+    slow = {"id": "j8", "state": "failed", "shards": [{"exit_code": None, "reason": "timeout: killed after 30 s"}]}
+    assert "timeout: killed after 30 s" in _message(slow)
+    assert "cache hit, results of j1" in _message({"id": "j2", "state": "succeeded", "cached": 1, "results_of": "j1"})

@@ -177,3 +177,10 @@ def test_images_table_parses_json_and_names_bad_config():
     assert pfcon.images_table("") == {}
     with pytest.raises(ConfigError):
         pfcon.images_table("[1]")
+
+
+def test_odd_jids_in_the_path_are_404_before_the_service(token):
+    with pytest.raises(NotFound):
+        call("get", "/api/v1/pluginjobs/..%2f..%2fx/", token=token)
+    with pytest.raises(NotFound):
+        call("delete", "/api/v1/copyjobs/a b/", token=token)
