@@ -1,0 +1,150 @@
+"""The ``radcloud`` CLI end to end: real stack + localwhisk, radcloud deployed, every call over HTTP.
+
+query → pull → run → status --watch → results --download (every MD5
+checked against the result manifest), plus the exit codes scripts rely on.
+The commands run as subprocesses exactly as a user types them, against a
+stack in a temporary state dir on ephemeral ports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from jobflow import ct_instance
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+RADCLOUD = [sys.executable, "-m", "radcloud.cli.main"]
+USER, PASSWORD = "cli-tester", "cli-password-0123"
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    from pydicom.uid import generate_uid
+
+    from radcloud.stack import DEFAULT_SERVICES, Ports, Stack
+    from radcloud.stack.install import find
+    from radcloud.users import UserStore
+
+    binaries = find()
+    if binaries.missing:
+        pytest.skip(f"missing binaries: {binaries.missing}")
+    root = tmp_path_factory.mktemp("cli") / "state"
+    stack = Stack(root, Ports.ephemeral(), binaries=binaries, timeout_s=60)
+    endpoints = stack.up((*DEFAULT_SERVICES, "whisk"), install_missing=False)
+    try:
+        study, orthanc = generate_uid(), endpoints.orthanc
+        for n, size in ((1, 3), (2, 2)):
+            series = generate_uid()
+            for i in range(1, size + 1):
+                requests.post(orthanc.url + "/instances", data=ct_instance(study, series, i, n),
+                              auth=orthanc.auth, timeout=30).raise_for_status()
+        import redis
+
+        UserStore(redis.Redis.from_url(endpoints.redis_url.reveal())).add(USER, "researcher", PASSWORD)
+        yield root
+    finally:
+        stack.down()
+        print("\nCLI latencies (s):", json.dumps(TIMINGS))  # for the report: pytest -s shows them
+
+
+def radcloud(state: Path, *args: str, stdin: str | None = None, label: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADCLOUD_")}
+    started = time.perf_counter()
+    done = subprocess.run([*RADCLOUD, *args, "--state-dir", str(state)], input=stdin, capture_output=True,
+                          text=True, env=env, timeout=240)
+    if label:
+        TIMINGS[label] = round(time.perf_counter() - started, 2)
+    return done
+
+
+def ok_json(done: subprocess.CompletedProcess):
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_deploy_login_query_pull_run_watch_download(state, tmp_path):
+    deployed = ok_json(radcloud(state, "deploy", "--local", "--json", label="deploy --local"))
+    assert "plugin-dcm2png" in deployed["actions"] and "query" in deployed["actions"]
+
+    # Before login: exit 4 and what to do.
+    denied = radcloud(state, "query", "--patient-id", "JOBS1")
+    assert denied.returncode == 4 and "radcloud login" in denied.stderr
+
+    login = radcloud(state, "login", "--user", USER, "--password-stdin", stdin=PASSWORD + "\n", label="login")
+    assert login.returncode == 0, login.stderr
+    token = state / "token.json"
+    assert token.stat().st_mode & 0o777 == 0o600
+
+    found = ok_json(radcloud(state, "query", "--patient-id", "JOBS1", "--json", label="query"))
+    assert found["total"] == 1 and found["items"][0]["PatientID"] == "JOBS1"
+    study = found["items"][0]["StudyInstanceUID"]
+
+    pulled = ok_json(radcloud(state, "pull", study, "--json", "--timeout", "120", label="pull"))
+    assert pulled["state"] == "succeeded" and pulled["instances_done"] == 5
+
+    started = ok_json(radcloud(state, "run", "dcm2png", "--retrieve", pulled["retrieve_id"],
+                               "--param", "thumbnailSize=0", "--json", label="run"))
+    job = started["job_id"]
+    final = ok_json(radcloud(state, "status", job, "--watch", "--json", "--timeout", "150", label="status --watch"))
+    assert final["state"] == "succeeded" and final["progress"]["shards_total"] == 2
+
+    manifest = ok_json(radcloud(state, "results", job, "--json", label="results"))
+    pngs = [o for o in manifest["outputs"] if o["content_type"] == "image/png"]
+    assert len(pngs) == 5
+    dest = tmp_path / "out"
+    report = ok_json(radcloud(state, "results", job, "--download", str(dest), "--json", label="results --download"))
+    assert report["files"] == len(manifest["outputs"]) and report["md5_verified"] is True
+    for out in manifest["outputs"]:
+        data = (dest / out["name"]).read_bytes()
+        assert len(data) == out["size"] and hashlib.md5(data).hexdigest() == out["md5"], out["name"]
+    assert (dest / pngs[0]["name"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    listed = radcloud(state, "status", label="status (list)")
+    assert listed.returncode == 0 and job in listed.stdout  # the table shows full job ids
+    # Identical re-run: a cache hit that answers at once.
+    again = ok_json(radcloud(state, "run", "dcm2png", "--retrieve", pulled["retrieve_id"],
+                             "--param", "thumbnailSize=0", "--json", label="run (cached)"))
+    assert again["cached"] is True and again["results_of"] == job
+
+
+def test_exit_codes_for_scripts(state):
+    from concurrent.futures import ThreadPoolExecutor
+
+    login = radcloud(state, "login", "--user", USER, "--password-stdin", stdin=PASSWORD + "\n")
+    assert login.returncode == 0, login.stderr
+    calls = {"missing": (("status", "jnosuchjob000"), None), "unknown": (("run", "no-such-plugin", "--series", "1.2.3"), None),
+             "usage": (("run", "dcm2png"), None), "plugins": (("plugins", "list", "--json"), None),
+             "bad login": (("login", "--user", USER, "--password-stdin"), "wrong-password-xx\n")}
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:  # independent: run together
+        futures = {k: pool.submit(radcloud, state, *args, stdin=stdin) for k, (args, stdin) in calls.items()}
+        done = {k: f.result() for k, f in futures.items()}
+    missing = done["missing"]
+    assert missing.returncode == 2 and missing.stderr.startswith("error:") and missing.stderr.count("\n") == 1
+    assert done["unknown"].returncode == 2 and "no-such-plugin" in done["unknown"].stderr
+    assert done["usage"].returncode == 2 and "--retrieve" in done["usage"].stderr
+    assert "dcm2png" in {p["name"] for p in ok_json(done["plugins"])}
+    assert done["bad login"].returncode == 4
+
+
+def test_doctor_reports_every_dependency(state):
+    report = radcloud(state, "doctor", "--json", label="doctor")
+    checks = {c["name"]: c for c in json.loads(report.stdout)["checks"]}
+    assert {"openwhisk api", "radcloud actions", "orthanc", "s3 bucket", "s3 not public", "redis",
+            "token secret"} <= set(checks)
+    assert report.returncode == 0, [c for c in checks.values() if not c["ok"]]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RADCLOUD_")}
+    broken = subprocess.run([*RADCLOUD, "doctor", "--json", "--state-dir", str(state)], capture_output=True,
+                            text=True, timeout=60, env={**clean, "RADCLOUD_ORTHANC_PASSWORD": "wrong"})
+    assert broken.returncode == 1
+    assert not {c["name"]: c for c in json.loads(broken.stdout)["checks"]}["orthanc"]["ok"]
