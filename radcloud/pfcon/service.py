@@ -41,6 +41,7 @@ MAX_FILES = 5000
 MAX_LINK_DEPTH = 5
 PLACEHOLDER = ".radcloud-empty"
 RECORD_TTL_S = 14 * 24 * 3600
+BUSY_TTL_S = 330  # the pfcon action's 300 s timeout, and a margin
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -79,6 +80,17 @@ class Records:
 
     def drop(self, jid: str, kind: str) -> None:
         self.r.hdel(self._key(jid), kind)
+
+    # One request at a time works on a (jid, kind): CUBE retries a POST whose
+    # answer was slow, and two copies into one prefix would undo each other.
+    def claim(self, jid: str, kind: str, ttl_s: int = BUSY_TTL_S) -> bool:
+        return bool(self.r.set(f"{self._key(jid)}:busy:{kind}", "1", nx=True, ex=ttl_s))
+
+    def held(self, jid: str, kind: str) -> bool:
+        return bool(self.r.exists(f"{self._key(jid)}:busy:{kind}"))
+
+    def release(self, jid: str, kind: str) -> None:
+        self.r.delete(f"{self._key(jid)}:busy:{kind}")
 
 
 class PfconService:
@@ -121,6 +133,16 @@ class PfconService:
         if plugin and self._plugin_view(job.jid, plugin)["status"] in P.ACTIVE:
             raise Conflict(f"job {job.jid}: the plugin job is still running; a new copy would change "
                            "its inputs", field="jid")
+        if not self.records.claim(job.jid, "copy"):
+            return self._in_flight(job.jid, "copy", existing)
+        try:
+            self.records.put(job.jid, "copy", {"status": "started", "message": "copying", "timestamp": ""})
+            self.records.put(job.jid, "copy", self._copy_record(job))
+        finally:
+            self.records.release(job.jid, "copy")
+        return self._compute(job.jid, self.records.get(job.jid, "copy") or {"status": "undefined"})
+
+    def _copy_record(self, job: P.CopyJob) -> dict[str, Any]:
         started = self.clock()
         try:
             n, size = self._stage(job)
@@ -132,8 +154,7 @@ class PfconService:
             log.info("copy job %s failed: %s", job.jid, exc.message)
             record = {"status": "finishedWithError", "timestamp": P.iso(self.clock()),
                       "message": f"copy failed: {exc.message}", "input_dirs": job.input_dirs}
-        self.records.put(job.jid, "copy", record)
-        return self._compute(job.jid, record)
+        return record
 
     def _stage(self, job: P.CopyJob) -> tuple[int, int]:
         sources = self._gather(job.input_dirs)
@@ -208,13 +229,19 @@ class PfconService:
             raise BadRequest(f"path parameters ({', '.join(used_paths)}) are not supported: their "
                              "files would have to be staged by name", field="args_path_flags")
         params = P.args_to_params(job.args, plugin.parameters, name)
-        answer = self.dispatcher().dispatch({
-            "plugin": name, "params": params, "inputs": {"prefixes": [staging_prefix(job.jid)]},
-            # fs plugins have no inputs to key a cache entry on: always run them.
-            "options": {"force": plugin.type == "fs"}}, owner=owner)
-        record = {"job_id": answer["job_id"], "image": job.image, "cmd": job.cmd(), "plugin": name,
-                  "output_dir": job.output_dir, "env": sorted(job.env_dict())}
-        self.records.put(job.jid, "plugin", record)
+        if not self.records.claim(job.jid, "plugin"):
+            return P.compute(job.jid, image=job.image, cmd=job.cmd(), status="notStarted",
+                             message="being submitted by another request")
+        try:
+            answer = self.dispatcher().dispatch({
+                "plugin": name, "params": params, "inputs": {"prefixes": [staging_prefix(job.jid)]},
+                # fs plugins have no inputs to key a cache entry on: always run them.
+                "options": {"force": plugin.type == "fs"}}, owner=owner)
+            record = {"job_id": answer["job_id"], "image": job.image, "cmd": job.cmd(), "plugin": name,
+                      "output_dir": job.output_dir, "env": sorted(job.env_dict())}
+            self.records.put(job.jid, "plugin", record)
+        finally:
+            self.records.release(job.jid, "plugin")
         log.info("pfcon job %s -> radcloud job %s (%s)", job.jid, answer["job_id"], name)
         return self._plugin_view(job.jid, record)
 
@@ -287,6 +314,16 @@ class PfconService:
         if status not in P.FINISHED:
             raise Conflict(f"job {job.jid}: the plugin job is {status}; upload once it has finished",
                            field="jid", plugin=status)
+        if not self.records.claim(job.jid, "upload"):
+            return self._in_flight(job.jid, "upload", existing)
+        try:
+            self.records.put(job.jid, "upload", {"status": "started", "message": "uploading", "timestamp": ""})
+            self.records.put(job.jid, "upload", self._upload_record(job, plugin))
+        finally:
+            self.records.release(job.jid, "upload")
+        return self._compute(job.jid, self.records.get(job.jid, "upload") or {"status": "undefined"})
+
+    def _upload_record(self, job: P.UploadJob, plugin: dict[str, Any]) -> dict[str, Any]:
         target = P.storage_path(job.job_output_path)
         try:
             n = size = 0
@@ -300,29 +337,51 @@ class PfconService:
         except RadcloudError as exc:
             record = {"status": "finishedWithError", "timestamp": P.iso(self.clock()),
                       "message": f"upload failed: {exc.message}", "job_output_path": job.job_output_path}
-        self.records.put(job.jid, "upload", record)
-        return self._compute(job.jid, record)
+        return record
 
     # -- delete --------------------------------------------------------------
     def delete(self, job: P.DeleteJob) -> dict[str, Any]:
         existing = self.records.get(job.jid, "delete")
         if existing and existing["status"] == "finishedSuccessfully":
             return self._compute(job.jid, existing)
-        plugin = self.records.get(job.jid, "plugin")
-        if plugin and self._plugin_view(job.jid, plugin)["status"] in P.ACTIVE:
-            raise Conflict(f"job {job.jid}: the plugin job is still active; delete its data once it "
-                           "has finished (or DELETE pluginjobs/{jid}/ to stop it)", field="jid")
-        removed = self.store.delete_prefix(staging_prefix(job.jid))
-        record = {"status": "finishedSuccessfully", "timestamp": P.iso(self.clock()),
-                  "message": f"removed {removed} staged objects" if removed else "deleteSkipped"}
-        self.records.put(job.jid, "delete", record)
+        active = [kind for kind in ("copy", "plugin", "upload") if self._active(job.jid, kind)]
+        if active:
+            raise Conflict(f"job {job.jid}: the {' and '.join(active)} job is still active; delete its "
+                           "data once it has finished (DELETE pluginjobs/<jid>/ stops a plugin job)",
+                           field="jid", active=active)
+        if not self.records.claim(job.jid, "delete"):
+            return self._in_flight(job.jid, "delete", existing)
+        try:
+            removed = self.store.delete_prefix(staging_prefix(job.jid))
+            record = {"status": "finishedSuccessfully", "timestamp": P.iso(self.clock()),
+                      "message": f"removed {removed} staged objects" if removed else "deleteSkipped"}
+            self.records.put(job.jid, "delete", record)
+        finally:
+            self.records.release(job.jid, "delete")
         return self._compute(job.jid, record)
+
+    def _active(self, jid: str, kind: str) -> bool:
+        record = self.records.get(jid, kind)
+        if record is None:
+            return False
+        return self.status(kind, jid)["status"] in P.ACTIVE
 
     # -- status / removal of the op jobs -------------------------------------
     def status(self, kind: str, jid: str) -> dict[str, Any]:
         if kind == "plugin":
             return self.plugin_status(jid)
-        return self._compute(jid, self._need(jid, kind))
+        record = self._need(jid, kind)
+        if record["status"] in P.ACTIVE and not self.records.held(jid, kind):
+            # Never stuck: the request doing it ended (action timeout, crash) without a word.
+            record = {"status": "finishedWithError", "timestamp": P.iso(self.clock()),
+                      "message": f"the {kind} job was interrupted before it finished; POST it again"}
+        return self._compute(jid, record)
+
+    def _in_flight(self, jid: str, kind: str, existing: dict[str, Any] | None) -> dict[str, Any]:
+        """Another request is doing this job right now: answer as it stands (idempotent)."""
+        if existing and existing["status"] in P.ACTIVE:
+            return self._compute(jid, existing)
+        return P.compute(jid, status="started", message=f"{kind} in progress")
 
     def remove(self, kind: str, jid: str) -> None:
         """pfcon's DELETE <kind>/<jid>/: forget the job; a running plugin job is cancelled."""

@@ -250,3 +250,28 @@ def test_message_names_exit_code_and_oom_or_timeout_reason():
     slow = {"id": "j8", "state": "failed", "shards": [{"exit_code": None, "reason": "timeout: killed after 30 s"}]}
     assert "timeout: killed after 30 s" in _message(slow)
     assert "cache hit, results of j1" in _message({"id": "j2", "state": "succeeded", "cached": 1, "results_of": "j1"})
+
+
+def test_a_post_while_another_request_works_on_it_answers_started_and_waits(world):
+    svc = world.service()
+    assert svc.records.claim("j1", "copy")  # another request is copying j1
+    svc.records.put("j1", "copy", {"status": "started", "message": "copying", "timestamp": ""})
+    assert svc.copy(copy_job())["status"] == "started"
+    assert not [k for k in world.store.objects if k.startswith(staging_prefix("j1"))]  # did not copy twice
+    assert svc.status("copy", "j1")["status"] == "started"
+    with pytest.raises(Conflict) as err:
+        svc.delete(P.DeleteJob("j1"))
+    assert err.value.details["active"] == ["copy"]
+    # The other request died without a word: its claim expires, the status says so, a POST redoes it.
+    svc.records.release("j1", "copy")
+    interrupted = svc.status("copy", "j1")
+    assert interrupted["status"] == "finishedWithError" and "interrupted" in interrupted["message"]
+    assert svc.copy(copy_job())["status"] == "finishedSuccessfully"
+
+
+def test_plugin_post_during_another_submission_does_not_dispatch_twice(world):
+    svc = world.service()
+    svc.copy(copy_job())
+    assert svc.records.claim("j1", "plugin")
+    answer = svc.plugin(plugin_job(), owner="pfcon:cube")
+    assert answer["status"] == "notStarted" and world.invoker.calls == []
