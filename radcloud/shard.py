@@ -73,6 +73,8 @@ STATUS_ERROR = "finishedWithError"
 STATUS_CANCELLED = "cancelled"
 REASONS = ("ok", "timeout", "oom", "crash", "cancelled", "error")
 MAX_LOG_LINES = 2000
+DEADLINE_RESERVE_S = 10.0
+DEADLINE_RESERVE_FRACTION = 0.2
 DEFAULT_TIMEOUT_S = 300.0
 
 _EXTRA_TYPES = {".dcm": "application/dicom", ".nii": "application/octet-stream",
@@ -174,7 +176,8 @@ class _Notify:
 def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, reporter: Reporter,
               registry: Registry, workdir: str | None = None, use_bwrap: bool | None = None,
               fetch_url: Callable[[str, str], None] | None = None,
-              default_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+              default_timeout_s: float = DEFAULT_TIMEOUT_S,
+              deadline: float | None = None) -> dict[str, Any]:
     """Run one shard end to end and return a small summary.
 
     Parameters:
@@ -187,6 +190,9 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         fetch_url: ``(url, path)`` downloader for presigned URLs.
         default_timeout_s: wall clock when the descriptor names none
             (``Settings.shard_timeout_s``).
+        deadline: epoch seconds when the platform kills this activation
+            (OpenWhisk's ``__OW_DEADLINE``). The plugin's wall clock is cut
+            so the upload and the outcome still fit before it.
 
     Returns:
         ``{"job_id", "shard_id", "status", "reason", "exit_code",
@@ -210,7 +216,7 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         plugin = registry.get(spec.plugin)
         params = plugin.validate(spec.params)
         _execute(spec, plugin, params, Path(tmp), store, reporter, notify, outcome,
-                 use_bwrap, fetch_url or _fetch_url, default_timeout_s)
+                 use_bwrap, fetch_url or _fetch_url, default_timeout_s, deadline)
     except _Cancelled:
         outcome.update(status=STATUS_CANCELLED, reason="cancelled", message="cancelled by request")
     except RadcloudError as exc:
@@ -233,7 +239,7 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
 def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
              store: ObjectStoreLike, reporter: Reporter, notify: _Notify, outcome: dict[str, Any],
              use_bwrap: bool | None, fetch_url: Callable[[str, str], None],
-             default_timeout_s: float) -> None:
+             default_timeout_s: float, deadline: float | None) -> None:
     indir, outdir, scratch = tmp / "incoming", tmp / "outgoing", tmp / "scratch"
     for d in (indir, outdir, scratch):
         d.mkdir()
@@ -241,6 +247,14 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
     sandbox.make_read_only(indir)
 
     limits = plugin.limits(spec.limits, default_timeout_s=default_timeout_s)
+    if deadline is not None:
+        # Keep a reserve for uploading and reporting: an activation killed by
+        # the platform records nothing, a plugin stopped by us records "timeout".
+        left = deadline - time.time()
+        usable = left - max(DEADLINE_RESERVE_S, DEADLINE_RESERVE_FRACTION * left)
+        if usable < 1:
+            raise RadcloudError(f"only {left:.0f} s left before the activation deadline; not starting")
+        limits.timeout_s = min(limits.timeout_s, usable)
     argv = plugin.argv(params, str(indir) if plugin.type == "ds" else None, str(outdir))
     env = {"CHRIS_JID": spec.job_id, "CHRIS_PLG_INST_ID": spec.shard_id,
            "RADCLOUD_JOB_ID": spec.job_id, "RADCLOUD_SHARD_ID": spec.shard_id, **spec.env}

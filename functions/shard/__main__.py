@@ -23,8 +23,11 @@ def handle(request, settings, principal):
     services = JobServices.from_settings(settings)
     reporter = RedisShardReporter(services.jobs, spec["job_id"], finaliser=services.finaliser,
                                   activation_id=os.environ.get("__OW_ACTIVATION_ID"))
+    # OpenWhisk tells the action when it will be killed (epoch ms).
+    deadline = os.environ.get("__OW_DEADLINE")
     return run_shard(spec, store=services.store, reporter=reporter, registry=services.registry,
-                     default_timeout_s=settings.shard_timeout_s)
+                     default_timeout_s=settings.shard_timeout_s,
+                     deadline=float(deadline) / 1000 if deadline else None)
 
 
 def main(args):

@@ -82,6 +82,19 @@ def test_hang_is_killed_at_the_wall_clock_limit(use_bwrap):
     assert 1.9 < out["run_s"] < 8
 
 
+@pytest.mark.timeout(30)
+def test_activation_deadline_cuts_the_wall_clock():
+    import time
+    store = FakeStore({"staged/j1/a.dcm": b"A", "staged/j1/sub/b.dcm": b"B"})
+    rep = RecordingReporter()
+    run_shard(spec("copy", {"sleep": 30}), store=store, reporter=rep, registry=Registry(FIXTURES),
+              use_bwrap=False, deadline=time.time() + 13)
+    assert rep.outcome["reason"] == "timeout" and rep.outcome["run_s"] < 6  # 13 s - 10 s reserve
+    rep = RecordingReporter()
+    run_shard(spec("copy"), store=store, reporter=rep, registry=Registry(FIXTURES), deadline=time.time() + 5)
+    assert rep.outcome["reason"] == "error" and "deadline" in rep.outcome["message"]
+
+
 def test_memory_blow_up_is_reported_as_oom():
     summary, rep, _ = run("memhog")
     assert rep.outcome["reason"] == "oom", rep.outcome
@@ -178,6 +191,19 @@ def test_spec_validation_names_the_field():
         ShardSpec.from_dict({"job_id": "j", "shard_id": "s", "plugin": "p", "output_prefix": "o",
                              "inputs": "not-a-list"})
     assert err.value.field == "inputs"
+
+
+def test_presigned_url_inputs_use_the_injected_fetcher():
+    fetched = []
+
+    def fetch(url, path):
+        fetched.append(url)
+        open(path, "wb").write(b"URL")
+    rep = RecordingReporter()
+    run_shard({**spec("copy"), "inputs": ["https://s3.example/bucket/x/IM1.dcm?X-Amz-Signature=abc"]},
+              store=FakeStore(), reporter=rep, registry=Registry(FIXTURES), use_bwrap=False, fetch_url=fetch)
+    assert fetched and rep.outcome["reason"] == "ok"
+    assert [o["key"] for o in rep.outcome["outputs"]][0] == "results/j1/0/IM1.dcm"
 
 
 def test_safe_relpath():
