@@ -19,7 +19,9 @@ from radcloud.users import UserStore
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "v" * 40
-PUBLIC = {"login", "ui"}  # login issues tokens; ui redirects to login itself
+# login issues tokens; ui redirects to login itself; pfcon checks CUBE's own
+# pfcon JWT on every route (tests/unit/test_pfcon_web.py), not radcloud's token.
+PUBLIC = {"login", "ui", "pfcon"}
 PHI = ("RC100001", "RC100002", "DOE^JANE", "SMITH^JOHN")
 
 

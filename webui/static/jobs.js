@@ -100,8 +100,9 @@
           el("td", {}, s.instances_total ? `${s.instances_done || 0}/${s.instances_total}` : ""),
           el("td", {}, s.started_at ? fmt.duration((Number(s.finished_at) || Date.now() / 1000) - Number(s.started_at)) : ""),
           el("td", {}, s.reason ? `${s.reason}${s.exit_code !== undefined && s.exit_code !== null ? ` (exit ${s.exit_code})` : ""}` : ""))))),
-      ...failed.filter((s) => s.stderr_tail).slice(0, 3).map((s) =>
-        el("details", { open: true }, el("summary", {}, `Log tail of ${s.id}`), el("pre", { class: "log" }, s.stderr_tail))));
+      // Every shard's log tail, the failed ones open (they say why).
+      ...shards.filter((s) => s.stderr_tail).slice(0, 20).map((s) =>
+        el("details", { open: failed.includes(s) }, el("summary", {}, `Log tail of ${s.id} (${s.state})`), el("pre", { class: "log" }, s.stderr_tail))));
   }
 
   async function act(what) {
