@@ -1,0 +1,112 @@
+"""radcloud.cli.client and common: API resolution, token cache, answers and errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from radcloud.cli import common
+from radcloud.cli.client import ApiError, Client, load_token, resolve_api, save_token, token_file
+
+BASE = "http://whisk.test/api/v1/web/guest/radcloud/"
+
+
+def test_api_url_precedence(tmp_path):
+    (tmp_path / "whisk").mkdir()
+    (tmp_path / "whisk" / ".wskprops").write_text("APIHOST=http://127.0.0.1:13233\nAUTH=u:k\n")
+    assert resolve_api("https://a.example/x", {"RADCLOUD_API_URL": "https://b"}, tmp_path) == "https://a.example/x/"
+    assert resolve_api(None, {"RADCLOUD_API_URL": "https://b/"}, tmp_path) == "https://b/"
+    assert resolve_api(None, {}, tmp_path) == "http://127.0.0.1:13233/api/v1/web/guest/radcloud/"
+    with pytest.raises(ApiError, match="--with-whisk"):
+        resolve_api(None, {}, tmp_path / "nowhere")
+
+
+def test_token_cache_is_private_bound_to_its_api_and_expires(tmp_path):
+    path = token_file({}, tmp_path)
+    assert path == tmp_path / "token.json"
+    assert token_file({"RADCLOUD_TOKEN_FILE": "/x/t.json"}, tmp_path) == Path("/x/t.json")
+    save_token(path, BASE, "tok", 60, {"name": "ann"})
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_token(path, BASE) == "tok"
+    assert load_token(path, "https://other/") is None
+    assert load_token(path, BASE, now=time.time() + 120) is None
+
+
+def test_config_dir_used_when_there_is_no_state_dir(tmp_path):
+    assert token_file({"XDG_CONFIG_HOME": str(tmp_path)}, tmp_path / "absent") == tmp_path / "radcloud" / "token.json"
+
+
+def _client(handler, **kw) -> Client:
+    return Client(BASE, "tok", transport=httpx.MockTransport(handler), **kw)
+
+
+def test_call_sends_bearer_json_and_query_and_returns_the_body():
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.update(url=str(request.url), auth=request.headers["authorization"],
+                    body=json.loads(request.content or b"null"))
+        return httpx.Response(200, json={"ok": 1})
+
+    assert _client(handler).call("status", path="j1", params={"wait": 5, "urls": True, "x": None}) == {"ok": 1}
+    assert seen["url"] == BASE + "status/j1?wait=5&urls=true" and seen["auth"] == "Bearer tok"
+    _client(handler).call("dispatch", method="POST", body={"plugin": "p"})
+    assert seen["body"] == {"plugin": "p"}
+
+
+def test_api_key_is_sent_instead_of_a_token():
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["x-api-key"] == "rck_1" and "authorization" not in request.headers
+        return httpx.Response(200, json={})
+
+    Client(BASE, "tok", api_key="rck_1", transport=httpx.MockTransport(handler)).call("query")
+
+
+def test_error_answers_become_api_errors_with_code_and_field():
+    def handler(request):
+        return httpx.Response(400, json={"error": {"code": "bad_request", "message": "limit too big", "field": "limit"}})
+
+    with pytest.raises(ApiError) as caught:
+        _client(handler).call("query")
+    assert (caught.value.status, caught.value.code, caught.value.field) == (400, "bad_request", "limit")
+    assert common.exit_code(caught.value) == common.USAGE
+
+
+def test_redirect_to_the_login_page_means_not_logged_in():
+    def handler(request):
+        return httpx.Response(302, headers={"Location": "/api/v1/web/guest/radcloud/ui/login?next=x"})
+
+    with pytest.raises(ApiError) as caught:
+        _client(handler).call("ui", path="plugins.json")
+    assert caught.value.status == 401 and common.exit_code(caught.value) == common.AUTH
+
+
+def test_unreachable_api_is_status_0_and_a_failure():
+    def handler(request):
+        raise httpx.ConnectError("refused")
+
+    with pytest.raises(ApiError, match="cannot reach") as caught:
+        _client(handler).call("query")
+    assert caught.value.status == 0 and common.exit_code(caught.value) == common.FAILURE
+
+
+def test_non_json_error_bodies_are_quoted():
+    with pytest.raises(ApiError, match="HTTP 502: bad gateway"):
+        _client(lambda r: httpx.Response(502, text="bad gateway")).call("query")
+
+
+def test_params_are_json_when_they_parse():
+    assert common.parse_params(["a=1", "b=true", "c=text", "d=1.5", "e="]) == \
+        {"a": 1, "b": True, "c": "text", "d": 1.5, "e": ""}
+
+
+def test_a_param_without_equals_is_a_usage_error():
+    import typer
+
+    with pytest.raises(typer.Exit) as caught:
+        common.parse_params(["nope"])
+    assert caught.value.exit_code == common.USAGE
