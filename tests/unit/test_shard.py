@@ -224,3 +224,11 @@ def test_content_types():
     assert content_type("x.nii.gz") == "application/gzip"
     assert content_type("a/b.PNG") == "image/png"
     assert content_type("weird.zzz") == "application/octet-stream"
+
+
+def test_shard_action_refuses_a_spec_without_job_id_before_any_connection():
+    import runpy
+    from pathlib import Path
+    action = runpy.run_path(str(Path(__file__).resolve().parents[2] / "functions" / "shard" / "__main__.py"))
+    answer = action["main"]({"shard_id": "s", "plugin": "copy"})
+    assert answer["error"]["statusCode"] == 400 and answer["error"]["field"] == "job_id"
