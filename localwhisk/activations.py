@@ -134,7 +134,10 @@ class Invoker:
                           response=response_of("whisk internal error", {"error": f"Runtime failure: {exc}"}))
             record["annotations"] += [{"key": "waitTime", "value": start - submitted}]
         else:
-            record.update(start=outcome.start_ms, end=outcome.end_ms, duration=outcome.duration_ms,
+            # As ContainerProxy.initializeAndRun: a cold start's interval begins when init
+            # began, so start/duration include initTime (a failed init: the init alone).
+            run_start = outcome.start_ms - (outcome.init_time_ms or 0)
+            record.update(start=run_start, end=outcome.end_ms, duration=outcome.end_ms - run_start,
                           response=response_of(outcome.status, outcome.result), logs=list(outcome.logs))
             record["annotations"] += [
                 {"key": "waitTime", "value": outcome.wait_time_ms + max(0, start - submitted)},

@@ -264,14 +264,22 @@ class Controller:
         if method != "GET":
             raise WhiskError(405, "HTTP method not allowed, supported methods: GET")
         if not rest:
-            name = q.get("name") or None
-            since, upto = _int_param(q, "since"), _int_param(q, "upto")
-            if q.get("count", "false").lower() == "true":
-                return json_response(200, {"activations": self.store.count_activations(
-                    ns, name=name, since=since, upto=upto)})
-            skip, limit = _page(q)
-            records = self.store.list_activations(ns, name=name, since=since, upto=upto, skip=skip, limit=limit)
+            # As OpenWhisk's Activations.scala and its store tests (ActivationStoreBehaviorBase):
+            # since/upto are inclusive bounds on `start` (epoch ms); count honours skip;
+            # docs=true gives the full records and is refused together with count.
+            name = q.get("name", "").strip() or None
+            if name is not None and len(name.strip("/").split("/")) > 2:
+                raise bad_request(f"Parameter may be a 'simple' name or 'package-name/simple' name: {name}")
+            since, upto = _epoch_param(q, "since"), _epoch_param(q, "upto")
+            count = q.get("count", "false").lower() == "true"
             docs = q.get("docs", "false").lower() == "true"
+            skip, limit = _page(q)
+            if count and docs:
+                raise bad_request("The parameter 'docs' is not permitted with 'count'.")
+            if count:
+                total = self.store.count_activations(ns, name=name, since=since, upto=upto)
+                return json_response(200, {"activations": max(0, total - skip)})
+            records = self.store.list_activations(ns, name=name, since=since, upto=upto, skip=skip, limit=limit)
             return json_response(200, records if docs else [summary(r) for r in records])
         found = self.store.get_activation(rest[0])
         if found is None or not found[1] or found[0]["namespace"] != ns or len(rest) > 2:
@@ -306,6 +314,16 @@ def _page(q: dict[str, str]) -> tuple[int, int]:
     if limit > LIST_MAX:
         raise bad_request(f"The value '{limit}' is not in the range of 0 to {LIST_MAX}.")
     return skip, limit
+
+
+def _epoch_param(q: dict[str, str], name: str) -> int | None:
+    """``since``/``upto``: epoch milliseconds, with OpenWhisk's message (which says seconds) when not."""
+    if name not in q or q[name] == "":
+        return None
+    try:
+        return int(q[name])
+    except ValueError:
+        raise bad_request(f"Parameter is not a valid value for epoch seconds: {q[name]}") from None
 
 
 def _int_param(q: dict[str, str], name: str) -> int | None:

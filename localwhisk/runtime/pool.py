@@ -23,7 +23,9 @@ Timing fields, as the controller records them:
 - ``wait_time_ms``: queued for a free container slot;
 - ``init_time_ms``: cold start only: process start (unless a stem cell was
   taken), staging the code, importing it, the ack;
-- ``start_ms``/``end_ms``/``duration_ms``: the run itself, after init.
+- ``start_ms``/``end_ms``/``duration_ms``: the run itself, after init (the
+  controller moves the record's ``start`` back by ``init_time_ms``, so that its
+  ``duration`` includes init, as OpenWhisk's ContainerProxy does).
 
 Memory: RLIMIT_AS = memory limit + ``HEADROOM_MB``. RLIMIT_AS caps virtual memory,
 not resident memory, so the interpreter's own mappings must fit under it. Measured

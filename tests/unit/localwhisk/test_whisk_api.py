@@ -10,6 +10,7 @@ import time
 import pytest
 from lw_fakes import ECHO, FakeRuntime, call, make_controller, put_action
 
+from localwhisk.runtime.model import RunOutcome
 from localwhisk.store import Store
 
 A = "/api/v1/namespaces/_/actions"
@@ -281,6 +282,34 @@ def test_sandbox_network_annotation_decides_the_actions_network(ctrl, annotation
     assert ctrl.runtime.calls[-1]["action"].network is network
 
 
+class FixedOutcomes(FakeRuntime):
+    """Returns the outcomes given, in order, to check how the record is built from them."""
+
+    def __init__(self, *outcomes: RunOutcome) -> None:
+        super().__init__()
+        self.outcomes = list(outcomes)
+
+    def run(self, action, limits, value, **kw):
+        return self.outcomes.pop(0)
+
+
+def test_cold_start_duration_includes_init_time_as_openwhisk():
+    cold = RunOutcome(status="success", result={}, logs=[], start_ms=10_000, end_ms=10_030, duration_ms=30,
+                      init_time_ms=200, wait_time_ms=0, timeout=False)
+    warm = RunOutcome(status="success", result={}, logs=[], start_ms=20_000, end_ms=20_030, duration_ms=30,
+                      init_time_ms=None, wait_time_ms=0, timeout=False)
+    failed_init = RunOutcome(status="action developer error", result={"error": "x"}, logs=[], start_ms=30_000,
+                             end_ms=30_000, duration_ms=0, init_time_ms=150, wait_time_ms=0, timeout=False)
+    c = make_controller(runtime=FixedOutcomes(cold, warm, failed_init))
+    put_action(c, "t", ECHO)
+    records = [call(c, "POST", f"{A}/t", {}, query="blocking=true").json() for _ in range(3)]
+    # ContainerProxy: the interval starts when init started; initTime is its share
+    assert [(r["start"], r["end"], r["duration"]) for r in records] == [
+        (9_800, 10_030, 230), (20_000, 20_030, 30), (29_850, 30_000, 150)]
+    assert [{a["key"]: a["value"] for a in r["annotations"]}.get("initTime") for r in records] == [200, None, 150]
+    c.close()
+
+
 def test_namespace_concurrency_cap_gives_429():
     c = make_controller(max_concurrent=2)
     c.runtime.gate.clear()
@@ -314,6 +343,39 @@ def test_activations_list_filters_and_shapes(ctrl):
     logs = call(ctrl, "GET", f"{L}/{ids[0]}/logs").json()
     assert logs == {"logs": ["2024-01-01T00:00:00.000000000Z stdout: ran"]}
     assert call(ctrl, "GET", f"{L}/{'0' * 32}").status == 404
+
+
+def test_activations_list_since_upto_count_docs_as_openwhisk_store_tests():
+    """The cases of OpenWhisk's ActivationStoreBehaviorBase: 10 activations started at 1000..1090 ms."""
+    outcomes = [RunOutcome(status="success", result={}, logs=[], start_ms=t, end_ms=t + 5, duration_ms=5,
+                           init_time_ms=None, wait_time_ms=0, timeout=False) for t in range(1000, 1100, 10)]
+    c = make_controller(runtime=FixedOutcomes(*outcomes))
+    put_action(c, "a", ECHO)
+    for _ in outcomes:
+        call(c, "POST", f"{A}/a", {}, query="blocking=true")
+    L = "/api/v1/namespaces/_/activations"
+
+    def starts(query):
+        return [r["start"] for r in call(c, "GET", L, query=query).json()]
+
+    assert starts("since=1060") == [1090, 1080, 1070, 1060]  # inclusive, newest first
+    assert starts("upto=1060") == list(range(1060, 999, -10))  # inclusive
+    assert starts("since=1030&upto=1060") == [1060, 1050, 1040, 1030]
+    assert starts("name=a&since=1030&upto=1060") == [1060, 1050, 1040, 1030]
+    assert starts("skip=5") == [1040, 1030, 1020, 1010, 1000]
+    assert starts("limit=5") == [1090, 1080, 1070, 1060, 1050]
+    assert call(c, "GET", L, query="count=true&since=1060").json() == {"activations": 4}
+    assert call(c, "GET", L, query="count=true&skip=4").json() == {"activations": 6}
+    assert call(c, "GET", L, query="count=true&skip=1000").json() == {"activations": 0}
+    docs = call(c, "GET", L, query="docs=true&limit=1").json()[0]
+    assert docs["response"]["status"] == "success" and "logs" in docs and "statusCode" not in docs
+    bad = call(c, "GET", L, query="docs=true&count=true")
+    assert bad.status == 400 and bad.json()["error"] == "The parameter 'docs' is not permitted with 'count'."
+    bad = call(c, "GET", L, query="since=yesterday")
+    assert bad.status == 400 and bad.json()["error"] == "Parameter is not a valid value for epoch seconds: yesterday"
+    bad = call(c, "GET", L, query="name=a/b/c")
+    assert bad.status == 400 and "'package-name/simple' name: a/b/c" in bad.json()["error"]
+    c.close()
 
 
 def test_unknown_route_is_404_and_bad_method_405(ctrl):
