@@ -60,6 +60,7 @@ def test_exact_volumes_on_a_constructed_ct(tmp_path):
     src = pydicom.dcmread(next((tmp_path / "ct").glob("*.dcm")))
     assert labels.StudyInstanceUID == src.StudyInstanceUID
     assert labels.SeriesInstanceUID != src.SeriesInstanceUID
+    assert labels.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"  # RLE Lossless
     arr = labels.pixel_array
     assert arr.shape == (10, 40, 40) and int((arr == 4).sum()) == 400
     # frames follow the slice order (+z last): the bone sits in frames for z index 2..5 reversed
