@@ -100,7 +100,10 @@ def handle(method: str, path: str, headers: Mapping[str, str], fields: Mapping[s
            query: Mapping[str, list[str]], settings: Settings, service: Callable[[bool], Any], *,
            prefix: str = DEFAULT_PREFIX, now: float | None = None) -> dict[str, Any]:
     """Answer one pfcon request. ``service(need_invoker)`` builds the PfconService lazily."""
-    parts = route(path, prefix)
+    try:
+        parts: list[str] | None = route(path, prefix)
+    except NotFound:
+        parts = None  # answered after the token check: no route map for anonymous callers
     method = method.lower()
     if parts == ["health"] and method == "get":
         return answer(200, {"health": "OK"})
@@ -112,10 +115,10 @@ def handle(method: str, path: str, headers: Mapping[str, str], fields: Mapping[s
         if not user or not password:
             raise BadRequest("pfcon_user and pfcon_password are required", field="pfcon_user")
         return answer(200, {"token": issue_token(settings, user, password, now=now)})
+    check_token(settings, headers, now=now)
     if not parts or parts[0] not in KINDS or len(parts) > 3:
         raise NotFound(f"no route {path!r}; use auth-token/, health/, pluginjobs/, copyjobs/, "
-                       "uploadjobs/ or deletejobs/", field="path")
-    check_token(settings, headers, now=now)
+                       f"uploadjobs/ or deletejobs/ under {prefix}", field="path")
     kind = KINDS[parts[0]]
     if len(parts) == 1:
         if method == "get":

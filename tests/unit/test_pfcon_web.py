@@ -112,9 +112,11 @@ def test_plugin_post_builds_the_service_with_an_invoker_and_answers_data_and_com
 
 
 def test_unknown_routes_and_prefix(token):
-    for path in ("/api/v1/", "/api/v1/jobs/", "/api/v1/pluginjobs/j1/logs/", "/api/v2/health/"):
+    for path in ("/api/v1/", "/api/v1/jobs/", "/api/v1/pluginjobs/j1/logs/", "/api/v2/health/", ""):
         with pytest.raises(NotFound):
             call("get", path, token=token)
+        with pytest.raises(Unauthorized):  # anonymous callers learn no route map
+            call("get", path)
     assert call("get", "/pfcon/health/", prefix="/pfcon/")[0]["body"] == {"health": "OK"}
 
 
