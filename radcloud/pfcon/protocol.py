@@ -59,11 +59,14 @@ def decode_body(body: str | None, content_type: str) -> dict[str, list[str]]:
     if not body:
         return {}
     text = body
-    if media == "application/json" or media.endswith("+json") or not ("=" in body or "&" in body):
-        try:
-            text = base64.b64decode(body, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            text = body
+    try:
+        # Base64 when OpenWhisk encoded it (always for JSON). A real form body
+        # is never valid base64 once it has '&' or an inner '='.
+        decoded = base64.b64decode(body, validate=True).decode("utf-8")
+        if "=" in decoded or decoded.lstrip().startswith("{"):
+            text = decoded
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
     if media == "application/json" or media.endswith("+json") or text.lstrip().startswith("{"):
         try:
             doc = json.loads(text)

@@ -69,6 +69,9 @@ def test_bodies_form_text_base64_json_and_zip_mode():
     raw_json = base64.b64encode(json.dumps({"pfcon_user": "u", "pfcon_password": "p"}).encode()).decode()
     assert P.decode_body(raw_json, "application/json") == {"pfcon_user": ["u"], "pfcon_password": ["p"]}
     assert P.decode_body('{"a": [1, 2]}', "application/json") == {"a": ["1", "2"]}
+    # A form OpenWhisk chose to base64-encode (padding '=' included) still parses.
+    assert P.decode_body(base64.b64encode(b"jid=a1&jid=b").decode(), FORM) == {"jid": ["a1", "b"]}
+    assert P.decode_body(base64.b64encode(b"jid=a").decode(), FORM) == {"jid": ["a"]}
     assert P.decode_body("", FORM) == {}
     with pytest.raises(BadRequest) as err:
         P.decode_body("--boundary...", "multipart/form-data; boundary=x")
