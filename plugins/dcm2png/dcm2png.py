@@ -81,7 +81,10 @@ def gray_to_uint8(arr: np.ndarray, ds: pydicom.Dataset, wc: float | None, ww: fl
     function = str(ds.get("VOILUTFunction", "LINEAR"))
     if center is None or width is None:
         if "VOILUTSequence" in ds and center is None and width is None:
-            voi = apply_voi_lut(arr if has_modality_seq else arr * slope + intercept, ds, index=0)
+            rescaled = arr if has_modality_seq else arr * slope + intercept
+            if float(slope).is_integer() and float(intercept).is_integer():
+                rescaled = rescaled.astype(np.int64)  # a VOI LUT is indexed by integers
+            voi = apply_voi_lut(rescaled, ds, index=0)
             out = _minmax(voi)
             return 255 - out if ds.get("PhotometricInterpretation") == "MONOCHROME1" else out
         center = center if center is not None else _first(ds.get("WindowCenter"))

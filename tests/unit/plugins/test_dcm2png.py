@@ -87,3 +87,19 @@ def test_phantom_series_montage_in_slice_order(ct_series, tmp_path):
 def test_half_a_window_is_refused(tmp_path, args):
     proc = run_plugin("dcm2png", "dcm2png.py", tmp_path, tmp_path / "out", *args)
     assert proc.returncode == 2 and "--ww" in proc.stderr
+
+
+def test_voi_lut_sequence_is_used_before_window_tags():
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(TEST_FILES / "MR_small.dcm")
+    arr = ds.pixel_array
+    lut = Dataset()
+    # a step LUT: stored values below 600 → 0, the rest → 4095 (12-bit output)
+    lut.LUTDescriptor = [4096, 0, 12]
+    lut.LUTData = [0] * 600 + [4095] * (4096 - 600)
+    ds.VOILUTSequence = Sequence([lut])
+    img = d2p.gray_to_uint8(arr, ds, None, None)
+    assert set(np.unique(img)) <= {0, 255}
+    assert np.array_equal(img == 255, arr >= 600)
