@@ -90,6 +90,7 @@ def main() -> None:
         settings = Settings.load(environ=world.env)
         t0 = time.perf_counter()
         seed_orthanc(settings, spec=archive_bench_spec(args.studies), include_pydicom_files=False, workers=4)
+        time.sleep(8)  # let Orthanc finish its post-ingest work (StableAge 5 s) before timing
         orthanc = Orthanc.from_settings(settings)
         report: dict = {"seed_s": round(time.perf_counter() - t0, 1),
                         "studies_in_orthanc": len(orthanc.find("Study", {}, expand=False))}
