@@ -105,15 +105,20 @@ def _demo_user(stack: Any) -> dict[str, str]:
 
 
 def demo(state: Optional[Path] = STATE_OPTION,
+         port_offset: Optional[int] = typer.Option(None, "--port-offset", help="as for `stack up` "
+                                                   "(default: the ports recorded in the state dir, else 10000)"),
          timeout: float = typer.Option(300.0, "--timeout", help="seconds to wait for the pull and the job")) -> None:
     """Bring everything up on this machine and run one job end to end."""
     from radcloud.cli import data, jobs
     from radcloud.samples.seed import seed_orthanc
-    from radcloud.stack import DEFAULT_SERVICES, Stack
+    from radcloud.stack import DEFAULT_SERVICES, Ports, Stack
 
     root = common.state_dir(state)
     steps = Steps()
-    stack = Stack(root)
+    try:
+        stack = Stack(root, Ports.standard(port_offset)) if port_offset is not None else Stack(root)
+    except (RadcloudError, ValueError) as exc:
+        common.fail(str(exc), common.USAGE)
 
     def up() -> Any:
         return stack.up((*DEFAULT_SERVICES, "whisk"), progress=lambda s, e: err.print(f"      {s:<8} {e}"))
