@@ -43,6 +43,7 @@ PLACEHOLDER = ".radcloud-empty"
 RECORD_TTL_S = 14 * 24 * 3600
 BUSY_TTL_S = 330  # the pfcon action's 300 s timeout, and a margin
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_SECRET_ENV = frozenset({"CHRIS_USER_TOKEN"})
 
 
 def staging_prefix(jid: str) -> str:
@@ -233,7 +234,11 @@ class PfconService:
             return P.compute(job.jid, image=job.image, cmd=job.cmd(), status="notStarted",
                              message="being submitted by another request")
         try:
-            answer = self.dispatcher().dispatch({
+            dispatcher = self.dispatcher()
+            # Dispatch has no per-job environment: CUBE's CHRIS_* variables ride
+            # along in each shard payload instead (ShardSpec.env; the shard sets them).
+            dispatcher.invoker = _WithEnv(dispatcher.invoker, chris_env(job.env_dict()))
+            answer = dispatcher.dispatch({
                 "plugin": name, "params": params, "inputs": {"prefixes": [staging_prefix(job.jid)]},
                 # fs plugins have no inputs to key a cache entry on: always run them.
                 "options": {"force": plugin.type == "fs"}}, owner=owner)
@@ -406,6 +411,25 @@ class PfconService:
     def _compute(jid: str, record: dict[str, Any]) -> dict[str, Any]:
         return P.compute(jid, status=record["status"], message=record.get("message", ""),
                          timestamp=record.get("timestamp", ""))
+
+
+def chris_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The CHRIS_* variables CUBE injects, minus its user token: shard payloads are
+    kept in OpenWhisk's activation records, and plugins run without network anyway."""
+    return {k: v for k, v in env.items() if k.startswith("CHRIS_") and k not in _SECRET_ENV}
+
+
+class _WithEnv:
+    """An invoker that adds ``env`` to every shard payload it sends."""
+
+    def __init__(self, inner: Any, env: dict[str, str]) -> None:
+        self.inner, self.env = inner, env
+
+    def invoke(self, action: str, params: dict[str, Any], *, blocking: bool = False) -> dict[str, Any]:
+        return self.inner.invoke(action, {**params, "env": self.env} if self.env else params, blocking=blocking)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def _message(job: dict[str, Any]) -> str:

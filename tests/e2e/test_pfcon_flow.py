@@ -162,7 +162,9 @@ def test_chris_backend_sequence(world, token):
     assert poll(world, f"uploadjobs/{jid}/", token)["status"] == "finishedSuccessfully"
     landed = {i.key[len(OUTPUT_DIR) + 1:] for i in world.chris.list(OUTPUT_DIR + "/")}
     assert landed == set(listing["rel_file_paths"])
-    assert world.chris.get_json(f"{OUTPUT_DIR}/probe.json")["argv"][:2] == ["--prefix", "le"]
+    probe = world.chris.get_json(f"{OUTPUT_DIR}/probe.json")
+    assert probe["argv"][:2] == ["--prefix", "le"]
+    assert probe["jid"] == jid and "CHRIS_PLG_INST_ID" in probe["env"]  # CUBE's env reached the plugin
     stream = world.chris.open(f"{OUTPUT_DIR}/leold.txt")
     assert stream.read() == b"older scan\n"  # reached through the .chrislink
     stream.close()

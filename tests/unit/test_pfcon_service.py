@@ -98,12 +98,15 @@ def test_whole_sequence_copy_plugin_files_upload_delete(world):
     assert world.store.objects[incoming + "more/c.txt"] == b"gamma"  # the .chrislink was followed
     assert svc.status("copy", "j1") == copied
 
-    started = svc.plugin(plugin_job(), owner="pfcon:cube")
+    started = svc.plugin(plugin_job(env=["CHRIS_JID=j1", "CHRIS_USER_TOKEN=secret", "PATH=/evil"]),
+                         owner="pfcon:cube")
+    assert world.invoker.calls[0][1]["env"] == {"CHRIS_JID": "j1"}  # CUBE's vars, no token, no PATH
     assert started["cmd"] == "python3 /usr/local/bin/copy.py --prefix le /share/incoming /share/outgoing"
     done = svc.status("plugin", "j1")  # the FakeInvoker ran the shard inline
     assert done["status"] == "finishedSuccessfully", done
     assert "exit code 0" in done["message"] and "done" in done["logs"] and done["timestamp"]
 
+    assert world.store.get_json(f"results/{world.invoker.calls[0][1]['job_id']}/s000/probe.json")["jid"] == "j1"
     listing = svc.output_files("j1", "home/u/feed_1/pl-copy_2/data")
     assert listing["job_output_path"] == "home/u/feed_1/pl-copy_2/data"
     assert {"lea.txt", "leb.txt", "lec.txt", "probe.json"} <= set(listing["rel_file_paths"])
