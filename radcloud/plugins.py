@@ -130,8 +130,12 @@ class Plugin:
                 values[spec["name"]] = spec["default"]
         return values
 
-    def args(self, values: Mapping[str, Any]) -> list[str]:
-        """Options in descriptor order, as CUBE serialises a plugin instance."""
+    def args(self, values: Mapping[str, Any], inputdir: str | None = None) -> list[str]:
+        """Options in descriptor order, as CUBE serialises a plugin instance.
+
+        As pfcon does with ``args_path_flags``, the value of a ``path`` or
+        ``unextpath`` option becomes the input dir the data was staged in.
+        """
         out: list[str] = []
         for spec in self.parameters:
             if spec["name"] not in values or values[spec["name"]] is None:
@@ -143,6 +147,8 @@ class Plugin:
             elif action == "store_false":
                 if not value:
                     out.append(spec["flag"])
+            elif spec["type"] in ("path", "unextpath") and inputdir is not None:
+                out += [spec["flag"], inputdir]
             else:
                 out += [spec["flag"], _text(value)]
         return out
@@ -150,7 +156,7 @@ class Plugin:
     def argv(self, values: Mapping[str, Any], inputdir: str | None, outputdir: str) -> list[str]:
         """The full command: ``prog [options] [inputdir] outputdir``."""
         dirs = [outputdir] if self.type == "fs" or inputdir is None else [inputdir, outputdir]
-        return [*self.program(), *self.args(values), *dirs]
+        return [*self.program(), *self.args(values, inputdir), *dirs]
 
     def program(self) -> list[str]:
         """``[execshell, selfpath/selfexec]`` resolved for this machine.

@@ -137,3 +137,17 @@ def test_every_repository_plugin_has_a_valid_descriptor():
         plugin = registry.get(name)
         assert Path(plugin.program()[-1]).is_file(), name
         assert (plugin.dir / "Dockerfile").is_file(), name
+
+
+def test_path_option_value_becomes_the_input_dir_as_pfcon_does(tmp_path):
+    d = tmp_path / "topo"
+    d.mkdir()
+    (d / "descriptor.json").write_text(json.dumps({"name": "topo", "type": "ts", "selfpath": "/usr/bin",
+        "selfexec": "topo", "parameters": [{"name": "plugininstances", "type": "path", "flag": "--plugininstances",
+                                            "optional": False, "action": "store"}]}))
+    plugin = Registry(tmp_path).get("topo")
+    values = plugin.validate({"plugininstances": "chris/feed_1/pl-a_1,chris/feed_1/pl-b_2"})
+    assert plugin.argv(values, "/share/incoming", "/share/outgoing") == [
+        "/usr/bin/topo", "--plugininstances", "/share/incoming", "/share/incoming", "/share/outgoing"]
+    with pytest.raises(BadRequest):
+        plugin.validate({"plugininstances": "../etc"})
