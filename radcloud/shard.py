@@ -255,7 +255,7 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
         if usable < 1:
             raise RadcloudError(f"only {left:.0f} s left before the activation deadline; not starting")
         limits.timeout_s = min(limits.timeout_s, usable)
-    argv = plugin.argv(params, str(indir) if plugin.type == "ds" else None, str(outdir))
+    argv = plugin.argv(params, None if plugin.type == "fs" else str(indir), str(outdir))
     env = {"CHRIS_JID": spec.job_id, "CHRIS_PLG_INST_ID": spec.shard_id,
            "RADCLOUD_JOB_ID": spec.job_id, "RADCLOUD_SHARD_ID": spec.shard_id, **spec.env}
     reporter.started(spec.shard_id, {"job_id": spec.job_id, "plugin": plugin.name,
@@ -274,8 +274,9 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
     total = sum(path.stat().st_size for _, path in files)
     if result.killed_for == "output" or total > limits.max_output_bytes or len(files) > limits.max_output_files:
         # An output flood is not uploaded at all: a partial flood is no result.
-        outcome.update(reason="error", message=f"output exceeded the limits, nothing uploaded: {len(files)} files, {total} bytes "
-                       f"(limits {limits.max_output_files} files, {limits.max_output_bytes} bytes)")
+        outcome.update(reason="error", message=(
+            f"output exceeded the limits, nothing uploaded: {len(files)} files, {total} bytes "
+            f"(limits {limits.max_output_files} files, {limits.max_output_bytes} bytes)"))
         return
     # Upload even after a failure: partial outputs and logs help the user.
     for i, (rel, path) in enumerate(files, 1):
