@@ -19,7 +19,9 @@ for anything else; ``kill()`` stops it hard (SIGKILL) to test restarts.
 Everything the server keeps lives in ``state_dir``. ``extra_args`` go to
 ``localwhisk serve``, ``images={"user/img": ["/dir"]}`` maps docker images of
 blackbox actions to local PYTHONPATH dirs (``--image``; keep them outside /tmp:
-sandboxed actions get a private /tmp), ``env`` is added to the server's environment.
+sandboxed actions get a private /tmp), ``preload=["numpy"]`` makes every stem cell
+import those modules before it gets code (``--preload``), ``env`` is added to the
+server's environment.
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ START_TIMEOUT_S = 30.0
 class Server:
     def __init__(self, state_dir: str | Path, *, extra_args: list[str] | None = None,
                  env: Mapping[str, str] | None = None, max_concurrent: int = 30,
-                 images: Mapping[str, list[str | Path]] | None = None) -> None:
+                 images: Mapping[str, list[str | Path]] | None = None, preload: list[str] | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.extra_args = list(extra_args or [])
         for image, dirs in (images or {}).items():  # blackbox image -> PYTHONPATH dirs (serve --image)
             self.extra_args += ["--image", f"{image}=" + ":".join(str(d) for d in dirs)]
+        if preload:  # modules every stem cell imports (serve --preload)
+            self.extra_args += ["--preload", ",".join(preload)]
         self.env = dict(env or {})
         self.max_concurrent = max_concurrent
         self.api_host = ""

@@ -8,7 +8,9 @@ the ``sandbox-network`` annotation reaching the sandbox.
 
 from __future__ import annotations
 
+import json
 import socket
+import time
 
 import pytest
 
@@ -66,3 +68,25 @@ def test_sandbox_network_false_annotation_unshares_the_network(tmp_path):
             assert whisk.invoke("closed", {"port": port}) == (200, {"connect": "ConnectionRefusedError"})
     finally:
         listener.close()
+
+
+def test_images_file_preload_reaches_the_images_stem_cells(tmp_path):
+    """serve --images-file {preload} + --preload: a docker action's cold start takes a stem cell
+    of its image that imported both (the action only looks at sys.modules)."""
+    images = tmp_path / "images.json"
+    images.write_text(json.dumps({"tester/heavy": {"preload": ["xml.dom.minidom"]}}))
+    code = ("import sys\ndef main(a):\n"
+            "    return {m: m in sys.modules for m in ('xml.dom.minidom', 'json.tool')}\n")
+    with Server(tmp_path / "state", extra_args=["--sandbox", "none", "--images-file", str(images)],
+                preload=["json.tool"]) as whisk:
+        result = None
+        for attempt in range(20):  # the stem cell may still be starting: retry with a new version
+            body = {"exec": {"kind": "blackbox", "image": "tester/heavy:2", "code": code + f"# {attempt}\n"}}
+            status, resp = whisk.client.request("PUT", "/api/v1/namespaces/_/actions/heavy?overwrite=true", body)
+            assert status == 200, resp
+            status, result = whisk.invoke("heavy")
+            assert status == 200, result
+            if any(result.values()):
+                break
+            time.sleep(0.5)
+        assert result == {"xml.dom.minidom": True, "json.tool": True}
