@@ -225,11 +225,16 @@ class PfconService:
         if job.gpu_limit > 0:
             raise BadRequest(f"gpu_limit={job.gpu_limit}: radcloud has no GPUs; run {job.image} "
                              "on another compute resource", field="gpu_limit")
-        used_paths = [f for f in job.args_path_flags if f in job.args]
-        if used_paths:
-            raise BadRequest(f"path parameters ({', '.join(used_paths)}) are not supported: their "
-                             "files would have to be staged by name", field="args_path_flags")
         params = P.args_to_params(job.args, plugin.parameters, name)
+        paths = [p for p in plugin.parameters if p.get("type") in ("path", "unextpath") and p["name"] in params]
+        if paths and plugin.type == "fs":
+            # The shard hands a path option the staged input dir, and an fs plugin has none.
+            raise BadRequest(f"path parameters ({', '.join(p['flag'] for p in paths)}) of the fs plugin "
+                             f"{name} are not supported", field="args_path_flags")
+        for spec in paths:
+            # The copy job staged these paths; the shard replaces the value with the
+            # input dir (as pfcon's args_path_flags → /share/incoming). Keep it relative.
+            params[spec["name"]] = ",".join(P.storage_path(v) or v for v in str(params[spec["name"]]).split(","))
         if not self.records.claim(job.jid, "plugin"):
             return P.compute(job.jid, image=job.image, cmd=job.cmd(), status="notStarted",
                              message="being submitted by another request")

@@ -47,6 +47,10 @@ class Store(MemStore):
 
 @pytest.fixture
 def world(redis_client):
+    return make_world(redis_client, REGISTRY)
+
+
+def make_world(redis_client, registry, use_bwrap=None):
     store, chris = Store(), Store()
     jobs = JobStore(redis_client)
     cache = ResultCache(redis_client, jobs)
@@ -55,7 +59,7 @@ def world(redis_client):
 
     def runner(params, activation_id):
         reporter = RedisShardReporter(jobs, params["job_id"], finaliser=finaliser, activation_id=activation_id)
-        return run_shard(params, store=store, reporter=reporter, registry=REGISTRY)
+        return run_shard(params, store=store, reporter=reporter, registry=registry, use_bwrap=use_bwrap)
 
     class World:
         invoker = FakeInvoker(runner)
@@ -63,8 +67,8 @@ def world(redis_client):
         def service(self, invoker=None):
             inv = invoker or self.invoker
             return PfconService(Records(redis_client), store, chris, jobs=jobs, results=results,
-                                registry=REGISTRY, finaliser=finaliser, images={"local/crash": "crash"},
-                                dispatcher=lambda: Dispatcher(jobs, cache, REGISTRY,
+                                registry=registry, finaliser=finaliser, images={"local/crash": "crash"},
+                                dispatcher=lambda: Dispatcher(jobs, cache, registry,
                                                               ManifestStaging(store, redis_client), inv,
                                                               finaliser=finaliser))
 
@@ -198,10 +202,38 @@ def test_unknown_image_bad_args_gpus_and_path_params_are_400(world):
     with pytest.raises(BadRequest) as err:
         svc.plugin(plugin_job(gpu_limit="1"), owner="pfcon:cube")
     assert err.value.field == "gpu_limit"
-    with pytest.raises(BadRequest) as err:
-        svc.plugin(plugin_job(args=["--prefix", "home/x"], args_path_flags=["--prefix"]), owner="pfcon:cube")
-    assert err.value.field == "args_path_flags"
     assert world.invoker.calls == []
+
+
+def test_path_options_get_the_staged_input_dir_fs_ones_are_400(redis_client, tmp_path):
+    import json as _json
+    import shutil
+
+    for name, kind in (("pathds", "ds"), ("pathfs", "fs")):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "descriptor.json").write_text(_json.dumps({
+            "name": name, "version": "1", "type": kind, "dock_image": f"local/{name}", "selfpath": ".",
+            "selfexec": "p.py", "execshell": "python3",
+            "parameters": [{"name": "dir", "type": "path", "optional": True, "flag": "--dir", "action": "store"}]}))
+        (d / "p.py").write_text("import json, os, sys\n"
+                                "d = sys.argv[sys.argv.index('--dir') + 1]\n"
+                                "json.dump(sorted(os.listdir(d)), open(os.path.join(sys.argv[-1], 'seen.json'), 'w'))\n")
+    w = make_world(redis_client, Registry(tmp_path), use_bwrap=False)  # bwrap hides the host's /tmp
+    svc = w.service()
+    svc.copy(copy_job())
+    job = plugin_job(image="local/pathds", args=["--dir", "/home/u/feed_1/pl-dircopy_1/data"],
+                     args_path_flags=["--dir"])
+    assert "--dir /share/incoming /share/incoming /share/outgoing" in svc.plugin(job, owner="pfcon:cube")["cmd"]
+    done = svc.status("plugin", "j1")
+    assert done["status"] == "finishedSuccessfully", done
+    seen = [k for k in w.store.objects if k.endswith("seen.json")]
+    assert _json.loads(w.store.objects[seen[0]]) == ["a.txt", "more", "sub"]
+    svc.copy(copy_job("j2"))
+    with pytest.raises(BadRequest) as err:
+        svc.plugin(plugin_job("j2", image="local/pathfs", args=["--dir", "home/x"], type="fs"), owner="pfcon:cube")
+    assert err.value.field == "args_path_flags" and "--dir" in err.value.message
+    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_copy_failure_is_a_finished_with_error_status_and_can_be_retried(world):
