@@ -152,7 +152,11 @@ def _shape_error(exc: BaseException, request: Request | None) -> dict[str, Any]:
     response = to_response(exc)
     if request is not None and not request.web:
         # Direct invocation: a flat error object (OpenWhisk marks it an
-        # application error and sequences short-circuit on it).
+        # application error and sequences short-circuit on it). It also
+        # carries headers + body: when this action is a later component of a
+        # web sequence (pull-and-run), the web layer renders this object as
+        # the HTTP answer, which would otherwise have an empty body.
         err = response["error"]
-        return {"error": {**err["body"]["error"], "statusCode": err["statusCode"]}}
+        return {"error": {**err["body"]["error"], "statusCode": err["statusCode"],
+                          "headers": err["headers"], "body": err["body"]}}
     return response
