@@ -36,14 +36,16 @@ log = logging.getLogger(__name__)
 
 _SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
 ALL_ROLES = ("clinician", "researcher", "admin", "service")
-# The package inputs deploy/manifest.yaml binds (a test keeps them equal).
+# The inputs deploy/manifest.yaml binds, package- and action-level (a test
+# keeps them equal).
 # ``web: true`` makes bound parameters final, so a web caller cannot send
 # them; any *other* setting name in a web request's args came from the
 # caller, and must not configure the action: ``ow_api_host`` would send the
 # namespace API key to the caller's host, ``token_ttl_s`` would mint a
 # ten-year token. Web requests take those settings from the environment.
 BOUND_SETTINGS = frozenset({"orthanc_url", "orthanc_user", "orthanc_password", "s3_endpoint", "s3_access_key",
-                            "s3_secret_key", "s3_bucket", "redis_url", "token_secret"})
+                            "s3_secret_key", "s3_bucket", "redis_url", "token_secret",
+                            "pfcon_user", "pfcon_password"})
 
 
 def settings_from(args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:

@@ -27,9 +27,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bound_settings_are_the_manifests_package_inputs():
+def test_bound_settings_are_the_manifests_inputs():
+    """Every setting the manifest binds (package or action inputs, final on web actions) — and only those."""
+    import dataclasses
+
+    from radcloud.settings import Settings
+
     pkg = yaml.safe_load((ROOT / "deploy" / "manifest.yaml").read_text())["project"]["packages"]["radcloud"]
-    assert set(pkg["inputs"]) == set(action.BOUND_SETTINGS)
+    bound = set(pkg["inputs"]) | {k for spec in pkg["actions"].values() for k in (spec.get("inputs") or {})}
+    assert bound & {f.name for f in dataclasses.fields(Settings)} == set(action.BOUND_SETTINGS)
 
 
 def test_web_args_cannot_override_unbound_settings():
