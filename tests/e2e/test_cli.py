@@ -10,56 +10,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import requests
 
-from jobflow import ct_instance
+from clistack import PASSWORD, RADCLOUD, USER, clean_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-RADCLOUD = [sys.executable, "-m", "radcloud.cli.main"]
-USER, PASSWORD = "cli-tester", "cli-password-0123"
 TIMINGS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    from pydicom.uid import generate_uid
-
-    from radcloud.stack import DEFAULT_SERVICES, Ports, Stack
-    from radcloud.stack.install import find
-    from radcloud.users import UserStore
-
-    binaries = find()
-    if binaries.missing:
-        pytest.skip(f"missing binaries: {binaries.missing}")
-    root = tmp_path_factory.mktemp("cli") / "state"
-    stack = Stack(root, Ports.ephemeral(), binaries=binaries, timeout_s=60)
-    endpoints = stack.up((*DEFAULT_SERVICES, "whisk"), install_missing=False)
-    try:
-        study, orthanc = generate_uid(), endpoints.orthanc
-        for n, size in ((1, 3), (2, 2)):
-            series = generate_uid()
-            for i in range(1, size + 1):
-                requests.post(orthanc.url + "/instances", data=ct_instance(study, series, i, n),
-                              auth=orthanc.auth, timeout=30).raise_for_status()
-        import redis
-
-        UserStore(redis.Redis.from_url(endpoints.redis_url.reveal())).add(USER, "researcher", PASSWORD)
-        yield root
-    finally:
-        stack.down()
-        print("\nCLI latencies (s):", json.dumps(TIMINGS))  # for the report: pytest -s shows them
+def state(cli_stack):
+    yield cli_stack.state
+    print("\nCLI latencies (s):", json.dumps(TIMINGS))  # for the report: pytest -s shows them
 
 
 def radcloud(state: Path, *args: str, stdin: str | None = None, label: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RADCLOUD_")}
+    env = clean_env()
     started = time.perf_counter()
     done = subprocess.run([*RADCLOUD, *args, "--state-dir", str(state)], input=stdin, capture_output=True,
                           text=True, env=env, timeout=240)
@@ -74,6 +45,7 @@ def ok_json(done: subprocess.CompletedProcess):
 
 
 def test_deploy_login_query_pull_run_watch_download(state, tmp_path):
+    # (the fixture deployed with `radcloud deploy --local`; a second deploy is idempotent)
     deployed = ok_json(radcloud(state, "deploy", "--local", "--json", label="deploy --local"))
     assert "plugin-dcm2png" in deployed["actions"] and "query" in deployed["actions"]
 
@@ -143,8 +115,7 @@ def test_doctor_reports_every_dependency(state):
     assert {"openwhisk api", "radcloud actions", "orthanc", "s3 bucket", "s3 not public", "redis",
             "token secret"} <= set(checks)
     assert report.returncode == 0, [c for c in checks.values() if not c["ok"]]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("RADCLOUD_")}
     broken = subprocess.run([*RADCLOUD, "doctor", "--json", "--state-dir", str(state)], capture_output=True,
-                            text=True, timeout=60, env={**clean, "RADCLOUD_ORTHANC_PASSWORD": "wrong"})
+                            text=True, timeout=60, env={**clean_env(), "RADCLOUD_ORTHANC_PASSWORD": "wrong"})
     assert broken.returncode == 1
     assert not {c["name"]: c for c in json.loads(broken.stdout)["checks"]}["orthanc"]["ok"]

@@ -1,0 +1,52 @@
+"""The e2e tier's shared world for the CLI and API tests: a real stack + localwhisk, radcloud deployed.
+
+``cli_stack`` (session): Orthanc, Redis, S3 and localwhisk on ephemeral ports
+in a temporary state dir, a small two-series CT study (patient JOBS1) in
+Orthanc, radcloud deployed with ``radcloud deploy --local`` and one
+researcher account. Stopped (only what it started) at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+import requests
+
+from clistack import PASSWORD, RADCLOUD, USER, CliStack, clean_env
+
+
+@pytest.fixture(scope="session")
+def cli_stack(tmp_path_factory, require):
+    import redis
+    from pydicom.uid import generate_uid
+
+    from jobflow import ct_instance
+    from radcloud.stack import DEFAULT_SERVICES, Ports, Stack
+    from radcloud.stack.install import find
+    from radcloud.users import UserStore
+
+    binaries = find()
+    require(not binaries.missing, f"missing binaries: {binaries.missing}")
+    root = tmp_path_factory.mktemp("cli") / "state"
+    stack = Stack(root, Ports.ephemeral(), binaries=binaries, timeout_s=60)
+    endpoints = stack.up((*DEFAULT_SERVICES, "whisk"), install_missing=False)
+    try:
+        study, orthanc = generate_uid(), endpoints.orthanc
+        for n, size in ((1, 3), (2, 2)):
+            series = generate_uid()
+            for i in range(1, size + 1):
+                requests.post(orthanc.url + "/instances", data=ct_instance(study, series, i, n),
+                              auth=orthanc.auth, timeout=30).raise_for_status()
+        UserStore(redis.Redis.from_url(endpoints.redis_url.reveal())).add(USER, "researcher", PASSWORD)
+        started = time.perf_counter()
+        done = subprocess.run([*RADCLOUD, "deploy", "--local", "--json", "--state-dir", str(root)],
+                              capture_output=True, text=True, env=clean_env(), timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "plugin-dcm2png" in json.loads(done.stdout)["actions"]
+        yield CliStack(root, endpoints.whisk_url + "/api/v1/web/guest/radcloud/", study,
+                       deploy_seconds=round(time.perf_counter() - started, 2))
+    finally:
+        stack.down()
