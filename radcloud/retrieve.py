@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from collections import deque
@@ -38,6 +39,7 @@ from radcloud.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
+_ORTHANC_ID = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$")
 MAX_SERIES = 500          # per retrieve: one activation each
 ABORT_AFTER = 5           # consecutive upstream failures: the source is down, stop
 PROGRESS_EVERY_S = 0.25   # progress writes are batched, not one per instance
@@ -53,26 +55,35 @@ class RetrieveRequest:
     modality: str | None = None
     layout: str = "uid"
     pacs_name: str = "radcloud"
+    orthanc_series: tuple[str, ...] = ()   # Orthanc ids, as a local query answers them
 
 
 def parse_request(params: Mapping[str, Any]) -> RetrieveRequest:
     """Validate a retrieve before any PACS call. Raises BadRequest naming the field."""
-    known = {"StudyInstanceUID", "SeriesInstanceUID", "modality", "layout", "pacs_name", "retrieve_id"}
+    known = {"StudyInstanceUID", "SeriesInstanceUID", "orthanc_series", "modality", "layout", "pacs_name",
+             "retrieve_id"}
     for key in params:
         if key not in known and not key.startswith("_"):
             raise BadRequest(f"unknown retrieve field {key!r}; known: {', '.join(sorted(known))}", field=key)
     studies = _uids(params.get("StudyInstanceUID"), "StudyInstanceUID")
     series = _uids(params.get("SeriesInstanceUID"), "SeriesInstanceUID")
-    if not studies and not series:
-        raise BadRequest("give StudyInstanceUID or SeriesInstanceUID (one or a list)", field="StudyInstanceUID")
+    ids = params.get("orthanc_series") or []
+    ids = ids if isinstance(ids, list) else [ids]
+    if len(ids) > q.MAX_LIST or not all(isinstance(i, str) and _ORTHANC_ID.match(i) for i in ids):
+        raise BadRequest(f"orthanc_series must be up to {q.MAX_LIST} Orthanc series ids", field="orthanc_series")
+    if not studies and not series and not ids:
+        raise BadRequest("give StudyInstanceUID, SeriesInstanceUID (one or a list) or orthanc_series",
+                         field="StudyInstanceUID")
     modality = params.get("modality") or None
     if modality is not None:
         q.parse({"modality": modality})  # same rule as query
+        if ids:
+            raise BadRequest("orthanc_series names series already in Orthanc; drop modality", field="modality")
     layout = lay.check_layout(params.get("layout", "uid"))
     pacs_name = params.get("pacs_name") or modality or "radcloud"
     if not isinstance(pacs_name, str) or not q._NAME.match(pacs_name):
         raise BadRequest("pacs_name must be 1-64 letters, digits, '.', '_' or '-'", field="pacs_name")
-    return RetrieveRequest(studies, series, modality, layout, pacs_name)
+    return RetrieveRequest(studies, series, modality, layout, pacs_name, tuple(dict.fromkeys(ids)))
 
 
 def _uids(value: Any, field: str) -> tuple[str, ...]:
@@ -106,6 +117,13 @@ def plan(req: RetrieveRequest, orthanc: Orthanc) -> list[dict[str, Any]]:
                 "orthanc_id": (item.get("orthanc") or {}).get("series"),
                 "total": item.get("NumberOfSeriesRelatedInstances") or 0,
             })
+    for orthanc_id in req.orthanc_series:
+        resource = orthanc.resource("Series", orthanc_id)  # NotFound names the id
+        study = orthanc.resource("Study", resource["ParentStudy"])
+        uid = resource["MainDicomTags"]["SeriesInstanceUID"]
+        found.setdefault(uid, {"StudyInstanceUID": study["MainDicomTags"]["StudyInstanceUID"],
+                               "SeriesInstanceUID": uid, "orthanc_id": orthanc_id,
+                               "total": len(resource.get("Instances", []))})
     if len(found) > MAX_SERIES:
         raise BadRequest(f"{len(found)} series is more than {MAX_SERIES} in one retrieve; split it",
                          field="StudyInstanceUID")

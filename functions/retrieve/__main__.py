@@ -1,6 +1,7 @@
 """Action ``retrieve``: stage image sets from the PACS into object storage.
 
-POST ``{"StudyInstanceUID": uid | [uids]}`` and/or ``{"SeriesInstanceUID": ...}``,
+POST ``{"StudyInstanceUID": uid | [uids]}`` and/or ``{"SeriesInstanceUID": ...}``
+and/or ``{"orthanc_series": [Orthanc ids]}``,
 optional ``modality`` (a remote PACS registered in Orthanc: each series is
 C-MOVEd into Orthanc first), ``layout`` (``uid`` default, or ``chris``) and
 ``pacs_name``. A query answer (``items``) is accepted too, so

@@ -50,6 +50,20 @@ def test_parse_request_validates_before_any_call():
         assert err.value.field == field
 
 
+def test_plan_accepts_orthanc_series_ids(fake):
+    orthanc = Orthanc("http://o", session=fake)
+    fake.series["0123abcd-0123abcd-0123abcd-0123abcd-0123abcd"] = dict(fake.series.pop("se2"),
+                                                                       ID="0123abcd-0123abcd-0123abcd-0123abcd-0123abcd")
+    req = r.parse_request({"orthanc_series": ["0123abcd-0123abcd-0123abcd-0123abcd-0123abcd"]})
+    (item,) = r.plan(req, orthanc)
+    assert item == {"StudyInstanceUID": "1.2.1", "SeriesInstanceUID": "1.2.1.2",
+                    "orthanc_id": "0123abcd-0123abcd-0123abcd-0123abcd-0123abcd", "total": 2}
+    for bad in (["../x"], "not-an-id", [1]):
+        with pytest.raises(BadRequest) as err:
+            r.parse_request({"orthanc_series": bad})
+        assert err.value.field == "orthanc_series"
+
+
 def test_plan_names_unknown_uids(env):
     with pytest.raises(NotFound) as err:
         r.plan(r.parse_request({"StudyInstanceUID": ["1.2.1", "1.2.99"]}), env[0])
