@@ -22,7 +22,7 @@ from radcloud.errors import RadcloudError
 from radcloud.stack import ALL_SERVICES, DEFAULT_SERVICES, Ports, Stack, StackError
 from radcloud.stack import process
 
-app = typer.Typer(no_args_is_help=True, help="Start, inspect and stop the local Orthanc + Redis + S3 stack.")
+app = typer.Typer(no_args_is_help=True, help="Start, inspect and stop the local Orthanc + Redis + S3 (+ localwhisk) stack.")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
