@@ -1,4 +1,4 @@
-"""The local stack radcloud runs against: Orthanc, Redis and SeaweedFS S3.
+"""The local stack radcloud runs against: Orthanc, Redis, SeaweedFS S3 and, optionally, localwhisk.
 
 Started and stopped by the project itself (``radcloud stack up|down``) from
 a state directory; see :class:`radcloud.stack.local.Stack`.

@@ -1,4 +1,4 @@
-"""The local stack: bring Orthanc(s), Redis and SeaweedFS S3 up, report, take down.
+"""The local stack: bring Orthanc(s), Redis, SeaweedFS S3 (and localwhisk) up, report, take down.
 
     stack = Stack(".radcloud")
     endpoints = stack.up()            # idempotent: live + healthy services are left alone
