@@ -104,6 +104,8 @@ class Client:
             headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(headers=headers, timeout=timeout_s, transport=transport,
                                  follow_redirects=False)
+        # Presigned URLs are the credential themselves: never send them our token.
+        self.plain = httpx.Client(timeout=timeout_s, transport=transport)
 
     def call(self, action: str, *, method: str = "GET", path: str = "",
              params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
@@ -126,7 +128,7 @@ class Client:
         md5, size = hashlib.md5(), 0
         tmp = dest.with_name(dest.name + ".part")
         try:
-            with httpx.stream("GET", url, timeout=TIMEOUT_S) as resp:
+            with self.plain.stream("GET", url) as resp:
                 if resp.status_code != 200:
                     raise ApiError(resp.status_code, "download", f"download of {dest.name} answered "
                                    f"HTTP {resp.status_code}; the link may have expired, run results again")
@@ -145,6 +147,7 @@ class Client:
 
     def close(self) -> None:
         self.http.close()
+        self.plain.close()
 
 
 def _query_value(value: Any) -> str:

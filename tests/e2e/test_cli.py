@@ -119,3 +119,22 @@ def test_doctor_reports_every_dependency(state):
                             text=True, timeout=60, env={**clean_env(), "RADCLOUD_ORTHANC_PASSWORD": "wrong"})
     assert broken.returncode == 1
     assert not {c["name"]: c for c in json.loads(broken.stdout)["checks"]}["orthanc"]["ok"]
+
+
+def test_deploy_to_any_openwhisk_with_host_and_key(state):
+    # What an admin does against a remote OpenWhisk: site values from $RADCLOUD_*, key from the environment.
+    from radcloud.cli.client import read_wskprops
+    from radcloud.stack import Stack
+
+    props = read_wskprops(state / "whisk" / ".wskprops")
+    env = {**clean_env(), **Stack(state).endpoints().env(), "RADCLOUD_OW_AUTH": props["AUTH"],
+           "RADCLOUD_RUNTIME_IMAGE": "radcloud/runtime:local", "RADCLOUD_PLUGIN_IMAGE_PREFIX": "radcloud/"}
+    done = subprocess.run([*RADCLOUD, "deploy", "--apihost", props["APIHOST"], "--json"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert props["AUTH"] not in done.stdout + done.stderr
+    assert "plugin-dcm2png" in json.loads(done.stdout)["actions"]
+    wrong = subprocess.run([*RADCLOUD, "deploy", "--apihost", props["APIHOST"]], capture_output=True, text=True,
+                           env={**env, "RADCLOUD_OW_AUTH": "00000000-0000-0000-0000-000000000000:nope"}, timeout=120)
+    assert wrong.returncode == 1 and wrong.stderr.startswith("error:")
+    assert ok_json(radcloud(state, "plugins", "list", "--json"))  # the redeployed actions still answer

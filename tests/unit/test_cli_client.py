@@ -110,3 +110,57 @@ def test_a_param_without_equals_is_a_usage_error():
     with pytest.raises(typer.Exit) as caught:
         common.parse_params(["nope"])
     assert caught.value.exit_code == common.USAGE
+
+
+def test_watch_long_polls_with_the_last_version_until_final():
+    from radcloud.cli import jobs
+
+    states = iter([("running", 1, 0), ("running", 2, 1), ("succeeded", 3, 2)])
+    seen = []
+
+    def handler(request):
+        seen.append(dict(request.url.params))
+        state, version, done = next(states)
+        return httpx.Response(200, json={"id": "j1", "state": state, "version": version,
+                                         "progress": {"shards_done": done, "shards_total": 2}})
+
+    job = jobs.watch_job(_client(handler), "j1", timeout_s=60, show=False)
+    assert job["state"] == "succeeded"
+    assert seen[0] == {} and seen[1]["since"] == "1" and seen[2]["since"] == "2" and int(seen[1]["wait"]) > 0
+
+
+@pytest.mark.parametrize("state, code", [("succeeded", None), ("partial", common.NOT_SUCCEEDED),
+                                         ("failed", common.NOT_SUCCEEDED), ("running", common.TIMEOUT)])
+def test_watch_exit_codes(state, code):
+    import typer
+
+    from radcloud.cli import jobs
+
+    job = {"id": "j1", "state": state, "progress": {}}
+    if code is None:
+        jobs._finish_watch(job, as_json=True)
+        return
+    with pytest.raises(typer.Exit) as caught:
+        jobs._finish_watch(job, as_json=True)
+    assert caught.value.exit_code == code
+
+
+def test_download_verifies_md5_and_refuses_names_outside_the_dir(tmp_path):
+    import hashlib
+
+    from radcloud.cli import jobs
+
+    body = b"\x89PNG data"
+
+    def handler(request):
+        assert "authorization" not in request.headers  # the presigned URL is the credential
+        return httpx.Response(200, content=body)
+
+    client = _client(handler)
+    good = {"name": "s000/a.png", "url": "http://s3/a", "size": len(body), "md5": hashlib.md5(body).hexdigest()}
+    assert jobs.download_all(client, [good], tmp_path / "out", show=False)["files"] == 1
+    assert (tmp_path / "out" / "s000" / "a.png").read_bytes() == body
+    with pytest.raises(ApiError, match="differs"):
+        jobs.download_all(client, [{**good, "md5": "0" * 32}], tmp_path / "out2", show=False)
+    with pytest.raises(ApiError, match="outside"):
+        jobs.download_all(client, [{**good, "name": "../escape.png"}], tmp_path / "out3", show=False)
