@@ -40,11 +40,13 @@ class OpenWhisk:
         return cls(settings.ow_api_host, settings.ow_api_key.reveal(), settings.ow_namespace)
 
     def invoke(self, action: str, params: dict[str, Any], *, blocking: bool = False,
-               result: bool = False, retries_429: int = 5) -> dict[str, Any]:
+               result: bool = False, retries_429: int = 9) -> dict[str, Any]:
         """Invoke ``pkg/action``. Non-blocking returns ``{"activationId": ...}``.
 
         A 429 (namespace concurrency cap) is retried with backoff a bounded
-        number of times, then raised as TooManyRequests.
+        number of times (about 9 s in all: a burst of jobs holds the slots
+        for seconds, and 1.5 s failed shards of 20 concurrent jobs), then
+        raised as TooManyRequests.
         """
         url = f"{self.base}/actions/{action.strip('/')}"
         query = {"blocking": str(blocking).lower(), "result": str(result).lower()}
