@@ -64,7 +64,7 @@ def query(
     remote: Optional[str] = typer.Option(None, "--remote", help="C-FIND this PACS (an Orthanc modality) instead"),
     api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION,
 ) -> None:
-    """Search the PACS; prints a table (``--json`` for the full answer)."""
+    """Search the PACS; prints a table (--json for the full answer)."""
     body: dict[str, Any] = {"level": level, "limit": limit}
     fields = {"PatientID": patient_id, "PatientName": patient_name, "StudyDate": study_date,
               "ModalitiesInStudy": modality if level in ("patient", "study") else None,

@@ -103,7 +103,7 @@ def status(
     limit: int = typer.Option(20, "--limit", min=1, max=500),
     api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION,
 ) -> None:
-    """A job's state and shards, or the recent jobs; ``--watch`` follows it to the end."""
+    """A job's state and shards, or the recent jobs; --watch follows it to the end."""
     client = common.client(api, state)
     if job_id is None:
         jobs = common.guarded(lambda: client.call("status", params={"state": state_filter, "limit": limit}))
@@ -143,7 +143,7 @@ def results(
     download: Optional[Path] = typer.Option(None, "--download", "-d", help="download every output into DIR"),
     api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION,
 ) -> None:
-    """List a job's outputs; ``--download DIR`` fetches them and verifies each MD5."""
+    """List a job's outputs; --download DIR fetches them and verifies each MD5."""
     client = common.client(api, state)
     manifest = common.guarded(lambda: client.call("results", path=job_id, params={"urls": bool(download)}))
     outputs = manifest.get("outputs") or []

@@ -13,7 +13,9 @@ import typer
 from radcloud.cli import data, demo, deploy, doctor, jobs, stack, users
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="radcloud: PACS query/retrieve and image plugins as OpenWhisk actions.")
+                  help="radcloud: PACS query/retrieve and image plugins as OpenWhisk actions.",
+                  epilog="Exit codes: 0 ok, 1 failure, 2 usage/invalid request, 3 job or pull did not succeed, "
+                         "4 not logged in/not allowed, 5 gave up waiting. See docs/api.md.")
 app.add_typer(stack.app, name="stack")
 app.add_typer(users.app, name="users")
 app.add_typer(jobs.plugins_app, name="plugins")
