@@ -43,6 +43,8 @@ def shard(store: FakeStore, plugin: str, prefix: str, params=None, env=None):
                          "env": env or {}}, store=store, reporter=rep, registry=REGISTRY, use_bwrap=USE_BWRAP)
     out = rep.outcome
     assert out["reason"] == "ok", (out["message"], out["stderr_tail"])
+    logs = "\n".join(rep.lines) + out["stderr_tail"] + json.dumps(rep.events)
+    assert "DOE" not in logs and "MRN0001" not in logs and "19600101" not in logs  # no PHI in logs
     return summary, out, {o["key"].split(f"results/j/{plugin}/", 1)[1]: o for o in out["outputs"]}
 
 
