@@ -1,0 +1,139 @@
+"""Load generators shared by tests/load/ (short, CI) and bench/load_bench.py (the full 30 s).
+
+``query_load``: N clients, each a thread with its own HTTP session, GET the
+query web action with a token in a closed loop until the duration ends.
+Every answer is recorded: nothing is lost if every request got a 200 with
+the expected total. ``job_load``: N jobs dispatched at once, waited on until
+each is final. Memory is the resident set of the localwhisk server and every
+process under it (its action containers), sampled from /proc.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident MB of ``pid`` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def query_load(world: Any, *, clients: int = 50, duration_s: float = 30.0, query: str,
+               expect_total: int) -> dict[str, Any]:
+    url = f"{world.whisk.api_host}/api/v1/web/guest/radcloud/query"
+    headers = {"Authorization": f"Bearer {world.tokens['clinician']}"}
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+    rss = {"start": tree_rss_mb(world.whisk.proc.pid)}
+
+    def client() -> None:
+        session = requests.Session()
+        start.wait()
+        while time.monotonic() < stop_at[0]:
+            t0 = time.perf_counter()
+            try:
+                resp = session.get(f"{url}?{query}", headers=headers, timeout=60)
+                ok = resp.status_code == 200 and resp.json().get("total") == expect_total
+                why = "" if ok else f"{resp.status_code} {resp.text[:120]}"
+            except (requests.RequestException, ValueError) as exc:
+                why = type(exc).__name__
+            elapsed = time.perf_counter() - t0
+            with lock:
+                (failures.append(why) if why else latencies.append(elapsed))
+        session.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    t_start = time.monotonic()
+    stop_at[0] = t_start + duration_s
+    start.wait()
+    time.sleep(duration_s / 3)
+    rss["warm"] = tree_rss_mb(world.whisk.proc.pid)
+    for t in threads:
+        t.join(duration_s + 90)
+    rss["end"] = tree_rss_mb(world.whisk.proc.pid)
+    wall = time.monotonic() - t_start
+    return {"clients": clients, "duration_s": round(wall, 1), "requests": len(latencies) + len(failures),
+            "ok": len(latencies), "failures": failures[:20], "n_failures": len(failures),
+            "throughput_rps": round(len(latencies) / wall, 1),
+            "p50_ms": round(percentile(latencies, 50) * 1000, 1), "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+            "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if latencies else None,
+            "rss_mb": {k: round(v, 1) for k, v in rss.items()},
+            "stuck_threads": sum(t.is_alive() for t in threads)}
+
+
+def job_load(world: Any, rid: str, *, jobs: int = 20, plugin: str = "copy", params: dict | None = None,
+             timeout_s: float = 240) -> dict[str, Any]:
+    t0 = time.monotonic()
+    rss0 = tree_rss_mb(world.whisk.proc.pid)
+    ids: list[str] = []
+    errors: list[str] = []
+
+    def dispatch(i: int) -> None:
+        status, _h, body = world.web("dispatch", method="POST", token=world.tokens["researcher"],
+                                     body={"plugin": plugin, "params": {**(params or {}), "prefix": f"j{i}-"},
+                                           "inputs": {"retrieve": rid}, "options": {"force": True}})
+        (ids.append(body["job_id"]) if status == 200 else errors.append(f"{status} {body}"))
+
+    threads = [threading.Thread(target=dispatch, args=(i,)) for i in range(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    dispatched = time.monotonic() - t0
+    finals: dict[str, dict] = {}
+
+    def wait(job_id: str) -> None:
+        try:
+            finals[job_id] = world.wait_final(job_id, timeout_s=timeout_s)
+        except TimeoutError as exc:
+            errors.append(str(exc))
+
+    waiters = [threading.Thread(target=wait, args=(j,)) for j in ids]
+    for t in waiters:
+        t.start()
+    for t in waiters:
+        t.join(timeout_s + 30)
+    wall = time.monotonic() - t0
+    states: dict[str, int] = {}
+    for job in finals.values():
+        states[job["state"]] = states.get(job["state"], 0) + 1
+    durations = [float(j["finished_at"]) - float(j["created_at"]) for j in finals.values()
+                 if j.get("finished_at") and j.get("created_at")]
+    return {"jobs": jobs, "dispatched": len(ids), "final": len(finals), "states": states, "errors": errors[:10],
+            "dispatch_s": round(dispatched, 2), "wall_s": round(wall, 1),
+            "job_p50_s": round(percentile(durations, 50), 2) if durations else None,
+            "job_p99_s": round(percentile(durations, 99), 2) if durations else None,
+            "finals": finals, "rss_mb": {"start": round(rss0, 1), "end": round(tree_rss_mb(world.whisk.proc.pid), 1)}}
