@@ -25,6 +25,7 @@ SCHEMA = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.yaml")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Read-only operations: no job or retrieve is started, no login is rate-limited.
 READ_ONLY = SCHEMA.include(method="GET").exclude(path_regex=r"/(ui|pfcon)/")
+SEARCH = SCHEMA.include(method="POST", path_regex=r"/radcloud/query$")  # a search changes nothing
 
 
 @pytest.fixture(scope="module")
@@ -37,5 +38,13 @@ def auth(cli_stack):
 @settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=list(HealthCheck))
 def test_read_only_operations_conform(case, auth):
+    base_url, headers = auth
+    case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=70)
+
+
+@SEARCH.parametrize()
+@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck))
+def test_search_bodies_conform(case, auth):
     base_url, headers = auth
     case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=70)
