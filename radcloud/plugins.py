@@ -109,6 +109,9 @@ class Plugin:
             BadRequest: unknown name, wrong type or missing required; ``field``
             is the parameter's name.
         """
+        if params is not None and not isinstance(params, Mapping):  # dict("x") would be a 500
+            raise BadRequest(f"params must be an object of plugin parameters, not {type(params).__name__}",
+                             field="params")
         params = dict(params or {})
         values: dict[str, Any] = {}
         for key, raw in params.items():
