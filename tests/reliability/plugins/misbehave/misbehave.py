@@ -3,6 +3,7 @@
 Every other series gets one small output, so siblings of the bad shard finish.
 crash: exit 3. hang: sleep past the 6 s limit. hog: allocate past the 200 MiB
 limit. flood: write past the 4 MiB output limit. files: write past 200 files.
+escape: leave symlinks out of the output dir (to /etc/passwd and to ..).
 """
 import argparse
 import os
@@ -30,6 +31,10 @@ if len(files) == 2:
     if a.mode == "files":
         for i in range(5000):
             open(os.path.join(a.outputdir, f"f{i}.txt"), "w").close()
+    if a.mode == "escape":
+        os.symlink("/etc/passwd", os.path.join(a.outputdir, "passwd.txt"))
+        os.symlink("..", os.path.join(a.outputdir, "up"))
+        os.symlink("/etc", os.path.join(a.outputdir, "etc"))
     sys.exit(0)
 with open(os.path.join(a.outputdir, "count.txt"), "w") as fh:
     fh.write(str(len(files)))
