@@ -111,14 +111,21 @@ def body_mask(hu: np.ndarray, threshold: float) -> np.ndarray:
         return candidate
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    body = labels == int(sizes.argmax())
+    keep = int(sizes.argmax())
+    box = ndimage.find_objects(labels, max_label=keep)[keep - 1]
+    sub = labels[box] == keep
     # Fill holes slice by slice (lungs and bowel gas are enclosed in 2D, not
-    # in 3D where they reach the first/last slice), all slices in one labelling:
-    # background pieces not touching a slice's edge are holes.
-    background, _ = ndimage.label(~body, structure=IN_PLANE)
-    edge = np.unique(np.concatenate([background[:, 0, :].ravel(), background[:, -1, :].ravel(),
-                                     background[:, :, 0].ravel(), background[:, :, -1].ravel()]))
-    return body | ((background > 0) & ~np.isin(background, edge))
+    # in 3D where they reach the first/last slice), all slices in one
+    # labelling of the body's bounding box: background pieces touching a
+    # slice's edge are outside, the others are holes.
+    background, nb = ndimage.label(~sub, structure=IN_PLANE)
+    outside = np.zeros(nb + 1, bool)
+    outside[0] = True  # label 0 is the body itself; it stays as it is
+    for edge in (background[:, 0, :], background[:, -1, :], background[:, :, 0], background[:, :, -1]):
+        outside[edge.ravel()] = True
+    body = np.zeros(hu.shape, bool)
+    body[box] = sub | ~outside[background]
+    return body
 
 
 def classify(hu: np.ndarray, body: np.ndarray) -> np.ndarray:
@@ -132,26 +139,33 @@ def classify(hu: np.ndarray, body: np.ndarray) -> np.ndarray:
 def measure(hu: np.ndarray, body: np.ndarray, labels: np.ndarray, voxel_mm: tuple[float, float, float],
             min_component_ml: float) -> dict:
     voxel_ml = voxel_mm[0] * voxel_mm[1] * voxel_mm[2] / 1000.0
-    body_voxels = int(body.sum())
+    box = ndimage.find_objects(body.astype(np.uint8))
+    box = box[0] if box else tuple(slice(0, 0) for _ in hu.shape)
+    lab, values = labels[box].ravel(), hu[box].ravel().astype(np.float64)
+    # One pass each for counts, sums and sums of squares of every class.
+    counts = np.bincount(lab, minlength=OTHER_BODY + 1)
+    sums = np.bincount(lab, weights=values, minlength=OTHER_BODY + 1)
+    squares = np.bincount(lab, weights=values * values, minlength=OTHER_BODY + 1)
+    body_voxels = int(counts[1:].sum())
     out = {"voxel_mm": [round(v, 6) for v in voxel_mm], "voxel_ml": voxel_ml, "shape": list(hu.shape),
            "body": {"volume_ml": round(body_voxels * voxel_ml, 3), "voxels": body_voxels,
-                    "hu_mean": round(float(hu[body].mean()), 2) if body_voxels else None},
+                    "hu_mean": round(float(sums[1:].sum() / body_voxels), 2) if body_voxels else None},
            "classes": {}}
+    cropped = labels[box]
     for label, (name, lo, hi, _rgb) in CLASSES.items():
-        mask = labels == label
-        n = int(mask.sum())
-        comps, count = ndimage.label(mask, structure=STRUCTURE)
+        n = int(counts[label])
+        comps, count = ndimage.label(cropped == label, structure=STRUCTURE)
         sizes = np.bincount(comps.ravel())[1:] if count else np.array([], int)
-        big = sorted((int(s) for s in sizes if s * voxel_ml >= min_component_ml), reverse=True)
-        values = hu[mask]
+        big = sorted((int(v) for v in sizes if v * voxel_ml >= min_component_ml), reverse=True)
+        mean = sums[label] / n if n else None
         out["classes"][name] = {
             "label": label, "hu_range": [None if np.isinf(lo) else lo, None if np.isinf(hi) else hi],
             "volume_ml": round(n * voxel_ml, 3), "voxels": n,
             "fraction_of_body": round(n / body_voxels, 5) if body_voxels else 0.0,
-            "hu_mean": round(float(values.mean()), 2) if n else None,
-            "hu_std": round(float(values.std()), 2) if n else None,
+            "hu_mean": round(float(mean), 2) if n else None,
+            "hu_std": round(float(np.sqrt(max(squares[label] / n - mean * mean, 0.0))), 2) if n else None,
             "components": int(count), "components_listed": len(big),
-            "largest_components_ml": [round(s * voxel_ml, 3) for s in big[:10]],
+            "largest_components_ml": [round(v * voxel_ml, 3) for v in big[:10]],
         }
     return out
 
