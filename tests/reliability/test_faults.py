@@ -219,3 +219,21 @@ def test_misbehaving_plugins_fail_their_shard_and_siblings_finish(world, staged)
         assert words in failed[0]["reason"] and words in job.get("reason", ""), (mode, failed[0], job.get("reason"))
     outputs = world.call("results", {"job_id": jobs["flood"]})["outputs"]
     assert not any("flood" in o["name"] for o in outputs)  # a flood is never uploaded
+
+
+def test_localwhisk_killed_mid_job_activations_end_as_errors_and_job_is_final(world, staged):
+    """Extends tests/e2e/test_job_flow.py's runner restart: the killed activations' own records say error."""
+    _study, _series, rid = staged
+    job_id = _running(world, rid, params={"sleep": 8})
+    running = world.call("status", {"job_id": job_id})
+    aids = [s["activation_id"] for s in running["shards"] if s.get("activation_id")]
+    assert aids, running
+    world.whisk.kill()
+    world.whisk.start()
+    job = world.wait_final(job_id, timeout_s=90)
+    assert job["state"] in ("failed", "partial"), job
+    assert all(s["state"] in FINAL for s in job["shards"]) and job.get("reason"), job
+    for aid in aids:
+        status, record = world.whisk.activation(aid)
+        assert status == 200, (aid, status, record)
+        assert record["response"]["success"] is False and record["response"]["status"] != "success", record
