@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -67,8 +68,9 @@ def deploy(
     if local == bool(apihost or auth):
         common.fail("say where: --local, or --apihost H --auth K", common.USAGE)
     if local:
-        report = common.guarded(lambda: deploy_local(common.state_dir(state),
-                                                     progress=lambda m: err.print(f"  {m}")))
+        with err.status("deploying to localwhisk ...", spinner="dots") if not as_json else nullcontext():
+            report = common.guarded(lambda: deploy_local(common.state_dir(state),
+                                                         progress=lambda m: err.print(f"  {m}")))
     else:
         props = read_wskprops(Path(os.environ.get("WSK_CONFIG_FILE") or Path.home() / ".wskprops"))
         host, key = apihost or props.get("APIHOST"), auth or props.get("AUTH")
@@ -80,7 +82,8 @@ def deploy(
             err.print(f"[yellow]warning:[/] not set: {', '.join(missing)} (see docs/deploy.md §4)")
         started = time.perf_counter()
         try:
-            deployer.deploy(host, key, dict(os.environ))
+            with err.status(f"deploying to {host} ...", spinner="dots") if not as_json else nullcontext():
+                deployer.deploy(host, key, dict(os.environ))
         except RadcloudError as exc:
             common.fail(exc)
         report = {"apihost": host, "actions": list(deployer.manifest_actions(deployer.load_manifest())),

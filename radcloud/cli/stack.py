@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from radcloud.errors import RadcloudError
-from radcloud.stack import ALL_SERVICES, DEFAULT_SERVICES, Ports, Stack, StackError
 from radcloud.stack import process
+from radcloud.stack.state import ALL_SERVICES, DEFAULT_SERVICES
 
 app = typer.Typer(no_args_is_help=True, help="Start, inspect and stop the local Orthanc + Redis + S3 (+ localwhisk) stack.")
 out = Console(highlight=False)
@@ -36,7 +36,9 @@ def default_state_dir(environ: dict[str, str] | None = None, cwd: Path | None = 
     return (cwd or Path.cwd()) / ".radcloud"
 
 
-def _stack(state_dir: Optional[Path], port_offset: Optional[int] = None, timeout: float = 60.0) -> Stack:
+def _stack(state_dir: Optional[Path], port_offset: Optional[int] = None, timeout: float = 60.0) -> Any:
+    from radcloud.stack import Ports, Stack, StackError  # late: the orchestrator's imports are heavy
+
     root = state_dir or default_state_dir()
     if port_offset is None:
         return Stack(root, timeout_s=timeout)
@@ -194,6 +196,8 @@ def seed(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from radcloud.samples.seed import seed_orthanc  # the sample generator is heavy: load on demand
+
+    from radcloud.stack import StackError
 
     try:
         stack = _stack(state_dir)

@@ -2,12 +2,26 @@
 
 Started and stopped by the project itself (``radcloud stack up|down``) from
 a state directory; see :class:`radcloud.stack.local.Stack`.
+
+The names below load on first use (PEP 562): every ``radcloud`` command
+imports this package, and the orchestrator's imports (requests, minio...)
+would otherwise slow each of them down.
 """
 
-from radcloud.stack.endpoints import Endpoints, OrthancEndpoint
-from radcloud.stack.errors import StackError
-from radcloud.stack.local import ALL_SERVICES, DEFAULT_SERVICES, Stack
-from radcloud.stack.ports import Ports
+from __future__ import annotations
 
-__all__ = ["ALL_SERVICES", "DEFAULT_SERVICES", "Endpoints", "OrthancEndpoint", "Ports", "Stack",
-           "StackError"]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "ALL_SERVICES": "radcloud.stack.state", "DEFAULT_SERVICES": "radcloud.stack.state",
+    "Endpoints": "radcloud.stack.endpoints", "OrthancEndpoint": "radcloud.stack.endpoints",
+    "StackError": "radcloud.stack.errors", "Stack": "radcloud.stack.local", "Ports": "radcloud.stack.ports",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'radcloud.stack' has no attribute {name!r}")

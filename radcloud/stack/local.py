@@ -26,12 +26,10 @@ from radcloud.stack.errors import StackError
 from radcloud.stack.install import Binaries
 from radcloud.stack.ports import DEFAULT_OFFSET, Ports, port_in_use
 from radcloud.stack.services import NotReady, Service, build
-from radcloud.stack.state import BUCKET, ORTHANCS, StateDir, write_private
+from radcloud.stack.state import ALL_SERVICES, BUCKET, DEFAULT_SERVICES, StateDir, write_private
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SERVICES = ("orthanc", "redis", "s3")
-ALL_SERVICES = (*ORTHANCS, "redis", "s3", "whisk")
 
 Progress = Callable[[str, str], None]  # (service, event) e.g. ("redis", "healthy")
 

@@ -18,6 +18,9 @@ from typing import Any
 # "orthanc" is radcloud's own; "pacs" plays a remote hospital PACS in
 # query/retrieve tests. Each knows every other one as a DICOM modality.
 ORTHANCS: dict[str, str] = {"orthanc": "RADCLOUD", "pacs": "HOSPITAL_PACS"}
+# Services `radcloud stack up` starts by default, and every service it knows.
+DEFAULT_SERVICES = ("orthanc", "redis", "s3")
+ALL_SERVICES = (*ORTHANCS, "redis", "s3", "whisk")
 TEST_AET = "RADCLOUD_TEST"
 ORTHANC_USER = "radcloud"
 S3_ACCESS_KEY_PREFIX = "radcloud-"
