@@ -338,3 +338,44 @@ def _text(value: Any) -> str:
 def _short(raw: Any) -> str:
     text = repr(raw)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m radcloud.plugins [--root DIR] list | show NAME | argv NAME [k=v ...]``.
+
+    For plugin authors: check a descriptor and see the exact command line
+    a shard would run (``argv`` validates the parameters as dispatch does).
+    """
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m radcloud.plugins")
+    ap.add_argument("--root", default=None, help="plugins directory (default: $RADCLOUD_PLUGINS_DIR or plugins/)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list")
+    sub.add_parser("show").add_argument("name")
+    cmd_argv = sub.add_parser("argv")
+    cmd_argv.add_argument("name")
+    cmd_argv.add_argument("params", nargs="*", help="name=value")
+    a = ap.parse_args(argv)
+    registry = Registry(a.root)
+    try:
+        if a.cmd == "list":
+            for item in registry.list():
+                print(f"{item['name']:16} {item['version']:14} {item['type']}  {item['title']}")
+            for name, problem in registry.broken.items():
+                print(f"{name:16} BROKEN  {problem}", file=sys.stderr)
+            return 1 if registry.broken else 0
+        if a.cmd == "show":
+            print(json.dumps(registry.show(a.name), indent=2))
+            return 0
+        plugin = registry.get(a.name)
+        params = dict(p.split("=", 1) for p in a.params)
+        print(" ".join(plugin.argv(plugin.validate(params), "<inputdir>", "<outputdir>")))
+        return 0
+    except (BadRequest, NotFound, ConfigError) as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -151,3 +151,15 @@ def test_path_option_value_becomes_the_input_dir_as_pfcon_does(tmp_path):
         "/usr/bin/topo", "--plugininstances", "/share/incoming", "/share/incoming", "/share/outgoing"]
     with pytest.raises(BadRequest):
         plugin.validate({"plugininstances": "../etc"})
+
+
+def test_cli_lists_and_builds_argv(capsys):
+    from radcloud.plugins import main
+
+    assert main(["--root", str(FIXTURES), "argv", "copy", "times=2", "ignoreInputDir=true"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.endswith("--ignoreInputDir --times 2 --sleep 0.0 <inputdir> <outputdir>")
+    assert main(["--root", str(FIXTURES), "argv", "copy", "times=x"]) == 2
+    assert "times" in capsys.readouterr().err
+    assert main(["--root", str(REPO_PLUGINS), "list"]) == 0
+    assert "segment-stats" in capsys.readouterr().out
