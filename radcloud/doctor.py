@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -103,11 +104,20 @@ def check_s3(settings: Settings, timeout_s: float = 5.0) -> list[Check]:
         return Check("s3 bucket", True, f"{scheme}://{endpoint}/{bucket} reachable with the keys")
 
     def anonymous() -> Check:
+        fix = f"remove the anonymous policy (mc anonymous set none {bucket}): it holds patient images"
         resp = requests.get(f"{scheme}://{endpoint}/{bucket}/", timeout=timeout_s)
-        if resp.status_code in (401, 403):
-            return Check("s3 not public", True, f"anonymous listing refused (HTTP {resp.status_code})")
-        return Check("s3 not public", False, f"anonymous GET /{bucket}/ answered HTTP {resp.status_code}",
-                     f"remove the anonymous policy (mc anonymous set none {bucket}): it holds patient images")
+        if resp.status_code not in (401, 403):
+            return Check("s3 not public", False, f"anonymous GET /{bucket}/ answered HTTP {resp.status_code}", fix)
+        # A policy may allow GetObject without listing: try one real object without credentials.
+        sample = next(iter(client.list_objects(bucket, recursive=True)), None)
+        if sample is not None:
+            got = requests.get(f"{scheme}://{endpoint}/{bucket}/{quote(sample.object_name)}", timeout=timeout_s,
+                               stream=True)
+            got.close()
+            if got.status_code not in (401, 403):
+                return Check("s3 not public", False, f"an object is readable without credentials "
+                             f"(HTTP {got.status_code})", fix)
+        return Check("s3 not public", True, f"anonymous listing and reads refused (HTTP {resp.status_code})")
 
     return [_guard("s3 bucket", keyed), _guard("s3 not public", anonymous)]
 
