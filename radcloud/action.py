@@ -87,6 +87,29 @@ class Request:
         )
 
 
+_PRINCIPAL = "_principal"
+_SHAPED = ("statusCode", "headers", "body")
+
+
+def _is_web_shaped(args: Mapping[str, Any]) -> bool:
+    """True for a later component of a web sequence (pull-and-run).
+
+    Only the first component sees the web request; the next is invoked
+    directly with that component's answer, which :func:`run` shaped for
+    HTTP. Such a component unwraps its input and shapes its own answer for
+    HTTP too, since the web layer renders the last component's answer.
+    """
+    return "__ow_method" not in args and "statusCode" in args and isinstance(args.get("body"), dict)
+
+
+def _unwrap(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The body is the real input; ``_principal`` (set by :func:`run`, never
+    by a caller) says for whom the sequence runs."""
+    unwrapped = {k: v for k, v in args.items() if k not in _SHAPED}
+    unwrapped.update({k: v for k, v in args["body"].items() if k != _PRINCIPAL})
+    return unwrapped
+
+
 def _decode_body(body: str, headers: Mapping[str, str]) -> dict[str, Any]:
     """A JSON body arrives merged unless the action is raw-http; then base64."""
     text = body
@@ -113,7 +136,11 @@ def run(args: Mapping[str, Any], handler: Handler, *, roles: tuple[str, ...] = A
     ``public=True`` skips authentication (only the login action uses it).
     """
     request: Request | None = None
+    in_web_sequence = False
     try:
+        in_web_sequence = _is_web_shaped(args)
+        if in_web_sequence:
+            args = _unwrap(args)
         settings = settings_from(args)
         request = Request.from_args(args)
         principal = None
@@ -130,10 +157,15 @@ def run(args: Mapping[str, Any], handler: Handler, *, roles: tuple[str, ...] = A
     except Exception as exc:  # the guard: every request gets an answer
         log.exception("action failed")
         return _shape_error(exc, request)
-    if request is not None and request.web:
+    if request is not None and (request.web or in_web_sequence):
         if isinstance(result, dict) and "statusCode" in result:
             return result
-        return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": result}
+        shaped = {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": result}
+        if principal is not None:
+            # Not rendered (the web layer reads statusCode/headers/body only):
+            # the next component of a web sequence acts for this caller.
+            shaped[_PRINCIPAL] = principal.to_param()
+        return shaped
     return result if isinstance(result, dict) else {"result": result}
 
 

@@ -1,0 +1,57 @@
+"""The web sequence pull-and-run works over the web and runs on behalf of its caller, not as ``system``.
+
+Only its first component (query) sees the web request and its token; the
+later ones (retrieve, dispatch) are direct invocations, which act as the
+``_principal`` argument when present, else as ``system``. A caller's own
+``_principal`` must never get through (that would be impersonation).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def pulled(world):
+    study, _series = world.seed_patient("Sequence^Sam", "SEQ000001", "19800101", [2])
+    status, _h, body = world.web("pull-and-run", method="POST", token=world.tokens["clinician"],
+                                 body={"StudyInstanceUID": study, "_principal": {"name": "admin", "role": "admin"},
+                                       "run": {"plugin": "noop", "options": {"force": True}}})
+    assert status == 200 and body.get("job_id"), (status, body)
+    deadline = time.monotonic() + 60
+    job = world.call("status", {"job_id": body["job_id"]})
+    while job["state"] not in ("succeeded", "failed", "partial", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.3)
+        job = world.call("status", {"job_id": body["job_id"]})
+    return job
+
+
+def test_the_caller_cannot_impersonate_through_the_sequence(pulled):
+    assert pulled["owner"] != "admin", pulled
+
+
+def test_the_job_belongs_to_the_caller_who_can_watch_it(world, pulled):
+    assert pulled["state"] == "succeeded", pulled
+    assert pulled["owner"] == "clinician", pulled["owner"]
+    status, _h, body = world.web("status", path=f"/{pulled['id']}", token=world.tokens["clinician"])
+    assert status == 200, body
+    status, _h, body = world.web("status", path=f"/{pulled['id']}", token=world.tokens["researcher"])
+    assert status == 404, body
+
+
+@pytest.mark.xfail(strict=True, reason="bug: audit.after_request records web requests only, so the retrieve and "
+                   "dispatch that pull-and-run runs for the caller (direct invocations) are not in the audit trail")
+def test_the_whole_sequence_is_audited_for_the_caller(world, pulled):
+    entries = world.web("audit", query="limit=200", token=world.tokens["admin"])[2]["entries"]
+    actions = {e.get("action") for e in entries if e.get("who") == "clinician"}
+    assert {"query", "retrieve", "dispatch"} <= actions, actions
+
+
+def test_errors_of_later_components_reach_the_caller_as_json(world):
+    status, _h, body = world.web("pull-and-run", method="POST", token=world.tokens["clinician"],
+                                 body={"StudyInstanceUID": "1.2.3.999999", "run": {"plugin": "noop"}})
+    assert 400 <= status < 500 and body["error"]["message"], (status, body)
