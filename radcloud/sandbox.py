@@ -38,9 +38,11 @@ import resource
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 NOBODY = 65534
@@ -128,12 +130,30 @@ def _env(extra: dict[str, str], limits: Limits, scratch: str) -> dict[str, str]:
     return env
 
 
+def _hidden_by_tmpfs(argv: list[str]) -> list[str]:
+    """Code the plugin needs that lives under /tmp (a CI clone, a venv there).
+
+    The private /tmp would hide the interpreter's venv, the radcloud checkout
+    (editable installs point there) and the plugin's own folder; they are
+    bound back read-only.
+    """
+    checkout = Path(__file__).resolve().parents[1]  # the radcloud this runner comes from
+    wanted = [sys.prefix, str(checkout)]
+    wanted += [os.path.dirname(a) if os.path.isfile(a) else a for a in argv if os.path.isabs(a)]
+    wanted += [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
+    keep = {os.path.abspath(p) for p in wanted
+            if (os.path.abspath(p) + "/").startswith("/tmp/") and os.path.exists(p)}
+    return [p for p in sorted(keep) if not any(p.startswith(q + "/") for q in keep)]
+
+
 def _bwrap_argv(argv: list[str], *, read_only: list[str], writable: list[str], cwd: str,
                 network: bool) -> list[str]:
     cmd = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session", "--unshare-all"]
     if network:
         cmd.append("--share-net")
     cmd += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for path in _hidden_by_tmpfs(argv):
+        cmd += ["--ro-bind", path, path]
     for path in read_only:
         cmd += ["--ro-bind", path, path]
     for path in writable:

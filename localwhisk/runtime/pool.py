@@ -340,7 +340,8 @@ class Runtime:
             if spec.pythonpath:
                 env["PYTHONPATH"] = ":".join(spec.pythonpath)
             if self.sandbox_kind() == "bwrap":
-                prefix = sbx.bwrap_argv(workdir, network=network)
+                visible = [sys.prefix, Path(python).parent.parent, Path(LAUNCHER).parent, *spec.pythonpath]
+                prefix = sbx.bwrap_argv(workdir, network=network, visible=visible)
                 env["TMPDIR"] = "/tmp"
             else:
                 log.warning("bubblewrap unavailable: docker action %s runs unsandboxed (rlimits only)", label)

@@ -41,9 +41,11 @@ What is NOT isolated:
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,8 +126,28 @@ def bwrap_available(binary: str = "bwrap") -> bool:
     return ok
 
 
-def bwrap_argv(workdir: Path, network: bool, binary: str = "bwrap") -> list[str]:
-    """The bubblewrap prefix; the launcher command follows it."""
+def under_tmp(paths: Iterable[str | Path]) -> list[str]:
+    """The paths among ``paths`` that the sandbox's private /tmp would hide.
+
+    A checkout, a virtualenv or an image's code may live under /tmp (CI
+    clones there); they are bound back read-only over the tmpfs.
+    """
+    keep: set[str] = set()
+    for path in paths:
+        text = os.path.abspath(str(path))
+        if (text == "/tmp" or text.startswith("/tmp/")) and os.path.exists(text):
+            keep.add(text)
+    # a parent bound read-only already shows its children
+    return [p for p in sorted(keep) if not any(p.startswith(q + "/") for q in keep)]
+
+
+def bwrap_argv(workdir: Path, network: bool, binary: str = "bwrap",
+               visible: Iterable[str | Path] = ()) -> list[str]:
+    """The bubblewrap prefix; the launcher command follows it.
+
+    ``visible``: host paths the action needs (interpreter, its venv, the
+    image's PYTHONPATH, the launcher) — those under /tmp are bound back.
+    """
     argv = [shutil.which(binary) or binary, "--unshare-all"]
     if network:
         argv.append("--share-net")
@@ -135,6 +157,10 @@ def bwrap_argv(workdir: Path, network: bool, binary: str = "bwrap") -> list[str]
         "--dev", "/dev",
         "--proc", "/proc",
         "--tmpfs", "/tmp",
+    ]
+    for path in under_tmp(visible):
+        argv += ["--ro-bind", path, path]
+    argv += [
         # after the tmpfs, so a working directory under /tmp stays visible
         "--bind", str(workdir), str(workdir),
         "--uid", NOBODY,
