@@ -41,3 +41,17 @@ def test_bwrap_command_binds_inputs_read_only_and_drops_the_network():
     assert "--remount-ro /tmp" in text and "--uid 65534" in text
     assert cmd[-4:] == ["--", "prog", "in", "out"]
     assert "--share-net" in _bwrap_argv(["p"], read_only=[], writable=[], cwd="/", network=True)
+
+
+def test_plugin_code_under_tmp_is_bound_back_over_the_private_tmp(tmp_path):
+    from radcloud.sandbox import _bwrap_argv
+
+    plugin = tmp_path / "plugins" / "p"
+    plugin.mkdir(parents=True)
+    script = plugin / "run.py"
+    script.write_text("print(1)\n")
+    cmd = _bwrap_argv(["/usr/bin/python3", str(script)], read_only=[], writable=[str(tmp_path / "out")],
+                      cwd=str(tmp_path / "out"), network=False)
+    binds = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--ro-bind"]
+    assert str(plugin) in binds
+    assert cmd.index(str(plugin)) > cmd.index("--tmpfs")

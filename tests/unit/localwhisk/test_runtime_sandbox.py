@@ -163,3 +163,17 @@ def test_sandboxed_stem_cells_never_give_an_unshared_action_the_host_network(tmp
         assert closed2.result == {"connect": "ConnectionRefusedError", "stem": True}
     finally:
         rt.shutdown()
+
+
+def test_paths_under_tmp_are_bound_back_over_the_private_tmp(tmp_path):
+    # A CI clone or venv under /tmp must stay visible inside the sandbox.
+    from localwhisk.runtime.sandbox import bwrap_argv
+
+    code = tmp_path / "checkout"
+    (code / "pkg").mkdir(parents=True)
+    argv = bwrap_argv(tmp_path / "work", network=False, visible=[code, code / "pkg", "/usr/lib"])
+    binds = [argv[i + 1] for i, a in enumerate(argv) if a == "--ro-bind"]
+    assert str(code) in binds
+    assert str(code / "pkg") not in binds  # its parent already shows it
+    assert "/usr/lib" not in binds  # outside /tmp: the read-only root shows it
+    assert argv.index(str(code)) > argv.index("--tmpfs")
