@@ -137,6 +137,13 @@ def local_image_env(environ: Mapping[str, str]) -> dict[str, str]:
             PLUGIN_PREFIX_VAR: environ.get(PLUGIN_PREFIX_VAR) or LOCAL_PLUGIN_PREFIX}
 
 
+# Imported once by localwhisk's prewarmed launchers of these images, so a
+# cold start costs ~20-30 ms instead of 0.5-1.4 s of imports. None of them
+# reads configuration at import time (preloading runs before init env).
+PRELOAD = ("numpy", "pydicom", "requests", "redis", "minio",
+           "radcloud.action", "radcloud.orthanc", "radcloud.storage")
+
+
 def local_images(env: Mapping[str, str], *, python: str = sys.executable, root: Path = ROOT,
                  doc: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """localwhisk's ``--images-file`` map: every manifest image → this checkout.
@@ -149,7 +156,8 @@ def local_images(env: Mapping[str, str], *, python: str = sys.executable, root: 
     doc = doc if doc is not None else load_manifest()
     names = local_image_env(env)
     spec = {"python": python, "pythonpath": [str(root)],
-            "env": {**dict(env), "RADCLOUD_PLUGINS_DIR": str(root / "plugins")}}
+            "env": {**dict(env), "RADCLOUD_PLUGINS_DIR": str(root / "plugins")},
+            "preload": list(PRELOAD)}
     return {image: spec for image in images(doc, {**os.environ, **dict(env), **names})}
 
 

@@ -95,3 +95,14 @@ def test_resolved_manifest_has_absolute_existing_function_paths():
     for name, spec in deploy.manifest_actions(doc).items():
         path = Path(spec["function"])
         assert path.is_absolute() and (path / "__main__.py").exists(), name
+
+
+def test_local_images_preload_importable_modules():
+    import importlib.util
+
+    from radcloud.deploy import PRELOAD
+
+    spec = next(iter(deploy.local_images({"RADCLOUD_RUNTIME_IMAGE": "rc/runtime:1"}).values()))
+    assert spec["preload"] == list(PRELOAD)
+    for module in PRELOAD:
+        assert importlib.util.find_spec(module) is not None, module
