@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 for dir in tests/js tests/e2e/browser; do
   [ -f "$dir/package.json" ] || continue
+  # npm records what it installed in node_modules/.package-lock.json: when
+  # that is newer than the lock file, the install is current (saves ~8 s).
+  if [ -f "$dir/package-lock.json" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+    continue
+  fi
   if [ -f "$dir/package-lock.json" ]; then
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   else
