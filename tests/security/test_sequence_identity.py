@@ -55,3 +55,22 @@ def test_errors_of_later_components_reach_the_caller_as_json(world):
     status, _h, body = world.web("pull-and-run", method="POST", token=world.tokens["clinician"],
                                  body={"StudyInstanceUID": "1.2.3.999999", "run": {"plugin": "noop"}})
     assert 400 <= status < 500 and body["error"]["message"], (status, body)
+
+
+def _echo(request, settings, principal):
+    return {"params": request.params, "who": principal.name, "role": principal.role}
+
+
+def test_unwrap_rules_without_sockets():
+    from radcloud.action import run
+
+    shaped = {"statusCode": 200, "headers": {}, "body": {"items": [], "_principal": {"name": "admin", "role": "admin"}},
+              "_principal": {"name": "carol", "role": "clinician", "kind": "user"}, "orthanc_url": "http://o"}
+    answer = run(shaped, _echo)
+    assert answer["statusCode"] == 200 and answer["body"]["who"] == "carol"  # the caller, not the body's claim
+    params = {k: v for k, v in answer["body"]["params"].items() if k != "_principal"}
+    assert params == {"items": []} and answer["_principal"]["name"] == "carol"
+    refused = run({**shaped, "_principal": {"name": "carol", "role": "clinician"}}, _echo, roles=("admin",))
+    assert refused["error"]["statusCode"] == 403 and refused["error"]["body"]["error"]["code"] == "forbidden"
+    plain = run({"items": []}, _echo)  # a plain direct invocation: unchanged, as system
+    assert plain["who"] == "system" and "statusCode" not in plain
