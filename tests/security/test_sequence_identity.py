@@ -46,9 +46,11 @@ def test_the_job_belongs_to_the_caller_who_can_watch_it(world, pulled):
 @pytest.mark.xfail(strict=True, reason="bug: audit.after_request records web requests only, so the retrieve and "
                    "dispatch that pull-and-run runs for the caller (direct invocations) are not in the audit trail")
 def test_the_whole_sequence_is_audited_for_the_caller(world, pulled):
-    entries = world.web("audit", query="limit=200", token=world.tokens["admin"])[2]["entries"]
-    actions = {e.get("action") for e in entries if e.get("who") == "clinician"}
-    assert {"query", "retrieve", "dispatch"} <= actions, actions
+    import json
+
+    entries = world.web("audit", query="limit=500", token=world.tokens["admin"])[2]["entries"]
+    mine = [e for e in entries if e.get("who") == "clinician" and pulled["id"] in json.dumps(e)]
+    assert any(str(e.get("action", "")).startswith("dispatch") for e in mine), mine
 
 
 def test_errors_of_later_components_reach_the_caller_as_json(world):
