@@ -145,29 +145,51 @@ PRELOAD = ("numpy", "pydicom", "requests", "redis", "minio",
 
 
 def local_images(env: Mapping[str, str], *, python: str = sys.executable, root: Path = ROOT,
-                 doc: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                 doc: Mapping[str, Any] | None = None,
+                 plugins_dir: Path | None = None) -> dict[str, dict[str, Any]]:
     """localwhisk's ``--images-file`` map: every manifest image → this checkout.
 
     Each image stands for what its Dockerfile installs: radcloud (the
     repository on PYTHONPATH, run by this venv's interpreter) and the
-    plugins (``RADCLOUD_PLUGINS_DIR``). ``env`` is added to every action's
-    environment (Settings fall back to it when a parameter is absent).
+    plugins (``RADCLOUD_PLUGINS_DIR``: ``plugins_dir``, else the checkout's
+    plugins/). ``env`` is added to every action's environment (Settings fall
+    back to it when a parameter is absent). With ``plugins_dir``, the images
+    of its plugins' actions (:func:`with_plugin_actions`) are mapped too.
     """
-    doc = doc if doc is not None else load_manifest()
+    if doc is None:
+        doc = load_manifest()
+        if plugins_dir is not None:
+            doc = with_plugin_actions(doc, plugins_dir)
     names = local_image_env(env)
     spec = {"python": python, "pythonpath": [str(root)],
-            "env": {**dict(env), "RADCLOUD_PLUGINS_DIR": str(root / "plugins")},
+            "env": {**dict(env), "RADCLOUD_PLUGINS_DIR": str(plugins_dir or root / "plugins")},
             "preload": list(PRELOAD)}
     return {image: spec for image in images(doc, {**os.environ, **dict(env), **names})}
 
 
-def resolved_manifest(path: Path = MANIFEST, root: Path = ROOT) -> dict[str, Any]:
+def with_plugin_actions(doc: Mapping[str, Any], plugins_dir: Path) -> dict[str, Any]:
+    """``doc`` plus one ``plugin-<name>`` action per plugin in ``plugins_dir``.
+
+    For a plugins dir other than the checkout's (a site's own plugins, test
+    fixtures): the entries are derived from the descriptors exactly as the
+    manifest's generated block is, and replace same-named ones.
+    """
+    doc = json.loads(json.dumps(doc))  # a deep copy: the caller's manifest stays as loaded
+    manifest_actions(doc).update(plugin_actions(plugins_dir))
+    return doc
+
+
+def resolved_manifest(path: Path = MANIFEST, root: Path = ROOT, *,
+                      plugins_dir: Path | None = None) -> dict[str, Any]:
     """The manifest with absolute ``function:`` paths, so a copy deploys from anywhere.
 
     wskdeploy resolves ``function:`` against the manifest's folder; the paths
     in deploy/manifest.yaml are accepted relative to it or to the repository.
+    ``plugins_dir`` adds its plugins' actions (:func:`with_plugin_actions`).
     """
     doc = load_manifest(path)
+    if plugins_dir is not None:
+        doc = with_plugin_actions(doc, plugins_dir)
     for pkg in doc["project"]["packages"].values():
         for name, spec in (pkg.get("actions") or {}).items():
             function = spec.get("function")
@@ -183,16 +205,18 @@ def resolved_manifest(path: Path = MANIFEST, root: Path = ROOT) -> dict[str, Any
 
 
 def deploy(apihost: str, auth: str, env: Mapping[str, str], *, manifest: Path = MANIFEST,
-           python: str = sys.executable, timeout_s: float = 300.0) -> str:
+           python: str = sys.executable, timeout_s: float = 300.0,
+           plugins_dir: Path | None = None) -> str:
     """Deploy the manifest onto the OpenWhisk at ``apihost``; returns the deployer's output.
 
     ``env`` fills the manifest's ``$RADCLOUD_*`` package inputs. Secrets go
-    through the child's environment, never its command line.
+    through the child's environment, never its command line. ``plugins_dir``
+    also deploys its plugins' actions (:func:`with_plugin_actions`).
 
     Raises:
         Unavailable: the deployer is missing, or the deployment failed (its last line).
     """
-    doc = resolved_manifest(manifest)
+    doc = resolved_manifest(manifest, plugins_dir=plugins_dir)
     with tempfile.TemporaryDirectory(prefix="radcloud-deploy-") as tmp:
         copy = Path(tmp) / "manifest.yaml"
         copy.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")

@@ -106,3 +106,31 @@ def test_local_images_preload_importable_modules():
     assert spec["preload"] == list(PRELOAD)
     for module in PRELOAD:
         assert importlib.util.find_spec(module) is not None, module
+
+
+def test_a_plugins_dir_adds_its_plugin_actions_and_their_images(tmp_path):
+    _plugin(tmp_path, "fixture", max_memory_limit="300Mi")
+    _plugin(tmp_path, "dcm2png", version="9.9.9")  # same name as a manifest plugin: replaces it
+    doc = deploy.resolved_manifest(plugins_dir=tmp_path)
+    actions = deploy.manifest_actions(doc)
+    assert set(deploy.manifest_actions(deploy.load_manifest())) | {"plugin-fixture"} == set(actions)
+    assert actions["plugin-fixture"]["limits"]["memorySize"] == 300
+    assert actions["plugin-dcm2png"]["docker"].endswith("pl-dcm2png:9.9.9")
+    assert Path(actions["plugin-fixture"]["function"]) == deploy.ROOT / "functions" / "shard"
+    images = deploy.local_images({}, plugins_dir=tmp_path)
+    assert {"radcloud/pl-fixture:2.1.0", "radcloud/pl-dcm2png:9.9.9"} <= set(images)
+    assert all(spec["env"]["RADCLOUD_PLUGINS_DIR"] == str(tmp_path) for spec in images.values())
+    assert all(spec["preload"] == list(deploy.PRELOAD) for spec in images.values())
+
+
+def test_with_plugin_actions_leaves_the_given_manifest_alone(tmp_path):
+    _plugin(tmp_path, "fixture")
+    doc = deploy.load_manifest()
+    before = json.dumps(doc, sort_keys=True)
+    assert "plugin-fixture" in deploy.manifest_actions(deploy.with_plugin_actions(doc, tmp_path))
+    assert json.dumps(doc, sort_keys=True) == before
+
+
+def test_without_a_plugins_dir_actions_see_the_checkouts_plugins():
+    images = deploy.local_images({"RADCLOUD_PLUGINS_DIR": "/elsewhere"})
+    assert {spec["env"]["RADCLOUD_PLUGINS_DIR"] for spec in images.values()} == {str(deploy.ROOT / "plugins")}
