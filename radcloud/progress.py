@@ -15,24 +15,41 @@ so concurrent series never race. The overall state is derived on read:
 ``queued`` → ``running`` → ``succeeded`` | ``partial`` (some series failed)
 | ``failed`` (all failed). A series with no progress for ``stall_s`` while
 running is reported ``stalled`` with the reason, so a caller is never left
-watching a dead worker.
+watching a dead worker. Sooner than that, :meth:`Progress.reconcile` fails a
+series whose recorded OpenWhisk activation has ended without a final state
+(killed, timed out, crashed before its guard): the ``activation`` field always
+names the series' latest activation (each hop records itself).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from radcloud.errors import NotFound, UpstreamError
+from radcloud.errors import NotFound, RadcloudError, UpstreamError
+
+log = logging.getLogger(__name__)
 
 PREFIX = "radcloud:retrieve:"
 STAGED = "radcloud:staged:series:"
 TTL_S = 7 * 24 * 3600
 FINAL = ("succeeded", "failed")
 MAX_ERRORS = 20   # per series: enough to act on, bounded so the record stays small
+RECONCILE_EVERY_S = 2.0   # activation lookups per retrieve, like the status action's for jobs
+
+# Fail a series only if it is still unfinished AND still on the activation that
+# was found ended: a hop that re-invoked itself meanwhile has recorded its
+# successor, and a worker that finished meanwhile has written its outcome.
+_FAIL_IF_ON = """
+local row = redis.call('HMGET', KEYS[1], 'state', 'activation')
+if row[1] == 'succeeded' or row[1] == 'failed' or row[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'failed', 'reason', ARGV[2], 'updated', ARGV[3])
+return 1
+"""
 
 
 class Progress:
@@ -94,6 +111,19 @@ class Progress:
         fields["updated"] = self.clock()
         self._do(lambda: self.redis.hset(self._key(rid, "s", series_uid), mapping=fields))
 
+    def record_activation(self, rid: str, series_uid: str, activation_id: str, *, replace: bool = True) -> None:
+        """Name the activation now working on a series.
+
+        ``replace=False`` (the fan-out, after its invoke returned) keeps an id
+        the worker already recorded itself: a later hop's id must never be
+        overwritten by an earlier one.
+        """
+        key = self._key(rid, "s", series_uid)
+        if replace:
+            self._do(lambda: self.redis.hset(key, "activation", activation_id))
+        else:
+            self._do(lambda: self.redis.hsetnx(key, "activation", activation_id))
+
     def advance(self, rid: str, series_uid: str, *, done: int = 0, nbytes: int = 0, skipped: int = 0) -> None:
         """Count staged instances and bytes (atomic increments)."""
         key = self._key(rid, "s", series_uid)
@@ -114,6 +144,47 @@ class Progress:
     def staged(self, series_uid: str, manifest_key: str) -> None:
         """Index a staged series' manifest by UID (dispatch resolves series this way)."""
         self._do(lambda: self.redis.set(STAGED + series_uid, manifest_key))
+
+    def reconcile(self, rid: str, activation: Callable[[str], dict[str, Any] | None], *,
+                  every_s: float = RECONCILE_EVERY_S) -> int:
+        """Never stuck: fail unfinished series whose recorded activation has ended.
+
+        ``activation(id)`` returns the OpenWhisk activation record, or None
+        while it runs. At most one pass per ``every_s`` per retrieve (one
+        lookup per unfinished series). A lookup that fails ends the pass: the
+        stall timeout stays the backstop. Returns how many series were failed.
+        """
+        gate = self._key(rid, "reconciled")
+        if not self._do(lambda: self.redis.set(gate, 1, nx=True, px=max(1, int(every_s * 1000)))):
+            return 0
+
+        def read() -> tuple[list[str], list[list]]:
+            uids = json.loads(self.redis.hget(self._key(rid), "series") or "[]")
+            pipe = self.redis.pipeline()
+            for uid in uids:
+                pipe.hmget(self._key(rid, "s", uid), "state", "activation")
+            return uids, pipe.execute()
+
+        uids, rows = self._do(read)
+        failed = 0
+        for uid, (state, aid) in zip(uids, rows):
+            if state in FINAL or not aid:
+                continue
+            try:
+                record = activation(aid)
+            except RadcloudError as exc:
+                log.warning("retrieve %s: activation lookup failed (%s); stall timeout applies", rid, exc.message)
+                break
+            if record is None:
+                continue
+            status = (record.get("response") or {}).get("status") or "ended"
+            reason = f"activation {aid} ended ({status}) without an outcome; rerun the retrieve to finish it"
+            changed = self._do(lambda: self.redis.eval(
+                _FAIL_IF_ON, 1, self._key(rid, "s", uid), aid, reason, self.clock()))
+            if changed:
+                failed += 1
+                log.warning("retrieve %s: %s", rid, reason)
+        return failed
 
     # -- reading -------------------------------------------------------------
     def exists(self, rid: str) -> bool:

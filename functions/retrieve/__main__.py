@@ -11,7 +11,10 @@ Everything is validated and the series are resolved before anything is
 recorded; then one ``retrieve-series`` activation per series is invoked
 non-blocking and the answer — ``{retrieve_id, state, series}`` — comes back
 at once. GET (or any call with ``retrieve_id``) answers the retrieve's
-status: per-series state, n of N instances, bytes, errors.
+status: per-series state, n of N instances, bytes, errors. Never stuck: before
+answering, a series whose ``retrieve-series`` activation has ended without an
+outcome (the runner restarted, the activation was killed) is failed with the
+activation id and status — at most one OpenWhisk lookup pass every 2 s.
 """
 
 from radcloud import retrieve
@@ -42,6 +45,25 @@ def _from_query_answer(params):
     return params
 
 
+def _activation_lookup(services, settings):
+    """``activation(id)`` for Progress.reconcile; the client is built only if a lookup is due."""
+    whisk = services.get("whisk")
+
+    def lookup(activation_id):
+        nonlocal whisk
+        whisk = whisk or OpenWhisk.from_settings(settings)
+        return whisk.activation(activation_id)
+
+    return lookup
+
+
+def _status(rid, progress, services, settings):
+    # A lookup that fails (OpenWhisk down, no credentials) only skips the
+    # check: the answer still comes, and the stall timeout stays the backstop.
+    progress.reconcile(rid, _activation_lookup(services, settings))
+    return progress.status(rid)
+
+
 def handle(request, settings, principal, services=None):
     services = services or {}
     progress = services.get("progress") or Progress.from_settings(settings)
@@ -50,7 +72,7 @@ def handle(request, settings, principal, services=None):
         rid = params.get("retrieve_id") or request.path.strip("/")
         if not isinstance(rid, str) or not rid.isalnum() or len(rid) > 64:
             raise BadRequest("retrieve_id must be the id a retrieve answered", field="retrieve_id")
-        return progress.status(rid)
+        return _status(rid, progress, services, settings)
     carried = params.pop(PASS_THROUGH, None)
     if "items" in params:
         params = _from_query_answer(params)
@@ -66,7 +88,9 @@ def handle(request, settings, principal, services=None):
                    "layout": req.layout, "pacs_name": req.pacs_name}
         try:
             answer = whisk.invoke(action, payload, blocking=False)
-            progress.update(rid, item["SeriesInstanceUID"], activation=answer.get("activationId", ""))
+            # replace=False: a worker that already started has recorded itself (or a later hop)
+            progress.record_activation(rid, item["SeriesInstanceUID"], answer.get("activationId", ""),
+                                       replace=False)
         except RadcloudError as exc:  # recorded per series: never a silent partial
             progress.update(rid, item["SeriesInstanceUID"], state="failed",
                             reason=f"could not start the series' activation: {exc.message}")

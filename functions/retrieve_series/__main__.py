@@ -6,7 +6,10 @@ orthanc_id, total}``), ``modality``, ``layout``, ``pacs_name``, ``start``.
 It stages until its time budget (the activation's deadline minus a margin)
 runs out, then invokes itself non-blocking for the rest (``start`` = next
 instance) — so a series of any size fits OpenWhisk's 60 s default timeout.
-Its outcome is always written to the retrieve's record in Redis.
+Its outcome is always written to the retrieve's record in Redis. Each hop
+records its own activation id (``__OW_ACTIVATION_ID``) before staging, and the
+id of the hop it invokes, so the retrieve's status can tell a dead hop from a
+live one.
 """
 
 import os
@@ -33,7 +36,7 @@ def budget_s(environ=os.environ, now=time.time):
     return max(1.0, float(deadline) / 1000.0 - now() - MARGIN_S)
 
 
-def handle(request, settings, principal, services=None):
+def handle(request, settings, principal, services=None, environ=os.environ):
     services = services or {}
     params = request.params
     rid, series = params.get("retrieve_id"), params.get("series")
@@ -45,6 +48,8 @@ def handle(request, settings, principal, services=None):
                     services.get("progress") or Progress.from_settings(settings),
                     layout=params.get("layout") or "uid", pacs_name=params.get("pacs_name") or "radcloud",
                     workers=settings.retrieve_workers)
+    if environ.get("__OW_ACTIVATION_ID"):
+        stager.progress.record_activation(rid, series["SeriesInstanceUID"], environ["__OW_ACTIVATION_ID"])
     result = stager.stage(rid, series, modality=params.get("modality"), start=start,
                           budget_s=services.get("budget_s") or budget_s())
     if result.get("next") is not None:
@@ -54,7 +59,7 @@ def handle(request, settings, principal, services=None):
             action = f"{settings.ow_package}/{SELF}" if settings.ow_package else SELF
             answer = whisk.invoke(action, {**params, "start": result["next"], "modality": None},
                                   blocking=False)
-            stager.progress.update(rid, uid, activation=answer.get("activationId", ""))
+            stager.progress.record_activation(rid, uid, answer.get("activationId", ""))
         except RadcloudError as exc:  # never leave the series looking alive
             stager.progress.update(rid, uid, state="failed",
                                    reason=f"could not continue the series: {exc.message}; rerun the retrieve")

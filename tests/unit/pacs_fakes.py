@@ -248,9 +248,20 @@ class FakeMinio:
 
 
 class FakeWhisk:
+    """Invokes are recorded; ``records[id]`` is an ended activation's record (absent: still running)."""
+
     def __init__(self, fail: Exception | None = None) -> None:
         self.invokes: list[tuple[str, dict, bool]] = []
         self.fail = fail
+        self.records: dict[str, dict] = {}
+        self.lookups: list[str] = []
+        self.lookup_fail: Exception | None = None
+
+    def activation(self, activation_id: str) -> dict | None:
+        self.lookups.append(activation_id)
+        if self.lookup_fail is not None:
+            raise self.lookup_fail
+        return self.records.get(activation_id)
 
     def invoke(self, action: str, params: dict, *, blocking: bool = False, **_: Any) -> dict:
         if self.fail is not None:

@@ -125,3 +125,55 @@ def test_worker_stages_and_reinvokes_itself_when_out_of_time(services):
 def test_worker_deadline_budget():
     assert SERIES.budget_s({"__OW_DEADLINE": "100000"}, now=lambda: 40.0) == 45.0
     assert SERIES.budget_s({}, now=lambda: 0) == SERIES.DEFAULT_BUDGET_S
+
+
+def test_status_fails_a_series_whose_activation_died(services):
+    """Never stuck: the runner restarted under act1; its record says so, the GET reports it."""
+    answer = RETRIEVE.handle(Request({"StudyInstanceUID": "1.2.1"}), SETTINGS, None, services)
+    whisk = services["whisk"]
+    whisk.records["act1"] = {"response": {"status": "action developer error", "success": False}}
+    get = Request({"retrieve_id": answer["retrieve_id"]})
+    status = RETRIEVE.handle(get, SETTINGS, None, services)
+    first, second = status["series"]
+    assert first["state"] == "failed" and "activation act1 ended (action developer error)" in first["reason"]
+    assert second["state"] == "queued" and status["state"] == "running"
+    assert sorted(whisk.lookups) == ["act1", "act2"]
+    RETRIEVE.handle(get, SETTINGS, None, services)
+    assert len(whisk.lookups) == 2   # throttled: the next pass is 2 s away
+
+
+def test_status_answers_when_openwhisk_lookups_fail(services):
+    answer = RETRIEVE.handle(Request({"StudyInstanceUID": "1.2.1"}), SETTINGS, None, services)
+    services["whisk"].lookup_fail = UpstreamError("OpenWhisk unreachable")
+    status = RETRIEVE.handle(Request({"retrieve_id": answer["retrieve_id"]}), SETTINGS, None, services)
+    assert status["state"] == "queued"
+    without_whisk = {k: v for k, v in services.items() if k != "whisk"}   # no credentials: ConfigError
+    services["progress"].redis.delete(f"radcloud:retrieve:{answer['retrieve_id']}:reconciled")
+    status = RETRIEVE.handle(Request({"retrieve_id": answer["retrieve_id"]}), SETTINGS, None, without_whisk)
+    assert status["state"] == "queued"
+
+
+def test_each_worker_hop_records_its_own_activation(services):
+    answer = RETRIEVE.handle(Request({"StudyInstanceUID": "1.2.1"}), SETTINGS, None, services)
+    rid = answer["retrieve_id"]
+    fake = services["orthanc"].session
+    fake.add_series("se9", "st1", "1.2.1.9", 20, number=9)
+    big = {"retrieve_id": rid, "layout": "uid",
+           "series": {"StudyInstanceUID": "1.2.1", "SeriesInstanceUID": "1.2.1.9", "orthanc_id": "se9"}}
+    services["progress"].create([big["series"]], source="orthanc", layout="uid", retrieve_id=rid)
+    seen = []
+    progress = services["progress"]
+
+    class Watch:   # the stager's first write: what activation is recorded by then?
+        def __getattr__(self, name):
+            return getattr(progress, name)
+
+        def update(self, rid_, uid, **fields):
+            seen.append(progress.status(rid_)["series"][-1].get("activation"))
+            return progress.update(rid_, uid, **fields)
+
+    hop = SERIES.handle(Request(big), SETTINGS, None, {**services, "progress": Watch(), "budget_s": 1e-9},
+                        environ={"__OW_ACTIVATION_ID": "hop1"})
+    assert seen[0] == "hop1" and hop["next"]
+    # It re-invoked itself (FakeWhisk answers act3): the successor is what is recorded now.
+    assert progress.status(rid)["series"][-1]["activation"] == "act3"

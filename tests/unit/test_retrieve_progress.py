@@ -47,3 +47,82 @@ def test_unknown_retrieve_is_not_found(redis_client):
     with pytest.raises(NotFound) as err:
         Progress(redis_client).status("nope")
     assert err.value.field == "retrieve_id"
+
+
+def _ended(status="action developer error"):
+    return {"response": {"status": status, "success": False}}
+
+
+def test_reconcile_fails_only_series_whose_activation_ended(redis_client):
+    now = [1000.0]
+    progress = Progress(redis_client, clock=lambda: now[0])
+    rid = progress.create([{"SeriesInstanceUID": u} for u in ("1.1", "1.2", "1.3", "1.4")],
+                          source="orthanc", layout="uid")
+    for uid, aid in (("1.1", "dead"), ("1.2", "alive"), ("1.3", "done")):
+        progress.record_activation(rid, uid, aid)
+    progress.update(rid, "1.1", state="staging")
+    progress.update(rid, "1.3", state="succeeded")   # ended with its outcome: left alone
+    records = {"dead": _ended(), "done": _ended("success")}
+    looked = []
+    assert progress.reconcile(rid, lambda aid: looked.append(aid) or records.get(aid)) == 1
+    assert sorted(looked) == ["alive", "dead"]          # 1.3 is final, 1.4 has no activation yet
+    series = {s["SeriesInstanceUID"]: s for s in progress.status(rid)["series"]}
+    assert series["1.1"]["state"] == "failed"
+    assert series["1.1"]["reason"].startswith("activation dead ended (action developer error)")
+    assert [series[u]["state"] for u in ("1.2", "1.3", "1.4")] == ["queued", "succeeded", "queued"]
+
+
+def test_reconcile_is_throttled_per_retrieve(redis_client):
+    progress = Progress(redis_client)
+    rid = progress.create([{"SeriesInstanceUID": "1.1"}], source="orthanc", layout="uid")
+    progress.record_activation(rid, "1.1", "alive")
+    looked = []
+    progress.reconcile(rid, lambda aid: looked.append(aid), every_s=60)
+    progress.reconcile(rid, lambda aid: looked.append(aid), every_s=60)
+    assert looked == ["alive"]
+    other = progress.create([{"SeriesInstanceUID": "1.1"}], source="orthanc", layout="uid")
+    progress.record_activation(other, "1.1", "alive2")
+    progress.reconcile(other, lambda aid: looked.append(aid), every_s=60)
+    assert looked == ["alive", "alive2"]                # the gate is per retrieve
+
+
+def test_reconcile_spares_a_series_whose_hop_moved_on(redis_client):
+    """The hop found ended had already re-invoked itself: its successor's id is recorded."""
+    progress = Progress(redis_client)
+    rid = progress.create([{"SeriesInstanceUID": "1.1"}], source="orthanc", layout="uid")
+    progress.record_activation(rid, "1.1", "hop1")
+    progress.update(rid, "1.1", state="staging")
+
+    def lookup(aid):
+        progress.record_activation(rid, "1.1", "hop2")  # written between the read and the verdict
+        return _ended("success")
+
+    assert progress.reconcile(rid, lookup) == 0
+    series = progress.status(rid)["series"][0]
+    assert series["state"] == "staging" and series["activation"] == "hop2"
+
+
+def test_reconcile_lookup_failure_leaves_the_stall_timeout(redis_client):
+    from radcloud.errors import UpstreamError
+
+    progress = Progress(redis_client)
+    rid = progress.create([{"SeriesInstanceUID": "1.1"}, {"SeriesInstanceUID": "1.2"}],
+                          source="orthanc", layout="uid")
+    progress.record_activation(rid, "1.1", "a1")
+    progress.record_activation(rid, "1.2", "a2")
+    calls = []
+
+    def lookup(aid):
+        calls.append(aid)
+        raise UpstreamError("OpenWhisk unreachable")
+
+    assert progress.reconcile(rid, lookup) == 0 and calls == ["a1"]   # one failure ends the pass
+    assert progress.status(rid)["state"] == "queued"
+
+
+def test_first_activation_never_overwrites_a_later_one(redis_client):
+    progress = Progress(redis_client)
+    rid = progress.create([{"SeriesInstanceUID": "1.1"}], source="orthanc", layout="uid")
+    progress.record_activation(rid, "1.1", "hop2")                 # the worker got there first
+    progress.record_activation(rid, "1.1", "hop1", replace=False)  # the fan-out's late write
+    assert progress.status(rid)["series"][0]["activation"] == "hop2"
