@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from radcloud.cache import ResultCache, cache_key
-from radcloud.errors import BadRequest, Conflict, RadcloudError
+from radcloud.errors import BadRequest, Conflict, RadcloudError, Unavailable
 from radcloud.jobs import JobSpec, JobStore, ShardSpec, new_job_id
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,11 @@ class Dispatcher:
 
     def __init__(self, jobs: JobStore, cache: ResultCache, registry: Any, staging: Staging,
                  invoker: Invoker, *, package: str = "radcloud", shard_timeout_s: int = 300,
-                 finaliser: Any = None, deidentify_plugin: str = DEIDENTIFY_PLUGIN) -> None:
+                 finaliser: Any = None, deidentify_plugin: str = DEIDENTIFY_PLUGIN,
+                 deid_secret: Any = None) -> None:
         self.jobs, self.cache, self.registry, self.staging = jobs, cache, registry, staging
+        # Only its truth is used here: shards read the secret from their own settings.
+        self.has_deid_secret = bool(deid_secret)
         self.deidentify_plugin = deidentify_plugin
         self.invoker, self.package, self.shard_timeout_s = invoker, package, shard_timeout_s
         self.finaliser = finaliser
@@ -141,9 +144,16 @@ class Dispatcher:
             raise Conflict(f"{len(incomplete)} series not completely staged yet; wait for the "
                            "retrieve to finish", field="inputs", series=incomplete[:10])
         stages = [plugin.name]
+        needs_secret = [plugin] if getattr(plugin, "deid", None) else []
         if opts.deidentify:
             deid = self.registry.get(self.deidentify_plugin)  # NotFound: not installed here
             stages = [deid.name, plugin.name]
+            needs_secret += [deid] if getattr(deid, "deid", None) else []
+        if needs_secret and not self.has_deid_secret:
+            # Fail closed before any job or shard exists: every shard would fail anyway.
+            raise Unavailable(f"plugin {needs_secret[0].name} needs the de-identification secret, which is not "
+                              "configured: set the deid_secret setting (RADCLOUD_DEID_SECRET, a package "
+                              "input) and redeploy", field="deid_secret")
         shards = plan_shards(series, opts)
         if len(shards) > MAX_SHARDS:
             raise BadRequest(f"{len(shards)} shards exceed the limit of {MAX_SHARDS}; "

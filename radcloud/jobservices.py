@@ -47,6 +47,7 @@ class JobServices:
     package: str = "radcloud"
     shard_timeout_s: int = 300
     presign_ttl_s: int = 900
+    deid_secret: Any = None   # Settings.deid_secret (dispatch checks it is set; shards pass it on)
 
     @property
     def finaliser(self) -> Any:
@@ -59,7 +60,7 @@ class JobServices:
 
         return Dispatcher(self.jobs, self.cache, self.registry, self.staging, self.invoker,
                           package=self.package, shard_timeout_s=self.shard_timeout_s,
-                          finaliser=self.finaliser)
+                          finaliser=self.finaliser, deid_secret=self.deid_secret)
 
     def activation(self, activation_id: str) -> dict[str, Any] | None:
         return self.invoker.activation(activation_id) if self.invoker is not None else None
@@ -85,7 +86,7 @@ class JobServices:
                    staging=ManifestStaging(store, redis), invoker=invoker,
                    results=Results(store, redis, jobs), push=pacs_pusher(settings, store),
                    package=settings.ow_package, shard_timeout_s=settings.shard_timeout_s,
-                   presign_ttl_s=settings.presign_ttl_s)
+                   presign_ttl_s=settings.presign_ttl_s, deid_secret=settings.deid_secret)
 
 
 @contextlib.contextmanager

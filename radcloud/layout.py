@@ -27,6 +27,9 @@ from radcloud.errors import BadRequest
 LAYOUTS = ("uid", "chris")
 STAGED_ROOT = "staged/"
 MANIFEST = "manifest.json"
+# Re-identification maps (radcloud.shard): hospital-side, admins only; never
+# a dispatch input nor a result (radcloud.staged refuses keys under it).
+DEID_MAPS_ROOT = "deid-maps/"
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._^=+@()\[\]-]")  # CUBE forbids commas; '/' would nest
 
 

@@ -13,6 +13,17 @@ radcloud extensions live under one optional key so a descriptor stays a
 valid ChRIS descriptor::
 
     "radcloud": {"network": false, "timeout_s": 600, "max_output_bytes": 1073741824}
+
+A plugin that de-identifies declares what it needs from the hospital side::
+
+    "radcloud": {"deid": {"secret_param": "secretEnv", "map_param": "mapDir"}}
+
+Only such a plugin gets the ``deid_secret`` setting (in the environment
+variable :data:`DEID_SECRET_ENV`, whose name the runner puts in
+``secret_param``) and a private directory for its re-identification map
+(in ``map_param``). The runner sets both parameters itself, whatever the
+caller sent: a caller who chose the variable could pick a known key, and
+one who chose the map dir could put the map into the outputs.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ log = logging.getLogger(__name__)
 PARAM_TYPES = ("bool", "int", "float", "str", "path", "unextpath")
 ACTIONS = ("store", "store_true", "store_false")
 PLUGIN_TYPES = ("ds", "fs", "ts")
+DEID_SECRET_ENV = "RADCLOUD_DEID_SECRET"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _MEM_UNITS = {"": 1, "k": 1000, "ki": 1024, "m": 1000**2, "mi": 1024**2,
               "g": 1000**3, "gi": 1024**3, "t": 1000**4, "ti": 1024**4}
@@ -205,6 +217,13 @@ class Plugin:
             setattr(limits, key, value if current is None else min(current, value))
         return limits
 
+    @property
+    def deid(self) -> dict[str, str] | None:
+        """``{"secret_param", "map_param"}`` when the plugin needs the de-identification
+        secret and a hospital-side map dir (see the module docstring), else None."""
+        deid = (self.descriptor.get("radcloud") or {}).get("deid")
+        return dict(deid) if isinstance(deid, dict) else None
+
     def summary(self) -> dict[str, Any]:
         d = self.descriptor
         return {k: d.get(k) for k in ("name", "version", "title", "category", "type",
@@ -283,6 +302,14 @@ def check_descriptor(d: Any) -> list[str]:
             problems.append(f"{where}: action must be one of {ACTIONS}")
         elif action != "store" and p.get("type") != "bool":
             problems.append(f"{where}: {action} needs type bool")
+    deid = (d.get("radcloud") or {}).get("deid") if isinstance(d.get("radcloud"), dict) else None
+    if deid is not None:
+        if not isinstance(deid, dict):
+            problems.append("radcloud.deid must be an object {secret_param, map_param}")
+        else:
+            for key in ("secret_param", "map_param"):
+                if deid.get(key) not in seen:
+                    problems.append(f"radcloud.deid.{key} must name one of the plugin's parameters")
     return problems
 
 

@@ -104,6 +104,10 @@ class Settings:
     # Web-action authentication
     token_secret: Secret = Secret("")
     token_ttl_s: int = 8 * 3600
+    # De-identification: the HMAC key the deidentify plugin derives pseudonyms,
+    # UIDs and date shifts from (>= 16 characters). Hospital-side only: given
+    # to plugins whose descriptor declares ``radcloud.deid``, never to others.
+    deid_secret: Secret = Secret("")
     # ChRIS compute resource (radcloud.pfcon): the credentials CUBE logs in with
     pfcon_user: str = ""
     pfcon_password: Secret = Secret("")

@@ -44,6 +44,14 @@ The reporter protocol (stable; ``radcloud.jobs`` codes against it):
 
 ``status`` values are CUBE's plugin-instance statuses so a ChRIS front end
 can read them unchanged.
+
+De-identification: a plugin whose descriptor declares ``radcloud.deid``
+(see :mod:`radcloud.plugins`) — and only such a plugin — gets the
+``deid_secret`` setting in its environment and a private map dir beside
+(never inside) the output dir. The re-identification map it writes there is
+stored at ``deid-maps/<job>/<shard>.json`` (:data:`DEID_MAP_PREFIX`), which
+no job's results list, before any output is uploaded; without the secret
+such a shard fails before its plugin starts.
 """
 
 from __future__ import annotations
@@ -63,8 +71,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from radcloud import sandbox
-from radcloud.errors import BadRequest, RadcloudError
-from radcloud.plugins import Plugin, Registry
+from radcloud.errors import BadRequest, ConfigError, RadcloudError
+from radcloud.layout import DEID_MAPS_ROOT
+from radcloud.plugins import DEID_SECRET_ENV, Plugin, Registry
+from radcloud.settings import Secret
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +86,7 @@ MAX_LOG_LINES = 2000
 DEADLINE_RESERVE_S = 10.0
 DEADLINE_RESERVE_FRACTION = 0.2
 DEFAULT_TIMEOUT_S = 300.0
+DEID_MAP_PREFIX = DEID_MAPS_ROOT  # hospital-side: re-identification maps, never results
 
 _EXTRA_TYPES = {".dcm": "application/dicom", ".nii": "application/octet-stream",
                 ".gz": "application/gzip", ".json": "application/json", ".csv": "text/csv",
@@ -177,7 +188,7 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
               registry: Registry, workdir: str | None = None, use_bwrap: bool | None = None,
               fetch_url: Callable[[str, str], None] | None = None,
               default_timeout_s: float = DEFAULT_TIMEOUT_S,
-              deadline: float | None = None) -> dict[str, Any]:
+              deadline: float | None = None, deid_secret: Secret | str | None = None) -> dict[str, Any]:
     """Run one shard end to end and return a small summary.
 
     Parameters:
@@ -193,6 +204,8 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         deadline: epoch seconds when the platform kills this activation
             (OpenWhisk's ``__OW_DEADLINE``). The plugin's wall clock is cut
             so the upload and the outcome still fit before it.
+        deid_secret: the ``deid_secret`` setting; given only to plugins
+            whose descriptor declares ``radcloud.deid``, which fail without it.
 
     Returns:
         ``{"job_id", "shard_id", "status", "reason", "exit_code",
@@ -216,7 +229,7 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         plugin = registry.get(spec.plugin)
         params = plugin.validate(spec.params)
         _execute(spec, plugin, params, Path(tmp), store, reporter, notify, outcome,
-                 use_bwrap, fetch_url or _fetch_url, default_timeout_s, deadline)
+                 use_bwrap, fetch_url or _fetch_url, default_timeout_s, deadline, deid_secret)
     except _Cancelled:
         outcome.update(status=STATUS_CANCELLED, reason="cancelled", message="cancelled by request")
     except RadcloudError as exc:
@@ -239,10 +252,13 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
 def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
              store: ObjectStoreLike, reporter: Reporter, notify: _Notify, outcome: dict[str, Any],
              use_bwrap: bool | None, fetch_url: Callable[[str, str], None],
-             default_timeout_s: float, deadline: float | None) -> None:
+             default_timeout_s: float, deadline: float | None,
+             deid_secret: Secret | str | None = None) -> None:
     indir, outdir, scratch = tmp / "incoming", tmp / "outgoing", tmp / "scratch"
     for d in (indir, outdir, scratch):
         d.mkdir()
+    # Checked before any download: a de-identifier without its key must not run at all.
+    params, secret_env, map_dir = deid_setup(plugin, params, deid_secret, tmp / "reid-map")
     _download(spec, store, indir, notify, fetch_url)
     sandbox.make_read_only(indir)
 
@@ -257,16 +273,22 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
         limits.timeout_s = min(limits.timeout_s, usable)
     argv = plugin.argv(params, None if plugin.type == "fs" else str(indir), str(outdir))
     env = {"CHRIS_JID": spec.job_id, "CHRIS_PLG_INST_ID": spec.shard_id,
-           "RADCLOUD_JOB_ID": spec.job_id, "RADCLOUD_SHARD_ID": spec.shard_id, **spec.env}
+           "RADCLOUD_JOB_ID": spec.job_id, "RADCLOUD_SHARD_ID": spec.shard_id, **spec.env,
+           **secret_env}  # last: a payload's env cannot replace the secret
     reporter.started(spec.shard_id, {"job_id": spec.job_id, "plugin": plugin.name,
                                      "version": plugin.version, "argv": plugin.display_argv(argv),
                                      "n_inputs": len(spec.inputs), "limits": limits.to_dict()})
+    writable = [str(outdir), str(scratch)] + ([str(map_dir)] if map_dir else [])
     result = sandbox.run(argv, cwd=str(scratch), env=env, limits=limits, read_only=[str(indir)],
-                         writable=[str(outdir), str(scratch)], on_line=notify.log,
+                         writable=writable, on_line=notify.log,
                          cancelled=notify.cancelled,
                          use_bwrap=use_bwrap, watch_dir=str(outdir))
     outcome.update(exit_code=result.exit_code, run_s=round(result.duration_s, 3),
                    stderr_tail=result.tail, reason=result.reason, message=result.message)
+    if map_dir is not None:
+        # Before the outputs: remapped outputs without their stored map could
+        # never be linked back to the patient.
+        store_reid_maps(store, map_dir, spec.job_id, spec.shard_id)
     if result.reason == "cancelled":
         raise _Cancelled()
     files, rejected = collect_outputs(outdir)
@@ -292,6 +314,48 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
         outcome["status"] = STATUS_OK
         if rejected:
             outcome["message"] = f"ok; {len(rejected)} output(s) refused"
+
+
+def deid_setup(plugin: Plugin, params: dict[str, Any], deid_secret: Secret | str | None,
+               map_dir: Path) -> tuple[dict[str, Any], dict[str, str], Path | None]:
+    """Params, extra env and map dir for a plugin that declares ``radcloud.deid``.
+
+    Other plugins get nothing (the secret stays out of their environment).
+    The runner sets the secret-variable and map-dir parameters itself,
+    overriding the caller's: a caller-chosen variable could hold a known
+    key, a caller-chosen map dir could put the map among the outputs.
+
+    Raises:
+        ConfigError: the plugin needs the secret and ``deid_secret`` is unset.
+    """
+    deid = plugin.deid
+    if deid is None:
+        return params, {}, None
+    secret = deid_secret.reveal() if isinstance(deid_secret, Secret) else (deid_secret or "")
+    if not secret:
+        raise ConfigError(f"missing setting: deid_secret (or RADCLOUD_DEID_SECRET); plugin {plugin.name} "
+                          "needs it to de-identify", field="deid_secret")
+    map_dir.mkdir()
+    params = {**params, deid["secret_param"]: DEID_SECRET_ENV, deid["map_param"]: str(map_dir)}
+    return params, {DEID_SECRET_ENV: secret}, map_dir
+
+
+def reid_map_key(job_id: str, shard_id: str, n: int = 0) -> str:
+    """``deid-maps/<job>/<shard>.json`` (``-<n>`` for a second map of one shard)."""
+    clean = [(safe_relpath(part) or "_").replace("/", "_") for part in (job_id, shard_id)]
+    return f"{DEID_MAP_PREFIX}{clean[0]}/{clean[1]}{f'-{n}' if n else ''}.json"
+
+
+def store_reid_maps(store: ObjectStoreLike, map_dir: Path, job_id: str, shard_id: str) -> list[str]:
+    """Upload the re-identification map(s) a plugin wrote; returns their keys."""
+    keys = []
+    for n, path in enumerate(sorted(p for p in map_dir.iterdir() if p.is_file() and not p.is_symlink())):
+        key = reid_map_key(job_id, shard_id, n)
+        store.put_file(key, str(path), content_type="application/json")
+        keys.append(key)
+    if keys:
+        log.info("shard %s: re-identification map stored hospital-side (%d file(s))", shard_id, len(keys))
+    return keys
 
 
 def _download(spec: ShardSpec, store: ObjectStoreLike, indir: Path, notify: _Notify,

@@ -29,7 +29,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from radcloud.dispatch import StagedSeries
-from radcloud.errors import BadRequest, Conflict, NotFound
+from radcloud.errors import BadRequest, Conflict, Forbidden, NotFound
+from radcloud.layout import DEID_MAPS_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ class ManifestStaging:
             raise BadRequest(f"{len(keys)} inputs exceed the limit of {MAX_INPUTS}", field="inputs")
         seen: dict[str, StagedSeries] = {}
         for key in keys:
-            series = self._load(key)
+            series = self._load(_not_a_reid_map(key))
+            for item in series.instances:  # a manifest (e.g. a plugin's output) must not point at one either
+                _not_a_reid_map(item["key"])
             seen.setdefault(series.series_uid or key, series)
         return list(seen.values())
 
@@ -127,6 +130,13 @@ def parse_manifest(doc: Mapping[str, Any], prefix: str) -> StagedSeries:
                         study_uid=str(doc.get("study_uid") or doc.get("StudyInstanceUID") or ""),
                         prefix=str(doc.get("prefix") or prefix), instances=instances, complete=complete,
                         expected=int(expected) if expected is not None else None)
+
+
+def _not_a_reid_map(key: str) -> str:
+    """Re-identification maps are hospital-side: never a plugin's input."""
+    if posixpath.normpath("/" + key).lstrip("/").startswith(DEID_MAPS_ROOT):
+        raise Forbidden("inputs may not name re-identification maps (deid-maps/)", field="inputs")
+    return key
 
 
 def _manifest_for_prefix(prefix: str) -> str:

@@ -27,7 +27,8 @@ def handle(request, settings, principal):
     deadline = os.environ.get("__OW_DEADLINE")
     return run_shard(spec, store=services.store, reporter=reporter, registry=services.registry,
                      default_timeout_s=settings.shard_timeout_s,
-                     deadline=float(deadline) / 1000 if deadline else None)
+                     deadline=float(deadline) / 1000 if deadline else None,
+                     deid_secret=settings.deid_secret)  # used only for plugins declaring radcloud.deid
 
 
 def main(args):

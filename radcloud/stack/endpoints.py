@@ -42,6 +42,7 @@ class Endpoints:
     test_aet: str
     test_scp_port: int
     token_secret: Secret = Secret("")
+    deid_secret: Secret = Secret("")
     whisk_url: str = ""  # localwhisk's API host (``stack up --with-whisk``)
 
     @classmethod
@@ -61,6 +62,7 @@ class Endpoints:
             redis_url=Secret(f"redis://:{redis_password}@127.0.0.1:{ports.redis}/0"),
             test_aet=TEST_AET, test_scp_port=ports.test_scp,
             token_secret=Secret(credentials.get("token_secret", "")),
+            deid_secret=Secret(credentials.get("deid_secret", "")),
             whisk_url=f"http://127.0.0.1:{ports.whisk}",
         )
 
@@ -87,6 +89,8 @@ class Endpoints:
         }
         if self.token_secret:
             env["RADCLOUD_TOKEN_SECRET"] = self.token_secret.reveal()
+        if self.deid_secret:
+            env["RADCLOUD_DEID_SECRET"] = self.deid_secret.reveal()
         for name, o in self.orthancs.items():
             if name == "orthanc":
                 continue

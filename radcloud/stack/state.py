@@ -102,8 +102,10 @@ class StateDir:
         """
         existing = self.load_json(self.credentials)
         if existing is not None:
-            if "token_secret" not in existing:  # a state dir from before the actions were deployed
-                existing["token_secret"] = secrets.token_urlsafe(40)
+            added = [k for k in ("token_secret", "deid_secret") if k not in existing]
+            for key in added:  # a state dir from before these secrets existed
+                existing[key] = secrets.token_urlsafe(40)
+            if added:
                 write_private(self.credentials, json.dumps(existing, indent=2) + "\n")
             return existing
         creds: dict[str, Any] = {
@@ -115,6 +117,7 @@ class StateDir:
             "secret_key": secrets.token_urlsafe(30),
         }
         creds["token_secret"] = secrets.token_urlsafe(40)  # signs users' tokens (the login action)
+        creds["deid_secret"] = secrets.token_urlsafe(40)  # deidentify's HMAC key (pseudonyms, UIDs)
         self.create()
         write_private(self.credentials, json.dumps(creds, indent=2) + "\n")
         return creds

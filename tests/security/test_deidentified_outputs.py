@@ -135,12 +135,22 @@ def test_whisk_job_never_publishes_unchecked_output(whisk_job, seeded):
     assert {k: check_output(v, originals) for k, v in data.items() if check_output(v, originals)} == {}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: dispatch/shard pass no RADCLOUD_DEID_SECRET (or any secret) into "
-                   "the plugin sandbox, so deidentify exits 2 and every deidentify job fails")
-def test_whisk_deidentify_job_succeeds_with_clean_outputs(whisk_job, seeded):
+def test_whisk_deidentify_job_succeeds_with_clean_outputs(world, whisk_job, seeded):
     study, series, _files = seeded
     job, data = whisk_job
     assert job["state"] == "succeeded", job["shards"][0].get("stderr_tail")
     originals = {"study": study, **{f"s{i}": s for i, s in enumerate(series)}}
     dicoms = [k for k in data if k.endswith(".dcm")]
     assert len(dicoms) == 5 and all(check_output(data[k], originals) == [] for k in data)
+    assert not [k for k in data if "deid-maps" in k]  # the map is no result...
+    from radcloud.storage import ObjectStore
+
+    store = ObjectStore.from_settings(world.settings)
+    maps = [o.key for o in store.list(f"deid-maps/{job['id']}/")]
+    assert len(maps) == len(job["shards"]) == 2, maps  # ...it is stored hospital-side, one per shard
+    stream = store.open(maps[0])
+    try:
+        assert PID.encode() in stream.read()  # and it does link back to the patient
+    finally:
+        stream.close()
+        stream.release_conn()

@@ -217,3 +217,27 @@ def test_deidentify_without_the_plugin_installed_is_404(world):
     with pytest.raises(NotFound) as err:
         world.make(FakeInvoker()).dispatch(req(inputs={"series": ["1.2.1"]}, options={"deidentify": True}), "a")
     assert "deidentify" in err.value.message
+
+
+def test_deidentify_without_the_secret_is_503_naming_the_setting_before_any_shard(world):
+    from pathlib import Path
+
+    from radcloud.errors import Unavailable
+
+    stage_series(world.store, "1.2", "1.2.1", 1)
+    real = Registry(Path(__file__).resolve().parents[2] / "plugins")
+    for request in (req(plugin="deidentify", inputs={"series": ["1.2.1"]}),
+                    req(plugin="dicom-tags", inputs={"series": ["1.2.1"]}, options={"deidentify": True})):
+        inv = FakeInvoker()
+        with pytest.raises(Unavailable) as err:
+            Dispatcher(world.jobs, world.cache, real, ManifestStaging(world.store, world.redis), inv
+                       ).dispatch(request, "alice")
+        assert err.value.status == 503 and err.value.field == "deid_secret"
+        assert "RADCLOUD_DEID_SECRET" in err.value.message
+        assert world.jobs.list() == [] and inv.calls == []
+    # With the setting, the job fans out and the secret stays out of the payload.
+    inv = FakeInvoker()
+    secret = "a-hospital-side-secret-0123456789"
+    answer = Dispatcher(world.jobs, world.cache, real, ManifestStaging(world.store, world.redis), inv,
+                        deid_secret=secret).dispatch(req(plugin="deidentify", inputs={"series": ["1.2.1"]}), "alice")
+    assert answer["job_id"] and len(inv.calls) == 1 and secret not in repr(inv.calls)

@@ -110,6 +110,18 @@ def test_check_descriptor_flags_store_true_on_non_bool():
     assert problems == ["parameter 'n': store_true needs type bool"]
 
 
+def test_deid_declaration_must_name_the_plugins_parameters():
+    params = [{"name": "secretEnv", "type": "str", "flag": "--secretEnv"},
+              {"name": "mapDir", "type": "str", "flag": "--mapDir"}]
+    good = {"name": "p", "parameters": params, "radcloud": {"deid": {"secret_param": "secretEnv", "map_param": "mapDir"}}}
+    assert check_descriptor(good) == []
+    bad = {**good, "radcloud": {"deid": {"secret_param": "secretEnv", "map_param": "out"}}}
+    assert check_descriptor(bad) == ["radcloud.deid.map_param must name one of the plugin's parameters"]
+    real = Registry(Path(__file__).resolve().parents[2] / "plugins")
+    assert real.get("deidentify").deid == {"secret_param": "secretEnv", "map_param": "mapDir"}
+    assert [n for n in real.names() if real.get(n).deid] == ["deidentify"]  # nobody else gets the secret
+
+
 def test_memory_and_cpu_strings():
     assert parse_memory("300Mi") == 300 * 1024**2
     assert parse_memory("2Gi") == 2 * 1024**3

@@ -65,6 +65,16 @@ def test_happy_path_uploads_outputs_with_md5_and_type(use_bwrap):
     assert not [k for k in probe["env"] if k.startswith(("RADCLOUD_S3", "RADCLOUD_REDIS", "AWS_"))]
 
 
+def test_the_deid_secret_reaches_only_plugins_that_declare_it():
+    store = FakeStore({"staged/j1/a.dcm": b"AAAA", "staged/j1/sub/b.dcm": b"BB"})
+    rep = RecordingReporter()
+    run_shard(spec("copy"), store=store, reporter=rep, registry=Registry(FIXTURES), use_bwrap=False,
+              deid_secret="a-hospital-side-secret-0123456789")
+    probe = json.loads(store.objects["results/j1/0/probe.json"])
+    assert rep.outcome["reason"] == "ok" and "RADCLOUD_DEID_SECRET" not in probe["env"]
+    assert not [k for k in store.objects if k.startswith("deid-maps/")]
+
+
 def test_crash_reports_exit_code_and_keeps_partial_output():
     summary, rep, store = run("crash")
     out = rep.outcome

@@ -15,6 +15,7 @@ import pytest
 
 from radcloud import sandbox
 from radcloud.plugins import Registry
+from radcloud.settings import Secret
 from radcloud.shard import run_shard
 from shard_fakes import FakeStore, RecordingReporter
 
@@ -35,13 +36,16 @@ def staged(tmp_path_factory) -> FakeStore:
     return FakeStore(objects)
 
 
-def shard(store: FakeStore, plugin: str, prefix: str, params=None, env=None):
+def shard(store: FakeStore, plugin: str, prefix: str, params=None, env=None, deid_secret=None, ok=True):
     rep = RecordingReporter()
     inputs = sorted(k for k in store.objects if k.startswith(prefix))
     summary = run_shard({"job_id": "j", "shard_id": f"j-{plugin}", "plugin": plugin, "params": params or {},
                          "inputs": inputs, "input_prefix": prefix, "output_prefix": f"results/j/{plugin}/",
-                         "env": env or {}}, store=store, reporter=rep, registry=REGISTRY, use_bwrap=USE_BWRAP)
+                         "env": env or {}}, store=store, reporter=rep, registry=REGISTRY, use_bwrap=USE_BWRAP,
+                        deid_secret=deid_secret)
     out = rep.outcome
+    if not ok:
+        return summary, out, rep
     assert out["reason"] == "ok", (out["message"], out["stderr_tail"])
     logs = "\n".join(rep.lines) + out["stderr_tail"] + json.dumps(rep.events)
     assert "DOE" not in logs and "MRN0001" not in logs and "19600101" not in logs  # no PHI in logs
@@ -71,11 +75,25 @@ def test_dcm2niix(staged):
     assert len(nii) == 1 and files[nii[0]]["content_type"] == "application/gzip"
 
 
-def test_deidentify_with_secret_from_the_spec(staged):
-    _, _, files = shard(staged, "deidentify", "staged/j/ct/", env={"RADCLOUD_DEID_SECRET": "s" * 24})
+def test_deidentify_with_the_deid_secret_setting_maps_hospital_side(staged):
+    # The caller tries to steer the key variable and the map into the outputs: both are overridden.
+    _, out, files = shard(staged, "deidentify", "staged/j/ct/", deid_secret=Secret("s" * 24),
+                          params={"secretEnv": "RADCLOUD_JOB_ID", "mapDir": "../outgoing/map"})
     dicoms = [k for k in files if k.endswith(".dcm")]
     assert len(dicoms) == 10 and all(k.startswith("2.25.") for k in dicoms)
     assert not any(b"MRN0001" in staged.objects[f"results/j/deidentify/{k}"] for k in dicoms)
+    reid = json.loads(staged.objects["deid-maps/j/j-deidentify.json"])
+    assert reid["patients"][0]["patient_id"] == "MRN0001" and len(reid["uids"]) >= 10
+    assert set(files) == {*dicoms, "deidentify.json"}  # the map is no output
+    assert not any(b"MRN0001" in staged.objects[o["key"]] for o in out["outputs"])
+
+
+def test_deidentify_without_the_setting_fails_before_running(staged):
+    # A secret in the payload's env is not the setting: the shard refuses without starting the plugin.
+    summary, out, rep = shard(staged, "deidentify", "staged/j/real/", env={"RADCLOUD_DEID_SECRET": "s" * 24},
+                              ok=False)
+    assert summary["status"] == "finishedWithError" and "deid_secret" in out["message"]
+    assert out["outputs"] == [] and not [e for kind, e in rep.events if kind == "started"]
 
 
 def test_segment_stats(staged):

@@ -41,3 +41,18 @@ def test_duplicates_collapse_and_unknown_kinds_are_refused():
         ManifestStaging(store).resolve({"series": [1]})
     with pytest.raises(NotFound):
         ManifestStaging(store).resolve({"prefixes": ["studies/9/9/"]})
+
+
+def test_reidentification_maps_are_never_inputs():
+    import json
+
+    from radcloud.errors import Forbidden
+
+    store = MemStore()
+    store.objects["deid-maps/j/s000.json"] = json.dumps({"patients": [], "uids": {}}).encode()
+    # A manifest (a plugin could write one into its outputs) pointing at a map is refused too.
+    store.objects["results/j/s000/manifest.json"] = json.dumps(
+        {"instances": [{"key": "deid-maps/j/s000.json"}], "complete": True, "series_uid": "9"}).encode()
+    for prefix in ("deid-maps/j/s000.json", "deid-maps/j/", "staged/../deid-maps/j/s000.json", "results/j/s000/"):
+        with pytest.raises(Forbidden):
+            ManifestStaging(store).resolve({"prefixes": [prefix]})
