@@ -20,9 +20,10 @@ SHOTS = ROOT / "artifacts" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def journey(site, tmp_path_factory):
+def journey(site, stack, tmp_path_factory):
     xdg = tmp_path_factory.mktemp("xdg")
     env = {**os.environ, "RC_UI": site.ui, "RC_USER": site.user, "RC_PASSWORD": site.password,
+           "RC_ORTHANC": stack.orthanc_url, "RC_ORTHANC_AUTH": ":".join(stack.orthanc_auth),
            "RC_ADMIN": site.admin, "RC_ADMIN_PASSWORD": site.admin_password,
            "RC_SHOTS": str(SHOTS), "XDG_CONFIG_HOME": str(xdg / "config"), "XDG_CACHE_HOME": str(xdg / "cache"),
            "HOME": str(xdg)}
@@ -88,6 +89,29 @@ def test_result_image_has_real_pixels(journey):
     stat = ImageStat.Stat(image)
     low, high = image.getextrema()
     assert image.width >= 64 and high - low > 50 and stat.stddev[0] > 10, (low, high, stat.stddev)
+
+
+def test_cancel_button_cancels_a_running_job(journey):
+    record = _ok(journey, "job-cancel")
+    assert record["state_before"] not in ("succeeded", "failed", "partial", "cancelled")
+    assert record["cancel_status"] == 200 and "Cancel requested" in record["toast"]
+    assert record["state"] == "cancelled" and record["cancel_button_left"] == 0
+
+
+def test_retry_button_reruns_the_failed_shards(journey):
+    record = _ok(journey, "job-retry")
+    assert record["first_state"] == "failed" and "--wc and --ww go together" in record["first_log"]
+    assert record["retry_status"] == 200 and record["retried"]
+    assert record["state_after_retry"] not in ("failed", "partial")  # reopened, then failed again
+    assert record["attempts"] and all(a >= 2 for a in record["attempts"])
+    assert record["state"] == "failed"
+
+
+def test_pull_of_a_series_the_pacs_lost_shows_the_error_then_retry_succeeds(journey):
+    record = _ok(journey, "pull-error-then-retry")
+    assert "has no SeriesInstanceUID" in record["error"] and record["restored"] and record["instances"] > 0
+    assert record["error_hidden_after_retry"]
+    assert record["series"] == [f"{record['instances']}/{record['instances']}"]
 
 
 def test_audit_trail_is_admin_only_and_records_the_search(journey):

@@ -1,11 +1,14 @@
 // Drives the radcloud web UI in headless Debian Chromium, one step after the
 // other, like a clinician: redirect → login → search (MRN, dates) → pull →
-// run dcm2png → watch → view. Prints one JSON line per step
+// run dcm2png → watch → view → cancel a job → retry a failed job → a pull the
+// PACS can no longer answer, then its retry. Prints one JSON line per step
 // ({step, ok, ms, detail|error}) and saves a screenshot per step; stops at the
 // first failed step (later ones depend on it). Driven by test_ui.py.
 //
 // env: RC_UI (the ui action's URL), RC_USER, RC_PASSWORD, RC_SHOTS (dir),
-//      RC_MRN, RC_DATE_FROM, RC_DATE_TO, RC_PLUGIN, RC_TIMEOUT_MS
+//      RC_MRN, RC_DATE_FROM, RC_DATE_TO, RC_PLUGIN, RC_TIMEOUT_MS,
+//      RC_ORTHANC + RC_ORTHANC_AUTH ("user:password": the pull-error step
+//      deletes a series behind the UI's back, then puts it back)
 import { chromium } from "playwright-core";
 import { mkdirSync, readFileSync } from "node:fs";
 
@@ -30,6 +33,31 @@ page.on("request", (r) => { const u = new URL(r.url()); if (!["127.0.0.1", "loca
 const consoleErrors = [];
 page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+// Orthanc's REST API, straight (not through radcloud): the PACS changing under the UI.
+async function orthanc(method, path, body) {
+  const headers = { Authorization: "Basic " + Buffer.from(env.RC_ORTHANC_AUTH || ":").toString("base64") };
+  const res = await fetch(env.RC_ORTHANC.replace(/\/$/, "") + path, { method, headers, body });
+  if (!res.ok) throw new Error(`Orthanc ${method} ${path}: ${res.status}`);
+  return res;
+}
+
+const FINAL = ["succeeded", "failed", "partial", "cancelled"];
+const jobState = () => page.textContent("#job-state");
+
+// Run PLUGIN on the last pull's series from the Run page; returns the job id.
+async function runPlugin(params = {}) {
+  await page.goto(`${UI}/run`);
+  await page.waitForSelector(`#plugin-list input[value="${PLUGIN}"]`, { timeout: 15000 });
+  await page.check(`#plugin-list input[value="${PLUGIN}"]`);
+  await page.waitForSelector("#run-btn:not([disabled])");
+  for (const [name, value] of Object.entries(params)) await page.fill(`#param-fields [name="${name}"]`, String(value));
+  await page.check("#opt-force");   // never a cached result: these jobs must really run
+  await page.click("#run-btn");
+  await page.waitForURL(/\/ui\/jobs\?job=/, { timeout: 20000 });
+  await page.waitForSelector("#job-state", { timeout: 20000 });
+  return new URL(page.url()).searchParams.get("job");
+}
 
 let n = 0;
 async function step(name, fn) {
@@ -182,6 +210,91 @@ const ok = await (async () => {
     await page.locator("#viewer").screenshot({ path: `${SHOTS}/viewer-high-contrast.png` });
     return { first_thumbnail_ms: firstThumbMs, canvas: stats, canvas_png: `${SHOTS}/canvas.png`, slice_after_arrow: await page.textContent("#slice-label") };
   })) return false;
+  if (!await step("job-cancel", async () => {
+    const job = await runPlugin({ compressLevel: 9 });
+    const seen = await jobState();
+    if (FINAL.includes(seen)) throw new Error(`job ${seen} before it could be cancelled`);
+    const [resp] = await Promise.all([
+      page.waitForResponse((r) => r.url().includes("/cancel") && r.request().method() === "POST", { timeout: 15000 }),
+      page.click('#job-detail button:text-is("Cancel")')]);
+    const toast = await page.waitForSelector('#toast div:has-text("Cancel requested")', { timeout: 5000 }).then((e) => e.textContent());
+    await page.waitForFunction(() => document.querySelector("#job-state")?.textContent === "cancelled", null, { timeout: 30000, polling: 250 });
+    const cancelBtn = await page.$$('#job-detail button:text-is("Cancel")');
+    return { job, state_before: seen, cancel_status: resp.status(), toast, state: await jobState(),
+             reason: await page.$$eval("#job-detail p.error", (ns) => ns.map((x) => x.textContent).join("")),
+             cancel_button_left: cancelBtn.length };
+  })) return false;
+
+  if (!await step("job-retry", async () => {
+    // --wc without --ww: dcm2png refuses it (exit 2) in every shard, every time
+    const t00 = Date.now();
+    const job = await runPlugin({ wc: 40 });
+    await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.textContent), FINAL, { timeout: LONG, polling: 250 });
+    const firstMs = Date.now() - t00;
+    const first = await jobState();
+    if (first !== "failed") throw new Error(`job ended ${first}, expected failed`);
+    const log = await page.$$eval("#job-detail details[open] pre.log", (ns) => ns.map((x) => x.textContent).join("\n"));
+    // Status answers after the retry's must say failed again (the shards reran and failed).
+    let retried = false;
+    page.on("response", (r) => { if (r.url().includes("/retry") && r.request().method() === "POST") retried = true; });
+    const again = page.waitForResponse(async (r) => retried && r.url().includes(`/status/${job}`) && r.request().method() === "GET" &&
+                                                    (await r.json().catch(() => ({}))).state === "failed", { timeout: LONG });
+    const [resp] = await Promise.all([
+      page.waitForResponse((r) => r.url().includes("/retry") && r.request().method() === "POST", { timeout: 15000 }),
+      page.click('#job-detail button:has-text("Retry failed shards")')]);
+    const body = await resp.json();
+    await page.waitForSelector('#toast div:has-text("Failed shards restarted")', { timeout: 5000 });
+    const after = await (await again).json();
+    await page.waitForFunction(() => document.querySelector("#job-state")?.textContent === "failed", null, { timeout: 10000 });
+    return { job, first_state: first, first_log: log.slice(-200), retry_status: resp.status(), retried: body.retried || [],
+             first_run_ms: firstMs, state_after_retry: body.state, attempts: (after.shards || []).map((x) => x.attempt), state: await jobState() };
+  })) return false;
+
+  if (!await step("pull-error-then-retry", async () => {
+    const t00 = Date.now();
+    await page.goto(`${UI}/search`);
+    await page.fill("#mrn", MRN);
+    await page.click("#search-btn");
+    await page.waitForSelector("#results tr.study td:nth-child(2) button", { timeout: 20000 });
+    await page.click("#results tr.study td:nth-child(2) button");
+    await page.waitForSelector("#results tr.series input[type=checkbox]", { timeout: 20000 });
+    await page.check("#results tr.series input[type=checkbox] >> nth=0");
+    await page.click("#pull-btn");
+    await page.waitForSelector("#start-pull:not([disabled])", { timeout: 10000 });
+    const uid = await page.evaluate(() => window.RC.state.get("selection").series[0].SeriesInstanceUID);
+    // The PACS loses the series after the search answered: keep its files, delete it.
+    const t = { selected: Date.now() - t00 };
+    const [found] = await (await orthanc("POST", "/tools/lookup", uid)).json();
+    if (!found || found.Type !== "Series") throw new Error(`Orthanc does not know series ${uid}`);
+    const instances = (await (await orthanc("GET", `/series/${found.ID}`)).json()).Instances.length;
+    // One ZIP out, one ZIP back in (Orthanc's POST /instances takes archives): the same bytes, the same ids.
+    const archive = Buffer.from(await (await orthanc("GET", `/series/${found.ID}/archive`)).arrayBuffer());
+    await orthanc("DELETE", `/series/${found.ID}`);
+    t.deleted = Date.now() - t00;
+    let error, restored = false;
+    try {
+      await page.click("#start-pull");
+      await page.waitForSelector("#pull-error:not([hidden])", { timeout: 20000 });
+      error = await page.textContent("#pull-error");
+      t.error_shown = Date.now() - t00;
+      if (await page.isDisabled("#start-pull")) throw new Error("no way to retry: Start pull stays disabled");
+      await page.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-pull-error.png`, fullPage: true });
+    } finally {
+      const back = await (await orthanc("POST", "/instances", archive)).json();   // the PACS has it again
+      restored = (Array.isArray(back) ? back : [back]).filter((x) => x.ID).length === instances;
+      t.restored = Date.now() - t00;
+    }
+    const t0 = Date.now();
+    await page.click("#start-pull");
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll(".pull-item .row[data-series]")];
+      return rows.length && rows.every((r) => r.dataset.state === "succeeded");
+    }, null, { timeout: LONG, polling: 250 });
+    const counts = await page.$$eval(".pull-item .row[data-series] .count", (s) => s.map((x) => x.textContent));
+    return { instances, error, restored, timings_ms: t, error_hidden_after_retry: await page.isHidden("#pull-error"),
+             retry_ms: Date.now() - t0, series: counts };
+  })) return false;
+
   if (!await step("admin-audit-trail", async () => {
     // the clinician may not read the trail; an admin sees who searched for whom
     await page.goto(`${UI}/audit`);
