@@ -64,12 +64,14 @@ class Request:
     path: str = ""
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     web: bool = False
+    # A later component of a web sequence: the address the first one saw.
+    sequence_client: str = ""
 
     @property
     def client(self) -> str:
         """Best-effort caller address for the audit trail."""
         forwarded = self.headers.get("x-forwarded-for", "")
-        return forwarded.split(",")[0].strip() or "unknown"
+        return forwarded.split(",")[0].strip() or self.sequence_client or "unknown"
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> "Request":
@@ -88,6 +90,7 @@ class Request:
 
 
 _PRINCIPAL = "_principal"
+_CLIENT = "_client"  # the web caller's address, passed on like _principal (for the audit trail)
 _SHAPED = ("statusCode", "headers", "body")
 
 
@@ -103,10 +106,11 @@ def _is_web_shaped(args: Mapping[str, Any]) -> bool:
 
 
 def _unwrap(args: Mapping[str, Any]) -> dict[str, Any]:
-    """The body is the real input; ``_principal`` (set by :func:`run`, never
-    by a caller) says for whom the sequence runs."""
+    """The body is the real input; ``_principal`` and ``_client`` (set by
+    :func:`run`, never by a caller) say for whom, and from where, the
+    sequence runs."""
     unwrapped = {k: v for k, v in args.items() if k not in _SHAPED}
-    unwrapped.update({k: v for k, v in args["body"].items() if k != _PRINCIPAL})
+    unwrapped.update({k: v for k, v in args["body"].items() if k not in (_PRINCIPAL, _CLIENT)})
     return unwrapped
 
 
@@ -143,14 +147,20 @@ def run(args: Mapping[str, Any], handler: Handler, *, roles: tuple[str, ...] = A
             args = _unwrap(args)
         settings = settings_from(args)
         request = Request.from_args(args)
+        if in_web_sequence:
+            request.sequence_client = str(args.get(_CLIENT) or "")
+            request.params.pop(_CLIENT, None)
         principal = None
         if not public:
             from radcloud import auth  # late: auth needs Redis only when used
 
             principal = auth.authenticate(request, settings, roles, args)
         result = handler(request, settings, principal)
-        if principal is not None and request.web:
-            _audit(settings, principal, request, result)
+        # A later component of a web sequence acts for the web caller (a
+        # direct invocation, but not the system's own work): audited as them.
+        acting_for_caller = in_web_sequence and getattr(principal, "kind", "system") != "system"
+        if principal is not None and (request.web or acting_for_caller):
+            _audit(settings, principal, request, result, sequence=acting_for_caller)
     except RadcloudError as exc:
         log.info("request refused: %s %s", exc.status, exc.code)
         return _shape_error(exc, request)
@@ -165,12 +175,13 @@ def run(args: Mapping[str, Any], handler: Handler, *, roles: tuple[str, ...] = A
             # Not rendered (the web layer reads statusCode/headers/body only):
             # the next component of a web sequence acts for this caller.
             shaped[_PRINCIPAL] = principal.to_param()
+            shaped[_CLIENT] = request.client
         return shaped
     return result if isinstance(result, dict) else {"result": result}
 
 
-def _audit(settings: Settings, principal: Any, request: Request, result: Any) -> None:
-    """Append the request to the audit trail if it touched patient data.
+def _audit(settings: Settings, principal: Any, request: Request, result: Any, *, sequence: bool = False) -> None:
+    """Append the request (or web-sequence step) to the audit trail if it touched patient data.
 
     Inside the guard on purpose: if the trail cannot be written, the caller
     gets an error instead of unaudited patient data.
@@ -179,7 +190,7 @@ def _audit(settings: Settings, principal: Any, request: Request, result: Any) ->
 
     action = os.environ.get("__OW_ACTION_NAME", "").rsplit("/", 1)[-1]
     if action in audit.AUDITED:
-        audit.after_request(auth.redis_client(settings), action, principal, request, result)
+        audit.after_request(auth.redis_client(settings), action, principal, request, result, sequence=sequence)
 
 
 def _shape_error(exc: BaseException, request: Request | None) -> dict[str, Any]:

@@ -13,6 +13,11 @@ is the operator's decision (``XTRIM`` by hand, after export).
 Each entry holds ``when`` (ISO 8601 UTC), ``who``, ``role``, ``action``,
 ``client`` (the caller's address), ``outcome`` and ``what`` (a JSON object
 of the identifiers passed as keyword arguments).
+
+The later components of a web sequence (``pull-and-run``: retrieve, then
+dispatch) are direct invocations, but they act for the web caller; they are
+recorded as that caller, from the address the first component saw, with
+``"via": "sequence"`` in ``what``.
 """
 
 from __future__ import annotations
@@ -155,6 +160,16 @@ def targets_of(action: str, params: dict[str, Any], path: str, result: Any) -> d
     for key, name in _PARAM_TARGETS.items():
         if key in params and _as_list(params[key]):
             targets[name] = _as_list(params[key])
+    carried = params.get("run")  # pull-and-run carries the run request to dispatch
+    if action == "dispatch" and isinstance(carried, dict) and "plugin" not in targets and _as_list(carried.get("plugin")):
+        targets["plugin"] = _as_list(carried.get("plugin"))
+    given = params.get("items")  # retrieve of a query's answer (what pull-and-run stages)
+    if action == "retrieve" and isinstance(given, list):
+        for key, name in (("PatientID", "patient_ids"), ("StudyInstanceUID", "study_uids"),
+                          ("SeriesInstanceUID", "series_uids")):
+            found = list(dict.fromkeys(str(i[key]) for i in given if isinstance(i, dict) and i.get(key)))
+            if found:
+                targets.setdefault(name, found[:MATCHES_MAX])
     first = path.strip("/").split("/")[0] if path.strip("/") else ""
     if first and action in ("results", "retrieve"):
         targets.setdefault("job_id" if action == "results" else "retrieve_id", [first])
@@ -173,13 +188,17 @@ def targets_of(action: str, params: dict[str, Any], path: str, result: Any) -> d
     return targets
 
 
-def after_request(redis: Any, action: str, principal: Any, request: Any, result: Any) -> str | None:
-    """Record a web request to a patient-data action; None when not audited."""
-    if action not in AUDITED or not getattr(request, "web", False) or _is_poll(action, request):
+def after_request(redis: Any, action: str, principal: Any, request: Any, result: Any, *,
+                  sequence: bool = False) -> str | None:
+    """Record a web request, or a web-sequence step acting for its caller
+    (``sequence=True``), to a patient-data action; None when not audited."""
+    if action not in AUDITED or not (sequence or getattr(request, "web", False)) or _is_poll(action, request):
         return None
     method = getattr(request, "method", "")
-    return record(redis, principal, f"{action}:{method}" if method != "post" else action, request,
-                  **targets_of(action, getattr(request, "params", {}) or {}, getattr(request, "path", ""), result))
+    targets = targets_of(action, getattr(request, "params", {}) or {}, getattr(request, "path", ""), result)
+    if sequence:
+        targets["via"] = "sequence"
+    return record(redis, principal, f"{action}:{method}" if method != "post" else action, request, **targets)
 
 
 def _is_poll(action: str, request: Any) -> bool:

@@ -43,14 +43,17 @@ def test_the_job_belongs_to_the_caller_who_can_watch_it(world, pulled):
     assert status == 404, body
 
 
-@pytest.mark.xfail(strict=True, reason="bug: audit.after_request records web requests only, so the retrieve and "
-                   "dispatch that pull-and-run runs for the caller (direct invocations) are not in the audit trail")
 def test_the_whole_sequence_is_audited_for_the_caller(world, pulled):
     import json
 
     entries = world.web("audit", query="limit=500", token=world.tokens["admin"])[2]["entries"]
     mine = [e for e in entries if e.get("who") == "clinician" and pulled["id"] in json.dumps(e)]
     assert any(str(e.get("action", "")).startswith("dispatch") for e in mine), mine
+    (dispatched,) = [e for e in mine if e["action"] == "dispatch"]
+    staged = [e for e in entries if e.get("who") == "clinician" and e["action"] == "retrieve"
+              and e["what"].get("retrieve_id") == dispatched["what"].get("retrieve_id")]
+    assert staged and staged[0]["what"]["via"] == "sequence" and staged[0]["what"].get("study_uids"), staged
+    assert dispatched["client"] == staged[0]["client"]  # where the web caller came from (unit: test_audit.py)
 
 
 def test_errors_of_later_components_reach_the_caller_as_json(world):

@@ -159,6 +159,39 @@ def test_run_audits_patient_data_actions_only(redis, redis_server, monkeypatch):
     assert audit.page(redis)["total"] == 1
 
 
+def test_web_sequence_steps_are_audited_as_the_caller(redis, redis_server, monkeypatch):
+    """pull-and-run's retrieve and dispatch are direct invocations acting for the web caller."""
+    from radcloud.action import run
+
+    store = UserStore(redis)
+    store.add("carol", "clinician", PW)
+    s = Settings.load({"token_secret": SECRET}, environ={})
+    headers = {"authorization": "Bearer " + auth.issue_token(s, store.get("carol"))}
+    monkeypatch.setenv("__OW_ACTION_NAME", "/guest/radcloud/query")
+    first = run(web(redis_server, "post", headers, PatientID="RC7", run={"plugin": "noop"}),
+                lambda r, st, p: {"items": [{"PatientID": "RC7", "StudyInstanceUID": "1.2.7"}], "run": r.params["run"]})
+    # OpenWhisk hands the first answer (plus the bound settings) to the next component;
+    # a caller's own _client/_principal inside the body are ignored.
+    first["body"].update(_client="6.6.6.6", _principal={"name": "admin", "role": "admin"})
+    monkeypatch.setenv("__OW_ACTION_NAME", "/guest/radcloud/retrieve")
+    second = run({**first, "redis_url": redis_server},
+                 lambda r, st, p: {"retrieve_id": "r7", "state": "running", "run": r.params["run"]})
+    monkeypatch.setenv("__OW_ACTION_NAME", "/guest/radcloud/dispatch")
+    third = run({**second, "redis_url": redis_server}, lambda r, st, p: {"job_id": "j7", "state": "staging"})
+    assert third["statusCode"] == 200
+    entries = {e["action"]: e for e in audit.page(redis)["entries"]}
+    assert set(entries) == {"query", "retrieve", "dispatch"}
+    assert {(e["who"], e["client"]) for e in entries.values()} == {("carol", "10.1.2.3")}
+    assert entries["retrieve"]["what"] == {"patient_ids": ["RC7"], "study_uids": ["1.2.7"], "retrieve_id": ["r7"],
+                                          "via": "sequence"}
+    assert entries["dispatch"]["what"] == {"job_id": ["j7"], "plugin": ["noop"], "retrieve_id": ["r7"],
+                                           "via": "sequence"}
+    # Plain direct invocations (system work, or a trusted caller naming a user) stay unaudited.
+    run({"redis_url": redis_server, "job_id": "j8"}, lambda r, st, p: {"job_id": "j8"})
+    run({"redis_url": redis_server, "_principal": {"name": "carol", "role": "clinician"}}, lambda r, st, p: {})
+    assert audit.page(redis)["total"] == 3
+
+
 def test_unwritable_audit_withholds_the_data(redis, redis_server, monkeypatch):
     """If the trail cannot be written, the caller gets an error, not unaudited data."""
     from radcloud.action import run
