@@ -23,7 +23,7 @@
     const text = typeof err === "string" ? err : (err && (err.message || err.reason || err.error)) || "";
     if (/timed? ?out/i.test(text)) return "The PACS took too long to answer. Retry; if it keeps failing, the PACS may be overloaded.";
     if (/unreachable|connection|refused/i.test(text)) return "The PACS could not be reached. Retry in a minute.";
-    if (/not found|unknown/i.test(text)) return "The PACS no longer has these images (or the identifier is wrong).";
+    if (/not found|unknown|has no/i.test(text)) return "The PACS no longer has these images (or the identifier is wrong).";
     if (/md5|checksum/i.test(text)) return "An image arrived damaged. Retry to copy it again.";
     return text || "This series could not be copied. Retry.";
   }
@@ -96,15 +96,20 @@
       if (Array.isArray(res.series)) renderStatus(res);
       poll();
     } catch (err) {
-      showError($("#pull-error"), err);
+      // Plain words first, the server's own message after (it names the input).
+      const said = (err && err.message) || String(err);
+      const words = plain(said);
+      showError($("#pull-error"), words === said ? err : { message: `${words} (${said})` });
       startBtn.disabled = false;
     }
   }
 
   function retry() {
-    // A rerun of the same retrieve skips what is already staged (same MD5)
-    // and finishes the rest, so retrying the whole request is cheap.
-    start({ ...(pull && pull.body), retrieve_id: pull && pull.retrieve_id });
+    // A new retrieve of the same request: it skips what is already staged
+    // (same MD5) and finishes the rest, so retrying the whole request is
+    // cheap. Never send the old retrieve_id: the action answers a call that
+    // carries one with that retrieve's status, so nothing would rerun.
+    if (pull && pull.body) start({ ...pull.body });
   }
 
   startBtn.addEventListener("click", () => {
