@@ -108,10 +108,18 @@ def test_retry_button_reruns_the_failed_shards(journey):
 
 
 def test_pull_of_a_series_the_pacs_lost_shows_the_error_then_retry_succeeds(journey):
-    record = _ok(journey, "pull-error-then-retry")
-    assert "has no SeriesInstanceUID" in record["error"] and record["restored"] and record["instances"] > 0
-    assert record["error_hidden_after_retry"]
+    record = _ok(journey, "pull-errors-then-retry")
+    assert record["error"].startswith("The PACS no longer has these images")   # plain words first
+    assert "has no SeriesInstanceUID" in record["error"]                          # then the server's detail
+    assert record["restored"] and record["instances"] > 0 and record["error_hidden_after_retry"]
     assert record["series"] == [f"{record['instances']}/{record['instances']}"]
+
+
+def test_a_failed_series_retry_button_starts_a_new_retrieve(journey):
+    record = _ok(journey, "pull-errors-then-retry")
+    assert "could not be reached" in record["series_error"]
+    body = record["rerun_body"]
+    assert "retrieve_id" not in body and body.get("SeriesInstanceUID")   # a rerun, not a status read
 
 
 def test_audit_trail_is_admin_only_and_records_the_search(journey):

@@ -1,7 +1,7 @@
 // Drives the radcloud web UI in headless Debian Chromium, one step after the
 // other, like a clinician: redirect → login → search (MRN, dates) → pull →
 // run dcm2png → watch → view → cancel a job → retry a failed job → a pull the
-// PACS can no longer answer, then its retry. Prints one JSON line per step
+// PACS can no longer answer, then its retry; a failed series' Retry button. Prints one JSON line per step
 // ({step, ok, ms, detail|error}) and saves a screenshot per step; stops at the
 // first failed step (later ones depend on it). Driven by test_ui.py.
 //
@@ -250,7 +250,7 @@ const ok = await (async () => {
              first_run_ms: firstMs, state_after_retry: body.state, attempts: (after.shards || []).map((x) => x.attempt), state: await jobState() };
   })) return false;
 
-  if (!await step("pull-error-then-retry", async () => {
+  if (!await step("pull-errors-then-retry", async () => {
     const t00 = Date.now();
     await page.goto(`${UI}/search`);
     await page.fill("#mrn", MRN);
@@ -291,7 +291,31 @@ const ok = await (async () => {
       return rows.length && rows.every((r) => r.dataset.state === "succeeded");
     }, null, { timeout: LONG, polling: 250 });
     const counts = await page.$$eval(".pull-item .row[data-series] .count", (s) => s.map((x) => x.textContent));
-    return { instances, error, restored, timings_ms: t, error_hidden_after_retry: await page.isHidden("#pull-error"),
+    const firstRetrieve = await page.evaluate(() => window.RC.state.get("pull").retrieve_id);
+    // The per-series Retry button. A series failing after the pull started
+    // cannot be staged deterministically here (the worker races any delete),
+    // so ONE status answer is rewritten to say the series failed (server-side
+    // reporting of that is covered by tests/reliability/test_faults.py); the
+    // rerun the button starts is real.
+    await page.route(/\/retrieve\?.*retrieve_id=/, async (route) => {
+      const real = await (await route.fetch()).json();
+      for (const se of real.series) Object.assign(se, { state: "failed", reason: "Orthanc unreachable: ConnectionError" });
+      await route.fulfill({ json: { ...real, state: "failed", series_done: 0 } });
+    }, { times: 1 });
+    await page.reload();
+    await page.waitForSelector('.pull-item button:text-is("Retry")', { timeout: 15000 });
+    const seriesError = await page.$$eval(".pull-item .error", (ns) => ns.map((x) => x.textContent).join(" "));
+    await page.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-pull-series-failed.png`, fullPage: true });
+    const [rerun] = await Promise.all([
+      page.waitForRequest((r) => /\/retrieve(\?|$)/.test(r.url()) && r.method() === "POST", { timeout: 10000 }),
+      page.click('.pull-item button:text-is("Retry")')]);
+    await page.waitForFunction((old) => {
+      const rows = [...document.querySelectorAll(".pull-item .row[data-series]")];
+      const now = window.RC.state.get("pull");
+      return now && now.retrieve_id !== old && rows.length && rows.every((r) => r.dataset.state === "succeeded");
+    }, firstRetrieve, { timeout: LONG, polling: 250 });
+    return { instances, error, restored, timings_ms: t, series_error: seriesError,
+             rerun_body: rerun.postDataJSON(), error_hidden_after_retry: await page.isHidden("#pull-error"),
              retry_ms: Date.now() - t0, series: counts };
   })) return false;
 
