@@ -1,10 +1,12 @@
 """The world an end-to-end job test runs in: the real stack + localwhisk + radcloud deployed.
 
 ``JobWorld.up(tmp)`` starts Orthanc, Redis and SeaweedFS (radcloud.stack),
-seeds a small multi-series study, starts a localwhisk server whose
-``radcloud-runtime`` image is this checkout, and deploys deploy/manifest.yaml
-plus one ``plugin-<name>`` action per plugin used here (the body is
-functions/shard). Shared by tests/e2e/test_job_flow.py and bench/.
+starts a localwhisk server with the images file ``radcloud deploy --local``
+uses (radcloud.deploy.local_images: every image is this checkout, common
+modules preloaded) and deploys deploy/manifest.yaml the same way, plus one
+``plugin-<name>`` action per fixture plugin in ``plugins_dir`` (derived from
+its descriptor like the manifest's own). Shared by tests/e2e/test_job_flow.py,
+test_pfcon_flow.py and tests/reliability/rcworld.py.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import secrets
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,11 @@ from typing import Any
 import numpy as np
 import pydicom
 import requests
-import yaml
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-ROOT = Path(__file__).resolve().parents[2]
 # Outside /tmp on purpose: localwhisk gives each action a private /tmp.
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"  # dcm2png and copy are symlinks
-PLUGINS = ("dcm2png", "copy", "flaky", "noop")
-IMAGE = "radcloud-runtime"
 
 
 def ct_instance(study: str, series: str, number: int, series_number: int, size: int = 64) -> bytes:
@@ -68,10 +65,11 @@ class JobWorld:
         self.tmp, self.stack, self.endpoints, self.whisk, self.redis = tmp, stack, endpoints, whisk, redis
 
     @classmethod
-    def up(cls, tmp: Path, *, shard_timeout_s: int = 30) -> "JobWorld":
+    def up(cls, tmp: Path, *, shard_timeout_s: int = 30, plugins_dir: Path = PLUGINS_DIR) -> "JobWorld":
         import redis as redis_lib
 
         from localwhisk.testing import Server
+        from radcloud import deploy
         from radcloud.stack import DEFAULT_SERVICES, Ports, Stack
         from radcloud.stack.install import find
 
@@ -80,33 +78,24 @@ class JobWorld:
             raise RuntimeError(f"missing binaries: {binaries.missing}")
         stack = Stack(tmp / "stack", Ports.ephemeral(), binaries=binaries, timeout_s=60)
         endpoints = stack.up(DEFAULT_SERVICES, install_missing=False)
-        env = {**endpoints.env(), "RADCLOUD_PLUGINS_DIR": str(PLUGINS_DIR),
-               "RADCLOUD_SHARD_TIMEOUT_S": str(shard_timeout_s), "RADCLOUD_RUNTIME_IMAGE": IMAGE,
+        env = {**endpoints.env(), "RADCLOUD_SHARD_TIMEOUT_S": str(shard_timeout_s),
                "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40)}
+        env.update(deploy.local_image_env(env))
         images = tmp / "images.json"
-        images.write_text(json.dumps({IMAGE: {"python": sys.executable, "pythonpath": [str(ROOT)], "env": env}}))
+        images.write_text(json.dumps(deploy.local_images(env, plugins_dir=plugins_dir)))
         whisk = Server(tmp / "whisk", extra_args=["--images-file", str(images)], env=env, max_concurrent=30)
         whisk.start()
         world = cls(tmp, stack, endpoints, whisk,
                     redis_lib.Redis.from_url(endpoints.redis_url.reveal(), decode_responses=True))
-        world.env = env
+        world.env, world.plugins_dir = env, plugins_dir
         world.deploy()
         return world
 
     def deploy(self) -> None:
-        manifest = yaml.safe_load((ROOT / "deploy" / "manifest.yaml").read_text())
-        actions = manifest["project"]["packages"]["radcloud"]["actions"]
-        for name, spec in actions.items():
-            spec["function"] = str((ROOT / "deploy" / spec["function"]).resolve())  # wskdeploy: relative to the manifest
-            if name.startswith("plugin-"):
-                spec["docker"] = "${RADCLOUD_RUNTIME_IMAGE}"  # no per-plugin images here: this checkout
-        for name in PLUGINS:
-            actions[f"plugin-{name}"] = {"function": str(ROOT / "functions" / "shard"), "runtime": "python:3.11",
-                                         "docker": "${RADCLOUD_RUNTIME_IMAGE}", "web": False,
-                                         "limits": {"timeout": 120000, "memorySize": 512}}
-        path = self.tmp / "manifest.yaml"
-        path.write_text(yaml.safe_dump(manifest))
-        self.whisk.deploy(path, environ=self.env)
+        """Deploy (again, e.g. after changing ``self.env``) as ``radcloud deploy --local`` does."""
+        from radcloud import deploy
+
+        deploy.deploy(self.whisk.api_host, self.whisk.auth, self.env, plugins_dir=self.plugins_dir)
 
     def down(self) -> None:
         try:

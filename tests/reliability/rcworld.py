@@ -21,12 +21,10 @@ from typing import Any
 import pydicom
 import requests
 
-import jobflow
 from jobflow import JobWorld, ct_instance
 
 HERE = Path(__file__).resolve().parent
-PLUGINS_DIR = HERE / "plugins"
-PLUGINS = ("dcm2png", "copy", "noop", "misbehave", "deidentify")
+PLUGINS_DIR = HERE / "plugins"  # each gets a plugin-<name> action (JobWorld.up)
 ROLES = ("clinician", "researcher", "admin")
 PASSWORD = "correct horse battery"
 
@@ -35,15 +33,9 @@ class RcWorld(JobWorld):
     tokens: dict[str, str]
 
     @classmethod
-    def up(cls, tmp: Path, *, shard_timeout_s: int = 30) -> "RcWorld":  # type: ignore[override]
-        # JobWorld.up reads these module globals while it starts and deploys;
-        # pointing them at this tier's plugins for that call is all we change.
-        saved = jobflow.PLUGINS_DIR, jobflow.PLUGINS
-        jobflow.PLUGINS_DIR, jobflow.PLUGINS = PLUGINS_DIR, PLUGINS
-        try:
-            world = super().up(tmp, shard_timeout_s=shard_timeout_s)
-        finally:
-            jobflow.PLUGINS_DIR, jobflow.PLUGINS = saved
+    def up(cls, tmp: Path, *, shard_timeout_s: int = 30,  # type: ignore[override]
+           plugins_dir: Path = PLUGINS_DIR) -> "RcWorld":
+        world = super().up(tmp, shard_timeout_s=shard_timeout_s, plugins_dir=plugins_dir)
         world.__class__ = cls
         world.add_users()
         return world

@@ -2,7 +2,8 @@
 
 ``stack`` (Orthanc + Redis + S3, from tests/integration/conftest.py), the
 sample studies seeded into Orthanc, a localwhisk server with
-deploy/manifest.yaml deployed onto it, and one clinician account. The
+deploy/manifest.yaml deployed onto it as ``radcloud deploy --local`` does
+(radcloud.deploy), and a clinician and an admin account. The
 browser then only ever talks HTTP to localwhisk's web actions, as a user's
 would.
 """
@@ -30,7 +31,6 @@ _spec.loader.exec_module(_integration)
 stack = _integration.stack
 _services_back_up = _integration._services_back_up
 
-IMAGE = "radcloud-runtime"  # stands in for the runtime and plugin images
 USER, PASSWORD = "dr.jones", "correct horse battery staple"
 ADMIN, ADMIN_PASSWORD = "it.admin", "another long admin secret"
 
@@ -54,49 +54,21 @@ def browser_ready(require):
             "playwright-core missing: cd tests/e2e/browser && npm ci")
 
 
-def _manifest(tmp: Path) -> Path:
-    """deploy/manifest.yaml with absolute function paths, minus actions not written yet.
-
-    wskdeploy resolves ``function:`` against the manifest's folder; writing the
-    copy elsewhere needs absolute paths. Skipping an action whose code does
-    not exist yet lets the UI's finished steps run while others land.
-    """
-    import yaml
-
-    doc = yaml.safe_load((ROOT / "deploy" / "manifest.yaml").read_text())
-    for package in doc["project"]["packages"].values():
-        actions = package.get("actions") or {}
-        for name in list(actions):
-            function = actions[name].get("function", "")
-            path = ROOT / function
-            if not path.exists():
-                path = ROOT / "deploy" / function
-            if function and not (path / "__main__.py").exists() and not path.is_file():
-                del actions[name]
-                continue
-            if function:
-                actions[name]["function"] = str(path.resolve())
-            if actions[name].get("docker"):
-                # every image, plugins included, runs as this checkout (see --images-file)
-                actions[name]["docker"] = IMAGE
-    target = tmp / "manifest.yaml"
-    target.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return target
-
-
 @pytest.fixture(scope="session")
 def site(stack, tmp_path_factory, browser_ready):
     from localwhisk.testing import Server
+    from radcloud import deploy
     from radcloud.samples.seed import seed_orthanc
     from radcloud.users import UserStore
 
     seed_orthanc(stack.settings, include_pydicom_files=False)
     env = {**stack.env(), "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(32)}
+    env.update(deploy.local_image_env(env))
     tmp = tmp_path_factory.mktemp("whisk")
-    images = tmp / "images.json"
-    images.write_text(json.dumps({IMAGE: {"python": sys.executable, "pythonpath": [str(ROOT)], "env": env}}))
+    images = tmp / "images.json"  # what `radcloud deploy --local` runs with: the checkout, preloaded
+    images.write_text(json.dumps(deploy.local_images(env)))
     with Server(tmp / "state", extra_args=["--images-file", str(images)], env=env) as whisk:
-        whisk.deploy(_manifest(tmp), environ=env)
+        deploy.deploy(whisk.api_host, whisk.auth, env)
         store = UserStore(stack.redis)
         if store.get(USER) is None:
             store.add(USER, "clinician", PASSWORD)
