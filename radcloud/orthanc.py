@@ -89,6 +89,22 @@ class Orthanc:
         """``/system``: a cheap health and credentials check."""
         return self._json("GET", "/system")
 
+    def store_instance(self, data: bytes) -> dict:
+        """``POST /instances``: store one DICOM file; Orthanc's answer (``Status``, ``ID``, ...).
+
+        ``Status`` is ``"Success"`` or ``"AlreadyStored"`` (an Orthanc with
+        OverwriteInstances answers ``"Success"`` to a re-upload too). A file
+        Orthanc cannot parse is a :class:`BadRequest`.
+        """
+        resp = self._request("POST", "/instances", data=data)
+        try:
+            answer = resp.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise UpstreamError("Orthanc answered POST /instances with non-JSON")
+        return answer
+
     def find(self, level: str, query: dict[str, str], *, expand: bool = True,
              limit: int | None = None, since: int | None = None) -> list[Any]:
         """``POST /tools/find``: one round trip; expanded resources when ``expand``."""

@@ -100,3 +100,38 @@ def test_wait_job_polls_until_done_and_times_out():
     with pytest.raises(UpstreamError, match="still Running"):
         Orthanc("http://o", session=Jobs(["Running"])).wait_job(
             "j", timeout_s=3, sleep=lambda s: None, clock=lambda: next(now))
+
+
+class _Store(FakeOrthanc):
+    """Answers POST /instances like Orthanc: AlreadyStored the second time, 400 for non-DICOM."""
+
+    def __init__(self):
+        super().__init__()
+        self.bodies: list[bytes] = []
+
+    def request(self, method, url, *, data=None, **kwargs):
+        self.bodies.append(data)
+        return super().request(method, url, data=data, **kwargs)
+
+    def _route(self, method, path, body):
+        from pacs_fakes import FakeResponse
+        if method != "POST" or path != "/instances":
+            return super()._route(method, path, body)
+        data = self.bodies[-1]
+        if not data.startswith(b"DICM"):
+            return FakeResponse(400, {"HttpError": "Bad Request"})
+        status = "AlreadyStored" if data in self.bodies[:-1] else "Success"
+        return FakeResponse(200, {"ID": "i1", "Status": status})
+
+
+def test_store_instance_posts_the_bytes_and_returns_orthancs_answer():
+    fake = _Store()
+    orthanc = Orthanc("http://o", user="u", password="p", session=fake)
+    assert orthanc.store_instance(b"DICM one")["Status"] == "Success"
+    assert orthanc.store_instance(b"DICM one")["Status"] == "AlreadyStored"
+    assert fake.bodies == [b"DICM one", b"DICM one"] and fake.calls[0][:2] == ("POST", "/instances")
+    with pytest.raises(BadRequest):
+        orthanc.store_instance(b"not dicom")
+    fake.status = 401
+    with pytest.raises(UpstreamError, match="credentials"):
+        orthanc.store_instance(b"DICM two")
