@@ -25,7 +25,8 @@ from pathlib import Path
 import pydicom
 import requests
 
-from radcloud.errors import UpstreamError
+from radcloud.errors import BadRequest, NotFound, UpstreamError
+from radcloud.orthanc import Orthanc
 from radcloud.samples.spec import Spec
 from radcloud.samples.synthetic import SeriesPlan, dataset_bytes, plan, pydicom_test_files
 from radcloud.settings import Settings
@@ -36,37 +37,28 @@ Progress = Callable[[int, int], None]
 _FIND_CHUNK = 200     # UIDs per /tools/find (~13 kB of query)
 
 
-class _Orthanc:
-    """The three Orthanc calls seeding needs, on one pooled session."""
+class _Archive:
+    """What seeding asks Orthanc, on one :class:`radcloud.orthanc.Orthanc` with a pooled session."""
 
     def __init__(self, settings: Settings, pool_size: int) -> None:
-        self.url = settings.orthanc_url.rstrip("/")
-        self.timeout = settings.orthanc_timeout_s
-        self.session = requests.Session()
-        self.session.auth = (settings.orthanc_user, settings.orthanc_password.reveal())
+        session = requests.Session()
         # Orthanc compresses answers by default; gzip would cost far more
         # CPU than the bytes it saves on loopback.
-        self.session.headers["Accept-Encoding"] = "identity"
+        session.headers["Accept-Encoding"] = "identity"
+        session.trust_env = False  # loopback: no per-request proxy/netrc lookups
+        # One connection per upload thread, kept alive.
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        url = self.url + path
-        try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise UpstreamError(f"Orthanc at {self.url} is unreachable ({type(exc).__name__}); "
-                                "is the stack up? try `radcloud stack status`") from None
-        if response.status_code in (401, 403):
-            raise UpstreamError(f"Orthanc at {self.url} rejected the credentials "
-                                f"(HTTP {response.status_code}); check orthanc_user/orthanc_password")
-        return response
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        self.orthanc = Orthanc.from_settings(settings, session=session)
+        self.url = self.orthanc.url
 
     def check(self) -> None:
-        response = self.request("GET", "/system")
-        if response.status_code != 200:
-            raise UpstreamError(f"Orthanc at {self.url}/system answered HTTP {response.status_code}")
+        """Fail early, in one line naming the URL, if Orthanc is down or refuses the login."""
+        try:
+            self.orthanc.system()
+        except (BadRequest, NotFound) as exc:  # not an Orthanc at this URL
+            raise UpstreamError(f"Orthanc at {self.url}/system answered HTTP {exc.status}") from None
 
     def held_series(self, series_uids: list[str]) -> dict[str, tuple[str, int]]:
         """``{series UID: (Orthanc ID, instance count)}`` for the UIDs Orthanc holds.
@@ -78,7 +70,7 @@ class _Orthanc:
         held: dict[str, tuple[str, int]] = {}
         for start in range(0, len(series_uids), _FIND_CHUNK):
             chunk = series_uids[start:start + _FIND_CHUNK]
-            for series in self._find("Series", "SeriesInstanceUID", chunk):
+            for series in self.orthanc.find("Series", {"SeriesInstanceUID": "\\".join(chunk)}):
                 uid = series.get("MainDicomTags", {}).get("SeriesInstanceUID", "")
                 held[uid] = (series["ID"], len(series.get("Instances", [])))
         return held
@@ -89,31 +81,24 @@ class _Orthanc:
         for start in range(0, len(sop_uids), _FIND_CHUNK):
             chunk = sop_uids[start:start + _FIND_CHUNK]
             held.update(i.get("MainDicomTags", {}).get("SOPInstanceUID", "")
-                        for i in self._find("Instance", "SOPInstanceUID", chunk))
+                        for i in self.orthanc.find("Instance", {"SOPInstanceUID": "\\".join(chunk)}))
         return held
 
     def series_sop_uids(self, orthanc_id: str) -> set[str]:
-        """SOP Instance UIDs of one series Orthanc holds (by Orthanc ID)."""
-        response = self.request("GET", f"/series/{orthanc_id}/instances")
-        if response.status_code != 200:
+        """SOP Instance UIDs of one series Orthanc holds (by Orthanc ID); none if it is gone."""
+        try:
+            instances = self.orthanc.series_instances(orthanc_id)
+        except NotFound:
             return set()
-        return {i.get("MainDicomTags", {}).get("SOPInstanceUID", "") for i in response.json()}
-
-    def _find(self, level: str, tag: str, uids: list[str]) -> list[dict]:
-        query = {"Level": level, "Query": {tag: "\\".join(uids)}, "Expand": True}
-        response = self.request("POST", "/tools/find", json=query)
-        if response.status_code != 200:
-            raise UpstreamError(f"Orthanc at {self.url}/tools/find answered HTTP {response.status_code}")
-        return response.json()
+        return {i.get("MainDicomTags", {}).get("SOPInstanceUID", "") for i in instances}
 
     def store(self, data: bytes) -> str:
         """Upload one DICOM file; returns ``"uploaded"``, ``"already_stored"`` or ``"failed"``."""
-        response = self.request("POST", "/instances", data=data,
-                                headers={"Content-Type": "application/dicom"})
-        if response.status_code != 200:
-            log.warning("Orthanc at %s refused an instance: HTTP %s", self.url, response.status_code)
+        try:
+            status = self.orthanc.store_instance(data).get("Status", "")
+        except (BadRequest, NotFound) as exc:  # this file refused; the next may be fine
+            log.warning("Orthanc at %s refused an instance: HTTP %s", self.url, exc.status)
             return "failed"
-        status = response.json().get("Status", "")
         return "already_stored" if status == "AlreadyStored" else "uploaded"
 
 
@@ -134,7 +119,7 @@ def seed_orthanc(settings: Settings, *, workers: int = 4, progress: Progress | N
         UpstreamError: Orthanc is unreachable or rejects the credentials.
     """
     started = time.perf_counter()
-    orthanc = _Orthanc(settings, pool_size=max(1, workers))
+    orthanc = _Archive(settings, pool_size=max(1, workers))
     orthanc.check()
     plans = plan(spec)
     files = pydicom_test_files() if include_pydicom_files else []
@@ -173,7 +158,7 @@ def seed_orthanc(settings: Settings, *, workers: int = 4, progress: Progress | N
     return {**counts, **outcome, "seconds": round(seconds, 3)}
 
 
-def _payloads(plans: list[SeriesPlan], files: list[Path], orthanc: _Orthanc,
+def _payloads(plans: list[SeriesPlan], files: list[Path], orthanc: _Archive,
               outcome: dict[str, int], report: Callable[[int], None]) -> Iterator[bytes]:
     """Encoded instances Orthanc lacks; those it holds are counted, never generated.
 

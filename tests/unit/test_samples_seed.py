@@ -77,3 +77,23 @@ def test_pydicom_files_are_sent_as_is_unless_held():
     payloads = list(seed._payloads([], files, FakeOrthanc({}, {held}), outcome, lambda n: None))
     assert payloads == [files[0].read_bytes(), files[2].read_bytes()]
     assert outcome["already_stored"] == 1
+
+
+class _Uploads:
+    """A session answering POST /instances: Success, AlreadyStored for b"held", 400 for b"junk"."""
+
+    def request(self, method, url, *, data=None, **kwargs):
+        from pacs_fakes import FakeResponse
+        assert (method, url) == ("POST", "http://orthanc:8042/instances")
+        if data == b"junk":
+            return FakeResponse(400, {"HttpError": "Bad Request"})
+        return FakeResponse(200, {"ID": "x", "Status": "AlreadyStored" if data == b"held" else "Success"})
+
+
+def test_store_counts_refused_files_as_failed_and_goes_on():
+    from radcloud.orthanc import Orthanc
+    from radcloud.settings import Settings
+
+    archive = seed._Archive(Settings.load({"orthanc_url": "http://orthanc:8042"}, environ={}), pool_size=1)
+    archive.orthanc = Orthanc(archive.url, session=_Uploads())  # the upload calls, without a server
+    assert [archive.store(d) for d in (b"new", b"held", b"junk")] == ["uploaded", "already_stored", "failed"]
