@@ -1,7 +1,7 @@
 """The deployed query and retrieve actions, driven through localwhisk against the real stack.
 
-deploy/manifest.yaml is deployed unchanged except that action code paths
-are made absolute; the ``radcloud-runtime`` image is this checkout.
+deploy/manifest.yaml is deployed as ``radcloud deploy --local`` does
+(radcloud.deploy: every image is this checkout, common modules preloaded).
 """
 
 from __future__ import annotations
@@ -9,12 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sys
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 
 from radcloud.orthanc import Orthanc
 from radcloud.samples.seed import seed_orthanc
@@ -22,26 +19,20 @@ from radcloud.storage import ObjectStore
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-IMAGE = "radcloud-runtime"
-
 
 @pytest.fixture(scope="module")
 def whisk(stack, tmp_path_factory):
     from localwhisk.testing import Server
+    from radcloud import deploy
 
     seed_orthanc(stack.settings, include_pydicom_files=False)
     tmp = tmp_path_factory.mktemp("whisk-retrieve")
-    env = {**stack.env(), "RADCLOUD_RUNTIME_IMAGE": IMAGE, "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40)}
-    images = tmp / "images.json"
-    images.write_text(json.dumps({IMAGE: {"python": sys.executable, "pythonpath": [str(ROOT)], "env": env}}))
-    manifest = yaml.safe_load((ROOT / "deploy" / "manifest.yaml").read_text())
-    for spec in manifest["project"]["packages"]["radcloud"]["actions"].values():
-        spec["function"] = str((ROOT / "deploy" / spec["function"]).resolve())  # wskdeploy: relative to the manifest
-    path = tmp / "manifest.yaml"
-    path.write_text(yaml.safe_dump(manifest))
+    env = {**stack.env(), "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40)}
+    env.update(deploy.local_image_env(env))
+    images = tmp / "images.json"  # what `radcloud deploy --local` runs with: the checkout, preloaded
+    images.write_text(json.dumps(deploy.local_images(env)))
     with Server(tmp / "state", extra_args=["--images-file", str(images)], env=env) as server:
-        server.deploy(path, environ=env)
+        deploy.deploy(server.api_host, server.auth, env)
         yield server
 
 
