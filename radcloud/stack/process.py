@@ -76,7 +76,25 @@ def is_alive(record: ProcessRecord) -> bool:
         os.killpg(record.pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    # killpg also succeeds for a group that holds only a zombie leader that
+    # is not our child (another process started the service and has not
+    # reaped it): only a member that still runs keeps the service alive.
+    return _group_runs(record.pid)
+
+
+def _group_runs(pgid: int) -> bool:
+    """True if any process of group ``pgid`` is neither a zombie nor dead."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def spawn(service: str, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str],

@@ -43,3 +43,32 @@ def test_tail_returns_last_lines(tmp_path):
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert process.tail(log, 3) == "line 97\nline 98\nline 99"
     assert process.tail(tmp_path / "none.log") == ""
+
+
+def test_a_zombie_leader_someone_else_has_not_reaped_is_not_alive():
+    # The service was started by another process (e.g. a test harness) that
+    # has not reaped it yet: its group still "exists" for killpg, but nothing
+    # in it runs, so `down`/`deploy` must not wait on it forever.
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "c = subprocess.Popen([sys.executable, '-c', 'pass'], start_new_session=True)\n"
+         "print(c.pid, flush=True)\n"
+         "time.sleep(30)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while process._stat(pid) and process._stat(pid)[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        state, start = process._stat(pid)
+        assert state == "Z"
+        record = process.ProcessRecord("svc", pid, start, ("x",))
+        assert process.is_alive(record) is False
+    finally:
+        parent.kill()
+        parent.wait()
