@@ -143,7 +143,25 @@ def stop(records: Iterable[ProcessRecord], *, grace_s: float = 15.0, poll_s: flo
         live = [r for r in live if is_alive(r)]
         if live:
             time.sleep(poll_s)
+    _wait_reaped(records, poll_s)
     return killed
+
+
+def _wait_reaped(records: Iterable[ProcessRecord], poll_s: float, limit_s: float = 3.0) -> None:
+    """Give init a moment to reap the stopped services' orphaned zombies.
+
+    Nothing of them runs any more; this only keeps `ps` clean right after
+    `down`. A zombie whose parent never reaps it is not waited for past
+    ``limit_s``.
+    """
+    deadline = time.monotonic() + limit_s
+    for record in records:
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(record.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(poll_s)
 
 
 def tail(path: Path, lines: int = 10) -> str:
