@@ -85,7 +85,9 @@ for i = 1, #all, 2 do
   local shard = cjson.decode(all[i + 1])
   if shard.state == 'failed' then
     local lost = tonumber(shard.instances_done or 0)
-    redis.call('HINCRBY', KEYS[1], 'instances_done', -lost)
+    -- Lua's -0 reaches Redis as the string '-0', which HINCRBY refuses as
+    -- "not an integer": a shard that failed before any progress broke retry.
+    if lost ~= 0 then redis.call('HINCRBY', KEYS[1], 'instances_done', -lost) end
     shard.state = 'pending'; shard.attempt = (shard.attempt or 1) + 1
     shard.instances_done = 0; shard.reason = cjson.null; shard.exit_code = cjson.null
     shard.activation_id = cjson.null; shard.deadline = tonumber(ARGV[3])

@@ -196,6 +196,22 @@ def test_retry_reopens_failed_shards_only(store):
     assert final_state(store.get(job_id))[0] == "succeeded"
 
 
+def test_retry_of_a_shard_that_failed_before_any_progress(store):
+    # instances_done 0 once made the retry script send HINCRBY '-0', which
+    # Redis refuses as "not an integer": retry then failed with a 500.
+    job_id = store.create(spec(2))
+    run_shard(store, job_id, "s0")
+    store.shard_invoked(job_id, "s1", "act-s1")
+    store.shard_started(job_id, "s1")
+    assert store.shard_finished(job_id, "s1", state="failed", reason="S3 unreachable") is True
+    state, reason = final_state(store.get(job_id))
+    store.complete(job_id, state, reason=reason)
+    assert store.reopen_failed(job_id) == ["s1"]
+    job = store.get(job_id)
+    assert job["state"] == "staging" and job["instances_done"] == 10
+    assert job["shards"][1]["state"] == "pending" and job["shards"][1]["attempt"] == 2
+
+
 def test_retry_of_succeeded_job_is_conflict(store):
     job_id = store.create(spec(1))
     run_shard(store, job_id, "s0")
