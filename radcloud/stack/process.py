@@ -157,6 +157,7 @@ def _wait_reaped(records: Iterable[ProcessRecord], poll_s: float, limit_s: float
     deadline = time.monotonic() + limit_s
     for record in records:
         while time.monotonic() < deadline:
+            _reap(record.pid)  # a zombie that is our own child would otherwise wait out the limit
             try:
                 os.killpg(record.pid, 0)
             except (ProcessLookupError, PermissionError):
