@@ -21,13 +21,15 @@ def handle(request, settings, principal):
     if not isinstance(spec.get("job_id"), str) or not spec["job_id"]:
         raise BadRequest("'job_id' is required", field="job_id")
     services = JobServices.from_settings(settings)
-    reporter = RedisShardReporter(services.jobs, spec["job_id"], finaliser=services.finaliser,
-                                  activation_id=os.environ.get("__OW_ACTIVATION_ID"))
     # OpenWhisk tells the action when it will be killed (epoch ms).
-    deadline = os.environ.get("__OW_DEADLINE")
+    raw_deadline = os.environ.get("__OW_DEADLINE")
+    deadline = float(raw_deadline) / 1000 if raw_deadline else None
+    reporter = RedisShardReporter(services.jobs, spec["job_id"], finaliser=services.finaliser,
+                                  activation_id=os.environ.get("__OW_ACTIVATION_ID"),
+                                  deadline=deadline)
     return run_shard(spec, store=services.store, reporter=reporter, registry=services.registry,
                      default_timeout_s=settings.shard_timeout_s,
-                     deadline=float(deadline) / 1000 if deadline else None,
+                     deadline=deadline,
                      deid_secret=settings.deid_secret)  # used only for plugins declaring radcloud.deid
 
 

@@ -11,7 +11,8 @@ runner killed mid-job): here the faults hit the deployed actions.
   seconds, naming the killed activation (never done, never left running); a
   rerun after the restart completes with every MD5 right.
 * Redis killed (AOF on) and S3 killed mid-job → job state survives; every
-  job reaches a final state; outputs are all there.
+  job reaches a final state; outputs are all there. Shards that end while
+  Redis is down keep their outcome until it is back.
 * A plugin that hangs past its timeout, blows its memory limit, floods its
   output dir or writes too many files → that shard fails with the right
   reason, its siblings finish, the job ends ``partial``.
@@ -148,14 +149,13 @@ def test_redis_killed_mid_job_state_survives_and_job_finishes(world, staged):
     before = world.call("status", {"job_id": job_id})
     time.sleep(1.2)  # appendfsync everysec: what is a second old is on disk
     world.stack.kill("redis")
-    time.sleep(0.5)
+    time.sleep(4)  # the shards end while Redis is down: their outcomes must wait, not vanish
     world.stack.start("redis")
     after = world.call("status", {"job_id": job_id})
     for key in ("id", "owner", "plugin", "shards_total", "created_at"):
         assert after[key] == before[key], key
     job = world.wait_final(job_id, timeout_s=90)
-    assert job["state"] == "succeeded", job
-    assert all(s["state"] == "succeeded" for s in job["shards"])
+    assert job["state"] == "succeeded", [(s["id"], s["state"], s.get("reason")) for s in job["shards"]]
     outputs = world.call("results", {"job_id": job_id})["outputs"]
     assert {o["shard"] for o in outputs} == {"s000", "s001", "s002"}
 

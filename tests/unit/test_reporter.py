@@ -108,3 +108,47 @@ def test_failing_pacs_push_keeps_success_and_names_error(jobs):
     drive(rep, "s0", outcome("s0"))
     job = jobs.get(job_id)
     assert job["state"] == "succeeded" and "orthanc down" in job["pacs_error"]
+
+
+class FlakyJobs(JobStore):
+    """A job store whose Redis refuses the first ``refusals`` outcome writes (a restart)."""
+
+    def __init__(self, client, refusals):
+        super().__init__(client)
+        self.refusals, self.attempts = refusals, 0
+
+    def shard_finished(self, *args, **kwargs):
+        import redis
+
+        self.attempts += 1
+        if self.attempts <= self.refusals:
+            raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        return super().shard_finished(*args, **kwargs)
+
+
+def test_outcome_survives_a_redis_restart_at_the_moment_the_shard_ends(redis_client):
+    jobs = FlakyJobs(redis_client, refusals=2)
+    job_id = make_job(jobs, n=1)
+    rep = RedisShardReporter(jobs, job_id, finaliser=Finaliser(jobs))
+    drive(rep, "s0", outcome("s0"))
+    assert jobs.attempts == 3
+    assert jobs.get(job_id)["state"] == "succeeded"
+
+
+def test_outcome_retries_stop_at_the_budget_and_never_pass_the_deadline(redis_client):
+    import time
+
+    import redis
+
+    jobs = FlakyJobs(redis_client, refusals=10**6)
+    job_id = make_job(jobs, n=1)
+    rep = RedisShardReporter(jobs, job_id, outcome_retry_s=0.3)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        rep.finished("s0", outcome("s0"))
+    assert 1 < jobs.attempts < 10**6
+
+    jobs.attempts = 0
+    late = RedisShardReporter(jobs, job_id, deadline=time.time() + 0.5)  # under a second left
+    with pytest.raises(redis.exceptions.ConnectionError):
+        late.finished("s0", outcome("s0"))
+    assert jobs.attempts == 1
