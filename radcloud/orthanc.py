@@ -15,6 +15,7 @@ URL path and the status, never response bodies (they may hold patient data).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -126,6 +127,10 @@ class Orthanc:
         """``GET /{studies|series|instances}/{id}``."""
         return self._json("GET", f"/{_plural(level)}/{orthanc_id}")
 
+    def children(self, level: str, orthanc_id: str, child_level: str) -> list[dict]:
+        """``GET /{level}/{id}/{children}``: the expanded children, e.g. a patient's studies."""
+        return self._json("GET", f"/{_plural(level)}/{orthanc_id}/{_plural(child_level)}")
+
     def series_instances(self, series_id: str) -> list[dict]:
         """``GET /series/{id}/instances``: expanded (ID, FileSize, MainDicomTags)."""
         return self._json("GET", f"/series/{series_id}/instances")
@@ -212,3 +217,14 @@ def _plural(level: str) -> str:
         return {"Patient": "patients", "Study": "studies", "Series": "series", "Instance": "instances"}[level]
     except KeyError:
         raise BadRequest(f"level {level!r} is not one of {', '.join(LEVELS)}", field="level") from None
+
+
+def patient_resource_id(patient_id: str) -> str:
+    """Orthanc's id for the patient with this PatientID, without asking Orthanc.
+
+    Orthanc names every resource by the SHA-1 of its DICOM identifiers (the
+    Orthanc Book, "Orthanc identifiers"); for a patient that is the PatientID
+    without its trailing padding, in five dash-joined groups of 8 hex digits.
+    """
+    digest = hashlib.sha1(patient_id.rstrip(" ").encode("utf-8")).hexdigest()
+    return "-".join(digest[i:i + 8] for i in range(0, 40, 8))

@@ -10,7 +10,7 @@ import requests
 from radcloud import query as q
 from radcloud import search
 from radcloud.errors import BadRequest, UpstreamError
-from radcloud.orthanc import Orthanc
+from radcloud.orthanc import Orthanc, patient_resource_id
 from radcloud.samples.seed import seed_orthanc
 from radcloud.samples.spec import DEFAULT_SPEC
 from radcloud.settings import Secret
@@ -72,6 +72,21 @@ def test_multi_mrn_and_counts_match_orthanc(orthanc):
         assert item["NumberOfStudyRelatedSeries"] == len(study["Series"])
         assert item["NumberOfStudyRelatedInstances"] == instances
         assert item["StudyDate"][4] == "-" and item["StudyTime"][2] == ":"
+
+
+def test_search_by_mrn_goes_straight_to_the_patient_and_answers_as_find_does(orthanc):
+    for patient in DEFAULT_SPEC:
+        assert orthanc.resource("Patient", patient_resource_id(patient.patient_id))["MainDicomTags"]["PatientID"] \
+            == patient.patient_id
+    # A date range that selects everything forces the /tools/find path for the same search.
+    everything = {"study": {"StudyDate": "19000101-"}, "patient": {"PatientBirthDate": "19000101-"}}
+    for mrns in (["RC100001"], ["RC100001", "RC100002"], ["RC100003", "NOPE"], ["rc100001"]):
+        for level in ("study", "patient"):
+            direct = find(orthanc, level=level, PatientID=mrns)
+            assert direct == find(orthanc, level=level, PatientID=mrns, **everything[level]), (mrns, level)
+            expected = [s for p, s in STUDIES if p.patient_id in mrns] if level == "study" else \
+                [p for p in DEFAULT_SPEC if p.patient_id in mrns]
+            assert direct["total"] == len(expected), (mrns, level)  # exact, case-sensitive: rc100001 is no one
 
 
 def test_series_and_instance_levels_and_uids(orthanc):

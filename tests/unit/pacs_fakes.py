@@ -20,6 +20,8 @@ from typing import Any
 import requests
 from minio.error import S3Error
 
+from radcloud.orthanc import patient_resource_id
+
 
 class FakeResponse:
     def __init__(self, status: int = 200, body: Any = None, data: bytes | None = None,
@@ -85,7 +87,7 @@ class FakeOrthanc:
         self.headers: dict[str, str] = {}
 
     def add_study(self, sid: str, uid: str, patient_id: str, date: str, **tags: Any) -> None:
-        self.studies[sid] = {"ID": sid, "Type": "Study", "ParentPatient": "p-" + patient_id, "Series": [],
+        self.studies[sid] = {"ID": sid, "Type": "Study", "ParentPatient": patient_resource_id(patient_id), "Series": [],
                              "MainDicomTags": {"StudyInstanceUID": uid, "StudyDate": date, **tags},
                              "PatientMainDicomTags": {"PatientID": patient_id, "PatientName": "DOE^JANE",
                                                       "PatientBirthDate": "19700101", "PatientSex": "F"}}
@@ -119,6 +121,8 @@ class FakeOrthanc:
         parts = path.strip("/").split("/")
         if path == "/tools/find":
             return FakeResponse(200, self._find(body))
+        if parts[0] == "patients":
+            return self._patient(parts[1], parts[2:])
         if parts[0] in ("studies", "series") and len(parts) == 2:
             table = self.studies if parts[0] == "studies" else self.series
             return FakeResponse(200, table[parts[1]]) if parts[1] in table else FakeResponse(404, {})
@@ -147,6 +151,18 @@ class FakeOrthanc:
             return FakeResponse(200, {"ID": parts[1], "State": "Success"})
         return FakeResponse(404, {})
 
+    # Patients exist through their studies (ids as Orthanc derives them from the PatientID).
+    def _patient(self, pid: str, rest: list[str]) -> FakeResponse:
+        studies = [s for s in self.studies.values() if s["ParentPatient"] == pid]
+        if not studies:
+            return FakeResponse(404, {})
+        if rest == ["studies"]:
+            return FakeResponse(200, studies)
+        if rest == ["series"]:
+            return FakeResponse(200, [self.series[i] for s in studies for i in s["Series"]])
+        return FakeResponse(200, {"ID": pid, "Type": "Patient", "Studies": [s["ID"] for s in studies],
+                                  "MainDicomTags": dict(studies[0]["PatientMainDicomTags"])})
+
     def _instance(self, inst: Inst) -> dict:
         return {"ID": inst.id, "FileSize": len(inst.data), "Type": "Instance",
                 "MainDicomTags": {"SOPInstanceUID": inst.sop, "InstanceNumber": str(inst.number)}}
@@ -162,7 +178,7 @@ class FakeOrthanc:
             else:
                 study = self.studies[res["ParentStudy"]]
                 tags.update(study["MainDicomTags"], **study["PatientMainDicomTags"])
-            if all(_match(tags.get(k, ""), v) for k, v in query.items()):
+            if all(_match(*_fold(k, tags.get(k, ""), v)) for k, v in query.items()):
                 out.append(res if body.get("Expand") else res["ID"])
         return out[: body.get("Limit") or None]
 
@@ -170,6 +186,11 @@ class FakeOrthanc:
         query = body["Query"]
         return [a for a in self.remote_answers
                 if all(_match(a.get(k, ""), v) for k, v in query.items() if v)]
+
+
+def _fold(key: str, value: str, pattern: str) -> tuple[str, str]:
+    # Orthanc 1.10 matches PatientID case-insensitively (measured).
+    return (value.upper(), pattern.upper()) if key == "PatientID" else (value, pattern)
 
 
 def _match(value: str, pattern: str) -> bool:

@@ -6,7 +6,7 @@ import pytest
 
 from radcloud import query as q
 from radcloud import search
-from radcloud.orthanc import Orthanc
+from radcloud.orthanc import Orthanc, patient_resource_id
 from pacs_fakes import FakeOrthanc
 
 
@@ -27,7 +27,7 @@ def run(fake, params):
 
 
 def test_study_search_is_two_round_trips_with_counts(fake):
-    answer = run(fake, {"PatientID": ["MRN1", "MRN2"]})
+    answer = run(fake, {"PatientID": ["MRN1", "MRN2"], "StudyDate": "20240101-"})
     assert [c[1] for c in fake.calls] == ["/tools/find", "/tools/find"]
     assert fake.calls[1][2]["Query"] == {"StudyInstanceUID": "1.2.1\\1.2.2"}
     first, second = answer["items"]
@@ -37,7 +37,7 @@ def test_study_search_is_two_round_trips_with_counts(fake):
     assert first["ModalitiesInStudy"] == ["CT", "SR"]
     assert first["StudyDate"] == "2025-01-02" and first["StudyTime"] == "10:15:00"
     assert first["PatientBirthDate"] == "1970-01-01"
-    assert first["orthanc"] == {"patient": "p-MRN1", "study": "st1"}
+    assert first["orthanc"] == {"patient": patient_resource_id("MRN1"), "study": "st1"}
     assert answer["total"] == 2 and answer["truncated"] is False
 
 
@@ -59,7 +59,7 @@ def test_series_level_joins_parent_study(fake):
     assert [i["SeriesNumber"] for i in items] == [1, 2]
     assert items[0]["StudyInstanceUID"] == "1.2.1" and items[0]["PatientID"] == "MRN1"
     assert items[1]["NumberOfSeriesRelatedInstances"] == 3
-    assert items[1]["orthanc"] == {"patient": "p-MRN1", "study": "st1", "series": "se1"}
+    assert items[1]["orthanc"] == {"patient": patient_resource_id("MRN1"), "study": "st1", "series": "se1"}
     assert len(fake.calls) == 2  # find + one parent GET
 
 
@@ -99,3 +99,42 @@ def test_qido_values_are_normalised():
     item = answer["items"][0]
     assert item["PatientName"] == "DOE^JANE" and item["StudyDate"] == "2025-01-01"
     assert item["ModalitiesInStudy"] == ["CT", "SR"] and item["NumberOfStudyRelatedInstances"] == 12
+
+
+def test_search_by_a_few_exact_mrns_goes_straight_to_the_patients(fake):
+    direct = run(fake, {"PatientID": ["MRN1", "MRN2", "MRN9"]})
+    p1, p2 = patient_resource_id("MRN1"), patient_resource_id("MRN2")
+    assert [c[1] for c in fake.calls] == [f"/patients/{p1}/studies", f"/patients/{p2}/studies",
+                                          f"/patients/{patient_resource_id('MRN9')}/studies",
+                                          f"/patients/{p1}/series", f"/patients/{p2}/series"]
+    fake.calls.clear()
+    # The same search through find (a date range that selects everything) answers the same.
+    by_find = run(fake, {"PatientID": ["MRN1", "MRN2", "MRN9"], "StudyDate": "19000101-"})
+    assert fake.calls[0][1] == "/tools/find"
+    assert direct == by_find
+    assert [i["NumberOfStudyRelatedInstances"] for i in direct["items"]] == [5, 4]
+
+
+def test_mrns_match_exactly_and_case_sensitively_on_both_paths(fake):
+    fake.add_study("st4", "1.2.4", "mrn1", "20220101")  # another patient, in lower case
+    for extra in ({}, {"StudyDate": "19000101-"}):
+        answer = run(fake, {"PatientID": "MRN1", **extra})
+        assert [i["StudyInstanceUID"] for i in answer["items"]] == ["1.2.1"], extra
+    assert run(fake, {"PatientID": "mrn1"})["total"] == 1
+    assert run(fake, {"PatientID": "NOPE"})["items"] == []
+    patients = run(fake, {"level": "patient", "PatientID": "MRN1"})
+    assert [(p["PatientID"], p["NumberOfPatientRelatedStudies"]) for p in patients["items"]] == [("MRN1", 1)]
+    series = run(fake, {"level": "series", "PatientID": "MRN1"})  # find path, filtered the same way
+    assert {i["PatientID"] for i in series["items"]} == {"MRN1"}
+
+
+def test_many_mrns_or_wildcards_use_one_find(fake):
+    run(fake, {"PatientID": ["MRN1", "MRN2", "MRN3", "MRN4", "MRN5"], "counts": False})
+    run(fake, {"PatientID": "MRN*", "counts": False})
+    assert [c[1] for c in fake.calls] == ["/tools/find", "/tools/find"]
+
+
+def test_patient_resource_id_is_orthancs():
+    # Ids Orthanc 1.10 gave these PatientIDs (trailing padding is not part of the value).
+    assert patient_resource_id("Abc 1") == "fb4804e1-c8debdc2-38927a53-e6cb68b2-913d18cb"
+    assert patient_resource_id(" pad7 ") == "10535db5-e1f18edb-646279fd-ba21b134-a7b73257"
