@@ -8,7 +8,9 @@ times the same search — one patient's studies by MRN, with series/instance
 counts — done by:
 
 * the ``query`` web action through localwhisk (GET, bearer token, one
-  keep-alive connection): p50/p99;
+  keep-alive connection): p50/p99 (an MRN search goes straight to the
+  patient; a second search, by name and date range, shows the
+  ``/tools/find`` path, whose cost grows with the archive);
 * the same action invoked blocking through the OpenWhisk REST API;
 * the library in-process (radcloud.search.run), the floor under both;
 * pypx ``px-find`` (one process per query, dcmtk findscu: STUDY then
@@ -124,6 +126,20 @@ def main() -> None:
         assert resp.status == 200, (resp.status, body[:300])
         assert json.loads(body)["total"] == report["studies_found"]
         report["web_action"] = stats(times)
+
+        # A search Orthanc must answer with /tools/find (no MRN): its cost grows with the archive.
+        find_params = {"PatientName": "*^*", "StudyDate": "20240101-20240331", "limit": 20}
+        find_path = "/api/v1/web/guest/radcloud/query.http?" + urlencode(find_params)
+        times = []
+        for _ in range(min(args.runs, 100)):
+            t = time.perf_counter()
+            conn.request("GET", find_path, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+            times.append(time.perf_counter() - t)
+        assert resp.status == 200, (resp.status, body[:300])
+        report["web_action_find_path"] = {**stats(times), "search": find_params,
+                                          "studies_found": json.loads(body)["total"]}
 
         # blocking invoke through the REST API
         times = []
