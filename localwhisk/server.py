@@ -54,6 +54,7 @@ class App:
         for k, v in scope["headers"]:
             name, value = k.decode("latin-1"), v.decode("latin-1")
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        _forward_for(headers, scope.get("client"))
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else scope["path"]
         loop = asyncio.get_running_loop()
@@ -176,7 +177,8 @@ def serve(config: ServeConfig) -> None:
         print(f"finished {controller.recovered} activation(s) left in flight by the previous run", flush=True)
     print(f"localwhisk serving on {api_host} (state {config.state_dir}, credentials in {props})", flush=True)
     print(f"APIHOST={api_host}\nAUTH={key}\nNAMESPACE={auth.DEFAULT_NAMESPACE}", flush=True)
-    uv_config = uvicorn.Config(App(controller), log_level="warning", access_log=False,
+    # localwhisk is the edge: the peer is the caller, whatever X-Forwarded-For claims.
+    uv_config = uvicorn.Config(App(controller), log_level="warning", access_log=False, proxy_headers=False,
                                http="httptools" if _has("httptools") else "h11", lifespan="on")
     server = uvicorn.Server(uv_config)
     try:
@@ -192,3 +194,11 @@ def serve(config: ServeConfig) -> None:
 def _has(module: str) -> bool:
     import importlib.util
     return importlib.util.find_spec(module) is not None
+
+
+def _forward_for(headers: dict[str, str], client: tuple[str, int] | None) -> None:
+    """Append the peer to X-Forwarded-For, as OpenWhisk's edge proxy does, so actions see the caller."""
+    if not client:
+        return
+    key = next((k for k in headers if k.lower() == "x-forwarded-for"), "x-forwarded-for")
+    headers[key] = f"{headers[key]}, {client[0]}" if headers.get(key) else client[0]

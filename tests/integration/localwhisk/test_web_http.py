@@ -34,6 +34,8 @@ def web(whisk):
     put("secure", "def main(a):\n    return {'body': {'user': a.get('__ow_user')}}\n",
         WEB + [{"key": "require-whisk-auth", "value": "let-me-in"}])
     put("private", "def main(a):\n    return {'body': 'no'}\n", [])
+    put("peer", "def main(a):\n    return {'xff': a['__ow_headers'].get('x-forwarded-for')}\n",
+        [{"key": "web-export", "value": True}])
     return whisk
 
 
@@ -85,3 +87,11 @@ def test_options_and_not_exported(web):
     code, headers, data = web.web("default/page.json", method="OPTIONS")
     assert code == 200 and data == b"" and "PATCH" in headers["access-control-allow-methods"]
     assert web.web("default/private.json")[0] == 404
+
+
+def test_the_edge_appends_the_caller_to_x_forwarded_for(web):
+    # As OpenWhisk's nginx does: radcloud's audit trail records where a request came from.
+    status, _, body = web.web("default/peer.json")
+    assert (status, json.loads(body)) == (200, {"xff": "127.0.0.1"})
+    status, _, body = web.web("default/peer.json", headers={"X-Forwarded-For": "10.9.8.7"})
+    assert json.loads(body) == {"xff": "10.9.8.7, 127.0.0.1"}
