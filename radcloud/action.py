@@ -69,9 +69,14 @@ class Request:
 
     @property
     def client(self) -> str:
-        """Best-effort caller address for the audit trail."""
-        forwarded = self.headers.get("x-forwarded-for", "")
-        return forwarded.split(",")[0].strip() or self.sequence_client or "unknown"
+        """The caller's address chain for the audit trail: X-Forwarded-For as the edge passed it.
+
+        Kept whole: the first entries are what the caller claims, the last is
+        what OpenWhisk's edge (nginx, or localwhisk) saw; picking one would
+        either trust a claim or hide the origin behind a hospital proxy.
+        """
+        chain = ", ".join(p.strip() for p in self.headers.get("x-forwarded-for", "").split(",") if p.strip())
+        return chain[:200] or self.sequence_client or "unknown"
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> "Request":

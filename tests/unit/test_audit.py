@@ -41,7 +41,7 @@ def test_record_holds_who_what_when_where(redis):
     (got_id, fields), = redis.xrange(audit.STREAM)
     assert got_id == entry_id
     assert fields["who"] == "alice" and fields["role"] == "clinician"
-    assert fields["action"] == "query" and fields["client"] == "10.1.2.3"
+    assert fields["action"] == "query" and fields["client"] == "10.1.2.3, 172.16.0.1"  # claim, then the edge's peer
     assert fields["when"].endswith("+00:00") and fields["outcome"] == "ok"
     assert json.loads(fields["what"]) == {"patient_ids": ["4711", "4712"], "study_uid": "1.2.3"}
 
