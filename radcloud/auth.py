@@ -31,13 +31,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets as _secrets
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
 
+from radcloud import redisclient
 from radcloud.errors import ConfigError, Forbidden, TooManyRequests, Unauthorized, Unavailable
 from radcloud.settings import Settings
 from radcloud.users import API_KEY_PREFIX, User, UserStore
@@ -175,21 +175,9 @@ def _cookie(header: str, name: str) -> str:
     return ""
 
 
-_clients: dict[str, Any] = {}
-_clients_lock = threading.Lock()
-
-
 def redis_client(settings: Settings) -> Any:
-    """One redis-py client per URL, reused while the action container is warm."""
-    url = settings.redis_url.reveal()
-    with _clients_lock:
-        client = _clients.get(url)
-        if client is None:
-            import redis
-
-            client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-            _clients[url] = client
-        return client
+    """The user store's and audit trail's Redis client (shared, see :mod:`radcloud.redisclient`)."""
+    return redisclient.client(settings, redisclient.USER_STORE)
 
 
 def authenticate(request: Any, settings: Settings, roles: tuple[str, ...],

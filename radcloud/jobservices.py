@@ -9,29 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 from collections.abc import Iterator
 from typing import Any
 
+from radcloud import redisclient
 from radcloud.errors import Unavailable
 from radcloud.settings import Settings
 
-_redis: dict[str, Any] = {}
-_lock = threading.Lock()
-
-
 def jobs_redis(settings: Settings) -> Any:
-    """A redis-py client with decoded strings and a socket timeout above the longest long-poll."""
-    url = settings.redis_url.reveal()
-    with _lock:
-        client = _redis.get(url)
-        if client is None:
-            import redis
-
-            client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=75,
-                                          socket_connect_timeout=3, health_check_interval=30)
-            _redis[url] = client
-        return client
+    """The job store's Redis client: decoded strings, a socket timeout above the longest long-poll."""
+    return redisclient.client(settings, redisclient.JOBS)
 
 
 @dataclasses.dataclass

@@ -62,10 +62,9 @@ class Progress:
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Progress":
-        import redis
+        from radcloud import redisclient
 
-        return cls(redis.Redis.from_url(settings.redis_url.reveal(), socket_timeout=10,
-                                        socket_connect_timeout=5, decode_responses=True))
+        return cls(redisclient.client(settings, redisclient.PROGRESS))
 
     def _key(self, rid: str, *parts: str) -> str:
         return PREFIX + rid + "".join(":" + p for p in parts)
