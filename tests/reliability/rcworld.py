@@ -9,12 +9,14 @@ speaks HTTP like a browser does (``/api/v1/web/guest/radcloud/<action>``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import secrets
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +126,21 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 _OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+@contextlib.contextmanager
+def running_world(tmp: Path, require: Callable[[bool, str], None], **options: Any) -> Iterator[RcWorld]:
+    """An :class:`RcWorld` for a tier's fixture, always taken down; ``require`` decides
+    what a machine that cannot start one means (fail in CI, skip locally)."""
+    try:
+        world = RcWorld.up(tmp, **options)
+    except RuntimeError as exc:
+        require(False, str(exc))
+        raise
+    try:
+        yield world
+    finally:
+        world.down()
 
 
 def new_secret() -> str:

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from rcworld import RcWorld
+from rcworld import running_world
 
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory, require):
-    try:
-        w = RcWorld.up(tmp_path_factory.mktemp("security"))
-    except RuntimeError as exc:
-        require(False, str(exc))
-    try:
+    with running_world(tmp_path_factory.mktemp("security"), require) as w:
         yield w
-    finally:
-        w.down()
