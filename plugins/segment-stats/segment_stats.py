@@ -53,6 +53,7 @@ PATIENT_STUDY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "Patie
                           "DeidentificationMethod", "LongitudinalTemporalInformationModified",
                           "FrameOfReferenceUID")
 STRUCTURE = ndimage.generate_binary_structure(3, 1)  # 6-connected: half the cost of 26
+STATS_SLAB = 8  # slices per pass when summing HU: bounds the float64 temporaries
 IN_PLANE = np.zeros((3, 3, 3), bool)
 IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)  # 4-connected within a slice only
 
@@ -81,7 +82,11 @@ def load_series(inputdir: Path) -> dict[str, list[Dataset]]:
 
 
 def volume(slices: list[Dataset]) -> tuple[np.ndarray, tuple[float, float, float], list[Dataset]]:
-    """HU volume (z, y, x) as float32, voxel size (dz, dy, dx) mm, sorted slices."""
+    """HU volume (z, y, x) as float32, voxel size (dz, dy, dx) mm, sorted slices.
+
+    Each slice's pixel data is dropped once it is in the volume: keeping the
+    encoded bytes and pydicom's cached array too would triple the footprint.
+    """
     iop = slices[0].get("ImageOrientationPatient")
     if iop is not None and len(iop) == 6 and all("ImagePositionPatient" in s for s in slices):
         normal = np.cross(np.array(iop[:3], float), np.array(iop[3:], float))
@@ -101,24 +106,42 @@ def volume(slices: list[Dataset]) -> tuple[np.ndarray, tuple[float, float, float
         if arr.shape != vol.shape[1:]:
             raise ValueError("slices of one series differ in size")
         vol[k] = arr * float(s.get("RescaleSlope", 1) or 1) + float(s.get("RescaleIntercept", 0) or 0)
+        del arr, s.PixelData  # also clears pydicom's cached array
     return vol, (dz, dy, dx), slices
+
+
+def _label(mask: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
+    """``ndimage.label`` into 16-bit labels when they fit (half the memory of int32)."""
+    try:
+        return ndimage.label(mask, structure=structure, output=np.uint16)
+    except RuntimeError:  # more than 65,535 components
+        return ndimage.label(mask, structure=structure)
+
+
+def _sizes(labels: np.ndarray, n: int) -> np.ndarray:
+    """Voxels per label 0..n, a slab at a time (bincount casts its input to int64)."""
+    sizes = np.zeros(n + 1, np.int64)
+    for z in range(0, labels.shape[0], STATS_SLAB):
+        sizes += np.bincount(labels[z:z + STATS_SLAB].ravel(), minlength=n + 1)
+    return sizes
 
 
 def body_mask(hu: np.ndarray, threshold: float) -> np.ndarray:
     candidate = hu > threshold
-    labels, n = ndimage.label(candidate, structure=STRUCTURE)
+    labels, n = _label(candidate, STRUCTURE)
     if n == 0:
         return candidate
-    sizes = np.bincount(labels.ravel())
+    sizes = _sizes(labels, n)
     sizes[0] = 0
     keep = int(sizes.argmax())
     box = ndimage.find_objects(labels, max_label=keep)[keep - 1]
     sub = labels[box] == keep
+    del labels, candidate  # int32 over the whole volume: free it before the next labelling
     # Fill holes slice by slice (lungs and bowel gas are enclosed in 2D, not
     # in 3D where they reach the first/last slice), all slices in one
     # labelling of the body's bounding box: background pieces touching a
     # slice's edge are outside, the others are holes.
-    background, nb = ndimage.label(~sub, structure=IN_PLANE)
+    background, nb = _label(~sub, IN_PLANE)
     outside = np.zeros(nb + 1, bool)
     outside[0] = True  # label 0 is the body itself; it stays as it is
     for edge in (background[:, 0, :], background[:, -1, :], background[:, :, 0], background[:, :, -1]):
@@ -141,11 +164,16 @@ def measure(hu: np.ndarray, body: np.ndarray, labels: np.ndarray, voxel_mm: tupl
     voxel_ml = voxel_mm[0] * voxel_mm[1] * voxel_mm[2] / 1000.0
     box = ndimage.find_objects(body.astype(np.uint8))
     box = box[0] if box else tuple(slice(0, 0) for _ in hu.shape)
-    lab, values = labels[box].ravel(), hu[box].ravel().astype(np.float64)
-    # One pass each for counts, sums and sums of squares of every class.
-    counts = np.bincount(lab, minlength=OTHER_BODY + 1)
-    sums = np.bincount(lab, weights=values, minlength=OTHER_BODY + 1)
-    squares = np.bincount(lab, weights=values * values, minlength=OTHER_BODY + 1)
+    # Counts, sums and sums of squares of every class, a slab of slices at a
+    # time: float64 copies of the whole box would be 16 bytes a voxel.
+    counts, sums, squares = (np.zeros(OTHER_BODY + 1) for _ in range(3))
+    z0, z1 = box[0].start or 0, box[0].stop if box[0].stop is not None else 0
+    for z in range(z0, z1, STATS_SLAB):
+        slab = (slice(z, min(z + STATS_SLAB, z1)), *box[1:])
+        lab, values = labels[slab].ravel(), hu[slab].ravel().astype(np.float64)
+        counts += np.bincount(lab, minlength=OTHER_BODY + 1)
+        sums += np.bincount(lab, weights=values, minlength=OTHER_BODY + 1)
+        squares += np.bincount(lab, weights=values * values, minlength=OTHER_BODY + 1)
     body_voxels = int(counts[1:].sum())
     out = {"voxel_mm": [round(v, 6) for v in voxel_mm], "voxel_ml": voxel_ml, "shape": list(hu.shape),
            "body": {"volume_ml": round(body_voxels * voxel_ml, 3), "voxels": body_voxels,
@@ -154,8 +182,8 @@ def measure(hu: np.ndarray, body: np.ndarray, labels: np.ndarray, voxel_mm: tupl
     cropped = labels[box]
     for label, (name, lo, hi, _rgb) in CLASSES.items():
         n = int(counts[label])
-        comps, count = ndimage.label(cropped == label, structure=STRUCTURE)
-        sizes = np.bincount(comps.ravel())[1:] if count else np.array([], int)
+        comps, count = _label(cropped == label, STRUCTURE)
+        sizes = _sizes(comps, count)[1:] if count else np.array([], int)
         big = sorted((int(v) for v in sizes if v * voxel_ml >= min_component_ml), reverse=True)
         mean = sums[label] / n if n else None
         out["classes"][name] = {
