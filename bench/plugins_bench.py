@@ -11,7 +11,8 @@ Every plugin runs as the shard runner runs it, a fresh process
 as it does for med2image); ``--shard`` also runs dcm2png through
 radcloud.shard.run_shard (bubblewrap sandbox, in-memory store) to show the
 runner's overhead. Runs alternate between tools so machine load hits both;
-the median is reported. One JSON line per measurement.
+the median is reported, with each tool's peak RSS against the 512 MB its
+action gets. One JSON line per measurement.
 
 med2image is not a radcloud dependency: install it into a separate venv
 (it needs pydicom<3): ``python -m venv /tmp/med2image-venv &&
@@ -36,6 +37,7 @@ from radcloud.samples.spec import retrieve_bench_spec
 from radcloud.samples.synthetic import write_studies
 
 REPO = Path(__file__).resolve().parents[1]
+ACTION_MB = 512  # memorySize of every plugin-<name> action: OpenWhisk's default cap
 ENTRIES = {"dcm2png": "dcm2png.py", "dicom-tags": "dicom_tags.py", "dcm2niix": "dcm2niix_plugin.py",
            "deidentify": "deidentify.py", "segment-stats": "segment_stats.py"}
 MED2IMAGE_VENV = "/tmp/med2image-venv/bin/med2image"
@@ -48,13 +50,26 @@ def find_med2image(explicit: str | None) -> str | None:
     return None
 
 
-def timed(cmd: list[str], env: dict | None = None) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    elapsed = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[1] if len(cmd) > 1 else cmd[0]} failed: {proc.stderr[-500:]}")
-    return elapsed
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Run ``cmd``: (wall seconds, peak RSS in MB of that process, from its own rusage)."""
+    with tempfile.TemporaryFile() as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            log.seek(0)
+            tail = log.read()[-500:].decode(errors="replace")
+            raise RuntimeError(f"{cmd[1] if len(cmd) > 1 else cmd[0]} failed: {tail}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def own_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def plugin_cmd(name: str, inp: Path, out: Path) -> list[str]:
@@ -121,6 +136,7 @@ def main() -> None:
         if a.shard and "dcm2png" in tools:
             tools.append("dcm2png-shard")
         times: dict[str, list[float]] = {t: [] for t in tools}
+        peaks: dict[str, list[float]] = {t: [] for t in tools}
         for run in range(a.runs):
             for tool in tools:
                 out = work / f"out-{tool}-{run}"
@@ -128,11 +144,15 @@ def main() -> None:
                 if tool == "med2image":
                     cmd = [med2image, "-i", str(sorted(inp.glob("*.dcm"))[0]), "-d", str(out), "-o", "slice.png",
                            "-s", "-1"]
-                    times[tool].append(timed(cmd))
+                    elapsed, peak = timed(cmd)
+                    times[tool].append(elapsed)
+                    peaks[tool].append(peak)
                 elif tool == "dcm2png-shard":
                     times[tool].append(shard_run(inp, out))
                 else:
-                    times[tool].append(timed(plugin_cmd(tool, inp, out), env))
+                    elapsed, peak = timed(plugin_cmd(tool, inp, out), env)
+                    times[tool].append(elapsed)
+                    peaks[tool].append(peak)
                 shutil.rmtree(out, ignore_errors=True)
         results = {}
         for tool, samples in times.items():
@@ -140,6 +160,10 @@ def main() -> None:
             results[tool] = {"bench": "plugins", "tool": tool, "images": n, "runs": len(samples),
                              "median_s": round(med, 3), "images_per_s": round(n / med, 1),
                              "series_per_s": round(1 / med, 3), "samples_s": [round(s, 3) for s in samples]}
+            if peaks[tool]:  # the plugin actions get 512 MB (deploy/manifest.yaml): a bigger peak is killed
+                # Linux carries the forking parent's RSS into the child's maxrss: below this, a floor.
+                results[tool] |= {"peak_rss_MB": round(max(peaks[tool]), 1), "floor_MB": round(own_rss_mb(), 1),
+                                  "action_memory_MB": ACTION_MB, "fits_action": max(peaks[tool]) < ACTION_MB}
             print(json.dumps(results[tool]))
         if "med2image" in results and "dcm2png" in results:
             # Runs alternate, so run k of each tool saw similar load: compare pairwise too.
