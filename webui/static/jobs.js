@@ -18,6 +18,12 @@
     return fmt.duration(end - start);
   };
   const pct = (a, b) => (b ? Math.round((100 * a) / b) : 0);
+  // "Finished" counts every outcome; say which, so a cancelled job does not read as done.
+  const shardSummary = (j, p) => {
+    const outcomes = [["succeeded", j.shards_succeeded], ["failed", j.shards_failed], ["cancelled", j.shards_cancelled]]
+      .filter(([, n]) => Number(n) > 0).map(([name, n]) => `${n} ${name}`);
+    return `${p.shards_done ?? 0} of ${p.shards_total ?? 0} shards finished` + (outcomes.length ? ` (${outcomes.join(", ")})` : "");
+  };
 
   async function loadList() {
     clearTimeout(listTimer);
@@ -86,7 +92,7 @@
                   role: "progressbar", "aria-valuemin": 0, "aria-valuemax": p.shards_total || 0, "aria-valuenow": p.shards_done || 0,
                   "aria-label": "Job progress" },
         el("span", { style: `width:${final && j.state === "succeeded" ? 100 : pct(p.shards_done, p.shards_total)}%` })),
-      el("p", {}, `${p.shards_done ?? 0} of ${p.shards_total ?? 0} shards done` +
+      el("p", { id: "job-shards" }, shardSummary(j, p) +
         (p.instances_total ? ` · ${p.instances_done}/${p.instances_total} images` : "")),
       j.reason ? el("p", { class: final && j.state !== "succeeded" ? "error" : "muted" }, j.reason) : "",
       el("div", { class: "bar" },

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -96,6 +97,8 @@ def test_cancel_button_cancels_a_running_job(journey):
     assert record["state_before"] not in ("succeeded", "failed", "partial", "cancelled")
     assert record["cancel_status"] == 200 and "Cancel requested" in record["toast"]
     assert record["state"] == "cancelled" and record["cancel_button_left"] == 0
+    # The summary names the cancelled shards instead of counting them as done.
+    assert re.search(r"shards finished \(.*\d+ cancelled\)", record["shards_line"]), record["shards_line"]
 
 
 def test_retry_button_reruns_the_failed_shards(journey):

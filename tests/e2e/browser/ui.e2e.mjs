@@ -221,6 +221,7 @@ const ok = await (async () => {
     await page.waitForFunction(() => document.querySelector("#job-state")?.textContent === "cancelled", null, { timeout: 30000, polling: 250 });
     const cancelBtn = await page.$$('#job-detail button:text-is("Cancel")');
     return { job, state_before: seen, cancel_status: resp.status(), toast, state: await jobState(),
+             shards_line: await page.$eval("#job-shards", (e) => e.textContent),
              reason: await page.$$eval("#job-detail p.error", (ns) => ns.map((x) => x.textContent).join("")),
              cancel_button_left: cancelBtn.length };
   })) return false;
