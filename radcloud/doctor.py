@@ -22,6 +22,7 @@ from radcloud.settings import Settings
 log = logging.getLogger(__name__)
 
 MIN_TOKEN_SECRET = 32  # radcloud.auth.MIN_SECRET: shorter secrets are refused by the login action
+MIN_DEID_SECRET = 16   # plugins/deidentify refuses shorter HMAC keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +159,18 @@ def check_token_secret(settings: Settings) -> Check:
     return Check("token secret", True, f"set ({len(secrets)} secret(s), signing one {len(secrets[0])} chars)")
 
 
+def check_deid_secret(settings: Settings) -> Check:
+    secret = settings.deid_secret.reveal()
+    fix = ("set RADCLOUD_DEID_SECRET to 16+ random characters, keep it stable and hospital-side, "
+           "and redeploy (docs/security.md)")
+    if not secret:
+        return Check("deid secret", False, "deid_secret is not set: de-identification requests are refused (503)", fix)
+    if len(secret.encode()) < MIN_DEID_SECRET:
+        return Check("deid secret", False, f"deid_secret has {len(secret.encode())} bytes: "
+                     "the deidentify plugin refuses it", fix)
+    return Check("deid secret", True, f"set ({len(secret.encode())} bytes)")
+
+
 def run_all(settings: Settings, apihost: str, auth: str, expected_actions: Iterable[str]) -> list[Check]:
     """Every check, in the order an admin would fix them."""
     checks = _guard_list("openwhisk api", lambda: check_openwhisk(apihost, auth, expected_actions))
@@ -165,6 +178,7 @@ def run_all(settings: Settings, apihost: str, auth: str, expected_actions: Itera
     checks += _guard_list("s3 bucket", lambda: check_s3(settings))
     checks.append(_guard("redis", lambda: check_redis(settings)))
     checks.append(_guard("token secret", lambda: check_token_secret(settings)))
+    checks.append(_guard("deid secret", lambda: check_deid_secret(settings)))
     return checks
 
 

@@ -113,7 +113,7 @@ def test_doctor_reports_every_dependency(state):
     report = radcloud(state, "doctor", "--json", label="doctor")
     checks = {c["name"]: c for c in json.loads(report.stdout)["checks"]}
     assert {"openwhisk api", "radcloud actions", "orthanc", "s3 bucket", "s3 not public", "redis",
-            "token secret"} <= set(checks)
+            "token secret", "deid secret"} <= set(checks)
     assert report.returncode == 0, [c for c in checks.values() if not c["ok"]]
     broken = subprocess.run([*RADCLOUD, "doctor", "--json", "--state-dir", str(state)], capture_output=True,
                             text=True, timeout=60, env={**clean_env(), "RADCLOUD_ORTHANC_PASSWORD": "wrong"})

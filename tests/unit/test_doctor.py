@@ -19,6 +19,15 @@ def test_token_secret_missing_short_and_rotated():
     assert rotated.ok and "2 secret(s)" in rotated.detail and "n" * 40 not in rotated.detail
 
 
+def test_deid_secret_missing_short_and_set():
+    missing = doctor.check_deid_secret(_settings())
+    assert not missing.ok and "503" in missing.detail and "RADCLOUD_DEID_SECRET" in missing.fix
+    short = doctor.check_deid_secret(_settings(deid_secret="abc"))
+    assert not short.ok and "3 bytes" in short.detail
+    good = doctor.check_deid_secret(_settings(deid_secret="d" * 24))
+    assert good.ok and "d" * 24 not in good.detail  # never printed
+
+
 def test_openwhisk_without_credentials_fails_with_what_to_do():
     [check] = doctor.check_openwhisk("", "", ["query"])
     assert not check.ok and "--apihost" in check.fix
