@@ -42,8 +42,9 @@ stack-down: venv
 seed: venv
 	$(VENV)/bin/radcloud stack seed
 
+# PORT_OFFSET=20000 make demo: another port range when 10000+ is taken.
 demo: install
-	$(VENV)/bin/radcloud demo
+	$(VENV)/bin/radcloud demo $(if $(PORT_OFFSET),--port-offset $(PORT_OFFSET))
 
 test: install
 	@scripts/run-tests.sh
