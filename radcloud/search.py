@@ -91,21 +91,25 @@ def _exact_mrns(query: q.Query) -> set[str] | None:
 
 
 def _by_mrn(query: q.Query, orthanc: Orthanc, mrns: set[str]) -> dict[str, Any]:
-    """Patients or studies by exact PatientIDs: straight to each patient, no find."""
-    patients = []
-    for mrn in sorted(mrns):
-        try:
-            if query.level == "patient":
-                patients.append(orthanc.resource("Patient", patient_resource_id(mrn)))
-            else:
-                patients.append({"ID": patient_resource_id(mrn),
-                                 "studies": orthanc.children("Patient", patient_resource_id(mrn), "Study")})
-        except NotFound:
-            continue
+    """Patients or studies by exact PatientIDs: straight to each patient, no find.
+
+    A PatientID Orthanc does not hold is a 404, i.e. no match; the tag is
+    checked anyway, so an id that is not the hash of this MRN matches nothing.
+    """
+    def each(fetch: Any) -> list[Any]:
+        found = []
+        for mrn in sorted(mrns):
+            try:
+                found.append(fetch(patient_resource_id(mrn)))
+            except NotFound:
+                continue
+        return found
+
     if query.level == "patient":
+        patients = each(lambda pid: orthanc.resource("Patient", pid))
         return q.page(query, [_patient_item(p) for p in patients
                               if p.get("MainDicomTags", {}).get("PatientID") in mrns])
-    studies = [s for p in patients for s in p["studies"]
+    studies = [s for found in each(lambda pid: orthanc.children("Patient", pid, "Study")) for s in found
                if s.get("PatientMainDicomTags", {}).get("PatientID") in mrns]
     truncated = len(studies) > q.MAX_MATCHES
     result = q.page(query, [_study_item(s) for s in studies[:q.MAX_MATCHES]], truncated)
