@@ -13,9 +13,12 @@ secret gives the same pseudonyms, UIDs and date shifts, so series
 de-identified on different days still line up. The re-identification map
 (original Patient ID, pseudonym, date shift, UID pairs) is written only to
 ``--mapDir``, a hospital-side directory that must not be inside
-``outputdir``; it never enters the output. Files whose pixels carry burned-in
-text (BurnedInAnnotation YES) are refused: the profile requires cleaning
-pixel data, which this plugin does not do.
+``outputdir``; it never enters the output. Files whose pixels may carry
+burned-in text are refused: the profile requires cleaning pixel data, which
+this plugin does not do. That is BurnedInAnnotation YES, and — when the
+attribute is absent — the kinds of image where text is usually burned in
+(ultrasound, secondary captures, visible-light photographs and video) and
+encapsulated documents; BurnedInAnnotation NO lets them through.
 """
 
 from __future__ import annotations
@@ -28,10 +31,23 @@ import time
 from pathlib import Path
 
 import pydicom
+import pydicom.uid
 from pydicom.errors import InvalidDicomError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deid_profile import Deidentifier, find_phi  # noqa: E402
+
+
+# SOP classes whose pixels (or document) usually carry patient text (PS3.15 E.3.1).
+_TEXT_PRONE = ("Ultrasound", "Secondary Capture", "VL ", "Video ", "Encapsulated")
+
+
+def may_have_burned_in_text(ds: pydicom.Dataset) -> bool:
+    flag = str(ds.get("BurnedInAnnotation", "")).strip().upper()
+    if flag:
+        return flag != "NO"
+    name = pydicom.uid.UID(str(ds.SOPClassUID)).name
+    return any(kind in name for kind in _TEXT_PRONE)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,7 +72,7 @@ def run(inputdir: Path, outputdir: Path, secret: bytes, map_dir: Path | None) ->
         if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
             summary["not_instance"] += 1  # not a storable composite instance
             continue
-        if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+        if may_have_burned_in_text(ds):
             summary["refused_burned_in"] += 1
             continue
         deid.apply(ds)

@@ -110,8 +110,10 @@ def test_real_files_pass_the_checker_and_lose_private_and_overlays(tmp_path):
     proc = deidentify(inp, tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out" / "deidentify.json").read_text())
-    # nested_priv_SQ.dcm has no SOP Instance UID: not a storable instance
-    assert summary["written"] == len(REAL) - 1 and summary["not_instance"] == 1
+    # nested_priv_SQ.dcm has no SOP Instance UID: not a storable instance; JPEG2000.dcm and
+    # SC_rgb_rle.dcm are secondary captures without BurnedInAnnotation: they may carry text
+    assert summary["not_instance"] == 1 and summary["refused_burned_in"] == 2
+    assert summary["written"] == len(REAL) - 3
     assert summary["failed_check"] == 0
     secrets = _identifiers(inp / n for n in REAL)
     for out in (tmp_path / "out").glob("*.dcm"):
@@ -166,3 +168,23 @@ def test_burned_in_annotation_is_refused(tmp_path):
     ds.save_as(paths[0])
     proc = deidentify(tmp_path / "ct", tmp_path / "out")
     assert proc.returncode == 1 and not list((tmp_path / "out").glob("*.dcm"))
+
+
+@pytest.mark.parametrize("sop_class, flag, written", [
+    ("1.2.840.10008.5.1.4.1.1.2", None, True),            # CT: text is not usually burned in
+    ("1.2.840.10008.5.1.4.1.1.6.1", None, False),         # ultrasound: it usually is
+    ("1.2.840.10008.5.1.4.1.1.7", None, False),           # secondary capture (screenshots)
+    ("1.2.840.10008.5.1.4.1.1.77.1.4", None, False),      # VL photograph
+    ("1.2.840.10008.5.1.4.1.1.6.1", "NO", True),          # the modality vouches for clean pixels
+    ("1.2.840.10008.5.1.4.1.1.2", "YES", False),
+])
+def test_images_that_may_carry_burned_in_text_are_refused(tmp_path, sop_class, flag, written):
+    paths = write_ct_series(tmp_path / "ct", count=1)
+    ds = pydicom.dcmread(paths[0])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    if flag is not None:
+        ds.BurnedInAnnotation = flag
+    ds.save_as(paths[0])
+    proc = deidentify(tmp_path / "ct", tmp_path / "out")
+    assert bool(list((tmp_path / "out").glob("*.dcm"))) is written, proc.stderr
+    assert proc.returncode == (0 if written else 1)
