@@ -118,6 +118,25 @@ def test_broken_stream_is_recorded_and_rerun_finishes(env, fake):
     assert again["state"] == "succeeded" and again["skipped"] == 4 and again["done"] == 5
 
 
+def test_instances_too_big_to_read_ahead_are_streamed_with_the_same_checks(env, fake):
+    orthanc, store, progress = env
+    series = r.plan(r.parse_request({"StudyInstanceUID": "1.2.1"}), orthanc)
+    rid = progress.create(series, source="orthanc", layout="uid")
+    streaming = r.Stager(orthanc, store, progress, workers=2, read_ahead_max_bytes=0)
+    fake.broken, fake.bad_md5 = {"se1-i3"}, {"se2-i1"}
+    first, second = (streaming.stage(rid, s) for s in series)
+    assert first["state"] == second["state"] == "failed"
+    assert [e["SOPInstanceUID"] for e in first["errors"] + second["errors"]] == ["1.2.1.1.3", "1.2.1.2.1"]
+    assert not any(k.endswith(("1.2.1.1.3.dcm", "1.2.1.2.1.dcm")) for k in store.client.objects)
+    fake.broken = fake.bad_md5 = set()
+    again = [streaming.stage(rid, s) for s in series]
+    assert [a["state"] for a in again] == ["succeeded", "succeeded"]
+    for inst in fake.instances.values():
+        assert store.client.objects[f"staged/1.2.1/{inst.sop.rsplit('.', 1)[0]}/{inst.sop}.dcm"]["data"] == inst.data
+    opened = [c[1] for c in fake.calls if c[1].endswith("/file")]
+    assert len(opened) == 7 + 2  # each upload opened its own stream: the failed two, then the rest
+
+
 def test_md5_mismatch_never_stored(env, fake):
     rid, series, stager = start(env, fake)
     fake.bad_md5 = {"se2-i1"}
