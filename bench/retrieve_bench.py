@@ -13,8 +13,9 @@ seeds a CT study of ``series x slices`` 512x512 instances (default 500,
 * the bound = min(fastest Orthanc read, faster of the 1- and 2-thread S3
   ingests), re-measured in every round;
 * radcloud's pipeline (radcloud.retrieve.Stager) in a child process, with
-  1, 2 (the default), 3 and 4 workers, and on 1 series vs the whole study:
-  MB/s, instances/s, peak RSS (must not grow with study size);
+  1 to 4 workers (the default, ``retrieve_workers``, is headlined), and on 1
+  series vs the whole study: MB/s, instances/s, peak RSS (must not grow
+  with study size);
 * the deployed ``retrieve`` action through localwhisk (fan-out per series),
   wall time until the retrieve is ``succeeded``;
 * ChRIS's path: dcmtk ``movescu`` per series into a ``storescp`` writing
@@ -267,27 +268,30 @@ def main() -> None:
         fastest_read = max(reads["rest_per_instance_MBps"], reads["wado_study_MBps"], reads["wado_series_MBps"])
         env = endpoints.env()
         # The machine is shared: alternate bound and pipeline, compare within each round.
+        from radcloud.settings import Settings
+
+        default_w = Settings.load(environ={}).retrieve_workers
+        workers = sorted({1, 2, 3, 4, default_w})
         rounds = []
         for _ in range(args.rounds):
-            # The bound is the faster ingest: the pipeline's two workers are two uploaders.
+            # The bound is the faster ingest: the pipeline's workers are several uploaders.
             s3 = max(ingest.run(1), ingest.run(2))
-            p2, p1 = run_child(env, uid, 2), run_child(env, uid, 1)
-            p3, p4 = run_child(env, uid, 3), run_child(env, uid, 4)
             bound_r = min(fastest_read, s3)
-            rounds.append({"bound_MBps": bound_r, "pipeline_2w_MBps": p2["MBps"], "pipeline_1w_MBps": p1["MBps"],
-                           "pipeline_3w_MBps": p3["MBps"], "pipeline_4w_MBps": p4["MBps"],
-                           "ratio_2w": round(p2["MBps"] / bound_r, 2), "ratio_1w": round(p1["MBps"] / bound_r, 2),
-                           "ratio_3w": round(p3["MBps"] / bound_r, 2), "ratio_4w": round(p4["MBps"] / bound_r, 2),
-                           "instances_per_s_2w": p2["instances_per_s"], "peak_rss_MB_2w": p2["peak_rss_MB"]})
+            runs = {w: run_child(env, uid, w) for w in workers}
+            rounds.append({"bound_MBps": bound_r,
+                           **{f"pipeline_{w}w_MBps": runs[w]["MBps"] for w in workers},
+                           **{f"ratio_{w}w": round(runs[w]["MBps"] / bound_r, 2) for w in workers},
+                           "instances_per_s_default": runs[default_w]["instances_per_s"],
+                           "peak_rss_MB_default": runs[default_w]["peak_rss_MB"]})
         del ingest
         report["rounds"] = rounds
         med = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
         bound = med("bound_MBps")
         report["bound_MBps"] = bound
-        report["pipeline_2w"] = {"MBps": med("pipeline_2w_MBps"), "instances_per_s": med("instances_per_s_2w"),
-                                 "peak_rss_MB": max(r["peak_rss_MB_2w"] for r in rounds)}
-        report["pipeline_1w"] = {"MBps": med("pipeline_1w_MBps")}
-        report["pipeline_1w_one_series"] = run_child(env, uid, 1, series_limit=1)
+        report["pipeline_default"] = {"workers": default_w, "MBps": med(f"pipeline_{default_w}w_MBps"),
+                                      "instances_per_s": med("instances_per_s_default"),
+                                      "peak_rss_MB": max(r["peak_rss_MB_default"] for r in rounds)}
+        report["pipeline_one_series"] = run_child(env, uid, default_w, series_limit=1)
         report["rerun_noop"] = run_child_rerun(env, uid)
         report["action_localwhisk"] = action_retrieve(world, uid)
         series_uids = [requests.get(f"{ep.url}/series/{s}", auth=ep.auth).json()["MainDicomTags"]["SeriesInstanceUID"]
@@ -297,17 +301,17 @@ def main() -> None:
         if args.pypx_bin:
             report["chris_px_move_tuned"] = chris_moves(ep, endpoints, uid, series_uids, tmp, nodelay=True,
                                                         pypx_bin=args.pypx_bin)
-        best = max(report["pipeline_1w"]["MBps"], report["pipeline_2w"]["MBps"])
+        pipeline = report["pipeline_default"]["MBps"]
         chris_tuned = report.get("chris_px_move_tuned", report["chris_movescu_tuned"])["MBps"]
         report["ratios"] = {
-            "pipeline_vs_bound_same_round": max(med("ratio_2w"), med("ratio_1w")),  # the default: 2 workers
-            "pipeline_4w_vs_bound_same_round": med("ratio_4w"),
-            "pipeline_vs_chris_tuned": round(best / chris_tuned, 2) if chris_tuned else None,
-            "pipeline_vs_movescu_shipped": round(best / report["chris_movescu_shipped"]["MBps"], 2),
+            "pipeline_vs_bound_same_round": med(f"ratio_{default_w}w"),  # the default worker count
+            "pipeline_vs_bound_by_workers": {w: med(f"ratio_{w}w") for w in workers},
+            "pipeline_vs_chris_tuned": round(pipeline / chris_tuned, 2) if chris_tuned else None,
+            "pipeline_vs_movescu_shipped": round(pipeline / report["chris_movescu_shipped"]["MBps"], 2),
             "action_vs_bound": round(report["action_localwhisk"]["MBps"] / bound, 2) if bound else None,
-            "pipeline_vs_movescu_tuned": round(best / report["chris_movescu_tuned"]["MBps"], 2),
-            "rss_whole_study_vs_one_series": round(report["pipeline_2w"]["peak_rss_MB"]
-                                                   / report["pipeline_1w_one_series"]["peak_rss_MB"], 2),
+            "pipeline_vs_movescu_tuned": round(pipeline / report["chris_movescu_tuned"]["MBps"], 2),
+            "rss_whole_study_vs_one_series": round(report["pipeline_default"]["peak_rss_MB"]
+                                                   / report["pipeline_one_series"]["peak_rss_MB"], 2),
         }
         print(json.dumps(report, indent=1))
     finally:

@@ -13,9 +13,10 @@ The pipeline for one series (:class:`Stager`), one instance at a time:
 4. a manifest object per series (every instance's key, size, MD5, key tags),
    written last, from the store's own listing.
 
-Memory is bounded by the read-ahead window (``workers * 2`` instances of at
-most :data:`READ_AHEAD_MAX_BYTES`; a bigger instance is streamed, minio
-buffering one part), never by the series or study. Transfer path, measured here: per-instance REST
+Memory is bounded by the read-ahead window (``workers * 2`` instances and
+:data:`READ_AHEAD_WINDOW_BYTES`; an instance above :data:`READ_AHEAD_MAX_BYTES`
+is streamed, minio buffering one :data:`STREAM_PART_BYTES` part), never by the
+series or study. Transfer path, measured here: per-instance REST
 GET streaming (see bench/retrieve_bench.py); the zip endpoint is CPU-bound
 and C-GET needs a DICOM listener in the action.
 """
@@ -46,7 +47,9 @@ _ORTHANC_ID = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$")
 MAX_SERIES = 500          # per retrieve: one activation each
 ABORT_AFTER = 5           # consecutive upstream failures: the source is down, stop
 PROGRESS_EVERY_S = 0.25   # progress writes are batched, not one per instance
-READ_AHEAD_MAX_BYTES = 16 * 2**20  # instances read ahead into memory; a bigger one is streamed
+READ_AHEAD_MAX_BYTES = 16 * 2**20     # instances read ahead into memory; a bigger one is streamed
+READ_AHEAD_WINDOW_BYTES = 64 * 2**20  # all instances read ahead at once (one at least)
+STREAM_PART_BYTES = 16 * 2**20        # the SDK's buffer per streamed upload (multipart above it)
 _SERIES_TAGS = ("Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined", "SeriesDate")
 _STUDY_TAGS = ("StudyDate", "StudyTime", "StudyDescription", "AccessionNumber")
 _PATIENT_TAGS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")
@@ -153,7 +156,8 @@ class Stager:
     def __init__(self, orthanc: Orthanc, store: ObjectStore, progress: Progress | None = None, *,
                  layout: str = "uid", pacs_name: str = "radcloud", workers: int = 1,
                  clock: Callable[[], float] = time.monotonic, move_timeout_s: float = 50.0,
-                 read_ahead_max_bytes: int = READ_AHEAD_MAX_BYTES) -> None:
+                 read_ahead_max_bytes: int = READ_AHEAD_MAX_BYTES,
+                 read_ahead_window_bytes: int = READ_AHEAD_WINDOW_BYTES) -> None:
         self.orthanc = orthanc
         self.store = store
         self.progress = progress
@@ -163,6 +167,7 @@ class Stager:
         self.clock = clock
         self.move_timeout_s = move_timeout_s
         self.read_ahead_max_bytes = read_ahead_max_bytes
+        self.read_ahead_window_bytes = read_ahead_window_bytes
 
     def stage(self, rid: str, series: Mapping[str, Any], *, modality: str | None = None,
               start: int = 0, budget_s: float | None = None) -> dict[str, Any]:
@@ -227,22 +232,31 @@ class Stager:
         One thread reads ahead from Orthanc while ``workers`` threads upload,
         so an upload never waits for Orthanc (measured: +14-20 % over workers
         that each fetch then upload). A sliding window of ``workers * 2``
-        instances bounds what is held in memory; results are counted in order.
+        instances and ``read_ahead_window_bytes`` bounds what is held in
+        memory; results are counted in order.
         The budget is checked only after the first instance, so every
         activation makes progress; five upstream failures in a row stop it.
         """
-        window: deque[Future] = deque()
+        window: deque[tuple[Future, int]] = deque()
+        window_bytes = 0
         submitted = index = start
         with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(self.workers) as uploaders:
             while True:
                 out_of_time = index > start and budget_s is not None and self.clock() - t0 > budget_s
                 stop = out_of_time or tally.upstream_streak >= ABORT_AFTER
                 while not stop and submitted < len(instances) and len(window) < self.workers * 2:
-                    window.append(uploaders.submit(self._upload, reader.submit(fetch, instances[submitted])))
+                    size = _held(instances[submitted], self.read_ahead_max_bytes)
+                    if window and window_bytes + size > self.read_ahead_window_bytes:
+                        break
+                    future = uploaders.submit(self._upload, reader.submit(fetch, instances[submitted]))
+                    window.append((future, size))
+                    window_bytes += size
                     submitted += 1
                 if not window:
                     break
-                self._count(rid, uid, tally, window.popleft().result())
+                future, size = window.popleft()
+                window_bytes -= size
+                self._count(rid, uid, tally, future.result())
                 index += 1
         if tally.upstream_streak >= ABORT_AFTER:
             self._flush(rid, uid, tally)
@@ -297,7 +311,7 @@ class Stager:
             try:
                 length = int(resp.headers.get("Content-Length") or item["size"])
                 info = self.store.put_stream(item["key"], resp.raw, length, md5=item["md5"],
-                                             content_type="application/dicom")
+                                             content_type="application/dicom", part_size=STREAM_PART_BYTES)
             finally:
                 resp.close()
             return {"size": info.size}
@@ -370,6 +384,12 @@ class Stager:
     def _update(self, rid: str, uid: str, **fields: Any) -> None:
         if self.progress is not None:
             self.progress.update(rid, uid, **fields)
+
+
+def _held(inst: Mapping[str, Any], read_ahead_max: int) -> int:
+    """Bytes an instance holds in memory while in the window: itself when read ahead, else one part."""
+    size = int(inst.get("FileSize") or 0)
+    return size if size <= read_ahead_max else min(size, STREAM_PART_BYTES)
 
 
 def _failed(sop: str, exc: Exception) -> dict[str, Any]:

@@ -133,8 +133,11 @@ class ObjectStore:
     # -- writing -----------------------------------------------------------
     def put_stream(self, key: str, stream: BinaryIO, length: int, *,
                    content_type: str = "application/octet-stream", md5: str | None = None,
-                   metadata: dict | None = None) -> ObjectInfo:
+                   metadata: dict | None = None, part_size: int | None = None) -> ObjectInfo:
         """Upload ``length`` bytes from ``stream``; verify ``md5`` when given.
+
+        The SDK holds one part in memory: ``part_size`` (default the store's)
+        bounds that for a caller that streams several uploads at once.
 
         Raises:
             ChecksumMismatch: the bytes' MD5 differs from ``md5`` (nothing stored).
@@ -148,7 +151,8 @@ class ObjectStore:
             meta[MD5_META] = md5
         reader = _HashingReader(stream, length, md5)
         result = self._call("put", key, self.client.put_object, self.bucket, key, reader, length,
-                            content_type=content_type, metadata=meta or None, part_size=self.part_size)
+                            content_type=content_type, metadata=meta or None,
+                            part_size=part_size or self.part_size)
         digest = reader.hexdigest()
         etag = (result.etag or "").strip('"')
         if _HEX32.match(etag) and etag != digest:

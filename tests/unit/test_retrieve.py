@@ -137,6 +137,15 @@ def test_instances_too_big_to_read_ahead_are_streamed_with_the_same_checks(env, 
     assert len(opened) == 7 + 2  # each upload opened its own stream: the failed two, then the rest
 
 
+def test_a_window_too_small_for_two_instances_still_stages_one_at_a_time(env, fake):
+    orthanc, store, progress = env
+    series = r.plan(r.parse_request({"StudyInstanceUID": "1.2.1"}), orthanc)
+    rid = progress.create(series, source="orthanc", layout="uid")
+    tight = r.Stager(orthanc, store, progress, workers=4, read_ahead_window_bytes=1)
+    assert [tight.stage(rid, s)["state"] for s in series] == ["succeeded", "succeeded"]
+    assert len([k for k in store.client.objects if k.endswith(".dcm")]) == 7
+
+
 def test_md5_mismatch_never_stored(env, fake):
     rid, series, stager = start(env, fake)
     fake.bad_md5 = {"se2-i1"}
