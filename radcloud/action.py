@@ -78,6 +78,12 @@ class Request:
         chain = ", ".join(p.strip() for p in self.headers.get("x-forwarded-for", "").split(",") if p.strip())
         return chain[:200] or self.sequence_client or "unknown"
 
+    @property
+    def peer(self) -> str:
+        """The address OpenWhisk's edge saw (the chain's last entry): what a caller cannot choose,
+        so failed-login counting keys on it."""
+        return self.client.rsplit(",", 1)[-1].strip()
+
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> "Request":
         web = "__ow_method" in args

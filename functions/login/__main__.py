@@ -32,7 +32,7 @@ def handle(request, settings, _principal):
         raise BadRequest("username and password are required", field="username")
     redis = auth.redis_client(settings)
     try:
-        token, user = auth.login(redis, settings, username.strip(), password, request.client)
+        token, user = auth.login(redis, settings, username.strip(), password, request.peer)
     except RadcloudError as exc:
         audit.record(redis, None, "login", request, outcome=exc.code, username=username.strip()[:64])
         raise

@@ -42,6 +42,8 @@ def test_record_holds_who_what_when_where(redis):
     assert got_id == entry_id
     assert fields["who"] == "alice" and fields["role"] == "clinician"
     assert fields["action"] == "query" and fields["client"] == "10.1.2.3, 172.16.0.1"  # claim, then the edge's peer
+    assert request.peer == "172.16.0.1"  # what failed logins are counted by: a caller cannot choose it
+    assert Request(params={}, web=True).peer == "unknown"
     assert fields["when"].endswith("+00:00") and fields["outcome"] == "ok"
     assert json.loads(fields["what"]) == {"patient_ids": ["4711", "4712"], "study_uid": "1.2.3"}
 
@@ -101,6 +103,16 @@ def test_login_action_throttles_with_429(redis, redis_server):
     login = load_action("login")
     codes = [login.main(web(redis_server, username="alice", password="wrong wrong"))["error"]["statusCode"]
              for _ in range(auth.FAIL_LIMIT_USER + 1)]
+    assert codes[-1] == 429 and set(codes[:-1]) == {401}
+
+
+def test_a_forged_x_forwarded_for_does_not_reset_the_address_throttle(redis, redis_server):
+    login = load_action("login")
+    codes = []
+    for k in range(auth.FAIL_LIMIT_CLIENT + 1):  # a new user name and a new claimed origin each time
+        forged = {"x-forwarded-for": f"203.0.113.{k}, 10.1.2.3"}  # the edge's peer stays 10.1.2.3
+        answer = login.main(web(redis_server, headers=forged, username=f"user{k}", password="wrong wrong"))
+        codes.append(answer["error"]["statusCode"])
     assert codes[-1] == 429 and set(codes[:-1]) == {401}
 
 
