@@ -121,9 +121,11 @@ class ObjectStore:
         import urllib3  # minio's own transport
 
         settings.require("s3_endpoint", "s3_access_key", "s3_secret_key", "s3_bucket")
+        # Retries ride out a restart of the S3 server (0.5 + 1 + 2 + 4 s), then the error is reported.
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5.0, read=60.0), maxsize=8,
-            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+            retries=urllib3.Retry(total=4, backoff_factor=0.5, backoff_max=4.0,
+                                  status_forcelist=(500, 502, 503, 504)),
         )
         client = minio.Minio(settings.s3_endpoint, access_key=settings.s3_access_key,
                              secret_key=settings.s3_secret_key.reveal(), secure=settings.s3_secure,

@@ -196,7 +196,8 @@ def test_s3_down_while_shards_upload_fails_them_with_the_reason(world, staged):
     reasons = [s.get("message") or s.get("reason") for s in job["shards"]]
     assert all(r for r in reasons) and job.get("reason"), job
     world.call("status", {"job_id": job_id, "op": "retry"})
-    assert world.wait_final(job_id, timeout_s=120)["state"] == "succeeded"
+    job = world.wait_final(job_id, timeout_s=120)
+    assert job["state"] == "succeeded", [(s["id"], s["state"], s.get("reason")) for s in job["shards"]]
 
 
 MISBEHAVIOUR = {  # mode -> (reason, words the shard's message must hold)
