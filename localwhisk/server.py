@@ -197,8 +197,9 @@ def _has(module: str) -> bool:
 
 
 def _forward_for(headers: dict[str, str], client: tuple[str, int] | None) -> None:
-    """Append the peer to X-Forwarded-For, as OpenWhisk's edge proxy does, so actions see the caller."""
-    if not client:
-        return
-    key = next((k for k in headers if k.lower() == "x-forwarded-for"), "x-forwarded-for")
-    headers[key] = f"{headers[key]}, {client[0]}" if headers.get(key) else client[0]
+    """Append the peer to X-Forwarded-For, as OpenWhisk's edge proxy does, so actions see the caller.
+
+    ASGI header names are already lower case."""
+    if client:
+        claimed = headers.get("x-forwarded-for")
+        headers["x-forwarded-for"] = f"{claimed}, {client[0]}" if claimed else client[0]

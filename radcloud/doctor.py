@@ -160,15 +160,14 @@ def check_token_secret(settings: Settings) -> Check:
 
 
 def check_deid_secret(settings: Settings) -> Check:
-    secret = settings.deid_secret.reveal()
+    size = len(settings.deid_secret.reveal().encode())
     fix = ("set RADCLOUD_DEID_SECRET to 16+ random characters, keep it stable and hospital-side, "
            "and redeploy (docs/security.md)")
-    if not secret:
+    if not size:
         return Check("deid secret", False, "deid_secret is not set: de-identification requests are refused (503)", fix)
-    if len(secret.encode()) < MIN_DEID_SECRET:
-        return Check("deid secret", False, f"deid_secret has {len(secret.encode())} bytes: "
-                     "the deidentify plugin refuses it", fix)
-    return Check("deid secret", True, f"set ({len(secret.encode())} bytes)")
+    if size < MIN_DEID_SECRET:
+        return Check("deid secret", False, f"deid_secret has {size} bytes: the deidentify plugin refuses it", fix)
+    return Check("deid secret", True, f"set ({size} bytes)")
 
 
 def run_all(settings: Settings, apihost: str, auth: str, expected_actions: Iterable[str]) -> list[Check]:
