@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from radcloud import retrieve as r
-from radcloud.errors import NotFound
+from radcloud.errors import NotFound, UpstreamError
 from radcloud.orthanc import Orthanc
 from radcloud.progress import Progress
 from radcloud.samples.seed import seed_orthanc
@@ -185,3 +185,40 @@ def test_an_interrupted_s3_put_leaves_no_object(world):
         time.sleep(0.2)
     time.sleep(0.5)
     assert world.store.stat(key) is None
+
+
+def test_the_real_store_refuses_bytes_whose_md5_is_not_the_expected_one(world):
+    """The checked PUT relies on the store honouring Content-MD5 (BadDigest), not on a local hash."""
+    import io
+
+    from radcloud.storage import ChecksumMismatch
+
+    data = b"\x00DICM" * 20_000
+    right, wrong = hashlib.md5(data).hexdigest(), hashlib.md5(data + b"!").hexdigest()
+    with pytest.raises(ChecksumMismatch) as err:
+        world.store.put_stream("checked/wrong.dcm", io.BytesIO(data), len(data), md5=wrong)
+    assert "nothing stored" in err.value.message
+    assert world.store.stat("checked/wrong.dcm") is None
+    info = world.store.put_stream("checked/right.dcm", io.BytesIO(data), len(data), md5=right,
+                                  content_type="application/dicom")
+    stat = world.store.stat("checked/right.dcm")
+    assert (info.md5, stat.md5, stat.size, stat.content_type) == (right, right, len(data), "application/dicom")
+
+
+def test_per_instance_calls_on_the_real_orthanc_keep_requests_errors(world, stack):
+    """radcloud's own Orthanc client fetches instances through a urllib3 pool: same answers, same errors."""
+    inst = world.orthanc.find("Instance", {"AccessionNumber": "RCA0000302"})[0]
+    resp = world.orthanc.open_instance(inst["ID"])
+    head = resp.raw.read(1000)
+    resp.close()  # half read: the connection is dropped, not reused
+    whole = b"".join(world.orthanc.iter_instance(inst["ID"]))
+    assert whole[:1000] == head and whole[128:132] == b"DICM"
+    assert hashlib.md5(whole).hexdigest() == world.orthanc.instance_md5(inst["ID"])
+    with pytest.raises(NotFound):
+        world.orthanc.instance_md5("00000000-00000000-00000000-00000000-00000000")
+    wrong = Orthanc(stack.orthanc_url, user=stack.orthanc_auth[0], password="not-the-password")
+    with pytest.raises(UpstreamError, match="credentials"):
+        wrong.open_instance(inst["ID"])
+    dead = Orthanc("http://127.0.0.1:9", user="u", password="p", timeout_s=2)
+    with pytest.raises(UpstreamError, match="unreachable"):
+        dead.instance_md5(inst["ID"])

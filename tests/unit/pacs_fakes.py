@@ -257,6 +257,9 @@ class FakeMinio:
     def presigned_get_object(self, bucket: str, name: str, expires: Any = None) -> str:
         return f"http://s3.invalid/{bucket}/{name}?ttl={int(expires.total_seconds())}"
 
+    def presigned_put_object(self, bucket: str, name: str, expires: Any = None) -> str:
+        return f"http://s3.invalid/{bucket}/{name}?put-ttl={int(expires.total_seconds())}"
+
     def copy_object(self, bucket: str, name: str, source: Any, metadata: dict | None = None,
                     metadata_directive: str | None = None) -> None:
         obj = self._get(bucket, name)
@@ -266,6 +269,50 @@ class FakeMinio:
         if name not in self.objects:
             raise S3Error(None, "NoSuchKey", "no such key", name, "r", "h", bucket_name=bucket, object_name=name)
         return self.objects[name]
+
+
+class FakeS3Http:
+    """A urllib3 PoolManager in front of a FakeMinio: PUTs to its presigned URLs.
+
+    Like S3 it refuses a body whose MD5 is not ``Content-MD5`` (``BadDigest``),
+    unless ``ignore_content_md5`` (a store that does not check); ``corrupt``
+    flips a byte on the way in; ``refuse`` answers an S3 error code;
+    ``down`` raises as urllib3 does once its retries are spent.
+    """
+
+    def __init__(self, s3: FakeMinio) -> None:
+        self.s3 = s3
+        self.requests: list[tuple[str, str, dict]] = []
+        self.ignore_content_md5 = False
+        self.corrupt = False
+        self.refuse: tuple[int, str] | None = None
+        self.down = False
+
+    def request(self, method: str, url: str, body: bytes = b"", headers: dict | None = None) -> Any:
+        import base64
+        from urllib.parse import urlsplit
+
+        import urllib3
+
+        headers = dict(headers or {})
+        self.requests.append((method, url, headers))
+        if self.down:
+            raise urllib3.exceptions.MaxRetryError(None, url, "connection refused")
+        if self.refuse:
+            status, code = self.refuse
+            return SimpleNamespace(status=status, headers={}, data=f"<Error><Code>{code}</Code></Error>".encode())
+        assert method == "PUT" and "put-ttl=" in url, (method, url)
+        if self.corrupt:
+            body = bytes([body[0] ^ 1]) + body[1:]
+        digest = hashlib.md5(body).digest()
+        if not self.ignore_content_md5 and "Content-MD5" in headers \
+                and base64.b64decode(headers["Content-MD5"]) != digest:
+            return SimpleNamespace(status=400, headers={}, data=b"<Error><Code>BadDigest</Code></Error>")
+        name = urlsplit(url).path.split("/", 2)[2]
+        self.s3.puts += 1
+        self.s3.objects[name] = {"data": body, "etag": digest.hex(), "ctype": headers.get("Content-Type", ""),
+                                 "meta": {}}
+        return SimpleNamespace(status=200, headers={"ETag": f'"{digest.hex()}"'}, data=b"")
 
 
 class FakeWhisk:

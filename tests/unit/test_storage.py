@@ -103,3 +103,76 @@ def test_store_refusal_is_an_upstream_error_naming_the_key(store):
 def test_presign_passes_ttl(store):
     store.put_bytes("a", b"x")
     assert store.presign_get("a", 60).endswith("ttl=60")
+
+
+# -- checked single-part PUT (presigned, Content-MD5) --------------------------------------------
+@pytest.fixture
+def checked():
+    from pacs_fakes import FakeS3Http
+
+    s3 = FakeMinio()
+    return ObjectStore(s3, "bucket", http=FakeS3Http(s3))
+
+
+def test_checked_put_sends_content_md5_and_knows_the_md5_from_the_etag(checked):
+    data = b"dicom bytes" * 100
+    md5 = hashlib.md5(data).hexdigest()
+    info = checked.put_stream("s/a.dcm", io.BytesIO(data), len(data), md5=md5, content_type="application/dicom")
+    assert (info.md5, info.size) == (md5, len(data))
+    method, url, headers = checked.http.requests[-1]
+    assert method == "PUT" and "put-ttl=600" in url
+    import base64
+    assert base64.b64decode(headers["Content-MD5"]).hex() == md5
+    assert checked.stat("s/a.dcm").md5 == md5
+    assert checked.client.objects["s/a.dcm"]["ctype"] == "application/dicom"
+
+
+def test_checked_put_of_other_bytes_is_refused_by_the_store_and_stores_nothing(checked):
+    checked.http.corrupt = True
+    data = b"abc" * 50
+    with pytest.raises(ChecksumMismatch) as err:
+        checked.put_stream("s/b.dcm", io.BytesIO(data), len(data), md5=hashlib.md5(data).hexdigest())
+    assert "nothing stored" in err.value.message
+    assert checked.stat("s/b.dcm") is None
+
+
+def test_store_ignoring_content_md5_is_caught_by_the_etag_and_the_object_removed(checked):
+    checked.http.corrupt = checked.http.ignore_content_md5 = True
+    data = b"abc" * 50
+    with pytest.raises(ChecksumMismatch) as err:
+        checked.put_stream("s/c.dcm", io.BytesIO(data), len(data), md5=hashlib.md5(data).hexdigest())
+    assert "removed" in err.value.message
+    assert checked.stat("s/c.dcm") is None
+
+
+def test_checked_put_of_a_short_stream_sends_nothing(checked):
+    with pytest.raises(UpstreamError) as err:
+        checked.put_stream("s/d.dcm", io.BytesIO(b"abc"), 10, md5="0" * 32)
+    assert "3 of 10 bytes" in err.value.message
+    assert checked.http.requests == []
+
+
+@pytest.mark.parametrize("status,code", [(403, "AccessDenied"), (503, "SlowDown"), (500, "")])
+def test_checked_put_refused_names_the_s3_code(checked, status, code):
+    checked.http.refuse = (status, code)
+    with pytest.raises(UpstreamError) as err:
+        checked.put_stream("s/e.dcm", io.BytesIO(b"x"), 1, md5=hashlib.md5(b"x").hexdigest())
+    assert not isinstance(err.value, ChecksumMismatch)
+    assert (code or f"HTTP {status}") in err.value.message
+
+
+def test_checked_put_with_the_store_down_is_an_upstream_error(checked):
+    checked.http.down = True
+    with pytest.raises(UpstreamError) as err:
+        checked.put_stream("s/f.dcm", io.BytesIO(b"x"), 1, md5=hashlib.md5(b"x").hexdigest())
+    assert "MaxRetryError" in err.value.message
+
+
+def test_without_md5_or_above_one_part_the_sdk_uploads_and_hashes(checked):
+    checked.put_stream("s/g.bin", io.BytesIO(b"hello"), 5)
+    big = b"y" * 40
+    checked.put_stream("s/h.bin", io.BytesIO(big), 40, md5=hashlib.md5(big).hexdigest(), part_size=16)
+    assert checked.http.requests == []
+    assert checked.client.puts == 2
+    assert checked.stat("s/g.bin").md5 == hashlib.md5(b"hello").hexdigest()
+    assert checked.stat("s/h.bin").md5 == hashlib.md5(big).hexdigest()
