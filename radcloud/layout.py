@@ -17,10 +17,11 @@ it must stay out of the series folder, since CUBE registers every file there.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
+
+import seahash
 
 from radcloud.errors import BadRequest
 
@@ -66,13 +67,9 @@ def instance_key(layout: str, prefix: str, tags: Mapping[str, Any]) -> str:
 
 
 def series_hash(series_uid: str) -> str:
-    """7 hex digits naming the series folder.
-
-    oxidicom uses seahash; radcloud uses SHA-1 (stdlib). Paths differ from
-    oxidicom's in these 7 characters only; CUBE stores whatever path it is
-    given, so registration is unaffected.
-    """
-    return hashlib.sha1(series_uid.encode("ascii")).hexdigest()[:7]
+    """7 hex digits naming the series folder, as oxidicom and px-repack name it:
+    the SeaHash of the UID in lower-case hex (Rust ``{:x}``, no zero padding)."""
+    return format(seahash.hash(series_uid.encode("ascii")), "x")[:7]
 
 
 def _c(value: Any, placeholder: str) -> str:

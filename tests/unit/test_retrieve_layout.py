@@ -30,6 +30,16 @@ def test_chris_layout_matches_oxidicom_shape_and_sanitises():
     assert len(h) == 7 and "," not in key
 
 
+def test_series_hash_is_oxidicoms_seahash():
+    """oxidicom: ``format!("{:x}", seahash::hash(uid))[..7]``. The crate's documented
+    vector pins the function; a UID's hash is its hex prefix."""
+    import seahash
+
+    assert seahash.hash(b"to be or not to be") == 1988685042348123509
+    assert layout.series_hash("to be or not to be") == "1b993a8"
+    assert layout.series_hash("1.2.3.4") == format(seahash.hash(b"1.2.3.4"), "x")[:7]
+
+
 def test_chris_layout_placeholders_for_missing_tags():
     tags = {k: v for k, v in TAGS.items() if k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
                                                     "PatientID")}
