@@ -38,6 +38,14 @@ _JOB_DONE = ("Success",)
 _JOB_FAILED = ("Failure",)
 
 
+class JobStillRunning(UpstreamError):
+    """An Orthanc job outlived the wait; it goes on in Orthanc and can be waited for again."""
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
 class Orthanc:
     """A client of one Orthanc server."""
 
@@ -215,7 +223,11 @@ class Orthanc:
     def wait_job(self, job_id: str, *, timeout_s: float, poll_s: float = 0.05,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> dict:
-        """Poll ``/jobs/{id}`` until it ends; raise UpstreamError on failure or timeout."""
+        """Poll ``/jobs/{id}`` until it ends.
+
+        Raises UpstreamError when the job failed, JobStillRunning when it
+        outlived ``timeout_s``.
+        """
         deadline = clock() + timeout_s
         delay = poll_s
         while True:
@@ -226,7 +238,8 @@ class Orthanc:
             if state in _JOB_FAILED:
                 raise UpstreamError(f"Orthanc job {job_id} failed: {job.get('ErrorDescription', 'unknown')}")
             if clock() >= deadline:
-                raise UpstreamError(f"Orthanc job {job_id} still {state} after {timeout_s:.0f} s")
+                raise JobStillRunning(f"Orthanc job {job_id} still {state} after {timeout_s:.0f} s",
+                                      job_id=job_id)
             sleep(delay)
             delay = min(delay * 2, 1.0)
 

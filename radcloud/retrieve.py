@@ -37,7 +37,7 @@ from radcloud import layout as lay
 from radcloud import query as q
 from radcloud import search
 from radcloud.errors import BadRequest, NotFound, RadcloudError, UpstreamError
-from radcloud.orthanc import Orthanc
+from radcloud.orthanc import JobStillRunning, Orthanc
 from radcloud.progress import Progress
 from radcloud.storage import ObjectStore
 
@@ -170,18 +170,20 @@ class Stager:
         self.read_ahead_window_bytes = read_ahead_window_bytes
 
     def stage(self, rid: str, series: Mapping[str, Any], *, modality: str | None = None,
-              start: int = 0, budget_s: float | None = None) -> dict[str, Any]:
+              start: int = 0, budget_s: float | None = None, move_job: str | None = None) -> dict[str, Any]:
         """Stage one series; returns ``{state, next, done, skipped, bytes, errors, manifest}``.
 
         ``next`` is set when the time budget ran out first: the index to continue
-        from (the action re-invokes itself). Errors never escape: they end the
-        series ``failed`` with the reason recorded, so a retrieve is never
-        silently partial.
+        from (the action re-invokes itself). A C-MOVE that Orthanc runs as a job
+        and that outlives the budget answers ``state: moving`` with ``move_job``:
+        the next activation waits for that job (``move_job=``) instead of moving
+        again. Errors never escape: they end the series ``failed`` with the
+        reason recorded, so a retrieve is never silently partial.
         """
         uid = series["SeriesInstanceUID"]
         t0 = self.clock()
         try:
-            return self._stage(rid, series, modality, start, budget_s, t0)
+            return self._stage(rid, series, modality, start, budget_s, t0, move_job)
         except RadcloudError as exc:
             reason = exc.message
         except Exception as exc:  # the guard: a series always gets an outcome
@@ -195,15 +197,24 @@ class Stager:
         return {"state": "failed", "next": None, "reason": reason}
 
     def _stage(self, rid: str, series: Mapping[str, Any], modality: str | None, start: int,
-               budget_s: float | None, t0: float) -> dict[str, Any]:
+               budget_s: float | None, t0: float, move_job: str | None) -> dict[str, Any]:
         uid, study_uid = series["SeriesInstanceUID"], series["StudyInstanceUID"]
         orthanc_id = series.get("orthanc_id")
         if modality and start == 0:
-            self._update(rid, uid, state="moving")
-            job = self.orthanc.modality_move(modality, "Series", [
-                {"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid}])
+            job = move_job
+            if job is None:
+                self._update(rid, uid, state="moving")
+                job = self.orthanc.modality_move(modality, "Series", [
+                    {"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid}])
             if job is not None:
-                self.orthanc.wait_job(job, timeout_s=self.move_timeout_s)
+                wait_s = self.move_timeout_s if budget_s is None else max(1.0, min(self.move_timeout_s, budget_s))
+                try:
+                    self.orthanc.wait_job(job, timeout_s=wait_s)
+                except JobStillRunning:
+                    if budget_s is None:
+                        raise
+                    return {"state": "moving", "next": 0, "move_job": job, "done": 0, "skipped": 0,
+                            "bytes": 0, "errors": []}
             orthanc_id = None
         if not orthanc_id:
             ids = self.orthanc.find("Series", {"SeriesInstanceUID": uid}, expand=False)

@@ -1,11 +1,14 @@
 """Action ``retrieve-series``: stage one series (invoked by ``retrieve``, not web-exported).
 
 Params: ``retrieve_id``, ``series`` (``{StudyInstanceUID, SeriesInstanceUID,
-orthanc_id, total}``), ``modality``, ``layout``, ``pacs_name``, ``start``.
+orthanc_id, total}``), ``modality``, ``layout``, ``pacs_name``, ``start``,
+``move_job`` and ``move_started`` (a C-MOVE being waited for).
 
 It stages until its time budget (the activation's deadline minus a margin)
 runs out, then invokes itself non-blocking for the rest (``start`` = next
 instance) — so a series of any size fits OpenWhisk's 60 s default timeout.
+A C-MOVE that Orthanc runs as a job (Orthanc >= 1.11) is waited for the same
+way, hop after hop, for at most :data:`MOVE_LIMIT_S` in all.
 Its outcome is always written to the retrieve's record in Redis. Each hop
 records its own activation id (``__OW_ACTIVATION_ID``) before staging, and the
 id of the hop it invokes, so the retrieve's status can tell a dead hop from a
@@ -26,6 +29,7 @@ from radcloud.storage import ObjectStore
 SELF = "retrieve-series"
 MARGIN_S = 15.0        # left for the manifest, the record and the re-invoke
 DEFAULT_BUDGET_S = 40.0
+MOVE_LIMIT_S = 1800.0  # a C-MOVE still running after this is failed: the remote PACS is stuck
 
 
 def budget_s(environ=os.environ, now=time.time):
@@ -43,6 +47,13 @@ def handle(request, settings, principal, services=None, environ=os.environ):
     if not isinstance(rid, str) or not isinstance(series, dict) or not series.get("SeriesInstanceUID"):
         raise BadRequest("retrieve-series needs retrieve_id and series", field="series")
     start = int(params.get("start") or 0)
+    move_job = params.get("move_job") or None
+    if move_job is not None and not (isinstance(move_job, str) and len(move_job) <= 64):
+        raise BadRequest("move_job must be an Orthanc job id", field="move_job")
+    try:
+        move_started = float(params.get("move_started") or time.time())
+    except (TypeError, ValueError):
+        raise BadRequest("move_started must be epoch seconds", field="move_started") from None
     stager = Stager(services.get("orthanc") or Orthanc.from_settings(settings),
                     services.get("store") or ObjectStore.from_settings(settings),
                     services.get("progress") or Progress.from_settings(settings),
@@ -51,14 +62,24 @@ def handle(request, settings, principal, services=None, environ=os.environ):
     if environ.get("__OW_ACTIVATION_ID"):
         stager.progress.record_activation(rid, series["SeriesInstanceUID"], environ["__OW_ACTIVATION_ID"])
     result = stager.stage(rid, series, modality=params.get("modality"), start=start,
-                          budget_s=services.get("budget_s") or budget_s())
+                          budget_s=services.get("budget_s") or budget_s(), move_job=move_job)
+    uid = series["SeriesInstanceUID"]
+    if result.get("move_job") and time.time() - move_started > MOVE_LIMIT_S:
+        reason = (f"the C-MOVE from {params.get('modality')} was still running after {MOVE_LIMIT_S / 60:.0f} "
+                  f"minutes (Orthanc job {result['move_job']}); check the remote PACS, then rerun the retrieve")
+        stager.progress.update(rid, uid, state="failed", reason=reason)
+        result = {**result, "state": "failed", "next": None, "reason": reason}
     if result.get("next") is not None:
-        uid = series["SeriesInstanceUID"]
+        if result.get("move_job"):  # the same move, waited for by the next hop
+            follow = {**params, "start": 0, "move_job": result["move_job"], "move_started": move_started}
+        else:
+            follow = {**params, "start": result["next"], "modality": None}
+            follow.pop("move_job", None)
+            follow.pop("move_started", None)
         try:
             whisk = services.get("whisk") or OpenWhisk.from_settings(settings)
             action = f"{settings.ow_package}/{SELF}" if settings.ow_package else SELF
-            answer = whisk.invoke(action, {**params, "start": result["next"], "modality": None},
-                                  blocking=False)
+            answer = whisk.invoke(action, follow, blocking=False)
             stager.progress.record_activation(rid, uid, answer.get("activationId", ""))
         except RadcloudError as exc:  # never leave the series looking alive
             stager.progress.update(rid, uid, state="failed",

@@ -83,6 +83,7 @@ class FakeOrthanc:
         self.remote_answers: list[dict] = []     # C-FIND answers
         self.remote_queries: list[dict] = []
         self.moves: list[dict] = []
+        self.job_running_polls = 0               # C-MOVE job polls answered "Running" before "Success"
         self.auth = None
         self.headers: dict[str, str] = {}
 
@@ -148,6 +149,9 @@ class FakeOrthanc:
             self.moves.append(body)
             return FakeResponse(200, {"ID": "job1"})
         if parts[0] == "jobs":
+            if self.job_running_polls > 0:
+                self.job_running_polls -= 1
+                return FakeResponse(200, {"ID": parts[1], "State": "Running"})
             return FakeResponse(200, {"ID": parts[1], "State": "Success"})
         return FakeResponse(404, {})
 

@@ -193,6 +193,25 @@ def test_remote_series_is_moved_first(env, fake):
     assert result["state"] == "succeeded"
 
 
+def test_a_move_outliving_the_budget_is_waited_for_by_the_next_call(env, fake):
+    orthanc, store, progress = env
+    series = {"StudyInstanceUID": "1.2.1", "SeriesInstanceUID": "1.2.1.2", "orthanc_id": None}
+    rid = progress.create([series], source="modality:PACS", layout="uid")
+    fake.job_running_polls = 10**6
+    stager = r.Stager(orthanc, store, progress)
+    first = stager.stage(rid, series, modality="PACS", budget_s=1e-9)
+    assert (first["state"], first["next"], first["move_job"]) == ("moving", 0, "job1")
+    assert progress.status(rid)["series"][0]["state"] == "moving"
+    fake.job_running_polls = 2
+    done = stager.stage(rid, series, modality="PACS", budget_s=30, move_job="job1")
+    assert done["state"] == "succeeded" and len(fake.moves) == 1  # waited for, not moved again
+    # Without a budget (a caller that cannot continue) the wait's timeout is an error.
+    fake.job_running_polls = 10**6
+    stager.move_timeout_s = 0.01
+    failed = stager.stage(rid, series, modality="PACS")
+    assert failed["state"] == "failed" and "still Running" in failed["reason"]
+
+
 def test_chris_layout_keys(env, fake):
     rid, series, stager = start(env, fake, layout="chris", pacs_name="PACS")
     stager.pacs_name = "PACS"

@@ -122,6 +122,39 @@ def test_worker_stages_and_reinvokes_itself_when_out_of_time(services):
     assert manifest["count"] == 20 and manifest["complete"]
 
 
+def test_worker_hands_a_long_c_move_to_its_next_hop(services):
+    fake = services["orthanc"].session
+    series = {"StudyInstanceUID": "1.2.1", "SeriesInstanceUID": "1.2.1.2", "orthanc_id": None}
+    rid = services["progress"].create([series], source="modality:PACS", layout="uid")
+    fake.job_running_polls = 10**6
+    params = {"retrieve_id": rid, "series": series, "modality": "PACS"}
+    first = SERIES.handle(Request(params), SETTINGS, None, {**services, "budget_s": 1e-9})
+    assert first["state"] == "moving"
+    (name, follow, blocking), = services["whisk"].invokes
+    assert follow["move_job"] == "job1" and follow["modality"] == "PACS" and follow["start"] == 0
+    assert follow["move_started"] <= __import__("time").time()
+    fake.job_running_polls = 1
+    services["whisk"].invokes.clear()
+    final = SERIES.handle(Request(follow), SETTINGS, None, services)
+    assert final["state"] == "succeeded" and services["whisk"].invokes == [] and len(fake.moves) == 1
+
+
+def test_a_c_move_running_past_the_limit_fails_the_series(services):
+    fake = services["orthanc"].session
+    series = {"StudyInstanceUID": "1.2.1", "SeriesInstanceUID": "1.2.1.2", "orthanc_id": None}
+    rid = services["progress"].create([series], source="modality:PACS", layout="uid")
+    fake.job_running_polls = 10**6
+    params = {"retrieve_id": rid, "series": series, "modality": "PACS", "move_job": "job1",
+              "move_started": __import__("time").time() - SERIES.MOVE_LIMIT_S - 1}
+    result = SERIES.handle(Request(params), SETTINGS, None, {**services, "budget_s": 1e-9})
+    assert result["state"] == "failed" and services["whisk"].invokes == []
+    assert "still running after 30 minutes" in result["reason"] and fake.moves == []
+    status = services["progress"].status(rid)
+    assert status["series"][0]["state"] == "failed" and "remote PACS" in status["series"][0]["reason"]
+    with pytest.raises(BadRequest):
+        SERIES.handle(Request({**params, "move_started": "yesterday"}), SETTINGS, None, services)
+
+
 def test_worker_deadline_budget():
     assert SERIES.budget_s({"__OW_DEADLINE": "100000"}, now=lambda: 40.0) == 45.0
     assert SERIES.budget_s({}, now=lambda: 0) == SERIES.DEFAULT_BUDGET_S
