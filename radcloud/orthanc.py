@@ -60,8 +60,12 @@ class Orthanc:
             # Orthanc is reached directly; skip per-request proxy/netrc lookups.
             session.trust_env = False
             headers = urllib3.make_headers(basic_auth=f"{user}:{password}") if user else {}
-            self._pool = urllib3.PoolManager(maxsize=8, retries=False, headers={
-                **headers, "Accept-Encoding": "identity"}, timeout=urllib3.Timeout(timeout_s))
+            # GETs only: a retry is safe, and rides out Orthanc closing an idle keep-alive
+            # connection (after 1 s) just as it is reused. A dead Orthanc still fails at once.
+            self._pool = urllib3.PoolManager(maxsize=8, headers={**headers, "Accept-Encoding": "identity"},
+                                             retries=urllib3.Retry(total=2, connect=2, read=1, status=0,
+                                                                   redirect=False),
+                                             timeout=urllib3.Timeout(timeout_s))
         if user:
             session.auth = (user, password)
         self.session = session
