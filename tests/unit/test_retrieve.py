@@ -154,6 +154,23 @@ def test_md5_mismatch_never_stored(env, fake):
     assert not any(k.endswith("1.2.1.2.1.dcm") for k in env[1].client.objects)
 
 
+def test_md5_mismatch_refused_by_the_store_on_the_checked_put(fake, redis_client):
+    """Read-ahead instances go out as presigned PUTs with Content-MD5: the store refuses them."""
+    from pacs_fakes import FakeS3Http
+
+    s3 = FakeMinio()
+    store = ObjectStore(s3, "b", http=FakeS3Http(s3))
+    orthanc, progress = Orthanc("http://o", session=fake), Progress(redis_client)
+    rid, series, stager = start((orthanc, store, progress), fake)
+    fake.bad_md5 = {"se2-i1"}
+    result = stager.stage(rid, series[1])
+    assert result["state"] == "failed" and "nothing stored" in result["errors"][0]["error"]
+    assert not any(k.endswith("1.2.1.2.1.dcm") for k in s3.objects)
+    assert any(k.endswith("1.2.1.2.2.dcm") for k in s3.objects)  # its sibling went through
+    # two instances and the manifest, each a PUT the store checks
+    assert [(m, "Content-MD5" in h) for m, _, h in store.http.requests] == [("PUT", True)] * 3
+
+
 def test_orthanc_down_fails_the_series_with_the_reason(env, fake):
     rid, series, stager = start(env, fake)
     fake.down = True
