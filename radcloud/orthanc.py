@@ -262,7 +262,6 @@ class _PoolResponse:
     def __init__(self, resp: Any) -> None:
         self.raw = resp
         self.headers = resp.headers
-        self.status_code = resp.status
 
     @property
     def text(self) -> str:

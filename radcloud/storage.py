@@ -228,7 +228,7 @@ class ObjectStore:
             if code in ("BadDigest", "InvalidDigest"):
                 raise ChecksumMismatch(f"the store refused {key}: its bytes do not have the MD5 {md5}; "
                                        f"nothing stored")
-            raise UpstreamError(f"S3 put of {key!r} refused: {code}")
+            raise _translate(code, "put", key, self.bucket)
         etag = (resp.headers.get("ETag") or "").strip('"')
         if _HEX32.match(etag) and etag != md5:
             self._remove(key)
@@ -277,7 +277,7 @@ class ObjectStore:
                     if info is not None:
                         yield info
         except S3Error as exc:
-            raise _translate(exc, "list", prefix) from None
+            raise _translate(exc.code, "list", prefix, exc.bucket_name) from None
         except (OSError, ValueError) as exc:  # urllib3 errors are OSErrors/ValueErrors
             raise UpstreamError(f"S3 list of {prefix!r} in bucket {self.bucket} failed: "
                                 f"{type(exc).__name__}") from None
@@ -311,7 +311,7 @@ class ObjectStore:
         try:
             return fn(*args, **kwargs)
         except S3Error as exc:
-            raise _translate(exc, op, key) from None
+            raise _translate(exc.code, op, key, exc.bucket_name) from None
         except (ChecksumMismatch, BadRequest):
             raise
         except (OSError, ValueError) as exc:
@@ -352,12 +352,13 @@ def _error_code(body: bytes) -> str:
         return ""
 
 
-def _translate(exc: S3Error, op: str, key: str) -> Exception:
-    if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"):
+def _translate(code: str, op: str, key: str, bucket: str | None) -> Exception:
+    """An S3 error code (from the SDK or an error document) as radcloud's error."""
+    if code in ("NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"):
         return NotFound(f"no object {key!r} in the store", field="key")
-    if exc.code == "NoSuchBucket":
-        return UpstreamError(f"S3 bucket {exc.bucket_name!r} does not exist; create it first")
-    return UpstreamError(f"S3 {op} of {key!r} refused: {exc.code}")
+    if code == "NoSuchBucket":
+        return UpstreamError(f"S3 bucket {bucket!r} does not exist; create it first")
+    return UpstreamError(f"S3 {op} of {key!r} refused: {code}")
 
 
 def _close(stream: Any) -> None:
