@@ -75,7 +75,77 @@ def test_dicom_find_allowed_only_for_registered_modalities(stack, require):
     # findscu exits 0 either way: its stderr tells success from refusal.
     assert ok.returncode == 0 and "Find Failed" not in ok.stderr, ok.stderr
     refused = _findscu(stack.orthanc.dicom_port, "STRANGER", stack.orthanc.aet)
-    assert "Find Failed" in refused.stderr
+    # Refused before any command: an unknown AE gets no association at all.
+    assert "Association Rejected" in refused.stderr and "Calling AE Title Not Recognized" in refused.stderr
+
+
+def _associate(port: int, calling: str, called: str):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage, Verification
+
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage)
+    ae.acse_timeout = ae.network_timeout = 10
+    return ae.associate("127.0.0.1", port, ae_title=called)
+
+
+def _c_store(port: int, calling: str, called: str, ds: pydicom.Dataset) -> tuple[bool, int | None]:
+    """(association accepted?, C-STORE status) of one instance sent as ``calling`` to ``called``."""
+    assoc = _associate(port, calling, called)
+    if not assoc.is_established:
+        return False, None
+    try:
+        status = assoc.send_c_store(ds)
+        return True, int(status.Status) if "Status" in status else None
+    finally:
+        assoc.release()
+
+
+def _orthanc_log_has(stack, text: str, timeout_s: float = 5.0) -> bool:
+    log = stack.stack.state.log("orthanc")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in log.read_text("utf-8", "replace"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_dicom_store_only_from_registered_modalities_and_never_overwrites(stack):
+    """Finding 1 of issue 16: an unknown AE replaced an archived instance over C-STORE, unlogged."""
+    stored = _upload(stack.orthanc_url, stack.orthanc_auth, CT_SMALL)
+    file_url = f"{stack.orthanc_url}/instances/{stored['ID']}/file"
+    original = requests.get(file_url, auth=stack.orthanc_auth, timeout=10).content
+    forged = pydicom.dcmread(CT_SMALL)
+    forged.PatientName = "Forged^Intruder"  # same SOP Instance UID: an attempt to replace it
+    port, ours = stack.orthanc.dicom_port, stack.orthanc.aet
+
+    # An AE Orthanc does not know is refused at association (no C-ECHO, no C-STORE) and logged.
+    assert _associate(port, "INTRUDER", ours).is_rejected
+    assert _c_store(port, "INTRUDER", ours, forged) == (False, None)
+    assert _orthanc_log_has(stack, "Rejected association for remote AET INTRUDER")
+    # A registered AE calling another AET than Orthanc's own is refused and logged too.
+    assert _c_store(port, stack.endpoints.test_aet, "NOT_RADCLOUD", forged) == (False, None)
+    assert _orthanc_log_has(stack, "bad called AET in the request (NOT_RADCLOUD)")
+    # A registered AE is accepted, but an instance already stored is never replaced.
+    accepted, _status = _c_store(port, stack.endpoints.test_aet, ours, forged)
+    assert accepted
+    assert requests.get(file_url, auth=stack.orthanc_auth, timeout=10).content == original
+    tags = requests.get(f"{stack.orthanc_url}/instances/{stored['ID']}/simplified-tags",
+                        auth=stack.orthanc_auth, timeout=10).json()
+    assert tags["PatientName"] != "Forged^Intruder"
+    # ...while a new instance from it is stored (C-STORE still works for registered peers).
+    fresh = pydicom.dcmread(CT_SMALL)
+    fresh.SOPInstanceUID = fresh.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    assert _c_store(port, stack.endpoints.test_aet, ours, fresh) == (True, 0x0000)
+    assert requests.post(f"{stack.orthanc_url}/tools/lookup", data=fresh.SOPInstanceUID,
+                         auth=stack.orthanc_auth, timeout=10).json()
+    echo = _associate(port, stack.endpoints.test_aet, ours)
+    try:
+        assert echo.is_established and echo.send_c_echo().Status == 0x0000
+    finally:
+        echo.release()
 
 
 def test_remote_pacs_and_orthanc_know_each_other(stack, remote_pacs):

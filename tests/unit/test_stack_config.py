@@ -29,8 +29,10 @@ def test_orthanc_is_locked_down(tmp_path):
     assert cfg["RegisteredUsers"] == {"radcloud": "orthanc-pw"}
     assert cfg["HttpCompressionEnabled"] is False
     assert cfg["DicomCheckModalityHost"] is True
-    assert (cfg["DicomAlwaysAllowFind"], cfg["DicomAlwaysAllowGet"], cfg["DicomAlwaysAllowMove"]) == \
-        (False, False, False)
+    # No DICOM command from an unregistered AE, nor to another called AET; nothing overwritten.
+    assert [v for k, v in cfg.items() if k.startswith("DicomAlwaysAllow")] == [False] * 6
+    assert cfg["DicomCheckCalledAet"] is True
+    assert cfg["OverwriteInstances"] is False
     assert cfg["MaximumPduLength"] == 131072
 
 
