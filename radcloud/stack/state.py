@@ -27,6 +27,16 @@ S3_ACCESS_KEY_PREFIX = "radcloud-"
 BUCKET = "radcloud"
 
 
+_NOT_SECRET = {"user", "access_key"}
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` with every one of ``secrets`` replaced by ``***`` (longest first)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable by the owner only (it holds secrets)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +103,33 @@ class StateDir:
             return json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
+
+    def secret_values(self) -> list[str]:
+        """Every secret the stack holds: generated credentials and localwhisk's namespace key.
+
+        For redacting what is printed (``radcloud stack logs``); user names
+        and the S3 access key are identifiers, not secrets, and stay readable.
+        """
+        found: list[str] = []
+
+        def walk(value: Any, key: str = "") -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(v, k)
+            elif isinstance(value, str) and key not in _NOT_SECRET:
+                found.append(value)
+
+        walk(self.load_json(self.credentials) or {})
+        for path in (self.whisk_dir / ".wskprops", *sorted((self.whisk_dir / "auth").glob("*"))):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                key = line.split("=", 1)[1] if line.startswith("AUTH=") else line if ":" in line else ""
+                if key.strip():
+                    found += [key.strip(), key.strip().partition(":")[2]]  # "uuid:key" and the key alone
+        return sorted({v for v in found if len(v) >= 8}, key=len, reverse=True)
 
     def credentials_data(self) -> dict[str, Any]:
         """Generated credentials, created (and persisted 0600) on first use.

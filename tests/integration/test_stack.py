@@ -229,6 +229,40 @@ def test_redis_refuses_without_password(stack):
         assert sock.recv(200).startswith(b"-NOAUTH")
 
 
+# -- secrets --------------------------------------------------------------------
+def _stack_secrets(state_dir: Path) -> dict[str, str]:
+    creds = json.loads((state_dir / "credentials.json").read_text())
+    found = {"orthanc password": creds["orthanc"]["password"], "pacs password": creds["pacs"]["password"],
+             "redis password": creds["redis"]["password"], "s3 secret key": creds["s3"]["secret_key"],
+             "token secret": creds["token_secret"], "deid secret": creds["deid_secret"]}
+    found.update({f"weed {k}": v for k, v in creds.get("weed", {}).items()})
+    props = dict(line.split("=", 1) for line in (state_dir / "whisk" / ".wskprops").read_text().split())
+    found["namespace key"] = props["AUTH"].split(":", 1)[1]
+    return found
+
+
+def test_no_secret_in_any_stack_log_nor_in_stack_logs(stack):
+    """Finding 3 of issue 16: localwhisk's key was in whisk.log and in `radcloud stack logs`."""
+    stack.ensure_up(("whisk",))
+    try:
+        state = stack.state_dir
+        secrets = _stack_secrets(state)
+        assert len(secrets) >= 7 and all(len(v) >= 16 for v in secrets.values())
+        logs = {str(p.relative_to(state)): p.read_text("utf-8", "replace")
+                for p in sorted((state / "logs").rglob("*")) if p.is_file()}
+        assert "logs/whisk.log" in logs and "localwhisk serving on" in logs["logs/whisk.log"]
+        cli = subprocess.run([sys.executable, "-m", "radcloud.cli.main", "stack", "logs", "-n", "1000",
+                              "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        assert "whisk.log" in cli.stdout and "localwhisk serving on" in cli.stdout
+        logs["`radcloud stack logs`"] = cli.stdout + cli.stderr
+        leaks = [(where, name) for where, text in logs.items() for name, value in secrets.items()
+                 if value in text]
+        assert leaks == []
+    finally:
+        stack.stop("whisk")
+
+
 # -- lifecycle ------------------------------------------------------------------
 def test_up_is_idempotent(stack):
     pids = {n: ProcessRecord.load(stack.stack.state.pid_file(n)).pid for n in ("orthanc", "redis", "s3")}
