@@ -137,11 +137,16 @@ class StateDir:
         Kept across ``down``/``up`` because Orthanc's and Redis's data
         outlive a restart and clients hold the keys in ``radcloud.env``.
         """
+        from radcloud.stack.weed import new_keys
+
         existing = self.load_json(self.credentials)
         if existing is not None:
             added = [k for k in ("token_secret", "deid_secret") if k not in existing]
             for key in added:  # a state dir from before these secrets existed
                 existing[key] = secrets.token_urlsafe(40)
+            if "weed" not in existing:
+                existing["weed"] = new_keys()
+                added.append("weed")
             if added:
                 write_private(self.credentials, json.dumps(existing, indent=2) + "\n")
             return existing
@@ -155,6 +160,7 @@ class StateDir:
         }
         creds["token_secret"] = secrets.token_urlsafe(40)  # signs users' tokens (the login action)
         creds["deid_secret"] = secrets.token_urlsafe(40)  # deidentify's HMAC key (pseudonyms, UIDs)
+        creds["weed"] = new_keys()  # SeaweedFS's JWT signing keys (filer and volume servers)
         self.create()
         write_private(self.credentials, json.dumps(creds, indent=2) + "\n")
         return creds

@@ -205,6 +205,95 @@ def test_s3_bucket_behaves_like_aws(stack):
     assert exc.value.code == "NoSuchBucket"
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
+def _grpc_reply(port: int, tls=None, *, with_cert: bool = False) -> bytes:
+    """What a gRPC (HTTP/2) port answers to a client preface: plaintext, TLS, or TLS with our certificate.
+
+    b"" or an ssl.SSLError when refused; an HTTP/2 SETTINGS frame when it serves the caller.
+    """
+    import ssl
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        if tls is None:
+            raw.sendall(H2_PREFACE)
+            return raw.recv(64)
+        ctx = ssl.create_default_context(cafile=tls.ca)
+        ctx.set_alpn_protocols(["h2"])
+        if with_cert:
+            ctx.load_cert_chain(tls.cert, tls.key)
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(H2_PREFACE)
+            return sock.recv(64)
+
+
+def _is_h2_settings(reply: bytes) -> bool:
+    return len(reply) >= 9 and reply[3] == 0x04
+
+
+def test_seaweedfs_ports_refuse_anyone_without_the_stacks_secrets(stack):
+    """Finding 6 of issue 16: filer, master and volume ports served deid-maps/ without credentials."""
+    import ssl
+
+    from radcloud.stack.config import weed_tls_dir
+    from radcloud.stack.weed import WeedTls, client_kwargs
+
+    p, tls = stack.stack.ports, WeedTls.under(weed_tls_dir(stack.stack.state))
+    key, secret = "deid-maps/probe-job/0.json", b'{"PSEUDO-0001": "Real^Patient"}'
+    stack.s3.put_object(stack.bucket, key, io.BytesIO(secret), len(secret))
+
+    # Filer HTTP: no anonymous read, listing, write or delete (JWT-signed requests only).
+    filer = f"http://127.0.0.1:{p.weed_filer}/buckets/{stack.bucket}"
+    for method, url in (("GET", f"{filer}/{key}"), ("GET", f"{filer}/deid-maps/probe-job/"),
+                        ("PUT", f"{filer}/deid-maps/planted.json"), ("DELETE", f"{filer}/{key}")):
+        resp = requests.request(method, url, data=b"x" if method == "PUT" else None, timeout=10)
+        assert resp.status_code == 401 and b"Real^Patient" not in resp.content, (method, url, resp.status_code)
+
+    # Master HTTP: HTTPS with client certificates only, so no file id or write grant for anyone else.
+    for path in ("/dir/assign", "/dir/lookup?volumeId=1", "/cluster/status"):
+        plain = requests.get(f"http://127.0.0.1:{p.weed_master}{path}", timeout=10)
+        assert plain.status_code == 400 and "fid" not in plain.text, plain.text
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"https://127.0.0.1:{p.weed_master}{path}", verify=tls.ca, timeout=10)
+
+    # Volume HTTP: a file id holding data refuses anonymous reads, overwrites and deletes.
+    assign = requests.get(f"https://127.0.0.1:{p.weed_master}/dir/assign", timeout=10, **client_kwargs(tls))
+    assign.raise_for_status()
+    fid_url = f"http://{assign.json()['url']}/{assign.json()['fid']}"
+    grant = {"Authorization": assign.headers["Authorization"]}
+    assert requests.put(fid_url, files={"file": ("f", b"volume bytes")}, headers=grant, timeout=10).status_code == 201
+    for method in ("GET", "PUT", "DELETE"):
+        resp = requests.request(method, fid_url, files={"file": ("f", b"evil")} if method == "PUT" else None,
+                                timeout=10)
+        assert resp.status_code == 401 and b"volume bytes" not in resp.content, (method, resp.status_code)
+
+    # Admin HTTP: HTTPS with client certificates only.
+    assert requests.get(f"http://127.0.0.1:{p.weed_admin}/", timeout=10).status_code == 400
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"https://127.0.0.1:{p.weed_admin}/", verify=tls.ca, timeout=10)
+
+    # Every gRPC port (metadata, deletes, volume admin): mutual TLS.
+    for name in ("s3_grpc", "weed_master_grpc", "weed_volume_grpc", "weed_filer_grpc", "weed_admin_grpc"):
+        port = getattr(p, name)
+        assert not _is_h2_settings(_grpc_reply(port)), name
+        try:
+            refused = _grpc_reply(port, tls)
+        except (ssl.SSLError, ConnectionError):
+            refused = b""
+        assert not _is_h2_settings(refused), name
+        assert _is_h2_settings(_grpc_reply(port, tls, with_cert=True)), name  # the port does serve gRPC
+
+    # The S3 keys still open everything, and nothing above changed the object.
+    got = stack.s3.get_object(stack.bucket, key)
+    try:
+        assert got.read() == secret
+    finally:
+        got.close()
+        got.release_conn()
+    stack.s3.remove_object(stack.bucket, key)
+
+
 def test_weed_sockets_stay_out_of_tmp(stack):
     ports = stack.stack.ports
     leaked = [p for p in Path("/tmp").glob("seaweedfs-*.sock")
