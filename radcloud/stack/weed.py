@@ -3,10 +3,12 @@
 ``weed mini`` runs master, volume, filer, S3 and admin servers; each listens
 on an HTTP and a gRPC port. Out of the box all of them answer anyone who can
 connect, which would let a local user read or delete objects (the
-re-identification maps among them) without the S3 keys. ``security.toml``
-(templates/weed-security.toml.j2 says what each port requires) is rendered by
-:mod:`radcloud.stack.config`; :func:`ensure_tls` creates, once per state dir, the CA and the one
-certificate the components present to each other.
+re-identification maps among them) without the S3 keys.
+:mod:`radcloud.stack.config` renders ``security.toml`` from
+templates/weed-security.toml.j2 (which says what each port requires) with
+the JWT keys of :func:`new_keys` and the files of :func:`ensure_tls`: a CA
+and the one certificate the components present to each other, created once
+per state dir.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import dataclasses
 import secrets
 import shutil
 import subprocess
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
