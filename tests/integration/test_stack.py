@@ -79,7 +79,7 @@ def test_dicom_find_allowed_only_for_registered_modalities(stack, require):
     assert "Association Rejected" in refused.stderr and "Calling AE Title Not Recognized" in refused.stderr
 
 
-def _associate(port: int, calling: str, called: str):
+def _associate(port: int, calling: str, called: str, source: str = "127.0.0.1"):
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage, Verification
 
@@ -87,7 +87,7 @@ def _associate(port: int, calling: str, called: str):
     ae.add_requested_context(Verification)
     ae.add_requested_context(CTImageStorage)
     ae.acse_timeout = ae.network_timeout = 10
-    return ae.associate("127.0.0.1", port, ae_title=called)
+    return ae.associate("127.0.0.1", port, ae_title=called, bind_address=(source, 0))
 
 
 def _c_store(port: int, calling: str, called: str, ds: pydicom.Dataset) -> tuple[bool, int | None]:
@@ -125,6 +125,9 @@ def test_dicom_store_only_from_registered_modalities_and_never_overwrites(stack)
     assert _associate(port, "INTRUDER", ours).is_rejected
     assert _c_store(port, "INTRUDER", ours, forged) == (False, None)
     assert _orthanc_log_has(stack, "Rejected association for remote AET INTRUDER")
+    # A registered AE title claimed from another host than its registered one (127.0.0.1) is refused.
+    assert _associate(port, stack.endpoints.test_aet, ours, source="127.0.0.2").is_rejected
+    assert _orthanc_log_has(stack, f"Rejected association for remote AET {stack.endpoints.test_aet} on IP 127.0.0.2")
     # A registered AE calling another AET than Orthanc's own is refused and logged too.
     assert _c_store(port, stack.endpoints.test_aet, "NOT_RADCLOUD", forged) == (False, None)
     assert _orthanc_log_has(stack, "bad called AET in the request (NOT_RADCLOUD)")
