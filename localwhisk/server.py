@@ -157,7 +157,7 @@ def write_wskprops(state_dir: Path, api_host: str, key: str, namespace: str = au
 
 
 def serve(config: ServeConfig) -> None:
-    """Bind, print API host and key, serve until SIGINT/SIGTERM."""
+    """Bind, write ``.wskprops``, print the API host (never the key), serve until SIGINT/SIGTERM."""
     import uvicorn
 
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when it sees
@@ -176,10 +176,13 @@ def serve(config: ServeConfig) -> None:
     if controller.recovered:
         print(f"finished {controller.recovered} activation(s) left in flight by the previous run", flush=True)
     print(f"localwhisk serving on {api_host} (state {config.state_dir}, credentials in {props})", flush=True)
-    print(f"APIHOST={api_host}\nAUTH={key}\nNAMESPACE={auth.DEFAULT_NAMESPACE}", flush=True)
+    # The key controls every action and activation: it goes to the 0600 .wskprops only, never
+    # to stdout, which ends up in log files (`radcloud stack logs`, CI output).
+    print(f"APIHOST={api_host}\nAUTH=*** (in {props})\nNAMESPACE={auth.DEFAULT_NAMESPACE}", flush=True)
     # localwhisk is the edge: the peer is the caller, whatever X-Forwarded-For claims.
     uv_config = uvicorn.Config(App(controller), log_level="warning", access_log=False, proxy_headers=False,
                                http="httptools" if _has("httptools") else "h11", lifespan="on")
+    redact_logs([key, key.partition(":")[2]])  # after uvicorn.Config: it installs its own handlers
     server = uvicorn.Server(uv_config)
     try:
         server.run(sockets=[sock])
@@ -189,6 +192,35 @@ def serve(config: ServeConfig) -> None:
         if shutdown is not None:
             shutdown()
         controller.store.close()
+
+
+class _Redact(logging.Filter):
+    """Masks secrets in every record a handler emits (a traceback or a library's message included)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = sorted({x for x in secrets if len(x) >= 8}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        masked, exc = text, record.exc_text or ""
+        for secret in self.secrets:
+            masked, exc = masked.replace(secret, "***"), exc.replace(secret, "***")
+        if masked != text:
+            record.msg, record.args = masked, None
+        record.exc_text = exc or record.exc_text
+        return True
+
+
+def redact_logs(secrets: list[str]) -> None:
+    """Mask ``secrets`` (the namespace key) in whatever the root logger's handlers write."""
+    flt = _Redact(secrets)
+    loggers = [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    for handler in {h for lg in loggers for h in lg.handlers}:
+        handler.addFilter(flt)
 
 
 def _has(module: str) -> bool:

@@ -80,7 +80,8 @@ class Server:
             if line.startswith("APIHOST="):
                 self.api_host = line.split("=", 1)[1].strip()
             elif line.startswith("AUTH="):
-                self.auth = line.split("=", 1)[1].strip()
+                # The server prints no key (its output is logged); .wskprops holds it, written before.
+                self.auth = _wskprops(self.state_dir)["AUTH"]
                 return self.api_host, self.auth
         self.stop()
         raise RuntimeError("localwhisk did not start:\n" + "".join(self.output))
@@ -155,3 +156,8 @@ class Server:
 
     def activation(self, activation_id: str) -> tuple[int, Any]:
         return self.client.request("GET", f"/api/v1/namespaces/_/activations/{activation_id}")
+
+
+def _wskprops(state_dir: Path) -> dict[str, str]:
+    lines = (Path(state_dir) / ".wskprops").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)

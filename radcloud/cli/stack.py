@@ -20,7 +20,7 @@ from rich.table import Table
 
 from radcloud.errors import RadcloudError
 from radcloud.stack import process
-from radcloud.stack.state import ALL_SERVICES, DEFAULT_SERVICES
+from radcloud.stack.state import ALL_SERVICES, DEFAULT_SERVICES, redact
 
 app = typer.Typer(no_args_is_help=True, help="Start, inspect and stop the local Orthanc + Redis + S3 (+ localwhisk) stack.")
 out = Console(highlight=False)
@@ -173,6 +173,8 @@ def logs(
         err.print(f"[red]error:[/] unknown service {service!r}; known: {', '.join(ALL_SERVICES)}")
         raise typer.Exit(2)
     stack = _stack(state_dir)
+    # Services are configured not to log secrets; this is the last filter in case one does.
+    secrets = stack.state.secret_values()
     for name in [service] if service else ALL_SERVICES:
         path = stack.state.log(name)
         if not path.exists():
@@ -181,7 +183,7 @@ def logs(
                 raise typer.Exit(1)
             continue
         out.print(f"[bold]==> {path} <==[/]")
-        text = process.tail(path, lines)
+        text = redact(process.tail(path, lines), secrets)
         if text:
             out.print(text, markup=False, highlight=False, soft_wrap=True)
 

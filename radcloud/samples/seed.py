@@ -162,8 +162,8 @@ def _payloads(plans: list[SeriesPlan], files: list[Path], orthanc: _Archive,
               outcome: dict[str, int], report: Callable[[int], None]) -> Iterator[bytes]:
     """Encoded instances Orthanc lacks; those it holds are counted, never generated.
 
-    Asking first matters: the stack's Orthanc runs with OverwriteInstances,
-    so a re-upload would be answered "Success", not "AlreadyStored".
+    Asking first matters: an Orthanc with OverwriteInstances (the stack's
+    has it off) answers a re-upload "Success", not "AlreadyStored".
     """
     held = orthanc.held_series([p.series_uid for p in plans])
     for series_plan in plans:

@@ -14,6 +14,7 @@ from typing import Any
 
 import jinja2
 
+from radcloud.stack import weed
 from radcloud.stack.install import ORTHANC_PLUGINS_DIR
 from radcloud.stack.ports import Ports
 from radcloud.stack.state import ORTHANCS, TEST_AET, StateDir, write_private
@@ -55,6 +56,16 @@ def render_s3_identities(credentials: Mapping[str, Any]) -> str:
         access_key=credentials["s3"]["access_key"], secret_key=credentials["s3"]["secret_key"])
 
 
+def render_weed_security(*, state: StateDir, credentials: Mapping[str, Any]) -> str:
+    """SeaweedFS's security.toml: JWT keys from the credentials, the stack's TLS files."""
+    tls = weed.ensure_tls(weed_tls_dir(state))
+    return _ENV.get_template("weed-security.toml.j2").render(keys=credentials["weed"], tls=tls)
+
+
+def weed_tls_dir(state: StateDir) -> Path:
+    return state.service_dir("s3") / "tls"
+
+
 def render_redis(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any]) -> str:
     return _ENV.get_template("redis.conf.j2").render(
         port=ports.redis, data_dir=str(state.service_dir("redis")),
@@ -94,6 +105,9 @@ def write_service_config(service: str, *, state: StateDir, ports: Ports,
         text = render_s3_identities(credentials)
         (state.service_dir("s3") / "data").mkdir(parents=True, exist_ok=True)
         (state.log_dir / "s3").mkdir(parents=True, exist_ok=True)
+        # weed reads security.toml from -config_dir (see services.weed_argv).
+        write_private(state.service_dir("s3") / "security.toml",
+                      render_weed_security(state=state, credentials=credentials))
     elif service == "whisk":
         text = render_whisk_images(state=state, ports=ports, credentials=credentials)
     else:

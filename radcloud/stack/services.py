@@ -126,7 +126,8 @@ def weed_argv(*, state: StateDir, ports: Ports, weed: str, bwrap: str) -> tuple[
     if weed_dir == "/tmp" or weed_dir.startswith("/tmp/"):
         sandbox += ["--ro-bind", weed_dir, weed_dir]
     p = ports
-    return (*sandbox, "--", weed, f"-logdir={state.log_dir / 's3'}", "mini",
+    return (*sandbox, "--", weed, f"-logdir={state.log_dir / 's3'}",
+            f"-config_dir={state.service_dir('s3')}", "mini",  # its security.toml: see radcloud.stack.weed
             f"-dir={state.service_dir('s3') / 'data'}",
             "-master.telemetry=false",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1",

@@ -27,6 +27,16 @@ S3_ACCESS_KEY_PREFIX = "radcloud-"
 BUCKET = "radcloud"
 
 
+_NOT_SECRET = {"user", "access_key"}
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` with every one of ``secrets`` replaced by ``***`` (longest first)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable by the owner only (it holds secrets)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,17 +104,49 @@ class StateDir:
         except FileNotFoundError:
             return None
 
+    def secret_values(self) -> list[str]:
+        """Every secret the stack holds: generated credentials and localwhisk's namespace key.
+
+        For redacting what is printed (``radcloud stack logs``); user names
+        and the S3 access key are identifiers, not secrets, and stay readable.
+        """
+        found: list[str] = []
+
+        def walk(value: Any, key: str = "") -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(v, k)
+            elif isinstance(value, str) and key not in _NOT_SECRET:
+                found.append(value)
+
+        walk(self.load_json(self.credentials) or {})
+        for path in (self.whisk_dir / ".wskprops", *sorted((self.whisk_dir / "auth").glob("*"))):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                key = line.split("=", 1)[1] if line.startswith("AUTH=") else line if ":" in line else ""
+                if key.strip():
+                    found += [key.strip(), key.strip().partition(":")[2]]  # "uuid:key" and the key alone
+        return sorted({v for v in found if len(v) >= 8}, key=len, reverse=True)
+
     def credentials_data(self) -> dict[str, Any]:
         """Generated credentials, created (and persisted 0600) on first use.
 
         Kept across ``down``/``up`` because Orthanc's and Redis's data
         outlive a restart and clients hold the keys in ``radcloud.env``.
         """
+        from radcloud.stack.weed import new_keys
+
         existing = self.load_json(self.credentials)
         if existing is not None:
             added = [k for k in ("token_secret", "deid_secret") if k not in existing]
             for key in added:  # a state dir from before these secrets existed
                 existing[key] = secrets.token_urlsafe(40)
+            if "weed" not in existing:
+                existing["weed"] = new_keys()
+                added.append("weed")
             if added:
                 write_private(self.credentials, json.dumps(existing, indent=2) + "\n")
             return existing
@@ -118,6 +160,7 @@ class StateDir:
         }
         creds["token_secret"] = secrets.token_urlsafe(40)  # signs users' tokens (the login action)
         creds["deid_secret"] = secrets.token_urlsafe(40)  # deidentify's HMAC key (pseudonyms, UIDs)
+        creds["weed"] = new_keys()  # SeaweedFS's JWT signing keys (filer and volume servers)
         self.create()
         write_private(self.credentials, json.dumps(creds, indent=2) + "\n")
         return creds

@@ -75,7 +75,80 @@ def test_dicom_find_allowed_only_for_registered_modalities(stack, require):
     # findscu exits 0 either way: its stderr tells success from refusal.
     assert ok.returncode == 0 and "Find Failed" not in ok.stderr, ok.stderr
     refused = _findscu(stack.orthanc.dicom_port, "STRANGER", stack.orthanc.aet)
-    assert "Find Failed" in refused.stderr
+    # Refused before any command: an unknown AE gets no association at all.
+    assert "Association Rejected" in refused.stderr and "Calling AE Title Not Recognized" in refused.stderr
+
+
+def _associate(port: int, calling: str, called: str, source: str = "127.0.0.1"):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage, Verification
+
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage)
+    ae.acse_timeout = ae.network_timeout = 10
+    return ae.associate("127.0.0.1", port, ae_title=called, bind_address=(source, 0))
+
+
+def _c_store(port: int, calling: str, called: str, ds: pydicom.Dataset) -> tuple[bool, int | None]:
+    """(association accepted?, C-STORE status) of one instance sent as ``calling`` to ``called``."""
+    assoc = _associate(port, calling, called)
+    if not assoc.is_established:
+        return False, None
+    try:
+        status = assoc.send_c_store(ds)
+        return True, int(status.Status) if "Status" in status else None
+    finally:
+        assoc.release()
+
+
+def _orthanc_log_has(stack, text: str, timeout_s: float = 5.0) -> bool:
+    log = stack.stack.state.log("orthanc")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in log.read_text("utf-8", "replace"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_dicom_store_only_from_registered_modalities_and_never_overwrites(stack):
+    """Finding 1 of issue 16: an unknown AE replaced an archived instance over C-STORE, unlogged."""
+    stored = _upload(stack.orthanc_url, stack.orthanc_auth, CT_SMALL)
+    file_url = f"{stack.orthanc_url}/instances/{stored['ID']}/file"
+    original = requests.get(file_url, auth=stack.orthanc_auth, timeout=10).content
+    forged = pydicom.dcmread(CT_SMALL)
+    forged.PatientName = "Forged^Intruder"  # same SOP Instance UID: an attempt to replace it
+    port, ours = stack.orthanc.dicom_port, stack.orthanc.aet
+
+    # An AE Orthanc does not know is refused at association (no C-ECHO, no C-STORE) and logged.
+    assert _associate(port, "INTRUDER", ours).is_rejected
+    assert _c_store(port, "INTRUDER", ours, forged) == (False, None)
+    assert _orthanc_log_has(stack, "Rejected association for remote AET INTRUDER")
+    # A registered AE title claimed from another host than its registered one (127.0.0.1) is refused.
+    assert _associate(port, stack.endpoints.test_aet, ours, source="127.0.0.2").is_rejected
+    assert _orthanc_log_has(stack, f"Rejected association for remote AET {stack.endpoints.test_aet} on IP 127.0.0.2")
+    # A registered AE calling another AET than Orthanc's own is refused and logged too.
+    assert _c_store(port, stack.endpoints.test_aet, "NOT_RADCLOUD", forged) == (False, None)
+    assert _orthanc_log_has(stack, "bad called AET in the request (NOT_RADCLOUD)")
+    # A registered AE is accepted, but an instance already stored is never replaced.
+    accepted, _status = _c_store(port, stack.endpoints.test_aet, ours, forged)
+    assert accepted
+    assert requests.get(file_url, auth=stack.orthanc_auth, timeout=10).content == original
+    tags = requests.get(f"{stack.orthanc_url}/instances/{stored['ID']}/simplified-tags",
+                        auth=stack.orthanc_auth, timeout=10).json()
+    assert tags["PatientName"] != "Forged^Intruder"
+    # ...while a new instance from it is stored (C-STORE still works for registered peers).
+    fresh = pydicom.dcmread(CT_SMALL)
+    fresh.SOPInstanceUID = fresh.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    assert _c_store(port, stack.endpoints.test_aet, ours, fresh) == (True, 0x0000)
+    assert requests.post(f"{stack.orthanc_url}/tools/lookup", data=fresh.SOPInstanceUID,
+                         auth=stack.orthanc_auth, timeout=10).json()
+    echo = _associate(port, stack.endpoints.test_aet, ours)
+    try:
+        assert echo.is_established and echo.send_c_echo().Status == 0x0000
+    finally:
+        echo.release()
 
 
 def test_remote_pacs_and_orthanc_know_each_other(stack, remote_pacs):
@@ -135,6 +208,95 @@ def test_s3_bucket_behaves_like_aws(stack):
     assert exc.value.code == "NoSuchBucket"
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
+def _grpc_reply(port: int, tls=None, *, with_cert: bool = False) -> bytes:
+    """What a gRPC (HTTP/2) port answers to a client preface: plaintext, TLS, or TLS with our certificate.
+
+    b"" or an ssl.SSLError when refused; an HTTP/2 SETTINGS frame when it serves the caller.
+    """
+    import ssl
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        if tls is None:
+            raw.sendall(H2_PREFACE)
+            return raw.recv(64)
+        ctx = ssl.create_default_context(cafile=tls.ca)
+        ctx.set_alpn_protocols(["h2"])
+        if with_cert:
+            ctx.load_cert_chain(tls.cert, tls.key)
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(H2_PREFACE)
+            return sock.recv(64)
+
+
+def _is_h2_settings(reply: bytes) -> bool:
+    return len(reply) >= 9 and reply[3] == 0x04
+
+
+def test_seaweedfs_ports_refuse_anyone_without_the_stacks_secrets(stack):
+    """Finding 6 of issue 16: filer, master and volume ports served deid-maps/ without credentials."""
+    import ssl
+
+    from radcloud.stack.config import weed_tls_dir
+    from radcloud.stack.weed import WeedTls, client_kwargs
+
+    p, tls = stack.stack.ports, WeedTls.under(weed_tls_dir(stack.stack.state))
+    key, secret = "deid-maps/probe-job/0.json", b'{"PSEUDO-0001": "Real^Patient"}'
+    stack.s3.put_object(stack.bucket, key, io.BytesIO(secret), len(secret))
+
+    # Filer HTTP: no anonymous read, listing, write or delete (JWT-signed requests only).
+    filer = f"http://127.0.0.1:{p.weed_filer}/buckets/{stack.bucket}"
+    for method, url in (("GET", f"{filer}/{key}"), ("GET", f"{filer}/deid-maps/probe-job/"),
+                        ("PUT", f"{filer}/deid-maps/planted.json"), ("DELETE", f"{filer}/{key}")):
+        resp = requests.request(method, url, data=b"x" if method == "PUT" else None, timeout=10)
+        assert resp.status_code == 401 and b"Real^Patient" not in resp.content, (method, url, resp.status_code)
+
+    # Master HTTP: HTTPS with client certificates only, so no file id or write grant for anyone else.
+    for path in ("/dir/assign", "/dir/lookup?volumeId=1", "/cluster/status"):
+        plain = requests.get(f"http://127.0.0.1:{p.weed_master}{path}", timeout=10)
+        assert plain.status_code == 400 and "fid" not in plain.text, plain.text
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"https://127.0.0.1:{p.weed_master}{path}", verify=tls.ca, timeout=10)
+
+    # Volume HTTP: a file id holding data refuses anonymous reads, overwrites and deletes.
+    assign = requests.get(f"https://127.0.0.1:{p.weed_master}/dir/assign", timeout=10, **client_kwargs(tls))
+    assign.raise_for_status()
+    fid_url = f"http://{assign.json()['url']}/{assign.json()['fid']}"
+    grant = {"Authorization": assign.headers["Authorization"]}
+    assert requests.put(fid_url, files={"file": ("f", b"volume bytes")}, headers=grant, timeout=10).status_code == 201
+    for method in ("GET", "PUT", "DELETE"):
+        resp = requests.request(method, fid_url, files={"file": ("f", b"evil")} if method == "PUT" else None,
+                                timeout=10)
+        assert resp.status_code == 401 and b"volume bytes" not in resp.content, (method, resp.status_code)
+
+    # Admin HTTP: HTTPS with client certificates only.
+    assert requests.get(f"http://127.0.0.1:{p.weed_admin}/", timeout=10).status_code == 400
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"https://127.0.0.1:{p.weed_admin}/", verify=tls.ca, timeout=10)
+
+    # Every gRPC port (metadata, deletes, volume admin): mutual TLS.
+    for name in ("s3_grpc", "weed_master_grpc", "weed_volume_grpc", "weed_filer_grpc", "weed_admin_grpc"):
+        port = getattr(p, name)
+        assert not _is_h2_settings(_grpc_reply(port)), name
+        try:
+            refused = _grpc_reply(port, tls)
+        except (ssl.SSLError, ConnectionError):
+            refused = b""
+        assert not _is_h2_settings(refused), name
+        assert _is_h2_settings(_grpc_reply(port, tls, with_cert=True)), name  # the port does serve gRPC
+
+    # The S3 keys still open everything, and nothing above changed the object.
+    got = stack.s3.get_object(stack.bucket, key)
+    try:
+        assert got.read() == secret
+    finally:
+        got.close()
+        got.release_conn()
+    stack.s3.remove_object(stack.bucket, key)
+
+
 def test_weed_sockets_stay_out_of_tmp(stack):
     ports = stack.stack.ports
     leaked = [p for p in Path("/tmp").glob("seaweedfs-*.sock")
@@ -157,6 +319,40 @@ def test_redis_refuses_without_password(stack):
     with socket.create_connection(("127.0.0.1", stack.stack.ports.redis), timeout=5) as sock:
         sock.sendall(b"SET x y\r\n")
         assert sock.recv(200).startswith(b"-NOAUTH")
+
+
+# -- secrets --------------------------------------------------------------------
+def _stack_secrets(state_dir: Path) -> dict[str, str]:
+    creds = json.loads((state_dir / "credentials.json").read_text())
+    found = {"orthanc password": creds["orthanc"]["password"], "pacs password": creds["pacs"]["password"],
+             "redis password": creds["redis"]["password"], "s3 secret key": creds["s3"]["secret_key"],
+             "token secret": creds["token_secret"], "deid secret": creds["deid_secret"]}
+    found.update({f"weed {k}": v for k, v in creds.get("weed", {}).items()})
+    props = dict(line.split("=", 1) for line in (state_dir / "whisk" / ".wskprops").read_text().split())
+    found["namespace key"] = props["AUTH"].split(":", 1)[1]
+    return found
+
+
+def test_no_secret_in_any_stack_log_nor_in_stack_logs(stack):
+    """Finding 3 of issue 16: localwhisk's key was in whisk.log and in `radcloud stack logs`."""
+    stack.ensure_up(("whisk",))
+    try:
+        state = stack.state_dir
+        secrets = _stack_secrets(state)
+        assert len(secrets) >= 7 and all(len(v) >= 16 for v in secrets.values())
+        logs = {str(p.relative_to(state)): p.read_text("utf-8", "replace")
+                for p in sorted((state / "logs").rglob("*")) if p.is_file()}
+        assert "logs/whisk.log" in logs and "localwhisk serving on" in logs["logs/whisk.log"]
+        cli = subprocess.run([sys.executable, "-m", "radcloud.cli.main", "stack", "logs", "-n", "1000",
+                              "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        assert "whisk.log" in cli.stdout and "localwhisk serving on" in cli.stdout
+        logs["`radcloud stack logs`"] = cli.stdout + cli.stderr
+        leaks = [(where, name) for where, text in logs.items() for name, value in secrets.items()
+                 if value in text]
+        assert leaks == []
+    finally:
+        stack.stop("whisk")
 
 
 # -- lifecycle ------------------------------------------------------------------

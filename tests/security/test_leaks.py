@@ -70,9 +70,7 @@ def _activation_logs(world) -> list[str]:
 
 
 def _all_logs(world, flow) -> dict[str, list[str]]:
-    logs = {"activation logs": _activation_logs(world),
-            # localwhisk prints its own AUTH= key on start for the harness to read (a dev server's banner)
-            "localwhisk output": [ln for ln in world.whisk.output if not ln.startswith("AUTH=")]}
+    logs = {"activation logs": _activation_logs(world), "localwhisk output": list(world.whisk.output)}
     for path in sorted((world.stack.state.root / "logs").rglob("*")):
         if path.is_file():
             logs[str(path.relative_to(world.stack.state.root))] = path.read_text("utf-8", "replace").splitlines()

@@ -29,8 +29,10 @@ def test_orthanc_is_locked_down(tmp_path):
     assert cfg["RegisteredUsers"] == {"radcloud": "orthanc-pw"}
     assert cfg["HttpCompressionEnabled"] is False
     assert cfg["DicomCheckModalityHost"] is True
-    assert (cfg["DicomAlwaysAllowFind"], cfg["DicomAlwaysAllowGet"], cfg["DicomAlwaysAllowMove"]) == \
-        (False, False, False)
+    # No DICOM command from an unregistered AE, nor to another called AET; nothing overwritten.
+    assert [v for k, v in cfg.items() if k.startswith("DicomAlwaysAllow")] == [False] * 6
+    assert cfg["DicomCheckCalledAet"] is True
+    assert cfg["OverwriteInstances"] is False
     assert cfg["MaximumPduLength"] == 131072
 
 
@@ -87,3 +89,48 @@ def test_write_service_config_is_private(tmp_path):
     path = config.write_service_config("redis", state=state, ports=PORTS, credentials=CREDS)
     assert path == tmp_path / "redis" / "redis.conf"
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_weed_security_locks_every_port_but_s3(tmp_path):
+    import tomllib
+
+    from radcloud.stack.weed import JWT_KEYS, WeedTls
+
+    state = StateDir(tmp_path)
+    tls = WeedTls.under(config.weed_tls_dir(state))
+    config.weed_tls_dir(state).mkdir(parents=True)
+    for path in (tls.ca, tls.cert, tls.key):  # present: ensure_tls keeps them and runs nothing
+        open(path, "w").close()
+    keys = {name: f"{name}-value" for name in JWT_KEYS}
+    cfg = tomllib.loads(config.render_weed_security(state=state, credentials={**CREDS, "weed": keys}))
+    assert cfg["jwt"]["signing"]["key"] == "jwt_signing-value"
+    assert cfg["jwt"]["signing"]["read"]["key"] == "jwt_signing_read-value"
+    assert cfg["jwt"]["filer_signing"]["key"] == "jwt_filer_signing-value"
+    assert cfg["jwt"]["filer_signing"]["read"]["key"] == "jwt_filer_signing_read-value"
+    assert cfg["grpc"]["ca"] == tls.ca
+    for component in ("master", "volume", "filer", "s3", "admin", "worker", "client"):
+        assert (cfg["grpc"][component]["cert"], cfg["grpc"][component]["key"]) == (tls.cert, tls.key)
+    for component in ("master", "admin"):  # HTTPS that demands a client certificate
+        assert cfg["https"][component] == {"cert": tls.cert, "key": tls.key, "ca": tls.ca}
+    assert cfg["https"]["client"]["enabled"] is False  # volume/filer HTTP: plain + JWT (the data path)
+    assert cfg["access"]["ui"] is False and cfg["filer"]["expose_directory_metadata"]["enabled"] is False
+
+
+def test_weed_tls_is_created_once_private_and_names_loopback(tmp_path, require):
+    import shutil
+    import subprocess
+
+    from radcloud.stack.weed import ensure_tls
+
+    require(shutil.which("openssl") is not None, "openssl missing: apt-get install openssl")
+    tls = ensure_tls(tmp_path / "tls")
+    assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == ["ca.crt", "ca.key", "node.crt", "node.key"]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in (tmp_path / "tls").iterdir())
+    assert (tmp_path / "tls").stat().st_mode & 0o777 == 0o700
+    text = subprocess.run(["openssl", "x509", "-in", tls.cert, "-noout", "-text"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "IP Address:127.0.0.1" in text and "TLS Web Client Authentication" in text
+    verified = subprocess.run(["openssl", "verify", "-CAfile", tls.ca, tls.cert], capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
+    before = open(tls.cert).read()
+    assert ensure_tls(tmp_path / "tls") == tls and open(tls.cert).read() == before

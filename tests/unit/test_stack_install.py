@@ -10,7 +10,7 @@ from radcloud.stack.errors import StackError
 PY = "/venv/bin/python"
 EVERYTHING = {"/usr/sbin/Orthanc", "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
               "/usr/share/orthanc/plugins/libOrthancGdcm.so", "redis-server", "bwrap", "findscu",
-              "/venv/bin/weed"}
+              "openssl", "/venv/bin/weed"}
 
 
 class FakeMachine:

@@ -53,7 +53,8 @@ def test_weed_is_sandboxed_private_and_loopback_only(tmp_path):
     # The state dir is bound back *after* /tmp is replaced, in case it lives under /tmp.
     assert sandbox.index("--bind", sandbox.index("--tmpfs")) > sandbox.index("--tmpfs")
     assert [str(tmp_path), str(tmp_path)] == sandbox[-2:]
-    assert weed[:3] == ["/venv/bin/weed", f"-logdir={tmp_path / 'logs' / 's3'}", "mini"]
+    assert weed[:4] == ["/venv/bin/weed", f"-logdir={tmp_path / 'logs' / 's3'}",
+                        f"-config_dir={tmp_path / 's3'}", "mini"]  # security.toml lives there
     for flag in ("-master.telemetry=false", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                  f"-s3.config={tmp_path / 's3' / 's3.json'}", "-s3.autoCreateBucket=false",
                  "-s3.allowDeleteBucketNotEmpty=false", "-s3.port=18333", f"-dir={tmp_path / 's3' / 'data'}"):

@@ -74,3 +74,18 @@ def test_endpoints_public_view_hides_every_secret(tmp_path):
         assert secret not in shown
     assert ep.public()["credentials_file"] == str(tmp_path / "credentials.json")
     assert ep.public()["redis"]["address"] == "127.0.0.1:16379/0"
+
+
+def test_secret_values_cover_credentials_and_the_namespace_key_and_redact_masks_them(tmp_path):
+    from radcloud.stack.state import redact
+
+    state = StateDir(tmp_path)
+    creds = state.credentials_data()
+    (tmp_path / "whisk").mkdir()
+    (tmp_path / "whisk" / ".wskprops").write_text("APIHOST=http://127.0.0.1:1\nAUTH=uuid-0001:" + "k" * 40 + "\n")
+    secrets = state.secret_values()
+    assert creds["orthanc"]["password"] in secrets and creds["s3"]["secret_key"] in secrets
+    assert creds["deid_secret"] in secrets and "k" * 40 in secrets
+    assert creds["s3"]["access_key"] not in secrets and "radcloud" not in secrets  # identifiers stay readable
+    line = f"user radcloud key {creds['s3']['access_key']} pw {creds['redis']['password']} auth uuid-0001:{'k' * 40}"
+    assert redact(line, secrets) == f"user radcloud key {creds['s3']['access_key']} pw *** auth ***"

@@ -95,3 +95,32 @@ def test_build_passes_preload_and_image_specs_to_the_runtime(tmp_path):
         controller.close()
         runtime.shutdown()
         controller.store.close()
+
+
+def test_log_records_never_carry_the_namespace_key(tmp_path):
+    import io
+    import logging
+
+    from localwhisk.server import redact_logs
+
+    key = "2c5e0d1a-7f3b-4c1e-9a2d-5b6c7d8e9f01:" + "s" * 64
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("lw-redact-test")
+    logger.addHandler(handler)
+    logging.getLogger().addHandler(handler)
+    try:
+        redact_logs([key, key.partition(":")[2]])
+        logger.warning("calling with %s", key)
+        logger.warning("secret part %s only", key.partition(":")[2])
+        try:
+            raise RuntimeError(f"bad header {key}")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+        logging.getLogger().removeHandler(handler)
+    text = stream.getvalue()
+    assert "s" * 64 not in text and key not in text
+    assert "calling with ***" in text and "secret part *** only" in text and "bad header ***" in text
