@@ -12,7 +12,7 @@ from radcloud.errors import BadRequest
 from radcloud.settings import Settings
 from radcloud.users import UserStore
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SECRET = "t" * 40
 PW = "correct horse battery"
 

@@ -17,7 +17,7 @@ from radcloud import auth
 from radcloud.settings import Settings
 from radcloud.users import UserStore
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SECRET = "v" * 40
 # login issues tokens; ui redirects to login itself; pfcon checks CUBE's own
 # pfcon JWT on every route (tests/unit/test_pfcon_web.py), not radcloud's token.

@@ -23,7 +23,7 @@ from radcloud.settings import Settings
 from radcloud.shard import run_shard
 from radcloud.staged import ManifestStaging
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SETTINGS = Settings.load(environ={})
 ALICE = Principal("alice", "clinician")
 BOB = Principal("bob", "researcher")

@@ -15,7 +15,7 @@ from radcloud.settings import Settings
 from radcloud.storage import ObjectStore
 from pacs_fakes import FakeMinio, FakeOrthanc, FakeWhisk
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SETTINGS = Settings.load(environ={})
 
 
