@@ -58,6 +58,12 @@ def ct_instance(study: str, series: str, number: int, series_number: int, size: 
     return buf.getvalue()
 
 
+class MissingPrerequisite(RuntimeError):
+    """A binary the world needs is not installed: the one reason a fixture may skip
+    (and only outside CI, through the ``require`` fixture). A stack or localwhisk
+    that fails to start is an error, never a skip."""
+
+
 class JobWorld:
     """A running stack + localwhisk with radcloud deployed."""
 
@@ -75,20 +81,30 @@ class JobWorld:
 
         binaries = find()
         if binaries.missing:
-            raise RuntimeError(f"missing binaries: {binaries.missing}")
+            raise MissingPrerequisite(f"missing binaries: {binaries.missing}")
         stack = Stack(tmp / "stack", Ports.ephemeral(), binaries=binaries, timeout_s=60)
-        endpoints = stack.up(DEFAULT_SERVICES, install_missing=False)
-        env = {**endpoints.env(), "RADCLOUD_SHARD_TIMEOUT_S": str(shard_timeout_s),
-               "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40)}
-        env.update(deploy.local_image_env(env))
-        images = tmp / "images.json"
-        images.write_text(json.dumps(deploy.local_images(env, plugins_dir=plugins_dir)))
-        whisk = Server(tmp / "whisk", extra_args=["--images-file", str(images)], env=env, max_concurrent=30)
-        whisk.start()
-        world = cls(tmp, stack, endpoints, whisk,
-                    redis_lib.Redis.from_url(endpoints.redis_url.reveal(), decode_responses=True))
-        world.env, world.plugins_dir = env, plugins_dir
-        world.deploy()
+        whisk = None
+        try:
+            endpoints = stack.up(DEFAULT_SERVICES, install_missing=False)
+            env = {**endpoints.env(), "RADCLOUD_SHARD_TIMEOUT_S": str(shard_timeout_s),
+                   "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40)}
+            env.update(deploy.local_image_env(env))
+            images = tmp / "images.json"
+            images.write_text(json.dumps(deploy.local_images(env, plugins_dir=plugins_dir)))
+            whisk = Server(tmp / "whisk", extra_args=["--images-file", str(images)], env=env, max_concurrent=30)
+            whisk.start()
+            world = cls(tmp, stack, endpoints, whisk,
+                        redis_lib.Redis.from_url(endpoints.redis_url.reveal(), decode_responses=True))
+            world.env, world.plugins_dir = env, plugins_dir
+            world.deploy()
+        except BaseException:
+            # A world that fails half-way must not leave its services running.
+            try:
+                if whisk is not None:
+                    whisk.stop()
+            finally:
+                stack.down()
+            raise
         return world
 
     def deploy(self) -> None:
