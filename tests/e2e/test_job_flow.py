@@ -14,17 +14,18 @@ import time
 import pytest
 import requests
 
-from jobflow import JobWorld
+from jobflow import JobWorld, MissingPrerequisite
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, require):
     try:
         w = JobWorld.up(tmp_path_factory.mktemp("jobflow"), shard_timeout_s=25)
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
+    except MissingPrerequisite as exc:
+        require(False, str(exc))
+        raise
     try:
         yield w
     finally:

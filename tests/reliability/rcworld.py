@@ -23,7 +23,7 @@ from typing import Any
 import pydicom
 import requests
 
-from jobflow import JobWorld, ct_instance
+from jobflow import JobWorld, MissingPrerequisite, ct_instance
 
 HERE = Path(__file__).resolve().parent
 PLUGINS_DIR = HERE / "plugins"  # each gets a plugin-<name> action (JobWorld.up)
@@ -39,7 +39,11 @@ class RcWorld(JobWorld):
            plugins_dir: Path = PLUGINS_DIR) -> "RcWorld":
         world = super().up(tmp, shard_timeout_s=shard_timeout_s, plugins_dir=plugins_dir)
         world.__class__ = cls
-        world.add_users()
+        try:
+            world.add_users()
+        except BaseException:
+            world.down()
+            raise
         return world
 
     # -- identities -------------------------------------------------------------------
@@ -131,10 +135,11 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 @contextlib.contextmanager
 def running_world(tmp: Path, require: Callable[[bool, str], None], **options: Any) -> Iterator[RcWorld]:
     """An :class:`RcWorld` for a tier's fixture, always taken down; ``require`` decides
-    what a machine that cannot start one means (fail in CI, skip locally)."""
+    what a machine without the binaries means (fail in CI, skip locally). A world
+    that fails to start for any other reason is an error everywhere."""
     try:
         world = RcWorld.up(tmp, **options)
-    except RuntimeError as exc:
+    except MissingPrerequisite as exc:
         require(False, str(exc))
         raise
     try:
