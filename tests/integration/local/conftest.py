@@ -54,3 +54,12 @@ def redis_client(redis_server):
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _bwrap_cases_need_bubblewrap(request: pytest.FixtureRequest) -> None:
+    # Tests parametrised over ``use_bwrap``: the sandboxed case must run in
+    # CI, not vanish from the parametrisation on a machine without bwrap.
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("use_bwrap") is True:
+        request.getfixturevalue("needs_bwrap")

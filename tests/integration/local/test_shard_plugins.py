@@ -22,6 +22,8 @@ from plugin_helpers import TEST_FILES, write_ct_series  # tests/unit/plugins/, o
 
 REGISTRY = Registry(Path(__file__).resolve().parents[3] / "plugins")
 USE_BWRAP = sandbox.bwrap_works()
+# Sandboxed as deployed: without bubblewrap these fail in CI and skip elsewhere.
+pytestmark = pytest.mark.usefixtures("needs_bwrap")
 
 
 @pytest.fixture(scope="module")
