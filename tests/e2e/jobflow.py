@@ -11,11 +11,13 @@ test_pfcon_flow.py and tests/reliability/rcworld.py.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import secrets
 import time
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -107,6 +109,22 @@ class JobWorld:
             raise
         return world
 
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, tmp: Path, require: Callable[[bool, str], None], **options: Any) -> Iterator["JobWorld"]:
+        """A world for a test fixture, always taken down. ``require`` decides what a
+        machine without the binaries means (fail in CI, skip elsewhere); a world that
+        fails to start for any other reason is an error everywhere."""
+        try:
+            world = cls.up(tmp, **options)
+        except MissingPrerequisite as exc:
+            require(False, str(exc))
+            raise
+        try:
+            yield world
+        finally:
+            world.down()
+
     def deploy(self) -> None:
         """Deploy (again, e.g. after changing ``self.env``) as ``radcloud deploy --local`` does."""
         from radcloud import deploy
@@ -156,6 +174,14 @@ class JobWorld:
                 return rid
             time.sleep(0.2)
         raise TimeoutError(f"retrieve {rid} did not finish")
+
+    def wait_state(self, job_id: str, states: tuple[str, ...], timeout_s: float = 30) -> dict[str, Any]:
+        """Long-poll status until the job is in one of ``states`` or the time is up (then as it is)."""
+        job = self.call("status", {"job_id": job_id})
+        deadline = time.monotonic() + timeout_s
+        while job["state"] not in states and time.monotonic() < deadline:
+            job = self.call("status", {"job_id": job_id, "wait": 2, "since": job["version"]})
+        return job
 
     def wait_final(self, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
         """Long-poll status until the job is final (each call wakes on the next change)."""

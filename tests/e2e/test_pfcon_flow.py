@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from jobflow import JobWorld, MissingPrerequisite
+from jobflow import JobWorld
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -35,12 +35,7 @@ OUTPUT_DIR = f"{FEED}/pl-copy_12/data"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, require):
-    try:
-        w = JobWorld.up(tmp_path_factory.mktemp("pfcon"), shard_timeout_s=60)
-    except MissingPrerequisite as exc:
-        require(False, str(exc))
-        raise
-    try:
+    with JobWorld.running(tmp_path_factory.mktemp("pfcon"), require, shard_timeout_s=60) as w:
         w.env.update({"RADCLOUD_PFCON_USER": USER, "RADCLOUD_PFCON_PASSWORD": PASSWORD,
                       "RADCLOUD_PFCON_BUCKET": CHRIS_BUCKET})
         w.deploy()  # again, now with the pfcon action's inputs bound
@@ -55,8 +50,6 @@ def world(tmp_path_factory, require):
         w.chris.put_bytes(f"{FEED}/pl-dircopy_11/data/prior.chrislink", b"home/cube/uploads/prior\n")
         w.chris.put_bytes("home/cube/uploads/prior/old.txt", b"older scan\n")
         yield w
-    finally:
-        w.down()
 
 
 def call(world, method, route, *, token=None, form=None, json_body=None, query=""):

@@ -9,21 +9,19 @@ speaks HTTP like a browser does (``/api/v1/web/guest/radcloud/<action>``).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import secrets
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import requests
 
-from jobflow import JobWorld, MissingPrerequisite, ct_instance
+from jobflow import JobWorld, ct_instance
 
 HERE = Path(__file__).resolve().parent
 PLUGINS_DIR = HERE / "plugins"  # each gets a plugin-<name> action (JobWorld.up)
@@ -116,13 +114,6 @@ class RcWorld(JobWorld):
         assert "job_id" in answer, answer
         return self.wait_final(answer["job_id"], timeout_s=timeout_s)
 
-    def wait_state(self, job_id: str, states: tuple[str, ...], timeout_s: float = 30) -> dict[str, Any]:
-        job = self.call("status", {"job_id": job_id})
-        deadline = time.monotonic() + timeout_s
-        while job["state"] not in states and time.monotonic() < deadline:
-            job = self.call("status", {"job_id": job_id, "wait": 2, "since": job["version"]})
-        return job
-
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):  # a 302 is an answer to check, not to follow
@@ -132,20 +123,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
-@contextlib.contextmanager
-def running_world(tmp: Path, require: Callable[[bool, str], None], **options: Any) -> Iterator[RcWorld]:
-    """An :class:`RcWorld` for a tier's fixture, always taken down; ``require`` decides
-    what a machine without the binaries means (fail in CI, skip locally). A world
-    that fails to start for any other reason is an error everywhere."""
-    try:
-        world = RcWorld.up(tmp, **options)
-    except MissingPrerequisite as exc:
-        require(False, str(exc))
-        raise
-    try:
-        yield world
-    finally:
-        world.down()
+def running_world(tmp: Path, require: Callable[[bool, str], None], **options: Any):
+    """An :class:`RcWorld` for a tier's fixture (:meth:`JobWorld.running`)."""
+    return RcWorld.running(tmp, require, **options)
 
 
 def new_secret() -> str:

@@ -217,12 +217,13 @@ def test_cancel_of_all_pending_shards_finalises_immediately(store):
         store.shard_started(job_id, "s0")  # a late runner is told it was cancelled
 
 
-def test_cancel_of_finished_job_is_conflict(store):
+@pytest.mark.parametrize("op", ["cancel", "reopen_failed"])
+def test_cancel_or_retry_of_a_succeeded_job_is_conflict(store, op):
     job_id = store.create(spec(1))
     run_shard(store, job_id, "s0")
     store.complete(job_id, "succeeded")
     with pytest.raises(Conflict):
-        store.cancel(job_id)
+        getattr(store, op)(job_id)
 
 
 def test_retry_reopens_failed_shards_only(store):
@@ -258,14 +259,6 @@ def test_retry_of_a_shard_that_failed_before_any_progress(store):
     job = store.get(job_id)
     assert job["state"] == "staging" and job["instances_done"] == 10
     assert job["shards"][1]["state"] == "pending" and job["shards"][1]["attempt"] == 2
-
-
-def test_retry_of_succeeded_job_is_conflict(store):
-    job_id = store.create(spec(1))
-    run_shard(store, job_id, "s0")
-    store.complete(job_id, "succeeded")
-    with pytest.raises(Conflict):
-        store.reopen_failed(job_id)
 
 
 def test_reconcile_fails_shards_whose_activation_ended(store):
