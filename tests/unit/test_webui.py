@@ -1,6 +1,5 @@
 """radcloud.webui and the ui action: pages, assets, static build, the login redirect."""
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from radcloud.errors import NotFound
 from radcloud.settings import Settings
 from radcloud.users import UserStore
 from radcloud.webui import PAGES, WebUI
+from action_loader import load_action
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "u" * 40
@@ -19,13 +19,6 @@ SECRET = "u" * 40
 @pytest.fixture(scope="module")
 def ui():
     return WebUI(ROOT / "webui")
-
-
-def load_ui_action():
-    spec = importlib.util.spec_from_file_location("action_ui", ROOT / "functions" / "ui" / "__main__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -106,7 +99,7 @@ def ui_args(redis_url, path, cookie=None, method="get"):
 
 
 def test_page_without_token_redirects_to_login():
-    action = load_ui_action()
+    action = load_action("ui")
     result = action.main(ui_args(NO_REDIS, "/jobs"))
     assert result["statusCode"] == 302
     assert result["headers"]["Location"].endswith("/ui/login?next=jobs")
@@ -115,7 +108,7 @@ def test_page_without_token_redirects_to_login():
 
 
 def test_login_page_and_assets_are_public():
-    action = load_ui_action()
+    action = load_action("ui")
     page = action.main(ui_args(NO_REDIS, "/login"))
     assert page["statusCode"] == 200 and "login-form" in page["body"]
     assert "script-src 'self'" in page["headers"]["Content-Security-Policy"]

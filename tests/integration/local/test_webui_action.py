@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from radcloud import auth
 from radcloud.settings import Settings
 from radcloud.users import UserStore
+from action_loader import load_action
 
-ROOT = Path(__file__).resolve().parents[3]
 SECRET = "u" * 40
-
-
-def load_ui_action():
-    spec = importlib.util.spec_from_file_location("action_ui", ROOT / "functions" / "ui" / "__main__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def ui_args(redis_url, path, cookie=None, method="get"):
@@ -30,7 +20,7 @@ def test_page_with_cookie_is_served(redis_client, redis_server):
     store = UserStore(redis_client)
     store.add("alice", "clinician", "correct horse battery")
     token = auth.issue_token(Settings.load({"token_secret": SECRET}, environ={}), store.get("alice"))
-    action = load_ui_action()
+    action = load_action("ui")
     result = action.main(ui_args(redis_server, "/search", cookie=token))
     assert result["statusCode"] == 200 and 'id="search-form"' in result["body"]
     assert result["headers"]["Cache-Control"] == "no-store"
