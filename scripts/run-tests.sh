@@ -12,7 +12,10 @@ case "${1:-}" in
   fast|all) tier=$1; shift ;;
 esac
 if [ "$tier" = fast ]; then
-  args=(-q -rfEs --durations=5 --junitxml=artifacts/junit-fast.xml tests/unit "$@")
+  # The unit tier uses neither schemathesis, hypothesis nor anyio: not loading
+  # their pytest plugins saves a third of its CPU time.
+  args=(-q -rfEs --durations=5 --junitxml=artifacts/junit-fast.xml
+        -p no:schemathesis -p no:hypothesispytest -p no:anyio tests/unit "$@")
 else
   args=(-q -rfEs --durations=15 --junitxml=artifacts/junit.xml "$@")
 fi
