@@ -2,7 +2,8 @@
 #   make demo   install what is needed, start the local stack, seed sample
 #               studies, deploy the actions to localwhisk, run a job, print the UI address
 #   make test   install what is needed and run every test
-# Everything else here is a step of those two.
+# Everything else here is a step of those two (and `make test-fast`, the
+# in-process unit tier, for developers between edits).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -10,7 +11,7 @@ PY     := $(VENV)/bin/python
 STATE  ?= .radcloud
 export RADCLOUD_STATE_DIR := $(abspath $(STATE))
 
-.PHONY: demo test install venv system-deps node-deps stack-up stack-down seed clean-state bench
+.PHONY: demo test test-fast install venv system-deps node-deps stack-up stack-down seed clean-state bench
 
 install: system-deps venv node-deps
 
@@ -48,6 +49,11 @@ demo: install
 
 test: install
 	@scripts/run-tests.sh
+
+# Unit tests only: in-process, fakes, no service, socket or child process
+# (tests/unit/conftest.py refuses them); well under a minute.
+test-fast: venv
+	@scripts/run-tests.sh fast
 
 bench: install
 	@scripts/run-bench.sh

@@ -87,10 +87,6 @@ def kv_merge(*lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
-def kv_dict(lst: list[dict[str, Any]] | None) -> dict[str, Any]:
-    return {p["key"]: p.get("value") for p in lst or []}
-
-
 def annotation(entity: dict[str, Any], key: str, default: Any = None) -> Any:
     for a in entity.get("annotations") or []:
         if a["key"] == key:

@@ -91,10 +91,12 @@ class JobStore:
     """Jobs, shards and events in one Redis (client passed in, ``decode_responses=True``)."""
 
     def __init__(self, redis: Any, *, prefix: str = "radcloud",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.r = redis
         self.prefix = prefix
-        self.clock = clock
+        self.clock = clock  # timestamps recorded on jobs
+        self.monotonic = monotonic  # long-poll deadlines (injected by tests)
         self._shard_lua = redis.register_script(SHARD_LUA)
         self._job_lua = redis.register_script(JOB_LUA)
         self._retry_lua = redis.register_script(RETRY_LUA)
@@ -189,7 +191,7 @@ class JobStore:
         steps is on the stream and wakes the read, so none can be missed.
         Returns the job (NotFound if it does not exist).
         """
-        deadline = time.monotonic() + max(0.0, min(timeout_s, 60.0))
+        deadline = self.monotonic() + max(0.0, min(timeout_s, 60.0))
         _, _, ek = self._keys(job_id)
         while True:
             pipe = self.r.pipeline(transaction=True)
@@ -197,7 +199,7 @@ class JobStore:
             version, last = pipe.execute()
             if version is None:
                 raise NotFound(f"job {job_id!r} does not exist (or has expired)", field="job")
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.monotonic()
             if int(version) > since_version or remaining <= 0:
                 return self.get(job_id)
             last_id = last[0][0] if last else "0-0"

@@ -87,6 +87,7 @@ DEADLINE_RESERVE_S = 10.0
 DEADLINE_RESERVE_FRACTION = 0.2
 DEFAULT_TIMEOUT_S = 300.0
 DEID_MAP_PREFIX = DEID_MAPS_ROOT  # hospital-side: re-identification maps, never results
+CHRISLINK = ".chrislink"  # ChRIS link files: followed by ChRIS, so never uploaded as outputs
 
 _EXTRA_TYPES = {".dcm": "application/dicom", ".nii": "application/octet-stream",
                 ".gz": "application/gzip", ".json": "application/json", ".csv": "text/csv",
@@ -414,7 +415,9 @@ def collect_outputs(outdir: Path) -> tuple[list[tuple[str, Path]], list[dict[str
     Symlinks are refused unless they resolve inside ``outdir`` (then the
     target's bytes are uploaded under the link's name); special files are
     refused. Directory symlinks are not followed, so a link cannot walk the
-    upload out of the output dir.
+    upload out of the output dir. ``.chrislink`` files are refused: ChRIS
+    follows them to other storage paths, so one in a plugin's outputs could
+    hand a user another user's files (pfcon drops them for the same reason).
     """
     root = outdir.resolve()
     files: list[tuple[str, Path]] = []
@@ -430,6 +433,9 @@ def collect_outputs(outdir: Path) -> tuple[list[tuple[str, Path]], list[dict[str
             clean = safe_relpath(rel)
             if clean is None:
                 rejected.append({"path": rel, "why": "unsafe name"})
+                continue
+            if fname.endswith(CHRISLINK):
+                rejected.append({"path": clean, "why": "a ChRIS link file (.chrislink) is never an output"})
                 continue
             if path.is_symlink():
                 target = path.resolve()

@@ -38,6 +38,16 @@ def require():
     return _require
 
 
+@pytest.fixture(scope="session")
+def needs_bwrap(require) -> None:
+    """Bubblewrap able to create the sandbox's namespaces (``make system-deps``):
+    a test using this fails under CI and skips elsewhere when it cannot."""
+    from localwhisk.runtime.sandbox import bwrap_available
+
+    require(bwrap_available(), "bubblewrap cannot create namespaces here: apt-get install bubblewrap, "
+            "and run as root or allow unprivileged user namespaces")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # A test's tier is its directory: `-m integration` / `-m "not integration"` just work.
     for item in items:

@@ -136,7 +136,12 @@ class _Form:
 
 @dataclasses.dataclass(frozen=True)
 class PluginJob:
-    """``POST pluginjobs/`` as pfcon's parser_plugin reads it."""
+    """``POST pluginjobs/`` as pfcon's parser_plugin reads it.
+
+    ``input_dirs`` is optional, as in pfcon: CUBE sends none for an fs plugin
+    (an empty list puts no field on the wire), and in-network S3 mode never
+    reads it here — the copy job staged the inputs under the jid.
+    """
 
     jid: str
     entrypoint: list[str]
@@ -163,7 +168,7 @@ class PluginJob:
                   auid=form.one("auid"), number_of_workers=form.integer("number_of_workers", low=1),
                   cpu_limit=form.integer("cpu_limit", low=1), memory_limit=form.integer("memory_limit", low=1),
                   gpu_limit=form.integer("gpu_limit"), image=form.one("image"), type=form.one("type"),
-                  env=form.many("env"), input_dirs=form.many("input_dirs", required=True),
+                  env=form.many("env"), input_dirs=form.many("input_dirs"),
                   output_dir=form.one("output_dir"))
         if job.type and job.type not in TYPES:
             form.problems["type"] = f"{job.type!r} is not one of ds, fs, ts"
@@ -184,6 +189,9 @@ class PluginJob:
 
 @dataclasses.dataclass(frozen=True)
 class CopyJob:
+    """``POST copyjobs/``: ``input_dirs`` defaults to none, as pfcon's parser_copy
+    (``default=[]``): an fs plugin's copy job stages nothing."""
+
     jid: str
     input_dirs: list[str]
     output_dir: str
@@ -193,7 +201,7 @@ class CopyJob:
     @classmethod
     def parse(cls, fields: Mapping[str, list[str]]) -> "CopyJob":
         form = _Form(fields)
-        job = cls(jid=form.jid(), input_dirs=form.many("input_dirs", required=True),
+        job = cls(jid=form.jid(), input_dirs=form.many("input_dirs"),
                   output_dir=form.one("output_dir", required=False),
                   cpu_limit=form.integer("cpu_limit", required=False, default=1000, low=1),
                   memory_limit=form.integer("memory_limit", required=False, default=200, low=1))

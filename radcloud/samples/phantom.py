@@ -197,16 +197,6 @@ def mr_slice(z: float, rows: int = 256, cols: int = 256, pixel_spacing: float = 
     return _add_noise(img, noise, seed)
 
 
-def mr_volume(zs: np.ndarray | list[float], rows: int = 256, cols: int = 256,
-              pixel_spacing: float = 0.9375, weighting: str = "T1", *,
-              noise: float = 0.0, seed: int = 0) -> np.ndarray:
-    """Stack of :func:`mr_slice`: float32 ``(len(zs), rows, cols)``."""
-    out = np.empty((len(zs), rows, cols), dtype=np.float32)
-    for i, z in enumerate(zs):
-        out[i] = mr_slice(float(z), rows, cols, pixel_spacing, weighting, noise=noise, seed=seed + i)
-    return out
-
-
 def _add_noise(img: np.ndarray, sigma: float, seed: int) -> np.ndarray:
     """Add Gaussian noise: a ``seed``-chosen window of one cached field.
 

@@ -120,20 +120,6 @@ class Ports:
         return dataclasses.asdict(self)
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports, all sockets held open until every one is chosen."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def _hold(port: int) -> socket.socket | None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:

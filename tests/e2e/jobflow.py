@@ -11,11 +11,13 @@ test_pfcon_flow.py and tests/reliability/rcworld.py.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import secrets
 import time
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -58,6 +60,12 @@ def ct_instance(study: str, series: str, number: int, series_number: int, size: 
     return buf.getvalue()
 
 
+class MissingPrerequisite(RuntimeError):
+    """A binary the world needs is not installed: the one reason a fixture may skip
+    (and only outside CI, through the ``require`` fixture). A stack or localwhisk
+    that fails to start is an error, never a skip."""
+
+
 class JobWorld:
     """A running stack + localwhisk with radcloud deployed."""
 
@@ -75,21 +83,47 @@ class JobWorld:
 
         binaries = find()
         if binaries.missing:
-            raise RuntimeError(f"missing binaries: {binaries.missing}")
+            raise MissingPrerequisite(f"missing binaries: {binaries.missing}")
         stack = Stack(tmp / "stack", Ports.ephemeral(), binaries=binaries, timeout_s=60)
-        endpoints = stack.up(DEFAULT_SERVICES, install_missing=False)
-        env = {**endpoints.env(), "RADCLOUD_SHARD_TIMEOUT_S": str(shard_timeout_s),
-               "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40)}
-        env.update(deploy.local_image_env(env))
-        images = tmp / "images.json"
-        images.write_text(json.dumps(deploy.local_images(env, plugins_dir=plugins_dir)))
-        whisk = Server(tmp / "whisk", extra_args=["--images-file", str(images)], env=env, max_concurrent=30)
-        whisk.start()
-        world = cls(tmp, stack, endpoints, whisk,
-                    redis_lib.Redis.from_url(endpoints.redis_url.reveal(), decode_responses=True))
-        world.env, world.plugins_dir = env, plugins_dir
-        world.deploy()
+        whisk = None
+        try:
+            endpoints = stack.up(DEFAULT_SERVICES, install_missing=False)
+            env = {**endpoints.env(), "RADCLOUD_SHARD_TIMEOUT_S": str(shard_timeout_s),
+                   "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40)}
+            env.update(deploy.local_image_env(env))
+            images = tmp / "images.json"
+            images.write_text(json.dumps(deploy.local_images(env, plugins_dir=plugins_dir)))
+            whisk = Server(tmp / "whisk", extra_args=["--images-file", str(images)], env=env, max_concurrent=30)
+            whisk.start()
+            world = cls(tmp, stack, endpoints, whisk,
+                        redis_lib.Redis.from_url(endpoints.redis_url.reveal(), decode_responses=True))
+            world.env, world.plugins_dir = env, plugins_dir
+            world.deploy()
+        except BaseException:
+            # A world that fails half-way must not leave its services running.
+            try:
+                if whisk is not None:
+                    whisk.stop()
+            finally:
+                stack.down()
+            raise
         return world
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, tmp: Path, require: Callable[[bool, str], None], **options: Any) -> Iterator["JobWorld"]:
+        """A world for a test fixture, always taken down. ``require`` decides what a
+        machine without the binaries means (fail in CI, skip elsewhere); a world that
+        fails to start for any other reason is an error everywhere."""
+        try:
+            world = cls.up(tmp, **options)
+        except MissingPrerequisite as exc:
+            require(False, str(exc))
+            raise
+        try:
+            yield world
+        finally:
+            world.down()
 
     def deploy(self) -> None:
         """Deploy (again, e.g. after changing ``self.env``) as ``radcloud deploy --local`` does."""
@@ -140,6 +174,14 @@ class JobWorld:
                 return rid
             time.sleep(0.2)
         raise TimeoutError(f"retrieve {rid} did not finish")
+
+    def wait_state(self, job_id: str, states: tuple[str, ...], timeout_s: float = 30) -> dict[str, Any]:
+        """Long-poll status until the job is in one of ``states`` or the time is up (then as it is)."""
+        job = self.call("status", {"job_id": job_id})
+        deadline = time.monotonic() + timeout_s
+        while job["state"] not in states and time.monotonic() < deadline:
+            job = self.call("status", {"job_id": job_id, "wait": 2, "since": job["version"]})
+        return job
 
     def wait_final(self, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
         """Long-poll status until the job is final (each call wakes on the next change)."""

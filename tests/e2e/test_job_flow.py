@@ -20,15 +20,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    try:
-        w = JobWorld.up(tmp_path_factory.mktemp("jobflow"), shard_timeout_s=25)
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    try:
+def world(tmp_path_factory, require):
+    with JobWorld.running(tmp_path_factory.mktemp("jobflow"), require, shard_timeout_s=25) as w:
         yield w
-    finally:
-        w.down()
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +77,7 @@ def test_cancel_mid_run(world, staged):
     _study, _series, rid = staged
     answer = world.call("dispatch", {"plugin": "copy", "params": {"sleep": 20}, "inputs": {"retrieve": rid},
                                      "options": {"force": True}})
-    job = world.call("status", {"job_id": answer["job_id"]})
-    deadline = time.monotonic() + 30
-    while job["state"] != "running" and time.monotonic() < deadline:
-        job = world.call("status", {"job_id": answer["job_id"], "wait": 5, "since": job["version"]})
+    job = world.wait_state(answer["job_id"], ("running",))
     assert job["state"] == "running"
     t0 = time.monotonic()
     world.call("status", {"job_id": answer["job_id"], "op": "cancel"})
@@ -99,10 +90,7 @@ def test_runner_restarted_mid_job_still_reaches_final_state(world, staged):
     _study, _series, rid = staged
     answer = world.call("dispatch", {"plugin": "copy", "params": {"sleep": 8}, "inputs": {"retrieve": rid},
                                      "options": {"force": True}})
-    job = world.call("status", {"job_id": answer["job_id"]})
-    deadline = time.monotonic() + 30
-    while job["state"] != "running" and time.monotonic() < deadline:
-        job = world.call("status", {"job_id": answer["job_id"], "wait": 5, "since": job["version"]})
+    job = world.wait_state(answer["job_id"], ("running",))
     world.whisk.kill()   # SIGKILL the runner and its containers: no shard can report
     world.whisk.start()
     job = world.wait_final(answer["job_id"], timeout_s=90)

@@ -8,7 +8,9 @@ deployed (tests/e2e/jobflow.py). ChRIS's files live in their own bucket of
 the shared store; the ChRIS-style ``copy`` plugin (``prog [options]
 inputdir outputdir``) runs as a radcloud shard and its outputs land under
 ``output_dir``. Also: wrong token → 401, unknown image → 400 naming it,
-out-of-order jobs → 409.
+out-of-order jobs → 409; an fs plugin's jobs, which CUBE sends without
+``input_dirs``, and pfcon's output filter (no symlink, no ``.chrislink``
+reaches ChRIS's storage).
 """
 
 from __future__ import annotations
@@ -32,12 +34,8 @@ OUTPUT_DIR = f"{FEED}/pl-copy_12/data"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    try:
-        w = JobWorld.up(tmp_path_factory.mktemp("pfcon"), shard_timeout_s=60)
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    try:
+def world(tmp_path_factory, require):
+    with JobWorld.running(tmp_path_factory.mktemp("pfcon"), require, shard_timeout_s=60) as w:
         w.env.update({"RADCLOUD_PFCON_USER": USER, "RADCLOUD_PFCON_PASSWORD": PASSWORD,
                       "RADCLOUD_PFCON_BUCKET": CHRIS_BUCKET})
         w.deploy()  # again, now with the pfcon action's inputs bound
@@ -52,8 +50,6 @@ def world(tmp_path_factory):
         w.chris.put_bytes(f"{FEED}/pl-dircopy_11/data/prior.chrislink", b"home/cube/uploads/prior\n")
         w.chris.put_bytes("home/cube/uploads/prior/old.txt", b"older scan\n")
         yield w
-    finally:
-        w.down()
 
 
 def call(world, method, route, *, token=None, form=None, json_body=None, query=""):
@@ -177,3 +173,46 @@ def test_chris_backend_sequence(world, token):
     for kind in ("copyjobs", "pluginjobs", "uploadjobs", "deletejobs"):
         assert call(world, "DELETE", f"{kind}/{jid}/", token=token)[0] == 204
     assert call(world, "GET", f"copyjobs/{jid}/", token=token)[0] == 404
+
+
+def test_fs_plugin_as_cube_runs_it_and_its_links_never_reach_chris(world, token):
+    # An fs plugin instance has no parent, so CUBE's copy and plugin jobs carry
+    # input_dirs=[]: urlencode puts no such field on the wire (pfcon defaults it).
+    jid = "chris-jid-fs-13"
+    out_dir = f"{FEED}/pl-chris-fs_13/data"
+    status, body = call(world, "POST", "copyjobs/", token=token,
+                        form=[("jid", jid), ("output_dir", out_dir), ("cpu_limit", "1000"),
+                              ("memory_limit", "300")])
+    assert status == 201, body
+    assert poll(world, f"copyjobs/{jid}/", token)["status"] == "finishedSuccessfully"
+
+    form = [("jid", jid), ("args", "--name"), ("args", "hello"), ("auid", "cube"), ("number_of_workers", "1"),
+            ("cpu_limit", "1000"), ("memory_limit", "300"), ("gpu_limit", "0"), ("image", "local/chris-fs"),
+            ("entrypoint", "python3"), ("entrypoint", "/usr/local/bin/chris_fs.py"), ("type", "fs"),
+            ("env", f"CHRIS_JID={jid}"), ("output_dir", out_dir)]
+    assert not any(name == "input_dirs" for name, _ in form)
+    status, body = call(world, "POST", "pluginjobs/", token=token, form=form)
+    assert status == 201, body
+    assert body["compute"]["cmd"] == "python3 /usr/local/bin/chris_fs.py --name hello /share/outgoing"
+    done = poll(world, f"pluginjobs/{jid}/", token)
+    assert done["status"] == "finishedSuccessfully", done
+
+    # The plugin also left a symlink to /etc/passwd and a .chrislink naming
+    # another user's files: neither is listed, uploaded or in radcloud's results.
+    status, listing = call(world, "GET", f"pluginjobs/{jid}/file/", token=token,
+                           query=urlencode({"job_output_path": out_dir}))
+    assert status == 200 and listing["rel_file_paths"] == ["hello.txt"], listing
+    status, body = call(world, "POST", "uploadjobs/", token=token,
+                        form=[("jid", jid), ("job_output_path", out_dir)])
+    assert status == 201, body
+    assert poll(world, f"uploadjobs/{jid}/", token)["status"] == "finishedSuccessfully"
+    assert [i.key for i in world.chris.list(out_dir + "/")] == [f"{out_dir}/hello.txt"]
+    stream = world.chris.open(f"{out_dir}/hello.txt")
+    assert stream.read() == b"made by an fs plugin\n"
+    stream.close()
+    results = [i.key for i in world.store.list("results/")]
+    assert not any(k.endswith(("passwd", ".chrislink")) for k in results), results
+
+    status, body = call(world, "POST", "deletejobs/", token=token, form=[("jid", jid)])
+    assert status == 201, body
+    assert poll(world, f"deletejobs/{jid}/", token)["status"] == "finishedSuccessfully"

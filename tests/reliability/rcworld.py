@@ -9,14 +9,12 @@ speaks HTTP like a browser does (``/api/v1/web/guest/radcloud/<action>``).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import secrets
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,11 @@ class RcWorld(JobWorld):
            plugins_dir: Path = PLUGINS_DIR) -> "RcWorld":
         world = super().up(tmp, shard_timeout_s=shard_timeout_s, plugins_dir=plugins_dir)
         world.__class__ = cls
-        world.add_users()
+        try:
+            world.add_users()
+        except BaseException:
+            world.down()
+            raise
         return world
 
     # -- identities -------------------------------------------------------------------
@@ -112,13 +114,6 @@ class RcWorld(JobWorld):
         assert "job_id" in answer, answer
         return self.wait_final(answer["job_id"], timeout_s=timeout_s)
 
-    def wait_state(self, job_id: str, states: tuple[str, ...], timeout_s: float = 30) -> dict[str, Any]:
-        job = self.call("status", {"job_id": job_id})
-        deadline = time.monotonic() + timeout_s
-        while job["state"] not in states and time.monotonic() < deadline:
-            job = self.call("status", {"job_id": job_id, "wait": 2, "since": job["version"]})
-        return job
-
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):  # a 302 is an answer to check, not to follow
@@ -128,19 +123,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
-@contextlib.contextmanager
-def running_world(tmp: Path, require: Callable[[bool, str], None], **options: Any) -> Iterator[RcWorld]:
-    """An :class:`RcWorld` for a tier's fixture, always taken down; ``require`` decides
-    what a machine that cannot start one means (fail in CI, skip locally)."""
-    try:
-        world = RcWorld.up(tmp, **options)
-    except RuntimeError as exc:
-        require(False, str(exc))
-        raise
-    try:
-        yield world
-    finally:
-        world.down()
+def running_world(tmp: Path, require: Callable[[bool, str], None], **options: Any):
+    """An :class:`RcWorld` for a tier's fixture (:meth:`JobWorld.running`)."""
+    return RcWorld.running(tmp, require, **options)
 
 
 def new_secret() -> str:

@@ -1,52 +1,38 @@
-"""Shared unit-test fixtures.
+"""The unit tier is in-process: this guard makes that a checked fact.
 
-``redis_server``: a private redis-server listening on a unix socket in a temp
-dir (no TCP port, nothing reachable from outside), one per test session;
-``redis_client`` flushes it before each test. Real Redis rather than a fake:
-the job model is Lua scripts and blocking stream reads, which fakes mimic badly.
+Every test under tests/unit runs with socket ``connect``/``bind`` and child
+processes (``subprocess.Popen`` and everything built on it) refused, so
+``make test-fast`` needs no service, no port and no sandbox, and a test that
+starts needing one fails here with where it belongs instead of quietly making
+the fast tier slow. Fakes are passed to constructors; a test that needs a real
+Redis, a plugin subprocess or the bubblewrap sandbox lives in
+tests/integration/local/ (or tests/integration/plugins/, .../localwhisk/).
 """
 
 from __future__ import annotations
 
-import shutil
+import socket
 import subprocess
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
 
-
-@pytest.fixture(scope="session")
-def redis_server():
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    tmp = Path(tempfile.mkdtemp(prefix="radcloud-redis-"))
-    sock = tmp / "redis.sock"
-    proc = subprocess.Popen(
-        [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-         "--dir", str(tmp), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):  # bounded: at most ~2 s
-            if sock.exists():
-                break
-            time.sleep(0.01)
-        else:
-            raise RuntimeError("redis-server did not start")
-        yield f"unix://{sock}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(tmp, ignore_errors=True)
+_WHERE = "use a fake, or move the test to tests/integration/local/"
 
 
-@pytest.fixture
-def redis_client(redis_server):
-    import redis
+class UnitTierViolation(AssertionError):
+    """A unit test reached outside the process."""
 
-    client = redis.Redis.from_url(redis_server, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
+
+@pytest.fixture(autouse=True)
+def _in_process_only(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    test = request.node.nodeid
+
+    def no_socket(self, address, *args, **kwargs):
+        raise UnitTierViolation(f"{test}: opened a socket to {address!r} in the unit tier: {_WHERE}")
+
+    def no_process(self, args, *rest, **kwargs):
+        raise UnitTierViolation(f"{test}: started a process {args!r} in the unit tier: {_WHERE}")
+
+    for name in ("connect", "connect_ex", "bind"):
+        monkeypatch.setattr(socket.socket, name, no_socket)
+    monkeypatch.setattr(subprocess.Popen, "__init__", no_process)

@@ -41,9 +41,23 @@ def test_missing_and_malformed_fields_are_named_together():
     with pytest.raises(BadRequest) as err:
         P.PluginJob.parse(P.decode_body("jid=x&cpu_limit=lots&type=zz&env=NOEQUALS", FORM))
     problems = err.value.details["fields"]
-    for name in ("entrypoint", "image", "auid", "memory_limit", "input_dirs", "cpu_limit", "type", "env"):
+    for name in ("entrypoint", "image", "auid", "memory_limit", "output_dir", "cpu_limit", "type", "env"):
         assert name in problems, name
+    assert "input_dirs" not in problems  # optional, as in pfcon: see the fs test below
     assert "lots" in problems["cpu_limit"] and "ds, fs, ts" in problems["type"]
+
+
+def test_fs_plugin_jobs_come_without_input_dirs_as_cube_sends_them():
+    # CUBE's fs plugin instance has no parent: input_dirs is an empty list, so
+    # urlencode puts no field on the wire. pfcon's parsers default it to [].
+    fs_plugin = EXAMPLE.replace("type=ds", "type=fs").replace("&input_dirs=home/user/cube", "")
+    assert "input_dirs" not in fs_plugin
+    job = P.PluginJob.parse(P.decode_body(fs_plugin, FORM))
+    assert job.input_dirs == [] and job.type == "fs" and job.output_dir == "home/user/cube_out"
+    assert job.cmd() == "python3 /usr/local/bin/simpledsapp --prefix le /share/outgoing"
+    copy = P.CopyJob.parse(P.decode_body(urlencode({"jid": "j1", "output_dir": "home/o", "cpu_limit": 1000,
+                                                    "memory_limit": 300}), FORM))
+    assert copy.input_dirs == [] and copy.output_dir == "home/o" and copy.memory_limit == 300
 
 
 def test_env_repeats_into_a_dict():

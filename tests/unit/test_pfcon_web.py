@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from radcloud import auth
@@ -12,6 +9,7 @@ from radcloud.errors import BadRequest, ConfigError, NotFound, Unauthorized
 from radcloud.pfcon import web
 from radcloud.settings import Secret, Settings
 from radcloud.users import User
+from action_loader import load_action
 
 SECRET = "s" * 40
 SETTINGS = Settings(token_secret=Secret(SECRET), pfcon_user="chris", pfcon_password=Secret("pw-1234"))
@@ -129,11 +127,7 @@ def test_error_answers_carry_pfcons_message():
 
 
 def _action():
-    path = Path(__file__).resolve().parents[2] / "functions" / "pfcon" / "__main__.py"
-    spec = importlib.util.spec_from_file_location("pfcon_action", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_action("pfcon")
 
 
 def test_action_reads_the_raw_form_body_and_answers_pfcon_shapes():

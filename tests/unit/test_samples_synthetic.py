@@ -1,14 +1,8 @@
-"""Synthetic DICOM studies: UIDs, determinism, counts, geometry, HU, round trip, dcm2niix."""
+"""Synthetic DICOM studies: UIDs, determinism, counts, geometry, HU, round trip (dcm2niix: tests/integration/local)."""
 
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import struct
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -126,38 +120,6 @@ def test_write_studies_writes_one_file_per_instance(tmp_path):
     assert len(paths) == 6 and all(path.is_file() for path in paths)
     assert {pydicom.dcmread(path).SOPInstanceUID for path in paths} == \
            {p.sop_uid(n) for p in synthetic.plan(spec) for n in (1, 2)}
-
-
-def _dcm2niix() -> str | None:
-    bindir = str(Path(sys.executable).parent)
-    return shutil.which("dcm2niix", path=os.pathsep.join([bindir, os.environ.get("PATH", "")]))
-
-
-def _nifti_header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    header = path.read_bytes()[:348]
-    assert struct.unpack("<i", header[:4])[0] == 348, "not a NIfTI-1 file"
-    dims = struct.unpack("<8h", header[40:56])
-    pixdim = struct.unpack("<8f", header[76:108])
-    return dims[1:1 + dims[0]], pixdim[1:4]
-
-
-def test_dcm2niix_makes_one_volume_of_the_right_shape(plans, tmp_path):
-    binary = _dcm2niix()
-    if binary is None:
-        pytest.skip("dcm2niix not installed (pip install dcm2niix)")
-    p = _series(plans, "AXIAL 2.5mm LUNG")
-    (tmp_path / "in").mkdir()
-    (tmp_path / "out").mkdir()
-    for ds in p.datasets():
-        (tmp_path / "in" / f"{int(ds.InstanceNumber):04d}.dcm").write_bytes(synthetic.dataset_bytes(ds))
-    done = subprocess.run([binary, "-z", "n", "-b", "n", "-o", str(tmp_path / "out"), str(tmp_path / "in")],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    volumes = list((tmp_path / "out").glob("*.nii"))
-    assert len(volumes) == 1, done.stdout
-    dims, pixdim = _nifti_header(volumes[0])
-    assert dims[:3] == (512, 512, p.count) and all(d == 1 for d in dims[3:])
-    assert np.allclose(pixdim, (0.78125, 0.78125, 2.5))
 
 
 def test_pydicom_test_files_are_shipped_readable_and_distinct():

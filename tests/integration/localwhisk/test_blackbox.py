@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from localwhisk.runtime.sandbox import bwrap_available
 from localwhisk.testing import Server
 
 pytestmark = pytest.mark.integration
@@ -51,7 +50,7 @@ def main(args):
 """
 
 
-@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap cannot create namespaces here")
+@pytest.mark.usefixtures("needs_bwrap")  # fails in CI without bubblewrap (tests/conftest.py)
 def test_sandbox_network_false_annotation_unshares_the_network(tmp_path):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore, stage_series
@@ -22,19 +20,12 @@ from radcloud.results import Results
 from radcloud.settings import Settings
 from radcloud.shard import run_shard
 from radcloud.staged import ManifestStaging
+from action_loader import load_action as action
 
-ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = Settings.load(environ={})
 ALICE = Principal("alice", "clinician")
 BOB = Principal("bob", "researcher")
 ADMIN = Principal("root", "admin")
-
-
-def action(name):
-    spec = importlib.util.spec_from_file_location(f"action_{name}", ROOT / "functions" / name / "__main__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 DISPATCH, STATUS, RESULTS = action("dispatch"), action("status"), action("results")

@@ -8,7 +8,6 @@ max_memory_limit, no network) and output upload work for real code.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,12 @@ from radcloud.settings import Secret
 from radcloud.shard import run_shard
 from shard_fakes import FakeStore, RecordingReporter
 
-sys.path.insert(0, str(Path(__file__).parent / "plugins"))
-from plugin_helpers import TEST_FILES, write_ct_series  # noqa: E402  (tests/unit/plugins/)
+from plugin_helpers import TEST_FILES, write_ct_series  # tests/unit/plugins/, on pytest's pythonpath
 
-REGISTRY = Registry(Path(__file__).resolve().parents[2] / "plugins")
+REGISTRY = Registry(Path(__file__).resolve().parents[3] / "plugins")
 USE_BWRAP = sandbox.bwrap_works()
+# Sandboxed as deployed: without bubblewrap these fail in CI and skip elsewhere.
+pytestmark = pytest.mark.usefixtures("needs_bwrap")
 
 
 @pytest.fixture(scope="module")

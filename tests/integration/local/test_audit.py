@@ -1,8 +1,6 @@
 """radcloud.audit and the login/audit actions: entries, paging, admin-only reading."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,17 +9,10 @@ from radcloud.action import Request
 from radcloud.errors import BadRequest
 from radcloud.settings import Settings
 from radcloud.users import UserStore
+from action_loader import load_action
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "t" * 40
 PW = "correct horse battery"
-
-
-def load_action(name):
-    spec = importlib.util.spec_from_file_location(f"action_{name}", ROOT / "functions" / name / "__main__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

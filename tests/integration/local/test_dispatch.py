@@ -225,7 +225,7 @@ def test_deidentify_without_the_secret_is_503_naming_the_setting_before_any_shar
     from radcloud.errors import Unavailable
 
     stage_series(world.store, "1.2", "1.2.1", 1)
-    real = Registry(Path(__file__).resolve().parents[2] / "plugins")
+    real = Registry(Path(__file__).resolve().parents[3] / "plugins")
     for request in (req(plugin="deidentify", inputs={"series": ["1.2.1"]}),
                     req(plugin="dicom-tags", inputs={"series": ["1.2.1"]}, options={"deidentify": True})):
         inv = FakeInvoker()

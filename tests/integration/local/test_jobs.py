@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import redis as redis_lib
@@ -117,36 +116,85 @@ def test_partial_and_failed_final_states_name_reason(store):
     assert final_state(store.get(job2)) == ("failed", "timeout")
 
 
-def test_long_poll_returns_at_once_when_version_is_newer(store):
+class FakeMonotonic:
+    """An injected monotonic clock: time moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1024.0  # and waits of binary fractions: exact in floating point
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class WatchedRedis:
+    """The real client, with its blocking reads recorded (and optionally not made).
+
+    ``XREAD BLOCK`` is the only call of ``JobStore.wait`` that waits; recording
+    its ``block`` argument and what it returned tells *why* a wait ended —
+    without timing it. ``fake_block=True`` answers "nothing arrived" at once
+    and advances the injected clock by the block time instead of sleeping.
+    """
+
+    def __init__(self, client, clock: FakeMonotonic, *, fake_block: bool = False) -> None:
+        self._client, self._clock, self._fake = client, clock, fake_block
+        self.reads: list[tuple[int, bool]] = []  # (block ms, woke with an entry)
+        self.blocking = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def xread(self, streams, count=None, block=None):
+        if self._fake:
+            self._clock.now += block / 1000
+            self.reads.append((block, False))
+            return []
+        self.blocking.set()
+        got = self._client.xread(streams, count=count, block=block)
+        if not got:
+            self._clock.now += block / 1000  # it blocked that long: the wait may end
+        self.reads.append((block, bool(got)))
+        return got
+
+
+def watched_store(redis_client, *, fake_block: bool = False) -> tuple[JobStore, WatchedRedis, FakeMonotonic]:
+    clock = FakeMonotonic()
+    watched = WatchedRedis(redis_client, clock, fake_block=fake_block)
+    return JobStore(watched, monotonic=clock), watched, clock
+
+
+def test_long_poll_returns_at_once_when_version_is_newer(redis_client):
+    store, watched, _clock = watched_store(redis_client)
     job_id = store.create(spec(1))
-    t0 = time.monotonic()
     job = store.wait(job_id, 0, 5)
-    assert time.monotonic() - t0 < 0.2 and job["version"] == 1
+    assert job["version"] == 1 and watched.reads == []  # never blocked
 
 
-def test_long_poll_wakes_within_250ms_of_an_event(store, redis_server):
+def test_long_poll_wakes_on_the_event_not_the_timeout(redis_client, redis_server):
+    store, watched, _clock = watched_store(redis_client)
     job_id = store.create(spec(1))
     other = JobStore(redis_lib.Redis.from_url(redis_server, decode_responses=True))
-    fired = {}
 
     def later() -> None:
-        time.sleep(0.3)
-        fired["t"] = time.monotonic()
+        assert watched.blocking.wait(30), "the waiter never blocked"
         other.shard_started(job_id, "s0")
 
-    threading.Thread(target=later).start()
-    job = store.wait(job_id, 1, 5)
-    woke = time.monotonic()
+    thread = threading.Thread(target=later)
+    thread.start()
+    job = store.wait(job_id, 1, 30)  # the clock moves only if a read times out
+    thread.join(30)
     assert job["version"] == 2 and job["state"] == "running"
-    assert woke - fired["t"] < 0.25
+    assert watched.reads == [(30000, True)]  # one blocking read, woken by the event
 
 
-def test_long_poll_times_out_with_unchanged_job(store):
+def test_long_poll_times_out_with_unchanged_job_and_caps_the_wait(redis_client):
+    store, watched, clock = watched_store(redis_client, fake_block=True)
     job_id = store.create(spec(1))
-    t0 = time.monotonic()
-    job = store.wait(job_id, 1, 0.3)
-    elapsed = time.monotonic() - t0
-    assert job["version"] == 1 and 0.25 < elapsed < 1.5
+    start = clock.now
+    job = store.wait(job_id, 1, 0.25)
+    assert job["version"] == 1 and watched.reads == [(250, False)] and clock.now == start + 0.25
+    watched.reads.clear()
+    store.wait(job_id, 1, 3600)  # an hour asked: at most a minute blocked
+    assert watched.reads == [(60000, False)]
 
 
 def test_cancel_cancels_pending_and_flags_running(store):
@@ -169,12 +217,13 @@ def test_cancel_of_all_pending_shards_finalises_immediately(store):
         store.shard_started(job_id, "s0")  # a late runner is told it was cancelled
 
 
-def test_cancel_of_finished_job_is_conflict(store):
+@pytest.mark.parametrize("op", ["cancel", "reopen_failed"])
+def test_cancel_or_retry_of_a_succeeded_job_is_conflict(store, op):
     job_id = store.create(spec(1))
     run_shard(store, job_id, "s0")
     store.complete(job_id, "succeeded")
     with pytest.raises(Conflict):
-        store.cancel(job_id)
+        getattr(store, op)(job_id)
 
 
 def test_retry_reopens_failed_shards_only(store):
@@ -210,14 +259,6 @@ def test_retry_of_a_shard_that_failed_before_any_progress(store):
     job = store.get(job_id)
     assert job["state"] == "staging" and job["instances_done"] == 10
     assert job["shards"][1]["state"] == "pending" and job["shards"][1]["attempt"] == 2
-
-
-def test_retry_of_succeeded_job_is_conflict(store):
-    job_id = store.create(spec(1))
-    run_shard(store, job_id, "s0")
-    store.complete(job_id, "succeeded")
-    with pytest.raises(Conflict):
-        store.reopen_failed(job_id)
 
 
 def test_reconcile_fails_shards_whose_activation_ended(store):

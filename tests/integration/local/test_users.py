@@ -9,7 +9,7 @@ from radcloud.users import UserStore
 
 @pytest.fixture
 def redis(redis_client):
-    """The shared unit-test Redis (tests/unit/conftest.py), flushed per test."""
+    """The shared unit-test Redis (tests/integration/local/conftest.py), flushed per test."""
     return redis_client
 
 PW = "correct horse battery"

@@ -18,7 +18,7 @@ from localwhisk.runtime.sandbox import bwrap_argv, bwrap_available, resolve
 FIXTURES = Path(__file__).parent / "fixtures"
 IMAGE = "radcloud/plugin-probe:1.0"
 
-needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap cannot create namespaces here")
+needs_bwrap = pytest.mark.usefixtures("needs_bwrap")  # fails in CI without bubblewrap (tests/conftest.py)
 
 
 def probe(network: bool, image: str = IMAGE) -> ActionCode:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from radcloud.action import Request, run
@@ -14,16 +11,9 @@ from radcloud.progress import Progress
 from radcloud.settings import Settings
 from radcloud.storage import ObjectStore
 from pacs_fakes import FakeMinio, FakeOrthanc, FakeWhisk
+from action_loader import load_action as action
 
-ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = Settings.load(environ={})
-
-
-def action(name):
-    spec = importlib.util.spec_from_file_location(f"action_{name}", ROOT / "functions" / name / "__main__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 QUERY, RETRIEVE, SERIES = action("query"), action("retrieve"), action("retrieve_series")

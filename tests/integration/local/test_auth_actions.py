@@ -6,7 +6,6 @@ data (the sample MRNs and names below must not appear). The guard runs
 before any handler, so no Orthanc/S3 is needed to prove it.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import yaml
 from radcloud import auth
 from radcloud.settings import Settings
 from radcloud.users import UserStore
+from action_loader import load_path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SECRET = "v" * 40
 # login issues tokens; ui redirects to login itself; pfcon checks CUBE's own
 # pfcon JWT on every route (tests/unit/test_pfcon_web.py), not radcloud's token.
@@ -36,10 +36,7 @@ def web_actions():
 def load(function):
     # wskdeploy resolves function paths against the manifest's folder
     path = (ROOT / "deploy" / function / "__main__.py").resolve()
-    spec = importlib.util.spec_from_file_location(f"guarded_{path.parent.name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_path(path, f"guarded_{path.parent.name}")
 
 
 ACTIONS = sorted(web_actions())

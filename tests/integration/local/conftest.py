@@ -1,0 +1,65 @@
+"""Fixtures for the local-component tests: real processes, no network stack.
+
+This folder holds what used to sit in tests/unit but needs a real component:
+a private ``redis-server`` (the job model is Lua scripts and blocking stream
+reads, which fakes mimic badly), plugins and actions in child processes and
+the bubblewrap sandbox. tests/unit stays in-process (``make test-fast``).
+
+``redis_server``: a private redis-server listening on a unix socket in a temp
+dir (no TCP port, nothing reachable from outside), one per test session;
+``redis_client`` flushes it before each test. A missing ``redis-server`` fails
+under ``CI=true`` (the ``require`` fixture) and skips elsewhere.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def redis_server(require):
+    binary = shutil.which("redis-server")
+    require(binary is not None, "redis-server is not installed: make system-deps")
+    tmp = Path(tempfile.mkdtemp(prefix="radcloud-redis-"))
+    sock = tmp / "redis.sock"
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+         "--dir", str(tmp), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):  # bounded: at most ~2 s
+            if sock.exists():
+                break
+            time.sleep(0.01)
+        else:
+            raise RuntimeError("redis-server did not start")
+        yield f"unix://{sock}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    import redis
+
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _bwrap_cases_need_bubblewrap(request: pytest.FixtureRequest) -> None:
+    # Tests parametrised over ``use_bwrap``: the sandboxed case must run in
+    # CI, not vanish from the parametrisation on a machine without bwrap.
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("use_bwrap") is True:
+        request.getfixturevalue("needs_bwrap")

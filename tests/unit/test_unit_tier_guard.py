@@ -1,0 +1,25 @@
+"""The unit tier's guard (tests/unit/conftest.py) refuses sockets and child processes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import pytest
+
+
+def test_a_socket_connection_is_refused_naming_where_the_test_belongs():
+    with pytest.raises(AssertionError, match="tests/integration/local/") as err:
+        socket.create_connection(("127.0.0.1", 9), timeout=1)
+    assert type(err.value).__name__ == "UnitTierViolation" and "test_unit_tier_guard.py" in str(err.value)
+
+
+def test_a_unix_socket_and_a_listener_are_refused_too():
+    for family, address in ((socket.AF_UNIX, "/nonexistent/redis.sock"), (socket.AF_INET, ("127.0.0.1", 0))):
+        with socket.socket(family, socket.SOCK_STREAM) as sock, pytest.raises(AssertionError, match="unit tier"):
+            (sock.connect if family == socket.AF_UNIX else sock.bind)(address)
+
+
+def test_a_child_process_is_refused():
+    with pytest.raises(AssertionError, match="started a process"):
+        subprocess.run(["true"], check=False)
