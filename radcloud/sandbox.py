@@ -329,12 +329,12 @@ class _MemoryFacts:
     def describe(self) -> str:
         def mib(n: int | None) -> str:
             return "?" if n is None else f"{n / 2**20:.0f} MiB"
+        if self.peak is None and self.limit is None:
+            return "container memory unknown"
         return f"container peak {mib(self.peak)} of its {mib(self.limit) if self.limit else 'unlimited'} limit"
 
 
-_MEMORY_ADVICE = ("raise the plugin action's memory (the descriptor's max_memory_limit, then "
-                  "`radcloud deploy --write-plugins`; docs/plugins.md) or give each shard fewer "
-                  "instances (option shard_size)")
+_MEMORY_ADVICE = ("raise max_memory_limit and redeploy (docs/plugins.md) or lower shard_size")
 
 
 def _signal_name(sig: int) -> str:
@@ -363,12 +363,14 @@ def _classify(code: int | None, killed_for: str, tail: str, limits: Limits,
         return "timeout", "plugin used up its CPU-time limit"
     if sig == signal.SIGKILL:
         if memory.oom_killed:
-            return "oom", (f"plugin killed by the kernel's OOM killer: its action's container reached "
-                           f"its memory limit ({memory.describe()}); {_MEMORY_ADVICE}")
+            return "oom", (f"plugin killed by the kernel's OOM killer at its action's memory limit "
+                           f"({memory.describe()}); {_MEMORY_ADVICE}")
         why = ("no OOM kill was counted in its container" if memory.oom_killed is False else
                "whether memory was the cause cannot be told: no memory cgroup is readable here")
+        blame = "something else on the host killed it" if memory.oom_killed is False else \
+            "if not memory, something else on the host"
         return "crash", (f"plugin killed by {_signal_name(sig)}, not sent by radcloud; {why} "
-                         f"({memory.describe()}); look for what else kills processes on the host")
+                         f"({memory.describe()}); {blame}")
     if sig is None and _OOM_RE.search(tail):
         return "oom", (f"plugin could not allocate memory (its output reports it; {memory.describe()}); "
                        f"{_MEMORY_ADVICE}")

@@ -36,7 +36,8 @@ The reporter protocol (stable; ``radcloud.jobs`` codes against it):
          "stderr_tail": str,        # last lines of the plugin's output
          "outputs":  [{"key", "size", "md5", "content_type"}, ...],
          "rejected": [{"path", "why"}, ...],   # outputs refused (escapes...)
-         "bytes_out": int}
+         "bytes_out": int,
+         "memory_peak_mib": float | None}  # the action container's peak (runner + plugin)
 
 ``cancelled() -> bool``
     polled while inputs download and while the plugin runs; ``True`` kills
@@ -215,7 +216,7 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
 
     Returns:
         ``{"job_id", "shard_id", "status", "reason", "exit_code",
-        "n_outputs", "bytes_out", "duration_s"}``.
+        "n_outputs", "bytes_out", "duration_s", "memory_peak_mib"}``.
     """
     t0 = time.monotonic()
     raw_shard_id = spec.shard_id if isinstance(spec, ShardSpec) else str(spec.get("shard_id", "?"))
@@ -225,7 +226,7 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         "plugin": spec.plugin if isinstance(spec, ShardSpec) else str(spec.get("plugin", "?")),
         "status": STATUS_ERROR, "reason": "error", "message": "shard did not start",
         "exit_code": None, "duration_s": 0.0, "run_s": 0.0, "stderr_tail": "",
-        "outputs": [], "rejected": [], "bytes_out": 0,
+        "outputs": [], "rejected": [], "bytes_out": 0, "memory_peak_mib": None,
     }
     notify = _Notify(reporter, raw_shard_id)
     tmp = tempfile.mkdtemp(prefix="radcloud-shard-", dir=workdir)
@@ -251,7 +252,7 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         except Exception:
             log.exception("reporter.finished failed for shard %s", raw_shard_id)
     return {k: outcome[k] for k in ("job_id", "shard_id", "status", "reason", "exit_code",
-                                    "bytes_out", "duration_s")} | {"n_outputs": len(outcome["outputs"])}
+                                    "bytes_out", "duration_s", "memory_peak_mib")} | {"n_outputs": len(outcome["outputs"])}
 
 
 def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
@@ -289,8 +290,7 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
                          cancelled=notify.cancelled,
                          use_bwrap=use_bwrap, watch_dir=str(outdir), memory=memory)
     if result.memory_peak_bytes is not None:
-        log.info("shard %s: plugin %s done (%s), container memory peak %.1f MiB", spec.shard_id,
-                 plugin.name, result.reason, result.memory_peak_bytes / 2**20)
+        outcome["memory_peak_mib"] = round(result.memory_peak_bytes / 2**20, 1)
     outcome.update(exit_code=result.exit_code, run_s=round(result.duration_s, 3),
                    stderr_tail=result.tail, reason=result.reason, message=result.message)
     if map_dir is not None:

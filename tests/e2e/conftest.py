@@ -4,6 +4,10 @@
 in a temporary state dir, a small two-series CT study (patient JOBS1) in
 Orthanc, radcloud deployed with ``radcloud deploy --local`` and one
 researcher account. Stopped (only what it started) at the end.
+
+``job_world`` (session): a :class:`jobflow.JobWorld` (the stack, localwhisk,
+radcloud deployed plus one action per plugin in tests/e2e/plugins), shared by
+test_job_flow.py and test_plugins_deployed.py.
 """
 
 from __future__ import annotations
@@ -50,3 +54,17 @@ def cli_stack(tmp_path_factory, require):
                        deploy_seconds=round(time.perf_counter() - started, 2))
     finally:
         stack.down()
+
+
+@pytest.fixture(scope="session")
+def job_world(tmp_path_factory):
+    from jobflow import JobWorld
+
+    try:
+        world = JobWorld.up(tmp_path_factory.mktemp("jobflow"), shard_timeout_s=25)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield world
+    finally:
+        world.down()

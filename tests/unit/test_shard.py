@@ -49,7 +49,8 @@ def test_happy_path_uploads_outputs_with_md5_and_type(use_bwrap):
     assert store.objects["results/j1/0/c-b.dcm"] == b"BB"
     assert summary == {"job_id": "j1", "shard_id": "j1-0", "status": "finishedSuccessfully",
                        "reason": "ok", "exit_code": 0, "bytes_out": out["bytes_out"],
-                       "duration_s": out["duration_s"], "n_outputs": 3}
+                       "duration_s": out["duration_s"], "n_outputs": 3,
+                       "memory_peak_mib": out["memory_peak_mib"]}
     assert "done" in out["stderr_tail"] and "copied 2" in rep.lines
     started = [e for kind, e in rep.events if kind == "started"][0]
     assert started["argv"][2:4] == ["--prefix", "c-"] and started["n_inputs"] == 2
