@@ -85,6 +85,7 @@ class ServeConfig:
     prewarm: int = 1
     max_containers: int = 8
     sandbox: str = "auto"
+    memory_limits: str = "auto"  # cgroup2 | cgroup1 | watch (runtime/memory.py)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)  # see parse_images
     preload: tuple[str, ...] = ()  # modules every stem cell imports (images add their own)
 
@@ -144,7 +145,7 @@ def build(config: ServeConfig, api_host: str, runtime: Any = None) -> Controller
                                      prewarm=bool(spec.get("prewarm", True)))
         runtime = Runtime(api_host=api_host, state_dir=state, prewarm=config.prewarm,
                           max_containers=config.max_containers, sandbox=config.sandbox, images=images,
-                          preload=tuple(config.preload))
+                          preload=tuple(config.preload), memory=config.memory_limits)
     return Controller(runtime, Store(state / "localwhisk.db"), auth.Authenticator({auth.DEFAULT_NAMESPACE: key}),
                       max_concurrent=config.max_concurrent)
 

@@ -274,3 +274,17 @@ def test_containers_run_in_their_own_cgroup_and_leave_none_behind(tmp_path):
     finally:
         rt.shutdown()
     assert base is None or not base.exists()
+
+
+def test_the_watcher_fallback_kills_a_container_past_its_limit(tmp_path):
+    # Where no cgroup is writable: the RSS watcher over the container's process tree.
+    rt = Runtime(api_host="http://127.0.0.1:3233", state_dir=tmp_path, prewarm=0, memory="watch")
+    try:
+        assert rt.memory.kind == "watch" and rt.stats()["memory"] == "watch"
+        out = invoke(rt, action(CHILD_HOG, name="watched"), {}, Limits(memory_mb=128))
+        assert out.status == DEVELOPER_ERROR
+        assert out.result == {"error": "The action exhausted its memory and was aborted."}
+        fine = invoke(rt, action(source("echo.py"), name="small"), {"x": 1}, Limits(memory_mb=128))
+        assert fine.status == SUCCESS and fine.result == {"x": 1}
+    finally:
+        rt.shutdown()
