@@ -237,8 +237,10 @@ class Container:
     def _log_peak(self) -> None:
         peak, limit = self.box.peak(), self.box.limit_bytes
         if peak is not None:
-            log.info("container %s: memory peak %.1f MiB of its %s limit (%s)", self.label, peak / 2**20,
-                     f"{limit >> 20} MiB" if limit else "unset", self.box.kind)
+            # Every run at debug level (status long-polls run often); a near miss at info.
+            level = logging.INFO if limit and peak >= 0.8 * limit else logging.DEBUG
+            log.log(level, "container %s: memory peak %.1f MiB of its %s limit (%s)", self.label, peak / 2**20,
+                    f"{limit >> 20} MiB" if limit else "unset", self.box.kind)
 
     def destroy(self) -> int | None:
         """Kill the whole process group, close the pipes, remove the directory; returns the exit code.
