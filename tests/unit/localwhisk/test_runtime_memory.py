@@ -8,8 +8,8 @@ reported as such) and tests/e2e/test_plugins_deployed.py.
 
 from __future__ import annotations
 
-import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -59,8 +59,13 @@ def test_detect_v1_makes_a_base_and_boxes_get_limits_without_swap(tmp_path):
     box.reset_peak()
     assert (box.path / "memory.max_usage_in_bytes").read_text() == "0"
     (box.path / "cgroup.procs").write_text("")
-    box.join()()  # what the child runs between fork and exec: it writes its own pid
-    assert (box.path / "cgroup.procs").read_text() == str(os.getpid())
+    # the container's command joins first (its own pid), then execs in that pid
+    done = subprocess.run(box.wrap(["/bin/sh", "-c", "echo $$"]), capture_output=True, text=True)
+    assert done.returncode == 0 and (box.path / "cgroup.procs").read_text().strip() == done.stdout.strip()
+    (box.path / "cgroup.procs").unlink()
+    (box.path / "cgroup.procs").mkdir()  # cannot be written: the command must not run at all
+    refused = subprocess.run(box.wrap(["/bin/echo", "ran"]), capture_output=True, text=True)
+    assert refused.returncode != 0 and "ran" not in refused.stdout
 
 
 def test_v1_without_oom_kill_counts_limit_hits(tmp_path):
