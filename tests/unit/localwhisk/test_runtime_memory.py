@@ -1,4 +1,4 @@
-"""localwhisk.runtime.memory: detection, cgroup files and the RSS watcher, on fake directories.
+"""localwhisk.runtime.memory and memwatch: detection, cgroup files and the RSS watcher, on fake directories.
 
 A fake cgroup is a plain directory holding the files the kernel would show; a
 fake /proc holds ``self/cgroup``, ``self/mountinfo`` and ``<pid>/stat|statm``.
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from localwhisk.runtime import memory as mem
+from localwhisk.runtime import memwatch
 
 V1_MOUNTINFO = ("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"
                 "35 31 0:32 / {point} rw,relatime - cgroup cgroup rw,memory\n"
@@ -117,8 +118,8 @@ def test_watcher_kills_a_tree_past_its_limit_and_counts_an_oom_kill(tmp_path):
     _fake_process(proc, 102, 101, 10000)            # the plugin's child: 40 MB
     _fake_process(proc, 200, 1, 99999)              # not in the tree
     killed = []
-    watcher = mem.Watcher(proc, page_size=4096, kill=lambda pid, sig: killed.append((pid, sig)))
-    box = mem.WatchedBox(watcher)
+    watcher = memwatch.Watcher(proc, page_size=4096, kill=lambda pid, sig: killed.append((pid, sig)))
+    box = memwatch.WatchedBox(watcher)
     watcher._boxes.add(box)  # add() would start the polling thread; one pass is enough here
     box.pid = 100
     box.set_limit(200 * 2**20)
