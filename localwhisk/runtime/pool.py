@@ -205,6 +205,8 @@ class Runtime:
             container.kill()  # its run thread sees the exit and destroys it
         self._destroy_all(victims)
         self._keeper.join(timeout=5)
+        with self._cv:  # killed runs release their slots quickly; the process may exit right after
+            self._cv.wait_for(lambda: not self._busy and not any(self._starting.values()), timeout=3.0)
         self._close_memory()
 
     def _close_memory(self) -> None:
