@@ -72,6 +72,12 @@ class App:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._pool.shutdown(wait=False, cancel_futures=True)
+                # uvicorn re-raises SIGTERM/SIGINT once it has shut down, so serve()'s
+                # `finally` never runs on a signal: stop the containers (and remove their
+                # memory cgroups) here. Calling it again from serve() is harmless.
+                shutdown = getattr(self.controller.runtime, "shutdown", None)
+                if shutdown is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, shutdown)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
