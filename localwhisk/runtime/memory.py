@@ -317,17 +317,18 @@ def _make_base(own: Path, name: str, kind: str) -> Path:
 
 
 def _remove_stale(own: Path) -> None:
-    """Empty cgroups left by a localwhisk that died (its pid is gone)."""
+    """Cgroups left by a localwhisk that was killed (its pid is gone), and what still runs in them.
+
+    A launcher of a killed localwhisk can outlive it (a python kind is not under
+    bubblewrap's --die-with-parent); its cgroup says whose it is, so it is killed.
+    """
     for base in own.glob("localwhisk-*"):
         match = re.fullmatch(r"localwhisk-(\d+)(-\d+)?", base.name)
         if not match or Path(f"/proc/{match.group(1)}").exists():
             continue
         for child in base.iterdir():
             if child.is_dir():
-                try:
-                    child.rmdir()
-                except OSError:
-                    pass
+                _CgroupBox(child).remove()
         try:
             base.rmdir()
         except OSError:

@@ -8,6 +8,7 @@ reported as such) and tests/e2e/test_plugins_deployed.py.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -134,3 +135,13 @@ def test_watcher_kills_a_tree_past_its_limit_and_counts_an_oom_kill(tmp_path):
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="not one of"):
         mem.detect("docker")
+
+
+def test_cgroups_of_a_killed_localwhisk_are_removed_at_the_next_start(tmp_path):
+    point = tmp_path / "memory"
+    own = point / "me"
+    (own / "localwhisk-999999999-1" / "c000003").mkdir(parents=True)  # its localwhisk is gone
+    (own / f"localwhisk-{os.getpid()}-7" / "c000001").mkdir(parents=True)  # a live one: kept
+    proc = fake_proc(tmp_path, "4:memory:/me\n", V1_MOUNTINFO.format(point=point))
+    mem.detect(proc=proc, name="lw-new")
+    assert sorted(p.name for p in own.iterdir()) == ["localwhisk-" + str(os.getpid()) + "-7", "lw-new"]
