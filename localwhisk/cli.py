@@ -23,7 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     serve(ServeConfig(state_dir=args.state_dir, host=args.host, port=args.port,
                       max_concurrent=args.max_concurrent, prewarm=args.prewarm,
                       max_containers=args.max_containers, sandbox=args.sandbox, images=images,
-                      preload=_modules(args.preload)))
+                      preload=_modules(args.preload), memory_limits=args.memory_limits))
     return 0
 
 
@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--prewarm", type=int, default=1, help="stem-cell containers kept ready")
     s.add_argument("--max-containers", type=int, default=8)
     s.add_argument("--sandbox", choices=("auto", "bwrap", "none"), default="auto", help="for blackbox actions")
+    s.add_argument("--memory-limits", choices=("auto", "cgroup2", "cgroup1", "watch"), default="auto",
+                   help="how each container is held to its memory limit (docs/localwhisk.md)")
     s.add_argument("--image", action="append", default=[], metavar="IMAGE=DIR[:DIR]",
                    help="map a docker image to local PYTHONPATH dirs (repeatable)")
     s.add_argument("--images-file", action="append", default=[], type=Path,

@@ -72,6 +72,12 @@ class App:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._pool.shutdown(wait=False, cancel_futures=True)
+                # uvicorn re-raises SIGTERM/SIGINT once it has shut down, so serve()'s
+                # `finally` never runs on a signal: stop the containers (and remove their
+                # memory cgroups) here. Calling it again from serve() is harmless.
+                shutdown = getattr(self.controller.runtime, "shutdown", None)
+                if shutdown is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, shutdown)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -85,6 +91,7 @@ class ServeConfig:
     prewarm: int = 1
     max_containers: int = 8
     sandbox: str = "auto"
+    memory_limits: str = "auto"  # cgroup2 | cgroup1 | watch (runtime/memory.py)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)  # see parse_images
     preload: tuple[str, ...] = ()  # modules every stem cell imports (images add their own)
 
@@ -144,7 +151,7 @@ def build(config: ServeConfig, api_host: str, runtime: Any = None) -> Controller
                                      prewarm=bool(spec.get("prewarm", True)))
         runtime = Runtime(api_host=api_host, state_dir=state, prewarm=config.prewarm,
                           max_containers=config.max_containers, sandbox=config.sandbox, images=images,
-                          preload=tuple(config.preload))
+                          preload=tuple(config.preload), memory=config.memory_limits)
     return Controller(runtime, Store(state / "localwhisk.db"), auth.Authenticator({auth.DEFAULT_NAMESPACE: key}),
                       max_concurrent=config.max_concurrent)
 

@@ -39,11 +39,6 @@ RUNTIME_IMAGE_VAR = "RADCLOUD_RUNTIME_IMAGE"
 PLUGIN_PREFIX_VAR = "RADCLOUD_PLUGIN_IMAGE_PREFIX"
 LOCAL_RUNTIME_IMAGE = "radcloud/runtime:local"
 LOCAL_PLUGIN_PREFIX = "radcloud/"
-# OpenWhisk's default system limits (openwhisk-deploy-kube): actions outside
-# them are refused at deploy time, so descriptor limits are clamped into them.
-TIMEOUT_MS = (100, 300_000)
-MEMORY_MB = (128, 512)
-SHARD_MARGIN_MS = 30_000
 # wskdeploy resolves `function:` against the manifest's folder.
 SHARD_FUNCTION = "../functions/shard"  # the shard records its outcome after the plugin's own timeout
 
@@ -51,10 +46,6 @@ SHARD_FUNCTION = "../functions/shard"  # the shard records its outcome after the
 def plugin_image(name: str, version: str) -> str:
     """The manifest's ``docker:`` of a plugin: ``${prefix}pl-<name>:<version>`` (pinned tag)."""
     return "${" + PLUGIN_PREFIX_VAR + "}" + f"pl-{name}:{version}"
-
-
-def _clamp(value: int, bounds: tuple[int, int]) -> int:
-    return max(bounds[0], min(bounds[1], value))
 
 
 def plugin_dirs(root: Path = ROOT / "plugins") -> list[Path]:
@@ -71,18 +62,14 @@ def plugin_action(directory: Path) -> tuple[str, dict[str, Any]]:
     name, version = directory.name, str(desc.get("version") or "")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", version):
         raise ConfigError(f"{directory}/descriptor.json: version {version!r} cannot be an image tag")
-    ext = desc.get("radcloud") or {}
-    timeout_ms = _clamp(int(float(ext.get("timeout_s", 300)) * 1000) + SHARD_MARGIN_MS, TIMEOUT_MS)
-    from radcloud.plugins import parse_memory  # descriptors use ChRIS memory strings
+    from radcloud.resources import action_limits  # the one policy: docs/plugins.md
 
-    memory = parse_memory(desc.get("max_memory_limit")) or 256 * 1024**2
-    memory_mb = _clamp(memory // 1024**2, MEMORY_MB)
     return f"plugin-{name}", {
         "function": SHARD_FUNCTION,
         "runtime": "python:3.11",
         "docker": plugin_image(name, version),
         "web": False,
-        "limits": {"timeout": timeout_ms, "memorySize": memory_mb},
+        "limits": action_limits(desc).manifest(),
     }
 
 

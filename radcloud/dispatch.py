@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from radcloud.cache import ResultCache, cache_key
 from radcloud.errors import BadRequest, Conflict, RadcloudError, Unavailable
 from radcloud.jobs import JobSpec, JobStore, ShardSpec, new_job_id
+from radcloud.resources import check_fits
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,8 @@ class Dispatcher:
             deid = self.registry.get(self.deidentify_plugin)  # NotFound: not installed here
             stages = [deid.name, plugin.name]
             needs_secret += [deid] if getattr(deid, "deid", None) else []
+        for name in stages:  # Conflict naming both numbers: the plugin cannot fit its action
+            check_fits(self.registry.get(name).descriptor)
         if needs_secret and not self.has_deid_secret:
             # Fail closed before any job or shard exists: every shard would fail anyway.
             raise Unavailable(f"plugin {needs_secret[0].name} needs the de-identification secret, which is not "

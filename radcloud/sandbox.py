@@ -2,9 +2,14 @@
 
 A plugin is untrusted code working on patient data, so it runs with:
 
-* rlimits: address space (``max_memory_limit``), CPU seconds (a backstop
-  behind the wall clock), file size (one output file), open files, no core
-  dumps;
+* memory: no limit of its own. The plugin runs inside its action's container,
+  whose memory cgroup (OpenWhisk's ``memorySize``, which ``radcloud deploy``
+  derives from the descriptor: docs/plugins.md) bounds runner and plugin
+  together. An address-space cap (RLIMIT_AS) is not used: it breaks
+  numpy/scipy/OpenBLAS, which reserve far more than they touch, and inside an
+  action whose own hard limit is lower it cannot even be set;
+* rlimits: CPU seconds (a backstop behind the wall clock), file size (one
+  output file), open files, no core dumps;
 * a wall-clock timeout and a cancel flag polled while it runs; the whole
   process group is killed;
 * an output watch: total bytes/files in the output dir polled while it
@@ -19,12 +24,14 @@ A plugin is untrusted code working on patient data, so it runs with:
 The environment is built from scratch: the plugin never sees radcloud's
 settings (S3 keys, Redis URL).
 
-OOM heuristic (RLIMIT_AS is not the kernel's OOM killer: allocations just
-fail): the run is ``oom`` when a memory limit was set and the process failed
-with ``MemoryError``/``Unable to allocate``/``Cannot allocate memory``/
-``bad_alloc``/``out of memory`` in its last output lines, or died of
-SIGKILL/SIGSEGV/SIGABRT that radcloud did not send (allocators that do not
-check malloc's result crash instead of raising).
+When is a run ``oom``? Only when memory was the cause:
+
+* the plugin died of SIGKILL and the container's cgroup counted an OOM kill
+  while it ran (:mod:`radcloud.memory`); a SIGKILL without one is a ``crash``
+  that says so (and says when the count cannot be read);
+* or it exited non-zero with ``MemoryError``/``Unable to allocate``/``Cannot
+  allocate memory``/``bad_alloc``/``out of memory`` in its last output lines
+  (an allocation the plugin itself saw fail).
 """
 
 from __future__ import annotations
@@ -45,13 +52,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from radcloud import memory as container_memory
+
 NOBODY = 65534
 TAIL_LINES = 40
 TAIL_BYTES = 8192
 MAX_LINE = 4096
 _OOM_RE = re.compile(r"MemoryError|Unable to allocate|Cannot allocate memory|bad_alloc|out of memory",
                      re.IGNORECASE)
-_OOM_SIGNALS = {signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT}
 
 
 @dataclasses.dataclass
@@ -78,6 +86,7 @@ class RunResult:
     duration_s: float
     tail: str
     killed_for: str = ""  # why radcloud killed it: timeout | cancelled | output | ""
+    memory_peak_bytes: int | None = None  # the container's peak (runner + plugin), when readable
 
 
 @functools.cache
@@ -105,8 +114,6 @@ def make_read_only(root: str | os.PathLike[str]) -> None:
 
 def _preexec(limits: Limits, drop_to: int | None, fsize: int) -> Callable[[], None]:
     def apply() -> None:  # runs in the child between fork and exec
-        if limits.memory_bytes:
-            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
         cpu = int(limits.timeout_s * max(1.0, limits.cpus or 1.0)) + 5
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
@@ -123,8 +130,8 @@ def _env(extra: dict[str, str], limits: Limits, scratch: str) -> dict[str, str]:
     threads = str(max(1, int(limits.cpus or 1)))
     env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C.UTF-8",
            "HOME": scratch, "TMPDIR": scratch, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
-           # One BLAS/OpenMP thread per granted core: thread pools reserve
-           # address space and would trip RLIMIT_AS on their own.
+           # One BLAS/OpenMP thread per granted core: the container gets a CPU
+           # share, and each pool thread holds its own buffers.
            "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     env.update(extra)
     return env
@@ -183,7 +190,8 @@ def _dir_usage(path: str, stop_after: int) -> tuple[int, int]:
 def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_only: list[str],
         writable: list[str], on_line: Callable[[str], None] = lambda line: None,
         cancelled: Callable[[], bool] = lambda: False, use_bwrap: bool | None = None,
-        watch_dir: str | None = None, poll_s: float = 0.1) -> RunResult:
+        watch_dir: str | None = None, poll_s: float = 0.1,
+        memory: container_memory.ContainerMemory | None = None) -> RunResult:
     """Run ``argv`` to completion under ``limits``; never raises for the child's faults.
 
     Parameters:
@@ -193,7 +201,10 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
         on_line: called for each output line (stdout+stderr merged).
         cancelled: polled about twice a second; True kills the run.
         watch_dir: the output dir whose size is held to the output limits.
+        memory: the container's memory cgroup (default: found from /proc),
+            read to tell an OOM kill from another SIGKILL.
     """
+    memory = container_memory.find() if memory is None else memory
     use_bwrap = bwrap_works() if use_bwrap is None else use_bwrap
     drop_to = NOBODY if (not use_bwrap and os.geteuid() == 0 and others_can_run(argv[0])) else None
     if drop_to is not None:
@@ -206,12 +217,16 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
     fsize = limits.max_output_bytes + 1
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     t0 = time.monotonic()
+    oom_before = memory.oom_kills()
     try:
         proc = subprocess.Popen(cmd, cwd=cwd, env=_env(env, limits, cwd), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True, preexec_fn=_preexec(limits, drop_to, fsize))
     except OSError as exc:
-        return RunResult(None, "error", f"cannot start plugin: {exc.strerror}", 0.0, "")
+        return RunResult(None, "error", f"cannot start plugin {argv[0]}: {exc.strerror or exc}", 0.0, "")
+    except subprocess.SubprocessError as exc:  # the limits could not be applied in the child
+        return RunResult(None, "error", f"cannot start plugin: applying its limits failed ({exc}); "
+                         f"limits: {limits.to_dict()}", 0.0, "")
     reader = threading.Thread(target=_pump, args=(proc, tail, on_line), daemon=True)
     reader.start()
     killed_for, last_check = "", 0.0
@@ -240,8 +255,11 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
     duration = time.monotonic() - t0
     text = _tail_text(tail)
     code = proc.returncode
-    reason, message = _classify(code, killed_for, text, limits, use_bwrap)
-    return RunResult(code, reason, message, duration, text, killed_for)
+    oom_after = memory.oom_kills()
+    oom = None if oom_before is None or oom_after is None else oom_after > oom_before
+    reason, message = _classify(code, killed_for, text, limits, use_bwrap,
+                                _MemoryFacts(oom, memory.limit(), memory.peak()))
+    return RunResult(code, reason, message, duration, text, killed_for, memory.peak())
 
 
 def others_can_run(program: str) -> bool:
@@ -302,8 +320,32 @@ def _signal_of(code: int | None, via_bwrap: bool) -> int | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class _MemoryFacts:
+    oom_killed: bool | None  # None: the container's OOM count cannot be read
+    limit: int | None
+    peak: int | None
+
+    def describe(self) -> str:
+        def mib(n: int | None) -> str:
+            return "?" if n is None else f"{n / 2**20:.0f} MiB"
+        if self.peak is None and self.limit is None:
+            return "container memory unknown"
+        return f"container peak {mib(self.peak)} of its {mib(self.limit) if self.limit else 'unlimited'} limit"
+
+
+_MEMORY_ADVICE = ("raise max_memory_limit and redeploy (docs/plugins.md) or lower shard_size")
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return f"signal {sig} ({signal.Signals(sig).name})"
+    except ValueError:
+        return f"signal {sig}"
+
+
 def _classify(code: int | None, killed_for: str, tail: str, limits: Limits,
-              via_bwrap: bool) -> tuple[str, str]:
+              via_bwrap: bool, memory: _MemoryFacts = _MemoryFacts(None, None, None)) -> tuple[str, str]:
     if killed_for == "cancelled":
         return "cancelled", "cancelled by request"
     if killed_for == "timeout":
@@ -319,8 +361,19 @@ def _classify(code: int | None, killed_for: str, tail: str, limits: Limits,
         return "error", f"an output file exceeded {limits.max_output_bytes} bytes"
     if sig == signal.SIGXCPU:
         return "timeout", "plugin used up its CPU-time limit"
-    if limits.memory_bytes and (_OOM_RE.search(tail) or sig in _OOM_SIGNALS):
-        return "oom", f"plugin ran out of memory (limit {limits.memory_bytes // 1024**2} MiB)"
+    if sig == signal.SIGKILL:
+        if memory.oom_killed:
+            return "oom", (f"plugin killed by the kernel's OOM killer at its action's memory limit "
+                           f"({memory.describe()}); {_MEMORY_ADVICE}")
+        why = ("no OOM kill was counted in its container" if memory.oom_killed is False else
+               "whether memory was the cause cannot be told: no memory cgroup is readable here")
+        blame = "something else on the host killed it" if memory.oom_killed is False else \
+            "if not memory, something else on the host"
+        return "crash", (f"plugin killed by {_signal_name(sig)}, not sent by radcloud; {why} "
+                         f"({memory.describe()}); {blame}")
+    if sig is None and _OOM_RE.search(tail):
+        return "oom", (f"plugin could not allocate memory (its output reports it; {memory.describe()}); "
+                       f"{_MEMORY_ADVICE}")
     if sig is not None:
-        return "crash", f"plugin killed by signal {sig}"
-    return "crash", f"plugin exited with code {code}"
+        return "crash", f"plugin killed by {_signal_name(sig)}; see the output tail"
+    return "crash", f"plugin exited with code {code}; see the output tail"

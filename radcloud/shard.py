@@ -36,7 +36,8 @@ The reporter protocol (stable; ``radcloud.jobs`` codes against it):
          "stderr_tail": str,        # last lines of the plugin's output
          "outputs":  [{"key", "size", "md5", "content_type"}, ...],
          "rejected": [{"path", "why"}, ...],   # outputs refused (escapes...)
-         "bytes_out": int}
+         "bytes_out": int,
+         "memory_peak_mib": float | None}  # the action container's peak (runner + plugin)
 
 ``cancelled() -> bool``
     polled while inputs download and while the plugin runs; ``True`` kills
@@ -63,14 +64,17 @@ import mimetypes
 import os
 import posixpath
 import shutil
+import subprocess
 import tempfile
 import time
+import traceback
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from radcloud import sandbox
+from radcloud.memory import ContainerMemory
 from radcloud.errors import BadRequest, ConfigError, RadcloudError
 from radcloud.layout import DEID_MAPS_ROOT
 from radcloud.plugins import DEID_SECRET_ENV, Plugin, Registry
@@ -189,7 +193,8 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
               registry: Registry, workdir: str | None = None, use_bwrap: bool | None = None,
               fetch_url: Callable[[str, str], None] | None = None,
               default_timeout_s: float = DEFAULT_TIMEOUT_S,
-              deadline: float | None = None, deid_secret: Secret | str | None = None) -> dict[str, Any]:
+              deadline: float | None = None, deid_secret: Secret | str | None = None,
+              memory: ContainerMemory | None = None) -> dict[str, Any]:
     """Run one shard end to end and return a small summary.
 
     Parameters:
@@ -207,10 +212,12 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
             so the upload and the outcome still fit before it.
         deid_secret: the ``deid_secret`` setting; given only to plugins
             whose descriptor declares ``radcloud.deid``, which fail without it.
+        memory: the container's memory cgroup (default: found from /proc),
+            read to tell an OOM kill from another SIGKILL.
 
     Returns:
         ``{"job_id", "shard_id", "status", "reason", "exit_code",
-        "n_outputs", "bytes_out", "duration_s"}``.
+        "n_outputs", "bytes_out", "duration_s", "memory_peak_mib"}``.
     """
     t0 = time.monotonic()
     raw_shard_id = spec.shard_id if isinstance(spec, ShardSpec) else str(spec.get("shard_id", "?"))
@@ -220,7 +227,7 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         "plugin": spec.plugin if isinstance(spec, ShardSpec) else str(spec.get("plugin", "?")),
         "status": STATUS_ERROR, "reason": "error", "message": "shard did not start",
         "exit_code": None, "duration_s": 0.0, "run_s": 0.0, "stderr_tail": "",
-        "outputs": [], "rejected": [], "bytes_out": 0,
+        "outputs": [], "rejected": [], "bytes_out": 0, "memory_peak_mib": None,
     }
     notify = _Notify(reporter, raw_shard_id)
     tmp = tempfile.mkdtemp(prefix="radcloud-shard-", dir=workdir)
@@ -230,15 +237,14 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         plugin = registry.get(spec.plugin)
         params = plugin.validate(spec.params)
         _execute(spec, plugin, params, Path(tmp), store, reporter, notify, outcome,
-                 use_bwrap, fetch_url or _fetch_url, default_timeout_s, deadline, deid_secret)
+                 use_bwrap, fetch_url or _fetch_url, default_timeout_s, deadline, deid_secret, memory)
     except _Cancelled:
         outcome.update(status=STATUS_CANCELLED, reason="cancelled", message="cancelled by request")
     except RadcloudError as exc:
         outcome.update(status=STATUS_ERROR, reason="error", message=exc.message)
     except Exception as exc:  # the guard: an outcome is recorded whatever happens
         log.exception("shard %s failed", raw_shard_id)
-        outcome.update(status=STATUS_ERROR, reason="error",
-                       message=f"shard runner error: {type(exc).__name__}")
+        outcome.update(status=STATUS_ERROR, reason="error", message=runner_error(exc))
     finally:
         outcome["duration_s"] = round(time.monotonic() - t0, 3)
         _remove_tree(tmp)
@@ -247,14 +253,14 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         except Exception:
             log.exception("reporter.finished failed for shard %s", raw_shard_id)
     return {k: outcome[k] for k in ("job_id", "shard_id", "status", "reason", "exit_code",
-                                    "bytes_out", "duration_s")} | {"n_outputs": len(outcome["outputs"])}
+                                    "bytes_out", "duration_s", "memory_peak_mib")} | {"n_outputs": len(outcome["outputs"])}
 
 
 def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
              store: ObjectStoreLike, reporter: Reporter, notify: _Notify, outcome: dict[str, Any],
              use_bwrap: bool | None, fetch_url: Callable[[str, str], None],
              default_timeout_s: float, deadline: float | None,
-             deid_secret: Secret | str | None = None) -> None:
+             deid_secret: Secret | str | None = None, memory: ContainerMemory | None = None) -> None:
     indir, outdir, scratch = tmp / "incoming", tmp / "outgoing", tmp / "scratch"
     for d in (indir, outdir, scratch):
         d.mkdir()
@@ -283,7 +289,9 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
     result = sandbox.run(argv, cwd=str(scratch), env=env, limits=limits, read_only=[str(indir)],
                          writable=writable, on_line=notify.log,
                          cancelled=notify.cancelled,
-                         use_bwrap=use_bwrap, watch_dir=str(outdir))
+                         use_bwrap=use_bwrap, watch_dir=str(outdir), memory=memory)
+    if result.memory_peak_bytes is not None:
+        outcome["memory_peak_mib"] = round(result.memory_peak_bytes / 2**20, 1)
     outcome.update(exit_code=result.exit_code, run_s=round(result.duration_s, 3),
                    stderr_tail=result.tail, reason=result.reason, message=result.message)
     if map_dir is not None:
@@ -315,6 +323,34 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
         outcome["status"] = STATUS_OK
         if rejected:
             outcome["message"] = f"ok; {len(rejected)} output(s) refused"
+
+
+def runner_error(exc: BaseException) -> str:
+    """The outcome message for an unexpected runner failure: what happened and what to do.
+
+    Never a bare class name. The texts of exceptions whose wording is the
+    system's (OSError: errno text and path; a subprocess that could not
+    start) are kept. Any other exception's text may quote data the runner was
+    handling (a DICOM value, a patient's name), so it stays in the activation
+    log; the message names the class and the line of radcloud that raised it.
+    """
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return (f"shard runner error: {type(exc).__name__}: {exc.strerror or exc}{where}; check the "
+                "free disk space and permissions of the action's temp dir, then retry the job")
+    if isinstance(exc, subprocess.SubprocessError):
+        return (f"shard runner error: cannot start the plugin process ({type(exc).__name__}: {exc}); "
+                "its sandbox limits could not be applied (docs/plugins.md, 'Resources and limits')")
+    frames = traceback.extract_tb(exc.__traceback__)
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    ours = [f for f in frames if os.path.abspath(f.filename).startswith(package)] or frames
+    where = ""
+    if ours:
+        frame = ours[-1]
+        where = f" at {posixpath.basename(frame.filename)}:{frame.lineno} in {frame.name}"
+        where += f" (`{frame.line.strip()[:120]}`)" if frame.line else ""
+    return (f"shard runner error: {type(exc).__name__}{where}; a fault in radcloud's shard runner, "
+            "not in the plugin: the activation's log has the full traceback; report it with that")
 
 
 def deid_setup(plugin: Plugin, params: dict[str, Any], deid_secret: Secret | str | None,

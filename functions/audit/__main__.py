@@ -3,11 +3,21 @@
 GET/POST ``{"before"?, "limit"?, "who"?, "action"?}`` →
 ``{"entries": [...], "next": id|null, "total": n}``. Admin only: the trail
 holds patient and study identifiers. Reading it is itself audited.
+
+The trail lives in Redis (``redis_url``). Like every other action, one
+deployed without its settings answers a config error naming the setting
+(not ``internal``): an empty ``redis_url``, or the built-in default that no
+Redis answers. A configured Redis that is down is 503.
 """
+
+import redis as redis_lib
 
 from radcloud import audit, auth
 from radcloud.action import run
-from radcloud.errors import BadRequest
+from radcloud.errors import BadRequest, ConfigError, Unavailable
+from radcloud.settings import Settings
+
+_SETTING = "redis_url (or RADCLOUD_REDIS_URL)"
 
 
 def _int(value, name):
@@ -17,13 +27,27 @@ def _int(value, name):
         raise BadRequest(f"{name}={value!r} is not an integer", field=name) from None
 
 
+def _unreachable(settings, exc):
+    if settings.redis_url.reveal() == Settings.redis_url.reveal():  # the default: never configured
+        return ConfigError(f"missing setting: {_SETTING}: the audit trail is kept in Redis and the "
+                           f"default {Settings.redis_url.reveal()} does not answer; set it to the "
+                           "Redis radcloud was deployed with", field="redis_url")
+    return Unavailable(f"the audit trail's Redis (setting redis_url) cannot be reached "
+                       f"({type(exc).__name__}); retry in a minute, or check that Redis is up",
+                       field="redis_url")
+
+
 def handle(request, settings, principal):
+    settings.require("redis_url")
     params = request.params
+    limit = _int(params.get("limit", 50), "limit")
     redis = auth.redis_client(settings)
-    result = audit.page(redis, before=params.get("before") or None,
-                        limit=_int(params.get("limit", 50), "limit"),
-                        who=params.get("who") or None, action=params.get("action") or None)
-    audit.record(redis, principal, "read_audit", request)
+    try:
+        result = audit.page(redis, before=params.get("before") or None, limit=limit,
+                            who=params.get("who") or None, action=params.get("action") or None)
+        audit.record(redis, principal, "read_audit", request)
+    except (redis_lib.exceptions.ConnectionError, redis_lib.exceptions.TimeoutError) as exc:
+        raise _unreachable(settings, exc) from None
     return result
 
 

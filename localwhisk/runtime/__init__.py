@@ -5,6 +5,8 @@
 - ``container`` one launcher process: init, run, deadline, logs, result rules
 - ``pool``      ``Runtime``: warm pools per action, stem cells, limits, reaping
 - ``sandbox``   docker (blackbox) actions: image mapping and bubblewrap
+- ``memory``    a memory cgroup per container (v2 or v1), as OpenWhisk's docker --memory
+- ``memwatch``  the fallback where no cgroup is writable: an RSS watcher per process tree
 - ``messages``  OpenWhisk's exact error texts and log line format
 """
 

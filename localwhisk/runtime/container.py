@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localwhisk.runtime import messages as msg
-from localwhisk.runtime.model import APPLICATION_ERROR, DEVELOPER_ERROR, ActionCode
+from localwhisk.runtime.memory import Box
+from localwhisk.runtime.model import APPLICATION_ERROR, DEVELOPER_ERROR, WHISK_ERROR, ActionCode
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,11 @@ class Container:
     """A launcher process speaking the actionloop protocol; not thread-safe (one run at a time)."""
 
     def __init__(self, cid: str, workdir: Path, argv: list[str], env: dict[str, str],
-                 preload: tuple[str, ...] = ()) -> None:
+                 preload: tuple[str, ...] = (), box: Box | None = None) -> None:
         self.cid = cid
         self.workdir = workdir
+        self.box = box or Box()  # its memory cgroup (see memory.py)
+        self.label = cid  # the action it runs, once initialised (for logs)
         self.initialized = False
         self.alive = False
         self.last_used = time.monotonic()
@@ -102,7 +105,7 @@ class Container:
         r3, w3 = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                [*argv, str(w3), *([",".join(preload)] if preload else [])],
+                self.box.wrap([*argv, str(w3), *([",".join(preload)] if preload else [])]),
                 cwd=workdir,
                 env=env,
                 stdin=r0,
@@ -114,10 +117,12 @@ class Container:
         except OSError:
             for fd in (w0, r1, r2, r3):
                 os.close(fd)
+            self.box.remove()
             raise
         finally:
             for fd in (r0, w1, w2, w3):
                 os.close(fd)
+        self.box.started(self._proc.pid)
         self.alive = True
         self._fd3 = r3
         self._stdin = w0
@@ -138,17 +143,30 @@ class Container:
     # -- protocol -------------------------------------------------------------
 
     def init(self, action: ActionCode, env: dict[str, str], timeout_ms: int,
-             rlimit_as: int | None, log_limit: int) -> Reply:
-        """Stage the code and initialise the launcher once; a failed init destroys the container."""
+             memory_bytes: int | None, log_limit: int) -> Reply:
+        """Stage the code and initialise the launcher once; a failed init destroys the container.
+
+        ``memory_bytes`` becomes the container's memory limit (its cgroup's), as
+        OpenWhisk sizes a container by the action's ``limits.memory``.
+        """
         if self.initialized:
             return Reply(DEVELOPER_ERROR, {"error": msg.INIT_TWICE})
         self.initialized = True
+        self.label = f"{self.cid} ({action.fqn})"
         self._log_limit = log_limit
+        if memory_bytes:
+            try:
+                self.box.set_limit(memory_bytes)
+            except OSError as ex:  # e.g. a stem cell already using more than this action may
+                log.error("container %s: cannot set its memory limit to %d MiB: %s", self.label,
+                          memory_bytes >> 20, ex)
+                self.destroy()
+                return Reply(WHISK_ERROR, {"error": msg.RESOURCE_ERROR})
         error = stage_code(self.workdir, action)
         if error:
             self.destroy()
             return Reply(DEVELOPER_ERROR, {"error": error}, self._take_logs())
-        line = json.dumps({"init": {"main": action.main, "env": env, "rlimit_as": rlimit_as}})
+        line = json.dumps({"init": {"main": action.main, "env": env}})
         deadline = time.monotonic() + timeout_ms / 1000
         reply, length, ended = self._exchange(line.encode() + b"\n", deadline, sentinels=False)
         if ended == "timeout":
@@ -173,15 +191,24 @@ class Container:
             return Reply(DEVELOPER_ERROR, {"error": msg.COMMAND_EXITED})
         data = json.dumps(message, ensure_ascii=False).replace("\n", "").encode("utf-8") + b"\n"
         deadline = self.last_used + timeout_ms / 1000
+        oom_before = self.box.oom_kills()
+        per_run = log.isEnabledFor(logging.DEBUG)  # each cgroup file op costs ~25 us of a warm run
+        if per_run:
+            self.box.reset_peak()
         line, length, ended = self._exchange(data, deadline, sentinels=True)
+        if per_run:
+            self._log_peak(logging.DEBUG, "run")
         if ended == "timeout":
             log.info("container %s: run exceeded %d ms, killed", self.cid, timeout_ms)
             self.destroy()
             return Reply(DEVELOPER_ERROR, {"error": msg.timed_out(timeout_ms)}, self._take_logs(), True)
         if ended == "exited":
+            # Read before destroy() removes the cgroup: was memory why it died?
+            oom = self.box.oom_kills() > oom_before
             code = self.destroy()
-            log.info("container %s: exited mid-run with code %s", self.cid, code)
-            error = msg.MEMORY_EXHAUSTED if code == MEMORY_EXIT else msg.COMMAND_EXITED
+            log.info("container %s: exited mid-run with code %s%s", self.label, code,
+                     " after an OOM kill" if oom else "")
+            error = msg.MEMORY_EXHAUSTED if oom or code == MEMORY_EXIT else msg.COMMAND_EXITED
             return Reply(DEVELOPER_ERROR, {"error": error}, self._take_logs())
         self.last_used = time.monotonic()
         if length > msg.MAX_RESULT_BYTES:
@@ -199,11 +226,21 @@ class Container:
         return Reply(status, result, logs)
 
     def kill(self) -> None:
-        """Kill the process group; safe from another thread (the running one then sees EOF)."""
+        """Kill the process group and its cgroup; safe from another thread (the running one then sees EOF)."""
         try:
             os.killpg(self._proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        self.box.kill_all()  # what left the process group (a plugin in its own session)
+
+    def _log_peak(self, level: int, what: str) -> None:
+        peak, limit = self.box.peak(), self.box.limit_bytes
+        if peak is None:
+            return
+        if limit and peak >= 0.8 * limit:
+            level = max(level, logging.INFO)  # a near miss is worth knowing without -v
+        log.log(level, "container %s: %s memory peak %.1f MiB of its %s limit (%s)", self.label, what,
+                peak / 2**20, f"{limit >> 20} MiB" if limit else "unset", self.box.kind)
 
     def destroy(self) -> int | None:
         """Kill the whole process group, close the pipes, remove the directory; returns the exit code.
@@ -217,6 +254,9 @@ class Container:
             code = self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not take 5 s
             code = None
+        if self.initialized:
+            self._log_peak(logging.DEBUG, "lifetime")
+        self.box.remove()
         for fd in list(self._fds):
             self._close(fd)
         if self._stdin >= 0:

@@ -5,7 +5,7 @@ working directory (the optional modules are imported up front by stem cells).
 It is the same contract as openwhisk-runtime-python's launcher.py, with one
 addition so that a process can be started before its code exists (a prewarmed
 "stem cell"): the first stdin line is the init message
-``{"init": {"main": "main", "env": {...}, "rlimit_as": bytes|null}}``. The
+``{"init": {"main": "main", "env": {...}}}``. The
 container manager has already written ``main__.py`` (single file) or extracted
 the zip (``__main__.py`` renamed to ``main__.py``) into the working directory.
 
@@ -16,9 +16,12 @@ with the traceback on stderr; one result line on fd 3.
 Log sentinels: in OpenWhisk the Go proxy writes them after each run. Here the
 launcher writes them itself, in the same order: flush stdout/stderr, the fd-3
 line, then the sentinels. When the manager has both sentinels, all of the run's
-output -- logs and anything the action wrote to fd 3 -- is already in the pipes. A MemoryError (RLIMIT_AS) ends the process with MEMORY_EXIT: in
-production a memory blow-up is an OOM kill, a developer error, not a handled
-exception.
+output -- logs and anything the action wrote to fd 3 -- is already in the pipes.
+
+Memory is limited from outside, by the container's cgroup (memory.py), not here:
+no address-space cap. A MemoryError (an allocation the kernel refused) ends the
+process with MEMORY_EXIT: in production a memory blow-up is an OOM kill, a
+developer error, not a handled exception.
 """
 
 import json
@@ -75,11 +78,6 @@ def _activate_virtualenv():
 def _init(spec):
     for key, value in (spec.get("env") or {}).items():
         os.environ[key] = value if isinstance(value, str) else json.dumps(value)
-    limit = spec.get("rlimit_as")
-    if limit:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     _activate_virtualenv()
     sys.path.insert(0, os.getcwd())
     module = __import__("main__")

@@ -27,13 +27,12 @@ Timing fields, as the controller records them:
   controller moves the record's ``start`` back by ``init_time_ms``, so that its
   ``duration`` includes init, as OpenWhisk's ContainerProxy does).
 
-Memory: RLIMIT_AS = memory limit + ``HEADROOM_MB``. RLIMIT_AS caps virtual memory,
-not resident memory, so the interpreter's own mappings must fit under it. Measured
-on this box (VmPeak, Python 3.11): bare interpreter 17 MB; ``import numpy`` 175 MB
-with one OpenBLAS thread per core (2 cores) and 240 MB with numpy + scipy and
-OPENBLAS_NUM_THREADS=1 -- each extra BLAS thread reserves ~80 MB. Hence one BLAS
-thread per container (an OpenWhisk container gets a CPU share, not the machine;
-override with an init parameter) and 512 MB of headroom.
+Memory: each container is one memory cgroup (``memory.py``) limited to the
+action's ``limits.memory`` -- resident memory of every process in it, as Docker's
+``--memory`` in OpenWhisk -- with no address-space cap. A stem cell is held to
+``stem_memory_mb`` until an action takes it; its limit then becomes the action's.
+One BLAS thread per container (an OpenWhisk container gets a CPU share, not the
+machine; override with an init parameter).
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ import threading
 import time
 from pathlib import Path
 
+from localwhisk.runtime import memory as mem
 from localwhisk.runtime import messages as msg
 from localwhisk.runtime import sandbox as sbx
 from localwhisk.runtime.container import LAUNCHER, Container, Reply
@@ -54,7 +54,7 @@ from localwhisk.runtime.model import DEVELOPER_ERROR, WHISK_ERROR, ActionCode, L
 
 log = logging.getLogger(__name__)
 
-HEADROOM_MB = 512
+STEM_MEMORY_MB = 512  # OpenWhisk's default maximum action memory
 PYTHON_STEM = ("python",)  # the stem pool of the python:3.x kinds
 QUEUE_LIMIT_S = 300.0  # longest a run waits for a slot: OpenWhisk's maximum action timeout
 
@@ -65,14 +65,19 @@ class Runtime:
     def __init__(self, *, api_host: str, state_dir: Path, prewarm: int = 1, max_containers: int = 8,
                  idle_ttl_s: float = 600.0, sandbox: str = "auto",
                  images: dict[str, sbx.ImageSpec] | None = None,
-                 headroom_mb: int = HEADROOM_MB, preload: tuple[str, ...] = ()) -> None:
+                 preload: tuple[str, ...] = (), memory: str | mem.Limiter = "auto",
+                 stem_memory_mb: int = STEM_MEMORY_MB) -> None:
         if sandbox not in ("auto", "bwrap", "none"):
             raise ValueError(f"sandbox={sandbox!r} is not one of auto, bwrap, none")
         self.api_host = api_host
         self.prewarm = prewarm
         self.max_containers = max(1, max_containers)
         self.idle_ttl_s = idle_ttl_s
-        self.headroom_mb = headroom_mb
+        # "auto" picks cgroup2, cgroup1 or the RSS watcher (memory.detect); a Limiter is injected as is
+        self.memory = memory if isinstance(memory, mem.Limiter) else mem.detect(memory)
+        self.stem_memory_mb = stem_memory_mb
+        log.info("container memory limits: %s%s", self.memory.kind,
+                 f" ({self.memory.reason})" if self.memory.reason else "")
         self.preload = tuple(preload)  # modules stem cells import before they get code
         self.images = dict(sbx.DEFAULT_IMAGES if images is None else images)
         self._sandbox_mode = sandbox
@@ -143,8 +148,8 @@ class Runtime:
                     return _outcome(Reply(WHISK_ERROR, {"error": msg.RESOURCE_ERROR}), wait_ms, None)
                 env = {k: v if isinstance(v, str) else json.dumps(v) for k, v in action.init_env.items()}
                 env.update({"__OW_" + k.upper(): v for k, v in per_run.items()})
-                rlimit = (limits.memory_mb + self.headroom_mb) * 1024 * 1024
-                reply = container.init(action, env, limits.timeout_ms, rlimit, log_limit)
+                reply = container.init(action, env, limits.timeout_ms, limits.memory_mb * 1024 * 1024,
+                                       log_limit)
                 init_ms = int((time.monotonic() - t_init) * 1000)
                 if reply.status:
                     return _outcome(reply, wait_ms, init_ms)
@@ -181,6 +186,7 @@ class Runtime:
             stems = {self._stem_pools[k][2]: len(lst) for k, lst in self._stems.items() if lst}
             return {"containers": self._count, "max_containers": self.max_containers,
                     "prewarm": sum(stems.values()), "stems": stems, "sandbox": self.sandbox_kind(),
+                    "memory": self.memory.kind,
                     "actions": actions}
 
     def shutdown(self) -> None:
@@ -199,6 +205,16 @@ class Runtime:
             container.kill()  # its run thread sees the exit and destroys it
         self._destroy_all(victims)
         self._keeper.join(timeout=5)
+        with self._cv:  # killed runs release their slots quickly; the process may exit right after
+            self._cv.wait_for(lambda: not self._busy and not any(self._starting.values()), timeout=3.0)
+        self._close_memory()
+
+    def _close_memory(self) -> None:
+        """After shutdown, once no run holds a slot: remove the runtime's cgroup."""
+        with self._cv:
+            if not self._closed or self._busy or any(self._starting.values()):
+                return  # the last busy run calls this again on release
+        self.memory.close()
 
     def sandbox_kind(self) -> str:
         """"bwrap" or "plain": how blackbox actions are run here."""
@@ -307,6 +323,8 @@ class Runtime:
             self._cv.notify_all()
         if container is not None and not keep:
             self._destroy_all([container])
+        if self._closed:
+            self._close_memory()
 
     # -- processes ------------------------------------------------------------
 
@@ -331,8 +349,14 @@ class Runtime:
             "__OW_WAIT_FOR_ACK": "1",
         }
         python, prefix = sys.executable, []
+        (workdir / ".tmp").mkdir()
+        box = self.memory.box(cid)
+        try:
+            box.set_limit(self.stem_memory_mb * 1024 * 1024)  # the action's own limit is set at init
+        except OSError:
+            box.remove()
+            raise
         if spec is None:
-            (workdir / ".tmp").mkdir()
             env["TMPDIR"] = str(workdir / ".tmp")
         else:
             python = spec.python
@@ -341,13 +365,14 @@ class Runtime:
                 env["PYTHONPATH"] = ":".join(spec.pythonpath)
             if self.sandbox_kind() == "bwrap":
                 visible = [sys.prefix, Path(python).parent.parent, Path(LAUNCHER).parent, *spec.pythonpath]
-                prefix = sbx.bwrap_argv(workdir, network=network, visible=visible)
+                shown = (box.path, self.memory.mount_point) if box.path and self.memory.mount_point else None
+                prefix = sbx.bwrap_argv(workdir, network=network, visible=visible, cgroup=shown)
                 env["TMPDIR"] = "/tmp"
             else:
-                log.warning("bubblewrap unavailable: docker action %s runs unsandboxed (rlimits only)", label)
-                (workdir / ".tmp").mkdir()
+                log.warning("bubblewrap unavailable: docker action %s runs unsandboxed (memory limit only)",
+                            label)
                 env["TMPDIR"] = str(workdir / ".tmp")
-        container = Container(cid, workdir, [*prefix, python, "-u", LAUNCHER], env, preload)
+        container = Container(cid, workdir, [*prefix, python, "-u", LAUNCHER], env, preload, box=box)
         with self._cv:
             self._all.add(container)
             closed = self._closed

@@ -17,25 +17,30 @@ What is isolated under bubblewrap (``bwrap_argv``):
   is true -- the default, as OpenWhisk actions have network; with the action
   annotation ``sandbox-network: false`` (network false) its own network namespace
   holding only its own loopback, so the host's 127.0.0.1 services are unreachable;
-- filesystem: ``/`` is bound read-only; ``/tmp`` is a private tmpfs; ``/dev`` is
+- filesystem: ``/`` is bound read-only; ``/tmp`` is the container's own
+  ``.tmp`` directory (on disk, as a Docker container's writable layer: a tmpfs
+  would charge every file the action writes to its memory limit); ``/dev`` is
   a minimal devtmpfs and ``/proc`` a new procfs; the container's working
   directory is the only writable host path (and is deleted with the container);
 - identity: user namespace with uid/gid 65534 (nobody), no capabilities;
 - processes and IPC: own PID, IPC, UTS and cgroup namespaces; the sandbox dies
   with its parent (``--die-with-parent``) and the whole process group is killed
   on timeout;
-- resources: RLIMIT_AS (memory limit + interpreter headroom), set by the launcher
-  before the action's code is imported.
+- memory: the container's memory cgroup (memory.py) holds every process in it to
+  the action's limit; that cgroup is bound read-only over the cgroup mount point
+  (``/sys/fs/cgroup/memory`` on v1, the cgroup2 mount on v2), so the action reads
+  its own limit, usage and OOM kills where a Docker container would.
 
 What is NOT isolated:
 - the filesystem is readable: anything world-readable on the host (including the
   state directory of other actions, unless its permissions forbid it) can be read;
-- CPU time, disk space and the number of processes are not capped (no cgroup);
-  only wall-clock time is (a fork bomb lasts until the timeout kills the group);
+- CPU time, disk space and the number of processes are not capped (memory is the
+  only cgroup limit); only wall-clock time is (a fork bomb lasts until the
+  timeout kills the group);
 - with network (the default) the action reaches every host service on loopback;
 - the kernel is shared; this is a namespace sandbox, not a VM or gVisor;
-- without bubblewrap ("plain" fallback) there is no isolation beyond rlimits,
-  a private working directory and a scrubbed environment.
+- without bubblewrap ("plain" fallback) there is no isolation beyond the memory
+  limit, a private working directory and a scrubbed environment.
 """
 
 from __future__ import annotations
@@ -142,11 +147,12 @@ def under_tmp(paths: Iterable[str | Path]) -> list[str]:
 
 
 def bwrap_argv(workdir: Path, network: bool, binary: str = "bwrap",
-               visible: Iterable[str | Path] = ()) -> list[str]:
+               visible: Iterable[str | Path] = (), cgroup: tuple[Path, str] | None = None) -> list[str]:
     """The bubblewrap prefix; the launcher command follows it.
 
     ``visible``: host paths the action needs (interpreter, its venv, the
     image's PYTHONPATH, the launcher) — those under /tmp are bound back.
+    ``cgroup``: (the container's cgroup dir, the mount point it is shown at).
     """
     argv = [shutil.which(binary) or binary, "--unshare-all"]
     if network:
@@ -156,12 +162,14 @@ def bwrap_argv(workdir: Path, network: bool, binary: str = "bwrap",
         "--ro-bind", "/", "/",
         "--dev", "/dev",
         "--proc", "/proc",
-        "--tmpfs", "/tmp",
+        "--bind", str(workdir / ".tmp"), "/tmp",
     ]
+    if cgroup is not None:
+        argv += ["--ro-bind", str(cgroup[0]), cgroup[1]]
     for path in under_tmp(visible):
         argv += ["--ro-bind", path, path]
     argv += [
-        # after the tmpfs, so a working directory under /tmp stays visible
+        # after /tmp, so a working directory under /tmp stays visible
         "--bind", str(workdir), str(workdir),
         "--uid", NOBODY,
         "--gid", NOBODY,

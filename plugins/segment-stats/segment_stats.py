@@ -266,7 +266,14 @@ def run(inputdir: Path, outputdir: Path, body_threshold: float = -500.0, min_com
         write_dicom: bool = True, rle: bool = True) -> dict:
     found = load_series(inputdir)
     ct = [(uid, s) for uid, s in found.items() if str(s[0].get("Modality", "")) == "CT"]
-    result = {"series": [], "skipped_series": len(found) - len(ct)}
+    # Not an error: a study mixes modalities, and a non-CT series has no HU to measure.
+    skipped = [{"series_uid": uid, "modality": str(s[0].get("Modality", "")) or "unknown",
+                "instances": len(s), "why": "segment-stats measures CT (Hounsfield units) only"}
+               for uid, s in sorted(found.items()) if str(s[0].get("Modality", "")) != "CT"]
+    for item in skipped:
+        print(f"segment-stats: skipped a {item['modality']} series of {item['instances']} instance(s): "
+              f"{item['why']}", file=sys.stderr)
+    result = {"series": [], "skipped_series": len(skipped), "skipped": skipped}
     number = 0
     for uid, slices in sorted(ct, key=lambda kv: int(kv[1][0].get("SeriesNumber", 0) or 0)):
         number += 1
@@ -300,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result = run(Path(a.inputdir), out, a.bodyThreshold, a.minComponentMl, not a.noDicom,
                  not a.uncompressedDicom)
-    if not result["series"]:
-        print("segment-stats: no CT series in the input", file=sys.stderr)
+    if not result["series"] and not result["skipped"]:
+        print("segment-stats: no DICOM image in the input", file=sys.stderr)
         return 1
     return 0
 

@@ -4,6 +4,10 @@
 in a temporary state dir, a small two-series CT study (patient JOBS1) in
 Orthanc, radcloud deployed with ``radcloud deploy --local`` and one
 researcher account. Stopped (only what it started) at the end.
+
+``job_world`` (session): a :class:`jobflow.JobWorld` (the stack, localwhisk,
+radcloud deployed plus one action per plugin in tests/e2e/plugins), shared by
+test_job_flow.py and test_plugins_deployed.py.
 """
 
 from __future__ import annotations
@@ -50,3 +54,12 @@ def cli_stack(tmp_path_factory, require):
                        deploy_seconds=round(time.perf_counter() - started, 2))
     finally:
         stack.down()
+
+
+@pytest.fixture(scope="session")
+def job_world(tmp_path_factory, require):
+    from jobflow import JobWorld
+
+    # A world that fails to start is an error (skipped only for missing binaries, never in CI).
+    with JobWorld.running(tmp_path_factory.mktemp("jobflow"), require, shard_timeout_s=25) as world:
+        yield world

@@ -14,15 +14,13 @@ import time
 import pytest
 import requests
 
-from jobflow import JobWorld
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, require):
-    with JobWorld.running(tmp_path_factory.mktemp("jobflow"), require, shard_timeout_s=25) as w:
-        yield w
+def world(job_world):
+    return job_world  # one stack for the e2e job tests (tests/e2e/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from radcloud import deploy
+from radcloud import deploy, resources
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "openwhisk/action-python-v3.11"
@@ -51,8 +51,8 @@ def test_every_function_dir_is_deployed():
 @pytest.mark.parametrize("name", sorted(ACTIONS))
 def test_limits_inside_openwhisk_defaults(name):
     limits = ACTIONS[name].get("limits") or {}
-    assert deploy.TIMEOUT_MS[0] <= limits.get("timeout", 60000) <= deploy.TIMEOUT_MS[1]
-    assert deploy.MEMORY_MB[0] <= limits.get("memorySize", 256) <= deploy.MEMORY_MB[1]
+    assert resources.TIMEOUT_MS[0] <= limits.get("timeout", 60000) <= resources.TIMEOUT_MS[1]
+    assert resources.MIN_ACTION_MEMORY_MB <= limits.get("memorySize", 256) <= resources.MAX_ACTION_MEMORY_MB
 
 
 def test_python_actions_run_in_the_runtime_image_and_plugins_in_their_own():

@@ -1,4 +1,4 @@
-"""radcloud.sandbox: the outcome classification (the OOM heuristic) and the bwrap command."""
+"""radcloud.sandbox: the outcome classification (when a run is OOM) and the bwrap command."""
 
 from __future__ import annotations
 
@@ -6,30 +6,45 @@ import signal
 
 import pytest
 
-from radcloud.sandbox import Limits, _bwrap_argv, _classify
+from radcloud.sandbox import Limits, _bwrap_argv, _classify, _MemoryFacts
 
 LIMITED = Limits(timeout_s=10, memory_bytes=256 * 1024**2)
-UNLIMITED = Limits(timeout_s=10)
 
 
-@pytest.mark.parametrize("code, killed_for, tail, limits, bwrap, reason", [
-    (0, "", "", LIMITED, False, "ok"),
-    (1, "", "Traceback...\nMemoryError", LIMITED, False, "oom"),
-    (1, "", "numpy._core._exceptions._ArrayMemoryError: Unable to allocate 8.0 GiB", LIMITED, False, "oom"),
-    (1, "", "dcm2niix: Cannot allocate memory", LIMITED, True, "oom"),
-    (-signal.SIGSEGV, "", "", LIMITED, False, "oom"),          # malloc not checked, then a crash
-    (128 + signal.SIGKILL, "", "", LIMITED, True, "oom"),      # bwrap reports 128+N
-    (-signal.SIGSEGV, "", "", UNLIMITED, False, "crash"),      # no limit: a plain crash
-    (1, "", "MemoryError", UNLIMITED, False, "crash"),
-    (2, "", "usage: ...", LIMITED, False, "crash"),
-    (-signal.SIGXCPU, "", "", LIMITED, False, "timeout"),
-    (1, "", "OSError: [Errno 27] File too large", LIMITED, False, "error"),
-    (-9, "timeout", "", LIMITED, False, "timeout"),
-    (-9, "cancelled", "", LIMITED, False, "cancelled"),
-    (-9, "output", "", LIMITED, False, "error"),
+OOM = _MemoryFacts(True, 512 * 1024**2, 530 * 1024**2)        # the container counted an OOM kill
+NO_OOM = _MemoryFacts(False, 512 * 1024**2, 90 * 1024**2)     # it counted none
+UNKNOWN = _MemoryFacts(None, None, None)                     # no readable cgroup
+
+
+@pytest.mark.parametrize("code, killed_for, tail, bwrap, memory, reason", [
+    (0, "", "", False, NO_OOM, "ok"),
+    (1, "", "Traceback...\nMemoryError", False, UNKNOWN, "oom"),   # an allocation the plugin saw fail
+    (1, "", "numpy._core._exceptions._ArrayMemoryError: Unable to allocate 8.0 GiB", False, NO_OOM, "oom"),
+    (1, "", "dcm2niix: Cannot allocate memory", True, NO_OOM, "oom"),
+    (-signal.SIGKILL, "", "", False, OOM, "oom"),
+    (128 + signal.SIGKILL, "", "", True, OOM, "oom"),              # bwrap reports 128+N
+    (-signal.SIGKILL, "", "", False, NO_OOM, "crash"),             # a SIGKILL is not automatically OOM
+    (128 + signal.SIGKILL, "", "", True, UNKNOWN, "crash"),        # ...nor when we cannot tell
+    (-signal.SIGSEGV, "", "", False, NO_OOM, "crash"),
+    (-signal.SIGSEGV, "", "MemoryError", False, OOM, "crash"),     # a segfault is a crash
+    (2, "", "usage: ...", False, NO_OOM, "crash"),
+    (-signal.SIGXCPU, "", "", False, NO_OOM, "timeout"),
+    (1, "", "OSError: [Errno 27] File too large", False, NO_OOM, "error"),
+    (-9, "timeout", "", False, OOM, "timeout"),
+    (-9, "cancelled", "", False, NO_OOM, "cancelled"),
+    (-9, "output", "", False, NO_OOM, "error"),
 ])
-def test_classify(code, killed_for, tail, limits, bwrap, reason):
-    assert _classify(code, killed_for, tail, limits, bwrap)[0] == reason
+def test_classify(code, killed_for, tail, bwrap, memory, reason):
+    assert _classify(code, killed_for, tail, LIMITED, bwrap, memory)[0] == reason
+
+
+def test_oom_and_other_sigkills_explain_themselves():
+    _, oom = _classify(-signal.SIGKILL, "", "", LIMITED, False, OOM)
+    assert "OOM killer" in oom and "530 MiB of its 512 MiB limit" in oom and "max_memory_limit" in oom
+    _, other = _classify(-signal.SIGKILL, "", "", LIMITED, False, NO_OOM)
+    assert "SIGKILL" in other and "no OOM kill was counted" in other and "90 MiB" in other
+    _, unknown = _classify(-signal.SIGKILL, "", "", LIMITED, False, UNKNOWN)
+    assert "cannot be told" in unknown
 
 
 def test_bwrap_command_binds_inputs_read_only_and_drops_the_network():
@@ -54,4 +69,4 @@ def test_plugin_code_under_tmp_is_bound_back_over_the_private_tmp(tmp_path):
                       cwd=str(tmp_path / "out"), network=False)
     binds = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--ro-bind"]
     assert str(plugin) in binds
-    assert cmd.index(str(plugin)) > cmd.index("--tmpfs")
+    assert cmd.index(str(plugin)) > cmd.index("--tmpfs")  # the plugin's own sandbox: a private tmpfs

@@ -221,3 +221,15 @@ def test_polls_are_not_audited(redis, action, method, path, params, audited):
     request = Request(params=params, method=method, path=path, web=True)
     entry = audit.after_request(redis, action, auth.Principal("alice", "clinician"), request, {})
     assert (entry is not None) == audited
+
+
+@pytest.mark.parametrize("args, status, code", [
+    ({"redis_url": ""}, 500, "config"),                       # deployed with an empty package input
+    ({}, 500, "config"),                                      # no settings: the default Redis does not answer
+    ({"redis_url": "redis://127.0.0.1:1/0"}, 503, "unavailable"),  # configured, but down
+])
+def test_audit_without_its_settings_is_a_config_error_not_internal(args, status, code, monkeypatch):
+    monkeypatch.delenv("RADCLOUD_REDIS_URL", raising=False)
+    error = load_action("audit").main(args)["error"]
+    assert (error["statusCode"], error["code"]) == (status, code), error
+    assert "redis_url" in error["message"]

@@ -54,6 +54,15 @@ def test_unknown_plugin_is_404_and_creates_nothing(world):
     assert world.jobs.list() == []
 
 
+def test_plugin_whose_minimum_memory_cannot_fit_its_action_is_409_naming_both(world):
+    stage_series(world.store, "1.2", "1.2.1", 2)
+    invoker = FakeInvoker()
+    with pytest.raises(Conflict) as err:
+        world.make(invoker).dispatch(req(plugin="toobig", inputs={"series": ["1.2.1"]}), "alice")
+    assert "min_memory_limit 1Gi (1024 MiB)" in err.value.message and "memorySize 512 MB" in err.value.message
+    assert world.jobs.list() == [] and not invoker.calls
+
+
 def test_bad_param_is_400_naming_it(world):
     with pytest.raises(BadRequest) as err:
         world.make(FakeInvoker()).dispatch(req(params={"times": "many"}), "alice")

@@ -1,8 +1,9 @@
 """The five real plugins run through the shard runner, sandboxed, with their descriptor limits.
 
 Inputs are staged from an in-memory store exactly as a shard gets them, so
-this proves the descriptors, argv building, limits (RLIMIT_AS from
-max_memory_limit, no network) and output upload work for real code.
+this proves the descriptors, argv building, limits (no network; memory is
+the action container's, proven through localwhisk in
+tests/e2e/test_plugins_deployed.py) and output upload work for real code.
 """
 
 from __future__ import annotations

@@ -218,10 +218,73 @@ def test_api_key_is_withheld_when_not_provided(runtime):
 
 
 def test_numpy_fits_under_the_smallest_memory_limit(runtime):
-    # The RLIMIT_AS headroom must cover the interpreter plus numpy (see pool.py).
+    # The limit is resident memory (the container's cgroup), so the interpreter plus numpy fit.
     src = ("import numpy\n\ndef main(args):\n"
            "    a = numpy.ones((1024, 1024, 8))  # 64 MB, within a 128 MB limit\n"
            "    return {'sum': float(a.sum())}\n")
     out = invoke(runtime, action(src, name="numpy"), {}, Limits(memory_mb=128))
     assert out.status == SUCCESS, out.result
     assert out.result == {"sum": 8 * 1024 * 1024}
+
+
+# -- memory: the container's cgroup, as OpenWhisk's docker --memory -----------------
+
+RESERVE = ("import mmap\n\ndef main(args):\n"
+           "    m = mmap.mmap(-1, 4 << 30)  # 4 GB of address space, never touched\n"
+           "    m[0:1] = b'x'\n"
+           "    return {'reserved': len(m)}\n")
+CHILD_HOG = ("import subprocess, sys\n\ndef main(args):\n"
+             "    code = 'b = bytearray(1 << 30)'  # 1 GB, touched: past the container's 128 MB\n"
+             "    return {'rc': subprocess.run([sys.executable, '-c', code]).returncode}\n")
+SELF_KILL = ("import os, signal\n\ndef main(args):\n"
+             "    os.kill(os.getpid(), signal.SIGKILL)\n")
+
+
+def test_reserving_address_space_is_not_using_memory(runtime):
+    # numpy/OpenBLAS/JITs reserve far more than they touch: no address-space cap (RLIMIT_AS).
+    out = invoke(runtime, action(RESERVE, name="reserve"), {}, Limits(memory_mb=128))
+    assert out.status == SUCCESS and out.result == {"reserved": 4 << 30}, out.result
+
+
+def test_the_limit_holds_every_process_of_the_container(runtime):
+    out = invoke(runtime, action(CHILD_HOG, name="childhog"), {}, Limits(memory_mb=128))
+    if runtime.memory.kind in ("cgroup1", "cgroup2"):
+        # the kernel kills the biggest process, the child: the action sees it and answers
+        assert out.status == SUCCESS and out.result == {"rc": -9}, out.result
+    else:  # the watcher kills the whole tree: the action itself is gone
+        assert out.result == {"error": "The action exhausted its memory and was aborted."}
+
+
+def test_a_sigkill_that_is_not_for_memory_is_not_reported_as_memory(runtime):
+    out = invoke(runtime, action(SELF_KILL, name="selfkill"), {}, Limits(memory_mb=128))
+    assert out.status == DEVELOPER_ERROR and out.result == {"error": "command exited"}
+
+
+def test_containers_run_in_their_own_cgroup_and_leave_none_behind(tmp_path):
+    rt = Runtime(api_host="http://127.0.0.1:3233", state_dir=tmp_path, prewarm=0)
+    base = rt.memory.base
+    try:
+        out = invoke(rt, action(source("echo.py"), name="cg"), {"x": 1}, Limits(memory_mb=200))
+        assert out.status == SUCCESS
+        if base is not None:
+            boxes = [p for p in base.iterdir() if p.is_dir()]
+            assert len(boxes) == 1  # the warm container's
+            limit_file = "memory.max" if rt.memory.kind == "cgroup2" else "memory.limit_in_bytes"
+            assert (boxes[0] / limit_file).read_text().strip() == str(200 * 2**20)
+    finally:
+        rt.shutdown()
+    assert base is None or not base.exists()
+
+
+def test_the_watcher_fallback_kills_a_container_past_its_limit(tmp_path):
+    # Where no cgroup is writable: the RSS watcher over the container's process tree.
+    rt = Runtime(api_host="http://127.0.0.1:3233", state_dir=tmp_path, prewarm=0, memory="watch")
+    try:
+        assert rt.memory.kind == "watch" and rt.stats()["memory"] == "watch"
+        out = invoke(rt, action(CHILD_HOG, name="watched"), {}, Limits(memory_mb=128))
+        assert out.status == DEVELOPER_ERROR
+        assert out.result == {"error": "The action exhausted its memory and was aborted."}
+        fine = invoke(rt, action(source("echo.py"), name="small"), {"x": 1}, Limits(memory_mb=128))
+        assert fine.status == SUCCESS and fine.result == {"x": 1}
+    finally:
+        rt.shutdown()

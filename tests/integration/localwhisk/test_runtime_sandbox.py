@@ -96,8 +96,13 @@ def test_bwrap_argv_shares_the_network_only_when_asked(tmp_path):
     opened = bwrap_argv(tmp_path, network=True)
     assert "--unshare-all" in closed and "--share-net" not in closed
     assert "--share-net" in opened
-    # the working directory is bound after the private /tmp, or a /tmp workdir would vanish
-    assert closed.index("--bind") > closed.index("--tmpfs")
+    # /tmp is the container's own .tmp dir (on disk, as Docker's writable layer: a tmpfs
+    # would count against the memory limit); the working directory is bound after it,
+    # or a /tmp workdir would vanish
+    tmp_bind = closed.index("/tmp")
+    assert closed[tmp_bind - 2:tmp_bind + 1] == ["--bind", str(tmp_path / ".tmp"), "/tmp"]
+    assert "--tmpfs" not in closed
+    assert closed.index(str(tmp_path), tmp_bind) > tmp_bind
     assert closed[closed.index("--ro-bind"):closed.index("--ro-bind") + 3] == ["--ro-bind", "/", "/"]
 
 
@@ -176,4 +181,4 @@ def test_paths_under_tmp_are_bound_back_over_the_private_tmp(tmp_path):
     assert str(code) in binds
     assert str(code / "pkg") not in binds  # its parent already shows it
     assert "/usr/lib" not in binds  # outside /tmp: the read-only root shows it
-    assert argv.index(str(code)) > argv.index("--tmpfs")
+    assert argv.index(str(code)) > argv.index("/tmp")

@@ -95,7 +95,19 @@ def test_real_ct_slice_and_non_ct_skipped(tmp_path):
     assert m["body"]["volume_ml"] > 0 and m["classes"]["bone"]["voxels"] > 0
 
 
-def test_no_ct_is_a_failure(tmp_path):
+def test_non_ct_series_are_skipped_with_a_reason_not_a_failure(tmp_path):
+    # an MR study (the demo's) gets a report saying why nothing was measured
     inp = copy_test_files(tmp_path / "in", ["MR_small.dcm"])
     proc = run_plugin("segment-stats", "segment_stats.py", inp, tmp_path / "out")
-    assert proc.returncode == 1 and "no CT" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "out" / "measurements.json").read_text())
+    assert result["series"] == [] and result["skipped_series"] == 1
+    assert result["skipped"][0]["modality"] == "MR" and "CT" in result["skipped"][0]["why"]
+    assert "skipped a MR series of 1 instance(s)" in proc.stderr
+
+
+def test_no_image_at_all_is_a_failure(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("not DICOM")
+    proc = run_plugin("segment-stats", "segment_stats.py", tmp_path / "in", tmp_path / "out")
+    assert proc.returncode == 1 and "no DICOM image" in proc.stderr

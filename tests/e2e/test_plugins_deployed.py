@@ -1,0 +1,116 @@
+"""Every shipped plugin through the deployed path, and memory faults told apart.
+
+The demo's sample study (patient RC100002, MR brain, 2 series x 30 slices,
+what ``make demo`` seeds) goes into Orthanc, is retrieved into S3, and each
+of the five shipped plugins runs on it as ``plugin-<name>`` actions in
+localwhisk: the manifest's limits (memorySize from the descriptor, see
+radcloud/resources.py), each container in its own memory cgroup, bubblewrap
+as deployed. Each job must succeed with outputs. Then two broken fixture
+plugins: memhog allocates past its action's memory and must be reported as
+``oom``; sigkill dies of a SIGKILL that is not for memory and must not be.
+
+The containers' memory peaks (each activation logs its plugin's) are written
+to artifacts/plugin-memory.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from radcloud import deploy
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+SHIPPED = [p.name for p in deploy.plugin_dirs(deploy.ROOT / "plugins")]
+DEMO_PATIENT = "RC100002"  # radcloud.cli.demo: the study `make demo` runs its job on
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def world(job_world):
+    job_world.env["RADCLOUD_DEID_SECRET"] = "e2e-deid-secret-0123456789"  # deidentify needs it
+    job_world.deploy()
+    return job_world
+
+
+@pytest.fixture(scope="module")
+def demo_retrieve(world):
+    from radcloud.samples.seed import seed_orthanc
+    from radcloud.samples.spec import DEFAULT_SPEC
+
+    spec = tuple(p for p in DEFAULT_SPEC if p.patient_id == DEMO_PATIENT)
+    seeded = seed_orthanc(world.endpoints.settings(), spec=spec, include_pydicom_files=False)
+    assert seeded["failed"] == 0 and seeded["series"] == 2, seeded
+    orthanc = world.endpoints.orthanc
+    found = requests.post(orthanc.url + "/tools/find", auth=orthanc.auth, timeout=30,
+                          json={"Level": "Study", "Expand": True, "Query": {"PatientID": DEMO_PATIENT}})
+    found.raise_for_status()
+    (study,) = [s["MainDicomTags"]["StudyInstanceUID"] for s in found.json()]
+    return world.stage(study, timeout_s=120)
+
+
+def _memory_peaks(world, job) -> list[float]:
+    """Each shard's container peak, from its activation's result (the runner's summary)."""
+    peaks = []
+    for shard in job["shards"]:
+        deadline = time.monotonic() + 30
+        # the shard records its outcome before its action returns: the record comes just after
+        status, record = world.whisk.activation(shard["activation_id"])
+        while status == 404 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status, record = world.whisk.activation(shard["activation_id"])
+        assert status == 200, record
+        peaks.append(record["response"]["result"]["memory_peak_mib"])
+    return peaks
+
+
+def test_each_shipped_plugin_succeeds_through_localwhisk_as_deployed(world, demo_retrieve):
+    manifest = deploy.manifest_actions(deploy.load_manifest())
+    jobs = {}
+    for plugin in SHIPPED:  # all dispatched first: they run side by side, as users' jobs do
+        status, deployed = world.whisk.client.request("GET", f"/api/v1/namespaces/_/actions/radcloud/plugin-{plugin}")
+        assert status == 200 and deployed["limits"]["memory"] == manifest[f"plugin-{plugin}"]["limits"]["memorySize"]
+        answer = world.call("dispatch", {"plugin": plugin, "inputs": {"retrieve": demo_retrieve},
+                                         "options": {"force": True}})
+        assert answer.get("job_id"), (plugin, answer)
+        jobs[plugin] = answer["job_id"]
+    peaks = {}
+    for plugin, job_id in jobs.items():
+        job = world.wait_final(job_id, timeout_s=300)
+        reasons = [(s["state"], s.get("reason"), s.get("stderr_tail", "")[-300:]) for s in job["shards"]]
+        assert job["state"] == "succeeded", (plugin, reasons)
+        outputs = world.call("results", {"job_id": job_id})["outputs"]
+        assert {o["shard"] for o in outputs} == {s["id"] for s in job["shards"]}, (plugin, outputs)
+        assert all(o["size"] > 0 for o in outputs)
+        found = _memory_peaks(world, job)
+        assert all(isinstance(p, float) and p > 0 for p in found), (plugin, found)  # the cgroup was readable
+        peaks[plugin] = {"peak_mib": max(found), "memorySize_mb": manifest[f"plugin-{plugin}"]["limits"]["memorySize"],
+                         "shards": len(found)}
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "plugin-memory.json").write_text(json.dumps(peaks, indent=2))
+
+
+def test_a_plugin_past_its_action_memory_is_reported_as_oom(world, demo_retrieve):
+    answer = world.call("dispatch", {"plugin": "memhog", "inputs": {"retrieve": demo_retrieve},
+                                     "options": {"force": True}})
+    job = world.wait_final(answer["job_id"], timeout_s=120)
+    assert job["state"] == "failed", job
+    for shard in job["shards"]:
+        assert shard["reason"].startswith("oom"), shard
+        assert "OOM killer" in shard["reason"] and "200 MiB limit" in shard["reason"], shard
+
+
+def test_a_sigkill_not_for_memory_is_a_crash_that_says_so(world, demo_retrieve):
+    answer = world.call("dispatch", {"plugin": "sigkill", "inputs": {"retrieve": demo_retrieve},
+                                     "options": {"force": True}})
+    job = world.wait_final(answer["job_id"], timeout_s=120)
+    assert job["state"] == "failed", job
+    for shard in job["shards"]:
+        assert shard["reason"].startswith("crash"), shard
+        assert "SIGKILL" in shard["reason"] and "no OOM kill was counted" in shard["reason"], shard
+        assert "about to be killed" in shard["stderr_tail"]
