@@ -36,7 +36,14 @@ The reporter protocol (stable; ``radcloud.jobs`` codes against it):
          "stderr_tail": str,        # last lines of the plugin's output
          "outputs":  [{"key", "size", "md5", "content_type"}, ...],
          "rejected": [{"path", "why"}, ...],   # outputs refused (escapes...)
-         "bytes_out": int}
+         "bytes_out": int,
+         "warnings": int,           # input files the plugin did not process
+         "file_reasons": [{"file", "reason"}, ...]}  # the first of them
+
+    ``warnings`` and ``file_reasons`` come from the ``file-reasons.json`` a
+    plugin writes (:mod:`radcloud.filereasons`): a shard that ends ``ok``
+    with warnings is "succeeded with warnings"; a failed one says how many
+    of its files were not processed and why the first was not.
 
 ``cancelled() -> bool``
     polled while inputs download and while the plugin runs; ``True`` kills
@@ -70,7 +77,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from radcloud import sandbox
+from radcloud import filereasons, sandbox
 from radcloud.errors import BadRequest, ConfigError, RadcloudError
 from radcloud.layout import DEID_MAPS_ROOT
 from radcloud.plugins import DEID_SECRET_ENV, Plugin, Registry
@@ -219,7 +226,7 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         "plugin": spec.plugin if isinstance(spec, ShardSpec) else str(spec.get("plugin", "?")),
         "status": STATUS_ERROR, "reason": "error", "message": "shard did not start",
         "exit_code": None, "duration_s": 0.0, "run_s": 0.0, "stderr_tail": "",
-        "outputs": [], "rejected": [], "bytes_out": 0,
+        "outputs": [], "rejected": [], "bytes_out": 0, "warnings": 0, "file_reasons": [],
     }
     notify = _Notify(reporter, raw_shard_id)
     tmp = tempfile.mkdtemp(prefix="radcloud-shard-", dir=workdir)
@@ -291,6 +298,7 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
         store_reid_maps(store, map_dir, spec.job_id, spec.shard_id)
     if result.reason == "cancelled":
         raise _Cancelled()
+    _file_reasons(outdir, outcome, notify)
     files, rejected = collect_outputs(outdir)
     outcome["rejected"] = rejected
     total = sum(path.stat().st_size for _, path in files)
@@ -312,8 +320,31 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
         notify.progress(i, len(files))
     if result.reason == "ok":
         outcome["status"] = STATUS_OK
-        if rejected:
-            outcome["message"] = f"ok; {len(rejected)} output(s) refused"
+        notes = ([f"{outcome['warnings']} input file(s) not processed, first: {_first_reason(outcome)}"]
+                 if outcome["warnings"] else []) + ([f"{len(rejected)} output(s) refused"] if rejected else [])
+        if notes:
+            outcome["message"] = "ok; " + "; ".join(notes)
+    elif outcome["warnings"]:
+        outcome["message"] = (f"{outcome['message']}; {outcome['warnings']} input file(s) not processed, "
+                              f"first: {_first_reason(outcome)}")
+
+
+def _file_reasons(outdir: Path, outcome: dict[str, Any], notify: _Notify) -> None:
+    """Copy the plugin's per-file reasons into the outcome (count + the first few)."""
+    found = filereasons.read(outdir)
+    if not found:
+        return
+    items = found["not_processed"]
+    outcome["warnings"] = len(items)
+    outcome["file_reasons"] = items[:filereasons.MAX_IN_OUTCOME]
+    if items:
+        notify.log(f"{len(items)} of {found['inputs'] or '?'} input file(s) not processed; "
+                   f"the list is in {filereasons.FILE_NAME}")
+
+
+def _first_reason(outcome: dict[str, Any]) -> str:
+    first = outcome["file_reasons"][0]
+    return f"{first['file']}: {first['reason']}"[:200]
 
 
 def deid_setup(plugin: Plugin, params: dict[str, Any], deid_secret: Secret | str | None,

@@ -58,7 +58,7 @@ def test_registry_lists_the_five_plugins():
 
 def test_dcm2png(staged):
     summary, out, files = shard(staged, "dcm2png", "staged/j/ct/")
-    assert summary["n_outputs"] == len(files) == 10 + 10 + 1 + 1  # png, thumbnails, montage, index
+    assert summary["n_outputs"] == len(files) == 10 + 10 + 1 + 2  # png, thumbnails, montage, index, file-reasons
     assert files["IM00001.png"]["content_type"] == "image/png"
 
 
@@ -104,4 +104,17 @@ def test_segment_stats(staged):
 
 def test_real_compressed_files_through_dcm2png(staged):
     _, _, files = shard(staged, "dcm2png", "staged/j/real/", {"thumbnailSize": 0})
-    assert {"CT_small.png", "MR_small_jp2klossless.png", "dcm2png.json"} == set(files)
+    assert {"CT_small.png", "MR_small_jp2klossless.png", "dcm2png.json", "file-reasons.json"} == set(files)
+
+
+def test_one_bad_file_is_a_warning_with_its_reason_not_a_crashed_shard(staged):
+    """pydicom's badVR.dcm (NumberOfFrames '1A') beside a good file: the shard succeeds
+    with one warning naming the file and the real reason, in its outcome and its log."""
+    bad = FakeStore({**staged.objects, "staged/j/mixed/badVR.dcm": (TEST_FILES / "badVR.dcm").read_bytes(),
+                     "staged/j/mixed/CT_small.dcm": (TEST_FILES / "CT_small.dcm").read_bytes()})
+    summary, out, _files = shard(bad, "dcm2png", "staged/j/mixed/", {"thumbnailSize": 0})
+    assert summary["status"] == "finishedSuccessfully" and out["warnings"] == 1
+    assert out["file_reasons"] == [{"file": "badVR.dcm", "reason": out["file_reasons"][0]["reason"]}]
+    assert "NumberOfFrames '1A'" in out["file_reasons"][0]["reason"]
+    assert out["message"].startswith("ok; 1 input file(s) not processed, first: badVR.dcm: ")
+    assert "skipped badVR.dcm: " in out["stderr_tail"]
