@@ -33,7 +33,8 @@ MAX_IN_OUTCOME = 20     # reasons copied into a shard's outcome (the file keeps 
 
 def explain(exc: BaseException) -> str:
     """A reason a person can act on, from an exception: its message, not its class alone."""
-    text = " ".join(str(exc).split())
+    # The message alone: some libraries embed a whole traceback in it.
+    text = " ".join(str(exc).split("Traceback (most recent call last)")[0].split())
     if isinstance(exc, MemoryError):
         return ("not enough memory to decode it" + (f" ({text})" if text else "")
                 + "; raise the plugin's memory limit (descriptor max_memory_limit)")[:MAX_REASON]

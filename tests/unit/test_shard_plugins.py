@@ -64,7 +64,7 @@ def test_dcm2png(staged):
 
 def test_dicom_tags(staged):
     _, _, files = shard(staged, "dicom-tags", "staged/j/ct/")
-    assert set(files) == {"tags.json", "series.csv", "instances.csv"}
+    assert set(files) == {"tags.json", "series.csv", "instances.csv", "file-reasons.json"}
     report = json.loads(staged.objects["results/j/dicom-tags/tags.json"])
     assert report["series"][0]["instances"] == 10 and report["series"][0]["issues"] == []
 
