@@ -368,6 +368,8 @@ def deid_setup(plugin: Plugin, params: dict[str, Any], deid_secret: Secret | str
                           "needs it to de-identify", field="deid_secret")
     map_dir.mkdir()
     params = {**params, deid["secret_param"]: DEID_SECRET_ENV, deid["map_param"]: str(map_dir)}
+    if deid.get("allow_param"):  # the admin's allow-list, from the deployed descriptor only
+        params[deid["allow_param"]] = ",".join(deid.get("allow_burned_in") or [])
     return params, {DEID_SECRET_ENV: secret}, map_dir
 
 

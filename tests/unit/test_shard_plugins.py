@@ -84,7 +84,7 @@ def test_deidentify_with_the_deid_secret_setting_maps_hospital_side(staged):
     assert not any(b"MRN0001" in staged.objects[f"results/j/deidentify/{k}"] for k in dicoms)
     reid = json.loads(staged.objects["deid-maps/j/j-deidentify.json"])
     assert reid["patients"][0]["patient_id"] == "MRN0001" and len(reid["uids"]) >= 10
-    assert set(files) == {*dicoms, "deidentify.json"}  # the map is no output
+    assert set(files) == {*dicoms, "deidentify.json", "file-reasons.json"}  # the map is no output
     assert not any(b"MRN0001" in staged.objects[o["key"]] for o in out["outputs"])
 
 
@@ -118,3 +118,15 @@ def test_one_bad_file_is_a_warning_with_its_reason_not_a_crashed_shard(staged):
     assert "NumberOfFrames '1A'" in out["file_reasons"][0]["reason"]
     assert out["message"].startswith("ok; 1 input file(s) not processed, first: badVR.dcm: ")
     assert "skipped badVR.dcm: " in out["stderr_tail"]
+
+
+def test_deidentify_names_each_refused_file_and_only_the_descriptor_can_allow_it(staged):
+    sc = FakeStore({**staged.objects, "staged/j/sc/SC_rgb_rle.dcm": (TEST_FILES / "SC_rgb_rle.dcm").read_bytes(),
+                    "staged/j/sc/CT_small.dcm": (TEST_FILES / "CT_small.dcm").read_bytes()})
+    # a caller's allow-list is overridden by the deployed descriptor's (empty) one
+    summary, out, _files = shard(sc, "deidentify", "staged/j/sc/", deid_secret=Secret("s" * 24),
+                                 params={"allowBurnedIn": "Secondary Capture Image Storage"})
+    assert summary["status"] == "finishedSuccessfully" and out["warnings"] == 1
+    (reason,) = out["file_reasons"]
+    assert reason["file"] == "SC_rgb_rle.dcm"
+    assert reason["reason"].startswith("refused: Secondary Capture Image Storage without BurnedInAnnotation")
