@@ -28,7 +28,7 @@ The reporter protocol (stable; ``radcloud.jobs`` codes against it):
 
         {"job_id", "shard_id", "plugin",
          "status":    "finishedSuccessfully" | "finishedWithError" | "cancelled",
-         "reason":    "ok" | "timeout" | "oom" | "crash" | "cancelled" | "error",
+         "reason":    "ok" | "timeout" | "oom" | "crash" | "unprocessed" | "cancelled" | "error",
          "message":   short human text (no patient data),
          "exit_code": int | None,   # negative = killed by that signal
          "duration_s": float,       # whole shard, download to upload
@@ -88,7 +88,7 @@ log = logging.getLogger(__name__)
 STATUS_OK = "finishedSuccessfully"
 STATUS_ERROR = "finishedWithError"
 STATUS_CANCELLED = "cancelled"
-REASONS = ("ok", "timeout", "oom", "crash", "cancelled", "error")
+REASONS = ("ok", "timeout", "oom", "crash", "unprocessed", "cancelled", "error")
 MAX_LOG_LINES = 2000
 DEADLINE_RESERVE_S = 10.0
 DEADLINE_RESERVE_FRACTION = 0.2
@@ -324,6 +324,12 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
                  if outcome["warnings"] else []) + ([f"{len(rejected)} output(s) refused"] if rejected else [])
         if notes:
             outcome["message"] = "ok; " + "; ".join(notes)
+    elif outcome["warnings"] and result.reason == "crash" and (result.exit_code or 0) > 0 \
+            and outcome.get("processed") == 0:
+        # Not a crash: the plugin ran, looked at every file and said why it could use none.
+        outcome.update(reason="unprocessed", message=(
+            f"plugin exited with code {result.exit_code}: none of its {outcome['warnings']} input file(s) "
+            f"could be processed, first: {_first_reason(outcome)}"))
     elif outcome["warnings"]:
         outcome["message"] = (f"{outcome['message']}; {outcome['warnings']} input file(s) not processed, "
                               f"first: {_first_reason(outcome)}")
@@ -335,7 +341,7 @@ def _file_reasons(outdir: Path, outcome: dict[str, Any], notify: _Notify) -> Non
     if not found:
         return
     items = found["not_processed"]
-    outcome["warnings"] = len(items)
+    outcome["warnings"], outcome["processed"] = len(items), found["processed"]
     outcome["file_reasons"] = items[:filereasons.MAX_IN_OUTCOME]
     if items:
         notify.log(f"{len(items)} of {found['inputs'] or '?'} input file(s) not processed; "

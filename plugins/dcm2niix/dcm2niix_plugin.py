@@ -131,6 +131,10 @@ def prepare(inputdir: Path, staging: Path, reasons: FileReasons) -> dict[str, st
             reasons.skip(rel, "no pixel data: dcm2niix converts images only")
             continue
         ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        short = _short_pixels(ds) if ts is not None and not ts.is_compressed else None
+        if short:  # dcm2niix would drop the whole series for one such slice
+            reasons.skip(rel, short)
+            continue
         if ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
             dest.symlink_to(path.resolve())
         else:
@@ -143,6 +147,22 @@ def prepare(inputdir: Path, staging: Path, reasons: FileReasons) -> dict[str, st
                 continue
         staged[str(dest)] = rel
     return staged
+
+
+def _short_pixels(ds: pydicom.Dataset) -> str | None:
+    """Why an uncompressed file's pixel data cannot be what its header says (truncated), or None."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(float(str(ds.get("NumberOfFrames", 1) or 1)))
+        samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.BitsAllocated)
+        length = ds.get_item("PixelData").length
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None  # left to the decoder, whose message then is the reason
+    expected = (rows * cols * frames * samples * bits + 7) // 8
+    if length is None or length == 0xFFFFFFFF or length >= expected:
+        return None
+    return (f"the pixel data holds {length} bytes where Rows x Columns x frames declare {expected}: "
+            f"the file is truncated or its header is wrong")
 
 
 def _little_endian(ds: pydicom.Dataset) -> pydicom.Dataset:
@@ -212,7 +232,10 @@ def _exit_meaning(code: int) -> str:
             name = f"signal {signum}"
         return (f"dcm2niix crashed ({name}) on this set of files; convert the series in smaller parts "
                 f"or report the files to dcm2niix")
-    return {2: "dcm2niix found no DICOM images it could convert", 8: "dcm2niix converted only part of the input"
+    return {1: "dcm2niix failed (exit 1, unspecified error) without an error line",
+            2: "dcm2niix found no DICOM images it could convert", 4: "dcm2niix found a corrupt DICOM file",
+            8: "dcm2niix converted only part of the input",
+            10: "dcm2niix found incomplete volumes (missing slices or frames)"
             }.get(code, f"dcm2niix exited {code} without an error line")
 
 

@@ -130,3 +130,11 @@ def test_deidentify_names_each_refused_file_and_only_the_descriptor_can_allow_it
     (reason,) = out["file_reasons"]
     assert reason["file"] == "SC_rgb_rle.dcm"
     assert reason["reason"].startswith("refused: Secondary Capture Image Storage without BurnedInAnnotation")
+
+
+def test_a_plugin_that_names_every_file_as_unusable_is_unprocessed_not_a_crash(staged):
+    mr = FakeStore({**staged.objects, "staged/j/mr/MR_small.dcm": (TEST_FILES / "MR_small.dcm").read_bytes()})
+    summary, out, _rep = shard(mr, "segment-stats", "staged/j/mr/", ok=False)
+    assert summary["status"] == "finishedWithError" and out["reason"] == "unprocessed", out
+    assert out["message"] == ("plugin exited with code 1: none of its 1 input file(s) could be processed, first: "
+                              "MR_small.dcm: modality MR: segment-stats measures CT (Hounsfield units) only")
