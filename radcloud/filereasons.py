@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,21 @@ def read(outputdir: Path) -> dict[str, Any] | None:
     except (ValueError, TypeError, AttributeError, OSError) as exc:
         return {"inputs": 0, "processed": 0,
                 "not_processed": [{"file": FILE_NAME, "reason": f"the plugin wrote an unreadable list: {explain(exc)}"}]}
+
+
+def into_outcome(outputdir: Path, outcome: dict[str, Any], log: Callable[[str], None]) -> None:
+    """The runner's side: the plugin's reasons into a shard outcome (count, processed, the first few)."""
+    found = read(outputdir)
+    if not found:
+        return
+    items = found["not_processed"]
+    outcome["warnings"], outcome["processed"] = len(items), found["processed"]
+    outcome["file_reasons"] = items[:MAX_IN_OUTCOME]
+    if items:
+        log(f"{len(items)} of {found['inputs'] or '?'} input file(s) not processed; the list is in {FILE_NAME}")
+
+
+def first(outcome: dict[str, Any]) -> str:
+    """The first file's reason, short, for a shard's message."""
+    item = outcome["file_reasons"][0]
+    return f"{item['file']}: {item['reason']}"[:200]

@@ -298,7 +298,7 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
         store_reid_maps(store, map_dir, spec.job_id, spec.shard_id)
     if result.reason == "cancelled":
         raise _Cancelled()
-    _file_reasons(outdir, outcome, notify)
+    filereasons.into_outcome(outdir, outcome, notify.log)
     files, rejected = collect_outputs(outdir)
     outcome["rejected"] = rejected
     total = sum(path.stat().st_size for _, path in files)
@@ -320,7 +320,7 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
         notify.progress(i, len(files))
     if result.reason == "ok":
         outcome["status"] = STATUS_OK
-        notes = ([f"{outcome['warnings']} input file(s) not processed, first: {_first_reason(outcome)}"]
+        notes = ([f"{outcome['warnings']} input file(s) not processed, first: {filereasons.first(outcome)}"]
                  if outcome["warnings"] else []) + ([f"{len(rejected)} output(s) refused"] if rejected else [])
         if notes:
             outcome["message"] = "ok; " + "; ".join(notes)
@@ -329,28 +329,10 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
         # Not a crash: the plugin ran, looked at every file and said why it could use none.
         outcome.update(reason="unprocessed", message=(
             f"plugin exited with code {result.exit_code}: none of its {outcome['warnings']} input file(s) "
-            f"could be processed, first: {_first_reason(outcome)}"))
+            f"could be processed, first: {filereasons.first(outcome)}"))
     elif outcome["warnings"]:
         outcome["message"] = (f"{outcome['message']}; {outcome['warnings']} input file(s) not processed, "
-                              f"first: {_first_reason(outcome)}")
-
-
-def _file_reasons(outdir: Path, outcome: dict[str, Any], notify: _Notify) -> None:
-    """Copy the plugin's per-file reasons into the outcome (count + the first few)."""
-    found = filereasons.read(outdir)
-    if not found:
-        return
-    items = found["not_processed"]
-    outcome["warnings"], outcome["processed"] = len(items), found["processed"]
-    outcome["file_reasons"] = items[:filereasons.MAX_IN_OUTCOME]
-    if items:
-        notify.log(f"{len(items)} of {found['inputs'] or '?'} input file(s) not processed; "
-                   f"the list is in {filereasons.FILE_NAME}")
-
-
-def _first_reason(outcome: dict[str, Any]) -> str:
-    first = outcome["file_reasons"][0]
-    return f"{first['file']}: {first['reason']}"[:200]
+                              f"first: {filereasons.first(outcome)}")
 
 
 def deid_setup(plugin: Plugin, params: dict[str, Any], deid_secret: Secret | str | None,

@@ -146,6 +146,7 @@ def matrix(realworld, corpus, retrieved) -> dict[str, Any]:
                           "instances": series["instances"], "job": job_id, "shard": shard["id"],
                           "state": shard["state"], "warnings": int(shard.get("warnings") or 0),
                           "reason": shard.get("reason") or "", "exit_code": shard.get("exit_code"),
+                          "duration_s": shard.get("duration_s"),
                           "stderr_tail": (shard.get("stderr_tail") or "")[-600:], "file_reasons": reasons})
     _write(cells, corpus)
     return {"cells": cells, "jobs": jobs, "series": prefixes}
