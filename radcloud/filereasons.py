@@ -21,6 +21,7 @@ this module (it is stdlib-only); the runner never runs plugin code.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -28,6 +29,10 @@ from pathlib import Path
 from typing import Any
 
 FILE_NAME = "file-reasons.json"
+# A message about a patient attribute may quote its value: reasons go to logs and job
+# records, which must carry no patient data, so such quotes are dropped.
+_ABOUT_PATIENT = re.compile(r"\(0010,|\(0008,0090\)|Patient|Physician|\bPN\b|Birth", re.I)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 MAX_REASON = 300        # characters of one reason
 MAX_IN_OUTCOME = 20     # reasons copied into a shard's outcome (the file keeps them all)
 
@@ -36,6 +41,8 @@ def explain(exc: BaseException) -> str:
     """A reason a person can act on, from an exception: its message, not its class alone."""
     # The message alone: some libraries embed a whole traceback in it.
     text = " ".join(str(exc).split("Traceback (most recent call last)")[0].split())
+    if _ABOUT_PATIENT.search(text):
+        text = _QUOTED.sub("'<value withheld>'", text)
     if isinstance(exc, MemoryError):
         return ("not enough memory to decode it" + (f" ({text})" if text else "")
                 + "; raise the plugin's memory limit (descriptor max_memory_limit)")[:MAX_REASON]

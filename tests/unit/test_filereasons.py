@@ -55,3 +55,9 @@ def test_a_malformed_or_linked_list_never_breaks_the_runner(tmp_path):
     (tmp_path / fr.FILE_NAME).symlink_to(tmp_path / "elsewhere.json")
     assert fr.read(tmp_path) is None  # a link may point outside the output dir: not followed
     assert fr.read(tmp_path / "missing") is None
+
+
+def test_a_message_about_a_patient_attribute_never_carries_its_value():
+    exc = ValueError("With tag (0010,0010) got exception: invalid value for VR PN: 'DOE^JANE'")
+    assert "DOE" not in fr.explain(exc) and "(0010,0010)" in fr.explain(exc)
+    assert fr.explain(ValueError("invalid literal for int() with base 10: '1A'")).endswith("'1A' (ValueError)")
