@@ -319,7 +319,8 @@ class JobStore:
     def shard_finished(self, job_id: str, shard_id: str, *, state: str, reason: str = "",
                        exit_code: int | None = None, stderr_tail: str = "",
                        outputs: list[dict[str, Any]] | None = None,
-                       duration_s: float | None = None, instances_done: int | None = None) -> bool:
+                       duration_s: float | None = None, instances_done: int | None = None,
+                       warnings: int = 0, file_reasons: list[dict[str, str]] | None = None) -> bool:
         """Record a shard's outcome. Returns True if the caller must finalise the job.
 
         Idempotent per shard: a second outcome for a final shard raises Conflict
@@ -330,9 +331,13 @@ class JobStore:
         patch: dict[str, Any] = {"state": state, "reason": reason, "exit_code": exit_code,
                                  "stderr_tail": stderr_tail[-STDERR_TAIL:], "outputs": outputs or [],
                                  "finished_at": self.clock(), "duration_s": duration_s}
+        if warnings:  # input files the plugin did not process (radcloud.filereasons)
+            patch["warnings"] = int(warnings)
+            patch["file_reasons"] = list(file_reasons or [])
         if instances_done is not None:
             patch["instances_done"] = int(instances_done)
         data = {k: patch[k] for k in ("state", "reason", "exit_code", "duration_s")}
+        data["warnings"] = int(warnings)
         data["outputs"] = len(patch["outputs"])
         _, finaliser = self.update_shard(job_id, shard_id, patch, allowed=SHARD_OPEN,
                                          event="finished", data=data)
@@ -406,6 +411,11 @@ def final_state(job: dict[str, Any]) -> tuple[str, str]:
     if str(job.get("cancel")) in ("1", "True", "true"):
         return "cancelled", f"cancelled; {ok}/{total} shards had succeeded"
     if ok == total:
+        warned = [s for s in job.get("shards", []) if int(s.get("warnings") or 0)]
+        if warned:  # succeeded with warnings: say so, and how many files
+            files = sum(int(s["warnings"]) for s in warned)
+            return "succeeded", (f"succeeded with warnings: {files} input file(s) in {len(warned)} shard(s) "
+                                 f"not processed; see each shard's reason")
         return "succeeded", ""
     reasons = sorted({s.get("reason") or "" for s in job.get("shards", []) if s.get("state") == "failed"})
     why = "; ".join(r for r in reasons if r)[:300]

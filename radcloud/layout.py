@@ -24,6 +24,7 @@ from typing import Any
 import seahash
 
 from radcloud.errors import BadRequest
+from radcloud.query import check_uid
 
 LAYOUTS = ("uid", "chris")
 STAGED_ROOT = "staged/"
@@ -40,14 +41,18 @@ def check_layout(layout: Any) -> str:
     return layout
 
 
-def manifest_key(study_uid: str, series_uid: str) -> str:
-    return f"{STAGED_ROOT}{study_uid}/{series_uid}/{MANIFEST}"
+def manifest_key(study_uid: str, series_key: str) -> str:
+    """``series_key`` is the SeriesInstanceUID, or the key a retrieve gave a
+    series sharing its UID with another one Orthanc holds (:func:`radcloud.retrieve.plan`)."""
+    return f"{STAGED_ROOT}{check_uid('StudyInstanceUID', study_uid)}/{check_uid('SeriesInstanceUID', series_key)}/{MANIFEST}"
 
 
 def series_prefix(layout: str, tags: Mapping[str, Any], *, pacs_name: str = "radcloud") -> str:
     """The folder (ending in ``/``) holding one series' instances."""
+    study = check_uid("StudyInstanceUID", tags["StudyInstanceUID"])
+    series_key = check_uid("SeriesInstanceUID", tags.get("series_key") or tags["SeriesInstanceUID"])
     if layout == "uid":
-        return f"{STAGED_ROOT}{tags['StudyInstanceUID']}/{tags['SeriesInstanceUID']}/"
+        return f"{STAGED_ROOT}{study}/{series_key}/"
     patient = "-".join([_c(tags.get("PatientID"), "PatientID"), _c(tags.get("PatientName"), ""),
                         _c(tags.get("PatientBirthDate"), "")])
     study = "-".join([_c(tags.get("StudyDescription"), "StudyDescription"),
@@ -55,12 +60,12 @@ def series_prefix(layout: str, tags: Mapping[str, Any], *, pacs_name: str = "rad
                       _c(tags.get("StudyDate"), "StudyDate")])
     number = _number(tags.get("SeriesNumber"), 5, "SeriesNumber")
     series = "-".join([number, _c(tags.get("SeriesDescription"), "SeriesDescription"),
-                       series_hash(tags["SeriesInstanceUID"])])
+                       series_hash(series_key)])
     return f"SERVICES/PACS/{_c(pacs_name, 'PACS')}/{patient}/{study}/{series}/"
 
 
 def instance_key(layout: str, prefix: str, tags: Mapping[str, Any]) -> str:
-    sop = tags["SOPInstanceUID"]
+    sop = check_uid("SOPInstanceUID", tags["SOPInstanceUID"])
     if layout == "uid":
         return f"{prefix}{sop}.dcm"
     return f"{prefix}{_number(tags.get('InstanceNumber'), 4, 'InstanceNumber')}-{sop}.dcm"

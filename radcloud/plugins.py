@@ -24,6 +24,12 @@ variable :data:`DEID_SECRET_ENV`, whose name the runner puts in
 (in ``map_param``). The runner sets both parameters itself, whatever the
 caller sent: a caller who chose the variable could pick a known key, and
 one who chose the map dir could put the map into the outputs.
+
+An admin may let such a plugin accept SOP classes it refuses by default
+(images that usually carry burned-in text) by listing them in the deployed
+descriptor: ``"deid": {..., "allow_param": "allowBurnedIn", "allow_burned_in":
+["Secondary Capture Image Storage"]}``. The runner puts the list into
+``allow_param`` and, as for the other two, ignores what a caller sent.
 """
 
 from __future__ import annotations
@@ -307,9 +313,12 @@ def check_descriptor(d: Any) -> list[str]:
         if not isinstance(deid, dict):
             problems.append("radcloud.deid must be an object {secret_param, map_param}")
         else:
-            for key in ("secret_param", "map_param"):
+            for key in ("secret_param", "map_param") + (("allow_param",) if "allow_param" in deid else ()):
                 if deid.get(key) not in seen:
                     problems.append(f"radcloud.deid.{key} must name one of the plugin's parameters")
+            allow = deid.get("allow_burned_in", [])
+            if not isinstance(allow, list) or not all(isinstance(x, str) and x for x in allow):
+                problems.append("radcloud.deid.allow_burned_in must be a list of SOP class names or UIDs")
     return problems
 
 

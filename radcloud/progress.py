@@ -84,18 +84,20 @@ class Progress:
         rid = retrieve_id or uuid.uuid4().hex
         now = self.clock()
 
-        uids = [s["SeriesInstanceUID"] for s in series]
+        # Tracked by series key: the UID, or the key a retrieve gave one of
+        # several series sharing a UID (radcloud.retrieve.series_key).
+        uids = [s.get("series_key") or s["SeriesInstanceUID"] for s in series]
 
         def write() -> None:
             pipe = self.redis.pipeline()
             pipe.hset(self._key(rid), mapping={
                 "created": now, "source": source, "layout": layout, "series": json.dumps(uids),
                 "request": json.dumps(request or {}, sort_keys=True)})
-            for s in series:
-                pipe.hset(self._key(rid, "s", s["SeriesInstanceUID"]), mapping={
+            for key, s in zip(uids, series):
+                pipe.hset(self._key(rid, "s", key), mapping={
                     "state": "queued", "done": 0, "total": s.get("total") or 0, "bytes": 0,
                     "skipped": 0, "errors": "[]", "updated": now,
-                    "study": s.get("StudyInstanceUID") or ""})
+                    "study": s.get("StudyInstanceUID") or "", "uid": s["SeriesInstanceUID"]})
             for key in [self._key(rid)] + [self._key(rid, "s", u) for u in uids]:
                 pipe.expire(key, TTL_S)
             pipe.execute()
@@ -207,7 +209,8 @@ class Progress:
         for uid, row in zip(uids, rows):
             state = row.get("state", "queued")
             item = {
-                "SeriesInstanceUID": uid, "StudyInstanceUID": row.get("study") or None, "state": state,
+                "SeriesInstanceUID": row.get("uid") or uid, "StudyInstanceUID": row.get("study") or None,
+                "state": state,
                 "done": int(row.get("done", 0)), "total": int(row.get("total", 0)),
                 "bytes": int(row.get("bytes", 0)), "skipped": int(row.get("skipped", 0)),
                 "errors": json.loads(row.get("errors") or "[]"),
@@ -215,6 +218,8 @@ class Progress:
             for optional in ("manifest", "reason", "activation"):
                 if row.get(optional):
                     item[optional] = row[optional]
+            if uid != item["SeriesInstanceUID"]:  # one of several series sharing a UID
+                item["series_key"] = uid
             if state not in FINAL and now - float(row.get("updated", now)) > self.stall_s:
                 item["state"] = "stalled"
                 item["reason"] = f"no progress for {self.stall_s:.0f} s; rerun the retrieve to finish it"

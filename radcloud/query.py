@@ -57,7 +57,14 @@ MAX_LIST = 100          # values in one list (multi-MRN, UIDs)
 MAX_WILDCARDS = 8       # * and ? in one value: more is a scan, not a search
 MAX_MATCHES = 5000      # matches fetched before ordering and paging
 
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+# A UID as far as safety needs, not DICOM's grammar (digits and dots, no
+# leading zeros, 64 characters): Orthanc accepts and holds non-conformant
+# UIDs (hex digests, leading zeros, letters) and anything it holds must be
+# retrievable. A UID becomes one object-key component and one file name, so
+# it may not hold '/', '\\', spaces, wildcards or control characters, nor be
+# '.' or '..'; its length is bounded so keys stay far below S3's 1024 bytes.
+MAX_UID = 128
+_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
 _TIME = re.compile(r"^(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?$")
 _MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
@@ -162,8 +169,8 @@ def _one(key: str, kind: str, value: Any) -> str:
         raise BadRequest(f"{key} must not be empty", field=key)
     if not _SAFE_TEXT.match(value):
         raise BadRequest(f"{key} contains a backslash or control character", field=key)
-    if len(value) > 64 and kind != "text":
-        raise BadRequest(f"{key} is longer than 64 characters", field=key)
+    if len(value) > (MAX_UID if kind == "uid" else 64) and kind != "text":
+        raise BadRequest(f"{key} is longer than {MAX_UID if kind == 'uid' else 64} characters", field=key)
     wildcards = value.count("*") + value.count("?")
     if wildcards and kind not in _WILDCARD_KINDS:
         raise BadRequest(f"{key} does not accept wildcards", field=key)
@@ -171,8 +178,7 @@ def _one(key: str, kind: str, value: Any) -> str:
         raise BadRequest(f"{key} wildcard is unsafe: use at most {MAX_WILDCARDS} wildcards and "
                          f"at least one other character (omit the field to match all)", field=key)
     if kind == "uid":
-        if not _UID.match(value):
-            raise BadRequest(f"{key} is not a DICOM UID (digits and dots, no leading zeros)", field=key)
+        return check_uid(key, value)
     elif kind == "date":
         if _DATE.match(value):
             return _date(key, value)
@@ -195,6 +201,25 @@ def _one(key: str, kind: str, value: Any) -> str:
             raise BadRequest(f"{key} must be a DICOM modality code such as CT or MR", field=key)
         return value.upper()
     return value
+
+
+def check_uid(key: str, value: Any) -> str:
+    """The one UID check (query, retrieve, object keys): what safety needs.
+
+    Returns the UID stripped of DICOM padding. Raises BadRequest naming the
+    field and what is wrong, never "not a DICOM UID": a UID Orthanc holds is
+    accepted whatever its grammar, as long as it is safe in a key.
+    """
+    text = str(value).strip().rstrip("\x00").strip() if value is not None else ""
+    if not text:
+        raise BadRequest(f"{key} must not be empty", field=key)
+    if len(text) > MAX_UID:
+        raise BadRequest(f"{key} is longer than {MAX_UID} characters", field=key)
+    if not _UID.match(text):
+        raise BadRequest(f"{key} {text[:80]!r} holds characters unsafe in object keys and file names: "
+                         f"use letters, digits, '.', '_', '+' and '-', starting with a letter or digit",
+                         field=key)
+    return text
 
 
 def _range(key: str, kind: str, start: str, end: str) -> str:

@@ -133,6 +133,9 @@ class RedisShardReporter:
         reason = outcome.get("reason") or ""
         if state == "failed" and outcome.get("message"):
             reason = f"{reason}: {outcome['message']}"[:300]
+        warnings = int(outcome.get("warnings") or 0)
+        if state == "succeeded" and warnings:  # succeeded with warnings: the reason says which files
+            reason = f"warnings: {outcome.get('message') or warnings}"[:300]
         # The outputs are already in S3: a Redis restart must not lose the outcome.
         give_up = self._give_up_at()
         shard = self._while_unreachable(give_up, lambda: self.jobs.shard(self.job_id, shard_id))
@@ -149,7 +152,8 @@ class RedisShardReporter:
             must_finalise = self._while_unreachable(give_up, lambda: self.jobs.shard_finished(
                 self.job_id, shard_id, state=state, reason=reason, exit_code=outcome.get("exit_code"),
                 stderr_tail=outcome.get("stderr_tail") or "", outputs=outcome.get("outputs") or [],
-                duration_s=outcome.get("duration_s"),
+                duration_s=outcome.get("duration_s"), warnings=warnings,
+                file_reasons=outcome.get("file_reasons") or [],
                 instances_done=shard.get("instances_total") if state == "succeeded" else None))
         except Conflict as exc:
             log.info("job %s shard %s outcome not recorded: %s", self.job_id, shard_id, exc.message)

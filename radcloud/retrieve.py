@@ -36,7 +36,7 @@ from typing import Any
 from radcloud import layout as lay
 from radcloud import query as q
 from radcloud import search
-from radcloud.errors import BadRequest, NotFound, RadcloudError, UpstreamError
+from radcloud.errors import BadRequest, Conflict, NotFound, RadcloudError, UpstreamError
 from radcloud.orthanc import JobStillRunning, Orthanc
 from radcloud.progress import Progress
 from radcloud.storage import ObjectStore
@@ -101,10 +101,21 @@ def _uids(value: Any, field: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.strip() for v in values))
 
 
-def plan(req: RetrieveRequest, orthanc: Orthanc) -> list[dict[str, Any]]:
-    """The series to stage: ``{StudyInstanceUID, SeriesInstanceUID, orthanc_id, total}``.
+def series_key(series: Mapping[str, Any]) -> str:
+    """The name a retrieve tracks and stages a series under: its SeriesInstanceUID,
+    unless another series Orthanc keeps apart shares that UID (see :func:`plan`)."""
+    return series.get("series_key") or series["SeriesInstanceUID"]
 
-    Raises NotFound naming the UIDs the source does not know.
+
+def plan(req: RetrieveRequest, orthanc: Orthanc) -> list[dict[str, Any]]:
+    """The series to stage: ``{StudyInstanceUID, SeriesInstanceUID, orthanc_id, total[, series_key]}``.
+
+    Series are told apart by Orthanc's id, not by SeriesInstanceUID: two
+    series Orthanc keeps apart (different patients) may share a UID — test
+    data and anonymisers that keep UIDs do this. Each such series gets a
+    ``series_key`` of ``{uid}+{first 8 hex of its Orthanc id}`` under which it
+    is tracked, staged and found, so neither is merged into the other and
+    lost. Raises NotFound naming the UIDs the source does not know.
     """
     found: dict[str, dict[str, Any]] = {}
     for field, uids in (("StudyInstanceUID", req.studies), ("SeriesInstanceUID", req.series)):
@@ -118,23 +129,55 @@ def plan(req: RetrieveRequest, orthanc: Orthanc) -> list[dict[str, Any]]:
             where = f"modality {req.modality}" if req.modality else "Orthanc"
             raise NotFound(f"{where} has no {field} {', '.join(sorted(missing))}", field=field)
         for item in items:
-            found.setdefault(item["SeriesInstanceUID"], {
+            orthanc_id = (item.get("orthanc") or {}).get("series")
+            found.setdefault(orthanc_id or item["SeriesInstanceUID"], {
                 "StudyInstanceUID": item["StudyInstanceUID"],
                 "SeriesInstanceUID": item["SeriesInstanceUID"],
-                "orthanc_id": (item.get("orthanc") or {}).get("series"),
+                "orthanc_id": orthanc_id,
                 "total": item.get("NumberOfSeriesRelatedInstances") or 0,
             })
     for orthanc_id in req.orthanc_series:
         resource = orthanc.resource("Series", orthanc_id)  # NotFound names the id
         study = orthanc.resource("Study", resource["ParentStudy"])
         uid = resource["MainDicomTags"]["SeriesInstanceUID"]
-        found.setdefault(uid, {"StudyInstanceUID": study["MainDicomTags"]["StudyInstanceUID"],
-                               "SeriesInstanceUID": uid, "orthanc_id": orthanc_id,
-                               "total": len(resource.get("Instances", []))})
+        found.setdefault(orthanc_id, {"StudyInstanceUID": study["MainDicomTags"]["StudyInstanceUID"],
+                                      "SeriesInstanceUID": uid, "orthanc_id": orthanc_id,
+                                      "total": len(resource.get("Instances", []))})
     if len(found) > MAX_SERIES:
         raise BadRequest(f"{len(found)} series is more than {MAX_SERIES} in one retrieve; split it",
                          field="StudyInstanceUID")
-    return list(found.values())
+    series = list(found.values())
+    _key_shared_uids(series, orthanc)
+    return series
+
+
+def _key_shared_uids(series: list[dict[str, Any]], orthanc: Orthanc) -> None:
+    """Give every series whose UID Orthanc holds more than once its own ``series_key``.
+
+    Orthanc is asked about all planned UIDs (one ``/tools/find`` per
+    :data:`radcloud.query.MAX_LIST` UIDs), so a series retrieved alone is keyed
+    the same way as when retrieved with its twin: the two never write the same
+    objects. A UID unsafe in keys is left to fail its series with the reason.
+    """
+    uids = sorted({s["SeriesInstanceUID"] for s in series if s.get("orthanc_id") and _safe_uid(s)})
+    holders: dict[str, set[str]] = {}
+    for i in range(0, len(uids), q.MAX_LIST):
+        chunk = uids[i:i + q.MAX_LIST]
+        for res in orthanc.find("Series", {"SeriesInstanceUID": "\\".join(chunk)}, expand=True):
+            uid = (res.get("MainDicomTags") or {}).get("SeriesInstanceUID")
+            holders.setdefault(uid, set()).add(res["ID"])
+    for item in series:
+        oid = item.get("orthanc_id")
+        if oid and len(holders.get(item["SeriesInstanceUID"], ())) > 1:
+            item["series_key"] = f"{item['SeriesInstanceUID']}+{oid[:8]}"
+
+
+def _safe_uid(series: Mapping[str, Any]) -> bool:
+    try:
+        q.check_uid("SeriesInstanceUID", series["SeriesInstanceUID"])
+        return True
+    except BadRequest:
+        return False
 
 
 @dataclasses.dataclass
@@ -180,7 +223,7 @@ class Stager:
         again. Errors never escape: they end the series ``failed`` with the
         reason recorded, so a retrieve is never silently partial.
         """
-        uid = series["SeriesInstanceUID"]
+        uid = series_key(series)
         t0 = self.clock()
         try:
             return self._stage(rid, series, modality, start, budget_s, t0, move_job)
@@ -198,14 +241,14 @@ class Stager:
 
     def _stage(self, rid: str, series: Mapping[str, Any], modality: str | None, start: int,
                budget_s: float | None, t0: float, move_job: str | None) -> dict[str, Any]:
-        uid, study_uid = series["SeriesInstanceUID"], series["StudyInstanceUID"]
+        uid, study_uid = series_key(series), series["StudyInstanceUID"]
         orthanc_id = series.get("orthanc_id")
         if modality and start == 0:
             job = move_job
             if job is None:
                 self._update(rid, uid, state="moving")
                 job = self.orthanc.modality_move(modality, "Series", [
-                    {"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid}])
+                    {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series["SeriesInstanceUID"]}])
             if job is not None:
                 wait_s = self.move_timeout_s if budget_s is None else max(1.0, min(self.move_timeout_s, budget_s))
                 try:
@@ -217,12 +260,17 @@ class Stager:
                             "bytes": 0, "errors": []}
             orthanc_id = None
         if not orthanc_id:
-            ids = self.orthanc.find("Series", {"SeriesInstanceUID": uid}, expand=False)
+            ids = self.orthanc.find("Series", {"SeriesInstanceUID": series["SeriesInstanceUID"]}, expand=False)
             if not ids:
                 raise NotFound(f"Orthanc has no series {uid}" + (f" after C-MOVE from {modality}"
                                                                    if modality else ""))
+            if len(ids) > 1:  # never stage one and call the other done
+                raise Conflict(f"Orthanc holds {len(ids)} series with SeriesInstanceUID {uid} "
+                               f"(Orthanc ids {', '.join(ids)}); retrieve them by orthanc_series")
             orthanc_id = ids[0]
         tags = self._tags(orthanc_id)
+        if series_key(series) != series["SeriesInstanceUID"]:
+            tags["series_key"] = series_key(series)
         prefix = lay.series_prefix(self.layout, tags, pacs_name=self.pacs_name)
         instances = sorted(self.orthanc.series_instances(orthanc_id), key=_instance_order)
         self._update(rid, uid, state="staging", total=len(instances))
@@ -234,7 +282,7 @@ class Stager:
         if index < len(instances):
             return {"state": "staging", "next": index, "done": tally.done, "skipped": tally.skipped,
                     "bytes": tally.nbytes, "errors": tally.errors}
-        return self._finish(rid, uid, study_uid, tags, prefix, instances, tally)
+        return self._finish(rid, uid, study_uid, tags, prefix, instances, tally, orthanc_id)
 
     def _transfer(self, rid: str, uid: str, instances: list[dict], start: int, tally: _Tally,
                   t0: float, budget_s: float | None, fetch: Callable[[Any], dict]) -> int:
@@ -354,7 +402,7 @@ class Stager:
         tally.flushed_at = self.clock()
 
     def _finish(self, rid: str, uid: str, study_uid: str, tags: Mapping[str, Any], prefix: str,
-                instances: list[dict], tally: _Tally) -> dict[str, Any]:
+                instances: list[dict], tally: _Tally, orthanc_id: str) -> dict[str, Any]:
         listed = {info.key: info for info in self.store.list(prefix)}
         objects, missing = [], 0
         for inst in instances:
@@ -371,7 +419,8 @@ class Stager:
         complete = missing == 0 and not tally.errors
         manifest = {
             "version": 1, "retrieve_id": rid, "layout": self.layout, "prefix": prefix,
-            "StudyInstanceUID": study_uid, "SeriesInstanceUID": uid,
+            "StudyInstanceUID": study_uid, "SeriesInstanceUID": tags.get("SeriesInstanceUID") or uid,
+            "series_key": uid, "orthanc_id": orthanc_id,
             "tags": {k: tags.get(k) for k in _SERIES_TAGS + _STUDY_TAGS},
             "count": len(objects), "expected": len(instances),
             "bytes": sum(o["size"] for o in objects), "complete": complete, "instances": objects,

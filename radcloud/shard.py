@@ -28,7 +28,7 @@ The reporter protocol (stable; ``radcloud.jobs`` codes against it):
 
         {"job_id", "shard_id", "plugin",
          "status":    "finishedSuccessfully" | "finishedWithError" | "cancelled",
-         "reason":    "ok" | "timeout" | "oom" | "crash" | "cancelled" | "error",
+         "reason":    "ok" | "timeout" | "oom" | "crash" | "unprocessed" | "cancelled" | "error",
          "message":   short human text (no patient data),
          "exit_code": int | None,   # negative = killed by that signal
          "duration_s": float,       # whole shard, download to upload
@@ -37,7 +37,14 @@ The reporter protocol (stable; ``radcloud.jobs`` codes against it):
          "outputs":  [{"key", "size", "md5", "content_type"}, ...],
          "rejected": [{"path", "why"}, ...],   # outputs refused (escapes...)
          "bytes_out": int,
-         "memory_peak_mib": float | None}  # the action container's peak (runner + plugin)
+         "memory_peak_mib": float | None,  # the action container's peak (runner + plugin)
+         "warnings": int,           # input files the plugin did not process
+         "file_reasons": [{"file", "reason"}, ...]}  # the first of them
+
+    ``warnings`` and ``file_reasons`` come from the ``file-reasons.json`` a
+    plugin writes (:mod:`radcloud.filereasons`): a shard that ends ``ok``
+    with warnings is "succeeded with warnings"; a failed one says how many
+    of its files were not processed and why the first was not.
 
 ``cancelled() -> bool``
     polled while inputs download and while the plugin runs; ``True`` kills
@@ -73,7 +80,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from radcloud import sandbox
+from radcloud import filereasons, sandbox
 from radcloud.memory import ContainerMemory
 from radcloud.errors import BadRequest, ConfigError, RadcloudError
 from radcloud.layout import DEID_MAPS_ROOT
@@ -85,7 +92,7 @@ log = logging.getLogger(__name__)
 STATUS_OK = "finishedSuccessfully"
 STATUS_ERROR = "finishedWithError"
 STATUS_CANCELLED = "cancelled"
-REASONS = ("ok", "timeout", "oom", "crash", "cancelled", "error")
+REASONS = ("ok", "timeout", "oom", "crash", "unprocessed", "cancelled", "error")
 MAX_LOG_LINES = 2000
 DEADLINE_RESERVE_S = 10.0
 DEADLINE_RESERVE_FRACTION = 0.2
@@ -228,6 +235,7 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         "status": STATUS_ERROR, "reason": "error", "message": "shard did not start",
         "exit_code": None, "duration_s": 0.0, "run_s": 0.0, "stderr_tail": "",
         "outputs": [], "rejected": [], "bytes_out": 0, "memory_peak_mib": None,
+        "warnings": 0, "file_reasons": [],
     }
     notify = _Notify(reporter, raw_shard_id)
     tmp = tempfile.mkdtemp(prefix="radcloud-shard-", dir=workdir)
@@ -300,6 +308,7 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
         store_reid_maps(store, map_dir, spec.job_id, spec.shard_id)
     if result.reason == "cancelled":
         raise _Cancelled()
+    filereasons.into_outcome(outdir, outcome, notify.log)
     files, rejected = collect_outputs(outdir)
     outcome["rejected"] = rejected
     total = sum(path.stat().st_size for _, path in files)
@@ -321,8 +330,19 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
         notify.progress(i, len(files))
     if result.reason == "ok":
         outcome["status"] = STATUS_OK
-        if rejected:
-            outcome["message"] = f"ok; {len(rejected)} output(s) refused"
+        notes = ([f"{outcome['warnings']} input file(s) not processed, first: {filereasons.first(outcome)}"]
+                 if outcome["warnings"] else []) + ([f"{len(rejected)} output(s) refused"] if rejected else [])
+        if notes:
+            outcome["message"] = "ok; " + "; ".join(notes)
+    elif outcome["warnings"] and result.reason == "crash" and (result.exit_code or 0) > 0 \
+            and outcome.get("processed") == 0:
+        # Not a crash: the plugin ran, looked at every file and said why it could use none.
+        outcome.update(reason="unprocessed", message=(
+            f"plugin exited with code {result.exit_code}: none of its {outcome['warnings']} input file(s) "
+            f"could be processed, first: {filereasons.first(outcome)}"))
+    elif outcome["warnings"]:
+        outcome["message"] = (f"{outcome['message']}; {outcome['warnings']} input file(s) not processed, "
+                              f"first: {filereasons.first(outcome)}")
 
 
 def runner_error(exc: BaseException) -> str:
@@ -374,6 +394,8 @@ def deid_setup(plugin: Plugin, params: dict[str, Any], deid_secret: Secret | str
                           "needs it to de-identify", field="deid_secret")
     map_dir.mkdir()
     params = {**params, deid["secret_param"]: DEID_SECRET_ENV, deid["map_param"]: str(map_dir)}
+    if deid.get("allow_param"):  # the admin's allow-list, from the deployed descriptor only
+        params[deid["allow_param"]] = ",".join(deid.get("allow_burned_in") or [])
     return params, {DEID_SECRET_ENV: secret}, map_dir
 
 

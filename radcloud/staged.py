@@ -61,12 +61,14 @@ class ManifestStaging:
             keys.extend(self._retrieve_manifests(str(inputs["retrieve"])))
         if len(keys) > MAX_INPUTS:
             raise BadRequest(f"{len(keys)} inputs exceed the limit of {MAX_INPUTS}", field="inputs")
-        seen: dict[str, StagedSeries] = {}
+        seen: dict[Any, StagedSeries] = {}
         for key in keys:
             series = self._load(_not_a_reid_map(key))
             for item in series.instances:  # a manifest (e.g. a plugin's output) must not point at one either
                 _not_a_reid_map(item["key"])
-            seen.setdefault(series.series_uid or key, series)
+            # Two series sharing a UID (Orthanc keeps them apart) are staged
+            # under different prefixes: both are inputs, neither hides the other.
+            seen.setdefault((series.series_uid, series.prefix) if series.series_uid else key, series)
         return list(seen.values())
 
     def _series_manifest(self, uid: str) -> str:

@@ -55,5 +55,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             parts = item.path.resolve().relative_to(ROOT).parts
         except ValueError:
             continue
-        if parts[0] in ("integration", "e2e"):
+        if parts[0] in ("integration", "e2e", "realfiles"):
             item.add_marker(getattr(pytest.mark, parts[0]))

@@ -89,10 +89,10 @@ def handle(request, settings, principal, services=None):
         try:
             answer = whisk.invoke(action, payload, blocking=False)
             # replace=False: a worker that already started has recorded itself (or a later hop)
-            progress.record_activation(rid, item["SeriesInstanceUID"], answer.get("activationId", ""),
+            progress.record_activation(rid, retrieve.series_key(item), answer.get("activationId", ""),
                                        replace=False)
         except RadcloudError as exc:  # recorded per series: never a silent partial
-            progress.update(rid, item["SeriesInstanceUID"], state="failed",
+            progress.update(rid, retrieve.series_key(item), state="failed",
                             reason=f"could not start the series' activation: {exc.message}")
     answer = {"retrieve_id": rid, "state": "queued", "series": len(series),
               "instances": sum(s["total"] for s in series)}

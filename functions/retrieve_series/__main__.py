@@ -23,7 +23,7 @@ from radcloud.errors import BadRequest, RadcloudError
 from radcloud.openwhisk import OpenWhisk
 from radcloud.orthanc import Orthanc
 from radcloud.progress import Progress
-from radcloud.retrieve import Stager
+from radcloud.retrieve import Stager, series_key
 from radcloud.storage import ObjectStore
 
 SELF = "retrieve-series"
@@ -60,10 +60,10 @@ def handle(request, settings, principal, services=None, environ=os.environ):
                     layout=params.get("layout") or "uid", pacs_name=params.get("pacs_name") or "radcloud",
                     workers=settings.retrieve_workers)
     if environ.get("__OW_ACTIVATION_ID"):
-        stager.progress.record_activation(rid, series["SeriesInstanceUID"], environ["__OW_ACTIVATION_ID"])
+        stager.progress.record_activation(rid, series_key(series), environ["__OW_ACTIVATION_ID"])
     result = stager.stage(rid, series, modality=params.get("modality"), start=start,
                           budget_s=services.get("budget_s") or budget_s(), move_job=move_job)
-    uid = series["SeriesInstanceUID"]
+    uid = series_key(series)
     if result.get("move_job") and time.time() - move_started > MOVE_LIMIT_S:
         reason = (f"the C-MOVE from {params.get('modality')} was still running after {MOVE_LIMIT_S / 60:.0f} "
                   f"minutes (Orthanc job {result['move_job']}); check the remote PACS, then rerun the retrieve")
@@ -85,7 +85,7 @@ def handle(request, settings, principal, services=None, environ=os.environ):
             stager.progress.update(rid, uid, state="failed",
                                    reason=f"could not continue the series: {exc.message}; rerun the retrieve")
             result = {**result, "state": "failed", "next": None}
-    return {"retrieve_id": rid, "SeriesInstanceUID": series["SeriesInstanceUID"],
+    return {"retrieve_id": rid, "SeriesInstanceUID": series["SeriesInstanceUID"], "series_key": uid,
             **{k: v for k, v in result.items() if k != "errors"}, "errors": len(result.get("errors") or [])}
 
 

@@ -14,6 +14,11 @@ Centre/Width (first value; LINEAR, LINEAR_EXACT, SIGMOID), else the 0.5-99.5
 percentile range; MONOCHROME1 is inverted. Colour (RGB, YBR converted to
 RGB, palette colour) is written as RGB.
 
+Frames are decoded one at a time (pydicom's ``iter_pixels`` reading the
+file), so a long colour cine needs one frame's memory, not the clip's. A file
+that cannot be converted is listed with the reader's or decoder's own reason
+(``file-reasons.json``, see :mod:`radcloud.filereasons`); the rest go on.
+
 Speed: windowing is a uint8 lookup table indexed by the stored value, so a
 512x512 slice costs one table build and one gather; PNGs use zlib level 1.
 Never prints patient attributes: messages name files by relative path.
@@ -32,7 +37,9 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, iter_pixels
+
+from radcloud.filereasons import FileReasons, explain
 
 MONTAGE_MAX = 64  # thumbnails per montage, evenly sampled over the series
 
@@ -113,26 +120,29 @@ def _minmax(arr: np.ndarray) -> np.ndarray:
     return np.zeros(arr.shape, np.uint8) if hi <= lo else ((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
-def to_images(ds: pydicom.Dataset, wc: float | None, ww: float | None) -> list[np.ndarray]:
-    """Decoded display images (uint8 H×W or H×W×3), one per frame."""
+def to_image(frame: np.ndarray, ds: pydicom.Dataset, wc: float | None, ww: float | None) -> np.ndarray:
+    """One decoded frame → a display image (uint8 H×W or H×W×3)."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    arr = ds.pixel_array  # pydicom 3 converts YBR_* to RGB by default
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if frames == 1:
-        arr = arr[np.newaxis]
     if photometric == "PALETTE COLOR":
-        rgb = [apply_color_lut(f, ds) for f in arr]
-        return [c if c.dtype == np.uint8 else _minmax(c) for c in rgb]
-    if samples == 3:
-        return [f if f.dtype == np.uint8 else _minmax(f) for f in arr]
-    return [gray_to_uint8(f, ds, wc, ww) for f in arr]
+        rgb = apply_color_lut(frame, ds)
+        return rgb if rgb.dtype == np.uint8 else _minmax(rgb)
+    if int(ds.get("SamplesPerPixel", 1) or 1) == 3:  # pydicom 3 converts YBR_* to RGB by default
+        return frame if frame.dtype == np.uint8 else _minmax(frame)
+    return gray_to_uint8(frame, ds, wc, ww)
+
+
+def to_images(ds: pydicom.Dataset, wc: float | None, ww: float | None) -> list[np.ndarray]:
+    """Every frame of an in-memory dataset as display images (for callers holding ``ds``)."""
+    return [to_image(frame, ds, wc, ww) for frame in iter_pixels(ds)]
 
 
 def _sort_key(ds: pydicom.Dataset, rel: str) -> tuple:
-    ipp = ds.get("ImagePositionPatient")
-    z = float(ipp[2]) if ipp is not None and len(ipp) == 3 else 0.0
-    return (int(ds.get("InstanceNumber", 0) or 0), -z, rel)
+    try:
+        ipp = ds.get("ImagePositionPatient")
+        z = float(ipp[2]) if ipp is not None and len(ipp) == 3 else 0.0
+    except (TypeError, ValueError):
+        z = 0.0  # a malformed position only costs the montage order
+    return (_int(ds.get("InstanceNumber")), -z, rel)
 
 
 def montage(thumbs: list[np.ndarray], size: int) -> Image.Image:
@@ -156,33 +166,44 @@ def convert(inputdir: Path, outputdir: Path, *, wc: float | None = None, ww: flo
     series: dict[str, list[tuple[tuple, np.ndarray]]] = {}
     series_no: dict[str, int] = {}
     index = {"images": [], "thumbnails": [], "montages": [], "skipped": []}
+    reasons = FileReasons("dcm2png", len(files))
     t0 = time.perf_counter()
     for n, path in enumerate(files, 1):
         rel = path.relative_to(inputdir).as_posix()
         try:
-            ds = pydicom.dcmread(path)
-            if "PixelData" not in ds and "FloatPixelData" not in ds:
-                index["skipped"].append({"file": rel, "why": "no pixel data"})
-                continue
-            images = to_images(ds, wc, ww)
+            # Pixel data stays on disk (deferred) and is decoded frame by frame below.
+            ds = pydicom.dcmread(path, defer_size="64 KB")
         except InvalidDicomError:
-            index["skipped"].append({"file": rel, "why": "not DICOM"})
+            _skip(index, reasons, rel, "not DICOM")
             continue
-        except Exception as exc:  # one bad file must not stop the series
-            index["skipped"].append({"file": rel, "why": f"cannot decode: {type(exc).__name__}"})
-            print(f"skipped {rel}: {type(exc).__name__}", file=sys.stderr)
+        except Exception as exc:
+            _skip(index, reasons, rel, f"cannot read the DICOM header: {explain(exc)}")
+            continue
+        if "PixelData" not in ds and "FloatPixelData" not in ds:
+            _skip(index, reasons, rel, "no pixel data")
             continue
         stem = Path(rel).with_suffix("") if Path(rel).suffix.lower() in (".dcm", ".dicom") else Path(rel)
         uid = str(ds.get("SeriesInstanceUID", "unknown"))
+        written: list[dict] = []
+        try:
+            n_frames = _frames(ds)
+            for f, frame in enumerate(iter_pixels(_pixel_source(path, ds)), 1):
+                img = to_image(frame, ds, wc, ww)
+                name = f"{stem}.png" if n_frames == 1 else f"{stem}-f{f:04d}.png"
+                dest = outputdir / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(dest, compress_level=compress_level)
+                written.append({"png": name, "source": rel, "frame": f, "img": img})
+        except Exception as exc:  # one bad file must not stop the series
+            for item in written:  # a half-converted file is not a result
+                (outputdir / item["png"]).unlink(missing_ok=True)
+            _skip(index, reasons, rel, f"cannot decode the pixel data: {_why(exc, ds)}")
+            continue
         series_no.setdefault(uid, len(series_no) + 1)
-        for f, img in enumerate(images, 1):
-            name = f"{stem}.png" if len(images) == 1 else f"{stem}-f{f:04d}.png"
-            dest = outputdir / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(dest, compress_level=compress_level)
-            index["images"].append({"png": name, "source": rel, "frame": f,
-                                    "instance": int(ds.get("InstanceNumber", 0) or 0),
-                                    "series": series_no[uid]})
+        reasons.ok()
+        for item in written:
+            img, name, f = item.pop("img"), item["png"], item["frame"]
+            index["images"].append({**item, "instance": _int(ds.get("InstanceNumber")), "series": series_no[uid]})
             if thumbnail_size > 0:
                 thumb = Image.fromarray(img)
                 thumb.thumbnail((thumbnail_size, thumbnail_size), Image.Resampling.BILINEAR)
@@ -202,7 +223,56 @@ def convert(inputdir: Path, outputdir: Path, *, wc: float | None = None, ww: flo
             index["montages"].append(name)
     index["seconds"] = round(time.perf_counter() - t0, 3)
     (outputdir / "dcm2png.json").write_text(json.dumps(index, indent=1))
+    reasons.write(outputdir)
     return index
+
+
+def _skip(index: dict, reasons: FileReasons, rel: str, why: str) -> None:
+    index["skipped"].append({"file": rel, "why": why})
+    reasons.skip(rel, why)
+
+
+def _int(value) -> int:
+    """A header number, 0 when absent or malformed (real files carry "1A", "", "3.0")."""
+    try:
+        return int(float(str(value).strip()))
+    except (TypeError, ValueError):
+        return 0
+
+
+# The Image Pixel attributes a decoder reads as integers (IS/US).
+_PIXEL_NUMBERS = ("NumberOfFrames", "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored",
+                  "PixelRepresentation", "PlanarConfiguration")
+
+
+def _pixel_source(path: Path, ds: pydicom.Dataset):
+    """What to decode frame by frame: the file itself (one frame in memory at a time),
+    or the whole dataset when the file cannot be streamed (deflated, no transfer syntax)."""
+    ts = getattr(ds, "file_meta", None) and ds.file_meta.get("TransferSyntaxUID")
+    if not ts or ts.is_deflated:
+        full = pydicom.dcmread(path, force=True)
+        if not ts:
+            full.file_meta.TransferSyntaxUID = full.original_encoding and (
+                pydicom.uid.ImplicitVRLittleEndian if full.is_implicit_VR else pydicom.uid.ExplicitVRLittleEndian)
+        return full
+    return path
+
+
+def _why(exc: Exception, ds: pydicom.Dataset) -> str:
+    """The decoder's reason, made specific where its message is generic."""
+    bad = [f"{k} {str(ds.get(k))!r}" for k in _PIXEL_NUMBERS if k in ds and _int(ds.get(k)) == 0
+           and str(ds.get(k)).strip() not in ("0",)]
+    if isinstance(exc, ValueError) and bad:
+        return f"the header's {', '.join(bad)} is not a valid number, so the pixel data cannot be laid out"
+    if isinstance(exc, ValueError) and "cannot reshape" in str(exc):
+        return (f"the pixel data is shorter than Rows x Columns x frames declare: the file is truncated or "
+                f"its header is wrong ({explain(exc)})")
+    return explain(exc)
+
+
+def _frames(ds: pydicom.Dataset) -> int:
+    n = _int(ds.get("NumberOfFrames", 1))
+    return n if n > 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,11 @@ groups them by series and writes:
 Checks: missing/duplicate InstanceNumbers, slice positions projected on the
 slice normal (spacing gaps with the number of slices that seem missing,
 non-uniform spacing, duplicate positions), mixed orientations, mixed matrix
-sizes, pixel spacings and transfer syntaxes.
+sizes, pixel spacings and transfer syntaxes, and header values that are not
+what their VR says (``malformed_values``: real files carry NumberOfFrames
+"1A"): such a file is still reported, the bad value named. A file that cannot
+be read at all gets its reason in ``file-reasons.json``
+(:mod:`radcloud.filereasons`); the rest of the series is still reported.
 
 Patient-identifying attributes are left out of the report unless
 ``--includePHI`` is given, and are never printed: stdout/stderr carry
@@ -32,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+
+from radcloud.filereasons import FileReasons, explain
 
 PHI_KEYWORDS = frozenset({
     "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "OtherPatientIDs",
@@ -152,40 +158,47 @@ def check_series(instances: list[dict], gap_factor: float = 1.5) -> tuple[list[d
     return issues, geometry
 
 
-def report(inputdir: Path, include_phi: bool = False, gap_factor: float = 1.5) -> dict:
+def report(inputdir: Path, include_phi: bool = False, gap_factor: float = 1.5,
+           reasons: FileReasons | None = None) -> dict:
     series: dict[str, dict] = {}
     skipped = 0
-    for path in sorted(p for p in inputdir.rglob("*") if p.is_file()):
+    files = sorted(p for p in inputdir.rglob("*") if p.is_file())
+    reasons = reasons or FileReasons("dicom-tags")
+    reasons.inputs = len(files)
+    for path in files:
+        rel = path.relative_to(inputdir).as_posix()
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError):
+        except InvalidDicomError:
             skipped += 1
+            reasons.skip(rel, "not DICOM (no DICM preamble or file meta)")
+            continue
+        except Exception as exc:
+            skipped += 1
+            reasons.skip(rel, f"cannot read the DICOM header: {explain(exc)}")
+            continue
+        try:
+            header, inst = _header(ds, include_phi), _instance(ds, rel)
+        except Exception as exc:  # one odd header must not lose the series report
+            skipped += 1
+            reasons.skip(rel, f"cannot report the header: {explain(exc)}")
             continue
         uid = str(ds.get("SeriesInstanceUID", "unknown"))
         s = series.setdefault(uid, {"headers": [], "instances": []})
-        s["headers"].append(_header(ds, include_phi))
-        ipp = ds.get("ImagePositionPatient")
-        iop = ds.get("ImageOrientationPatient")
-        s["instances"].append({
-            "file": path.relative_to(inputdir).as_posix(),
-            "InstanceNumber": int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None,
-            "ImagePositionPatient": [float(v) for v in ipp] if ipp is not None and len(ipp) == 3 else None,
-            "SliceLocation": float(ds.SliceLocation) if ds.get("SliceLocation") not in (None, "") else None,
-            "orientation": json.dumps([round(float(v), 3) for v in iop]) if iop is not None and len(iop) == 6 else None,
-            "TransferSyntaxUID": str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "")),
-            "Rows": ds.get("Rows"), "Columns": ds.get("Columns"),
-            "matrix": [ds.get("Rows"), ds.get("Columns")],
-            "PixelSpacing": [float(v) for v in ds.PixelSpacing] if "PixelSpacing" in ds else None,
-            "frames": int(ds.get("NumberOfFrames", 1) or 1), "position_mm": None,
-        })
+        s["headers"].append(header)
+        s["instances"].append(inst)
+        reasons.ok()
     out = {"series": [], "skipped_files": skipped}
     for n, (uid, s) in enumerate(sorted(series.items(), key=lambda kv: _series_order(kv[1])), 1):
         s["instances"].sort(key=lambda i: (i["InstanceNumber"] is None, i["InstanceNumber"] or 0, i["file"]))
         issues, geometry = check_series(s["instances"], gap_factor)
+        malformed = [{"file": i["file"], **m} for i in s["instances"] for m in i.pop("malformed")]
+        if malformed:
+            issues.append({"check": "malformed_values", "count": len(malformed), "values": malformed[:50]})
         constant, varying = {}, {}
         keys = set().union(*(h.keys() for h in s["headers"]))
         for key in sorted(keys):
-            values = [json.dumps(h.get(key), sort_keys=True) for h in s["headers"]]
+            values = [json.dumps(h.get(key), sort_keys=True, default=str) for h in s["headers"]]
             distinct = set(values)
             if len(distinct) == 1:
                 constant[key] = s["headers"][0].get(key)
@@ -200,9 +213,57 @@ def report(inputdir: Path, include_phi: bool = False, gap_factor: float = 1.5) -
     return out
 
 
+def _instance(ds: pydicom.Dataset, rel: str) -> dict:
+    """One file's record; a value that is not what its VR says is None plus a ``malformed`` note."""
+    malformed: list[dict] = []
+
+    def number(key: str, kind=float, count: int | None = None):
+        raw = ds.get(key)
+        if raw is None or raw == "":
+            return None
+        try:
+            values = list(raw) if isinstance(raw, (list, tuple, pydicom.multival.MultiValue)) else [raw]
+            if count is not None and len(values) != count:
+                raise ValueError(f"{len(values)} values, {count} expected")
+            out = [kind(float(str(v).strip())) if kind is int else kind(str(v).strip()) for v in values]
+            return out if count is not None else out[0]
+        except (TypeError, ValueError) as exc:
+            malformed.append({"attribute": key, "value": str(raw)[:64], "why": explain(exc)})
+            return None
+
+    ipp, iop = number("ImagePositionPatient", count=3), number("ImageOrientationPatient", count=6)
+    frames = number("NumberOfFrames", int)
+    return {
+        "file": rel,
+        "InstanceNumber": number("InstanceNumber", int),
+        "ImagePositionPatient": ipp,
+        "SliceLocation": number("SliceLocation"),
+        "orientation": json.dumps([round(v, 3) for v in iop]) if iop is not None else None,
+        "TransferSyntaxUID": str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "")),
+        "Rows": number("Rows", int), "Columns": number("Columns", int),
+        "matrix": [number("Rows", int), number("Columns", int)],
+        "PixelSpacing": number("PixelSpacing", count=2),
+        "frames": frames if frames and frames > 0 else 1, "position_mm": None,
+        "malformed": _unique(malformed),
+    }
+
+
+def _unique(items: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for item in items:
+        if item["attribute"] not in seen:
+            seen.add(item["attribute"])
+            out.append(item)
+    return out
+
+
 def _series_order(s: dict) -> tuple:
     h = s["headers"][0]
-    return (str(h.get("StudyInstanceUID", "")), int(h.get("SeriesNumber") or 0), str(h.get("SeriesInstanceUID", "")))
+    try:
+        number = int(float(str(h.get("SeriesNumber") or 0)))
+    except ValueError:
+        number = 0
+    return (str(h.get("StudyInstanceUID", "")), number, str(h.get("SeriesInstanceUID", "")))
 
 
 def write_outputs(rep: dict, outputdir: Path) -> None:
@@ -234,13 +295,15 @@ def _cell(value) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
-    rep = report(Path(a.inputdir), a.includePHI, a.gapFactor)
+    reasons = FileReasons("dicom-tags")
+    rep = report(Path(a.inputdir), a.includePHI, a.gapFactor, reasons)
     Path(a.outputdir).mkdir(parents=True, exist_ok=True)
     write_outputs(rep, Path(a.outputdir))
+    reasons.write(Path(a.outputdir))
     n_issues = sum(len(s["issues"]) for s in rep["series"])
     print(f"dicom-tags: {len(rep['series'])} series, {sum(s['instances'] for s in rep['series'])} instances, "
-          f"{n_issues} issue(s), {rep['skipped_files']} non-DICOM file(s) skipped", file=sys.stderr)
-    return 0
+          f"{n_issues} issue(s), {rep['skipped_files']} file(s) not reported", file=sys.stderr)
+    return 0 if rep["series"] or not rep["skipped_files"] else 1
 
 
 if __name__ == "__main__":

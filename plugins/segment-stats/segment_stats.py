@@ -18,6 +18,11 @@ CT series under ``inputdir`` (slices sorted along the slice normal):
    Instance UID, the source's Study Instance UID and patient module, and a
    reference to the source series, ready to push back to the PACS.
 
+Each input file is measured or named in ``file-reasons.json`` with why not
+(not CT, no pixels, a multi-frame file, a slice that does not decode or does
+not match the series' matrix, a series that could not be measured), see
+:mod:`radcloud.filereasons`; the other series still get their measurements.
+
 Logs carry counts and volumes only, never patient attributes.
 """
 
@@ -38,6 +43,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 from scipy import ndimage
+
+from radcloud.filereasons import FileReasons, explain
 
 CLASSES = {  # label: (name, low HU (inclusive), high HU (exclusive), overlay RGB)
     1: ("air_lung", -np.inf, -400.0, (60, 120, 255)),
@@ -69,45 +76,102 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_series(inputdir: Path) -> dict[str, list[Dataset]]:
+def load_series(inputdir: Path, reasons: FileReasons | None = None) -> dict[str, list[Dataset]]:
+    """CT slices grouped by series; every other file gets its reason."""
+    reasons = reasons or FileReasons("segment-stats")
+    files = sorted(p for p in inputdir.rglob("*") if p.is_file())
+    reasons.inputs = len(files)
     series: dict[str, list[Dataset]] = defaultdict(list)
-    for path in sorted(p for p in inputdir.rglob("*") if p.is_file()):
+    for path in files:
+        rel = path.relative_to(inputdir).as_posix()
         try:
             ds = pydicom.dcmread(path)
-        except (InvalidDicomError, OSError, ValueError):
+        except InvalidDicomError:
+            reasons.skip(rel, "not DICOM (no DICM preamble or file meta)")
             continue
-        if "PixelData" in ds:
+        except Exception as exc:
+            reasons.skip(rel, f"cannot read the DICOM file: {explain(exc)}")
+            continue
+        modality = str(ds.get("Modality", "") or "none")
+        if "PixelData" not in ds:
+            reasons.skip(rel, "no pixel data")
+        elif modality != "CT":
+            reasons.skip(rel, f"modality {modality}: segment-stats measures CT (Hounsfield units) only")
+        elif _int(ds.get("NumberOfFrames", 1)) != 1:
+            reasons.skip(rel, f"multi-frame CT ({ds.get('NumberOfFrames')!s} frames): segment-stats reads "
+                              f"one slice per file")
+        else:
+            ds.radcloud_rel = rel  # a plain attribute, not a DICOM element: names the file in reasons
             series[str(ds.get("SeriesInstanceUID", "unknown"))].append(ds)
     return series
 
 
-def volume(slices: list[Dataset]) -> tuple[np.ndarray, tuple[float, float, float], list[Dataset]]:
+def _int(value) -> int:
+    try:
+        return int(float(str(value).strip()))
+    except (TypeError, ValueError):
+        return -1
+
+
+def volume(slices: list[Dataset], reasons: FileReasons | None = None
+           ) -> tuple[np.ndarray, tuple[float, float, float], list[Dataset]]:
     """HU volume (z, y, x) as float32, voxel size (dz, dy, dx) mm, sorted slices.
 
-    Each slice's pixel data is dropped once it is in the volume: keeping the
-    encoded bytes and pydicom's cached array too would triple the footprint.
+    A slice whose matrix differs from the series' most common one, or whose
+    pixels do not decode, is left out with its reason. Each slice's pixel
+    data is dropped once it is in the volume: keeping the encoded bytes and
+    pydicom's cached array too would triple the footprint.
     """
+    reasons = reasons or FileReasons("segment-stats")
+    shapes = defaultdict(int)
+    for s in slices:
+        shapes[(_int(s.get("Rows")), _int(s.get("Columns")))] += 1
+    shape = max(shapes, key=shapes.get)
+    kept = []
+    for s in slices:
+        if (_int(s.get("Rows")), _int(s.get("Columns"))) != shape:
+            reasons.skip(_rel(s), f"matrix {s.get('Rows')}x{s.get('Columns')} differs from the series' "
+                                  f"{shape[0]}x{shape[1]}")
+            continue
+        try:
+            arr = s.pixel_array
+            if arr.shape != shape:
+                raise ValueError(f"decoded shape {arr.shape} is not Rows x Columns {shape}")
+            s.radcloud_hu = arr * float(s.get("RescaleSlope", 1) or 1) + float(s.get("RescaleIntercept", 0) or 0)
+            del arr, s.PixelData  # also clears pydicom's cached array
+            kept.append(s)
+        except Exception as exc:
+            reasons.skip(_rel(s), f"cannot decode the pixel data: {explain(exc)}")
+    if not kept:
+        raise ValueError("no slice of the series could be decoded")
+    slices = kept
     iop = slices[0].get("ImageOrientationPatient")
-    if iop is not None and len(iop) == 6 and all("ImagePositionPatient" in s for s in slices):
-        normal = np.cross(np.array(iop[:3], float), np.array(iop[3:], float))
-        slices = sorted(slices, key=lambda s: float(np.dot(normal, np.array(s.ImagePositionPatient, float))))
-        pos = [float(np.dot(normal, np.array(s.ImagePositionPatient, float))) for s in slices]
-        steps = np.diff(pos)
+    try:
+        normal = np.cross(np.array(iop[:3], float), np.array(iop[3:], float)) if iop is not None and len(iop) == 6 else None
+        positions = [float(np.dot(normal, np.array(s.ImagePositionPatient, float))) for s in slices] \
+            if normal is not None and all("ImagePositionPatient" in s for s in slices) else None
+    except (TypeError, ValueError):
+        positions = None  # malformed geometry: fall back to instance order and the thickness
+    if positions is not None:
+        order = np.argsort(positions, kind="stable")
+        slices = [slices[i] for i in order]
+        steps = np.diff(np.sort(positions))
         dz = float(np.median(np.abs(steps))) if len(steps) else 0.0
     else:
-        slices = sorted(slices, key=lambda s: int(s.get("InstanceNumber", 0) or 0))
+        slices = sorted(slices, key=lambda s: _int(s.get("InstanceNumber", 0)))
         dz = 0.0
     if dz <= 0:
         dz = float(slices[0].get("SpacingBetweenSlices") or slices[0].get("SliceThickness") or 1.0)
     dy, dx = (float(v) for v in slices[0].get("PixelSpacing", [1.0, 1.0]))
-    vol = np.empty((len(slices), int(slices[0].Rows), int(slices[0].Columns)), np.float32)
+    vol = np.empty((len(slices), *shape), np.float32)
     for k, s in enumerate(slices):
-        arr = s.pixel_array
-        if arr.shape != vol.shape[1:]:
-            raise ValueError("slices of one series differ in size")
-        vol[k] = arr * float(s.get("RescaleSlope", 1) or 1) + float(s.get("RescaleIntercept", 0) or 0)
-        del arr, s.PixelData  # also clears pydicom's cached array
+        vol[k] = s.radcloud_hu
+        del s.radcloud_hu
     return vol, (dz, dy, dx), slices
+
+
+def _rel(ds: Dataset) -> str:
+    return getattr(ds, "radcloud_rel", "?")
 
 
 def _label(mask: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
@@ -263,42 +327,51 @@ def _ref(s: Dataset) -> Dataset:
 
 
 def run(inputdir: Path, outputdir: Path, body_threshold: float = -500.0, min_component_ml: float = 0.1,
-        write_dicom: bool = True, rle: bool = True) -> dict:
-    found = load_series(inputdir)
-    ct = [(uid, s) for uid, s in found.items() if str(s[0].get("Modality", "")) == "CT"]
-    # Not an error: a study mixes modalities, and a non-CT series has no HU to measure.
-    skipped = [{"series_uid": uid, "modality": str(s[0].get("Modality", "")) or "unknown",
-                "instances": len(s), "why": "segment-stats measures CT (Hounsfield units) only"}
-               for uid, s in sorted(found.items()) if str(s[0].get("Modality", "")) != "CT"]
-    for item in skipped:
-        print(f"segment-stats: skipped a {item['modality']} series of {item['instances']} instance(s): "
-              f"{item['why']}", file=sys.stderr)
-    result = {"series": [], "skipped_series": len(skipped), "skipped": skipped}
+        write_dicom: bool = True, rle: bool = True, reasons: FileReasons | None = None) -> dict:
+    reasons = reasons or FileReasons("segment-stats")
+    ct = load_series(inputdir, reasons)
+    result = {"series": [], "ct_series": len(ct), "skipped_files": len(reasons.not_processed)}
     number = 0
-    for uid, slices in sorted(ct, key=lambda kv: int(kv[1][0].get("SeriesNumber", 0) or 0)):
+    for uid, slices in sorted(ct.items(), key=lambda kv: _int(kv[1][0].get("SeriesNumber", 0))):
         number += 1
         t0 = time.perf_counter()
-        hu, voxel, slices = volume(slices)
-        body = body_mask(hu, body_threshold)
-        labels = classify(hu, body)
-        m = measure(hu, body, labels, voxel, min_component_ml)
-        m.update(series=number, slices=len(slices), modality="CT")
-        (outputdir / "overlay").mkdir(parents=True, exist_ok=True)
-        overlay(hu, labels).save(outputdir / "overlay" / f"series-{number:03d}.png", compress_level=1)
-        m["overlay"] = f"overlay/series-{number:03d}.png"
-        if write_dicom:
-            (outputdir / "labels").mkdir(parents=True, exist_ok=True)
-            sc = secondary_capture(labels, slices, number)
-            if rle:  # label maps are long runs: 26 MB → ~1 MB for 100 slices of 512²
-                sc.compress(RLELossless, labels if len(labels) > 1 else labels[0])
-            sc.save_as(outputdir / "labels" / f"series-{number:03d}.dcm", enforce_file_format=True)
-            m["labels_dicom"] = f"labels/series-{number:03d}.dcm"
+        try:
+            m = _one_series(slices, number, outputdir, body_threshold, min_component_ml, write_dicom, rle, reasons)
+        except Exception as exc:  # one series that cannot be measured must not lose the others
+            for s in slices:
+                if not any(r["file"] == _rel(s) for r in reasons.not_processed):
+                    reasons.skip(_rel(s), f"series {number} could not be measured: {explain(exc)}")
+            continue
         m["seconds"] = round(time.perf_counter() - t0, 3)
         result["series"].append(m)
-        print(f"series {number}: {len(slices)} slices, body {m['body']['volume_ml']:.1f} mL, "
+        print(f"series {number}: {m['slices']} slices, body {m['body']['volume_ml']:.1f} mL, "
               f"{m['seconds']} s", file=sys.stderr)
+    result["skipped_files"] = len(reasons.not_processed)
+    result["other_modality_files"] = sum(r["reason"].startswith("modality ") for r in reasons.not_processed)
     (outputdir / "measurements.json").write_text(json.dumps(result, indent=1))
+    reasons.write(outputdir)
     return result
+
+
+def _one_series(slices: list[Dataset], number: int, outputdir: Path, body_threshold: float,
+                min_component_ml: float, write_dicom: bool, rle: bool, reasons: FileReasons) -> dict:
+    hu, voxel, slices = volume(slices, reasons)
+    body = body_mask(hu, body_threshold)
+    labels = classify(hu, body)
+    m = measure(hu, body, labels, voxel, min_component_ml)
+    m.update(series=number, slices=len(slices), modality="CT")
+    (outputdir / "overlay").mkdir(parents=True, exist_ok=True)
+    overlay(hu, labels).save(outputdir / "overlay" / f"series-{number:03d}.png", compress_level=1)
+    m["overlay"] = f"overlay/series-{number:03d}.png"
+    if write_dicom:
+        (outputdir / "labels").mkdir(parents=True, exist_ok=True)
+        sc = secondary_capture(labels, slices, number)
+        if rle:  # label maps are long runs: 26 MB → ~1 MB for 100 slices of 512²
+            sc.compress(RLELossless, labels if len(labels) > 1 else labels[0])
+        sc.save_as(outputdir / "labels" / f"series-{number:03d}.dcm", enforce_file_format=True)
+        m["labels_dicom"] = f"labels/series-{number:03d}.dcm"
+    reasons.ok(len(slices))
+    return m
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,8 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result = run(Path(a.inputdir), out, a.bodyThreshold, a.minComponentMl, not a.noDicom,
                  not a.uncompressedDicom)
-    if not result["series"] and not result["skipped"]:
-        print("segment-stats: no DICOM image in the input", file=sys.stderr)
+    if not result["series"] and not result["ct_series"] and \
+            0 < result["skipped_files"] == result["other_modality_files"]:
+        # Not an error: a study mixes modalities, and a non-CT series has no HU to measure.
+        print(f"segment-stats: no CT series in the input; {result['skipped_files']} file(s) not processed, "
+              f"reasons in file-reasons.json", file=sys.stderr)
+        return 0
+    if not result["series"]:
+        print(f"segment-stats: no CT series could be measured; {result['skipped_files']} file(s) not processed, "
+              f"reasons in file-reasons.json", file=sys.stderr)
         return 1
     return 0
 

@@ -142,7 +142,8 @@ def pull(
     if status["state"] != "succeeded":
         for s in status["series"]:
             if s["state"] != "succeeded":
-                err.print(f"  series {s['SeriesInstanceUID']}: {s['state']} {s.get('reason', '')}")
+                name = s.get("series_key") or s["SeriesInstanceUID"]  # the key tells UID-sharing series apart
+                err.print(f"  series {name}: {s['state']} {s.get('reason', '')}")
         raise typer.Exit(common.NOT_SUCCEEDED)
 
 

@@ -134,7 +134,10 @@ def status(
         out.print(f"reason: {job['reason']}")
     table = Table("shard", "state", "exit", "reason", header_style="bold")
     for s in job.get("shards") or []:
-        table.add_row(str(s.get("id")), str(s.get("state")), str(s.get("exit_code", "")), str(s.get("reason", "")))
+        shard_state = str(s.get("state"))
+        if s.get("warnings"):  # succeeded with warnings: some input files were not processed
+            shard_state += f" ({s['warnings']} file warning(s))"
+        table.add_row(str(s.get("id")), shard_state, str(s.get("exit_code", "")), str(s.get("reason", "")))
     out.print(table)
 
 

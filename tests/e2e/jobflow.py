@@ -73,7 +73,8 @@ class JobWorld:
         self.tmp, self.stack, self.endpoints, self.whisk, self.redis = tmp, stack, endpoints, whisk, redis
 
     @classmethod
-    def up(cls, tmp: Path, *, shard_timeout_s: int = 30, plugins_dir: Path = PLUGINS_DIR) -> "JobWorld":
+    def up(cls, tmp: Path, *, shard_timeout_s: int = 30, plugins_dir: Path = PLUGINS_DIR,
+           extra_env: dict[str, str] | None = None) -> "JobWorld":
         import redis as redis_lib
 
         from localwhisk.testing import Server
@@ -89,7 +90,7 @@ class JobWorld:
         try:
             endpoints = stack.up(DEFAULT_SERVICES, install_missing=False)
             env = {**endpoints.env(), "RADCLOUD_SHARD_TIMEOUT_S": str(shard_timeout_s),
-                   "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40)}
+                   "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40), **(extra_env or {})}
             env.update(deploy.local_image_env(env))
             images = tmp / "images.json"
             images.write_text(json.dumps(deploy.local_images(env, plugins_dir=plugins_dir)))

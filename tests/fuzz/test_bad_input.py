@@ -33,9 +33,9 @@ def _refused(world, action, *, field=None, status=400, method="POST", body=None,
 
 
 QUERY_CASES = [  # (params, field)
-    ({"StudyInstanceUID": "1..2"}, "StudyInstanceUID"),
-    ({"StudyInstanceUID": "1.2.abc"}, "StudyInstanceUID"),
-    ({"StudyInstanceUID": ["1.2", "01.3"]}, "StudyInstanceUID"),
+    ({"StudyInstanceUID": "1.2/../x"}, "StudyInstanceUID"),
+    ({"StudyInstanceUID": "1.2 abc"}, "StudyInstanceUID"),
+    ({"StudyInstanceUID": ["1.2", ".3"]}, "StudyInstanceUID"),
     ({"StudyDate": "20241301"}, "StudyDate"),
     ({"StudyDate": "2024-02-30"}, "StudyDate"),
     ({"StudyDate": "last week"}, "StudyDate"),

@@ -222,3 +222,62 @@ def test_per_instance_calls_on_the_real_orthanc_keep_requests_errors(world, stac
     dead = Orthanc("http://127.0.0.1:9", user="u", password="p", timeout_s=2)
     with pytest.raises(UpstreamError, match="unreachable"):
         dead.instance_md5(inst["ID"])
+
+
+def _store_in_orthanc(world, ds) -> None:
+    import io
+
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    orthanc = world.settings
+    r_ = requests.post(orthanc.orthanc_url.rstrip("/") + "/instances", data=buf.getvalue(), timeout=30,
+                       auth=(orthanc.orthanc_user, orthanc.orthanc_password.reveal()))
+    r_.raise_for_status()
+    assert r_.json()["Status"] == "Success", r_.json()
+
+
+def test_series_sharing_a_uid_across_patients_are_both_staged_never_merged(world):
+    """Two patients, one SeriesInstanceUID (an anonymiser that keeps UIDs): Orthanc keeps two
+    series; the retrieve used to stage one, drop the other and answer succeeded."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    source = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm", download=False))
+    study, series = generate_uid(), generate_uid()
+    for patient, n in (("UIDTWIN-A", 3), ("UIDTWIN-B", 2)):
+        for k in range(1, n + 1):
+            ds = source.copy()
+            ds.PatientID, ds.PatientName = patient, f"TWIN^{patient[-1]}"
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{series}.{k}"  # same SOPs in both
+            ds.InstanceNumber = k
+            _store_in_orthanc(world, ds)
+    holders = world.orthanc.find("Series", {"SeriesInstanceUID": series}, expand=False)
+    assert len(holders) == 2  # Orthanc keeps them apart
+    rid, results = world.retrieve({"SeriesInstanceUID": series})
+    assert [x["state"] for x in results] == ["succeeded", "succeeded"], results
+    status = world.progress.status(rid)
+    assert status["state"] == "succeeded" and status["instances_done"] == 5 == status["instances_total"]
+    manifests = [world.store.get_json(s["manifest"]) for s in status["series"]]
+    assert sorted(m["count"] for m in manifests) == [2, 3] and all(m["complete"] for m in manifests)
+    assert {m["orthanc_id"] for m in manifests} == set(holders)
+    assert len({m["prefix"] for m in manifests}) == 2  # same SOP UIDs, so only the prefix keeps them apart
+    for m in manifests:  # each object is that patient's own bytes
+        held = {i["MainDicomTags"]["SOPInstanceUID"]: world.orthanc.instance_md5(i["ID"])
+                for i in world.orthanc.series_instances(m["orthanc_id"])}
+        assert {i["SOPInstanceUID"]: i["md5"] for i in m["instances"]} == held
+
+
+def test_a_study_with_a_non_conformant_uid_orthanc_holds_is_retrievable(world):
+    """pydicom's bad_sequence.dcm has 64-hex-digit UIDs: Orthanc accepts them, so must retrieve
+    (it answered 400 'StudyInstanceUID is not a DICOM UID')."""
+    import pydicom
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("bad_sequence.dcm", download=False))
+    _store_in_orthanc(world, ds)
+    study = str(ds.StudyInstanceUID)
+    rid, results = world.retrieve({"StudyInstanceUID": study})
+    assert [x["state"] for x in results] == ["succeeded"], results
+    manifest = world.store.get_json(results[0]["manifest"])
+    assert manifest["StudyInstanceUID"] == study and manifest["count"] == 1
+    assert manifest["instances"][0]["key"] == f"staged/{study}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"

@@ -118,7 +118,12 @@ def test_deid_declaration_must_name_the_plugins_parameters():
     bad = {**good, "radcloud": {"deid": {"secret_param": "secretEnv", "map_param": "out"}}}
     assert check_descriptor(bad) == ["radcloud.deid.map_param must name one of the plugin's parameters"]
     real = Registry(Path(__file__).resolve().parents[2] / "plugins")
-    assert real.get("deidentify").deid == {"secret_param": "secretEnv", "map_param": "mapDir"}
+    assert real.get("deidentify").deid == {"secret_param": "secretEnv", "map_param": "mapDir",
+                                           "allow_param": "allowBurnedIn", "allow_burned_in": []}
+    allow = {**good, "radcloud": {"deid": {**good["radcloud"]["deid"], "allow_param": "nope",
+                                           "allow_burned_in": "Secondary Capture Image Storage"}}}
+    assert check_descriptor(allow) == ["radcloud.deid.allow_param must name one of the plugin's parameters",
+                                       "radcloud.deid.allow_burned_in must be a list of SOP class names or UIDs"]
     assert [n for n in real.names() if real.get(n).deid] == ["deidentify"]  # nobody else gets the secret
 
 

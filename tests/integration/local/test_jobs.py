@@ -312,3 +312,16 @@ def test_events_after_cursor(store):
     store.shard_started(job_id, "s0")
     later = store.events(job_id, after=first)
     assert [e["type"] for e in later] == ["started"]
+
+
+def test_succeeded_with_warnings_says_how_many_files_were_not_processed(store):
+    job_id = store.create(spec(2))
+    run_shard(store, job_id, "s0")
+    store.shard_started(job_id, "s1")
+    store.shard_finished(job_id, "s1", state="succeeded", reason="warnings: ok; 2 input file(s) not processed",
+                         warnings=2, file_reasons=[{"file": "a.dcm", "reason": "no pixel data"}] * 2)
+    job = store.get(job_id)
+    state, reason = final_state(job)
+    assert state == "succeeded" and reason.startswith("succeeded with warnings: 2 input file(s) in 1 shard(s)")
+    s1 = next(s for s in job["shards"] if s["id"] == "s1")
+    assert s1["warnings"] == 2 and s1["file_reasons"][0] == {"file": "a.dcm", "reason": "no pixel data"}

@@ -39,8 +39,8 @@ def start(env, fake, **kw):
 
 
 def test_parse_request_validates_before_any_call():
-    for params, field in [({}, "StudyInstanceUID"), ({"StudyInstanceUID": "1.02"}, "StudyInstanceUID"),
-                          ({"SeriesInstanceUID": ["1.2", "x"]}, "SeriesInstanceUID"),
+    for params, field in [({}, "StudyInstanceUID"), ({"StudyInstanceUID": "1/02"}, "StudyInstanceUID"),
+                          ({"SeriesInstanceUID": ["1.2", "x y"]}, "SeriesInstanceUID"),
                           ({"StudyInstanceUID": "1.2", "layout": "flat"}, "layout"),
                           ({"StudyInstanceUID": "1.2", "bogus": 1}, "bogus"),
                           ({"StudyInstanceUID": "1.2", "modality": "a b"}, "modality"),
@@ -238,3 +238,43 @@ def test_chris_layout_keys(env, fake):
     assert keys[0].endswith("/0001-1.2.1.1.1.dcm")
     manifest = env[1].get_json("staged/1.2.1/1.2.1.1/manifest.json")
     assert manifest["prefix"].startswith("SERVICES/PACS/PACS/") and manifest["tags"]["PatientID"] == "MRN1"
+
+
+def test_series_sharing_a_uid_are_staged_apart_and_both_complete(fake, redis_client):
+    """Two series Orthanc keeps apart (different patients) share a SeriesInstanceUID:
+    each is tracked, staged and found under its own key; none is merged and lost."""
+    from radcloud.staged import ManifestStaging
+
+    fake.add_study("stA", "7.7", "MRN-A", "20250101")
+    fake.add_study("stB", "7.7", "MRN-B", "20250101")   # same study UID too: only Orthanc's ids differ
+    fake.add_series("a1b2c3d4-0000", "stA", "7.7.1", 3)
+    fake.add_series("e5f6a7b8-0000", "stB", "7.7.1", 2)  # SOP UIDs 7.7.1.1-2 in both, as an anonymiser keeps them
+    orthanc, store, progress = Orthanc("http://o", session=fake), ObjectStore(FakeMinio(), "b"), Progress(redis_client)
+    series = r.plan(r.parse_request({"SeriesInstanceUID": "7.7.1"}), orthanc)
+    assert sorted(s["series_key"] for s in series) == ["7.7.1+a1b2c3d4", "7.7.1+e5f6a7b8"]
+    assert sum(s["total"] for s in series) == 5
+    rid = progress.create(series, source="orthanc", layout="uid")
+    stager = r.Stager(orthanc, store, progress)
+    assert [stager.stage(rid, s)["state"] for s in series] == ["succeeded", "succeeded"]
+    status = progress.status(rid)
+    assert status["state"] == "succeeded" and status["instances_done"] == 5
+    assert {s["SeriesInstanceUID"] for s in status["series"]} == {"7.7.1"}
+    manifests = [store.get_json(s["manifest"]) for s in status["series"]]
+    assert sorted(m["count"] for m in manifests) == [2, 3] and all(m["complete"] for m in manifests)
+    assert len({m["prefix"] for m in manifests}) == 2
+    inputs = ManifestStaging(store, redis_client, prefix="radcloud").resolve({"retrieve": rid})
+    assert sorted(len(s.instances) for s in inputs) == [2, 3]
+    # retrieved alone, a twin is keyed the same way: the two never share objects
+    alone = r.plan(r.parse_request({"orthanc_series": []} | {"SeriesInstanceUID": "7.7.1"}), orthanc)
+    assert {s["series_key"] for s in alone} == {s["series_key"] for s in series}
+
+
+def test_unsafe_uid_from_orthanc_fails_its_series_with_the_reason(fake, redis_client):
+    fake.add_study("stX", "8.8", "MRN-X", "20250101")
+    fake.add_series("sx", "stX", "8.8/../../etc", 1)
+    orthanc, store, progress = Orthanc("http://o", session=fake), ObjectStore(FakeMinio(), "b"), Progress(redis_client)
+    series = r.plan(r.parse_request({"StudyInstanceUID": "8.8"}), orthanc)
+    rid = progress.create(series, source="orthanc", layout="uid")
+    out = r.Stager(orthanc, store, progress).stage(rid, series[0])
+    assert out["state"] == "failed" and "unsafe in object keys" in out["reason"]
+    assert not store.client.objects

@@ -59,13 +59,13 @@ def test_registry_lists_the_five_plugins():
 
 def test_dcm2png(staged):
     summary, out, files = shard(staged, "dcm2png", "staged/j/ct/")
-    assert summary["n_outputs"] == len(files) == 10 + 10 + 1 + 1  # png, thumbnails, montage, index
+    assert summary["n_outputs"] == len(files) == 10 + 10 + 1 + 2  # png, thumbnails, montage, index, file-reasons
     assert files["IM00001.png"]["content_type"] == "image/png"
 
 
 def test_dicom_tags(staged):
     _, _, files = shard(staged, "dicom-tags", "staged/j/ct/")
-    assert set(files) == {"tags.json", "series.csv", "instances.csv"}
+    assert set(files) == {"tags.json", "series.csv", "instances.csv", "file-reasons.json"}
     report = json.loads(staged.objects["results/j/dicom-tags/tags.json"])
     assert report["series"][0]["instances"] == 10 and report["series"][0]["issues"] == []
 
@@ -85,7 +85,7 @@ def test_deidentify_with_the_deid_secret_setting_maps_hospital_side(staged):
     assert not any(b"MRN0001" in staged.objects[f"results/j/deidentify/{k}"] for k in dicoms)
     reid = json.loads(staged.objects["deid-maps/j/j-deidentify.json"])
     assert reid["patients"][0]["patient_id"] == "MRN0001" and len(reid["uids"]) >= 10
-    assert set(files) == {*dicoms, "deidentify.json"}  # the map is no output
+    assert set(files) == {*dicoms, "deidentify.json", "file-reasons.json"}  # the map is no output
     assert not any(b"MRN0001" in staged.objects[o["key"]] for o in out["outputs"])
 
 
@@ -105,4 +105,37 @@ def test_segment_stats(staged):
 
 def test_real_compressed_files_through_dcm2png(staged):
     _, _, files = shard(staged, "dcm2png", "staged/j/real/", {"thumbnailSize": 0})
-    assert {"CT_small.png", "MR_small_jp2klossless.png", "dcm2png.json"} == set(files)
+    assert {"CT_small.png", "MR_small_jp2klossless.png", "dcm2png.json", "file-reasons.json"} == set(files)
+
+
+def test_one_bad_file_is_a_warning_with_its_reason_not_a_crashed_shard(staged):
+    """pydicom's badVR.dcm (NumberOfFrames '1A') beside a good file: the shard succeeds
+    with one warning naming the file and the real reason, in its outcome and its log."""
+    bad = FakeStore({**staged.objects, "staged/j/mixed/badVR.dcm": (TEST_FILES / "badVR.dcm").read_bytes(),
+                     "staged/j/mixed/CT_small.dcm": (TEST_FILES / "CT_small.dcm").read_bytes()})
+    summary, out, _files = shard(bad, "dcm2png", "staged/j/mixed/", {"thumbnailSize": 0})
+    assert summary["status"] == "finishedSuccessfully" and out["warnings"] == 1
+    assert out["file_reasons"] == [{"file": "badVR.dcm", "reason": out["file_reasons"][0]["reason"]}]
+    assert "NumberOfFrames '1A'" in out["file_reasons"][0]["reason"]
+    assert out["message"].startswith("ok; 1 input file(s) not processed, first: badVR.dcm: ")
+    assert "skipped badVR.dcm: " in out["stderr_tail"]
+
+
+def test_deidentify_names_each_refused_file_and_only_the_descriptor_can_allow_it(staged):
+    sc = FakeStore({**staged.objects, "staged/j/sc/SC_rgb_rle.dcm": (TEST_FILES / "SC_rgb_rle.dcm").read_bytes(),
+                    "staged/j/sc/CT_small.dcm": (TEST_FILES / "CT_small.dcm").read_bytes()})
+    # a caller's allow-list is overridden by the deployed descriptor's (empty) one
+    summary, out, _files = shard(sc, "deidentify", "staged/j/sc/", deid_secret=Secret("s" * 24),
+                                 params={"allowBurnedIn": "Secondary Capture Image Storage"})
+    assert summary["status"] == "finishedSuccessfully" and out["warnings"] == 1
+    (reason,) = out["file_reasons"]
+    assert reason["file"] == "SC_rgb_rle.dcm"
+    assert reason["reason"].startswith("refused: Secondary Capture Image Storage without BurnedInAnnotation")
+
+
+def test_a_plugin_that_names_every_file_as_unusable_is_unprocessed_not_a_crash(staged):
+    mr = FakeStore({**staged.objects, "staged/j/mr/MR_small.dcm": (TEST_FILES / "MR_small.dcm").read_bytes()})
+    summary, out, _rep = shard(mr, "segment-stats", "staged/j/mr/", ok=False)
+    assert summary["status"] == "finishedWithError" and out["reason"] == "unprocessed", out
+    assert out["message"] == ("plugin exited with code 1: none of its 1 input file(s) could be processed, first: "
+                              "MR_small.dcm: modality MR: segment-stats measures CT (Hounsfield units) only")

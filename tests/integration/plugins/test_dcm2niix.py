@@ -67,3 +67,17 @@ def test_no_dicom_is_a_failure(tmp_path):
 
 def test_binary_is_found():
     assert plugin.find_binary().endswith("dcm2niix")
+
+
+def test_files_dcm2niix_cannot_decode_itself_are_decoded_first_and_the_rest_named(tmp_path):
+    """Big endian and JPEG extended are decoded by pydicom before dcm2niix sees them; a file the
+    decoder refuses (JPEG-lossy.dcm: a misplaced marker) and one without pixels get their reasons."""
+    inp = copy_test_files(tmp_path / "in", ["MR_small_bigendian.dcm", "JPGExtended.dcm", "JPEG-lossy.dcm", "rtplan.dcm"])
+    proc = run_plugin("dcm2niix", "dcm2niix_plugin.py", inp, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    reasons = json.loads((tmp_path / "out" / "file-reasons.json").read_text())
+    assert reasons["processed"] == 2
+    why = {r["file"]: r["reason"] for r in reasons["not_processed"]}
+    assert set(why) == {"JPEG-lossy.dcm", "rtplan.dcm"}
+    assert "misplaced marker segment" in why["JPEG-lossy.dcm"] and why["rtplan.dcm"].startswith("no pixel data")
+    assert len(json.loads((tmp_path / "out" / "dcm2niix.json").read_text())["volumes"]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -103,3 +104,42 @@ def test_voi_lut_sequence_is_used_before_window_tags():
     img = d2p.gray_to_uint8(arr, ds, None, None)
     assert set(np.unique(img)) <= {0, 255}
     assert np.array_equal(img == 255, arr >= 600)
+
+
+def test_bad_files_get_the_decoders_own_reason_and_the_rest_are_converted(tmp_path):
+    inp = copy_test_files(tmp_path / "in", ["badVR.dcm", "MR_truncated.dcm", "JPEG-lossy.dcm", "MR_small.dcm"])
+    proc = run_plugin("dcm2png", "dcm2png.py", inp, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    reasons = json.loads((tmp_path / "out" / "file-reasons.json").read_text())
+    assert reasons["inputs"] == 4 and reasons["processed"] == 1
+    why = {r["file"]: r["reason"] for r in reasons["not_processed"]}
+    assert "NumberOfFrames '1A' is not a valid number" in why["badVR.dcm"]
+    assert "truncated" in why["MR_truncated.dcm"]
+    assert "misplaced marker segment" in why["JPEG-lossy.dcm"]
+    for reason in why.values():  # each line of the log names the file and the same reason
+        assert f"skipped {next(f for f, r in why.items() if r == reason)}: {reason}" in proc.stderr
+    assert (tmp_path / "out" / "MR_small.png").is_file()
+
+
+def test_long_colour_cine_is_decoded_one_frame_at_a_time(tmp_path):
+    """pydicom-data's 120-frame colour JPEG cine (6 MB compressed, 110 MB decoded) fits
+    in an address space of 450 MB: frames are decoded and written one at a time."""
+    data_store = pytest.importorskip("data_store", reason="pydicom-data is a dev dependency: make venv")
+    import resource
+    import shutil
+    import subprocess
+    import sys
+
+    from plugin_helpers import REPO
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(Path(data_store.__file__).parent / "data" / "color3d_jpeg_baseline.dcm", inp)
+    limit = 450 * 2**20
+    proc = subprocess.run([sys.executable, str(REPO / "plugins/dcm2png/dcm2png.py"), str(inp), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    assert proc.returncode == 0, proc.stderr
+    index = json.loads((tmp_path / "out" / "dcm2png.json").read_text())
+    assert len(index["images"]) == 120 and not index["skipped"]
+    assert Image.open(tmp_path / "out" / "color3d_jpeg_baseline-f0120.png").mode == "RGB"

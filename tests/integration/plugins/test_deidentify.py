@@ -188,3 +188,18 @@ def test_images_that_may_carry_burned_in_text_are_refused(tmp_path, sop_class, f
     proc = deidentify(tmp_path / "ct", tmp_path / "out")
     assert bool(list((tmp_path / "out").glob("*.dcm"))) is written, proc.stderr
     assert proc.returncode == (0 if written else 1)
+
+
+def test_each_refused_file_is_named_with_its_rule_and_an_admin_allow_list_lets_it_through(tmp_path):
+    paths = write_ct_series(tmp_path / "ct", count=3)
+    ds = pydicom.dcmread(paths[0])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
+    ds.save_as(paths[0])
+    proc = deidentify(tmp_path / "ct", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr  # two written: success, with one warning
+    reasons = json.loads((tmp_path / "out" / "file-reasons.json").read_text())
+    assert reasons["processed"] == 2 and [r["file"] for r in reasons["not_processed"]] == [paths[0].name]
+    assert "Secondary Capture Image Storage without BurnedInAnnotation" in reasons["not_processed"][0]["reason"]
+    assert f"skipped {paths[0].name}: refused: " in proc.stderr
+    allowed = deidentify(tmp_path / "ct", tmp_path / "out2", "--allowBurnedIn", "Secondary Capture Image Storage")
+    assert allowed.returncode == 0 and len(list((tmp_path / "out2").glob("*.dcm"))) == 3

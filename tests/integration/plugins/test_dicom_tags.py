@@ -60,3 +60,18 @@ def test_real_files_grouped_and_duplicates_found(tmp_path):
     checks = {i["check"] for i in mr["issues"]}
     # the same MR instance in three transfer syntaxes: duplicates, mixed syntaxes
     assert {"duplicate_instance_numbers", "mixed_transfer_syntaxes"} <= checks
+
+
+def test_a_bad_header_value_is_named_and_the_series_still_reported(tmp_path):
+    """pydicom's badVR.dcm has NumberOfFrames '1A': it used to kill the whole report (ValueError)."""
+    inp = copy_test_files(tmp_path / "in", ["badVR.dcm", "CT_small.dcm"])
+    (inp / "notes.txt").write_text("not dicom")
+    proc = run_plugin("dicom-tags", "dicom_tags.py", inp, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads((tmp_path / "out" / "tags.json").read_text())
+    assert sum(s["instances"] for s in rep["series"]) == 2
+    malformed = [i for s in rep["series"] for i in s["issues"] if i["check"] == "malformed_values"]
+    assert malformed[0]["values"][0]["attribute"] == "NumberOfFrames" and malformed[0]["values"][0]["value"] == "1A"
+    reasons = json.loads((tmp_path / "out" / "file-reasons.json").read_text())
+    assert reasons["processed"] == 2 and reasons["not_processed"][0]["file"] == "notes.txt"
+    assert "skipped notes.txt: not DICOM" in proc.stderr

@@ -89,7 +89,10 @@ def test_real_ct_slice_and_non_ct_skipped(tmp_path):
     proc = run_plugin("segment-stats", "segment_stats.py", inp, tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "out" / "measurements.json").read_text())
-    assert result["skipped_series"] == 1 and len(result["series"]) == 1
+    assert result["skipped_files"] == 1 and len(result["series"]) == 1
+    reasons = json.loads((tmp_path / "out" / "file-reasons.json").read_text())
+    assert reasons["not_processed"] == [{"file": "MR_small.dcm",
+                                         "reason": "modality MR: segment-stats measures CT (Hounsfield units) only"}]
     m = result["series"][0]
     assert m["slices"] == 1 and m["shape"] == [1, 128, 128]
     assert m["body"]["volume_ml"] > 0 and m["classes"]["bone"]["voxels"] > 0
@@ -101,13 +104,30 @@ def test_non_ct_series_are_skipped_with_a_reason_not_a_failure(tmp_path):
     proc = run_plugin("segment-stats", "segment_stats.py", inp, tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "out" / "measurements.json").read_text())
-    assert result["series"] == [] and result["skipped_series"] == 1
-    assert result["skipped"][0]["modality"] == "MR" and "CT" in result["skipped"][0]["why"]
-    assert "skipped a MR series of 1 instance(s)" in proc.stderr
+    assert result["series"] == [] and result["ct_series"] == 0 and result["skipped_files"] == 1
+    reasons = json.loads((tmp_path / "out" / "file-reasons.json").read_text())
+    assert "modality MR" in reasons["not_processed"][0]["reason"] and "CT" in reasons["not_processed"][0]["reason"]
+    assert "no CT series in the input" in proc.stderr
 
 
 def test_no_image_at_all_is_a_failure(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "notes.txt").write_text("not DICOM")
     proc = run_plugin("segment-stats", "segment_stats.py", tmp_path / "in", tmp_path / "out")
-    assert proc.returncode == 1 and "no DICOM image" in proc.stderr
+    assert proc.returncode == 1 and "no CT series could be measured" in proc.stderr
+
+
+def test_a_slice_that_does_not_fit_is_left_out_with_its_reason(tmp_path):
+    hu = np.full((6, 32, 32), -1000.0, np.float32)
+    hu[:, 8:24, 8:24] = 40.0
+    write_volume(tmp_path / "ct", hu)
+    odd = sorted((tmp_path / "ct").iterdir())[2]
+    ds = pydicom.dcmread(odd)
+    ds.Rows, ds.Columns = 16, 64  # same bytes, another matrix: a header that lies
+    ds.save_as(odd)
+    proc = run_plugin("segment-stats", "segment_stats.py", tmp_path / "ct", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    reasons = json.loads((tmp_path / "out" / "file-reasons.json").read_text())
+    assert reasons["processed"] == 5
+    assert reasons["not_processed"] == [{"file": odd.name, "reason": "matrix 16x64 differs from the series' 32x32"}]
+    assert json.loads((tmp_path / "out" / "measurements.json").read_text())["series"][0]["slices"] == 5
