@@ -196,14 +196,21 @@ def test_ui_public_surface_is_exactly_login_and_static(world):
 
 def test_login_is_rate_limited_and_never_says_which_part_was_wrong(world):
     answers = set()
-    for i in range(7):
+    for i in range(3):  # login_free_failures: answered, not delayed
         status, _h, body = world.web("login", method="POST", body={"username": "researcher", "password": f"wrong {i}"},
                                      headers={"X-Forwarded-For": "203.0.113.9"})
         answers.add((status, json.dumps(body)))
+    # As after a long attack from this address (the edge's peer; the claimed 203.0.113.9 is not believed):
+    pair = "radcloud:loginfail:pair:researcher|127.0.0.1"
+    world.redis.hset(pair, mapping={"n": 40, "last": time.time()})
+    status, headers, body = world.web("login", method="POST", body={"username": "researcher", "password": PASSWORD},
+                                      headers={"X-Forwarded-For": "203.0.113.9"})
+    answers.add((status, json.dumps(body)))
     statuses = [a[0] for a in answers]
     assert 401 in statuses and 429 in statuses, answers
+    assert 0 < int(headers.get("Retry-After", "0")) <= 60, headers  # slowed, capped: never a 15-minute lockout
     status, _h, nobody = world.web("login", method="POST", body={"username": "nobody-here", "password": "whatever12"},
                                    headers={"X-Forwarded-For": "203.0.113.10"})
     wrong = [json.loads(b) for s, b in answers if s == 401][0]
     assert status == 401 and nobody == wrong  # unknown user and wrong password: same answer
-    world.redis.delete("radcloud:loginfail:user:researcher")
+    world.redis.delete(pair, "radcloud:loginfail:addr:127.0.0.1")
