@@ -271,3 +271,20 @@ def test_events_after_cursor(store):
     store.shard_started(job_id, "s0")
     later = store.events(job_id, after=first)
     assert [e["type"] for e in later] == ["started"]
+
+
+@pytest.mark.parametrize("started", ["staging", "running"])
+def test_cancel_of_a_job_with_no_open_shard_still_ends_it(store, started):
+    """Finding 5: a job with 0 shards stayed ``staging`` after a cancel that answered 200."""
+    job_id = store.create(spec(0))
+    store.transition(job_id, "staging")
+    if started == "running":
+        store.transition(job_id, "running")
+    assert store.cancel(job_id) is True  # the caller finalises: nothing else ever would
+    assert store.get(job_id)["state"] == "finishing"
+    assert final_state(store.get(job_id))[0] == "cancelled"
+
+
+def test_owner_of_a_job_and_of_none(store):
+    job_id = store.create(spec(1, owner="bob"))
+    assert store.owner(job_id) == "bob" and store.owner("j-nope") is None
