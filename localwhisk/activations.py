@@ -5,6 +5,14 @@ runs (``done=0``), so a crash leaves evidence that the next start turns into a
 "whisk internal error" record (:meth:`Invoker.recover`). Runs happen on a
 thread pool because ``runtime.run`` blocks; a blocking caller waits on the
 future up to its timeout and gets 202 otherwise, exactly like OpenWhisk.
+
+Which finished records are kept follows OpenWhisk's activation store
+(``ActivationStore.storeAfterCheck``): ``whisk.activation.store-blocking-result-level``
+and ``store-non-blocking-result-level``, each ``STORE_ALWAYS`` (OpenWhisk's
+default), ``STORE_FAILURES`` or ``STORE_FAILURES_NOT_APPLICATION_ERRORS``
+(:class:`StorePolicy`). A record not kept is deleted when the activation ends,
+logs and all, as OpenWhisk never writes it: a blocking caller still gets the
+answer, a later ``GET /activations/<id>`` is 404.
 """
 
 from __future__ import annotations
@@ -27,6 +35,10 @@ log = logging.getLogger(__name__)
 STATUS_CODES = {"success": 0, "application error": 1, "action developer error": 2, "whisk internal error": 3}
 HTTP_STATUS = {"success": 200, "application error": 502, "action developer error": 502, "whisk internal error": 500}
 RESTART_MESSAGE = "The activation did not complete because localwhisk stopped while it was running."
+STORE_LEVELS = ("STORE_ALWAYS", "STORE_FAILURES", "STORE_FAILURES_NOT_APPLICATION_ERRORS")
+# OpenWhisk's environment overrides of whisk.activation.store-(non-)blocking-result-level (pureconfig names).
+STORE_ENV = {"blocking": "CONFIG_whisk_activation_storeBlockingResultLevel",
+             "non_blocking": "CONFIG_whisk_activation_storeNonBlockingResultLevel"}
 
 
 def new_id() -> str:
@@ -52,6 +64,34 @@ class Target:
         return {p["key"]: p.get("value") for p in ent.kv_merge(pkg, self.action["parameters"]) if not p.get("init")}
 
 
+@dataclass(frozen=True)
+class StorePolicy:
+    """Which finished activations are stored, per OpenWhisk's two result levels."""
+
+    blocking: str = "STORE_ALWAYS"
+    non_blocking: str = "STORE_ALWAYS"
+
+    def __post_init__(self) -> None:
+        for name in ("blocking", "non_blocking"):
+            if getattr(self, name) not in STORE_LEVELS:
+                raise ValueError(f"{STORE_ENV[name]}={getattr(self, name)!r}: use one of {', '.join(STORE_LEVELS)}")
+
+    @classmethod
+    def from_env(cls, environ: Any, **overrides: str | None) -> "StorePolicy":
+        """Levels from OpenWhisk's environment names; non-None ``overrides`` win."""
+        levels = {k: environ.get(v) or "STORE_ALWAYS" for k, v in STORE_ENV.items()}
+        levels.update({k: v for k, v in overrides.items() if v})
+        return cls(**levels)
+
+    def keeps(self, response: dict[str, Any], *, blocking: bool) -> bool:
+        level = self.blocking if blocking else self.non_blocking
+        if level == "STORE_ALWAYS":
+            return True
+        if level == "STORE_FAILURES":
+            return response["status"] != "success"
+        return response["status"] in ("action developer error", "whisk internal error")
+
+
 @dataclass
 class Invocation:
     activation_id: str
@@ -67,9 +107,11 @@ class Invoker:
     """Runs activations on a pool; owns the per-namespace in-flight count (429)."""
 
     def __init__(self, runtime: Any, store: Store, *, api_keys: Callable[[str], str | None],
-                 max_concurrent: int = 30, clock: Callable[[], int] = ent.now_ms) -> None:
+                 max_concurrent: int = 30, clock: Callable[[], int] = ent.now_ms,
+                 store_policy: StorePolicy | None = None) -> None:
         self.runtime = runtime
         self.store = store
+        self.store_policy = store_policy or StorePolicy()
         self.max_concurrent = max_concurrent
         self._api_keys = api_keys
         self._clock = clock
@@ -87,8 +129,10 @@ class Invoker:
 
     # -- admission ---------------------------------------------------------
 
-    def submit(self, caller_ns: str, target: Target, args: Any, *, transaction_id: str) -> Invocation:
-        """Admit (or 429) and start an activation in the pool."""
+    def submit(self, caller_ns: str, target: Target, args: Any, *, transaction_id: str,
+               blocking: bool) -> Invocation:
+        """Admit (or 429) and start an activation in the pool. ``blocking``: the caller
+        waits for the answer (decides whether the record is stored, :class:`StorePolicy`)."""
         with self._lock:
             count = self._in_flight.get(caller_ns, 0)
             if count >= self.max_concurrent:
@@ -97,7 +141,8 @@ class Invoker:
         aid = new_id()
         submitted = self._clock()
         try:
-            fut = self._pool.submit(self._guarded, caller_ns, target, args, aid, transaction_id, submitted)
+            fut = self._pool.submit(self._guarded, caller_ns, target, args, aid, transaction_id, submitted,
+                                    blocking)
         except RuntimeError:
             self._release(caller_ns)
             raise
@@ -107,21 +152,22 @@ class Invoker:
         with self._lock:
             self._in_flight[ns] = self._in_flight.get(ns, 1) - 1
 
-    def _guarded(self, caller_ns: str, target: Target, args: Any, aid: str, tid: str, submitted: int) -> dict:
+    def _guarded(self, caller_ns: str, target: Target, args: Any, aid: str, tid: str, submitted: int,
+                 blocking: bool) -> dict:
         try:
-            return self.run(caller_ns, target, args, aid, tid, submitted=submitted)
+            return self.run(caller_ns, target, args, aid, tid, submitted=submitted, blocking=blocking)
         finally:
             self._release(caller_ns)
 
     # -- running -------------------------------------------------------------
 
     def run(self, caller_ns: str, target: Target, args: Any, aid: str, tid: str, *, submitted: int,
-            cause: str | None = None, topmost: bool = True) -> dict[str, Any]:
+            cause: str | None = None, topmost: bool = True, blocking: bool = True) -> dict[str, Any]:
         """Run synchronously (in the calling thread) and return the completed record."""
         if target.action["exec"]["kind"] == "sequence":
             assert self.sequence_runner is not None
             return self.sequence_runner(self, caller_ns, target, args, aid, tid,
-                                        submitted=submitted, cause=cause, topmost=topmost)
+                                        submitted=submitted, cause=cause, topmost=topmost, blocking=blocking)
         start = self._clock()
         record = self._skeleton(caller_ns, target, aid, start, cause)
         self.store.put_activation(record, done=False)
@@ -145,8 +191,15 @@ class Invoker:
             ]
             if outcome.init_time_ms is not None:
                 record["annotations"].append({"key": "initTime", "value": outcome.init_time_ms})
-        self.store.put_activation(record, done=True)
+        self.finish(record, blocking=blocking)
         return record
+
+    def finish(self, record: dict[str, Any], *, blocking: bool) -> None:
+        """Store the completed record, or drop the in-flight one, as the store policy says."""
+        if self.store_policy.keeps(record["response"], blocking=blocking):
+            self.store.put_activation(record, done=True)
+        else:
+            self.store.delete_activation(record["activationId"])
 
     def _run_runtime(self, caller_ns: str, target: Target, args: Any, aid: str, tid: str) -> Any:
         action = target.action

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from urllib.parse import parse_qsl, unquote
 
 from localwhisk import entities as ent
-from localwhisk.activations import HTTP_STATUS, Invoker, Target, new_id, summary, wait
+from localwhisk.activations import HTTP_STATUS, Invoker, StorePolicy, Target, new_id, summary, wait
 from localwhisk.auth import Authenticator
 from localwhisk.errors import (BAD_AUTH, NOT_AUTHENTICATED, NOT_AUTHORIZED, RESERVED_PARAMS, WhiskError,
                                bad_request, conflict, not_found, too_large)
@@ -37,11 +37,12 @@ class Controller:
     """Everything of localwhisk except the runtime and the HTTP server."""
 
     def __init__(self, runtime: Any, store: Store, auth: Authenticator, *, max_concurrent: int = 30,
-                 web_wait_ms: int = MAX_BLOCKING_WAIT_MS) -> None:
+                 web_wait_ms: int = MAX_BLOCKING_WAIT_MS, store_policy: StorePolicy | None = None) -> None:
         self.store = store
         self.auth = auth
         self.runtime = runtime
-        self.invoker = Invoker(runtime, store, api_keys=auth.key_of, max_concurrent=max_concurrent)
+        self.invoker = Invoker(runtime, store, api_keys=auth.key_of, max_concurrent=max_concurrent,
+                               store_policy=store_policy)
         self.invoker.sequence_runner = SequenceRunner(self.lookup)
         self.web = WebActions(self.lookup, auth, self.invoker, wait_ms=web_wait_ms)
         self.recovered = self.invoker.recover()
@@ -208,7 +209,7 @@ class Controller:
             defined = target.default_params
             if any(k in defined for k in payload):
                 raise bad_request(RESERVED_PARAMS)
-        inv = self.invoker.submit(ns, target, payload, transaction_id=tid)
+        inv = self.invoker.submit(ns, target, payload, transaction_id=tid, blocking=blocking)
         id_header = [("x-openwhisk-activation-id", inv.activation_id)]
         record = wait(inv, wait_ms) if blocking else None
         if record is None:

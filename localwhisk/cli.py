@@ -13,17 +13,21 @@ DEFAULT_STATE = Path(os.environ.get("LOCALWHISK_STATE_DIR", ".localwhisk"))
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from localwhisk.activations import StorePolicy
     from localwhisk.server import ServeConfig, parse_images, serve
 
     try:
         images = parse_images(args.image, args.images_file)
+        store_policy = StorePolicy.from_env(os.environ, blocking=args.store_blocking_result_level,
+                                            non_blocking=args.store_non_blocking_result_level)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     serve(ServeConfig(state_dir=args.state_dir, host=args.host, port=args.port,
                       max_concurrent=args.max_concurrent, prewarm=args.prewarm,
                       max_containers=args.max_containers, sandbox=args.sandbox, images=images,
-                      preload=_modules(args.preload), memory_limits=args.memory_limits))
+                      preload=_modules(args.preload), memory_limits=args.memory_limits,
+                      store_policy=store_policy))
     return 0
 
 
@@ -82,6 +86,14 @@ def parser() -> argparse.ArgumentParser:
                    help="JSON/YAML {image: {python, pythonpath: [..], env: {..}, preload: [..]}}")
     s.add_argument("--preload", action="append", default=[], metavar="MODULE[,MODULE]",
                    help="modules every stem cell imports before it gets code (repeatable)")
+    levels = "STORE_ALWAYS, STORE_FAILURES or STORE_FAILURES_NOT_APPLICATION_ERRORS"
+    s.add_argument("--store-blocking-result-level", metavar="LEVEL",
+                   help=f"which blocking activations are stored: {levels} (OpenWhisk's "
+                        "whisk.activation.store-blocking-result-level; default "
+                        "$CONFIG_whisk_activation_storeBlockingResultLevel or STORE_ALWAYS)")
+    s.add_argument("--store-non-blocking-result-level", metavar="LEVEL",
+                   help=f"the same for non-blocking activations (default "
+                        "$CONFIG_whisk_activation_storeNonBlockingResultLevel or STORE_ALWAYS)")
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=_serve)
 

@@ -80,7 +80,7 @@ class SequenceRunner:
         self._lookup = lookup
 
     def __call__(self, invoker: Invoker, caller_ns: str, target: Target, args: Any, aid: str, tid: str,
-                 *, submitted: int, cause: str | None, topmost: bool) -> dict[str, Any]:
+                 *, submitted: int, cause: str | None, topmost: bool, blocking: bool = True) -> dict[str, Any]:
         clock = invoker._clock
         start = clock()
         action = target.action
@@ -115,8 +115,9 @@ class SequenceRunner:
                 response = response_of("application error", {"error": SEQ_COMPONENT_MISSING})
                 break
             comp_id = new_id()
+            # OpenWhisk invokes each component blocking (SequenceActions waits for it).
             child = invoker.run(caller_ns, comp_target, value, comp_id, tid, submitted=clock(),
-                                cause=aid, topmost=False)
+                                cause=aid, topmost=False, blocking=True)
             record["logs"].append(comp_id)
             duration += child["duration"]
             response = child["response"]
@@ -126,5 +127,5 @@ class SequenceRunner:
             value = result
         end = clock()
         record.update(end=end, duration=duration, response=response)
-        invoker.store.put_activation(record, done=True)
+        invoker.finish(record, blocking=blocking)
         return record

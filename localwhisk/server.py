@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from localwhisk import auth
+from localwhisk.activations import StorePolicy
 from localwhisk.api import PAYLOAD_MAX, Controller
 from localwhisk.store import Store
 
@@ -94,6 +95,7 @@ class ServeConfig:
     memory_limits: str = "auto"  # cgroup2 | cgroup1 | watch (runtime/memory.py)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)  # see parse_images
     preload: tuple[str, ...] = ()  # modules every stem cell imports (images add their own)
+    store_policy: StorePolicy = field(default_factory=StorePolicy)  # which activation records are kept
 
 
 def parse_images(entries: list[str], files: list[Path]) -> dict[str, dict[str, Any]]:
@@ -153,7 +155,7 @@ def build(config: ServeConfig, api_host: str, runtime: Any = None) -> Controller
                           max_containers=config.max_containers, sandbox=config.sandbox, images=images,
                           preload=tuple(config.preload), memory=config.memory_limits)
     return Controller(runtime, Store(state / "localwhisk.db"), auth.Authenticator({auth.DEFAULT_NAMESPACE: key}),
-                      max_concurrent=config.max_concurrent)
+                      max_concurrent=config.max_concurrent, store_policy=config.store_policy)
 
 
 def write_wskprops(state_dir: Path, api_host: str, key: str, namespace: str = auth.DEFAULT_NAMESPACE) -> Path:

@@ -94,6 +94,9 @@ class Store:
              int(record["start"]), int(done), json.dumps(record)),
         )
 
+    def delete_activation(self, activation_id: str) -> None:
+        self._run("DELETE FROM activations WHERE id=?", (activation_id,))
+
     def get_activation(self, activation_id: str) -> tuple[dict[str, Any], bool] | None:
         rows = self._run("SELECT doc, done FROM activations WHERE id=?", (activation_id,))
         return (json.loads(rows[0][0]), bool(rows[0][1])) if rows else None

@@ -85,7 +85,8 @@ class WebActions:
             return Response(200, cors, b"")
 
         args = self._arguments(target, method, query, headers, body, ow_path, user)
-        inv = self._invoker.submit(target.namespace, target, args, transaction_id=tid)
+        # A web action is a blocking invocation (OpenWhisk's WebActions waits for the answer).
+        inv = self._invoker.submit(target.namespace, target, args, transaction_id=tid, blocking=True)
         id_header = [("x-openwhisk-activation-id", inv.activation_id)]
         record = wait(inv, self.wait_ms)
         if record is None:

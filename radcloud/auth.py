@@ -49,10 +49,6 @@ ISSUER = "radcloud"
 MIN_SECRET = 32
 SYSTEM_ROLE = "system"
 COOKIE = "token"
-# Failed logins: at most this many per window, per user and per address.
-FAIL_WINDOW_S = 15 * 60
-FAIL_LIMIT_USER = 5
-FAIL_LIMIT_CLIENT = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,54 +217,157 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
 
 # -- login ---------------------------------------------------------------------
 
+def client_address(forwarded_for: str, trusted_proxies: str, fallback: str = "unknown") -> str:
+    """The caller's address from an X-Forwarded-For chain, believing only trusted proxies.
+
+    OpenWhisk's edge (nginx; localwhisk alike) appends the address it saw, so
+    the last entry is a fact; an entry before it is only what the hop after
+    it wrote. Walking from the right, each hop in ``trusted_proxies``
+    (addresses or CIDRs) vouches for the entry before it; the first hop not
+    trusted is the caller. With no trusted proxies that is the edge's peer,
+    which a caller cannot choose. The whole header is read, never a cut
+    copy: a long forged prefix must not push the edge's entry out.
+    """
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    if not hops:
+        return fallback
+    networks = _networks(trusted_proxies)
+    for i in range(len(hops) - 1, 0, -1):
+        if not _in(hops[i], networks):
+            return hops[i][:64]
+    return hops[0][:64]
+
+
+def _networks(spec: str) -> list[Any]:
+    import ipaddress
+
+    out = []
+    for item in (p.strip() for p in spec.split(",")):
+        if item:
+            try:
+                out.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError(f"trusted_proxies: {item!r} is not an address or CIDR "
+                                  "(e.g. 10.0.0.5 or 10.8.0.0/16)", field="trusted_proxies") from None
+    return out
+
+
+def _in(address: str, networks: list[Any]) -> bool:
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+# Atomically: refuse while this (user, address) pair must wait or the address
+# has spent its budget; else count the attempt as a failure in advance (a
+# success takes it back), so parallel guesses cannot all pass the check.
+# KEYS: pair hash {n, last}, address counter. ARGV: now, free, base, cap,
+# budget, window_s, pair_ttl_s. Returns {0} or {seconds to wait}.
+_ATTEMPT_LUA = """
+local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
+local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+local now, free = tonumber(ARGV[1]), tonumber(ARGV[2])
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+if used >= tonumber(ARGV[5]) then
+  return {math.max(redis.call('TTL', KEYS[2]), 1)}
+end
+if n >= free then
+  local wait = math.min(tonumber(ARGV[4]), tonumber(ARGV[3]) * 2 ^ (n - free))
+  if now < last + wait then
+    return {math.max(math.ceil(last + wait - now), 1)}
+  end
+end
+redis.call('HSET', KEYS[1], 'n', n + 1, 'last', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[6], 'NX')
+return {0}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoginPolicy:
+    """How failed logins are slowed (see :class:`Settings` ``login_*``)."""
+
+    free_failures: int = 3
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    address_budget: int = 100
+    address_window_s: int = 15 * 60
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "LoginPolicy":
+        return cls(settings.login_free_failures, settings.login_backoff_base_s, settings.login_backoff_max_s,
+                   settings.login_address_budget, settings.login_address_window_s)
+
+    def pair_ttl_s(self) -> int:
+        # A pair's count is forgotten after a quiet spell as long as its longest wait, at least a window.
+        return int(max(self.address_window_s, 2 * self.backoff_max_s))
+
+
 class LoginThrottle:
-    """Counts failed logins per user name and per client address in Redis
-    (INCR + EXPIRE), refusing with 429 past the limit until the window ends."""
+    """Slows password guessing without locking anyone out.
 
-    def __init__(self, redis: Any, window_s: int = FAIL_WINDOW_S,
-                 user_limit: int = FAIL_LIMIT_USER, client_limit: int = FAIL_LIMIT_CLIENT) -> None:
-        self.redis = redis
-        self.window_s = window_s
-        self.limits = {"user": user_limit, "client": client_limit}
+    * Per (user name, address): the first ``free_failures`` failures cost
+      nothing; after that each attempt waits ``base * 2^k`` seconds after the
+      previous one, capped at ``backoff_max_s`` — 429 with Retry-After until
+      then, without the password being checked. An attacker elsewhere never
+      delays the user; a success clears the pair.
+    * Per address: at most ``address_budget`` failures per window across all
+      user names (password spraying), then 429 for that address only.
 
-    def _keys(self, username: str, client: str) -> dict[str, str]:
-        return {"user": f"radcloud:loginfail:user:{username.lower()}",
-                "client": f"radcloud:loginfail:client:{client}"}
+    The clock is injected (tests); the counters live in Redis.
+    """
 
-    def check(self, username: str, client: str) -> None:
-        for kind, key in self._keys(username, client).items():
-            count = int(self.redis.get(key) or 0)
-            if count >= self.limits[kind]:
-                ttl = max(int(self.redis.ttl(key) or 0), 1)
-                raise TooManyRequests(f"too many failed logins; try again in {ttl} s",
-                                      retry_after_s=ttl)
+    def __init__(self, redis: Any, policy: LoginPolicy | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.redis, self.policy, self.clock = redis, policy or LoginPolicy(), clock
+        self._attempt = redis.register_script(_ATTEMPT_LUA)
 
-    def failed(self, username: str, client: str) -> None:
-        for key in self._keys(username, client).values():
-            pipe = self.redis.pipeline()
-            pipe.incr(key)
-            pipe.expire(key, self.window_s, nx=True)
-            pipe.execute()
+    @staticmethod
+    def _keys(username: str, address: str) -> list[str]:
+        return [f"radcloud:loginfail:pair:{username.lower()[:64]}|{address}",
+                f"radcloud:loginfail:addr:{address}"]
 
-    def succeeded(self, username: str) -> None:
-        self.redis.delete(self._keys(username, "")["user"])
+    def attempt(self, username: str, address: str) -> None:
+        """Count an attempt in advance. Raises TooManyRequests while it must wait."""
+        p = self.policy
+        wait = int(self._attempt(keys=self._keys(username, address), args=[
+            self.clock(), p.free_failures, p.backoff_base_s, p.backoff_max_s, p.address_budget,
+            p.address_window_s, p.pair_ttl_s()])[0])
+        if wait > 0:
+            raise TooManyRequests(f"too many failed logins; try again in {wait} s", retry_after_s=wait)
+
+    def succeeded(self, username: str, address: str) -> None:
+        """The attempt was right: forget the pair and give the address its attempt back."""
+        pair, addr = self._keys(username, address)
+        pipe = self.redis.pipeline()
+        pipe.delete(pair)
+        pipe.decr(addr)
+        pipe.execute()
 
 
 def login(redis: Any, settings: Settings, username: str, password: str,
-          client: str) -> tuple[str, User]:
+          address: str, *, clock: Callable[[], float] = time.time) -> tuple[str, User]:
     """Check a password and issue a token.
 
+    ``address``: the caller's address (:func:`client_address`).
+
     Raises:
-        TooManyRequests: too many recent failures for this user or address.
+        TooManyRequests: this user name from this address must wait, or the
+            address has spent its failure budget.
         Unauthorized: wrong name or password, or the account is disabled
             (one message for all: no account probing).
     """
     signing_secrets(settings)  # fail on config before touching counters
-    throttle = LoginThrottle(redis)
-    throttle.check(username, client)
+    throttle = LoginThrottle(redis, LoginPolicy.from_settings(settings), clock)
+    throttle.attempt(username, address)
     user = UserStore(redis).verify_password(username, password)
     if user is None or user.role == "service":
-        throttle.failed(username, client)
         raise Unauthorized("wrong user name or password")
-    throttle.succeeded(username)
-    return issue_token(settings, user), user
+    throttle.succeeded(username, address)
+    return issue_token(settings, user, now=clock()), user

@@ -47,7 +47,7 @@ class StagedSeries:
 
 
 class Staging(Protocol):
-    def resolve(self, inputs: Mapping[str, Any]) -> list[StagedSeries]: ...
+    def resolve(self, inputs: Mapping[str, Any], access: Any = None) -> list[StagedSeries]: ...
 
 
 class Invoker(Protocol):
@@ -125,8 +125,13 @@ class Dispatcher:
         self.invoker, self.package, self.shard_timeout_s = invoker, package, shard_timeout_s
         self.finaliser = finaliser
 
-    def dispatch(self, request: Mapping[str, Any], owner: str) -> dict[str, Any]:
-        """Validate, look up the cache, create and fan out. Returns ``{"job_id", ...}``."""
+    def dispatch(self, request: Mapping[str, Any], owner: str, *, privileged: bool = False) -> dict[str, Any]:
+        """Validate, look up the cache, create and fan out. Returns ``{"job_id", ...}``.
+
+        ``owner`` runs the job; unless ``privileged`` (admin, service,
+        system) it may use only its own jobs' results as inputs
+        (:class:`radcloud.staged.InputAccess`).
+        """
         name = request.get("plugin")
         if not isinstance(name, str) or not name:
             raise BadRequest("'plugin' (a plugin name) is required", field="plugin")
@@ -137,7 +142,7 @@ class Dispatcher:
         if not isinstance(inputs, Mapping) or not inputs:
             raise BadRequest("'inputs' must name a retrieve id, series UIDs or object prefixes, "
                              "e.g. {\"series\": [\"1.2.3\"]}", field="inputs")
-        series = self._resolve(inputs, opts.wait_staged)      # NotFound / Conflict per series
+        series = self._resolve(inputs, opts.wait_staged, self._access(owner, privileged))  # 404/409 per series
         if not series:
             raise BadRequest("the inputs name no staged series", field="inputs")
         incomplete = [s.series_uid for s in series if not s.complete]
@@ -158,6 +163,10 @@ class Dispatcher:
                               "configured: set the deid_secret setting (RADCLOUD_DEID_SECRET, a package "
                               "input) and redeploy", field="deid_secret")
         shards = plan_shards(series, opts)
+        if not shards:
+            # A job with nothing to run would wait for shards that never come.
+            raise BadRequest(f"the inputs name {len(series)} series but no instances: nothing to run; "
+                             "name staged series (a retrieve id, series UIDs or their prefixes)", field="inputs")
         if len(shards) > MAX_SHARDS:
             raise BadRequest(f"{len(shards)} shards exceed the limit of {MAX_SHARDS}; "
                              "raise shard_size or shard by series", field="shard_size")
@@ -181,7 +190,12 @@ class Dispatcher:
         return {"job_id": job_id, "state": self.jobs.get(job_id)["state"], "cached": False,
                 "shards": len(shards)}
 
-    def _resolve(self, inputs: Mapping[str, Any], wait_s: int) -> list[StagedSeries]:
+    def _access(self, owner: str, privileged: bool) -> Any:
+        from radcloud.staged import InputAccess  # staged imports this module
+
+        return InputAccess(owner, privileged=privileged, job_owner=self.jobs.owner)
+
+    def _resolve(self, inputs: Mapping[str, Any], wait_s: int, access: Any = None) -> list[StagedSeries]:
         """Resolve inputs; a retrieve still staging is waited for, bounded by ``wait_s``.
 
         Retrieve records have no event stream to block on, so this polls
@@ -190,7 +204,7 @@ class Dispatcher:
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                return self.staging.resolve(inputs)
+                return self.staging.resolve(inputs, access)
             except Conflict as exc:
                 if not exc.details.get("running") or time.monotonic() >= deadline:
                     raise

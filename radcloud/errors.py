@@ -98,10 +98,14 @@ def to_response(exc: BaseException) -> dict[str, Any]:
         status, body = exc.status, exc.to_dict()
     else:
         status, body = 500, {"code": "internal", "message": "internal error; see the activation logs"}
+    headers = {"Content-Type": "application/json"}
+    retry_after = getattr(exc, "details", {}).get("retry_after_s") if status in (429, 503) else None
+    if isinstance(retry_after, (int, float)) and retry_after > 0:
+        headers["Retry-After"] = str(int(retry_after))  # RFC 9110: clients (and browsers' fetch) read the header
     return {
         "error": {
             "statusCode": status,
-            "headers": {"Content-Type": "application/json"},
+            "headers": headers,
             "body": {"error": body},
         }
     }

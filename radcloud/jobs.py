@@ -162,6 +162,10 @@ class JobStore:
         job["shards"] = sorted((_shard_record(v) for v in shards.values()), key=lambda s: s["id"])
         return job
 
+    def owner(self, job_id: str) -> str | None:
+        """The job's owner, or None if there is no such job."""
+        return self.r.hget(self.key(job_id), "owner")
+
     def version(self, job_id: str) -> int:
         v = self.r.hget(self.key(job_id), "version")
         if v is None:
@@ -348,7 +352,9 @@ class JobStore:
         """Set the cancel flag and cancel every shard not yet running.
 
         Running shards see the flag and report ``cancelled`` themselves.
-        Returns True if the caller must finalise (no shard was running).
+        Returns True if the caller must finalise (no shard was running) —
+        also for a job with no open shard at all (none planned, or all
+        already ended), which no shard outcome would ever finalise.
         """
         self.transition(job_id, "", allowed=("created", "staging", "running"),
                         fields={"cancel": 1}, event="cancel")
@@ -360,6 +366,13 @@ class JobStore:
                                                      reason="cancelled before it started")
                 except Conflict:
                     pass  # it started or finished meanwhile
+        if not finaliser and not any(s["state"] in SHARD_OPEN for s in self.get(job_id)["shards"]):
+            try:
+                self.transition(job_id, "finishing", allowed=("created", "staging", "running"),
+                                fields={"finishing_at": self.clock()})
+                return True
+            except Conflict:
+                pass  # a last outcome moved it to finishing meanwhile: that shard finalises
         return finaliser
 
     def reopen_failed(self, job_id: str, shard_timeout_s: float = 300.0) -> list[str]:

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from radcloud.errors import Conflict
 from radcloud.jobs import JobStore, final_state
@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 
 _STATUS_TO_STATE = {"finishedSuccessfully": "succeeded", "cancelled": "cancelled"}
 CANCEL_CHECK_S = 0.2  # the runner polls often; Redis is asked at most this often
-OUTCOME_RETRY_S = 30.0  # how long a finished shard waits for an unreachable Redis
-T = TypeVar("T")
 
 
 class Finaliser:
@@ -70,13 +68,10 @@ class RedisShardReporter:
 
     def __init__(self, jobs: JobStore, job_id: str, *, finaliser: Callable[[str], Any] | None = None,
                  activation_id: str | None = None,
-                 advance: Callable[[str, str, list[dict[str, Any]]], bool] | None = None,
-                 deadline: float | None = None, outcome_retry_s: float = OUTCOME_RETRY_S) -> None:
-        """``deadline``: epoch seconds when the platform kills this activation;
-        an outcome is retried while Redis is unreachable, up to
-        ``outcome_retry_s`` and never past the deadline."""
+                 advance: Callable[[str, str, list[dict[str, Any]]], bool] | None = None) -> None:
+        """Every call writes to Redis through ``jobs.r``, whose client rides out a
+        Redis restart itself (:mod:`radcloud.redisclient`): no call here retries."""
         self.jobs, self.job_id = jobs, job_id
-        self.deadline, self.outcome_retry_s = deadline, outcome_retry_s
         self.finaliser = finaliser
         self._advance = advance
         self.activation_id = activation_id
@@ -136,10 +131,8 @@ class RedisShardReporter:
         warnings = int(outcome.get("warnings") or 0)
         if state == "succeeded" and warnings:  # succeeded with warnings: the reason says which files
             reason = f"warnings: {outcome.get('message') or warnings}"[:300]
-        # The outputs are already in S3: a Redis restart must not lose the outcome.
-        give_up = self._give_up_at()
-        shard = self._while_unreachable(give_up, lambda: self.jobs.shard(self.job_id, shard_id))
-        if state == "succeeded" and self._while_unreachable(give_up, self._multi_stage):
+        shard = self.jobs.shard(self.job_id, shard_id)
+        if state == "succeeded" and self._multi_stage():
             # De-identify first: this was an intermediate stage; the next one runs on its outputs.
             try:
                 if self.advance(shard_id, outcome.get("outputs") or []):
@@ -149,40 +142,17 @@ class RedisShardReporter:
                 log.warning("job %s shard %s: %s", self.job_id, shard_id, reason)
         try:
             # A retry after a reply lost in transit meets a final shard: Conflict, as below.
-            must_finalise = self._while_unreachable(give_up, lambda: self.jobs.shard_finished(
+            must_finalise = self.jobs.shard_finished(
                 self.job_id, shard_id, state=state, reason=reason, exit_code=outcome.get("exit_code"),
                 stderr_tail=outcome.get("stderr_tail") or "", outputs=outcome.get("outputs") or [],
                 duration_s=outcome.get("duration_s"), warnings=warnings,
                 file_reasons=outcome.get("file_reasons") or [],
-                instances_done=shard.get("instances_total") if state == "succeeded" else None))
+                instances_done=shard.get("instances_total") if state == "succeeded" else None)
         except Conflict as exc:
             log.info("job %s shard %s outcome not recorded: %s", self.job_id, shard_id, exc.message)
             return
         if must_finalise and self.finaliser is not None:
             self.finaliser(self.job_id)
-
-    def _give_up_at(self) -> float:
-        budget = self.outcome_retry_s
-        if self.deadline is not None:
-            budget = min(budget, self.deadline - time.time() - 1.0)
-        return time.monotonic() + max(0.0, budget)
-
-    def _while_unreachable(self, give_up: float, call: Callable[[], T]) -> T:
-        """``call()``, retried with backoff while Redis refuses or times out, until ``give_up``."""
-        import redis
-
-        delay = 0.1
-        while True:
-            try:
-                return call()
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                left = give_up - time.monotonic()
-                if left <= 0:
-                    raise
-                log.warning("job %s: job store unreachable (%s); outcome kept, retrying",
-                            self.job_id, type(exc).__name__)
-                time.sleep(min(delay, left))
-                delay = min(delay * 2, 2.0)
 
     def _multi_stage(self) -> bool:
         options = self.jobs.r.hget(self.jobs.key(self.job_id), "options") or "{}"

@@ -104,6 +104,20 @@ class Settings:
     # Web-action authentication
     token_secret: Secret = Secret("")
     token_ttl_s: int = 8 * 3600
+    # Failed logins (radcloud.auth.LoginThrottle): per (user, address) the first
+    # ``login_free_failures`` cost nothing, then each waits twice as long as the
+    # last, from ``login_backoff_base_s`` up to ``login_backoff_max_s``; one
+    # address may fail at most ``login_address_budget`` times per
+    # ``login_address_window_s`` across all users.
+    login_free_failures: int = 3
+    login_backoff_base_s: float = 1.0
+    login_backoff_max_s: float = 60.0
+    login_address_budget: int = 100
+    login_address_window_s: int = 15 * 60
+    # Proxies in front of OpenWhisk's edge whose X-Forwarded-For entries are
+    # believed (comma-separated addresses or CIDRs, e.g. "10.0.0.5, 10.8.0.0/16").
+    # Empty: the address the edge saw is the caller's.
+    trusted_proxies: str = ""
     # De-identification: the HMAC key the deidentify plugin derives pseudonyms,
     # UIDs and date shifts from (>= 16 characters). Hospital-side only: given
     # to plugins whose descriptor declares ``radcloud.deid``, never to others.

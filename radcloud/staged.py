@@ -15,6 +15,13 @@ ways of naming inputs:
 * ``{"prefixes": [...]}`` — a manifest key (``.json``), a ``studies/{study}/{series}/``
   folder of the ``uid`` layout, or any folder holding a ``manifest.json``.
 
+Who may name what (:class:`InputAccess`, the one check, applied to every
+manifest key *and* every instance key a manifest lists, whichever way the
+input was named): staged series are the hospital's PACS data, open to every
+role that may dispatch; ``results/<job>/`` belongs to the job's owner (and
+admins and services); ``deid-maps/`` to nobody. Another user's results and
+a job that does not exist get the same 404, so job ids cannot be probed.
+
 Manifest fields read (unknown ones ignored): ``SeriesInstanceUID``,
 ``StudyInstanceUID`` (or ``series_uid``/``study_uid``), ``prefix``,
 ``instances`` (``[{key, md5, size}]``), ``complete``, ``expected``.
@@ -25,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from radcloud.dispatch import StagedSeries
@@ -36,9 +43,47 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFESTS_ROOT = "manifests/"
+RESULTS_ROOT = "results/"
 STAGED_INDEX = "staged:series:"
 _DONE = {"complete", "completed", "staged", "succeeded", "done", "ok"}
 MAX_INPUTS = 1000
+
+
+class InputAccess:
+    """Whether a caller may use a stored object as a plugin's input.
+
+    ``job_owner(job_id)`` answers the owner's name, or None for no such job.
+    ``privileged`` (admin, service, system) may use any job's results.
+    """
+
+    def __init__(self, caller: str, *, privileged: bool, job_owner: Callable[[str], str | None]) -> None:
+        self.caller, self.privileged, self.job_owner = caller, privileged, job_owner
+        self._owners: dict[str, str | None] = {}
+
+    @classmethod
+    def system(cls) -> "InputAccess":
+        return cls("system", privileged=True, job_owner=lambda _job: None)
+
+    def check(self, key: str) -> str:
+        """``key`` if the caller may read it as an input.
+
+        Raises:
+            Forbidden: a re-identification map (for everyone).
+            NotFound: results of a job that is not the caller's, or of no job
+                at all (one answer for both).
+        """
+        path = posixpath.normpath("/" + key).lstrip("/")
+        if path.startswith(DEID_MAPS_ROOT):
+            # Re-identification maps are hospital-side: never a plugin's input.
+            raise Forbidden("inputs may not name re-identification maps (deid-maps/)", field="inputs")
+        if path.startswith(RESULTS_ROOT) and not self.privileged:
+            job = path[len(RESULTS_ROOT):].split("/", 1)[0]
+            if job not in self._owners:
+                self._owners[job] = self.job_owner(job) if job else None
+            if self._owners[job] != self.caller:
+                raise NotFound(f"no results of yours at {key!r}: the job does not exist, has expired "
+                               "or is another user's; name your own job's results", field="inputs")
+        return key
 
 
 class ManifestStaging:
@@ -47,7 +92,10 @@ class ManifestStaging:
     def __init__(self, store: Any, redis: Any = None, *, prefix: str = "radcloud") -> None:
         self.store, self.redis, self.prefix = store, redis, prefix
 
-    def resolve(self, inputs: Mapping[str, Any]) -> list[StagedSeries]:
+    def resolve(self, inputs: Mapping[str, Any], access: InputAccess | None = None) -> list[StagedSeries]:
+        """The staged series ``inputs`` name, every key checked by ``access``
+        (default: the system's, which refuses only re-identification maps)."""
+        access = access or InputAccess.system()
         unknown = set(inputs) - {"prefixes", "series", "retrieve"}
         if unknown:
             raise BadRequest(f"unknown input kind {sorted(unknown)[0]!r}; use prefixes, series or retrieve",
@@ -63,9 +111,9 @@ class ManifestStaging:
             raise BadRequest(f"{len(keys)} inputs exceed the limit of {MAX_INPUTS}", field="inputs")
         seen: dict[Any, StagedSeries] = {}
         for key in keys:
-            series = self._load(_not_a_reid_map(key))
-            for item in series.instances:  # a manifest (e.g. a plugin's output) must not point at one either
-                _not_a_reid_map(item["key"])
+            series = self._load(access.check(key))  # checked before it is read: no existence leak
+            for item in series.instances:  # a manifest (e.g. a plugin's output) must not point past it either
+                access.check(item["key"])
             # Two series sharing a UID (Orthanc keeps them apart) are staged
             # under different prefixes: both are inputs, neither hides the other.
             seen.setdefault((series.series_uid, series.prefix) if series.series_uid else key, series)
@@ -132,13 +180,6 @@ def parse_manifest(doc: Mapping[str, Any], prefix: str) -> StagedSeries:
                         study_uid=str(doc.get("study_uid") or doc.get("StudyInstanceUID") or ""),
                         prefix=str(doc.get("prefix") or prefix), instances=instances, complete=complete,
                         expected=int(expected) if expected is not None else None)
-
-
-def _not_a_reid_map(key: str) -> str:
-    """Re-identification maps are hospital-side: never a plugin's input."""
-    if posixpath.normpath("/" + key).lstrip("/").startswith(DEID_MAPS_ROOT):
-        raise Forbidden("inputs may not name re-identification maps (deid-maps/)", field="inputs")
-    return key
 
 
 def _manifest_for_prefix(prefix: str) -> str:

@@ -7,6 +7,7 @@ sequence it reads what retrieve answered (``retrieve_id``) and the run
 request carried along as ``run`` (see sequences/pull-and-run.yaml).
 """
 
+from radcloud import jobview
 from radcloud.action import run
 from radcloud.dispatch import request_from_params
 from radcloud.errors import BadRequest
@@ -22,7 +23,8 @@ def _handle(request, settings, principal, services):
     if request.web and request.method != "post":
         raise BadRequest("send POST with {plugin, params, inputs, options}", field="method")
     services = services or JobServices.from_settings(settings, need_invoker=True)
-    return services.dispatcher().dispatch(request_from_params(request.params), owner=principal.name)
+    return services.dispatcher().dispatch(request_from_params(request.params), owner=principal.name,
+                                          privileged=principal.role in jobview.PRIVILEGED)
 
 
 def main(args):

@@ -5,7 +5,9 @@ plus the token as an HttpOnly, SameSite=Strict ``token`` cookie so the UI's
 own pages can be served to a logged-in browser. DELETE clears the cookie
 (logging out is otherwise client-side: forget the token). Public: this is
 the one action the guard does not run in front of; failed attempts are
-rate-limited per user and per address (429) and audited.
+slowed per (user, address) with a growing delay and budgeted per address
+(429 with Retry-After, :class:`radcloud.auth.LoginThrottle`), never a
+lockout of the account, and audited.
 """
 
 from radcloud import audit, auth
@@ -31,8 +33,10 @@ def handle(request, settings, _principal):
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise BadRequest("username and password are required", field="username")
     redis = auth.redis_client(settings)
+    address = auth.client_address(request.headers.get("x-forwarded-for", ""), settings.trusted_proxies,
+                                  fallback=request.client)
     try:
-        token, user = auth.login(redis, settings, username.strip(), password, request.peer)
+        token, user = auth.login(redis, settings, username.strip(), password, address)
     except RadcloudError as exc:
         audit.record(redis, None, "login", request, outcome=exc.code, username=username.strip()[:64])
         raise

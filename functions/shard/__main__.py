@@ -25,8 +25,7 @@ def handle(request, settings, principal):
     raw_deadline = os.environ.get("__OW_DEADLINE")
     deadline = float(raw_deadline) / 1000 if raw_deadline else None
     reporter = RedisShardReporter(services.jobs, spec["job_id"], finaliser=services.finaliser,
-                                  activation_id=os.environ.get("__OW_ACTIVATION_ID"),
-                                  deadline=deadline)
+                                  activation_id=os.environ.get("__OW_ACTIVATION_ID"))
     return run_shard(spec, store=services.store, reporter=reporter, registry=services.registry,
                      default_timeout_s=settings.shard_timeout_s,
                      deadline=deadline,

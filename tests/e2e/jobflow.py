@@ -90,7 +90,10 @@ class JobWorld:
         try:
             endpoints = stack.up(DEFAULT_SERVICES, install_missing=False)
             env = {**endpoints.env(), "RADCLOUD_SHARD_TIMEOUT_S": str(shard_timeout_s),
-                   "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40), **(extra_env or {})}
+                   "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40),
+                   # As deployed (docs/deploy.md, radcloud.stack): successful blocking activations
+                   # (every web action) leave no record; their answers carry PHI and tokens.
+                   "CONFIG_whisk_activation_storeBlockingResultLevel": "STORE_FAILURES", **(extra_env or {})}
             env.update(deploy.local_image_env(env))
             images = tmp / "images.json"
             images.write_text(json.dumps(deploy.local_images(env, plugins_dir=plugins_dir)))

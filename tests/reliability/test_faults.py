@@ -12,7 +12,8 @@ runner killed mid-job): here the faults hit the deployed actions.
   rerun after the restart completes with every MD5 right.
 * Redis killed (AOF on) and S3 killed mid-job → job state survives; every
   job reaches a final state; outputs are all there. Shards that end while
-  Redis is down keep their outcome until it is back.
+  Redis is down keep their outcome until it is back; shards that start while
+  it restarts wait for it (radcloud.redisclient) and succeed.
 * A plugin that hangs past its timeout, blows its memory limit, floods its
   output dir or writes too many files → that shard fails with the right
   reason, its siblings finish, the job ends ``partial``.
@@ -158,6 +159,20 @@ def test_redis_killed_mid_job_state_survives_and_job_finishes(world, staged):
     assert job["state"] == "succeeded", [(s["id"], s["state"], s.get("reason")) for s in job["shards"]]
     outputs = world.call("results", {"job_id": job_id})["outputs"]
     assert {o["shard"] for o in outputs} == {"s000", "s001", "s002"}
+
+
+def test_redis_restarted_while_shards_start_job_succeeds(world, staged):
+    """Finding 4: a 2-second Redis restart as the shards start (they record
+    ``started`` then) failed them with ``shard runner error: ConnectionError``."""
+    _study, _series, rid = staged
+    answer = world.call("dispatch", {"plugin": "copy", "params": {"sleep": 1}, "inputs": {"retrieve": rid},
+                                     "options": {"force": True}})
+    world.stack.kill("redis")  # the shards were just invoked: they start while Redis is down
+    time.sleep(2)
+    world.stack.start("redis")
+    job = world.wait_final(answer["job_id"], timeout_s=90)
+    assert job["state"] == "succeeded", [(s["id"], s["state"], s.get("reason")) for s in job["shards"]]
+    assert all(s.get("plugin_started_at") for s in job["shards"]), job["shards"]
 
 
 def test_s3_killed_mid_job_job_finishes_and_outputs_are_whole(world, staged):

@@ -139,6 +139,45 @@ def test_cli_stack_up_and_status_never_print_secrets(world):
         assert value not in text, f"`radcloud stack` printed the {name}"
 
 
+def test_activation_records_hold_no_patient_data_token_or_url(world, flow):
+    """Finding 2 of issue 16: activation records of query, login and results held
+    patient names, IDs and birth dates, the tokens login issued and presigned URLs.
+    As deployed, successful blocking activations (every web action) are not stored
+    (CONFIG_whisk_activation_storeBlockingResultLevel=STORE_FAILURES), so the
+    callers get their answers and neither the API nor the database keeps them."""
+    from rcworld import PASSWORD
+
+    status, _h, login = world.web("login", method="POST", body={"username": "clinician", "password": PASSWORD})
+    assert status == 200 and login["token"]
+    job_id = flow["jobs"]["dcm2png"]["id"]
+    status, _h, results = world.web("results", path=f"/{job_id}", query="urls=true", token=login["token"])
+    assert status == 200 and results["outputs"] and all(o["url"] for o in results["outputs"])
+    status, _h, found = world.web("query", query=f"PatientID={PID}", token=login["token"])
+    assert status == 200 and PID in json.dumps(found)  # the caller gets the patient data
+    needles = {**{n: n for n in NEEDLES}, "the token login issued": login["token"],
+               "a presigned URL": results["outputs"][0]["url"].split("?", 1)[1],
+               "an URL signature": "X-Amz-Signature", **{f"{r} token": t for r, t in world.tokens.items()}}
+    user, key = world.whisk.auth.split(":", 1)
+    api = f"{world.whisk.api_host}/api/v1/namespaces/_/activations"
+    for action in ("query", "login", "results", "status", "dispatch", "retrieve", "pull-and-run"):
+        listed = requests.get(api, params={"name": f"radcloud/{action}", "docs": "true", "limit": 200},
+                              auth=(user, key), timeout=30)
+        assert listed.status_code == 200, listed.text
+        text = listed.text
+        assert all(json.loads(text)[i]["response"]["status"] != "success" for i in range(len(json.loads(text)))), \
+            f"a successful {action} activation was stored"
+        for what, needle in needles.items():
+            assert needle not in text, f"{what} in the {action} activation records (API)"
+    db = sqlite3.connect(f"file:{world.whisk.state_dir / 'localwhisk.db'}?mode=ro", uri=True)
+    try:
+        on_disk = "\n".join(row[0] for row in db.execute("SELECT doc FROM activations"))
+    finally:
+        db.close()
+    assert on_disk, "no activations on disk at all: the check would prove nothing"
+    for what, needle in needles.items():
+        assert needle not in on_disk, f"{what} in localwhisk's database"
+
+
 def test_presigned_urls_expire(world, flow):
     from radcloud.storage import ObjectStore
 

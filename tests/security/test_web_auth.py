@@ -19,7 +19,7 @@ import jwt
 import pytest
 import yaml
 
-from rcworld import RcWorld, new_secret
+from rcworld import PASSWORD, RcWorld, new_secret
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -176,6 +176,39 @@ def test_someone_elses_job_does_not_exist_for_you(world, seeded):
     assert status == 404, body
 
 
+def test_someone_elses_results_are_no_input_for_you_and_nothing_stays_stuck(world, seeded):
+    """Finding 5: another user's results/<job>/ was accepted (200, a job stuck in
+    ``staging`` with 0 shards, even after cancel) while an unknown job id answered 404."""
+    from radcloud.jobs import JobSpec, JobStore
+    from radcloud.jobservices import jobs_redis
+
+    study, _ = seeded
+    rid = world.stage(study)
+    status, _h, job = world.web("dispatch", method="POST", token=world.tokens["clinician"],
+                                body={"plugin": "noop", "inputs": {"retrieve": rid}, "options": {"force": True}})
+    assert status == 200, job
+    theirs = world.wait_final(job["job_id"])["id"]
+    before = {j["id"] for j in world.web("status", token=world.tokens["researcher"])[2]["jobs"]}
+    answers = []
+    for job_id in (theirs, "j" + "0" * 23):  # exists but is the clinician's; does not exist
+        status, _h, body = world.web("dispatch", method="POST", token=world.tokens["researcher"],
+                                     body={"plugin": "noop", "inputs": {"prefixes": [f"results/{job_id}/"]}})
+        answers.append((status, json.dumps(body).replace(job_id, "<job>")))
+    assert answers[0] == answers[1] and answers[0][0] == 404, answers  # no existence leak
+    after = {j["id"] for j in world.web("status", token=world.tokens["researcher"])[2]["jobs"]}
+    assert after == before  # no job was created
+    # An admin passes the ownership check, and results (outputs, no instances) fail at once with a reason.
+    status, _h, body = world.web("dispatch", method="POST", token=world.tokens["admin"],
+                                 body={"plugin": "noop", "inputs": {"prefixes": [f"results/{theirs}/"]}})
+    assert status == 400 and "nothing to run" in body["error"]["message"], body
+    # A job left with 0 shards (as the old dispatch made them) is ended by a cancel.
+    jobs = JobStore(jobs_redis(world.settings))
+    stuck = jobs.create(JobSpec(plugin="noop", plugin_version="1", owner="researcher", params={}, shards=[]))
+    jobs.transition(stuck, "staging")
+    status, _h, body = world.web("status", method="POST", path=f"/{stuck}/cancel", token=world.tokens["researcher"])
+    assert status == 200 and body["state"] == "cancelled", body
+
+
 def test_ui_public_surface_is_exactly_login_and_static(world):
     status, headers, page = world.web("ui", path="/login")
     assert status == 200 and "text/html" in headers.get("content-type", headers.get("Content-Type", ""))
@@ -196,14 +229,22 @@ def test_ui_public_surface_is_exactly_login_and_static(world):
 
 def test_login_is_rate_limited_and_never_says_which_part_was_wrong(world):
     answers = set()
-    for i in range(7):
+    for i in range(3):  # login_free_failures: answered, not delayed
         status, _h, body = world.web("login", method="POST", body={"username": "researcher", "password": f"wrong {i}"},
                                      headers={"X-Forwarded-For": "203.0.113.9"})
         answers.add((status, json.dumps(body)))
+    # As after a long attack from this address (the edge's peer; the claimed 203.0.113.9 is not believed):
+    pair = "radcloud:loginfail:pair:researcher|127.0.0.1"
+    world.redis.hset(pair, mapping={"n": 40, "last": time.time()})
+    status, headers, body = world.web("login", method="POST", body={"username": "researcher", "password": PASSWORD},
+                                      headers={"X-Forwarded-For": "203.0.113.9"})
+    answers.add((status, json.dumps(body)))
     statuses = [a[0] for a in answers]
     assert 401 in statuses and 429 in statuses, answers
+    retry_after = {k.lower(): v for k, v in headers.items()}.get("retry-after", "0")
+    assert 0 < int(retry_after) <= 60, headers  # slowed, capped: never a 15-minute lockout
     status, _h, nobody = world.web("login", method="POST", body={"username": "nobody-here", "password": "whatever12"},
                                    headers={"X-Forwarded-For": "203.0.113.10"})
     wrong = [json.loads(b) for s, b in answers if s == 401][0]
     assert status == 401 and nobody == wrong  # unknown user and wrong password: same answer
-    world.redis.delete("radcloud:loginfail:user:researcher")
+    world.redis.delete(pair, "radcloud:loginfail:addr:127.0.0.1")

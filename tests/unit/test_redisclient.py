@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import threading
+import time
+
+import pytest
+
 from radcloud import redisclient
 from radcloud.auth import redis_client
 from radcloud.jobservices import jobs_redis
@@ -23,3 +29,83 @@ def test_each_use_gets_one_client_per_url_with_its_own_options():
     assert jobs_kwargs["socket_timeout"] == 75 and jobs_kwargs["decode_responses"] is True
     assert not redis_client(a).connection_pool.connection_kwargs.get("decode_responses")
     assert redisclient.client(a, dict(redisclient.JOBS)) is jobs_redis(a)  # keyed by value, not identity
+
+
+class RestartableRedis:
+    """A private redis-server on a unix socket that a test can stop and start again."""
+
+    def __init__(self, tmp):
+        self.dir, self.sock, self.proc = tmp, tmp / "redis.sock", None
+
+    def start(self):
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", str(self.sock), "--unixsocketperm", "700",
+             "--dir", str(self.dir), "--save", "", "--appendonly", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(300):  # bounded: ~3 s
+            if self.sock.exists():
+                return
+            time.sleep(0.01)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.sock.unlink(missing_ok=True)
+
+    def restart_later(self, after_s):
+        self.kill()
+        thread = threading.Thread(target=lambda: (time.sleep(after_s), self.start()))
+        thread.start()
+        return thread
+
+
+@pytest.fixture
+def restartable(tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = RestartableRedis(tmp_path)
+    server.start()
+    yield server
+    if server.proc.poll() is None:
+        server.kill()
+
+
+def test_a_shard_rides_out_a_two_second_redis_restart_while_it_starts(restartable):
+    """Finding 4: ``started`` met a restarting Redis and failed the shard; every
+    write goes through the one client policy, so it now waits for Redis."""
+    from radcloud.jobs import JobSpec, JobStore, ShardSpec
+    from radcloud.reporter import Finaliser, RedisShardReporter
+
+    s = Settings.load(environ={"RADCLOUD_REDIS_URL": f"unix://{restartable.sock}"})
+    jobs = JobStore(jobs_redis(s))
+    job_id = jobs.create(JobSpec(plugin="p", plugin_version="1", owner="a", params={},
+                                 shards=[ShardSpec(id="s0", instances_total=1)]))
+    reporter = RedisShardReporter(jobs, job_id, finaliser=Finaliser(jobs))
+    restarted = restartable.restart_later(2.0)
+    try:
+        reporter.started("s0", {"argv": ["prog"], "n_inputs": 1, "version": "1"})  # waits for Redis
+    finally:
+        restarted.join()
+    restartable.restart_later(2.0)
+    reporter.finished("s0", {"status": "finishedSuccessfully", "reason": "ok", "exit_code": 0, "outputs": []})
+    job = jobs.get(job_id)
+    assert job["state"] == "succeeded" and job["shards"][0]["state"] == "succeeded", job
+
+
+def test_every_use_rides_out_a_restart_and_the_wait_is_bounded():
+    s = settings(3)
+    for client in (jobs_redis(s), redis_client(s), Progress.from_settings(s).redis):
+        assert 5 <= redisclient.retry_budget_s(client) <= 30  # a restart fits; a dead Redis fails in bounded time
+
+
+def test_a_dead_redis_fails_by_the_budget_not_never(tmp_path):
+    import redis
+
+    client = redis.Redis(unix_socket_path=str(tmp_path / "nobody.sock"), **redisclient.restart_policy(0.5))
+    t0 = time.monotonic()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        client.set("k", "v")
+    assert time.monotonic() - t0 < 5

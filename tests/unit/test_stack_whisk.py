@@ -30,6 +30,8 @@ def test_whisk_is_optional_and_runs_localwhisk_as_a_module_of_this_python(tmp_pa
     argv = list(svc.argv)
     assert argv[argv.index("--port") + 1] == "13233" and argv[argv.index("--state-dir") + 1] == str(tmp_path / "whisk")
     assert argv[argv.index("--images-file") + 1] == str(tmp_path / "whisk" / "images.json")
+    # As docs/deploy.md requires: web actions' answers (PHI, tokens, URLs) leave no activation record.
+    assert svc.env["CONFIG_whisk_activation_storeBlockingResultLevel"] == "STORE_FAILURES"
     assert svc.binds == (("127.0.0.1", 13233),)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from jobs_fakes import MemStore, stage_series
 
@@ -56,3 +58,44 @@ def test_reidentification_maps_are_never_inputs():
     for prefix in ("deid-maps/j/s000.json", "deid-maps/j/", "staged/../deid-maps/j/s000.json", "results/j/s000/"):
         with pytest.raises(Forbidden):
             ManifestStaging(store).resolve({"prefixes": [prefix]})
+
+
+def _results(store, job, shard="s000", instances=None):
+    import json
+
+    store.objects[f"results/{job}/{shard}/x.dcm"] = b"DICM"
+    store.objects[f"results/{job}/{shard}/manifest.json"] = json.dumps(
+        {"instances": instances or [{"key": f"results/{job}/{shard}/x.dcm"}], "complete": True,
+         "series_uid": f"9.{job}"}).encode()
+
+
+def access_for(caller, privileged=False):
+    from radcloud.staged import InputAccess
+
+    owners = {"jbob": "bob", "jalice": "alice"}
+    return InputAccess(caller, privileged=privileged, job_owner=owners.get)
+
+
+def test_another_users_results_and_a_missing_job_answer_the_same_404():
+    """Finding 5: another user's results/<job>/ was accepted; an unknown job id answered differently."""
+    store = MemStore()
+    _results(store, "jbob")
+    staging = ManifestStaging(store)
+    for form in ("results/{}/s000/", "results/{}/s000/manifest.json", "staged/../results/{}/s000/"):
+        answers = []
+        for job in ("jbob", "jnobody"):  # exists but not alice's; does not exist
+            with pytest.raises(NotFound) as info:
+                staging.resolve({"prefixes": [form.format(job)]}, access_for("alice"))
+            answers.append(json.dumps(info.value.to_dict()).replace(job, "<job>"))
+        assert answers[0] == answers[1], answers  # no existence leak
+    assert len(staging.resolve({"prefixes": ["results/jbob/s000/"]}, access_for("bob"))) == 1  # the owner
+    assert len(staging.resolve({"prefixes": ["results/jbob/s000/"]}, access_for("root", True))) == 1  # admin
+
+
+def test_a_manifest_of_ones_own_cannot_point_into_another_users_results():
+    store = MemStore()
+    _results(store, "jbob")
+    _results(store, "jalice", instances=[{"key": "results/jbob/s000/x.dcm"}])
+    with pytest.raises(NotFound):
+        ManifestStaging(store).resolve({"prefixes": ["results/jalice/s000/"]}, access_for("alice"))
+    assert ManifestStaging(store).resolve({"prefixes": ["results/jalice/s000/"]}, access_for("bob", True))

@@ -89,18 +89,23 @@ def test_login_action_sets_cookie_and_audits(redis, redis_server):
     assert PW not in json.dumps(entries)
 
 
-def test_login_action_throttles_with_429(redis, redis_server):
+def test_login_action_throttles_with_429(redis, redis_server, monkeypatch):
     UserStore(redis).add("alice", "clinician", PW)
     login = load_action("login")
-    codes = [login.main(web(redis_server, username="alice", password="wrong wrong"))["error"]["statusCode"]
-             for _ in range(auth.FAIL_LIMIT_USER + 1)]
-    assert codes[-1] == 429 and set(codes[:-1]) == {401}
+    # Unbound settings come from the environment, never from a web request's args.
+    monkeypatch.setenv("RADCLOUD_LOGIN_BACKOFF_BASE_S", "600")  # the 4th attempt must wait 600 s
+    answers = [login.main(web(redis_server, username="alice", password="wrong wrong",
+                              login_backoff_base_s=0))["error"]  # a caller cannot lower it
+               for _ in range(4)]
+    assert [a["statusCode"] for a in answers] == [401, 401, 401, 429]
+    assert 0 < int(answers[-1]["headers"]["Retry-After"]) <= 600
 
 
-def test_a_forged_x_forwarded_for_does_not_reset_the_address_throttle(redis, redis_server):
+def test_a_forged_x_forwarded_for_does_not_reset_the_address_throttle(redis, redis_server, monkeypatch):
     login = load_action("login")
+    monkeypatch.setenv("RADCLOUD_LOGIN_ADDRESS_BUDGET", "5")
     codes = []
-    for k in range(auth.FAIL_LIMIT_CLIENT + 1):  # a new user name and a new claimed origin each time
+    for k in range(6):  # a new user name and a new claimed origin each time
         forged = {"x-forwarded-for": f"203.0.113.{k}, 10.1.2.3"}  # the edge's peer stays 10.1.2.3
         answer = login.main(web(redis_server, headers=forged, username=f"user{k}", password="wrong wrong"))
         codes.append(answer["error"]["statusCode"])

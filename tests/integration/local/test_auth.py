@@ -217,31 +217,89 @@ def test_login_wrong_password_and_service_accounts_refused(store, redis):
         auth.login(redis, settings(), "chris", "", "10.0.0.1")
 
 
-def test_failed_logins_per_user_are_throttled(store, redis):
-    for _ in range(auth.FAIL_LIMIT_USER):
-        with pytest.raises(Unauthorized):
-            auth.login(redis, settings(), "alice", "bad password!", "10.0.0.1")
-    with pytest.raises(TooManyRequests) as info:  # even the right password waits
-        auth.login(redis, settings(), "alice", PW, "10.0.0.2")
-    assert 0 < info.value.details["retry_after_s"] <= auth.FAIL_WINDOW_S
-    assert 0 < redis.ttl("radcloud:loginfail:user:alice") <= auth.FAIL_WINDOW_S
-    # Another user from another address is unaffected.
-    assert auth.login(redis, settings(), "root", PW, "10.0.0.3")[1].name == "root"
+class Clock:
+    """An injected clock: tests move time, never sleep."""
+
+    def __init__(self, now=1_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
 
 
-def test_failed_logins_per_address_are_throttled(redis):
-    throttle = auth.LoginThrottle(redis, user_limit=100, client_limit=3)
-    for i in range(3):
-        throttle.check(f"user{i}", "10.9.9.9")
-        throttle.failed(f"user{i}", "10.9.9.9")
+def try_login(redis, clock, user, password, address, **policy):
+    s = Settings.load({"token_secret": S1, "redis_url": "redis://127.0.0.1:1/0", **policy}, environ={})
+    try:
+        auth.login(redis, s, user, password, address, clock=clock)
+        return 200
+    except Unauthorized:
+        return 401
+    except TooManyRequests as exc:
+        return 429, exc.details["retry_after_s"]
+
+
+def test_an_attacker_hammering_from_elsewhere_never_locks_the_user_out(store, redis):
+    """Finding 7: five wrong passwords locked the real user out for 15 minutes."""
+    clock = Clock()
+    answers = []
+    for _ in range(600):  # one guess a second for a simulated 10 minutes (most refused unchecked)
+        answers.append(try_login(redis, clock, "alice", "bad password!", "198.51.100.7"))
+        clock.now += 1
+    assert 10 <= answers.count(401) <= 20  # 3 free, then one per (capped) delay: slowed, not stopped
+    assert try_login(redis, clock, "alice", "bad password!", "198.51.100.7")[0] == 429  # it is slowed
+    assert try_login(redis, clock, "alice", PW, "10.0.0.1") == 200  # the right password from the right place
+
+
+def test_delays_grow_per_user_and_address_and_stop_at_the_cap(store, redis):
+    clock = Clock()
+    for _ in range(3):  # login_free_failures
+        assert try_login(redis, clock, "alice", "bad password!", "10.0.0.9") == 401
+    waits = []
+    for _ in range(8):
+        answer = try_login(redis, clock, "alice", "bad password!", "10.0.0.9")
+        assert answer[0] == 429  # refused before the password is checked
+        waits.append(answer[1])
+        clock.now += answer[1]
+        assert try_login(redis, clock, "alice", "bad password!", "10.0.0.9") == 401
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60]  # doubling from login_backoff_base_s to login_backoff_max_s
+    # Even a user sharing the attacker's address waits at most the cap, then gets in.
+    clock.now += 60
+    assert try_login(redis, clock, "alice", PW, "10.0.0.9") == 200
+    assert redis.exists("radcloud:loginfail:pair:alice|10.0.0.9") == 0  # a success clears the pair
+    assert try_login(redis, clock, "alice", "bad password!", "10.0.0.9") == 401
+
+
+def test_an_address_spraying_many_users_spends_its_budget_alone(store, redis):
+    clock = Clock()
+    for i in range(5):
+        assert try_login(redis, clock, f"user{i}", "bad password!", "10.9.9.9", login_address_budget=5) == 401
+    assert try_login(redis, clock, "alice", PW, "10.9.9.9", login_address_budget=5)[0] == 429
+    assert try_login(redis, clock, "alice", PW, "10.9.9.8", login_address_budget=5) == 200
+    assert 0 < redis.ttl("radcloud:loginfail:addr:10.9.9.9") <= 15 * 60
+
+
+def test_parallel_guesses_cannot_all_pass_the_check(store, redis):
+    throttle = auth.LoginThrottle(redis, auth.LoginPolicy(free_failures=3), clock=Clock())
+    for _ in range(3):  # counted before the password is checked: a burst meets the counter
+        throttle.attempt("alice", "10.0.0.5")
     with pytest.raises(TooManyRequests):
-        throttle.check("someone-else", "10.9.9.9")
-    throttle.check("someone-else", "10.9.9.8")
+        throttle.attempt("alice", "10.0.0.5")
 
 
-def test_success_resets_the_user_counter(store, redis):
-    for _ in range(auth.FAIL_LIMIT_USER - 1):
-        with pytest.raises(Unauthorized):
-            auth.login(redis, settings(), "alice", "bad password!", "10.0.0.1")
-    auth.login(redis, settings(), "alice", PW, "10.0.0.1")
-    assert redis.get("radcloud:loginfail:user:alice") is None
+@pytest.mark.parametrize("chain, trusted, expected", [
+    ("", "", "fallback"),
+    ("10.1.2.3", "", "10.1.2.3"),
+    ("6.6.6.6, 192.0.2.50", "", "192.0.2.50"),                      # no proxy trusted: the edge's peer
+    ("10.1.2.3, 192.0.2.10", "192.0.2.10", "10.1.2.3"),             # the hospital proxy vouches
+    ("6.6.6.6, 10.1.2.3, 192.0.2.10", "192.0.2.10", "10.1.2.3"),    # what the caller claimed is not believed
+    ("10.1.2.3, 10.8.1.1, 10.8.2.2", "10.8.0.0/16", "10.1.2.3"),    # CIDRs, several hops
+    ("192.0.2.10, 6.6.6.6", "192.0.2.10", "6.6.6.6"),               # a forged trusted hop changes nothing
+    ("1.1.1.1, " * 100 + "6.6.6.6", "", "6.6.6.6"),                 # a long forged prefix cannot push it out
+])
+def test_client_address_believes_only_trusted_proxies(chain, trusted, expected):
+    assert auth.client_address(chain, trusted, fallback="fallback") == expected
+
+
+def test_a_malformed_trusted_proxy_is_a_config_error():
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        auth.client_address("1.2.3.4, 5.6.7.8", "not-an-ip")

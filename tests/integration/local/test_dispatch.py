@@ -250,3 +250,30 @@ def test_deidentify_without_the_secret_is_503_naming_the_setting_before_any_shar
     answer = Dispatcher(world.jobs, world.cache, real, ManifestStaging(world.store, world.redis), inv,
                         deid_secret=secret).dispatch(req(plugin="deidentify", inputs={"series": ["1.2.1"]}), "alice")
     assert answer["job_id"] and len(inv.calls) == 1 and secret not in repr(inv.calls)
+
+
+def test_another_users_results_are_refused_like_a_missing_job_and_nothing_is_created(world):
+    """Finding 5: alice got 200 and a job stuck in ``staging`` for bob's results/<job>/."""
+    stage_series(world.store, "1.2", "1.2.1", 2)
+    d = world.make(FakeInvoker(world.runner))
+    bobs = d.dispatch(req(inputs={"series": ["1.2.1"]}), "bob")
+    assert world.jobs.get(bobs["job_id"])["state"] == "succeeded"
+    answers = []
+    for job in (bobs["job_id"], "j" + "0" * 20):
+        with pytest.raises(NotFound) as info:
+            d.dispatch(req(inputs={"prefixes": [f"results/{job}/"]}), "alice")  # holds its manifest.json
+        answers.append(info.value.message.replace(job, "<job>"))
+    assert answers[0] == answers[1]
+    assert world.jobs.list(owner="alice") == []
+    with pytest.raises(BadRequest, match="nothing to run"):  # an admin passes the ownership check
+        d.dispatch(req(inputs={"prefixes": [f"results/{bobs['job_id']}/"]}), "root", privileged=True)
+
+
+def test_inputs_with_nothing_to_run_fail_at_once_with_a_reason(world):
+    # A job's results manifest lists outputs, not instances: nothing for a plugin to run on.
+    stage_series(world.store, "1.2", "1.2.1", 1)
+    d = world.make(FakeInvoker(world.runner))
+    job = d.dispatch(req(inputs={"series": ["1.2.1"]}), "alice")["job_id"]
+    with pytest.raises(BadRequest, match="no instances: nothing to run"):
+        d.dispatch(req(inputs={"prefixes": [f"results/{job}/"]}), "alice")
+    assert [j["id"] for j in world.jobs.list(owner="alice")] == [job]  # no job was created

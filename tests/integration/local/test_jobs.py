@@ -325,3 +325,20 @@ def test_succeeded_with_warnings_says_how_many_files_were_not_processed(store):
     assert state == "succeeded" and reason.startswith("succeeded with warnings: 2 input file(s) in 1 shard(s)")
     s1 = next(s for s in job["shards"] if s["id"] == "s1")
     assert s1["warnings"] == 2 and s1["file_reasons"][0] == {"file": "a.dcm", "reason": "no pixel data"}
+
+
+@pytest.mark.parametrize("started", ["staging", "running"])
+def test_cancel_of_a_job_with_no_open_shard_still_ends_it(store, started):
+    """Finding 5: a job with 0 shards stayed ``staging`` after a cancel that answered 200."""
+    job_id = store.create(spec(0))
+    store.transition(job_id, "staging")
+    if started == "running":
+        store.transition(job_id, "running")
+    assert store.cancel(job_id) is True  # the caller finalises: nothing else ever would
+    assert store.get(job_id)["state"] == "finishing"
+    assert final_state(store.get(job_id))[0] == "cancelled"
+
+
+def test_owner_of_a_job_and_of_none(store):
+    job_id = store.create(spec(1, owner="bob"))
+    assert store.owner(job_id) == "bob" and store.owner("j-nope") is None
