@@ -164,6 +164,21 @@ def test_watch_long_polls_with_the_last_version_until_final():
     assert seen[0] == {} and seen[1]["since"] == "1" and seen[2]["since"] == "2" and int(seen[1]["wait"]) > 0
 
 
+def test_watch_waits_what_the_server_asks_between_calls():
+    from radcloud.cli import jobs
+
+    answers = iter([("running", 1000), ("running", 2500), ("succeeded", 2500)])
+    slept = []
+
+    def handler(request):
+        state, after = next(answers)
+        return reply(200, json_body={"id": "j1", "state": state, "version": 1, "poll_after_ms": after,
+                                     "progress": {}})
+
+    jobs.watch_job(_client(handler), "j1", timeout_s=60, show=False, sleep=slept.append)
+    assert len(slept) == 2 and 0.8 <= slept[0] <= 1.2 and 2.0 <= slept[1] <= 3.0
+
+
 @pytest.mark.parametrize("state, code", [("succeeded", None), ("partial", common.NOT_SUCCEEDED),
                                          ("failed", common.NOT_SUCCEEDED), ("running", common.TIMEOUT)])
 def test_watch_exit_codes(state, code):
