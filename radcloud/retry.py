@@ -7,15 +7,19 @@ or gateway in front of it may. Every radcloud client that calls OpenWhisk or
 the web actions (the CLI, actions invoking actions, the test harness) uses
 :func:`session`, so they all back off the same way:
 
+Only OpenWhisk's own refusals are retried. An answer an activation gave
+carries the ``x-openwhisk-activation-id`` header: a 429 or 503 with it is
+the action's decision (the login lockout, "the job store is unreachable")
+and is returned at once, for the caller to show.
+
 * **OpenWhisk's 429 is retried for every method**, POST included: OpenWhisk
-  refuses it before an activation exists (entitlement check), so nothing was
-  done and sending it again cannot do anything twice. Such an answer carries
-  no ``x-openwhisk-activation-id`` header; a 429 that does was the action's
-  own decision (the login lockout) and is returned at once;
-* **503, 502 and read errors** only for idempotent methods (GET, HEAD, PUT,
-  DELETE, OPTIONS), unless the caller says the POST is idempotent: a 503 can
-  come from inside an action that may already have written something;
+  refuses it in the entitlement check, before an activation exists, so
+  nothing was done and sending it again cannot do anything twice;
+* **OpenWhisk's 503** (overloaded) and read errors only for idempotent
+  methods (GET, HEAD, PUT, DELETE, OPTIONS), or for POSTs the caller says are
+  idempotent: a proxy in front of OpenWhisk may answer 503 after forwarding;
 * connection errors (the request never left) for every method, a few times;
+  502 never (an action crashed: that is its answer);
 * the wait honours ``Retry-After`` when present, otherwise exponential
   backoff with jitter, and every wait is cut to what is left of the budget:
   after ``budget_s`` seconds the last answer is returned as it is (the caller
@@ -38,7 +42,7 @@ from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 NOT_ACCEPTED = 429  # refused before anything ran: safe to resend any method
-OVERLOADED = frozenset({502, 503})  # may come from inside an action: idempotent methods only
+OVERLOADED = frozenset({503})  # may follow a forwarded request: idempotent methods only
 ACTIVATION_HEADER = "x-openwhisk-activation-id"  # set on every answer an activation gave
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
@@ -72,9 +76,9 @@ class BudgetRetry(Retry):
 
     def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
                   error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> "BudgetRetry":
-        if response is not None and response.status == NOT_ACCEPTED and response.headers.get(ACTIVATION_HEADER):
-            # The action itself answered 429 (e.g. a login lockout): that is its answer, not a busy namespace.
-            raise MaxRetryError(_pool, url, ResponseError("429 from the action"))  # type: ignore[arg-type]
+        if response is not None and response.headers.get(ACTIVATION_HEADER):
+            # An activation answered (e.g. the login lockout's 429): its answer, not a busy namespace.
+            raise MaxRetryError(_pool, url, ResponseError(f"{response.status} from the action"))  # type: ignore[arg-type]
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def is_exhausted(self) -> bool:
@@ -93,7 +97,8 @@ class BudgetRetry(Retry):
 
 def policy(*, budget_s: float = 60.0, idempotent_post: bool = False, connect: int = 3,
            clock: Callable[[], float] = time.monotonic) -> BudgetRetry:
-    """The retry policy: 429 always; 502/503/read errors for idempotent methods; ``budget_s`` in all."""
+    """The retry policy: OpenWhisk's 429 always; its 503 and read errors for idempotent methods;
+    ``budget_s`` in all."""
     methods: Collection[str] = IDEMPOTENT | ({"POST"} if idempotent_post else set())
     return BudgetRetry(budget_s=budget_s, clock=clock, total=None, connect=connect, read=2, redirect=0,
                        status=None, other=0, allowed_methods=frozenset(methods),

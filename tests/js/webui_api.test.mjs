@@ -50,13 +50,21 @@ test('Retry-After is honoured', async () => {
   assert.deepEqual(slept, [3000])
 })
 
-test('a 503 is retried for a GET but not for a POST (it may come from inside the action)', async () => {
-  const down = () => json(503, { error: { code: 'unavailable', message: 'the job store (Redis) is unreachable' } })
-  const get = load([down(), json(200, { ok: 1 })])
+test("OpenWhisk's 503 is retried for a GET but not for a POST (it may follow a forwarded request)", async () => {
+  const over = () => json(503, { error: 'System is overloaded, try again later.', code: 'tx' })
+  const get = load([over(), json(200, { ok: 1 })])
   assert.deepEqual(await get.RC.api('status', { method: 'GET' }), { ok: 1 })
-  const post = load([down(), json(200, { ok: 1 })])
-  await assert.rejects(post.RC.api('dispatch', { body: {} }), e => e.status === 503 && /job store/.test(e.message))
+  const post = load([over(), json(200, { ok: 1 })])
+  await assert.rejects(post.RC.api('dispatch', { body: {} }), e => e.status === 503 && /overloaded/.test(e.message))
   assert.equal(post.calls.length, 1)
+})
+
+test("an action's own 503 is its answer, shown as it is", async () => {
+  const down = json(503, { error: { code: 'unavailable', message: 'the job store (Redis) is unreachable' } },
+    { 'x-openwhisk-activation-id': 'b'.repeat(32) })
+  const { RC, calls } = load([down])
+  await assert.rejects(RC.api('status', { method: 'GET' }), e => e.status === 503 && /job store/.test(e.message))
+  assert.equal(calls.length, 1)
 })
 
 test("an action's own 429 (the login lockout) is its answer, not a busy namespace", async () => {

@@ -43,9 +43,10 @@
 
   /* A busy OpenWhisk namespace answers 429 (at its concurrency limit) or 503 (overloaded):
    * wait and ask again instead of failing. OpenWhisk refuses a 429 before anything runs, so
-   * every method may be resent; a 503 may come from inside an action, so only GET, HEAD, PUT
-   * and DELETE are resent on it. A 429 the action gave itself (it carries the activation id
-   * header, e.g. the login lockout) is its answer. Waits: Retry-After when the answer has one,
+   * every method may be resent; a 503 may follow a forwarded request, so only GET, HEAD, PUT
+   * and DELETE are resent on it. What an action answered itself carries the activation id
+   * header (the login lockout's 429, "job store unreachable" 503): that is its answer, shown
+   * as it is. Waits: Retry-After when the answer has one,
    * else exponential backoff with full jitter; busyBudgetMs in all, then the answer stands.
    * (No retry library: the UI has no build step; docs/api.md gives the same rules.) */
   const retry = {
@@ -61,8 +62,8 @@
     },
   };
   function busy(method, resp) {
-    if (resp.status === 429) return !resp.headers.get("x-openwhisk-activation-id");
-    return resp.status === 503 && ["GET", "HEAD", "PUT", "DELETE"].includes(method);
+    if (resp.headers.get("x-openwhisk-activation-id")) return false;  // an action's own answer
+    return resp.status === 429 || (resp.status === 503 && ["GET", "HEAD", "PUT", "DELETE"].includes(method));
   }
   function retryAfterMs(resp) {
     const h = resp.headers.get("retry-after");
