@@ -7,12 +7,18 @@ modules preloaded) and deploys deploy/manifest.yaml the same way, plus one
 ``plugin-<name>`` action per fixture plugin in ``plugins_dir`` (derived from
 its descriptor like the manifest's own). Shared by tests/e2e/test_job_flow.py,
 test_pfcon_flow.py and tests/reliability/rcworld.py.
+
+Every call goes through radcloud's own HTTP client (:mod:`radcloud.retry`),
+so a namespace at its concurrency limit (OpenWhisk's 429) is waited out as a
+real client would, never turned into a failed test; watching a job follows
+the status answer's ``poll_after_ms`` like the CLI and the web UI do.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import random
 import secrets
 import time
 from pathlib import Path
@@ -23,6 +29,9 @@ import pydicom
 import requests
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+FINAL = ("succeeded", "failed", "partial", "cancelled")
+BUSY_BUDGET_S = 180.0  # a saturated namespace frees slots within seconds; a test waits this long at most
 
 # Outside /tmp on purpose: localwhisk gives each action a private /tmp.
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"  # dcm2png and copy are symlinks
@@ -62,7 +71,11 @@ class JobWorld:
     """A running stack + localwhisk with radcloud deployed."""
 
     def __init__(self, tmp: Path, stack: Any, endpoints: Any, whisk: Any, redis: Any) -> None:
+        from radcloud import retry
+
         self.tmp, self.stack, self.endpoints, self.whisk, self.redis = tmp, stack, endpoints, whisk, redis
+        self.http = retry.session(budget_s=BUSY_BUDGET_S, pool=64)
+        self.http.trust_env = False
 
     @classmethod
     def up(cls, tmp: Path, *, shard_timeout_s: int = 30, plugins_dir: Path = PLUGINS_DIR) -> "JobWorld":
@@ -124,9 +137,14 @@ class JobWorld:
 
     # -- actions -----------------------------------------------------------------------
     def call(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
-        status, body = self.whisk.invoke(f"radcloud/{action}", params)
-        if status not in (200, 502):
-            raise RuntimeError(f"{action} answered {status}: {body}")
+        """Invoke ``radcloud/<action>`` blocking, as the namespace's key; the result (or its error)."""
+        user, _, key = self.whisk.auth.partition(":")
+        resp = self.http.post(f"{self.whisk.api_host}/api/v1/namespaces/_/actions/radcloud/{action}",
+                              params={"blocking": "true", "result": "true"}, json=params, auth=(user, key),
+                              timeout=(10, 75))
+        body = resp.json() if resp.content else None
+        if resp.status_code not in (200, 502):
+            raise RuntimeError(f"{action} answered {resp.status_code}: {body}")
         return body
 
     def stage(self, study: str, timeout_s: float = 60) -> str:
@@ -141,12 +159,19 @@ class JobWorld:
             time.sleep(0.2)
         raise TimeoutError(f"retrieve {rid} did not finish")
 
-    def wait_final(self, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
-        """Long-poll status until the job is final (each call wakes on the next change)."""
+    def wait_state(self, job_id: str, states: tuple[str, ...], timeout_s: float = 30) -> dict[str, Any]:
+        """Watch the job as the CLI does: offer to long-poll, wait ``poll_after_ms`` between calls."""
         deadline = time.monotonic() + timeout_s
         job = self.call("status", {"job_id": job_id})
-        while job.get("state") not in ("succeeded", "failed", "partial", "cancelled"):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job.get('state')}")
+        while job.get("state") not in states and time.monotonic() < deadline:
+            time.sleep(min(max(0.0, deadline - time.monotonic()),
+                           float(job.get("poll_after_ms") or 0) / 1000 * random.uniform(0.8, 1.2)))
             job = self.call("status", {"job_id": job_id, "wait": 10, "since": job["version"]})
+        return job
+
+    def wait_final(self, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+        """Watch the job until it is final; TimeoutError naming its state if it is not in time."""
+        job = self.wait_state(job_id, FINAL, timeout_s)
+        if job.get("state") not in FINAL:
+            raise TimeoutError(f"job {job_id} still {job.get('state')}")
         return job
