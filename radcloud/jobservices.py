@@ -35,7 +35,7 @@ class JobServices:
     shard_timeout_s: int = 300
     presign_ttl_s: int = 900
     deid_secret: Any = None   # Settings.deid_secret (dispatch checks it is set; shards pass it on)
-    watch_slots: int = 2      # status long-polls allowed to block at once (radcloud.jobwatch)
+    watch_slots: int = 1      # status long-polls allowed to block at once (radcloud.jobwatch)
     watch_rate: float = 20.0  # status calls per second budgeted for polling watchers
 
     @property
@@ -76,7 +76,10 @@ class JobServices:
         if need_invoker or (settings.ow_api_host and settings.ow_api_key):
             from radcloud.openwhisk import OpenWhisk
 
-            invoker = OpenWhisk.from_settings(settings)
+            from radcloud.jobwatch import WatchBudget
+
+            # Invokes refused as busy slow the watchers down (radcloud.jobwatch: compute first).
+            invoker = OpenWhisk.from_settings(settings, on_busy=WatchBudget(redis).mark_busy)
         return cls(jobs=jobs, cache=ResultCache(redis, jobs), store=store, registry=Registry(),
                    staging=ManifestStaging(store, redis), invoker=invoker,
                    results=Results(store, redis, jobs), push=pacs_pusher(settings, store),

@@ -6,7 +6,7 @@ long-poll that blocks for its whole wait holds one of those slots, so 30
 people watching jobs would leave no slot for any shard. Two rules keep
 watchers' share small, whatever their number (docs/jobs.md):
 
-* **Long-polls are leased.** At most ``slots`` status calls per namespace
+* **Long-polls are leased.** At most ``slots`` (default 1) status calls per namespace
   block at once (a Redis sorted set of leases, each expiring on its own so an
   activation killed mid-wait cannot keep one), each for at most
   ``hold_s``. A call that gets no lease answers at once.
@@ -18,8 +18,15 @@ watchers' share small, whatever their number (docs/jobs.md):
   the default 20/s poll every 2.5 s; one watcher, every second (or at once
   with a lease, waking within milliseconds of a change).
 
+* **Compute first.** When radcloud's own invokes (shards, finalisers) were
+  refused as busy in the last ``BUSY_S`` seconds (:meth:`WatchBudget.mark_busy`,
+  called by the OpenWhisk client on every 429/503 it retries), no lease is
+  given and every watcher is told to come back in ``POLL_MAX_S``: while
+  shards queue for slots, a status call is an activation they wait behind.
+
 Watchers then hold about ``slots + rate × (time one status call takes)``
-slots: 2 leases plus well under one slot of short calls here.
+slots: 2 leases plus well under one slot of short calls here, and almost
+none while the namespace is full.
 
 :func:`unstick` is the "never stuck" check (fail shards that can no longer
 report, replace a dead finaliser); the status action and the pfcon status
@@ -36,9 +43,10 @@ from typing import Any
 from radcloud.jobs import FINAL_STATES
 
 HOLD_S = 20.0           # a leased long-poll blocks at most this long
-RECHECK_S = 5.0         # ... in slices, so a shard that dies meanwhile is noticed
+RECHECK_S = 2.0         # ... in slices, so a dead shard or a busy namespace is noticed
 ACTIVATION_CHECK_MS = 2000
 POLL_MIN_S, POLL_MAX_S = 1.0, 15.0
+BUSY_S = 10  # how long a refused invoke keeps watchers slow
 
 _LEASE_LUA = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -52,17 +60,26 @@ return 1
 class WatchBudget:
     """Long-poll leases and the adaptive poll interval of one namespace, kept in Redis."""
 
-    def __init__(self, redis: Any, *, slots: int = 2, rate: float = 20.0, hold_s: float = HOLD_S,
+    def __init__(self, redis: Any, *, slots: int = 1, rate: float = 20.0, hold_s: float = HOLD_S,
                  prefix: str = "radcloud", clock: Callable[[], float] = time.time) -> None:
         self.r, self.slots, self.rate, self.hold_s = redis, slots, max(rate, 0.1), hold_s
         self.clock = clock
         self._leases, self._calls, self._interval = (f"{prefix}:watch:leases", f"{prefix}:watch:calls",
                                                       f"{prefix}:watch:interval")
+        self._busy = f"{prefix}:watch:busy"
         self._lease_lua = redis.register_script(_LEASE_LUA)
 
+    def mark_busy(self, status: int = 429) -> None:
+        """OpenWhisk refused one of radcloud's own invokes: slow watchers down for ``BUSY_S``."""
+        self.r.set(self._busy, status, ex=BUSY_S)
+
+    def busy(self) -> bool:
+        return bool(self.r.exists(self._busy))
+
     def lease(self) -> str | None:
-        """A long-poll lease (release it when done), or None when all ``slots`` are taken."""
-        if self.slots <= 0:
+        """A long-poll lease (release it when done), or None when all ``slots`` are taken
+        or shards are waiting for slots."""
+        if self.slots <= 0 or self.busy():
             return None
         now, token = self.clock(), uuid.uuid4().hex
         # A lease outlives its hold by a margin, then expires by itself.
@@ -83,7 +100,10 @@ class WatchBudget:
         pipe = self.r.pipeline(transaction=False)
         pipe.incr(f"{self._calls}:{s}").expire(f"{self._calls}:{s}", 5)
         pipe.get(f"{self._calls}:{s - 1}").get(f"{self._interval}:{s - 1}").get(f"{self._interval}:{s}")
-        _, _, calls, told, now = pipe.execute()
+        pipe.exists(self._busy)
+        _, _, calls, told, now, busy = pipe.execute()
+        if busy:
+            return POLL_MAX_S
         if now is not None:
             return float(now)
         watchers = int(calls or 0) * float(told or POLL_MIN_S)
@@ -132,6 +152,8 @@ def watch(services: Any, budget: WatchBudget, job_id: str, *, since: int | None,
                     left = deadline - time.monotonic()
                     job = jobs.wait(job_id, since, min(RECHECK_S, max(0.0, left)))
                     if job["version"] > since or job["state"] in FINAL_STATES or left <= RECHECK_S:
+                        break
+                    if budget.busy():  # shards wait for slots: give this one back now
                         break
                     unstick(jobs, job_id, activation=activation, finaliser=services.finaliser)
             finally:

@@ -9,6 +9,9 @@ fan-out is non-blocking invokes whose activation ids are recorded, and the
 from __future__ import annotations
 
 import logging
+import os
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
@@ -19,7 +22,8 @@ from radcloud.settings import Settings
 
 log = logging.getLogger(__name__)
 
-BUSY_BUDGET_S = 20.0  # inside an action of 60 s or more, with fan-out to do after
+BUSY_BUDGET_S = 20.0  # at most; inside an action, no more than its deadline leaves (busy_budget_s)
+DEADLINE_MARGIN_S = 10.0  # left to the action to record what it did after its last invoke
 
 
 class OpenWhisk:
@@ -27,7 +31,7 @@ class OpenWhisk:
 
     def __init__(self, api_host: str, api_key: str, namespace: str = "_", *,
                  session: requests.Session | None = None, timeout_s: float = 70.0,
-                 busy_budget_s: float = BUSY_BUDGET_S) -> None:
+                 busy_budget_s: float = BUSY_BUDGET_S, on_busy: Callable[[int], None] | None = None) -> None:
         if not api_host or not api_key:
             raise ConfigError("OpenWhisk API host and key are needed to invoke actions "
                               "(ow_api_host/ow_api_key, or __OW_API_HOST/__OW_API_KEY)")
@@ -37,13 +41,15 @@ class OpenWhisk:
         # Invokes are POSTs: retried on 429 (refused before an activation
         # exists), and on 503 only because a second run of a shard or
         # finaliser is refused by the job's state machine (radcloud.jobs).
-        self.session = session or retry.session(budget_s=busy_budget_s, idempotent_post=True)
+        self.session = session or retry.session(budget_s=busy_budget_s, idempotent_post=True, on_busy=on_busy)
         self.session.auth = (user, password)
         self.timeout_s, self.busy_budget_s = timeout_s, busy_budget_s
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "OpenWhisk":
-        return cls(settings.ow_api_host, settings.ow_api_key.reveal(), settings.ow_namespace)
+    def from_settings(cls, settings: Settings, environ: Mapping[str, str] = os.environ,
+                      on_busy: Callable[[int], None] | None = None) -> "OpenWhisk":
+        return cls(settings.ow_api_host, settings.ow_api_key.reveal(), settings.ow_namespace,
+                   busy_budget_s=busy_budget_s(environ), on_busy=on_busy)
 
     def invoke(self, action: str, params: dict[str, Any], *, blocking: bool = False,
                result: bool = False) -> dict[str, Any]:
@@ -90,3 +96,16 @@ def _error_text(resp: requests.Response) -> str:
     except ValueError:
         return resp.text[:200]
     return str(body.get("error") if isinstance(body, dict) else body)[:200]
+
+
+def busy_budget_s(environ: Mapping[str, str] = os.environ, now: Callable[[], float] = time.time) -> float:
+    """How long an invoke may wait out a busy namespace: ``BUSY_BUDGET_S``, cut to what
+    this activation's ``__OW_DEADLINE`` (epoch ms) leaves, less a margin.
+
+    Not longer: the invoking action holds a container and a slot while it
+    waits, and those may be what the refused invoke is waiting for.
+    """
+    deadline = environ.get("__OW_DEADLINE")
+    if not deadline:
+        return BUSY_BUDGET_S
+    return max(1.0, min(BUSY_BUDGET_S, float(deadline) / 1000.0 - now() - DEADLINE_MARGIN_S))

@@ -56,13 +56,15 @@ class BudgetRetry(Retry):
     """
 
     def __init__(self, *, budget_s: float = 60.0, deadline: float | None = None,
-                 clock: Callable[[], float] = time.monotonic, **kw: Any) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_busy: Callable[[int], None] | None = None, **kw: Any) -> None:
         super().__init__(**kw)
-        self.budget_s, self.deadline, self.clock = budget_s, deadline, clock
+        self.budget_s, self.deadline, self.clock, self.on_busy = budget_s, deadline, clock, on_busy
 
     def new(self, **kw: Any) -> "BudgetRetry":
         kw.setdefault("budget_s", self.budget_s)
         kw.setdefault("clock", self.clock)
+        kw.setdefault("on_busy", self.on_busy)
         kw.setdefault("deadline", self.deadline if self.deadline is not None else self.clock() + self.budget_s)
         return super().new(**kw)
 
@@ -79,6 +81,11 @@ class BudgetRetry(Retry):
         if response is not None and response.headers.get(ACTIVATION_HEADER):
             # An activation answered (e.g. the login lockout's 429): its answer, not a busy namespace.
             raise MaxRetryError(_pool, url, ResponseError(f"{response.status} from the action"))  # type: ignore[arg-type]
+        if response is not None and self.on_busy is not None:
+            try:
+                self.on_busy(response.status)  # a notification: its failure must not fail the call
+            except Exception:  # noqa: BLE001
+                pass
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def is_exhausted(self) -> bool:
@@ -96,21 +103,27 @@ class BudgetRetry(Retry):
 
 
 def policy(*, budget_s: float = 60.0, idempotent_post: bool = False, connect: int = 3,
-           clock: Callable[[], float] = time.monotonic) -> BudgetRetry:
+           clock: Callable[[], float] = time.monotonic,
+           on_busy: Callable[[int], None] | None = None) -> BudgetRetry:
     """The retry policy: OpenWhisk's 429 always; its 503 and read errors for idempotent methods;
     ``budget_s`` in all."""
     methods: Collection[str] = IDEMPOTENT | ({"POST"} if idempotent_post else set())
-    return BudgetRetry(budget_s=budget_s, clock=clock, total=None, connect=connect, read=2, redirect=0,
+    return BudgetRetry(budget_s=budget_s, clock=clock, on_busy=on_busy, total=None, connect=connect, read=2, redirect=0,
                        status=None, other=0, allowed_methods=frozenset(methods),
                        status_forcelist=OVERLOADED, backoff_factor=0.25, backoff_max=8.0,
                        backoff_jitter=0.5, raise_on_status=False, raise_on_redirect=False,
                        respect_retry_after_header=True, retry_after_max=int(budget_s) + 1)
 
 
-def session(*, budget_s: float = 60.0, idempotent_post: bool = False, pool: int = 10) -> requests.Session:
-    """A ``requests.Session`` whose HTTP and HTTPS calls follow :func:`policy`."""
+def session(*, budget_s: float = 60.0, idempotent_post: bool = False, pool: int = 10,
+            on_busy: Callable[[int], None] | None = None) -> requests.Session:
+    """A ``requests.Session`` whose HTTP and HTTPS calls follow :func:`policy`.
+
+    ``on_busy(status)`` is told of every busy answer retried (radcloud.jobwatch
+    uses it to slow watchers down while shards wait for slots).
+    """
     s = requests.Session()
-    adapter = HTTPAdapter(max_retries=policy(budget_s=budget_s, idempotent_post=idempotent_post),
+    adapter = HTTPAdapter(max_retries=policy(budget_s=budget_s, idempotent_post=idempotent_post, on_busy=on_busy),
                           pool_connections=pool, pool_maxsize=pool)
     s.mount("http://", adapter)
     s.mount("https://", adapter)

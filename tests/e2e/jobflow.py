@@ -78,7 +78,8 @@ class JobWorld:
         self.http.trust_env = False
 
     @classmethod
-    def up(cls, tmp: Path, *, shard_timeout_s: int = 30, plugins_dir: Path = PLUGINS_DIR) -> "JobWorld":
+    def up(cls, tmp: Path, *, shard_timeout_s: int = 30, plugins_dir: Path = PLUGINS_DIR,
+           max_containers: int | None = None) -> "JobWorld":
         import redis as redis_lib
 
         from localwhisk.testing import Server
@@ -96,7 +97,10 @@ class JobWorld:
         env.update(deploy.local_image_env(env))
         images = tmp / "images.json"
         images.write_text(json.dumps(deploy.local_images(env, plugins_dir=plugins_dir)))
-        whisk = Server(tmp / "whisk", extra_args=["--images-file", str(images)], env=env, max_concurrent=30)
+        extra = ["--images-file", str(images)]
+        if max_containers:  # the invoker's container pool (localwhisk's default: 8)
+            extra += ["--max-containers", str(max_containers)]
+        whisk = Server(tmp / "whisk", extra_args=extra, env=env, max_concurrent=30)
         whisk.start()
         world = cls(tmp, stack, endpoints, whisk,
                     redis_lib.Redis.from_url(endpoints.redis_url.reveal(), decode_responses=True))

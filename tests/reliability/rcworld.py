@@ -35,8 +35,9 @@ class RcWorld(JobWorld):
 
     @classmethod
     def up(cls, tmp: Path, *, shard_timeout_s: int = 30,  # type: ignore[override]
-           plugins_dir: Path = PLUGINS_DIR) -> "RcWorld":
-        world = super().up(tmp, shard_timeout_s=shard_timeout_s, plugins_dir=plugins_dir)
+           plugins_dir: Path = PLUGINS_DIR, max_containers: int | None = None) -> "RcWorld":
+        world = super().up(tmp, shard_timeout_s=shard_timeout_s, plugins_dir=plugins_dir,
+                           max_containers=max_containers)
         world.__class__ = cls
         world.add_users()
         return world

@@ -90,3 +90,12 @@ def test_watch_releases_its_lease_when_done(redis_client):
     budget = services.watch_budget()
     watch(services, budget, job_id, since=1, wait_s=0.3)  # times out holding the lease...
     assert budget.lease() is not None  # ...and gives it back
+
+
+def test_while_shards_wait_for_slots_watchers_get_no_lease_and_the_longest_interval(redis_client):
+    clock = Clock()
+    budget = WatchBudget(redis_client, slots=2, clock=clock)
+    budget.mark_busy(429)  # an invoke of a shard was refused
+    assert budget.lease() is None and budget.poll_after_s() == POLL_MAX_S
+    redis_client.delete("radcloud:watch:busy")  # BUSY_S later
+    assert budget.lease() is not None and budget.poll_after_s() == POLL_MIN_S

@@ -90,3 +90,15 @@ def test_what_an_action_answered_itself_is_its_answer_not_a_busy_namespace(metho
     assert policy().increment(method, "/x", response=answer(status)) is not None
     with pytest.raises(MaxRetryError):  # the login lockout's 429, "job store unreachable" 503
         policy().increment(method, "/x", response=answer(status, **{"x-openwhisk-activation-id": "a" * 32}))
+
+
+def test_every_busy_answer_retried_is_told_and_a_failing_listener_changes_nothing():
+    seen = []
+    retry = policy(on_busy=seen.append).increment("POST", "/x", response=answer(429))
+    retry.increment("GET", "/x", response=answer(503))
+    assert seen == [429, 503]
+
+    def broken(status):
+        raise RuntimeError("redis down")
+
+    assert policy(on_busy=broken).increment("POST", "/x", response=answer(429)) is not None
