@@ -18,7 +18,7 @@ concurrency limit):
    concurrent query clients: requests, failures, throughput, p50/p99,
    memory of localwhisk and its containers (start / warm / end).
 
-    .venv/bin/python bench/load_bench.py [--jobs 20] [--watchers 50] [--rounds 1]
+    .venv/bin/python bench/load_bench.py [--jobs 20] [--watchers 50] [--rounds 1] [--containers N]
                                          [--clients 50] [--seconds 30] [--slots 100]
 
 Exit status 0 when every job succeeded, no answer was lost, the ratio is
@@ -86,12 +86,15 @@ def main() -> int:
     ap.add_argument("--watchers", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=1, help="baseline/watched pairs, run ABBA")
     ap.add_argument("--job-slots", type=int, default=30)
+    ap.add_argument("--containers", type=int, default=None,
+                    help="localwhisk's container pool (the invoker's memory; localwhisk's default is 8)")
+    ap.add_argument("--prewarm", type=int, default=None, help="localwhisk's stem cells per kind (default 1)")
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=30.0, help="query load length; 0 skips it")
     ap.add_argument("--slots", type=int, default=100)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="radcloud-load-") as tmp:
-        world = RcWorld.up(Path(tmp))
+        world = RcWorld.up(Path(tmp), max_containers=a.containers, prewarm=a.prewarm)
         try:
             study, _series = world.seed_patient("Load^Bench", "LOADB0001", "19900101", [2, 2])
             rid = world.stage(study)

@@ -24,6 +24,9 @@ watchers' share small, whatever their number (docs/jobs.md):
   given and every watcher is told to come back in ``POLL_MAX_S``: while
   shards queue for slots, a status call is an activation they wait behind.
 
+* **A job whose shards wait to start is asked about less**: at least every
+  ``WAITING_POLL_S`` (5 s) while any of its shards is pending or invoked.
+
 Watchers then hold about ``slots + rate × (time one status call takes)``
 slots: 2 leases plus well under one slot of short calls here, and almost
 none while the namespace is full.
@@ -47,6 +50,7 @@ RECHECK_S = 2.0         # ... in slices, so a dead shard or a busy namespace is 
 ACTIVATION_CHECK_MS = 2000
 POLL_MIN_S, POLL_MAX_S = 1.0, 15.0
 BUSY_S = 10  # how long a refused invoke keeps watchers slow
+WAITING_POLL_S = 5.0  # at least this while the watched job has shards waiting to start
 
 _LEASE_LUA = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -158,4 +162,9 @@ def watch(services: Any, budget: WatchBudget, job_id: str, *, since: int | None,
                     unstick(jobs, job_id, activation=activation, finaliser=services.finaliser)
             finally:
                 budget.release(token)
-    return {**job, "poll_after_ms": int(budget.poll_after_s() * 1000)}
+    interval = budget.poll_after_s()
+    if any(s.get("state") in ("pending", "invoked") for s in job.get("shards") or []):
+        # Its shards wait for a container: asking again soon shows nothing new and
+        # is one more activation they would queue behind.
+        interval = max(interval, WAITING_POLL_S)
+    return {**job, "poll_after_ms": int(interval * 1000)}

@@ -74,12 +74,13 @@ class JobWorld:
         from radcloud import retry
 
         self.tmp, self.stack, self.endpoints, self.whisk, self.redis = tmp, stack, endpoints, whisk, redis
-        self.http = retry.session(budget_s=BUSY_BUDGET_S, pool=64)
+        self.busy_answers = 0  # 429/503 the client waited out (a figure of the load tier)
+        self.http = retry.session(budget_s=BUSY_BUDGET_S, pool=64, on_busy=self._count_busy)
         self.http.trust_env = False
 
     @classmethod
     def up(cls, tmp: Path, *, shard_timeout_s: int = 30, plugins_dir: Path = PLUGINS_DIR,
-           max_containers: int | None = None) -> "JobWorld":
+           max_containers: int | None = None, prewarm: int | None = None) -> "JobWorld":
         import redis as redis_lib
 
         from localwhisk.testing import Server
@@ -100,6 +101,8 @@ class JobWorld:
         extra = ["--images-file", str(images)]
         if max_containers:  # the invoker's container pool (localwhisk's default: 8)
             extra += ["--max-containers", str(max_containers)]
+        if prewarm:  # stem cells per kind of process (localwhisk's default: 1)
+            extra += ["--prewarm", str(prewarm)]
         whisk = Server(tmp / "whisk", extra_args=extra, env=env, max_concurrent=30)
         whisk.start()
         world = cls(tmp, stack, endpoints, whisk,
@@ -107,6 +110,9 @@ class JobWorld:
         world.env, world.plugins_dir = env, plugins_dir
         world.deploy()
         return world
+
+    def _count_busy(self, status: int) -> None:
+        self.busy_answers += 1
 
     def deploy(self) -> None:
         """Deploy (again, e.g. after changing ``self.env``) as ``radcloud deploy --local`` does."""

@@ -121,6 +121,7 @@ def job_load(world: Any, rid: str, *, jobs: int = 20, plugin: str = "copy", para
     jobs within seconds, so they run concurrently.
     """
     watchers = jobs if watchers is None else watchers
+    busy0 = world.busy_answers
     t0 = time.monotonic()
     rss0 = tree_rss_mb(world.whisk.proc.pid)
     ids: list[str] = []
@@ -183,7 +184,8 @@ def job_load(world: Any, rid: str, *, jobs: int = 20, plugin: str = "copy", para
               if s.get("started_at") and j.get("created_at")]
     return {"jobs": jobs, "watchers": watchers, "dispatched": len(ids),
             "final": sum(j["state"] in FINAL for j in finals.values()), "states": states,
-            "lost_answers": len(lost), "status_calls": calls[0], "errors": errors[:10],
+            "lost_answers": len(lost), "status_calls": calls[0], "busy_retried": world.busy_answers - busy0,
+            "errors": errors[:10],
             "dispatch_s": round(dispatched, 2), "wall_s": round(wall, 1),
             "job_p50_s": round(percentile(durations, 50), 2) if durations else None,
             "job_p99_s": round(percentile(durations, 99), 2) if durations else None,
@@ -195,7 +197,12 @@ def job_load(world: Any, rid: str, *, jobs: int = 20, plugin: str = "copy", para
 
 
 def _watch_web(world: Any, job_id: str, timeout_s: float, calls: list[int], lock: threading.Lock) -> dict:
-    """Follow a job through the status web action as the web UI does; the final answer."""
+    """Follow a job through the status web action as the web UI does; the final answer.
+
+    Each watcher opens its page within 2 s of the job's start (independent
+    people, not threads released at the same instant).
+    """
+    time.sleep(random.uniform(0, 2.0))
     deadline = time.monotonic() + timeout_s
     job: dict[str, Any] = {}
     query = ""

@@ -35,9 +35,10 @@ class RcWorld(JobWorld):
 
     @classmethod
     def up(cls, tmp: Path, *, shard_timeout_s: int = 30,  # type: ignore[override]
-           plugins_dir: Path = PLUGINS_DIR, max_containers: int | None = None) -> "RcWorld":
+           plugins_dir: Path = PLUGINS_DIR, max_containers: int | None = None,
+           prewarm: int | None = None) -> "RcWorld":
         world = super().up(tmp, shard_timeout_s=shard_timeout_s, plugins_dir=plugins_dir,
-                           max_containers=max_containers)
+                           max_containers=max_containers, prewarm=prewarm)
         world.__class__ = cls
         world.add_users()
         return world

@@ -80,7 +80,10 @@ def test_watch_without_a_free_lease_answers_at_once(redis_client):
     held = budget.lease()  # another watcher holds the only slot
     t0 = time.monotonic()
     job = watch(services, budget, job_id, since=1, wait_s=10)
-    assert time.monotonic() - t0 < 0.5 and job["version"] == 1 and job["poll_after_ms"] >= 1000
+    assert time.monotonic() - t0 < 0.5 and job["version"] == 1
+    assert job["poll_after_ms"] == 5000  # its shard waits to start: ask less often meanwhile
+    services.jobs.shard_started(job_id, "s0")
+    assert watch(services, budget, job_id, since=None, wait_s=0)["poll_after_ms"] < 5000
     budget.release(held)
 
 
