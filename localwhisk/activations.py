@@ -136,7 +136,8 @@ class Invoker:
         with self._lock:
             count = self._in_flight.get(caller_ns, 0)
             if count >= self.max_concurrent:
-                raise too_many(count + 1, self.max_concurrent)
+                # OpenWhisk's ConcurrentRateLimit reports the count in flight, not count + 1.
+                raise too_many(count, self.max_concurrent)
             self._in_flight[caller_ns] = count + 1
         aid = new_id()
         submitted = self._clock()

@@ -35,6 +35,8 @@ class JobServices:
     shard_timeout_s: int = 300
     presign_ttl_s: int = 900
     deid_secret: Any = None   # Settings.deid_secret (dispatch checks it is set; shards pass it on)
+    watch_slots: int = 1      # status long-polls allowed to block at once (radcloud.jobwatch)
+    watch_rate: float = 20.0  # status calls per second budgeted for polling watchers
 
     @property
     def finaliser(self) -> Any:
@@ -48,6 +50,12 @@ class JobServices:
         return Dispatcher(self.jobs, self.cache, self.registry, self.staging, self.invoker,
                           package=self.package, shard_timeout_s=self.shard_timeout_s,
                           finaliser=self.finaliser, deid_secret=self.deid_secret)
+
+    def watch_budget(self) -> Any:
+        from radcloud.jobwatch import WatchBudget
+
+        return WatchBudget(self.jobs.r, slots=self.watch_slots, rate=self.watch_rate,
+                           prefix=getattr(self.jobs, "prefix", "radcloud"))
 
     def activation(self, activation_id: str) -> dict[str, Any] | None:
         return self.invoker.activation(activation_id) if self.invoker is not None else None
@@ -68,12 +76,16 @@ class JobServices:
         if need_invoker or (settings.ow_api_host and settings.ow_api_key):
             from radcloud.openwhisk import OpenWhisk
 
-            invoker = OpenWhisk.from_settings(settings)
+            from radcloud.jobwatch import WatchBudget
+
+            # Invokes refused as busy slow the watchers down (radcloud.jobwatch: compute first).
+            invoker = OpenWhisk.from_settings(settings, on_busy=WatchBudget(redis).mark_busy)
         return cls(jobs=jobs, cache=ResultCache(redis, jobs), store=store, registry=Registry(),
                    staging=ManifestStaging(store, redis), invoker=invoker,
                    results=Results(store, redis, jobs), push=pacs_pusher(settings, store),
                    package=settings.ow_package, shard_timeout_s=settings.shard_timeout_s,
-                   presign_ttl_s=settings.presign_ttl_s, deid_secret=settings.deid_secret)
+                   presign_ttl_s=settings.presign_ttl_s, deid_secret=settings.deid_secret,
+                   watch_slots=settings.watch_slots, watch_rate=settings.watch_rate)
 
 
 @contextlib.contextmanager

@@ -9,60 +9,67 @@ fan-out is non-blocking invokes whose activation ids are recorded, and the
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
 
+from radcloud import retry
 from radcloud.errors import ConfigError, TooManyRequests, UpstreamError
 from radcloud.settings import Settings
 
 log = logging.getLogger(__name__)
+
+BUSY_BUDGET_S = 20.0  # at most; inside an action, no more than its deadline leaves (busy_budget_s)
+DEADLINE_MARGIN_S = 10.0  # left to the action to record what it did after its last invoke
 
 
 class OpenWhisk:
     """Invoke actions and read activations of one namespace."""
 
     def __init__(self, api_host: str, api_key: str, namespace: str = "_", *,
-                 session: requests.Session | None = None, timeout_s: float = 70.0) -> None:
+                 session: requests.Session | None = None, timeout_s: float = 70.0,
+                 busy_budget_s: float = BUSY_BUDGET_S, on_busy: Callable[[int], None] | None = None) -> None:
         if not api_host or not api_key:
             raise ConfigError("OpenWhisk API host and key are needed to invoke actions "
                               "(ow_api_host/ow_api_key, or __OW_API_HOST/__OW_API_KEY)")
         host = api_host if "://" in api_host else f"https://{api_host}"
         self.base = f"{host.rstrip('/')}/api/v1/namespaces/{namespace}"
         user, _, password = api_key.partition(":")
-        self.session = session or requests.Session()
+        # Invokes are POSTs: retried on 429 (refused before an activation
+        # exists), and on 503 only because a second run of a shard or
+        # finaliser is refused by the job's state machine (radcloud.jobs).
+        self.session = session or retry.session(budget_s=busy_budget_s, idempotent_post=True, on_busy=on_busy)
         self.session.auth = (user, password)
-        self.timeout_s = timeout_s
+        self.timeout_s, self.busy_budget_s = timeout_s, busy_budget_s
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "OpenWhisk":
-        return cls(settings.ow_api_host, settings.ow_api_key.reveal(), settings.ow_namespace)
+    def from_settings(cls, settings: Settings, environ: Mapping[str, str] = os.environ,
+                      on_busy: Callable[[int], None] | None = None) -> "OpenWhisk":
+        return cls(settings.ow_api_host, settings.ow_api_key.reveal(), settings.ow_namespace,
+                   busy_budget_s=busy_budget_s(environ), on_busy=on_busy)
 
     def invoke(self, action: str, params: dict[str, Any], *, blocking: bool = False,
-               result: bool = False, retries_429: int = 9) -> dict[str, Any]:
+               result: bool = False) -> dict[str, Any]:
         """Invoke ``pkg/action``. Non-blocking returns ``{"activationId": ...}``.
 
-        A 429 (namespace concurrency cap) is retried with backoff a bounded
-        number of times (about 9 s in all: a burst of jobs holds the slots
-        for seconds, and 1.5 s failed shards of 20 concurrent jobs), then
-        raised as TooManyRequests.
+        A busy namespace (429, or 503) is waited out with backoff and jitter
+        (:mod:`radcloud.retry`) for up to ``busy_budget_s``: a burst of jobs
+        holds the slots for seconds. After that it is TooManyRequests, whose
+        message says what was refused and what to do.
         """
         url = f"{self.base}/actions/{action.strip('/')}"
         query = {"blocking": str(blocking).lower(), "result": str(result).lower()}
-        delay = 0.05
-        for attempt in range(retries_429 + 1):
-            try:
-                resp = self.session.post(url, params=query, json=params, timeout=self.timeout_s)
-            except requests.RequestException as exc:
-                raise UpstreamError(f"OpenWhisk at {self.base} unreachable: {type(exc).__name__}") from None
-            if resp.status_code == 429 and attempt < retries_429:
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            break
-        if resp.status_code == 429:
-            raise TooManyRequests(f"OpenWhisk refused to invoke {action}: too many requests")
+        try:
+            resp = self.session.post(url, params=query, json=params, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise UpstreamError(f"OpenWhisk at {self.base} unreachable: {type(exc).__name__}") from None
+        if resp.status_code in (429, 503):
+            raise TooManyRequests(f"OpenWhisk refused to invoke {action} for {self.busy_budget_s:.0f} s "
+                                  f"(HTTP {resp.status_code}: {_error_text(resp)}); the namespace is at its "
+                                  "concurrency limit: retry later, or raise the namespace's limit")
         if resp.status_code in (200, 202, 502):
             body = resp.json()
             if resp.status_code == 502 and result:
@@ -81,3 +88,24 @@ class OpenWhisk:
         if resp.status_code != 200:
             raise UpstreamError(f"OpenWhisk activation lookup answered {resp.status_code}")
         return resp.json()
+
+
+def _error_text(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    return str(body.get("error") if isinstance(body, dict) else body)[:200]
+
+
+def busy_budget_s(environ: Mapping[str, str] = os.environ, now: Callable[[], float] = time.time) -> float:
+    """How long an invoke may wait out a busy namespace: ``BUSY_BUDGET_S``, cut to what
+    this activation's ``__OW_DEADLINE`` (epoch ms) leaves, less a margin.
+
+    Not longer: the invoking action holds a container and a slot while it
+    waits, and those may be what the refused invoke is waiting for.
+    """
+    deadline = environ.get("__OW_DEADLINE")
+    if not deadline:
+        return BUSY_BUDGET_S
+    return max(1.0, min(BUSY_BUDGET_S, float(deadline) / 1000.0 - now() - DEADLINE_MARGIN_S))

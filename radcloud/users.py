@@ -24,6 +24,7 @@ Layout (all keys under ``radcloud:``)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import re
@@ -43,9 +44,15 @@ API_KEY_PREFIX = "rck_"
 MIN_PASSWORD = 10
 
 _hasher = PasswordHasher()
-# Verified against when the user does not exist, so a login for an unknown
-# name costs the same time as one for a known name (no user enumeration).
-_DUMMY_HASH = _hasher.hash("radcloud-no-such-user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so a login for an unknown
+    name costs the same time as one for a known name (no user enumeration).
+    Made on first use, not at import: an argon2 hash costs ~0.6 s of CPU, and
+    every web action imports this module (a cold start of ``status`` paid it)."""
+    return _hasher.hash("radcloud-no-such-user")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +172,7 @@ class UserStore:
     def verify_password(self, name: str, password: str) -> User | None:
         """The user if the password matches and the account is enabled."""
         raw = self.redis.hget(_user_key(name), "pw_hash") if _NAME_RE.match(name or "") else None
-        stored = _text(raw) if raw else _DUMMY_HASH
+        stored = _text(raw) if raw else _dummy_hash()
         try:
             _hasher.verify(stored, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):

@@ -4,28 +4,25 @@ Web routes (``__ow_path`` after ``status``), or ``op`` + ``job_id`` params
 for direct invocation:
 
 * ``GET /``                      list (``mine``, ``state``, ``limit``)       op=list
-* ``GET /{job}``                 the job; ``wait=N&since=V`` long-polls     op=get
-  until its version exceeds V (Redis XREAD, wakes within milliseconds)
+* ``GET /{job}``                 the job; ``wait=N&since=V`` may long-poll  op=get
+  until its version exceeds V, when one of the namespace's few watch leases
+  is free (radcloud.jobwatch); the answer's ``poll_after_ms`` says when to
+  ask again
 * ``GET /{job}/events``          event history (``after`` = stream id)       op=events
 * ``POST /{job}/cancel``, ``DELETE /{job}``                                  op=cancel
 * ``POST /{job}/retry``          rerun failed shards only                   op=retry
 
 Never stuck: before answering about an unfinished job, shards whose
 deadline passed or whose OpenWhisk activation ended without an outcome are
-failed with the reason, and a finaliser that went silent is replaced.
+failed with the reason, and a finaliser that went silent is replaced
+(radcloud.jobwatch.unstick).
 """
 
-import time
-
-from radcloud import jobview
+from radcloud import jobview, jobwatch
 from radcloud.action import run
 from radcloud.errors import BadRequest
 from radcloud.jobs import FINAL_STATES
 from radcloud.jobservices import JobServices, store_errors
-
-MAX_WAIT_S = 50.0  # under the action's 60 s timeout
-ACTIVATION_CHECK_MS = 2000
-RECHECK_S = 5.0
 
 
 def _route(request):
@@ -59,23 +56,6 @@ def _number(params, name, default, lo, hi, kind=float):
     return value
 
 
-def unstick(services, job_id):
-    """Never stuck: fail shards that cannot report any more; replace a dead finaliser."""
-    jobs = services.jobs
-    job = jobs.get(job_id)
-    if job["state"] in FINAL_STATES:
-        return
-    if job["state"] != "finishing":
-        # Deadlines are checked on every call (no I/O); activation records, one
-        # OpenWhisk GET per open shard, at most every ACTIVATION_CHECK_MS per job.
-        check = services.invoker is not None and jobs.r.set(
-            jobs.key(job_id, "reconciled"), 1, nx=True, px=ACTIVATION_CHECK_MS)
-        if jobs.reconcile(job_id, services.activation if check else None):
-            services.finaliser(job_id)
-    elif jobs.claim_finaliser(job_id):
-        services.finaliser(job_id)
-
-
 def handle(request, settings, principal, services=None):
     with store_errors():
         return _handle(request, settings, principal, services)
@@ -104,20 +84,10 @@ def _handle(request, settings, principal, services):
         shard_ids = jobs.reopen_failed(job_id, settings.shard_timeout_s)
         services.dispatcher().fan_out(job_id, shard_ids)
         return jobview.public(jobs.get(job_id)) | {"retried": shard_ids}
-    unstick(services, job_id)
     wait = _number(params, "wait", 0, 0, 3600)
-    if wait > 0:
-        since = int(_number(params, "since", job["version"], 0, 2**62, int))
-        deadline = time.monotonic() + min(wait, MAX_WAIT_S)
-        while True:
-            # Block in slices so a shard that dies during a long poll is still noticed.
-            job = jobs.wait(job_id, since, min(RECHECK_S, max(0.0, deadline - time.monotonic())))
-            if job["version"] > since or job["state"] in FINAL_STATES or time.monotonic() >= deadline:
-                break
-            unstick(services, job_id)
-    else:
-        job = jobs.get(job_id)
-    return jobview.public(job)
+    since = int(_number(params, "since", job["version"], 0, 2**62, int)) if wait > 0 else None
+    job = jobwatch.watch(services, services.watch_budget(), job_id, since=since, wait_s=wait)
+    return jobview.public(job)  # with poll_after_ms: when to ask again
 
 
 def main(args):

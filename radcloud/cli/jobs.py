@@ -8,6 +8,7 @@ against the result manifest.
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
@@ -22,7 +23,7 @@ from radcloud.cli.client import ApiError, Client
 from radcloud.cli.common import API_OPTION, JSON_OPTION, STATE_OPTION, err, out
 
 JOB_FINAL = ("succeeded", "failed", "partial", "cancelled")
-WAIT_S = 25  # per long-poll; the status action caps it under its 60 s limit
+WAIT_S = 20  # per long-poll, when the server has a watch lease free (radcloud.jobwatch)
 
 plugins_app = typer.Typer(no_args_is_help=True, help="The plugins radcloud can run.")
 
@@ -63,8 +64,13 @@ def run(
     _finish_watch(job, as_json)
 
 
-def watch_job(client: Client, job_id: str, timeout_s: float, *, show: bool = True) -> dict[str, Any]:
-    """Long-poll the job until it is final or ``timeout_s`` passes; a bar of shards done."""
+def watch_job(client: Client, job_id: str, timeout_s: float, *, show: bool = True,
+              sleep: Any = time.sleep) -> dict[str, Any]:
+    """Follow the job until it is final or ``timeout_s`` passes; a bar of shards done.
+
+    Each call offers to long-poll; between calls the CLI waits what the
+    answer's ``poll_after_ms`` says (jittered), so many watchers stay cheap.
+    """
     deadline = time.monotonic() + timeout_s
     job = client.call("status", path=job_id)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -77,8 +83,16 @@ def watch_job(client: Client, job_id: str, timeout_s: float, *, show: bool = Tru
             left = deadline - time.monotonic()
             if job.get("state") in JOB_FINAL or left <= 0:
                 return job
-            wait = max(1, min(WAIT_S, int(left)))
+            pause = min(left, pause_s(job))
+            if pause > 0:
+                sleep(pause)
+            wait = max(1, min(WAIT_S, int(deadline - time.monotonic())))
             job = client.call("status", path=job_id, params={"wait": wait, "since": job.get("version", 0)})
+
+
+def pause_s(answer: dict[str, Any]) -> float:
+    """The server's ``poll_after_ms`` in seconds, jittered ±20% so watchers do not move in step."""
+    return max(0.0, float(answer.get("poll_after_ms") or 0) / 1000 * random.uniform(0.8, 1.2))
 
 
 def _finish_watch(job: dict[str, Any], as_json: bool) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from radcloud import __version__
 from radcloud.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, RadcloudError
+from radcloud.jobwatch import unstick
 from radcloud.pfcon import protocol as P
 
 log = logging.getLogger(__name__)
@@ -289,15 +290,7 @@ class PfconService:
 
     def _fresh(self, job_id: str) -> dict[str, Any]:
         """The job, after failing shards that can no longer report (as the status action does)."""
-        job = self.jobs.get(job_id)
-        if job["state"] in ("succeeded", "failed", "partial", "cancelled"):
-            return job
-        if job["state"] != "finishing":
-            if self.jobs.reconcile(job_id, self.activation) and self.finaliser:
-                self.finaliser(job_id)
-        elif self.jobs.claim_finaliser(job_id) and self.finaliser:
-            self.finaliser(job_id)
-        return self.jobs.get(job_id)
+        return unstick(self.jobs, job_id, activation=self.activation, finaliser=self.finaliser)
 
     def output_files(self, jid: str, job_output_path: str) -> dict[str, Any]:
         """``{job_output_path, rel_file_paths}`` of a finished plugin job."""

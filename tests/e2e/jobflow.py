@@ -7,6 +7,11 @@ modules preloaded) and deploys deploy/manifest.yaml the same way, plus one
 ``plugin-<name>`` action per fixture plugin in ``plugins_dir`` (derived from
 its descriptor like the manifest's own). Shared by tests/e2e/test_job_flow.py,
 test_pfcon_flow.py and tests/reliability/rcworld.py.
+
+Every call goes through radcloud's own HTTP client (:mod:`radcloud.retry`),
+so a namespace at its concurrency limit (OpenWhisk's 429) is waited out as a
+real client would, never turned into a failed test; watching a job follows
+the status answer's ``poll_after_ms`` like the CLI and the web UI do.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import random
 import secrets
 import time
 from pathlib import Path
@@ -25,6 +31,9 @@ import pydicom
 import requests
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+FINAL = ("succeeded", "failed", "partial", "cancelled")
+BUSY_BUDGET_S = 180.0  # a saturated namespace frees slots within seconds; a test waits this long at most
 
 # Outside /tmp on purpose: localwhisk gives each action a private /tmp.
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"  # dcm2png and copy are symlinks
@@ -70,11 +79,17 @@ class JobWorld:
     """A running stack + localwhisk with radcloud deployed."""
 
     def __init__(self, tmp: Path, stack: Any, endpoints: Any, whisk: Any, redis: Any) -> None:
+        from radcloud import retry
+
         self.tmp, self.stack, self.endpoints, self.whisk, self.redis = tmp, stack, endpoints, whisk, redis
+        self.busy_answers = 0  # 429/503 the client waited out (a figure of the load tier)
+        self.http = retry.session(budget_s=BUSY_BUDGET_S, pool=64, on_busy=self._count_busy)
+        self.http.trust_env = False
 
     @classmethod
     def up(cls, tmp: Path, *, shard_timeout_s: int = 30, plugins_dir: Path = PLUGINS_DIR,
-           extra_env: dict[str, str] | None = None) -> "JobWorld":
+           extra_env: dict[str, str] | None = None, max_containers: int | None = None,
+           prewarm: int | None = None) -> "JobWorld":
         import redis as redis_lib
 
         from localwhisk.testing import Server
@@ -97,7 +112,12 @@ class JobWorld:
             env.update(deploy.local_image_env(env))
             images = tmp / "images.json"
             images.write_text(json.dumps(deploy.local_images(env, plugins_dir=plugins_dir)))
-            whisk = Server(tmp / "whisk", extra_args=["--images-file", str(images)], env=env, max_concurrent=30)
+            extra = ["--images-file", str(images)]
+            if max_containers:  # the invoker's container pool (localwhisk's default: 8)
+                extra += ["--max-containers", str(max_containers)]
+            if prewarm:  # stem cells per kind of process (localwhisk's default: 1)
+                extra += ["--prewarm", str(prewarm)]
+            whisk = Server(tmp / "whisk", extra_args=extra, env=env, max_concurrent=30)
             whisk.start()
             world = cls(tmp, stack, endpoints, whisk,
                         redis_lib.Redis.from_url(endpoints.redis_url.reveal(), decode_responses=True))
@@ -128,6 +148,9 @@ class JobWorld:
             yield world
         finally:
             world.down()
+
+    def _count_busy(self, status: int) -> None:
+        self.busy_answers += 1
 
     def deploy(self) -> None:
         """Deploy (again, e.g. after changing ``self.env``) as ``radcloud deploy --local`` does."""
@@ -162,9 +185,14 @@ class JobWorld:
 
     # -- actions -----------------------------------------------------------------------
     def call(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
-        status, body = self.whisk.invoke(f"radcloud/{action}", params)
-        if status not in (200, 502):
-            raise RuntimeError(f"{action} answered {status}: {body}")
+        """Invoke ``radcloud/<action>`` blocking, as the namespace's key; the result (or its error)."""
+        user, _, key = self.whisk.auth.partition(":")
+        resp = self.http.post(f"{self.whisk.api_host}/api/v1/namespaces/_/actions/radcloud/{action}",
+                              params={"blocking": "true", "result": "true"}, json=params, auth=(user, key),
+                              timeout=(10, 75))
+        body = resp.json() if resp.content else None
+        if resp.status_code not in (200, 502):
+            raise RuntimeError(f"{action} answered {resp.status_code}: {body}")
         return body
 
     def stage(self, study: str, timeout_s: float = 60) -> str:
@@ -180,19 +208,18 @@ class JobWorld:
         raise TimeoutError(f"retrieve {rid} did not finish")
 
     def wait_state(self, job_id: str, states: tuple[str, ...], timeout_s: float = 30) -> dict[str, Any]:
-        """Long-poll status until the job is in one of ``states`` or the time is up (then as it is)."""
-        job = self.call("status", {"job_id": job_id})
+        """Watch the job as the CLI does: offer to long-poll, wait ``poll_after_ms`` between calls."""
         deadline = time.monotonic() + timeout_s
-        while job["state"] not in states and time.monotonic() < deadline:
-            job = self.call("status", {"job_id": job_id, "wait": 2, "since": job["version"]})
+        job = self.call("status", {"job_id": job_id})
+        while job.get("state") not in states and time.monotonic() < deadline:
+            time.sleep(min(max(0.0, deadline - time.monotonic()),
+                           float(job.get("poll_after_ms") or 0) / 1000 * random.uniform(0.8, 1.2)))
+            job = self.call("status", {"job_id": job_id, "wait": 10, "since": job["version"]})
         return job
 
     def wait_final(self, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
-        """Long-poll status until the job is final (each call wakes on the next change)."""
-        deadline = time.monotonic() + timeout_s
-        job = self.call("status", {"job_id": job_id})
-        while job.get("state") not in ("succeeded", "failed", "partial", "cancelled"):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job.get('state')}")
-            job = self.call("status", {"job_id": job_id, "wait": 10, "since": job["version"]})
+        """Watch the job until it is final; TimeoutError naming its state if it is not in time."""
+        job = self.wait_state(job_id, FINAL, timeout_s)
+        if job.get("state") not in FINAL:
+            raise TimeoutError(f"job {job_id} still {job.get('state')}")
         return job

@@ -75,7 +75,7 @@ def test_cancel_mid_run(world, staged):
     _study, _series, rid = staged
     answer = world.call("dispatch", {"plugin": "copy", "params": {"sleep": 20}, "inputs": {"retrieve": rid},
                                      "options": {"force": True}})
-    job = world.wait_state(answer["job_id"], ("running",))
+    job = world.wait_state(answer["job_id"], ("running",), timeout_s=30)
     assert job["state"] == "running"
     t0 = time.monotonic()
     world.call("status", {"job_id": answer["job_id"], "op": "cancel"})
@@ -88,7 +88,7 @@ def test_runner_restarted_mid_job_still_reaches_final_state(world, staged):
     _study, _series, rid = staged
     answer = world.call("dispatch", {"plugin": "copy", "params": {"sleep": 8}, "inputs": {"retrieve": rid},
                                      "options": {"force": True}})
-    job = world.wait_state(answer["job_id"], ("running",))
+    job = world.wait_state(answer["job_id"], ("running",), timeout_s=30)
     world.whisk.kill()   # SIGKILL the runner and its containers: no shard can report
     world.whisk.start()
     job = world.wait_final(answer["job_id"], timeout_s=90)

@@ -4,7 +4,8 @@
 localwhisk + radcloud deployed from deploy/manifest.yaml) with this tier's
 plugins dir (the fault fixture ``misbehave`` plus ``deidentify`` next to the
 e2e ones), users of every role with tokens, and a web-action client that
-speaks HTTP like a browser does (``/api/v1/web/guest/radcloud/<action>``).
+speaks HTTP like a browser does (``/api/v1/web/guest/radcloud/<action>``),
+through radcloud's retrying client as the CLI does.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import io
 import json
 import secrets
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,10 @@ class RcWorld(JobWorld):
 
     @classmethod
     def up(cls, tmp: Path, *, shard_timeout_s: int = 30,  # type: ignore[override]
-           plugins_dir: Path = PLUGINS_DIR) -> "RcWorld":
-        world = super().up(tmp, shard_timeout_s=shard_timeout_s, plugins_dir=plugins_dir)
+           plugins_dir: Path = PLUGINS_DIR, max_containers: int | None = None,
+           prewarm: int | None = None) -> "RcWorld":
+        world = super().up(tmp, shard_timeout_s=shard_timeout_s, plugins_dir=plugins_dir,
+                           max_containers=max_containers, prewarm=prewarm)
         world.__class__ = cls
         try:
             world.add_users()
@@ -76,12 +77,10 @@ class RcWorld(JobWorld):
             hdrs.setdefault("Content-Type", "application/json")
         if token:
             hdrs["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
-        try:
-            with _OPENER.open(req, timeout=timeout_s) as resp:
-                status, rh, content = resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as err:
-            status, rh, content = err.code, dict(err.headers), err.read()
+        # A 302 is an answer to check, not to follow.
+        resp = self.http.request(method, url, data=data, headers=hdrs, timeout=(10, timeout_s),
+                                 allow_redirects=False)
+        status, rh, content = resp.status_code, dict(resp.headers), resp.content
         try:
             return status, rh, json.loads(content) if content else None
         except ValueError:
@@ -113,14 +112,6 @@ class RcWorld(JobWorld):
                                         "options": {"force": True, **options}})
         assert "job_id" in answer, answer
         return self.wait_final(answer["job_id"], timeout_s=timeout_s)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # a 302 is an answer to check, not to follow
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def running_world(tmp: Path, require: Callable[[bool, str], None], **options: Any):

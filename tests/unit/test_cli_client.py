@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+import requests
+from requests.adapters import BaseAdapter
 
 from radcloud.cli import common
 from radcloud.cli.client import ApiError, Client, load_token, resolve_api, save_token, token_file
@@ -40,17 +42,50 @@ def test_config_dir_used_when_there_is_no_state_dir(tmp_path):
     assert token_file({"XDG_CONFIG_HOME": str(tmp_path)}, tmp_path / "absent") == tmp_path / "radcloud" / "token.json"
 
 
+class Fake(BaseAdapter):
+    """A requests transport answering from ``handler(PreparedRequest) -> Response`` (no sockets)."""
+
+    def __init__(self, handler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def send(self, request, **kwargs):
+        resp = self.handler(request)
+        resp.request, resp.url = request, request.url
+        return resp
+
+    def close(self) -> None:
+        pass
+
+
+def reply(status: int, *, json_body=None, text: str = "", content: bytes | None = None, headers=None):
+    resp = requests.Response()
+    resp.status_code = status
+    resp.headers.update(headers or {})
+    if json_body is not None:
+        content = json.dumps(json_body).encode()
+        resp.headers["Content-Type"] = "application/json"
+    resp.raw = io.BytesIO(content if content is not None else text.encode())  # read lazily, as from a socket
+    return resp
+
+
+def params_of(request) -> dict:
+    from urllib.parse import parse_qsl, urlsplit
+
+    return dict(parse_qsl(urlsplit(request.url).query))
+
+
 def _client(handler, **kw) -> Client:
-    return Client(BASE, "tok", transport=httpx.MockTransport(handler), **kw)
+    return Client(BASE, "tok", adapter=Fake(handler), **kw)
 
 
 def test_call_sends_bearer_json_and_query_and_returns_the_body():
     seen = {}
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.update(url=str(request.url), auth=request.headers["authorization"],
-                    body=json.loads(request.content or b"null"))
-        return httpx.Response(200, json={"ok": 1})
+    def handler(request):
+        seen.update(url=request.url, auth=request.headers["authorization"],
+                    body=json.loads(request.body or b"null"))
+        return reply(200, json_body={"ok": 1})
 
     assert _client(handler).call("status", path="j1", params={"wait": 5, "urls": True, "x": None}) == {"ok": 1}
     assert seen["url"] == BASE + "status/j1?wait=5&urls=true" and seen["auth"] == "Bearer tok"
@@ -59,16 +94,16 @@ def test_call_sends_bearer_json_and_query_and_returns_the_body():
 
 
 def test_api_key_is_sent_instead_of_a_token():
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request):
         assert request.headers["x-api-key"] == "rck_1" and "authorization" not in request.headers
-        return httpx.Response(200, json={})
+        return reply(200, json_body={})
 
-    Client(BASE, "tok", api_key="rck_1", transport=httpx.MockTransport(handler)).call("query")
+    Client(BASE, "tok", api_key="rck_1", adapter=Fake(handler)).call("query")
 
 
 def test_error_answers_become_api_errors_with_code_and_field():
     def handler(request):
-        return httpx.Response(400, json={"error": {"code": "bad_request", "message": "limit too big", "field": "limit"}})
+        return reply(400, json_body={"error": {"code": "bad_request", "message": "limit too big", "field": "limit"}})
 
     with pytest.raises(ApiError) as caught:
         _client(handler).call("query")
@@ -78,7 +113,7 @@ def test_error_answers_become_api_errors_with_code_and_field():
 
 def test_redirect_to_the_login_page_means_not_logged_in():
     def handler(request):
-        return httpx.Response(302, headers={"Location": "/api/v1/web/guest/radcloud/ui/login?next=x"})
+        return reply(302, headers={"Location": "/api/v1/web/guest/radcloud/ui/login?next=x"})
 
     with pytest.raises(ApiError) as caught:
         _client(handler).call("ui", path="plugins.json")
@@ -87,7 +122,7 @@ def test_redirect_to_the_login_page_means_not_logged_in():
 
 def test_unreachable_api_is_status_0_and_a_failure():
     def handler(request):
-        raise httpx.ConnectError("refused")
+        raise requests.ConnectionError("refused")
 
     with pytest.raises(ApiError, match="cannot reach") as caught:
         _client(handler).call("query")
@@ -96,7 +131,7 @@ def test_unreachable_api_is_status_0_and_a_failure():
 
 def test_non_json_error_bodies_are_quoted():
     with pytest.raises(ApiError, match="HTTP 502: bad gateway"):
-        _client(lambda r: httpx.Response(502, text="bad gateway")).call("query")
+        _client(lambda r: reply(502, text="bad gateway")).call("query")
 
 
 def test_params_are_json_when_they_parse():
@@ -119,14 +154,29 @@ def test_watch_long_polls_with_the_last_version_until_final():
     seen = []
 
     def handler(request):
-        seen.append(dict(request.url.params))
+        seen.append(params_of(request))
         state, version, done = next(states)
-        return httpx.Response(200, json={"id": "j1", "state": state, "version": version,
-                                         "progress": {"shards_done": done, "shards_total": 2}})
+        return reply(200, json_body={"id": "j1", "state": state, "version": version,
+                                     "progress": {"shards_done": done, "shards_total": 2}})
 
     job = jobs.watch_job(_client(handler), "j1", timeout_s=60, show=False)
     assert job["state"] == "succeeded"
     assert seen[0] == {} and seen[1]["since"] == "1" and seen[2]["since"] == "2" and int(seen[1]["wait"]) > 0
+
+
+def test_watch_waits_what_the_server_asks_between_calls():
+    from radcloud.cli import jobs
+
+    answers = iter([("running", 1000), ("running", 2500), ("succeeded", 2500)])
+    slept = []
+
+    def handler(request):
+        state, after = next(answers)
+        return reply(200, json_body={"id": "j1", "state": state, "version": 1, "poll_after_ms": after,
+                                     "progress": {}})
+
+    jobs.watch_job(_client(handler), "j1", timeout_s=60, show=False, sleep=slept.append)
+    assert len(slept) == 2 and 0.8 <= slept[0] <= 1.2 and 2.0 <= slept[1] <= 3.0
 
 
 @pytest.mark.parametrize("state, code", [("succeeded", None), ("partial", common.NOT_SUCCEEDED),
@@ -154,7 +204,7 @@ def test_download_verifies_md5_and_refuses_names_outside_the_dir(tmp_path):
 
     def handler(request):
         assert "authorization" not in request.headers  # the presigned URL is the credential
-        return httpx.Response(200, content=body)
+        return reply(200, content=body)
 
     client = _client(handler)
     good = {"name": "s000/a.png", "url": "http://s3/a", "size": len(body), "md5": hashlib.md5(body).hexdigest()}
@@ -164,3 +214,18 @@ def test_download_verifies_md5_and_refuses_names_outside_the_dir(tmp_path):
         jobs.download_all(client, [{**good, "md5": "0" * 32}], tmp_path / "out2", show=False)
     with pytest.raises(ApiError, match="outside"):
         jobs.download_all(client, [{**good, "name": "../escape.png"}], tmp_path / "out3", show=False)
+
+
+def test_openwhisk_still_busy_after_the_retry_budget_says_so_and_what_to_do():
+    # Retries happen below the adapter (radcloud.retry); what reaches the client is the last answer.
+    busy = {"error": "Too many concurrent requests in flight (count: 3, allowed: 3).", "code": "tx1"}
+    with pytest.raises(ApiError, match="stayed busy .*count: 3, allowed: 3.*concurrency limit") as caught:
+        _client(lambda r: reply(429, json_body=busy), busy_budget_s=5).call("status", path="j1")
+    assert caught.value.status == 429 and caught.value.code == "busy" and "5 s" in caught.value.message
+
+
+def test_an_action_s_own_429_keeps_its_words():
+    lockout = {"error": {"code": "too_many_requests", "message": "too many failed logins; wait 60 s"}}
+    with pytest.raises(ApiError, match="too many failed logins") as caught:
+        _client(lambda r: reply(429, json_body=lockout)).call("login", method="POST", body={})
+    assert caught.value.code == "too_many_requests"

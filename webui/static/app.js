@@ -41,6 +41,48 @@
     constructor(message, status, code, field) { super(message); this.status = status; this.code = code; this.field = field; }
   }
 
+  /* A busy OpenWhisk namespace answers 429 (at its concurrency limit) or 503 (overloaded):
+   * wait and ask again instead of failing. OpenWhisk refuses a 429 before anything runs, so
+   * every method may be resent; a 503 may follow a forwarded request, so only GET, HEAD, PUT
+   * and DELETE are resent on it. What an action answered itself carries the activation id
+   * header (the login lockout's 429, "job store unreachable" 503): that is its answer, shown
+   * as it is. Waits: Retry-After when the answer has one,
+   * else exponential backoff with full jitter; busyBudgetMs in all, then the answer stands.
+   * (No retry library: the UI has no build step; docs/api.md gives the same rules.) */
+  const retry = {
+    busyBudgetMs: 60000,
+    now: () => Date.now(),
+    random: Math.random,
+    sleep(ms, signal) {
+      return new Promise((resolve, reject) => {
+        if (signal && signal.aborted) return reject(new DOMException("aborted", "AbortError"));
+        const t = setTimeout(resolve, ms);
+        if (signal) signal.addEventListener("abort", () => { clearTimeout(t); reject(new DOMException("aborted", "AbortError")); }, { once: true });
+      });
+    },
+  };
+  function busy(method, resp) {
+    if (resp.headers.get("x-openwhisk-activation-id")) return false;  // an action's own answer
+    return resp.status === 429 || (resp.status === 503 && ["GET", "HEAD", "PUT", "DELETE"].includes(method));
+  }
+  function retryAfterMs(resp) {
+    const h = resp.headers.get("retry-after");
+    if (!h) return null;
+    if (/^\s*\d+\s*$/.test(h)) return Number(h) * 1000;
+    const at = Date.parse(h);
+    return isNaN(at) ? null : Math.max(0, at - retry.now());
+  }
+  async function fetchRetrying(url, init) {
+    const started = retry.now();
+    for (let attempt = 0; ; attempt++) {
+      const resp = await fetch(url, init);
+      const left = retry.busyBudgetMs - (retry.now() - started);
+      if (!busy(init.method, resp) || left <= 0) return resp;
+      const backoff = retry.random() * Math.min(8000, 500 * 2 ** attempt);
+      await retry.sleep(Math.min(retryAfterMs(resp) ?? backoff, left), init.signal);
+    }
+  }
+
   /* Call a web action: RC.api("query", {body: {...}}) or {method: "GET", query: {...}}.
    * Returns the JSON body; throws ApiError with a plain-words message. */
   async function api(action, opts) {
@@ -59,8 +101,8 @@
     if (opts.body) headers["Content-Type"] = "application/json";
     let resp;
     try {
-      resp = await fetch(url, { method, headers, body: opts.body ? JSON.stringify(opts.body) : undefined,
-                                signal: opts.signal, credentials: "same-origin" });
+      resp = await fetchRetrying(url, { method, headers, body: opts.body ? JSON.stringify(opts.body) : undefined,
+                                        signal: opts.signal, credentials: "same-origin" });
     } catch (e) {
       if (e.name === "AbortError") throw e;
       throw new ApiError("radcloud cannot be reached. Check your network connection and try again.", 0, "network");
@@ -80,7 +122,7 @@
   function plainStatus(status) {
     return ({ 400: "The request was not accepted.", 403: "You are not allowed to do this.",
               404: "Not found.", 409: "This conflicts with the current state; reload and try again.",
-              429: "Too many attempts; wait a little and try again.",
+              429: "radcloud is busy; wait a little and try again.",
               502: "The PACS or storage did not answer properly; try again in a minute.",
               503: "A radcloud service is unavailable; try again in a minute." })[status]
            || `Something went wrong (HTTP ${status}). Try again.`;
@@ -169,7 +211,7 @@
     location.replace(pageUrl("login"));
   }
 
-  window.RC = { cfg, pageUrl, api, ApiError, token, user, remember, forget, toLogin, el, $, showError, toast,
+  window.RC = { cfg, pageUrl, api, retry, ApiError, token, user, remember, forget, toLogin, el, $, showError, toast,
                 fmt, sortable, compare, csv, download, state, claims };
 
   // Every page but login needs a token; without one, go to the login page.

@@ -2,7 +2,7 @@
  * per-shard progress, elapsed time, exit reasons, log tail, cancel/retry. */
 (function () {
   "use strict";
-  const { $, el, api, fmt, showError, pageUrl, toast } = window.RC;
+  const { $, el, api, fmt, showError, pageUrl, toast, retry } = window.RC;
   const FINAL = ["succeeded", "failed", "partial", "cancelled"];
   const tbody = $("#jobs tbody");
   const detail = $("#job-detail");
@@ -61,14 +61,17 @@
     pollCtl = ctl;
     job = null;
     let since = null;
-    for (let i = 0; i < 10000 && !ctl.signal.aborted; i++) {  // bounded; each turn waits ≤ 25 s
+    for (let i = 0; i < 10000 && !ctl.signal.aborted; i++) {  // bounded; each turn waits ≤ 20 s
       try {
-        const query = since === null ? {} : { wait: 25, since };
+        // Offer to long-poll; the server blocks only while it has a watch lease free
+        // and otherwise answers at once, saying when to ask again (docs/jobs.md).
+        const query = since === null ? {} : { wait: 20, since };
         const j = await api(`status/${encodeURIComponent(id)}`, { method: "GET", query, signal: ctl.signal });
         job = j; since = j.version;
         renderDetail(j);
         $("#live").textContent = FINAL.includes(j.state) ? "" : "Live";
         if (FINAL.includes(j.state)) { loadList(); break; }
+        await retry.sleep((j.poll_after_ms || 0) * (0.8 + 0.4 * Math.random()), ctl.signal);
       } catch (err) {
         if (err.name === "AbortError") return;
         showError($("#jobs-error"), err);

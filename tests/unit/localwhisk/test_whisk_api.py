@@ -319,7 +319,10 @@ def test_namespace_concurrency_cap_gives_429():
     third = call(c, "POST", f"{A}/slow", {})
     c.runtime.gate.set()
     assert third.status == 429
-    assert third.json()["error"] == "Too many concurrent requests in flight (count: 3, allowed: 2)."
+    # OpenWhisk's body and headers exactly: the count in flight, a transaction id, no Retry-After
+    assert third.json()["error"] == "Too many concurrent requests in flight (count: 2, allowed: 2)."
+    assert set(third.json()) == {"error", "code"} and third.header("retry-after") is None
+    assert third.header("x-openwhisk-activation-id") is None  # refused before an activation existed
     c.close()
 
 

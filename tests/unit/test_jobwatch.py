@@ -1,0 +1,104 @@
+"""radcloud.jobwatch: long-poll leases, the adaptive poll interval, and watch() on a real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from radcloud.jobs import JobSpec, JobStore, ShardSpec
+from radcloud.jobservices import JobServices
+from radcloud.jobwatch import POLL_MAX_S, POLL_MIN_S, WatchBudget, watch
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_leases_are_limited_released_and_expire_by_themselves(redis_client):
+    clock = Clock()
+    budget = WatchBudget(redis_client, slots=2, hold_s=20, clock=clock)
+    a, b = budget.lease(), budget.lease()
+    assert a and b and budget.lease() is None
+    budget.release(a)
+    c = budget.lease()
+    assert c and budget.lease() is None
+    clock.t += 31  # hold + margin: a lease whose activation was killed frees itself
+    assert budget.lease() and budget.lease() and budget.lease() is None
+
+
+def test_no_slots_means_no_long_polls(redis_client):
+    assert WatchBudget(redis_client, slots=0).lease() is None
+
+
+def test_poll_interval_follows_the_number_of_watchers(redis_client):
+    clock = Clock()
+    budget = WatchBudget(redis_client, rate=20, clock=clock)
+    assert budget.poll_after_s() == POLL_MIN_S  # quiet: every second
+    for second in range(3):  # 50 watchers, each asking as often as it was told
+        clock.t += 1
+        told = budget.poll_after_s()
+        for _ in range(int(50 / told) - 1):
+            budget.poll_after_s()
+    assert 2.0 <= budget.poll_after_s() <= 3.0  # 50 watchers / 20 calls per s ≈ every 2.5 s
+    clock.t += 1000  # they all left
+    clock.t += 1
+    budget.poll_after_s()
+    clock.t += 1
+    assert budget.poll_after_s() == POLL_MIN_S
+
+
+def test_the_interval_is_capped(redis_client):
+    clock = Clock()
+    budget = WatchBudget(redis_client, rate=1, clock=clock)
+    for _ in range(500):
+        budget.poll_after_s()
+    clock.t += 1
+    assert budget.poll_after_s() == POLL_MAX_S
+
+
+def _services(redis_client, slots=2):
+    return JobServices(jobs=JobStore(redis_client), cache=None, watch_slots=slots)
+
+
+def test_watch_with_a_lease_wakes_on_change(redis_client):
+    services = _services(redis_client)
+    job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
+    threading.Timer(0.2, lambda: services.jobs.shard_started(job_id, "s0")).start()
+    t0 = time.monotonic()
+    job = watch(services, services.watch_budget(), job_id, since=1, wait_s=10)
+    assert job["version"] > 1 and time.monotonic() - t0 < 1.5 and job["poll_after_ms"] >= 1000
+
+
+def test_watch_without_a_free_lease_answers_at_once(redis_client):
+    services = _services(redis_client, slots=1)
+    job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
+    budget = services.watch_budget()
+    held = budget.lease()  # another watcher holds the only slot
+    t0 = time.monotonic()
+    job = watch(services, budget, job_id, since=1, wait_s=10)
+    assert time.monotonic() - t0 < 0.5 and job["version"] == 1
+    assert job["poll_after_ms"] == 5000  # its shard waits to start: ask less often meanwhile
+    services.jobs.shard_started(job_id, "s0")
+    assert watch(services, budget, job_id, since=None, wait_s=0)["poll_after_ms"] < 5000
+    budget.release(held)
+
+
+def test_watch_releases_its_lease_when_done(redis_client):
+    services = _services(redis_client, slots=1)
+    job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
+    budget = services.watch_budget()
+    watch(services, budget, job_id, since=1, wait_s=0.3)  # times out holding the lease...
+    assert budget.lease() is not None  # ...and gives it back
+
+
+def test_while_shards_wait_for_slots_watchers_get_no_lease_and_the_longest_interval(redis_client):
+    clock = Clock()
+    budget = WatchBudget(redis_client, slots=2, clock=clock)
+    budget.mark_busy(429)  # an invoke of a shard was refused
+    assert budget.lease() is None and budget.poll_after_s() == POLL_MAX_S
+    redis_client.delete("radcloud:watch:busy")  # BUSY_S later
+    assert budget.lease() is not None and budget.poll_after_s() == POLL_MIN_S
