@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-JS = Path(__file__).resolve().parents[1] / "js"
+JS = Path(__file__).resolve().parents[2] / "js"
 
 
 def test_ui_api_wrapper_retries_a_busy_namespace():
