@@ -1,8 +1,9 @@
 """Web action ``login``: user name + password → a signed, expiring token.
 
 POST ``{"username", "password"}`` → ``{"token", "expires_in", "user"}``,
-plus the token as an HttpOnly, SameSite=Strict ``token`` cookie so the UI's
-own pages can be served to a logged-in browser. DELETE clears the cookie
+plus the token as an HttpOnly, SameSite=Strict ``token`` session cookie
+(it ends with the browser) so the UI's own pages can be served to a
+logged-in browser. DELETE clears the cookie
 (logging out is otherwise client-side: forget the token). Public: this is
 the one action the guard does not run in front of; failed attempts are
 rate-limited per user and per address (429) and audited.
@@ -13,9 +14,11 @@ from radcloud.action import run
 from radcloud.errors import BadRequest, RadcloudError
 
 
-def _cookie(value: str, max_age: int, secure: bool) -> str:
-    flags = "; Secure" if secure else ""
-    return f"{auth.COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{flags}"
+def _cookie(value: str, max_age: int | None, secure: bool) -> str:
+    # No Max-Age on login: a session cookie, gone when the browser closes (a
+    # shared workstation keeps nothing); the token inside still expires.
+    flags = ("; Secure" if secure else "") + (f"; Max-Age={max_age}" if max_age is not None else "")
+    return f"{auth.COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{flags}"
 
 
 def handle(request, settings, _principal):
@@ -41,7 +44,7 @@ def handle(request, settings, _principal):
     return {
         "statusCode": 200,
         "headers": {"Content-Type": "application/json", "Cache-Control": "no-store",
-                    "Set-Cookie": _cookie(token, settings.token_ttl_s, secure)},
+                    "Set-Cookie": _cookie(token, None, secure)},
         "body": {"token": token, "expires_in": settings.token_ttl_s,
                  "user": {"name": user.name, "role": user.role}},
     }

@@ -82,6 +82,7 @@ def test_login_action_sets_cookie_and_audits(redis, redis_server):
     token = result["body"]["token"]
     cookie = result["headers"]["Set-Cookie"]
     assert cookie.startswith(f"token={token};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Max-Age" not in cookie and "Expires" not in cookie   # a session cookie: gone with the browser
     bad = login.main(web(redis_server, username="alice", password="wrong wrong"))
     assert bad["error"]["statusCode"] == 401
     entries = audit.page(redis)["entries"]
