@@ -73,7 +73,9 @@
       button.disabled = false;
     }
   });
-  form.addEventListener("reset", () => setTimeout(() => $("#mrn").focus(), 0));
+  // Focus now, not in a timeout: a deferred focus could land after the user
+  // (or a test) has started typing in another field and steal the keystrokes.
+  form.addEventListener("reset", () => $("#mrn").focus());
   // Enter in the MRN box searches, as in every other field; Shift+Enter starts a new line.
   $("#mrn").addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); form.requestSubmit(); }
