@@ -192,6 +192,20 @@
     try { await fetch(cfg.api + "login", { method: "DELETE", credentials: "same-origin" }); } catch (e) { /* offline: token is gone anyway */ }
     location.replace(pageUrl("login"));
   }
+  /* End every session of this user (other browsers, a workstation left
+   * logged in): the server revokes all their tokens. Only once it says so
+   * is this tab logged out; otherwise the user is told it did not work. */
+  async function logoutEverywhere() {
+    try {
+      await api("login", { method: "DELETE", body: { everywhere: true }, noRedirect: true });
+    } catch (err) {
+      toast(err.status === 401 ? "This session had already ended: log in again, then use \u201cLog out everywhere\u201d."
+                               : `Your other sessions could not be ended: ${err.message}`);
+      if (err.status === 401) setTimeout(logout, 3000);
+      return;
+    }
+    await logout();
+  }
 
   window.RC = { cfg, pageUrl, api, ApiError, token, user, remember, forget, toLogin, el, $, showError, toast,
                 fmt, sortable, compare, csv, download, state, claims, IDLE_MS };
@@ -213,5 +227,7 @@
     if (u && u.role === "admin") document.querySelectorAll(".admin-only").forEach((n) => { n.hidden = false; });
     const out = $("#logout");
     if (out) out.addEventListener("click", logout);
+    const all = $("#logout-all");
+    if (all) all.addEventListener("click", logoutEverywhere);
   });
 })();

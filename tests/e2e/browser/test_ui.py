@@ -87,6 +87,13 @@ def test_search_by_mrn(journey):
     assert record["sorted"] == "ascending" and record["csv_lines"] == record["studies"] + 1
 
 
+def test_log_out_everywhere_ends_the_session_on_another_workstation(journey):
+    record = _ok(journey, "log-out-everywhere")
+    assert record["status"] == 200 and record["body"] == {"everywhere": True}
+    assert record["here"].startswith("/login")
+    assert record["other"].startswith("/login?next=jobs") and record["other_token_status"] in ("gone", 401)
+
+
 def test_series_rows_leave_the_accession_column_empty(journey):
     record = _ok(journey, "search-by-mrn")
     assert record["series_accession"] and set(record["series_accession"]) == {""}

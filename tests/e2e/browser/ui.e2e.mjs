@@ -449,6 +449,37 @@ const ok = await (async () => {
     return { url: page.url().replace(UI, ""), note: await page.textContent("#login-note"),
              token_left: await page.evaluate(() => sessionStorage.getItem("radcloud.token")) };
   })) return false;
+
+  if (!await step("log-out-everywhere", async () => {
+    // The admin is also logged in on another workstation (a second browser context).
+    const login = async (p) => {
+      await p.fill("#username", env.RC_ADMIN);
+      await p.fill("#password", env.RC_ADMIN_PASSWORD);
+      await p.click("#login-form button[type=submit]");
+      await p.waitForSelector("header #logout-all", { timeout: 15000 });
+    };
+    const other = await (await browser.newContext({ viewport: { width: 1366, height: 860 } })).newPage();
+    try {
+      await other.goto(`${UI}/login`);
+      await login(other);
+      await login(page);   // this tab: still on the login page the idle logout left it on
+      const [resp] = await Promise.all([
+        page.waitForResponse((r) => /\/radcloud\/login$/.test(r.url()) && r.request().method() === "DELETE", { timeout: 15000 }),
+        page.click("#logout-all")]);
+      await page.waitForSelector("#login-form", { timeout: 10000 });
+      // The other workstation's next request is refused: back to its login page.
+      await other.goto(`${UI}/jobs`);
+      await other.waitForSelector("#login-form", { timeout: 15000 });
+      return { status: resp.status(), body: resp.request().postDataJSON(), here: page.url().replace(UI, ""),
+               other: other.url().replace(UI, ""),
+               // whatever that browser still holds, the server refuses it
+               other_token_status: await other.evaluate(async (api) => {
+                 const t = sessionStorage.getItem("radcloud.token");
+                 if (!t) return "gone";
+                 return (await fetch(api + "status", { headers: { Authorization: "Bearer " + t } })).status;
+               }, await other.getAttribute('meta[name="radcloud-api"]', "content")) };
+    } finally { await other.context().close(); }
+  })) return false;
   return true;
 })();
 
