@@ -164,6 +164,11 @@ class UserStore:
         self.redis.hset(_user_key(name), "disabled", "1")
         self.redis.hincrby(_user_key(name), "gen", 1)
 
+    def end_sessions(self, name: str) -> None:
+        """"Log out everywhere": every token issued so far stops working."""
+        self._require(name)
+        self.redis.hincrby(_user_key(name), "gen", 1)
+
     def enable(self, name: str) -> None:
         self._require(name)
         self.redis.hset(_user_key(name), "disabled", "0")

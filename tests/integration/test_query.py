@@ -45,6 +45,11 @@ def test_study_fields_each_select_what_the_archive_holds(orthanc):
         ({"PatientID": "RC100003"}, lambda p, s: p.patient_id == "RC100003"),
         ({"PatientName": "ROE^*"}, lambda p, s: p.name.startswith("ROE^")),
         ({"PatientName": "?MITH^JOHN"}, lambda p, s: p.name == "SMITH^JOHN"),
+        # What the search page sends for "smith" and "Smith, Jo": Orthanc matches
+        # person names ignoring case (CaseSensitivePN is false by default).
+        ({"PatientName": "smith*"}, lambda p, s: p.name.startswith("SMITH")),
+        ({"PatientName": "Smith^Jo*"}, lambda p, s: p.name.startswith("SMITH^JO")),
+        ({"PatientName": "smith"}, lambda p, s: False),   # no wildcard: the whole name, as DICOM says
         ({"PatientBirthDate": "1955-09-02"}, lambda p, s: p.birth_date == "19550902"),
         ({"PatientSex": "F"}, lambda p, s: p.sex == "F"),
         ({"AccessionNumber": "RCA0000201"}, lambda p, s: s.accession == "RCA0000201"),

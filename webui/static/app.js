@@ -5,8 +5,18 @@
   "use strict";
   const meta = (name) => (document.querySelector(`meta[name="radcloud-${name}"]`) || {}).content || "";
   const cfg = { api: meta("api"), ui: meta("ui"), mode: meta("mode"), page: meta("page") };
+  // The session lives in sessionStorage, not localStorage: it ends when the
+  // browser (or tab) closes, so nothing is left behind on a shared
+  // workstation. Not an HttpOnly cookie: the web actions take a Bearer
+  // header and the UI may be served from another origin (a static host),
+  // where a cookie would be third-party and need CSRF defences of its own.
   const TOKEN_KEY = "radcloud.token";
   const USER_KEY = "radcloud.user";
+  const ACTIVE_KEY = "radcloud.active";     // last keyboard/pointer activity, ms
+  const IDLE_MS = 15 * 60 * 1000;           // a shared workstation left alone logs itself out
+  const store = window.sessionStorage;
+  // Tokens kept by earlier versions in localStorage outlived the browser: drop them.
+  try { localStorage.removeItem(TOKEN_KEY); localStorage.removeItem(USER_KEY); } catch (e) { /* storage off */ }
 
   function pageUrl(name, params) {
     const base = cfg.mode === "action" ? `${cfg.ui}/${name}` : `${name}.html`;
@@ -21,20 +31,24 @@
     } catch (e) { return null; }
   }
 
+  function idle() { return Date.now() - (Number(store.getItem(ACTIVE_KEY)) || 0) > IDLE_MS; }
   function token() {
-    const t = localStorage.getItem(TOKEN_KEY);
+    const t = store.getItem(TOKEN_KEY);
     if (!t) return "";
     const c = claims(t);
-    if (!c || (c.exp && c.exp * 1000 < Date.now())) { forget(); return ""; }
+    if (!c || (c.exp && c.exp * 1000 < Date.now()) || idle()) { forget(); return ""; }
     return t;
   }
-  function user() { try { return JSON.parse(localStorage.getItem(USER_KEY) || "null"); } catch (e) { return null; } }
-  function remember(t, u) { localStorage.setItem(TOKEN_KEY, t); localStorage.setItem(USER_KEY, JSON.stringify(u)); }
-  function forget() { localStorage.removeItem(TOKEN_KEY); localStorage.removeItem(USER_KEY); }
+  function user() { try { return JSON.parse(store.getItem(USER_KEY) || "null"); } catch (e) { return null; } }
+  function remember(t, u) {
+    store.setItem(TOKEN_KEY, t); store.setItem(USER_KEY, JSON.stringify(u)); store.setItem(ACTIVE_KEY, String(Date.now()));
+  }
+  function forget() { store.removeItem(TOKEN_KEY); store.removeItem(USER_KEY); store.removeItem(ACTIVE_KEY); }
 
-  function toLogin() {
+  function toLogin(why) {
     const next = cfg.page && cfg.page !== "login" ? cfg.page + location.search : "";
-    location.replace(pageUrl("login", next ? { next } : null));
+    const params = { ...(next ? { next } : {}), ...(why ? { why } : {}) };
+    location.replace(pageUrl("login", Object.keys(params).length ? params : null));
   }
 
   class ApiError extends Error {
@@ -166,6 +180,16 @@
     name(n) { return n ? String(n).replace(/\^+/g, ", ").replace(/, $/, "") : ""; },
     bytes(n) { n = Number(n) || 0; const u = ["B", "KB", "MB", "GB"]; let i = 0;
       while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; } return `${n.toFixed(i ? 1 : 0)} ${u[i]}`; },
+    /* A time from the server (epoch seconds or ISO 8601 UTC) in the reader's
+     * own time zone, as YYYY-MM-DD HH:MM:SS (sortable, unambiguous). */
+    when(t) {
+      if (t === undefined || t === null || t === "") return "";
+      const d = typeof t === "number" || /^\d+(\.\d+)?$/.test(String(t)) ? new Date(Number(t) * 1000) : new Date(t);
+      if (isNaN(d)) return String(t);
+      const p = (n) => String(n).padStart(2, "0");
+      return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+    },
+    zone() { try { return Intl.DateTimeFormat().resolvedOptions().timeZone || "local time"; } catch (e) { return "local time"; } },
     duration(s) { s = Math.max(0, Math.round(Number(s) || 0)); const m = Math.floor(s / 60);
       return m ? `${m} min ${s % 60} s` : `${s} s`; },
   };
@@ -210,12 +234,34 @@
     try { await fetch(cfg.api + "login", { method: "DELETE", credentials: "same-origin" }); } catch (e) { /* offline: token is gone anyway */ }
     location.replace(pageUrl("login"));
   }
+  /* End every session of this user (other browsers, a workstation left
+   * logged in): the server revokes all their tokens. Only once it says so
+   * is this tab logged out; otherwise the user is told it did not work. */
+  async function logoutEverywhere() {
+    try {
+      await api("login", { method: "DELETE", body: { everywhere: true }, noRedirect: true });
+    } catch (err) {
+      toast(err.status === 401 ? "This session had already ended: log in again, then use \u201cLog out everywhere\u201d."
+                               : `Your other sessions could not be ended: ${err.message}`);
+      if (err.status === 401) setTimeout(logout, 3000);
+      return;
+    }
+    await logout();
+  }
 
   window.RC = { cfg, pageUrl, api, retry, ApiError, token, user, remember, forget, toLogin, el, $, showError, toast,
-                fmt, sortable, compare, csv, download, state, claims };
+                fmt, sortable, compare, csv, download, state, claims, IDLE_MS };
 
   // Every page but login needs a token; without one, go to the login page.
-  if (cfg.page !== "login" && !token()) { toLogin(); return; }
+  if (cfg.page !== "login") {
+    const wasIdle = store.getItem(TOKEN_KEY) && idle();
+    if (!token()) { toLogin(wasIdle ? "idle" : ""); return; }
+    // Activity keeps the session; a minute's resolution is plenty for a 15-minute limit.
+    const touch = () => { if (!idle()) store.setItem(ACTIVE_KEY, String(Date.now())); };
+    ["pointerdown", "keydown", "wheel"].forEach((e) => addEventListener(e, touch, { passive: true, capture: true }));
+    touch();
+    setInterval(() => { if (idle()) { forget(); toLogin("idle"); } }, 30 * 1000);
+  }
   document.addEventListener("DOMContentLoaded", () => {
     const u = user();
     const who = $("#who-name");
@@ -223,5 +269,7 @@
     if (u && u.role === "admin") document.querySelectorAll(".admin-only").forEach((n) => { n.hidden = false; });
     const out = $("#logout");
     if (out) out.addEventListener("click", logout);
+    const all = $("#logout-all");
+    if (all) all.addEventListener("click", logoutEverywhere);
   });
 })();

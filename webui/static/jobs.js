@@ -37,14 +37,15 @@
 
   function renderList(jobs) {
     tbody.replaceChildren();
-    if (!jobs.length) tbody.append(el("tr", { class: "empty" }, el("td", { colspan: 5 }, "No jobs yet. Start one on the Run page.")));
+    if (!jobs.length) tbody.append(el("tr", { class: "empty" }, el("td", { colspan: 6 }, "No jobs yet. Start one on the Run page.")));
     for (const j of jobs) {
       const p = j.progress || {};
       tbody.append(el("tr", { class: "clickable" + (j.id === selected ? " selected" : ""), tabindex: 0, dataset: { job: j.id },
                                onclick: () => select(j.id), onkeydown: (e) => { if (e.key === "Enter") select(j.id); } },
         el("td", {}, el("code", {}, j.id.slice(0, 12))), el("td", {}, j.plugin || ""),
         el("td", {}, el("span", { class: `state ${j.state}` }, j.state), j.cached ? el("span", { class: "badge cached" }, " cached") : ""),
-        el("td", {}, `${p.shards_done ?? 0}/${p.shards_total ?? 0} shards`), el("td", {}, elapsed(j))));
+        el("td", {}, `${p.shards_done ?? 0}/${p.shards_total ?? 0} shards`),
+        el("td", { class: "when" }, fmt.when(j.started_at || j.created_at)), el("td", {}, elapsed(j))));
     }
   }
 

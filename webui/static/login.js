@@ -3,6 +3,12 @@
   "use strict";
   const { $, api, remember, pageUrl, showError } = window.RC;
   const form = $("#login-form");
+  $("#idle-minutes").textContent = String(Math.round(window.RC.IDLE_MS / 60000));
+  if (new URLSearchParams(location.search).get("why") === "idle") {
+    const note = $("#login-note");
+    note.textContent = `You were logged out after ${Math.round(window.RC.IDLE_MS / 60000)} minutes without activity. Log in again to continue.`;
+    note.hidden = false;
+  }
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const button = form.querySelector("button");

@@ -23,6 +23,7 @@
       if (!resp.ok) throw new Error(`The plugin list could not be loaded (HTTP ${resp.status}).`);
       plugins = (await resp.json()).plugins || [];
     } catch (err) {
+      listBox.replaceChildren();
       showError($("#run-error"), err);
       return;
     }

@@ -12,7 +12,8 @@
   const chosenSeries = new Set(); // selected SeriesInstanceUIDs (when not the whole study)
   let sortKey = "date", sortDir = -1;
 
-  const iso = (d) => d.toISOString().slice(0, 10);
+  // The reader's calendar day, not UTC's: "Today" just after midnight is today here.
+  const iso = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
   form.querySelectorAll("[data-preset]").forEach((b) => b.addEventListener("click", () => {
     const days = b.dataset.preset;
     if (days === "") { $("#date-from").value = ""; $("#date-to").value = ""; return; }
@@ -22,11 +23,22 @@
     $("#date-to").value = days === "1" ? iso(from) : iso(to);
   }));
 
+  /* What a clinician types → a DICOM PatientName match. Orthanc matches
+   * person names ignoring case (CaseSensitivePN defaults to false), so the
+   * one thing left is the prefix: "smith" finds SMITH^JOHN. "smith, jo"
+   * means family name then given name(s). A value with * or ? is taken as
+   * typed: the DICOM wildcards still work for those who use them. */
+  function namePattern(text) {
+    text = text.trim();
+    if (!text || /[*?]/.test(text)) return text;
+    return text.replace(/\s*,\s*/g, "^") + "*";
+  }
+
   function buildQuery() {
     const q = { level: "study", limit: 1000 };
     const mrns = $("#mrn").value.split(/[\s,;]+/).map((s) => s.trim()).filter(Boolean);
     if (mrns.length) q.PatientID = mrns.length === 1 ? mrns[0] : mrns;
-    const name = $("#name").value.trim(); if (name) q.PatientName = name;
+    const name = namePattern($("#name").value); if (name) q.PatientName = name;
     const acc = $("#accession").value.trim(); if (acc) q.AccessionNumber = acc;
     const from = $("#date-from").value, to = $("#date-to").value;
     if (from || to) q.StudyDate = { ...(from ? { from } : {}), ...(to ? { to } : {}) };
@@ -61,7 +73,14 @@
       button.disabled = false;
     }
   });
-  form.addEventListener("reset", () => setTimeout(() => $("#mrn").focus(), 0));
+  // Focus now, not in a timeout: a deferred focus could land after the user
+  // (or a test) has started typing in another field and steal the keystrokes.
+  form.addEventListener("reset", () => $("#mrn").focus());
+  // Enter in the MRN box searches, as in every other field; Shift+Enter starts a new line.
+  $("#mrn").addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); form.requestSubmit(); }
+  });
+  $("#mrn").focus();
 
   const studyValue = {
     patient: (s) => fmt.name(s.PatientName), mrn: (s) => s.PatientID || "", date: (s) => s.StudyDate || "",
@@ -103,7 +122,7 @@
         el("td", {}, el("input", { type: "checkbox", "aria-label": "Select all studies of this patient", checked: allChosen,
           onchange: (e) => { g.studies.forEach((s) => e.target.checked ? chosen.add(s.StudyInstanceUID) : chosen.delete(s.StudyInstanceUID)); render(); } })),
         el("td", {}, toggle(fmt.name(first.PatientName) || "(no name)", open, () => { open ? openPatients.delete(g.mrn) : openPatients.add(g.mrn); render(); })),
-        el("td", {}, g.mrn), el("td", { colspan: 4, class: "muted" }, `${g.studies.length} ${g.studies.length === 1 ? "study" : "studies"}`),
+        el("td", { class: "mrn" }, g.mrn), el("td", { colspan: 4, class: "muted" }, `${g.studies.length} ${g.studies.length === 1 ? "study" : "studies"}`),
         el("td", { class: "num" }, nSeries), el("td", { class: "num" }, nInst)));
       if (!open) continue;
       for (const s of g.studies) renderStudy(s);
@@ -122,7 +141,7 @@
       el("td", {}, el("input", { type: "checkbox", "aria-label": `Select study of ${fmt.date(s.StudyDate)} ${s.StudyDescription || ""}`,
         checked: chosen.has(uid), onchange: (e) => { e.target.checked ? chosen.add(uid) : chosen.delete(uid); render(); } })),
       el("td", {}, toggle(s.StudyDescription || "Study", open, () => expandStudy(uid), "Show series")),
-      el("td", {}, s.PatientID || ""), el("td", {}, fmt.date(s.StudyDate)), el("td", {}, studyValue.modalities(s)),
+      el("td", { class: "mrn" }, s.PatientID || ""), el("td", { class: "nowrap" }, fmt.date(s.StudyDate)), el("td", {}, studyValue.modalities(s)),
       el("td", {}, s.StudyDescription || ""), el("td", {}, s.AccessionNumber || ""),
       el("td", { class: "num" }, studyValue.series(s)), el("td", { class: "num" }, studyValue.instances(s))));
     if (!open) return;
@@ -142,8 +161,9 @@
           checked: chosen.has(uid) || chosenSeries.has(suid), disabled: chosen.has(uid),
           onchange: (e) => { e.target.checked ? chosenSeries.add(suid) : chosenSeries.delete(suid); render(); } })),
         el("td", {}, `Series ${se.SeriesNumber ?? ""}`), el("td", {}), el("td", {}, fmt.date(se.SeriesDate)),
-        el("td", {}, se.Modality || ""), el("td", {}, se.SeriesDescription || ""), el("td", {}, se.BodyPartExamined || ""),
-        el("td", {}), el("td", { class: "num" }, se.NumberOfSeriesRelatedInstances ?? "")));
+        el("td", {}, se.Modality || ""),
+        el("td", {}, se.SeriesDescription || "", se.BodyPartExamined ? el("span", { class: "muted body-part" }, ` · ${se.BodyPartExamined}`) : ""),
+        el("td", {}), el("td", {}), el("td", { class: "num" }, se.NumberOfSeriesRelatedInstances ?? "")));
     }
   }
 

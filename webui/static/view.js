@@ -12,14 +12,15 @@
   let raw = null;          // ImageData of the current slice as stored
   const thumbUrls = {};
 
-  if (!jobId) { showError($("#view-error"), new Error("No job chosen: open results from the Jobs page.")); return; }
+  const notLoading = () => $("#files tbody").replaceChildren();
+  if (!jobId) { notLoading(); showError($("#view-error"), new Error("No job chosen: open results from the Jobs page.")); return; }
   $("#view-job").textContent = jobId.slice(0, 12);
 
   async function load() {
     let manifest;
     try {
       manifest = await api(`results/${encodeURIComponent(jobId)}`, { method: "GET", query: { urls: "true" } });
-    } catch (err) { showError($("#view-error"), err); return; }
+    } catch (err) { notLoading(); showError($("#view-error"), err); return; }
     $("#view-state").replaceChildren(el("span", { class: `state ${manifest.state}` }, manifest.state || ""),
       " ", manifest.cached ? el("span", { class: "badge cached", title: "Reused from an earlier identical job" + (manifest.results_of ? ` (${manifest.results_of.slice(0, 12)})` : "") }, "cached result") : "",
       " ", el("span", { class: "muted" }, `${manifest.count ?? (manifest.outputs || []).length} files · ${fmt.bytes(manifest.bytes)} · ${manifest.plugin || ""} ${manifest.plugin_version || ""}`));

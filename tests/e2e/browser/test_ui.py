@@ -60,10 +60,62 @@ def test_login_refuses_wrong_password_then_logs_in(journey):
     assert record["page_load_ms"] < 1000
 
 
+def test_token_lives_in_session_storage_not_local_storage(journey):
+    """A shared workstation: closing the browser ends the session."""
+    storage = _ok(journey, "login")["storage"]
+    assert storage["local"] == [] and storage["session_token"]
+
+
+def test_focus_is_in_the_first_search_field_after_login(journey):
+    assert _ok(journey, "login")["focused"] == "mrn"
+    assert _ok(journey, "admin-audit-trail")["focused_after_login"] == "mrn"
+
+
+def test_log_out_forgets_the_token(journey):
+    assert _ok(journey, "admin-audit-trail")["token_after_logout"] is None
+
+
+def test_idle_session_logs_itself_out(journey):
+    record = _ok(journey, "idle-logout")
+    assert "why=idle" in record["url"] and "without activity" in record["note"]
+    assert record["token_left"] is None
+
+
 def test_search_by_mrn(journey):
     record = _ok(journey, "search-by-mrn")
     assert record["studies"] >= 1 and record["series"] >= 1
     assert record["sorted"] == "ascending" and record["csv_lines"] == record["studies"] + 1
+
+
+def test_log_out_everywhere_ends_the_session_on_another_workstation(journey):
+    record = _ok(journey, "log-out-everywhere")
+    assert record["status"] == 200 and record["body"] == {"everywhere": True}
+    assert record["here"].startswith("/login")
+    assert record["other"].startswith("/login?next=jobs") and record["other_token_status"] in ("gone", 401)
+
+
+def test_series_rows_leave_the_accession_column_empty(journey):
+    record = _ok(journey, "search-by-mrn")
+    assert record["series_accession"] and set(record["series_accession"]) == {""}
+
+
+def test_name_search_forgives_case_and_is_a_prefix(journey):
+    by_name = _ok(journey, "search-forgiving")["by_name"]
+    assert by_name["smith"]["sent"] == "smith*"
+    assert by_name["Smith, Jo"]["sent"] == "Smith^Jo*"
+    assert by_name["?MITH^JOHN"]["sent"] == "?MITH^JOHN"   # DICOM wildcards pass as typed
+    for typed, answer in by_name.items():
+        assert answer["fields"] == ["PatientName"], answer   # typed into the name field, nowhere else
+        assert answer["rows"], f"{typed!r} found nothing"
+        assert all(name.upper().startswith("SMITH, J") for name, _mrn in answer["rows"]), (typed, answer)
+        assert ["SMITH, JOHN", "RC100002"] in answer["rows"], (typed, answer)
+
+
+def test_enter_in_the_mrn_box_searches_and_shift_enter_adds_a_line(journey):
+    record = _ok(journey, "search-forgiving")
+    assert record["mrn_box"] == "RC100002\nRC100003"
+    assert record["by_mrn"]["sent"] == ["RC100002", "RC100003"]
+    assert {mrn for _name, mrn in record["by_mrn"]["rows"]} == {"RC100002", "RC100003"}
 
 
 def test_search_by_date_range(journey):
@@ -130,6 +182,30 @@ def test_audit_trail_is_admin_only_and_records_the_search(journey):
     assert "not allowed" in record["clinician_refused"] or "may not" in record["clinician_refused"]
     assert {"query", "retrieve", "dispatch", "results:get", "login"} <= set(record["actions"])
     assert "retrieve:get" not in record["actions"]  # progress polls are not audited
+
+
+def test_audit_shows_loading_then_local_times(journey):
+    record = _ok(journey, "admin-audit-trail")
+    assert "Loading" in record["loading_text"]
+    when = record["when"]
+    assert record["zone"] in ("Asia/Kolkata", "Asia/Calcutta")   # ICU still calls it Calcutta
+    assert when["shown"] == when["expected_local"], when
+    assert when["shown"] != when["utc"].replace("T", " ")[:19]   # not UTC (Kolkata is 5:30 ahead)
+
+
+def test_jobs_list_shows_local_start_times(journey):
+    times = _ok(journey, "every-page-at-1366-and-390")["jobs_time"]
+    assert times["shown"] and times["shown"] == times["expected_local"], times
+
+
+def test_every_page_fits_a_390px_phone_without_sideways_scrolling(journey):
+    record = _ok(journey, "every-page-at-1366-and-390")
+    phone = {k: w for k, w in record["widths"].items() if k.endswith("@390")}
+    assert len(phone) == 8 and all(w <= 390 for w in phone.values()), phone
+    assert record["mrn_lines"] and set(record["mrn_lines"]) == {1}   # MRNs never break mid-number
+    for name in ("search", "pull", "run", "jobs", "job", "view", "audit", "login"):
+        for width in (1366, 390):
+            assert (SHOTS / f"page-{name}-{width}.png").is_file()
 
 
 def test_static_build_works_from_another_origin(site, tmp_path):

@@ -1,7 +1,10 @@
 // Drives the radcloud web UI in headless Debian Chromium, one step after the
 // other, like a clinician: redirect → login → search (MRN, dates) → pull →
 // run dcm2png → watch → view → cancel a job → retry a failed job → a pull the
-// PACS can no longer answer, then its retry; a failed series' Retry button. Prints one JSON line per step
+// PACS can no longer answer, then its retry; a failed series' Retry button;
+// forgiving name search and Enter; every page at 1366 and 390 px; the idle
+// logout. The browser runs in Asia/Kolkata (UTC+5:30) so that local times
+// can be told from UTC. Prints one JSON line per step
 // ({step, ok, ms, detail|error}) and saves a screenshot per step; stops at the
 // first failed step (later ones depend on it). Driven by test_ui.py.
 //
@@ -26,7 +29,10 @@ const browser = await chromium.launch({
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--disable-quic"],
 });
-const context = await browser.newContext({ viewport: { width: 1366, height: 860 }, acceptDownloads: true });
+const ZONE = "Asia/Kolkata";
+const context = await browser.newContext({ viewport: { width: 1366, height: 860 }, acceptDownloads: true, timezoneId: ZONE });
+// What a reader in ZONE should see for a server time: YYYY-MM-DD HH:MM:SS (sv-SE formats so).
+const localTime = (t) => new Date(typeof t === "number" ? t * 1000 : t).toLocaleString("sv-SE", { timeZone: ZONE });
 const page = await context.newPage();
 const external = [];
 page.on("request", (r) => { const u = new URL(r.url()); if (!["127.0.0.1", "localhost"].includes(u.hostname) && u.protocol.startsWith("http")) external.push(r.url()); });
@@ -59,6 +65,7 @@ async function runPlugin(params = {}) {
   return new URL(page.url()).searchParams.get("job");
 }
 
+let resultJob = null;    // the dcm2png job whose results the page tour shows
 let n = 0;
 async function step(name, fn) {
   const t0 = Date.now();
@@ -99,7 +106,11 @@ const ok = await (async () => {
     await page.goto(`${UI}/search`, { waitUntil: "load" });
     const loadMs = Date.now() - t0;
     const nav = await page.evaluate(() => { const e = performance.getEntriesByType("navigation")[0]; return Math.round(e.loadEventEnd - e.startTime); });
-    return { refused, page_load_ms: loadMs, navigation_ms: nav };
+    const storage = await page.evaluate(() => ({
+      local: Object.keys(localStorage).filter((k) => localStorage.getItem(k).includes(".ey") || /token/i.test(k)),
+      session_token: Boolean(sessionStorage.getItem("radcloud.token")) }));
+    const focused = await page.evaluate(() => document.activeElement && document.activeElement.id);
+    return { refused, page_load_ms: loadMs, navigation_ms: nav, storage, focused };
   })) return false;
 
   if (!await step("search-by-mrn", async () => {
@@ -114,6 +125,8 @@ const ok = await (async () => {
     await page.click("#results tr.study td:nth-child(2) button");
     await page.waitForSelector("#results tr.series td:nth-child(9)", { timeout: 20000 });
     const series = await page.$$eval("#results tr.series", (trs) => trs.length);
+    // the series rows' Accession column (7th) is empty: body part goes with the description
+    const seriesAccession = await page.$$eval("#results tr.series td:nth-child(7)", (tds) => tds.map((td) => td.textContent));
     // sortable columns and CSV export
     await page.click('#results th button[data-sort="date"]');
     const sorted = await page.getAttribute('#results th:has(button[data-sort="date"])', "aria-sort");
@@ -121,13 +134,43 @@ const ok = await (async () => {
     const csv = readFileSync(await download.path(), "utf8");
     if (!csv.startsWith("PatientName,PatientID") || !csv.includes(MRN)) throw new Error(`bad CSV: ${csv.slice(0, 200)}`);
     return { search_to_results_ms: ms, server_ms: Number(await page.getAttribute("#search-time", "data-ms")), studies: rows.length,
-             series, sorted, csv_lines: csv.trim().split("\n").length };
+             series, series_accession: seriesAccession, sorted, csv_lines: csv.trim().split("\n").length };
+  })) return false;
+
+  if (!await step("search-forgiving", async () => {
+    // Run one search with `submit` and wait for its answer to be on screen.
+    const search = async (submit) => {
+      await page.evaluate(() => { document.querySelector("#search-time").textContent = ""; });
+      const [resp] = await Promise.all([
+        page.waitForResponse((r) => /\/radcloud\/query$/.test(r.url()) && r.request().method() === "POST", { timeout: 20000 }), submit()]);
+      await page.waitForFunction(() => /^in \d+ ms$/.test(document.querySelector("#search-time").textContent), null, { timeout: 20000 });
+      const sent = resp.request().postDataJSON();
+      const rows = await page.$$eval("#results tr.patient", (trs) => trs.map((tr) => [tr.cells[1].textContent.replace(/^[▾▸] /, ""), tr.cells[2].textContent]));
+      const answer = await resp.json().catch(() => ({}));
+      return { sent: sent.PatientName || sent.PatientID, fields: Object.keys(sent).filter((k) => /^[A-Z]/.test(k)), status: resp.status(), total: answer.total, rows,
+               count: await page.textContent("#result-count") };
+    };
+    const byName = {};
+    for (const typed of ["smith", "Smith, Jo", "?MITH^JOHN"]) {
+      await page.click("#search-form button[type=reset]");
+      await page.fill("#name", typed);
+      byName[typed] = await search(() => page.press("#name", "Enter"));
+    }
+    // Enter in the MRN box searches; Shift+Enter adds a line (a second MRN).
+    await page.click("#search-form button[type=reset]");
+    await page.focus("#mrn");
+    await page.keyboard.type(MRN);
+    await page.keyboard.press("Shift+Enter");
+    await page.keyboard.type("RC100003");
+    const byMrn = await search(() => page.keyboard.press("Enter"));
+    return { by_name: byName, mrn_box: await page.inputValue("#mrn"), by_mrn: byMrn };
   })) return false;
 
   if (!await step("search-by-date-range", async () => {
     await page.click("#search-form button[type=reset]");
     await page.fill("#date-from", env.RC_DATE_FROM || "2025-06-01");
     await page.fill("#date-to", env.RC_DATE_TO || "2025-06-30");
+    await page.evaluate(() => { document.querySelector("#result-count").textContent = ""; });  // wait for THIS answer
     const t0 = Date.now();
     await page.click("#search-btn");
     await page.waitForFunction(() => document.querySelector("#result-count").textContent.includes("stud"), null, { timeout: 20000 });
@@ -169,7 +212,8 @@ const ok = await (async () => {
     await page.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-run-form.png`, fullPage: true });
     await page.click("#run-btn");
     await page.waitForURL(/\/ui\/jobs\?job=/, { timeout: 20000 });
-    return { param_fields: fields, job: new URL(page.url()).searchParams.get("job") };
+    resultJob = new URL(page.url()).searchParams.get("job");
+    return { param_fields: fields, job: resultJob };
   })) return false;
 
   if (!await step("job-finishes", async () => {
@@ -327,16 +371,114 @@ const ok = await (async () => {
     const refused = await page.textContent("#audit-error");
     await page.click("#logout");
     await page.waitForSelector("#login-form", { timeout: 10000 });
+    const tokenAfterLogout = await page.evaluate(() => sessionStorage.getItem("radcloud.token"));
     await page.fill("#username", env.RC_ADMIN);
     await page.fill("#password", env.RC_ADMIN_PASSWORD);
     await page.click("#login-form button[type=submit]");
     await page.waitForURL(/\/ui\/search/, { timeout: 15000 });
+    await page.waitForSelector("#mrn", { timeout: 10000 });
+    const focusedAfterLogin = await page.evaluate(() => document.activeElement && document.activeElement.id);
+    // A slow trail (held back 800 ms here) shows "Loading…" instead of an empty table.
+    let release;
+    const held = new Promise((r) => { release = r; });
+    await page.route(/\/radcloud\/audit\?/, async (route) => { await held; await route.continue(); }, { times: 1 });
+    const answer = page.waitForResponse((r) => /\/radcloud\/audit\?/.test(r.url()), { timeout: 15000 });
     await page.click('header a:has-text("Audit")');
-    await page.waitForSelector("#audit tbody tr", { timeout: 15000 });
+    await page.waitForSelector("#audit[aria-busy=true] tr.loading", { timeout: 10000 });
+    const loadingText = await page.textContent("#audit tr.loading");
+    await page.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-audit-loading.png`, fullPage: true });
+    setTimeout(release, 800);
+    const entries = (await (await answer).json()).entries;
+    await page.waitForSelector("#audit[aria-busy=false] tbody tr", { timeout: 15000 });
     const rows = await page.$$eval("#audit tbody tr", (trs) => trs.map((tr) => [...tr.cells].map((td) => td.textContent)));
     const query = rows.find((r) => r[1].startsWith(env.RC_USER) && r[2] === "query" && r[4].includes(MRN));
     if (!query) throw new Error(`no audited query by ${env.RC_USER} for ${MRN} in ${rows.length} rows`);
-    return { clinician_refused: refused, entries: rows.length, actions: [...new Set(rows.map((r) => r[2]))].sort() };
+    return { clinician_refused: refused, entries: rows.length, actions: [...new Set(rows.map((r) => r[2]))].sort(),
+             token_after_logout: tokenAfterLogout, focused_after_login: focusedAfterLogin, loading_text: loadingText,
+             zone: await page.textContent("#audit-zone"),
+             when: { utc: entries[0].when, expected_local: localTime(entries[0].when), shown: rows[0][0] } };
+  })) return false;
+  if (!await step("every-page-at-1366-and-390", async () => {
+    // Every page, as the admin (who also sees the audit trail), at desktop and
+    // phone width: the page never scrolls sideways; MRNs stay on one line.
+    const pages = { search: "search", pull: "pull", run: "run", jobs: "jobs", job: `jobs?job=${resultJob}`,
+                    view: `view?job=${resultJob}`, audit: "audit", login: "login" };
+    const widths = {};
+    let jobsTime = null, mrnLines = null;
+    for (const width of [1366, 390]) {
+      await page.setViewportSize({ width, height: width > 800 ? 860 : 844 });
+      for (const [name, path] of Object.entries(pages)) {
+        const list = name === "jobs" ? page.waitForResponse((r) => /\/radcloud\/status\?/.test(r.url()) && r.request().method() === "GET", { timeout: 15000 }) : null;
+        await page.goto(`${UI}/${path}`, { waitUntil: "load" });
+        if (name === "search") {
+          await page.fill("#mrn", MRN);
+          await page.press("#mrn", "Enter");
+          await page.waitForSelector("#results tr.study", { timeout: 20000 });
+          // one line box per MRN cell: the number is never broken
+          mrnLines = await page.$$eval("#results td.mrn", (tds) => tds.map((td) => {
+            const r = document.createRange(); r.selectNodeContents(td);
+            return new Set([...r.getClientRects()].map((x) => Math.round(x.top))).size; }));
+        }
+        if (name === "jobs") {
+          const jobs = (await (await list).json()).jobs || [];
+          await page.waitForSelector("#jobs tr[data-job] td.when", { timeout: 15000 });
+          const shown = await page.$eval("#jobs tr[data-job] td.when", (td) => td.textContent);
+          jobsTime = { shown, expected_local: localTime(Number(jobs[0].started_at || jobs[0].created_at)) };
+        }
+        if (name === "job") await page.waitForSelector("#job-state", { timeout: 15000 });
+        if (name === "view") await page.waitForSelector("#thumbs button.slice img", { timeout: 20000 });
+        if (name === "audit") await page.waitForSelector("#audit[aria-busy=false] tbody tr", { timeout: 15000 });
+        await page.waitForTimeout(150);  // let the layout settle after the last render
+        const w = await page.evaluate(() => document.scrollingElement.scrollWidth);
+        widths[`${name}@${width}`] = w;
+        await page.screenshot({ path: `${SHOTS}/page-${name}-${width}.png`, fullPage: true });
+      }
+    }
+    await page.setViewportSize({ width: 1366, height: 860 });
+    const tooWide = Object.entries(widths).filter(([k, w]) => k.endsWith("@390") && w > 390);
+    if (tooWide.length) throw new Error(`wider than 390 px: ${JSON.stringify(tooWide)}`);
+    return { widths, mrn_lines: mrnLines, jobs_time: jobsTime };
+  })) return false;
+
+  if (!await step("idle-logout", async () => {
+    // Sixteen minutes without a key or a click (the clock moved back, not waited for).
+    await page.goto(`${UI}/jobs`);
+    await page.evaluate(() => sessionStorage.setItem("radcloud.active", String(Date.now() - 16 * 60 * 1000)));
+    await page.reload();
+    await page.waitForSelector("#login-note:not([hidden])", { timeout: 10000 });
+    return { url: page.url().replace(UI, ""), note: await page.textContent("#login-note"),
+             token_left: await page.evaluate(() => sessionStorage.getItem("radcloud.token")) };
+  })) return false;
+
+  if (!await step("log-out-everywhere", async () => {
+    // The admin is also logged in on another workstation (a second browser context).
+    const login = async (p) => {
+      await p.fill("#username", env.RC_ADMIN);
+      await p.fill("#password", env.RC_ADMIN_PASSWORD);
+      await p.click("#login-form button[type=submit]");
+      await p.waitForSelector("header #logout-all", { timeout: 15000 });
+    };
+    const other = await (await browser.newContext({ viewport: { width: 1366, height: 860 } })).newPage();
+    try {
+      await other.goto(`${UI}/login`);
+      await login(other);
+      await login(page);   // this tab: still on the login page the idle logout left it on
+      const [resp] = await Promise.all([
+        page.waitForResponse((r) => /\/radcloud\/login$/.test(r.url()) && r.request().method() === "DELETE", { timeout: 15000 }),
+        page.click("#logout-all")]);
+      await page.waitForSelector("#login-form", { timeout: 10000 });
+      // The other workstation's next request is refused: back to its login page.
+      await other.goto(`${UI}/jobs`);
+      await other.waitForSelector("#login-form", { timeout: 15000 });
+      return { status: resp.status(), body: resp.request().postDataJSON(), here: page.url().replace(UI, ""),
+               other: other.url().replace(UI, ""),
+               // whatever that browser still holds, the server refuses it
+               other_token_status: await other.evaluate(async (api) => {
+                 const t = sessionStorage.getItem("radcloud.token");
+                 if (!t) return "gone";
+                 return (await fetch(api + "status", { headers: { Authorization: "Bearer " + t } })).status;
+               }, await other.getAttribute('meta[name="radcloud-api"]', "content")) };
+    } finally { await other.context().close(); }
   })) return false;
   return true;
 })();

@@ -82,11 +82,36 @@ def test_login_action_sets_cookie_and_audits(redis, redis_server):
     token = result["body"]["token"]
     cookie = result["headers"]["Set-Cookie"]
     assert cookie.startswith(f"token={token};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Max-Age" not in cookie and "Expires" not in cookie   # a session cookie: gone with the browser
     bad = login.main(web(redis_server, username="alice", password="wrong wrong"))
     assert bad["error"]["statusCode"] == 401
     entries = audit.page(redis)["entries"]
     assert [(e["action"], e["outcome"]) for e in entries] == [("login", "unauthorized"), ("login", "ok")]
     assert PW not in json.dumps(entries)
+
+
+def test_log_out_everywhere_ends_every_session_of_that_user(redis, redis_server):
+    store = UserStore(redis)
+    store.add("alice", "clinician", PW)
+    store.add("bob", "clinician", PW)
+    login = load_action("login")
+    first, second, bobs = (login.main(web(redis_server, username=u, password=PW))["body"]["token"]
+                           for u in ("alice", "alice", "bob"))
+    guard = auth.Guard(store, [SECRET])
+    assert guard.identify("get", {"authorization": f"Bearer {first}"}).name == "alice"
+    # the cookie alone cannot do it (a DELETE changes state), nor no credentials at all
+    for headers in ({"cookie": f"token={second}"}, {}):
+        refused = login.main(web(redis_server, method="delete", headers=headers, everywhere=True))
+        assert refused["error"]["statusCode"] == 401
+    assert guard.identify("get", {"authorization": f"Bearer {first}"}).name == "alice"
+    done = login.main(web(redis_server, method="delete", headers={"authorization": f"Bearer {second}"},
+                          everywhere=True))
+    assert done["statusCode"] == 200 and "Max-Age=0" in done["headers"]["Set-Cookie"]
+    for token in (first, second):   # both of alice's sessions are over, bob's is not
+        with pytest.raises(auth.Unauthorized):
+            guard.identify("get", {"authorization": f"Bearer {token}"})
+    assert guard.identify("get", {"authorization": f"Bearer {bobs}"}).name == "bob"
+    assert audit.page(redis)["entries"][0]["action"] == "logout-everywhere"
 
 
 def test_login_action_throttles_with_429(redis, redis_server, monkeypatch):
