@@ -41,6 +41,22 @@ def _uid(source_series: str, what: str) -> str:
     return generate_uid(entropy_srcs=[source_series, "lung-seg", VERSION, what])
 
 
+def _deidentification(obj: Dataset, source: Dataset) -> None:
+    """Carry the source's de-identification method into ``obj``.
+
+    highdicom copies Patient Identity Removed but not the method, which the
+    Patient module then requires (Type 1C); public de-identified corpora
+    sometimes omit it in their own files, so we say it is not recorded.
+    """
+    if str(obj.get("PatientIdentityRemoved", "")).upper() != "YES":
+        return
+    for kw in ("DeidentificationMethod", "DeidentificationMethodCodeSequence"):
+        if kw in source:
+            setattr(obj, kw, source.data_element(kw).value)
+    if "DeidentificationMethod" not in obj and "DeidentificationMethodCodeSequence" not in obj:
+        obj.DeidentificationMethod = "not recorded in the source images"
+
+
 def segmentation(source: list[Dataset], masks: list[np.ndarray], series_number: int) -> hd.seg.Segmentation:
     """A BINARY SEG of ``masks`` (one (z, y, x) bool array per entry of SEGMENTS).
 
@@ -56,7 +72,7 @@ def segmentation(source: list[Dataset], masks: list[np.ndarray], series_number: 
             tracking_id=label, display_color=hd.color.CIELabColor.from_rgb(*rgb))
         for number, (label, category, prop, rgb) in SEGMENTS.items()]
     stack = np.stack(masks, axis=-1).astype(np.uint8)  # (frames, rows, cols, segments)
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=source, pixel_array=stack,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
@@ -66,6 +82,8 @@ def segmentation(source: list[Dataset], masks: list[np.ndarray], series_number: 
         device_serial_number="1", content_label="LUNGSEG",
         content_description="body, lungs and bone (HU thresholds, components)",
         series_description="radcloud lung-seg SEG")
+    _deidentification(seg, source[0])
+    return seg
 
 
 def measurement_report(seg: hd.seg.Segmentation, source: list[Dataset], stats: dict[str, dict],
@@ -104,9 +122,11 @@ def measurement_report(seg: hd.seg.Segmentation, source: list[Dataset], stats: d
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
         imaging_measurements=groups)
-    return hd.sr.Comprehensive3DSR(
+    sr = hd.sr.Comprehensive3DSR(
         evidence=[*source, seg], content=report,
         series_instance_uid=_uid(series_uid, "sr-series"), series_number=series_number,
         sop_instance_uid=_uid(series_uid, "sr"), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
         series_description="radcloud lung-seg measurements")
+    _deidentification(sr, source[0])
+    return sr

@@ -21,7 +21,7 @@ whole volume.
 
 from __future__ import annotations
 
-import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -32,8 +32,7 @@ IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)  # 4-connected within a sl
 SLAB = 8  # slices per pass for counts: bincount casts to int64
 
 
-@dataclasses.dataclass
-class Masks:
+class Masks(NamedTuple):
     """Boolean masks (z, y, x) of one series; any may be empty."""
 
     body: np.ndarray
