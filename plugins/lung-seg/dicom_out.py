@@ -60,6 +60,10 @@ def _deidentification(obj: Dataset, source: Dataset) -> None:
 def segmentation(source: list[Dataset], masks: list[np.ndarray], series_number: int) -> hd.seg.Segmentation:
     """A BINARY SEG of ``masks`` (one (z, y, x) bool array per entry of SEGMENTS).
 
+    The masks are moved into one (frames, rows, cols, segments) array and
+    ``masks`` is emptied, so the caller's copies can be freed before
+    highdicom encodes (which holds its own working copies).
+
     ``source`` are the series' datasets in the masks' slice order (pixel data
     may have been dropped: highdicom needs only their attributes).
     """
@@ -71,7 +75,10 @@ def segmentation(source: list[Dataset], masks: list[np.ndarray], series_number: 
             algorithm_identification=ALGORITHM, tracking_uid=_uid(series_uid, f"track-{number}"),
             tracking_id=label, display_color=hd.color.CIELabColor.from_rgb(*rgb))
         for number, (label, category, prop, rgb) in SEGMENTS.items()]
-    stack = np.stack(masks, axis=-1).astype(np.uint8)  # (frames, rows, cols, segments)
+    stack = np.empty((*masks[0].shape, len(masks)), np.uint8)
+    for k in range(len(masks)):
+        stack[..., k] = masks[k]
+    masks.clear()
     seg = hd.seg.Segmentation(
         source_images=source, pixel_array=stack,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,

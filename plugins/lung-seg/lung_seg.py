@@ -198,9 +198,8 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
             for sub in ("seg", "sr", "preview"):
                 (outputdir / sub).mkdir(parents=True, exist_ok=True)
             preview(hu, layers).save(outputdir / "preview" / f"series-{number:03d}.png", compress_level=1)
-            del hu
+            del hu, masks  # the layers list holds the only references left: segmentation() empties it
             seg = dicom_out.segmentation(headers, layers, series_number=9200 + number)
-            del layers, masks
             seg.save_as(outputdir / "seg" / f"series-{number:03d}.dcm", enforce_file_format=True)
             sr = dicom_out.measurement_report(seg, headers, stats, series_number=9300 + number)
             sr.save_as(outputdir / "sr" / f"series-{number:03d}.dcm", enforce_file_format=True)
