@@ -5,8 +5,9 @@ instances — one new series per source series, in the *same* study (same
 Study Instance UID and patient module, copied from the PACS's own record
 of the study), SeriesDescription ``radcloud <plugin>`` — so a PACS viewer
 shows them next to the original images. DICOM outputs that already are
-Secondary Capture or Segmentation objects of the same study (e.g. the mask
-from ``segment-stats``) are stored as they are. Outputs of a de-identified
+Secondary Capture, Segmentation or Structured Report objects of the same
+study (e.g. ``segment-stats``' mask, ``lung-seg``'s SEG and SR) are stored
+as they are. Outputs of a de-identified
 run belong to no hospital study and are never pushed.
 
 Patient attributes are copied, never logged.
@@ -27,7 +28,9 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 log = logging.getLogger(__name__)
 
 SC_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
-PUSHABLE_DICOM = ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.66.4")  # SC family prefix, SEG
+# Stored as they are: the SC family (prefix), SEG, and the SR family (TID 1500 reports are
+# Comprehensive 3D SR, 1.2.840.10008.5.1.4.1.1.88.34) — never converted to Secondary Capture.
+PUSHABLE_DICOM = ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.")
 MAX_PUSH = 1000
 # Study/patient attributes copied from the PACS so the series files under the right study.
 _STUDY_TAGS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",

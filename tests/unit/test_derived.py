@@ -67,3 +67,30 @@ def test_deidentified_run_is_never_pushed():
     out = derived.push({"id": "j1", "plugin": "p", "options": {"deidentify": True}},
                        manifest_with(store, ["a.png"]), store=store, pacs=pacs)
     assert out["instances"] == 0 and pacs.stored == []
+
+
+def test_seg_and_sr_outputs_are_stored_as_they_are():
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    store, pacs, outputs, written = MemStore(), FakePacs(), [], {}
+    for name, sop_class in (("seg.dcm", "1.2.840.10008.5.1.4.1.1.66.4"), ("sr.dcm", "1.2.840.10008.5.1.4.1.1.88.34"),
+                            ("rt.dcm", "1.2.840.10008.5.1.4.1.1.481.2")):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = sop_class
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = f"1.2.3.{len(written) + 1}"
+        ds.StudyInstanceUID = STUDY["StudyInstanceUID"]
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        written[name] = buf.getvalue()
+        store.put_bytes(f"results/j1/{name}", written[name], content_type="application/dicom")
+        outputs.append({"key": f"results/j1/{name}", "name": name, "study_uid": STUDY["StudyInstanceUID"],
+                        "series_uid": "9.9", "content_type": "application/dicom"})
+    out = derived.push({"id": "j1", "plugin": "lung-seg", "options": {}}, {"outputs": outputs},
+                       store=store, pacs=pacs)
+    assert out["instances"] == 2  # SEG and SR; an RT dose is not a derived result we push
+    assert sorted(str(d.SOPClassUID) for d in pacs.stored) == ["1.2.840.10008.5.1.4.1.1.66.4",
+                                                              "1.2.840.10008.5.1.4.1.1.88.34"]
+    assert [derived.to_bytes(d) for d in pacs.stored] == [written["seg.dcm"], written["sr.dcm"]]

@@ -53,8 +53,8 @@ def shard(store: FakeStore, plugin: str, prefix: str, params=None, env=None, dei
     return summary, out, {o["key"].split(f"results/j/{plugin}/", 1)[1]: o for o in out["outputs"]}
 
 
-def test_registry_lists_the_five_plugins():
-    assert REGISTRY.names() == ["dcm2niix", "dcm2png", "deidentify", "dicom-tags", "segment-stats"]
+def test_registry_lists_the_shipped_plugins():
+    assert REGISTRY.names() == ["dcm2niix", "dcm2png", "deidentify", "dicom-tags", "lung-seg", "segment-stats"]
 
 
 def test_dcm2png(staged):
@@ -101,6 +101,14 @@ def test_segment_stats(staged):
     _, _, files = shard(staged, "segment-stats", "staged/j/ct/")
     assert {"measurements.json", "overlay/series-001.png", "labels/series-001.dcm"} <= set(files)
     assert files["labels/series-001.dcm"]["content_type"] == "application/dicom"
+
+
+def test_lung_seg_writes_seg_sr_and_lists_what_it_skipped(staged):
+    _, _, files = shard(staged, "lung-seg", "staged/j/ct/")
+    assert {"lung-seg.json", "seg/series-001.dcm", "sr/series-001.dcm", "preview/series-001.png"} <= set(files)
+    _, _, files = shard(staged, "lung-seg", "staged/j/real/")  # non-CT among them: reasons, not a crash
+    report = json.loads(staged.objects["results/j/lung-seg/lung-seg.json"])
+    assert report["skipped"] and all(s["reason"] for s in report["skipped"])
 
 
 def test_real_compressed_files_through_dcm2png(staged):

@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""lung-seg: body, lungs (right/left) and bone on CT, as DICOM SEG + TID 1500 SR.
+
+ChRIS ds plugin: ``lung_seg.py [options] inputdir outputdir``. Per CT series
+under ``inputdir`` (segmentation in :mod:`segment`, objects in
+:mod:`dicom_out`):
+
+- ``seg/series-NNN.dcm``: a BINARY Segmentation (body, right lung, left
+  lung, bone) referencing every source image, in the source study;
+- ``sr/series-NNN.dcm``: a Comprehensive 3D SR with a TID 1500 Measurement
+  Report: volume (mL), mean and SD (HU) per segment, referencing the SEG;
+- ``preview/series-NNN.png``: axial slices at 25/50/75 % with the segments
+  in colour (a picture: pushed to a PACS as Secondary Capture);
+- ``lung-seg.json``: per series the measurements and notes, and every file
+  or series not segmented with its reason.
+
+Files and series it cannot use (not DICOM, no pixels, not CT, colour,
+multi-frame, localizers, missing geometry, undecodable pixels, a slice of
+another size...) are listed with a reason and the run still succeeds: exit
+0 whenever the inputs were read, even if none was CT. Logs carry counts and
+volumes only, never patient attributes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+import dicom_out
+import segment
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "FrameOfReferenceUID")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="CT body, lungs and bone as DICOM SEG + SR")
+    p.add_argument("--bodyHU", type=float, default=-500.0, help="HU above which a voxel may be body")
+    p.add_argument("--lungHU", type=float, default=-400.0, help="HU below which a voxel inside the body is air")
+    p.add_argument("--boneHU", type=float, default=300.0, help="HU above which a voxel inside the body is bone")
+    p.add_argument("--minLungMl", type=float, default=5.0, help="smallest air component kept as lung (mL)")
+    p.add_argument("inputdir")
+    p.add_argument("outputdir")
+    return p
+
+
+def file_reason(ds: Dataset) -> str | None:
+    """Why one file cannot be a slice of a CT volume, or None."""
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        return "no pixel data"
+    modality = str(ds.get("Modality", "") or "none")
+    if modality != "CT":
+        return f"modality {modality}: lung-seg segments CT only"
+    if str(ds.get("SOPClassUID", "")) != CT_IMAGE:
+        return "not a (single-frame) CT Image Storage instance (enhanced/multi-frame CT is not supported)"
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return "colour pixels: not a CT attenuation image"
+    if "LOCALIZER" in [str(v).upper() for v in (ds.get("ImageType") or [])]:
+        return "localizer (scout) image"
+    missing = [k for k in GEOMETRY if k not in ds or ds.data_element(k).value in (None, "")]
+    if missing:
+        return f"missing {', '.join(missing)}: the slice cannot be placed in space (a SEG needs it)"
+    return None
+
+
+def scan(inputdir: Path, skipped: list[dict]) -> dict[str, list[tuple[str, Dataset]]]:
+    """CT slice headers (no pixels) grouped by series; every other file lands in ``skipped``."""
+    series: dict[str, list[tuple[str, Dataset]]] = defaultdict(list)
+    for path in sorted(p for p in inputdir.rglob("*") if p.is_file()):
+        rel = str(path.relative_to(inputdir))
+        try:  # large values (the pixels) stay on disk until asked for
+            ds = pydicom.dcmread(path, defer_size="64 KB")
+        except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            skipped.append({"path": rel, "reason": f"not readable as DICOM ({type(exc).__name__})"})
+            continue
+        why = file_reason(ds)
+        if why:
+            skipped.append({"path": rel, "reason": why})
+            continue
+        for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            if kw in ds:
+                delattr(ds, kw)  # headers only: the pixels are read per series, one slice at a time
+        series[str(ds.get("SeriesInstanceUID", "") or "unknown")].append((rel, ds))
+    return series
+
+
+def consistent(items: list[tuple[str, Dataset]], skipped: list[dict]) -> list[tuple[str, Dataset]]:
+    """Keep the slices sharing the commonest matrix and orientation, one per position, sorted."""
+    def key(ds: Dataset) -> tuple:
+        return (int(ds.Rows), int(ds.Columns), tuple(round(float(v), 4) for v in ds.ImageOrientationPatient))
+    common = Counter(key(ds) for _, ds in items).most_common(1)[0][0]
+    normal = np.cross(np.array(common[2][:3]), np.array(common[2][3:]))
+    kept: dict[float, tuple[str, Dataset]] = {}
+    for rel, ds in items:
+        if key(ds) != common:
+            skipped.append({"path": rel, "reason": "matrix or orientation differs from the rest of its series"})
+            continue
+        pos = round(float(np.dot(normal, np.array(ds.ImagePositionPatient, float))), 3)
+        if pos in kept:
+            skipped.append({"path": rel, "reason": "duplicate slice position in its series"})
+            continue
+        kept[pos] = (rel, ds)
+    return [kept[p] for p in sorted(kept)]
+
+
+def load_volume(inputdir: Path, items: list[tuple[str, Dataset]], skipped: list[dict]
+                ) -> tuple[np.ndarray, list[Dataset]]:
+    """The HU volume (int16, z y x) and the headers of the slices decoded."""
+    rows, cols = int(items[0][1].Rows), int(items[0][1].Columns)
+    vol = np.empty((len(items), rows, cols), np.int16)
+    headers: list[Dataset] = []
+    for rel, header in items:
+        try:
+            ds = pydicom.dcmread(inputdir / rel)
+            arr = ds.pixel_array
+        except MemoryError:
+            raise
+        except Exception as exc:  # any decoder failure is this file's, not the run's
+            skipped.append({"path": rel, "reason": f"pixel data not decodable ({type(exc).__name__})"})
+            continue
+        hu = arr.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
+        vol[len(headers)] = np.clip(hu, -32768, 32767)
+        headers.append(header)
+        del ds, arr, hu
+    return vol[:len(headers)], headers
+
+
+def x_coordinates(ds: Dataset) -> np.ndarray:
+    """Patient x (mm, + = patient's left) of every pixel of a slice."""
+    iop = [float(v) for v in ds.ImageOrientationPatient]
+    dy, dx = (float(v) for v in ds.PixelSpacing)  # row spacing, column spacing
+    r = np.arange(int(ds.Rows), dtype=np.float32)[:, None]
+    c = np.arange(int(ds.Columns), dtype=np.float32)[None, :]
+    return float(ds.ImagePositionPatient[0]) + c * dx * iop[0] + r * dy * iop[3]
+
+
+def voxel_size(headers: list[Dataset]) -> tuple[float, float, float]:
+    iop = [float(v) for v in headers[0].ImageOrientationPatient]
+    normal = np.cross(iop[:3], iop[3:])
+    pos = [float(np.dot(normal, np.array(h.ImagePositionPatient, float))) for h in headers]
+    dz = float(np.median(np.diff(pos))) if len(pos) > 1 else 0.0
+    if dz <= 0:
+        dz = float(headers[0].get("SpacingBetweenSlices") or headers[0].get("SliceThickness") or 1.0)
+    dy, dx = (float(v) for v in headers[0].PixelSpacing)
+    return dz, dy, dx
+
+
+def preview(hu: np.ndarray, masks: list[np.ndarray]) -> Image.Image:
+    """Axial slices at 25/50/75 % in a lung window, segments blended in their colours."""
+    picks = sorted({int(round(f * (hu.shape[0] - 1))) for f in (0.25, 0.5, 0.75)})
+    tiles = []
+    for k in picks:
+        grey = np.clip((hu[k].astype(np.float32) + 1000.0) / 1400.0 * 255.0, 0, 255)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+        for mask, (_label, _cat, _prop, colour) in zip(masks, dicom_out.SEGMENTS.values()):
+            m = mask[k]
+            weight = 0.15 if _label == "Body" else 0.45
+            rgb[m] = (1 - weight) * rgb[m] + weight * np.array(colour, np.float32)
+        tiles.append(rgb.astype(np.uint8))
+    return Image.fromarray(np.concatenate(tiles, axis=1))
+
+
+def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: float = -400.0,
+        bone_hu: float = 300.0, min_lung_ml: float = 5.0) -> dict:
+    skipped: list[dict] = []
+    result: dict = {"plugin": "lung-seg", "version": dicom_out.VERSION, "series": [],
+                    "skipped": skipped, "skipped_series": []}
+    found = scan(inputdir, skipped)
+    number = 0
+    for _uid, items in sorted(found.items(), key=lambda kv: int(kv[1][0][1].get("SeriesNumber", 0) or 0)):
+        number += 1
+        t0 = time.perf_counter()
+        try:
+            hu, headers = load_volume(inputdir, consistent(items, skipped), skipped)
+            if not headers:
+                result["skipped_series"].append({"series": number, "reason": "no decodable CT slice"})
+                continue
+            voxel = voxel_size(headers)
+            masks = segment.segment(hu, x_coordinates(headers[0]), voxel, body_hu=body_hu, lung_hu=lung_hu,
+                                    bone_hu=bone_hu, min_lung_ml=min_lung_ml)
+            layers = [masks.body, masks.right_lung, masks.left_lung, masks.bone]
+            voxel_ml = float(np.prod(voxel)) / 1000.0
+            stats = {label: segment.stats(hu, m, voxel_ml)
+                     for m, (label, *_rest) in zip(layers, dicom_out.SEGMENTS.values())}
+            entry = {"series": number, "slices": len(headers), "voxel_mm": [round(v, 4) for v in voxel],
+                     "segments": stats, "notes": masks.notes}
+            for sub in ("seg", "sr", "preview"):
+                (outputdir / sub).mkdir(parents=True, exist_ok=True)
+            preview(hu, layers).save(outputdir / "preview" / f"series-{number:03d}.png", compress_level=1)
+            del hu, masks  # the layers list holds the only references left: segmentation() empties it
+            seg = dicom_out.segmentation(headers, layers, series_number=9200 + number)
+            seg.save_as(outputdir / "seg" / f"series-{number:03d}.dcm", enforce_file_format=True)
+            sr = dicom_out.measurement_report(seg, headers, stats, series_number=9300 + number)
+            sr.save_as(outputdir / "sr" / f"series-{number:03d}.dcm", enforce_file_format=True)
+            entry["outputs"] = {"seg": f"seg/series-{number:03d}.dcm", "sr": f"sr/series-{number:03d}.dcm",
+                                "preview": f"preview/series-{number:03d}.png"}
+        except MemoryError:
+            raise  # the shard runner reports it as oom
+        except Exception as exc:  # one series' failure must not lose the others
+            result["skipped_series"].append({"series": number, "reason": f"segmentation failed: {exc}"})
+            print(f"series {number}: not segmented ({type(exc).__name__})", file=sys.stderr)
+            continue
+        entry["seconds"] = round(time.perf_counter() - t0, 3)
+        result["series"].append(entry)
+        print(f"series {number}: {entry['slices']} slices, lungs "
+              f"{stats['Right lung']['volume_ml']:.0f}+{stats['Left lung']['volume_ml']:.0f} mL, "
+              f"{entry['seconds']} s", file=sys.stderr)
+    (outputdir / "lung-seg.json").write_text(json.dumps(result, indent=1))
+    print(f"lung-seg: {len(result['series'])} series segmented, {len(skipped)} file(s) and "
+          f"{len(result['skipped_series'])} series skipped (reasons in lung-seg.json)", file=sys.stderr)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    # pydicom's and highdicom's warnings quote attribute values (a patient's
+    # name among them): they never reach the job's log.
+    warnings.simplefilter("ignore")
+    out = Path(a.outputdir)
+    out.mkdir(parents=True, exist_ok=True)
+    run(Path(a.inputdir), out, body_hu=a.bodyHU, lung_hu=a.lungHU, bone_hu=a.boneHU, min_lung_ml=a.minLungMl)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
