@@ -31,6 +31,8 @@ the per-status method rule.
 
 from __future__ import annotations
 
+import http.cookiejar
+
 import random
 import time
 from collections.abc import Callable, Collection
@@ -123,6 +125,10 @@ def session(*, budget_s: float = 60.0, idempotent_post: bool = False, pool: int 
     uses it to slow watchers down while shards wait for slots).
     """
     s = requests.Session()
+    # An API client authenticates each call with its bearer token or key; a
+    # cookie the UI's login sets must not ride along on later calls (it would
+    # authenticate a call made "without credentials").
+    s.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     adapter = HTTPAdapter(max_retries=policy(budget_s=budget_s, idempotent_post=idempotent_post, on_busy=on_busy),
                           pool_connections=pool, pool_maxsize=pool)
     s.mount("http://", adapter)
