@@ -2,7 +2,7 @@
 
 The demo's sample study (patient RC100002, MR brain, 2 series x 30 slices,
 what ``make demo`` seeds) goes into Orthanc, is retrieved into S3, and each
-of the five shipped plugins runs on it as ``plugin-<name>`` actions in
+of the shipped plugins runs on it as ``plugin-<name>`` actions in
 localwhisk: the manifest's limits (memorySize from the descriptor, see
 radcloud/resources.py), each container in its own memory cgroup, bubblewrap
 as deployed. Each job must succeed with outputs. Then two broken fixture

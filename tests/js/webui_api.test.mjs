@@ -1,6 +1,6 @@
 // The web UI's call wrapper (webui/static/app.js RC.api) rides out a busy OpenWhisk namespace.
 // app.js runs in a vm context with a stub DOM and a scripted fetch; no server, no sockets.
-// Run by tests/unit/test_webui_js.py (node --test).
+// Run by tests/integration/local/test_webui_js.py (node --test).
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
@@ -24,6 +24,8 @@ function load (answers) {
       return typeof next === 'function' ? next() : next
     }
   }
+  window.localStorage = ctx.localStorage  // app.js reads window.sessionStorage, as a browser offers both
+  window.sessionStorage = ctx.sessionStorage
   vm.runInNewContext(APP, ctx)
   const RC = window.RC
   const slept = []

@@ -77,9 +77,12 @@ class RcWorld(JobWorld):
             hdrs.setdefault("Content-Type", "application/json")
         if token:
             hdrs["Authorization"] = f"Bearer {token}"
+        # The path goes on the wire as written: requests would resolve "/../" before
+        # sending, and a traversal probe must reach the server as an attacker sends it.
+        prepared = self.http.prepare_request(requests.Request(method, url, data=data, headers=hdrs))
+        prepared.url = url
         # A 302 is an answer to check, not to follow.
-        resp = self.http.request(method, url, data=data, headers=hdrs, timeout=(10, timeout_s),
-                                 allow_redirects=False)
+        resp = self.http.send(prepared, timeout=(10, timeout_s), allow_redirects=False)
         status, rh, content = resp.status_code, dict(resp.headers), resp.content
         try:
             return status, rh, json.loads(content) if content else None

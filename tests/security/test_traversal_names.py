@@ -40,6 +40,9 @@ def test_layout_components_from_tags_cannot_climb():
 @pytest.mark.parametrize("path", ["..", "../x", "a/../../b", "a/..", "..\\..\\x", "", "/", "x\x01"])
 def test_pfcon_storage_paths_refuse_traversal(path):
     assert P.storage_path(path) == ""
+    if path == "":  # an empty form value is an empty list, as pfcon reads it (an fs plugin's copy job)
+        assert P.CopyJob.parse({"jid": ["j1"], "input_dirs": [path]}).input_dirs == []
+        return
     with pytest.raises(BadRequest) as err:
         P.CopyJob.parse({"jid": ["j1"], "input_dirs": [path]})
     assert err.value.field == "input_dirs"

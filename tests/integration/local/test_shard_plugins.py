@@ -142,8 +142,17 @@ def test_deidentify_names_each_refused_file_and_only_the_descriptor_can_allow_it
 
 
 def test_a_plugin_that_names_every_file_as_unusable_is_unprocessed_not_a_crash(staged):
-    mr = FakeStore({**staged.objects, "staged/j/mr/MR_small.dcm": (TEST_FILES / "MR_small.dcm").read_bytes()})
-    summary, out, _rep = shard(mr, "segment-stats", "staged/j/mr/", ok=False)
+    junk = FakeStore({**staged.objects, "staged/j/junk/notes.dcm": b"not DICOM"})
+    summary, out, _rep = shard(junk, "segment-stats", "staged/j/junk/", ok=False)
     assert summary["status"] == "finishedWithError" and out["reason"] == "unprocessed", out
     assert out["message"] == ("plugin exited with code 1: none of its 1 input file(s) could be processed, first: "
-                              "MR_small.dcm: modality MR: segment-stats measures CT (Hounsfield units) only")
+                              "notes.dcm: not DICOM (no DICM preamble or file meta)")
+
+
+def test_a_study_with_no_ct_succeeds_with_warnings_in_segment_stats(staged):
+    # The demo's MR study: nothing to measure is not a failure; every file says why.
+    mr = FakeStore({**staged.objects, "staged/j/mr/MR_small.dcm": (TEST_FILES / "MR_small.dcm").read_bytes()})
+    summary, out, _rep = shard(mr, "segment-stats", "staged/j/mr/")
+    assert summary["status"] == "finishedSuccessfully" and out["warnings"] == 1, out
+    assert out["file_reasons"] == [{"file": "MR_small.dcm",
+                                    "reason": "modality MR: segment-stats measures CT (Hounsfield units) only"}]
