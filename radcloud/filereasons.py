@@ -15,7 +15,8 @@ uploaded with the other outputs so the full list stays with the results.
 
 Reasons are the real ones (:func:`explain`): the decoder's or reader's own
 message and what to do, never a bare exception class name. Plugins import
-this module (it is stdlib-only); the runner never runs plugin code.
+this module (stdlib-only but for :meth:`FileReasons.dcmread`, which imports
+pydicom when called); the runner never runs plugin code.
 """
 
 from __future__ import annotations
@@ -70,6 +71,23 @@ class FileReasons:
         reason = " ".join(reason.split())[:MAX_REASON]
         self.not_processed.append({"file": file, "reason": reason})
         print(f"skipped {file}: {reason}", file=sys.stderr, flush=True)
+
+    def dcmread(self, path: Path, rel: str, *, what: str = "file", **kwargs: Any) -> Any:
+        """``pydicom.dcmread(path, **kwargs)``, or None after recording why the file cannot be read.
+
+        pydicom is imported here, not at the top: the runner imports this
+        module too, and it never needs a DICOM reader.
+        """
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
+        try:
+            return pydicom.dcmread(path, **kwargs)
+        except InvalidDicomError:
+            self.skip(rel, "not DICOM (no DICM preamble or file meta)")
+        except Exception as exc:
+            self.skip(rel, f"cannot read the DICOM {what}: {explain(exc)}")
+        return None
 
     def write(self, outputdir: Path) -> Path:
         path = Path(outputdir) / FILE_NAME

@@ -37,7 +37,6 @@ import tempfile
 from pathlib import Path
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from radcloud.filereasons import FileReasons, explain
@@ -119,13 +118,8 @@ def prepare(inputdir: Path, staging: Path, reasons: FileReasons) -> dict[str, st
     for n, path in enumerate(files):
         rel = path.relative_to(inputdir).as_posix()
         dest = staging / f"{n:06d}.dcm"
-        try:
-            ds = pydicom.dcmread(path, defer_size="64 KB")
-        except InvalidDicomError:
-            reasons.skip(rel, "not DICOM (no DICM preamble or file meta)")
-            continue
-        except Exception as exc:
-            reasons.skip(rel, f"cannot read the DICOM file: {explain(exc)}")
+        ds = reasons.dcmread(path, rel, defer_size="64 KB")
+        if ds is None:
             continue
         if "PixelData" not in ds:
             reasons.skip(rel, "no pixel data: dcm2niix converts images only")

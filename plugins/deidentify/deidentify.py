@@ -39,7 +39,6 @@ from pathlib import Path
 
 import pydicom
 import pydicom.uid
-from pydicom.errors import InvalidDicomError
 
 from radcloud.filereasons import FileReasons, explain
 
@@ -90,15 +89,9 @@ def run(inputdir: Path, outputdir: Path, secret: bytes, map_dir: Path | None,
     reasons.inputs = len(files)
     for path in files:
         rel = path.relative_to(inputdir).as_posix()
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError:
+        ds = reasons.dcmread(path, rel)
+        if ds is None:
             summary["not_dicom"] += 1
-            reasons.skip(rel, "not DICOM (no DICM preamble or file meta)")
-            continue
-        except Exception as exc:
-            summary["not_dicom"] += 1
-            reasons.skip(rel, f"cannot read the DICOM file: {explain(exc)}")
             continue
         if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
             summary["not_instance"] += 1  # not a storable composite instance

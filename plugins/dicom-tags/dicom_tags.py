@@ -30,12 +30,11 @@ import argparse
 import csv
 import json
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from radcloud.filereasons import FileReasons, explain
 
@@ -167,15 +166,9 @@ def report(inputdir: Path, include_phi: bool = False, gap_factor: float = 1.5,
     reasons.inputs = len(files)
     for path in files:
         rel = path.relative_to(inputdir).as_posix()
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except InvalidDicomError:
+        ds = reasons.dcmread(path, rel, what="header", stop_before_pixels=True)
+        if ds is None:
             skipped += 1
-            reasons.skip(rel, "not DICOM (no DICM preamble or file meta)")
-            continue
-        except Exception as exc:
-            skipped += 1
-            reasons.skip(rel, f"cannot read the DICOM header: {explain(exc)}")
             continue
         try:
             header, inst = _header(ds, include_phi), _instance(ds, rel)

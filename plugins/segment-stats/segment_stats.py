@@ -36,10 +36,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 from scipy import ndimage
@@ -84,13 +82,8 @@ def load_series(inputdir: Path, reasons: FileReasons | None = None) -> dict[str,
     series: dict[str, list[Dataset]] = defaultdict(list)
     for path in files:
         rel = path.relative_to(inputdir).as_posix()
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError:
-            reasons.skip(rel, "not DICOM (no DICM preamble or file meta)")
-            continue
-        except Exception as exc:
-            reasons.skip(rel, f"cannot read the DICOM file: {explain(exc)}")
+        ds = reasons.dcmread(path, rel)
+        if ds is None:
             continue
         modality = str(ds.get("Modality", "") or "none")
         if "PixelData" not in ds:
