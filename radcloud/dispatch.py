@@ -66,31 +66,12 @@ class Options:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> "Options":
-        """Options from the request; BadRequest names the first bad one."""
-        opts = cls()
-        for f in dataclasses.fields(cls):
-            if f.name not in raw or raw[f.name] is None:
-                continue
-            value = raw[f.name]
-            if f.type in ("bool", bool):
-                if not isinstance(value, bool):
-                    raise BadRequest(f"option {f.name!r} must be true or false, got {value!r}", field=f.name)
-            elif f.type in ("int", int):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise BadRequest(f"option {f.name!r} must be an integer, got {value!r}", field=f.name)
-            elif not isinstance(value, str):
-                raise BadRequest(f"option {f.name!r} must be a string", field=f.name)
-            setattr(opts, f.name, value)
-        if opts.shard_by not in SHARD_BY:
-            raise BadRequest(f"shard_by must be one of {', '.join(SHARD_BY)}, got {opts.shard_by!r}",
-                             field="shard_by")
-        if not 1 <= opts.shard_size <= 10000:
-            raise BadRequest("shard_size must be between 1 and 10000", field="shard_size")
-        if not 0 <= opts.wait_staged <= 55:
-            raise BadRequest("wait_staged must be between 0 and 55 seconds", field="wait_staged")
-        if not 0 <= opts.priority <= 9:
-            raise BadRequest("priority must be between 0 (normal) and 9 (most urgent)", field="priority")
-        return opts
+        """Options from the request (:class:`radcloud.api.models.DispatchOptions`);
+        BadRequest names the first bad one."""
+        from radcloud.api import parse
+        from radcloud.api.models import DispatchOptions
+
+        return cls(**parse(DispatchOptions, raw).model_dump())
 
 
 def plan_shards(series: list[StagedSeries], opts: Options) -> list[ShardSpec]:
@@ -137,7 +118,7 @@ class Dispatcher:
             raise BadRequest("'plugin' (a plugin name) is required", field="plugin")
         plugin = self.registry.get(name)                      # NotFound names the known ones
         params = plugin.validate(request.get("params") or {})  # BadRequest names the parameter
-        opts = Options.parse(request.get("options") or request)
+        opts = Options.parse(request.get("options") or {})
         inputs = request.get("inputs")
         if not isinstance(inputs, Mapping) or not inputs:
             raise BadRequest("'inputs' must name a retrieve id, series UIDs or object prefixes, "

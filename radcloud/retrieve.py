@@ -36,6 +36,8 @@ from typing import Any
 from radcloud import layout as lay
 from radcloud import query as q
 from radcloud import search
+from radcloud.api import models as api_models
+from radcloud.api import validation as api
 from radcloud.errors import BadRequest, Conflict, NotFound, RadcloudError, UpstreamError
 from radcloud.orthanc import JobStillRunning, Orthanc
 from radcloud.progress import Progress
@@ -67,11 +69,7 @@ class RetrieveRequest:
 
 def parse_request(params: Mapping[str, Any]) -> RetrieveRequest:
     """Validate a retrieve before any PACS call. Raises BadRequest naming the field."""
-    known = {"StudyInstanceUID", "SeriesInstanceUID", "orthanc_series", "modality", "layout", "pacs_name",
-             "retrieve_id"}
-    for key in params:
-        if key not in known and not key.startswith("_"):
-            raise BadRequest(f"unknown retrieve field {key!r}; known: {', '.join(sorted(known))}", field=key)
+    params = api.parse(api_models.RetrieveRequest, params).model_dump(exclude_unset=True)  # the shape
     studies = _uids(params.get("StudyInstanceUID"), "StudyInstanceUID")
     series = _uids(params.get("SeriesInstanceUID"), "SeriesInstanceUID")
     ids = params.get("orthanc_series") or []

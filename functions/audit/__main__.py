@@ -14,17 +14,12 @@ import redis as redis_lib
 
 from radcloud import audit, auth
 from radcloud.action import run
-from radcloud.errors import BadRequest, ConfigError, Unavailable
+from radcloud.api import parse
+from radcloud.api.models import AuditRequest
+from radcloud.errors import ConfigError, Unavailable
 from radcloud.settings import Settings
 
 _SETTING = "redis_url (or RADCLOUD_REDIS_URL)"
-
-
-def _int(value, name):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{name}={value!r} is not an integer", field=name) from None
 
 
 def _unreachable(settings, exc):
@@ -39,12 +34,10 @@ def _unreachable(settings, exc):
 
 def handle(request, settings, principal):
     settings.require("redis_url")
-    params = request.params
-    limit = _int(params.get("limit", 50), "limit")
+    req = parse(AuditRequest, request.params)
     redis = auth.redis_client(settings)
     try:
-        result = audit.page(redis, before=params.get("before") or None, limit=limit,
-                            who=params.get("who") or None, action=params.get("action") or None)
+        result = audit.page(redis, before=req.before, limit=req.limit, who=req.who, action=req.action)
         audit.record(redis, principal, "read_audit", request)
     except (redis_lib.exceptions.ConnectionError, redis_lib.exceptions.TimeoutError) as exc:
         raise _unreachable(settings, exc) from None

@@ -8,6 +8,8 @@ request carried along as ``run`` (see sequences/pull-and-run.yaml).
 """
 
 from radcloud import jobview
+from radcloud.api import parse
+from radcloud.api.models import DispatchRequest
 from radcloud.action import run
 from radcloud.dispatch import request_from_params
 from radcloud.errors import BadRequest
@@ -23,7 +25,8 @@ def _handle(request, settings, principal, services):
     if request.web and request.method != "post":
         raise BadRequest("send POST with {plugin, params, inputs, options}", field="method")
     services = services or JobServices.from_settings(settings, need_invoker=True)
-    return services.dispatcher().dispatch(request_from_params(request.params), owner=principal.name,
+    run_request = parse(DispatchRequest, request_from_params(request.params)).model_dump(exclude_none=True)
+    return services.dispatcher().dispatch(run_request, owner=principal.name,
                                           privileged=principal.role in jobview.PRIVILEGED)
 
 

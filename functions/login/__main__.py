@@ -15,6 +15,8 @@ lockout of the account, and audited.
 
 from radcloud import audit, auth
 from radcloud.action import run
+from radcloud.api import parse
+from radcloud.api.models import LoginRequest, LogoutRequest
 from radcloud.errors import BadRequest, RadcloudError
 from radcloud.users import ROLES, UserStore
 
@@ -44,17 +46,15 @@ def _end_every_session(request, settings):
 def handle(request, settings, _principal):
     secure = request.headers.get("x-forwarded-proto", "") == "https"
     if request.method == "delete":
-        if request.params.get("everywhere") in (True, "true", "1"):
+        if parse(LogoutRequest, request.params).everywhere:
             _end_every_session(request, settings)
         return {"statusCode": 200, "headers": {"Content-Type": "application/json",
                                                "Set-Cookie": _cookie("", 0, secure)},
                 "body": {"ok": True}}
     if request.method != "post":
         raise BadRequest("send POST with {\"username\", \"password\"}", field="method")
-    username = request.params.get("username")
-    password = request.params.get("password")
-    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
-        raise BadRequest("username and password are required", field="username")
+    creds = parse(LoginRequest, request.params)
+    username, password = creds.username, creds.password
     redis = auth.redis_client(settings)
     address = auth.client_address(request.headers.get("x-forwarded-for", ""), settings.trusted_proxies,
                                   fallback=request.client)

@@ -9,7 +9,9 @@ validated before Orthanc is called. A ``run`` object is passed through
 unchanged, so the ``pull-and-run`` sequence can carry its plugin request.
 """
 
-from radcloud import query, search
+from radcloud import search
+from radcloud.api import parse
+from radcloud.api.models import QueryRequest
 from radcloud.action import run
 from radcloud.orthanc import Orthanc
 
@@ -18,7 +20,7 @@ PASS_THROUGH = "run"
 
 def handle(request, settings, principal, orthanc=None):
     params = {k: v for k, v in request.params.items() if k != PASS_THROUGH}
-    parsed = query.parse(params, max_limit=settings.query_limit_max)
+    parsed = parse(QueryRequest, params).to_query(max_limit=settings.query_limit_max)
     answer = search.run(parsed, orthanc or Orthanc.from_settings(settings))
     if PASS_THROUGH in request.params:
         answer[PASS_THROUGH] = request.params[PASS_THROUGH]

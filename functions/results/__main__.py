@@ -12,6 +12,8 @@ answers with the outputs of the job that computed them.
 """
 
 from radcloud import jobview
+from radcloud.api import parse
+from radcloud.api.models import ResultsRequest
 from radcloud.action import run
 from radcloud.errors import BadRequest
 from radcloud.jobservices import JobServices, store_errors
@@ -29,32 +31,28 @@ def handle(request, settings, principal, services=None):
 def _handle(request, settings, principal, services):
     services = services or JobServices.from_settings(settings)
     parts = [p for p in request.path.strip("/").split("/") if p]
-    params = request.params
-    job_id = params.get("job_id") or (parts[0] if parts else None)
+    routed = {"job_id": parts[0] if parts else None, "op": parts[1] if len(parts) > 1 else "manifest"}
+    req = parse(ResultsRequest, routed | {k: v for k, v in request.params.items() if v not in (None, "")})
+    job_id, op, name = req.job_id, req.op, req.name
     if not job_id:
         raise BadRequest("which job? GET /results/{job_id}", field="job_id")
-    op = params.get("op") or (parts[1] if len(parts) > 1 else "manifest")
     jobview.check(services.jobs.get(job_id), principal)
     manifest = services.results.manifest(job_id)
     ttl = services.presign_ttl_s
-    redirect = str(params.get("redirect", "")).lower() in ("1", "true", "yes")
+    redirect = req.redirect
     if op == "manifest":
-        names = params.get("names")
-        if str(params.get("urls", "")).lower() in ("1", "true", "yes") or names:
-            wanted = [n for n in str(names).split(",") if n] if names else None
+        if req.urls or req.names:
+            wanted = [n for n in req.names.split(",") if n] if req.names else None
             return services.results.with_urls(manifest, ttl, wanted)
         return manifest
-    name = params.get("name")
     if not name:
         raise BadRequest(f"{op} needs ?name= (an output name from the manifest)", field="name")
     if op == "url":
         out = services.results.output(manifest, name)
         url = services.store.presign_get(out["key"], ttl)
         return _redirect(url) if redirect and request.web else {**out, "url": url, "url_ttl_s": ttl}
-    if op == "thumbnail":
-        thumb = services.results.thumbnail(manifest, name, ttl)
-        return _redirect(thumb["url"]) if redirect and request.web else thumb
-    raise BadRequest(f"unknown op {op!r}; use manifest, url or thumbnail", field="op")
+    thumb = services.results.thumbnail(manifest, name, ttl)
+    return _redirect(thumb["url"]) if redirect and request.web else thumb
 
 
 def main(args):

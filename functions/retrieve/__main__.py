@@ -19,6 +19,8 @@ activation id and status — at most one OpenWhisk lookup pass every 2 s.
 
 from radcloud import retrieve
 from radcloud.action import run
+from radcloud.api import parse
+from radcloud.api.models import RetrieveStatusRequest
 from radcloud.errors import BadRequest, RadcloudError
 from radcloud.openwhisk import OpenWhisk
 from radcloud.orthanc import Orthanc
@@ -69,9 +71,7 @@ def handle(request, settings, principal, services=None):
     progress = services.get("progress") or Progress.from_settings(settings)
     params = dict(request.params)
     if params.get("retrieve_id") or (request.web and request.method == "get"):
-        rid = params.get("retrieve_id") or request.path.strip("/")
-        if not isinstance(rid, str) or not rid.isalnum() or len(rid) > 64:
-            raise BadRequest("retrieve_id must be the id a retrieve answered", field="retrieve_id")
+        rid = parse(RetrieveStatusRequest, {"retrieve_id": params.get("retrieve_id") or request.path.strip("/")}).retrieve_id
         return _status(rid, progress, services, settings)
     carried = params.pop(PASS_THROUGH, None)
     if "items" in params:

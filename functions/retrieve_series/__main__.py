@@ -19,7 +19,9 @@ import os
 import time
 
 from radcloud.action import run
-from radcloud.errors import BadRequest, RadcloudError
+from radcloud.api import parse
+from radcloud.api.models import RetrieveSeriesRequest
+from radcloud.errors import RadcloudError
 from radcloud.openwhisk import OpenWhisk
 from radcloud.orthanc import Orthanc
 from radcloud.progress import Progress
@@ -43,17 +45,9 @@ def budget_s(environ=os.environ, now=time.time):
 def handle(request, settings, principal, services=None, environ=os.environ):
     services = services or {}
     params = request.params
-    rid, series = params.get("retrieve_id"), params.get("series")
-    if not isinstance(rid, str) or not isinstance(series, dict) or not series.get("SeriesInstanceUID"):
-        raise BadRequest("retrieve-series needs retrieve_id and series", field="series")
-    start = int(params.get("start") or 0)
-    move_job = params.get("move_job") or None
-    if move_job is not None and not (isinstance(move_job, str) and len(move_job) <= 64):
-        raise BadRequest("move_job must be an Orthanc job id", field="move_job")
-    try:
-        move_started = float(params.get("move_started") or time.time())
-    except (TypeError, ValueError):
-        raise BadRequest("move_started must be epoch seconds", field="move_started") from None
+    hop = parse(RetrieveSeriesRequest, params)
+    rid, series, start, move_job = hop.retrieve_id, params["series"], hop.start, hop.move_job
+    move_started = hop.move_started or time.time()
     stager = Stager(services.get("orthanc") or Orthanc.from_settings(settings),
                     services.get("store") or ObjectStore.from_settings(settings),
                     services.get("progress") or Progress.from_settings(settings),

@@ -10,7 +10,8 @@ in Redis whatever happens, and answers a small summary (never data).
 import os
 
 from radcloud.action import run
-from radcloud.errors import BadRequest
+from radcloud.api import parse
+from radcloud.api.models import ShardRequest
 from radcloud.jobservices import JobServices
 from radcloud.reporter import RedisShardReporter
 from radcloud.shard import run_shard
@@ -18,8 +19,7 @@ from radcloud.shard import run_shard
 
 def handle(request, settings, principal):
     spec = request.params
-    if not isinstance(spec.get("job_id"), str) or not spec["job_id"]:
-        raise BadRequest("'job_id' is required", field="job_id")
+    parse(ShardRequest, spec)  # the rest of the spec is radcloud.shard's to read
     services = JobServices.from_settings(settings)
     # OpenWhisk tells the action when it will be killed (epoch ms).
     raw_deadline = os.environ.get("__OW_DEADLINE")

@@ -19,6 +19,8 @@ failed with the reason, and a finaliser that went silent is replaced
 """
 
 from radcloud import jobview, jobwatch
+from radcloud.api import parse
+from radcloud.api.models import StatusEvents, StatusList, StatusWatch
 from radcloud.action import run
 from radcloud.errors import BadRequest
 from radcloud.jobs import FINAL_STATES
@@ -45,17 +47,6 @@ def _route(request):
     return op, job_id
 
 
-def _number(params, name, default, lo, hi, kind=float):
-    raw = params.get(name, default)
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{name}={raw!r} is not a number", field=name) from None
-    if not lo <= value <= hi:
-        raise BadRequest(f"{name} must be between {lo} and {hi}", field=name)
-    return value
-
-
 def handle(request, settings, principal, services=None):
     with store_errors():
         return _handle(request, settings, principal, services)
@@ -67,15 +58,15 @@ def _handle(request, settings, principal, services):
     params = request.params
     jobs = services.jobs
     if op == "list":
-        mine = str(params.get("mine", "")).lower() in ("1", "true", "yes") or \
-            principal.role not in jobview.PRIVILEGED
-        found = jobs.list(owner=principal.name if mine else None, state=params.get("state") or None,
-                          limit=int(_number(params, "limit", 50, 1, 500)))
+        listing = parse(StatusList, params)
+        mine = listing.mine or principal.role not in jobview.PRIVILEGED
+        found = jobs.list(owner=principal.name if mine else None, state=listing.state or None,
+                          limit=listing.limit)
         return {"jobs": [jobview.summary(j) for j in found]}
     job = jobview.check(jobs.get(job_id), principal)
     if op == "events":
-        return {"job_id": job_id, "events": jobs.events(job_id, after=str(params.get("after", "-")),
-                                                        count=int(_number(params, "limit", 500, 1, 2000)))}
+        events = parse(StatusEvents, params)
+        return {"job_id": job_id, "events": jobs.events(job_id, after=str(events.after), count=events.limit)}
     if op == "cancel":
         if jobs.cancel(job_id):
             services.finaliser(job_id)
@@ -84,8 +75,9 @@ def _handle(request, settings, principal, services):
         shard_ids = jobs.reopen_failed(job_id, settings.shard_timeout_s)
         services.dispatcher().fan_out(job_id, shard_ids)
         return jobview.public(jobs.get(job_id)) | {"retried": shard_ids}
-    wait = _number(params, "wait", 0, 0, 3600)
-    since = int(_number(params, "since", job["version"], 0, 2**62, int)) if wait > 0 else None
+    watch = parse(StatusWatch, params)
+    wait = watch.wait
+    since = (job["version"] if watch.since is None else watch.since) if wait > 0 else None
     job = jobwatch.watch(services, services.watch_budget(), job_id, since=since, wait_s=wait)
     return jobview.public(job)  # with poll_after_ms: when to ask again
 

@@ -1,0 +1,110 @@
+"""The shapes of the main answers, as docs/openapi.yaml promises them to callers.
+
+Actions build their answers with the domain's own code; these models are the
+contract those answers keep: tests/unit/test_api_models.py checks them against
+docs/openapi.yaml field by field, and the e2e schema test checks the live
+answers against the document. Extra fields are allowed (an answer may grow).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from radcloud.users import ROLES
+
+JobState = Literal["queued", "running", "finishing", "succeeded", "failed", "partial", "cancelled"]
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class User(Answer):
+    name: str
+    role: Literal[ROLES]  # type: ignore[valid-type]
+
+
+class LoginAnswer(Answer):
+    token: str
+    expires_in: int = Field(description="seconds")
+    user: User
+
+
+class QueryAnswer(Answer):
+    level: str
+    source: str
+    total: int
+    truncated: bool
+    offset: int
+    limit: int
+    items: list[dict[str, Any]]
+
+
+class RetrieveStarted(Answer):
+    retrieve_id: str
+    state: str
+    series: int
+    instances: int | None = None
+
+
+class SeriesProgress(Answer):
+    SeriesInstanceUID: str
+    series_key: str | None = None
+    StudyInstanceUID: str | None = None
+    state: str
+    done: int
+    total: int
+    bytes: int | None = None
+    errors: list[Any] | None = None
+    reason: str | None = None
+
+
+class RetrieveStatus(Answer):
+    retrieve_id: str
+    state: Literal["queued", "running", "succeeded", "failed", "partial"]
+    series_total: int | None = None
+    series_done: int | None = None
+    instances_done: int | None = None
+    instances_total: int | None = None
+    bytes: int | None = None
+    series: list[SeriesProgress]
+
+
+class DispatchAnswer(Answer):
+    job_id: str
+    state: str
+    cached: bool
+    results_of: str | None = None
+    shards: int | None = None
+
+
+class Job(Answer):
+    id: str
+    state: JobState
+    plugin: str | None = None
+    owner: str | None = None
+    version: int | None = None
+    poll_after_ms: int | None = None
+    reason: str | None = None
+    created_at: float | None = None
+    finished_at: float | None = None
+    progress: dict[str, Any] | None = None
+    shards: list[dict[str, Any]] | None = None
+
+
+class Output(Answer):
+    name: str
+    key: str
+    size: int
+    content_type: str | None = None
+    md5: str | None = None
+    shard: str | None = None
+    url: str | None = None
+
+
+class ResultManifest(Answer):
+    job_id: str
+    bytes: int | None = None
+    outputs: list[Output]
