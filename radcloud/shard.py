@@ -75,14 +75,15 @@ import subprocess
 import tempfile
 import time
 import traceback
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import requests
+
 from radcloud import filereasons, sandbox
 from radcloud.memory import ContainerMemory
-from radcloud.errors import BadRequest, ConfigError, RadcloudError
+from radcloud.errors import BadRequest, ConfigError, RadcloudError, UpstreamError
 from radcloud.layout import DEID_MAPS_ROOT
 from radcloud.plugins import DEID_SECRET_ENV, Plugin, Registry
 from radcloud.settings import Secret
@@ -539,5 +540,15 @@ def _remove_tree(path: str) -> None:
 
 
 def _fetch_url(url: str, path: str) -> None:
-    with urllib.request.urlopen(url, timeout=60) as resp, open(path, "wb") as out:  # noqa: S310
-        shutil.copyfileobj(resp, out, 1 << 20)
+    """Download an input given as a presigned URL (with requests, radcloud's one HTTP client)."""
+    try:
+        with requests.get(url, stream=True, timeout=60) as resp:
+            resp.raise_for_status()
+            with open(path, "wb") as out:
+                for block in resp.iter_content(1 << 20):
+                    out.write(block)
+    except requests.RequestException as exc:  # the URL (its signature) stays out of the message
+        status = getattr(exc.response, "status_code", None)
+        raise UpstreamError(f"could not download an input from its presigned URL "
+                            f"({f'HTTP {status}' if status else type(exc).__name__}); an expired URL "
+                            "answers 403: dispatch the job again") from None

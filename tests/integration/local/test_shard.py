@@ -260,6 +260,40 @@ def test_presigned_url_inputs_use_the_injected_fetcher():
     assert [o["key"] for o in rep.outcome["outputs"]][0] == "results/j1/0/IM1.dcm"
 
 
+def test_presigned_urls_are_fetched_and_a_refusal_says_what_to_do(tmp_path):
+    """The real downloader against a loopback HTTP server: the bytes arrive; a 403 (an
+    expired URL) is an UpstreamError naming the status, never the URL's signature."""
+    import http.server
+    import threading
+
+    from radcloud.errors import UpstreamError
+    from radcloud.shard import _fetch_url
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            ok = self.path.startswith("/ok")
+            self.send_response(200 if ok else 403)
+            self.send_header("Content-Length", "3" if ok else "0")
+            self.end_headers()
+            if ok:
+                self.wfile.write(b"DCM")
+
+        def log_message(self, *_args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        _fetch_url(f"{base}/ok/IM1.dcm?X-Amz-Signature=abc", str(tmp_path / "IM1.dcm"))
+        assert (tmp_path / "IM1.dcm").read_bytes() == b"DCM"
+        with pytest.raises(UpstreamError) as err:
+            _fetch_url(f"{base}/gone?X-Amz-Signature=secret", str(tmp_path / "x.dcm"))
+        assert "HTTP 403" in err.value.message and "secret" not in err.value.message
+    finally:
+        server.shutdown()
+
+
 def test_safe_relpath():
     assert safe_relpath("a/./b//c.png") == "a/b/c.png"
     for bad in ("/etc/passwd", "../x", "a/../../x", "", "a\nb"):
