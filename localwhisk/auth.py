@@ -66,7 +66,3 @@ class Authenticator:
 
     def key_of(self, namespace: str) -> str | None:
         return self._keys.get(namespace)
-
-    @property
-    def namespaces(self) -> list[str]:
-        return sorted(self._keys)

@@ -131,11 +131,6 @@ def to_image(frame: np.ndarray, ds: pydicom.Dataset, wc: float | None, ww: float
     return gray_to_uint8(frame, ds, wc, ww)
 
 
-def to_images(ds: pydicom.Dataset, wc: float | None, ww: float | None) -> list[np.ndarray]:
-    """Every frame of an in-memory dataset as display images (for callers holding ``ds``)."""
-    return [to_image(frame, ds, wc, ww) for frame in iter_pixels(ds)]
-
-
 def _sort_key(ds: pydicom.Dataset, rel: str) -> tuple:
     try:
         ipp = ds.get("ImagePositionPatient")

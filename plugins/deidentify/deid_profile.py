@@ -32,7 +32,7 @@ from pathlib import Path
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import BaseTag
 
 PROFILE = json.loads((Path(__file__).with_name("basic_profile.json")).read_text())
 ACTIONS: dict[int, str] = {int(a["tag"], 16): a["action"] for a in PROFILE["attributes"]}

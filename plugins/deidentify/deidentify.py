@@ -50,10 +50,6 @@ from deid_profile import Deidentifier, find_phi  # noqa: E402
 _TEXT_PRONE = ("Ultrasound", "Secondary Capture", "VL ", "Video ", "Encapsulated")
 
 
-def may_have_burned_in_text(ds: pydicom.Dataset, allowed: frozenset[str] = frozenset()) -> bool:
-    return burned_in_reason(ds, allowed) is not None
-
-
 def burned_in_reason(ds: pydicom.Dataset, allowed: frozenset[str] = frozenset()) -> str | None:
     """Why a file may carry burned-in patient text, or None if it may be de-identified."""
     flag = str(ds.get("BurnedInAnnotation", "")).strip().upper()
