@@ -319,21 +319,16 @@ def _page(q: dict[str, str]) -> tuple[int, int]:
 
 def _epoch_param(q: dict[str, str], name: str) -> int | None:
     """``since``/``upto``: epoch milliseconds, with OpenWhisk's message (which says seconds) when not."""
+    return _int_param(q, name, f"Parameter is not a valid value for epoch seconds: {q.get(name)}")
+
+
+def _int_param(q: dict[str, str], name: str, message: str | None = None) -> int | None:
     if name not in q or q[name] == "":
         return None
     try:
         return int(q[name])
     except ValueError:
-        raise bad_request(f"Parameter is not a valid value for epoch seconds: {q[name]}") from None
-
-
-def _int_param(q: dict[str, str], name: str) -> int | None:
-    if name not in q or q[name] == "":
-        return None
-    try:
-        return int(q[name])
-    except ValueError:
-        raise bad_request(f"The value of '{name}' must be an integer.") from None
+        raise bad_request(message or f"The value of '{name}' must be an integer.") from None
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
