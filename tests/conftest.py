@@ -48,6 +48,20 @@ def needs_bwrap(require) -> None:
             "and run as root or allow unprivileged user namespaces")
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Worlds and stacks are stopped in the background as their tier ends
+    # (tests/e2e/background.py); every one must be down before pytest exits.
+    import sys
+
+    background = sys.modules.get("background")
+    if background is None:
+        return
+    problems = background.join()
+    if problems:
+        session.config.get_terminal_writer().line("\n".join(problems), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # A test's tier is its directory: `-m integration` / `-m "not integration"` just work.
     for item in items:

@@ -53,7 +53,9 @@ def cli_stack(tmp_path_factory, require):
         yield CliStack(root, endpoints.whisk_url + "/api/v1/web/guest/radcloud/", study,
                        deploy_seconds=round(time.perf_counter() - started, 2))
     finally:
-        stack.down()
+        from background import stop_later
+
+        stop_later(stack.down, f"the CLI stack in {root}")
 
 
 @pytest.fixture(scope="session")

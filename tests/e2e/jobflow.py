@@ -147,7 +147,9 @@ class JobWorld:
         try:
             yield world
         finally:
-            world.down()
+            from background import stop_later
+
+            stop_later(world.down, f"the {cls.__name__} in {tmp}")
 
     def _count_busy(self, status: int) -> None:
         self.busy_answers += 1

@@ -94,7 +94,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, require):
         yield LiveStack(stk, endpoints, s3, client)
         client.close()
     finally:
-        stk.down()
+        from background import stop_later
+
+        stop_later(stk.down, f"the stack in {stk.state.root}")
 
 
 @pytest.fixture(scope="session")

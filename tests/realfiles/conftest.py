@@ -38,4 +38,6 @@ def realworld(tmp_path_factory, require):
     try:
         yield world
     finally:
-        world.down()
+        from background import stop_later  # tests/e2e/background.py: the next tier need not wait
+
+        stop_later(world.down, "the real-file world")
