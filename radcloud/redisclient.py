@@ -61,6 +61,12 @@ def restart_policy(budget_s: float) -> dict[str, Any]:
     return {"retry": _restart_retry_class()(budget_s), "retry_on_error": [RedisConnectionError]}
 
 
+def retry_budget_s(redis_client: Any) -> float:
+    """How long a client's commands wait for Redis to come back (0: they do not)."""
+    retry = redis_client.connection_pool.connection_kwargs.get("retry")
+    return float(getattr(retry, "budget_s", 0.0))
+
+
 _RETRY_CLASS: Any = None
 
 
