@@ -59,6 +59,16 @@ class LogoutRequest(Open):
 
 
 # ---- query -----------------------------------------------------------------------------------
+class Range(Model):
+    """A date or time range, either end open: ``{"from": "20240101", "to": "20241231"}``."""
+
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+
+
+DateOrRange = str | Range
+
+
 class QueryRequest(Model):
     """A search; the DICOM keyword fields are matched by :func:`radcloud.query.parse`."""
 
@@ -71,16 +81,16 @@ class QueryRequest(Model):
     source: Literal["orthanc", "dicomweb"] = "orthanc"
     PatientID: OneOrMany | None = None
     PatientName: str | None = None
-    PatientBirthDate: str | None = None
+    PatientBirthDate: DateOrRange | None = None
     PatientSex: Annotated[Literal["F", "M", "O"] | None, BeforeValidator(_upper)] = None
     StudyInstanceUID: OneOrMany | None = None
-    StudyDate: str | None = None
-    StudyTime: str | None = None
+    StudyDate: DateOrRange | None = None
+    StudyTime: DateOrRange | None = None
     AccessionNumber: OneOrMany | None = None
     StudyDescription: str | None = None
     ModalitiesInStudy: OneOrMany | None = None
     SeriesInstanceUID: OneOrMany | None = None
-    SeriesDate: str | None = None
+    SeriesDate: DateOrRange | None = None
     SeriesDescription: str | None = None
     Modality: OneOrMany | None = None
     BodyPartExamined: str | None = None
@@ -102,7 +112,7 @@ class QueryRequest(Model):
 
     def to_query(self, max_limit: int) -> q.Query:
         """The validated search (the matching grammar and the deployment's limit applied)."""
-        return q.parse(self.model_dump(exclude_unset=True), max_limit=max_limit)
+        return q.parse(self.model_dump(exclude_unset=True, by_alias=True), max_limit=max_limit)
 
 
 # ---- retrieve --------------------------------------------------------------------------------
@@ -206,7 +216,8 @@ class DispatchRequest(Open):
 # ---- status ----------------------------------------------------------------------------------
 class StatusList(Open):
     mine: Flag = False
-    state: Literal["queued", "running", "finishing", "succeeded", "failed", "partial", "cancelled"] | None = None
+    state: Annotated[Literal["queued", "running", "finishing", "succeeded", "failed", "partial", "cancelled"] | None,
+                     BeforeValidator(lambda v: v or None)] = None
     limit: int = Field(default=50, ge=1, le=500)
 
 

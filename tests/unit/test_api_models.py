@@ -170,3 +170,14 @@ def test_query_strings_are_read_leniently_and_json_options_strictly():
     assert parse(models.ResultsRequest, {"urls": ""}).urls is False
     with pytest.raises(BadRequest):
         parse(models.DispatchOptions, {"shard_size": "20"})
+
+
+def test_what_the_web_ui_sends_is_accepted():
+    """The UI's date pickers send a range object; its job filter an empty state for "all"."""
+    query = parse(models.QueryRequest, {"level": "study", "limit": 1000, "PatientID": ["A", "B"],
+                                        "StudyDate": {"from": "20240101"}}).to_query(max_limit=1000)
+    assert query.filters["StudyDate"] == "20240101-" and query.filters["PatientID"] == "A\\B"
+    assert parse(models.StatusList, {"state": "", "limit": "50"}).state is None
+    with pytest.raises(BadRequest) as err:
+        parse(models.QueryRequest, {"StudyDate": 20240101})
+    assert err.value.message.startswith("StudyDate must be a string or an object with from/to")
