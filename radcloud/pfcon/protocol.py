@@ -15,23 +15,23 @@ import base64
 import binascii
 import dataclasses
 import json
-import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs
 
+from radcloud.api import validation as api
+from radcloud.api.pfcon import (TYPES, CopyJobForm, DeleteJobForm, PluginJobForm, UploadJobForm,  # noqa: F401
+                                form_values, storage_path, valid_jid)
 from radcloud.errors import BadRequest
 
 INCOMING = "/share/incoming"
 OUTGOING = "/share/outgoing"
-TYPES = ("ds", "fs", "ts")
 STATUSES = ("notStarted", "started", "finishedSuccessfully", "finishedWithError", "undefined")
 ACTIVE = ("notStarted", "started")
 FINISHED = ("finishedSuccessfully", "finishedWithError")
 LOGS_TAIL_LINES = 1000  # pfcon's JOB_LOGS_TAIL default
 LOGS_TAIL_CHARS = 16000
-_JID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # radcloud job state -> pfcon status (pfcon/compute/abstractmgr.py JobStatus)
 _STATE_TO_STATUS = {
     "created": "notStarted", "staging": "notStarted",
@@ -87,51 +87,6 @@ def query_fields(query: str | Mapping[str, Any] | None) -> dict[str, list[str]]:
     return parse_qs(query, keep_blank_values=True)
 
 
-class _Form:
-    """Reads fields off a parsed form, collecting every problem before raising."""
-
-    def __init__(self, fields: Mapping[str, list[str]]) -> None:
-        self.fields = fields
-        self.problems: dict[str, str] = {}
-
-    def one(self, name: str, *, required: bool = True, default: str = "") -> str:
-        values = self.fields.get(name) or []
-        if not values or values[-1] == "":
-            if required:
-                self.problems[name] = "field is required"
-            return default
-        return values[-1]
-
-    def many(self, name: str, *, required: bool = False) -> list[str]:
-        values = [v for v in self.fields.get(name) or [] if v != ""]
-        if required and not values:
-            self.problems[name] = "field is required (repeat it for several values)"
-        return values
-
-    def integer(self, name: str, *, required: bool = True, default: int = 0, low: int = 0) -> int:
-        raw = self.one(name, required=required, default=str(default))
-        try:
-            value = int(raw)
-        except ValueError:
-            self.problems[name] = f"{raw!r} is not an integer"
-            return default
-        if value < low:
-            self.problems[name] = f"must be at least {low}"
-        return value
-
-    def jid(self) -> str:
-        jid = self.one("jid").lstrip("/")
-        if jid and not _JID_RE.match(jid):
-            self.problems["jid"] = "use letters, digits, '.', '_' or '-' (at most 128)"
-        return jid
-
-    def done(self) -> None:
-        if self.problems:
-            first = sorted(self.problems)[0]
-            text = "; ".join(f"{k}: {v}" for k, v in sorted(self.problems.items()))
-            raise BadRequest(text, field=first, fields=self.problems)
-
-
 # -- requests -----------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -162,21 +117,7 @@ class PluginJob:
     def parse(cls, fields: Mapping[str, list[str]]) -> "PluginJob":
         if "data_file" in fields:
             decode_body("x", "multipart/form-data")  # raises the zip-mode 400
-        form = _Form(fields)
-        job = cls(jid=form.jid(), entrypoint=form.many("entrypoint", required=True),
-                  args=form.many("args"), args_path_flags=_split_flags(form.many("args_path_flags")),
-                  auid=form.one("auid"), number_of_workers=form.integer("number_of_workers", low=1),
-                  cpu_limit=form.integer("cpu_limit", low=1), memory_limit=form.integer("memory_limit", low=1),
-                  gpu_limit=form.integer("gpu_limit"), image=form.one("image"), type=form.one("type"),
-                  env=form.many("env"), input_dirs=form.many("input_dirs"),
-                  output_dir=form.one("output_dir"))
-        if job.type and job.type not in TYPES:
-            form.problems["type"] = f"{job.type!r} is not one of ds, fs, ts"
-        for item in job.env:
-            if "=" not in item:
-                form.problems["env"] = f"{item!r} is not KEY=VALUE"
-        form.done()
-        return job
+        return cls(**api.parse_all(PluginJobForm, form_values(PluginJobForm, fields)).model_dump())
 
     def cmd(self) -> str:
         """pfcon's command line: entrypoint + args (path flags' values → /share/incoming)
@@ -200,16 +141,7 @@ class CopyJob:
 
     @classmethod
     def parse(cls, fields: Mapping[str, list[str]]) -> "CopyJob":
-        form = _Form(fields)
-        job = cls(jid=form.jid(), input_dirs=form.many("input_dirs"),
-                  output_dir=form.one("output_dir", required=False),
-                  cpu_limit=form.integer("cpu_limit", required=False, default=1000, low=1),
-                  memory_limit=form.integer("memory_limit", required=False, default=200, low=1))
-        for d in job.input_dirs:
-            if not storage_path(d):
-                form.problems["input_dirs"] = f"{d!r} is not a storage path (no '..', not empty)"
-        form.done()
-        return job
+        return cls(**api.parse_all(CopyJobForm, form_values(CopyJobForm, fields)).model_dump())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,12 +151,7 @@ class UploadJob:
 
     @classmethod
     def parse(cls, fields: Mapping[str, list[str]]) -> "UploadJob":
-        form = _Form(fields)
-        job = cls(jid=form.jid(), job_output_path=form.one("job_output_path"))
-        if job.job_output_path and not storage_path(job.job_output_path):
-            form.problems["job_output_path"] = "not a storage path (no '..', not empty)"
-        form.done()
-        return job
+        return cls(**api.parse_all(UploadJobForm, form_values(UploadJobForm, fields)).model_dump())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,27 +160,7 @@ class DeleteJob:
 
     @classmethod
     def parse(cls, fields: Mapping[str, list[str]]) -> "DeleteJob":
-        form = _Form(fields)
-        job = cls(jid=form.jid())
-        form.done()
-        return job
-
-
-def _split_flags(values: list[str]) -> list[str]:
-    # CUBE sends one field per flag; a comma-joined list is accepted too.
-    return [f.strip() for v in values for f in v.split(",") if f.strip()]
-
-
-def valid_jid(jid: str) -> bool:
-    return bool(_JID_RE.match(jid))
-
-
-def storage_path(path: str) -> str:
-    """A ChRIS storage path as an object prefix without slashes at the ends ('' = invalid)."""
-    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
-    if not parts or ".." in parts or any(ord(c) < 32 for c in path):
-        return ""
-    return "/".join(parts)
+        return cls(**api.parse_all(DeleteJobForm, form_values(DeleteJobForm, fields)).model_dump())
 
 
 def build_cmd(entrypoint: list[str], args: list[str], path_flags: list[str], plugin_type: str) -> list[str]:
