@@ -71,7 +71,8 @@ def handle(request, settings, principal, services=None):
     progress = services.get("progress") or Progress.from_settings(settings)
     params = dict(request.params)
     if params.get("retrieve_id") or (request.web and request.method == "get"):
-        rid = parse(RetrieveStatusRequest, {"retrieve_id": params.get("retrieve_id") or request.path.strip("/")}).retrieve_id
+        asked = params.get("retrieve_id") or request.path.strip("/")
+        rid = parse(RetrieveStatusRequest, {"retrieve_id": asked}).retrieve_id
         return _status(rid, progress, services, settings)
     carried = params.pop(PASS_THROUGH, None)
     if "items" in params:
