@@ -23,13 +23,13 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from radcloud.errors import BadRequest, RadcloudError, to_response
+from radcloud.api.validation import json_object
+from radcloud.errors import RadcloudError, to_response
 from radcloud.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -132,13 +132,7 @@ def _decode_body(body: str, headers: Mapping[str, str]) -> dict[str, Any]:
         text = base64.b64decode(body, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
-    try:
-        decoded = json.loads(text)
-    except json.JSONDecodeError:
-        raise BadRequest("request body is not JSON", field="body") from None
-    if not isinstance(decoded, dict):
-        raise BadRequest("request body must be a JSON object", field="body")
-    return decoded
+    return json_object(text)
 
 
 Handler = Callable[[Request, Settings, Any], Any]

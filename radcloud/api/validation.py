@@ -12,6 +12,7 @@ action keeps one error family and the domain's own messages.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, TypeVar, get_args, get_origin
 
@@ -156,6 +157,22 @@ def _known(model: type[BaseModel], loc: tuple) -> list[str]:
             break
         current = fields[part].annotation
     return [info.alias or name for name, info in getattr(current, "model_fields", {}).items()]
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A request body that must be one JSON object (web actions, pfcon's JSON bodies).
+
+    Raises:
+        BadRequest: ``field`` body, saying what was sent instead.
+    """
+    try:
+        decoded = json.loads(text)
+    except json.JSONDecodeError:
+        raise BadRequest("the request body is not JSON: send a JSON object", field="body") from None
+    if not isinstance(decoded, dict):
+        raise BadRequest(f"the request body must be a JSON object, not a {type(decoded).__name__}",
+                         field="body")
+    return decoded
 
 
 def parse_all(model: type[M], params: Mapping[str, Any]) -> M:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from radcloud.api import validation as api
@@ -68,12 +67,7 @@ def decode_body(body: str | None, content_type: str) -> dict[str, list[str]]:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     if media == "application/json" or media.endswith("+json") or text.lstrip().startswith("{"):
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError:
-            raise BadRequest("the request body is not JSON", field="body") from None
-        if not isinstance(doc, dict):
-            raise BadRequest("the request body must be a JSON object", field="body")
+        doc = api.json_object(text)
         return {str(k): [str(x) for x in v] if isinstance(v, list) else [str(v)]
                 for k, v in doc.items() if v is not None}
     return parse_qs(text, keep_blank_values=True)
@@ -89,8 +83,19 @@ def query_fields(query: str | Mapping[str, Any] | None) -> dict[str, list[str]]:
 
 # -- requests -----------------------------------------------------------------
 
+class _FromForm:
+    """A job request read from CUBE's form by its model (radcloud.api.pfcon): every bad
+    field named in one 400."""
+
+    FORM: ClassVar[type]
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, list[str]]) -> Any:
+        return cls(**api.parse_all(cls.FORM, form_values(cls.FORM, fields)).model_dump())
+
+
 @dataclasses.dataclass(frozen=True)
-class PluginJob:
+class PluginJob(_FromForm):
     """``POST pluginjobs/`` as pfcon's parser_plugin reads it.
 
     ``input_dirs`` is optional, as in pfcon: CUBE sends none for an fs plugin
@@ -112,12 +117,13 @@ class PluginJob:
     env: list[str]
     input_dirs: list[str]
     output_dir: str
+    FORM: ClassVar[type] = PluginJobForm
 
     @classmethod
     def parse(cls, fields: Mapping[str, list[str]]) -> "PluginJob":
         if "data_file" in fields:
             decode_body("x", "multipart/form-data")  # raises the zip-mode 400
-        return cls(**api.parse_all(PluginJobForm, form_values(PluginJobForm, fields)).model_dump())
+        return super().parse(fields)
 
     def cmd(self) -> str:
         """pfcon's command line: entrypoint + args (path flags' values → /share/incoming)
@@ -129,7 +135,7 @@ class PluginJob:
 
 
 @dataclasses.dataclass(frozen=True)
-class CopyJob:
+class CopyJob(_FromForm):
     """``POST copyjobs/``: ``input_dirs`` defaults to none, as pfcon's parser_copy
     (``default=[]``): an fs plugin's copy job stages nothing."""
 
@@ -138,29 +144,20 @@ class CopyJob:
     output_dir: str
     cpu_limit: int = 1000
     memory_limit: int = 200
-
-    @classmethod
-    def parse(cls, fields: Mapping[str, list[str]]) -> "CopyJob":
-        return cls(**api.parse_all(CopyJobForm, form_values(CopyJobForm, fields)).model_dump())
+    FORM: ClassVar[type] = CopyJobForm
 
 
 @dataclasses.dataclass(frozen=True)
-class UploadJob:
+class UploadJob(_FromForm):
     jid: str
     job_output_path: str
-
-    @classmethod
-    def parse(cls, fields: Mapping[str, list[str]]) -> "UploadJob":
-        return cls(**api.parse_all(UploadJobForm, form_values(UploadJobForm, fields)).model_dump())
+    FORM: ClassVar[type] = UploadJobForm
 
 
 @dataclasses.dataclass(frozen=True)
-class DeleteJob:
+class DeleteJob(_FromForm):
     jid: str
-
-    @classmethod
-    def parse(cls, fields: Mapping[str, list[str]]) -> "DeleteJob":
-        return cls(**api.parse_all(DeleteJobForm, form_values(DeleteJobForm, fields)).model_dump())
+    FORM: ClassVar[type] = DeleteJobForm
 
 
 def build_cmd(entrypoint: list[str], args: list[str], path_flags: list[str], plugin_type: str) -> list[str]:
