@@ -332,24 +332,18 @@ def _int_param(q: dict[str, str], name: str, message: str | None = None) -> int 
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
+    return _json_payload(body, (dict,), "a JSON object")  # type: ignore[return-value]
+
+
+def _json_payload(body: bytes, kinds: tuple[type, ...] = (dict, list),
+                  expected: str = "a JSON object or array") -> dict[str, Any] | list[Any]:
+    """The JSON body (``{}`` when empty), refused with OpenWhisk's own wording."""
     if not body.strip():
         return {}
     try:
         value = json.loads(body)
     except ValueError as exc:
         raise bad_request(f"The request content was malformed:\n{exc}") from None
-    if not isinstance(value, dict):
-        raise bad_request("The request content was malformed:\nexpected a JSON object.")
-    return value
-
-
-def _json_payload(body: bytes) -> dict[str, Any] | list[Any]:
-    if not body.strip():
-        return {}
-    try:
-        value = json.loads(body)
-    except ValueError as exc:
-        raise bad_request(f"The request content was malformed:\n{exc}") from None
-    if not isinstance(value, (dict, list)):
-        raise bad_request("The request content was malformed:\nexpected a JSON object or array.")
+    if not isinstance(value, kinds):
+        raise bad_request(f"The request content was malformed:\nexpected {expected}.")
     return value

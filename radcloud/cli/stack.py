@@ -49,6 +49,14 @@ def _stack(state_dir: Optional[Path], port_offset: Optional[int] = None, timeout
     return Stack(root, ports, timeout_s=timeout)
 
 
+def _guarded(fn: Any) -> Any:
+    """``fn()``; a radcloud error becomes its message, the log's last lines, and exit code 1."""
+    try:
+        return fn()
+    except RadcloudError as exc:
+        _fail(exc)
+
+
 def _fail(exc: RadcloudError) -> None:
     err.print(f"[red]error:[/] {exc.message}", soft_wrap=True)
     tail = getattr(exc, "tail", "")
@@ -84,12 +92,8 @@ def up(
         if not as_json:
             err.print(f"  {service:<8} {event}")
 
-    try:
-        stack = _stack(state_dir, port_offset, timeout)
-        endpoints = stack.up(services, install_missing=install, progress=progress)
-    except RadcloudError as exc:
-        _fail(exc)
-        return
+    stack = _guarded(lambda: _stack(state_dir, port_offset, timeout))
+    endpoints = _guarded(lambda: stack.up(services, install_missing=install, progress=progress))
     seconds = round(time.perf_counter() - started, 2)
     noop = all(v == "already running" for v in stack.last_up.values())
     if as_json:
@@ -125,11 +129,7 @@ def down(
 ) -> None:
     """Stop what `up` started (only the PIDs recorded in the state dir)."""
     started = time.perf_counter()
-    try:
-        stopped = _stack(state_dir).down()
-    except RadcloudError as exc:
-        _fail(exc)
-        return
+    stopped = _guarded(lambda: _stack(state_dir).down())
     seconds = round(time.perf_counter() - started, 2)
     if as_json:
         _emit_json({"stopped": stopped, "seconds": seconds})
@@ -143,11 +143,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Show each service: up/down, health, endpoint. Exit 1 if a default service is down."""
-    try:
-        report = _stack(state_dir).status()
-    except RadcloudError as exc:
-        _fail(exc)
-        return
+    report = _guarded(lambda: _stack(state_dir).status())
     if as_json:
         _emit_json(report)
     else:
@@ -201,26 +197,24 @@ def seed(
 
     from radcloud.stack import StackError
 
-    try:
+    def seed() -> dict[str, Any]:
         stack = _stack(state_dir)
         if not stack.running("orthanc"):
             raise StackError(f"orthanc is not running (state dir {stack.state.root}); "
                              "run `radcloud stack up` first")
         settings = stack.endpoints().settings()
         if as_json:
-            report = seed_orthanc(settings, workers=workers)
-        else:
-            with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), console=err, transient=False) as bar:
-                task = bar.add_task("seeding Orthanc", total=None)
+            return seed_orthanc(settings, workers=workers)
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=err, transient=False) as bar:
+            task = bar.add_task("seeding Orthanc", total=None)
 
-                def progress(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total)
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
 
-                report = seed_orthanc(settings, workers=workers, progress=progress)
-    except RadcloudError as exc:
-        _fail(exc)
-        return
+            return seed_orthanc(settings, workers=workers, progress=progress)
+
+    report = _guarded(seed)
     if as_json:
         _emit_json(report)
     else:
