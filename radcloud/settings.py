@@ -132,6 +132,9 @@ class Settings:
     query_limit_max: int = 1000
     presign_ttl_s: int = 900
     shard_timeout_s: int = 300
+    # How units of tracked work run (radcloud.work.executors): "action" (an
+    # OpenWhisk action per shard) or another installed executor module
+    executor: str = "action"
     # Watchers (radcloud.jobwatch): long-polls allowed to block at once, and the
     # status calls per second budgeted for the rest, out of the namespace's limit
     watch_slots: int = 1
