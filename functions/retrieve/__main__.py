@@ -20,7 +20,7 @@ activation id and status — at most one OpenWhisk lookup pass every 2 s.
 from radcloud import retrieve
 from radcloud.action import run
 from radcloud.api import parse
-from radcloud.api.models import RetrieveStatusRequest
+from radcloud.api.models import QueryAnswerInput, RetrieveStatusRequest
 from radcloud.errors import BadRequest, RadcloudError
 from radcloud.openwhisk import OpenWhisk
 from radcloud.orthanc import Orthanc
@@ -33,12 +33,10 @@ _QUERY_ANSWER_KEYS = ("level", "source", "total", "truncated", "offset", "limit"
 
 def _from_query_answer(params):
     """Turn a query answer (``items``) into UIDs; other params win."""
-    items = params.pop("items")
-    level = params.get("level")
-    for key in _QUERY_ANSWER_KEYS:
+    answer = parse(QueryAnswerInput, params)
+    items, level = answer.items, answer.level
+    for key in ("items", *_QUERY_ANSWER_KEYS):
         params.pop(key, None)
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise BadRequest("items must be the list a query answered", field="items")
     field = "SeriesInstanceUID" if level in ("series", "instance") else "StudyInstanceUID"
     uids = list(dict.fromkeys(i.get(field) for i in items if i.get(field)))
     if not uids:

@@ -131,6 +131,13 @@ class RetrieveRequest(Model):
         return {k: v for k, v in data.items() if not str(k).startswith("_")} if isinstance(data, dict) else data
 
 
+class QueryAnswerInput(Open):
+    """A query's answer handed to retrieve (``query → retrieve``): its ``items`` name what to stage."""
+
+    items: list[dict[str, Any]]
+    level: str | None = None
+
+
 class RetrieveStatusRequest(Open):
     retrieve_id: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$")
 

@@ -31,7 +31,8 @@ ANSWERS = {"LoginAnswer": answers.LoginAnswer, "QueryAnswer": answers.QueryAnswe
            "RetrieveStarted": answers.RetrieveStarted, "RetrieveStatus": answers.RetrieveStatus,
            "DispatchAnswer": answers.DispatchAnswer, "Job": answers.Job, "Output": answers.Output,
            "ResultManifest": answers.ResultManifest}
-# Body fields the action itself consumes before the model sees the rest.
+# Body fields the action takes off before the model sees the rest: query passes ``run`` on
+# unchanged; retrieve reads a query's answer (``items``) through models.QueryAnswerInput.
 ACTION_FIELDS = {"QueryRequest": {"run"}, "RetrieveRequest": {"items"}}
 # (path, method) -> the model the action parses its query string with.
 PARAMETERS = {("query", "get"): models.QueryRequest, ("retrieve", "get"): models.RetrieveStatusRequest,
@@ -145,6 +146,7 @@ def test_every_documented_body_and_answer_has_a_model():
     (models.QueryRequest, {"limit": "ten"}, "limit", "limit must be an integer"),
     (models.QueryRequest, {"Colour": "x"}, "Colour", "unknown query field 'Colour'; known: AccessionNumber"),
     (models.StatusList, {"limit": "0"}, "limit", "limit must be between 1 and 500"),
+    (models.QueryAnswerInput, {"items": ["1.2.3"]}, "items", "items.0 must be an object"),
     (models.LoginRequest, {"username": "", "password": "p"}, "username", "username must not be empty"),
     (models.RetrieveSeriesRequest, {"retrieve_id": "r", "series": {}}, "series.SeriesInstanceUID",
      "series.SeriesInstanceUID is required"),
