@@ -102,10 +102,13 @@ def check_password(password: str) -> str:
 
 class UserStore:
     """User accounts in Redis. ``redis`` is a redis-py client (or a fake with
-    the same hash/set calls)."""
+    the same hash/set calls); ``hasher`` an argon2 ``PasswordHasher`` (the
+    library's defaults unless given: tests pass its cheapest parameters, since
+    what they check is who may log in, not what a guess costs)."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, hasher: PasswordHasher | None = None) -> None:
         self.redis = redis
+        self.hasher = hasher or _hasher
 
     # -- reading -----------------------------------------------------------
     def get(self, name: str) -> User | None:
@@ -134,7 +137,7 @@ class UserStore:
         fields: dict[str, str] = {"role": role, "disabled": "0", "gen": "0",
                                   "created": f"{time.time():.3f}"}
         if password is not None:
-            fields["pw_hash"] = _hasher.hash(check_password(password))
+            fields["pw_hash"] = self.hasher.hash(check_password(password))
         elif role != "service":
             raise BadRequest("a person's account needs a password", field="password")
         # HSETNX on "role" makes creation atomic: two admins adding the same
@@ -155,7 +158,7 @@ class UserStore:
 
     def set_password(self, name: str, password: str) -> None:
         self._require(name)
-        self.redis.hset(_user_key(name), "pw_hash", _hasher.hash(check_password(password)))
+        self.redis.hset(_user_key(name), "pw_hash", self.hasher.hash(check_password(password)))
         self.redis.hincrby(_user_key(name), "gen", 1)
 
     def disable(self, name: str) -> None:
@@ -179,7 +182,7 @@ class UserStore:
         raw = self.redis.hget(_user_key(name), "pw_hash") if _NAME_RE.match(name or "") else None
         stored = _text(raw) if raw else _dummy_hash()
         try:
-            _hasher.verify(stored, password)
+            self.hasher.verify(stored, password)  # the hash names its own parameters
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
         if not raw:
@@ -187,8 +190,8 @@ class UserStore:
         user = self.get(name)
         if user is None or user.disabled:
             return None
-        if _hasher.check_needs_rehash(stored):
-            self.redis.hset(_user_key(name), "pw_hash", _hasher.hash(password))
+        if self.hasher.check_needs_rehash(stored):
+            self.redis.hset(_user_key(name), "pw_hash", self.hasher.hash(password))
         return user
 
     def create_api_key(self, name: str) -> str:

@@ -53,10 +53,11 @@ class RcWorld(JobWorld):
         return Settings.load(environ=self.env)
 
     def add_users(self) -> None:
+        from fast_hasher import FAST_HASHER  # tests/unit/fast_hasher.py: accounts, not guess costs, are tested
         from radcloud.auth import issue_token
         from radcloud.users import UserStore
 
-        store = UserStore(self.redis)
+        store = UserStore(self.redis, FAST_HASHER)
         self.tokens = {}
         for role in ROLES:
             user = store.get(role) or store.add(role, role, PASSWORD)

@@ -10,6 +10,7 @@ from radcloud.errors import BadRequest
 from radcloud.settings import Settings
 from radcloud.users import UserStore
 from action_loader import load_action
+from fast_hasher import FAST_HASHER
 
 SECRET = "t" * 40
 PW = "correct horse battery"
@@ -75,7 +76,7 @@ def test_page_rejects_bad_input(redis, kwargs):
 
 
 def test_login_action_sets_cookie_and_audits(redis, redis_server):
-    UserStore(redis).add("alice", "clinician", PW)
+    UserStore(redis, FAST_HASHER).add("alice", "clinician", PW)
     login = load_action("login")
     result = login.main(web(redis_server, username="alice", password=PW))
     assert result["statusCode"] == 200
@@ -91,7 +92,7 @@ def test_login_action_sets_cookie_and_audits(redis, redis_server):
 
 
 def test_log_out_everywhere_ends_every_session_of_that_user(redis, redis_server):
-    store = UserStore(redis)
+    store = UserStore(redis, FAST_HASHER)
     store.add("alice", "clinician", PW)
     store.add("bob", "clinician", PW)
     login = load_action("login")
@@ -115,7 +116,7 @@ def test_log_out_everywhere_ends_every_session_of_that_user(redis, redis_server)
 
 
 def test_login_action_throttles_with_429(redis, redis_server, monkeypatch):
-    UserStore(redis).add("alice", "clinician", PW)
+    UserStore(redis, FAST_HASHER).add("alice", "clinician", PW)
     login = load_action("login")
     # Unbound settings come from the environment, never from a web request's args.
     monkeypatch.setenv("RADCLOUD_LOGIN_BACKOFF_BASE_S", "600")  # the 4th attempt must wait 600 s
@@ -138,7 +139,7 @@ def test_a_forged_x_forwarded_for_does_not_reset_the_address_throttle(redis, red
 
 
 def test_audit_action_is_admin_only(redis, redis_server):
-    store = UserStore(redis)
+    store = UserStore(redis, FAST_HASHER)
     store.add("alice", "clinician", PW)
     store.add("root", "admin", PW)
     audit.record(redis, auth.Principal("alice", "clinician"), "query", None, patient_ids=["4711"])
@@ -174,7 +175,7 @@ def test_targets_of_results_and_dispatch():
 def test_run_audits_patient_data_actions_only(redis, redis_server, monkeypatch):
     from radcloud.action import run
 
-    store = UserStore(redis)
+    store = UserStore(redis, FAST_HASHER)
     store.add("alice", "clinician", PW)
     s = Settings.load({"token_secret": SECRET}, environ={})
     headers = {"authorization": "Bearer " + auth.issue_token(s, store.get("alice"))}
@@ -196,7 +197,7 @@ def test_web_sequence_steps_are_audited_as_the_caller(redis, redis_server, monke
     """pull-and-run's retrieve and dispatch are direct invocations acting for the web caller."""
     from radcloud.action import run
 
-    store = UserStore(redis)
+    store = UserStore(redis, FAST_HASHER)
     store.add("carol", "clinician", PW)
     s = Settings.load({"token_secret": SECRET}, environ={})
     headers = {"authorization": "Bearer " + auth.issue_token(s, store.get("carol"))}
@@ -229,7 +230,7 @@ def test_unwritable_audit_withholds_the_data(redis, redis_server, monkeypatch):
     """If the trail cannot be written, the caller gets an error, not unaudited data."""
     from radcloud.action import run
 
-    store = UserStore(redis)
+    store = UserStore(redis, FAST_HASHER)
     store.add("alice", "clinician", PW)
     s = Settings.load({"token_secret": SECRET}, environ={})
     headers = {"authorization": "Bearer " + auth.issue_token(s, store.get("alice"))}

@@ -10,6 +10,7 @@ from radcloud.action import Request, run
 from radcloud.errors import ConfigError, Forbidden, TooManyRequests, Unauthorized
 from radcloud.settings import Settings
 from radcloud.users import UserStore
+from fast_hasher import FAST_HASHER
 
 S1 = "s1-" + "a" * 40
 S2 = "s2-" + "b" * 40
@@ -24,7 +25,7 @@ def redis(redis_client):
 
 @pytest.fixture
 def store(redis):
-    s = UserStore(redis)
+    s = UserStore(redis, FAST_HASHER)
     s.add("alice", "clinician", PW)
     s.add("root", "admin", PW)
     s.add("chris", "service")

@@ -16,6 +16,7 @@ from radcloud import auth
 from radcloud.settings import Settings
 from radcloud.users import UserStore
 from action_loader import load_path
+from fast_hasher import FAST_HASHER
 
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = "v" * 40
@@ -49,7 +50,7 @@ def test_the_manifest_has_guarded_web_actions():
 
 @pytest.fixture
 def tokens(redis_client):
-    store = UserStore(redis_client)
+    store = UserStore(redis_client, FAST_HASHER)
     store.add("alice", "clinician", "correct horse battery")
     store.add("gone", "clinician", "correct horse battery")
     s = Settings.load({"token_secret": SECRET}, environ={})

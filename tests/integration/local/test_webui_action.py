@@ -6,6 +6,7 @@ from radcloud import auth
 from radcloud.settings import Settings
 from radcloud.users import UserStore
 from action_loader import load_action
+from fast_hasher import FAST_HASHER
 
 SECRET = "u" * 40
 
@@ -17,7 +18,7 @@ def ui_args(redis_url, path, cookie=None, method="get"):
 
 
 def test_page_with_cookie_is_served(redis_client, redis_server):
-    store = UserStore(redis_client)
+    store = UserStore(redis_client, FAST_HASHER)
     store.add("alice", "clinician", "correct horse battery")
     token = auth.issue_token(Settings.load({"token_secret": SECRET}, environ={}), store.get("alice"))
     action = load_action("ui")
