@@ -173,7 +173,7 @@ def _cookie(header: str, name: str) -> str:
 
 def redis_client(settings: Settings) -> Any:
     """The user store's and audit trail's Redis client (shared, see :mod:`radcloud.redisclient`)."""
-    return redisclient.client(settings, redisclient.USER_STORE)
+    return redisclient.client(settings, {**redisclient.USER_STORE, "retry_budget_s": settings.user_store_retry_s})
 
 
 def authenticate(request: Any, settings: Settings, roles: tuple[str, ...],

@@ -27,7 +27,7 @@ from radcloud.settings import Settings
 log = logging.getLogger(__name__)
 
 # ``retry_budget_s``: how long a command waits for Redis to come back (backoff sleeps).
-USER_STORE = {"socket_timeout": 5, "socket_connect_timeout": 2, "retry_budget_s": 5}
+USER_STORE = {"socket_timeout": 5, "socket_connect_timeout": 2}  # + the setting user_store_retry_s (radcloud.auth)
 JOBS = {"decode_responses": True, "socket_timeout": 75, "socket_connect_timeout": 3, "health_check_interval": 30,
         "retry_budget_s": 30}
 PROGRESS = {"decode_responses": True, "socket_timeout": 10, "socket_connect_timeout": 5, "retry_budget_s": 30}

@@ -96,6 +96,9 @@ class Settings:
     s3_bucket: str = "radcloud"
     # Redis: job state, progress, audit (the URL may hold a password)
     redis_url: Secret = Secret("redis://127.0.0.1:6379/0")
+    # How long a request waits for the accounts' and audit trail's Redis to come
+    # back (a restart) before it fails closed with 503 (radcloud.redisclient)
+    user_store_retry_s: float = 5.0
     # OpenWhisk: where actions invoke other actions (defaults to __OW_* env)
     ow_api_host: str = ""
     ow_api_key: Secret = Secret("")

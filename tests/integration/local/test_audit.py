@@ -261,6 +261,8 @@ def test_polls_are_not_audited(redis, action, method, path, params, audited):
 ])
 def test_audit_without_its_settings_is_a_config_error_not_internal(args, status, code, monkeypatch):
     monkeypatch.delenv("RADCLOUD_REDIS_URL", raising=False)
+    # The deployment's environment: how long to wait for Redis before giving up (default 5 s).
+    monkeypatch.setenv("RADCLOUD_USER_STORE_RETRY_S", "0.3")
     error = load_action("audit").main(args)["error"]
     assert (error["statusCode"], error["code"]) == (status, code), error
     assert "redis_url" in error["message"]

@@ -1,6 +1,7 @@
 """radcloud.auth: tokens, rotation, the guard, direct invocations, login throttling."""
 
 import json
+import time
 
 import jwt
 import pytest
@@ -177,10 +178,13 @@ def test_web_allowed_reaches_handler(store, redis_server):
     assert result["statusCode"] == 200 and result["body"]["who"] == "root"
 
 
-def test_user_store_down_is_503_not_open(store):
+def test_user_store_down_is_503_not_open(store, monkeypatch):
+    monkeypatch.setenv("RADCLOUD_USER_STORE_RETRY_S", "0.3")  # the wait for a restart, from the environment
     token = auth.issue_token(settings(), store.get("root"))
+    t0 = time.monotonic()
     result = run(web_args("redis://127.0.0.1:1/0", bearer(token)), _leaky_handler, roles=("admin",))
     assert result["error"]["statusCode"] == 503
+    assert time.monotonic() - t0 < 5  # failed closed after the configured wait, not the default
 
 
 def test_direct_invocation_is_system_or_passed_principal():
