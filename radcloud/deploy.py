@@ -128,7 +128,7 @@ def local_image_env(environ: Mapping[str, str]) -> dict[str, str]:
 # cold start costs ~20-30 ms instead of 0.5-1.4 s of imports. None of them
 # reads configuration at import time (preloading runs before init env).
 PRELOAD = ("numpy", "pydicom", "requests", "redis", "minio",
-           "radcloud.action", "radcloud.orthanc", "radcloud.storage")
+           "radcloud.action", "radcloud.api.models", "radcloud.orthanc", "radcloud.storage")
 
 
 def local_images(env: Mapping[str, str], *, python: str = sys.executable, root: Path = ROOT,
