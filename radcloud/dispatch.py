@@ -28,6 +28,7 @@ from radcloud.cache import ResultCache, cache_key
 from radcloud.errors import BadRequest, Conflict, RadcloudError, Unavailable
 from radcloud.jobs import JobSpec, JobStore, ShardSpec, new_job_id
 from radcloud.resources import check_fits
+from radcloud.subject import from_series as subject_of
 from radcloud.work import lifecycle as L
 from radcloud.work.executors import Executor, ExecutorBusy, Resources, Unit, as_executor
 from radcloud.work.lifecycle import JOB, SHARD
@@ -49,6 +50,9 @@ class StagedSeries:
     instances: list[dict[str, Any]]  # {"key", "md5", "size"}
     complete: bool = True
     expected: int | None = None
+    # The manifest's DICOM attributes (patient, study, series): the job's subject
+    # (radcloud.subject). PHI: never logged.
+    tags: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
 
 class Staging(Protocol):
@@ -166,7 +170,7 @@ class Dispatcher:
         options = dataclasses.asdict(opts) | {"stages": stages}
         spec = JobSpec(plugin=plugin.name, plugin_version=plugin.version, owner=owner, params=params,
                        shards=shards, options=options, priority=opts.priority,
-                       cache_key=key)
+                       cache_key=key, subject=subject_of(series))
         if not opts.force:
             hit = self.cache.serve(key, spec)
             if hit:

@@ -86,6 +86,7 @@ class JobSpec:
     priority: int = 0
     cache_key: str = ""
     output_prefix: str = ""
+    subject: dict[str, Any] | None = None   # radcloud.subject: PHI, never logged
 
 
 def new_job_id() -> str:
@@ -144,6 +145,7 @@ class JobStore:
             "instances_total": sum(s.instances_total for s in spec.shards), "instances_done": 0,
             "version": 1, "cancel": 0, "cached": 0, "results_of": "", "reason": "",
             "created_at": now, "started_at": "", "finished_at": "", "finishing_at": "",
+            "subject": spec.subject or "",
         }
         job.update(extra or {})
         shards = {s.id: json.dumps({
@@ -436,7 +438,7 @@ def _unflat(raw: dict[str, str]) -> dict[str, Any]:
         job[k] = int(raw[k] or 0)
     for k in _FLOATS & raw.keys():
         job[k] = float(raw[k]) if raw[k] else None
-    for k in ("params", "options"):
+    for k in ("params", "options", "subject"):
         if raw.get(k):
             job[k] = json.loads(raw[k])
     job["cancel"] = raw.get("cancel") == "1"

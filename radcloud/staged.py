@@ -179,7 +179,8 @@ def parse_manifest(doc: Mapping[str, Any], prefix: str) -> StagedSeries:
     return StagedSeries(series_uid=str(doc.get("series_uid") or doc.get("SeriesInstanceUID") or ""),
                         study_uid=str(doc.get("study_uid") or doc.get("StudyInstanceUID") or ""),
                         prefix=str(doc.get("prefix") or prefix), instances=instances, complete=complete,
-                        expected=int(expected) if expected is not None else None)
+                        expected=int(expected) if expected is not None else None,
+                        tags=dict(doc.get("tags") or {}) if isinstance(doc.get("tags"), Mapping) else {})
 
 
 def _manifest_for_prefix(prefix: str) -> str:

@@ -127,7 +127,8 @@ def test_phantom_seg_references_every_source_image_and_has_coded_segments(phanto
     assert seg.FrameOfReferenceUID == src[0].FrameOfReferenceUID and seg.SegmentationType == "BINARY"
     types = {s.SegmentLabel: (s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator,
                               s.SegmentedPropertyTypeCodeSequence[0].CodeValue) for s in seg.SegmentSequence}
-    assert types == {"Body": ("SCT", "38266002"), "Right lung": ("SCT", "3341006"),
+    assert seg.SegmentsOverlap == "NO"  # a label map: the body is soft tissue + lungs + bone
+    assert types == {"Soft tissue": ("SCT", "87784001"), "Right lung": ("SCT", "3341006"),
                      "Left lung": ("SCT", "44029006"), "Bone": ("SCT", "272673000")}
 
 
@@ -138,7 +139,7 @@ def test_phantom_sr_measures_every_segment_and_references_the_seg(phantom):
     report = json.loads((base / "out" / "lung-seg.json").read_text())["series"][0]
     assert sr.StudyInstanceUID == seg.StudyInstanceUID
     groups = sr.content.get_volumetric_roi_measurement_groups()
-    assert [str(g.tracking_identifier) for g in groups] == ["Body", "Right lung", "Left lung", "Bone"]
+    assert [str(g.tracking_identifier) for g in groups] == ["Soft tissue", "Right lung", "Left lung", "Bone"]
     for g in groups:
         assert g.referenced_segment.referenced_sop_instance_uid == seg.SOPInstanceUID
         stats = report["segments"][str(g.tracking_identifier)]
@@ -146,6 +147,8 @@ def test_phantom_sr_measures_every_segment_and_references_the_seg(phantom):
         assert volume.value == pytest.approx(stats["volume_ml"]) and volume.unit.value == "mL"
         hu = {m.derivation.meaning: m.value for m in g.get_measurements(name=codes.DCM.AttenuationCoefficient)}
         assert hu == pytest.approx({"Mean": stats["hu_mean"], "Standard Deviation": stats["hu_sd"]})
+    body = report["segments"]["Body"]  # the union of the segments
+    assert body["voxels"] == sum(report["segments"][str(g.tracking_identifier)]["voxels"] for g in groups)
     lungs = report["segments"]["Right lung"], report["segments"]["Left lung"]
     assert all(s["hu_mean"] < -500 for s in lungs) and report["segments"]["Bone"]["hu_mean"] > 500
 
@@ -165,7 +168,7 @@ def test_real_ct_head_body_matches_a_hand_outline(real):
     seg = read(base / "out" / head["outputs"]["seg"])
     (uid,) = {u[2] for u in seg.get_source_image_uids()}
     assert uid == pydicom.dcmread(base / "in" / "head.dcm", stop_before_pixels=True).SOPInstanceUID
-    body = seg.get_pixels_by_source_instance(source_sop_instance_uids=[uid], segment_numbers=[1])[0, ..., 0]
+    body = seg.get_pixels_by_source_instance(source_sop_instance_uids=[uid], combine_segments=True)[0] > 0
     outline = Image.new("1", (512, 512), 0)
     ImageDraw.Draw(outline).polygon(HEAD_OUTLINE, fill=1)
     assert segment.dice(body.astype(bool), np.array(outline)) > 0.95
