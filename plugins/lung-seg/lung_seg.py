@@ -14,7 +14,8 @@ under ``inputdir`` (segmentation in :mod:`segment`, the DICOM objects by
   in colour (a picture: pushed to a PACS as Secondary Capture);
 - ``lung-seg.json``: per series the measurements (``Body`` is the whole
   body, the union of the four segments) and notes, and every file or
-  series not segmented with its reason.
+  series not segmented with its reason (the files also in
+  ``file-reasons.json``, the list every plugin writes for the runner).
 
 Files and series it cannot use (not DICOM, no pixels, not CT, colour,
 multi-frame, localizers, missing geometry, undecodable pixels, a slice of
@@ -41,6 +42,7 @@ from pydicom.errors import InvalidDicomError
 
 import segment
 from radcloud import segsr
+from radcloud.filereasons import FileReasons, explain
 
 VERSION = "1.1.0"
 ALGORITHM = segsr.Algorithm("radcloud lung-seg", VERSION)
@@ -90,7 +92,7 @@ def scan(inputdir: Path, skipped: list[dict]) -> dict[str, list[tuple[str, Datas
         try:  # large values (the pixels) stay on disk until asked for
             ds = pydicom.dcmread(path, defer_size="64 KB")
         except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
-            skipped.append({"path": rel, "reason": f"not readable as DICOM ({type(exc).__name__})"})
+            skipped.append({"path": rel, "reason": f"not readable as DICOM: {explain(exc)}"})
             continue
         why = file_reason(ds)
         if why:
@@ -135,7 +137,7 @@ def load_volume(inputdir: Path, items: list[tuple[str, Dataset]], skipped: list[
         except MemoryError:
             raise
         except Exception as exc:  # any decoder failure is this file's, not the run's
-            skipped.append({"path": rel, "reason": f"pixel data not decodable ({type(exc).__name__})"})
+            skipped.append({"path": rel, "reason": f"pixel data not decodable: {explain(exc)}"})
             continue
         hu = arr.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
         vol[len(headers)] = np.clip(hu, -32768, 32767)
@@ -185,7 +187,7 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
     result: dict = {"plugin": "lung-seg", "version": VERSION, "series": [],
                     "skipped": skipped, "skipped_series": []}
     found = scan(inputdir, skipped)
-    number = 0
+    number, processed = 0, 0
     for _uid, items in sorted(found.items(), key=lambda kv: int(kv[1][0][1].get("SeriesNumber", 0) or 0)):
         number += 1
         t0 = time.perf_counter()
@@ -194,6 +196,7 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
             if not headers:
                 result["skipped_series"].append({"series": number, "reason": "no decodable CT slice"})
                 continue
+            used = len(headers)
             voxel = voxel_size(headers)
             labelmap, notes = segment.segment(hu, x_coordinates(headers[0]), voxel, body_hu=body_hu,
                                               lung_hu=lung_hu, bone_hu=bone_hu, min_lung_ml=min_lung_ml)
@@ -219,15 +222,25 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
         except MemoryError:
             raise  # the shard runner reports it as oom
         except Exception as exc:  # one series' failure must not lose the others
-            result["skipped_series"].append({"series": number, "reason": f"segmentation failed: {exc}"})
-            print(f"series {number}: not segmented ({type(exc).__name__})", file=sys.stderr)
+            why = f"segmentation failed: {explain(exc)}"
+            result["skipped_series"].append({"series": number, "reason": why})
+            named = {s["path"] for s in skipped}
+            skipped.extend({"path": rel, "reason": f"series {number}: {why}"} for rel, _ in items if rel not in named)
+            print(f"series {number}: not segmented: {why}", file=sys.stderr)
             continue
+        processed += used
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         result["series"].append(entry)
         print(f"series {number}: {entry['slices']} slices, lungs "
               f"{stats['Right lung']['volume_ml']:.0f}+{stats['Left lung']['volume_ml']:.0f} mL, "
               f"{entry['seconds']} s", file=sys.stderr)
     (outputdir / "lung-seg.json").write_text(json.dumps(result, indent=1))
+    # The runner's per-file account (radcloud.filereasons): every input segmented or named with why not.
+    reasons = FileReasons("lung-seg", inputs=sum(1 for p in inputdir.rglob("*") if p.is_file()))
+    reasons.ok(processed)
+    for s in skipped:
+        reasons.skip(s["path"], s["reason"])
+    reasons.write(outputdir)
     print(f"lung-seg: {len(result['series'])} series segmented, {len(skipped)} file(s) and "
           f"{len(result['skipped_series'])} series skipped (reasons in lung-seg.json)", file=sys.stderr)
     return result

@@ -2,7 +2,7 @@
 
 ``realworld`` (module): Orthanc, Redis, S3 and localwhisk on ephemeral ports,
 radcloud deployed the way ``radcloud deploy --local`` deploys it, with the
-five plugins of ``plugins/`` and a de-identification secret (deidentify
+shipped plugins of ``plugins/`` and a de-identification secret (deidentify
 refuses to run without one). Stopped, only what it started, at the end.
 """
 

