@@ -11,6 +11,11 @@ plugins: memhog allocates past its action's memory and must be reported as
 
 The containers' memory peaks (each activation logs its plugin's) are written
 to artifacts/plugin-memory.json.
+
+lung-seg also runs on a CT study (a 32-slice 512² chest phantom: body, lungs
+and bone to find) with ``push_to_pacs``: its SEG and SR must land in Orthanc
+in the source study, readable by highdicom and referencing Orthanc's own
+CT instances; its container peak goes to artifacts/lung-seg-deployed.json.
 """
 
 from __future__ import annotations
@@ -52,6 +57,25 @@ def demo_retrieve(world):
     found.raise_for_status()
     (study,) = [s["MainDicomTags"]["StudyInstanceUID"] for s in found.json()]
     return world.stage(study, timeout_s=120)
+
+
+@pytest.fixture(scope="module")
+def ct_study(world):
+    """A chest CT study (no scout: one series, one shard) in Orthanc and staged: (study UID, retrieve id)."""
+    from radcloud.samples.seed import seed_orthanc
+    from radcloud.samples.spec import PatientSpec, SeriesSpec, StudySpec
+
+    spec = (PatientSpec("LUNG^SEG", "RCL000001", "19700101", "F", (
+        StudySpec("CT", "CT CHEST", "20250101", "090000", "RCL0000001", "CHEST", (
+            SeriesSpec("AXIAL 5mm", "ct_axial", 32, slice_thickness=5.0, z_start=220.0),)),)),)
+    seeded = seed_orthanc(world.endpoints.settings(), spec=spec, include_pydicom_files=False)
+    assert seeded["failed"] == 0 and seeded["series"] == 1, seeded
+    orthanc = world.endpoints.orthanc
+    found = requests.post(orthanc.url + "/tools/find", auth=orthanc.auth, timeout=30,
+                          json={"Level": "Study", "Expand": True, "Query": {"PatientID": "RCL000001"}})
+    found.raise_for_status()
+    (study,) = [s["MainDicomTags"]["StudyInstanceUID"] for s in found.json()]
+    return study, world.stage(study, timeout_s=120)
 
 
 def _memory_peaks(world, job) -> list[float]:
@@ -114,3 +138,56 @@ def test_a_sigkill_not_for_memory_is_a_crash_that_says_so(world, demo_retrieve):
         assert shard["reason"].startswith("crash"), shard
         assert "SIGKILL" in shard["reason"] and "no OOM kill was counted" in shard["reason"], shard
         assert "about to be killed" in shard["stderr_tail"]
+
+
+def test_lung_seg_on_ct_as_deployed_pushes_a_seg_and_sr_onto_orthancs_own_images(world, ct_study):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    study_uid, rid = ct_study
+    answer = world.call("dispatch", {"plugin": "lung-seg", "inputs": {"retrieve": rid},
+                                     "options": {"force": True, "push_to_pacs": True}})
+    started = time.monotonic()
+    job = world.wait_final(answer["job_id"], timeout_s=300)
+    seconds = time.monotonic() - started
+    assert job["state"] == "succeeded", [(s["state"], s.get("reason"), s.get("stderr_tail", "")[-300:])
+                                         for s in job["shards"]]
+    assert int(job.get("pacs_instances") or 0) == 3, job  # SEG, SR and the preview as Secondary Capture
+    (peak,) = _memory_peaks(world, job)
+    limit = deploy.manifest_actions(deploy.load_manifest())["plugin-lung-seg"]["limits"]["memorySize"]
+    assert 0 < peak < limit
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "lung-seg-deployed.json").write_text(json.dumps(
+        {"slices": 32, "matrix": 512, "peak_mib": peak, "memorySize_mb": limit, "job_seconds": round(seconds, 1)}))
+
+    orthanc = world.endpoints.orthanc
+
+    def get(route: str, **kw):
+        r = requests.get(orthanc.url + route, auth=orthanc.auth, timeout=60, **kw)
+        r.raise_for_status()
+        return r
+
+    (study,) = requests.post(orthanc.url + "/tools/find", auth=orthanc.auth, timeout=30, json={
+        "Level": "Study", "Query": {"StudyInstanceUID": study_uid}}).json()
+    series = {s["MainDicomTags"]["Modality"]: s for s in get(f"/studies/{study}/series").json()}
+    assert set(series) == {"CT", "SEG", "SR", "OT"}, set(series)
+    ct_uids = {i["MainDicomTags"]["SOPInstanceUID"] for i in get(f"/series/{series['CT']['ID']}/instances").json()}
+
+    def fetch(modality: str, path):
+        (inst,) = series[modality]["Instances"]
+        path.write_bytes(get(f"/instances/{inst}/file").content)
+        return path
+
+    out = ARTIFACTS / "lung-seg-deployed"
+    out.mkdir(exist_ok=True)
+    seg = hd.seg.segread(fetch("SEG", out / "seg.dcm"))
+    assert {u[2] for u in seg.get_source_image_uids()} == ct_uids  # every frame on one of Orthanc's CT images
+    labels = {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}
+    assert labels == {1: "Soft tissue", 2: "Right lung", 3: "Left lung", 4: "Bone"}
+    lungs = seg.get_pixels_by_source_instance(sorted(ct_uids), segment_numbers=[2, 3])
+    assert lungs[..., 0].sum() > 1000 and lungs[..., 1].sum() > 1000  # both lungs found
+    sr = hd.sr.srread(fetch("SR", out / "sr.dcm"))
+    groups = sr.content.get_volumetric_roi_measurement_groups()
+    assert {g.referenced_segment.referenced_sop_instance_uid for g in groups} == {seg.SOPInstanceUID}
+    volumes = {str(g.tracking_identifier): g.get_measurements(name=codes.SCT.Volume)[0].value for g in groups}
+    assert volumes["Right lung"] > 50 and volumes["Left lung"] > 50, volumes
