@@ -142,6 +142,10 @@ class Settings:
     # status calls per second budgeted for the rest, out of the namespace's limit
     watch_slots: int = 1
     watch_rate: float = 20.0
+    # Arrivals (radcloud.arrivals): a study is routed once it received nothing
+    # for this long (match Orthanc's StableAge), the change log polled this often
+    arrivals_stable_age_s: float = 5.0
+    arrivals_poll_s: float = 0.5
 
     @classmethod
     def load(
