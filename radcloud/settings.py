@@ -138,6 +138,14 @@ class Settings:
     # How units of tracked work run (radcloud.work.executors): "action" (an
     # OpenWhisk action per shard) or another installed executor module
     executor: str = "action"
+    # An HPC cluster for plugins bigger than an action (radcloud.slurm): slurmrestd's
+    # URL, the user and JWT it authenticates (scontrol token), where jobs go;
+    # empty slurm_url: no cluster configured
+    slurm_url: str = ""
+    slurm_user: str = ""
+    slurm_jwt: Secret = Secret("")
+    slurm_partition: str = ""
+    slurm_account: str = ""
     # Watchers (radcloud.jobwatch): long-polls allowed to block at once, and the
     # status calls per second budgeted for the rest, out of the namespace's limit
     watch_slots: int = 1
