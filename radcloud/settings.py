@@ -146,6 +146,9 @@ class Settings:
     slurm_jwt: Secret = Secret("")
     slurm_partition: str = ""
     slurm_account: str = ""
+    # The command that runs radcloud's shard runner on a compute node (a Python with
+    # radcloud and the plugins installed, or `apptainer exec <image> python3 …`)
+    slurm_runner: str = "python3 -m radcloud.work.slurmjob"
     # Watchers (radcloud.jobwatch): long-polls allowed to block at once, and the
     # status calls per second budgeted for the rest, out of the namespace's limit
     watch_slots: int = 1

@@ -7,6 +7,7 @@ the endpoints of a stack another process started.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,9 @@ class Endpoints:
         if self.slurm_jwt:
             env.update({"RADCLOUD_SLURM_URL": self.slurm_url, "RADCLOUD_SLURM_USER": self.slurm_user,
                         "RADCLOUD_SLURM_JWT": self.slurm_jwt.reveal(),
-                        "RADCLOUD_SLURM_PARTITION": self.slurm_partition})
+                        "RADCLOUD_SLURM_PARTITION": self.slurm_partition,
+                        # The node is this machine: this venv's Python runs the shard runner.
+                        "RADCLOUD_SLURM_RUNNER": f"{sys.executable} -m radcloud.work.slurmjob"})
         for name, o in self.orthancs.items():
             if name == "orthanc":
                 continue
