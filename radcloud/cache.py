@@ -86,7 +86,8 @@ class ResultCache:
         }
         job_id = self.jobs.create(JobSpec(plugin=spec.plugin, plugin_version=spec.plugin_version,
                                           owner=spec.owner, params=spec.params, shards=[],
-                                          options=spec.options, priority=spec.priority, cache_key=key),
+                                          options=spec.options, priority=spec.priority, cache_key=key,
+                                          subject=spec.subject),
                                   state="succeeded", extra=extra)
         log.info("job %s served from cache (results of %s)", job_id, origin["id"])
         return job_id

@@ -19,7 +19,7 @@ from radcloud.stack import weed
 from radcloud.stack.errors import StackError
 from radcloud.stack.install import ORTHANC_PLUGINS_DIR
 from radcloud.stack.ports import Ports
-from radcloud.stack.state import ORTHANCS, TEST_AET, StateDir, write_private
+from radcloud.stack.state import ORTHANCS, SLURM_SERVICES, TEST_AET, StateDir, write_private
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("radcloud.stack", "templates"),
@@ -103,6 +103,8 @@ def render_env(env: Mapping[str, str], path: Path) -> str:
 
 def config_path(state: StateDir, service: str) -> Path:
     """Where the service's rendered config lives."""
+    if service in SLURM_SERVICES:
+        return state.service_dir("slurm") / "slurm.conf"
     names = {"redis": "redis.conf", "s3": "s3.json", "whisk": "images.json"}
     return state.service_dir(service) / names.get(service, "orthanc.json")
 
@@ -110,6 +112,12 @@ def config_path(state: StateDir, service: str) -> Path:
 def write_service_config(service: str, *, state: StateDir, ports: Ports,
                          credentials: Mapping[str, Any]) -> Path:
     """Render and write one service's config (and create its data dirs)."""
+    if service in SLURM_SERVICES:
+        from radcloud.stack import slurm
+
+        path = slurm.write_config(service, state=state, ports=ports)
+        slurm.ensure_token(state)
+        return path
     path = config_path(state, service)
     if service in ORTHANCS:
         text = render_orthanc(service, state=state, ports=ports, credentials=credentials)
