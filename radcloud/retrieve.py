@@ -40,7 +40,7 @@ from radcloud.api import models as api_models
 from radcloud.api import validation as api
 from radcloud.errors import BadRequest, Conflict, NotFound, RadcloudError, UpstreamError
 from radcloud.orthanc import JobStillRunning, Orthanc
-from radcloud.progress import Progress
+from radcloud.work.retrieves import Progress
 from radcloud.storage import ObjectStore
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ Everything is validated and the series are resolved before anything is
 recorded; then one ``retrieve-series`` activation per series is invoked
 non-blocking and the answer — ``{retrieve_id, state, series}`` — comes back
 at once. GET (or any call with ``retrieve_id``) answers the retrieve's
-status: per-series state, n of N instances, bytes, errors. Never stuck: before
-answering, a series whose ``retrieve-series`` activation has ended without an
-outcome (the runner restarted, the activation was killed) is failed with the
-activation id and status — at most one OpenWhisk lookup pass every 2 s.
+status: per-series state, n of N instances, bytes, errors. Reads never
+write: a series whose ``retrieve-series`` activation ended without an
+outcome is failed (with the activation id and status) by the ``reconcile``
+action (radcloud.work.reconcile), and shows ``stalled`` after a while anyway.
 """
 
 from radcloud import retrieve
@@ -24,7 +24,7 @@ from radcloud.api.models import QueryAnswerInput, RetrieveStatusRequest
 from radcloud.errors import BadRequest, RadcloudError
 from radcloud.openwhisk import OpenWhisk
 from radcloud.orthanc import Orthanc
-from radcloud.progress import Progress
+from radcloud.work.retrieves import Progress
 
 WORKER = "retrieve-series"
 PASS_THROUGH = "run"
@@ -45,25 +45,6 @@ def _from_query_answer(params):
     return params
 
 
-def _activation_lookup(services, settings):
-    """``activation(id)`` for Progress.reconcile; the client is built only if a lookup is due."""
-    whisk = services.get("whisk")
-
-    def lookup(activation_id):
-        nonlocal whisk
-        whisk = whisk or OpenWhisk.from_settings(settings)
-        return whisk.activation(activation_id)
-
-    return lookup
-
-
-def _status(rid, progress, services, settings):
-    # A lookup that fails (OpenWhisk down, no credentials) only skips the
-    # check: the answer still comes, and the stall timeout stays the backstop.
-    progress.reconcile(rid, _activation_lookup(services, settings))
-    return progress.status(rid)
-
-
 def handle(request, settings, principal, services=None):
     services = services or {}
     progress = services.get("progress") or Progress.from_settings(settings)
@@ -71,7 +52,7 @@ def handle(request, settings, principal, services=None):
     if params.get("retrieve_id") or (request.web and request.method == "get"):
         asked = params.get("retrieve_id") or request.path.strip("/")
         rid = parse(RetrieveStatusRequest, {"retrieve_id": asked}).retrieve_id
-        return _status(rid, progress, services, settings)
+        return progress.status(rid)
     carried = params.pop(PASS_THROUGH, None)
     if "items" in params:
         params = _from_query_answer(params)

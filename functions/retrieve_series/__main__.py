@@ -24,7 +24,7 @@ from radcloud.api.models import RetrieveSeriesRequest
 from radcloud.errors import RadcloudError
 from radcloud.openwhisk import OpenWhisk
 from radcloud.orthanc import Orthanc
-from radcloud.progress import Progress
+from radcloud.work.retrieves import Progress
 from radcloud.retrieve import Stager, series_key
 from radcloud.storage import ObjectStore
 
