@@ -12,7 +12,10 @@
  * means one thing: wheel/arrows/slider scroll, drag windows, Shift+drag
  * pans, Ctrl+wheel and +/- zoom. window.rcViewer exposes the state the
  * browser tests and bench/viewer_bench.py read. */
-import { App, AppOptions, ViewConfig, WindowLevel, Index, MaskSegmentViewHelper, Point2D, DicomParser } from "./vendor/dwv/dwv.js";
+// dwv's entry module by this page's asset version (?v=): the ui action lets
+// browsers cache static files for a day, and the entry names its chunks by hash.
+const { App, AppOptions, ViewConfig, WindowLevel, Index, MaskSegmentViewHelper, Point2D, DicomParser } =
+  await import(`./vendor/dwv/dwv.js${new URL(import.meta.url).search}`);
 
 /* dwv 0.36 reads a SEG frame's segment number from the per-frame functional
  * groups only; a SEG of a single segment (highdicom writes those) may carry
@@ -352,7 +355,7 @@ function srTable(rows) {
   state.srRows = rows;
   const tbody = $("#vw-sr-table tbody");
   tbody.replaceChildren(...rows.map((r) => el("tr", {},
-    el("td", {}, r.segment || ""), el("td", {}, r.name), el("td", { class: "num" }, String(r.value)), el("td", {}, r.unit || ""))));
+    el("td", {}, r.segment || ""), el("td", {}, r.name), el("td", { class: "num" }, Number(r.value).toFixed(1)), el("td", {}, r.unit || ""))));
   $("#vw-sr").hidden = !rows.length;
 }
 

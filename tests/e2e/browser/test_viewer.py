@@ -173,7 +173,7 @@ def test_the_seg_is_drawn_where_it_marks_and_nowhere_else(viewer_run, lung_seg_j
 
 def test_the_sr_table_lists_the_sr_measurements(viewer_run, lung_seg_job):
     record = _ok(viewer_run, "sr-table")
-    expected = [[r["segment"], r["name"], str(r["value"]), r["unit"]] for r in lung_seg_job["sr_rows"]]
+    expected = [[r["segment"], r["name"], f"{r['value']:.1f}", r["unit"]] for r in lung_seg_job["sr_rows"]]
     assert expected and record["rows"] == expected and record["visible"]
     assert {r[0] for r in record["rows"]} >= {lung_seg_job["segment_label"]}
 
