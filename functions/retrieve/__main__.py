@@ -24,6 +24,7 @@ from radcloud.api.models import QueryAnswerInput, RetrieveStatusRequest
 from radcloud.errors import BadRequest, RadcloudError
 from radcloud.openwhisk import OpenWhisk
 from radcloud.orthanc import Orthanc
+from radcloud.work.lifecycle import FAILED
 from radcloud.work.retrieves import Progress
 
 WORKER = "retrieve-series"
@@ -72,7 +73,7 @@ def handle(request, settings, principal, services=None):
             progress.record_activation(rid, retrieve.series_key(item), answer.get("activationId", ""),
                                        replace=False)
         except RadcloudError as exc:  # recorded per series: never a silent partial
-            progress.update(rid, retrieve.series_key(item), state="failed",
+            progress.update(rid, retrieve.series_key(item), state=FAILED,
                             reason=f"could not start the series' activation: {exc.message}")
     answer = {"retrieve_id": rid, "state": "queued", "series": len(series),
               "instances": sum(s["total"] for s in series)}

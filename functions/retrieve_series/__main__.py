@@ -24,6 +24,7 @@ from radcloud.api.models import RetrieveSeriesRequest
 from radcloud.errors import RadcloudError
 from radcloud.openwhisk import OpenWhisk
 from radcloud.orthanc import Orthanc
+from radcloud.work.lifecycle import FAILED
 from radcloud.work.retrieves import Progress
 from radcloud.retrieve import Stager, series_key
 from radcloud.storage import ObjectStore
@@ -61,8 +62,8 @@ def handle(request, settings, principal, services=None, environ=os.environ):
     if result.get("move_job") and time.time() - move_started > MOVE_LIMIT_S:
         reason = (f"the C-MOVE from {params.get('modality')} was still running after {MOVE_LIMIT_S / 60:.0f} "
                   f"minutes (Orthanc job {result['move_job']}); check the remote PACS, then rerun the retrieve")
-        stager.progress.update(rid, uid, state="failed", reason=reason)
-        result = {**result, "state": "failed", "next": None, "reason": reason}
+        stager.progress.update(rid, uid, state=FAILED, reason=reason)
+        result = {**result, "state": FAILED, "next": None, "reason": reason}
     if result.get("next") is not None:
         if result.get("move_job"):  # the same move, waited for by the next hop
             follow = {**params, "start": 0, "move_job": result["move_job"], "move_started": move_started}
@@ -76,9 +77,9 @@ def handle(request, settings, principal, services=None, environ=os.environ):
             answer = whisk.invoke(action, follow, blocking=False)
             stager.progress.record_activation(rid, uid, answer.get("activationId", ""))
         except RadcloudError as exc:  # never leave the series looking alive
-            stager.progress.update(rid, uid, state="failed",
+            stager.progress.update(rid, uid, state=FAILED,
                                    reason=f"could not continue the series: {exc.message}; rerun the retrieve")
-            result = {**result, "state": "failed", "next": None}
+            result = {**result, "state": FAILED, "next": None}
     return {"retrieve_id": rid, "SeriesInstanceUID": series["SeriesInstanceUID"], "series_key": uid,
             **{k: v for k, v in result.items() if k != "errors"}, "errors": len(result.get("errors") or [])}
 
