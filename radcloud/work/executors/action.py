@@ -46,7 +46,8 @@ class ActionExecutor:
 
     def submit(self, unit: Unit) -> str:
         try:
-            answer = self.invoker.invoke(f"{self.package}/{unit.action}", dict(unit.payload), blocking=False)
+            name = f"{self.package}/{unit.action}" if self.package else unit.action
+            answer = self.invoker.invoke(name, dict(unit.payload), blocking=False)
         except TooManyRequests as exc:
             raise ExecutorBusy(f"OpenWhisk is at its concurrency limit; {unit.unit_id} of {unit.job_id} "
                                f"waits for a free slot ({exc.message[:160]})") from None
