@@ -59,6 +59,7 @@ class SlurmExecutor:
     """Units as Slurm batch jobs; handles are Slurm job ids (as strings)."""
 
     name = "slurm"
+    stops_units = True  # scancel stops a job (radcloud.dispatch.stop_units cancels its shard)
 
     def __init__(self, client: Any, *, runner: str = RUNNER, env: Mapping[str, str] | None = None,
                  workdir: str = "/tmp") -> None:
