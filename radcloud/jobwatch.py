@@ -1,35 +1,41 @@
-"""Watching jobs without starving compute: a small long-poll budget, then adaptive polling.
+"""Watching jobs without starving compute: answers at once, at an adaptive pace.
 
 On OpenWhisk every call of the ``status`` action is an activation, and a
-namespace may have only so many in flight (30 by default; 429 beyond). A
-long-poll that blocks for its whole wait holds one of those slots, so 30
-people watching jobs would leave no slot for any shard. Two rules keep
-watchers' share small, whatever their number (docs/jobs.md):
+namespace may have only so many in flight (30 by default; 429 beyond). An
+activation also needs a container, and an invoker has only so many: a status
+call that finds no warm one of its own evicts another action's (a shard's)
+and pays a cold start on the CPU the shards need. Rules that keep watchers'
+share small, whatever their number (docs/jobs.md):
 
-* **Long-polls are leased.** At most ``slots`` (default 1) status calls per namespace
-  block at once (a Redis sorted set of leases, each expiring on its own so an
-  activation killed mid-wait cannot keep one), each for at most
-  ``hold_s``. A call that gets no lease answers at once.
-* **Everyone else polls, at an adaptive pace.** Every answer carries
+* **The status action has few containers.** It is deployed with
+  ``limits.instances: 1`` (deploy/manifest.yaml; OpenWhisk 2.0's per-action
+  container limit, which localwhisk honours): all watchers share one warm
+  container, and status calls queue for it rather than evict shards.
+* **Answers come at once; long-polls are off by default.** A long-poll would
+  hold that one container. ``slots`` (``RADCLOUD_WATCH_SLOTS``, default 0)
+  status calls per namespace may still block at once, leased in Redis (each
+  lease expires on its own, so an activation killed mid-wait cannot keep
+  one), each for at most ``hold_s`` — for a deployment that gives the status
+  action more instances than slots.
+* **Everyone polls at an adaptive pace.** Every answer carries
   ``poll_after_ms``: when to ask again. It is the number of watchers
   (estimated from the calls counted in the last second times the interval
   they were told) divided by ``rate`` — the status calls per second the
-  namespace budgets for watchers — kept between 1 s and 15 s. 50 watchers at
-  the default 20/s poll every 2.5 s; one watcher, every second (or at once
-  with a lease, waking within milliseconds of a change).
-
+  namespace budgets for watchers — kept between 0.5 s and 15 s. 50 watchers
+  at the default 20/s poll every 2.5 s; one watcher, every 0.5 s.
 * **Compute first.** When radcloud's own invokes (shards, finalisers) were
   refused as busy in the last ``BUSY_S`` seconds (:meth:`WatchBudget.mark_busy`,
   called by the OpenWhisk client on every 429/503 it retries), no lease is
-  given and every watcher is told to come back in ``POLL_MAX_S``: while
-  shards queue for slots, a status call is an activation they wait behind.
+  given and every watcher is told to come back in ``POLL_BUSY_S`` (5 s):
+  while shards queue for slots, a status call is an activation they wait behind.
+* **A job whose shards wait to start is asked about less** when more than
+  ``CROWD`` watchers are watching: at least every ``WAITING_POLL_S`` (5 s)
+  while any of its shards is pending or invoked. A lone watcher (the CLI, a
+  test) keeps its 0.5 s.
 
-* **A job whose shards wait to start is asked about less**: at least every
-  ``WAITING_POLL_S`` (5 s) while any of its shards is pending or invoked.
-
-Watchers then hold about ``slots + rate × (time one status call takes)``
-slots: 2 leases plus well under one slot of short calls here, and almost
-none while the namespace is full.
+Watchers then hold about ``rate × (time one status call takes)`` slots and
+one container: well under one slot here, and almost none while the
+namespace is full.
 
 :func:`unstick` is the "never stuck" check (fail shards that can no longer
 report, replace a dead finaliser); the status action and the pfcon status
@@ -48,9 +54,11 @@ from radcloud.jobs import FINAL_STATES
 HOLD_S = 20.0           # a leased long-poll blocks at most this long
 RECHECK_S = 2.0         # ... in slices, so a dead shard or a busy namespace is noticed
 ACTIVATION_CHECK_MS = 2000
-POLL_MIN_S, POLL_MAX_S = 1.0, 15.0
+POLL_MIN_S, POLL_MAX_S = 0.5, 15.0
+POLL_BUSY_S = 5.0  # what every watcher is told while radcloud's own invokes are refused
 BUSY_S = 10  # how long a refused invoke keeps watchers slow
-WAITING_POLL_S = 5.0  # at least this while the watched job has shards waiting to start
+WAITING_POLL_S = 5.0  # at least this while the watched job has shards waiting to start, when crowded
+CROWD = 2.0  # more watchers than this (estimated) in the namespace: crowded
 
 _LEASE_LUA = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -64,7 +72,7 @@ return 1
 class WatchBudget:
     """Long-poll leases and the adaptive poll interval of one namespace, kept in Redis."""
 
-    def __init__(self, redis: Any, *, slots: int = 1, rate: float = 20.0, hold_s: float = HOLD_S,
+    def __init__(self, redis: Any, *, slots: int = 0, rate: float = 20.0, hold_s: float = HOLD_S,
                  prefix: str = "radcloud", clock: Callable[[], float] = time.time) -> None:
         self.r, self.slots, self.rate, self.hold_s = redis, slots, max(rate, 0.1), hold_s
         self.clock = clock
@@ -95,25 +103,32 @@ class WatchBudget:
         self.r.zrem(self._leases, token)
 
     def poll_after_s(self) -> float:
-        """Count this call; how long a watcher should wait before its next one.
+        """Count this call; how long a watcher should wait before its next one."""
+        return self.pace()[0]
+
+    def pace(self) -> tuple[float, bool]:
+        """Count this call; (how long a watcher should wait before its next one, crowded).
 
         The interval of second ``s`` is set once, from second ``s-1``: its
         calls times the interval watchers were told then ≈ how many watch.
+        ``crowded``: more than ``CROWD`` watchers, by that estimate or by the
+        calls of this second so far (a burst of new watchers shows there first).
         """
         s = int(self.clock())
         pipe = self.r.pipeline(transaction=False)
         pipe.incr(f"{self._calls}:{s}").expire(f"{self._calls}:{s}", 5)
         pipe.get(f"{self._calls}:{s - 1}").get(f"{self._interval}:{s - 1}").get(f"{self._interval}:{s}")
         pipe.exists(self._busy)
-        _, _, calls, told, now, busy = pipe.execute()
-        if busy:
-            return POLL_MAX_S
-        if now is not None:
-            return float(now)
+        calls_now, _, calls, told, now, busy = pipe.execute()
         watchers = int(calls or 0) * float(told or POLL_MIN_S)
+        crowded = max(watchers, int(calls_now) * POLL_MIN_S) > CROWD
+        if busy:
+            return POLL_BUSY_S, crowded
+        if now is not None:
+            return float(now), crowded
         interval = round(min(POLL_MAX_S, max(POLL_MIN_S, watchers / self.rate)), 2)
         self.r.set(f"{self._interval}:{s}", interval, nx=True, ex=30)
-        return interval
+        return interval, crowded
 
 
 def unstick(jobs: Any, job_id: str, *, activation: Callable[[str], Any] | None = None,
@@ -162,9 +177,10 @@ def watch(services: Any, budget: WatchBudget, job_id: str, *, since: int | None,
                     unstick(jobs, job_id, activation=activation, finaliser=services.finaliser)
             finally:
                 budget.release(token)
-    interval = budget.poll_after_s()
-    if any(s.get("state") in ("pending", "invoked") for s in job.get("shards") or []):
-        # Its shards wait for a container: asking again soon shows nothing new and
-        # is one more activation they would queue behind.
+    interval, crowded = budget.pace()
+    if crowded and any(s.get("state") in ("pending", "invoked") for s in job.get("shards") or []):
+        # Its shards wait for a container: with many watchers, asking again soon shows
+        # nothing new and is one more activation they would queue behind. (A lone
+        # watcher's two calls a second cost nothing; it sees its shards start sooner.)
         interval = max(interval, WAITING_POLL_S)
     return {**job, "poll_after_ms": int(interval * 1000)}

@@ -138,9 +138,10 @@ class Settings:
     # How units of tracked work run (radcloud.work.executors): "action" (an
     # OpenWhisk action per shard) or another installed executor module
     executor: str = "action"
-    # Watchers (radcloud.jobwatch): long-polls allowed to block at once, and the
-    # status calls per second budgeted for the rest, out of the namespace's limit
-    watch_slots: int = 1
+    # Watchers (radcloud.jobwatch): long-polls allowed to block at once (off by
+    # default: the status action has one container, docs/jobs.md), and the
+    # status calls per second budgeted for polling watchers
+    watch_slots: int = 0
     watch_rate: float = 20.0
 
     @classmethod
