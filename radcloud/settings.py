@@ -138,9 +138,9 @@ class Settings:
     # How units of tracked work run (radcloud.work.executors): "action" (an
     # OpenWhisk action per shard) or another installed executor module
     executor: str = "action"
-    # Watchers (radcloud.jobwatch): long-polls allowed to block at once (off by
-    # default: the status action has one container, docs/jobs.md), and the
-    # status calls per second budgeted for polling watchers
+    # Watchers (radcloud.jobwatch): long-polls allowed to block at once, for a
+    # lone watcher (off: the status action has one container; with N, give it
+    # N + 1 instances; docs/jobs.md), and the status calls per second budgeted for polling
     watch_slots: int = 0
     watch_rate: float = 20.0
 

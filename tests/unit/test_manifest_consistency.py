@@ -59,9 +59,9 @@ def test_limits_inside_openwhisk_defaults(name):
 
 
 def test_watchers_and_dispatches_have_their_own_few_containers():
-    """docs/jobs.md, "Watchers": status calls queue for one warm container instead of
-    evicting shards'; a burst of dispatches cannot hold every container."""
-    assert ACTIONS["status"]["limits"]["instances"] == 1
+    """docs/jobs.md, "Watchers": status calls queue for their own warm containers instead
+    of evicting shards'; a burst of dispatches cannot hold every container."""
+    assert ACTIONS["status"]["limits"]["instances"] == 1  # long-polls are off (RADCLOUD_WATCH_SLOTS=0)
     assert ACTIONS["dispatch"]["limits"]["instances"] == 2
 
 

@@ -30,22 +30,56 @@ def test_leases_are_limited_released_and_expire_by_themselves(redis_client):
     assert budget.lease() and budget.lease() and budget.lease() is None
 
 
-def test_no_slots_means_no_long_polls(redis_client):
-    assert WatchBudget(redis_client, slots=0).lease() is None
-    assert WatchBudget(redis_client).lease() is None  # the default: long-polls off
-
-
-def test_watch_by_default_answers_at_once(redis_client):
-    services = JobServices(jobs=JobStore(redis_client), cache=None)  # as deployed: no long-poll slots
-    job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
-    services.jobs.shard_started(job_id, "s0")
-
+def _never_block(services):
     def blocked(*_a, **_k):
-        raise AssertionError("a status call blocked without a long-poll slot")
+        raise AssertionError("a status call blocked")
 
     services.jobs.wait = blocked
+
+
+def test_no_slots_means_no_long_polls(redis_client):
+    assert WatchBudget(redis_client, slots=0).lease() is None
+
+
+def test_by_default_nobody_long_polls_and_a_lone_watcher_polls_every_poll_min(redis_client):
+    services = JobServices(jobs=JobStore(redis_client), cache=None)  # as deployed: status has one container
+    job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
+    services.jobs.shard_started(job_id, "s0")
+    _never_block(services)
     job = watch(services, services.watch_budget(), job_id, since=2, wait_s=10)
-    assert job["poll_after_ms"] == POLL_MIN_S * 1000  # a lone watcher asks again in 0.5 s
+    assert job["version"] == 2 and job["poll_after_ms"] == POLL_MIN_S * 1000
+
+
+def test_a_crowd_gets_no_long_poll_and_answers_at_once(redis_client):
+    services = JobServices(jobs=JobStore(redis_client), cache=None, watch_slots=1)
+    job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
+    services.jobs.shard_started(job_id, "s0")
+    budget = services.watch_budget()
+    for _ in range(15):  # other watchers are asking this second (3 polling every 0.2 s)
+        budget.poll_after_s()
+    _never_block(services)
+    job = watch(services, budget, job_id, since=2, wait_s=10)
+    assert job["version"] == 2 and job["poll_after_ms"] >= POLL_MIN_S * 1000
+
+
+def test_a_lone_watchers_long_poll_gives_way_when_another_watcher_comes(redis_client):
+    services = JobServices(jobs=JobStore(redis_client), cache=None, watch_slots=1)
+    job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
+    budget = services.watch_budget()
+    seen: list[float] = []
+    real_wait = services.jobs.wait
+
+    def wait(*args, **kwargs):  # each slice of the long-poll; another watcher arrives during the first
+        seen.append(args[2])
+        if len(seen) == 1:
+            threading.Timer(0.1, services.watch_budget().poll_after_s).start()  # its own status call
+        return real_wait(*args, **kwargs)
+
+    services.jobs.wait = wait
+    job = watch(services, budget, job_id, since=1, wait_s=20)  # nothing changes
+    assert job["version"] == 1
+    assert len(seen) <= 2  # it gave the lease up within a slice or two (1 s each), not after the 20 s it could
+    assert budget.lease() is not None  # and gave it back
 
 
 def test_poll_interval_follows_the_number_of_watchers(redis_client):
@@ -84,7 +118,8 @@ def test_watch_with_a_lease_wakes_on_change(redis_client):
     threading.Timer(0.2, lambda: services.jobs.shard_started(job_id, "s0")).start()
     t0 = time.monotonic()
     job = watch(services, services.watch_budget(), job_id, since=1, wait_s=10)
-    assert job["version"] > 1 and time.monotonic() - t0 < 1.5 and job["poll_after_ms"] >= POLL_MIN_S * 1000
+    assert job["version"] > 1 and time.monotonic() - t0 < 1.5
+    assert job["poll_after_ms"] == 0  # a lone watcher: come back at once, and long-poll again
 
 
 def test_watch_without_a_free_lease_answers_at_once(redis_client):
@@ -104,7 +139,7 @@ def test_a_crowd_asks_less_often_about_a_job_whose_shards_wait_to_start(redis_cl
     budget = services.watch_budget()
     # a lone watcher: its shard waits to start, and it still asks again in 0.5 s
     assert watch(services, budget, job_id, since=None, wait_s=0)["poll_after_ms"] == POLL_MIN_S * 1000
-    for _ in range(5):  # other watchers arrive in the same second
+    for _ in range(15):  # other watchers arrive in the same second
         budget.poll_after_s()
     assert watch(services, budget, job_id, since=None, wait_s=0)["poll_after_ms"] == WAITING_POLL_S * 1000
     services.jobs.shard_started(job_id, "s0")  # nothing waits to start any more
