@@ -130,9 +130,10 @@ class Invoker:
     # -- admission ---------------------------------------------------------
 
     def submit(self, caller_ns: str, target: Target, args: Any, *, transaction_id: str,
-               blocking: bool) -> Invocation:
+               blocking: bool, cause: str | None = None) -> Invocation:
         """Admit (or 429) and start an activation in the pool. ``blocking``: the caller
-        waits for the answer (decides whether the record is stored, :class:`StorePolicy`)."""
+        waits for the answer (decides whether the record is stored, :class:`StorePolicy`);
+        ``cause``: the trigger activation that caused it (a rule's invocation)."""
         with self._lock:
             count = self._in_flight.get(caller_ns, 0)
             if count >= self.max_concurrent:
@@ -143,7 +144,7 @@ class Invoker:
         submitted = self._clock()
         try:
             fut = self._pool.submit(self._guarded, caller_ns, target, args, aid, transaction_id, submitted,
-                                    blocking)
+                                    blocking, cause)
         except RuntimeError:
             self._release(caller_ns)
             raise
@@ -154,9 +155,10 @@ class Invoker:
             self._in_flight[ns] = self._in_flight.get(ns, 1) - 1
 
     def _guarded(self, caller_ns: str, target: Target, args: Any, aid: str, tid: str, submitted: int,
-                 blocking: bool) -> dict:
+                 blocking: bool, cause: str | None = None) -> dict:
         try:
-            return self.run(caller_ns, target, args, aid, tid, submitted=submitted, blocking=blocking)
+            return self.run(caller_ns, target, args, aid, tid, submitted=submitted, blocking=blocking,
+                            cause=cause)
         finally:
             self._release(caller_ns)
 
@@ -170,7 +172,7 @@ class Invoker:
             return self.sequence_runner(self, caller_ns, target, args, aid, tid,
                                         submitted=submitted, cause=cause, topmost=topmost, blocking=blocking)
         start = self._clock()
-        record = self._skeleton(caller_ns, target, aid, start, cause)
+        record = self._skeleton(caller_ns, target, aid, start, cause, topmost)
         self.store.put_activation(record, done=False)
         try:
             outcome = self._run_runtime(caller_ns, target, args, aid, tid)
@@ -230,14 +232,15 @@ class Invoker:
                                 namespace=caller_ns, api_key=self._api_keys(caller_ns),
                                 deadline_ms=self._clock() + lim["timeout"])
 
-    def _skeleton(self, caller_ns: str, target: Target, aid: str, start: int, cause: str | None) -> dict:
+    def _skeleton(self, caller_ns: str, target: Target, aid: str, start: int, cause: str | None,
+                  topmost: bool) -> dict:
         action = target.action
         annotations = [
             {"key": "path", "value": target.path},
             {"key": "kind", "value": action["exec"]["kind"]},
             {"key": "limits", "value": dict(sorted(action["limits"].items()))},
         ]
-        if cause:
+        if cause and not topmost:  # a sequence's component; a rule's invocation has a cause only
             annotations.append({"key": "causedBy", "value": "sequence"})
         record = {
             "namespace": caller_ns, "name": action["name"], "subject": caller_ns,

@@ -8,26 +8,27 @@ OpenWhisk's (see ``errors``).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, unquote
 
+from localwhisk import alarms as feeds
 from localwhisk import entities as ent
 from localwhisk.activations import HTTP_STATUS, Invoker, StorePolicy, Target, new_id, summary, wait
 from localwhisk.auth import Authenticator
 from localwhisk.errors import (BAD_AUTH, NOT_AUTHENTICATED, NOT_AUTHORIZED, RESERVED_PARAMS, WhiskError,
                                bad_request, conflict, not_found, too_large)
+from localwhisk.params import epoch_param, json_object, json_payload, page
 from localwhisk.response import Response, error_response, json_response
 from localwhisk.sequences import SequenceRunner, check_components, fqn
 from localwhisk.store import Store
+from localwhisk.triggers import Triggers
 from localwhisk.webactions import WebActions
 
 log = logging.getLogger(__name__)
 
 PAYLOAD_MAX = 1024 * 1024          # activation.payload.max
 MAX_BLOCKING_WAIT_MS = 60000       # max-wait-for-blocking-activation
-LIST_DEFAULT, LIST_MAX = 30, 200
 REST_CORS = [("Access-Control-Allow-Origin", "*"),
              ("Access-Control-Allow-Methods", "GET, DELETE, POST, PUT, HEAD"),
              ("Access-Control-Allow-Headers", "Authorization, Origin, X-Requested-With, Content-Type, Accept, User-Agent")]
@@ -45,9 +46,12 @@ class Controller:
                                store_policy=store_policy)
         self.invoker.sequence_runner = SequenceRunner(self.lookup)
         self.web = WebActions(self.lookup, auth, self.invoker, wait_ms=web_wait_ms)
+        self.triggers = Triggers(store, self.invoker, self.lookup)
+        self.alarms = feeds.Alarms(store, auth, self.triggers.fire)
         self.recovered = self.invoker.recover()
 
     def close(self) -> None:
+        self.alarms.stop()
         self.invoker.shutdown()
 
     # -- entry point -------------------------------------------------------------
@@ -91,6 +95,8 @@ class Controller:
         if len(parts) == 3:
             return json_response(200, [caller])
         ns = caller if parts[3] == "_" else parts[3]
+        if ns == feeds.SYSTEM_NS and parts[4:6] in (["actions", feeds.PACKAGE], ["packages", feeds.PACKAGE]):
+            return self._system_feed(method, caller, parts[4], parts[6:], q, body)
         if ns != caller:
             raise WhiskError(403, NOT_AUTHORIZED)
         if len(parts) == 4:
@@ -102,9 +108,38 @@ class Controller:
             return self._packages(method, ns, rest, q, body)
         if collection == "activations":
             return self._activations(method, ns, rest, q)
-        if collection in ("triggers", "rules", "feeds") and method == "GET" and not rest:
+        if collection == "triggers":
+            return self.triggers.handle_triggers(method, ns, rest, q, body, tid)
+        if collection == "rules":
+            return self.triggers.handle_rules(method, ns, rest, q, body)
+        if collection == "feeds" and method == "GET" and not rest:
             return json_response(200, [])
         raise not_found()
+
+    def _system_feed(self, method: str, caller: str, collection: str, rest: list[str], q: dict[str, str],
+                     body: bytes) -> Response:
+        """``/whisk.system/alarms``: the built-in feeds, readable and invocable by every namespace
+        (a public package in OpenWhisk). Invoking one runs its lifecycle event in-process."""
+        if collection == "packages":
+            if method != "GET" or rest:
+                raise WhiskError(405, "HTTP method not allowed, supported methods: GET")
+            return json_response(200, feeds.package_doc())
+        if len(rest) != 1 or rest[0] not in feeds.FEEDS:
+            raise not_found()
+        if method == "GET":
+            return json_response(200, feeds.feed_action(rest[0]))
+        if method != "POST":
+            raise WhiskError(405, "HTTP method not allowed, supported methods: GET, POST")
+        start = ent.now_ms()
+        status, result = self.alarms.invoke(caller, rest[0], json_object(body))
+        record = feeds.feed_record(caller, rest[0], status, result, start)
+        self.store.put_activation(record, done=True)
+        id_header = [("x-openwhisk-activation-id", record["activationId"])]
+        if q.get("blocking", "false").lower() != "true":
+            return json_response(202, {"activationId": record["activationId"]}, id_header)
+        if q.get("result", "false").lower() == "true":
+            return json_response(HTTP_STATUS[status], result, id_header)
+        return json_response(HTTP_STATUS[status], record, id_header)
 
     def info(self) -> dict[str, Any]:
         """``GET /`` (CTRL/Controller.scala): what wskdeploy reads to learn the runtimes."""
@@ -170,7 +205,7 @@ class Controller:
 
     def _put_action(self, ns: str, pkg: str | None, name: str, key: str, q: dict[str, str],
                     body: bytes) -> Response:
-        content = _json_object(body)
+        content = json_object(body)
         if pkg is not None and self.store.get_entity("package", ns, pkg) is None:
             raise not_found()
         existing = self.store.get_entity("action", ns, key)
@@ -201,7 +236,7 @@ class Controller:
                 wait_ms = -1
             if not 1 <= wait_ms <= MAX_BLOCKING_WAIT_MS:
                 raise bad_request(f"Timeout must be number of milliseconds up to {MAX_BLOCKING_WAIT_MS}.")
-        payload = _json_payload(body)
+        payload = json_payload(body)
         target = self.lookup(ns, pkg, name)
         if target is None:
             raise not_found()
@@ -241,7 +276,7 @@ class Controller:
         if method == "PUT":
             if existing is not None and q.get("overwrite", "false").lower() != "true":
                 raise conflict()
-            doc = ent.build_package(ns, name, _json_object(body), existing)
+            doc = ent.build_package(ns, name, json_object(body), existing)
             self.store.put_entity("package", ns, name, doc)
             return json_response(200, doc)
         if method == "DELETE":
@@ -271,10 +306,10 @@ class Controller:
             name = q.get("name", "").strip() or None
             if name is not None and len(name.strip("/").split("/")) > 2:
                 raise bad_request(f"Parameter may be a 'simple' name or 'package-name/simple' name: {name}")
-            since, upto = _epoch_param(q, "since"), _epoch_param(q, "upto")
+            since, upto = epoch_param(q, "since"), epoch_param(q, "upto")
             count = q.get("count", "false").lower() == "true"
             docs = q.get("docs", "false").lower() == "true"
-            skip, limit = _page(q)
+            skip, limit = page(q)
             if count and docs:
                 raise bad_request("The parameter 'docs' is not permitted with 'count'.")
             if count:
@@ -299,51 +334,5 @@ class Controller:
     def _list(self, docs: list[dict[str, Any]], q: dict[str, str], shape: Any) -> Response:
         if q.get("count", "false").lower() == "true":
             return json_response(200, {"actions" if shape is ent.action_summary else "packages": len(docs)})
-        skip, limit = _page(q)
+        skip, limit = page(q)
         return json_response(200, [shape(d) for d in docs[skip:skip + limit]])
-
-
-def _page(q: dict[str, str]) -> tuple[int, int]:
-    skip = _int_param(q, "skip") or 0
-    limit = _int_param(q, "limit")
-    if skip < 0:
-        raise bad_request("The value of 'skip' must be a non-negative integer.")
-    if limit is None or limit == 0:
-        limit = LIST_DEFAULT if limit is None else LIST_MAX
-    if limit < 0:
-        raise bad_request("The value of 'limit' must be a non-negative integer.")
-    if limit > LIST_MAX:
-        raise bad_request(f"The value '{limit}' is not in the range of 0 to {LIST_MAX}.")
-    return skip, limit
-
-
-def _epoch_param(q: dict[str, str], name: str) -> int | None:
-    """``since``/``upto``: epoch milliseconds, with OpenWhisk's message (which says seconds) when not."""
-    return _int_param(q, name, f"Parameter is not a valid value for epoch seconds: {q.get(name)}")
-
-
-def _int_param(q: dict[str, str], name: str, message: str | None = None) -> int | None:
-    if name not in q or q[name] == "":
-        return None
-    try:
-        return int(q[name])
-    except ValueError:
-        raise bad_request(message or f"The value of '{name}' must be an integer.") from None
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    return _json_payload(body, (dict,), "a JSON object")  # type: ignore[return-value]
-
-
-def _json_payload(body: bytes, kinds: tuple[type, ...] = (dict, list),
-                  expected: str = "a JSON object or array") -> dict[str, Any] | list[Any]:
-    """The JSON body (``{}`` when empty), refused with OpenWhisk's own wording."""
-    if not body.strip():
-        return {}
-    try:
-        value = json.loads(body)
-    except ValueError as exc:
-        raise bad_request(f"The request content was malformed:\n{exc}") from None
-    if not isinstance(value, kinds):
-        raise bad_request(f"The request content was malformed:\nexpected {expected}.")
-    return value

@@ -27,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
                       max_concurrent=args.max_concurrent, prewarm=args.prewarm,
                       max_containers=args.max_containers, sandbox=args.sandbox, images=images,
                       preload=_modules(args.preload), memory_limits=args.memory_limits,
-                      store_policy=store_policy))
+                      store_policy=store_policy, alarm_tick=args.alarm_tick))
     return 0
 
 
@@ -94,6 +94,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--store-non-blocking-result-level", metavar="LEVEL",
                    help=f"the same for non-blocking activations (default "
                         "$CONFIG_whisk_activation_storeNonBlockingResultLevel or STORE_ALWAYS)")
+    s.add_argument("--alarm-tick", type=float, default=1.0, metavar="SECONDS",
+                   help="how often the built-in alarms feeds look for due schedules (0 turns them off)")
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=_serve)
 

@@ -199,7 +199,7 @@ def build_action(namespace: str, package: str | None, name: str, body: dict[str,
     else:
         annotations = kv_merge(annots if annots is not None else existing["annotations"],
                                [{"key": "exec", "value": exec_["kind"]}])
-        version = _up_patch(existing.get("version", "0.0.1"))
+        version = up_patch(existing.get("version", "0.0.1"))
         limits = check_limits(body.get("limits"), existing["limits"], namespace_limit)
     if params is None:
         params = existing["parameters"] if existing else []
@@ -238,7 +238,7 @@ def code_digest(doc: dict[str, Any]) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def _up_patch(version: str) -> str:
+def up_patch(version: str) -> str:
     parts = (version.split(".") + ["0", "0", "0"])[:3]
     try:
         return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2]) + 1}"
@@ -256,7 +256,7 @@ def build_package(namespace: str, name: str, body: dict[str, Any], existing: dic
     return {
         "namespace": namespace,
         "name": name,
-        "version": _up_patch(existing["version"]) if existing else str(body.get("version") or "0.0.1"),
+        "version": up_patch(existing["version"]) if existing else str(body.get("version") or "0.0.1"),
         "publish": bool(body.get("publish", existing.get("publish", False) if existing else False)),
         "parameters": params if params is not None else (existing["parameters"] if existing else []),
         "annotations": annots if annots is not None else (existing["annotations"] if existing else []),

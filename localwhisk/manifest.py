@@ -4,7 +4,8 @@ Reads the wskdeploy grammar subset radcloud uses — ``project``/``packages``,
 ``inputs`` (plain or ``{type, value|default}``), actions with ``function``
 (file, or directory zipped with ``include``/``exclude``), ``runtime``/``kind``,
 ``main``, ``docker``/``native``, ``web``, ``limits``, ``annotations``, and
-``sequences`` — and produces the REST bodies ``wskclient.apply`` PUTs. Paths
+``sequences``, ``triggers`` (with ``inputs``, ``annotations`` and ``feed``)
+and ``rules`` (``trigger``, ``action``) — and produces the REST bodies ``wskclient.apply`` PUTs. Paths
 are relative to the manifest's directory, as in wskdeploy. Overrides: ``--param``
 beats the deployment file, which beats the manifest. Errors use wskdeploy's
 wording so a manifest that fails here fails the same way there.
@@ -35,9 +36,11 @@ class ManifestError(Exception):
 
 @dataclass
 class Entity:
-    kind: str                     # "package" | "action" | "sequence"
-    path: str                     # "pkg", "pkg/name" or "name" (package "default")
+    kind: str                     # "package" | "action" | "sequence" | "trigger" | "rule"
+    path: str                     # "pkg", "pkg/name" or "name" (package "default"); triggers/rules: "name"
     body: dict[str, Any]
+    feed: str | None = None       # a trigger's feed action ("/whisk.system/alarms/alarm")
+    feed_params: dict[str, Any] = field(default_factory=dict)  # sent with the feed's CREATE
 
 
 @dataclass
@@ -45,6 +48,8 @@ class Plan:
     packages: list[Entity] = field(default_factory=list)
     actions: list[Entity] = field(default_factory=list)
     sequences: list[Entity] = field(default_factory=list)
+    triggers: list[Entity] = field(default_factory=list)
+    rules: list[Entity] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     credentials: dict[str, str] = field(default_factory=dict)  # apihost/auth/namespace of the deployment file
 
@@ -70,6 +75,8 @@ def _typed(spec: Any, environ: Mapping[str, str], warnings: list[str]) -> Any:
     if isinstance(spec, dict) and spec and set(spec) <= {"type", "description", "required", "value", "default"}:
         raw = spec.get("value", spec.get("default"))
         value = interpolate(raw, environ, warnings)
+        if value in ("", None) and "default" in spec:  # `value: ${UNSET}` falls back to the default
+            value = interpolate(spec["default"], environ, warnings)
         kind = spec.get("type")
         if isinstance(value, str) and kind in ("integer", "float", "boolean"):
             value = _convert(value, kind)
@@ -156,7 +163,12 @@ def load_plan(manifest: Path, deployment: Path | None = None, params: Mapping[st
             plan.actions.append(_action(name, str(aname), action or {}, dep_action, params, base, environ, kinds, plan))
         for sname, seq in (pkg.get("sequences") or {}).items():
             plan.sequences.append(_sequence(name, str(sname), seq or {}, environ, plan))
-        for unsupported in ("triggers", "rules", "apis", "dependencies"):
+        dep_triggers = dep.get("triggers") or {}
+        for tname, trig in (pkg.get("triggers") or {}).items():
+            plan.triggers.append(_trigger(str(tname), trig or {}, dep_triggers.get(tname) or {}, environ, plan))
+        for rname, rule in (pkg.get("rules") or {}).items():
+            plan.rules.append(_rule(name, str(rname), rule or {}, environ, plan))
+        for unsupported in ("apis", "dependencies"):
             if pkg.get(unsupported):
                 plan.warnings.append(f"The [{unsupported}] of package [{name}] are not deployed by localwhisk.")
     return plan
@@ -309,3 +321,34 @@ def _sequence(package: str, name: str, spec: dict[str, Any], environ: Mapping[st
     body = {"name": name, "exec": {"kind": "sequence", "components": components},
             "annotations": _kv(annotations), "publish": False}
     return Entity("sequence", _entity_path(package, name), body)
+
+
+def _trigger(name: str, spec: dict[str, Any], dep: dict[str, Any], environ: Mapping[str, str], plan: Plan) -> Entity:
+    """A trigger: ``inputs`` are its parameters, or with ``feed`` the feed's CREATE parameters
+    (wskdeploy sends them to the feed, which fires the trigger with what it was configured for)."""
+    inputs = {k: _typed(v, environ, plan.warnings) for k, v in (spec.get("inputs") or {}).items()}
+    inputs.update({k: interpolate(v, environ, plan.warnings) for k, v in (dep.get("inputs") or {}).items()})
+    annotations = {k: interpolate(v, environ, plan.warnings) for k, v in (spec.get("annotations") or {}).items()}
+    feed = spec.get("feed", spec.get("source"))  # `source` is wskdeploy's older name
+    if feed:
+        feed = str(interpolate(feed, environ, plan.warnings))
+        feed = feed if feed.startswith("/") else "/" + feed
+        annotations["feed"] = feed
+        body = {"name": name, "parameters": [], "annotations": _kv(annotations), "publish": False}
+        return Entity("trigger", name, body, feed=feed, feed_params=inputs)
+    return Entity("trigger", name, {"name": name, "parameters": _kv(inputs), "annotations": _kv(annotations),
+                                    "publish": False})
+
+
+def _rule(package: str, name: str, spec: dict[str, Any], environ: Mapping[str, str], plan: Plan) -> Entity:
+    """A rule: ``trigger`` is a namespace's trigger, ``action`` an action of this package (or ``/ns/...``)."""
+    for key in ("trigger", "action"):
+        if not spec.get(key):
+            raise ManifestError(f"The mandatory key [{key}] is missing for the rule [{name}].")
+    trigger = str(interpolate(spec["trigger"], environ, plan.warnings)).strip()
+    action = str(interpolate(spec["action"], environ, plan.warnings)).strip()
+    if not trigger.startswith("/"):
+        trigger = f"/_/{trigger}"
+    if not action.startswith("/"):
+        action = f"/_/{action}" if "/" in action else f"/_/{_entity_path(package, action)}"
+    return Entity("rule", name, {"name": name, "trigger": trigger, "action": action})

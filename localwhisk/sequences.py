@@ -100,7 +100,8 @@ class SequenceRunner:
         }
         if cause:
             record["cause"] = cause
-            record["annotations"].append({"key": "causedBy", "value": "sequence"})
+            if not topmost:  # a nested sequence; a trigger's rule gives a cause without causedBy
+                record["annotations"].append({"key": "causedBy", "value": "sequence"})
         record["response"] = response_of("whisk internal error", {"error": "The sequence did not complete."})
         invoker.store.put_activation(record, done=False)
 

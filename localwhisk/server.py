@@ -96,6 +96,7 @@ class ServeConfig:
     images: dict[str, dict[str, Any]] = field(default_factory=dict)  # see parse_images
     preload: tuple[str, ...] = ()  # modules every stem cell imports (images add their own)
     store_policy: StorePolicy = field(default_factory=StorePolicy)  # which activation records are kept
+    alarm_tick: float = 1.0  # seconds between the alarms feeds' checks (0: no scheduler)
 
 
 def parse_images(entries: list[str], files: list[Path]) -> dict[str, dict[str, Any]]:
@@ -193,6 +194,8 @@ def serve(config: ServeConfig) -> None:
                                http="httptools" if _has("httptools") else "h11", lifespan="on")
     redact_logs([key, key.partition(":")[2]])  # after uvicorn.Config: it installs its own handlers
     server = uvicorn.Server(uv_config)
+    if config.alarm_tick > 0:
+        controller.alarms.start(config.alarm_tick)
     try:
         server.run(sockets=[sock])
     finally:

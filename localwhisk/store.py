@@ -84,6 +84,11 @@ class Store:
             )
         return [json.loads(r[0]) for r in rows]
 
+    def list_all_entities(self, type_: str) -> list[dict[str, Any]]:
+        """Every entity of a type in every namespace (the alarms scheduler's registrations)."""
+        return [json.loads(r[0]) for r in self._run("SELECT doc FROM entities WHERE type=? ORDER BY namespace, path",
+                                                     (type_,))]
+
     # -- activations ------------------------------------------------------
 
     def put_activation(self, record: dict[str, Any], *, done: bool) -> None:

@@ -76,6 +76,7 @@ class WhiskClient:
     def __init__(self, transport: Transport, auth: str, namespace: str = "_") -> None:
         self._send = transport
         self._auth = "Basic " + base64.b64encode(auth.encode()).decode()
+        self.auth_key = auth  # a feed's CREATE carries it (authKey), as wsk does
         self.namespace = namespace
 
     def request(self, method: str, path: str, body: Any = None, query: str = "") -> tuple[int, Any]:
@@ -108,7 +109,8 @@ class WhiskClient:
 
 
 def apply(plan: Plan, client: WhiskClient, echo: Callable[[str], None] = print) -> None:
-    """PUT packages, actions, then sequences (retrying ones whose components come later)."""
+    """PUT packages, actions, then sequences (retrying ones whose components come later), then
+    triggers (registering each with its feed) and rules (activated)."""
     def put(entity, collection: str, label: str) -> tuple[int, Any]:
         echo(f"Deploying {label} [{entity.path}] ...")
         return client.put(collection, entity.path, entity.body)
@@ -138,3 +140,38 @@ def apply(plan: Plan, client: WhiskClient, echo: Callable[[str], None] = print) 
                 check(seq, "sequence", status, body)
             break
         pending = [d[0] for d in deferred]
+    for trigger in plan.triggers:
+        check(trigger, "trigger", *put(trigger, "triggers", "trigger"))
+        if trigger.feed:
+            _feed_create(client, trigger, echo)
+    for rule in plan.rules:
+        check(rule, "rule", *put(rule, "rules", "rule"))
+        status, body = client.request("POST", f"/api/v1/namespaces/{quote(client.namespace)}/rules/"
+                                               f"{quote(rule.path)}", {"status": "active"})
+        check(rule, "rule", status, body)
+
+
+def _feed_create(client: WhiskClient, trigger: Any, echo: Callable[[str], None]) -> None:
+    """Register the trigger with its feed: ``lifecycleEvent: CREATE`` as ``wsk trigger create --feed``.
+
+    A redeploy creates it again; the feed replaces its registration (the alarms feed does).
+    """
+    parts = [p for p in trigger.feed.split("/") if p]
+    ns, rest = (parts[0], parts[1:]) if len(parts) == 3 else (client.namespace, parts[-2:])
+    own = client.namespace
+    if own == "_":  # a feed provider outside this namespace needs its real name
+        status, names = client.request("GET", "/api/v1/namespaces")
+        own = names[0] if status == 200 and isinstance(names, list) and names else own
+    url = f"/api/v1/namespaces/{quote(ns)}/actions/{quote('/'.join(rest))}"
+    common = {"triggerName": f"/{own}/{trigger.path}", "authKey": client.auth_key}
+    echo(f"Creating feed [{trigger.feed}] for trigger [{trigger.path}] ...")
+    # As wskdeploy on a redeploy: the earlier registration goes first (its absence is no error).
+    client.request("POST", url, {**common, "lifecycleEvent": "DELETE"}, "blocking=true")
+    status, body = client.request("POST", url, {**trigger.feed_params, **common, "lifecycleEvent": "CREATE"},
+                                  "blocking=true")
+    if status != 200:
+        result = body.get("response", {}).get("result", body) if isinstance(body, dict) else body
+        msg = result.get("error", result) if isinstance(result, dict) else result
+        raise DeployError(f"Error creating feed [{trigger.feed}] for trigger [{trigger.path}] with error message: "
+                          f"{msg} and error code: {status}.")
+    echo(f"Feed [{trigger.feed}] for trigger [{trigger.path}] has been successfully deployed.")

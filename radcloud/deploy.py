@@ -37,6 +37,8 @@ MANIFEST = ROOT / "deploy" / "manifest.yaml"
 PACKAGE = "radcloud"
 RUNTIME_IMAGE_VAR = "RADCLOUD_RUNTIME_IMAGE"
 PLUGIN_PREFIX_VAR = "RADCLOUD_PLUGIN_IMAGE_PREFIX"
+RECONCILE_CRON_VAR = "RADCLOUD_RECONCILE_CRON"  # the radcloud-reconcile alarm trigger's schedule
+DEFAULT_RECONCILE_CRON = "*/5 * * * *"
 LOCAL_RUNTIME_IMAGE = "radcloud/runtime:local"
 LOCAL_PLUGIN_PREFIX = "radcloud/"
 # wskdeploy resolves `function:` against the manifest's folder.
@@ -214,6 +216,8 @@ def deploy(apihost: str, auth: str, env: Mapping[str, str], *, manifest: Path = 
             fh.write(f"APIHOST={apihost}\nAUTH={auth}\n")
         argv = [python, "-m", "localwhisk.cli", "deploy", "-m", str(copy), "--wskprops", str(props)]
         child_env = {**os.environ, **dict(env)}
+        if not child_env.get(RECONCILE_CRON_VAR):  # wskdeploy has no default for an unset variable
+            child_env[RECONCILE_CRON_VAR] = DEFAULT_RECONCILE_CRON
         try:
             done = subprocess.run(argv, env=child_env, capture_output=True, text=True, timeout=timeout_s)
         except FileNotFoundError:

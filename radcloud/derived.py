@@ -80,6 +80,10 @@ def secondary_capture(image: Any, *, study: dict[str, str], series_uid: str, plu
     ds.SeriesNumber = series_number
     ds.InstanceNumber = number
     ds.Modality = "OT"
+    # Type 2C, present and empty: a picture of results has no laterality nor patient orientation of its
+    # own, and dicom3tools' dciodvfy cannot evaluate the conditions, so it requires them.
+    ds.Laterality = ""
+    ds.PatientOrientation = ""
     ds.ConversionType = "WSD"
     ds.SeriesDescription = f"radcloud {plugin}"[:64]
     ds.ImageType = ["DERIVED", "SECONDARY"]

@@ -3,8 +3,9 @@
 Everything is checked before anything is created: the plugin exists (404),
 its parameters are valid (400), options are sane (400), every input is
 staged (404) and complete (409). Then the result cache is asked; a miss
-creates the job (:mod:`radcloud.jobs`) and invokes one plugin action per
-shard, non-blocking, with a payload of object keys only (a shard spec as
+creates the job (:mod:`radcloud.jobs`) and submits one unit per shard
+through the configured :class:`~radcloud.work.executors.Executor` (by
+default one non-blocking plugin action invoke), with a payload of object keys only (a shard spec as
 :class:`radcloud.shard.ShardSpec` reads it). The caller gets the job id at
 once; shards report into Redis themselves.
 
@@ -16,6 +17,7 @@ without sockets.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -26,6 +28,10 @@ from radcloud.cache import ResultCache, cache_key
 from radcloud.errors import BadRequest, Conflict, RadcloudError, Unavailable
 from radcloud.jobs import JobSpec, JobStore, ShardSpec, new_job_id
 from radcloud.resources import check_fits
+from radcloud.subject import from_series as subject_of
+from radcloud.work import lifecycle as L
+from radcloud.work.executors import Executor, ExecutorBusy, Resources, Unit, as_executor
+from radcloud.work.lifecycle import JOB, SHARD
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,9 @@ class StagedSeries:
     instances: list[dict[str, Any]]  # {"key", "md5", "size"}
     complete: bool = True
     expected: int | None = None
+    # The manifest's DICOM attributes (patient, study, series): the job's subject
+    # (radcloud.subject). PHI: never logged.
+    tags: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
 
 class Staging(Protocol):
@@ -96,14 +105,17 @@ class Dispatcher:
     """Turns one run request into a job. Collaborators injected."""
 
     def __init__(self, jobs: JobStore, cache: ResultCache, registry: Any, staging: Staging,
-                 invoker: Invoker, *, package: str = "radcloud", shard_timeout_s: int = 300,
+                 invoker: Executor | Invoker, *, package: str = "radcloud", shard_timeout_s: int = 300,
                  finaliser: Any = None, deidentify_plugin: str = DEIDENTIFY_PLUGIN,
                  deid_secret: Any = None) -> None:
         self.jobs, self.cache, self.registry, self.staging = jobs, cache, registry, staging
         # Only its truth is used here: shards read the secret from their own settings.
         self.has_deid_secret = bool(deid_secret)
         self.deidentify_plugin = deidentify_plugin
-        self.invoker, self.package, self.shard_timeout_s = invoker, package, shard_timeout_s
+        # Shards run through an Executor (radcloud.work.executors); an OpenWhisk
+        # client passed here is the action executor's.
+        self.executor = as_executor(invoker, package)
+        self.package, self.shard_timeout_s = package, shard_timeout_s
         self.finaliser = finaliser
 
     def dispatch(self, request: Mapping[str, Any], owner: str, *, privileged: bool = False) -> dict[str, Any]:
@@ -158,11 +170,11 @@ class Dispatcher:
         options = dataclasses.asdict(opts) | {"stages": stages}
         spec = JobSpec(plugin=plugin.name, plugin_version=plugin.version, owner=owner, params=params,
                        shards=shards, options=options, priority=opts.priority,
-                       cache_key=key)
+                       cache_key=key, subject=subject_of(series))
         if not opts.force:
             hit = self.cache.serve(key, spec)
             if hit:
-                return {"job_id": hit, "state": "succeeded", "cached": True,
+                return {"job_id": hit, "state": L.SUCCEEDED, "cached": True,
                         "results_of": self.jobs.get(hit)["results_of"]}
         job_id = new_job_id()
         spec.output_prefix = f"results/{job_id}/"
@@ -192,18 +204,19 @@ class Dispatcher:
             time.sleep(0.25)
 
     def fan_out(self, job_id: str, shard_ids: list[str]) -> None:
-        """Invoke one plugin action per (pending) shard, recording activation ids.
+        """Submit one unit per (pending) shard through the executor, recording handles.
 
-        Also used by retry. A shard whose invoke fails is failed with the
-        reason at once, so the job cannot wait for it.
+        Also used by retry and by reconcile (shards the executor was too busy
+        to take). A shard whose submit fails is failed with the reason at
+        once, so the job cannot wait for it.
         """
         job = self.jobs.get(job_id)
-        if job["state"] == "created":
-            self.jobs.transition(job_id, "staging", allowed=("created",))
+        if JOB.allows(job["state"], "submit"):
+            self.jobs.transition(job_id, JOB.next(job["state"], "submit"), allowed=JOB.sources("submit"))
         by_id = {s["id"]: s for s in job["shards"]}
         for sid in shard_ids:
-            invoke_shard(self.jobs, self.invoker, job, by_id[sid], package=self.package,
-                         timeout_s=self.shard_timeout_s, finaliser=self.finaliser)
+            submit_shard(self.jobs, self.executor, job, by_id[sid], timeout_s=self.shard_timeout_s,
+                         finaliser=self.finaliser)
 
 
 def stage_plan(job: Mapping[str, Any]) -> list[str]:
@@ -230,38 +243,51 @@ def shard_payload(job: Mapping[str, Any], shard: Mapping[str, Any], timeout_s: i
     }
 
 
-def invoke_shard(jobs: JobStore, invoker: Invoker, job: Mapping[str, Any], shard: Mapping[str, Any], *,
-                 package: str, timeout_s: int, finaliser: Any = None) -> str | None:
-    """Invoke the plugin action of a shard's current stage; returns the activation id.
-
-    A failed invoke fails the shard with the reason (and finalises if it was the last).
-    """
+def shard_unit(job: Mapping[str, Any], shard: Mapping[str, Any], timeout_s: int) -> Unit:
+    """The executor's view of a shard's current stage: what runs it and its spec."""
     payload = shard_payload(job, shard, timeout_s)
+    return Unit(job_id=job["id"], unit_id=shard["id"], action=f"plugin-{payload['plugin']}", payload=payload,
+                resources=Resources(timeout_s=int(timeout_s)))
+
+
+def submit_shard(jobs: JobStore, executor: Executor, job: Mapping[str, Any], shard: Mapping[str, Any], *,
+                 timeout_s: int, finaliser: Any = None) -> str | None:
+    """Submit a shard's current stage through the executor; returns its handle.
+
+    The lifecycle's rules for a submit (radcloud.work.executors.base):
+    the executor is busy -> the shard stays ``pending``, marked ``busy``, and
+    reconcile submits it again; any other failure fails the shard with the
+    reason (and finalises if it was the last).
+    """
+    unit = shard_unit(job, shard, timeout_s)
     sid = shard["id"]
     try:
-        answer = invoker.invoke(f"{package}/plugin-{payload['plugin']}", payload, blocking=False)
-        activation = answer.get("activationId")
-        if not activation:
-            raise RadcloudError(f"OpenWhisk returned no activation id: {str(answer)[:100]}")
+        handle = executor.submit(unit)
+    except ExecutorBusy as exc:
+        log.info("job %s shard %s: %s", job["id"], sid, exc.message)
+        with contextlib.suppress(Conflict):  # it was cancelled meanwhile
+            jobs.update_shard(job["id"], sid, {"busy_at": jobs.clock(), "reason": exc.message[:300]},
+                              allowed=SHARD.sources("busy"), event="busy")
+        return None
     except Exception as exc:
         reason = f"invoke failed: {getattr(exc, 'message', None) or type(exc).__name__}"
         log.warning("job %s shard %s: %s", job["id"], sid, reason)
         try:
-            if jobs.shard_finished(job["id"], sid, state="failed", reason=reason) and finaliser:
+            if jobs.shard_finished(job["id"], sid, state=L.FAILED, reason=reason) and finaliser:
                 finaliser(job["id"])
         except Conflict:
             pass
         return None
     try:
-        jobs.shard_invoked(job["id"], sid, activation)
+        jobs.shard_invoked(job["id"], sid, handle, executor=executor.name)
     except Conflict:
-        # A fast shard already reported started/finished: record the id only.
-        jobs.update_shard(job["id"], sid, {"activation_id": activation},
-                          allowed=("running", "succeeded", "failed", "cancelled"), event="invoked")
-    return activation
+        # A fast shard already reported started/finished: record the handle only.
+        jobs.update_shard(job["id"], sid, {"activation_id": handle, "executor": executor.name},
+                          allowed=SHARD.sources("handle"), event="invoked")
+    return handle
 
 
-def advance_stage(jobs: JobStore, invoker: Invoker, job_id: str, shard_id: str,
+def advance_stage(jobs: JobStore, executor: Executor | Invoker, job_id: str, shard_id: str,
                   outputs: list[dict[str, Any]], *, package: str, timeout_s: int,
                   finaliser: Any = None) -> bool:
     """After an intermediate stage succeeded, run the next one on its DICOM outputs.
@@ -276,22 +302,22 @@ def advance_stage(jobs: JobStore, invoker: Invoker, job_id: str, shard_id: str,
     if stage >= len(stages) - 1:
         return False
     if job["cancel"]:
-        if jobs.shard_finished(job_id, shard_id, state="cancelled", reason="cancelled between stages") and finaliser:
+        if jobs.shard_finished(job_id, shard_id, state=L.CANCELLED, reason="cancelled between stages") and finaliser:
             finaliser(job_id)
         return True
     keys = [o["key"] for o in outputs
             if o["key"].lower().endswith(".dcm") or o.get("content_type") == "application/dicom"]
     if not keys:
         reason = f"stage {stages[stage]} produced no DICOM for {stages[stage + 1]}"
-        if jobs.shard_finished(job_id, shard_id, state="failed", reason=reason) and finaliser:
+        if jobs.shard_finished(job_id, shard_id, state=L.FAILED, reason=reason) and finaliser:
             finaliser(job_id)
         return True
     prefix = shard_payload(job, shard, timeout_s)["output_prefix"]
     patch = {"stage": stage + 1, "inputs": keys, "input_prefix": prefix, "state": "invoked",
              "deadline": jobs.clock() + timeout_s, "activation_id": None}
-    jobs.update_shard(job_id, shard_id, patch, allowed=("running",), event="stage",
+    jobs.update_shard(job_id, shard_id, patch, allowed=SHARD.sources("stage"), event="stage",
                       data={"stage": stage + 1, "plugin": stages[stage + 1], "inputs": len(keys)})
-    invoke_shard(jobs, invoker, job, {**shard, **patch}, package=package, timeout_s=timeout_s,
+    submit_shard(jobs, as_executor(executor, package), job, {**shard, **patch}, timeout_s=timeout_s,
                  finaliser=finaliser)
     return True
 

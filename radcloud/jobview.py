@@ -29,6 +29,7 @@ def check(job: dict[str, Any], principal: Any) -> dict[str, Any]:
 def summary(job: dict[str, Any]) -> dict[str, Any]:
     """One line of a job list: the job hash with its progress, no shards."""
     out = {k: v for k, v in job.items() if k != "shards"}
+    out["subject"] = job.get("subject") or None   # radcloud.subject; None: not recorded (older jobs)
     out["progress"] = {
         "shards_done": int(job.get("shards_done") or 0), "shards_total": int(job.get("shards_total") or 0),
         "instances_done": int(job.get("instances_done") or 0),

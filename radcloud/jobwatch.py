@@ -38,9 +38,9 @@ share small, whatever their number (docs/jobs.md):
 Watchers then hold one container and about ``rate × (time one status call
 takes)`` slots: well under one here, and almost none while the namespace is full.
 
-:func:`unstick` is the "never stuck" check (fail shards that can no longer
-report, replace a dead finaliser); the status action and the pfcon status
-both run it before answering about an unfinished job.
+Watching only reads: failing shards that can no longer report and replacing
+a dead finaliser is :mod:`radcloud.work.reconcile`'s, on the write side and
+on a schedule (the ``reconcile`` action), never inside a status read.
 """
 
 from __future__ import annotations
@@ -50,11 +50,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from radcloud.jobs import FINAL_STATES
+from radcloud.work.lifecycle import JOB, SHARD_WAITING
 
 HOLD_S = 20.0           # a leased long-poll blocks at most this long
-RECHECK_S = 1.0         # ... in slices, so a dead shard, a busy namespace or another watcher is noticed
-ACTIVATION_CHECK_MS = 2000
+RECHECK_S = 1.0         # ... in slices, so a busy namespace or another watcher is noticed
 POLL_MIN_S, POLL_MAX_S = 0.2, 15.0
 POLL_BUSY_S = 5.0  # what every watcher is told while radcloud's own invokes are refused
 BUSY_S = 10  # how long a refused invoke keeps watchers slow
@@ -150,28 +149,6 @@ class WatchBudget:
         return interval, crowded
 
 
-def unstick(jobs: Any, job_id: str, *, activation: Callable[[str], Any] | None = None,
-            finaliser: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """Never stuck: fail shards that cannot report any more; replace a dead finaliser.
-
-    ``activation(id)`` reads an OpenWhisk activation record (None while it
-    runs); ``finaliser(job_id)`` finishes the job. Returns the job as it is then.
-    """
-    job = jobs.get(job_id)
-    if job["state"] in FINAL_STATES:
-        return job
-    if job["state"] != "finishing":
-        # Deadlines are checked on every call (no I/O); activation records, one
-        # OpenWhisk GET per open shard, at most every ACTIVATION_CHECK_MS per job.
-        check = activation is not None and jobs.r.set(jobs.key(job_id, "reconciled"), 1, nx=True,
-                                                      px=ACTIVATION_CHECK_MS)
-        if jobs.reconcile(job_id, activation if check else None) and finaliser:
-            finaliser(job_id)
-    elif jobs.claim_finaliser(job_id) and finaliser:
-        finaliser(job_id)
-    return jobs.get(job_id)
-
-
 def watch(services: Any, budget: WatchBudget, job_id: str, *, since: int | None, wait_s: float
           ) -> dict[str, Any]:
     """The job, after waiting (with a lease) up to ``wait_s`` for a version above ``since``.
@@ -179,12 +156,11 @@ def watch(services: Any, budget: WatchBudget, job_id: str, *, since: int | None,
     Returns the job with ``poll_after_ms``: when the caller should ask again.
     """
     jobs = services.jobs
-    activation = services.activation if services.invoker is not None else None
-    job = unstick(jobs, job_id, activation=activation, finaliser=services.finaliser)
+    job = jobs.get(job_id)
     interval, crowded = budget.pace()
     # A lone watcher of an unfinished job may long-poll: told to come back at once (with
     # ``wait``) after a plain look or a long-poll, it is answered within ms of each change.
-    lone = budget.slots > 0 and not crowded and not budget.was_busy and job["state"] not in FINAL_STATES
+    lone = budget.slots > 0 and not crowded and not budget.was_busy and not JOB.is_final(job["state"])
     leased = False
     if lone and wait_s > 0 and since is not None and job["version"] <= since:
         token = budget.lease()
@@ -195,21 +171,20 @@ def watch(services: Any, budget: WatchBudget, job_id: str, *, since: int | None,
                 while True:
                     left = deadline - time.monotonic()
                     job = jobs.wait(job_id, since, min(RECHECK_S, max(0.0, left)))
-                    if job["version"] > since or job["state"] in FINAL_STATES or left <= RECHECK_S:
+                    if job["version"] > since or JOB.is_final(job["state"]) or left <= RECHECK_S:
                         break
                     # Shards wait for slots, or another watcher came: give the lease (and
                     # the container it holds) back now; everyone polls from here.
                     if budget.busy() or budget.others_came():
                         leased = False  # ... and poll like them
                         break
-                    unstick(jobs, job_id, activation=activation, finaliser=services.finaliser)
             finally:
                 budget.release(token)
             interval, crowded = budget.pace(count=False)
-    if crowded and any(s.get("state") in ("pending", "invoked") for s in job.get("shards") or []):
+    if crowded and any(s.get("state") in SHARD_WAITING for s in job.get("shards") or []):
         # Its shards wait for a container: with many watchers, asking again soon shows
         # nothing new and is one more activation they would queue behind. (A lone
-        # watcher's two calls a second cost nothing; it sees its shards start sooner.)
+        # watcher's calls cost ~5 ms each; it sees its shards start sooner.)
         interval = max(interval, WAITING_POLL_S)
     if lone and (leased or wait_s <= 0 or since is None) and not crowded and not budget.was_busy:
         interval = 0.0

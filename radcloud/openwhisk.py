@@ -82,6 +82,24 @@ class OpenWhisk:
             return body
         raise UpstreamError(f"OpenWhisk invoke of {action} answered {resp.status_code}: {resp.text[:200]}")
 
+    def fire(self, trigger: str, params: dict[str, Any]) -> str | None:
+        """Fire a trigger; its activation id, or None when no rule is active (OpenWhisk's 204).
+
+        Raises UpstreamError when OpenWhisk refuses (404: the trigger is not deployed).
+        """
+        url = self.base + f"/triggers/{trigger.strip('/')}"
+        try:
+            resp = self.session.post(url, json=params, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise UpstreamError(f"OpenWhisk at {self.base} unreachable: {type(exc).__name__}") from None
+        if resp.status_code == 204:
+            return None
+        if resp.status_code == 202:
+            return resp.json().get("activationId")
+        if resp.status_code == 404:
+            raise UpstreamError(f"OpenWhisk has no trigger {trigger}: deploy deploy/manifest.yaml (radcloud deploy)")
+        raise UpstreamError(f"OpenWhisk fire of trigger {trigger} answered {resp.status_code}: {_error_text(resp)}")
+
     def activation(self, activation_id: str) -> dict[str, Any] | None:
         """The activation record, or None while it runs (OpenWhisk answers 404)."""
         try:

@@ -91,7 +91,7 @@ class Results:
                 raise NotFound(f"job {job_id} has no results manifest (its results may have "
                                "been deleted)", field="job") from None
         return {**manifest, "job_id": job_id, "results_of": job.get("results_of") or None,
-                "cached": bool(job.get("cached")), "state": job["state"]}
+                "cached": bool(job.get("cached")), "state": job["state"], "subject": job.get("subject") or None}
 
     def output(self, manifest: dict[str, Any], name_or_key: str) -> dict[str, Any]:
         for out in manifest["outputs"]:

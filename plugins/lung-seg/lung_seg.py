@@ -2,17 +2,19 @@
 """lung-seg: body, lungs (right/left) and bone on CT, as DICOM SEG + TID 1500 SR.
 
 ChRIS ds plugin: ``lung_seg.py [options] inputdir outputdir``. Per CT series
-under ``inputdir`` (segmentation in :mod:`segment`, objects in
-:mod:`dicom_out`):
+under ``inputdir`` (segmentation in :mod:`segment`, the DICOM objects by
+:mod:`radcloud.segsr`):
 
-- ``seg/series-NNN.dcm``: a BINARY Segmentation (body, right lung, left
-  lung, bone) referencing every source image, in the source study;
+- ``seg/series-NNN.dcm``: a BINARY Segmentation of four mutually exclusive
+  segments (1 soft tissue = the body less lungs and bone, 2 right lung,
+  3 left lung, 4 bone) referencing every source image, in the source study;
 - ``sr/series-NNN.dcm``: a Comprehensive 3D SR with a TID 1500 Measurement
   Report: volume (mL), mean and SD (HU) per segment, referencing the SEG;
 - ``preview/series-NNN.png``: axial slices at 25/50/75 % with the segments
   in colour (a picture: pushed to a PACS as Secondary Capture);
-- ``lung-seg.json``: per series the measurements and notes, and every file
-  or series not segmented with its reason.
+- ``lung-seg.json``: per series the measurements (``Body`` is the whole
+  body, the union of the four segments) and notes, and every file or
+  series not segmented with its reason.
 
 Files and series it cannot use (not DICOM, no pixels, not CT, colour,
 multi-frame, localizers, missing geometry, undecodable pixels, a slice of
@@ -37,8 +39,14 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-import dicom_out
 import segment
+from radcloud import segsr
+
+VERSION = "1.1.0"
+ALGORITHM = segsr.Algorithm("radcloud lung-seg", VERSION)
+# The values of segment.segment's label map: the body less the others, the lungs, bone.
+SEGMENTS = [segsr.segment(segment.BODY, "soft_tissue"), segsr.segment(segment.RIGHT_LUNG, "right_lung"),
+            segsr.segment(segment.LEFT_LUNG, "left_lung"), segsr.segment(segment.BONE, "bone")]
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "FrameOfReferenceUID")
@@ -156,17 +164,17 @@ def voxel_size(headers: list[Dataset]) -> tuple[float, float, float]:
     return dz, dy, dx
 
 
-def preview(hu: np.ndarray, masks: list[np.ndarray]) -> Image.Image:
+def preview(hu: np.ndarray, labelmap: np.ndarray) -> Image.Image:
     """Axial slices at 25/50/75 % in a lung window, segments blended in their colours."""
     picks = sorted({int(round(f * (hu.shape[0] - 1))) for f in (0.25, 0.5, 0.75)})
     tiles = []
     for k in picks:
         grey = np.clip((hu[k].astype(np.float32) + 1000.0) / 1400.0 * 255.0, 0, 255)
         rgb = np.repeat(grey[..., None], 3, axis=2)
-        for mask, (_label, _cat, _prop, colour) in zip(masks, dicom_out.SEGMENTS.values()):
-            m = mask[k]
-            weight = 0.15 if _label == "Body" else 0.45
-            rgb[m] = (1 - weight) * rgb[m] + weight * np.array(colour, np.float32)
+        for s in SEGMENTS:
+            m = labelmap[k] == s.number
+            weight = 0.15 if s.number == 1 else 0.45
+            rgb[m] = (1 - weight) * rgb[m] + weight * np.array(s.rgb, np.float32)
         tiles.append(rgb.astype(np.uint8))
     return Image.fromarray(np.concatenate(tiles, axis=1))
 
@@ -174,7 +182,7 @@ def preview(hu: np.ndarray, masks: list[np.ndarray]) -> Image.Image:
 def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: float = -400.0,
         bone_hu: float = 300.0, min_lung_ml: float = 5.0) -> dict:
     skipped: list[dict] = []
-    result: dict = {"plugin": "lung-seg", "version": dicom_out.VERSION, "series": [],
+    result: dict = {"plugin": "lung-seg", "version": VERSION, "series": [],
                     "skipped": skipped, "skipped_series": []}
     found = scan(inputdir, skipped)
     number = 0
@@ -187,22 +195,25 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
                 result["skipped_series"].append({"series": number, "reason": "no decodable CT slice"})
                 continue
             voxel = voxel_size(headers)
-            masks = segment.segment(hu, x_coordinates(headers[0]), voxel, body_hu=body_hu, lung_hu=lung_hu,
-                                    bone_hu=bone_hu, min_lung_ml=min_lung_ml)
-            layers = [masks.body, masks.right_lung, masks.left_lung, masks.bone]
+            labelmap, notes = segment.segment(hu, x_coordinates(headers[0]), voxel, body_hu=body_hu,
+                                              lung_hu=lung_hu, bone_hu=bone_hu, min_lung_ml=min_lung_ml)
             voxel_ml = float(np.prod(voxel)) / 1000.0
-            stats = {label: segment.stats(hu, m, voxel_ml)
-                     for m, (label, *_rest) in zip(layers, dicom_out.SEGMENTS.values())}
+            numbers = segsr.label_stats(hu, labelmap, voxel_ml, [s.number for s in SEGMENTS])
+            stats = {"Body": numbers["all"], **{s.label: numbers[s.number] for s in SEGMENTS}}
             entry = {"series": number, "slices": len(headers), "voxel_mm": [round(v, 4) for v in voxel],
-                     "segments": stats, "notes": masks.notes}
+                     "segments": stats, "notes": notes}
             for sub in ("seg", "sr", "preview"):
                 (outputdir / sub).mkdir(parents=True, exist_ok=True)
-            preview(hu, layers).save(outputdir / "preview" / f"series-{number:03d}.png", compress_level=1)
-            del hu, masks  # the layers list holds the only references left: segmentation() empties it
-            seg = dicom_out.segmentation(headers, layers, series_number=9200 + number)
+            preview(hu, labelmap).save(outputdir / "preview" / f"series-{number:03d}.png", compress_level=1)
+            del hu
+            seg = segsr.segmentation(headers, labelmap, SEGMENTS, ALGORITHM, series_number=9200 + number,
+                                     content_label="LUNGSEG",
+                                     description="body, lungs and bone (HU thresholds, components)")
+            del labelmap
             seg.save_as(outputdir / "seg" / f"series-{number:03d}.dcm", enforce_file_format=True)
-            sr = dicom_out.measurement_report(seg, headers, stats, series_number=9300 + number)
+            sr = segsr.measurement_report(seg, headers, SEGMENTS, numbers, ALGORITHM, series_number=9300 + number)
             sr.save_as(outputdir / "sr" / f"series-{number:03d}.dcm", enforce_file_format=True)
+            del seg, sr
             entry["outputs"] = {"seg": f"seg/series-{number:03d}.dcm", "sr": f"sr/series-{number:03d}.dcm",
                                 "preview": f"preview/series-{number:03d}.png"}
         except MemoryError:

@@ -80,6 +80,36 @@ class DispatchAnswer(Answer):
     shards: int | None = None
 
 
+class SubjectPatient(Answer):
+    PatientName: str | None = None
+    PatientID: str | None = None
+    PatientBirthDate: str | None = None
+    PatientSex: str | None = None
+
+
+class SubjectStudy(Answer):
+    StudyInstanceUID: str | None = None
+    StudyDate: str | None = None
+    StudyDescription: str | None = None
+    AccessionNumber: str | None = None
+
+
+class SubjectSeries(Answer):
+    SeriesInstanceUID: str | None = None
+    SeriesNumber: str | None = None
+    SeriesDescription: str | None = None
+    Modality: str | None = None
+
+
+class Subject(Answer):
+    """Whose images a job ran on (radcloud/subject.py): PHI, the owner's answers only."""
+
+    patients: list[SubjectPatient] = []
+    studies: list[SubjectStudy] = []
+    series: list[SubjectSeries] = []
+    series_total: int | None = None
+
+
 class Job(Answer):
     id: str
     state: JobState
@@ -90,6 +120,7 @@ class Job(Answer):
     reason: str | None = None
     created_at: float | None = None
     finished_at: float | None = None
+    subject: Subject | None = None
     progress: dict[str, Any] | None = None
     shards: list[dict[str, Any]] | None = None
 
@@ -108,3 +139,4 @@ class ResultManifest(Answer):
     job_id: str
     bytes: int | None = None
     outputs: list[Output]
+    subject: Subject | None = None

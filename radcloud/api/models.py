@@ -250,6 +250,14 @@ class ResultsRequest(Open):
     redirect: Flag = False
 
 
+# ---- viewer ----------------------------------------------------------------------------------
+class ViewerRequest(Open):
+    kind: Literal["series", "study"] | None = None
+    uid: str | None = None
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=1000, ge=1, le=1000)
+
+
 # ---- audit -----------------------------------------------------------------------------------
 class AuditRequest(Open):
     before: str | None = None

@@ -21,7 +21,7 @@ from radcloud.stack import config
 from radcloud.stack.errors import StackError
 from radcloud.stack.install import Binaries
 from radcloud.stack.ports import Ports, accepts
-from radcloud.stack.state import ORTHANCS, StateDir
+from radcloud.stack.state import ORTHANCS, SLURM_SERVICES, StateDir
 
 
 class NotReady(Exception):
@@ -211,4 +211,8 @@ def build(name: str, *, state: StateDir, ports: Ports, credentials: Mapping[str,
         return redis_service(**kwargs)
     if name == "s3":
         return s3_service(**kwargs)
+    if name in SLURM_SERVICES:
+        from radcloud.stack import slurm
+
+        return slurm.services(**kwargs)[name]
     raise ValueError(f"unknown service {name!r}")

@@ -20,7 +20,9 @@ from typing import Any
 ORTHANCS: dict[str, str] = {"orthanc": "RADCLOUD", "pacs": "HOSPITAL_PACS"}
 # Services `radcloud stack up` starts by default, and every service it knows.
 DEFAULT_SERVICES = ("orthanc", "redis", "s3")
-ALL_SERVICES = (*ORTHANCS, "redis", "s3", "whisk")
+# `stack up --with-slurm`: a one-node Slurm cluster (radcloud.stack.slurm), munge first.
+SLURM_SERVICES = ("munge", "slurmctld", "slurmd", "slurmrestd")
+ALL_SERVICES = (*ORTHANCS, "redis", "s3", "whisk", *SLURM_SERVICES)
 TEST_AET = "RADCLOUD_TEST"
 ORTHANC_USER = "radcloud"
 S3_ACCESS_KEY_PREFIX = "radcloud-"

@@ -75,3 +75,63 @@ test('a sequence', async () => {
   const result = await ow.actions.invoke({ name: 'js_seq', blocking: true, result: true, params: { n: 10 } })
   assert.deepEqual(result, { n: 13 })
 })
+
+async function triggerFires (trigger, atLeast) {
+  for (let i = 0; i < 100; i++) { // bounded: ~10 s
+    const fires = await ow.activations.list({ name: trigger, limit: 50 })
+    if (fires.length >= atLeast) return fires
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  throw new Error(`trigger ${trigger} did not fire ${atLeast} time(s)`)
+}
+
+test('triggers and rules: create, fire, disable, enable, list, delete', async () => {
+  await ow.actions.update({ name: 'js_ruled', action: ECHO, kind: 'python:3.11' })
+  const trigger = await ow.triggers.create({ name: 'js_trig', trigger: { parameters: [{ key: 'a', value: 1 }] } })
+  assert.equal(trigger.name, 'js_trig')
+  await assert.rejects(ow.triggers.create({ name: 'js_trig' }), err => err.statusCode === 409)
+  assert.ok((await ow.triggers.list()).some(t => t.name === 'js_trig'))
+  const rule = await ow.rules.create({ name: 'js_rule', trigger: 'js_trig', action: 'js_ruled' })
+  assert.equal(rule.status, 'active')
+  assert.deepEqual(rule.action, { name: 'js_ruled', path: 'guest' })
+
+  const fired = await ow.triggers.invoke({ name: 'js_trig', params: { b: 2 } })
+  assert.match(fired.activationId, /^[0-9a-f]{32}$/)
+  const record = await completed(fired.activationId)
+  assert.deepEqual(record.response.result, { a: 1, b: 2 })
+  const ruleRun = JSON.parse(record.logs[0])
+  assert.equal(ruleRun.rule, 'guest/js_rule')
+  const action = await completed(ruleRun.activationId)
+  assert.equal(action.cause, fired.activationId)
+  assert.deepEqual(action.response.result, { echo: { a: 1, b: 2 } })
+
+  await ow.rules.disable({ name: 'js_rule' })
+  assert.equal((await ow.rules.get({ name: 'js_rule' })).status, 'inactive')
+  const none = await ow.triggers.invoke({ name: 'js_trig' }) // 204: no active rule, nothing recorded
+  assert.equal(none.activationId, undefined)
+  await ow.rules.enable({ name: 'js_rule' })
+  assert.ok((await ow.rules.list()).some(r => r.name === 'js_rule' && r.status === 'active'))
+  await ow.rules.delete({ name: 'js_rule' })
+  await ow.triggers.delete({ name: 'js_trig' })
+  await assert.rejects(ow.triggers.get({ name: 'js_trig' }), err => err.statusCode === 404)
+})
+
+test('feeds: the alarms feed fires its trigger and reads, pauses, deletes', async () => {
+  await ow.actions.update({ name: 'js_alarmed', action: ECHO, kind: 'python:3.11' })
+  await ow.triggers.update({ name: 'js_alarm', trigger: { annotations: [{ key: 'feed', value: '/whisk.system/alarms/alarm' }] } })
+  await ow.rules.update({ name: 'js_alarm_rule', trigger: 'js_alarm', action: 'js_alarmed' })
+  const feed = '/whisk.system/alarms/alarm'
+  const created = await ow.feeds.create({ name: feed, trigger: 'js_alarm', params: { cron: '* * * * * *', trigger_payload: { tick: true } } })
+  assert.equal(created.response.result.status, 'created')
+  const fires = await triggerFires('js_alarm', 1)
+  const fire = await completed(fires[0].activationId)
+  assert.deepEqual(fire.response.result, { tick: true })
+  const read = await ow.feeds.get({ name: feed, trigger: 'js_alarm' })
+  assert.equal(read.response.result.config.cron, '* * * * * *')
+  await ow.feeds.update({ name: feed, trigger: 'js_alarm', params: { lifecycleEvent: 'PAUSE' } })
+  assert.equal((await ow.feeds.get({ name: feed, trigger: 'js_alarm' })).response.result.status.active, false)
+  await ow.feeds.delete({ name: feed, trigger: 'js_alarm' })
+  await assert.rejects(ow.feeds.get({ name: feed, trigger: 'js_alarm' }), err => err.statusCode === 502)
+  await ow.rules.delete({ name: 'js_alarm_rule' })
+  await ow.triggers.delete({ name: 'js_alarm' })
+})

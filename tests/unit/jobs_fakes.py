@@ -57,7 +57,8 @@ class MemStore:
 
 
 def stage_series(store: MemStore, study: str, series: str, n: int, *, complete: bool = True,
-                 payload: bytes = b"DICM", redis: Any = None, ext: str = ".dcm") -> str:
+                 payload: bytes = b"DICM", redis: Any = None, ext: str = ".dcm",
+                 tags: dict[str, Any] | None = None) -> str:
     """Write n fake instances and a manifest the way radcloud.retrieve does; returns the prefix."""
     prefix = f"studies/{study}/{series}/"
     instances = []
@@ -69,7 +70,7 @@ def stage_series(store: MemStore, study: str, series: str, n: int, *, complete: 
     mkey = f"manifests/{study}/{series}.json"
     store.put_json(mkey, {"version": 1, "prefix": prefix, "StudyInstanceUID": study,
                           "SeriesInstanceUID": series, "expected": n, "count": n,
-                          "instances": instances, "complete": complete})
+                          "instances": instances, "complete": complete, **({"tags": tags} if tags else {})})
     if redis is not None:
         redis.set(f"radcloud:staged:series:{series}", mkey)
     return prefix

@@ -78,8 +78,12 @@ def test_plugin_actions_match_the_plugin_dirs():
     in_manifest = {n: s for n, s in ACTIONS.items() if n.startswith("plugin-")}
     assert in_manifest == deploy.plugin_actions(ROOT / "plugins"), \
         "plugin actions out of date: run `radcloud deploy --write-plugins`"
-    assert re.search(r'f"\{[\w.]*package\}/plugin-\{', (ROOT / "radcloud" / "dispatch.py").read_text()), \
-        "dispatch no longer invokes <package>/plugin-<name>"
+    # A shard is the unit plugin-<name>; the action executor invokes it as <package>/<unit.action>.
+    assert re.search(r'action=f"plugin-\{', (ROOT / "radcloud" / "dispatch.py").read_text()), \
+        "dispatch no longer submits plugin-<name> units"
+    assert re.search(r'f"\{self\.package\}/\{unit\.action\}"',
+                     (ROOT / "radcloud" / "work" / "executors" / "action.py").read_text()), \
+        "the action executor no longer invokes <package>/<unit action>"
 
 
 @pytest.mark.parametrize("plugin", [p.name for p in deploy.plugin_dirs(ROOT / "plugins")])

@@ -194,6 +194,49 @@
       return m ? `${m} min ${s % 60} s` : `${s} s`; },
   };
 
+  /* Whose images these are: the fixed identity header of every page that shows a
+   * patient's images or results (results, job, viewer), as a PACS viewer has.
+   * `subject` is a job's (radcloud/subject.py): patients, studies, series.
+   * Several patients in one job are all named, with a warning; a job from
+   * before subjects were recorded says so instead of showing nothing. */
+  function identity(subject, opts) {
+    opts = opts || {};
+    const patients = (subject && subject.patients) || [];
+    const studies = (subject && subject.studies) || [];
+    const series = (subject && subject.series) || [];
+    const box = el("section", { class: "identity", "aria-label": "Patient and study", dataset: { recorded: patients.length ? "1" : "0" } });
+    if (!patients.length && !studies.length) {
+      box.append(el("strong", { class: "patient-name" }, "Patient not recorded"),
+        el("span", { class: "muted" }, " This job was started before radcloud recorded whose images a job runs on; check the study in the PACS."));
+      return box;
+    }
+    const who = (p) => el("span", { class: "who-line" },
+      el("strong", { class: "patient-name" }, fmt.name(p.PatientName) || "(no name)"),
+      el("span", { class: "field" }, "MRN ", el("span", { class: "mrn" }, p.PatientID || "—")),
+      el("span", { class: "field" }, "Born ", el("span", { class: "dob" }, fmt.date(p.PatientBirthDate) || "—")),
+      p.PatientSex ? el("span", { class: "field" }, "Sex ", p.PatientSex) : "");
+    box.append(...patients.map(who));
+    if (patients.length > 1) box.append(el("p", { class: "warn-line", role: "note" }, `${patients.length} different patients in this job: check which image belongs to whom.`));
+    box.append(...studies.map((s) => el("span", { class: "study-line" },
+      el("span", { class: "field" }, "Study ", el("span", { class: "study-date" }, fmt.date(s.StudyDate) || "date unknown")),
+      el("span", { class: "study-desc" }, s.StudyDescription || "(no description)"),
+      s.AccessionNumber ? el("span", { class: "field" }, "Acc. ", s.AccessionNumber) : "")));
+    const shown = opts.series ? series.filter((s) => opts.series.includes(s.SeriesInstanceUID)) : series;
+    if (shown.length) {
+      const names = shown.slice(0, 6).map((s) => [s.SeriesNumber ? `#${s.SeriesNumber}` : "", s.Modality || "", s.SeriesDescription || ""].filter(Boolean).join(" "));
+      const more = (subject.series_total || series.length) - names.length;
+      box.append(el("span", { class: "series-line" }, "Series: ", el("span", { class: "series-names" }, names.join(" · ") + (more > 0 && !opts.series ? ` · and ${more} more` : ""))));
+    }
+    return box;
+  }
+  /* One line to find a job by: patient, MRN, study and plugin, lower case. */
+  function subjectText(subject) {
+    if (!subject) return "";
+    return [...(subject.patients || []).flatMap((p) => [fmt.name(p.PatientName), p.PatientName, p.PatientID]),
+            ...(subject.studies || []).flatMap((s) => [s.StudyDescription, fmt.date(s.StudyDate), s.AccessionNumber])]
+      .filter(Boolean).join(" ").toLowerCase();
+  }
+
   /* Click-to-sort on <th><button data-sort=key>; sortFn(key, dir) re-renders. */
   function sortable(table, sortFn) {
     let key = null, dir = 1;
@@ -250,7 +293,7 @@
   }
 
   window.RC = { cfg, pageUrl, api, retry, ApiError, token, user, remember, forget, toLogin, el, $, showError, toast,
-                fmt, sortable, compare, csv, download, state, claims, IDLE_MS };
+                fmt, identity, subjectText, sortable, compare, csv, download, state, claims, IDLE_MS };
 
   // Every page but login needs a token; without one, go to the login page.
   if (cfg.page !== "login") {

@@ -35,17 +35,39 @@
     listTimer = setTimeout(loadList, 5000);
   }
 
+  // Patient and study cells: who first (name, MRN under it), then which study.
+  const patientCell = (s) => {
+    const p = (s && s.patients || [])[0];
+    if (!p) return el("td", { class: "patient muted" }, "Patient not recorded");
+    const more = s.patients.length > 1 ? ` +${s.patients.length - 1}` : "";
+    return el("td", { class: "patient" }, fmt.name(p.PatientName) + more, el("span", { class: "sub mrn" }, p.PatientID || ""));
+  };
+  const studyCell = (s) => {
+    const st = (s && s.studies || [])[0];
+    return el("td", { class: "study" }, st ? [st.StudyDescription || "", el("span", { class: "sub" }, fmt.date(st.StudyDate))] : "");
+  };
+  let allJobs = [];
+  const findText = () => $("#job-find").value.trim().toLowerCase();
+
   function renderList(jobs) {
+    allJobs = jobs;
     tbody.replaceChildren();
-    if (!jobs.length) tbody.append(el("tr", { class: "empty" }, el("td", { colspan: 6 }, "No jobs yet. Start one on the Run page.")));
-    for (const j of jobs) {
+    const words = findText().split(/\s+/).filter(Boolean);
+    const shown = words.length ? jobs.filter((j) => {
+      const text = `${RC.subjectText(j.subject)} ${j.plugin || ""} ${j.id}`.toLowerCase();
+      return words.every((w) => text.includes(w));
+    }) : jobs;
+    if (!jobs.length) tbody.append(el("tr", { class: "empty" }, el("td", { colspan: 8 }, "No jobs yet. Start one on the Run page.")));
+    else if (!shown.length) tbody.append(el("tr", { class: "empty" }, el("td", { colspan: 8 }, `No job matches "${findText()}".`)));
+    for (const j of shown) {
       const p = j.progress || {};
       tbody.append(el("tr", { class: "clickable" + (j.id === selected ? " selected" : ""), tabindex: 0, dataset: { job: j.id },
                                onclick: () => select(j.id), onkeydown: (e) => { if (e.key === "Enter") select(j.id); } },
-        el("td", {}, el("code", {}, j.id.slice(0, 12))), el("td", {}, j.plugin || ""),
+        patientCell(j.subject), studyCell(j.subject), el("td", {}, j.plugin || ""),
         el("td", {}, el("span", { class: `state ${j.state}` }, j.state), j.cached ? el("span", { class: "badge cached" }, " cached") : ""),
         el("td", {}, `${p.shards_done ?? 0}/${p.shards_total ?? 0} shards`),
-        el("td", { class: "when" }, fmt.when(j.started_at || j.created_at)), el("td", {}, elapsed(j))));
+        el("td", { class: "when" }, fmt.when(j.started_at || j.created_at)), el("td", {}, elapsed(j)),
+        el("td", {}, el("code", {}, j.id.slice(0, 12)))));
     }
   }
 
@@ -88,6 +110,7 @@
     const shards = j.shards || [];
     const failed = shards.filter((s) => s.state === "failed");
     detail.replaceChildren(
+      RC.identity(j.subject),
       el("div", { class: "bar" }, el("h2", {}, `${j.plugin || "Job"} `, el("code", {}, j.id.slice(0, 12))),
         el("span", { class: `state ${j.state}`, id: "job-state" }, j.state),
         j.cached ? el("span", { class: "badge cached", title: "Same plugin, parameters and images as an earlier job: its results are reused." }, "cached result") : ""),
@@ -128,6 +151,7 @@
   // The elapsed time ticks while a job runs, without a request per second.
   setInterval(() => { if (job && !FINAL.includes(job.state)) { const n = $("#job-elapsed"); if (n) n.textContent = `Elapsed: ${elapsed(job)}`; } }, 1000);
   $("#job-filter").addEventListener("change", loadList);
+  $("#job-find").addEventListener("input", () => renderList(allJobs));
   loadList();
   if (selected) watch(selected);
 })();

@@ -21,6 +21,7 @@
     try {
       manifest = await api(`results/${encodeURIComponent(jobId)}`, { method: "GET", query: { urls: "true" } });
     } catch (err) { notLoading(); showError($("#view-error"), err); return; }
+    showSubject(manifest);
     $("#view-state").replaceChildren(el("span", { class: `state ${manifest.state}` }, manifest.state || ""),
       " ", manifest.cached ? el("span", { class: "badge cached", title: "Reused from an earlier identical job" + (manifest.results_of ? ` (${manifest.results_of.slice(0, 12)})` : "") }, "cached result") : "",
       " ", el("span", { class: "muted" }, `${manifest.count ?? (manifest.outputs || []).length} files · ${fmt.bytes(manifest.bytes)} · ${manifest.plugin || ""} ${manifest.plugin_version || ""}`));
@@ -43,6 +44,15 @@
       link.href = viewer.content.replace("{study_uid}", encodeURIComponent(study.study_uid));
       link.hidden = false;
     }
+  }
+
+  // The identity header; the page title names the patient too (tabs, history).
+  function showSubject(manifest) {
+    const subject = manifest.subject || null;
+    $("#identity").replaceChildren(RC.identity(subject));
+    const p = subject && subject.patients && subject.patients[0];
+    $("#view-job").textContent = `${manifest.plugin || ""} · job ${jobId.slice(0, 12)}`;
+    if (p) document.title = `${fmt.name(p.PatientName)} (${p.PatientID || "no MRN"}) · Results · radcloud`;
   }
 
   function renderFiles(outputs) {

@@ -232,3 +232,26 @@ def test_static_build_works_from_another_origin(site, tmp_path):
     record = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {"error": proc.stderr[-2000:]}
     assert record.get("ok"), record
     assert "login.html" in record["redirected"] and record["studies"] >= 1 and record["errors"] == []
+
+
+def test_results_and_job_pages_show_whose_images_in_a_fixed_header(journey):
+    """#21 item 1: patient name, MRN, birth date, study date/description and series."""
+    record = _ok(journey, "identity-header")
+    for text in (record["results"]["text"], record["job"]):
+        assert "SMITH, JOHN" in text and "RC100002" in text and "Born" in text, text
+        assert re.search(r"Study \d{4}-\d\d-\d\d", text) and "Series:" in text, text
+    assert "SMITH, JOHN" in record["results"]["title"]
+    assert 0 <= record["results"]["top_after_scroll"] < 60   # sticky: still on screen after scrolling
+
+
+def test_jobs_list_has_patient_and_study_columns_and_a_find_box(journey):
+    record = _ok(journey, "identity-header")
+    patient, study, plugin = record["row"]
+    assert patient.startswith("SMITH, JOHN") and "RC100002" in patient and plugin == "dcm2png"
+    assert re.search(r"\d{4}-\d\d-\d\d", study)
+    assert record["found"] >= 1 and record["found"] <= record["all"]
+    assert record["none"] == 0 and "No job matches" in record["no_match"]
+
+
+def test_a_job_without_a_recorded_subject_says_so(journey):
+    assert "Patient not recorded" in _ok(journey, "identity-header")["old"]

@@ -254,6 +254,41 @@ const ok = await (async () => {
     await page.locator("#viewer").screenshot({ path: `${SHOTS}/viewer-high-contrast.png` });
     return { first_thumbnail_ms: firstThumbMs, canvas: stats, canvas_png: `${SHOTS}/canvas.png`, slice_after_arrow: await page.textContent("#slice-label") };
   })) return false;
+
+  if (!await step("identity-header", async () => {
+    // Still on the results page: whose images, which study, which series — and it stays
+    // on screen while the page scrolls.
+    const idText = () => page.$eval(".identity", (e) => e.innerText);
+    await page.waitForSelector(".identity .patient-name", { timeout: 10000 });
+    const results = { text: await idText(), title: await page.title() };
+    await page.evaluate(() => window.scrollTo(0, document.scrollingElement.scrollHeight));
+    results.top_after_scroll = await page.$eval(".identity", (e) => Math.round(e.getBoundingClientRect().top));
+    // The job page shows the same header; the jobs list has patient and study columns, searchable.
+    await page.goto(`${UI}/jobs?job=${resultJob}`);
+    await page.waitForSelector("#job-detail .identity .patient-name", { timeout: 15000 });
+    const job = await page.$eval("#job-detail .identity", (e) => e.innerText);
+    await page.waitForSelector(`#jobs tr[data-job="${resultJob}"] td.patient`, { timeout: 15000 });
+    const row = await page.$eval(`#jobs tr[data-job="${resultJob}"]`, (tr) => [...tr.cells].slice(0, 3).map((td) => td.innerText));
+    const visible = () => page.$$eval("#jobs tbody tr[data-job]", (trs) => trs.length);
+    const all = await visible();
+    await page.fill("#job-find", "smith rc100002");
+    const found = await visible();
+    await page.fill("#job-find", "nobody-by-this-name");
+    const none = await visible();
+    const noMatch = await page.textContent("#jobs tbody tr.empty");
+    await page.fill("#job-find", "");
+    // A job from before subjects were recorded (the answer rewritten: no subject) says so.
+    await page.route(/\/radcloud\/status\/j[0-9a-f]+(\?|$)/, async (route) => {
+      const real = await (await route.fetch()).json();
+      delete real.subject;
+      await route.fulfill({ json: real });
+    });
+    await page.reload();
+    await page.waitForSelector("#job-detail .identity .patient-name", { timeout: 15000 });
+    const old = await page.$eval("#job-detail .identity", (e) => e.innerText);
+    await page.unroute(/\/radcloud\/status\/j[0-9a-f]+(\?|$)/);
+    return { results, job, row, all, found, none, no_match: noMatch, old };
+  })) return false;
   if (!await step("job-cancel", async () => {
     const job = await runPlugin({ compressLevel: 9 });
     const seen = await jobState();

@@ -156,7 +156,7 @@ def test_crashing_plugin_fails_job_with_reason(world):
 
 
 def test_retrieve_input_and_sequence_request_shape(world, redis_client):
-    from radcloud.progress import Progress
+    from radcloud.work.retrieves import Progress
 
     mkey_prefix = stage_series(world.store, "1.2", "1.2.1", 1)
     progress = Progress(redis_client)
@@ -178,7 +178,7 @@ def test_retrieve_input_and_sequence_request_shape(world, redis_client):
 def test_pull_and_run_waits_for_a_running_retrieve(world, redis_client):
     import threading
 
-    from radcloud.progress import Progress
+    from radcloud.work.retrieves import Progress
 
     stage_series(world.store, "1.2", "1.2.1", 1)
     progress = Progress(redis_client)
@@ -277,3 +277,38 @@ def test_inputs_with_nothing_to_run_fail_at_once_with_a_reason(world):
     with pytest.raises(BadRequest, match="no instances: nothing to run"):
         d.dispatch(req(inputs={"prefixes": [f"results/{job}/"]}), "alice")
     assert [j["id"] for j in world.jobs.list(owner="alice")] == [job]  # no job was created
+
+
+PATIENT = {"PatientName": "SMITH^JOHN", "PatientID": "RC100002", "PatientBirthDate": "19600101",
+           "PatientSex": "M", "StudyDate": "20250610", "StudyDescription": "CT CHEST",
+           "AccessionNumber": "A1", "Modality": "CT"}
+
+
+def test_the_job_records_whose_images_it_ran_on_and_never_logs_it(world, caplog):
+    """The subject (patient, study, series) is in the job's record and the status/results
+    answers; not in any log line or shard payload (radcloud.subject)."""
+    caplog.set_level("DEBUG")
+    stage_series(world.store, "1.2", "1.2.1", 2, tags={**PATIENT, "SeriesNumber": 2, "SeriesDescription": "lung"})
+    stage_series(world.store, "1.2", "1.2.2", 1, tags={**PATIENT, "SeriesNumber": 1, "SeriesDescription": "soft"})
+    invoker = FakeInvoker(world.runner)
+    answer = world.make(invoker).dispatch(req(options={"force": True}), "alice")
+    job = world.jobs.get(answer["job_id"])
+    subject = job["subject"]
+    assert subject["patients"] == [{k: PATIENT[k] for k in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")}]
+    assert subject["studies"] == [{"StudyInstanceUID": "1.2", "StudyDate": "20250610", "StudyDescription": "CT CHEST",
+                                   "AccessionNumber": "A1"}]
+    assert [s["SeriesDescription"] for s in subject["series"]] == ["soft", "lung"]   # by series number
+    assert world.results.manifest(answer["job_id"])["subject"] == subject
+    assert "subject" not in answer
+    assert invoker.calls and not any("SMITH" in str(params) for _action, params in invoker.calls)
+    assert "SMITH" not in caplog.text and "RC100002" not in caplog.text
+    # A cached answer is about the same images: it carries the same subject.
+    again = world.make(FakeInvoker(world.runner)).dispatch(req(), "alice")
+    assert again["cached"] and world.jobs.get(again["job_id"])["subject"] == subject
+
+
+def test_a_job_on_series_staged_without_patient_attributes_has_no_subject(world):
+    stage_series(world.store, "1.2", "1.2.1", 1)
+    stage_series(world.store, "1.2", "1.2.2", 1)
+    answer = world.make(FakeInvoker(world.runner)).dispatch(req(options={"force": True}), "alice")
+    assert not world.jobs.get(answer["job_id"])["subject"]

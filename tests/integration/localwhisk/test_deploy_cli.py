@@ -71,12 +71,15 @@ def test_deploy_the_repos_own_manifest(whisk, tmp_path):
     paths resolve against the manifest's folder (as wskdeploy does), $RADCLOUD_* fill the inputs."""
     text = REPO_MANIFEST.read_text()
     env = {**os.environ, **{var: f"dummy-{var.lower()}" for var in re.findall(r"\$\{(RADCLOUD_\w+)\}", text)},
-           "RADCLOUD_RUNTIME_IMAGE": "radcloud/runtime:test", "RADCLOUD_PLUGIN_IMAGE_PREFIX": "radcloud/"}
+           "RADCLOUD_RUNTIME_IMAGE": "radcloud/runtime:test", "RADCLOUD_PLUGIN_IMAGE_PREFIX": "radcloud/",
+           "RADCLOUD_RECONCILE_CRON": "0 3 * * *"}  # the alarm feed refuses a schedule it cannot read
     out = subprocess.run([sys.executable, "-m", "localwhisk.cli", "deploy", "-m", str(REPO_MANIFEST),
                           "--state-dir", str(whisk.state_dir)],
                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Deployment completed successfully." in out.stdout
+    assert "Feed [/whisk.system/alarms/alarm] for trigger [radcloud-reconcile] has been successfully deployed." \
+        in out.stdout
 
     package = yaml.safe_load(text)["project"]["packages"]["radcloud"]
     status, listed = whisk.client.request("GET", "/api/v1/namespaces/_/actions?limit=200")

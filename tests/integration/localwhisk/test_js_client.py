@@ -37,4 +37,4 @@ def test_openwhisk_js_client(whisk):
     out = subprocess.run(["node", "--test", "--test-reporter=spec", "openwhisk_client.test.mjs"], cwd=JS, env=env,
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "pass 4" in out.stdout and "fail 0" in out.stdout, out.stdout  # all four node:test cases ran
+    assert "pass 6" in out.stdout and "fail 0" in out.stdout, out.stdout  # all six node:test cases ran

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import math
 import shutil
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from PIL import Image, ImageDraw
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from plugin_helpers import TEST_FILES, load_plugin_module, run_plugin, write_ct_series
+from plugin_helpers import TEST_FILES, dciodvfy_errors, load_plugin_module, run_plugin, write_ct_series
 
 segment = load_plugin_module("lung-seg", "segment.py")
 # pydicom-data (dev extra): real CT slices nobody here wrote.
@@ -37,13 +36,6 @@ HEAD_OUTLINE = [(256, 97), (330, 105), (352, 125), (372, 160), (392, 210), (404,
                 (405, 350), (390, 390), (365, 420), (330, 440), (285, 448), (240, 446), (200, 430),
                 (172, 405), (150, 370), (137, 320), (133, 270), (138, 220), (150, 170), (175, 130),
                 (210, 105)]
-
-
-def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
-    """(errors, warnings) of dicom3tools' IOD validator on one file."""
-    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    lines = (proc.stdout + proc.stderr).splitlines()
-    return [ln for ln in lines if ln.startswith("Error")], [ln for ln in lines if ln.startswith("Warning")]
 
 
 def read(path: Path):
@@ -127,7 +119,8 @@ def test_phantom_seg_references_every_source_image_and_has_coded_segments(phanto
     assert seg.FrameOfReferenceUID == src[0].FrameOfReferenceUID and seg.SegmentationType == "BINARY"
     types = {s.SegmentLabel: (s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator,
                               s.SegmentedPropertyTypeCodeSequence[0].CodeValue) for s in seg.SegmentSequence}
-    assert types == {"Body": ("SCT", "38266002"), "Right lung": ("SCT", "3341006"),
+    assert seg.SegmentsOverlap == "NO"  # a label map: the body is soft tissue + lungs + bone
+    assert types == {"Soft tissue": ("SCT", "87784001"), "Right lung": ("SCT", "3341006"),
                      "Left lung": ("SCT", "44029006"), "Bone": ("SCT", "272673000")}
 
 
@@ -138,7 +131,7 @@ def test_phantom_sr_measures_every_segment_and_references_the_seg(phantom):
     report = json.loads((base / "out" / "lung-seg.json").read_text())["series"][0]
     assert sr.StudyInstanceUID == seg.StudyInstanceUID
     groups = sr.content.get_volumetric_roi_measurement_groups()
-    assert [str(g.tracking_identifier) for g in groups] == ["Body", "Right lung", "Left lung", "Bone"]
+    assert [str(g.tracking_identifier) for g in groups] == ["Soft tissue", "Right lung", "Left lung", "Bone"]
     for g in groups:
         assert g.referenced_segment.referenced_sop_instance_uid == seg.SOPInstanceUID
         stats = report["segments"][str(g.tracking_identifier)]
@@ -146,6 +139,8 @@ def test_phantom_sr_measures_every_segment_and_references_the_seg(phantom):
         assert volume.value == pytest.approx(stats["volume_ml"]) and volume.unit.value == "mL"
         hu = {m.derivation.meaning: m.value for m in g.get_measurements(name=codes.DCM.AttenuationCoefficient)}
         assert hu == pytest.approx({"Mean": stats["hu_mean"], "Standard Deviation": stats["hu_sd"]})
+    body = report["segments"]["Body"]  # the union of the segments
+    assert body["voxels"] == sum(report["segments"][str(g.tracking_identifier)]["voxels"] for g in groups)
     lungs = report["segments"]["Right lung"], report["segments"]["Left lung"]
     assert all(s["hu_mean"] < -500 for s in lungs) and report["segments"]["Bone"]["hu_mean"] > 500
 
@@ -154,7 +149,7 @@ def test_every_written_object_passes_dciodvfy(phantom, real):
     written = [*(phantom[0] / "out").rglob("*.dcm"), *(real[0] / "out").rglob("*.dcm")]
     assert len(written) == 6  # SEG + SR for the phantom, CT_small and the head
     for path in written:
-        errors, _warnings = dciodvfy(path)
+        errors = dciodvfy_errors(path)
         assert errors == [], (path.name, errors)
 
 
@@ -165,7 +160,7 @@ def test_real_ct_head_body_matches_a_hand_outline(real):
     seg = read(base / "out" / head["outputs"]["seg"])
     (uid,) = {u[2] for u in seg.get_source_image_uids()}
     assert uid == pydicom.dcmread(base / "in" / "head.dcm", stop_before_pixels=True).SOPInstanceUID
-    body = seg.get_pixels_by_source_instance(source_sop_instance_uids=[uid], segment_numbers=[1])[0, ..., 0]
+    body = seg.get_pixels_by_source_instance(source_sop_instance_uids=[uid], combine_segments=True)[0] > 0
     outline = Image.new("1", (512, 512), 0)
     ImageDraw.Draw(outline).polygon(HEAD_OUTLINE, fill=1)
     assert segment.dice(body.astype(bool), np.array(outline)) > 0.95

@@ -188,3 +188,63 @@ def test_credentials_precedence(tmp_path):
     assert resolve_credentials("https://ow", "flag:key", "ns", plan, props) == ("https://ow", "flag:key", "ns")
     with pytest.raises(DeployError, match="The API host is not configured."):
         resolve_credentials(None, None, None, Plan(), tmp_path / "none")
+
+
+TRIGGERS = """
+      triggers:
+        arrived:
+          inputs: {source: pacs}
+        nightly:
+          feed: /whisk.system/alarms/alarm
+          inputs:
+            cron: ${NIGHTLY_CRON}
+            trigger_payload: {why: nightly}
+      rules:
+        on-arrival:
+          trigger: arrived
+          action: hello
+        on-nightly:
+          trigger: nightly
+          action: pipeline
+"""
+
+
+def test_triggers_feeds_and_rules_deploy_and_fire(project):
+    (project / "manifest.yaml").write_text(MANIFEST.replace("    default:\n", TRIGGERS + "    default:\n"))
+    ctrl = make_controller()
+    client = controller_client(ctrl)
+    plan = load_plan(project / "manifest.yaml", environ={**ENV, "NIGHTLY_CRON": "0 2 * * *"}, kinds=client.kinds())
+    triggers = {t.path: t for t in plan.triggers}
+    assert kv(triggers["arrived"].body["parameters"]) == {"source": "pacs"} and triggers["arrived"].feed is None
+    assert triggers["nightly"].feed == "/whisk.system/alarms/alarm"
+    assert triggers["nightly"].feed_params == {"cron": "0 2 * * *", "trigger_payload": {"why": "nightly"}}
+    assert by_path(plan.rules)["on-arrival"] == {"name": "on-arrival", "trigger": "/_/arrived",
+                                                 "action": "/_/demo/hello"}
+    lines = []
+    apply(plan, client, echo=lines.append)
+    apply(plan, client, echo=lines.append)  # a redeploy replaces the feed's registration
+    assert "Feed [/whisk.system/alarms/alarm] for trigger [nightly] has been successfully deployed." in lines
+    assert call(ctrl, "GET", "/api/v1/namespaces/_/rules/on-arrival").json()["status"] == "active"
+    [alarm] = ctrl.store.list_all_entities("alarm")
+    assert alarm["cron"] == "0 2 * * *" and alarm["name"] == "nightly"
+    fired = call(ctrl, "POST", "/api/v1/namespaces/_/triggers/arrived", {"study": "1.2.3"})
+    assert fired.status == 202
+    ctrl.close()
+
+
+def test_a_feed_that_refuses_fails_the_deploy_with_its_reason(project):
+    (project / "manifest.yaml").write_text(MANIFEST.replace("    default:\n", TRIGGERS + "    default:\n"))
+    ctrl = make_controller()
+    plan = load_plan(project / "manifest.yaml", environ={**ENV, "NIGHTLY_CRON": "every night"})
+    with pytest.raises(DeployError, match=r"feed \[/whisk.system/alarms/alarm\].*cron 'every night'"):
+        apply(plan, controller_client(ctrl), echo=lambda _m: None)
+    ctrl.close()
+
+
+def test_typed_input_with_an_unset_variable_takes_its_default(tmp_path):
+    (tmp_path / "manifest.yaml").write_text(
+        "packages:\n  p:\n    triggers:\n      t:\n        feed: /whisk.system/alarms/alarm\n        inputs:\n"
+        "          cron: {type: string, value: \"${CRON}\", default: \"*/5 * * * *\"}\n")
+    assert load_plan(tmp_path / "manifest.yaml", environ={}).triggers[0].feed_params == {"cron": "*/5 * * * *"}
+    set_ = load_plan(tmp_path / "manifest.yaml", environ={"CRON": "0 * * * *"})
+    assert set_.triggers[0].feed_params == {"cron": "0 * * * *"}

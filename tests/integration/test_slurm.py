@@ -1,0 +1,152 @@
+"""The stack's real one-node Slurm cluster, driven through slurmrestd (radcloud.slurm).
+
+One cluster for the session (the ``slurm`` fixture: ``stack up --with-slurm``
+on the session's stack); no mock of Slurm anywhere. Waits are bounded polls
+of the job's state, never timed asserts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from radcloud.errors import BadRequest, ConfigError, UpstreamError
+from radcloud.slurm import SlurmClient
+from radcloud.stack import Ports, Stack
+from radcloud.stack.slurm import NODE, PARTITION, mint_token
+from radcloud.stack.state import SLURM_SERVICES
+
+pytestmark = pytest.mark.integration
+
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+         "DEADLINE", "PREEMPTED"}
+
+
+@pytest.fixture(scope="module")
+def client(slurm) -> SlurmClient:
+    return SlurmClient.from_settings(slurm.settings())
+
+
+def wait_state(client: SlurmClient, job_id: int, states: set[str], limit_s: float = 30.0) -> dict:
+    deadline = time.monotonic() + limit_s
+    job: dict = {}
+    while time.monotonic() < deadline:
+        job = client.jobs([job_id]).get(str(job_id)) or {}
+        if job.get("job_state") in states:
+            return job
+        if job.get("job_state") in ENDED:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached {sorted(states)}; last: {job.get('job_state')} "
+                         f"({job.get('state_reason')})")
+
+
+def test_stack_up_with_slurm_reports_a_healthy_cluster(stack, slurm, client):
+    status = stack.stack.status(SLURM_SERVICES)
+    assert all(status[name]["running"] and status[name]["healthy"] for name in SLURM_SERVICES), status
+    assert client.ping()["ping"] == "UP"
+    limits = client.limits()
+    assert (limits.partition, limits.cpus) == (PARTITION, os.cpu_count())
+    assert limits.memory_mb > 1024 and limits.max_time_min == 60
+    env = slurm.env()
+    assert env["RADCLOUD_SLURM_URL"].startswith("http://127.0.0.1:") and env["RADCLOUD_SLURM_PARTITION"] == PARTITION
+    # The token is a secret: masked in what is printed, and the munge key is the stack's own, private.
+    assert slurm.slurm_jwt.reveal() not in json.dumps(slurm.public())
+    key = stack.state_dir / "slurm" / "munge" / "munge.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_doctor_checks_the_cluster(slurm):
+    from radcloud.doctor import check_slurm
+
+    check = check_slurm(slurm.settings())
+    assert check.ok and f"partition {PARTITION}: {os.cpu_count()} CPUs" in check.detail, check
+    broken = check_slurm(dataclasses.replace(slurm.settings(), slurm_partition="nope"))
+    assert not broken.ok and "'nope' does not exist" in broken.detail
+    assert check_slurm(dataclasses.replace(slurm.settings(), slurm_url="")) is None
+
+
+def test_a_batch_job_runs_on_the_node_and_completes(client, tmp_path):
+    out = tmp_path / "out.txt"
+    job_id = client.submit(f"#!/bin/sh\necho \"$SLURM_JOB_ID on $SLURMD_NODENAME\" > {out}\n",
+                           name="radcloud-test-ok", cpus=1, memory_mb=64, time_limit_min=1)
+    job = wait_state(client, job_id, ENDED)
+    assert (job["job_state"], job["exit_code"]) == ("COMPLETED", 0)
+    assert out.read_text().split() == [str(job_id), "on", NODE]
+
+
+def test_a_failing_job_keeps_its_exit_code(client):
+    job_id = client.submit("#!/bin/sh\nexit 3\n", name="radcloud-test-fail", memory_mb=64, time_limit_min=1)
+    job = wait_state(client, job_id, ENDED)
+    assert job["job_state"] == "FAILED"
+    assert os.waitstatus_to_exitcode(job["exit_code"]) == 3  # v0.0.38 gives the raw wait status
+
+
+def test_cancel_is_scancel(client):
+    job_id = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-cancel", memory_mb=64, time_limit_min=5)
+    wait_state(client, job_id, {"RUNNING"})
+    client.cancel(job_id)
+    assert wait_state(client, job_id, ENDED)["job_state"] == "CANCELLED"
+    client.cancel(job_id)  # again, ended: quiet
+    client.cancel(999999)  # unknown: quiet
+
+
+def test_more_than_the_node_has_is_refused_by_slurm(client):
+    limits = client.limits()
+    with pytest.raises(BadRequest, match="node configuration is not available"):
+        client.submit("#!/bin/sh\ntrue\n", name="radcloud-test-big", memory_mb=limits.memory_mb * 4)
+
+
+def test_a_token_slurm_did_not_sign_is_refused_with_what_to_do(slurm):
+    forged = SlurmClient(slurm.slurm_url, "root", mint_token(b"not the cluster's key" * 2))
+    with pytest.raises(UpstreamError, match="RADCLOUD_SLURM_JWT"):
+        forged.ping()
+    key = (Path(slurm.state_dir) / "slurm" / "jwt.key").read_bytes()
+    with pytest.raises(ConfigError, match="expired"):
+        SlurmClient(slurm.slurm_url, "root", mint_token(key, lifespan_s=60, now=time.time() - 3600))
+
+
+def test_slurmctld_restart_keeps_the_queue(stack, slurm, client):
+    job_id = client.submit("#!/bin/sh\nsleep 3\n", name="radcloud-test-restart", memory_mb=64, time_limit_min=1)
+    wait_state(client, job_id, {"RUNNING"})
+    stack.restart("slurmctld")  # its state is in <state dir>/slurm/ctld: the running job is recovered
+    assert wait_state(client, job_id, ENDED)["job_state"] == "COMPLETED"
+
+
+def test_stack_down_stops_the_cluster_and_its_jobs(tmp_path_factory):
+    """A second, slurm-only stack: `down` with a job running leaves no daemon and no job process."""
+    stk = Stack(tmp_path_factory.mktemp("slurm-only"), Ports.ephemeral(), timeout_s=30)
+    endpoints = stk.up(SLURM_SERVICES, install_missing=False)
+    try:
+        other = SlurmClient.from_settings(endpoints.settings())
+        marker = f"radcloud-down-{os.getpid()}-{time.monotonic_ns()}"
+        job_id = other.submit(f"#!/bin/bash\nexec -a {marker} sleep 300\n", name="radcloud-test-down",
+                              memory_mb=64, time_limit_min=10)
+        wait_state(other, job_id, {"RUNNING"})
+        deadline = time.monotonic() + 10
+        while not _processes_named(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)  # RUNNING comes before the batch script has started
+        assert _processes_named(marker)
+    finally:
+        assert set(stk.down()) == set(SLURM_SERVICES)
+    assert not any(stk.running(name) for name in SLURM_SERVICES)
+    assert not _processes_named(marker)
+    assert not _processes_named(str(stk.state.root))  # no daemon of that state dir left
+
+
+def _processes_named(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return [p for p in found if p != os.getpid()]
