@@ -38,7 +38,7 @@ class JobServices:
     shard_timeout_s: int = 300
     presign_ttl_s: int = 900
     deid_secret: Any = None   # Settings.deid_secret (dispatch checks it is set; shards pass it on)
-    watch_slots: int = 1      # status long-polls allowed to block at once (radcloud.jobwatch)
+    watch_slots: int = 0      # status long-polls allowed at once, for a lone watcher (radcloud.jobwatch; off)
     watch_rate: float = 20.0  # status calls per second budgeted for polling watchers
 
     @property

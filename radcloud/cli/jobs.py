@@ -21,8 +21,8 @@ from rich.table import Table
 from radcloud.cli import common
 from radcloud.cli.client import ApiError, Client
 from radcloud.cli.common import API_OPTION, JSON_OPTION, STATE_OPTION, err, out
+from radcloud.work.lifecycle import JOB_FINAL, SUCCEEDED
 
-JOB_FINAL = ("succeeded", "failed", "partial", "cancelled")
 WAIT_S = 20  # per long-poll, when the server has a watch lease free (radcloud.jobwatch)
 
 plugins_app = typer.Typer(no_args_is_help=True, help="The plugins radcloud can run.")
@@ -109,7 +109,7 @@ def _finish_watch(job: dict[str, Any], as_json: bool) -> None:
                   f"({p.get('shards_done', 0)}/{p.get('shards_total', 0)} shards)")
     if job.get("state") not in JOB_FINAL:
         raise typer.Exit(common.TIMEOUT)
-    if job.get("state") != "succeeded":
+    if job.get("state") != SUCCEEDED:
         raise typer.Exit(common.NOT_SUCCEEDED)
 
 

@@ -16,6 +16,7 @@ other as DICOM modalities, so C-FIND/C-MOVE between them work.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, require):
     import redis
     from minio import Minio
 
+    # Orthanc calls a study stable after 2 s without instances (the stack's default is 5 s):
+    # tests/integration/test_arrivals.py waits for Orthanc's own StableStudy events.
+    os.environ.setdefault("RADCLOUD_ORTHANC_STABLE_AGE", "2")
     stk = Stack(tmp_path_factory.mktemp("stack"), Ports.ephemeral(), binaries=binaries, timeout_s=60)
     try:
         endpoints = stk.up(DEFAULT_SERVICES, install_missing=False)
