@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 BUSY_BUDGET_S = 20.0  # at most; inside an action, no more than its deadline leaves (busy_budget_s)
 DEADLINE_MARGIN_S = 10.0  # left to the action to record what it did after its last invoke
+# A refused invoke is sent again within this (jittered): a slot freed by a finishing
+# activation is taken at once, not after an exponential wait grown to seconds while the
+# shard's start is what is being measured (docs/jobs.md, "Watchers and the namespace's slots").
+INVOKE_BACKOFF_MAX_S = 0.5
 
 
 class OpenWhisk:
@@ -41,7 +45,8 @@ class OpenWhisk:
         # Invokes are POSTs: retried on 429 (refused before an activation
         # exists), and on 503 only because a second run of a shard or
         # finaliser is refused by the job's state machine (radcloud.jobs).
-        self.session = session or retry.session(budget_s=busy_budget_s, idempotent_post=True, on_busy=on_busy)
+        self.session = session or retry.session(budget_s=busy_budget_s, idempotent_post=True, on_busy=on_busy,
+                                                backoff_max_s=INVOKE_BACKOFF_MAX_S)
         self.session.auth = (user, password)
         self.timeout_s, self.busy_budget_s = timeout_s, busy_budget_s
 

@@ -149,9 +149,10 @@ class Settings:
     # The command that runs radcloud's shard runner on a compute node (a Python with
     # radcloud and the plugins installed, or `apptainer exec <image> python3 …`)
     slurm_runner: str = "python3 -m radcloud.work.slurmjob"
-    # Watchers (radcloud.jobwatch): long-polls allowed to block at once, and the
-    # status calls per second budgeted for the rest, out of the namespace's limit
-    watch_slots: int = 1
+    # Watchers (radcloud.jobwatch): long-polls allowed to block at once, for a
+    # lone watcher (off: the status action has one container; with N, give it
+    # N + 1 instances; docs/jobs.md), and the status calls per second budgeted for polling
+    watch_slots: int = 0
     watch_rate: float = 20.0
     # Arrivals (radcloud.arrivals): a study is routed once it received nothing
     # for this long (match Orthanc's StableAge), the change log polled this often
