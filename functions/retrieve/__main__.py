@@ -21,12 +21,12 @@ from radcloud import retrieve
 from radcloud.action import run
 from radcloud.api import parse
 from radcloud.api.models import QueryAnswerInput, RetrieveStatusRequest
-from radcloud.errors import BadRequest, RadcloudError
+from radcloud.errors import BadRequest
 from radcloud.openwhisk import OpenWhisk
 from radcloud.orthanc import Orthanc
-from radcloud.work.retrieves import Progress
+from radcloud.work.executors import as_executor
+from radcloud.work.retrieves import Progress, submit_series
 
-WORKER = "retrieve-series"
 PASS_THROUGH = "run"
 _QUERY_ANSWER_KEYS = ("level", "source", "total", "truncated", "offset", "limit")
 
@@ -59,21 +59,11 @@ def handle(request, settings, principal, services=None):
     req = retrieve.parse_request(params)
     orthanc = services.get("orthanc") or Orthanc.from_settings(settings)
     series = retrieve.plan(req, orthanc)
-    whisk = services.get("whisk") or OpenWhisk.from_settings(settings)
+    executor = as_executor(services.get("whisk") or OpenWhisk.from_settings(settings), settings.ow_package)
     rid = progress.create(series, source=f"modality:{req.modality}" if req.modality else "orthanc",
                           layout=req.layout, request={"studies": list(req.studies), "series": list(req.series)})
-    action = f"{settings.ow_package}/{WORKER}" if settings.ow_package else WORKER
-    for item in series:
-        payload = {"retrieve_id": rid, "series": item, "modality": req.modality,
-                   "layout": req.layout, "pacs_name": req.pacs_name}
-        try:
-            answer = whisk.invoke(action, payload, blocking=False)
-            # replace=False: a worker that already started has recorded itself (or a later hop)
-            progress.record_activation(rid, retrieve.series_key(item), answer.get("activationId", ""),
-                                       replace=False)
-        except RadcloudError as exc:  # recorded per series: never a silent partial
-            progress.update(rid, retrieve.series_key(item), state="failed",
-                            reason=f"could not start the series' activation: {exc.message}")
+    submit_series(progress, executor, rid, series, modality=req.modality, layout=req.layout,
+                  pacs_name=req.pacs_name)
     answer = {"retrieve_id": rid, "state": "queued", "series": len(series),
               "instances": sum(s["total"] for s in series)}
     if carried is not None:

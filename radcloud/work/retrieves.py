@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from radcloud.errors import NotFound, UpstreamError
+from radcloud.errors import NotFound, RadcloudError, UpstreamError
 from radcloud.work import lifecycle as L
 from radcloud.work.lifecycle import SERIES, SERIES_FINAL
 
@@ -241,3 +241,49 @@ def overall(states: list[str]) -> str:
 
 
 Retrieves = Progress  # the name it has as tracked work
+
+
+# -- units: one retrieve-series activation per series, through an Executor --------------
+WORKER = "retrieve-series"  # the action that stages one series (functions/retrieve_series)
+
+
+def submit_series(progress: Progress, executor: Any, rid: str, series: list[dict[str, Any]], *,
+                  modality: str | None, layout: str, pacs_name: str) -> None:
+    """Submit one ``retrieve-series`` unit per series of a recorded retrieve.
+
+    A series whose submit fails (including a busy executor: a series has no
+    pending state to wait in) is failed with the reason at once: never a
+    silent partial.
+    """
+    from radcloud.work.executors import Unit
+
+    for item in series:
+        key = item.get("series_key") or item["SeriesInstanceUID"]
+        payload = {"retrieve_id": rid, "series": item, "modality": modality, "layout": layout,
+                   "pacs_name": pacs_name}
+        try:
+            handle = executor.submit(Unit(job_id=rid, unit_id=key, action=WORKER, payload=payload))
+        except RadcloudError as exc:
+            progress.update(rid, key, state=L.FAILED, reason=f"could not start the series' activation: {exc.message}")
+            continue
+        # replace=False: a worker that already started has recorded itself (or a later hop)
+        progress.record_activation(rid, key, handle, replace=False)
+
+
+def continue_series(progress: Progress, executor: Callable[[], Any], rid: str, key: str,
+                    follow: dict[str, Any]) -> str:
+    """Submit the next hop of a series (the rest of its instances, or a C-MOVE still
+    running); '' with the series failed and the reason when it cannot be submitted.
+
+    ``executor()`` builds the executor only now that a hop is due (it needs credentials).
+    """
+    from radcloud.work.executors import Unit
+
+    try:
+        handle = executor().submit(Unit(job_id=rid, unit_id=key, action=WORKER, payload=follow))
+    except RadcloudError as exc:  # never leave the series looking alive
+        progress.update(rid, key, state=L.FAILED,
+                        reason=f"could not continue the series: {exc.message}; rerun the retrieve")
+        return ""
+    progress.record_activation(rid, key, handle)
+    return handle

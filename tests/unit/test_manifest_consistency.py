@@ -53,6 +53,16 @@ def test_limits_inside_openwhisk_defaults(name):
     limits = ACTIONS[name].get("limits") or {}
     assert resources.TIMEOUT_MS[0] <= limits.get("timeout", 60000) <= resources.TIMEOUT_MS[1]
     assert resources.MIN_ACTION_MEMORY_MB <= limits.get("memorySize", 256) <= resources.MAX_ACTION_MEMORY_MB
+    # containers per action: within the default namespace cap (30), and below a small
+    # invoker's pool (localwhisk's 8) so the capped actions always leave shards room
+    assert 1 <= limits.get("instances", 1) <= 4
+
+
+def test_watchers_and_dispatches_have_their_own_few_containers():
+    """docs/jobs.md, "Watchers": status calls queue for their own warm containers instead
+    of evicting shards'; a burst of dispatches cannot hold every container."""
+    assert ACTIONS["status"]["limits"]["instances"] == 1  # long-polls are off (RADCLOUD_WATCH_SLOTS=0)
+    assert ACTIONS["dispatch"]["limits"]["instances"] == 2
 
 
 def test_python_actions_run_in_the_runtime_image_and_plugins_in_their_own():
