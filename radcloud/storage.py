@@ -272,7 +272,8 @@ class ObjectStore:
                     continue
                 etag = (obj.etag or "").strip('"')
                 if _HEX32.match(etag):
-                    modified = obj.last_modified.timestamp() if obj.last_modified else None
+                    when = getattr(obj, "last_modified", None)   # minio: a datetime (fakes may omit it)
+                    modified = when.timestamp() if when else None
                     yield ObjectInfo(obj.object_name, obj.size or 0, etag, modified=modified)
                 else:
                     info = self.stat(obj.object_name)
