@@ -69,5 +69,6 @@ def job_world(tmp_path_factory, require):
     from jobflow import JobWorld
 
     # A world that fails to start is an error (skipped only for missing binaries, never in CI).
-    with JobWorld.running(tmp_path_factory.mktemp("jobflow"), require, shard_timeout_s=25) as world:
+    # With Slurm (1.3 s): ct-resample, bigger than an action, is routed there as deployed.
+    with JobWorld.running(tmp_path_factory.mktemp("jobflow"), require, shard_timeout_s=25, slurm=True) as world:
         yield world
