@@ -14,6 +14,8 @@ Figures (issue 18):
 * ``fanout``: dcm2png on 8 series, one job, on Slurm vs as actions (wall time ratio).
 * ``heavy``: ct-resample on a 300-slice 512² CT series: seconds and peak memory run directly,
   and dispatch -> final on Slurm.
+* ``nodefail``: slurmd and its job steps killed mid-job (a node crash) and started again:
+  Slurm requeues the batch job (or fails it NODE_FAIL) once it finds it missing (~30-40 s).
 * ``timeout``: a job past its time limit shows as TIMEOUT (Slurm checks limits every 30 s and
   counts whole minutes: this one takes 1-2 minutes, which is why it is here and not in the suite).
 
@@ -186,6 +188,33 @@ def bench_timeout(client: SlurmClient, stack: Stack) -> dict:
             "seconds_after_limit_set": round(t1 - t0, 1)}
 
 
+def bench_nodefail(world: JobWorld, client: SlurmClient, rid: str) -> dict:
+    """slurmd killed mid-job with its job steps (a node crash), started again: what the shard ends as."""
+    from radcloud.jobs import JobStore
+    from radcloud.stack import slurm as stack_slurm
+
+    jobs = JobStore(world.redis)
+    job_id = dispatch(world, {"plugin": "noop", "inputs": {"retrieve": rid},
+                              "options": {"force": True, "executor": "slurm"}})
+    handle = jobs.get(job_id)["shards"][0]["activation_id"]
+    # A no-op is over in a second: hold the node with a long job first, then crash it.
+    hold = client.submit("#!/bin/sh\nsleep 300\n", name="radcloud-bench-node", memory_mb=64, time_limit_min=10)
+    world.wait_final(job_id)
+    wait_job(client, hold, {"RUNNING"})
+    t0 = time.perf_counter()
+    world.stack.kill("slurmd")
+    stack_slurm.kill_leftovers(world.stack.state)
+    world.stack.start("slurmd")
+    t1, job = wait_job(client, hold, {"NODE_FAIL", "FAILED", "PENDING", "CANCELLED", "COMPLETED"}, every=0.5, limit=240)
+    client.cancel(hold)
+    from radcloud.work.slurmstate import status_of
+
+    status = status_of(job)
+    return {"slurm_state": job["job_state"], "reason": job.get("state_reason"), "requeued": job.get("restart_cnt"),
+            "radcloud": [status.phase, status.outcome, status.reason], "seconds": round(t1 - t0, 1),
+            "noop_before": handle}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="stack_up,submit,visible,noop,fanout,heavy,timeout")
@@ -203,13 +232,15 @@ def main() -> None:
             client = SlurmClient.from_settings(world.endpoints.settings())
             if "submit" in wanted:
                 out["submit"] = bench_submit(client, args.runs)
-            if wanted & {"visible", "noop"}:
+            if wanted & {"visible", "noop", "nodefail"}:
                 study, _ = world.seed_study([5])
                 rid = world.stage(study)
                 if "visible" in wanted:
                     out["visible"] = bench_visible(world, client, rid, max(3, args.runs // 2))
                 if "noop" in wanted:
                     out["noop"] = bench_noop(world, rid, max(3, args.runs // 2))
+                if "nodefail" in wanted:
+                    out["nodefail"] = bench_nodefail(world, client, rid)
             if "fanout" in wanted:
                 big, _ = world.seed_study([24] * 8, size=256)
                 out["fanout"] = bench_fanout(world, world.stage(big, timeout_s=300))
