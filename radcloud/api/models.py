@@ -256,8 +256,9 @@ class ResultsRequest(Open):
 
 # ---- viewer ----------------------------------------------------------------------------------
 class ViewerRequest(Open):
-    kind: Literal["series", "study"] | None = None
+    kind: Literal["series", "study", "job"] | None = None
     uid: str | None = None
+    series: str | None = None
     offset: int = Field(default=0, ge=0)
     limit: int = Field(default=1000, ge=1, le=1000)
 

@@ -43,6 +43,7 @@ PARAMETERS = {("query", "get"): models.QueryRequest, ("retrieve", "get"): models
               ("results/{job_id}/url", "get"): models.ResultsRequest,
               ("results/{job_id}/thumbnail", "get"): models.ResultsRequest,
               ("viewer/series/{series_uid}", "get"): models.ViewerRequest,
+              ("viewer/job/{job_id}", "get"): models.ViewerRequest,
               ("audit", "get"): models.AuditRequest}
 _KEYS = ("enum", "minimum", "maximum", "pattern", "maxItems")
 
