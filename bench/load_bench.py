@@ -5,7 +5,8 @@ deployed) in a temp dir, seeds one small study (2 series: 2 shards per job)
 and measures, on the harness's 30-slot namespace (OpenWhisk's default
 concurrency limit):
 
-1. **watchers**: ``--jobs`` jobs dispatched at once, run twice per round —
+1. **watchers**: ``--jobs`` jobs dispatched at once by ``--dispatchers``
+   clients (default 4; 20 sends every job at once), run twice per round —
    *baseline*, followed by reading the job store (no status activations),
    and *watched*, followed by ``--watchers`` web clients polling the status
    action as the web UI does. Rounds run ABBA (baseline, watched, watched,
@@ -13,13 +14,15 @@ concurrency limit):
    answers (a watcher that never got the final state), status calls, and how
    long shards waited to start (shard ``started_at`` - job ``created_at``),
    p50/p90/mean per condition, and ``shard_start_ratio`` = watched p50 /
-   baseline p50 (the target is <= 1.5).
+   baseline p50 (the target is <= 1.5); per run also the status calls'
+   latency as watchers saw them and, per action, the activations kept
+   (shards): cold starts and how long they queued for a container.
 2. **queries** (``--seconds`` > 0, on ``--slots``, OpenWhisk's 100): 50
    concurrent query clients: requests, failures, throughput, p50/p99,
    memory of localwhisk and its containers (start / warm / end).
 
-    .venv/bin/python bench/load_bench.py [--jobs 20] [--watchers 50] [--rounds 1] [--containers N]
-                                         [--clients 50] [--seconds 30] [--slots 100]
+    .venv/bin/python bench/load_bench.py [--jobs 20] [--watchers 50] [--rounds 1] [--dispatchers N]
+                                         [--containers N] [--clients 50] [--seconds 30] [--slots 100]
 
 Exit status 0 when every job succeeded, no answer was lost, the ratio is
 <= 1.5 and no query failed.
@@ -35,7 +38,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e"), str(ROOT / "tests" / "reliability")]
+# the test tree's helpers, as pyproject's pytest pythonpath lists them (rcworld imports tests/unit/fast_hasher)
+sys.path[:0] = [str(ROOT), *(str(ROOT / "tests" / d) for d in ("e2e", "reliability", "unit"))]
 
 from loadgen import job_load, percentile, query_load  # noqa: E402
 from rcworld import RcWorld  # noqa: E402
@@ -55,14 +59,15 @@ def _starts(run: dict) -> list[float]:
             for s in j["shards"] if s.get("started_at")]
 
 
-def watchers_bench(world: RcWorld, rid: str, *, jobs: int, watchers: int, rounds: int) -> dict:
+def watchers_bench(world: RcWorld, rid: str, *, jobs: int, watchers: int, rounds: int, dispatchers: int) -> dict:
     order = [c for r in range(rounds) for c in (("baseline", "watched") if r % 2 == 0 else ("watched", "baseline"))]
     runs: dict[str, list[dict]] = {"baseline": [], "watched": []}
     for cond in order:
-        run = job_load(world, rid, jobs=jobs, plugin="copy", watchers=0 if cond == "baseline" else watchers)
+        run = job_load(world, rid, jobs=jobs, plugin="copy", watchers=0 if cond == "baseline" else watchers,
+                       dispatchers=dispatchers)
         runs[cond].append(run)
         print(f"  {cond}: " + json.dumps({k: v for k, v in run.items() if k != "finals"}), file=sys.stderr)
-    out: dict = {"jobs": jobs, "watchers": watchers, "rounds": rounds}
+    out: dict = {"jobs": jobs, "watchers": watchers, "rounds": rounds, "dispatchers": dispatchers}
     for cond, done in runs.items():
         starts = [x for run in done for x in _starts(run)]
         out[cond] = {
@@ -85,6 +90,9 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=20)
     ap.add_argument("--watchers", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=1, help="baseline/watched pairs, run ABBA")
+    ap.add_argument("--dispatchers", type=int, default=4,
+                    help="concurrent dispatch clients (4, as before: the figures in docs/jobs.md; "
+                         "--dispatchers 20 sends every job at once)")
     ap.add_argument("--job-slots", type=int, default=30)
     ap.add_argument("--containers", type=int, default=None,
                     help="localwhisk's container pool (the invoker's memory; localwhisk's default is 8)")
@@ -100,7 +108,8 @@ def main() -> int:
             rid = world.stage(study)
             _slots(world, a.job_slots)
             job_load(world, rid, jobs=2, plugin="copy", watchers=0)  # warm the containers
-            watch = watchers_bench(world, rid, jobs=a.jobs, watchers=a.watchers, rounds=a.rounds)
+            watch = watchers_bench(world, rid, jobs=a.jobs, watchers=a.watchers, rounds=a.rounds,
+                                   dispatchers=a.dispatchers)
             queries = None
             if a.seconds > 0:
                 _slots(world, a.slots)

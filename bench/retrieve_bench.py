@@ -57,7 +57,7 @@ def mbps(nbytes: int, seconds: float) -> float:
 # -- child: one staging run, so its peak RSS is its own ---------------------------
 def child_stage(args: argparse.Namespace) -> None:
     from radcloud.orthanc import Orthanc
-    from radcloud.progress import Progress
+    from radcloud.work.retrieves import Progress
     from radcloud.retrieve import Stager, parse_request, plan
     from radcloud.settings import Settings
     from radcloud.storage import ObjectStore

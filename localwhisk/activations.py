@@ -223,7 +223,7 @@ class Invoker:
         )
         lim = action["limits"]
         limits = Limits(timeout_ms=lim["timeout"], memory_mb=lim["memory"], logs_mb=lim["logs"],
-                        concurrency=lim.get("concurrency", 1))
+                        concurrency=lim.get("concurrency", 1), instances=lim.get("instances"))
         if isinstance(args, dict):
             value: Any = {**target.default_params, **args}
         else:  # an array payload replaces the arguments without merging (§3)

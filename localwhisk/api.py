@@ -211,7 +211,7 @@ class Controller:
         existing = self.store.get_entity("action", ns, key)
         if existing is not None and q.get("overwrite", "false").lower() != "true":
             raise conflict()
-        doc = ent.build_action(ns, pkg, name, content, existing)
+        doc = ent.build_action(ns, pkg, name, content, existing, namespace_limit=self.invoker.max_concurrent)
         if doc["exec"]["kind"] == "sequence":
             doc["exec"]["components"] = check_components(doc["exec"]["components"], ns, fqn(ns, pkg, name),
                                                          self.lookup)

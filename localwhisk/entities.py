@@ -29,6 +29,12 @@ LIMIT_RANGES = {
     "concurrency": (1, 1, ""),
 }
 _LIMIT_NAMES = {"timeout": "Timeout", "memory": "Memory", "logs": "Log size", "concurrency": "Concurrency"}
+# ``instances``: how many containers the action may have at once (OpenWhisk 2.0's
+# InstanceConcurrencyLimit, docs/reference.md "Per action max instance concurrency").
+# Optional, absent by default (then the namespace's concurrency limit bounds it);
+# 0 or more, at most the namespace's concurrency limit (Actions.scala
+# checkInstanceConcurrencyLessThanNamespaceConcurrency). An update without it keeps the old one.
+MIN_INSTANCES = 0
 
 
 def now_ms() -> int:
@@ -107,7 +113,7 @@ def truthy(value: Any) -> bool:
 
 # -- actions ------------------------------------------------------------------
 
-def check_limits(limits: Any, base: dict[str, int]) -> dict[str, int]:
+def check_limits(limits: Any, base: dict[str, int], namespace_limit: int | None = None) -> dict[str, int]:
     if limits is None:
         return dict(base)
     if not isinstance(limits, dict):
@@ -125,7 +131,22 @@ def check_limits(limits: Any, base: dict[str, int]) -> dict[str, int]:
         if v > hi:
             raise bad_request(f"{label} exceeds allowed threshold of {hi} {unit}.".replace("  ", " "))
         out[name] = v
+    if limits.get("instances") is not None:
+        out["instances"] = check_instances(limits["instances"], namespace_limit)
     return out
+
+
+def check_instances(v: Any, namespace_limit: int | None) -> int:
+    """``limits.instances`` as OpenWhisk's controller checks it (InstanceConcurrencyLimit, Actions.scala)."""
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise bad_request("The request content was malformed:\ninstance concurrency limit must be whole number")
+    if v < MIN_INSTANCES:
+        raise bad_request("The request content was malformed:\n"
+                          f"Action container concurrency must be greater than or equal to {MIN_INSTANCES}.")
+    if namespace_limit is not None and v > namespace_limit:
+        raise bad_request(f"Max action instance concurrency must not exceed your namespace concurrency of "
+                          f"{namespace_limit}.")
+    return v
 
 
 def check_exec(exec_: Any) -> dict[str, Any]:
@@ -159,7 +180,7 @@ def check_exec(exec_: Any) -> dict[str, Any]:
 
 
 def build_action(namespace: str, package: str | None, name: str, body: dict[str, Any],
-                 existing: dict[str, Any] | None) -> dict[str, Any]:
+                 existing: dict[str, Any] | None, *, namespace_limit: int | None = None) -> dict[str, Any]:
     """Return the action document for a PUT (create when ``existing`` is None)."""
     if "exec" in body and body["exec"] is not None:
         exec_ = check_exec(body["exec"])
@@ -174,12 +195,12 @@ def build_action(namespace: str, package: str | None, name: str, body: dict[str,
         annotations = kv_merge([{"key": "provide-api-key", "value": False}], annots or [],
                                [{"key": "exec", "value": exec_["kind"]}])
         version = str(body.get("version") or "0.0.1")
-        limits = check_limits(body.get("limits"), DEFAULT_LIMITS)
+        limits = check_limits(body.get("limits"), DEFAULT_LIMITS, namespace_limit)
     else:
         annotations = kv_merge(annots if annots is not None else existing["annotations"],
                                [{"key": "exec", "value": exec_["kind"]}])
         version = up_patch(existing.get("version", "0.0.1"))
-        limits = check_limits(body.get("limits"), existing["limits"])
+        limits = check_limits(body.get("limits"), existing["limits"], namespace_limit)
     if params is None:
         params = existing["parameters"] if existing else []
     return {

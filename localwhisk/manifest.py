@@ -242,8 +242,10 @@ def _action(package: str, name: str, spec: dict[str, Any], dep: dict[str, Any], 
 
 def _limits(spec: Any, action: str, plan: Plan) -> dict[str, int]:
     out: dict[str, int] = {}
+    # ``instances`` is not a wskdeploy key (wskdeploy ignores it): localwhisk's deployer sends
+    # it as OpenWhisk 2.0's ``limits.instances`` (docs/localwhisk.md, "Per-action containers").
     for key, field_, lo, hi in (("timeout", "timeout", 100, 300000), ("memorySize", "memory", 128, 512),
-                                ("logSize", "logs", 0, 10)):
+                                ("logSize", "logs", 0, 10), ("instances", "instances", 0, 100)):
         if not spec or spec.get(key) is None:
             continue
         value = spec[key]

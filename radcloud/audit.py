@@ -139,7 +139,7 @@ def page(redis: Any, *, before: str | None = None, limit: int = 50,
 
 # Actions whose web requests touch patient data; the others (ui, status
 # polling, login, audit) would only flood the trail, or audit themselves.
-AUDITED = frozenset({"query", "retrieve", "dispatch", "results"})
+AUDITED = frozenset({"query", "retrieve", "dispatch", "results", "viewer"})
 _PARAM_TARGETS = {
     "PatientID": "patient_ids", "PatientName": "patient_names", "AccessionNumber": "accessions",
     "StudyInstanceUID": "study_uids", "SeriesInstanceUID": "series_uids",
@@ -174,6 +174,14 @@ def targets_of(action: str, params: dict[str, Any], path: str, result: Any) -> d
     if first and first != "staged" and action in ("results", "retrieve"):
         targets.setdefault("job_id" if action == "results" else "retrieve_id", [first])
     if isinstance(result, dict):
+        if action == "viewer":  # who viewed which study (and series): the UIDs the answer opened
+            opened_one = result.get("source") if isinstance(result.get("source"), dict) else result  # a job's source
+            for key, name in (("StudyInstanceUID", "study_uids"), ("SeriesInstanceUID", "series_uids")):
+                if isinstance(opened_one.get(key), str) and opened_one[key]:
+                    targets.setdefault(name, [opened_one[key]])
+            opened = [s["SeriesInstanceUID"] for s in result.get("series") or [] if isinstance(s, dict)]
+            if opened:
+                targets.setdefault("series_uids", opened[:MATCHES_MAX])
         if isinstance(result.get("job_id"), str):
             targets.setdefault("job_id", [result["job_id"]])
         if isinstance(result.get("retrieve_id"), str):

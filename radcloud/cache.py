@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from radcloud.jobs import JOB_TTL_S, JobStore, JobSpec
+from radcloud.work.lifecycle import SUCCEEDED
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class ResultCache:
         if not job_id:
             return None
         raw = self.r.hgetall(self.jobs.key(job_id))
-        if raw.get("state") != "succeeded":
+        if raw.get("state") != SUCCEEDED:
             # Its job expired or was retried into another state: not an answer any more.
             self.r.delete(self._key(key))
             return None
@@ -88,6 +89,6 @@ class ResultCache:
                                           owner=spec.owner, params=spec.params, shards=[],
                                           options=spec.options, priority=spec.priority, cache_key=key,
                                           subject=spec.subject),
-                                  state="succeeded", extra=extra)
+                                  state=SUCCEEDED, extra=extra)
         log.info("job %s served from cache (results of %s)", job_id, origin["id"])
         return job_id

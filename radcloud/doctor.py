@@ -170,6 +170,28 @@ def check_deid_secret(settings: Settings) -> Check:
     return Check("deid secret", True, f"set ({size} bytes)")
 
 
+def check_slurm(settings: Settings, client: Any = None) -> Check | None:
+    """The HPC cluster, when one is configured: slurmctld answers through slurmrestd, the partition's limits."""
+    if not settings.slurm_url:
+        return None
+    from radcloud.errors import RadcloudError
+    from radcloud.slurm import SlurmClient
+
+    try:
+        client = client or SlurmClient.from_settings(settings)
+        ping = client.ping()
+        limits = client.limits()
+    except RadcloudError as exc:
+        return Check("slurm", False, exc.message[:240],
+                     "start it (`radcloud stack up --with-slurm`) or fix slurm_url / slurm_jwt / slurm_partition")
+    if str(ping.get("ping", "")).upper() != "UP":
+        return Check("slurm", False, f"slurmctld {ping.get('hostname', '?')} answers {ping.get('ping')!r}",
+                     "see slurmctld's log on the cluster")
+    time = "unlimited" if limits.max_time_min is None else f"{limits.max_time_min} min"
+    return Check("slurm", True, f"{settings.slurm_url}: slurmctld up; partition {limits.partition}: "
+                 f"{limits.cpus} CPUs, {limits.memory_mb} MB, {limits.gpus} GPUs per node, {time}")
+
+
 def run_all(settings: Settings, apihost: str, auth: str, expected_actions: Iterable[str]) -> list[Check]:
     """Every check, in the order an admin would fix them."""
     checks = _guard_list("openwhisk api", lambda: check_openwhisk(apihost, auth, expected_actions))
@@ -178,6 +200,9 @@ def run_all(settings: Settings, apihost: str, auth: str, expected_actions: Itera
     checks.append(_guard("redis", lambda: check_redis(settings)))
     checks.append(_guard("token secret", lambda: check_token_secret(settings)))
     checks.append(_guard("deid secret", lambda: check_deid_secret(settings)))
+    slurm = _guard("slurm", lambda: check_slurm(settings))  # type: ignore[arg-type, return-value]
+    if slurm is not None:
+        checks.append(slurm)
     return checks
 
 

@@ -22,7 +22,11 @@ Key layout (``P`` is the prefix, ``radcloud`` by default)::
     P:jobs:recent         zset    job id -> created_at (all jobs)
     P:jobs:owner:{owner}  zset    job id -> created_at (one owner's jobs)
 
-States::
+    P:jobs:open           zset    job id -> created_at (jobs not final yet: what
+                                  :mod:`radcloud.work.reconcile` looks at)
+
+States and transitions are :mod:`radcloud.work.lifecycle`'s ``JOB`` and
+``SHARD`` machines (the one table; the ``allowed`` lists below come from it)::
 
     created -> staging -> running -> finishing -> succeeded | failed | partial | cancelled
 
@@ -45,13 +49,15 @@ from typing import Any
 
 from radcloud.errors import Conflict, NotFound
 from radcloud.jobs_lua import JOB_LUA, RETRY_LUA, SHARD_LUA
+from radcloud.work import lifecycle as L
+from radcloud.work.lifecycle import JOB, JOB_FINAL, JOB_STATES, SHARD, SHARD_FINAL, SHARD_OPEN
+
+__all__ = ["JOB_STATES", "FINAL_STATES", "SHARD_FINAL", "SHARD_OPEN", "JobSpec", "JobStore", "ShardSpec",
+           "final_state", "new_job_id"]
 
 log = logging.getLogger(__name__)
 
-JOB_STATES = ("created", "staging", "running", "finishing", "succeeded", "failed", "partial", "cancelled")
-FINAL_STATES = frozenset({"succeeded", "failed", "partial", "cancelled"})
-SHARD_FINAL = frozenset({"succeeded", "failed", "cancelled"})
-SHARD_OPEN = ("pending", "invoked", "running")
+FINAL_STATES = JOB_FINAL  # the job's final states (radcloud.work.lifecycle)
 EVENTS_MAXLEN = 2000
 STDERR_TAIL = 4000
 FINISHING_STALE_S = 120.0  # a finaliser silent this long is presumed dead; another may take over
@@ -107,6 +113,19 @@ class JobStore:
         base = f"{self.prefix}:job:{job_id}"
         return f"{base}:{part}" if part else base
 
+    @property
+    def open_index(self) -> str:
+        """The sorted set of jobs not final yet (job id -> created_at)."""
+        return f"{self.prefix}:jobs:open"
+
+    def open_jobs(self, limit: int = 1000) -> list[str]:
+        """Ids of jobs not final yet, oldest first (what reconcile looks at)."""
+        return list(self.r.zrange(self.open_index, 0, limit - 1))
+
+    def closed(self, job_id: str) -> None:
+        """Drop a final (or vanished) job from the open index."""
+        self.r.zrem(self.open_index, job_id)
+
     def _keys(self, job_id: str) -> tuple[str, str, str]:
         return self.key(job_id), self.key(job_id, "shards"), self.key(job_id, "events")
 
@@ -145,8 +164,10 @@ class JobStore:
                   maxlen=EVENTS_MAXLEN, approximate=True)
         pipe.zadd(f"{self.prefix}:jobs:recent", {job_id: now})
         pipe.zadd(f"{self.prefix}:jobs:owner:{spec.owner}", {job_id: now})
-        if state in FINAL_STATES:
+        if JOB.is_final(state):
             pipe.expire(jk, JOB_TTL_S).expire(ek, JOB_TTL_S)
+        else:
+            pipe.zadd(self.open_index, {job_id: now})
         pipe.execute()
         log.info("job %s created: plugin=%s shards=%d", job_id, spec.plugin, len(shards))
         return job_id
@@ -256,12 +277,14 @@ class JobStore:
 
     def complete(self, job_id: str, state: str, *, reason: str = "", fields: dict[str, Any] | None = None) -> int:
         """The finaliser's last step: ``finishing`` -> a final state; keys get a TTL."""
-        if state not in FINAL_STATES:
+        if not JOB.is_final(state):
             raise ValueError(f"{state} is not a final state")
         f = {"finished_at": self.clock(), "reason": reason, **(fields or {})}
-        v = self.transition(job_id, state, allowed=("finishing",), fields=f, data={"reason": reason})
+        v = self.transition(job_id, state, allowed=JOB.sources(L.COMPLETE_EVENT[state]), fields=f,
+                            data={"reason": reason})
         for k in self._keys(job_id):
             self.r.expire(k, JOB_TTL_S)
+        self.closed(job_id)
         return v
 
     def claim_finaliser(self, job_id: str) -> bool:
@@ -302,25 +325,28 @@ class JobStore:
             raise Conflict(f"shard {shard_id} of job {job_id} is already {res[1]}", field="shard", state=res[1])
         return int(res[0]), bool(int(res[1]))
 
-    def shard_invoked(self, job_id: str, shard_id: str, activation_id: str) -> None:
+    def shard_invoked(self, job_id: str, shard_id: str, activation_id: str, *, executor: str = "action") -> None:
+        """The executor took the shard: ``activation_id`` is its handle (an activation id for
+        the action executor, a batch job id for another), ``executor`` the executor's name."""
         self.update_shard(job_id, shard_id, {"state": "invoked", "activation_id": activation_id,
-                                             "invoked_at": self.clock()},
-                          allowed=("pending",), event="invoked")
+                                             "executor": executor, "invoked_at": self.clock(), "busy_at": None,
+                                             "reason": None},
+                          allowed=SHARD.sources("invoked"), event="invoked")
 
     def shard_started(self, job_id: str, shard_id: str, *, activation_id: str | None = None) -> None:
         patch: dict[str, Any] = {"state": "running", "started_at": self.clock()}
         if activation_id:
             patch["activation_id"] = activation_id
-        self.update_shard(job_id, shard_id, patch, allowed=("pending", "invoked"), event="started")
+        self.update_shard(job_id, shard_id, patch, allowed=SHARD.sources("started"), event="started")
 
     def shard_progress(self, job_id: str, shard_id: str, instances_done: int, message: str = "") -> None:
         self.update_shard(job_id, shard_id, {"instances_done": int(instances_done)},
-                          allowed=("running",), event="progress",
+                          allowed=SHARD.sources("progress"), event="progress",
                           data={"instances_done": int(instances_done), "message": message[:200]})
 
     def shard_log(self, job_id: str, shard_id: str, line: str) -> None:
         """A log line is an event only: it wakes long-pollers, the shard record stays."""
-        self.update_shard(job_id, shard_id, {}, allowed=SHARD_OPEN, event="log", data={"line": line[:500]})
+        self.update_shard(job_id, shard_id, {}, allowed=SHARD.sources("log"), event="log", data={"line": line[:500]})
 
     def shard_finished(self, job_id: str, shard_id: str, *, state: str, reason: str = "",
                        exit_code: int | None = None, stderr_tail: str = "",
@@ -332,7 +358,7 @@ class JobStore:
         Idempotent per shard: a second outcome for a final shard raises Conflict
         and can never make a second finaliser.
         """
-        if state not in SHARD_FINAL:
+        if not SHARD.is_final(state):
             raise ValueError(f"{state} is not a final shard state")
         patch: dict[str, Any] = {"state": state, "reason": reason, "exit_code": exit_code,
                                  "stderr_tail": stderr_tail[-STDERR_TAIL:], "outputs": outputs or [],
@@ -345,7 +371,8 @@ class JobStore:
         data = {k: patch[k] for k in ("state", "reason", "exit_code", "duration_s")}
         data["warnings"] = int(warnings)
         data["outputs"] = len(patch["outputs"])
-        _, finaliser = self.update_shard(job_id, shard_id, patch, allowed=SHARD_OPEN,
+        _, finaliser = self.update_shard(job_id, shard_id, patch,
+                                         allowed=SHARD.sources(L.SHARD_OUTCOME_EVENT[state]),
                                          event="finished", data=data)
         return finaliser
 
@@ -358,19 +385,18 @@ class JobStore:
         also for a job with no open shard at all (none planned, or all
         already ended), which no shard outcome would ever finalise.
         """
-        self.transition(job_id, "", allowed=("created", "staging", "running"),
-                        fields={"cancel": 1}, event="cancel")
+        self.transition(job_id, "", allowed=JOB.sources("cancel"), fields={"cancel": 1}, event="cancel")
         finaliser = False
         for shard in self.get(job_id)["shards"]:
-            if shard["state"] in ("pending", "invoked"):
+            if shard["state"] in L.SHARD_WAITING:
                 try:
-                    finaliser |= self.shard_finished(job_id, shard["id"], state="cancelled",
+                    finaliser |= self.shard_finished(job_id, shard["id"], state=L.CANCELLED,
                                                      reason="cancelled before it started")
                 except Conflict:
                     pass  # it started or finished meanwhile
         if not finaliser and not any(s["state"] in SHARD_OPEN for s in self.get(job_id)["shards"]):
             try:
-                self.transition(job_id, "finishing", allowed=("created", "staging", "running"),
+                self.transition(job_id, "finishing", allowed=JOB.sources("all_done"),
                                 fields={"finishing_at": self.clock()})
                 return True
             except Conflict:
@@ -387,56 +413,12 @@ class JobStore:
                            field="job", state=res[1])
         if not res:
             raise Conflict(f"job {job_id} has no failed shards to retry", field="job")
+        self.r.zadd(self.open_index, {job_id: self.clock()})  # open again: reconcile looks at it
         return list(res)
 
-    def reconcile(self, job_id: str, activation: Callable[[str], dict[str, Any] | None] | None = None
-                  ) -> bool:
-        """Never stuck: fail open shards whose deadline passed or whose activation ended.
 
-        ``activation(id)`` returns the OpenWhisk activation record or None while
-        it runs. Returns True if the caller must finalise.
-        """
-        now = self.clock()
-        finaliser = False
-        for shard in self.get(job_id)["shards"]:
-            if shard["state"] not in SHARD_OPEN:
-                continue
-            reason = ""
-            if now > float(shard.get("deadline") or now + 1):
-                reason = "deadline passed without an outcome"
-            elif activation and shard.get("activation_id"):
-                record = activation(shard["activation_id"])
-                if record is not None:
-                    status = (record.get("response") or {}).get("status", "ended")
-                    reason = f"activation {shard['activation_id']} ended ({status}) without an outcome"
-            if reason:
-                try:
-                    finaliser |= self.shard_finished(job_id, shard["id"], state="failed", reason=reason)
-                    log.warning("job %s shard %s: %s", job_id, shard["id"], reason)
-                except Conflict:
-                    pass  # its outcome arrived meanwhile: it was not stuck
-        return finaliser
-
-
-def final_state(job: dict[str, Any]) -> tuple[str, str]:
-    """The state a finished job ends in, with a short reason."""
-    ok = int(job.get("shards_succeeded", 0))
-    failed = int(job.get("shards_failed", 0))
-    total = int(job.get("shards_total", 0))
-    if str(job.get("cancel")) in ("1", "True", "true"):
-        return "cancelled", f"cancelled; {ok}/{total} shards had succeeded"
-    if ok == total:
-        warned = [s for s in job.get("shards", []) if int(s.get("warnings") or 0)]
-        if warned:  # succeeded with warnings: say so, and how many files
-            files = sum(int(s["warnings"]) for s in warned)
-            return "succeeded", (f"succeeded with warnings: {files} input file(s) in {len(warned)} shard(s) "
-                                 f"not processed; see each shard's reason")
-        return "succeeded", ""
-    reasons = sorted({s.get("reason") or "" for s in job.get("shards", []) if s.get("state") == "failed"})
-    why = "; ".join(r for r in reasons if r)[:300]
-    if ok == 0:
-        return "failed", why or f"{failed} shard(s) failed"
-    return "partial", f"{failed}/{total} shard(s) failed: {why}"
+# The final state a finishing job ends in, with a short reason (the lifecycle's rule).
+final_state = L.job_outcome
 
 
 _NUMERIC = {"version", "shards_total", "shards_done", "shards_failed", "shards_succeeded",

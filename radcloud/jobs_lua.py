@@ -4,7 +4,26 @@ Each script changes the job/shard records, bumps the job's ``version`` and
 appends the matching event to the job's stream in one step, so readers never
 see a version without its event, and exactly one caller learns that it
 recorded the last shard outcome (it becomes the finaliser).
+
+State names come from :mod:`radcloud.work.lifecycle` (``@SHARD_FINAL@`` and
+the like are filled in below), so the scripts cannot drift from its table.
 """
+
+from radcloud.work.lifecycle import JOB, JOB_FINAL, SHARD, SHARD_FINAL
+
+
+def _lua_set(states) -> str:
+    return "{" + ", ".join(f"{s}=1" for s in sorted(states)) + "}"
+
+
+def _fill(script: str) -> str:
+    return (script.replace("@SHARD_FINAL@", _lua_set(SHARD_FINAL))
+            .replace("@JOB_FINAL@", _lua_set(JOB_FINAL))
+            .replace("@JOB_RETRYABLE@", _lua_set(JOB.sources("retry")))
+            .replace("@SHARD_RETRYABLE@", _lua_set(SHARD.sources("retry")))
+            .replace("@JOB_STARTABLE@", _lua_set(s for s in JOB.sources("start") if JOB.next(s, "start") != s))
+            .replace("@JOB_DONE_FROM@", _lua_set(JOB.sources("all_done"))))
+
 
 # Patch one shard record and the job counters atomically.
 # KEYS: job, shards, events.  ARGV: shard id, allowed states (csv), patch (JSON),
@@ -24,8 +43,10 @@ local jstate = redis.call('HGET', KEYS[1], 'state')
 if patch.instances_done ~= nil then
   redis.call('HINCRBY', KEYS[1], 'instances_done', tonumber(patch.instances_done) - old_done)
 end
-local final = {succeeded=1, failed=1, cancelled=1}
-if patch.state == 'running' and (jstate == 'created' or jstate == 'staging') then
+local final = @SHARD_FINAL@
+local startable = @JOB_STARTABLE@
+local done_from = @JOB_DONE_FROM@
+if patch.state == 'running' and startable[jstate] then
   jstate = 'running'
   redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[6])
 end
@@ -34,7 +55,7 @@ if final[patch.state] then
   redis.call('HINCRBY', KEYS[1], 'shards_' .. patch.state, 1)
   local done = redis.call('HINCRBY', KEYS[1], 'shards_done', 1)
   local total = tonumber(redis.call('HGET', KEYS[1], 'shards_total'))
-  if done >= total and jstate ~= 'finishing' and not final[jstate] and jstate ~= 'partial' then
+  if done >= total and done_from[jstate] then
     jstate = 'finishing'
     redis.call('HSET', KEYS[1], 'state', 'finishing', 'finishing_at', ARGV[6])
     finaliser = 1
@@ -78,12 +99,14 @@ return {v, cur}
 # Returns the list of reopened shard ids, or {-1, state} when the job cannot be retried.
 RETRY_LUA = """
 local cur = redis.call('HGET', KEYS[1], 'state')
-if cur ~= 'failed' and cur ~= 'partial' then return {-1, cur or 'missing'} end
+local retryable = @JOB_RETRYABLE@
+if not cur or not retryable[cur] then return {-1, cur or 'missing'} end
+local reopen = @SHARD_RETRYABLE@
 local ids = {}
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
   local shard = cjson.decode(all[i + 1])
-  if shard.state == 'failed' then
+  if reopen[shard.state] then
     local lost = tonumber(shard.instances_done or 0)
     -- Lua's -0 reaches Redis as the string '-0', which HINCRBY refuses as
     -- "not an integer": a shard that failed before any progress broke retry.
@@ -106,3 +129,6 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'type', 'retry', 'v', v
            'shard', '', 'data', cjson.encode({shards = ids}), 'ts', ARGV[1])
 return ids
 """
+
+
+SHARD_LUA, JOB_LUA, RETRY_LUA = _fill(SHARD_LUA), _fill(JOB_LUA), _fill(RETRY_LUA)

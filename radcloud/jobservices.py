@@ -29,13 +29,16 @@ class JobServices:
     registry: Any = None      # radcloud.plugins.Registry
     staging: Any = None       # radcloud.staged.ManifestStaging
     invoker: Any = None       # radcloud.openwhisk.OpenWhisk (invoke + activation)
+    executor: Any = None      # radcloud.work.executors.Executor running shards (default: the action
+                              # executor over ``invoker``)
+    settings: Any = None      # to build other executors a unit names (executor_for)
     results: Any = None       # radcloud.results.Results
     push: Any = None          # (job, manifest) -> dict, stores a derived series in the PACS
     package: str = "radcloud"
     shard_timeout_s: int = 300
     presign_ttl_s: int = 900
     deid_secret: Any = None   # Settings.deid_secret (dispatch checks it is set; shards pass it on)
-    watch_slots: int = 1      # status long-polls allowed to block at once (radcloud.jobwatch)
+    watch_slots: int = 0      # status long-polls allowed at once, for a lone watcher (radcloud.jobwatch; off)
     watch_rate: float = 20.0  # status calls per second budgeted for polling watchers
 
     @property
@@ -44,21 +47,46 @@ class JobServices:
 
         return Finaliser(self.jobs, results=self.results, cache=self.cache, push=self.push)
 
+    def shard_executor(self) -> Any:
+        """The executor new shards are submitted through (None when nothing can run them)."""
+        if self.executor is None and self.invoker is not None:
+            from radcloud.work.executors import as_executor
+
+            return as_executor(self.invoker, self.package)
+        return self.executor
+
+    def executor_named(self, name: str) -> Any:
+        """The executor called ``name`` (reconcile asks the one that ran each unit), or None."""
+        default = self.shard_executor()
+        if default is not None and default.name == name:
+            return default
+        if self.settings is None:
+            return None
+        from radcloud.work.executors import executor_for
+
+        cache = self.__dict__.setdefault("_executors", {})
+        if name not in cache:
+            cache[name] = executor_for(name, self.settings)
+        return cache[name]
+
     def dispatcher(self) -> Any:
         from radcloud.dispatch import Dispatcher
 
-        return Dispatcher(self.jobs, self.cache, self.registry, self.staging, self.invoker,
+        router = None
+        if self.settings is not None:
+            from radcloud.work import routing
+
+            router = lambda descriptor, options: routing.choose(descriptor, options, self.settings)  # noqa: E731
+        return Dispatcher(self.jobs, self.cache, self.registry, self.staging, self.shard_executor(),
                           package=self.package, shard_timeout_s=self.shard_timeout_s,
-                          finaliser=self.finaliser, deid_secret=self.deid_secret)
+                          finaliser=self.finaliser, deid_secret=self.deid_secret,
+                          executors=self.executor_named, router=router)
 
     def watch_budget(self) -> Any:
         from radcloud.jobwatch import WatchBudget
 
         return WatchBudget(self.jobs.r, slots=self.watch_slots, rate=self.watch_rate,
                            prefix=getattr(self.jobs, "prefix", "radcloud"))
-
-    def activation(self, activation_id: str) -> dict[str, Any] | None:
-        return self.invoker.activation(activation_id) if self.invoker is not None else None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, need_invoker: bool = False) -> "JobServices":
@@ -72,16 +100,21 @@ class JobServices:
         redis = jobs_redis(settings)
         jobs = JobStore(redis)
         store = ObjectStore.from_settings(settings)
-        invoker = None
+        invoker = executor = None
         if need_invoker or (settings.ow_api_host and settings.ow_api_key):
-            from radcloud.openwhisk import OpenWhisk
-
             from radcloud.jobwatch import WatchBudget
+            from radcloud.openwhisk import OpenWhisk, busy_budget_s
+            from radcloud.work.executors import executor_for
 
             # Invokes refused as busy slow the watchers down (radcloud.jobwatch: compute first).
             invoker = OpenWhisk.from_settings(settings, on_busy=WatchBudget(redis).mark_busy)
+            # Shards run through the configured executor (RADCLOUD_EXECUTOR, "action" by default);
+            # a busy namespace is waited out as long as before, then the shard stays pending.
+            clients = ({"on_busy": WatchBudget(redis).mark_busy, "busy_budget_s": busy_budget_s()}
+                       if settings.executor == "action" else {})
+            executor = executor_for(settings.executor, settings, **clients)
         return cls(jobs=jobs, cache=ResultCache(redis, jobs), store=store, registry=Registry(),
-                   staging=ManifestStaging(store, redis), invoker=invoker,
+                   staging=ManifestStaging(store, redis), invoker=invoker, executor=executor, settings=settings,
                    results=Results(store, redis, jobs), push=pacs_pusher(settings, store),
                    package=settings.ow_package, shard_timeout_s=settings.shard_timeout_s,
                    presign_ttl_s=settings.presign_ttl_s, deid_secret=settings.deid_secret,

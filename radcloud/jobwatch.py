@@ -1,39 +1,46 @@
-"""Watching jobs without starving compute: a small long-poll budget, then adaptive polling.
+"""Watching jobs without starving compute: answers at once, at an adaptive pace.
 
 On OpenWhisk every call of the ``status`` action is an activation, and a
-namespace may have only so many in flight (30 by default; 429 beyond). A
-long-poll that blocks for its whole wait holds one of those slots, so 30
-people watching jobs would leave no slot for any shard. Two rules keep
-watchers' share small, whatever their number (docs/jobs.md):
+namespace may have only so many in flight (30 by default; 429 beyond). An
+activation also needs a container, and an invoker has only so many: a status
+call that finds no warm one of its own evicts another action's (a shard's)
+and pays a cold start on the CPU the shards need. Rules that keep watchers'
+share small, whatever their number (docs/jobs.md):
 
-* **Long-polls are leased.** At most ``slots`` (default 1) status calls per namespace
-  block at once (a Redis sorted set of leases, each expiring on its own so an
-  activation killed mid-wait cannot keep one), each for at most
-  ``hold_s``. A call that gets no lease answers at once.
-* **Everyone else polls, at an adaptive pace.** Every answer carries
+* **The status action has one container.** It is deployed with
+  ``limits.instances: 1`` (deploy/manifest.yaml; OpenWhisk 2.0's per-action
+  container limit, which localwhisk honours): status calls queue for it
+  rather than evict shards'.
+* **Long-polls are off by default**: one would hold that container, and the
+  calls queued behind it could not even be counted. With ``slots``
+  (``RADCLOUD_WATCH_SLOTS``) > 0 and status given ``slots + 1`` instances, a
+  lone watcher may long-poll: leased in Redis (each lease expires on its
+  own, so an activation killed mid-wait cannot keep one), for at most
+  ``hold_s``, and only while no one else watches — a call that finds a crowd
+  (more than ``CROWD`` watchers) answers at once, and a lease holder gives
+  its lease back within ``RECHECK_S`` of another watcher's call
+  (:meth:`WatchBudget.others_came`).
+* **Everyone polls at an adaptive pace.** Every answer carries
   ``poll_after_ms``: when to ask again. It is the number of watchers
   (estimated from the calls counted in the last second times the interval
   they were told) divided by ``rate`` — the status calls per second the
-  namespace budgets for watchers — kept between 1 s and 15 s. 50 watchers at
-  the default 20/s poll every 2.5 s; one watcher, every second (or at once
-  with a lease, waking within milliseconds of a change).
-
+  namespace budgets for watchers — kept between 0.2 s and 15 s. A lone
+  watcher polls every 0.2 s; 50 watchers at the default 20/s every 2.5 s.
 * **Compute first.** When radcloud's own invokes (shards, finalisers) were
   refused as busy in the last ``BUSY_S`` seconds (:meth:`WatchBudget.mark_busy`,
   called by the OpenWhisk client on every 429/503 it retries), no lease is
-  given and every watcher is told to come back in ``POLL_MAX_S``: while
-  shards queue for slots, a status call is an activation they wait behind.
+  given and every watcher is told to come back in ``POLL_BUSY_S`` (5 s):
+  while shards queue for slots, a status call is an activation they wait behind.
+* **A crowd asks less about a job whose shards wait to start**: at least
+  every ``WAITING_POLL_S`` (5 s) while any of its shards is pending or
+  invoked.
 
-* **A job whose shards wait to start is asked about less**: at least every
-  ``WAITING_POLL_S`` (5 s) while any of its shards is pending or invoked.
+Watchers then hold one container and about ``rate × (time one status call
+takes)`` slots: well under one here, and almost none while the namespace is full.
 
-Watchers then hold about ``slots + rate × (time one status call takes)``
-slots: 2 leases plus well under one slot of short calls here, and almost
-none while the namespace is full.
-
-:func:`unstick` is the "never stuck" check (fail shards that can no longer
-report, replace a dead finaliser); the status action and the pfcon status
-both run it before answering about an unfinished job.
+Watching only reads: failing shards that can no longer report and replacing
+a dead finaliser is :mod:`radcloud.work.reconcile`'s, on the write side and
+on a schedule (the ``reconcile`` action), never inside a status read.
 """
 
 from __future__ import annotations
@@ -43,14 +50,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from radcloud.jobs import FINAL_STATES
+from radcloud.work.lifecycle import JOB, SHARD_WAITING
 
 HOLD_S = 20.0           # a leased long-poll blocks at most this long
-RECHECK_S = 2.0         # ... in slices, so a dead shard or a busy namespace is noticed
-ACTIVATION_CHECK_MS = 2000
-POLL_MIN_S, POLL_MAX_S = 1.0, 15.0
+RECHECK_S = 1.0         # ... in slices, so a busy namespace or another watcher is noticed
+POLL_MIN_S, POLL_MAX_S = 0.2, 15.0
+POLL_BUSY_S = 5.0  # what every watcher is told while radcloud's own invokes are refused
 BUSY_S = 10  # how long a refused invoke keeps watchers slow
-WAITING_POLL_S = 5.0  # at least this while the watched job has shards waiting to start
+WAITING_POLL_S = 5.0  # at least this while the watched job has shards waiting to start, when crowded
+CROWD = 2.0  # more watchers than this (estimated) in the namespace: crowded
 
 _LEASE_LUA = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -64,13 +72,15 @@ return 1
 class WatchBudget:
     """Long-poll leases and the adaptive poll interval of one namespace, kept in Redis."""
 
-    def __init__(self, redis: Any, *, slots: int = 1, rate: float = 20.0, hold_s: float = HOLD_S,
+    def __init__(self, redis: Any, *, slots: int = 0, rate: float = 20.0, hold_s: float = HOLD_S,
                  prefix: str = "radcloud", clock: Callable[[], float] = time.time) -> None:
         self.r, self.slots, self.rate, self.hold_s = redis, slots, max(rate, 0.1), hold_s
         self.clock = clock
         self._leases, self._calls, self._interval = (f"{prefix}:watch:leases", f"{prefix}:watch:calls",
                                                       f"{prefix}:watch:interval")
         self._busy = f"{prefix}:watch:busy"
+        self._counted: tuple[int, int] | None = None  # (second, count) of this caller's call
+        self.was_busy = False  # the namespace was marked busy at the last pace()
         self._lease_lua = redis.register_script(_LEASE_LUA)
 
     def mark_busy(self, status: int = 429) -> None:
@@ -95,47 +105,48 @@ class WatchBudget:
         self.r.zrem(self._leases, token)
 
     def poll_after_s(self) -> float:
-        """Count this call; how long a watcher should wait before its next one.
+        """Count this call; how long a watcher should wait before its next one."""
+        return self.pace()[0]
+
+    def others_came(self) -> bool:
+        """Whether a status call was counted after this one's (:meth:`pace`): another
+        watcher came. Counters live 5 s; a lease holder asks every ``RECHECK_S``."""
+        if self._counted is None:
+            return False
+        own_s, own_n = self._counted
+        now_s = int(self.clock())
+        seconds = [own_s] + list(range(max(own_s + 1, now_s - 3), now_s + 1))
+        counts = [int(n or 0) for n in self.r.mget([f"{self._calls}:{s}" for s in seconds])]
+        return counts[0] > own_n or any(counts[1:])
+
+    def pace(self, *, count: bool = True) -> tuple[float, bool]:
+        """Count this call (unless ``count`` is false); (how long a watcher should wait
+        before its next one, crowded).
 
         The interval of second ``s`` is set once, from second ``s-1``: its
         calls times the interval watchers were told then ≈ how many watch.
+        ``crowded``: more than ``CROWD`` watchers, by that estimate or by the
+        calls of this second so far (a burst of new watchers shows there first).
         """
         s = int(self.clock())
+        key = f"{self._calls}:{s}"
         pipe = self.r.pipeline(transaction=False)
-        pipe.incr(f"{self._calls}:{s}").expire(f"{self._calls}:{s}", 5)
+        (pipe.incr(key) if count else pipe.get(key)).expire(key, 5)
         pipe.get(f"{self._calls}:{s - 1}").get(f"{self._interval}:{s - 1}").get(f"{self._interval}:{s}")
         pipe.exists(self._busy)
-        _, _, calls, told, now, busy = pipe.execute()
-        if busy:
-            return POLL_MAX_S
-        if now is not None:
-            return float(now)
+        calls_now, _, calls, told, now, busy = pipe.execute()
+        if count:
+            self._counted = (s, int(calls_now))
+        self.was_busy = bool(busy)
         watchers = int(calls or 0) * float(told or POLL_MIN_S)
+        crowded = max(watchers, int(calls_now or 0) * POLL_MIN_S) > CROWD
+        if busy:
+            return POLL_BUSY_S, crowded
+        if now is not None:
+            return float(now), crowded
         interval = round(min(POLL_MAX_S, max(POLL_MIN_S, watchers / self.rate)), 2)
         self.r.set(f"{self._interval}:{s}", interval, nx=True, ex=30)
-        return interval
-
-
-def unstick(jobs: Any, job_id: str, *, activation: Callable[[str], Any] | None = None,
-            finaliser: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """Never stuck: fail shards that cannot report any more; replace a dead finaliser.
-
-    ``activation(id)`` reads an OpenWhisk activation record (None while it
-    runs); ``finaliser(job_id)`` finishes the job. Returns the job as it is then.
-    """
-    job = jobs.get(job_id)
-    if job["state"] in FINAL_STATES:
-        return job
-    if job["state"] != "finishing":
-        # Deadlines are checked on every call (no I/O); activation records, one
-        # OpenWhisk GET per open shard, at most every ACTIVATION_CHECK_MS per job.
-        check = activation is not None and jobs.r.set(jobs.key(job_id, "reconciled"), 1, nx=True,
-                                                      px=ACTIVATION_CHECK_MS)
-        if jobs.reconcile(job_id, activation if check else None) and finaliser:
-            finaliser(job_id)
-    elif jobs.claim_finaliser(job_id) and finaliser:
-        finaliser(job_id)
-    return jobs.get(job_id)
+        return interval, crowded
 
 
 def watch(services: Any, budget: WatchBudget, job_id: str, *, since: int | None, wait_s: float
@@ -145,26 +156,36 @@ def watch(services: Any, budget: WatchBudget, job_id: str, *, since: int | None,
     Returns the job with ``poll_after_ms``: when the caller should ask again.
     """
     jobs = services.jobs
-    activation = services.activation if services.invoker is not None else None
-    job = unstick(jobs, job_id, activation=activation, finaliser=services.finaliser)
-    if wait_s > 0 and since is not None and job["version"] <= since and job["state"] not in FINAL_STATES:
+    job = jobs.get(job_id)
+    interval, crowded = budget.pace()
+    # A lone watcher of an unfinished job may long-poll: told to come back at once (with
+    # ``wait``) after a plain look or a long-poll, it is answered within ms of each change.
+    lone = budget.slots > 0 and not crowded and not budget.was_busy and not JOB.is_final(job["state"])
+    leased = False
+    if lone and wait_s > 0 and since is not None and job["version"] <= since:
         token = budget.lease()
+        leased = token is not None
         if token is not None:
             try:
                 deadline = time.monotonic() + min(wait_s, budget.hold_s)
                 while True:
                     left = deadline - time.monotonic()
                     job = jobs.wait(job_id, since, min(RECHECK_S, max(0.0, left)))
-                    if job["version"] > since or job["state"] in FINAL_STATES or left <= RECHECK_S:
+                    if job["version"] > since or JOB.is_final(job["state"]) or left <= RECHECK_S:
                         break
-                    if budget.busy():  # shards wait for slots: give this one back now
+                    # Shards wait for slots, or another watcher came: give the lease (and
+                    # the container it holds) back now; everyone polls from here.
+                    if budget.busy() or budget.others_came():
+                        leased = False  # ... and poll like them
                         break
-                    unstick(jobs, job_id, activation=activation, finaliser=services.finaliser)
             finally:
                 budget.release(token)
-    interval = budget.poll_after_s()
-    if any(s.get("state") in ("pending", "invoked") for s in job.get("shards") or []):
-        # Its shards wait for a container: asking again soon shows nothing new and
-        # is one more activation they would queue behind.
+            interval, crowded = budget.pace(count=False)
+    if crowded and any(s.get("state") in SHARD_WAITING for s in job.get("shards") or []):
+        # Its shards wait for a container: with many watchers, asking again soon shows
+        # nothing new and is one more activation they would queue behind. (A lone
+        # watcher's calls cost ~5 ms each; it sees its shards start sooner.)
         interval = max(interval, WAITING_POLL_S)
+    if lone and (leased or wait_s <= 0 or since is None) and not crowded and not budget.was_busy:
+        interval = 0.0
     return {**job, "poll_after_ms": int(interval * 1000)}

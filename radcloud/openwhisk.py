@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 BUSY_BUDGET_S = 20.0  # at most; inside an action, no more than its deadline leaves (busy_budget_s)
 DEADLINE_MARGIN_S = 10.0  # left to the action to record what it did after its last invoke
+# A refused invoke is sent again within this (jittered): a slot freed by a finishing
+# activation is taken at once, not after an exponential wait grown to seconds while the
+# shard's start is what is being measured (docs/jobs.md, "Watchers and the namespace's slots").
+INVOKE_BACKOFF_MAX_S = 0.5
 
 
 class OpenWhisk:
@@ -41,7 +45,8 @@ class OpenWhisk:
         # Invokes are POSTs: retried on 429 (refused before an activation
         # exists), and on 503 only because a second run of a shard or
         # finaliser is refused by the job's state machine (radcloud.jobs).
-        self.session = session or retry.session(budget_s=busy_budget_s, idempotent_post=True, on_busy=on_busy)
+        self.session = session or retry.session(budget_s=busy_budget_s, idempotent_post=True, on_busy=on_busy,
+                                                backoff_max_s=INVOKE_BACKOFF_MAX_S)
         self.session.auth = (user, password)
         self.timeout_s, self.busy_budget_s = timeout_s, busy_budget_s
 
@@ -76,6 +81,24 @@ class OpenWhisk:
                 return body if isinstance(body, dict) else {"error": body}
             return body
         raise UpstreamError(f"OpenWhisk invoke of {action} answered {resp.status_code}: {resp.text[:200]}")
+
+    def fire(self, trigger: str, params: dict[str, Any]) -> str | None:
+        """Fire a trigger; its activation id, or None when no rule is active (OpenWhisk's 204).
+
+        Raises UpstreamError when OpenWhisk refuses (404: the trigger is not deployed).
+        """
+        url = self.base + f"/triggers/{trigger.strip('/')}"
+        try:
+            resp = self.session.post(url, json=params, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise UpstreamError(f"OpenWhisk at {self.base} unreachable: {type(exc).__name__}") from None
+        if resp.status_code == 204:
+            return None
+        if resp.status_code == 202:
+            return resp.json().get("activationId")
+        if resp.status_code == 404:
+            raise UpstreamError(f"OpenWhisk has no trigger {trigger}: deploy deploy/manifest.yaml (radcloud deploy)")
+        raise UpstreamError(f"OpenWhisk fire of trigger {trigger} answered {resp.status_code}: {_error_text(resp)}")
 
     def activation(self, activation_id: str) -> dict[str, Any] | None:
         """The activation record, or None while it runs (OpenWhisk answers 404)."""

@@ -170,6 +170,22 @@ class Orthanc:
         """``GET /{level}/{id}/{children}``: the expanded children, e.g. a patient's studies."""
         return self._json("GET", f"/{_plural(level)}/{orthanc_id}/{_plural(child_level)}")
 
+    def changes(self, since: int, limit: int = 1000) -> dict:
+        """``GET /changes?since=&limit=``: ``{Changes: [{ChangeType, ID, Seq, ...}], Last, Done}``."""
+        return self._json("GET", "/changes", params={"since": since, "limit": limit})
+
+    def last_change(self) -> int:
+        """The sequence number of Orthanc's latest change (``/changes?last``)."""
+        return int(self._json("GET", "/changes", params={"last": ""})["Last"])
+
+    def now(self) -> str:
+        """Orthanc's clock (``/tools/now``, UTC, ``YYYYMMDDTHHMMSS``): what ``LastUpdate`` is measured in."""
+        return self._request("GET", "/tools/now").text.strip().strip('"')
+
+    def metadata(self, level: str, orthanc_id: str, name: str) -> str:
+        """One metadata item (e.g. an instance's ``RemoteAET``); NotFound when it is not set."""
+        return self._request("GET", f"/{_plural(level)}/{orthanc_id}/metadata/{name}").text.strip()
+
     def series_instances(self, series_id: str) -> list[dict]:
         """``GET /series/{id}/instances``: expanded (ID, FileSize, MainDicomTags)."""
         return self._json("GET", f"/series/{series_id}/instances")

@@ -18,10 +18,11 @@ from typing import Any
 
 from radcloud.errors import Conflict
 from radcloud.jobs import JobStore, final_state
+from radcloud.work import lifecycle as L
 
 log = logging.getLogger(__name__)
 
-_STATUS_TO_STATE = {"finishedSuccessfully": "succeeded", "cancelled": "cancelled"}
+_STATUS_TO_STATE = {"finishedSuccessfully": L.SUCCEEDED, "cancelled": L.CANCELLED}
 CANCEL_CHECK_S = 0.2  # the runner polls often; Redis is asked at most this often
 
 
@@ -44,9 +45,9 @@ class Finaliser:
         try:
             manifest = self.results.save_manifest(job) if self.results else {}
             fields["outputs"] = len(manifest.get("outputs", []))
-            if state == "succeeded" and job.get("cache_key") and self.cache:
+            if state == L.SUCCEEDED and job.get("cache_key") and self.cache:
                 self.cache.put(job["cache_key"], job_id)
-            if self.push and state in ("succeeded", "partial") and (job.get("options") or {}).get("push_to_pacs"):
+            if self.push and state in (L.SUCCEEDED, L.PARTIAL) and (job.get("options") or {}).get("push_to_pacs"):
                 try:
                     pushed = self.push(job, manifest)
                     fields["pacs_series_uid"] = pushed.get("series_uid", "")
@@ -56,7 +57,7 @@ class Finaliser:
                     fields["pacs_error"] = f"push to PACS failed: {type(exc).__name__}: {str(exc)[:200]}"
         except Exception as exc:
             log.exception("job %s: finalising failed", job_id)
-            state = "failed" if state == "succeeded" else state
+            state = L.FAILED if state == L.SUCCEEDED else state
             reason = f"finalising failed: {type(exc).__name__}; {reason}".rstrip("; ")
         self.jobs.complete(job_id, state, reason=reason, fields=fields)
         log.info("job %s finished: %s", job_id, state)
@@ -98,7 +99,7 @@ class RedisShardReporter:
         self._plugin_started.add(shard_id)
         try:
             self.jobs.update_shard(self.job_id, shard_id, {"argv": info.get("argv"), "plugin_started_at": time.time()},
-                                   allowed=("running",), event="plugin_started",
+                                   allowed=L.SHARD.sources("progress"), event="plugin_started",
                                    data={"n_inputs": info.get("n_inputs"), "version": info.get("version")})
         except Conflict:
             pass
@@ -108,7 +109,7 @@ class RedisShardReporter:
             return
         if shard_id in self._plugin_started:
             # After the plugin ran, progress counts uploaded outputs, not instances.
-            self.jobs.update_shard(self.job_id, shard_id, {}, allowed=("running",), event="upload",
+            self.jobs.update_shard(self.job_id, shard_id, {}, allowed=L.SHARD.sources("progress"), event="upload",
                                    data={"done": done, "total": total})
         else:
             self.jobs.shard_progress(self.job_id, shard_id, done, f"staged {done}/{total}")
@@ -124,21 +125,21 @@ class RedisShardReporter:
         return self._cancel
 
     def finished(self, shard_id: str, outcome: dict[str, Any]) -> None:
-        state = _STATUS_TO_STATE.get(outcome.get("status", ""), "failed")
+        state = _STATUS_TO_STATE.get(outcome.get("status", ""), L.FAILED)
         reason = outcome.get("reason") or ""
-        if state == "failed" and outcome.get("message"):
+        if state == L.FAILED and outcome.get("message"):
             reason = f"{reason}: {outcome['message']}"[:300]
         warnings = int(outcome.get("warnings") or 0)
-        if state == "succeeded" and warnings:  # succeeded with warnings: the reason says which files
+        if state == L.SUCCEEDED and warnings:  # succeeded with warnings: the reason says which files
             reason = f"warnings: {outcome.get('message') or warnings}"[:300]
         shard = self.jobs.shard(self.job_id, shard_id)
-        if state == "succeeded" and self._multi_stage():
+        if state == L.SUCCEEDED and self._multi_stage():
             # De-identify first: this was an intermediate stage; the next one runs on its outputs.
             try:
                 if self.advance(shard_id, outcome.get("outputs") or []):
                     return
             except Exception as exc:
-                state, reason = "failed", f"could not start the next stage: {type(exc).__name__}"
+                state, reason = L.FAILED, f"could not start the next stage: {type(exc).__name__}"
                 log.warning("job %s shard %s: %s", self.job_id, shard_id, reason)
         try:
             # A retry after a reply lost in transit meets a final shard: Conflict, as below.
@@ -147,7 +148,7 @@ class RedisShardReporter:
                 stderr_tail=outcome.get("stderr_tail") or "", outputs=outcome.get("outputs") or [],
                 duration_s=outcome.get("duration_s"), warnings=warnings,
                 file_reasons=outcome.get("file_reasons") or [],
-                instances_done=shard.get("instances_total") if state == "succeeded" else None)
+                instances_done=shard.get("instances_total") if state == L.SUCCEEDED else None)
         except Conflict as exc:
             log.info("job %s shard %s outcome not recorded: %s", self.job_id, shard_id, exc.message)
             return
@@ -162,12 +163,13 @@ class RedisShardReporter:
         if self._advance is None:
             # Inside a plugin action: OpenWhisk gives it __OW_API_HOST/__OW_API_KEY.
             from radcloud.dispatch import advance_stage
-            from radcloud.openwhisk import OpenWhisk
             from radcloud.settings import Settings
+            from radcloud.work.executors import executor_for
 
             settings = Settings.load()
-            invoker = OpenWhisk.from_settings(settings)
+            executor = executor_for(settings.executor, settings)
             self._advance = lambda job_id, sid, outs: advance_stage(
-                self.jobs, invoker, job_id, sid, outs, package=settings.ow_package,
-                timeout_s=settings.shard_timeout_s, finaliser=self.finaliser)
+                self.jobs, executor, job_id, sid, outs, package=settings.ow_package,
+                timeout_s=settings.shard_timeout_s, finaliser=self.finaliser,
+                executors=lambda name: executor_for(name, settings))
         return self._advance(self.job_id, shard_id, outputs)

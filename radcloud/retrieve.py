@@ -40,7 +40,8 @@ from radcloud.api import models as api_models
 from radcloud.api import validation as api
 from radcloud.errors import BadRequest, Conflict, NotFound, RadcloudError, UpstreamError
 from radcloud.orthanc import JobStillRunning, Orthanc
-from radcloud.progress import Progress
+from radcloud.work.retrieves import Progress
+from radcloud.work import lifecycle as L
 from radcloud.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -232,10 +233,10 @@ class Stager:
             reason = f"internal error: {type(exc).__name__}; see the activation logs"
         log.warning("series staging failed: %s", reason)
         try:
-            self._update(rid, uid, state="failed", reason=reason)
+            self._update(rid, uid, state=L.FAILED, reason=reason)
         except RadcloudError:
             log.error("could not record the failure of a series")
-        return {"state": "failed", "next": None, "reason": reason}
+        return {"state": L.FAILED, "next": None, "reason": reason}
 
     def _stage(self, rid: str, series: Mapping[str, Any], modality: str | None, start: int,
                budget_s: float | None, t0: float, move_job: str | None) -> dict[str, Any]:
@@ -430,7 +431,7 @@ class Stager:
             manifest["pacs_name"] = self.pacs_name
         mkey = lay.manifest_key(study_uid, uid)
         self.store.put_json(mkey, manifest)
-        state = "succeeded" if complete else "failed"
+        state = L.SUCCEEDED if complete else L.FAILED
         if complete and self.progress is not None:
             self.progress.staged(uid, mkey)
         fields: dict[str, Any] = {"state": state, "manifest": mkey, "errors": tally.errors}

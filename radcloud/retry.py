@@ -106,19 +106,19 @@ class BudgetRetry(Retry):
 
 def policy(*, budget_s: float = 60.0, idempotent_post: bool = False, connect: int = 3,
            clock: Callable[[], float] = time.monotonic,
-           on_busy: Callable[[int], None] | None = None) -> BudgetRetry:
+           on_busy: Callable[[int], None] | None = None, backoff_max_s: float = 8.0) -> BudgetRetry:
     """The retry policy: OpenWhisk's 429 always; its 503 and read errors for idempotent methods;
-    ``budget_s`` in all."""
+    ``budget_s`` in all, no wait longer than ``backoff_max_s`` (unless ``Retry-After`` says so)."""
     methods: Collection[str] = IDEMPOTENT | ({"POST"} if idempotent_post else set())
     return BudgetRetry(budget_s=budget_s, clock=clock, on_busy=on_busy, total=None, connect=connect, read=2, redirect=0,
                        status=None, other=0, allowed_methods=frozenset(methods),
-                       status_forcelist=OVERLOADED, backoff_factor=0.25, backoff_max=8.0,
+                       status_forcelist=OVERLOADED, backoff_factor=min(0.25, backoff_max_s), backoff_max=backoff_max_s,
                        backoff_jitter=0.5, raise_on_status=False, raise_on_redirect=False,
                        respect_retry_after_header=True, retry_after_max=int(budget_s) + 1)
 
 
 def session(*, budget_s: float = 60.0, idempotent_post: bool = False, pool: int = 10,
-            on_busy: Callable[[int], None] | None = None) -> requests.Session:
+            on_busy: Callable[[int], None] | None = None, backoff_max_s: float = 8.0) -> requests.Session:
     """A ``requests.Session`` whose HTTP and HTTPS calls follow :func:`policy`.
 
     ``on_busy(status)`` is told of every busy answer retried (radcloud.jobwatch
@@ -129,7 +129,8 @@ def session(*, budget_s: float = 60.0, idempotent_post: bool = False, pool: int 
     # cookie the UI's login sets must not ride along on later calls (it would
     # authenticate a call made "without credentials").
     s.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    adapter = HTTPAdapter(max_retries=policy(budget_s=budget_s, idempotent_post=idempotent_post, on_busy=on_busy),
+    adapter = HTTPAdapter(max_retries=policy(budget_s=budget_s, idempotent_post=idempotent_post, on_busy=on_busy,
+                                             backoff_max_s=backoff_max_s),
                           pool_connections=pool, pool_maxsize=pool)
     s.mount("http://", adapter)
     s.mount("https://", adapter)

@@ -123,6 +123,25 @@ def label_stats(hu: np.ndarray, labelmap: np.ndarray, voxel_ml: float, numbers: 
     return out
 
 
+# Type 2 attributes highdicom copies from the first source image (Patient and General Study
+# modules): present but empty is valid DICOM, absent raises AttributeError inside highdicom.
+_TYPE2_COPIED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                 "StudyDate", "StudyTime", "ReferringPhysicianName")
+
+
+def _with_type2(source: list[Dataset]) -> list[Dataset]:
+    """``source`` with the first header given the Type 2 attributes it lacks, empty (a copy if any)."""
+    missing = [kw for kw in _TYPE2_COPIED if kw not in source[0]]
+    if not missing:
+        return source
+    first = Dataset(dict(source[0]._dict))  # its own element dict (Dataset(ds) and copy.copy share it)
+    if hasattr(source[0], "file_meta"):
+        first.file_meta = source[0].file_meta
+    for kw in missing:
+        setattr(first, kw, "")
+    return [first, *source[1:]]
+
+
 def _deidentification(obj: Dataset, source: Dataset) -> None:
     """Carry the source's de-identification method into ``obj``.
 
@@ -145,12 +164,14 @@ def segmentation(source: list[Dataset], labelmap: np.ndarray, segments: list[Seg
 
     Every segment of ``segments`` is described, present or not; a value of
     the map that no segment describes is an error (highdicom raises
-    ValueError). Segment numbers must be 1..len(segments).
+    ValueError). Segment numbers must be 1..len(segments). Type 2 patient
+    and study attributes the source lacks are written empty.
     """
     if labelmap.ndim != 3 or labelmap.shape[0] != len(source):
         raise ValueError(f"label map of shape {labelmap.shape} does not match {len(source)} source slice(s)")
     if labelmap.dtype.kind not in "ui":
         raise ValueError(f"label map must hold integers (segment numbers), not {labelmap.dtype}")
+    source = _with_type2(source)
     series_uid = str(source[0].SeriesInstanceUID)
     identification = hd.AlgorithmIdentificationSequence(
         name=algorithm.name, version=algorithm.version, family=codes.DCM.ImageProcessing)
@@ -187,6 +208,7 @@ def measurement_report(seg: hd.seg.Segmentation, source: list[Dataset], segments
     of ``seg`` and the source series; the evidence lists the source images
     and the SEG.
     """
+    source = _with_type2(source)
     series_uid = str(source[0].SeriesInstanceUID)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,

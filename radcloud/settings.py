@@ -138,10 +138,26 @@ class Settings:
     # How units of tracked work run (radcloud.work.executors): "action" (an
     # OpenWhisk action per shard) or another installed executor module
     executor: str = "action"
-    # Watchers (radcloud.jobwatch): long-polls allowed to block at once, and the
-    # status calls per second budgeted for the rest, out of the namespace's limit
-    watch_slots: int = 1
+    # An HPC cluster for plugins bigger than an action (radcloud.slurm): slurmrestd's
+    # URL, the user and JWT it authenticates (scontrol token), where jobs go;
+    # empty slurm_url: no cluster configured
+    slurm_url: str = ""
+    slurm_user: str = ""
+    slurm_jwt: Secret = Secret("")
+    slurm_partition: str = ""
+    slurm_account: str = ""
+    # The command that runs radcloud's shard runner on a compute node (a Python with
+    # radcloud and the plugins installed, or `apptainer exec <image> python3 …`)
+    slurm_runner: str = "python3 -m radcloud.work.slurmjob"
+    # Watchers (radcloud.jobwatch): long-polls allowed to block at once, for a
+    # lone watcher (off: the status action has one container; with N, give it
+    # N + 1 instances; docs/jobs.md), and the status calls per second budgeted for polling
+    watch_slots: int = 0
     watch_rate: float = 20.0
+    # Arrivals (radcloud.arrivals): a study is routed once it received nothing
+    # for this long (match Orthanc's StableAge), the change log polled this often
+    arrivals_stable_age_s: float = 5.0
+    arrivals_poll_s: float = 0.5
 
     @classmethod
     def load(

@@ -8,7 +8,7 @@ with every instance's key, size and MD5, ``prefix``, ``expected`` and
 ways of naming inputs:
 
 * ``{"retrieve": "<id>"}`` — every series of a retrieve
-  (:class:`radcloud.progress.Progress`); 409 while it still runs or if a
+  (:class:`radcloud.work.retrieves.Progress`); 409 while it still runs or if a
   series failed, naming it;
 * ``{"series": ["1.2.3", ...]}`` — series UIDs, through the Redis index,
   else by finding ``manifests/*/<uid>.json``;
@@ -38,6 +38,7 @@ from typing import Any
 from radcloud.dispatch import StagedSeries
 from radcloud.errors import BadRequest, Conflict, Forbidden, NotFound
 from radcloud.layout import DEID_MAPS_ROOT
+from radcloud.work.lifecycle import SERIES_OPEN, SUCCEEDED
 
 log = logging.getLogger(__name__)
 
@@ -131,18 +132,17 @@ class ManifestStaging:
         raise NotFound(f"series {uid} is not staged; retrieve it first", field="series")
 
     def _retrieve_manifests(self, rid: str) -> list[str]:
-        from radcloud.progress import Progress
+        from radcloud.work.retrieves import Progress
 
         status = Progress(self.redis).status(rid)  # NotFound names the retrieve id
-        # Series states: queued, moving, staging -> succeeded | failed (| stalled, derived on read).
-        running = [s["SeriesInstanceUID"] for s in status["series"]
-                   if s["state"] not in ("succeeded", "failed", "stalled")]
+        # Series states (radcloud.work.lifecycle.SERIES), plus stalled, derived on read.
+        running = [s["SeriesInstanceUID"] for s in status["series"] if s["state"] in SERIES_OPEN]
         if running:
             raise Conflict(f"retrieve {rid} is still staging {len(running)} of {status['series_total']} "
                            "series; dispatch when it has finished", field="retrieve", series=running[:10],
                            running=True)
         failed = [s["SeriesInstanceUID"] for s in status["series"]
-                  if s["state"] != "succeeded" or not s.get("manifest")]
+                  if s["state"] != SUCCEEDED or not s.get("manifest")]
         if failed:
             raise Conflict(f"retrieve {rid}: {len(failed)} series were not staged completely; "
                            "rerun the retrieve to finish them", field="retrieve", series=failed[:10])

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the npm packages the tests drive (each test folder with a
-# package.json), from their lock files, before tests run without network.
+# package.json) and the web viewer's (webui/vendor: dwv, bundled into
+# webui/static/vendor/ by its build.mjs), from their lock files, before
+# tests run without network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for dir in tests/js tests/e2e/browser; do
+for dir in tests/js tests/e2e/browser webui/vendor; do
   [ -f "$dir/package.json" ] || continue
   # npm records what it installed in node_modules/.package-lock.json: when
   # that is newer than the lock file, the install is current (saves ~8 s).
@@ -16,3 +18,8 @@ for dir in tests/js tests/e2e/browser; do
     (cd "$dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
   fi
 done
+# The viewer's bundle (gitignored): rebuilt when the lock file or the build script is newer.
+if [ ! -f webui/static/vendor/dwv/dwv.js ] || [ webui/vendor/package-lock.json -nt webui/static/vendor/dwv/dwv.js ] \
+   || [ webui/vendor/build.mjs -nt webui/static/vendor/dwv/dwv.js ]; then
+  (cd webui/vendor && node build.mjs >/dev/null)
+fi

@@ -2,7 +2,9 @@
 # Installs the Debian packages radcloud's stack and tests need, when missing.
 # Runs apt only as root; otherwise prints the exact command and fails.
 set -euo pipefail
-packages=(orthanc orthanc-dicomweb orthanc-gdcm dcmtk dicom3tools redis-server bubblewrap openssl iproute2 util-linux nodejs npm chromium)
+# slurm-wlm, munge, slurmrestd and its JWT plugin: the one-node cluster of `stack up --with-slurm`.
+packages=(orthanc orthanc-dicomweb orthanc-gdcm dcmtk dicom3tools redis-server bubblewrap openssl iproute2 util-linux nodejs npm chromium
+          slurm-wlm munge slurmrestd slurm-wlm-jwt-plugin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,7 +3,9 @@
 # (in-process, no services: make test-fast); further arguments go to pytest.
 # As root, services and tests run inside a private network namespace (Orthanc
 # cannot bind to loopback only; in a fresh namespace nothing is reachable from
-# outside and nothing leaks out).
+# outside and nothing leaks out). Slurm resolves even numeric addresses with
+# AI_ADDRCONFIG, which fails when loopback's 127.0.0.1 is the namespace's only
+# IPv4 address: a second loopback address (127.0.0.2) satisfies it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p artifacts
@@ -22,7 +24,7 @@ fi
 
 if [ "$(id -u)" = 0 ] && unshare --net true 2>/dev/null; then
   echo "running tests in a private network namespace"
-  unshare --net bash -c 'ip link set lo up && exec .venv/bin/pytest "$@"' _ "${args[@]}"
+  unshare --net bash -c 'ip link set lo up && ip addr add 127.0.0.2/8 dev lo && exec .venv/bin/pytest "$@"' _ "${args[@]}"
 else
   echo "running tests on the host network (not root, or unshare unavailable)"
   .venv/bin/pytest "${args[@]}"

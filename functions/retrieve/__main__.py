@@ -14,10 +14,10 @@ at once. GET ``retrieve/staged`` lists what is staged already, by study (patient
 study, series, size, age: radcloud.staged.list_studies) — the Run page's inputs
 after a new login; audited, it names patients. GET (or any call with
 ``retrieve_id``) answers the retrieve's
-status: per-series state, n of N instances, bytes, errors. Never stuck: before
-answering, a series whose ``retrieve-series`` activation has ended without an
-outcome (the runner restarted, the activation was killed) is failed with the
-activation id and status — at most one OpenWhisk lookup pass every 2 s.
+status: per-series state, n of N instances, bytes, errors. Reads never
+write: a series whose ``retrieve-series`` activation ended without an
+outcome is failed (with the activation id and status) by the ``reconcile``
+action (radcloud.work.reconcile), and shows ``stalled`` after a while anyway.
 """
 
 import time
@@ -26,12 +26,12 @@ from radcloud import retrieve
 from radcloud.action import run
 from radcloud.api import parse
 from radcloud.api.models import QueryAnswerInput, RetrieveStatusRequest
-from radcloud.errors import BadRequest, RadcloudError
+from radcloud.errors import BadRequest
 from radcloud.openwhisk import OpenWhisk
 from radcloud.orthanc import Orthanc
-from radcloud.progress import Progress
+from radcloud.work.executors import as_executor
+from radcloud.work.retrieves import Progress, submit_series
 
-WORKER = "retrieve-series"
 PASS_THROUGH = "run"
 _QUERY_ANSWER_KEYS = ("level", "source", "total", "truncated", "offset", "limit")
 
@@ -50,25 +50,6 @@ def _from_query_answer(params):
     return params
 
 
-def _activation_lookup(services, settings):
-    """``activation(id)`` for Progress.reconcile; the client is built only if a lookup is due."""
-    whisk = services.get("whisk")
-
-    def lookup(activation_id):
-        nonlocal whisk
-        whisk = whisk or OpenWhisk.from_settings(settings)
-        return whisk.activation(activation_id)
-
-    return lookup
-
-
-def _status(rid, progress, services, settings):
-    # A lookup that fails (OpenWhisk down, no credentials) only skips the
-    # check: the answer still comes, and the stall timeout stays the backstop.
-    progress.reconcile(rid, _activation_lookup(services, settings))
-    return progress.status(rid)
-
-
 def handle(request, settings, principal, services=None):
     services = services or {}
     progress = services.get("progress") or Progress.from_settings(settings)
@@ -82,28 +63,18 @@ def handle(request, settings, principal, services=None):
     if params.get("retrieve_id") or (request.web and request.method == "get"):
         asked = params.get("retrieve_id") or request.path.strip("/")
         rid = parse(RetrieveStatusRequest, {"retrieve_id": asked}).retrieve_id
-        return _status(rid, progress, services, settings)
+        return progress.status(rid)
     carried = params.pop(PASS_THROUGH, None)
     if "items" in params:
         params = _from_query_answer(params)
     req = retrieve.parse_request(params)
     orthanc = services.get("orthanc") or Orthanc.from_settings(settings)
     series = retrieve.plan(req, orthanc)
-    whisk = services.get("whisk") or OpenWhisk.from_settings(settings)
+    executor = as_executor(services.get("whisk") or OpenWhisk.from_settings(settings), settings.ow_package)
     rid = progress.create(series, source=f"modality:{req.modality}" if req.modality else "orthanc",
                           layout=req.layout, request={"studies": list(req.studies), "series": list(req.series)})
-    action = f"{settings.ow_package}/{WORKER}" if settings.ow_package else WORKER
-    for item in series:
-        payload = {"retrieve_id": rid, "series": item, "modality": req.modality,
-                   "layout": req.layout, "pacs_name": req.pacs_name}
-        try:
-            answer = whisk.invoke(action, payload, blocking=False)
-            # replace=False: a worker that already started has recorded itself (or a later hop)
-            progress.record_activation(rid, retrieve.series_key(item), answer.get("activationId", ""),
-                                       replace=False)
-        except RadcloudError as exc:  # recorded per series: never a silent partial
-            progress.update(rid, retrieve.series_key(item), state="failed",
-                            reason=f"could not start the series' activation: {exc.message}")
+    submit_series(progress, executor, rid, series, modality=req.modality, layout=req.layout,
+                  pacs_name=req.pacs_name)
     answer = {"retrieve_id": rid, "state": "queued", "series": len(series),
               "instances": sum(s["total"] for s in series)}
     if carried is not None:

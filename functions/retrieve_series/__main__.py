@@ -21,14 +21,14 @@ import time
 from radcloud.action import run
 from radcloud.api import parse
 from radcloud.api.models import RetrieveSeriesRequest
-from radcloud.errors import RadcloudError
 from radcloud.openwhisk import OpenWhisk
 from radcloud.orthanc import Orthanc
-from radcloud.progress import Progress
+from radcloud.work.executors import as_executor
+from radcloud.work.lifecycle import FAILED
+from radcloud.work.retrieves import Progress, continue_series
 from radcloud.retrieve import Stager, series_key
 from radcloud.storage import ObjectStore
 
-SELF = "retrieve-series"
 MARGIN_S = 15.0        # left for the manifest, the record and the re-invoke
 DEFAULT_BUDGET_S = 40.0
 MOVE_LIMIT_S = 1800.0  # a C-MOVE still running after this is failed: the remote PACS is stuck
@@ -61,8 +61,8 @@ def handle(request, settings, principal, services=None, environ=os.environ):
     if result.get("move_job") and time.time() - move_started > MOVE_LIMIT_S:
         reason = (f"the C-MOVE from {params.get('modality')} was still running after {MOVE_LIMIT_S / 60:.0f} "
                   f"minutes (Orthanc job {result['move_job']}); check the remote PACS, then rerun the retrieve")
-        stager.progress.update(rid, uid, state="failed", reason=reason)
-        result = {**result, "state": "failed", "next": None, "reason": reason}
+        stager.progress.update(rid, uid, state=FAILED, reason=reason)
+        result = {**result, "state": FAILED, "next": None, "reason": reason}
     if result.get("next") is not None:
         if result.get("move_job"):  # the same move, waited for by the next hop
             follow = {**params, "start": 0, "move_job": result["move_job"], "move_started": move_started}
@@ -70,15 +70,10 @@ def handle(request, settings, principal, services=None, environ=os.environ):
             follow = {**params, "start": result["next"], "modality": None}
             follow.pop("move_job", None)
             follow.pop("move_started", None)
-        try:
-            whisk = services.get("whisk") or OpenWhisk.from_settings(settings)
-            action = f"{settings.ow_package}/{SELF}" if settings.ow_package else SELF
-            answer = whisk.invoke(action, follow, blocking=False)
-            stager.progress.record_activation(rid, uid, answer.get("activationId", ""))
-        except RadcloudError as exc:  # never leave the series looking alive
-            stager.progress.update(rid, uid, state="failed",
-                                   reason=f"could not continue the series: {exc.message}; rerun the retrieve")
-            result = {**result, "state": "failed", "next": None}
+        executor = lambda: as_executor(services.get("whisk") or OpenWhisk.from_settings(settings),  # noqa: E731
+                                       settings.ow_package)
+        if not continue_series(stager.progress, executor, rid, uid, follow):
+            result = {**result, "state": FAILED, "next": None}
     return {"retrieve_id": rid, "SeriesInstanceUID": series["SeriesInstanceUID"], "series_key": uid,
             **{k: v for k, v in result.items() if k != "errors"}, "errors": len(result.get("errors") or [])}
 

@@ -12,10 +12,10 @@ for direct invocation:
 * ``POST /{job}/cancel``, ``DELETE /{job}``                                  op=cancel
 * ``POST /{job}/retry``          rerun failed shards only                   op=retry
 
-Never stuck: before answering about an unfinished job, shards whose
-deadline passed or whose OpenWhisk activation ended without an outcome are
-failed with the reason, and a finaliser that went silent is replaced
-(radcloud.jobwatch.unstick).
+Reads never write: GET answers the job as it is. Units their executor lost
+are failed with the reason by reconciliation — on the write side (cancel and
+retry reconcile their job first) and by the admin ``reconcile`` action
+(radcloud.work.reconcile).
 """
 
 from radcloud import jobview, jobwatch
@@ -23,8 +23,8 @@ from radcloud.api import parse
 from radcloud.api.models import StatusEvents, StatusList, StatusWatch
 from radcloud.action import run
 from radcloud.errors import BadRequest
-from radcloud.jobs import FINAL_STATES
 from radcloud.jobservices import JobServices, store_errors
+from radcloud.work import reconcile
 
 
 def _route(request):
@@ -67,12 +67,20 @@ def _handle(request, settings, principal, services):
     if op == "events":
         events = parse(StatusEvents, params)
         return {"job_id": job_id, "events": jobs.events(job_id, after=str(events.after), count=events.limit)}
+    if op in ("cancel", "retry"):  # the write side: settle what its executor lost first
+        reconcile.reconcile_job(jobs, job_id, services.executor_named, finaliser=services.finaliser)
     if op == "cancel":
-        if jobs.cancel(job_id):
+        from radcloud.dispatch import stop_units
+
+        must_finalise = jobs.cancel(job_id)
+        must_finalise |= stop_units(jobs, job_id, services.executor_named)  # Slurm: scancel
+        if must_finalise:
             services.finaliser(job_id)
         return jobview.public(jobs.get(job_id))
     if op == "retry":
-        shard_ids = jobs.reopen_failed(job_id, settings.shard_timeout_s)
+        from radcloud.dispatch import shard_deadline_s
+
+        shard_ids = jobs.reopen_failed(job_id, shard_deadline_s(job, settings.shard_timeout_s))
         services.dispatcher().fan_out(job_id, shard_ids)
         return jobview.public(jobs.get(job_id)) | {"retried": shard_ids}
     watch = parse(StatusWatch, params)

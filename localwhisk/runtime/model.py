@@ -36,6 +36,7 @@ class Limits:
     memory_mb: int = 256
     logs_mb: int = 10
     concurrency: int = 1
+    instances: int | None = None  # most containers the action may have at once (None: no own cap)
 
 
 @dataclass

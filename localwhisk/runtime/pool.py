@@ -117,7 +117,7 @@ class Runtime:
             return _outcome(Reply(*error), 0, None)
         key = (action.fqn, action.digest)
         stem_key = self._learn_stem_pool(action, spec)
-        acquired = self._acquire(key, stem_key, started=t0)
+        acquired = self._acquire(key, stem_key, started=t0, instances=limits.instances)
         wait_ms = int((time.monotonic() - t0) * 1000)
         if acquired is None:
             return _outcome(Reply(WHISK_ERROR, {"error": msg.RESOURCE_ERROR}), wait_ms, None)
@@ -259,8 +259,14 @@ class Runtime:
             return None, (WHISK_ERROR, {"error": msg.RESOURCE_ERROR})
         return spec, None
 
-    def _acquire(self, key, stem_key: tuple, started: float):
-        """Returns (warm container or stem cell or None for "spawn one", epoch) or None."""
+    def _acquire(self, key, stem_key: tuple, started: float, instances: int | None = None):
+        """Returns (warm container or stem cell or None for "spawn one", epoch) or None.
+
+        ``instances`` (the action's ``limits.instances``): the most containers this
+        action may have, warm or busy; at the cap a run waits for one of them (as
+        OpenWhisk's scheduler queues the activation), and an idle one of an older
+        version of the action is replaced. It never takes a container from another action.
+        """
         victim = None
         with self._cv:
             while True:
@@ -270,6 +276,13 @@ class Runtime:
                 idle = self._idle.get(key)
                 if idle:
                     container = idle.pop()
+                    break
+                if instances is not None and self._containers_of(key[0]) >= max(1, instances):
+                    victim = self._idle_other_version(key)
+                    if victim is None:
+                        self._cv.wait(timeout=1.0)
+                        continue
+                    container = None  # the old version's slot becomes this run's
                     break
                 if self._stems.get(stem_key):
                     # It already holds a slot. Its replacement starts when this run is
@@ -289,6 +302,21 @@ class Runtime:
         if victim is not None:
             self._destroy_all([victim])
         return container, epoch
+
+    def _containers_of(self, fqn: str) -> int:
+        """Live containers of one action, warm or busy, all versions (lock held)."""
+        return (sum(len(lst) for k, lst in self._idle.items() if k[0] == fqn)
+                + sum(n for k, n in self._busy.items() if k[0] == fqn))
+
+    def _idle_other_version(self, key) -> Container | None:
+        """Remove and return an idle container of the same action with other code (lock held)."""
+        for other, lst in self._idle.items():
+            if other[0] == key[0] and other != key and lst:
+                container = lst.pop(0)
+                if not lst:
+                    del self._idle[other]
+                return container
+        return None
 
     def _evictable(self) -> Container | None:
         """Remove and return the least recently used idle container or a stem cell (lock held)."""

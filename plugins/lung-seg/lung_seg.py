@@ -44,9 +44,9 @@ from radcloud import segsr
 
 VERSION = "1.1.0"
 ALGORITHM = segsr.Algorithm("radcloud lung-seg", VERSION)
-# Label map values: the body less the other segments, then lungs, then bone (bone wins).
-SEGMENTS = [segsr.segment(1, "soft_tissue"), segsr.segment(2, "right_lung"), segsr.segment(3, "left_lung"),
-            segsr.segment(4, "bone")]
+# The values of segment.segment's label map: the body less the others, the lungs, bone.
+SEGMENTS = [segsr.segment(segment.BODY, "soft_tissue"), segsr.segment(segment.RIGHT_LUNG, "right_lung"),
+            segsr.segment(segment.LEFT_LUNG, "left_lung"), segsr.segment(segment.BONE, "bone")]
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "FrameOfReferenceUID")
@@ -179,14 +179,6 @@ def preview(hu: np.ndarray, labelmap: np.ndarray) -> Image.Image:
     return Image.fromarray(np.concatenate(tiles, axis=1))
 
 
-def label_map(masks: segment.Masks) -> np.ndarray:
-    """The masks as one uint8 map of segment numbers (see SEGMENTS); the masks are consumed."""
-    labelmap = np.zeros(masks.body.shape, np.uint8)
-    for number, mask in ((1, masks.body), (2, masks.right_lung), (3, masks.left_lung), (4, masks.bone)):
-        labelmap[mask] = number
-    return labelmap
-
-
 def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: float = -400.0,
         bone_hu: float = 300.0, min_lung_ml: float = 5.0) -> dict:
     skipped: list[dict] = []
@@ -203,11 +195,8 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
                 result["skipped_series"].append({"series": number, "reason": "no decodable CT slice"})
                 continue
             voxel = voxel_size(headers)
-            masks = segment.segment(hu, x_coordinates(headers[0]), voxel, body_hu=body_hu, lung_hu=lung_hu,
-                                    bone_hu=bone_hu, min_lung_ml=min_lung_ml)
-            notes = masks.notes
-            labelmap = label_map(masks)
-            del masks  # 4 bool volumes: freed before highdicom encodes
+            labelmap, notes = segment.segment(hu, x_coordinates(headers[0]), voxel, body_hu=body_hu,
+                                              lung_hu=lung_hu, bone_hu=bone_hu, min_lung_ml=min_lung_ml)
             voxel_ml = float(np.prod(voxel)) / 1000.0
             numbers = segsr.label_stats(hu, labelmap, voxel_ml, [s.number for s in SEGMENTS])
             stats = {"Body": numbers["all"], **{s.label: numbers[s.number] for s in SEGMENTS}}

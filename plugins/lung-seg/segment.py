@@ -1,9 +1,10 @@
 """Classical CT segmentation: body, right and left lung, bone (numpy + scipy).
 
 Every step works on Hounsfield units and is chosen to stay within a 512 MB
-action for a 100–200-slice 512² series: the HU volume is int16, masks are
-bool, labels are 16-bit when they fit, and nothing is float64 over the
-whole volume.
+action: the HU volume is int16, the result is one uint8 label map (the body
+mask turned into it in place), 3D labels are 16-bit when they fit, holes are
+filled a slab of slices at a time, lungs and bone are searched in the
+body's bounding box, and nothing is float64 over the whole volume.
 
 1. body: HU > ``body_hu`` (-500), largest 3D 6-connected component, holes
    filled slice by slice (the lungs are enclosed in 2D, not in 3D where they
@@ -30,15 +31,16 @@ STRUCTURE = ndimage.generate_binary_structure(3, 1)  # 6-connected
 IN_PLANE = np.zeros((3, 3, 3), bool)
 IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)  # 4-connected within a slice only
 SLAB = 8  # slices per pass for counts: bincount casts to int64
+HOLE_SLAB = 32  # slices per hole-filling pass: its labelling is in-plane, so slabs are exact
 
 
-class Masks(NamedTuple):
-    """Boolean masks (z, y, x) of one series; any may be empty."""
+BODY, RIGHT_LUNG, LEFT_LUNG, BONE = 1, 2, 3, 4  # label map values (1: the body less the others)
 
-    body: np.ndarray
-    right_lung: np.ndarray
-    left_lung: np.ndarray
-    bone: np.ndarray
+
+class Result(NamedTuple):
+    """The label map (z, y, x) uint8 of one series (values above) and notes."""
+
+    labelmap: np.ndarray
     notes: list[str]
 
 
@@ -58,56 +60,66 @@ def sizes(labels: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    """Fill 2D holes of every slice in one labelling of the background.
+def holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """The 2D holes of every slice of ``mask`` (a slab), in one labelling of the background.
 
     Background pieces touching a slice's edge are outside; the others are
     holes. One 3D labelling with an in-plane structure costs far less than
     a Python loop of ``binary_fill_holes`` over hundreds of slices.
     """
-    if not mask.any():
-        return mask
     background, n = label(~mask, IN_PLANE)
     outside = np.zeros(n + 1, bool)
     outside[0] = True  # label 0 is the mask itself
     for edge in (background[:, 0, :], background[:, -1, :], background[:, :, 0], background[:, :, -1]):
         outside[edge.ravel()] = True
-    return mask | ~outside[background]
+    return ~outside[background]
+
+
+def fill_holes_per_slice(mask: np.ndarray) -> None:
+    """Fill the 2D holes of every slice of ``mask`` in place, a slab of slices at a time.
+
+    In-plane holes do not depend on other slices, so slabs give the same
+    result as the whole volume with temporaries of a slab's size.
+    """
+    for z in range(0, mask.shape[0], HOLE_SLAB):
+        part = mask[z:z + HOLE_SLAB]
+        if part.any():
+            part |= holes_per_slice(part)
 
 
 def body_mask(hu: np.ndarray, body_hu: float) -> np.ndarray:
     labels, n = label(hu > body_hu, STRUCTURE)
+    body = np.zeros(hu.shape, bool)
     if n == 0:
-        return np.zeros(hu.shape, bool)
+        return body
     counts = sizes(labels, n)
     counts[0] = 0
     keep = int(counts.argmax())
     box = ndimage.find_objects(labels, max_label=keep)[keep - 1]
-    sub = labels[box] == keep
+    body[box] = labels[box] == keep
     del labels
-    body = np.zeros(hu.shape, bool)
-    body[box] = fill_holes_per_slice(sub)
+    fill_holes_per_slice(body)
     return body
 
 
-def split_lungs(lungs: np.ndarray, x_mm: np.ndarray, midline_mm: float, voxel_ml: float,
-                min_lung_ml: float, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Right and left lung from the air-in-body mask.
+def split_lungs(labelmap: np.ndarray, air: np.ndarray, x_mm: np.ndarray, midline_mm: float, voxel_ml: float,
+                min_lung_ml: float, notes: list[str]) -> None:
+    """Write the right and left lung, from the air-in-body mask, into ``labelmap`` (same shape).
 
-    ``x_mm`` is the patient x (mm) of every (row, column) of a slice; the
-    patient's left is +x (DICOM LPS).
+    ``x_mm`` is the patient x (mm) of every (row, column) of a slice of
+    ``labelmap``; the patient's left is +x (DICOM LPS).
     """
-    right, left = np.zeros(lungs.shape, bool), np.zeros(lungs.shape, bool)
-    labels, n = label(lungs, STRUCTURE)
+    labels, n = label(air, STRUCTURE)
+    del air
     if n == 0:
         notes.append("no air inside the body")
-        return right, left
+        return
     counts = sizes(labels, n)
     counts[0] = 0
     order = [int(k) for k in np.argsort(counts)[::-1][:2] if counts[k] * voxel_ml >= min_lung_ml]
     if not order:
         notes.append(f"no air component of at least {min_lung_ml} mL inside the body")
-        return right, left
+        return
     left_side = x_mm > midline_mm  # (rows, cols)
     boxes = ndimage.find_objects(labels, max_label=max(order))
     for k in order:
@@ -116,59 +128,53 @@ def split_lungs(lungs: np.ndarray, x_mm: np.ndarray, midline_mm: float, voxel_ml
         side = left_side[box[1], box[2]][None, :, :]
         on_left = int(np.count_nonzero(comp & side))
         share = on_left / max(int(np.count_nonzero(comp)), 1)
+        out = labelmap[box]
         if len(order) == 2 and (share > 0.9 or share < 0.1):
-            (left if share >= 0.5 else right)[box] |= comp
+            out[comp] = LEFT_LUNG if share >= 0.5 else RIGHT_LUNG
         else:  # one component holds both lungs (or straddles): split at the midline
             if len(order) == 1:
                 notes.append("lungs joined in one component: split at the body's midline")
-            left[box] |= comp & side
-            right[box] |= comp & ~side
+            out[comp & side] = LEFT_LUNG
+            out[comp & ~side] = RIGHT_LUNG
     del labels
-    return fill_holes_per_slice(right), fill_holes_per_slice(left)
+    for z in range(0, labelmap.shape[0], HOLE_SLAB):  # vessels back into the lungs
+        part = labelmap[z:z + HOLE_SLAB]
+        for lung in (RIGHT_LUNG, LEFT_LUNG):
+            m = part == lung
+            if m.any():
+                part[holes_per_slice(m) & (part == BODY)] = lung
 
 
 def segment(hu: np.ndarray, x_mm: np.ndarray, voxel_mm: tuple[float, float, float], *,
             body_hu: float = -500.0, lung_hu: float = -400.0, bone_hu: float = 300.0,
-            min_lung_ml: float = 5.0) -> Masks:
-    """Body, right lung, left lung and bone of one HU volume (z, y, x).
+            min_lung_ml: float = 5.0) -> Result:
+    """The label map of one HU volume (z, y, x): body, right lung, left lung, bone.
 
     ``x_mm`` (rows, cols) is the patient x coordinate of each pixel, so the
     left/right split follows the image orientation, not the array layout.
+    Lungs and bone are searched in the body's bounding box only.
     """
     notes: list[str] = []
     voxel_ml = float(np.prod(voxel_mm)) / 1000.0
     body = body_mask(hu, body_hu)
-    if not body.any():
+    labelmap = body.view(np.uint8)  # 1 in the body, 0 outside: the label map, without a copy
+    del body
+    found = ndimage.find_objects(labelmap)
+    if not found:
         notes.append(f"no voxel above {body_hu} HU: no body found")
-    cols = np.flatnonzero(body.any(axis=(0, 1))) if body.any() else np.array([])
-    rows = np.flatnonzero(body.any(axis=(0, 2))) if body.any() else np.array([])
-    if cols.size:
-        cy, cx = int((rows[0] + rows[-1]) // 2), int((cols[0] + cols[-1]) // 2)
-        midline = float(x_mm[cy, cx])  # centre of the body's bounding box
-    else:
-        midline = float(x_mm.mean())
-    air = body & (hu < lung_hu)
-    right, left = split_lungs(air, x_mm, midline, voxel_ml, min_lung_ml, notes)
+        return Result(labelmap, notes)
+    box = found[0]
+    midline = float(x_mm[(box[1].start + box[1].stop - 1) // 2, (box[2].start + box[2].stop - 1) // 2])
+    lm, hb = labelmap[box], hu[box]
+    air = np.zeros(lm.shape, bool)
+    for z in range(0, lm.shape[0], SLAB):
+        air[z:z + SLAB] = (lm[z:z + SLAB] == BODY) & (hb[z:z + SLAB] < lung_hu)
+    split_lungs(lm, air, x_mm[box[1], box[2]], midline, voxel_ml, min_lung_ml, notes)
     del air
-    right &= body
-    left &= body
-    bone = body & (hu > bone_hu)
-    return Masks(body=body, right_lung=right, left_lung=left, bone=bone, notes=notes)
-
-
-def stats(hu: np.ndarray, mask: np.ndarray, voxel_ml: float) -> dict:
-    """Volume (mL), voxel count, HU mean and SD of one mask, summed a slab at a time."""
-    n, total, squares = 0, 0.0, 0.0
-    for z in range(0, hu.shape[0], SLAB):
-        values = hu[z:z + SLAB][mask[z:z + SLAB]].astype(np.float64)
-        n += values.size
-        total += float(values.sum())
-        squares += float((values * values).sum())
-    mean = total / n if n else None
-    sd = float(np.sqrt(max(squares / n - mean * mean, 0.0))) if n else None
-    return {"voxels": n, "volume_ml": round(n * voxel_ml, 3),
-            "hu_mean": None if mean is None else round(mean, 2),
-            "hu_sd": None if sd is None else round(sd, 2)}
+    for z in range(0, lm.shape[0], SLAB):  # bone last: it wins over the lungs' filled holes
+        part = lm[z:z + SLAB]
+        part[(part > 0) & (hb[z:z + SLAB] > bone_hu)] = BONE
+    return Result(labelmap, notes)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

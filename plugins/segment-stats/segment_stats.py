@@ -12,11 +12,14 @@ CT series under ``inputdir`` (slices sorted along the slice normal):
    PixelSpacing × slice spacing (positions, else SpacingBetweenSlices, else
    SliceThickness), HU mean/std per class;
 4. outputs: ``measurements.json``; ``overlay/series-NNN.png`` (axial slices
-   at 25/50/75 % with the classes in colour); ``labels/series-NNN.dcm``, a
-   Multi-frame Grayscale Byte Secondary Capture of the label map (0 outside,
-   1 air/lung, 2 fat, 3 soft tissue, 4 bone, 5 other body), RLE Lossless, with a new Series
-   Instance UID, the source's Study Instance UID and patient module, and a
-   reference to the source series, ready to push back to the PACS.
+   at 25/50/75 % with the classes in colour); ``seg/series-NNN.dcm``, a DICOM
+   Segmentation of the label map (segments 1 air/lung, 2 fat, 3 soft
+   tissue, 4 bone, 5 other body, SNOMED CT coded) referencing every source
+   slice, and ``sr/series-NNN.dcm``, a TID 1500 measurement report (volume,
+   HU mean and SD per segment) referencing it — both in the source study,
+   new series, written by :mod:`radcloud.segsr`, ready to push to the PACS.
+   (Up to 1.0.0 the label map was a multi-frame Secondary Capture under
+   ``labels/``; the SEG replaces it.)
 
 Each input file is measured or named in ``file-reasons.json`` with why not
 (not CT, no pixels, a multi-frame file, a slice that does not decode or does
@@ -37,12 +40,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.dataset import Dataset
 from scipy import ndimage
 
+from radcloud import segsr
 from radcloud.filereasons import FileReasons, explain
+
+VERSION = "1.1.0"
+ALGORITHM = segsr.Algorithm("radcloud segment-stats", VERSION)
 
 CLASSES = {  # label: (name, low HU (inclusive), high HU (exclusive), overlay RGB)
     1: ("air_lung", -np.inf, -400.0, (60, 120, 255)),
@@ -51,12 +56,10 @@ CLASSES = {  # label: (name, low HU (inclusive), high HU (exclusive), overlay RG
     4: ("bone", 300.0, np.inf, (255, 255, 255)),
 }
 OTHER_BODY = 5
-SC_MULTIFRAME_BYTE = "1.2.840.10008.5.1.4.1.1.7.2"
-PATIENT_STUDY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
-                          "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
-                          "ReferringPhysicianName", "StudyDescription", "PatientIdentityRemoved",
-                          "DeidentificationMethod", "LongitudinalTemporalInformationModified",
-                          "FrameOfReferenceUID")
+SEGMENTS = [segsr.segment(1, "air", "Air/lung"), segsr.segment(2, "fat"), segsr.segment(3, "soft_tissue"),
+            segsr.segment(4, "bone"), segsr.segment(OTHER_BODY, "other_tissue")]
+# What a SEG needs of every source slice to place its frames.
+GEOMETRY = ("FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
 STRUCTURE = ndimage.generate_binary_structure(3, 1)  # 6-connected: half the cost of 26
 STATS_SLAB = 8  # slices per pass when summing HU: bounds the float64 temporaries
 IN_PLANE = np.zeros((3, 3, 3), bool)
@@ -67,8 +70,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="CT body mask, density classes and volumes")
     p.add_argument("--bodyThreshold", type=float, default=-500.0, help="HU above which a voxel may be body")
     p.add_argument("--minComponentMl", type=float, default=0.1, help="components smaller than this are not listed")
-    p.add_argument("--noDicom", action="store_true", help="skip the Secondary Capture label series")
-    p.add_argument("--uncompressedDicom", action="store_true", help="write the label series uncompressed, not RLE")
+    p.add_argument("--noDicom", action="store_true", help="skip the DICOM SEG and SR")
+    # Accepted for jobs made for 1.0.0 (it chose the Secondary Capture's encoding); no effect.
+    p.add_argument("--uncompressedDicom", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("inputdir")
     p.add_argument("outputdir")
     return p
@@ -271,56 +275,29 @@ def overlay(hu: np.ndarray, labels: np.ndarray) -> Image.Image:
     return Image.fromarray(np.concatenate(tiles, axis=1))
 
 
-def secondary_capture(labels: np.ndarray, source: list[Dataset], number: int) -> Dataset:
-    """A multi-frame byte SC of the label map in the source's study, new series."""
-    src = source[0]
-    series_uid = generate_uid(entropy_srcs=[str(src.SeriesInstanceUID), "segment-stats", "series"])
-    sop_uid = generate_uid(entropy_srcs=[str(src.SeriesInstanceUID), "segment-stats", "labels"])
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SC_MULTIFRAME_BYTE
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    for kw in PATIENT_STUDY_KEYWORDS:
-        if kw in src:
-            setattr(ds, kw, src.data_element(kw).value)
-    ds.SOPClassUID, ds.SOPInstanceUID = SC_MULTIFRAME_BYTE, sop_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.Modality = "OT"
-    ds.SeriesNumber = 9000 + number
-    ds.InstanceNumber = 1
-    ds.SeriesDescription = "segment-stats labels"
-    ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.ConversionType = "WSD"
-    ds.ContentDate, ds.ContentTime = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
-    ds.DerivationDescription = ("0 outside, 1 air/lung <-400, 2 fat -200..-30, 3 soft tissue -30..150, "
-                                "4 bone >300 HU, 5 other body")
-    ref = Dataset()
-    ref.SeriesInstanceUID = src.SeriesInstanceUID
-    ref.ReferencedInstanceSequence = Sequence([_ref(s) for s in source])
-    ds.ReferencedSeriesSequence = Sequence([ref])
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.NumberOfFrames = labels.shape[0]
-    ds.Rows, ds.Columns = labels.shape[1], labels.shape[2]
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.FrameIncrementPointer = (0x0018, 0x2002)  # Frame Label Vector
-    ds.FrameLabelVector = [f"slice {k + 1}" for k in range(labels.shape[0])]
-    ds.WindowCenter, ds.WindowWidth = 2.5, 6
-    if "PixelSpacing" in src:
-        ds.PixelSpacing = src.PixelSpacing
-    ds.PixelData = np.ascontiguousarray(labels).tobytes()
-    return ds
+def seg_geometry_missing(source: list[Dataset]) -> str | None:
+    """Why a DICOM SEG cannot place frames on these slices, or None."""
+    missing = sorted({k for s in source for k in GEOMETRY if k not in s or s.data_element(k).value in (None, "")})
+    return (f"the slices lack {', '.join(missing)}: a DICOM SEG cannot place its frames "
+            f"(measurements.json and the overlay are still written)") if missing else None
 
 
-def _ref(s: Dataset) -> Dataset:
-    item = Dataset()
-    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = s.SOPClassUID, s.SOPInstanceUID
-    return item
+def write_seg_sr(labels: np.ndarray, stats: dict, source: list[Dataset], number: int,
+                 outputdir: Path) -> dict[str, str]:
+    """The label map as a DICOM SEG and its ``segsr.label_stats`` as a TID 1500 SR; their paths."""
+    seg = segsr.segmentation(source, labels, SEGMENTS, ALGORITHM, series_number=9000 + number,
+                             content_label="DENSITY", description="air/lung, fat, soft tissue, bone by HU")
+    paths = {"seg": f"seg/series-{number:03d}.dcm", "sr": f"sr/series-{number:03d}.dcm"}
+    (outputdir / "seg").mkdir(parents=True, exist_ok=True)
+    seg.save_as(outputdir / paths["seg"], enforce_file_format=True)
+    sr = segsr.measurement_report(seg, source, SEGMENTS, stats, ALGORITHM, series_number=9100 + number)
+    (outputdir / "sr").mkdir(parents=True, exist_ok=True)
+    sr.save_as(outputdir / paths["sr"], enforce_file_format=True)
+    return paths
 
 
 def run(inputdir: Path, outputdir: Path, body_threshold: float = -500.0, min_component_ml: float = 0.1,
-        write_dicom: bool = True, rle: bool = True, reasons: FileReasons | None = None) -> dict:
+        write_dicom: bool = True, reasons: FileReasons | None = None) -> dict:
     reasons = reasons or FileReasons("segment-stats")
     ct = load_series(inputdir, reasons)
     result = {"series": [], "ct_series": len(ct), "skipped_files": len(reasons.not_processed)}
@@ -329,7 +306,7 @@ def run(inputdir: Path, outputdir: Path, body_threshold: float = -500.0, min_com
         number += 1
         t0 = time.perf_counter()
         try:
-            m = _one_series(slices, number, outputdir, body_threshold, min_component_ml, write_dicom, rle, reasons)
+            m = _one_series(slices, number, outputdir, body_threshold, min_component_ml, write_dicom, reasons)
         except Exception as exc:  # one series that cannot be measured must not lose the others
             for s in slices:
                 if not any(r["file"] == _rel(s) for r in reasons.not_processed):
@@ -347,7 +324,7 @@ def run(inputdir: Path, outputdir: Path, body_threshold: float = -500.0, min_com
 
 
 def _one_series(slices: list[Dataset], number: int, outputdir: Path, body_threshold: float,
-                min_component_ml: float, write_dicom: bool, rle: bool, reasons: FileReasons) -> dict:
+                min_component_ml: float, write_dicom: bool, reasons: FileReasons) -> dict:
     hu, voxel, slices = volume(slices, reasons)
     body = body_mask(hu, body_threshold)
     labels = classify(hu, body)
@@ -356,13 +333,19 @@ def _one_series(slices: list[Dataset], number: int, outputdir: Path, body_thresh
     (outputdir / "overlay").mkdir(parents=True, exist_ok=True)
     overlay(hu, labels).save(outputdir / "overlay" / f"series-{number:03d}.png", compress_level=1)
     m["overlay"] = f"overlay/series-{number:03d}.png"
-    if write_dicom:
-        (outputdir / "labels").mkdir(parents=True, exist_ok=True)
-        sc = secondary_capture(labels, slices, number)
-        if rle:  # label maps are long runs: 26 MB → ~1 MB for 100 slices of 512²
-            sc.compress(RLELossless, labels if len(labels) > 1 else labels[0])
-        sc.save_as(outputdir / "labels" / f"series-{number:03d}.dcm", enforce_file_format=True)
-        m["labels_dicom"] = f"labels/series-{number:03d}.dcm"
+    why_not = seg_geometry_missing(slices) if write_dicom else None
+    if write_dicom and not why_not:
+        stats = segsr.label_stats(hu, labels, float(np.prod(voxel)) / 1000.0, [s.number for s in SEGMENTS])
+        del hu, body  # float32 HU: freed before highdicom encodes (~100 MB on 100 slices of 512²)
+        try:
+            m.update(write_seg_sr(labels, stats, slices, number, outputdir))
+        except MemoryError:
+            raise
+        except Exception as exc:  # the measurements stand without their DICOM form: say why
+            why_not = explain(exc)
+    if why_not:
+        m["dicom_not_written"] = why_not
+        print(f"series {number}: no SEG/SR: {why_not}", file=sys.stderr)
     reasons.ok(len(slices))
     return m
 
@@ -371,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     out = Path(a.outputdir)
     out.mkdir(parents=True, exist_ok=True)
-    result = run(Path(a.inputdir), out, a.bodyThreshold, a.minComponentMl, not a.noDicom,
-                 not a.uncompressedDicom)
+    result = run(Path(a.inputdir), out, a.bodyThreshold, a.minComponentMl, not a.noDicom)
     if not result["series"] and not result["ct_series"] and \
             0 < result["skipped_files"] == result["other_modality_files"]:
         # Not an error: a study mixes modalities, and a non-CT series has no HU to measure.

@@ -19,8 +19,8 @@ from rich.table import Table
 from radcloud.cli import common
 from radcloud.cli.client import ApiError, Client, resolve_api, save_token, token_file
 from radcloud.cli.common import API_OPTION, JSON_OPTION, STATE_OPTION, err, out
+from radcloud.work.lifecycle import RETRIEVE_FINAL, SUCCEEDED
 
-RETRIEVE_FINAL = ("succeeded", "failed", "partial")
 POLL_S = 0.3
 
 
@@ -139,9 +139,9 @@ def pull(
                   f"instances, {status['bytes'] / 1e6:.1f} MB staged")
     if status["state"] == "running":
         raise typer.Exit(common.TIMEOUT)
-    if status["state"] != "succeeded":
+    if status["state"] != SUCCEEDED:
         for s in status["series"]:
-            if s["state"] != "succeeded":
+            if s["state"] != SUCCEEDED:
                 name = s.get("series_key") or s["SeriesInstanceUID"]  # the key tells UID-sharing series apart
                 err.print(f"  series {name}: {s['state']} {s.get('reason', '')}")
         raise typer.Exit(common.NOT_SUCCEEDED)

@@ -27,6 +27,7 @@ from radcloud.cli import common
 from radcloud.cli.client import WEB_PATH, ApiError, Client, load_token, save_token, token_file
 from radcloud.cli.common import STATE_OPTION, err, out
 from radcloud.errors import RadcloudError
+from radcloud.work.lifecycle import SUCCEEDED
 
 DEMO_USER = "demo-admin"
 DEMO_PATIENT = "RC100002"  # SMITH^JOHN: one MR brain study, 2 x 30 slices (quick to pull and convert)
@@ -175,14 +176,14 @@ def demo(state: Optional[Path] = STATE_OPTION,
             # Staged by an earlier run: reuse it while its record lives (retrieves expire).
             try:
                 status = api.call("retrieve", params={"retrieve_id": previous["retrieve_id"]})
-                if status["state"] == "succeeded":
+                if status["state"] == SUCCEEDED:
                     return {**status, "reused": True}
             except ApiError as exc:
                 if exc.status != 404:
                     raise
         rid = api.call("retrieve", method="POST", body={"StudyInstanceUID": [study]})["retrieve_id"]
         status = data.watch_retrieve(api, rid, timeout)
-        if status["state"] != "succeeded":
+        if status["state"] != SUCCEEDED:
             raise ApiError(0, "retrieve", f"retrieve {rid} ended {status['state']}")
         record.write_text(json.dumps({"study": study, "retrieve_id": rid}))
         return status
@@ -198,7 +199,7 @@ def demo(state: Optional[Path] = STATE_OPTION,
 
     def watch() -> dict:
         final = jobs.watch_job(api, job["job_id"], timeout)
-        if final.get("state") != "succeeded":
+        if final.get("state") != SUCCEEDED:
             raise ApiError(0, "job", f"job {job['job_id']} ended {final.get('state')}: {final.get('reason', '')}")
         return final
 

@@ -10,7 +10,7 @@ import logging
 
 import typer
 
-from radcloud.cli import data, demo, deploy, doctor, jobs, stack, users
+from radcloud.cli import arrivals, data, demo, deploy, doctor, jobs, stack, users
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="radcloud: PACS query/retrieve and image plugins as OpenWhisk actions.",
@@ -18,6 +18,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                          "4 not logged in/not allowed, 5 gave up waiting. See docs/api.md.")
 app.add_typer(stack.app, name="stack")
 app.add_typer(users.app, name="users")
+app.add_typer(arrivals.app, name="arrivals")
 app.add_typer(jobs.plugins_app, name="plugins")
 app.command()(demo.demo)
 app.command()(deploy.deploy)

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from radcloud.errors import RadcloudError
 from radcloud.stack import process
-from radcloud.stack.state import ALL_SERVICES, DEFAULT_SERVICES, redact
+from radcloud.stack.state import ALL_SERVICES, DEFAULT_SERVICES, SLURM_SERVICES, redact
 
 app = typer.Typer(no_args_is_help=True, help="Start, inspect and stop the local Orthanc + Redis + S3 (+ localwhisk) stack.")
 out = Console(highlight=False)
@@ -80,12 +80,19 @@ def up(
     with_pacs: bool = typer.Option(False, "--with-pacs", help="also start a second Orthanc acting as a hospital PACS"),
     with_whisk: bool = typer.Option(False, "--with-whisk", help="also start localwhisk (the OpenWhisk API; "
                                     "`radcloud deploy --local` deploys radcloud onto it)"),
+    with_arrivals: bool = typer.Option(False, "--with-arrivals", help="also start localwhisk and the arrivals "
+                                       "watcher: studies that become stable in Orthanc fire radcloud-study-stable "
+                                       "(docs/triggers.md)"),
+    with_slurm: bool = typer.Option(False, "--with-slurm", help="also start a one-node Slurm cluster (munge, "
+                                    "slurmctld, slurmd, slurmrestd with JWT) for plugins too big for an action"),
     install: bool = typer.Option(True, "--install/--no-install", help="install missing binaries (root + apt only)"),
     timeout: float = typer.Option(60.0, "--timeout", help="seconds to wait for each service's health"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Start Orthanc, Redis and SeaweedFS S3 (a no-op for what already runs)."""
-    services = (*DEFAULT_SERVICES, *(["pacs"] if with_pacs else []), *(["whisk"] if with_whisk else []))
+    services = (*DEFAULT_SERVICES, *(["pacs"] if with_pacs else []), *(["whisk"] if with_whisk or with_arrivals else []),
+                *(["arrivals"] if with_arrivals else []),
+                *(SLURM_SERVICES if with_slurm else []))
     started = time.perf_counter()
 
     def progress(service: str, event: str) -> None:
@@ -117,6 +124,12 @@ def up(
     if "whisk" in services:
         table.add_row("whisk", f"{pub['whisk']['api_host']}  web {pub['whisk']['web']}",
                       f"*** ({stack.state.whisk_dir / '.wskprops'})")
+    if with_arrivals:
+        table.add_row("arrivals", "Orthanc's stable studies -> trigger radcloud-study-stable",
+                      f"*** ({stack.state.whisk_dir / '.wskprops'})")
+    if with_slurm:
+        table.add_row("slurm", f"{pub['slurm']['url']}  partition {pub['slurm']['partition']}",
+                      f"{pub['slurm']['user']} / *** (JWT)")
     out.print(table)
     out.print(f"secrets: {endpoints.credentials_file} (mode 0600)")
     out.print(f"env for tools: set -a; . {stack.state.env_file}; set +a")

@@ -56,7 +56,6 @@ def service_from_settings(settings: Settings, *, need_invoker: bool = False, buc
     return PfconService(Records(jobs_redis(settings)), store, chris, jobs=services.jobs,
                         results=services.results, registry=services.registry,
                         dispatcher=services.dispatcher, finaliser=services.finaliser,
-                        activation=services.activation if services.invoker else None,
                         images=images)
 
 

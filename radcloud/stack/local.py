@@ -27,7 +27,11 @@ from radcloud.stack.errors import StackError
 from radcloud.stack.install import Binaries
 from radcloud.stack.ports import DEFAULT_OFFSET, Ports, port_in_use
 from radcloud.stack.services import NotReady, Service, build
-from radcloud.stack.state import ALL_SERVICES, BUCKET, DEFAULT_SERVICES, StateDir, redact, write_private
+from radcloud.stack.state import (ALL_SERVICES, BUCKET, DEFAULT_SERVICES, SLURM_SERVICES, StateDir, redact,
+                                  write_private)
+
+FIRST_WAVE = ("munge",)  # healthy before the others start (slurmctld and slurmd need its socket)
+LAST_WAVE = ("arrivals",)  # after localwhisk wrote its key and Redis/Orthanc answer
 
 log = logging.getLogger(__name__)
 
@@ -98,31 +102,39 @@ class Stack:
         if unknown:
             raise StackError(f"unknown service {', '.join(unknown)}; known: {', '.join(ALL_SERVICES)}")
         self._check_same_ports(services)
-        binaries = self._binaries or install.ensure(install=install_missing)
+        wants_slurm = any(s in SLURM_SERVICES for s in services)
+        binaries = self._binaries or install.ensure(install=install_missing, slurm=wants_slurm)
         self.state.create()
         credentials = self.state.credentials_data()
         write_private(self.state.ports_file, _json(self.ports.to_dict()))
         specs = {name: self._service(name, binaries) for name in services}
         self.last_up: dict[str, str] = {}
         started: list[str] = []
+        # Waves: munge must answer before slurmctld and slurmd start; the rest start together.
+        first = {n: spec for n, spec in specs.items() if n in FIRST_WAVE}
+        last = {n: spec for n, spec in specs.items() if n in LAST_WAVE}
+        middle = {n: spec for n, spec in specs.items() if n not in first and n not in last}
+        waves = [w for w in (first, middle, last) if w]
         try:
-            for name, spec in specs.items():
-                if self.running(name):
-                    self.last_up[name] = "already running"
-                    progress(name, "already running")
-                    continue
-                self._check_ports(spec)
-                config.write_service_config(name, state=self.state, ports=self.ports,
-                                            credentials=credentials)
-                proc, record = process.spawn(name, spec.argv, log_path=self.state.log(name),
-                                             env=spec.env, cwd=spec.cwd)
-                record.save(self.state.pid_file(name))
-                log.info("started %s (pid %d), log %s", name, record.pid, self.state.log(name))
-                self._procs[name] = proc
-                started.append(name)
-                self.last_up[name] = "started"
-                progress(name, "started")
-            self._wait_healthy(specs, progress)
+            for wave in waves:
+                for name, spec in wave.items():
+                    if self.running(name):
+                        self.last_up[name] = "already running"
+                        progress(name, "already running")
+                        continue
+                    self._check_ports(spec)
+                    credentials = self.state.credentials_data()  # Slurm's config adds its token
+                    config.write_service_config(name, state=self.state, ports=self.ports,
+                                                credentials=credentials)
+                    proc, record = process.spawn(name, spec.argv, log_path=self.state.log(name),
+                                                 env=spec.env, cwd=spec.cwd)
+                    record.save(self.state.pid_file(name))
+                    log.info("started %s (pid %d), log %s", name, record.pid, self.state.log(name))
+                    self._procs[name] = proc
+                    started.append(name)
+                    self.last_up[name] = "started"
+                    progress(name, "started")
+                self._wait_healthy(wave, progress)
             if "s3" in specs:
                 self._ensure_bucket(specs["s3"])
         except BaseException:
@@ -244,7 +256,15 @@ class Stack:
     def down(self, services: Sequence[str] = ALL_SERVICES) -> list[str]:
         """Stop the recorded services (SIGTERM, wait, SIGKILL). Returns those that were running."""
         was_running = [n for n in services if self.running(n)]
+        slurm = None
+        if "slurmd" in services and "slurmd" in was_running:
+            from radcloud.stack import slurm
+
+            if "slurmctld" in was_running:
+                slurm.cancel_all(self.state)  # a job's processes outlive slurmd (its own session)
         self._stop(services)
+        if slurm is not None:
+            slurm.kill_leftovers(self.state)
         still = [n for n in services if self.running(n)]
         if still:
             raise StackError(f"could not stop {', '.join(still)}; see {self.state.run_dir}")

@@ -34,6 +34,9 @@ STANDARD = {
     "weed_admin": 9646,  # weed's own default (23646) + offset would land in the kernel's ephemeral range
     "weed_admin_grpc": 19646,
     "whisk": 3233,  # localwhisk (OpenWhisk standalone's port), started with `stack up --with-whisk`
+    "slurmctld": 6817,  # Slurm's own ports, for `stack up --with-slurm`
+    "slurmd": 6818,
+    "slurmrestd": 6820,
 }
 DEFAULT_OFFSET = 10000
 GRPC_OFFSET = 10000
@@ -64,6 +67,9 @@ class Ports:
     weed_admin: int
     weed_admin_grpc: int
     whisk: int
+    slurmctld: int
+    slurmd: int
+    slurmrestd: int
 
     @classmethod
     def standard(cls, offset: int = DEFAULT_OFFSET) -> "Ports":

@@ -8,6 +8,11 @@ modules preloaded) and deploys deploy/manifest.yaml the same way, plus one
 its descriptor like the manifest's own). Shared by tests/e2e/test_job_flow.py,
 test_pfcon_flow.py and tests/reliability/rcworld.py.
 
+Reads never write (status, retrieve GET): what finishes a unit its executor
+lost is the ``reconcile`` action, which a deployment fires on an alarm
+trigger; this world does what the alarm does — :meth:`JobWorld.tick` invokes
+``reconcile`` at most once a second, before a read of a job or a retrieve.
+
 Every call goes through radcloud's own HTTP client (:mod:`radcloud.retry`),
 so a namespace at its concurrency limit (OpenWhisk's 429) is waited out as a
 real client would, never turned into a failed test; watching a job follows
@@ -33,6 +38,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 FINAL = ("succeeded", "failed", "partial", "cancelled")
+RECONCILE_EVERY_S = 1.0  # what the alarm trigger does in a deployment, at most this often
 BUSY_BUDGET_S = 180.0  # a saturated namespace frees slots within seconds; a test waits this long at most
 
 # Outside /tmp on purpose: localwhisk gives each action a private /tmp.
@@ -85,11 +91,12 @@ class JobWorld:
         self.busy_answers = 0  # 429/503 the client waited out (a figure of the load tier)
         self.http = retry.session(budget_s=BUSY_BUDGET_S, pool=64, on_busy=self._count_busy)
         self.http.trust_env = False
+        self._ticked = float("-inf")
 
     @classmethod
     def up(cls, tmp: Path, *, shard_timeout_s: int = 30, plugins_dir: Path = PLUGINS_DIR,
            extra_env: dict[str, str] | None = None, max_containers: int | None = None,
-           prewarm: int | None = None) -> "JobWorld":
+           prewarm: int | None = None, slurm: bool = False) -> "JobWorld":
         import redis as redis_lib
 
         from localwhisk.testing import Server
@@ -100,10 +107,19 @@ class JobWorld:
         binaries = find()
         if binaries.missing:
             raise MissingPrerequisite(f"missing binaries: {binaries.missing}")
+        if slurm:
+            from radcloud.stack.install import SLURM_REQUIREMENTS
+
+            missing = find(SLURM_REQUIREMENTS).missing
+            if missing:
+                raise MissingPrerequisite(f"missing Slurm binaries: {missing}")
         stack = Stack(tmp / "stack", Ports.ephemeral(), binaries=binaries, timeout_s=60)
         whisk = None
         try:
-            endpoints = stack.up(DEFAULT_SERVICES, install_missing=False)
+            from radcloud.stack.state import SLURM_SERVICES
+
+            # slurm: also a one-node Slurm cluster, which the actions' settings then name (routing).
+            endpoints = stack.up((*DEFAULT_SERVICES, *(SLURM_SERVICES if slurm else ())), install_missing=False)
             env = {**endpoints.env(), "RADCLOUD_SHARD_TIMEOUT_S": str(shard_timeout_s),
                    "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40),
                    # As deployed (docs/deploy.md, radcloud.stack): successful blocking activations
@@ -186,8 +202,25 @@ class JobWorld:
         return r.json()
 
     # -- actions -----------------------------------------------------------------------
+    def tick(self) -> None:
+        """Reconcile (the alarm trigger's job in a deployment), at most once per RECONCILE_EVERY_S."""
+        now = time.monotonic()
+        if now - self._ticked >= RECONCILE_EVERY_S:
+            self._ticked = now
+            # Its answer is the alarm's business: an error here (Redis down in a fault test)
+            # is the next tick's to retry, never the read's.
+            self._invoke("reconcile", {})
+
     def call(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Invoke ``radcloud/<action>`` blocking, as the namespace's key; the result (or its error)."""
+        """Invoke ``radcloud/<action>`` blocking, as the namespace's key; the result (or its error).
+
+        Before a read of a job or a retrieve, the world ticks (reconcile, at most 1/s).
+        """
+        if action in ("status", "retrieve"):
+            self.tick()
+        return self._invoke(action, params)
+
+    def _invoke(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         user, _, key = self.whisk.auth.partition(":")
         resp = self.http.post(f"{self.whisk.api_host}/api/v1/namespaces/_/actions/radcloud/{action}",
                               params={"blocking": "true", "result": "true"}, json=params, auth=(user, key),

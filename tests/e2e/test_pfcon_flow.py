@@ -71,6 +71,7 @@ def call(world, method, route, *, token=None, form=None, json_body=None, query="
 def poll(world, route, token, timeout_s=120.0):
     deadline = time.monotonic() + timeout_s
     while True:
+        world.tick()  # reconcile, as the alarm trigger would (reads never write)
         status, body = call(world, "GET", route, token=token)
         assert status == 200, body
         if body["compute"]["status"] in ("finishedSuccessfully", "finishedWithError"):

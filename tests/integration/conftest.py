@@ -9,11 +9,14 @@ fault-injection test cannot cascade into others.
 ``remote_pacs``: a second Orthanc (AET ``HOSPITAL_PACS``) playing the
 hospital's PACS; it and radcloud's Orthanc (AET ``RADCLOUD``) know each
 other as DICOM modalities, so C-FIND/C-MOVE between them work.
+
+``slurm``: the same stack's one-node Slurm cluster (``stack up --with-slurm``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import pytest
 
 from radcloud.settings import Settings
 from radcloud.stack import DEFAULT_SERVICES, Endpoints, OrthancEndpoint, Ports, Stack
+from radcloud.stack.state import SLURM_SERVICES
 from radcloud.stack.install import find, install_hint
 
 
@@ -85,6 +89,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, require):
     import redis
     from minio import Minio
 
+    # Orthanc calls a study stable after 2 s without instances (the stack's default is 5 s):
+    # tests/integration/test_arrivals.py waits for Orthanc's own StableStudy events.
+    os.environ.setdefault("RADCLOUD_ORTHANC_STABLE_AGE", "2")
     stk = Stack(tmp_path_factory.mktemp("stack"), Ports.ephemeral(), binaries=binaries, timeout_s=60)
     try:
         endpoints = stk.up(DEFAULT_SERVICES, install_missing=False)
@@ -106,6 +113,20 @@ def remote_pacs(stack: LiveStack) -> OrthancEndpoint:
     return stack.endpoints.orthancs["pacs"]
 
 
+@pytest.fixture(scope="session")
+def slurm(stack: LiveStack, require) -> Endpoints:
+    """The stack's one-node Slurm cluster (munge, slurmctld, slurmd, slurmrestd), started on first use.
+
+    Returns the endpoints with the cluster's URL and token (``settings()`` routes to it).
+    """
+    from radcloud.stack.install import SLURM_REQUIREMENTS
+
+    missing = find(SLURM_REQUIREMENTS).missing
+    require(not missing, install_hint(missing) if missing else "")
+    stack.ensure_up(SLURM_SERVICES)
+    return stack.stack.endpoints()
+
+
 @pytest.fixture(autouse=True)
 def _services_back_up(request: pytest.FixtureRequest) -> None:
     # Cheap (a health probe per service) and only for tests using the stack.
@@ -114,3 +135,5 @@ def _services_back_up(request: pytest.FixtureRequest) -> None:
         live.ensure_up()
         if "remote_pacs" in request.fixturenames:
             live.ensure_up(("pacs",))
+        if "slurm" in request.fixturenames:
+            live.ensure_up(SLURM_SERVICES)

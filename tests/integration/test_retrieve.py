@@ -23,7 +23,7 @@ import requests
 from radcloud import retrieve as r
 from radcloud.errors import NotFound, UpstreamError
 from radcloud.orthanc import Orthanc
-from radcloud.progress import Progress
+from radcloud.work.retrieves import Progress
 from radcloud.samples.seed import seed_orthanc
 from radcloud.samples.spec import DEFAULT_SPEC, PatientSpec, SeriesSpec, StudySpec
 from radcloud.settings import Secret

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -34,17 +33,13 @@ from radcloud import derived, segsr
 from radcloud.orthanc import Orthanc
 from radcloud.storage import ObjectStore
 
+from plugin_helpers import dciodvfy_errors
+
 pytestmark = pytest.mark.integration
 
 PYDICOM_DATA = Path(importlib.util.find_spec("data_store").submodule_search_locations[0]) / "data"
 ALGORITHM = segsr.Algorithm("radcloud segsr test", "1.0")
 SEGMENTS = [segsr.segment(1, "soft_tissue"), segsr.segment(2, "bone")]
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """The ``Error`` lines of dicom3tools' IOD validator on one file."""
-    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
 
 
 @pytest.fixture(scope="module")

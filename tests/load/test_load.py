@@ -1,11 +1,13 @@
 """Load held: 20 concurrent jobs watched by 50 clients, a namespace of 3 slots, 50 query clients.
 
-20 jobs dispatched at once on the world's 30-slot namespace (OpenWhisk's
-default), each followed by web clients through the status action (50 in
-all): every job must succeed with every output present and every watcher
-must get the final answer. Saturation is expected: clients wait out
-OpenWhisk's 429 (radcloud.retry) and watchers hold at most a couple of slots
-(radcloud.jobwatch); bench/load_bench.py measures the shard-start ratio.
+20 jobs dispatched at once (20 clients) on the world's 30-slot namespace
+(OpenWhisk's default) and 8 containers, each followed by web clients through
+the status action (50 in all): every job must succeed with every output
+present and every watcher must get the final answer. Saturation is expected:
+clients wait out OpenWhisk's 429 (radcloud.retry), watchers share the status
+action's two containers and, as a crowd, are answered at once (radcloud.jobwatch), and dispatch's
+two containers leave the rest to shards, so 20 simultaneous dispatches cannot
+deadlock the invoker; bench/load_bench.py measures the shard-start ratio.
 
 With the namespace cut to 3 slots and every slot held, the CLI and the
 harness must still get their answers (the web UI's wrapper is tested the

@@ -9,7 +9,8 @@ watches: offer to long-poll, then wait ``poll_after_ms``), or with
 ``watchers=0`` by reading the job store directly (no activation at all: the
 baseline). It reports how long each shard waited to start (shard
 ``started_at`` - job ``created_at``) and every watcher that did not get the
-final answer. Memory is the resident set of the localwhisk server and every
+final answer, and per action (:func:`action_profile`) how many activations
+were cold starts and how long they queued for a container. Memory is the resident set of the localwhisk server and every
 process under it (its action containers), sampled from /proc. Every HTTP
 call goes through radcloud's retrying client (radcloud.retry).
 """
@@ -107,34 +108,35 @@ def query_load(world: Any, *, clients: int = 50, duration_s: float = 30.0, query
 
 
 def job_load(world: Any, rid: str, *, jobs: int = 20, plugin: str = "copy", params: dict | None = None,
-             watchers: int | None = None, dispatchers: int = 4, timeout_s: float = 240) -> dict[str, Any]:
-    """Dispatch ``jobs`` (through ``dispatchers`` concurrent clients) and follow them to the end.
+             watchers: int | None = None, dispatchers: int | None = None, timeout_s: float = 240) -> dict[str, Any]:
+    """Dispatch ``jobs`` (through ``dispatchers`` concurrent clients, default one per
+    job: all at once) and follow them to the end.
 
     ``watchers`` (default: one per job) web clients watch the jobs round-robin
     through the status action; 0 watches by reading Redis (no activations).
-
-    Why not all dispatches at once: the dispatch action holds its container
-    while it invokes its shards, so as many simultaneous dispatches as the
-    invoker has containers (localwhisk: 8) can hold every container waiting
-    for shard invokes that need one — a deadlock until the invokes give up
-    (docs/jobs.md, "Known limit"). Four dispatch clients still start all
-    jobs within seconds, so they run concurrently.
+    All at once is what used to deadlock a small invoker (every container held
+    by a dispatch whose shard invokes waited for one); dispatch's
+    ``limits.instances`` keeps containers for the shards (docs/jobs.md,
+    "Simultaneous dispatches").
     """
+    dispatchers = jobs if dispatchers is None else dispatchers
     watchers = jobs if watchers is None else watchers
     busy0 = world.busy_answers
     t0 = time.monotonic()
+    since_ms = int(time.time() * 1000)
     rss0 = tree_rss_mb(world.whisk.proc.pid)
     ids: list[str] = []
     errors: list[str] = []
 
     answers: dict[int, dict] = {}
     calls = [0]
+    latencies: list[float] = []  # each status call as the watcher saw it (queued + run + 429s waited out)
     lock = threading.Lock()
     followers: list[threading.Thread] = []
 
     def watch(n: int, job_id: str) -> None:
         try:
-            answers[n] = _watch_web(world, job_id, timeout_s, calls, lock)
+            answers[n] = _watch_web(world, job_id, timeout_s, calls, lock, latencies)
         except Exception as exc:  # a lost answer: recorded, never a dead thread nobody sees
             errors.append(f"watcher {n} of {job_id}: {type(exc).__name__}: {exc}"[:300])
 
@@ -185,6 +187,8 @@ def job_load(world: Any, rid: str, *, jobs: int = 20, plugin: str = "copy", para
     return {"jobs": jobs, "watchers": watchers, "dispatched": len(ids),
             "final": sum(j["state"] in FINAL for j in finals.values()), "states": states,
             "lost_answers": len(lost), "status_calls": calls[0], "busy_retried": world.busy_answers - busy0,
+            "status_p50_ms": round(percentile(latencies, 50) * 1000) if latencies else None,
+            "status_p90_ms": round(percentile(latencies, 90) * 1000) if latencies else None,
             "errors": errors[:10],
             "dispatch_s": round(dispatched, 2), "wall_s": round(wall, 1),
             "job_p50_s": round(percentile(durations, 50), 2) if durations else None,
@@ -193,10 +197,43 @@ def job_load(world: Any, rid: str, *, jobs: int = 20, plugin: str = "copy", para
             "shard_start_p50_s": round(percentile(starts, 50), 3) if starts else None,
             "shard_start_p90_s": round(percentile(starts, 90), 3) if starts else None,
             "shard_start_mean_s": round(statistics.fmean(starts), 3) if starts else None,
+            "actions": action_profile(world, since_ms),
             "finals": finals, "rss_mb": {"start": round(rss0, 1), "end": round(tree_rss_mb(world.whisk.proc.pid), 1)}}
 
 
-def _watch_web(world: Any, job_id: str, timeout_s: float, calls: list[int], lock: threading.Lock) -> dict:
+def action_profile(world: Any, since_ms: int) -> dict[str, dict[str, Any]]:
+    """Per action, the activations OpenWhisk kept since ``since_ms``: how many, how many
+    cold starts, and p50 of waitTime (queued for a container), initTime and duration (ms).
+
+    As deployed, successful blocking activations (web actions: status, dispatch)
+    leave no record (docs/deploy.md); what is left is the shards and finalisers,
+    whose cold starts and waits show whether anything took their containers.
+    """
+    user, _, key = world.whisk.auth.partition(":")
+    records: list[dict] = []
+    while True:
+        resp = requests.get(f"{world.whisk.api_host}/api/v1/namespaces/_/activations", auth=(user, key),
+                            params={"since": since_ms, "docs": "true", "limit": 200, "skip": len(records)},
+                            timeout=30)
+        resp.raise_for_status()
+        page = resp.json()
+        records += page
+        if len(page) < 200:
+            break
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted({r["name"] for r in records}):
+        mine = [r for r in records if r["name"] == name]
+        ann = [{a["key"]: a["value"] for a in r.get("annotations", [])} for r in mine]
+        inits = [a["initTime"] for a in ann if "initTime" in a]
+        out[name] = {"n": len(mine), "cold": len(inits),
+                     "wait_p50_ms": percentile([a.get("waitTime", 0) for a in ann], 50),
+                     "init_p50_ms": percentile(inits, 50) if inits else None,
+                     "duration_p50_ms": percentile([r.get("duration", 0) for r in mine], 50)}
+    return out
+
+
+def _watch_web(world: Any, job_id: str, timeout_s: float, calls: list[int], lock: threading.Lock,
+               latencies: list[float]) -> dict:
     """Follow a job through the status web action as the web UI does; the final answer.
 
     Each watcher opens its page within 2 s of the job's start (independent
@@ -207,9 +244,11 @@ def _watch_web(world: Any, job_id: str, timeout_s: float, calls: list[int], lock
     job: dict[str, Any] = {}
     query = ""
     while time.monotonic() < deadline:
+        t0 = time.perf_counter()
         status, _h, body = world.web("status", path=f"/{job_id}", query=query, token=world.tokens["researcher"])
         with lock:
             calls[0] += 1
+            latencies.append(time.perf_counter() - t0)
         if status != 200:
             raise RuntimeError(f"status answered {status}: {str(body)[:200]}")
         job = body

@@ -53,6 +53,16 @@ def test_limits_inside_openwhisk_defaults(name):
     limits = ACTIONS[name].get("limits") or {}
     assert resources.TIMEOUT_MS[0] <= limits.get("timeout", 60000) <= resources.TIMEOUT_MS[1]
     assert resources.MIN_ACTION_MEMORY_MB <= limits.get("memorySize", 256) <= resources.MAX_ACTION_MEMORY_MB
+    # containers per action: within the default namespace cap (30), and below a small
+    # invoker's pool (localwhisk's 8) so the capped actions always leave shards room
+    assert 1 <= limits.get("instances", 1) <= 4
+
+
+def test_watchers_and_dispatches_have_their_own_few_containers():
+    """docs/jobs.md, "Watchers": status calls queue for their own warm containers instead
+    of evicting shards'; a burst of dispatches cannot hold every container."""
+    assert ACTIONS["status"]["limits"]["instances"] == 1  # long-polls are off (RADCLOUD_WATCH_SLOTS=0)
+    assert ACTIONS["dispatch"]["limits"]["instances"] == 2
 
 
 def test_python_actions_run_in_the_runtime_image_and_plugins_in_their_own():
@@ -68,8 +78,12 @@ def test_plugin_actions_match_the_plugin_dirs():
     in_manifest = {n: s for n, s in ACTIONS.items() if n.startswith("plugin-")}
     assert in_manifest == deploy.plugin_actions(ROOT / "plugins"), \
         "plugin actions out of date: run `radcloud deploy --write-plugins`"
-    assert re.search(r'f"\{[\w.]*package\}/plugin-\{', (ROOT / "radcloud" / "dispatch.py").read_text()), \
-        "dispatch no longer invokes <package>/plugin-<name>"
+    # A shard is the unit plugin-<name>; the action executor invokes it as <package>/<unit.action>.
+    assert re.search(r'action=f"plugin-\{', (ROOT / "radcloud" / "dispatch.py").read_text()), \
+        "dispatch no longer submits plugin-<name> units"
+    assert re.search(r'f"\{self\.package\}/\{unit\.action\}"',
+                     (ROOT / "radcloud" / "work" / "executors" / "action.py").read_text()), \
+        "the action executor no longer invokes <package>/<unit action>"
 
 
 @pytest.mark.parametrize("plugin", [p.name for p in deploy.plugin_dirs(ROOT / "plugins")])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from radcloud.openwhisk import BUSY_BUDGET_S, DEADLINE_MARGIN_S, OpenWhisk, busy_budget_s
+from radcloud.openwhisk import BUSY_BUDGET_S, DEADLINE_MARGIN_S, INVOKE_BACKOFF_MAX_S, OpenWhisk, busy_budget_s
 from radcloud.settings import Settings
 
 
@@ -25,3 +25,5 @@ def test_the_client_carries_the_budget_into_its_retry_policy():
     client = OpenWhisk.from_settings(settings, environ={})
     assert client.busy_budget_s == BUSY_BUDGET_S
     assert client.session.get_adapter("http://x").max_retries.budget_s == BUSY_BUDGET_S
+    # a refused invoke is sent again within INVOKE_BACKOFF_MAX_S: the slot a shard waits for is taken at once
+    assert client.session.get_adapter("http://x").max_retries.backoff_max == INVOKE_BACKOFF_MAX_S <= 0.5

@@ -66,3 +66,14 @@ def test_seg_and_sr_are_built_without_a_warning_quoting_the_patient():
                                       ALGORITHM, series_number=2)
     assert not [w for w in seen if "Secret" in str(w.message)]
     assert seg.StudyInstanceUID == sr.StudyInstanceUID == ct.StudyInstanceUID
+
+
+def test_a_source_without_type2_patient_attributes_gets_them_empty_and_is_not_modified():
+    ct = _ct()
+    del ct.PatientBirthDate, ct.StudyID
+    labels = np.zeros((1, 128, 128), np.uint8)
+    labels[0, :5, :5] = 1
+    seg = segsr.segmentation([ct], labels, [segsr.segment(1, "body")], ALGORITHM, series_number=1,
+                             content_label="X", description="x")
+    assert seg.PatientBirthDate == "" and seg.StudyID == "" and seg.PatientID == ct.PatientID
+    assert "PatientBirthDate" not in ct and "StudyID" not in ct

@@ -15,7 +15,7 @@ from typing import Any
 from radcloud.errors import ConfigError
 from radcloud.work.executors.base import Executor, ExecutorBusy, Resources, Unit, UnitStatus
 
-__all__ = ["Executor", "ExecutorBusy", "Resources", "Unit", "UnitStatus", "executor_for", "known"]
+__all__ = ["Executor", "ExecutorBusy", "Resources", "Unit", "UnitStatus", "as_executor", "executor_for", "known"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _NOT_EXECUTORS = {"base"}
@@ -38,3 +38,14 @@ def executor_for(name: str, settings: Any, **clients: Any) -> Executor:
                           "(set RADCLOUD_EXECUTOR to one of them)", field="executor")
     module = importlib.import_module(f"{__name__}.{name}")
     return module.from_settings(settings, **clients)
+
+
+def as_executor(runner: Any, package: str = "radcloud") -> Executor:
+    """``runner`` itself when it is an Executor; an OpenWhisk client (invoke +
+    activation) becomes the action executor over it (how tests and older
+    callers pass one)."""
+    if all(hasattr(runner, m) for m in ("submit", "poll", "cancel")):
+        return runner
+    from radcloud.work.executors.action import ActionExecutor
+
+    return ActionExecutor(runner, package=package)

@@ -21,12 +21,13 @@ from typing import Any, Protocol
 
 from radcloud.errors import RadcloudError, TooManyRequests, UpstreamError
 from radcloud.work.executors.base import ExecutorBusy, Unit, UnitStatus
+from radcloud.work.lifecycle import FAILED, SUCCEEDED
 
 log = logging.getLogger(__name__)
 
 SUBMIT_BUSY_S = 3.0  # how long one submit waits out a busy namespace before the unit stays pending
-_ENDED = {"success": "succeeded", "application error": "failed", "action developer error": "failed",
-          "whisk internal error": "failed"}
+_ENDED = {"success": SUCCEEDED, "application error": FAILED, "action developer error": FAILED,
+          "whisk internal error": FAILED}
 
 
 class Invoker(Protocol):
@@ -45,7 +46,8 @@ class ActionExecutor:
 
     def submit(self, unit: Unit) -> str:
         try:
-            answer = self.invoker.invoke(f"{self.package}/{unit.action}", dict(unit.payload), blocking=False)
+            name = f"{self.package}/{unit.action}" if self.package else unit.action
+            answer = self.invoker.invoke(name, dict(unit.payload), blocking=False)
         except TooManyRequests as exc:
             raise ExecutorBusy(f"OpenWhisk is at its concurrency limit; {unit.unit_id} of {unit.job_id} "
                                f"waits for a free slot ({exc.message[:160]})") from None
@@ -77,7 +79,7 @@ def status_of(handle: str, record: dict[str, Any] | None) -> UnitStatus:
         return UnitStatus("running", reason="activation in flight", detail={"activation_id": handle})
     response = record.get("response") or {}
     status = str(response.get("status") or "ended")
-    return UnitStatus("ended", outcome=_ENDED.get(status, "failed"),
+    return UnitStatus("ended", outcome=_ENDED.get(status, FAILED),
                       reason=f"activation {handle} ended ({status})",
                       detail={"activation_id": handle, "status": status})
 

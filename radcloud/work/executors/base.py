@@ -32,9 +32,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from radcloud.errors import TooManyRequests
+from radcloud.work.lifecycle import SHARD_FINAL
 
 PHASES = ("queued", "running", "ended")
-OUTCOMES = (None, "succeeded", "failed", "cancelled")
+OUTCOMES = (None, *sorted(SHARD_FINAL))  # how a unit ended: a shard's final states
 
 
 @dataclasses.dataclass(frozen=True)

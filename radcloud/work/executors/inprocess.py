@@ -22,6 +22,7 @@ from typing import Any
 
 from radcloud.errors import UpstreamError
 from radcloud.work.executors.base import ExecutorBusy, Unit, UnitStatus
+from radcloud.work.lifecycle import FAILED, SUCCEEDED
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class InProcessExecutor:
         """While down, poll raises UpstreamError (the executor cannot be asked)."""
         self._down = is_down
 
-    def finish(self, handle: str, outcome: str = "succeeded", reason: str = "") -> None:
+    def finish(self, handle: str, outcome: str = SUCCEEDED, reason: str = "") -> None:
         """End a unit from outside (a unit that ran without a runner)."""
         with self._lock:
             self._status[handle] = UnitStatus("ended", outcome=outcome, reason=reason or f"unit {handle} ended")
@@ -107,10 +108,10 @@ class InProcessExecutor:
                 self._status[handle] = UnitStatus("running", reason="running")
         try:
             self.runner(unit.payload, handle)  # type: ignore[misc]
-            ended = UnitStatus("ended", outcome="succeeded", reason=f"unit {handle} returned")
+            ended = UnitStatus("ended", outcome=SUCCEEDED, reason=f"unit {handle} returned")
         except Exception as exc:  # the unit's own guard reports; this is the executor's view only
             log.warning("in-process unit %s raised %s", handle, type(exc).__name__)
-            ended = UnitStatus("ended", outcome="failed", reason=f"unit {handle} raised {type(exc).__name__}")
+            ended = UnitStatus("ended", outcome=FAILED, reason=f"unit {handle} raised {type(exc).__name__}")
         with self._lock:
             if handle in self._status:  # a forgotten unit stays forgotten
                 self._status[handle] = ended

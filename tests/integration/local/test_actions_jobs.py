@@ -20,6 +20,7 @@ from radcloud.results import Results
 from radcloud.settings import Settings
 from radcloud.shard import run_shard
 from radcloud.staged import ManifestStaging
+from radcloud.work.reconcile import GATE
 from action_loader import load_action as action
 
 SETTINGS = Settings.load(environ={})
@@ -29,6 +30,14 @@ ADMIN = Principal("root", "admin")
 
 
 DISPATCH, STATUS, RESULTS = action("dispatch"), action("status"), action("results")
+RECONCILE = action("reconcile")
+
+
+class _NoRetrieves:
+    """No open retrieve (the retrieve side of reconcile is tests/integration/local/test_retrieve_progress.py)."""
+
+    def open_retrieves(self, limit=1000):
+        return []
 
 
 @pytest.fixture
@@ -94,6 +103,7 @@ def test_results_of_unfinished_job_is_409(services):
 
 
 def test_long_poll_wakes_on_change_not_on_timeout(services):
+    services.watch_slots = 1  # long-polls are opt-in (radcloud.jobwatch): a lone watcher may take one
     job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
     threading.Timer(0.2, lambda: services.jobs.shard_started(job_id, "s0")).start()
     t0 = time.monotonic()
@@ -101,13 +111,21 @@ def test_long_poll_wakes_on_change_not_on_timeout(services):
     assert job["state"] == "running" and time.monotonic() - t0 < 1.5
 
 
-def test_status_fails_shard_whose_activation_ended_without_outcome(services):
+def test_status_get_never_writes_and_reconcile_fails_the_lost_shard(services):
     job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
     services.jobs.transition(job_id, "staging")
     services.jobs.shard_invoked(job_id, "s0", "dead")
     services.invoker.records["dead"] = {"response": {"status": "action developer error"}}
+    before = services.jobs.version(job_id)
     job = STATUS.handle(get(f"/{job_id}"), SETTINGS, ALICE, services)
-    assert job["state"] == "failed" and "ended (action developer error)" in job["reason"]
+    assert job["state"] == "staging" and job["shards"][0]["state"] == "invoked"
+    assert services.jobs.version(job_id) == before and not getattr(services.invoker, "lookups", 0)
+    services.jobs.r.delete(GATE)
+    report = RECONCILE.handle(Request(params={}), SETTINGS, None, services, retrieves=_NoRetrieves())
+    assert report["failed"] == 1 and report["finalised"] == 1
+    job = STATUS.handle(get(f"/{job_id}"), SETTINGS, ALICE, services)
+    assert job["state"] == "failed" and "ended (action developer error) without an outcome" in job["reason"]
+    assert job_id not in services.jobs.open_jobs()
 
 
 def test_cancel_and_retry_routes(services):
@@ -140,13 +158,35 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
-def test_activation_lookups_are_throttled_per_job(services):
+def test_reconcile_runs_at_most_once_a_second_however_often_asked(services):
     job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0"), ShardSpec("s1")]))
     services.jobs.shard_invoked(job_id, "s0", "a0")
     services.jobs.shard_invoked(job_id, "s1", "a1")
-    for _ in range(5):
-        STATUS.handle(get(f"/{job_id}"), SETTINGS, ALICE, services)
+    services.jobs.r.delete(GATE)
+    answers = [RECONCILE.handle(Request(params={}), SETTINGS, None, services, retrieves=_NoRetrieves())
+               for _ in range(5)]
     assert services.invoker.lookups == 2  # one round (2 open shards), not five
+    assert [a["skipped"] for a in answers] == [False] + [True] * 4
+
+
+def test_a_shard_the_executor_was_too_busy_to_take_stays_pending_and_reconcile_submits_it(services):
+    from radcloud.errors import TooManyRequests
+
+    stage_series(services.store, "1.2", "1.2.1", 1)
+
+    class Busy(FakeInvoker):
+        def invoke(self, action, params, *, blocking=False):
+            raise TooManyRequests("OpenWhisk refused to invoke for 3 s (HTTP 429)")
+
+    services.invoker = Busy()
+    answer = DISPATCH.handle(post(plugin="copy", inputs={"series": ["1.2.1"]}), SETTINGS, ALICE, services)
+    shard = services.jobs.get(answer["job_id"])["shards"][0]
+    assert shard["state"] == "pending" and shard["busy_at"] and "concurrency limit" in shard["reason"]
+    services.invoker, services.executor = FakeInvoker(services.runner), None
+    services.jobs.r.delete(GATE)
+    report = RECONCILE.handle(Request(params={}), SETTINGS, None, services, retrieves=_NoRetrieves())
+    assert report["resubmitted"] == 1
+    assert services.jobs.get(answer["job_id"])["state"] == "succeeded"
 
 
 def test_job_store_down_is_503_naming_it(services):

@@ -156,7 +156,7 @@ def test_crashing_plugin_fails_job_with_reason(world):
 
 
 def test_retrieve_input_and_sequence_request_shape(world, redis_client):
-    from radcloud.progress import Progress
+    from radcloud.work.retrieves import Progress
 
     mkey_prefix = stage_series(world.store, "1.2", "1.2.1", 1)
     progress = Progress(redis_client)
@@ -178,7 +178,7 @@ def test_retrieve_input_and_sequence_request_shape(world, redis_client):
 def test_pull_and_run_waits_for_a_running_retrieve(world, redis_client):
     import threading
 
-    from radcloud.progress import Progress
+    from radcloud.work.retrieves import Progress
 
     stage_series(world.store, "1.2", "1.2.1", 1)
     progress = Progress(redis_client)

@@ -9,6 +9,9 @@ import redis as redis_lib
 
 from radcloud.errors import Conflict, NotFound
 from radcloud.jobs import JobSpec, JobStore, ShardSpec, final_state
+from jobs_fakes import FakeInvoker
+from radcloud.work.executors import as_executor
+from radcloud.work.reconcile import reconcile_job
 
 
 def spec(n: int = 2, owner: str = "alice") -> JobSpec:
@@ -265,8 +268,11 @@ def test_reconcile_fails_shards_whose_activation_ended(store):
     job_id = store.create(spec(2))
     store.shard_invoked(job_id, "s0", "a0")
     store.shard_invoked(job_id, "s1", "a1")
-    records = {"a0": {"response": {"status": "action developer error"}}, "a1": None}
-    assert store.reconcile(job_id, records.get) is False
+    inv = FakeInvoker()
+    inv.records = {"a0": {"response": {"status": "action developer error"}}, "a1": None}
+    done = []
+    assert reconcile_job(store, job_id, as_executor(inv), finaliser=done.append).failed == 1
+    assert done == []  # s1 may still report
     job = store.get(job_id)
     assert job["shards"][0]["state"] == "failed"
     assert "ended (action developer error) without an outcome" in job["shards"][0]["reason"]
@@ -278,10 +284,28 @@ def test_reconcile_fails_shards_past_deadline(redis_client):
     store = JobStore(redis_client, clock=lambda: now[0])
     job_id = store.create(spec(1), shard_timeout_s=60)
     store.shard_started(job_id, "s0")
-    assert store.reconcile(job_id) is False
+    done = []
+    reconcile_job(store, job_id, finaliser=done.append)
+    assert done == []
     now[0] += 61
-    assert store.reconcile(job_id) is True
+    reconcile_job(store, job_id, finaliser=done.append)
+    assert done == [job_id]
     assert store.get(job_id)["shards"][0]["reason"] == "deadline passed without an outcome"
+
+
+def test_open_jobs_are_indexed_until_final(store):
+    job_id = store.create(spec(1))
+    cached = store.create(spec(1), state="succeeded")
+    assert job_id in store.open_jobs() and cached not in store.open_jobs()
+    run_shard(store, job_id, "s0")
+    store.complete(job_id, "succeeded")
+    assert job_id not in store.open_jobs()
+    failed = store.create(spec(1))
+    assert store.shard_finished(failed, "s0", state="failed", reason="oom") is True
+    store.complete(failed, "failed")
+    assert failed not in store.open_jobs()
+    store.reopen_failed(failed)
+    assert failed in store.open_jobs()  # a retried job is open again
 
 
 def test_stale_finaliser_can_be_claimed_once(redis_client):

@@ -11,7 +11,7 @@ import pytest
 from radcloud import redisclient
 from radcloud.auth import redis_client
 from radcloud.jobservices import jobs_redis
-from radcloud.progress import Progress
+from radcloud.work.retrieves import Progress
 from radcloud.settings import Settings
 
 

@@ -6,6 +6,9 @@ import pytest
 
 from radcloud.jobs import JobSpec, JobStore, ShardSpec
 from radcloud.reporter import Finaliser, RedisShardReporter
+from jobs_fakes import FakeInvoker
+from radcloud.work.executors import as_executor
+from radcloud.work.reconcile import reconcile_job
 
 
 class FakeResults:
@@ -92,7 +95,9 @@ def test_cancel_flag_reaches_runner_and_ends_job_cancelled(jobs):
 def test_late_outcome_after_never_stuck_is_ignored(jobs):
     job_id = make_job(jobs, n=1)
     jobs.shard_invoked(job_id, "s0", "a0")
-    jobs.reconcile(job_id, lambda _id: {"response": {"status": "whisk internal error"}})
+    inv = FakeInvoker()
+    inv.records["a0"] = {"response": {"status": "whisk internal error"}}
+    reconcile_job(jobs, job_id, as_executor(inv))
     rep = RedisShardReporter(jobs, job_id, finaliser=Finaliser(jobs))
     rep.finished("s0", outcome("s0"))  # must not raise, must not flip the shard
     assert jobs.shard(job_id, "s0")["state"] == "failed"

@@ -9,7 +9,7 @@ import pytest
 from radcloud import retrieve as r
 from radcloud.errors import BadRequest, NotFound
 from radcloud.orthanc import Orthanc
-from radcloud.progress import Progress
+from radcloud.work.retrieves import Progress
 from radcloud.storage import ObjectStore
 from pacs_fakes import FakeMinio, FakeOrthanc
 

@@ -7,7 +7,7 @@ import pytest
 from radcloud.action import Request, run
 from radcloud.errors import BadRequest, TooManyRequests, UpstreamError
 from radcloud.orthanc import Orthanc
-from radcloud.progress import Progress
+from radcloud.work.retrieves import Progress
 from radcloud.settings import Settings
 from radcloud.storage import ObjectStore
 from pacs_fakes import FakeMinio, FakeOrthanc, FakeWhisk
@@ -150,29 +150,34 @@ def test_worker_deadline_budget():
     assert SERIES.budget_s({}, now=lambda: 0) == SERIES.DEFAULT_BUDGET_S
 
 
-def test_status_fails_a_series_whose_activation_died(services):
-    """Never stuck: the runner restarted under act1; its record says so, the GET reports it."""
+def test_status_get_never_writes_and_reconcile_fails_a_series_whose_activation_died(services):
+    """The runner restarted under act1: its record says so; the GET only reads, reconcile settles it."""
+    from radcloud.work.executors.action import ActionExecutor
+    from radcloud.work.reconcile import sweep
+
     answer = RETRIEVE.handle(Request({"StudyInstanceUID": "1.2.1"}), SETTINGS, None, services)
     whisk = services["whisk"]
     whisk.records["act1"] = {"response": {"status": "action developer error", "success": False}}
     get = Request({"retrieve_id": answer["retrieve_id"]})
     status = RETRIEVE.handle(get, SETTINGS, None, services)
+    assert [s["state"] for s in status["series"]] == ["queued", "queued"] and whisk.lookups == []
+    report = sweep(retrieves=services["progress"], retrieve_executor=ActionExecutor(whisk), every_s=0)
+    assert report.failed == 1 and sorted(whisk.lookups) == ["act1", "act2"]
+    status = RETRIEVE.handle(get, SETTINGS, None, services)
     first, second = status["series"]
     assert first["state"] == "failed" and "activation act1 ended (action developer error)" in first["reason"]
     assert second["state"] == "queued" and status["state"] == "running"
-    assert sorted(whisk.lookups) == ["act1", "act2"]
-    RETRIEVE.handle(get, SETTINGS, None, services)
-    assert len(whisk.lookups) == 2   # throttled: the next pass is 2 s away
 
 
-def test_status_answers_when_openwhisk_lookups_fail(services):
+def test_reconcile_concludes_nothing_when_openwhisk_lookups_fail(services):
+    from radcloud.work.executors.action import ActionExecutor
+    from radcloud.work.reconcile import sweep
+
     answer = RETRIEVE.handle(Request({"StudyInstanceUID": "1.2.1"}), SETTINGS, None, services)
     services["whisk"].lookup_fail = UpstreamError("OpenWhisk unreachable")
+    report = sweep(retrieves=services["progress"], retrieve_executor=ActionExecutor(services["whisk"]), every_s=0)
+    assert report.failed == 0
     status = RETRIEVE.handle(Request({"retrieve_id": answer["retrieve_id"]}), SETTINGS, None, services)
-    assert status["state"] == "queued"
-    without_whisk = {k: v for k, v in services.items() if k != "whisk"}   # no credentials: ConfigError
-    services["progress"].redis.delete(f"radcloud:retrieve:{answer['retrieve_id']}:reconciled")
-    status = RETRIEVE.handle(Request({"retrieve_id": answer["retrieve_id"]}), SETTINGS, None, without_whisk)
     assert status["state"] == "queued"
 
 

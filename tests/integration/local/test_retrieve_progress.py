@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from radcloud.errors import NotFound
-from radcloud.progress import Progress, overall
+from radcloud.work.retrieves import Progress, overall
+from radcloud.work.executors.action import ActionExecutor
+from radcloud.work.reconcile import GATE, reconcile_retrieve, sweep
 
 
 def test_overall_state():
@@ -53,6 +55,17 @@ def _ended(status="action developer error"):
     return {"response": {"status": status, "success": False}}
 
 
+class _Lookup:
+    """An OpenWhisk client's activation lookup, as the action executor polls it."""
+
+    def __init__(self, fn):
+        self.activation = fn
+
+
+def _reconcile(progress, rid, lookup):
+    return reconcile_retrieve(progress, rid, ActionExecutor(_Lookup(lookup))).failed
+
+
 def test_reconcile_fails_only_series_whose_activation_ended(redis_client):
     now = [1000.0]
     progress = Progress(redis_client, clock=lambda: now[0])
@@ -64,7 +77,7 @@ def test_reconcile_fails_only_series_whose_activation_ended(redis_client):
     progress.update(rid, "1.3", state="succeeded")   # ended with its outcome: left alone
     records = {"dead": _ended(), "done": _ended("success")}
     looked = []
-    assert progress.reconcile(rid, lambda aid: looked.append(aid) or records.get(aid)) == 1
+    assert _reconcile(progress, rid, lambda aid: looked.append(aid) or records.get(aid)) == 1
     assert sorted(looked) == ["alive", "dead"]          # 1.3 is final, 1.4 has no activation yet
     series = {s["SeriesInstanceUID"]: s for s in progress.status(rid)["series"]}
     assert series["1.1"]["state"] == "failed"
@@ -72,18 +85,20 @@ def test_reconcile_fails_only_series_whose_activation_ended(redis_client):
     assert [series[u]["state"] for u in ("1.2", "1.3", "1.4")] == ["queued", "succeeded", "queued"]
 
 
-def test_reconcile_is_throttled_per_retrieve(redis_client):
+def test_a_sweep_runs_at_most_once_per_interval_and_closes_finished_retrieves(redis_client):
     progress = Progress(redis_client)
     rid = progress.create([{"SeriesInstanceUID": "1.1"}], source="orthanc", layout="uid")
     progress.record_activation(rid, "1.1", "alive")
     looked = []
-    progress.reconcile(rid, lambda aid: looked.append(aid), every_s=60)
-    progress.reconcile(rid, lambda aid: looked.append(aid), every_s=60)
+    ex = ActionExecutor(_Lookup(lambda aid: looked.append(aid)))
+    assert rid in progress.open_retrieves()
+    assert sweep(retrieves=progress, retrieve_executor=ex, every_s=60).retrieves >= 1
+    assert sweep(retrieves=progress, retrieve_executor=ex, every_s=60).skipped is True
     assert looked == ["alive"]
-    other = progress.create([{"SeriesInstanceUID": "1.1"}], source="orthanc", layout="uid")
-    progress.record_activation(other, "1.1", "alive2")
-    progress.reconcile(other, lambda aid: looked.append(aid), every_s=60)
-    assert looked == ["alive", "alive2"]                # the gate is per retrieve
+    progress.update(rid, "1.1", state="succeeded")
+    redis_client.delete(GATE)
+    assert sweep(retrieves=progress, retrieve_executor=ex, every_s=60).closed >= 1
+    assert rid not in progress.open_retrieves()
 
 
 def test_reconcile_spares_a_series_whose_hop_moved_on(redis_client):
@@ -97,7 +112,7 @@ def test_reconcile_spares_a_series_whose_hop_moved_on(redis_client):
         progress.record_activation(rid, "1.1", "hop2")  # written between the read and the verdict
         return _ended("success")
 
-    assert progress.reconcile(rid, lookup) == 0
+    assert _reconcile(progress, rid, lookup) == 0
     series = progress.status(rid)["series"][0]
     assert series["state"] == "staging" and series["activation"] == "hop2"
 
@@ -116,7 +131,7 @@ def test_reconcile_lookup_failure_leaves_the_stall_timeout(redis_client):
         calls.append(aid)
         raise UpstreamError("OpenWhisk unreachable")
 
-    assert progress.reconcile(rid, lookup) == 0 and calls == ["a1"]   # one failure ends the pass
+    assert _reconcile(progress, rid, lookup) == 0 and calls == ["a1"]   # one failure ends the pass
     assert progress.status(rid)["state"] == "queued"
 
 

@@ -99,8 +99,8 @@ def test_deidentify_without_the_setting_fails_before_running(staged):
 
 def test_segment_stats(staged):
     _, _, files = shard(staged, "segment-stats", "staged/j/ct/")
-    assert {"measurements.json", "overlay/series-001.png", "labels/series-001.dcm"} <= set(files)
-    assert files["labels/series-001.dcm"]["content_type"] == "application/dicom"
+    assert {"measurements.json", "overlay/series-001.png", "seg/series-001.dcm", "sr/series-001.dcm"} <= set(files)
+    assert files["seg/series-001.dcm"]["content_type"] == "application/dicom"
 
 
 def test_lung_seg_writes_seg_sr_and_lists_what_it_skipped(staged):

@@ -69,6 +69,23 @@ def test_cap_evicts_the_idle_container_of_another_action(make_runtime):
     assert rt.stats()["containers"] == 1
 
 
+def test_instances_caps_an_actions_containers_and_never_evicts_another_action(make_runtime):
+    """limits.instances (OpenWhisk 2.0): at its cap an action's runs queue for its own containers."""
+    rt = make_runtime(max_containers=4)
+    slow = echo("capped", code="import time\ndef main(a):\n    time.sleep(0.2)\n    return a\n")
+    assert invoke(rt, echo("other"), {}).status == SUCCESS  # a warm container of another action
+    capped = Limits(instances=1)
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        outs = list(ex.map(lambda i: invoke(rt, slow, {"i": i}, capped), range(4)))
+    assert [o.result for o in outs] == [{"i": i} for i in range(4)]
+    assert sum(o.init_time_ms is not None for o in outs) == 1  # one container, reused in turn
+    actions = rt.stats()["actions"]
+    assert actions["/guest/pool/capped"]["warm"] == 1 and actions["/guest/pool/other"]["warm"] == 1
+    # a new version of the capped action replaces its idle old one, within the cap
+    out = invoke(rt, echo("capped", digest="v2", code="def main(a):\n    return {'v': 2}\n"), {}, capped)
+    assert out.result == {"v": 2} and rt.stats()["actions"]["/guest/pool/capped"]["warm"] == 1
+
+
 def test_stem_cell_is_used_for_a_cold_start_and_replaced(make_runtime):
     rt = make_runtime(prewarm=1)
     assert wait_for(lambda: rt.stats()["prewarm"] == 1)

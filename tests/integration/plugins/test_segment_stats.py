@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
+import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sr.codedict import codes
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from plugin_helpers import copy_test_files, run_plugin, write_ct_series
+from plugin_helpers import copy_test_files, dciodvfy_errors, run_plugin, write_ct_series
 
 
 def write_volume(dest: Path, hu: np.ndarray, spacing=(3.0, 2.0, 2.0)) -> None:
@@ -56,16 +59,23 @@ def test_exact_volumes_on_a_constructed_ct(tmp_path):
     assert c["air_lung"]["voxels"] == 640 and c["air_lung"]["components"] == 1
     assert c["fat"]["voxels"] == 120
     assert c["soft_tissue"]["voxels"] == 9000 - 400 - 640 - 120
-    labels = pydicom.dcmread(tmp_path / "out" / m["labels_dicom"])
-    src = pydicom.dcmread(next((tmp_path / "ct").glob("*.dcm")))
-    assert labels.StudyInstanceUID == src.StudyInstanceUID
-    assert labels.SeriesInstanceUID != src.SeriesInstanceUID
-    assert labels.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"  # RLE Lossless
-    arr = labels.pixel_array
+    src = sorted((pydicom.dcmread(p) for p in (tmp_path / "ct").glob("*.dcm")),
+                 key=lambda d: float(d.ImagePositionPatient[2]))
+    seg = hd.seg.segread(tmp_path / "out" / m["seg"])
+    assert seg.StudyInstanceUID == src[0].StudyInstanceUID and seg.SeriesInstanceUID != src[0].SeriesInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == src[0].SeriesInstanceUID
+    arr = seg.get_pixels_by_source_instance([d.SOPInstanceUID for d in src], combine_segments=True)
+    # each source slice's frame holds that slice's classes: the bone is in z index 2..5 (positions 0, -3, ...)
     assert arr.shape == (10, 40, 40) and int((arr == 4).sum()) == 400
-    # frames follow the slice order (+z last): the bone sits in frames for z index 2..5 reversed
     assert sorted(set(np.nonzero(arr == 4)[0])) == [4, 5, 6, 7]
-    assert labels.ReferencedSeriesSequence[0].SeriesInstanceUID == src.SeriesInstanceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Air/lung", "Fat", "Soft tissue", "Bone",
+                                                              "Other body tissue"]
+    sr = hd.sr.srread(tmp_path / "out" / m["sr"])
+    volumes = {str(g.tracking_identifier): g.get_measurements(name=codes.SCT.Volume)[0].value
+               for g in sr.content.get_volumetric_roi_measurement_groups()}
+    assert volumes["Bone"] == pytest.approx(c["bone"]["volume_ml"]) and volumes["Fat"] == pytest.approx(c["fat"]["volume_ml"])
+    assert "Other body tissue" not in volumes  # empty here: no group for it
+    assert all(dciodvfy_errors(tmp_path / "out" / m[k]) == [] for k in ("seg", "sr"))
     assert (tmp_path / "out" / m["overlay"]).is_file()
     assert "T1" not in proc.stderr
 
@@ -81,7 +91,7 @@ def test_phantom_ct_has_lungs_bone_and_fat(tmp_path):
     assert c["bone"]["volume_ml"] > 5 and c["fat"]["volume_ml"] > 5
     assert 20 < c["soft_tissue"]["hu_mean"] < 80
     assert m["body"]["volume_ml"] > sum(v["volume_ml"] for v in c.values()) * 0.99
-    assert "labels_dicom" not in m and not (tmp_path / "out" / "labels").exists()
+    assert "seg" not in m and not (tmp_path / "out" / "seg").exists() and not (tmp_path / "out" / "sr").exists()
 
 
 def test_real_ct_slice_and_non_ct_skipped(tmp_path):
@@ -96,6 +106,22 @@ def test_real_ct_slice_and_non_ct_skipped(tmp_path):
     m = result["series"][0]
     assert m["slices"] == 1 and m["shape"] == [1, 128, 128]
     assert m["body"]["volume_ml"] > 0 and m["classes"]["bone"]["voxels"] > 0
+    assert {m["seg"], m["sr"]} == {"seg/series-001.dcm", "sr/series-001.dcm"}  # a real slice: its SEG and SR
+
+
+def test_slices_without_geometry_keep_their_measurements_and_say_why_no_seg(tmp_path):
+    hu = np.full((3, 20, 20), -1000, np.int16)
+    hu[:, 4:16, 4:16] = 40
+    write_volume(tmp_path / "ct", hu)
+    for path in (tmp_path / "ct").glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        del ds.FrameOfReferenceUID
+        ds.save_as(path)
+    proc = run_plugin("segment-stats", "segment_stats.py", tmp_path / "ct", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    (m,) = json.loads((tmp_path / "out" / "measurements.json").read_text())["series"]
+    assert m["body"]["voxels"] == 3 * 12 * 12 and "seg" not in m
+    assert "FrameOfReferenceUID" in m["dicom_not_written"] and "no SEG/SR" in proc.stderr
 
 
 def test_non_ct_series_are_skipped_with_a_reason_not_a_failure(tmp_path):

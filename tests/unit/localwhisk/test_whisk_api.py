@@ -86,6 +86,10 @@ def test_binary_code_is_detected_by_the_server(ctrl):
     ({"exec": {"kind": "python:3.11", "code": ECHO}, "limits": {"memory": 1024}},
      "Memory 1024 MB exceeds allowed threshold of 512 MB."),
     ({"exec": {"kind": "blackbox", "code": ECHO}}, "blackbox 'image' is required"),
+    ({"exec": {"kind": "python:3.11", "code": ECHO}, "limits": {"instances": 31}},
+     "Max action instance concurrency must not exceed your namespace concurrency of 30."),
+    ({"exec": {"kind": "python:3.11", "code": ECHO}, "limits": {"instances": -1}},
+     "Action container concurrency must be greater than or equal to 0."),
 ])
 def test_put_action_rejects_bad_bodies(ctrl, body, message):
     resp = call(ctrl, "PUT", f"{A}/bad", body)
@@ -267,6 +271,19 @@ def test_runtime_receives_action_code_and_limits(ctrl):
     assert c["action"].fqn == "/guest/r" and c["action"].provide_api_key is True
     assert c["limits"].timeout_ms == 1000 and c["limits"].memory_mb == 128
     assert c["namespace"] == "guest" and c["api_key"].startswith("23bc46b1")
+
+
+def test_instances_limit_is_stored_kept_on_update_and_given_to_the_runtime(ctrl):
+    put_action(ctrl, "n", ECHO, limits={"instances": 2})
+    assert call(ctrl, "GET", f"{A}/n").json()["limits"]["instances"] == 2
+    # OpenWhisk's update keeps an instances limit the body leaves out (Actions.scala)
+    call(ctrl, "PUT", f"{A}/n", {"limits": {"timeout": 1000}}, query="overwrite=true")
+    assert call(ctrl, "GET", f"{A}/n").json()["limits"] == {"timeout": 1000, "memory": 256, "logs": 10,
+                                                            "concurrency": 1, "instances": 2}
+    call(ctrl, "POST", f"{A}/n", {}, query="blocking=true")
+    assert ctrl.runtime.calls[-1]["limits"].instances == 2
+    put_action(ctrl, "free", ECHO)  # absent by default: only the namespace's limit bounds it
+    assert "instances" not in call(ctrl, "GET", f"{A}/free").json()["limits"]
 
 
 @pytest.mark.parametrize("annotations, network", [

@@ -29,7 +29,7 @@ project:
           runtime: python:3.11
           main: handler
           web: true
-          limits: {timeout: 30000, memorySize: 128, logSize: 5}
+          limits: {timeout: 30000, memorySize: 128, logSize: 5, instances: 2}
           annotations:
             require-whisk-auth: ${WEB_SECRET}
           inputs: {greeting: hi}
@@ -93,7 +93,7 @@ def test_plan_packages_actions_and_sequences(project):
                              "code": "def handler(a):\n    return {'hi': a.get('greeting')}\n"}
     assert kv(hello["annotations"]) == {"require-whisk-auth": "s3", "web-export": True, "final": True,
                                         "raw-http": False}
-    assert hello["limits"] == {"timeout": 30000, "memory": 128, "logs": 5}
+    assert hello["limits"] == {"timeout": 30000, "memory": 128, "logs": 5, "instances": 2}  # instances: OpenWhisk 2.0
     assert kv(hello["parameters"]) == {"greeting": "hi"}
     thumbs = actions["demo/thumbs"]["exec"]
     assert thumbs["binary"] is True and thumbs["kind"] == "python:3.12"

@@ -67,3 +67,9 @@ def write_ct_series(dest: Path, count: int = 20, rows: int = 128, *, thickness: 
         paths.append(Path(shutil.move(str(path), dest / path.name)))
     shutil.rmtree(staging)
     return paths
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The ``Error`` lines of dicom3tools' IOD validator on one file (integration tests only: a process)."""
+    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]

@@ -1,4 +1,8 @@
-"""Retrieve records and their progress, in Redis.
+"""Retrieves as tracked work: their records and progress, in Redis.
+
+A retrieve is tracked work on :mod:`radcloud.work.lifecycle`: its units are
+series (the ``SERIES`` machine); the retrieve's own state is derived from
+theirs (:func:`radcloud.work.lifecycle.retrieve_state`).
 
 One retrieve = one record plus one hash per series, all under
 ``radcloud:retrieve:{id}``:
@@ -9,16 +13,19 @@ One retrieve = one record plus one hash per series, all under
                                         activation, updated
 * ``radcloud:staged:series:{uid}``      string: the series' manifest key, once staged
                                         (how dispatch finds a series by UID)
+* ``radcloud:retrieves:open``           zset: retrieve id -> created, while any series is
+                                        unfinished (what reconcile looks at)
 
 Workers only ever touch their own series hash (``HINCRBY`` for counters),
 so concurrent series never race. The overall state is derived on read:
 ``queued`` → ``running`` → ``succeeded`` | ``partial`` (some series failed)
 | ``failed`` (all failed). A series with no progress for ``stall_s`` while
 running is reported ``stalled`` with the reason, so a caller is never left
-watching a dead worker. Sooner than that, :meth:`Progress.reconcile` fails a
-series whose recorded OpenWhisk activation has ended without a final state
-(killed, timed out, crashed before its guard): the ``activation`` field always
-names the series' latest activation (each hop records itself).
+watching a dead worker. Sooner than that, :func:`radcloud.work.reconcile.reconcile_retrieve`
+(on a schedule, never inside a read) fails a series whose recorded activation
+has ended without a final state (killed, timed out, crashed before its
+guard): the ``activation`` field always names the series' latest activation
+(each hop records itself). Reads never write.
 """
 
 from __future__ import annotations
@@ -31,23 +38,27 @@ from collections.abc import Callable
 from typing import Any
 
 from radcloud.errors import NotFound, RadcloudError, UpstreamError
+from radcloud.work import lifecycle as L
+from radcloud.work.lifecycle import SERIES, SERIES_FINAL
 
 log = logging.getLogger(__name__)
 
 PREFIX = "radcloud:retrieve:"
 STAGED = "radcloud:staged:series:"
+OPEN = "radcloud:retrieves:open"
 TTL_S = 7 * 24 * 3600
-FINAL = ("succeeded", "failed")
+FINAL = tuple(sorted(SERIES_FINAL))  # a series' final states (radcloud.work.lifecycle)
 MAX_ERRORS = 20   # per series: enough to act on, bounded so the record stays small
-RECONCILE_EVERY_S = 2.0   # activation lookups per retrieve, like the status action's for jobs
 
-# Fail a series only if it is still unfinished AND still on the activation that
-# was found ended: a hop that re-invoked itself meanwhile has recorded its
-# successor, and a worker that finished meanwhile has written its outcome.
+# Fail a series only if it may still fail (SERIES.sources("fail")) AND is still on
+# the activation that was found ended: a hop that re-invoked itself meanwhile has
+# recorded its successor, and a worker that finished meanwhile has written its outcome.
 _FAIL_IF_ON = """
 local row = redis.call('HMGET', KEYS[1], 'state', 'activation')
-if row[1] == 'succeeded' or row[1] == 'failed' or row[2] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'failed', 'reason', ARGV[2], 'updated', ARGV[3])
+local open = false
+for s in string.gmatch(ARGV[4], '[^,]+') do if s == row[1] then open = true end end
+if not open or row[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[5], 'reason', ARGV[2], 'updated', ARGV[3])
 return 1
 """
 
@@ -100,6 +111,7 @@ class Progress:
                     "study": s.get("StudyInstanceUID") or "", "uid": s["SeriesInstanceUID"]})
             for key in [self._key(rid)] + [self._key(rid, "s", u) for u in uids]:
                 pipe.expire(key, TTL_S)
+            pipe.zadd(OPEN, {rid: now})
             pipe.execute()
 
         self._do(write)
@@ -146,19 +158,17 @@ class Progress:
         """Index a staged series' manifest by UID (dispatch resolves series this way)."""
         self._do(lambda: self.redis.set(STAGED + series_uid, manifest_key))
 
-    def reconcile(self, rid: str, activation: Callable[[str], dict[str, Any] | None], *,
-                  every_s: float = RECONCILE_EVERY_S) -> int:
-        """Never stuck: fail unfinished series whose recorded activation has ended.
+    # -- reconcile (radcloud.work.reconcile) --------------------------------------
+    def open_retrieves(self, limit: int = 1000) -> list[str]:
+        """Ids of retrieves with an unfinished series, oldest first."""
+        return list(self._do(lambda: self.redis.zrange(OPEN, 0, limit - 1)))
 
-        ``activation(id)`` returns the OpenWhisk activation record, or None
-        while it runs. At most one pass per ``every_s`` per retrieve (one
-        lookup per unfinished series). A lookup that fails ends the pass: the
-        stall timeout stays the backstop. Returns how many series were failed.
-        """
-        gate = self._key(rid, "reconciled")
-        if not self._do(lambda: self.redis.set(gate, 1, nx=True, px=max(1, int(every_s * 1000)))):
-            return 0
+    def closed(self, rid: str) -> None:
+        """Drop a retrieve whose series are all final (or that expired) from the open index."""
+        self._do(lambda: self.redis.zrem(OPEN, rid))
 
+    def units(self, rid: str) -> list[tuple[str, str, str]]:
+        """(series key, state, handle) of every series of a retrieve ([] if it does not exist)."""
         def read() -> tuple[list[str], list[list]]:
             uids = json.loads(self.redis.hget(self._key(rid), "series") or "[]")
             pipe = self.redis.pipeline()
@@ -167,25 +177,13 @@ class Progress:
             return uids, pipe.execute()
 
         uids, rows = self._do(read)
-        failed = 0
-        for uid, (state, aid) in zip(uids, rows):
-            if state in FINAL or not aid:
-                continue
-            try:
-                record = activation(aid)
-            except RadcloudError as exc:
-                log.warning("retrieve %s: activation lookup failed (%s); stall timeout applies", rid, exc.message)
-                break
-            if record is None:
-                continue
-            status = (record.get("response") or {}).get("status") or "ended"
-            reason = f"activation {aid} ended ({status}) without an outcome; rerun the retrieve to finish it"
-            changed = self._do(lambda: self.redis.eval(
-                _FAIL_IF_ON, 1, self._key(rid, "s", uid), aid, reason, self.clock()))
-            if changed:
-                failed += 1
-                log.warning("retrieve %s: %s", rid, reason)
-        return failed
+        return [(uid, state or "queued", aid or "") for uid, (state, aid) in zip(uids, rows)]
+
+    def fail_if_on(self, rid: str, series_key: str, handle: str, reason: str) -> bool:
+        """Fail a series still open on ``handle`` (atomic); False if it moved on meanwhile."""
+        return bool(self._do(lambda: self.redis.eval(
+            _FAIL_IF_ON, 1, self._key(rid, "s", series_key), handle, reason, self.clock(),
+            ",".join(SERIES.sources("fail")), SERIES.next("staging", "fail"))))
 
     # -- reading -------------------------------------------------------------
     def exists(self, rid: str) -> bool:
@@ -207,7 +205,7 @@ class Progress:
         now = self.clock()
         series = []
         for uid, row in zip(uids, rows):
-            state = row.get("state", "queued")
+            state = row.get("state") or "queued"
             item = {
                 "SeriesInstanceUID": row.get("uid") or uid, "StudyInstanceUID": row.get("study") or None,
                 "state": state,
@@ -220,8 +218,8 @@ class Progress:
                     item[optional] = row[optional]
             if uid != item["SeriesInstanceUID"]:  # one of several series sharing a UID
                 item["series_key"] = uid
-            if state not in FINAL and now - float(row.get("updated", now)) > self.stall_s:
-                item["state"] = "stalled"
+            if not SERIES.is_final(state) and now - float(row.get("updated", now)) > self.stall_s:
+                item["state"] = L.STALLED
                 item["reason"] = f"no progress for {self.stall_s:.0f} s; rerun the retrieve to finish it"
             series.append(item)
         return {
@@ -229,7 +227,7 @@ class Progress:
             "source": head.get("source"), "layout": head.get("layout"),
             "created": float(head.get("created", 0)),
             "series_total": len(series),
-            "series_done": sum(s["state"] == "succeeded" for s in series),
+            "series_done": sum(s["state"] == L.SUCCEEDED for s in series),
             "instances_done": sum(s["done"] for s in series),
             "instances_total": sum(s["total"] for s in series),
             "bytes": sum(s["bytes"] for s in series),
@@ -238,15 +236,54 @@ class Progress:
 
 
 def overall(states: list[str]) -> str:
-    """Derive a retrieve's state from its series' states."""
-    if not states:
-        return "succeeded"
-    if all(s == "succeeded" for s in states):
-        return "succeeded"
-    if all(s in ("failed", "stalled") for s in states):
-        return "failed"
-    if all(s in ("succeeded", "failed", "stalled") for s in states):
-        return "partial"
-    if all(s == "queued" for s in states):
-        return "queued"
-    return "running"
+    """Derive a retrieve's state from its series' states (the lifecycle's rule)."""
+    return L.retrieve_state(states)
+
+
+Retrieves = Progress  # the name it has as tracked work
+
+
+# -- units: one retrieve-series activation per series, through an Executor --------------
+WORKER = "retrieve-series"  # the action that stages one series (functions/retrieve_series)
+
+
+def submit_series(progress: Progress, executor: Any, rid: str, series: list[dict[str, Any]], *,
+                  modality: str | None, layout: str, pacs_name: str) -> None:
+    """Submit one ``retrieve-series`` unit per series of a recorded retrieve.
+
+    A series whose submit fails (including a busy executor: a series has no
+    pending state to wait in) is failed with the reason at once: never a
+    silent partial.
+    """
+    from radcloud.work.executors import Unit
+
+    for item in series:
+        key = item.get("series_key") or item["SeriesInstanceUID"]
+        payload = {"retrieve_id": rid, "series": item, "modality": modality, "layout": layout,
+                   "pacs_name": pacs_name}
+        try:
+            handle = executor.submit(Unit(job_id=rid, unit_id=key, action=WORKER, payload=payload))
+        except RadcloudError as exc:
+            progress.update(rid, key, state=L.FAILED, reason=f"could not start the series' activation: {exc.message}")
+            continue
+        # replace=False: a worker that already started has recorded itself (or a later hop)
+        progress.record_activation(rid, key, handle, replace=False)
+
+
+def continue_series(progress: Progress, executor: Callable[[], Any], rid: str, key: str,
+                    follow: dict[str, Any]) -> str:
+    """Submit the next hop of a series (the rest of its instances, or a C-MOVE still
+    running); '' with the series failed and the reason when it cannot be submitted.
+
+    ``executor()`` builds the executor only now that a hop is due (it needs credentials).
+    """
+    from radcloud.work.executors import Unit
+
+    try:
+        handle = executor().submit(Unit(job_id=rid, unit_id=key, action=WORKER, payload=follow))
+    except RadcloudError as exc:  # never leave the series looking alive
+        progress.update(rid, key, state=L.FAILED,
+                        reason=f"could not continue the series: {exc.message}; rerun the retrieve")
+        return ""
+    progress.record_activation(rid, key, handle)
+    return handle

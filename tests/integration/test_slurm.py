@@ -1,0 +1,258 @@
+"""The stack's real one-node Slurm cluster, driven through slurmrestd (radcloud.slurm).
+
+One cluster for the session (the ``slurm`` fixture: ``stack up --with-slurm``
+on the session's stack); no mock of Slurm anywhere. Waits are bounded polls
+of the job's state, never timed asserts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from radcloud.errors import BadRequest, ConfigError, UpstreamError
+from radcloud.slurm import SlurmClient
+from radcloud.stack import Ports, Stack
+from radcloud.stack.slurm import NODE, PARTITION, mint_token
+from radcloud.stack.state import SLURM_SERVICES
+
+pytestmark = pytest.mark.integration
+
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+         "DEADLINE", "PREEMPTED"}
+
+
+@pytest.fixture(scope="module")
+def client(slurm) -> SlurmClient:
+    return SlurmClient.from_settings(slurm.settings())
+
+
+def wait_state(client: SlurmClient, job_id: int, states: set[str], limit_s: float = 30.0) -> dict:
+    deadline = time.monotonic() + limit_s
+    job: dict = {}
+    while time.monotonic() < deadline:
+        job = client.jobs([job_id]).get(str(job_id)) or {}
+        if job.get("job_state") in states:
+            return job
+        if job.get("job_state") in ENDED:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached {sorted(states)}; last: {job.get('job_state')} "
+                         f"({job.get('state_reason')})")
+
+
+def test_stack_up_with_slurm_reports_a_healthy_cluster(stack, slurm, client):
+    status = stack.stack.status(SLURM_SERVICES)
+    assert all(status[name]["running"] and status[name]["healthy"] for name in SLURM_SERVICES), status
+    assert client.ping()["ping"] == "UP"
+    limits = client.limits()
+    assert (limits.partition, limits.cpus) == (PARTITION, os.cpu_count())
+    assert limits.memory_mb > 1024 and limits.max_time_min == 60
+    env = slurm.env()
+    assert env["RADCLOUD_SLURM_URL"].startswith("http://127.0.0.1:") and env["RADCLOUD_SLURM_PARTITION"] == PARTITION
+    # The token is a secret: masked in what is printed, and the munge key is the stack's own, private.
+    assert slurm.slurm_jwt.reveal() not in json.dumps(slurm.public())
+    key = stack.state_dir / "slurm" / "munge" / "munge.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_doctor_checks_the_cluster(slurm):
+    from radcloud.doctor import check_slurm
+
+    check = check_slurm(slurm.settings())
+    assert check.ok and f"partition {PARTITION}: {os.cpu_count()} CPUs" in check.detail, check
+    broken = check_slurm(dataclasses.replace(slurm.settings(), slurm_partition="nope"))
+    assert not broken.ok and "'nope' does not exist" in broken.detail
+    assert check_slurm(dataclasses.replace(slurm.settings(), slurm_url="")) is None
+
+
+def test_a_batch_job_runs_on_the_node_and_completes(client, tmp_path):
+    out = tmp_path / "out.txt"
+    job_id = client.submit(f"#!/bin/sh\necho \"$SLURM_JOB_ID on $SLURMD_NODENAME\" > {out}\n",
+                           name="radcloud-test-ok", cpus=1, memory_mb=64, time_limit_min=1)
+    job = wait_state(client, job_id, ENDED)
+    assert (job["job_state"], job["exit_code"]) == ("COMPLETED", 0)
+    assert out.read_text().split() == [str(job_id), "on", NODE]
+
+
+def test_a_failing_job_keeps_its_exit_code(client):
+    job_id = client.submit("#!/bin/sh\nexit 3\n", name="radcloud-test-fail", memory_mb=64, time_limit_min=1)
+    job = wait_state(client, job_id, ENDED)
+    assert job["job_state"] == "FAILED"
+    assert os.waitstatus_to_exitcode(job["exit_code"]) == 3  # v0.0.38 gives the raw wait status
+
+
+def test_cancel_is_scancel(client):
+    job_id = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-cancel", memory_mb=64, time_limit_min=5)
+    wait_state(client, job_id, {"RUNNING"})
+    client.cancel(job_id)
+    assert wait_state(client, job_id, ENDED)["job_state"] == "CANCELLED"
+    client.cancel(job_id)  # again, ended: quiet
+    client.cancel(999999)  # unknown: quiet
+
+
+def test_more_than_the_node_has_is_refused_by_slurm(client):
+    limits = client.limits()
+    with pytest.raises(BadRequest, match="node configuration is not available"):
+        client.submit("#!/bin/sh\ntrue\n", name="radcloud-test-big", memory_mb=limits.memory_mb * 4)
+
+
+def test_a_token_slurm_did_not_sign_is_refused_with_what_to_do(slurm):
+    forged = SlurmClient(slurm.slurm_url, "root", mint_token(b"not the cluster's key" * 2))
+    with pytest.raises(UpstreamError, match="RADCLOUD_SLURM_JWT"):
+        forged.ping()
+    key = (Path(slurm.state_dir) / "slurm" / "jwt.key").read_bytes()
+    with pytest.raises(ConfigError, match="expired"):
+        SlurmClient(slurm.slurm_url, "root", mint_token(key, lifespan_s=60, now=time.time() - 3600))
+
+
+def test_slurmctld_restart_keeps_the_queue(stack, slurm, client):
+    job_id = client.submit("#!/bin/sh\nsleep 3\n", name="radcloud-test-restart", memory_mb=64, time_limit_min=1)
+    wait_state(client, job_id, {"RUNNING"})
+    stack.restart("slurmctld")  # its state is in <state dir>/slurm/ctld: the running job is recovered
+    assert wait_state(client, job_id, ENDED)["job_state"] == "COMPLETED"
+
+
+def test_stack_down_stops_the_cluster_and_its_jobs(tmp_path_factory):
+    """A second, slurm-only stack: `down` with a job running leaves no daemon and no job process."""
+    stk = Stack(tmp_path_factory.mktemp("slurm-only"), Ports.ephemeral(), timeout_s=30)
+    endpoints = stk.up(SLURM_SERVICES, install_missing=False)
+    try:
+        other = SlurmClient.from_settings(endpoints.settings())
+        marker = f"radcloud-down-{os.getpid()}-{time.monotonic_ns()}"
+        job_id = other.submit(f"#!/bin/bash\nexec -a {marker} sleep 300\n", name="radcloud-test-down",
+                              memory_mb=64, time_limit_min=10)
+        wait_state(other, job_id, {"RUNNING"})
+        deadline = time.monotonic() + 10
+        while not _processes_named(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)  # RUNNING comes before the batch script has started
+        assert _processes_named(marker)
+    finally:
+        assert set(stk.down()) == set(SLURM_SERVICES)
+    assert not any(stk.running(name) for name in SLURM_SERVICES)
+    assert not _processes_named(marker)
+    assert not _processes_named(str(stk.state.root))  # no daemon of that state dir left
+
+
+def _processes_named(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return [p for p in found if p != os.getpid()]
+
+
+# -- the executor under the job model: dispatch -> Slurm -> the shard runner -> Redis/S3 --------
+def _stage_ct(store, tmp_path, count: int = 40) -> str:
+    """A phantom CT series staged in S3 as retrieve stages one (instances + manifest); its series UID."""
+    import hashlib
+
+    import pydicom
+
+    from plugin_helpers import write_ct_series
+
+    paths = write_ct_series(tmp_path / "ct", count=count, rows=128, thickness=3.0)
+    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    study, series = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
+    prefix = f"studies/{study}/{series}/"
+    instances = []
+    for path in paths:
+        data = path.read_bytes()
+        info = store.put_bytes(f"{prefix}{path.name}", data)
+        instances.append({"key": info.key, "size": info.size, "md5": hashlib.md5(data).hexdigest()})
+    store.put_json(f"manifests/{study}/{series}.json", {"prefix": prefix, "StudyInstanceUID": study,
+                                                        "SeriesInstanceUID": series, "expected": len(paths),
+                                                        "instances": instances, "complete": True})
+    return series
+
+
+@pytest.fixture(scope="module")
+def services(slurm):
+    from radcloud.jobservices import JobServices
+
+    return JobServices.from_settings(slurm.settings())
+
+
+def _settle(services, job_id: str, until, limit_s: float = 120.0) -> dict:
+    """Reconcile the job (as the alarm-triggered sweep does) until ``until(job)``; bounded."""
+    from radcloud.work import reconcile
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        reconcile.reconcile_job(services.jobs, job_id, services.executor_named, finaliser=services.finaliser)
+        job = services.jobs.get(job_id)
+        if until(job):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} never settled: {job['state']} {[(s['state'], s.get('reason')) for s in job['shards']]}")
+
+
+def test_a_heavy_plugin_is_routed_to_slurm_and_runs_end_to_end(services, client, tmp_path):
+    from radcloud.results import Results
+
+    series = _stage_ct(services.store, tmp_path)
+    answer = services.dispatcher().dispatch({"plugin": "ct-resample", "params": {"spacing": 2.0},
+                                             "inputs": {"series": [series]}, "options": {"force": True}}, "alice")
+    job = services.jobs.get(answer["job_id"])
+    assert job["options"]["executor"] == "slurm" and "exceed an action" in job["options"]["routed"]
+    (shard,) = job["shards"]
+    assert shard["executor"] == "slurm" and shard["activation_id"].isdigit()  # the Slurm job id
+    slurm_job = client.jobs([shard["activation_id"]])[shard["activation_id"]]
+    assert (slurm_job["cpus"], slurm_job["memory_per_node"]) == (2, 3072)  # the descriptor's needs
+    job = _settle(services, answer["job_id"], lambda j: j["state"] in ("succeeded", "failed", "partial"))
+    assert job["state"] == "succeeded", job["shards"][0].get("reason")
+    manifest = Results(services.store, services.jobs.r, services.jobs).manifest(answer["job_id"])
+    names = sorted(o["name"] for o in manifest["outputs"])
+    assert "s000/ct-resample.json" in names and any(n.endswith("series-001-body.nii.gz") for n in names)
+    assert len([n for n in names if n.endswith(".dcm")]) == 60  # 120 mm at 2 mm
+    assert wait_state(client, int(shard["activation_id"]), ENDED)["job_state"] == "COMPLETED"
+
+
+def test_queued_shows_the_queue_reason_and_cancel_is_scancel(services, client, tmp_path):
+    from radcloud.dispatch import stop_units
+
+    blocker = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-blocker", cpus=os.cpu_count(),
+                            memory_mb=64, time_limit_min=5)
+    try:
+        wait_state(client, blocker, {"RUNNING"})
+        series = _stage_ct(services.store, tmp_path, count=4)
+        answer = services.dispatcher().dispatch({"plugin": "ct-resample", "inputs": {"series": [series]},
+                                                 "options": {"force": True}}, "alice")
+        # Slurm says "None" until its scheduler has looked at the job, then why it waits.
+        job = _settle(services, answer["job_id"], lambda j: j["shards"][0].get("queue_reason") not in
+                      (None, "", "queued: waiting to be scheduled"), limit_s=30)
+        assert job["shards"][0]["queue_reason"] == "queued: waiting for resources"
+        handle = job["shards"][0]["activation_id"]
+        must_finalise = services.jobs.cancel(answer["job_id"])  # what the status action's cancel does
+        must_finalise |= stop_units(services.jobs, answer["job_id"], services.executor_named)
+        if must_finalise:
+            services.finaliser(answer["job_id"])
+        job = services.jobs.get(answer["job_id"])
+        assert job["state"] == "cancelled" and job["shards"][0]["state"] == "cancelled"
+        assert wait_state(client, int(handle), ENDED)["job_state"] == "CANCELLED"
+    finally:
+        client.cancel(blocker)
+
+
+def test_a_job_slurm_no_longer_knows_is_failed_with_a_reason(services, tmp_path):
+    series = _stage_ct(services.store, tmp_path, count=2)
+    answer = services.dispatcher().dispatch({"plugin": "ct-resample", "inputs": {"series": [series]},
+                                             "options": {"force": True}}, "alice")
+    job_id, sid = answer["job_id"], services.jobs.get(answer["job_id"])["shards"][0]["id"]
+    real = services.jobs.get(job_id)["shards"][0]["activation_id"]
+    services.executor_named("slurm").cancel(real)
+    # As if slurmctld lost it (purged, its state wiped): the shard now names a job Slurm never had.
+    services.jobs.update_shard(job_id, sid, {"activation_id": "987654"}, allowed=("invoked", "running"), event="test")
+    job = _settle(services, job_id, lambda j: j["state"] in ("failed", "partial", "succeeded"), limit_s=30)
+    assert job["state"] == "failed"
+    assert job["shards"][0]["reason"] == "the slurm executor no longer knows unit 987654; it ended without an outcome"

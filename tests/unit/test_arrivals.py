@@ -1,0 +1,225 @@
+"""The arrivals watcher's decisions with an in-memory Orthanc change log and Redis (fakes by injection)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from radcloud.arrivals import CURSOR, PENDING, Watcher, arrival, fingerprint, routed_key
+from radcloud.errors import NotFound, UpstreamError
+
+
+class FakeRedis:
+    """The few commands the watcher uses, on dicts (decode_responses=True semantics)."""
+
+    def __init__(self) -> None:
+        self.kv: dict[str, str] = {}
+        self.hashes: dict[str, dict[str, str]] = {}
+
+    def get(self, key):
+        return self.kv.get(key)
+
+    def set(self, key, value, nx=False):
+        if nx and key in self.kv:
+            return None
+        self.kv[key] = str(value)
+        return True
+
+    def hset(self, key, field=None, value=None, mapping=None):
+        h = self.hashes.setdefault(key, {})
+        if field is not None:
+            h[field] = str(value)
+        h.update({k: str(v) for k, v in (mapping or {}).items()})
+
+    def hgetall(self, key):
+        return dict(self.hashes.get(key, {}))
+
+    def hdel(self, key, *fields):
+        for f in fields:
+            self.hashes.get(key, {}).pop(f, None)
+
+    def pipeline(self):
+        redis, calls = self, []
+
+        class Pipe:
+            def __getattr__(self, name):
+                return lambda *a, **k: calls.append((name, a, k))
+
+            def execute(self):
+                for name, a, k in calls:
+                    getattr(redis, name)(*a, **k)
+        return Pipe()
+
+
+def stamp(t: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(t))
+
+
+class FakeOrthanc:
+    def __init__(self) -> None:
+        self.log: list[dict] = []
+        self.studies: dict[str, dict] = {}
+        self.series: dict[str, dict] = {}
+        self.now_s = 1_800_000_000.0
+        self.aet: dict[str, str] = {}
+
+    def change(self, kind, rid):
+        self.log.append({"ChangeType": kind, "ID": rid, "Seq": len(self.log) + 1})
+
+    def store(self, study, series, instances, *, modality="CT", body_part="CHEST", aet="SCANNER1"):
+        """Instances arrive: NewStudy/NewSeries as Orthanc logs them; LastUpdate moves."""
+        if study not in self.studies:
+            self.studies[study] = {"ID": study, "MainDicomTags": {"StudyInstanceUID": f"1.2.{study}",
+                                                                  "StudyDescription": "CT THORAX",
+                                                                  "AccessionNumber": "A1"},
+                                   "PatientMainDicomTags": {"PatientName": "DOE^JANE"}, "Series": []}
+            self.change("NewStudy", study)
+        if series not in self.series:
+            self.series[series] = {"ID": series, "ParentStudy": study, "Instances": [], "MainDicomTags": {
+                "SeriesInstanceUID": f"1.2.{study}.{series}", "Modality": modality,
+                "BodyPartExamined": body_part, "SeriesDescription": "Lung 1mm"}}
+            self.studies[study]["Series"].append(series)
+            self.change("NewSeries", series)
+        self.series[series]["Instances"] += instances
+        for i in instances:
+            self.aet[i] = aet
+        self.studies[study]["LastUpdate"] = stamp(self.now_s)
+
+    # -- the client interface the watcher uses --
+    def last_change(self):
+        return len(self.log)
+
+    def changes(self, since, limit=1000):
+        page = [c for c in self.log if c["Seq"] > since][:limit]
+        return {"Changes": page, "Last": page[-1]["Seq"] if page else len(self.log), "Done": True}
+
+    def now(self):
+        return stamp(self.now_s)
+
+    def resource(self, level, rid):
+        table = self.studies if level == "Study" else self.series
+        if rid not in table:
+            raise NotFound(f"no {rid}")
+        return table[rid]
+
+    def children(self, level, rid, child):
+        return [self.series[s] for s in self.resource("Study", rid)["Series"]]
+
+    def metadata(self, level, rid, name):
+        if rid not in self.aet or not self.aet[rid]:
+            raise NotFound("no metadata")
+        return self.aet[rid]
+
+
+@pytest.fixture
+def world():
+    orthanc, redis, fired = FakeOrthanc(), FakeRedis(), []
+    clock = [1000.0]
+    watcher = Watcher(orthanc, redis, fired.append, stable_age_s=5, from_start=True, clock=lambda: clock[0])
+
+    def advance(s):
+        clock[0] += s
+        orthanc.now_s += s
+    return orthanc, redis, fired, watcher, advance
+
+
+def test_stable_study_fires_once_with_routing_attributes_only(world):
+    orthanc, redis, fired, watcher, advance = world
+    orthanc.store("s1", "se1", ["i1", "i2"])
+    assert watcher.poll() == 0  # pending, not yet stable
+    orthanc.change("StableStudy", "s1")
+    assert watcher.poll() == 1
+    [payload] = fired
+    assert payload["study_uid"] == "1.2.s1" and payload["calling_aet"] == "SCANNER1"
+    assert payload["modalities"] == ["CT"] and payload["study_description"] == "CT THORAX"
+    assert payload["series"][0] | {"fingerprint": None} == {
+        "series_uid": "1.2.s1.se1", "orthanc_series": "se1", "modality": "CT", "body_part": "CHEST",
+        "series_description": "Lung 1mm", "instances": 2, "fingerprint": None}
+    text = repr(payload)
+    assert "DOE" not in text and "A1" not in text  # no patient name, no accession number
+    assert redis.get(CURSOR) == str(len(orthanc.log)) and redis.hgetall(PENDING) == {}
+    orthanc.change("StableStudy", "s1")  # announced again, same instances: nothing to do
+    advance(10)
+    assert watcher.poll() == 0 and len(fired) == 1
+
+
+def test_a_study_pending_at_an_orthanc_restart_waits_for_its_own_stability(world):
+    """After a restart Orthanc says IsStable for everything and never sends StableStudy for
+    what was pending: the sweep routes it only once LastUpdate is stable_age old."""
+    orthanc, redis, fired, watcher, advance = world
+    orthanc.store("s1", "se1", ["i1"])
+    watcher.poll()
+    advance(3)
+    orthanc.store("s1", "se1", ["i2"])  # still arriving (no change-log entry for a new instance)
+    advance(3)  # 6 s after the watcher saw it, 3 s after its last instance
+    assert watcher.poll() == 0 and "s1" in redis.hgetall(PENDING)
+    advance(2)
+    assert watcher.poll() == 1
+    assert fired[0]["series"][0]["instances"] == 2
+
+
+def test_a_grown_study_fires_for_its_new_series_only_and_a_resend_for_none(world):
+    orthanc, redis, fired, watcher, advance = world
+    orthanc.store("s1", "se1", ["i1"])
+    orthanc.change("StableStudy", "s1")
+    watcher.poll()
+    orthanc.store("s1", "se2", ["i9"], modality="SEG", aet="")
+    orthanc.change("StableStudy", "s1")
+    assert watcher.poll() == 1
+    assert [s["orthanc_series"] for s in fired[1]["series"]] == ["se2"]
+    assert fired[1]["calling_aet"] == "" and fired[1]["arrival_id"] != fired[0]["arrival_id"]
+    assert redis.hgetall(routed_key("s1")) == {"se1": fingerprint(["i1"]), "se2": fingerprint(["i9"])}
+
+
+def test_a_failed_fire_keeps_the_study_pending_until_a_fire_succeeds(world):
+    orthanc, redis, fired, watcher, advance = world
+    refusals = [UpstreamError("OpenWhisk at x unreachable")]
+
+    def flaky(payload):
+        if refusals:
+            raise refusals.pop()
+        fired.append(payload)
+    watcher.fire = flaky
+    orthanc.store("s1", "se1", ["i1"])
+    orthanc.change("StableStudy", "s1")
+    assert watcher.poll() == 0 and "s1" in redis.hgetall(PENDING)
+    advance(6)
+    assert watcher.poll() == 1 and len(fired) == 1
+
+
+def test_a_restarted_watcher_resumes_from_its_cursor_and_repeats_nothing(world):
+    orthanc, redis, fired, watcher, advance = world
+    orthanc.store("s1", "se1", ["i1"])
+    orthanc.change("StableStudy", "s1")
+    watcher.poll()
+    redis.set(CURSOR, 0)  # as if it died before moving the cursor: the log is handled again
+    again = Watcher(orthanc, redis, fired.append, stable_age_s=5)
+    assert again.poll() == 0 and len(fired) == 1
+
+
+def test_without_a_cursor_the_watcher_starts_at_orthancs_present(world):
+    orthanc, redis, fired, _watcher, advance = world
+    orthanc.store("old", "se0", ["i0"])
+    orthanc.change("StableStudy", "old")
+    fresh = Watcher(orthanc, redis, fired.append, stable_age_s=5)
+    assert fresh.poll() == 0 and fired == []
+    orthanc.store("s2", "se2", ["i2"])
+    orthanc.change("StableStudy", "s2")
+    assert fresh.poll() == 1 and fired[0]["study_uid"] == "1.2.s2"
+
+
+def test_a_reset_change_log_is_read_again_from_zero(world):
+    orthanc, redis, fired, watcher, advance = world
+    redis.set(CURSOR, 50)
+    orthanc.store("s1", "se1", ["i1"])
+    orthanc.change("StableStudy", "s1")
+    assert watcher.poll() == 1
+
+
+def test_arrival_id_is_stable_for_the_same_instances():
+    study = {"ID": "s", "MainDicomTags": {"StudyInstanceUID": "1.2"}}
+    series = [{"ID": "a", "Instances": ["x", "y"], "MainDicomTags": {}}]
+    one = arrival(study, series, {"a": fingerprint(["y", "x"])}, "")
+    two = arrival(study, series, {"a": fingerprint(["x", "y"])}, "")
+    assert one["arrival_id"] == two["arrival_id"]

@@ -1,0 +1,167 @@
+"""radcloud.viewer and the viewer action: which staged objects the web viewer may open, as URLs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from action_loader import load_action
+from jobs_fakes import MemStore, stage_series
+
+from radcloud import audit
+from radcloud.action import Request
+from radcloud.auth import Principal
+from radcloud.errors import BadRequest, Forbidden, NotFound
+from radcloud.staged import InputAccess, ManifestStaging
+from radcloud.viewer import Viewer
+
+STUDY = "1.2.840.1"
+
+
+class _Redis(dict):
+    """The staged-series index (radcloud.progress.Progress.staged writes it)."""
+
+    def set(self, key, value):
+        self[key] = value
+
+
+def _staged(store, series, n, number):
+    """A series in retrieve's own layout (staged/{study}/{series}/manifest.json, with tags), indexed."""
+    prefix = f"staged/{STUDY}/{series}/"
+    instances = []
+    for i in range(n):
+        key = f"{prefix}{series}.{i}.dcm"
+        info = store.put_bytes(key, b"DICM" + bytes([i]))
+        instances.append({"key": key, "md5": info.md5, "size": info.size})
+    store.put_json(f"{prefix}manifest.json", {
+        "prefix": prefix, "StudyInstanceUID": STUDY, "SeriesInstanceUID": series, "expected": n, "complete": True,
+        "tags": {"Modality": "CT", "SeriesNumber": str(number), "SeriesDescription": f"AX {number}",
+                 "PatientName": "never answered"},
+        "instances": instances})
+    store.index.set(f"radcloud:staged:series:{series}", f"{prefix}manifest.json")
+
+
+@pytest.fixture
+def store():
+    store = MemStore()
+    store.index = _Redis()
+    _staged(store, "1.2.840.1.2", 5, 2)
+    _staged(store, "1.2.840.1.1", 3, 1)
+    return store
+
+
+def _viewer(store):
+    return Viewer(store, ManifestStaging(store, store.index), 60)
+
+
+def test_a_series_is_its_instances_as_presigned_urls_never_pixels(store):
+    answer = _viewer(store).series("1.2.840.1.2")
+    assert answer["StudyInstanceUID"] == STUDY and answer["count"] == 5 and answer["complete"]
+    assert [i["url"] for i in answer["instances"]] == [
+        f"http://s3.invalid/staged/{STUDY}/1.2.840.1.2/1.2.840.1.2.{i}.dcm?ttl=60" for i in range(5)]
+    assert answer["tags"] == {"Modality": "CT", "SeriesNumber": "2", "SeriesDescription": "AX 2"}  # no patient tags
+    assert answer["next_offset"] is None and answer["url_ttl_s"] == 60
+
+
+def test_a_long_series_comes_in_pages(store):
+    first = _viewer(store).series("1.2.840.1.2", limit=2)
+    assert len(first["instances"]) == 2 and first["next_offset"] == 2
+    last = _viewer(store).series("1.2.840.1.2", offset=4, limit=2)
+    assert len(last["instances"]) == 1 and last["next_offset"] is None
+
+
+def test_a_series_not_staged_or_not_a_uid_is_refused(store):
+    with pytest.raises(NotFound, match="retrieve it first"):
+        _viewer(store).series("1.2.3.4")
+    with pytest.raises(BadRequest):
+        _viewer(store).series("../deid-maps")
+
+
+def test_a_study_lists_its_staged_series_in_series_order_with_a_thumbnail(store):
+    answer = _viewer(store).study(STUDY)
+    assert [s["SeriesInstanceUID"] for s in answer["series"]] == ["1.2.840.1.1", "1.2.840.1.2"]
+    assert answer["series"][1]["thumbnail_url"].endswith("1.2.840.1.2.2.dcm?ttl=60")  # the middle one
+    with pytest.raises(NotFound, match="Pull page"):
+        _viewer(store).study("1.2.9")
+
+
+def test_manifests_pointing_past_the_staged_area_are_refused(store):
+    stage_series(store, "1.2", "1.2.9", 1)
+    manifest = json.loads(store.objects["manifests/1.2/1.2.9.json"])
+    manifest["instances"][0]["key"] = "deid-maps/j/s000.json"
+    store.objects["manifests/1.2/1.2.9.json"] = json.dumps(manifest).encode()
+    with pytest.raises(Forbidden):
+        _viewer(store).series("1.2.9")
+
+
+@dataclasses.dataclass
+class _Services:
+    store: object
+    staging: object
+    jobs: object
+    presign_ttl_s: int = 60
+
+
+class _Jobs:
+    def owner(self, job_id):
+        return None
+
+
+def _request(path, **params):
+    return Request(method="get", path=path, headers={}, params=params, web=True)
+
+
+def test_the_action_routes_series_and_study_and_names_what_to_send(store):
+    action = load_action("viewer")
+    services = _Services(store, ManifestStaging(store, store.index), _Jobs())
+    who = Principal("dr.jones", "clinician")
+    series = action.handle(_request("/series/1.2.840.1.2", limit="2"), None, who, services)
+    assert len(series["instances"]) == 2
+    assert action.handle(_request("/study/1.2.840.1"), None, who, services)["series"]
+    with pytest.raises(BadRequest, match="series/"):
+        action.handle(_request("/"), None, who, services)
+    with pytest.raises(BadRequest):
+        action.handle(_request("/patients/1.2"), None, who, services)
+
+
+def test_a_view_is_audited_with_the_study_and_series_it_opened(store):
+    answer = _viewer(store).series("1.2.840.1.2")
+    targets = audit.targets_of("viewer", {}, "series/1.2.840.1.2", answer)
+    assert targets == {"study_uids": [STUDY], "series_uids": ["1.2.840.1.2"]}
+    study = _viewer(store).study(STUDY)
+    assert audit.targets_of("viewer", {}, "study/x", study)["series_uids"] == ["1.2.840.1.1", "1.2.840.1.2"]
+    assert "viewer" in audit.AUDITED
+
+
+def _seg_sr_outputs(store):
+    """A job's outputs as the result manifest lists them: a SEG, an SR, a PNG, on series 1.2.840.1.2."""
+    from radcloud.samples import viewerdata
+
+    ct = viewerdata.ct_series(4, 16, tag="UNIT")
+    seg = viewerdata.seg_of(ct, viewerdata.Box(1, 3, 4, 8, 4, 8))
+    sr = viewerdata.sr_of(ct, seg, 1.5, -20.25)
+    outputs = []
+    for name, data in (("s000/seg/series-001.dcm", viewerdata.ds_bytes(seg)),
+                       ("s000/sr/series-001.dcm", viewerdata.ds_bytes(sr)), ("s000/preview.png", b"\x89PNG")):
+        info = store.put_bytes(f"results/j1/{name}", data)
+        outputs.append({"key": info.key, "name": name, "size": info.size, "series_uid": "1.2.840.1.2",
+                        "study_uid": STUDY, "content_type": "image/png" if name.endswith(".png") else ""})
+    return {"job_id": "j1", "outputs": outputs}
+
+
+def test_a_job_answers_its_seg_as_a_url_and_its_sr_as_rows(store):
+    answer = _viewer(store).job(_seg_sr_outputs(store))
+    assert answer["source"] == {"SeriesInstanceUID": "1.2.840.1.2", "StudyInstanceUID": STUDY}
+    assert answer["segmentation"]["url"] == "http://s3.invalid/results/j1/s000/seg/series-001.dcm?ttl=60"
+    assert answer["measurements"] == [
+        {"segment": "Lesion", "name": "Volume", "value": 1.5, "unit": "ml"},
+        {"segment": "Lesion", "name": "Attenuation Coefficient (mean)", "value": -20.2, "unit": "HU"}]
+    assert audit.targets_of("viewer", {}, "job/j1", answer) == {
+        "study_uids": [STUDY], "series_uids": ["1.2.840.1.2"], "job_id": ["j1"]}
+
+
+def test_a_job_without_seg_or_sr_has_nothing_to_overlay(store):
+    store.put_bytes("results/j2/a.dcm", b"not dicom at all")
+    answer = _viewer(store).job({"job_id": "j2", "outputs": [{"key": "results/j2/a.dcm", "name": "a.dcm"}]})
+    assert answer["source"] is None and answer["segmentation"] is None and answer["measurements"] == []

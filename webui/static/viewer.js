@@ -1,0 +1,399 @@
+/* The viewer page: original DICOM of a staged series, drawn by dwv (npm,
+ * bundled into vendor/dwv by `make install`), with window/level applied to
+ * the raw pixel values in HU.
+ *
+ *   viewer?series=<SeriesInstanceUID>          a staged series
+ *   viewer?job=<job id>                        a job's SEG/SR over its source series
+ *
+ * The viewer action answers presigned URLs of the instances (never pixels:
+ * an action result is capped at 1 MB) and writes who viewed which study to
+ * the audit trail; the browser then reads the instances from the object
+ * store itself. Interaction is ours, not dwv's tools, so that one gesture
+ * means one thing: wheel/arrows/slider scroll, drag windows, Shift+drag
+ * pans, Ctrl+wheel and +/- zoom. window.rcViewer exposes the state the
+ * browser tests and bench/viewer_bench.py read. */
+// dwv's entry module by this page's asset version (?v=): the ui action lets
+// browsers cache static files for a day, and the entry names its chunks by hash.
+const { App, AppOptions, ViewConfig, WindowLevel, Index, MaskSegmentViewHelper, Point2D, DicomParser } =
+  await import(`./vendor/dwv/dwv.js${new URL(import.meta.url).search}`);
+
+/* dwv 0.36 reads a SEG frame's segment number from the per-frame functional
+ * groups only; a SEG of a single segment (highdicom writes those) may carry
+ * its Segment Identification in the shared functional groups instead, as the
+ * standard allows for a group common to every frame. Copy it into each frame
+ * once parsed, so dwv finds it where it looks. */
+const dicomElements = DicomParser.prototype.getDicomElements;
+DicomParser.prototype.getDicomElements = function () {
+  const elements = dicomElements.call(this);
+  const shared = elements["52009229"], perFrame = elements["52009230"];
+  const id = shared && shared.value && shared.value[0] && shared.value[0]["0062000A"];
+  if (id && perFrame && perFrame.value) for (const item of perFrame.value) if (!item["0062000A"]) item["0062000A"] = id;
+  return elements;
+};
+
+const { $, el, api, showError } = window.RC;
+const params = new URLSearchParams(location.search);
+const stage = $("#vw-stage");
+const slider = $("#vw-slice");
+const errorBox = $("#vw-error");
+const PRESETS = { lung: [-600, 1500], mediastinum: [50, 350], bone: [400, 1800], brain: [40, 80] };
+// dwv's decoders (workers) cover these; JPEG-LS and the JPEG 2000 parts
+// beyond Part 1 do not decode in the browser.
+const UNSUPPORTED_SYNTAX = { "1.2.840.10008.1.2.4.80": "JPEG-LS lossless", "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless",
+  "1.2.840.10008.1.2.4.201": "HTJ2K lossless", "1.2.840.10008.1.2.4.202": "HTJ2K lossless RPCL", "1.2.840.10008.1.2.4.203": "HTJ2K" };
+
+const state = window.rcViewer = {
+  opened: null, firstImageMs: null, loadedMs: null, loaded: false, slices: 0, error: null,
+  imageDataId: null, segDataId: null, segments: [], srRows: [], renders: 0,
+  index: () => currentIndex(), setIndex: (k) => setIndex(k), windowLevel: () => currentWl(),
+  setWindowLevel: (c, w) => setWl(c, w), pixelAt: (row, col) => pixelAt(row, col),
+  segOpacity: () => segOpacity(), indexOfImage: (sopUid) => indexOfImage(sopUid),
+};
+
+let app = null;
+let dragging = null;
+
+function viewController(dataId) {
+  const id = dataId ?? state.imageDataId;
+  if (id === null || !app) return null;
+  const layers = app.getViewLayersByDataId(id);
+  return layers.length ? layers[0].getViewController() : null;
+}
+
+/* What is on screen at voxel (row, col) of the current slice: the RGBA of the
+ * image layer's canvas and of the SEG layer's (null when none), read at the
+ * display point dwv maps that voxel's centre to. For tests and the bench. */
+function pixelAt(row, col) {
+  const read = (dataId) => {
+    if (dataId === null || !app) return null;
+    const layer = app.getViewLayersByDataId(dataId)[0];
+    if (!layer) return null;
+    const node = document.getElementById(layer.getId());
+    const canvas = node && (node.tagName === "CANVAS" ? node : node.querySelector("canvas"));
+    if (!canvas) return null;
+    const at = layer.planePosToDisplay(new Point2D(col + 0.5, row + 0.5));
+    return Array.from(canvas.getContext("2d").getImageData(Math.floor(at.getX()), Math.floor(at.getY()), 1, 1).data);
+  };
+  return { image: read(state.imageDataId), seg: read(state.segDataId), index: currentIndex() };
+}
+
+function scrollDim(vc) { return vc.getScrollDimIndex(); }
+function sliceCount(vc) { return vc.getImageSize().get(scrollDim(vc)); }
+function currentIndex() {
+  const vc = viewController();
+  return vc ? vc.getCurrentIndex().get(scrollDim(vc)) : 0;
+}
+
+function setIndex(k) {
+  const vc = viewController();
+  if (!vc) return false;
+  const n = sliceCount(vc);
+  const values = vc.getCurrentIndex().getValues().slice();
+  values[scrollDim(vc)] = Math.max(0, Math.min(n - 1, Math.round(k)));
+  return vc.setCurrentIndex(new Index(values));
+}
+
+/* The slice showing the image of this SOP Instance UID (-1: none); leaves the view there. */
+function indexOfImage(sopUid) {
+  const vc = viewController();
+  if (!vc) return -1;
+  for (let k = 0; k < sliceCount(vc); k++) {
+    setIndex(k);
+    if (vc.getCurrentImageUid() === sopUid) return k;
+  }
+  return -1;
+}
+
+function currentWl() {
+  const vc = viewController();
+  if (!vc) return null;
+  const wl = vc.getWindowLevel();
+  return { center: wl.center, width: wl.width };
+}
+
+function setWl(center, width) {
+  const vc = viewController();
+  if (!vc || !vc.canWindowLevel()) return;
+  vc.setWindowLevel(new WindowLevel(center, Math.max(1, width)));
+}
+
+function pressPreset(name) {
+  for (const b of $("#vw-presets").querySelectorAll("button")) b.setAttribute("aria-pressed", String(b.dataset.preset === name));
+}
+
+function showSlice() {
+  const vc = viewController();
+  if (!vc) return;
+  const n = sliceCount(vc);
+  state.slices = n;
+  const k = currentIndex();
+  slider.max = String(Math.max(0, n - 1));
+  slider.value = String(k);
+  slider.disabled = n < 2;
+  $("#vw-slice-label").textContent = `Slice ${k + 1} / ${n}`;
+  const wl = currentWl();
+  if (wl) $("#vw-wl").textContent = `W ${Math.round(wl.width)} L ${Math.round(wl.center)}`;
+}
+
+function fail(message) {
+  state.error = message;
+  showError(errorBox, new Error(message));
+}
+
+function initApp() {
+  app = new App();
+  state.app = app;
+  const options = new AppOptions({ "*": [new ViewConfig("layerGroup0")] });
+  options.viewOnFirstLoadItem = true;
+  app.init(options);
+  app.addEventListener("renderend", (event) => {
+    state.renders += 1;
+    if (state.firstImageMs === null && event.dataid === state.imageDataId) {
+      state.firstImageMs = performance.now() - state.opened;
+      app.fitToContainer();
+    }
+    showSlice();
+  });
+  app.addEventListener("loadprogress", (event) => {
+    if (event.lengthComputable && event.dataid === state.imageDataId) {
+      $("#vw-progress").textContent = `Loading ${Math.round((100 * event.loaded) / event.total)} %`;
+    }
+  });
+  app.addEventListener("load", (event) => {
+    if (event.dataid === state.imageDataId) {
+      state.loaded = true;
+      state.loadedMs = performance.now() - state.opened;
+      $("#vw-progress").textContent = "";
+      showSlice();
+    } else if (event.dataid === state.segDataId) {
+      segmentationLoaded();
+    }
+  });
+  app.addEventListener("positionchange", showSlice);
+  app.addEventListener("wlchange", showSlice);
+  app.addEventListener("error", (event) => {
+    const text = String((event.error && event.error.message) || event.error || "unknown error");
+    const syntax = Object.keys(UNSUPPORTED_SYNTAX).find((uid) => text.includes(uid));
+    fail(syntax ? `These images are compressed as ${UNSUPPORTED_SYNTAX[syntax]} (${syntax}), which the browser viewer cannot decode; open them in the PACS viewer, or run dcm2png.`
+                : `Could not show the images: ${text}`);
+  });
+  window.addEventListener("resize", () => app.onResize());
+}
+
+/* ---- interaction ---------------------------------------------------------------------- */
+function wire() {
+  stage.addEventListener("wheel", (event) => {
+    event.preventDefault();
+    if (event.ctrlKey) {
+      const r = stage.getBoundingClientRect();
+      app.zoom(event.deltaY < 0 ? 0.1 : -0.1, event.clientX - r.left, event.clientY - r.top);
+    } else {
+      setIndex(currentIndex() + Math.sign(event.deltaY));
+    }
+  }, { passive: false });
+  stage.addEventListener("keydown", (event) => {
+    const step = { ArrowUp: -1, ArrowLeft: -1, ArrowDown: 1, ArrowRight: 1, PageUp: -10, PageDown: 10 }[event.key];
+    if (step !== undefined) setIndex(currentIndex() + step);
+    else if (event.key === "Home") setIndex(0);
+    else if (event.key === "End") setIndex(state.slices - 1);
+    else if (event.key === "+" || event.key === "=") app.zoom(0.1, stage.clientWidth / 2, stage.clientHeight / 2);
+    else if (event.key === "-") app.zoom(-0.1, stage.clientWidth / 2, stage.clientHeight / 2);
+    else return;
+    event.preventDefault();
+  });
+  slider.addEventListener("input", () => setIndex(Number(slider.value)));
+  stage.addEventListener("pointerdown", (event) => {
+    stage.focus();
+    stage.setPointerCapture(event.pointerId);
+    dragging = { x: event.clientX, y: event.clientY, pan: event.shiftKey || event.button === 1 || event.button === 2,
+                 wl: currentWl() };
+  });
+  stage.addEventListener("pointermove", (event) => {
+    if (!dragging) return;
+    const dx = event.clientX - dragging.x, dy = event.clientY - dragging.y;
+    if (dragging.pan) {
+      app.translate(dx, dy);
+      dragging.x = event.clientX; dragging.y = event.clientY;
+    } else if (dragging.wl) {
+      // Right widens, down raises the level: 2 HU a pixel, as PACS viewers do.
+      setWl(dragging.wl.center + 2 * dy, dragging.wl.width + 2 * dx);
+      pressPreset("");
+    }
+  });
+  const stop = () => { dragging = null; };
+  stage.addEventListener("pointerup", stop);
+  stage.addEventListener("pointercancel", stop);
+  stage.addEventListener("contextmenu", (event) => event.preventDefault());
+  $("#vw-presets").addEventListener("click", (event) => {
+    const button = event.target.closest("button");
+    if (!button) return;
+    const vc = viewController();
+    if (!vc) return;
+    if (PRESETS[button.dataset.preset]) setWl(...PRESETS[button.dataset.preset]);
+    else vc.setWindowLevelPresetById(0);  // dwv's first preset: the window stored in the images
+    pressPreset(button.dataset.preset);
+  });
+  $("#vw-reset").addEventListener("click", () => {
+    app.resetZoomPan();
+    const vc = viewController();
+    if (vc) vc.setWindowLevelPresetById(0);
+    pressPreset("default");
+  });
+}
+
+/* ---- data ----------------------------------------------------------------------------- */
+async function seriesUrls(uid) {
+  let answer = await api(`viewer/series/${encodeURIComponent(uid)}`, { method: "GET" });
+  const first = answer;
+  const urls = answer.instances.map((i) => i.url);
+  while (answer.next_offset !== null && answer.next_offset !== undefined) {
+    answer = await api(`viewer/series/${encodeURIComponent(uid)}`, { method: "GET", query: { offset: answer.next_offset } });
+    urls.push(...answer.instances.map((i) => i.url));
+  }
+  return { info: first, urls };
+}
+
+function title(info) {
+  const t = info.tags || {};
+  return [t.Modality, t.SeriesNumber !== undefined ? `#${t.SeriesNumber}` : "", t.SeriesDescription, `${info.count} images`]
+    .filter(Boolean).join(" · ");
+}
+
+async function openSeries(uid) {
+  state.opened = performance.now();
+  const { info, urls } = await seriesUrls(uid);
+  $("#vw-title").textContent = title(info);
+  if (!urls.length) { fail("This series has no staged images."); return info; }
+  state.imageDataId = app.loadURLs(urls);
+  return info;
+}
+
+async function thumbnails(studyUid, current) {
+  let study;
+  try {
+    study = await api(`viewer/study/${encodeURIComponent(studyUid)}`, { method: "GET" });
+  } catch (err) { return; }  // the strip is a convenience: the open series is what matters
+  const box = $("#vw-thumbs");
+  box.replaceChildren();
+  for (const s of study.series) {
+    const canvas = el("canvas", { width: 128, height: 128, "aria-hidden": "true" });
+    const button = el("button", { type: "button", "aria-current": String(s.SeriesInstanceUID === current),
+      title: title(s) }, canvas, el("span", { class: "cap" }, title(s)));
+    button.addEventListener("click", () => {
+      const next = new URL(location.href);
+      next.search = new URLSearchParams({ series: s.SeriesInstanceUID }).toString();
+      location.assign(next.toString());
+    });
+    box.append(button);
+    drawThumbnail(s.thumbnail_url, canvas).catch(() => {});
+  }
+}
+
+/* A thumbnail is the series' middle image, drawn by a small dwv app of its own. */
+async function drawThumbnail(url, canvas) {
+  const holder = el("div", { id: `thumb-${Math.random().toString(36).slice(2)}`, class: "vw-offscreen" });
+  holder.style.cssText = "position:absolute;left:-10000px;width:128px;height:128px";
+  document.body.append(holder);
+  const thumbApp = new App();
+  const options = new AppOptions({ "*": [new ViewConfig(holder.id)] });
+  thumbApp.init(options);
+  await new Promise((resolve, reject) => {
+    thumbApp.addEventListener("renderend", resolve);
+    thumbApp.addEventListener("error", reject);
+    thumbApp.loadURLs([url]);
+  });
+  thumbApp.fitToContainer();
+  const source = holder.querySelector("canvas");
+  const ctx = canvas.getContext("2d");
+  const s = Math.min(canvas.width / source.width, canvas.height / source.height);
+  ctx.drawImage(source, (canvas.width - source.width * s) / 2, (canvas.height - source.height * s) / 2,
+                source.width * s, source.height * s);
+  thumbApp.reset();
+  holder.remove();
+}
+
+/* ---- segmentation --------------------------------------------------------------------- */
+const maskHelper = new MaskSegmentViewHelper();
+
+function segmentationLoaded() {
+  const data = app.getData(state.segDataId);
+  const segments = (data && data.image && data.image.getMeta().custom && data.image.getMeta().custom.segments) || [];
+  state.segments = segments.map((s) => ({ number: s.number, label: s.label }));
+  const vc = viewController(state.segDataId);
+  if (vc) vc.setMaskViewHelper(maskHelper);
+  setSegOpacity(Number($("#vw-seg-opacity").value) / 100);
+  const list = $("#vw-seg-list");
+  list.replaceChildren(...segments.map((s) => {
+    const rgb = s.displayRGBValue || { r: 255, g: 0, b: 0 };
+    const box = el("input", { type: "checkbox", checked: "", "data-segment": String(s.number), id: `seg-${s.number}` });
+    box.addEventListener("change", () => {
+      if (box.checked) maskHelper.removeFromHidden(s.number); else maskHelper.addToHidden(s.number);
+      const segVc = viewController(state.segDataId);
+      if (segVc) segVc.setMaskViewHelper(maskHelper);  // re-applies the alpha function: redraws
+    });
+    return el("li", {}, box, el("span", { class: "vw-swatch", style: `background: rgb(${rgb.r},${rgb.g},${rgb.b})` }),
+      el("label", { for: `seg-${s.number}` }, s.label || `Segment ${s.number}`));
+  }));
+  $("#vw-segments").hidden = false;
+  state.segLoaded = true;
+}
+
+function segOpacity() {
+  const layers = state.segDataId === null ? [] : app.getViewLayersByDataId(state.segDataId);
+  return layers.length ? layers[0].getOpacity() : null;
+}
+
+function setSegOpacity(alpha) {
+  if (state.segDataId === null) return;
+  for (const layer of app.getViewLayersByDataId(state.segDataId)) {
+    layer.setOpacity(alpha);
+    layer.draw();
+  }
+}
+
+function srTable(rows) {
+  state.srRows = rows;
+  const tbody = $("#vw-sr-table tbody");
+  tbody.replaceChildren(...rows.map((r) => el("tr", {},
+    el("td", {}, r.segment || ""), el("td", {}, r.name), el("td", { class: "num" }, Number(r.value).toFixed(1)), el("td", {}, r.unit || ""))));
+  $("#vw-sr").hidden = !rows.length;
+}
+
+async function openJob(jobId) {
+  state.opened = performance.now();
+  const answer = await api(`viewer/job/${encodeURIComponent(jobId)}`, { method: "GET", query: { series: params.get("series") } });
+  if (!answer.source) { fail("This job's results reference no staged series to show them on."); return null; }
+  const { info, urls } = await seriesUrls(answer.source.SeriesInstanceUID);
+  $("#vw-title").textContent = `${title(info)} · job ${jobId.slice(0, 12)}`;
+  srTable(answer.measurements || []);
+  state.imageDataId = app.loadURLs(urls);
+  if (answer.segmentation) {
+    // The SEG goes on top once the source is in: dwv places it by its frame of reference.
+    const loadSeg = (event) => {
+      if (event.dataid !== state.imageDataId) return;
+      app.removeEventListener("load", loadSeg);
+      state.segDataId = app.loadURLs([answer.segmentation.url]);
+    };
+    app.addEventListener("load", loadSeg);
+  }
+  return info;
+}
+
+async function main() {
+  initApp();
+  wire();
+  $("#vw-seg-opacity").addEventListener("input", (e) => setSegOpacity(Number(e.target.value) / 100));
+  const series = params.get("series"), job = params.get("job");
+  try {
+    let info = null;
+    if (job) info = await openJob(job);
+    else if (series) info = await openSeries(series);
+    else { fail("No series chosen: open one from the Pull or Results page."); return; }
+    if (info && info.StudyInstanceUID) thumbnails(info.StudyInstanceUID, info.SeriesInstanceUID);
+  } catch (err) {
+    state.error = err.message;
+    showError(errorBox, err);
+  }
+}
+
+main();
