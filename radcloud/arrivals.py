@@ -35,6 +35,7 @@ import hashlib
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -68,7 +69,7 @@ class Watcher:
 
     def __init__(self, orthanc: Any, redis: Any, fire: Callable[[dict[str, Any]], Any], *,
                  stable_age_s: float = 5.0, from_start: bool = False, clock: Callable[[], float] = time.time,
-                 page: int = PAGE) -> None:
+                 page: int = PAGE, workers: int = 4) -> None:
         self.orthanc = orthanc            # radcloud.orthanc.Orthanc
         self.redis = redis                # redis.Redis (decode_responses=True)
         self.fire = fire                  # sends one arrival (raises when it could not)
@@ -77,6 +78,8 @@ class Watcher:
         self.clock = clock
         self.page = page
         self.fired = 0
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="arrivals")
+        self._count = threading.Lock()
 
     # -- the change log -------------------------------------------------------------
 
@@ -126,14 +129,17 @@ class Watcher:
         if not due:
             return
         now = _orthanc_time(self.orthanc.now())
-        for sid in due:
+
+        def check(sid: str) -> None:
             try:
                 study = self.orthanc.resource("Study", sid)
             except NotFound:
                 self.redis.hdel(PENDING, sid)
-                continue
+                return
             if now - _orthanc_time(study["LastUpdate"]) >= self.stable_age_s:
                 self.route(sid, study)
+        # Studies are independent; a burst is mostly waiting on Orthanc and OpenWhisk round trips.
+        list(self._pool.map(check, due))
 
     # -- routing one study ------------------------------------------------------------
 
@@ -165,7 +171,8 @@ class Watcher:
         pipe.hset(routed_key(study_id), mapping={s["ID"]: prints[s["ID"]] for s in fresh})
         pipe.hdel(PENDING, study_id)
         pipe.execute()
-        self.fired += 1
+        with self._count:
+            self.fired += 1
         return True
 
     def _calling_aet(self, series: dict[str, Any]) -> str:

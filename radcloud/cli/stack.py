@@ -80,6 +80,9 @@ def up(
     with_pacs: bool = typer.Option(False, "--with-pacs", help="also start a second Orthanc acting as a hospital PACS"),
     with_whisk: bool = typer.Option(False, "--with-whisk", help="also start localwhisk (the OpenWhisk API; "
                                     "`radcloud deploy --local` deploys radcloud onto it)"),
+    with_arrivals: bool = typer.Option(False, "--with-arrivals", help="also start localwhisk and the arrivals "
+                                       "watcher: studies that become stable in Orthanc fire radcloud-study-stable "
+                                       "(docs/triggers.md)"),
     with_slurm: bool = typer.Option(False, "--with-slurm", help="also start a one-node Slurm cluster (munge, "
                                     "slurmctld, slurmd, slurmrestd with JWT) for plugins too big for an action"),
     install: bool = typer.Option(True, "--install/--no-install", help="install missing binaries (root + apt only)"),
@@ -87,7 +90,8 @@ def up(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Start Orthanc, Redis and SeaweedFS S3 (a no-op for what already runs)."""
-    services = (*DEFAULT_SERVICES, *(["pacs"] if with_pacs else []), *(["whisk"] if with_whisk else []),
+    services = (*DEFAULT_SERVICES, *(["pacs"] if with_pacs else []), *(["whisk"] if with_whisk or with_arrivals else []),
+                *(["arrivals"] if with_arrivals else []),
                 *(SLURM_SERVICES if with_slurm else []))
     started = time.perf_counter()
 
@@ -119,6 +123,9 @@ def up(
                       f"{pub['s3']['access_key']} / ***")
     if "whisk" in services:
         table.add_row("whisk", f"{pub['whisk']['api_host']}  web {pub['whisk']['web']}",
+                      f"*** ({stack.state.whisk_dir / '.wskprops'})")
+    if with_arrivals:
+        table.add_row("arrivals", "Orthanc's stable studies -> trigger radcloud-study-stable",
                       f"*** ({stack.state.whisk_dir / '.wskprops'})")
     if with_slurm:
         table.add_row("slurm", f"{pub['slurm']['url']}  partition {pub['slurm']['partition']}",

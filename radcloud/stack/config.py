@@ -112,6 +112,8 @@ def config_path(state: StateDir, service: str) -> Path:
 def write_service_config(service: str, *, state: StateDir, ports: Ports,
                          credentials: Mapping[str, Any]) -> Path:
     """Render and write one service's config (and create its data dirs)."""
+    if service == "arrivals":  # configured through its environment (services.arrivals_service)
+        return state.root
     if service in SLURM_SERVICES:
         from radcloud.stack import slurm
 

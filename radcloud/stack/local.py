@@ -31,6 +31,7 @@ from radcloud.stack.state import (ALL_SERVICES, BUCKET, DEFAULT_SERVICES, SLURM_
                                   write_private)
 
 FIRST_WAVE = ("munge",)  # healthy before the others start (slurmctld and slurmd need its socket)
+LAST_WAVE = ("arrivals",)  # after localwhisk wrote its key and Redis/Orthanc answer
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,9 @@ class Stack:
         started: list[str] = []
         # Waves: munge must answer before slurmctld and slurmd start; the rest start together.
         first = {n: spec for n, spec in specs.items() if n in FIRST_WAVE}
-        waves = [w for w in (first, {n: spec for n, spec in specs.items() if n not in first}) if w]
+        last = {n: spec for n, spec in specs.items() if n in LAST_WAVE}
+        middle = {n: spec for n, spec in specs.items() if n not in first and n not in last}
+        waves = [w for w in (first, middle, last) if w]
         try:
             for wave in waves:
                 for name, spec in wave.items():
@@ -120,6 +123,7 @@ class Stack:
                         progress(name, "already running")
                         continue
                     self._check_ports(spec)
+                    credentials = self.state.credentials_data()  # Slurm's config adds its token
                     config.write_service_config(name, state=self.state, ports=self.ports,
                                                 credentials=credentials)
                     proc, record = process.spawn(name, spec.argv, log_path=self.state.log(name),

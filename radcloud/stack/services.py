@@ -200,11 +200,52 @@ def whisk_service(*, state: StateDir, ports: Ports, credentials: Mapping[str, An
     )
 
 
+def arrivals_service(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
+                     binaries: Binaries) -> Service:
+    """The arrivals watcher (``radcloud arrivals watch``): Orthanc's stable studies fire
+    ``radcloud-study-stable`` on this stack's localwhisk. Healthy once its cursor is in Redis."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from radcloud.arrivals import CURSOR
+    from radcloud.stack.endpoints import Endpoints
+
+    def health() -> None:
+        client = redis.Redis(host="127.0.0.1", port=ports.redis, password=credentials["redis"]["password"],
+                             socket_timeout=2, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+        try:
+            if client.get(CURSOR) is None:
+                raise NotReady("no cursor in Redis yet (Orthanc or Redis not reached)")
+        except redis.RedisError as exc:
+            raise NotReady(str(exc)) from None
+        finally:
+            client.close()
+
+    env = {**os.environ, **Endpoints.from_state(state, ports, dict(credentials)).env(),
+           "RADCLOUD_ORTHANC_STABLE_AGE": str(config.stable_age()),
+           "RADCLOUD_ARRIVALS_STABLE_AGE_S": os.environ.get("RADCLOUD_ARRIVALS_STABLE_AGE_S",
+                                                            str(config.stable_age()))}
+    return Service(
+        name="arrivals",
+        # The OpenWhisk key stays in whisk/.wskprops (0600), not on the command line.
+        argv=(sys.executable, "-m", "radcloud.cli.main", "arrivals", "watch",
+              "--wskprops", str(state.whisk_dir / ".wskprops")),
+        env=env,
+        binds=(),
+        endpoint=f"fires radcloud-study-stable on http://127.0.0.1:{ports.whisk}",
+        health=health,
+        cwd=state.root,
+    )
+
+
 def build(name: str, *, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
           binaries: Binaries) -> Service:
     kwargs = dict(state=state, ports=ports, credentials=credentials, binaries=binaries)
     if name == "whisk":
         return whisk_service(**kwargs)
+    if name == "arrivals":
+        return arrivals_service(**kwargs)
     if name in ORTHANCS:
         return orthanc_service(name, **kwargs)
     if name == "redis":

@@ -22,7 +22,8 @@ ORTHANCS: dict[str, str] = {"orthanc": "RADCLOUD", "pacs": "HOSPITAL_PACS"}
 DEFAULT_SERVICES = ("orthanc", "redis", "s3")
 # `stack up --with-slurm`: a one-node Slurm cluster (radcloud.stack.slurm), munge first.
 SLURM_SERVICES = ("munge", "slurmctld", "slurmd", "slurmrestd")
-ALL_SERVICES = (*ORTHANCS, "redis", "s3", "whisk", *SLURM_SERVICES)
+# `stack up --with-arrivals`: the arrivals watcher (radcloud.arrivals) firing localwhisk's trigger.
+ALL_SERVICES = (*ORTHANCS, "redis", "s3", "whisk", "arrivals", *SLURM_SERVICES)
 TEST_AET = "RADCLOUD_TEST"
 ORTHANC_USER = "radcloud"
 S3_ACCESS_KEY_PREFIX = "radcloud-"

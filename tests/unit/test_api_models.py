@@ -30,7 +30,8 @@ BODIES = {"LoginRequest": models.LoginRequest, "QueryRequest": models.QueryReque
 ANSWERS = {"LoginAnswer": answers.LoginAnswer, "QueryAnswer": answers.QueryAnswer,
            "RetrieveStarted": answers.RetrieveStarted, "RetrieveStatus": answers.RetrieveStatus,
            "DispatchAnswer": answers.DispatchAnswer, "Job": answers.Job, "Output": answers.Output,
-           "ResultManifest": answers.ResultManifest}
+           "ResultManifest": answers.ResultManifest, "StagedList": answers.StagedList,
+           "StagedStudy": answers.StagedStudy}
 # Body fields the action takes off before the model sees the rest: query passes ``run`` on
 # unchanged; retrieve reads a query's answer (``items``) through models.QueryAnswerInput.
 ACTION_FIELDS = {"QueryRequest": {"run"}, "RetrieveRequest": {"items"}}
@@ -43,6 +44,7 @@ PARAMETERS = {("query", "get"): models.QueryRequest, ("retrieve", "get"): models
               ("results/{job_id}/url", "get"): models.ResultsRequest,
               ("results/{job_id}/thumbnail", "get"): models.ResultsRequest,
               ("viewer/series/{series_uid}", "get"): models.ViewerRequest,
+              ("viewer/job/{job_id}", "get"): models.ViewerRequest,
               ("audit", "get"): models.AuditRequest}
 _KEYS = ("enum", "minimum", "maximum", "pattern", "maxItems")
 
@@ -139,7 +141,7 @@ def test_every_documented_body_and_answer_has_a_model():
     (models.DispatchOptions, {"shard_size": 0}, "shard_size", "shard_size must be between 1 and 10000"),
     (models.DispatchOptions, {"force": "yes"}, "force", "force must be true or false"),
     (models.DispatchOptions, {"shard_by": "patient"}, "shard_by", "must be one of 'series' or 'instances'"),
-    (models.DispatchOptions, {"colour": 1}, "colour", "unknown field 'colour'; known: deidentify, force"),
+    (models.DispatchOptions, {"colour": 1}, "colour", "unknown field 'colour'; known: deidentify, executor, force"),
     (models.DispatchRequest, {"plugin": "x", "inputs": {"series": [1]}}, "inputs.series",
      "inputs.series.0 must be a string"),
     (models.DispatchRequest, {"plugin": "x"}, "inputs", "inputs is required"),

@@ -69,3 +69,13 @@ def test_weed_under_tmp_is_bound_into_the_sandbox(tmp_path):
     i = argv.index("--ro-bind")
     assert argv[i:i + 3] == ["--ro-bind", "/tmp/venv/bin", "/tmp/venv/bin"]
     assert "--ro-bind" not in _build("s3", tmp_path).argv
+
+
+def test_arrivals_watcher_gets_the_stack_in_its_environment_and_no_secret_in_argv(tmp_path):
+    svc = _build("arrivals", tmp_path)
+    assert svc.argv[1:] == ("-m", "radcloud.cli.main", "arrivals", "watch",
+                            "--wskprops", str(tmp_path / "whisk" / ".wskprops"))
+    assert svc.binds == ()
+    assert svc.env["RADCLOUD_ORTHANC_URL"] == "http://127.0.0.1:18042"
+    assert "redis-pw" in svc.env["RADCLOUD_REDIS_URL"]
+    assert not any(secret in " ".join(svc.argv) for secret in ("redis-pw", "orthanc-pw", "s3-sk"))
