@@ -171,7 +171,7 @@ def targets_of(action: str, params: dict[str, Any], path: str, result: Any) -> d
             if found:
                 targets.setdefault(name, found[:MATCHES_MAX])
     first = path.strip("/").split("/")[0] if path.strip("/") else ""
-    if first and action in ("results", "retrieve"):
+    if first and first != "staged" and action in ("results", "retrieve"):
         targets.setdefault("job_id" if action == "results" else "retrieve_id", [first])
     if isinstance(result, dict):
         if action == "viewer":  # who viewed which study (and series): the UIDs the answer opened
@@ -187,6 +187,8 @@ def targets_of(action: str, params: dict[str, Any], path: str, result: Any) -> d
         if isinstance(result.get("retrieve_id"), str):
             targets.setdefault("retrieve_id", [result["retrieve_id"]])
         items = result.get("items")
+        if action == "retrieve" and isinstance(result.get("studies"), list):   # the staged list
+            items = result["studies"]
         if isinstance(items, list):
             for key, name in _RESULT_TARGETS.items():
                 found = list(dict.fromkeys(str(i[key]) for i in items if isinstance(i, dict) and i.get(key)))
@@ -206,7 +208,10 @@ def after_request(redis: Any, action: str, principal: Any, request: Any, result:
     targets = targets_of(action, getattr(request, "params", {}) or {}, getattr(request, "path", ""), result)
     if sequence:
         targets["via"] = "sequence"
-    return record(redis, principal, f"{action}:{method}" if method != "post" else action, request, **targets)
+    name = f"{action}:{method}" if method != "post" else action
+    if action == "retrieve" and str(getattr(request, "path", "")).strip("/") == "staged":
+        name = "retrieve:staged"   # the staged list, not a progress read
+    return record(redis, principal, name, request, **targets)
 
 
 def _is_poll(action: str, request: Any) -> bool:
@@ -216,6 +221,8 @@ def _is_poll(action: str, request: Any) -> bool:
     params = getattr(request, "params", {}) or {}
     path_parts = [p for p in str(getattr(request, "path", "")).strip("/").split("/") if p]
     if action == "retrieve":
+        if path_parts == ["staged"] and not params.get("retrieve_id"):
+            return False   # the staged list names patients: recorded like a search
         return getattr(request, "method", "") == "get" or bool(params.get("retrieve_id"))
     if action == "results":
         return len(path_parts) > 1 or params.get("op") in ("url", "thumbnail")

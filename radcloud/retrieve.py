@@ -425,6 +425,7 @@ class Stager:
             "tags": {k: tags.get(k) for k in _SERIES_TAGS + _STUDY_TAGS + _PATIENT_TAGS},
             "count": len(objects), "expected": len(instances),
             "bytes": sum(o["size"] for o in objects), "complete": complete, "instances": objects,
+            "staged_at": time.time(),   # the staged list's age (GET retrieve/staged)
         }
         if self.layout == "chris":  # register_pacs_series needs these
             manifest["pacs_name"] = self.pacs_name

@@ -160,6 +160,77 @@ class ManifestStaging:
         return parse_manifest(doc, "")
 
 
+MAX_LISTED = 300    # staged series read for one listing (one small GET each)
+
+
+def list_studies(store: Any, *, now: float, redis: Any = None, prefix: str = "radcloud",
+                 limit: int = MAX_LISTED) -> dict[str, Any]:
+    """What is staged, by study: the Run page's inputs after a new login.
+
+    Reads the staged series' manifests — found through Redis's staged index
+    (``{prefix}:staged:series:*``, what retrieve writes once a series is
+    complete), else by listing the store's ``manifests/`` — at most ``limit``
+    of them, groups them by study, newest first: patient and study attributes (PHI: the
+    answer goes to the caller and the audit trail names the patient IDs),
+    each series with its manifest key (a dispatch input, ``{"prefixes":
+    [key]}``), instance count, bytes and completeness; the study's size and
+    age (``staged_at``, the newest manifest's time; None where the store
+    does not say). Returns ``{"studies": [...], "truncated": bool}``.
+    """
+    if redis is not None:
+        names = []
+        for name in redis.scan_iter(match=f"{prefix}:{STAGED_INDEX}*", count=1000):
+            names.append(name)
+            if len(names) > limit:
+                break
+        values = redis.mget(names) if names else []
+        keys = sorted({(v.decode() if isinstance(v, bytes) else v) for v in values if v})
+        modified: dict[str, float | None] = {}
+    else:
+        infos = [i for i in store.list(MANIFESTS_ROOT) if i.key.endswith(".json")]
+        infos.sort(key=lambda i: -(i.modified or 0))
+        keys = [i.key for i in infos]
+        modified = {i.key: i.modified for i in infos}
+    truncated = len(keys) > limit
+    studies: dict[str, dict[str, Any]] = {}
+    for key in keys[:limit]:
+        try:
+            doc = store.get_json(key)
+        except NotFound:
+            continue   # deleted between the listing and the read
+        if not isinstance(doc, dict):
+            continue
+        staged = parse_manifest(doc, "")
+        when = doc.get("staged_at") or modified.get(key)
+        tags = staged.tags
+        study = studies.setdefault(staged.study_uid, {
+            "StudyInstanceUID": staged.study_uid,
+            **{k: str(tags.get(k) or "") for k in ("PatientName", "PatientID", "PatientBirthDate", "StudyDate",
+                                                   "StudyDescription", "AccessionNumber")},
+            "series": [], "instances": 0, "bytes": 0, "staged_at": None})
+        nbytes = int(doc.get("bytes") or sum(i["size"] for i in staged.instances))
+        study["series"].append({
+            "SeriesInstanceUID": staged.series_uid, "manifest": key,
+            **{k: str(tags.get(k) or "") for k in ("SeriesNumber", "SeriesDescription", "Modality")},
+            "instances": len(staged.instances), "bytes": nbytes, "complete": staged.complete})
+        study["instances"] += len(staged.instances)
+        study["bytes"] += nbytes
+        if isinstance(when, (int, float)) and (study["staged_at"] or 0) < when:
+            study["staged_at"] = float(when)
+    out = sorted(studies.values(), key=lambda s: -(s["staged_at"] or 0))
+    for s in out:
+        s["series"].sort(key=lambda x: (_as_int(x["SeriesNumber"]), x["SeriesDescription"]))
+        s["age_s"] = round(now - s["staged_at"]) if s["staged_at"] else None
+    return {"studies": out, "truncated": truncated}
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 1 << 30
+
+
 def parse_manifest(doc: Mapping[str, Any], prefix: str) -> StagedSeries:
     instances = []
     for item in doc.get("instances") or []:

@@ -63,6 +63,7 @@ class ObjectInfo:
     md5: str
     content_type: str = ""
     metadata: dict = dataclasses.field(default_factory=dict)
+    modified: float | None = None   # epoch seconds, where a listing says (S3's LastModified)
 
 
 class ChecksumMismatch(UpstreamError):
@@ -271,7 +272,9 @@ class ObjectStore:
                     continue
                 etag = (obj.etag or "").strip('"')
                 if _HEX32.match(etag):
-                    yield ObjectInfo(obj.object_name, obj.size or 0, etag)
+                    when = getattr(obj, "last_modified", None)   # minio: a datetime (fakes may omit it)
+                    modified = when.timestamp() if when else None
+                    yield ObjectInfo(obj.object_name, obj.size or 0, etag, modified=modified)
                 else:
                     info = self.stat(obj.object_name)
                     if info is not None:

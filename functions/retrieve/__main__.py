@@ -10,12 +10,17 @@ C-MOVEd into Orthanc first), ``layout`` (``uid`` default, or ``chris``) and
 Everything is validated and the series are resolved before anything is
 recorded; then one ``retrieve-series`` activation per series is invoked
 non-blocking and the answer — ``{retrieve_id, state, series}`` — comes back
-at once. GET (or any call with ``retrieve_id``) answers the retrieve's
+at once. GET ``retrieve/staged`` lists what is staged already, by study (patient,
+study, series, size, age: radcloud.staged.list_studies) — the Run page's inputs
+after a new login; audited, it names patients. GET (or any call with
+``retrieve_id``) answers the retrieve's
 status: per-series state, n of N instances, bytes, errors. Reads never
 write: a series whose ``retrieve-series`` activation ended without an
 outcome is failed (with the activation id and status) by the ``reconcile``
 action (radcloud.work.reconcile), and shows ``stalled`` after a while anyway.
 """
+
+import time
 
 from radcloud import retrieve
 from radcloud.action import run
@@ -49,6 +54,12 @@ def handle(request, settings, principal, services=None):
     services = services or {}
     progress = services.get("progress") or Progress.from_settings(settings)
     params = dict(request.params)
+    if request.web and request.method == "get" and request.path.strip("/") == "staged":
+        from radcloud.staged import list_studies
+        from radcloud.storage import ObjectStore
+
+        store = services.get("store") or ObjectStore.from_settings(settings)
+        return list_studies(store, now=time.time(), redis=progress.redis)
     if params.get("retrieve_id") or (request.web and request.method == "get"):
         asked = params.get("retrieve_id") or request.path.strip("/")
         rid = parse(RetrieveStatusRequest, {"retrieve_id": asked}).retrieve_id

@@ -138,8 +138,11 @@ def volume(items: list[tuple[Path, Dataset]], normal: np.ndarray) -> sitk.Image:
 
 
 def resample(image: sitk.Image, spacing: float, sigma: float) -> sitk.Image:
-    if sigma > 0:
+    if sigma > 0 and min(image.GetSize()) >= 4:
         image = sitk.SmoothingRecursiveGaussian(image, sigma)
+    elif sigma > 0:  # a thin stack: the recursive filter needs 4 voxels a side; smooth in-plane only
+        image = sitk.DiscreteGaussian(image, [sigma ** 2 if n >= 4 else 0.0 for n in image.GetSize()],
+                                      32, 0.01, True)
     size = [max(1, int(round(n * s / spacing))) for n, s in zip(image.GetSize(), image.GetSpacing())]
     return sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
                          (spacing, spacing, spacing), image.GetDirection(), -1024.0, sitk.sitkFloat32)

@@ -80,6 +80,39 @@ class DispatchAnswer(Answer):
     shards: int | None = None
 
 
+class StagedSeries(Answer):
+    SeriesInstanceUID: str | None = None
+    manifest: str | None = None
+    SeriesNumber: str | None = None
+    SeriesDescription: str | None = None
+    Modality: str | None = None
+    instances: int | None = None
+    bytes: int | None = None
+    complete: bool | None = None
+
+
+class StagedStudy(Answer):
+    """One study of ``GET retrieve/staged`` (radcloud.staged.list_studies)."""
+
+    StudyInstanceUID: str
+    PatientName: str | None = None
+    PatientID: str | None = None
+    PatientBirthDate: str | None = None
+    StudyDate: str | None = None
+    StudyDescription: str | None = None
+    AccessionNumber: str | None = None
+    instances: int
+    bytes: int
+    staged_at: float | None = None
+    age_s: int | None = None
+    series: list[StagedSeries]
+
+
+class StagedList(Answer):
+    studies: list[StagedStudy]
+    truncated: bool
+
+
 class SubjectPatient(Answer):
     PatientName: str | None = None
     PatientID: str | None = None

@@ -1,6 +1,6 @@
 """The e2e tier's shared world for the CLI and API tests: a real stack + localwhisk, radcloud deployed.
 
-``cli_stack`` (session): Orthanc, Redis, S3 and localwhisk on ephemeral ports
+``cli_stack`` (session): Orthanc, Redis, S3, Slurm and localwhisk on ephemeral ports
 in a temporary state dir, a small two-series CT study (patient JOBS1) in
 Orthanc, radcloud deployed with ``radcloud deploy --local`` and one
 researcher account. Stopped (only what it started) at the end.
@@ -32,11 +32,17 @@ def cli_stack(tmp_path_factory, require):
     from radcloud.stack.install import find
     from radcloud.users import UserStore
 
+    from radcloud.stack.install import SLURM_REQUIREMENTS
+    from radcloud.stack.state import SLURM_SERVICES
+
     binaries = find()
     require(not binaries.missing, f"missing binaries: {binaries.missing}")
+    missing = find(SLURM_REQUIREMENTS).missing
+    require(not missing, f"missing Slurm binaries: {missing}")
     root = tmp_path_factory.mktemp("cli") / "state"
     stack = Stack(root, Ports.ephemeral(), binaries=binaries, timeout_s=60)
-    endpoints = stack.up((*DEFAULT_SERVICES, "whisk"), install_missing=False)
+    # With a one-node Slurm cluster: the deployed actions route plugins bigger than an action to it.
+    endpoints = stack.up((*DEFAULT_SERVICES, *SLURM_SERVICES, "whisk"), install_missing=False)
     try:
         study, orthanc = generate_uid(), endpoints.orthanc
         for n, size in ((1, 3), (2, 2)):
@@ -63,5 +69,6 @@ def job_world(tmp_path_factory, require):
     from jobflow import JobWorld
 
     # A world that fails to start is an error (skipped only for missing binaries, never in CI).
-    with JobWorld.running(tmp_path_factory.mktemp("jobflow"), require, shard_timeout_s=25) as world:
+    # With Slurm (1.3 s): ct-resample, bigger than an action, is routed there as deployed.
+    with JobWorld.running(tmp_path_factory.mktemp("jobflow"), require, shard_timeout_s=25, slurm=True) as world:
         yield world

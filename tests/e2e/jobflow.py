@@ -96,7 +96,7 @@ class JobWorld:
     @classmethod
     def up(cls, tmp: Path, *, shard_timeout_s: int = 30, plugins_dir: Path = PLUGINS_DIR,
            extra_env: dict[str, str] | None = None, max_containers: int | None = None,
-           prewarm: int | None = None) -> "JobWorld":
+           prewarm: int | None = None, slurm: bool = False) -> "JobWorld":
         import redis as redis_lib
 
         from localwhisk.testing import Server
@@ -107,10 +107,19 @@ class JobWorld:
         binaries = find()
         if binaries.missing:
             raise MissingPrerequisite(f"missing binaries: {binaries.missing}")
+        if slurm:
+            from radcloud.stack.install import SLURM_REQUIREMENTS
+
+            missing = find(SLURM_REQUIREMENTS).missing
+            if missing:
+                raise MissingPrerequisite(f"missing Slurm binaries: {missing}")
         stack = Stack(tmp / "stack", Ports.ephemeral(), binaries=binaries, timeout_s=60)
         whisk = None
         try:
-            endpoints = stack.up(DEFAULT_SERVICES, install_missing=False)
+            from radcloud.stack.state import SLURM_SERVICES
+
+            # slurm: also a one-node Slurm cluster, which the actions' settings then name (routing).
+            endpoints = stack.up((*DEFAULT_SERVICES, *(SLURM_SERVICES if slurm else ())), install_missing=False)
             env = {**endpoints.env(), "RADCLOUD_SHARD_TIMEOUT_S": str(shard_timeout_s),
                    "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40),
                    # As deployed (docs/deploy.md, radcloud.stack): successful blocking activations

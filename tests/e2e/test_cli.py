@@ -90,6 +90,32 @@ def test_deploy_login_query_pull_run_watch_download(state, tmp_path):
     assert again["cached"] is True and again["results_of"] == job
 
 
+def test_a_heavy_plugin_runs_on_slurm_from_the_cli(state):
+    """ct-resample asks more than an action has: the deployed dispatch routes it to the stack's Slurm."""
+    login = radcloud(state, "login", "--user", USER, "--password-stdin", stdin=PASSWORD + "\n")
+    assert login.returncode == 0, login.stderr
+    study = ok_json(radcloud(state, "query", "--patient-id", "JOBS1", "--json"))["items"][0]["StudyInstanceUID"]
+    pulled = ok_json(radcloud(state, "pull", study, "--json", "--timeout", "120"))
+    started = ok_json(radcloud(state, "run", "ct-resample", "--retrieve", pulled["retrieve_id"], "--param",
+                               "spacing=2", "--force", "--json", label="run (slurm)"))
+    watched = radcloud(state, "status", started["job_id"], "--watch", "--json", "--timeout", "150",
+                       label="status --watch (slurm)")
+    final = json.loads(watched.stdout)
+    shards = [(s["state"], s.get("executor"), s.get("reason"), s.get("stderr_tail")) for s in final["shards"]]
+    assert watched.returncode == 0, (final["state"], final.get("reason"), shards)
+    assert final["state"] == "succeeded", final
+    assert final["options"]["executor"] == "slurm"
+    assert all(s["executor"] == "slurm" and s["activation_id"].isdigit() for s in final["shards"])
+    shown = radcloud(state, "status", started["job_id"])
+    assert shown.returncode == 0 and f"slurm job {final['shards'][0]['activation_id']}" in shown.stdout
+    assert "executor: slurm (its declared needs exceed an action" in shown.stdout
+    outputs = ok_json(radcloud(state, "results", started["job_id"], "--json"))["outputs"]
+    assert any(o["name"].endswith("series-001.nii.gz") for o in outputs)
+    # Asked to run it as an action anyway: refused before any job exists, naming both numbers.
+    refused = radcloud(state, "run", "ct-resample", "--retrieve", pulled["retrieve_id"], "--executor", "action")
+    assert refused.returncode != 0 and "memorySize 512 MB" in refused.stderr
+
+
 def test_exit_codes_for_scripts(state):
     from concurrent.futures import ThreadPoolExecutor
 

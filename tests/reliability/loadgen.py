@@ -17,10 +17,12 @@ call goes through radcloud's retrying client (radcloud.retry).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,29 @@ def tree_rss_mb(pid: int) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+@contextlib.contextmanager
+def ticking(world: Any, every_s: float = 1.0) -> Iterator[None]:
+    """Reconcile every ``every_s`` meanwhile, as a deployment's alarm trigger does
+    (docs/jobs.md, "Never stuck"): a shard OpenWhisk was too busy to take stays
+    pending until reconcile submits it again, and nothing else here would."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(every_s):
+            try:
+                world.tick()
+            except Exception:  # noqa: BLE001 - the next tick retries, as the alarm's would
+                pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)  # a tick still waiting out a full namespace ends on its own (daemon)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -166,15 +191,16 @@ def job_load(world: Any, rid: str, *, jobs: int = 20, plugin: str = "copy", para
             dispatch(i)
 
     threads = [threading.Thread(target=dispatcher) for _ in range(min(dispatchers, jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
-    dispatched = time.monotonic() - t0
-    store = JobStore(world.redis)
-    finals = {j: _watch_store(store, j, timeout_s) for j in ids}
-    for t in followers:
-        t.join(timeout_s + 30)
+    with ticking(world):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        dispatched = time.monotonic() - t0
+        store = JobStore(world.redis)
+        finals = {j: _watch_store(store, j, timeout_s) for j in ids}
+        for t in followers:
+            t.join(timeout_s + 30)
     wall = time.monotonic() - t0
     lost = [n for n in range(watchers) if answers.get(n, {}).get("state") not in FINAL]
     states: dict[str, int] = {}

@@ -30,7 +30,8 @@ BODIES = {"LoginRequest": models.LoginRequest, "QueryRequest": models.QueryReque
 ANSWERS = {"LoginAnswer": answers.LoginAnswer, "QueryAnswer": answers.QueryAnswer,
            "RetrieveStarted": answers.RetrieveStarted, "RetrieveStatus": answers.RetrieveStatus,
            "DispatchAnswer": answers.DispatchAnswer, "Job": answers.Job, "Output": answers.Output,
-           "ResultManifest": answers.ResultManifest}
+           "ResultManifest": answers.ResultManifest, "StagedList": answers.StagedList,
+           "StagedStudy": answers.StagedStudy}
 # Body fields the action takes off before the model sees the rest: query passes ``run`` on
 # unchanged; retrieve reads a query's answer (``items``) through models.QueryAnswerInput.
 ACTION_FIELDS = {"QueryRequest": {"run"}, "RetrieveRequest": {"items"}}

@@ -99,3 +99,25 @@ def test_a_manifest_of_ones_own_cannot_point_into_another_users_results():
     with pytest.raises(NotFound):
         ManifestStaging(store).resolve({"prefixes": ["results/jalice/s000/"]}, access_for("alice"))
     assert ManifestStaging(store).resolve({"prefixes": ["results/jalice/s000/"]}, access_for("bob", True))
+
+
+def test_the_staged_list_groups_series_by_study_with_patient_size_and_completeness():
+    store = MemStore()
+    who = {"PatientName": "SMITH^JOHN", "PatientID": "RC1", "StudyDate": "20250611", "StudyDescription": "MR BRAIN"}
+    stage_series(store, "1.2", "1.2.2", 2, tags={**who, "SeriesNumber": "2", "SeriesDescription": "T2"})
+    stage_series(store, "1.2", "1.2.1", 3, tags={**who, "SeriesNumber": "1", "SeriesDescription": "T1"})
+    stage_series(store, "1.3", "1.3.1", 1, complete=False)   # older manifests: no patient tags
+    from radcloud.staged import list_studies
+
+    answer = list_studies(store, now=1000.0)
+    assert not answer["truncated"]
+    by_uid = {s["StudyInstanceUID"]: s for s in answer["studies"]}
+    study = by_uid["1.2"]
+    assert (study["PatientName"], study["PatientID"], study["StudyDescription"]) == ("SMITH^JOHN", "RC1", "MR BRAIN")
+    assert [s["SeriesDescription"] for s in study["series"]] == ["T1", "T2"]   # by series number
+    assert study["instances"] == 5 and study["bytes"] == sum(s["bytes"] for s in study["series"]) > 0
+    assert study["series"][0]["manifest"] == "manifests/1.2/1.2.1.json" and study["series"][0]["complete"]
+    assert study["age_s"] is None   # the fake store says no time
+    assert by_uid["1.3"]["PatientName"] == "" and not by_uid["1.3"]["series"][0]["complete"]
+    assert len(list_studies(store, now=1000.0, limit=1)["studies"]) == 1
+    assert list_studies(store, now=1000.0, limit=1)["truncated"]

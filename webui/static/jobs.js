@@ -135,7 +135,7 @@
         !final ? el("button", { type: "button", onclick: () => act("cancel") }, "Cancel") : "",
         ["failed", "partial"].includes(j.state) ? el("button", { type: "button", onclick: () => act("retry") }, "Retry failed shards") : "",
         ["succeeded", "partial"].includes(j.state) ? el("a", { class: "button primary", href: pageUrl("view", { job: j.id }), id: "view-results" }, "View results") : ""),
-      el("table", { class: "data" },
+      el("div", { class: "table-wrap" }, el("table", { class: "data" },
         el("thead", {}, el("tr", {}, ["Shard", "State", "Runs on", "Progress", "Time", "Exit"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, shards.map((s) => el("tr", {},
           el("td", {}, s.id), el("td", {}, el("span", { class: `state ${s.state}` }, s.state),
@@ -144,7 +144,7 @@
             s.queue_reason && !FINAL_SHARD.includes(s.state) ? el("div", { class: "muted queue-reason" }, s.queue_reason) : ""),
           el("td", {}, s.instances_total ? `${s.instances_done || 0}/${s.instances_total}` : ""),
           el("td", {}, s.started_at ? fmt.duration((Number(s.finished_at) || Date.now() / 1000) - Number(s.started_at)) : ""),
-          el("td", {}, s.reason ? `${s.reason}${s.exit_code !== undefined && s.exit_code !== null ? ` (exit ${s.exit_code})` : ""}` : ""))))),
+          el("td", {}, s.reason ? `${s.reason}${s.exit_code !== undefined && s.exit_code !== null ? ` (exit ${s.exit_code})` : ""}` : "")))))),
       // Every shard's log tail, the failed ones open (they say why).
       ...shards.filter((s) => s.stderr_tail).slice(0, 20).map((s) =>
         el("details", { open: failed.includes(s) }, el("summary", {}, `Log tail of ${s.id} (${s.state})`), el("pre", { class: "log" }, s.stderr_tail))));

@@ -39,10 +39,16 @@
   function renderStatus(st) {
     list.replaceChildren();
     const card = el("div", { class: "card pull-item" });
-    const overall = st.instances_total ? Math.round(100 * st.instances_done / st.instances_total) : 0;
+    // A series whose every image was stored already (same key and MD5) copied nothing: say so.
+    const already = (s) => s.state === "succeeded" && s.total > 0 && (s.skipped || 0) >= s.total;
+    const allAlready = (st.series || []).length && st.series.every(already);
+    const skipped = (st.series || []).reduce((n, s) => n + (s.skipped || 0), 0);
     card.append(el("div", { class: "bar" }, el("strong", {}, "Overall"),
       el("span", { class: `state ${st.state}` }, st.state),
-      el("span", { class: "muted" }, `${st.series_done}/${st.series_total} series · ${st.instances_done}/${st.instances_total} images · ${fmt.bytes(st.bytes)}`)));
+      el("span", { class: "muted" }, `${st.series_done}/${st.series_total} series · ${st.instances_done}/${st.instances_total} images · ` +
+        (skipped ? `${fmt.bytes(st.bytes)} copied, ${skipped} images were already staged` : fmt.bytes(st.bytes)))));
+    if (allAlready) card.append(el("p", { class: "note", id: "already-staged" },
+      "Already staged: these images were pulled before and are unchanged, so nothing needed copying. You can run a plugin on them now."));
     for (const s of st.series || []) {
       const pct = s.total ? Math.round(100 * s.done / s.total) : (s.state === "succeeded" ? 100 : 0);
       const bad = ["failed", "stalled"].includes(s.state);
@@ -56,7 +62,7 @@
                     "aria-label": `Series progress: ${s.done} of ${s.total} images` },
           el("span", { style: `width:${pct}%` })),
         el("span", { class: "count" }, `${s.done}/${s.total}`),
-        el("span", { class: `state ${s.state}` }, s.state));
+        already(s) ? el("span", { class: "state succeeded already" }, "Already staged") : el("span", { class: `state ${s.state}` }, s.state));
       card.append(row);
       if (bad || (s.errors && s.errors.length)) {
         const first = s.reason || (s.errors && s.errors[0]);

@@ -2,7 +2,7 @@
  * dispatch it on the staged images, then watch it on the Jobs page. */
 (function () {
   "use strict";
-  const { $, el, api, cfg, token, showError, state, pageUrl } = window.RC;
+  const { $, el, api, cfg, token, showError, state, pageUrl, fmt } = window.RC;
   const staged = state.get("staged", null);
   const listBox = $("#plugin-list");
   const fields = $("#param-fields");
@@ -10,10 +10,49 @@
   let plugins = [];
   let current = null;
 
-  if (staged && (staged.retrieve_id || (staged.series || []).length)) {
-    const n = (staged.series || []).length;
-    $("#run-inputs").textContent = `Inputs: ${n} staged series from your last pull` +
-      ((staged.studies || []).length ? ` (${staged.studies.length} ${staged.studies.length === 1 ? "study" : "studies"})` : "") + ".";
+  let inputs = null;      // the dispatch inputs of the chosen radio: one pull, or one staged study
+
+  /* The inputs: the last pull of this browser session (if any), then every staged
+   * study (GET retrieve/staged), so a new login finds what was pulled before. One
+   * choice at a time — one patient's images per run, named in the label. */
+  function inputChoice(id, label, value, checked, detail) {
+    const input = el("input", { type: "radio", name: "inputs", id, checked, onchange: () => { inputs = value; ready(); } });
+    if (checked) inputs = value;
+    return el("label", { for: id, class: "staged-item" }, input, " ", label, detail ? el("span", { class: "desc" }, detail) : "");
+  }
+  const ago = (s) => s === null || s === undefined ? "" : s < 90 ? "just now" : s < 5400 ? `${Math.round(s / 60)} min ago`
+    : s < 172800 ? `${Math.round(s / 3600)} h ago` : `${Math.round(s / 86400)} days ago`;
+
+  async function loadStaged() {
+    const box = $("#staged-list");
+    const items = [];
+    const last = staged && (staged.retrieve_id || (staged.series || []).length) ? staged : null;
+    if (last) {
+      const n = (last.series || []).length;
+      items.push(inputChoice("in-last", el("strong", {}, "Your last pull"),
+        last.retrieve_id ? { retrieve: last.retrieve_id } : { series: last.series }, true,
+        `${n} series` + ((last.studies || []).length ? ` of ${last.studies.map((s) => fmt.name(s.PatientName)).filter(Boolean).join(", ") || "1 study"}` : "")));
+    }
+    let answer = { studies: [] };
+    try { answer = await api("retrieve/staged", { method: "GET" }); showError($("#staged-error"), null); }
+    catch (err) { showError($("#staged-error"), err); }
+    answer.studies.forEach((st, i) => {
+      const usable = st.series.filter((s) => s.complete);
+      if (!usable.length) return;
+      items.push(inputChoice(`in-study-${i}`,
+        el("span", {}, el("strong", {}, fmt.name(st.PatientName) || "(no name)"), " ", el("span", { class: "mrn" }, st.PatientID || ""),
+          ` · ${fmt.date(st.StudyDate)} ${st.StudyDescription || ""}`),
+        { prefixes: usable.map((s) => s.manifest) }, false,
+        `${usable.length} series, ${st.instances} images, ${fmt.bytes(st.bytes)}` + (st.age_s !== null ? ` · staged ${ago(st.age_s)}` : "")));
+    });
+    box.replaceChildren(...items);
+    if (!items.length) box.append(el("p", { class: "muted", id: "nothing-staged" }, "Nothing is staged yet: pull studies on the Search page first."));
+    ready();
+  }
+  function ready() {
+    runBtn.disabled = !(current && inputs);
+    if (current && !inputs) showError($("#run-error"), new Error("Choose the images to run on above (pull studies first if there are none)."));
+    else showError($("#run-error"), null);
   }
 
   async function loadPlugins() {
@@ -48,8 +87,7 @@
     const names = (p.parameters || []).map((x) => x.name);
     if (names.includes("wc") && names.includes("ww")) fields.append(windowPresets());
     for (const prm of p.parameters || []) fields.append(field(prm));
-    runBtn.disabled = !(staged && (staged.retrieve_id || (staged.series || []).length));
-    if (runBtn.disabled) showError($("#run-error"), new Error("Pull some studies first: there is nothing staged to run on."));
+    ready();
   }
 
   /* CT window presets (centre, width in HU) for plugins taking wc/ww. */
@@ -96,7 +134,6 @@
     if (!current) return;
     runBtn.disabled = true;
     showError($("#run-error"), null);
-    const inputs = staged.retrieve_id ? { retrieve: staged.retrieve_id } : { series: staged.series };
     try {
       const res = await api("dispatch", { body: {
         plugin: current.name, params: values(), inputs,
@@ -110,5 +147,6 @@
     }
   });
 
+  loadStaged();
   loadPlugins();
 })();

@@ -255,3 +255,18 @@ def test_jobs_list_has_patient_and_study_columns_and_a_find_box(journey):
 
 def test_a_job_without_a_recorded_subject_says_so(journey):
     assert "Patient not recorded" in _ok(journey, "identity-header")["old"]
+
+
+def test_a_new_login_finds_the_staged_studies_and_runs_on_them(journey):
+    """#21 item 3: staged studies listed by patient/study with size and age, usable at once."""
+    record = _ok(journey, "staged-after-relogin")
+    mine = [i for i in record["items"] if "RC100002" in i]
+    assert mine and "SMITH, JOHN" in mine[0] and re.search(r"\d+ series, \d+ images, [\d.]+ [KM]?B · staged ", mine[0]), mine
+    assert record["inputs"]["prefixes"] and all(k.endswith("manifest.json") for k in record["inputs"]["prefixes"])
+    assert "SMITH, JOHN" in record["job_identity"]
+
+
+def test_pulling_a_staged_study_again_says_already_staged(journey):
+    record = _ok(journey, "staged-after-relogin")
+    assert record["already"].startswith("Already staged")
+    assert record["series_states"] and set(record["series_states"]) == {"Already staged"}

@@ -289,6 +289,49 @@ const ok = await (async () => {
     await page.unroute(/\/radcloud\/status\/j[0-9a-f]+(\?|$)/);
     return { results, job, row, all, found, none, no_match: noMatch, old };
   })) return false;
+
+  if (!await step("staged-after-relogin", async () => {
+    // Another day, another browser: the Run page lists what was pulled before, by patient,
+    // with size and age, and runs on it; pulling the same study again says it is already staged.
+    const ctx = await browser.newContext({ viewport: { width: 1366, height: 860 }, timezoneId: ZONE });
+    const p = await ctx.newPage();
+    p.on("console", (m) => { if (m.type() === "error") consoleErrors.push(`[second browser] ${m.text()}`); });
+    p.on("pageerror", (e) => consoleErrors.push(`[second browser] ${e}`));
+    try {
+      await p.goto(`${UI}/run`);
+      await p.fill("#username", env.RC_USER);
+      await p.fill("#password", env.RC_PASSWORD);
+      await p.click("#login-form button[type=submit]");
+      await p.waitForSelector("#staged-list .staged-item", { timeout: 20000 });
+      const items = await p.$$eval("#staged-list .staged-item", (ls) => ls.map((l) => l.innerText));
+      const mine = await p.$$eval("#staged-list .staged-item", (ls, mrn) => ls.findIndex((l) => l.innerText.includes(mrn)), MRN);
+      if (mine < 0) throw new Error(`no staged study of ${MRN} listed: ${items}`);
+      await p.check(`#staged-list .staged-item >> nth=${mine} >> input`);
+      await p.check(`#plugin-list input[value="${PLUGIN}"]`);
+      await p.waitForSelector("#run-btn:not([disabled])", { timeout: 10000 });
+      await p.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-staged-list.png`, fullPage: true });
+      const [sent] = await Promise.all([p.waitForRequest((r) => /\/radcloud\/dispatch$/.test(r.url()), { timeout: 15000 }), p.click("#run-btn")]);
+      await p.waitForSelector("#job-detail .identity .patient-name", { timeout: 20000 });
+      const jobIdentity = await p.$eval("#job-detail .identity", (e) => e.innerText);
+      // Pull the same study again.
+      await p.goto(`${UI}/search`);
+      await p.fill("#mrn", MRN);
+      await p.press("#mrn", "Enter");
+      await p.waitForSelector("#results tr.study input[type=checkbox]", { timeout: 20000 });
+      await p.check("#results tr.study input[type=checkbox] >> nth=0");
+      await p.click("#pull-btn");
+      await p.waitForSelector("#start-pull:not([disabled])", { timeout: 10000 });
+      await p.click("#start-pull");
+      await p.waitForSelector("#already-staged", { timeout: LONG });
+      await p.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-already-staged.png`, fullPage: true });
+      return { items, inputs: sent.postDataJSON().inputs, job_identity: jobIdentity, already: await p.textContent("#already-staged"),
+               series_states: await p.$$eval(".pull-item .row[data-series] .state", (s) => s.map((x) => x.textContent)) };
+    } catch (err) {
+      await p.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-staged-failed.png`, fullPage: true }).catch(() => {});
+      const shown = await p.evaluate(() => [...document.querySelectorAll(".error:not([hidden])")].map((e) => e.textContent).join(" | ")).catch(() => "");
+      throw new Error(`${err.message} — page says: ${shown} — at ${p.url()}`);
+    } finally { await ctx.close(); }
+  })) return false;
   if (!await step("job-cancel", async () => {
     const job = await runPlugin({ compressLevel: 9 });
     const seen = await jobState();

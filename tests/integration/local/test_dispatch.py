@@ -312,3 +312,19 @@ def test_a_job_on_series_staged_without_patient_attributes_has_no_subject(world)
     stage_series(world.store, "1.2", "1.2.2", 1)
     answer = world.make(FakeInvoker(world.runner)).dispatch(req(options={"force": True}), "alice")
     assert not world.jobs.get(answer["job_id"])["subject"]
+
+
+def test_the_staged_list_reads_the_staged_index_and_its_series_run_as_prefixes(world):
+    from radcloud.staged import list_studies
+
+    stage_series(world.store, "1.2", "1.2.1", 2, redis=world.redis, tags=PATIENT)
+    stage_series(world.store, "1.2", "1.2.2", 1, redis=world.redis, tags=PATIENT)
+    stage_series(world.store, "1.9", "1.9.1", 1)   # written, never indexed: not (yet) staged
+    listed = list_studies(world.store, now=0.0, redis=world.redis)
+    assert [s["StudyInstanceUID"] for s in listed["studies"]] == ["1.2"]
+    study = listed["studies"][0]
+    assert study["PatientID"] == "RC100002" and study["instances"] == 3
+    prefixes = [s["manifest"] for s in study["series"]]
+    answer = world.make(FakeInvoker(world.runner)).dispatch(
+        {"plugin": "copy", "params": {}, "inputs": {"prefixes": prefixes}, "options": {"force": True}}, "alice")
+    assert world.jobs.get(answer["job_id"])["subject"]["patients"][0]["PatientID"] == "RC100002"
