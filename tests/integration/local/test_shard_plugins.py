@@ -54,7 +54,7 @@ def shard(store: FakeStore, plugin: str, prefix: str, params=None, env=None, dei
 
 
 def test_registry_lists_the_shipped_plugins():
-    assert REGISTRY.names() == ["dcm2niix", "dcm2png", "deidentify", "dicom-tags", "lung-seg", "segment-stats"]
+    assert REGISTRY.names() == ["ct-resample", "dcm2niix", "dcm2png", "deidentify", "dicom-tags", "lung-seg", "segment-stats"]
 
 
 def test_dcm2png(staged):
