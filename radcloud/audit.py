@@ -175,9 +175,10 @@ def targets_of(action: str, params: dict[str, Any], path: str, result: Any) -> d
         targets.setdefault("job_id" if action == "results" else "retrieve_id", [first])
     if isinstance(result, dict):
         if action == "viewer":  # who viewed which study (and series): the UIDs the answer opened
+            opened_one = result.get("source") if isinstance(result.get("source"), dict) else result  # a job's source
             for key, name in (("StudyInstanceUID", "study_uids"), ("SeriesInstanceUID", "series_uids")):
-                if isinstance(result.get(key), str):
-                    targets.setdefault(name, [result[key]])
+                if isinstance(opened_one.get(key), str) and opened_one[key]:
+                    targets.setdefault(name, [opened_one[key]])
             opened = [s["SeriesInstanceUID"] for s in result.get("series") or [] if isinstance(s, dict)]
             if opened:
                 targets.setdefault("series_uids", opened[:MATCHES_MAX])

@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from radcloud.cache import ResultCache, cache_key
@@ -72,6 +72,7 @@ class Options:
     push_to_pacs: bool = False
     force: bool = False
     wait_staged: int = 0  # seconds to wait for a running retrieve (pull-and-run sets it)
+    executor: str | None = None  # "action" | "slurm": where the plugin's shards run (radcloud.work.routing)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> "Options":
@@ -107,8 +108,12 @@ class Dispatcher:
     def __init__(self, jobs: JobStore, cache: ResultCache, registry: Any, staging: Staging,
                  invoker: Executor | Invoker, *, package: str = "radcloud", shard_timeout_s: int = 300,
                  finaliser: Any = None, deidentify_plugin: str = DEIDENTIFY_PLUGIN,
-                 deid_secret: Any = None) -> None:
+                 deid_secret: Any = None, executors: Callable[[str], Executor | None] | None = None,
+                 router: Callable[[Mapping[str, Any], Mapping[str, Any]], Any] | None = None) -> None:
         self.jobs, self.cache, self.registry, self.staging = jobs, cache, registry, staging
+        # ``router(descriptor, options) -> radcloud.work.routing.Route`` picks the plugin's
+        # executor (None: every shard on ``invoker``); ``executors(name)`` builds it.
+        self.router, self.executors = router, executors
         # Only its truth is used here: shards read the secret from their own settings.
         self.has_deid_secret = bool(deid_secret)
         self.deidentify_plugin = deidentify_plugin
@@ -148,8 +153,12 @@ class Dispatcher:
             deid = self.registry.get(self.deidentify_plugin)  # NotFound: not installed here
             stages = [deid.name, plugin.name]
             needs_secret += [deid] if getattr(deid, "deid", None) else []
-        for name in stages:  # Conflict naming both numbers: the plugin cannot fit its action
+        # Intermediate stages (de-identification: hospital side) run on the default executor; the
+        # plugin where its router says (409 naming both numbers when nothing can run it, 400 when
+        # it asks a partition for more than it has).
+        for name in stages[:-1] if self.router else stages:
             check_fits(self.registry.get(name).descriptor)
+        route = self.router(plugin.descriptor, {"executor": opts.executor}) if self.router else None
         if needs_secret and not self.has_deid_secret:
             # Fail closed before any job or shard exists: every shard would fail anyway.
             raise Unavailable(f"plugin {needs_secret[0].name} needs the de-identification secret, which is not "
@@ -168,6 +177,12 @@ class Dispatcher:
         key = cache_key(plugin.name, plugin.version, {"params": params, "deidentify": opts.deidentify},
                         md5s)
         options = dataclasses.asdict(opts) | {"stages": stages}
+        shard_timeout_s = self.shard_timeout_s
+        if route is not None:
+            options |= {"executor": route.executor, "routed": route.why}
+            if route.executor != "action":  # an action's limits are its deployment's (the manifest)
+                options["resources"] = dataclasses.asdict(route.resources)
+                shard_timeout_s = max(shard_timeout_s, deadline_s(route))
         spec = JobSpec(plugin=plugin.name, plugin_version=plugin.version, owner=owner, params=params,
                        shards=shards, options=options, priority=opts.priority,
                        cache_key=key, subject=subject_of(series))
@@ -178,7 +193,7 @@ class Dispatcher:
                         "results_of": self.jobs.get(hit)["results_of"]}
         job_id = new_job_id()
         spec.output_prefix = f"results/{job_id}/"
-        self.jobs.create(spec, job_id=job_id, shard_timeout_s=self.shard_timeout_s)
+        self.jobs.create(spec, job_id=job_id, shard_timeout_s=shard_timeout_s)
         self.fan_out(job_id, [s.id for s in shards])
         return {"job_id": job_id, "state": self.jobs.get(job_id)["state"], "cached": False,
                 "shards": len(shards)}
@@ -216,7 +231,7 @@ class Dispatcher:
         by_id = {s["id"]: s for s in job["shards"]}
         for sid in shard_ids:
             submit_shard(self.jobs, self.executor, job, by_id[sid], timeout_s=self.shard_timeout_s,
-                         finaliser=self.finaliser)
+                         finaliser=self.finaliser, executors=self.executors)
 
 
 def stage_plan(job: Mapping[str, Any]) -> list[str]:
@@ -243,15 +258,51 @@ def shard_payload(job: Mapping[str, Any], shard: Mapping[str, Any], timeout_s: i
     }
 
 
+def stage_executor(job: Mapping[str, Any], shard: Mapping[str, Any]) -> str | None:
+    """The executor the job's router chose for the shard's current stage (None: the default).
+
+    Only the plugin's own stage is routed; a de-identification stage before
+    it runs hospital side, on the default executor.
+    """
+    options = job.get("options") or {}
+    stages, stage = stage_plan(job), int(shard.get("stage") or 0)
+    return options.get("executor") if stage == len(stages) - 1 else None
+
+
+def deadline_s(route: Any) -> int:
+    """A routed shard's deadline (reconcile's backstop): its run and upload, and for a batch
+    cluster time in the queue (:data:`QUEUE_ALLOWANCE_S`) — Slurm's own states are polled meanwhile."""
+    from radcloud.work.executors.slurm import UPLOAD_GRACE_S
+
+    queue = QUEUE_ALLOWANCE_S if route.executor == "slurm" else 0
+    return int(route.resources.timeout_s) + UPLOAD_GRACE_S + queue
+
+
+QUEUE_ALLOWANCE_S = 6 * 3600
+
+
+def shard_deadline_s(job: Mapping[str, Any], default: int) -> int:
+    """How long a (retried) shard of ``job`` may stay open: its routed run, else ``default``."""
+    options = job.get("options") or {}
+    if options.get("executor") not in (None, "action") and options.get("resources"):
+        from radcloud.work.routing import Route
+
+        return max(default, deadline_s(Route(options["executor"], Resources(**options["resources"]), "")))
+    return default
+
+
 def shard_unit(job: Mapping[str, Any], shard: Mapping[str, Any], timeout_s: int) -> Unit:
-    """The executor's view of a shard's current stage: what runs it and its spec."""
+    """The executor's view of a shard's current stage: what runs it, its spec and its resources."""
     payload = shard_payload(job, shard, timeout_s)
+    routed = (job.get("options") or {}).get("resources") if stage_executor(job, shard) else None
+    resources = Resources(**routed) if routed else Resources(timeout_s=int(timeout_s))
     return Unit(job_id=job["id"], unit_id=shard["id"], action=f"plugin-{payload['plugin']}", payload=payload,
-                resources=Resources(timeout_s=int(timeout_s)))
+                resources=resources)
 
 
 def submit_shard(jobs: JobStore, executor: Executor, job: Mapping[str, Any], shard: Mapping[str, Any], *,
-                 timeout_s: int, finaliser: Any = None) -> str | None:
+                 timeout_s: int, finaliser: Any = None,
+                 executors: Callable[[str], Executor | None] | None = None) -> str | None:
     """Submit a shard's current stage through the executor; returns its handle.
 
     The lifecycle's rules for a submit (radcloud.work.executors.base):
@@ -259,9 +310,15 @@ def submit_shard(jobs: JobStore, executor: Executor, job: Mapping[str, Any], sha
     reconcile submits it again; any other failure fails the shard with the
     reason (and finalises if it was the last).
     """
-    unit = shard_unit(job, shard, timeout_s)
     sid = shard["id"]
+    wanted = stage_executor(job, shard)
     try:
+        if wanted and wanted != executor.name:
+            routed = executors(wanted) if executors is not None else None
+            if routed is None:
+                raise Unavailable(f"the {wanted} executor this job was routed to is not available here")
+            executor = routed
+        unit = shard_unit(job, shard, timeout_s)
         handle = executor.submit(unit)
     except ExecutorBusy as exc:
         log.info("job %s shard %s: %s", job["id"], sid, exc.message)
@@ -287,9 +344,30 @@ def submit_shard(jobs: JobStore, executor: Executor, job: Mapping[str, Any], sha
     return handle
 
 
+def stop_units(jobs: JobStore, job_id: str, executors: Callable[[str], Executor | None]) -> bool:
+    """After :meth:`JobStore.cancel`: stop the units an executor can stop (Slurm's scancel).
+
+    An OpenWhisk activation cannot be stopped (its runner sees the cancel
+    flag); a batch job can, and once stopped it reports nothing, so its
+    shard is cancelled here. Returns True if the caller must finalise.
+    """
+    must_finalise = False
+    for shard in jobs.get(job_id)["shards"]:
+        handle, name = shard.get("activation_id"), shard.get("executor")
+        executor = executors(name) if handle and name else None
+        if executor is None or not getattr(executor, "stops_units", False):
+            continue
+        if shard["state"] in SHARD.sources("cancel"):
+            with contextlib.suppress(Conflict):  # it reported its outcome meanwhile
+                must_finalise |= jobs.shard_finished(job_id, shard["id"], state=L.CANCELLED,
+                                                     reason=f"cancelled: {executor.name} unit {handle} stopped")
+        executor.cancel(handle)  # quiet for a unit that already ended
+    return must_finalise
+
+
 def advance_stage(jobs: JobStore, executor: Executor | Invoker, job_id: str, shard_id: str,
                   outputs: list[dict[str, Any]], *, package: str, timeout_s: int,
-                  finaliser: Any = None) -> bool:
+                  finaliser: Any = None, executors: Callable[[str], Executor | None] | None = None) -> bool:
     """After an intermediate stage succeeded, run the next one on its DICOM outputs.
 
     Returns False if the shard was at its last stage (the caller records the
@@ -318,7 +396,7 @@ def advance_stage(jobs: JobStore, executor: Executor | Invoker, job_id: str, sha
     jobs.update_shard(job_id, shard_id, patch, allowed=SHARD.sources("stage"), event="stage",
                       data={"stage": stage + 1, "plugin": stages[stage + 1], "inputs": len(keys)})
     submit_shard(jobs, as_executor(executor, package), job, {**shard, **patch}, timeout_s=timeout_s,
-                 finaliser=finaliser)
+                 finaliser=finaliser, executors=executors)
     return True
 
 

@@ -329,7 +329,8 @@ class JobStore:
         """The executor took the shard: ``activation_id`` is its handle (an activation id for
         the action executor, a batch job id for another), ``executor`` the executor's name."""
         self.update_shard(job_id, shard_id, {"state": "invoked", "activation_id": activation_id,
-                                             "executor": executor, "invoked_at": self.clock(), "busy_at": None},
+                                             "executor": executor, "invoked_at": self.clock(), "busy_at": None,
+                                             "reason": None},
                           allowed=SHARD.sources("invoked"), event="invoked")
 
     def shard_started(self, job_id: str, shard_id: str, *, activation_id: str | None = None) -> None:
@@ -412,6 +413,7 @@ class JobStore:
                            field="job", state=res[1])
         if not res:
             raise Conflict(f"job {job_id} has no failed shards to retry", field="job")
+        self.r.zadd(self.open_index, {job_id: self.clock()})  # open again: reconcile looks at it
         return list(res)
 
 

@@ -72,9 +72,15 @@ class JobServices:
     def dispatcher(self) -> Any:
         from radcloud.dispatch import Dispatcher
 
+        router = None
+        if self.settings is not None:
+            from radcloud.work import routing
+
+            router = lambda descriptor, options: routing.choose(descriptor, options, self.settings)  # noqa: E731
         return Dispatcher(self.jobs, self.cache, self.registry, self.staging, self.shard_executor(),
                           package=self.package, shard_timeout_s=self.shard_timeout_s,
-                          finaliser=self.finaliser, deid_secret=self.deid_secret)
+                          finaliser=self.finaliser, deid_secret=self.deid_secret,
+                          executors=self.executor_named, router=router)
 
     def watch_budget(self) -> Any:
         from radcloud.jobwatch import WatchBudget

@@ -170,5 +170,6 @@ class RedisShardReporter:
             executor = executor_for(settings.executor, settings)
             self._advance = lambda job_id, sid, outs: advance_stage(
                 self.jobs, executor, job_id, sid, outs, package=settings.ow_package,
-                timeout_s=settings.shard_timeout_s, finaliser=self.finaliser)
+                timeout_s=settings.shard_timeout_s, finaliser=self.finaliser,
+                executors=lambda name: executor_for(name, settings))
         return self._advance(self.job_id, shard_id, outputs)

@@ -10,6 +10,14 @@ and lets the browser fetch the slices in parallel from S3.
 
     Viewer(store, staging, ttl_s).series(uid, access)   # one staged series
     Viewer(store, staging, ttl_s).study(uid, access)    # its study's staged series
+    Viewer(store, staging, ttl_s).job(manifest)         # a job's DICOM SEG + SR, and their source
+
+A job's results are read from its result manifest (:mod:`radcloud.results`):
+its ``.dcm`` outputs are told apart by the SOP Class UID in their first
+kilobytes (a ranged read, not a download); the SEG goes to the browser as a
+URL (dwv draws it over the source series, placed by its frame of reference)
+and the SR is read here, with highdicom, into the rows of the measurements
+table (TID 1500: one row per measurement of each segment).
 
 Who may open what is :class:`radcloud.staged.InputAccess`, the one check of
 staged data (dispatch uses it too): staged series are open to every role,
@@ -19,6 +27,7 @@ every answer in the audit trail (who viewed which study and series).
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any
 
@@ -29,6 +38,13 @@ from radcloud.staged import InputAccess, parse_manifest
 
 log = logging.getLogger(__name__)
 
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+SR_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33",  # Enhanced, Comprehensive
+                        "1.2.840.10008.5.1.4.1.1.88.34"})                                 # Comprehensive 3D
+HEAD_BYTES = 4096      # the file meta and the start of the dataset: enough for the SOP Class UID
+SR_MAX_BYTES = 16 * 2**20
+PROBE_MAX = 50         # .dcm outputs looked at per job (a SEG/SR job has a few; a de-identified series hundreds)
+_UNITS = {"[hnsf'U]": "HU"}
 PAGE_MAX = 1000  # instances per answer: 1000 presigned URLs are ~500 kB, under OpenWhisk's 1 MB
 _TAGS = ("Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined", "StudyDate", "StudyDescription")
 
@@ -92,6 +108,64 @@ class Viewer:
         series.sort(key=lambda s: (_number(s["tags"].get("SeriesNumber")), s["SeriesInstanceUID"]))
         return {"StudyInstanceUID": study_uid, "series": series, "url_ttl_s": self.ttl_s}
 
+    def job(self, manifest: dict[str, Any], series_uid: str | None = None) -> dict[str, Any]:
+        """A job's segmentation and measurements over their source series.
+
+        ``manifest`` is the job's result manifest; ``series_uid`` picks one
+        source series when the job ran on several (default: the first with a
+        SEG). The source series must be staged for the viewer to show it.
+        """
+        dicom = [o for o in manifest.get("outputs") or []
+                 if str(o.get("name", "")).lower().endswith(".dcm") or o.get("content_type") == "application/dicom"]
+        segs, srs = [], []
+        for out in dicom[:PROBE_MAX]:
+            sop_class = self._sop_class(out["key"])
+            if sop_class == SEG_CLASS:
+                segs.append(out)
+            elif sop_class in SR_CLASSES:
+                srs.append(out)
+        sources = list(dict.fromkeys(o.get("series_uid") for o in segs + srs if o.get("series_uid")))
+        chosen = series_uid if series_uid in sources else (sources[0] if sources else None)
+        seg = next((o for o in segs if o.get("series_uid") == chosen), None)
+        rows = [row for o in srs if o.get("series_uid") == chosen for row in self._sr_rows(o)]
+        study = next((o.get("study_uid") for o in segs + srs if o.get("series_uid") == chosen), "")
+        return {
+            "job_id": manifest.get("job_id"), "sources": sources,
+            "source": {"SeriesInstanceUID": chosen, "StudyInstanceUID": study} if chosen else None,
+            "segmentation": {"name": seg["name"], "url": self.store.presign_get(seg["key"], self.ttl_s)} if seg else None,
+            "measurements": rows, "url_ttl_s": self.ttl_s,
+        }
+
+    def _sop_class(self, key: str) -> str:
+        import pydicom
+
+        stream = self.store.open(key)
+        try:
+            head = stream.read(HEAD_BYTES)
+        finally:
+            stream.close()
+            getattr(stream, "release_conn", lambda: None)()
+        try:
+            ds = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+            return str(ds.file_meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID") or "")
+        except Exception:  # not DICOM, or no file meta: not a SEG/SR the viewer can show
+            return ""
+
+    def _sr_rows(self, out: dict[str, Any]) -> list[dict[str, Any]]:
+        """The SR's TID 1500 measurements as table rows; [] for an SR without any."""
+        import pydicom
+
+        if int(out.get("size") or 0) > SR_MAX_BYTES:
+            log.warning("SR output %s is over %d bytes: its measurements are not shown", out.get("name"), SR_MAX_BYTES)
+            return []
+        stream = self.store.open(out["key"])
+        try:
+            data = stream.read(SR_MAX_BYTES + 1)
+        finally:
+            stream.close()
+            getattr(stream, "release_conn", lambda: None)()
+        return sr_rows(pydicom.dcmread(io.BytesIO(data)))
+
     def _manifest(self, staged: Any) -> dict[str, Any]:
         from radcloud import layout
 
@@ -100,6 +174,32 @@ class Viewer:
         except NotFound:
             return {}
         return doc if isinstance(doc, dict) else {}
+
+
+def sr_rows(ds: Any) -> list[dict[str, Any]]:
+    """One row per measurement of a TID 1500 report: segment, measurement, value, unit.
+
+    ``segment`` is the measurement group's tracking identifier (the segment's
+    label in radcloud's reports); a derivation (mean, standard deviation)
+    is part of the measurement's name.
+    """
+    import highdicom as hd
+
+    try:
+        report = hd.sr.Comprehensive3DSR.from_dataset(ds) if ds.SOPClassUID.endswith(".34") else \
+            hd.sr.ComprehensiveSR.from_dataset(ds) if ds.SOPClassUID.endswith(".33") else hd.sr.EnhancedSR.from_dataset(ds)
+        groups = list(report.content.get_volumetric_roi_measurement_groups()) + \
+            list(report.content.get_planar_roi_measurement_groups())
+    except (ValueError, AttributeError, TypeError) as exc:  # an SR that is not a TID 1500 measurement report
+        log.info("SR is not a TID 1500 measurement report (%s): no rows", type(exc).__name__)
+        return []
+    rows = []
+    for group in groups:
+        for m in group.get_measurements():
+            name = m.name.meaning + (f" ({m.derivation.meaning.lower()})" if m.derivation is not None else "")
+            rows.append({"segment": str(group.tracking_identifier or ""), "name": name,
+                         "value": round(float(m.value), 1), "unit": _UNITS.get(m.unit.value, m.unit.value)})
+    return rows
 
 
 def _number(value: Any) -> int:

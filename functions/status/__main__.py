@@ -70,11 +70,17 @@ def _handle(request, settings, principal, services):
     if op in ("cancel", "retry"):  # the write side: settle what its executor lost first
         reconcile.reconcile_job(jobs, job_id, services.executor_named, finaliser=services.finaliser)
     if op == "cancel":
-        if jobs.cancel(job_id):
+        from radcloud.dispatch import stop_units
+
+        must_finalise = jobs.cancel(job_id)
+        must_finalise |= stop_units(jobs, job_id, services.executor_named)  # Slurm: scancel
+        if must_finalise:
             services.finaliser(job_id)
         return jobview.public(jobs.get(job_id))
     if op == "retry":
-        shard_ids = jobs.reopen_failed(job_id, settings.shard_timeout_s)
+        from radcloud.dispatch import shard_deadline_s
+
+        shard_ids = jobs.reopen_failed(job_id, shard_deadline_s(job, settings.shard_timeout_s))
         services.dispatcher().fan_out(job_id, shard_ids)
         return jobview.public(jobs.get(job_id)) | {"retried": shard_ids}
     watch = parse(StatusWatch, params)

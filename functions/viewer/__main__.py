@@ -4,12 +4,15 @@
   and a page of presigned instance URLs (``offset``, ``limit`` ≤ 1000)
 * ``GET /study/{StudyInstanceUID}``    the study's staged series, each with
   a presigned URL of its middle instance for the thumbnail strip
+* ``GET /job/{job_id}[?series=UID]``   a job's DICOM SEG (a presigned URL)
+  and its SR's measurements (rows), with the source series they belong to
 
 Every answer is written to the audit trail (who viewed which study and
 series: :data:`radcloud.audit.AUDITED`). URLs expire after
 ``presign_ttl_s``. See :mod:`radcloud.viewer` for why URLs and not a proxy.
 """
 
+from radcloud import jobview
 from radcloud.action import run
 from radcloud.api import parse
 from radcloud.api.models import ViewerRequest
@@ -28,13 +31,16 @@ def handle(request, settings, principal, services=None):
         routed = {"kind": parts[0] if parts else None, "uid": parts[1] if len(parts) > 1 else None}
         req = parse(ViewerRequest, routed | {k: v for k, v in request.params.items() if v not in (None, "")})
         if not req.kind or not req.uid:
-            raise BadRequest("what to open? GET /viewer/series/{SeriesInstanceUID} or "
-                             "/viewer/study/{StudyInstanceUID}", field="kind")
+            raise BadRequest("what to open? GET /viewer/series/{SeriesInstanceUID}, "
+                             "/viewer/study/{StudyInstanceUID} or /viewer/job/{job_id}", field="kind")
         access = InputAccess(principal.name, privileged=principal.role in _PRIVILEGED,
                              job_owner=services.jobs.owner)
         viewer = Viewer(services.store, services.staging, services.presign_ttl_s)
         if req.kind == "series":
             return viewer.series(req.uid, access, offset=req.offset, limit=req.limit)
+        if req.kind == "job":
+            jobview.check(services.jobs.get(req.uid), principal)  # another user's job: 404, as results answers
+            return viewer.job(services.results.manifest(req.uid), req.series)
         return viewer.study(req.uid, access)
 
 

@@ -191,6 +191,10 @@ class DispatchOptions(Model):
     force: StrictBool = False
     wait_staged: StrictInt = Field(default=0, ge=0, le=55,
                                    description="seconds to wait for a running retrieve (pull-and-run sets it)")
+    executor: Literal["action", "slurm"] | None = Field(
+        default=None, description="where the plugin's shards run: an OpenWhisk action or a Slurm batch job "
+        "(default: Slurm for plugins needing more than an action when a cluster is configured, else the "
+        "deployment's executor)")
 
     @model_validator(mode="before")
     @classmethod
@@ -252,8 +256,9 @@ class ResultsRequest(Open):
 
 # ---- viewer ----------------------------------------------------------------------------------
 class ViewerRequest(Open):
-    kind: Literal["series", "study"] | None = None
+    kind: Literal["series", "study", "job"] | None = None
     uid: str | None = None
+    series: str | None = None
     offset: int = Field(default=0, ge=0)
     limit: int = Field(default=1000, ge=1, le=1000)
 

@@ -37,6 +37,8 @@ def run(
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="instances per shard"),
     push_to_pacs: bool = typer.Option(False, "--push-to-pacs", help="store DICOM outputs as a derived series"),
     force: bool = typer.Option(False, "--force", help="recompute even if the result is cached"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="action or slurm (default: slurm for "
+                                           "plugins bigger than an action when a cluster is configured)"),
     watch: bool = typer.Option(False, "--watch", help="wait for the job to end (exit 3 unless it succeeds)"),
     timeout: float = typer.Option(600.0, "--timeout", help="with --watch: seconds to wait"),
     api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION,
@@ -49,6 +51,8 @@ def run(
         options["shard_by"] = shard_by
     if shard_size:
         options["shard_size"] = shard_size
+    if executor:
+        options["executor"] = executor
     body = {"plugin": plugin, "params": common.parse_params(param),
             "inputs": {"retrieve": retrieve} if retrieve else {"series": list(series)}, "options": options}
     client = common.client(api, state)
@@ -146,13 +150,27 @@ def status(
               f"instances {p.get('instances_done', 0)}/{p.get('instances_total', 0)}")
     if job.get("reason"):
         out.print(f"reason: {job['reason']}")
-    table = Table("shard", "state", "exit", "reason", header_style="bold")
+    routed = (job.get("options") or {}).get("routed")
+    if routed:
+        out.print(f"executor: {(job.get('options') or {}).get('executor')} ({routed})")
+    table = Table("shard", "state", "executor", "exit", "reason", header_style="bold")
     for s in job.get("shards") or []:
         shard_state = str(s.get("state"))
         if s.get("warnings"):  # succeeded with warnings: some input files were not processed
             shard_state += f" ({s['warnings']} file warning(s))"
-        table.add_row(str(s.get("id")), shard_state, str(s.get("exit_code", "")), str(s.get("reason", "")))
+        reason = str(s.get("reason") or s.get("queue_reason") or "")
+        table.add_row(str(s.get("id")), shard_state, executor_label(s), str(s.get("exit_code", "")), reason)
     out.print(table)
+
+
+def executor_label(shard: dict[str, Any]) -> str:
+    """Which executor ran a shard and its id there: "slurm job 42", "action 3f2a…"."""
+    name, handle = shard.get("executor") or "", str(shard.get("activation_id") or "")
+    if not name:
+        return ""
+    if name == "slurm":
+        return f"slurm job {handle}" if handle else "slurm"
+    return f"{name} {handle[:12]}" if handle else name
 
 
 def results(

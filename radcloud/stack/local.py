@@ -123,6 +123,7 @@ class Stack:
                         progress(name, "already running")
                         continue
                     self._check_ports(spec)
+                    credentials = self.state.credentials_data()  # Slurm's config adds its token
                     config.write_service_config(name, state=self.state, ports=self.ports,
                                                 credentials=credentials)
                     proc, record = process.spawn(name, spec.argv, log_path=self.state.log(name),

@@ -137,6 +137,8 @@ def reconcile_job(jobs: Any, job_id: str, executors: Executor | ExecutorOf | Non
             reason = lost_reason(handle, statuses.get(handle), executor.name)
             if reason:
                 reasons[sid] = reason
+            else:
+                _note_queue(jobs, job, sid, statuses.get(handle))
     must_finalise = False
     for sid, reason in reasons.items():
         try:
@@ -152,6 +154,22 @@ def reconcile_job(jobs: Any, job_id: str, executors: Executor | ExecutorOf | Non
         resubmit(job_id, busy)
         report.resubmitted += len(busy)
     return report
+
+
+def _note_queue(jobs: Any, job: dict[str, Any], sid: str, status: UnitStatus | None) -> None:
+    """Keep a waiting unit's queue reason on its shard ("queued: waiting for resources"), for the
+    UI and CLI; written only when it changes."""
+    if status is None:
+        return
+    wanted = status.reason if status.phase == "queued" else ""
+    shard = next((s for s in job["shards"] if s["id"] == sid), {})
+    if (shard.get("queue_reason") or "") == wanted:
+        return
+    try:
+        jobs.update_shard(job["id"], sid, {"queue_reason": wanted}, allowed=SHARD_OPEN, event="queue",
+                          data={"queue_reason": wanted})
+    except (Conflict, NotFound):
+        pass
 
 
 def reconcile_retrieve(retrieves: Any, rid: str, executor: Executor | None) -> Report:

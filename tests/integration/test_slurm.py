@@ -150,3 +150,109 @@ def _processes_named(text: str) -> list[int]:
             except OSError:
                 continue
     return [p for p in found if p != os.getpid()]
+
+
+# -- the executor under the job model: dispatch -> Slurm -> the shard runner -> Redis/S3 --------
+def _stage_ct(store, tmp_path, count: int = 40) -> str:
+    """A phantom CT series staged in S3 as retrieve stages one (instances + manifest); its series UID."""
+    import hashlib
+
+    import pydicom
+
+    from plugin_helpers import write_ct_series
+
+    paths = write_ct_series(tmp_path / "ct", count=count, rows=128, thickness=3.0)
+    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    study, series = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
+    prefix = f"studies/{study}/{series}/"
+    instances = []
+    for path in paths:
+        data = path.read_bytes()
+        info = store.put_bytes(f"{prefix}{path.name}", data)
+        instances.append({"key": info.key, "size": info.size, "md5": hashlib.md5(data).hexdigest()})
+    store.put_json(f"manifests/{study}/{series}.json", {"prefix": prefix, "StudyInstanceUID": study,
+                                                        "SeriesInstanceUID": series, "expected": len(paths),
+                                                        "instances": instances, "complete": True})
+    return series
+
+
+@pytest.fixture(scope="module")
+def services(slurm):
+    from radcloud.jobservices import JobServices
+
+    return JobServices.from_settings(slurm.settings())
+
+
+def _settle(services, job_id: str, until, limit_s: float = 120.0) -> dict:
+    """Reconcile the job (as the alarm-triggered sweep does) until ``until(job)``; bounded."""
+    from radcloud.work import reconcile
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        reconcile.reconcile_job(services.jobs, job_id, services.executor_named, finaliser=services.finaliser)
+        job = services.jobs.get(job_id)
+        if until(job):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} never settled: {job['state']} {[(s['state'], s.get('reason')) for s in job['shards']]}")
+
+
+def test_a_heavy_plugin_is_routed_to_slurm_and_runs_end_to_end(services, client, tmp_path):
+    from radcloud.results import Results
+
+    series = _stage_ct(services.store, tmp_path)
+    answer = services.dispatcher().dispatch({"plugin": "ct-resample", "params": {"spacing": 2.0},
+                                             "inputs": {"series": [series]}, "options": {"force": True}}, "alice")
+    job = services.jobs.get(answer["job_id"])
+    assert job["options"]["executor"] == "slurm" and "exceed an action" in job["options"]["routed"]
+    (shard,) = job["shards"]
+    assert shard["executor"] == "slurm" and shard["activation_id"].isdigit()  # the Slurm job id
+    slurm_job = client.jobs([shard["activation_id"]])[shard["activation_id"]]
+    assert (slurm_job["cpus"], slurm_job["memory_per_node"]) == (2, 3072)  # the descriptor's needs
+    job = _settle(services, answer["job_id"], lambda j: j["state"] in ("succeeded", "failed", "partial"))
+    assert job["state"] == "succeeded", job["shards"][0].get("reason")
+    manifest = Results(services.store, services.jobs.r, services.jobs).manifest(answer["job_id"])
+    names = sorted(o["name"] for o in manifest["outputs"])
+    assert "s000/ct-resample.json" in names and any(n.endswith("series-001-body.nii.gz") for n in names)
+    assert len([n for n in names if n.endswith(".dcm")]) == 60  # 120 mm at 2 mm
+    assert wait_state(client, int(shard["activation_id"]), ENDED)["job_state"] == "COMPLETED"
+
+
+def test_queued_shows_the_queue_reason_and_cancel_is_scancel(services, client, tmp_path):
+    from radcloud.dispatch import stop_units
+
+    blocker = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-blocker", cpus=os.cpu_count(),
+                            memory_mb=64, time_limit_min=5)
+    try:
+        wait_state(client, blocker, {"RUNNING"})
+        series = _stage_ct(services.store, tmp_path, count=4)
+        answer = services.dispatcher().dispatch({"plugin": "ct-resample", "inputs": {"series": [series]},
+                                                 "options": {"force": True}}, "alice")
+        # Slurm says "None" until its scheduler has looked at the job, then why it waits.
+        job = _settle(services, answer["job_id"], lambda j: j["shards"][0].get("queue_reason") not in
+                      (None, "", "queued: waiting to be scheduled"), limit_s=30)
+        assert job["shards"][0]["queue_reason"] == "queued: waiting for resources"
+        handle = job["shards"][0]["activation_id"]
+        must_finalise = services.jobs.cancel(answer["job_id"])  # what the status action's cancel does
+        must_finalise |= stop_units(services.jobs, answer["job_id"], services.executor_named)
+        if must_finalise:
+            services.finaliser(answer["job_id"])
+        job = services.jobs.get(answer["job_id"])
+        assert job["state"] == "cancelled" and job["shards"][0]["state"] == "cancelled"
+        assert wait_state(client, int(handle), ENDED)["job_state"] == "CANCELLED"
+    finally:
+        client.cancel(blocker)
+
+
+def test_a_job_slurm_no_longer_knows_is_failed_with_a_reason(services, tmp_path):
+    series = _stage_ct(services.store, tmp_path, count=2)
+    answer = services.dispatcher().dispatch({"plugin": "ct-resample", "inputs": {"series": [series]},
+                                             "options": {"force": True}}, "alice")
+    job_id, sid = answer["job_id"], services.jobs.get(answer["job_id"])["shards"][0]["id"]
+    real = services.jobs.get(job_id)["shards"][0]["activation_id"]
+    services.executor_named("slurm").cancel(real)
+    # As if slurmctld lost it (purged, its state wiped): the shard now names a job Slurm never had.
+    services.jobs.update_shard(job_id, sid, {"activation_id": "987654"}, allowed=("invoked", "running"), event="test")
+    job = _settle(services, job_id, lambda j: j["state"] in ("failed", "partial", "succeeded"), limit_s=30)
+    assert job["state"] == "failed"
+    assert job["shards"][0]["reason"] == "the slurm executor no longer knows unit 987654; it ended without an outcome"

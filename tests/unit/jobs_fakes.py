@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import threading
@@ -51,6 +52,11 @@ class MemStore:
     def list(self, prefix: str) -> list[ObjectInfo]:
         return [ObjectInfo(k, len(v), hashlib.md5(v).hexdigest()) for k, v in sorted(self.objects.items())
                 if k.startswith(prefix)]
+
+    def open(self, key: str) -> Any:
+        if key not in self.objects:
+            raise NotFound(f"no object {key!r}")
+        return io.BytesIO(self.objects[key])
 
     def presign_get(self, key: str, ttl_s: int) -> str:
         return f"http://s3.invalid/{key}?ttl={ttl_s}"

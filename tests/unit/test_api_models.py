@@ -43,6 +43,7 @@ PARAMETERS = {("query", "get"): models.QueryRequest, ("retrieve", "get"): models
               ("results/{job_id}/url", "get"): models.ResultsRequest,
               ("results/{job_id}/thumbnail", "get"): models.ResultsRequest,
               ("viewer/series/{series_uid}", "get"): models.ViewerRequest,
+              ("viewer/job/{job_id}", "get"): models.ViewerRequest,
               ("audit", "get"): models.AuditRequest}
 _KEYS = ("enum", "minimum", "maximum", "pattern", "maxItems")
 
@@ -139,7 +140,7 @@ def test_every_documented_body_and_answer_has_a_model():
     (models.DispatchOptions, {"shard_size": 0}, "shard_size", "shard_size must be between 1 and 10000"),
     (models.DispatchOptions, {"force": "yes"}, "force", "force must be true or false"),
     (models.DispatchOptions, {"shard_by": "patient"}, "shard_by", "must be one of 'series' or 'instances'"),
-    (models.DispatchOptions, {"colour": 1}, "colour", "unknown field 'colour'; known: deidentify, force"),
+    (models.DispatchOptions, {"colour": 1}, "colour", "unknown field 'colour'; known: deidentify, executor, force"),
     (models.DispatchRequest, {"plugin": "x", "inputs": {"series": [1]}}, "inputs.series",
      "inputs.series.0 must be a string"),
     (models.DispatchRequest, {"plugin": "x"}, "inputs", "inputs is required"),

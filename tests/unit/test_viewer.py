@@ -132,3 +132,36 @@ def test_a_view_is_audited_with_the_study_and_series_it_opened(store):
     study = _viewer(store).study(STUDY)
     assert audit.targets_of("viewer", {}, "study/x", study)["series_uids"] == ["1.2.840.1.1", "1.2.840.1.2"]
     assert "viewer" in audit.AUDITED
+
+
+def _seg_sr_outputs(store):
+    """A job's outputs as the result manifest lists them: a SEG, an SR, a PNG, on series 1.2.840.1.2."""
+    from radcloud.samples import viewerdata
+
+    ct = viewerdata.ct_series(4, 16, tag="UNIT")
+    seg = viewerdata.seg_of(ct, viewerdata.Box(1, 3, 4, 8, 4, 8))
+    sr = viewerdata.sr_of(ct, seg, 1.5, -20.25)
+    outputs = []
+    for name, data in (("s000/seg/series-001.dcm", viewerdata.ds_bytes(seg)),
+                       ("s000/sr/series-001.dcm", viewerdata.ds_bytes(sr)), ("s000/preview.png", b"\x89PNG")):
+        info = store.put_bytes(f"results/j1/{name}", data)
+        outputs.append({"key": info.key, "name": name, "size": info.size, "series_uid": "1.2.840.1.2",
+                        "study_uid": STUDY, "content_type": "image/png" if name.endswith(".png") else ""})
+    return {"job_id": "j1", "outputs": outputs}
+
+
+def test_a_job_answers_its_seg_as_a_url_and_its_sr_as_rows(store):
+    answer = _viewer(store).job(_seg_sr_outputs(store))
+    assert answer["source"] == {"SeriesInstanceUID": "1.2.840.1.2", "StudyInstanceUID": STUDY}
+    assert answer["segmentation"]["url"] == "http://s3.invalid/results/j1/s000/seg/series-001.dcm?ttl=60"
+    assert answer["measurements"] == [
+        {"segment": "Lesion", "name": "Volume", "value": 1.5, "unit": "ml"},
+        {"segment": "Lesion", "name": "Attenuation Coefficient (mean)", "value": -20.2, "unit": "HU"}]
+    assert audit.targets_of("viewer", {}, "job/j1", answer) == {
+        "study_uids": [STUDY], "series_uids": ["1.2.840.1.2"], "job_id": ["j1"]}
+
+
+def test_a_job_without_seg_or_sr_has_nothing_to_overlay(store):
+    store.put_bytes("results/j2/a.dcm", b"not dicom at all")
+    answer = _viewer(store).job({"job_id": "j2", "outputs": [{"key": "results/j2/a.dcm", "name": "a.dcm"}]})
+    assert answer["source"] is None and answer["segmentation"] is None and answer["measurements"] == []

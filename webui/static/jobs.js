@@ -103,6 +103,15 @@
     }
   }
 
+  const FINAL_SHARD = ["succeeded", "failed", "cancelled"];
+  // Which executor ran a shard and its id there: "Slurm job 42", "action 3f2a…" (the CLI says the same).
+  const executorLabel = (s) => {
+    if (!s.executor) return "";
+    const handle = String(s.activation_id || "");
+    if (s.executor === "slurm") return handle ? `Slurm job ${handle}` : "Slurm";
+    return handle ? `${s.executor} ${handle.slice(0, 12)}` : s.executor;
+  };
+
   function renderDetail(j) {
     detail.hidden = false;
     const p = j.progress || {};
@@ -127,10 +136,12 @@
         ["failed", "partial"].includes(j.state) ? el("button", { type: "button", onclick: () => act("retry") }, "Retry failed shards") : "",
         ["succeeded", "partial"].includes(j.state) ? el("a", { class: "button primary", href: pageUrl("view", { job: j.id }), id: "view-results" }, "View results") : ""),
       el("table", { class: "data" },
-        el("thead", {}, el("tr", {}, ["Shard", "State", "Progress", "Time", "Exit"].map((h) => el("th", { scope: "col" }, h)))),
+        el("thead", {}, el("tr", {}, ["Shard", "State", "Runs on", "Progress", "Time", "Exit"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, shards.map((s) => el("tr", {},
           el("td", {}, s.id), el("td", {}, el("span", { class: `state ${s.state}` }, s.state),
             s.warnings ? el("span", { class: "badge warn", title: "input files the plugin did not process; see the reason" }, ` ${s.warnings} file warning(s)`) : ""),
+          el("td", { class: "executor" }, executorLabel(s),
+            s.queue_reason && !FINAL_SHARD.includes(s.state) ? el("div", { class: "muted queue-reason" }, s.queue_reason) : ""),
           el("td", {}, s.instances_total ? `${s.instances_done || 0}/${s.instances_total}` : ""),
           el("td", {}, s.started_at ? fmt.duration((Number(s.finished_at) || Date.now() / 1000) - Number(s.started_at)) : ""),
           el("td", {}, s.reason ? `${s.reason}${s.exit_code !== undefined && s.exit_code !== null ? ` (exit ${s.exit_code})` : ""}` : ""))))),

@@ -47,7 +47,10 @@
       const pct = s.total ? Math.round(100 * s.done / s.total) : (s.state === "succeeded" ? 100 : 0);
       const bad = ["failed", "stalled"].includes(s.state);
       const row = el("div", { class: "row", dataset: { series: s.SeriesInstanceUID, state: s.state } },
-        el("span", {}, known[s.SeriesInstanceUID] || `Series …${s.SeriesInstanceUID.slice(-8)}`),
+        s.state === "succeeded"  // staged: open its images in the viewer
+          ? el("a", { href: window.RC.pageUrl("viewer", { series: s.SeriesInstanceUID }), title: "Open in the viewer" },
+               known[s.SeriesInstanceUID] || `Series …${s.SeriesInstanceUID.slice(-8)}`)
+          : el("span", {}, known[s.SeriesInstanceUID] || `Series …${s.SeriesInstanceUID.slice(-8)}`),
         el("div", { class: "progress" + (s.state === "succeeded" ? " done" : bad ? " failed" : ""), role: "progressbar",
                     "aria-valuemin": 0, "aria-valuemax": s.total || 0, "aria-valuenow": s.done,
                     "aria-label": `Series progress: ${s.done} of ${s.total} images` },

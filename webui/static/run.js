@@ -100,7 +100,8 @@
     try {
       const res = await api("dispatch", { body: {
         plugin: current.name, params: values(), inputs,
-        options: { deidentify: $("#opt-deid").checked, push_to_pacs: $("#opt-push").checked, force: $("#opt-force").checked } } });
+        options: { deidentify: $("#opt-deid").checked, push_to_pacs: $("#opt-push").checked, force: $("#opt-force").checked,
+                   executor: $("#opt-executor").value || null } } });
       state.set("lastJob", res.job_id);
       location.href = pageUrl("jobs", { job: res.job_id });
     } catch (err) {

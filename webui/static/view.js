@@ -37,6 +37,11 @@
     const order = await sliceOrder(tables);
     renderThumbs(images, montages, order);
     tables.slice(0, 5).forEach(renderTable);
+    if (outputs.some((o) => /\.dcm$/i.test(o.name))) {  // DICOM results (SEG, SR...): over their source in the viewer
+      const open = $("#open-viewer");
+      open.href = window.RC.pageUrl("viewer", { job: jobId });
+      open.hidden = false;
+    }
     const study = outputs.find((o) => o.study_uid);
     const viewer = document.querySelector('meta[name="radcloud-viewer"]');
     if (study && viewer && viewer.content) {

@@ -12,7 +12,24 @@
  * means one thing: wheel/arrows/slider scroll, drag windows, Shift+drag
  * pans, Ctrl+wheel and +/- zoom. window.rcViewer exposes the state the
  * browser tests and bench/viewer_bench.py read. */
-import { App, AppOptions, ViewConfig, WindowLevel, Index, MaskSegmentViewHelper, Point2D } from "./vendor/dwv/dwv.js";
+// dwv's entry module by this page's asset version (?v=): the ui action lets
+// browsers cache static files for a day, and the entry names its chunks by hash.
+const { App, AppOptions, ViewConfig, WindowLevel, Index, MaskSegmentViewHelper, Point2D, DicomParser } =
+  await import(`./vendor/dwv/dwv.js${new URL(import.meta.url).search}`);
+
+/* dwv 0.36 reads a SEG frame's segment number from the per-frame functional
+ * groups only; a SEG of a single segment (highdicom writes those) may carry
+ * its Segment Identification in the shared functional groups instead, as the
+ * standard allows for a group common to every frame. Copy it into each frame
+ * once parsed, so dwv finds it where it looks. */
+const dicomElements = DicomParser.prototype.getDicomElements;
+DicomParser.prototype.getDicomElements = function () {
+  const elements = dicomElements.call(this);
+  const shared = elements["52009229"], perFrame = elements["52009230"];
+  const id = shared && shared.value && shared.value[0] && shared.value[0]["0062000A"];
+  if (id && perFrame && perFrame.value) for (const item of perFrame.value) if (!item["0062000A"]) item["0062000A"] = id;
+  return elements;
+};
 
 const { $, el, api, showError } = window.RC;
 const params = new URLSearchParams(location.search);
@@ -30,7 +47,7 @@ const state = window.rcViewer = {
   imageDataId: null, segDataId: null, segments: [], srRows: [], renders: 0,
   index: () => currentIndex(), setIndex: (k) => setIndex(k), windowLevel: () => currentWl(),
   setWindowLevel: (c, w) => setWl(c, w), pixelAt: (row, col) => pixelAt(row, col),
-  segOpacity: () => segOpacity(),
+  segOpacity: () => segOpacity(), indexOfImage: (sopUid) => indexOfImage(sopUid),
 };
 
 let app = null;
@@ -74,6 +91,17 @@ function setIndex(k) {
   const values = vc.getCurrentIndex().getValues().slice();
   values[scrollDim(vc)] = Math.max(0, Math.min(n - 1, Math.round(k)));
   return vc.setCurrentIndex(new Index(values));
+}
+
+/* The slice showing the image of this SOP Instance UID (-1: none); leaves the view there. */
+function indexOfImage(sopUid) {
+  const vc = viewController();
+  if (!vc) return -1;
+  for (let k = 0; k < sliceCount(vc); k++) {
+    setIndex(k);
+    if (vc.getCurrentImageUid() === sopUid) return k;
+  }
+  return -1;
 }
 
 function currentWl() {
@@ -327,13 +355,13 @@ function srTable(rows) {
   state.srRows = rows;
   const tbody = $("#vw-sr-table tbody");
   tbody.replaceChildren(...rows.map((r) => el("tr", {},
-    el("td", {}, r.segment || ""), el("td", {}, r.name), el("td", { class: "num" }, String(r.value)), el("td", {}, r.unit || ""))));
+    el("td", {}, r.segment || ""), el("td", {}, r.name), el("td", { class: "num" }, Number(r.value).toFixed(1)), el("td", {}, r.unit || ""))));
   $("#vw-sr").hidden = !rows.length;
 }
 
 async function openJob(jobId) {
   state.opened = performance.now();
-  const answer = await api(`viewer/job/${encodeURIComponent(jobId)}`, { method: "GET" });
+  const answer = await api(`viewer/job/${encodeURIComponent(jobId)}`, { method: "GET", query: { series: params.get("series") } });
   if (!answer.source) { fail("This job's results reference no staged series to show them on."); return null; }
   const { info, urls } = await seriesUrls(answer.source.SeriesInstanceUID);
   $("#vw-title").textContent = `${title(info)} · job ${jobId.slice(0, 12)}`;

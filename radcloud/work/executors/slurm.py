@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,6 +60,7 @@ class SlurmExecutor:
     """Units as Slurm batch jobs; handles are Slurm job ids (as strings)."""
 
     name = "slurm"
+    stops_units = True  # scancel stops a job (radcloud.dispatch.stop_units cancels its shard)
 
     def __init__(self, client: Any, *, runner: str = RUNNER, env: Mapping[str, str] | None = None,
                  workdir: str = "/tmp") -> None:
@@ -106,4 +108,7 @@ def from_settings(settings: Any, *, client: Any = None) -> SlurmExecutor:
     from radcloud.slurm import SlurmClient
 
     client = client or SlurmClient.from_settings(settings)
-    return SlurmExecutor(client, runner=settings.slurm_runner or RUNNER, env=job_env(settings))
+    env = job_env(settings)
+    if os.environ.get("RADCLOUD_PLUGINS_DIR"):  # where plugins are installed: the same on the nodes
+        env["RADCLOUD_PLUGINS_DIR"] = os.environ["RADCLOUD_PLUGINS_DIR"]
+    return SlurmExecutor(client, runner=settings.slurm_runner or RUNNER, env=env)

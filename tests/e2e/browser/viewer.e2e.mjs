@@ -7,8 +7,9 @@
 // image layer's canvas (dwv draws into a plain 2D canvas).
 //
 // env: RC_UI, RC_USER, RC_PASSWORD,
-//      RC_SERIES (a staged CT series UID), RC_JOB (a job with a SEG and an SR),
-//      RC_BOX ("z0,z1,r0,r1,c0,c1": the segmented voxels), RC_SHOTS
+//      RC_SERIES (a staged CT series UID), RC_JOB (a job with a SEG and an SR of it),
+//      RC_PROBE_SOP (a source image the SEG marks), RC_INSIDE / RC_OUTSIDE
+//      ("row,col" on it: a voxel of segment 1, a voxel of no segment), RC_SHOTS
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 
@@ -136,30 +137,26 @@ if (ok) {
 
 if (env.RC_JOB) {
   await step("seg-overlay", async () => {
-    const [z0, z1, r0, r1, c0, c1] = env.RC_BOX.split(",").map(Number);
+    const [ir, ic] = env.RC_INSIDE.split(",").map(Number), [or, oc] = env.RC_OUTSIDE.split(",").map(Number);
     await page.goto(`${env.RC_UI}/viewer?job=${encodeURIComponent(env.RC_JOB)}`);
     await page.waitForFunction(() => window.rcViewer && (window.rcViewer.segLoaded || window.rcViewer.error), null, { timeout: 60000 });
     const error = await page.evaluate(() => window.rcViewer.error);
     if (error) throw new Error(error);
-    const zMid = Math.floor((z0 + z1) / 2), rMid = Math.floor((r0 + r1) / 2), cMid = Math.floor((c0 + c1) / 2);
-    await page.evaluate((k) => window.rcViewer.setIndex(k), zMid);
+    const k = await page.evaluate((sop) => window.rcViewer.indexOfImage(sop), env.RC_PROBE_SOP);
+    if (k < 0) throw new Error(`the source image ${env.RC_PROBE_SOP} is not in the series shown`);
+    await page.evaluate((k) => window.rcViewer.setIndex(k), k);
     await page.waitForTimeout(100);
-    const inside = await probe(rMid, cMid);
-    const outsideInPlane = await probe(r1 + 10, c1 + 10);
-    await page.evaluate((k) => window.rcViewer.setIndex(k), z1 + 3);
-    await page.waitForTimeout(100);
-    const outsideSlice = await probe(rMid, cMid);
-    await page.evaluate((k) => window.rcViewer.setIndex(k), zMid);
+    const inside = await probe(ir, ic);
+    const outside = await probe(or, oc);
     await page.uncheck('#vw-seg-list input[data-segment="1"]');
     await page.waitForTimeout(100);
-    const hidden = await probe(rMid, cMid);
+    const hidden = await probe(ir, ic);
     await page.check('#vw-seg-list input[data-segment="1"]');
     await page.locator("#vw-seg-opacity").fill("100");
     await page.waitForTimeout(100);
-    const opaque = await probe(rMid, cMid);
+    const opaque = await probe(ir, ic);
     const opacity = await page.evaluate(() => window.rcViewer.segOpacity());
-    return { inside, outsideInPlane, outsideSlice, hidden, opaque, opacity,
-             segments: await page.evaluate(() => window.rcViewer.segments) };
+    return { index: k, inside, outside, hidden, opaque, opacity, segments: await page.evaluate(() => window.rcViewer.segments) };
   });
 
   await step("sr-table", async () => {

@@ -103,6 +103,7 @@ def test_results_of_unfinished_job_is_409(services):
 
 
 def test_long_poll_wakes_on_change_not_on_timeout(services):
+    services.watch_slots = 1  # long-polls are opt-in (radcloud.jobwatch): a lone watcher may take one
     job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
     threading.Timer(0.2, lambda: services.jobs.shard_started(job_id, "s0")).start()
     t0 = time.monotonic()

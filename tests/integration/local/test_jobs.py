@@ -300,6 +300,12 @@ def test_open_jobs_are_indexed_until_final(store):
     run_shard(store, job_id, "s0")
     store.complete(job_id, "succeeded")
     assert job_id not in store.open_jobs()
+    failed = store.create(spec(1))
+    assert store.shard_finished(failed, "s0", state="failed", reason="oom") is True
+    store.complete(failed, "failed")
+    assert failed not in store.open_jobs()
+    store.reopen_failed(failed)
+    assert failed in store.open_jobs()  # a retried job is open again
 
 
 def test_stale_finaliser_can_be_claimed_once(redis_client):
