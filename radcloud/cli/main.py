@@ -10,7 +10,7 @@ import logging
 
 import typer
 
-from radcloud.cli import arrivals, data, demo, deploy, doctor, jobs, stack, users
+from radcloud.cli import arrivals, data, demo, deploy, doctor, jobs, routes, stack, users
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="radcloud: PACS query/retrieve and image plugins as OpenWhisk actions.",
@@ -19,6 +19,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 app.add_typer(stack.app, name="stack")
 app.add_typer(users.app, name="users")
 app.add_typer(arrivals.app, name="arrivals")
+app.add_typer(routes.app, name="routes")
 app.add_typer(jobs.plugins_app, name="plugins")
 app.command()(demo.demo)
 app.command()(deploy.deploy)

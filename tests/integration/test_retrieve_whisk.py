@@ -83,3 +83,46 @@ def test_bad_input_is_a_400_from_the_deployed_actions(whisk):
     assert body["error"]["statusCode"] == 404, body
     status, body = call(whisk, "retrieve", {"retrieve_id": "0123456789abcdef"})
     assert body["error"]["statusCode"] == 404, body
+
+
+def test_an_arrival_fired_at_the_trigger_runs_the_matching_rule_as_a_job(whisk, stack):
+    """The deployed chain after the watcher: trigger radcloud-study-stable -> rule -> route ->
+    retrieve (the matched series) -> dispatch (the rule's plugin) -> a job; a repeat starts nothing."""
+    from radcloud.arrivals import arrival, fingerprint
+    from radcloud.openwhisk import OpenWhisk
+    from radcloud.plugins import Registry
+    from radcloud.routing import RuleStore
+
+    orthanc = Orthanc.from_settings(stack.settings)
+    series = min((s for s in orthanc.find("Series", {"Modality": "CT"})), key=lambda s: len(s["Instances"]))
+    study = orthanc.resource("Study", series["ParentStudy"])
+    rules = RuleStore(stack.redis, Registry())
+    rules.save({"name": "it-ct-tags", "match": {"modality": "CT"}, "pipeline": [{"plugin": "dicom-tags"}]})
+    try:
+        payload = arrival(study, [series], {series["ID"]: fingerprint(series["Instances"]) + secrets.token_hex(2)}, "")
+        assert OpenWhisk(whisk.api_host, whisk.auth).fire("radcloud-study-stable", payload)
+        deadline = time.monotonic() + 90  # bounded waits for the chain, not timed asserts
+        runs = []
+        while time.monotonic() < deadline and not runs:
+            runs = [r for r in rules.runs() if r["arrival_id"] == payload["arrival_id"]]
+            time.sleep(0.1)
+        [run] = runs
+        assert run["state"] == "started" and run["rule"] == "it-ct-tags", run
+        record = None
+        while time.monotonic() < deadline and record is None:
+            status, record = whisk.client.request("GET", f"/api/v1/namespaces/_/activations/{run['dispatch_activation']}")
+            record = record if status == 200 else None
+            time.sleep(0.1)
+        assert record["response"]["result"]["job_id"], record  # the plugin's job (dispatch is tested elsewhere)
+        # The watcher may fire an arrival twice (a crash between fire and fingerprint): nothing starts again.
+        trigger_aid = OpenWhisk(whisk.api_host, whisk.auth).fire("radcloud-study-stable", payload)
+        route_aid, answer = None, None
+        while time.monotonic() < deadline and answer is None:
+            status, fired = whisk.client.request("GET", f"/api/v1/namespaces/_/activations/{trigger_aid}")
+            route_aid = json.loads(fired["logs"][0])["activationId"] if status == 200 else None
+            status, done = whisk.client.request("GET", f"/api/v1/namespaces/_/activations/{route_aid}")
+            answer = done["response"]["result"] if route_aid and status == 200 else None
+            time.sleep(0.1)
+        assert answer == {"arrival_id": payload["arrival_id"], "duplicate": True, "runs": []}, answer
+    finally:
+        rules.delete("it-ct-tags")

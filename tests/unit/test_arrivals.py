@@ -6,50 +6,10 @@ import time
 
 import pytest
 
+from redis_fakes import FakeRedis
+
 from radcloud.arrivals import CURSOR, PENDING, Watcher, arrival, fingerprint, routed_key
 from radcloud.errors import NotFound, UpstreamError
-
-
-class FakeRedis:
-    """The few commands the watcher uses, on dicts (decode_responses=True semantics)."""
-
-    def __init__(self) -> None:
-        self.kv: dict[str, str] = {}
-        self.hashes: dict[str, dict[str, str]] = {}
-
-    def get(self, key):
-        return self.kv.get(key)
-
-    def set(self, key, value, nx=False):
-        if nx and key in self.kv:
-            return None
-        self.kv[key] = str(value)
-        return True
-
-    def hset(self, key, field=None, value=None, mapping=None):
-        h = self.hashes.setdefault(key, {})
-        if field is not None:
-            h[field] = str(value)
-        h.update({k: str(v) for k, v in (mapping or {}).items()})
-
-    def hgetall(self, key):
-        return dict(self.hashes.get(key, {}))
-
-    def hdel(self, key, *fields):
-        for f in fields:
-            self.hashes.get(key, {}).pop(f, None)
-
-    def pipeline(self):
-        redis, calls = self, []
-
-        class Pipe:
-            def __getattr__(self, name):
-                return lambda *a, **k: calls.append((name, a, k))
-
-            def execute(self):
-                for name, a, k in calls:
-                    getattr(redis, name)(*a, **k)
-        return Pipe()
 
 
 def stamp(t: float) -> str:

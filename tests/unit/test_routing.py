@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud.errors import BadRequest
+from redis_fakes import FakeRedis
+
+from radcloud.errors import BadRequest, NotFound, UpstreamError
 from radcloud.plugins import Registry
-from radcloud.routing import matching_series, route, validate
+from radcloud.routing import RuleStore, matching_series, route, route_arrival, validate
 
 ARRIVAL = {"study_uid": "1.2", "study_description": "CT THORAX", "calling_aet": "CT_SCANNER_3",
            "series": [{"orthanc_series": "a", "modality": "CT", "body_part": "CHEST", "series_description": "Lung 1mm"},
@@ -51,6 +53,10 @@ def test_a_valid_rule_is_normalised_with_plugin_defaults(registry):
     ({"name": "x", "pipeline": [{"plugin": "lung-seg", "params": {"bogus": 1}}]}, "pipeline[0]",
      "unknown parameter 'bogus'"),
     ({"name": "x", "pipeline": []}, "pipeline", "non-empty list"),
+    ({"name": "x", "pipeline": [{"plugin": "lung-seg"}, {"plugin": "segment-stats"}]}, "pipeline",
+     "not supported yet"),
+    ({"name": "x", "pipeline": [{"plugin": "lung-seg", "options": {"push": True}}]}, "pipeline[0].options",
+     "push_to_pacs"),
     ({"name": "x", "match": {"patient_name": "DOE*"}, "pipeline": [{"plugin": "lung-seg"}]}, "match.patient_name",
      "not a routing attribute"),
     ({"name": "x", "match": {"modality": ""}, "pipeline": [{"plugin": "lung-seg"}]}, "match.modality", "glob"),
@@ -62,3 +68,69 @@ def test_bad_rules_are_refused_naming_the_field(registry, rule, field, message):
     with pytest.raises(BadRequest) as err:
         validate(rule, registry)
     assert err.value.field == field and message in err.value.message
+
+
+CT_CHEST = {"name": "ct-chest", "match": {"modality": "CT", "body_part": "CHEST"},
+            "pipeline": [{"plugin": "lung-seg", "options": {"push_to_pacs": True}}]}
+
+
+class FakeWhisk:
+    """The router's invoker: retrieve answers a retrieve id, dispatch an activation id."""
+
+    def __init__(self, retrieve_answer=None) -> None:
+        self.calls = []
+        self.retrieve_answer = retrieve_answer or {"retrieve_id": "r1", "state": "queued"}
+
+    def invoke(self, action, params, *, blocking=False, result=False):
+        self.calls.append((action, params, blocking))
+        if action.endswith("/retrieve"):
+            if isinstance(self.retrieve_answer, Exception):
+                raise self.retrieve_answer
+            return self.retrieve_answer
+        return {"activationId": "a" * 32}
+
+
+@pytest.fixture
+def store(registry):
+    return RuleStore(FakeRedis(), registry)
+
+
+def test_rule_store_saves_validated_rules_and_disabling_takes_effect_at_once(store):
+    saved = store.save(CT_CHEST)
+    assert saved["pipeline"][0]["options"] == {"push_to_pacs": True} and saved["enabled"] is True
+    assert [r["name"] for r in store.list()] == ["ct-chest"]
+    assert route(store.list(), ARRIVAL)
+    store.set_enabled("ct-chest", False)
+    assert route(store.list(), ARRIVAL) == []
+    store.delete("ct-chest")
+    with pytest.raises(NotFound, match="no routing rule named 'ct-chest'"):
+        store.get("ct-chest")
+    with pytest.raises(BadRequest):
+        store.save({**CT_CHEST, "pipeline": [{"plugin": "no-such"}]})
+    assert store.list() == []
+
+
+def test_an_arrival_stages_the_matched_series_and_dispatches_the_step_once(store):
+    store.save(CT_CHEST)
+    whisk = FakeWhisk()
+    arrival = {**ARRIVAL, "arrival_id": "f" * 32}
+    first = route_arrival(arrival, store, whisk, clock=lambda: 5.0)
+    [run] = first["runs"]
+    assert run["state"] == "started" and run["retrieve_id"] == "r1" and run["series"] == [""]
+    (retrieve, rparams, blocking), (dispatch, dparams, _) = whisk.calls
+    assert retrieve == "radcloud/retrieve" and rparams == {"orthanc_series": ["a"]} and blocking
+    assert dispatch == "radcloud/dispatch" and dparams["plugin"] == "lung-seg"
+    assert dparams["inputs"] == {"retrieve": "r1"}
+    assert dparams["options"] == {"push_to_pacs": True, "wait_staged": 50}
+    again = route_arrival(arrival, store, whisk)
+    assert again["duplicate"] is True and len(whisk.calls) == 2
+    assert store.runs() == [run]
+
+
+def test_a_failing_step_is_recorded_with_its_reason_and_bad_arrivals_are_refused(store):
+    store.save(CT_CHEST)
+    whisk = FakeWhisk(UpstreamError("OpenWhisk refused to invoke radcloud/retrieve"))
+    [run] = route_arrival({**ARRIVAL, "arrival_id": "e" * 32}, store, whisk)["runs"]
+    assert run["state"] == "failed" and "refused to invoke" in run["reason"]
+    with pytest.raises(BadRequest, match="arrival_id"):
+        route_arrival(ARRIVAL, store, whisk)

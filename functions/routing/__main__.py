@@ -1,0 +1,39 @@
+"""Web action ``routing``: admins list, save, enable, disable and delete routing rules.
+
+GET → ``{"rules": [...], "runs": [...]}`` (the latest runs the router started).
+POST ``{"rule": {name, match, pipeline, enabled}}`` saves one (validated:
+unknown plugin, bad parameter or match key → 400 naming the field);
+POST ``{"name", "enabled": bool}`` enables or disables one at once;
+POST ``{"delete": name}`` removes one. Admin only: a rule runs plugins on
+every study that arrives. Every change is audited.
+"""
+
+from radcloud import audit, auth
+from radcloud.action import run
+from radcloud.errors import BadRequest
+from radcloud.plugins import Registry
+from radcloud.routing import RuleStore
+
+
+def handle(request, settings, principal, store=None):
+    settings.require("redis_url")
+    redis = auth.redis_client(settings)
+    store = store or RuleStore(redis, Registry())
+    params = request.params
+    if request.method == "get" or not any(k in params for k in ("rule", "delete", "enabled")):
+        return {"rules": store.list(), "runs": store.runs()}
+    if "rule" in params:
+        result = {"saved": store.save(params["rule"])}
+    elif "delete" in params:
+        result = {"deleted": store.delete(str(params["delete"]))}
+    else:
+        if not isinstance(params.get("enabled"), bool) or not isinstance(params.get("name"), str):
+            raise BadRequest("send {name, enabled: true|false}", field="enabled")
+        result = {"saved": store.set_enabled(params["name"], params["enabled"])}
+    changed = next(iter(result.values()))
+    audit.record(redis, principal, "routing", request, rule=changed["name"])  # who changed what runs
+    return result
+
+
+def main(args):
+    return run(args, handle, roles=("admin",))
