@@ -8,9 +8,8 @@ and retry are the deployed actions'. Waits are bounded polls, never sleeps.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import time
-from pathlib import Path
 
 import pytest
 
@@ -39,14 +38,21 @@ def staged(world):
 
 
 def slurm_job(client, job_id: str, states: set[str], limit_s: float = 30.0) -> dict:
-    deadline = time.monotonic() + limit_s
-    job: dict = {}
-    while time.monotonic() < deadline:
-        job = client.jobs([job_id]).get(str(job_id)) or {}
-        if job.get("job_state") in states:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"Slurm job {job_id} never reached {sorted(states)}; last: {job.get('job_state')}")
+    job = client.wait(job_id, states, limit_s=limit_s)
+    assert job.get("job_state") in states, f"Slurm job {job_id}: {job.get('job_state')}, not {sorted(states)}"
+    return job
+
+
+@contextlib.contextmanager
+def node_held(client):
+    """A job holding every CPU of the node: what the cluster runs next waits in its queue."""
+    blocker = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-blocker", cpus=client.limits().cpus,
+                            memory_mb=64, time_limit_min=5)
+    try:
+        slurm_job(client, blocker, {"RUNNING"})
+        yield blocker
+    finally:
+        client.cancel(blocker)
 
 
 def shard_handle(world, job_id: str, limit_s: float = 30.0) -> str:
@@ -70,12 +76,11 @@ def dispatch_heavy(world, rid: str) -> str:
 def test_a_queued_heavy_job_shows_why_holds_no_secret_and_runs_when_the_node_frees(world, client, staged):
     from radcloud.stack import slurm as stack_slurm
 
-    blocker = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-blocker", cpus=client.limits().cpus,
-                            memory_mb=64, time_limit_min=5)
-    try:
-        slurm_job(client, blocker, {"RUNNING"})
+    with node_held(client):
         job_id = dispatch_heavy(world, staged)
         handle = shard_handle(world, job_id)
+        queued = client.jobs([handle])[handle]
+        assert (queued["cpus"], queued["memory_per_node"]) == (2, 3072)  # the descriptor's needs
         deadline, shard = time.monotonic() + 30, {}
         while time.monotonic() < deadline:  # Slurm says "None" until its scheduler has looked at the job
             shard = world.call("status", {"job_id": job_id})["shards"][0]
@@ -98,8 +103,6 @@ def test_a_queued_heavy_job_shows_why_holds_no_secret_and_runs_when_the_node_fre
             for where, text in (("scontrol show job -dd", shown), ("the batch script", script),
                                 ("the job's environment", environment)):
                 assert value not in text, f"{name} is in {where}"
-    finally:
-        client.cancel(blocker)
     job = world.wait_final(job_id, timeout_s=120)
     assert job["state"] == "succeeded", job["shards"][0].get("reason")
     assert slurm_job(client, handle, {"COMPLETED", "FAILED", "CANCELLED"})["job_state"] == "COMPLETED"
@@ -108,15 +111,10 @@ def test_a_queued_heavy_job_shows_why_holds_no_secret_and_runs_when_the_node_fre
 
 
 def test_cancel_of_a_queued_slurm_job_is_scancel(world, client, staged):
-    blocker = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-blocker", cpus=client.limits().cpus,
-                            memory_mb=64, time_limit_min=5)
-    try:
-        slurm_job(client, blocker, {"RUNNING"})
+    with node_held(client):
         job_id = dispatch_heavy(world, staged)
         handle = shard_handle(world, job_id)
         world.call("status", {"job_id": job_id, "op": "cancel"})
         job = world.wait_final(job_id, timeout_s=30)
         assert job["state"] == "cancelled" and job["shards"][0]["state"] == "cancelled", job
         assert slurm_job(client, handle, {"CANCELLED", "COMPLETED", "FAILED"})["job_state"] == "CANCELLED"
-    finally:
-        client.cancel(blocker)

@@ -18,16 +18,12 @@ import pytest
 
 from radcloud.errors import BadRequest, ConfigError, UpstreamError
 from radcloud.settings import Secret
-from radcloud.slurm import SlurmClient
+from radcloud.slurm import ENDED, SlurmClient
 from radcloud.stack import Ports, Stack
 from radcloud.stack.slurm import NODE, PARTITION, mint_token
 from radcloud.stack.state import SLURM_SERVICES
 
 pytestmark = pytest.mark.integration
-
-ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-         "DEADLINE", "PREEMPTED"}
-
 
 @pytest.fixture(scope="module")
 def client(slurm) -> SlurmClient:
@@ -35,17 +31,10 @@ def client(slurm) -> SlurmClient:
 
 
 def wait_state(client: SlurmClient, job_id: int, states: set[str], limit_s: float = 30.0) -> dict:
-    deadline = time.monotonic() + limit_s
-    job: dict = {}
-    while time.monotonic() < deadline:
-        job = client.jobs([job_id]).get(str(job_id)) or {}
-        if job.get("job_state") in states:
-            return job
-        if job.get("job_state") in ENDED:
-            break
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never reached {sorted(states)}; last: {job.get('job_state')} "
-                         f"({job.get('state_reason')})")
+    job = client.wait(job_id, states, limit_s=limit_s)
+    assert job.get("job_state") in states, (f"job {job_id} never reached {sorted(states)}; last: "
+                                            f"{job.get('job_state')} ({job.get('state_reason')})")
+    return job
 
 
 def test_stack_up_with_slurm_reports_a_healthy_cluster(stack, slurm, client):
