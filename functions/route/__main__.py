@@ -1,18 +1,18 @@
 """Action ``route`` (not web-exported): the rule of trigger ``radcloud-study-stable``.
 
 Gets one arrival from the arrivals watcher (routing attributes and UIDs, see
-radcloud/arrivals.py), ignores an ``arrival_id`` it has seen, and starts the
+radcloud/arrivals/watch.py), ignores an ``arrival_id`` it has seen, and starts the
 pipeline of every enabled routing rule that matches: ``retrieve`` stages the
 matched series, ``dispatch`` runs the rule's plugin step on them as a tracked
 job. Answers ``{arrival_id, duplicate, runs: [{rule, state, retrieve_id,
 dispatch_activation | reason}]}``; the runs are also kept for ``radcloud routes runs``.
 """
 
-from radcloud import auth
-from radcloud.action import run
-from radcloud.openwhisk import OpenWhisk
-from radcloud.plugins import Registry
-from radcloud.routing import RuleStore, route_arrival
+from radcloud.access import auth
+from radcloud.api.action import run
+from radcloud.core.openwhisk import OpenWhisk
+from radcloud.run.registry import Registry
+from radcloud.arrivals.rules import RuleStore, route_arrival
 
 
 def handle(request, settings, principal, store=None, invoker=None):

@@ -8,11 +8,11 @@ POST ``{"delete": name}`` removes one. Admin only: a rule runs plugins on
 every study that arrives. Every change is audited.
 """
 
-from radcloud import audit, auth
-from radcloud.action import run
-from radcloud.errors import BadRequest
-from radcloud.plugins import Registry
-from radcloud.routing import RuleStore
+from radcloud.access import audit, auth
+from radcloud.api.action import run
+from radcloud.core.errors import BadRequest
+from radcloud.run.registry import Registry
+from radcloud.arrivals.rules import RuleStore
 
 
 def handle(request, settings, principal, store=None):

@@ -5,7 +5,7 @@
 Reads the shard spec from ``RADCLOUD_SHARD_SPEC`` and the settings from the
 ``RADCLOUD_*`` environment the executor gave the job, then runs it through
 :func:`radcloud.work.shardaction.run_shard_action` — inputs from S3, the
-plugin in :mod:`radcloud.sandbox`, outputs to S3, progress and outcome into
+plugin in :mod:`radcloud.run.sandbox`, outputs to S3, progress and outcome into
 Redis — with the job's end (its start + Slurm's time limit) as the deadline,
 so the plugin's wall clock leaves room for the upload. The spec is taken out
 of the environment before the plugin runs (the sandbox builds the plugin's
@@ -22,9 +22,9 @@ import time
 
 
 def main(environ: dict[str, str] | None = None) -> int:
-    from radcloud.errors import RadcloudError
-    from radcloud.settings import Settings
-    from radcloud.shard import STATUS_OK
+    from radcloud.core.errors import RadcloudError
+    from radcloud.core.settings import Settings
+    from radcloud.run.shard import STATUS_OK
     from radcloud.work.shardaction import run_shard_action
 
     env = os.environ if environ is None else environ

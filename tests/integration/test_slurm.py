@@ -1,4 +1,4 @@
-"""The stack's real one-node Slurm cluster, driven through slurmrestd (radcloud.slurm).
+"""The stack's real one-node Slurm cluster, driven through slurmrestd (radcloud.work.slurmclient).
 
 One cluster for the session (the ``slurm`` fixture: ``stack up --with-slurm``
 on the session's stack); no mock of Slurm anywhere. Waits are bounded polls
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from radcloud.errors import BadRequest, ConfigError, UpstreamError
-from radcloud.slurm import SlurmClient
-from radcloud.stack import Ports, Stack
-from radcloud.stack.slurm import NODE, PARTITION, mint_token
-from radcloud.stack.state import SLURM_SERVICES
+from radcloud.core.errors import BadRequest, ConfigError, UpstreamError
+from radcloud.work.slurmclient import SlurmClient
+from radcloud.ops.stack import Ports, Stack
+from radcloud.ops.stack.slurm import NODE, PARTITION, mint_token
+from radcloud.ops.stack.state import SLURM_SERVICES
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def test_stack_up_with_slurm_reports_a_healthy_cluster(stack, slurm, client):
 
 
 def test_doctor_checks_the_cluster(slurm):
-    from radcloud.doctor import check_slurm
+    from radcloud.ops.doctor import check_slurm
 
     check = check_slurm(slurm.settings())
     assert check.ok and f"partition {PARTITION}: {os.cpu_count()} CPUs" in check.detail, check
@@ -178,7 +178,7 @@ def _stage_ct(store, tmp_path, count: int = 40) -> str:
 
 @pytest.fixture(scope="module")
 def services(slurm):
-    from radcloud.jobservices import JobServices
+    from radcloud.work.jobservices import JobServices
 
     return JobServices.from_settings(slurm.settings())
 
@@ -198,7 +198,7 @@ def _settle(services, job_id: str, until, limit_s: float = 120.0) -> dict:
 
 
 def test_a_heavy_plugin_is_routed_to_slurm_and_runs_end_to_end(services, client, tmp_path):
-    from radcloud.results import Results
+    from radcloud.results.manifest import Results
 
     series = _stage_ct(services.store, tmp_path)
     answer = services.dispatcher().dispatch({"plugin": "ct-resample", "params": {"spacing": 2.0},
@@ -219,7 +219,7 @@ def test_a_heavy_plugin_is_routed_to_slurm_and_runs_end_to_end(services, client,
 
 
 def test_queued_shows_the_queue_reason_and_cancel_is_scancel(services, client, tmp_path):
-    from radcloud.dispatch import stop_units
+    from radcloud.work.dispatch import stop_units
 
     blocker = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-blocker", cpus=os.cpu_count(),
                             memory_mb=64, time_limit_min=5)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from radcloud.errors import BadRequest, ConfigError, Unavailable, UpstreamError
-from radcloud.settings import Secret, Settings
+from radcloud.core.errors import BadRequest, ConfigError, Unavailable, UpstreamError
+from radcloud.core.settings import Secret, Settings
 from radcloud.work.executors import Executor, ExecutorBusy, Resources, Unit, executor_for, known
 from radcloud.work.executors.slurm import SlurmExecutor, job_env
 from radcloud.work.slurmstate import queue_reason, status_of
@@ -128,8 +128,8 @@ def test_the_job_gets_what_the_runner_needs_and_no_more():
 
 
 # -- routing (radcloud.work.routing) -------------------------------------------
-from radcloud.errors import Conflict  # noqa: E402
-from radcloud.slurm import Limits  # noqa: E402
+from radcloud.core.errors import Conflict  # noqa: E402
+from radcloud.work.slurmclient import Limits  # noqa: E402
 from radcloud.work.routing import check_partition, choose, route, unit_resources  # noqa: E402
 
 HEAVY = {"name": "ct-resample", "min_memory_limit": "1Gi", "max_memory_limit": "3Gi", "max_cpu_limit": "2000m",

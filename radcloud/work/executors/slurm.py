@@ -2,7 +2,7 @@
 
 ``submit`` sends a batch job whose script runs the **same shard runner**
 (:mod:`radcloud.work.slurmjob` → :func:`radcloud.work.shardaction.run_shard_action`,
-the plugin in :mod:`radcloud.sandbox`) with the unit's resources as Slurm's
+the plugin in :mod:`radcloud.run.sandbox`) with the unit's resources as Slurm's
 (``--cpus-per-task``, ``--mem``, ``--time``, GPUs as ``gres:gpu:N``). The
 runner reads its inputs from S3 and writes outputs to S3 (no filesystem is
 shared with the hospital side) and reports progress and outcome into Redis
@@ -29,7 +29,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from radcloud.errors import BadRequest, RadcloudError, Unavailable
+from radcloud.core.errors import BadRequest, RadcloudError, Unavailable
 from radcloud.work.executors.base import ExecutorBusy, Unit, UnitStatus
 from radcloud.work.slurmstate import status_of
 
@@ -46,7 +46,7 @@ _BUSY_WORDS = ("QOSMaxSubmitJobPerUserLimit", "AssocMaxSubmitJobLimit", "Job vio
 
 def job_env(settings: Any) -> dict[str, str]:
     """``RADCLOUD_*`` variables for the runner on the node, from the dispatcher's settings."""
-    from radcloud.settings import Secret
+    from radcloud.core.settings import Secret
 
     env = {}
     for name in JOB_SETTINGS:
@@ -60,7 +60,7 @@ class SlurmExecutor:
     """Units as Slurm batch jobs; handles are Slurm job ids (as strings)."""
 
     name = "slurm"
-    stops_units = True  # scancel stops a job (radcloud.dispatch.stop_units cancels its shard)
+    stops_units = True  # scancel stops a job (radcloud.work.dispatch.stop_units cancels its shard)
 
     def __init__(self, client: Any, *, runner: str = RUNNER, env: Mapping[str, str] | None = None,
                  workdir: str = "/tmp") -> None:
@@ -105,7 +105,7 @@ class SlurmExecutor:
 
 def from_settings(settings: Any, *, client: Any = None) -> SlurmExecutor:
     """The executor for the cluster in ``settings`` (ConfigError naming slurm_url when none is)."""
-    from radcloud.slurm import SlurmClient
+    from radcloud.work.slurmclient import SlurmClient
 
     client = client or SlurmClient.from_settings(settings)
     env = job_env(settings)

@@ -30,8 +30,8 @@ SHOTS = ROOT / "artifacts" / "screenshots"
 
 @pytest.fixture(scope="module")
 def staged_ct(stack):
-    from radcloud.samples import viewerdata
-    from radcloud.storage import ObjectStore
+    from radcloud.ops.samples import viewerdata
+    from radcloud.store.storage import ObjectStore
 
     ct = viewerdata.ct_series(20, 128)
     viewerdata.stage(ObjectStore.from_settings(stack.settings), stack.redis, ct)
@@ -81,7 +81,7 @@ def lung_seg_job(site, staged_ct):
     marked = [frames[j] for j, item in enumerate(seg.PerFrameFunctionalGroupsSequence)
               if str(item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID) == sop]
     assert not any(f[1, 1] for f in marked)
-    from radcloud.viewer import sr_rows
+    from radcloud.results.viewer import sr_rows
 
     return {"job_id": job_id, "sop": sop, "inside": (int(rows[k]), int(cols[k])), "outside": (1, 1),
             "segment_label": str(seg.SegmentSequence[0].SegmentLabel), "sr_rows": sr_rows(sr),
@@ -152,7 +152,7 @@ def test_the_viewer_fetches_nothing_from_outside_and_logs_no_error(viewer_run):
 
 
 def test_every_view_is_in_the_audit_trail(viewer_run, stack, staged_ct):
-    from radcloud import audit
+    from radcloud.access import audit
 
     entries = [e for e in audit.page(stack.redis, limit=200, action="viewer:get")["entries"] ]
     series = str(staged_ct[0].SeriesInstanceUID)
@@ -179,7 +179,7 @@ def test_the_sr_table_lists_the_sr_measurements(viewer_run, lung_seg_job):
 
 
 def test_opening_a_job_is_audited_with_its_source_series(viewer_run, stack, lung_seg_job):
-    from radcloud import audit
+    from radcloud.access import audit
 
     entries = audit.page(stack.redis, limit=200, action="viewer:get")["entries"]
     job_views = [e for e in entries if e["what"].get("job_id") == [lung_seg_job["job_id"]]]
