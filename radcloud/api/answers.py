@@ -173,3 +173,31 @@ class ResultManifest(Answer):
     bytes: int | None = None
     outputs: list[Output]
     subject: Subject | None = None
+
+
+class ViewerSource(Answer):
+    SeriesInstanceUID: str | None = None
+    StudyInstanceUID: str | None = None
+
+
+class ViewerSegmentation(Answer):
+    SeriesInstanceUID: str | None = None
+    name: str | None = None
+    url: str | None = None
+
+
+class ViewerMeasurement(Answer):
+    segment: str | None = None
+    name: str | None = None
+    value: float | None = None
+    unit: str | None = None
+
+
+class ViewerOverlay(Answer):
+    """The viewer's job and seg answers: a SEG's URL over its source series, and the SR's rows."""
+
+    sources: list[str] = []
+    source: ViewerSource | None
+    segmentation: ViewerSegmentation | None
+    measurements: list[ViewerMeasurement]
+    url_ttl_s: int | None = None

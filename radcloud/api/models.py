@@ -256,7 +256,7 @@ class ResultsRequest(Open):
 
 # ---- viewer ----------------------------------------------------------------------------------
 class ViewerRequest(Open):
-    kind: Literal["series", "study", "job"] | None = None
+    kind: Literal["series", "study", "job", "seg"] | None = None
     uid: str | None = None
     series: str | None = None
     offset: int = Field(default=0, ge=0)

@@ -271,14 +271,11 @@ def stage_executor(job: Mapping[str, Any], shard: Mapping[str, Any]) -> str | No
 
 def deadline_s(route: Any) -> int:
     """A routed shard's deadline (reconcile's backstop): its run and upload, and for a batch
-    cluster time in the queue (:data:`QUEUE_ALLOWANCE_S`) — Slurm's own states are polled meanwhile."""
-    from radcloud.work.executors.slurm import UPLOAD_GRACE_S
+    cluster time in the queue (``QUEUE_ALLOWANCE_S``) — Slurm's own states are polled meanwhile."""
+    from radcloud.work.executors.slurm import QUEUE_ALLOWANCE_S, UPLOAD_GRACE_S
 
     queue = QUEUE_ALLOWANCE_S if route.executor == "slurm" else 0
     return int(route.resources.timeout_s) + UPLOAD_GRACE_S + queue
-
-
-QUEUE_ALLOWANCE_S = 6 * 3600
 
 
 def shard_deadline_s(job: Mapping[str, Any], default: int) -> int:

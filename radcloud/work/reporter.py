@@ -81,6 +81,13 @@ class RedisShardReporter:
         self._cancel_checked = 0.0
         self._cancel = False
 
+    def resume(self, shard_id: str, *, running: bool, plugin_started: bool) -> None:
+        """Go on from where an earlier reporter of this shard left it (a shard reporting call by call)."""
+        if running:
+            self._running.add(shard_id)
+        if plugin_started:
+            self._plugin_started.add(shard_id)
+
     def _ensure_running(self, shard_id: str) -> bool:
         if shard_id in self._running:
             return True
