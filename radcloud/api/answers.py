@@ -156,6 +156,9 @@ class Job(Answer):
     subject: Subject | None = None
     progress: dict[str, Any] | None = None
     shards: list[dict[str, Any]] | None = None
+    kind: str | None = None       # "pipeline": a pipeline: its units are steps (radcloud.work.pipelines)
+    results_of: str | None = None
+    steps: list[dict[str, Any]] | None = None
 
 
 class Output(Answer):

@@ -73,6 +73,7 @@ class Options:
     force: bool = False
     wait_staged: int = 0  # seconds to wait for a running retrieve (pull-and-run sets it)
     executor: str | None = None  # "action" | "slurm": where the plugin's shards run (radcloud.work.routing)
+    pipeline: dict[str, str] | None = None  # {job, step}: the pipeline step this run is (radcloud.work.pipelines)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> "Options":
