@@ -11,18 +11,18 @@
   measurements of the study's staged SRs that cite it
 
 Every answer is written to the audit trail (who viewed which study and
-series: :data:`radcloud.audit.AUDITED`). URLs expire after
-``presign_ttl_s``. See :mod:`radcloud.viewer` for why URLs and not a proxy.
+series: :data:`radcloud.access.audit.AUDITED`). URLs expire after
+``presign_ttl_s``. See :mod:`radcloud.results.viewer` for why URLs and not a proxy.
 """
 
-from radcloud import jobview
-from radcloud.action import run
+from radcloud.work import jobview
+from radcloud.api.action import run
 from radcloud.api import parse
 from radcloud.api.models import ViewerRequest
-from radcloud.errors import BadRequest
-from radcloud.jobservices import JobServices, store_errors
-from radcloud.staged import InputAccess
-from radcloud.viewer import Viewer
+from radcloud.core.errors import BadRequest
+from radcloud.work.jobservices import JobServices, store_errors
+from radcloud.store.staged import InputAccess
+from radcloud.results.viewer import Viewer
 
 _PRIVILEGED = ("admin", "service", "system")
 

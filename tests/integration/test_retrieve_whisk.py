@@ -1,7 +1,7 @@
 """The deployed query and retrieve actions, driven through localwhisk against the real stack.
 
 deploy/manifest.yaml is deployed as ``radcloud deploy --local`` does
-(radcloud.deploy: every image is this checkout, common modules preloaded).
+(radcloud.ops.deploy: every image is this checkout, common modules preloaded).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from radcloud.orthanc import Orthanc
-from radcloud.samples.seed import seed_orthanc
-from radcloud.storage import ObjectStore
+from radcloud.pacs.orthanc import Orthanc
+from radcloud.ops.samples.seed import seed_orthanc
+from radcloud.store.storage import ObjectStore
 from radcloud.work.pipelines import steps_view
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def whisk(stack, tmp_path_factory):
     from localwhisk.testing import Server
-    from radcloud import deploy
+    from radcloud.ops import deploy
 
     seed_orthanc(stack.settings, include_pydicom_files=False)
     tmp = tmp_path_factory.mktemp("whisk-retrieve")
@@ -90,11 +90,11 @@ def test_bad_input_is_a_400_from_the_deployed_actions(whisk):
 def test_an_arrival_fired_at_the_trigger_runs_the_matching_rule_as_a_job(whisk, stack):
     """The deployed chain after the watcher: trigger radcloud-study-stable -> rule -> route ->
     retrieve (the matched series) -> the rule's pipeline, whose step runs as a job; a repeat starts nothing."""
-    from radcloud.arrivals import arrival, fingerprint
-    from radcloud.openwhisk import OpenWhisk
-    from radcloud.plugins import Registry
-    from radcloud.jobs import JobStore
-    from radcloud.routing import RuleStore
+    from radcloud.arrivals.watch import arrival, fingerprint
+    from radcloud.core.openwhisk import OpenWhisk
+    from radcloud.run.registry import Registry
+    from radcloud.work.jobs import JobStore
+    from radcloud.arrivals.rules import RuleStore
 
     orthanc = Orthanc.from_settings(stack.settings)
     series = min((s for s in orthanc.find("Series", {"Modality": "CT"})), key=lambda s: len(s["Instances"]))
@@ -139,11 +139,11 @@ def test_no_click_a_ct_arriving_in_orthanc_runs_its_pipeline_to_the_pacs_once_th
     import subprocess
     import sys
 
-    from radcloud.arrivals import PREFIX
-    from radcloud.jobs import JobStore
-    from radcloud.plugins import Registry
-    from radcloud.routing import RuleStore
-    from radcloud.samples import viewerdata
+    from radcloud.arrivals.watch import PREFIX
+    from radcloud.work.jobs import JobStore
+    from radcloud.run.registry import Registry
+    from radcloud.arrivals.rules import RuleStore
+    from radcloud.ops.samples import viewerdata
 
     tag = f"AUTO{secrets.token_hex(3).upper()}"
     rules, jobs = RuleStore(stack.redis, Registry()), JobStore(stack.redis)
@@ -153,7 +153,7 @@ def test_no_click_a_ct_arriving_in_orthanc_runs_its_pipeline_to_the_pacs_once_th
     for key in stack.redis.scan_iter(PREFIX + "*"):  # the watcher starts at Orthanc's present
         stack.redis.delete(key)
     env = {**os.environ, **stack.env(), "RADCLOUD_ARRIVALS_STABLE_AGE_S": "1", "RADCLOUD_ARRIVALS_POLL_S": "0.2"}
-    watcher = subprocess.Popen([sys.executable, "-m", "radcloud.cli.main", "arrivals", "watch", "--wskprops",
+    watcher = subprocess.Popen([sys.executable, "-m", "radcloud.ops.cli.main", "arrivals", "watch", "--wskprops",
                                 str(whisk.state_dir / ".wskprops")], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     orthanc = Orthanc.from_settings(stack.settings)

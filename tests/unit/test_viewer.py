@@ -1,4 +1,4 @@
-"""radcloud.viewer and the viewer action: which staged objects the web viewer may open, as URLs."""
+"""radcloud.results.viewer and the viewer action: which staged objects the web viewer may open, as URLs."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 from action_loader import load_action
 from jobs_fakes import MemStore, stage_series
 
-from radcloud import audit
-from radcloud.action import Request
-from radcloud.auth import Principal
-from radcloud.errors import BadRequest, Forbidden, NotFound
-from radcloud.staged import InputAccess, ManifestStaging
-from radcloud.viewer import Viewer
+from radcloud.access import audit
+from radcloud.api.action import Request
+from radcloud.access.auth import Principal
+from radcloud.core.errors import BadRequest, Forbidden, NotFound
+from radcloud.store.staged import InputAccess, ManifestStaging
+from radcloud.results.viewer import Viewer
 
 STUDY = "1.2.840.1"
 
@@ -136,7 +136,7 @@ def test_a_view_is_audited_with_the_study_and_series_it_opened(store):
 
 def _seg_sr_outputs(store):
     """A job's outputs as the result manifest lists them: a SEG, an SR, a PNG, on series 1.2.840.1.2."""
-    from radcloud.samples import viewerdata
+    from radcloud.ops.samples import viewerdata
 
     ct = viewerdata.ct_series(4, 16, tag="UNIT")
     seg = viewerdata.seg_of(ct, viewerdata.Box(1, 3, 4, 8, 4, 8))
@@ -169,7 +169,7 @@ def test_a_job_without_seg_or_sr_has_nothing_to_overlay(store):
 
 def _pacs_seg(store, *, stage_source=True):
     """A CT, its SEG and an SR citing the SEG, each staged as a pull from the PACS stages a series."""
-    from radcloud.samples import viewerdata
+    from radcloud.ops.samples import viewerdata
 
     ct = viewerdata.ct_series(4, 16, tag="PACS")
     seg = viewerdata.seg_of(ct, viewerdata.Box(1, 3, 4, 8, 4, 8))
@@ -192,7 +192,7 @@ def test_a_seg_pulled_from_the_pacs_opens_over_its_source_with_the_srs_that_cite
     assert audit.targets_of("viewer", {}, f"seg/{seg.SeriesInstanceUID}", answer) == {
         "study_uids": [study], "series_uids": [source, str(seg.SeriesInstanceUID)]}
     # Another SEG of the same CT: the study's SR cites the first one only.
-    from radcloud.samples import viewerdata
+    from radcloud.ops.samples import viewerdata
 
     other = viewerdata.seg_of(ct, viewerdata.Box(0, 1, 0, 2, 0, 2))
     viewerdata.stage(store, store.index, [other])
