@@ -3,7 +3,7 @@
 
 ChRIS ds plugin: ``lung_seg.py [options] inputdir outputdir``. Per CT series
 under ``inputdir`` (segmentation in :mod:`segment`, the DICOM objects by
-:mod:`radcloud.segsr`):
+:mod:`radcloud.results.segsr`):
 
 - ``seg/series-NNN.dcm``: a BINARY Segmentation of four mutually exclusive
   segments (1 soft tissue = the body less lungs and bone, 2 right lung,
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -41,10 +42,10 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 import segment
-from radcloud import segsr
-from radcloud.filereasons import FileReasons, explain
+from radcloud.results import segsr
+from radcloud.run.filereasons import FileReasons, explain
 
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 ALGORITHM = segsr.Algorithm("radcloud lung-seg", VERSION)
 # The values of segment.segment's label map: the body less the others, the lungs, bone.
 SEGMENTS = [segsr.segment(segment.BODY, "soft_tissue"), segsr.segment(segment.RIGHT_LUNG, "right_lung"),
@@ -124,11 +125,11 @@ def consistent(items: list[tuple[str, Dataset]], skipped: list[dict]) -> list[tu
     return [kept[p] for p in sorted(kept)]
 
 
-def load_volume(inputdir: Path, items: list[tuple[str, Dataset]], skipped: list[dict]
-                ) -> tuple[np.ndarray, list[Dataset]]:
-    """The HU volume (int16, z y x) and the headers of the slices decoded."""
+def load_volume(inputdir: Path, items: list[tuple[str, Dataset]], skipped: list[dict],
+                scratch: segment.Scratch = segment.IN_MEMORY) -> tuple[np.ndarray, list[Dataset]]:
+    """The HU volume (int16, z y x, from ``scratch``) and the headers of the slices decoded."""
     rows, cols = int(items[0][1].Rows), int(items[0][1].Columns)
-    vol = np.empty((len(items), rows, cols), np.int16)
+    vol = scratch.zeros((len(items), rows, cols), np.int16)
     headers: list[Dataset] = []
     for rel, header in items:
         try:
@@ -182,7 +183,16 @@ def preview(hu: np.ndarray, labelmap: np.ndarray) -> Image.Image:
 
 
 def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: float = -400.0,
-        bone_hu: float = 300.0, min_lung_ml: float = 5.0) -> dict:
+        bone_hu: float = 300.0, min_lung_ml: float = 5.0, scratch_dir: str | None = None) -> dict:
+    """Segment every CT series under ``inputdir`` into ``outputdir``.
+
+    Whole-volume arrays live in memory-mapped files under ``scratch_dir``
+    (default TMPDIR; about 6 bytes a voxel at most, 470 MB of disk for 300
+    slices of 512²): the memory the process needs does not grow with the
+    number of slices but for the SEG it writes (1 bit a voxel of each
+    segment's non-empty frames) and the slices' headers.
+    """
+    scratch = segment.Scratch(scratch_dir or tempfile.gettempdir())
     skipped: list[dict] = []
     result: dict = {"plugin": "lung-seg", "version": VERSION, "series": [],
                     "skipped": skipped, "skipped_series": []}
@@ -192,14 +202,15 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
         number += 1
         t0 = time.perf_counter()
         try:
-            hu, headers = load_volume(inputdir, consistent(items, skipped), skipped)
+            hu, headers = load_volume(inputdir, consistent(items, skipped), skipped, scratch)
             if not headers:
                 result["skipped_series"].append({"series": number, "reason": "no decodable CT slice"})
                 continue
             used = len(headers)
             voxel = voxel_size(headers)
             labelmap, notes = segment.segment(hu, x_coordinates(headers[0]), voxel, body_hu=body_hu,
-                                              lung_hu=lung_hu, bone_hu=bone_hu, min_lung_ml=min_lung_ml)
+                                              lung_hu=lung_hu, bone_hu=bone_hu, min_lung_ml=min_lung_ml,
+                                              scratch=scratch)
             voxel_ml = float(np.prod(voxel)) / 1000.0
             numbers = segsr.label_stats(hu, labelmap, voxel_ml, [s.number for s in SEGMENTS])
             stats = {"Body": numbers["all"], **{s.label: numbers[s.number] for s in SEGMENTS}}
@@ -235,7 +246,7 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
               f"{stats['Right lung']['volume_ml']:.0f}+{stats['Left lung']['volume_ml']:.0f} mL, "
               f"{entry['seconds']} s", file=sys.stderr)
     (outputdir / "lung-seg.json").write_text(json.dumps(result, indent=1))
-    # The runner's per-file account (radcloud.filereasons): every input segmented or named with why not.
+    # The runner's per-file account (radcloud.run.filereasons): every input segmented or named with why not.
     reasons = FileReasons("lung-seg", inputs=sum(1 for p in inputdir.rglob("*") if p.is_file()))
     reasons.ok(processed)
     for s in skipped:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from radcloud.users import ROLES
+from radcloud.access.users import ROLES
 
 JobState = Literal["queued", "running", "finishing", "succeeded", "failed", "partial", "cancelled"]
 
@@ -92,7 +92,7 @@ class StagedSeries(Answer):
 
 
 class StagedStudy(Answer):
-    """One study of ``GET retrieve/staged`` (radcloud.staged.list_studies)."""
+    """One study of ``GET retrieve/staged`` (radcloud.store.staged.list_studies)."""
 
     StudyInstanceUID: str
     PatientName: str | None = None
@@ -135,7 +135,7 @@ class SubjectSeries(Answer):
 
 
 class Subject(Answer):
-    """Whose images a job ran on (radcloud/subject.py): PHI, the owner's answers only."""
+    """Whose images a job ran on (radcloud/work/subject.py): PHI, the owner's answers only."""
 
     patients: list[SubjectPatient] = []
     studies: list[SubjectStudy] = []
@@ -156,6 +156,9 @@ class Job(Answer):
     subject: Subject | None = None
     progress: dict[str, Any] | None = None
     shards: list[dict[str, Any]] | None = None
+    kind: str | None = None       # "pipeline": a pipeline: its units are steps (radcloud.work.pipelines)
+    results_of: str | None = None
+    steps: list[dict[str, Any]] | None = None
 
 
 class Output(Answer):
@@ -173,3 +176,31 @@ class ResultManifest(Answer):
     bytes: int | None = None
     outputs: list[Output]
     subject: Subject | None = None
+
+
+class ViewerSource(Answer):
+    SeriesInstanceUID: str | None = None
+    StudyInstanceUID: str | None = None
+
+
+class ViewerSegmentation(Answer):
+    SeriesInstanceUID: str | None = None
+    name: str | None = None
+    url: str | None = None
+
+
+class ViewerMeasurement(Answer):
+    segment: str | None = None
+    name: str | None = None
+    value: float | None = None
+    unit: str | None = None
+
+
+class ViewerOverlay(Answer):
+    """The viewer's job and seg answers: a SEG's URL over its source series, and the SR's rows."""
+
+    sources: list[str] = []
+    source: ViewerSource | None
+    segmentation: ViewerSegmentation | None
+    measurements: list[ViewerMeasurement]
+    url_ttl_s: int | None = None

@@ -4,8 +4,8 @@ The models say the shape — field names, types, ranges, the choices of an
 enumeration, which fields are required — and are what docs/openapi.yaml is
 checked against (tests/unit/test_api_models.py). Rules that belong to the
 domain stay there and run as the models' validators: the one UID rule
-(:func:`radcloud.query.check_uid`), the DICOM matching grammar of a search
-(:func:`radcloud.query.parse`), a plugin's own parameters (its descriptor).
+(:func:`radcloud.pacs.query.check_uid`), the DICOM matching grammar of a search
+(:func:`radcloud.pacs.query.parse`), a plugin's own parameters (its descriptor).
 
 Query-string requests (GET) arrive as strings, so numbers and booleans are
 read leniently ("50", "true"); a JSON body's options are strict (``"yes"``
@@ -19,9 +19,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, \
     field_validator, model_validator
 
-from radcloud import query as q
+from radcloud.pacs import query as q
 
-# A value or an OR-ed list of values (at most radcloud.query.MAX_LIST).
+# A value or an OR-ed list of values (at most radcloud.pacs.query.MAX_LIST).
 OneOrMany = str | Annotated[list[str], Field(max_length=q.MAX_LIST)]
 # A query-string switch: absent or empty is off; true/false, 1/0, yes/no otherwise.
 Flag = Annotated[bool, BeforeValidator(lambda v: False if v in ("", None) else v)]
@@ -70,7 +70,7 @@ DateOrRange = str | Range
 
 
 class QueryRequest(Model):
-    """A search; the DICOM keyword fields are matched by :func:`radcloud.query.parse`."""
+    """A search; the DICOM keyword fields are matched by :func:`radcloud.pacs.query.parse`."""
 
     model_config = ConfigDict(extra="forbid")
     level: Annotated[Literal["patient", "study", "series", "instance"], BeforeValidator(_lower)] = "study"
@@ -103,7 +103,7 @@ class QueryRequest(Model):
         if isinstance(data, dict):
             for key in data:
                 if key not in cls.model_fields and not str(key).startswith("_"):
-                    from radcloud.errors import BadRequest
+                    from radcloud.core.errors import BadRequest
 
                     raise BadRequest(f"unknown query field {key!r}; known: {', '.join(sorted(q.FIELDS))}",
                                      field=key)
@@ -180,6 +180,13 @@ class RetrieveSeriesRequest(Open):
 
 
 # ---- dispatch --------------------------------------------------------------------------------
+class PipelineLink(Model):
+    """Which pipeline step a dispatch runs (the pipeline sets it; radcloud.work.pipelines)."""
+
+    job: StrictStr = Field(pattern=_ID)
+    step: StrictStr = Field(pattern=r"^s[0-9]{2}$")
+
+
 class DispatchOptions(Model):
     """How a run is cut into shards and treated (a JSON body: strict types)."""
 
@@ -196,18 +203,34 @@ class DispatchOptions(Model):
         "(default: Slurm for plugins needing more than an action when a cluster is configured, else the "
         "deployment's executor)")
 
+    pipeline: PipelineLink | None = Field(
+        default=None, description="set by a pipeline (radcloud.work.pipelines) when it runs a step: the "
+        "pipeline's job id and the step; the step takes this run's outcome")
+
     @model_validator(mode="before")
     @classmethod
     def _null_is_default(cls, data: Any) -> Any:
         return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
+class PipelineStepOptions(Model):
+    """The dispatch options a pipeline step (a routing rule's) may set."""
+
+    push_to_pacs: StrictBool = False
+    deidentify: StrictBool = False
+    priority: StrictInt = Field(default=0, ge=0, le=9, description="0 (normal) to 9 (most urgent)")
+    executor: Literal["action", "slurm"] | None = None
+
+
 class DispatchInputs(Model):
-    """Exactly one kind of input: a retrieve id, series UIDs, or object prefixes."""
+    """Exactly one kind of input: a retrieve id, series UIDs, object prefixes, or a finished job's
+    DICOM outputs (how a pipeline's step feeds the next)."""
 
     retrieve: StrictStr | None = None
     series: list[StrictStr] | None = None
     prefixes: list[StrictStr] | None = None
+    job: StrictStr | None = Field(default=None, pattern=_ID, description="a finished job whose DICOM outputs "
+                                  "are the inputs (one series per shard of that job)")
 
 
 class DispatchRequest(Open):
@@ -256,7 +279,7 @@ class ResultsRequest(Open):
 
 # ---- viewer ----------------------------------------------------------------------------------
 class ViewerRequest(Open):
-    kind: Literal["series", "study", "job"] | None = None
+    kind: Literal["series", "study", "job", "seg"] | None = None
     uid: str | None = None
     series: str | None = None
     offset: int = Field(default=0, ge=0)
@@ -278,6 +301,6 @@ class AuditRequest(Open):
 
 # ---- shard -----------------------------------------------------------------------------------
 class ShardRequest(Open):
-    """The part of a shard spec the action itself reads; :mod:`radcloud.shard` reads the rest."""
+    """The part of a shard spec the action itself reads; :mod:`radcloud.run.shard` reads the rest."""
 
     job_id: StrictStr = Field(min_length=1)

@@ -1,7 +1,7 @@
 """The deployed query and retrieve actions, driven through localwhisk against the real stack.
 
 deploy/manifest.yaml is deployed as ``radcloud deploy --local`` does
-(radcloud.deploy: every image is this checkout, common modules preloaded).
+(radcloud.ops.deploy: every image is this checkout, common modules preloaded).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from radcloud.orthanc import Orthanc
-from radcloud.samples.seed import seed_orthanc
-from radcloud.storage import ObjectStore
+from radcloud.pacs.orthanc import Orthanc
+from radcloud.ops.samples.seed import seed_orthanc
+from radcloud.store.storage import ObjectStore
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def whisk(stack, tmp_path_factory):
     from localwhisk.testing import Server
-    from radcloud import deploy
+    from radcloud.ops import deploy
 
     seed_orthanc(stack.settings, include_pydicom_files=False)
     tmp = tmp_path_factory.mktemp("whisk-retrieve")
@@ -87,11 +87,13 @@ def test_bad_input_is_a_400_from_the_deployed_actions(whisk):
 
 def test_an_arrival_fired_at_the_trigger_runs_the_matching_rule_as_a_job(whisk, stack):
     """The deployed chain after the watcher: trigger radcloud-study-stable -> rule -> route ->
-    retrieve (the matched series) -> dispatch (the rule's plugin) -> a job; a repeat starts nothing."""
-    from radcloud.arrivals import arrival, fingerprint
-    from radcloud.openwhisk import OpenWhisk
-    from radcloud.plugins import Registry
-    from radcloud.routing import RuleStore
+    retrieve (the matched series) -> the rule's pipeline, whose step runs as a job; a repeat starts nothing."""
+    from radcloud.arrivals.watch import arrival, fingerprint
+    from radcloud.core.openwhisk import OpenWhisk
+    from radcloud.run.registry import Registry
+    from radcloud.work.jobs import JobStore
+    from radcloud.arrivals.rules import RuleStore
+    from radcloud.work.pipelines import steps_view
 
     orthanc = Orthanc.from_settings(stack.settings)
     series = min((s for s in orthanc.find("Series", {"Modality": "CT"})), key=lambda s: len(s["Instances"]))
@@ -107,13 +109,12 @@ def test_an_arrival_fired_at_the_trigger_runs_the_matching_rule_as_a_job(whisk, 
             runs = [r for r in rules.runs() if r["arrival_id"] == payload["arrival_id"]]
             time.sleep(0.1)
         [run] = runs
-        assert run["state"] == "started" and run["rule"] == "it-ct-tags", run
-        record = None
-        while time.monotonic() < deadline and record is None:
-            status, record = whisk.client.request("GET", f"/api/v1/namespaces/_/activations/{run['dispatch_activation']}")
-            record = record if status == 200 else None
+        assert run["state"] == "started" and run["rule"] == "it-ct-tags" and run["steps"] == ["dicom-tags"], run
+        jobs, step = JobStore(stack.redis), {}
+        while time.monotonic() < deadline and not step.get("job"):
+            [step] = steps_view(jobs.get(run["pipeline"]))
             time.sleep(0.1)
-        assert record["response"]["result"]["job_id"], record  # the plugin's job (dispatch is tested elsewhere)
+        assert step["plugin"] == "dicom-tags" and jobs.get(step["job"])["plugin"] == "dicom-tags", step
         # The watcher may fire an arrival twice (a crash between fire and fingerprint): nothing starts again.
         trigger_aid = OpenWhisk(whisk.api_host, whisk.auth).fire("radcloud-study-stable", payload)
         route_aid, answer = None, None

@@ -1,4 +1,4 @@
-"""radcloud.segsr round trip on a real CT: highdicom reads back, UIDs match, dciodvfy clean, Orthanc stores.
+"""radcloud.results.segsr round trip on a real CT: highdicom reads back, UIDs match, dciodvfy clean, Orthanc stores.
 
 The source is a real head CT slice (pydicom-data's 693_UNCI.dcm, CQ500,
 512²; the corpus holds no multi-slice real CT series). It carries no Frame
@@ -9,9 +9,9 @@ A threshold label map (soft tissue, bone) stands in for a plugin's mask.
 Checked: the SEG's pixels are the label map, it references exactly the
 source instances, study and frame of reference; the SR's TID 1500 groups
 reference the SEG's segments and the source series and carry the numbers of
-:func:`radcloud.segsr.label_stats`; dicom3tools' ``dciodvfy`` reports no
+:func:`radcloud.results.segsr.label_stats`; dicom3tools' ``dciodvfy`` reports no
 error for the SEG, the SR and the Secondary Capture that
-:mod:`radcloud.derived` makes of a picture; ``derived.push`` (the path of
+:mod:`radcloud.results.derived` makes of a picture; ``derived.push`` (the path of
 ``push_to_pacs``) stores all three in the real Orthanc, in the source study.
 """
 
@@ -29,9 +29,9 @@ import pytest
 from PIL import Image
 from pydicom.sr.codedict import codes
 
-from radcloud import derived, segsr
-from radcloud.orthanc import Orthanc
-from radcloud.storage import ObjectStore
+from radcloud.results import derived, segsr
+from radcloud.pacs.orthanc import Orthanc
+from radcloud.store.storage import ObjectStore
 
 from plugin_helpers import dciodvfy_errors
 

@@ -17,7 +17,7 @@ import yaml
 
 from radcloud.api import answers, models
 from radcloud.api import parse
-from radcloud.errors import BadRequest
+from radcloud.core.errors import BadRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
@@ -31,7 +31,7 @@ ANSWERS = {"LoginAnswer": answers.LoginAnswer, "QueryAnswer": answers.QueryAnswe
            "RetrieveStarted": answers.RetrieveStarted, "RetrieveStatus": answers.RetrieveStatus,
            "DispatchAnswer": answers.DispatchAnswer, "Job": answers.Job, "Output": answers.Output,
            "ResultManifest": answers.ResultManifest, "StagedList": answers.StagedList,
-           "StagedStudy": answers.StagedStudy}
+           "StagedStudy": answers.StagedStudy, "ViewerOverlay": answers.ViewerOverlay}
 # Body fields the action takes off before the model sees the rest: query passes ``run`` on
 # unchanged; retrieve reads a query's answer (``items``) through models.QueryAnswerInput.
 ACTION_FIELDS = {"QueryRequest": {"run"}, "RetrieveRequest": {"items"}}

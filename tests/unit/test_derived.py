@@ -8,7 +8,7 @@ import pydicom
 from jobs_fakes import MemStore
 from PIL import Image
 
-from radcloud import derived
+from radcloud.results import derived
 
 STUDY = {"StudyInstanceUID": "1.2.826.0.1.3680043.8.498.1", "PatientID": "P1", "PatientName": "Doe^J",
          "StudyDate": "20240101"}

@@ -1,4 +1,4 @@
-"""radcloud.segsr in process: statistics of a label map, inputs refused with a reason, no warning leaks.
+"""radcloud.results.segsr in process: statistics of a label map, inputs refused with a reason, no warning leaks.
 
 The round trip on a real CT (highdicom reads back, dciodvfy, Orthanc) is
 tests/integration/test_segsr.py.
@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from radcloud import segsr
+from radcloud.results import segsr
 
 ALGORITHM = segsr.Algorithm("radcloud unit", "0")
 

@@ -1,4 +1,4 @@
-"""radcloud.viewer and the viewer action: which staged objects the web viewer may open, as URLs."""
+"""radcloud.results.viewer and the viewer action: which staged objects the web viewer may open, as URLs."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 from action_loader import load_action
 from jobs_fakes import MemStore, stage_series
 
-from radcloud import audit
-from radcloud.action import Request
-from radcloud.auth import Principal
-from radcloud.errors import BadRequest, Forbidden, NotFound
-from radcloud.staged import InputAccess, ManifestStaging
-from radcloud.viewer import Viewer
+from radcloud.access import audit
+from radcloud.api.action import Request
+from radcloud.access.auth import Principal
+from radcloud.core.errors import BadRequest, Forbidden, NotFound
+from radcloud.store.staged import InputAccess, ManifestStaging
+from radcloud.results.viewer import Viewer
 
 STUDY = "1.2.840.1"
 
@@ -136,7 +136,7 @@ def test_a_view_is_audited_with_the_study_and_series_it_opened(store):
 
 def _seg_sr_outputs(store):
     """A job's outputs as the result manifest lists them: a SEG, an SR, a PNG, on series 1.2.840.1.2."""
-    from radcloud.samples import viewerdata
+    from radcloud.ops.samples import viewerdata
 
     ct = viewerdata.ct_series(4, 16, tag="UNIT")
     seg = viewerdata.seg_of(ct, viewerdata.Box(1, 3, 4, 8, 4, 8))
@@ -165,3 +165,47 @@ def test_a_job_without_seg_or_sr_has_nothing_to_overlay(store):
     store.put_bytes("results/j2/a.dcm", b"not dicom at all")
     answer = _viewer(store).job({"job_id": "j2", "outputs": [{"key": "results/j2/a.dcm", "name": "a.dcm"}]})
     assert answer["source"] is None and answer["segmentation"] is None and answer["measurements"] == []
+
+
+def _pacs_seg(store, *, stage_source=True):
+    """A CT, its SEG and an SR citing the SEG, each staged as a pull from the PACS stages a series."""
+    from radcloud.ops.samples import viewerdata
+
+    ct = viewerdata.ct_series(4, 16, tag="PACS")
+    seg = viewerdata.seg_of(ct, viewerdata.Box(1, 3, 4, 8, 4, 8))
+    sr = viewerdata.sr_of(ct, seg, 2.5, 33.0)
+    for series in ([ct] if stage_source else []) + [[seg], [sr]]:
+        viewerdata.stage(store, store.index, series)
+    return ct, seg, sr
+
+
+def test_a_seg_pulled_from_the_pacs_opens_over_its_source_with_the_srs_that_cite_it(store):
+    ct, seg, sr = _pacs_seg(store)
+    answer = _viewer(store).seg(str(seg.SeriesInstanceUID))
+    study, source = str(ct[0].StudyInstanceUID), str(ct[0].SeriesInstanceUID)
+    assert answer["source"] == {"SeriesInstanceUID": source, "StudyInstanceUID": study}
+    assert answer["segmentation"]["SeriesInstanceUID"] == str(seg.SeriesInstanceUID)
+    assert answer["segmentation"]["url"].startswith(f"http://s3.invalid/staged/{study}/{seg.SeriesInstanceUID}/")
+    assert answer["measurements"] == [
+        {"segment": "Lesion", "name": "Volume", "value": 2.5, "unit": "ml"},
+        {"segment": "Lesion", "name": "Attenuation Coefficient (mean)", "value": 33.0, "unit": "HU"}]
+    assert audit.targets_of("viewer", {}, f"seg/{seg.SeriesInstanceUID}", answer) == {
+        "study_uids": [study], "series_uids": [source, str(seg.SeriesInstanceUID)]}
+    # Another SEG of the same CT: the study's SR cites the first one only.
+    from radcloud.ops.samples import viewerdata
+
+    other = viewerdata.seg_of(ct, viewerdata.Box(0, 1, 0, 2, 0, 2))
+    viewerdata.stage(store, store.index, [other])
+    assert _viewer(store).seg(str(other.SeriesInstanceUID))["measurements"] == []
+
+
+def test_a_pacs_seg_without_its_source_staged_or_a_series_that_is_no_seg_is_refused_by_name(store):
+    ct, seg, sr = _pacs_seg(store, stage_source=False)
+    with pytest.raises(NotFound, match=f"series {ct[0].SeriesInstanceUID}\\) are not staged: pull"):
+        _viewer(store).seg(str(seg.SeriesInstanceUID))
+    with pytest.raises(BadRequest, match="not a DICOM Segmentation"):
+        _viewer(store).seg(str(sr.SeriesInstanceUID))
+    action = load_action("viewer")
+    services = _Services(store, ManifestStaging(store, store.index), _Jobs())
+    with pytest.raises(BadRequest, match="not a DICOM Segmentation"):
+        action.handle(_request(f"/seg/{sr.SeriesInstanceUID}"), None, Principal("dr.jones", "clinician"), services)

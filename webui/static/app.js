@@ -196,7 +196,7 @@
 
   /* Whose images these are: the fixed identity header of every page that shows a
    * patient's images or results (results, job, viewer), as a PACS viewer has.
-   * `subject` is a job's (radcloud/subject.py): patients, studies, series.
+   * `subject` is a job's (radcloud/work/subject.py): patients, studies, series.
    * Several patients in one job are all named, with a warning; a job from
    * before subjects were recorded says so instead of showing nothing. */
   function identity(subject, opts) {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from radcloud import deploy
+from radcloud.ops import deploy
 
 ROOT = Path(__file__).resolve().parents[3]
 ACTIONS = deploy.manifest_actions(deploy.load_manifest())

@@ -75,9 +75,9 @@ def real(tmp_path_factory):
 
 
 def lung_reference(ds_list: list[pydicom.Dataset], side: float) -> np.ndarray:
-    """The phantom's analytic lung (radcloud.samples.phantom): its ellipse minus the heart and
+    """The phantom's analytic lung (radcloud.ops.samples.phantom): its ellipse minus the heart and
     liver ellipses the phantom paints over it."""
-    from radcloud.samples import phantom as ph
+    from radcloud.ops.samples import phantom as ph
 
     def ellipse(cx, cy, a, b):
         return ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 <= 1.0 if a > 0 and b > 0 else np.zeros(x.shape, bool)
