@@ -126,7 +126,7 @@ def test_a_node_lost_mid_job_fails_the_shard_with_slurm_s_reason_and_retry_runs_
     says it at once, as a node health check would): the job ends NODE_FAIL (radcloud's jobs are not
     requeued by Slurm: a retry is radcloud's), reconcile fails the shard with that reason, and retry
     submits it again once slurmd is back."""
-    from radcloud.stack import slurm as stack_slurm
+    from radcloud.ops.stack import slurm as stack_slurm
 
     answer = world.call("dispatch", {"plugin": "copy", "params": {"sleep": 5}, "inputs": {"retrieve": staged},
                                      "options": {"force": True, "executor": "slurm"}})
