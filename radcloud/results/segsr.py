@@ -158,6 +158,21 @@ def _deidentification(obj: Dataset, source: Dataset) -> None:
         obj.DeidentificationMethod = "not recorded in the source images"
 
 
+def _copied_references(obj: Dataset) -> None:
+    """Drop a Referenced Study Sequence copied from the source that the source left incomplete.
+
+    highdicom carries the General Study module's Referenced Study Sequence
+    (Type 3) over from the first source image; de-identified corpora (TCIA's
+    among them) keep its Referenced SOP Instance UID but drop the class UID,
+    which the SOP Instance Reference macro requires (Type 1): an invalid
+    object for dciodvfy. An optional attribute we cannot complete is left out.
+    """
+    items = obj.get("ReferencedStudySequence")
+    if items is not None and any("ReferencedSOPClassUID" not in i or "ReferencedSOPInstanceUID" not in i
+                                 for i in items):
+        del obj.ReferencedStudySequence
+
+
 def segmentation(source: list[Dataset], labelmap: np.ndarray, segments: list[Segment], algorithm: Algorithm, *,
                  series_number: int, content_label: str, description: str) -> hd.seg.Segmentation:
     """A BINARY SEG of ``labelmap`` ((z, y, x) integers, one slice per ``source`` dataset).
@@ -196,6 +211,7 @@ def segmentation(source: list[Dataset], labelmap: np.ndarray, segments: list[Seg
             content_label=content_label, content_description=description[:64],
             series_description=f"{algorithm.name} SEG"[:64])
     _deidentification(seg, source[0])
+    _copied_references(seg)
     return seg
 
 
@@ -247,4 +263,5 @@ def measurement_report(seg: hd.seg.Segmentation, source: list[Dataset], segments
             manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
             series_description=f"{algorithm.name} measurements"[:64])
     _deidentification(sr, source[0])
+    _copied_references(sr)
     return sr

@@ -77,3 +77,25 @@ def test_a_source_without_type2_patient_attributes_gets_them_empty_and_is_not_mo
                              content_label="X", description="x")
     assert seg.PatientBirthDate == "" and seg.StudyID == "" and seg.PatientID == ct.PatientID
     assert "PatientBirthDate" not in ct and "StudyID" not in ct
+
+
+def test_an_incomplete_referenced_study_copied_from_the_source_is_left_out():
+    """TCIA's de-identification keeps a Referenced Study item without its class UID (Type 1 there)."""
+    from pydicom.dataset import Dataset
+
+    ct = _ct()
+    incomplete = Dataset()
+    incomplete.ReferencedSOPInstanceUID = "1.2.3.4"
+    ct.ReferencedStudySequence = [incomplete]
+    labels = np.zeros((1, 128, 128), np.uint8)
+    labels[0, :5, :5] = 1
+    seg = segsr.segmentation([ct], labels, [segsr.segment(1, "body")], ALGORITHM, series_number=1,
+                             content_label="X", description="x")
+    sr = segsr.measurement_report(seg, [ct], [segsr.segment(1, "body")],
+                                  {1: {"voxels": 25, "volume_ml": 1.0, "hu_mean": 3.0, "hu_sd": 1.0}},
+                                  ALGORITHM, series_number=2)
+    assert "ReferencedStudySequence" not in seg and "ReferencedStudySequence" not in sr
+    incomplete.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # complete: carried over as highdicom does
+    seg = segsr.segmentation([ct], labels, [segsr.segment(1, "body")], ALGORITHM, series_number=1,
+                             content_label="X", description="x")
+    assert seg.ReferencedStudySequence[0].ReferencedSOPInstanceUID == "1.2.3.4"
