@@ -20,13 +20,13 @@ PACKAGE = ROOT / "radcloud"
 LAYERS = [
     "core",      # errors, settings, Redis/OpenWhisk clients, retries
     "access",    # auth, users, audit
-    "arrivals",  # the arrivals watcher and routing rules
     "pacs",      # Orthanc, query, search, retrieve
     "api",       # the action wrapper, request models, validation, answers
     "store",     # object store, key layout, staged series
     "results",   # results manifest, SEG/SR, derived series, viewer data
     "run",       # plugin registry, shard runner, sandbox, limits
-    "work",      # lifecycle, jobs, dispatch, executors, reconcile, wiring
+    "work",      # lifecycle, jobs, dispatch, pipelines, executors, reconcile, wiring
+    "arrivals",  # the arrivals watcher and the routing rules (pipelines of plugin steps)
     "pfcon",     # the pfcon-compatible service
     "ui",        # the web UI
     "ops",       # operator tooling (never imported by the runtime: test_runtime_boundary.py)
