@@ -63,7 +63,7 @@ def path(name: str) -> Path:
     try:
         import data_store  # pydicom-data
     except ImportError as exc:  # a dev dependency: `make venv` installs it
-        raise RuntimeError("pydicom-data is not installed (pip install -c constraints.txt -e '.[dev]')") from exc
+        raise RuntimeError("pydicom-data is not installed (pip install -c constraints.txt -e '.[ops,plugins,dev]')") from exc
     theirs = Path(data_store.__file__).parent / "data" / name
     if not theirs.is_file():
         raise RuntimeError(f"{name} is in neither pydicom's test files nor pydicom-data")
