@@ -35,6 +35,7 @@ import posixpath
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from radcloud import derived
 from radcloud.dispatch import StagedSeries
 from radcloud.errors import BadRequest, Conflict, Forbidden, NotFound
 from radcloud.layout import DEID_MAPS_ROOT
@@ -212,6 +213,7 @@ def list_studies(store: Any, *, now: float, redis: Any = None, prefix: str = "ra
         study["series"].append({
             "SeriesInstanceUID": staged.series_uid, "manifest": key,
             **{k: str(tags.get(k) or "") for k in ("SeriesNumber", "SeriesDescription", "Modality")},
+            "derived": derived.is_derived(tags),  # radcloud's own results: not run on by default
             "instances": len(staged.instances), "bytes": nbytes, "complete": staged.complete})
         study["instances"] += len(staged.instances)
         study["bytes"] += nbytes

@@ -31,6 +31,7 @@ import io
 import logging
 from typing import Any
 
+from radcloud import derived
 from radcloud.errors import NotFound
 from radcloud.layout import MANIFEST, STAGED_ROOT
 from radcloud.query import check_uid
@@ -100,6 +101,7 @@ class Viewer:
                 "SeriesInstanceUID": staged.series_uid, "count": len(staged.instances),
                 "complete": staged.complete,
                 "tags": {k: v for k, v in (doc.get("tags") or {}).items() if k in _TAGS and v not in (None, "")},
+                "derived": derived.is_derived(doc.get("tags") or {}),
                 "thumbnail_url": self.store.presign_get(access.check(middle), self.ttl_s),
             })
         if not series:

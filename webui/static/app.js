@@ -229,6 +229,13 @@
     }
     return box;
   }
+  /* A series radcloud wrote into the PACS (results, radcloud/derived.py: `derived` in search,
+   * staged and viewer answers), named as such wherever series are listed, so a result is never
+   * taken for an acquired image. */
+  const DERIVED_TITLE = "Made by radcloud from another series of this study: a result, not an acquired image";
+  function derivedBadge(item) {
+    return item && item.derived ? el("span", { class: "badge derived", title: DERIVED_TITLE }, "Result") : "";
+  }
   /* One line to find a job by: patient, MRN, study and plugin, lower case. */
   function subjectText(subject) {
     if (!subject) return "";
@@ -293,7 +300,7 @@
   }
 
   window.RC = { cfg, pageUrl, api, retry, ApiError, token, user, remember, forget, toLogin, el, $, showError, toast,
-                fmt, identity, subjectText, sortable, compare, csv, download, state, claims, IDLE_MS };
+                fmt, identity, subjectText, derivedBadge, sortable, compare, csv, download, state, claims, IDLE_MS };
 
   // Every page but login needs a token; without one, go to the login page.
   if (cfg.page !== "login") {

@@ -37,13 +37,16 @@
     try { answer = await api("retrieve/staged", { method: "GET" }); showError($("#staged-error"), null); }
     catch (err) { showError($("#staged-error"), err); }
     answer.studies.forEach((st, i) => {
-      const usable = st.series.filter((s) => s.complete);
+      // radcloud's own results (derived series) are not run on as if they were scanner images.
+      const usable = st.series.filter((s) => s.complete && !s.derived);
+      const results = st.series.filter((s) => s.complete && s.derived).length;
       if (!usable.length) return;
       items.push(inputChoice(`in-study-${i}`,
         el("span", {}, el("strong", {}, fmt.name(st.PatientName) || "(no name)"), " ", el("span", { class: "mrn" }, st.PatientID || ""),
           ` · ${fmt.date(st.StudyDate)} ${st.StudyDescription || ""}`),
         { prefixes: usable.map((s) => s.manifest) }, false,
-        `${usable.length} series, ${st.instances} images, ${fmt.bytes(st.bytes)}` + (st.age_s !== null ? ` · staged ${ago(st.age_s)}` : "")));
+        `${usable.length} series, ${st.instances} images, ${fmt.bytes(st.bytes)}` + (st.age_s !== null ? ` · staged ${ago(st.age_s)}` : "") +
+          (results ? ` · ${results} result series of earlier runs left out` : "")));
     });
     box.replaceChildren(...items);
     if (!items.length) box.append(el("p", { class: "muted", id: "nothing-staged" }, "Nothing is staged yet: pull studies on the Search page first."));

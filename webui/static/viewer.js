@@ -31,7 +31,7 @@ DicomParser.prototype.getDicomElements = function () {
   return elements;
 };
 
-const { $, el, api, showError } = window.RC;
+const { $, el, api, showError, derivedBadge } = window.RC;
 const params = new URLSearchParams(location.search);
 const stage = $("#vw-stage");
 const slider = $("#vw-slice");
@@ -278,7 +278,7 @@ async function thumbnails(studyUid, current) {
   for (const s of study.series) {
     const canvas = el("canvas", { width: 128, height: 128, "aria-hidden": "true" });
     const button = el("button", { type: "button", "aria-current": String(s.SeriesInstanceUID === current),
-      title: title(s) }, canvas, el("span", { class: "cap" }, title(s)));
+      title: title(s) }, canvas, el("span", { class: "cap" }, title(s), s.derived ? " " : "", derivedBadge(s)));
     button.addEventListener("click", () => {
       const next = new URL(location.href);
       next.search = new URLSearchParams({ series: s.SeriesInstanceUID }).toString();
