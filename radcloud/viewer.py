@@ -31,7 +31,7 @@ import io
 import logging
 from typing import Any
 
-from radcloud import derived
+from radcloud import derived, subject
 from radcloud.errors import NotFound
 from radcloud.layout import MANIFEST, STAGED_ROOT
 from radcloud.query import check_uid
@@ -58,7 +58,9 @@ class Viewer:
 
     def series(self, series_uid: str, access: InputAccess | None = None, *,
                offset: int = 0, limit: int = PAGE_MAX) -> dict[str, Any]:
-        """One staged series: its UIDs, a few series tags and a page of instance URLs.
+        """One staged series: its UIDs, whose images they are (``subject``, as a
+        job's: :mod:`radcloud.subject`, for the viewer's identity header), a
+        few series tags and a page of instance URLs.
 
         Raises:
             NotFound: the series is not staged (retrieve it first).
@@ -72,6 +74,7 @@ class Viewer:
         end = offset + len(page)
         return {
             "StudyInstanceUID": staged.study_uid, "SeriesInstanceUID": staged.series_uid,
+            "subject": subject.from_series([staged]),   # PHI, as the staged DICOM itself: never logged
             "tags": {k: v for k, v in (doc.get("tags") or {}).items() if k in _TAGS and v not in (None, "")},
             "count": len(staged.instances), "complete": staged.complete, "offset": offset,
             "next_offset": end if end < len(staged.instances) else None,

@@ -2,7 +2,7 @@
  * live bar per series (instances n/N), plain-words errors and retry. */
 (function () {
   "use strict";
-  const { $, el, api, fmt, showError, state, pageUrl, derivedBadge } = window.RC;
+  const { $, el, api, fmt, showError, state, pageUrl, derivedBadge, stateBadge } = window.RC;
   const selection = state.get("selection", { studies: [], series: [] });
   const list = $("#pull-list");
   const startBtn = $("#start-pull");
@@ -50,14 +50,14 @@
     const allAlready = (st.series || []).length && st.series.every(already);
     const skipped = (st.series || []).reduce((n, s) => n + (s.skipped || 0), 0);
     card.append(el("div", { class: "bar" }, el("strong", {}, "Overall"),
-      el("span", { class: `state ${st.state}` }, st.state),
+      stateBadge(st.state),
       el("span", { class: "muted" }, `${st.series_done}/${st.series_total} series · ${st.instances_done}/${st.instances_total} images · ` +
         (skipped ? `${fmt.bytes(st.bytes)} copied, ${skipped} images were already staged` : fmt.bytes(st.bytes)))));
     if (allAlready) card.append(el("p", { class: "note", id: "already-staged" },
       "Already staged: these images were pulled before and are unchanged, so nothing needed copying. You can run a plugin on them now."));
     const left = (pull && pull.skipped_derived) || 0;
     if (left) card.append(el("p", { class: "note", id: "derived-left-out" },
-      `${left} result ${left === 1 ? "series" : "series"} that radcloud made earlier ${left === 1 ? "was" : "were"} left out: ` +
+      `${left} result series that radcloud made earlier ${left === 1 ? "was" : "were"} left out: ` +
       "they are not images from the scanner. To pull one anyway, tick it under its study on the Search page."));
     for (const s of st.series || []) {
       const pct = s.total ? Math.round(100 * s.done / s.total) : (s.state === "succeeded" ? 100 : 0);
@@ -71,7 +71,7 @@
                     "aria-label": `Series progress: ${s.done} of ${s.total} images` },
           el("span", { style: `width:${pct}%` })),
         el("span", { class: "count" }, `${s.done}/${s.total}`),
-        already(s) ? el("span", { class: "state succeeded already" }, "Already staged") : el("span", { class: `state ${s.state}` }, s.state));
+        already(s) ? el("span", { class: "state succeeded already" }, "Already staged") : stateBadge(s.state));
       card.append(row);
       if (bad || (s.errors && s.errors.length)) {
         const first = s.reason || (s.errors && s.errors[0]);

@@ -259,9 +259,18 @@ function title(info) {
     .filter(Boolean).join(" · ");
 }
 
+/* Whose images these are, before any pixel: the fixed identity header every page with a
+ * patient's images has (RC.identity, as on the results and job pages). */
+function showIdentity(info) {
+  $("#vw-identity").replaceChildren(window.RC.identity(info.subject, { series: [info.SeriesInstanceUID] }));
+  const p = ((info.subject && info.subject.patients) || [])[0];
+  if (p) document.title = `${window.RC.fmt.name(p.PatientName)} (${p.PatientID || "no MRN"}) · Viewer · radcloud`;
+}
+
 async function openSeries(uid) {
   state.opened = performance.now();
   const { info, urls } = await seriesUrls(uid);
+  showIdentity(info);
   $("#vw-title").textContent = title(info);
   if (!urls.length) { fail("This series has no staged images."); return info; }
   state.imageDataId = app.loadURLs(urls);
@@ -364,6 +373,7 @@ async function openJob(jobId) {
   const answer = await api(`viewer/job/${encodeURIComponent(jobId)}`, { method: "GET", query: { series: params.get("series") } });
   if (!answer.source) { fail("This job's results reference no staged series to show them on."); return null; }
   const { info, urls } = await seriesUrls(answer.source.SeriesInstanceUID);
+  showIdentity(info);
   $("#vw-title").textContent = `${title(info)} · job ${jobId.slice(0, 12)}`;
   srTable(answer.measurements || []);
   state.imageDataId = app.loadURLs(urls);

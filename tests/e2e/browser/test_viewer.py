@@ -123,6 +123,15 @@ def test_opening_a_staged_series_shows_every_slice_and_its_thumbnail(viewer_run)
     assert record["wl"] == {"center": 40, "width": 400}  # the window stored in the images
 
 
+def test_the_viewer_names_whose_images_in_a_fixed_header(viewer_run, staged_ct, lung_seg_job):
+    """#21 item 1 on the viewer page: patient, MRN, birth date, study and the series shown."""
+    ct = staged_ct[0]
+    for text in (_ok(viewer_run, "open-series")["identity"], _ok(viewer_run, "seg-overlay")["identity"]):
+        assert str(ct.PatientID) in text and "Born" in text and "Series:" in text, text
+        assert str(ct.PatientName).split("^")[0] in text, text
+    assert str(ct.PatientID) in _ok(viewer_run, "open-series")["doc_title"]
+
+
 def test_wheel_keys_and_slider_scroll(viewer_run):
     record = _ok(viewer_run, "scroll")
     assert record["afterWheel"] == record["start"] + 2

@@ -69,7 +69,8 @@ const ok = await step("open-series", async () => {
   await page.waitForFunction(() => window.rcViewer && (window.rcViewer.loaded || window.rcViewer.error), null, { timeout: 60000 });
   const s = await page.evaluate(() => ({ error: window.rcViewer.error, slices: window.rcViewer.slices,
     firstImageMs: window.rcViewer.firstImageMs, loadedMs: window.rcViewer.loadedMs, title: document.querySelector("#vw-title").textContent,
-    wl: window.rcViewer.windowLevel(), thumbs: document.querySelectorAll("#vw-thumbs button").length }));
+    wl: window.rcViewer.windowLevel(), thumbs: document.querySelectorAll("#vw-thumbs button").length,
+    identity: document.querySelector("#vw-identity .identity")?.innerText || "", doc_title: document.title }));
   if (s.error) throw new Error(s.error);
   await page.waitForFunction(() => document.querySelectorAll("#vw-thumbs button").length > 0, null, { timeout: 15000 });
   return { ...s, thumbs: await page.locator("#vw-thumbs button").count(), wall_ms: Date.now() - t0 };
@@ -156,7 +157,8 @@ if (env.RC_JOB) {
     await page.waitForTimeout(100);
     const opaque = await probe(ir, ic);
     const opacity = await page.evaluate(() => window.rcViewer.segOpacity());
-    return { index: k, inside, outside, hidden, opaque, opacity, segments: await page.evaluate(() => window.rcViewer.segments) };
+    return { index: k, inside, outside, hidden, opaque, opacity, segments: await page.evaluate(() => window.rcViewer.segments),
+             identity: await page.$eval("#vw-identity .identity", (e) => e.innerText) };
   });
 
   await step("sr-table", async () => {
