@@ -179,6 +179,9 @@ def targets_of(action: str, params: dict[str, Any], path: str, result: Any) -> d
             for key, name in (("StudyInstanceUID", "study_uids"), ("SeriesInstanceUID", "series_uids")):
                 if isinstance(opened_one.get(key), str) and opened_one[key]:
                     targets.setdefault(name, [opened_one[key]])
+            seg = result.get("segmentation")
+            if isinstance(seg, dict) and isinstance(seg.get("SeriesInstanceUID"), str) and "series_uids" in targets:
+                targets["series_uids"].append(seg["SeriesInstanceUID"])  # a SEG opened from the PACS, with its source
             opened = [s["SeriesInstanceUID"] for s in result.get("series") or [] if isinstance(s, dict)]
             if opened:
                 targets.setdefault("series_uids", opened[:MATCHES_MAX])

@@ -9,6 +9,11 @@ How a caller proves who it is:
   make a browser send (CSRF).
 * **Service accounts** (the ChRIS backend) send an API key as ``X-Api-Key``
   or as ``Authorization: Bearer rck_...``.
+* **A shard running off-site** (a Slurm job, :mod:`radcloud.work.shardchannel`)
+  sends its *shard ticket* as ``Authorization: Bearer``: a token signed like
+  a person's but for audience ``radcloud-shard``, naming one job and shard and
+  expiring with the shard's deadline. It acts as role ``shard``, which only
+  the ``shard_report`` action accepts, and never as a user.
 * **Direct invocations** (no ``__ow_method``: the REST API, sequences, one
   action invoking another) were already authenticated by OpenWhisk with the
   namespace key, and whoever holds that key controls every action anyway.
@@ -48,6 +53,8 @@ ALGORITHM = "HS256"
 ISSUER = "radcloud"
 MIN_SECRET = 32
 SYSTEM_ROLE = "system"
+SHARD_ROLE = "shard"  # a shard ticket's bearer (only shard_report accepts it)
+SHARD_AUDIENCE = "radcloud-shard"
 COOKIE = "token"
 
 
@@ -118,6 +125,55 @@ def decode_token(token: str, secrets: list[str], *, now: float | None = None) ->
     raise Unauthorized("the token is not valid; log in again")
 
 
+def issue_shard_ticket(settings: Settings, job_id: str, shard_id: str, *, output_prefix: str,
+                       inputs: list[str], ttl_s: int, now: float | None = None) -> str:
+    """A token for one shard run off-site: it may report on that shard and get presigned URLs
+    for its own inputs and for keys under its output prefix, until ``ttl_s`` from now."""
+    now = time.time() if now is None else now
+    claims = {"iss": ISSUER, "aud": SHARD_AUDIENCE, "sub": f"shard:{job_id}/{shard_id}", "job": job_id,
+              "shard": shard_id, "out": output_prefix, "in": inputs_digest(inputs),
+              "iat": int(now), "exp": int(now) + int(ttl_s)}
+    return jwt.encode(claims, signing_secrets(settings)[0], algorithm=ALGORITHM)
+
+
+def inputs_digest(keys: list[str]) -> str:
+    """What a shard ticket says of its inputs: the SHA-256 of their keys, in order."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
+def shard_ticket_claims(token: str, secrets: list[str], *, now: float | None = None) -> dict[str, Any] | None:
+    """A shard ticket's claims; None when ``token`` is not a shard ticket at all.
+
+    Raises:
+        Unauthorized: a shard ticket that expired or that radcloud did not sign.
+    """
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
+    if unverified.get("aud") != SHARD_AUDIENCE:
+        return None
+    options = {"require": ["exp", "iat", "sub", "iss", "aud"], "verify_exp": now is None}
+    for secret in secrets:
+        try:
+            claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER, audience=SHARD_AUDIENCE,
+                                options=options)
+        except jwt.ExpiredSignatureError:
+            break
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.InvalidTokenError:
+            break
+        if (now is None or claims["exp"] > now) and all(isinstance(claims.get(k), str) and claims[k]
+                                                         for k in ("job", "shard", "out", "in")):
+            return claims
+        break
+    raise Unauthorized("the shard ticket is not valid or has expired; the shard cannot report any more "
+                       "(retry the shard to run it with a new one)")
+
+
 class Guard:
     """Authenticates one request against a user store. Socket-free: the
     store is passed in, the clock too."""
@@ -150,12 +206,20 @@ class Guard:
         if not token:
             raise Unauthorized("log in first: send 'Authorization: Bearer <token>' "
                                "(get one from the login action)")
+        ticket = shard_ticket_claims(token, self.secrets, now=self.clock())
+        if ticket is not None:
+            return Principal(str(ticket["sub"]), SHARD_ROLE, kind="shard")
         claims = decode_token(token, self.secrets, now=self.clock())
         user = self.store.get(str(claims["sub"]))
         # One answer for unknown, disabled and revoked: no account probing.
         if user is None or user.disabled or user.gen != claims.get("gen"):
             raise Unauthorized("the token is no longer valid; log in again")
         return Principal(user.name, user.role, kind="user")
+
+
+def bearer(headers: Mapping[str, str]) -> str:
+    """The request's ``Authorization: Bearer`` credential ('' when none)."""
+    return _bearer(headers.get("authorization", ""))
 
 
 def _bearer(value: str) -> str:

@@ -73,6 +73,7 @@ class Options:
     force: bool = False
     wait_staged: int = 0  # seconds to wait for a running retrieve (pull-and-run sets it)
     executor: str | None = None  # "action" | "slurm": where the plugin's shards run (radcloud.work.routing)
+    pipeline: dict[str, str] | None = None  # {job, step}: the pipeline step this run is (radcloud.work.pipelines)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> "Options":
@@ -271,14 +272,11 @@ def stage_executor(job: Mapping[str, Any], shard: Mapping[str, Any]) -> str | No
 
 def deadline_s(route: Any) -> int:
     """A routed shard's deadline (reconcile's backstop): its run and upload, and for a batch
-    cluster time in the queue (:data:`QUEUE_ALLOWANCE_S`) — Slurm's own states are polled meanwhile."""
-    from radcloud.work.executors.slurm import UPLOAD_GRACE_S
+    cluster time in the queue (``QUEUE_ALLOWANCE_S``) — Slurm's own states are polled meanwhile."""
+    from radcloud.work.executors.slurm import QUEUE_ALLOWANCE_S, UPLOAD_GRACE_S
 
     queue = QUEUE_ALLOWANCE_S if route.executor == "slurm" else 0
     return int(route.resources.timeout_s) + UPLOAD_GRACE_S + queue
-
-
-QUEUE_ALLOWANCE_S = 6 * 3600
 
 
 def shard_deadline_s(job: Mapping[str, Any], default: int) -> int:

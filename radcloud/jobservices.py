@@ -45,7 +45,14 @@ class JobServices:
     def finaliser(self) -> Any:
         from radcloud.reporter import Finaliser
 
-        return Finaliser(self.jobs, results=self.results, cache=self.cache, push=self.push)
+        return Finaliser(self.jobs, results=self.results, cache=self.cache, push=self.push,
+                         pipelines=self.pipelines())
+
+    def pipelines(self) -> Any:
+        """Pipelines (radcloud.work.pipelines): their steps are dispatched through ``invoker``."""
+        from radcloud.work.pipelines import Pipelines
+
+        return Pipelines(self.jobs, self.invoker, package=self.package)
 
     def shard_executor(self) -> Any:
         """The executor new shards are submitted through (None when nothing can run them)."""

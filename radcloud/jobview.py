@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from radcloud.errors import NotFound
+from radcloud.work.lifecycle import PIPELINE_KIND
+from radcloud.work.pipelines import steps_view
 
 PRIVILEGED = ("admin", "service", "system")
 
@@ -43,4 +45,6 @@ def public(job: dict[str, Any]) -> dict[str, Any]:
     out = summary(job)
     out["shards"] = [{k: v for k, v in s.items() if k not in ("inputs", "argv", "outputs")}
                      | {"outputs": len(s.get("outputs") or [])} for s in job.get("shards", [])]
+    if job.get("kind") == PIPELINE_KIND:  # its units are steps, each run by a job of its own
+        out["steps"] = steps_view(job)
     return out

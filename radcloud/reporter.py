@@ -31,15 +31,33 @@ class Finaliser:
 
     ``results``: has ``save_manifest(job) -> dict``; ``cache``: has
     ``put(key, job_id)``; ``push``: ``(job, manifest) -> dict`` storing a
-    derived series into the PACS.
+    derived series into the PACS; ``pipelines``: a
+    :class:`radcloud.work.pipelines.Pipelines` told when a job that runs a
+    pipeline step has ended (without one, reconcile delivers it).
+    A pipeline itself is ended by :func:`radcloud.work.pipelines.finalise`.
     """
 
     def __init__(self, jobs: JobStore, *, results: Any = None, cache: Any = None,
-                 push: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 push: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
+                 pipelines: Any = None) -> None:
         self.jobs, self.results, self.cache, self.push = jobs, results, cache, push
+        self.pipelines = pipelines
 
     def __call__(self, job_id: str) -> str:
         job = self.jobs.get(job_id)
+        if job.get("kind") == L.PIPELINE_KIND:
+            from radcloud.work.pipelines import finalise
+
+            return finalise(self.jobs, job)
+        state = self._finish(job_id, job)
+        if self.pipelines is not None and (job.get("options") or {}).get("pipeline"):
+            try:
+                self.pipelines.child_ended(job_id)
+            except Exception as exc:  # the job stands; reconcile delivers its outcome to the pipeline
+                log.warning("job %s: telling its pipeline failed (%s); reconcile will", job_id, type(exc).__name__)
+        return state
+
+    def _finish(self, job_id: str, job: dict[str, Any]) -> str:
         state, reason = final_state(job)
         fields: dict[str, Any] = {}
         try:
@@ -80,6 +98,13 @@ class RedisShardReporter:
         self._plugin_started: set[str] = set()
         self._cancel_checked = 0.0
         self._cancel = False
+
+    def resume(self, shard_id: str, *, running: bool, plugin_started: bool) -> None:
+        """Go on from where an earlier reporter of this shard left it (a shard reporting call by call)."""
+        if running:
+            self._running.add(shard_id)
+        if plugin_started:
+            self._plugin_started.add(shard_id)
 
     def _ensure_running(self, shard_id: str) -> bool:
         if shard_id in self._running:

@@ -8,11 +8,12 @@ A rule matches the routing attributes the arrivals watcher fires with
      "match": {"modality": "CT", "body_part": "CHEST*", "series_description": "*lung*"},
      "pipeline": [{"plugin": "lung-seg", "params": {}, "options": {"push_to_pacs": true}}]}
 
-A pipeline has one step for now: chaining a step's outputs into the next
-step's inputs is not implemented, so a longer pipeline is refused when saved
-rather than run in part. :func:`route_arrival` (the ``route`` action, the rule
-of ``radcloud-study-stable``) stages the matched series and dispatches the
-step as a tracked job; :class:`RuleStore` keeps the rules in Redis.
+A pipeline is an ordered list of plugin steps (at most
+:data:`radcloud.work.pipelines.MAX_STEPS`), each step's DICOM outputs the
+next step's inputs. :func:`route_arrival` (the ``route`` action, the rule of
+``radcloud-study-stable``) stages the matched series and starts the pipeline
+on them as one tracked job whose steps are jobs (:mod:`radcloud.work.pipelines`);
+:class:`RuleStore` keeps the rules in Redis.
 
 Matching is per series: a rule matches a study when at least one of its
 series matches every glob the rule gives (``fnmatch``, case-insensitive;
@@ -33,12 +34,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from radcloud.errors import BadRequest, NotFound, RadcloudError, UpstreamError
+from radcloud.work.pipelines import validate_steps
 
 SERIES_KEYS = ("modality", "body_part", "series_description")
 STUDY_KEYS = ("study_description", "calling_aet")
 MATCH_KEYS = SERIES_KEYS + STUDY_KEYS
-MAX_STEPS = 1  # multi-step pipelines (outputs -> next inputs) are not implemented yet: refused, not faked
-STEP_OPTIONS = ("push_to_pacs", "deidentify", "priority")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -98,34 +98,7 @@ def validate(rule: Any, registry: Any) -> dict[str, Any]:
     enabled = rule.get("enabled", True)
     if not isinstance(enabled, bool):
         raise BadRequest("enabled must be true or false", field="enabled")
-    steps = rule.get("pipeline")
-    if not isinstance(steps, list) or not steps:
-        raise BadRequest("pipeline must be a non-empty list of steps {plugin, params}", field="pipeline")
-    if len(steps) > MAX_STEPS:
-        raise BadRequest(f"pipelines of {len(steps)} steps are not supported yet (one plugin step, whose "
-                         "options may push its results to the PACS); split it into one rule per plugin",
-                         field="pipeline")
-    checked = []
-    for i, step in enumerate(steps, 1):
-        where = f"pipeline step {i}"
-        if not isinstance(step, Mapping) or not isinstance(step.get("plugin"), str):
-            raise BadRequest(f"{where} must be an object {{plugin, params}}", field=f"pipeline[{i - 1}]")
-        extra = set(step) - {"plugin", "params", "options"}
-        if extra:
-            raise BadRequest(f"{where}: unknown field(s) {sorted(extra)}; a step has plugin, params, options",
-                             field=f"pipeline[{i - 1}]")
-        options = step.get("options") or {}
-        bad = set(options) - set(STEP_OPTIONS) if isinstance(options, Mapping) else {"options"}
-        if bad or not all(isinstance(v, bool) if k != "priority" else isinstance(v, int) and 0 <= v <= 9
-                          for k, v in (options.items() if isinstance(options, Mapping) else ())):
-            raise BadRequest(f"{where}: options take {', '.join(STEP_OPTIONS)} (true/false; priority 0-9)",
-                             field=f"pipeline[{i - 1}].options")
-        try:
-            plugin = registry.get(step["plugin"])
-            params = plugin.validate(step.get("params") or {})
-        except (NotFound, BadRequest) as exc:
-            raise BadRequest(f"{where} ({step['plugin']}): {exc.message}", field=f"pipeline[{i - 1}]") from None
-        checked.append({"plugin": step["plugin"], "params": params, "options": dict(options)})
+    checked = validate_steps(rule.get("pipeline"), registry)
     out = {"name": name, "match": dict(match), "pipeline": checked, "enabled": enabled}
     if isinstance(rule.get("description"), str):
         out["description"] = rule["description"][:200]
@@ -185,13 +158,14 @@ class RuleStore:
         return [json.loads(r) for r in self.redis.lrange(RUNS, 0, max(0, limit - 1))]
 
 
-def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, *, package: str = "radcloud",
-                  clock: Any = time.time) -> dict[str, Any]:
+def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pipelines: Any, *,
+                  owner: str = "service", package: str = "radcloud", clock: Any = time.time) -> dict[str, Any]:
     """Start the pipeline of every enabled rule that matches ``arrival`` (the ``route`` action).
 
     For each match: ``retrieve`` stages the matched series (blocking: its id comes back at
-    once), then ``dispatch`` runs the pipeline's step on them, non-blocking, waiting in its own
-    activation for staging (``wait_staged``). A duplicate arrival id starts nothing.
+    once), then ``pipelines`` (:class:`radcloud.work.pipelines.Pipelines`) starts the rule's
+    pipeline on them; its first step's dispatch waits in its own activation for staging
+    (``wait_staged``). A duplicate arrival id starts nothing.
     """
     arrival_id = str(arrival.get("arrival_id") or "")
     if not re.fullmatch(r"[0-9a-f]{32}", arrival_id):
@@ -203,18 +177,16 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, *,
     for rule, series in route(store.list(), arrival):
         run: dict[str, Any] = {"at": round(clock(), 3), "arrival_id": arrival_id, "rule": rule["name"],
                                "study_uid": arrival.get("study_uid", ""),
-                               "series": [s.get("series_uid", "") for s in series]}
-        step = rule["pipeline"][0]
+                               "series": [s.get("series_uid", "") for s in series],
+                               "steps": [step["plugin"] for step in rule["pipeline"]]}
         try:
             staged = invoker.invoke(f"{package}/retrieve", {"orthanc_series": [s["orthanc_series"] for s in series]},
                                     blocking=True, result=True)
             if not isinstance(staged, dict) or "retrieve_id" not in staged:
                 raise UpstreamError(f"retrieve answered without a retrieve_id: {_error_of(staged)}")
-            started = invoker.invoke(f"{package}/dispatch", {
-                "plugin": step["plugin"], "params": step["params"], "inputs": {"retrieve": staged["retrieve_id"]},
-                "options": {**step.get("options", {}), "wait_staged": 50}})
-            run.update(state="started", retrieve_id=staged["retrieve_id"],
-                       dispatch_activation=started.get("activationId"), plugin=step["plugin"])
+            pipeline = pipelines.start(rule["pipeline"], {"retrieve": staged["retrieve_id"]}, owner,
+                                       name=rule["name"])
+            run.update(state="started", retrieve_id=staged["retrieve_id"], pipeline=pipeline)
         except RadcloudError as exc:  # the next rule still runs; this one says why it did not
             run.update(state="failed", reason=exc.message)
         store.record_run(run)
@@ -227,3 +199,20 @@ def _error_of(answer: Any) -> str:
         err = answer["error"]
         return str(err.get("message", err) if isinstance(err, dict) else err)[:200]
     return str(answer)[:200]
+
+
+def with_pipeline_state(runs: list[dict[str, Any]], jobs: Any) -> list[dict[str, Any]]:
+    """The runs with their pipeline's state and steps now (``radcloud.jobs.JobStore`` ``jobs``)."""
+    from radcloud.work.pipelines import steps_view
+
+    out = []
+    for run in runs:
+        if run.get("pipeline"):
+            try:
+                job = jobs.get(run["pipeline"])
+                run = {**run, "pipeline_state": job["state"], "pipeline_reason": job.get("reason") or "",
+                       "step_states": steps_view(job)}
+            except NotFound:
+                pass  # expired: the run's own record stays
+        out.append(run)
+    return out

@@ -149,6 +149,9 @@ class Settings:
     # The command that runs radcloud's shard runner on a compute node (a Python with
     # radcloud and the plugins installed, or `apptainer exec <image> python3 …`)
     slurm_runner: str = "python3 -m radcloud.work.slurmjob"
+    # Where a Slurm job reports (the shard_report web action as the cluster reaches it);
+    # empty: this deployment's own (radcloud.work.shardchannel.report_url)
+    slurm_report_url: str = ""
     # Watchers (radcloud.jobwatch): long-polls allowed to block at once, for a
     # lone watcher (off: the status action has one container; with N, give it
     # N + 1 instances; docs/jobs.md), and the status calls per second budgeted for polling

@@ -320,8 +320,10 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
             f"(limits {limits.max_output_files} files, {limits.max_output_bytes} bytes)"))
         return
     # Upload even after a failure: partial outputs and logs help the user.
-    for i, (rel, path) in enumerate(files, 1):
-        key = posixpath.join(spec.output_prefix.rstrip("/"), rel)
+    keys = [posixpath.join(spec.output_prefix.rstrip("/"), rel) for rel, _ in files]
+    if hasattr(store, "prepare_uploads"):  # a store of presigned URLs (radcloud.work.shardchannel): one ask
+        store.prepare_uploads(keys)
+    for i, ((rel, path), key) in enumerate(zip(files, keys), 1):
         ctype = content_type(rel)
         info = store.put_file(key, str(path), content_type=ctype)
         size = int(getattr(info, "size", path.stat().st_size))

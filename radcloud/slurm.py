@@ -26,6 +26,8 @@ from typing import Any
 from radcloud.errors import BadRequest, ConfigError, NotFound, RadcloudError, Unavailable, UpstreamError
 
 API = "v0.0.38"
+ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+                   "DEADLINE", "PREEMPTED"})  # a job in one of these states runs no more
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +165,18 @@ class SlurmClient:
             if wanted is None or key in wanted:
                 out[key] = job
         return out
+
+    def wait(self, job_id: int | str, states: Iterable[str], *, limit_s: float = 30.0,
+             every_s: float = 0.2) -> dict[str, Any]:
+        """Poll the job until its state is one of ``states`` or it has ended, at most ``limit_s``;
+        its last answer ({} when Slurm does not know it)."""
+        wanted, deadline = set(states), time.monotonic() + limit_s
+        while True:
+            job = self.jobs([job_id]).get(str(job_id)) or {}
+            state = job.get("job_state")
+            if state in wanted or state in ENDED or time.monotonic() >= deadline:
+                return job
+            time.sleep(every_s)
 
     def job(self, job_id: int | str) -> dict[str, Any] | None:
         try:

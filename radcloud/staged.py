@@ -13,7 +13,10 @@ ways of naming inputs:
 * ``{"series": ["1.2.3", ...]}`` — series UIDs, through the Redis index,
   else by finding ``manifests/*/<uid>.json``;
 * ``{"prefixes": [...]}`` — a manifest key (``.json``), a ``studies/{study}/{series}/``
-  folder of the ``uid`` layout, or any folder holding a ``manifest.json``.
+  folder of the ``uid`` layout, or any folder holding a ``manifest.json``;
+* ``{"job": "<id>"}`` — the DICOM outputs of a finished job (its results
+  manifest ``results/{job}/manifest.json``), one series per shard of that
+  job: how a pipeline's step feeds the next (:mod:`radcloud.work.pipelines`).
 
 Who may name what (:class:`InputAccess`, the one check, applied to every
 manifest key *and* every instance key a manifest lists, whichever way the
@@ -98,10 +101,12 @@ class ManifestStaging:
         """The staged series ``inputs`` name, every key checked by ``access``
         (default: the system's, which refuses only re-identification maps)."""
         access = access or InputAccess.system()
-        unknown = set(inputs) - {"prefixes", "series", "retrieve"}
+        unknown = set(inputs) - {"prefixes", "series", "retrieve", "job"}
         if unknown:
-            raise BadRequest(f"unknown input kind {sorted(unknown)[0]!r}; use prefixes, series or retrieve",
+            raise BadRequest(f"unknown input kind {sorted(unknown)[0]!r}; use prefixes, series, retrieve or job",
                              field="inputs")
+        if inputs.get("job"):
+            return self._job_outputs(str(inputs["job"]), access)
         keys: list[str] = []
         for prefix in _strings(inputs.get("prefixes"), "prefixes"):
             keys.append(_manifest_for_prefix(prefix))
@@ -120,6 +125,29 @@ class ManifestStaging:
             # under different prefixes: both are inputs, neither hides the other.
             seen.setdefault((series.series_uid, series.prefix) if series.series_uid else key, series)
         return list(seen.values())
+
+    def _job_outputs(self, job_id: str, access: InputAccess) -> list[StagedSeries]:
+        """A finished job's DICOM outputs as staged series (one per shard: its source series)."""
+        key = access.check(f"{RESULTS_ROOT}{job_id}/{MANIFEST}")  # the job's owner (or privileged) only
+        try:
+            doc = self.store.get_json(key)
+        except NotFound:
+            raise NotFound(f"job {job_id!r} has no results manifest: name a finished job (a cached job's "
+                           "results are under the job it names in results_of)", field="job") from None
+        by_shard: dict[str, StagedSeries] = {}
+        for out in doc.get("outputs") or []:
+            if not (out["key"].lower().endswith(".dcm") or out.get("content_type") == "application/dicom"):
+                continue
+            shard = str(out.get("shard") or "")
+            series = by_shard.setdefault(shard, StagedSeries(
+                series_uid=str(out.get("series_uid") or ""), study_uid=str(out.get("study_uid") or ""),
+                prefix=f"{doc.get('prefix') or f'{RESULTS_ROOT}{job_id}/'}{shard}/", instances=[]))
+            series.instances.append({"key": access.check(out["key"]), "md5": str(out.get("md5") or ""),
+                                     "size": int(out.get("size") or 0)})
+        if not by_shard:
+            raise BadRequest(f"job {job_id} produced no DICOM outputs to run a plugin on "
+                             f"({len(doc.get('outputs') or [])} other output(s))", field="job")
+        return [by_shard[k] for k in sorted(by_shard)]
 
     def _series_manifest(self, uid: str) -> str:
         if self.redis is not None:

@@ -290,6 +290,12 @@ class ObjectStore:
         return self._call("presign", key, self.client.presigned_get_object, self.bucket, key,
                           expires=timedelta(seconds=int(ttl_s)))
 
+    def presign_put(self, key: str, ttl_s: int) -> str:
+        """A URL that may PUT this one key until ``ttl_s`` from now (a shard run off-site uploads with it)."""
+        validate_key(key)
+        return self._call("presign", key, self.client.presigned_put_object, self.bucket, key,
+                          expires=timedelta(seconds=int(ttl_s)))
+
     # -- deleting ----------------------------------------------------------
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix`` (must be non-empty); return the count."""

@@ -11,6 +11,7 @@ and lets the browser fetch the slices in parallel from S3.
     Viewer(store, staging, ttl_s).series(uid, access)   # one staged series
     Viewer(store, staging, ttl_s).study(uid, access)    # its study's staged series
     Viewer(store, staging, ttl_s).job(manifest)         # a job's DICOM SEG + SR, and their source
+    Viewer(store, staging, ttl_s).seg(uid, access)      # a SEG series pulled from the PACS, the same
 
 A job's results are read from its result manifest (:mod:`radcloud.results`):
 its ``.dcm`` outputs are told apart by the SOP Class UID in their first
@@ -18,6 +19,12 @@ kilobytes (a ranged read, not a download); the SEG goes to the browser as a
 URL (dwv draws it over the source series, placed by its frame of reference)
 and the SR is read here, with highdicom, into the rows of the measurements
 table (TID 1500: one row per measurement of each segment).
+
+A SEG that comes back from the PACS (pushed there by a job, or made by any
+other system, then pulled like any series) is opened by its own series
+UID: the source series is the one its Referenced Series Sequence names
+(it must be staged too), and the measurements are those of the study's
+staged SRs whose evidence lists the SEG instance.
 
 Who may open what is :class:`radcloud.staged.InputAccess`, the one check of
 staged data (dispatch uses it too): staged series are open to every role,
@@ -32,7 +39,7 @@ import logging
 from typing import Any
 
 from radcloud import derived, subject
-from radcloud.errors import NotFound
+from radcloud.errors import BadRequest, NotFound
 from radcloud.layout import MANIFEST, STAGED_ROOT
 from radcloud.query import check_uid
 from radcloud.staged import InputAccess, parse_manifest
@@ -43,6 +50,9 @@ SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SR_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33",  # Enhanced, Comprehensive
                         "1.2.840.10008.5.1.4.1.1.88.34"})                                 # Comprehensive 3D
 HEAD_BYTES = 4096      # the file meta and the start of the dataset: enough for the SOP Class UID
+# A SEG's Referenced Series Sequence (0008,1115) lists every source instance (~120 bytes each) and
+# comes before the functional groups and pixels: 1 MB holds it for thousands of slices.
+SEG_HEAD_BYTES = 2**20
 SR_MAX_BYTES = 16 * 2**20
 PROBE_MAX = 50         # .dcm outputs looked at per job (a SEG/SR job has a few; a de-identified series hundreds)
 _UNITS = {"[hnsf'U]": "HU"}
@@ -92,13 +102,7 @@ class Viewer:
         check_uid("StudyInstanceUID", study_uid)
         access = access or InputAccess.system()
         series = []
-        for info in self.store.list(f"{STAGED_ROOT}{study_uid}/"):
-            if not info.key.endswith("/" + MANIFEST):
-                continue
-            doc = self.store.get_json(access.check(info.key))
-            staged = parse_manifest(doc, "")
-            if not staged.instances:
-                continue
+        for staged, doc in self._study_series(study_uid, access):
             middle = staged.instances[len(staged.instances) // 2]["key"]
             series.append({
                 "SeriesInstanceUID": staged.series_uid, "count": len(staged.instances),
@@ -141,35 +145,110 @@ class Viewer:
             "measurements": rows, "url_ttl_s": self.ttl_s,
         }
 
-    def _sop_class(self, key: str) -> str:
-        import pydicom
+    def seg(self, series_uid: str, access: InputAccess | None = None) -> dict[str, Any]:
+        """A staged DICOM SEG series (pulled from the PACS) over its source series, with its measurements.
 
+        The answer has the shape of :meth:`job`'s: ``source`` (the series the
+        SEG's Referenced Series Sequence names), ``segmentation`` (the SEG
+        instance's URL) and ``measurements`` (the rows of every staged SR of
+        the study whose evidence lists that SEG instance).
+
+        Raises:
+            NotFound: the SEG series, or its source series, is not staged (pull it).
+            BadRequest: the series is not a Segmentation, or names no source series.
+        """
+        check_uid("SeriesInstanceUID", series_uid)
+        access = access or InputAccess.system()
+        staged = self.staging.resolve({"series": [series_uid]}, access)[0]
+        if not staged.instances:
+            raise NotFound(f"series {series_uid} is staged without any instance; pull it again", field="SeriesInstanceUID")
+        key = access.check(staged.instances[0]["key"])
+        head = self._head(key, SEG_HEAD_BYTES, ["SOPClassUID", "SOPInstanceUID", "ReferencedSeriesSequence"])
+        sop_class = "" if head is None else str(head.file_meta.get("MediaStorageSOPClassUID") or head.get("SOPClassUID") or "")
+        if sop_class != SEG_CLASS:
+            raise BadRequest(f"series {series_uid} is not a DICOM Segmentation (SOP class {sop_class or 'unreadable'}); "
+                             "open it as a series (viewer/series)", field="SeriesInstanceUID")
+        refs = [str(item.get("SeriesInstanceUID", "")) for item in head.get("ReferencedSeriesSequence") or []]
+        if not any(refs):
+            raise BadRequest(f"the Segmentation {series_uid} names no source series (Referenced Series Sequence): "
+                             "there are no images to show it on", field="SeriesInstanceUID")
+        source_uid = next(r for r in refs if r)
+        try:
+            source = self.staging.resolve({"series": [source_uid]}, access)[0]
+        except NotFound:
+            raise NotFound(f"the images this Segmentation was made on (series {source_uid}) are not staged: pull "
+                           "its study from the PACS (Search, then Pull) and open the Segmentation again",
+                           field="SeriesInstanceUID") from None
+        seg_sop = str(head.get("SOPInstanceUID", ""))
+        rows = [row for ds in self._srs_citing(staged.study_uid, seg_sop, access) for row in sr_rows(ds)]
+        return {
+            "sources": [source.series_uid],
+            "source": {"SeriesInstanceUID": source.series_uid, "StudyInstanceUID": source.study_uid},
+            "segmentation": {"SeriesInstanceUID": series_uid, "name": f"SEG {staged.tags.get('SeriesNumber') or ''}".strip(),
+                             "url": self.store.presign_get(key, self.ttl_s)},
+            "measurements": rows, "url_ttl_s": self.ttl_s,
+        }
+
+    def _study_series(self, study_uid: str, access: InputAccess) -> Any:
+        """(staged series, its manifest) of every staged series of a study that has instances."""
+        for info in self.store.list(f"{STAGED_ROOT}{study_uid}/"):
+            if not info.key.endswith("/" + MANIFEST):
+                continue
+            doc = self.store.get_json(access.check(info.key))
+            staged = parse_manifest(doc, "")
+            if staged.instances:
+                yield staged, doc
+
+    def _srs_citing(self, study_uid: str, sop_uid: str, access: InputAccess) -> list[Any]:
+        """The study's staged SR instances whose evidence lists ``sop_uid``."""
+        found = []
+        for staged, _ in self._study_series(study_uid, access):
+            if str(staged.tags.get("Modality", "")).upper() != "SR":
+                continue
+            for inst in staged.instances[:PROBE_MAX]:
+                ds = self._sr(access.check(inst["key"]), inst.get("size"), staged.series_uid)
+                if ds is not None and sop_uid in _evidence(ds):
+                    found.append(ds)
+        return found
+
+    def _read(self, key: str, limit: int) -> bytes:
+        """The first ``limit`` bytes of an object (a ranged read where the store streams)."""
         stream = self.store.open(key)
         try:
-            head = stream.read(HEAD_BYTES)
+            return stream.read(limit)
         finally:
             stream.close()
             getattr(stream, "release_conn", lambda: None)()
-        try:
-            ds = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True, specific_tags=["SOPClassUID"])
-            return str(ds.file_meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID") or "")
-        except Exception:  # not DICOM, or no file meta: not a SEG/SR the viewer can show
-            return ""
+
+    def _head(self, key: str, limit: int, tags: list[str]) -> Any:
+        """``tags`` of the DICOM object at ``key``, parsed from its first ``limit`` bytes; None if not DICOM."""
+        import pydicom
+
+        try:  # a truncated read is fine: pydicom stops at the end of what it was given
+            return pydicom.dcmread(io.BytesIO(self._read(key, limit)), stop_before_pixels=True, specific_tags=tags)
+        except Exception:  # not DICOM, or no file meta: not an object the viewer can show
+            return None
+
+    def _sop_class(self, key: str) -> str:
+        ds = self._head(key, HEAD_BYTES, ["SOPClassUID"])
+        return "" if ds is None else str(ds.file_meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID") or "")
 
     def _sr_rows(self, out: dict[str, Any]) -> list[dict[str, Any]]:
         """The SR's TID 1500 measurements as table rows; [] for an SR without any."""
+        ds = self._sr(out["key"], out.get("size"), out.get("name"))
+        return sr_rows(ds) if ds is not None else []
+
+    def _sr(self, key: str, size: Any, name: Any) -> Any:
         import pydicom
 
-        if int(out.get("size") or 0) > SR_MAX_BYTES:
-            log.warning("SR output %s is over %d bytes: its measurements are not shown", out.get("name"), SR_MAX_BYTES)
-            return []
-        stream = self.store.open(out["key"])
+        if int(size or 0) > SR_MAX_BYTES:
+            log.warning("SR %s is over %d bytes: its measurements are not shown", name, SR_MAX_BYTES)
+            return None
         try:
-            data = stream.read(SR_MAX_BYTES + 1)
-        finally:
-            stream.close()
-            getattr(stream, "release_conn", lambda: None)()
-        return sr_rows(pydicom.dcmread(io.BytesIO(data)))
+            return pydicom.dcmread(io.BytesIO(self._read(key, SR_MAX_BYTES + 1)))
+        except Exception as exc:  # a broken object in the study must not hide the overlay
+            log.info("SR %s not readable (%s): its measurements are not shown", name, type(exc).__name__)
+            return None
 
     def _manifest(self, staged: Any) -> dict[str, Any]:
         from radcloud import layout
@@ -205,6 +284,16 @@ def sr_rows(ds: Any) -> list[dict[str, Any]]:
             rows.append({"segment": str(group.tracking_identifier or ""), "name": name,
                          "value": round(float(m.value), 1), "unit": _UNITS.get(m.unit.value, m.unit.value)})
     return rows
+
+
+def _evidence(ds: Any) -> set[str]:
+    """The SOP Instance UIDs an SR cites as evidence (the objects it measured)."""
+    uids = set()
+    for kw in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
+        for study in ds.get(kw) or []:
+            for series in study.get("ReferencedSeriesSequence") or []:
+                uids.update(str(sop.get("ReferencedSOPInstanceUID", "")) for sop in series.get("ReferencedSOPSequence") or [])
+    return uids
 
 
 def _number(value: Any) -> int:

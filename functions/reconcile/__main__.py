@@ -4,8 +4,9 @@ Looks at every open job and retrieve (Redis indexes, so it is cheap) and
 gives each unit its executor lost a final state with the reason: shards
 whose deadline passed or whose activation ended without an outcome, series
 whose retrieve-series activation ended without one, finalisers that went
-silent; shards the executor was too busy to take are submitted again
-(radcloud.work.reconcile). Reads (status, retrieve GET) never do this.
+silent; shards the executor was too busy to take are submitted again;
+pipeline steps whose job ended while the word was lost get its outcome
+(radcloud.work.reconcile, radcloud.work.pipelines). Reads (status, retrieve GET) never do this.
 
 Runs at most once a second per namespace however often it is invoked; meant
 to be fired by an alarm trigger (deploy/manifest.yaml). Answers the counts
@@ -27,7 +28,8 @@ def handle(request, settings, principal, services=None, retrieves=None):
         report = reconcile.sweep(jobs=services.jobs, retrieves=retrieves, executors=services.executor_named,
                                  retrieve_executor=services.executor_named("action"),
                                  finaliser=services.finaliser,
-                                 resubmit=lambda job_id, ids: services.dispatcher().fan_out(job_id, ids))
+                                 resubmit=lambda job_id, ids: services.dispatcher().fan_out(job_id, ids),
+                                 pipelines=services.pipelines())
         return dataclasses.asdict(report)
 
 

@@ -3,23 +3,26 @@
 Gets one arrival from the arrivals watcher (routing attributes and UIDs, see
 radcloud/arrivals.py), ignores an ``arrival_id`` it has seen, and starts the
 pipeline of every enabled routing rule that matches: ``retrieve`` stages the
-matched series, ``dispatch`` runs the rule's plugin step on them as a tracked
-job. Answers ``{arrival_id, duplicate, runs: [{rule, state, retrieve_id,
-dispatch_activation | reason}]}``; the runs are also kept for ``radcloud routes runs``.
+matched series, then the rule's pipeline runs on them as one tracked job whose
+steps are plugin jobs (radcloud.work.pipelines). Answers ``{arrival_id,
+duplicate, runs: [{rule, state, retrieve_id, pipeline | reason}]}``; the runs
+are also kept for ``radcloud routes runs`` and the Automations page.
 """
 
 from radcloud import auth
 from radcloud.action import run
-from radcloud.openwhisk import OpenWhisk
+from radcloud.jobservices import JobServices, store_errors
 from radcloud.plugins import Registry
 from radcloud.routing import RuleStore, route_arrival
 
 
-def handle(request, settings, principal, store=None, invoker=None):
+def handle(request, settings, principal, store=None, services=None):
     settings.require("redis_url")
-    store = store or RuleStore(auth.redis_client(settings), Registry())
-    invoker = invoker or OpenWhisk.from_settings(settings)
-    return route_arrival(request.params, store, invoker, package=settings.ow_package)
+    with store_errors():
+        store = store or RuleStore(auth.redis_client(settings), Registry())
+        services = services or JobServices.from_settings(settings, need_invoker=True)
+        return route_arrival(request.params, store, services.invoker, services.pipelines(), owner=principal.name,
+                             package=settings.ow_package)
 
 
 def main(args):

@@ -1,6 +1,7 @@
 """Web action ``routing``: admins list, save, enable, disable and delete routing rules.
 
-GET → ``{"rules": [...], "runs": [...]}`` (the latest runs the router started).
+GET → ``{"rules": [...], "runs": [...]}``: the latest runs the router started,
+each with its pipeline's state and per-step status now (``step_states``).
 POST ``{"rule": {name, match, pipeline, enabled}}`` saves one (validated:
 unknown plugin, bad parameter or match key → 400 naming the field);
 POST ``{"name", "enabled": bool}`` enables or disables one at once;
@@ -12,16 +13,18 @@ from radcloud import audit, auth
 from radcloud.action import run
 from radcloud.errors import BadRequest
 from radcloud.plugins import Registry
-from radcloud.routing import RuleStore
+from radcloud.routing import RuleStore, with_pipeline_state
 
 
-def handle(request, settings, principal, store=None):
+def handle(request, settings, principal, store=None, jobs=None):
     settings.require("redis_url")
     redis = auth.redis_client(settings)
     store = store or RuleStore(redis, Registry())
     params = request.params
     if request.method == "get" or not any(k in params for k in ("rule", "delete", "enabled")):
-        return {"rules": store.list(), "runs": store.runs()}
+        from radcloud.jobs import JobStore
+
+        return {"rules": store.list(), "runs": with_pipeline_state(store.runs(), jobs or JobStore(redis))}
     if "rule" in params:
         result = {"saved": store.save(params["rule"])}
     elif "delete" in params:

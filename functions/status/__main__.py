@@ -22,9 +22,9 @@ from radcloud import jobview, jobwatch
 from radcloud.api import parse
 from radcloud.api.models import StatusEvents, StatusList, StatusWatch
 from radcloud.action import run
-from radcloud.errors import BadRequest
+from radcloud.errors import BadRequest, Conflict
 from radcloud.jobservices import JobServices, store_errors
-from radcloud.work import reconcile
+from radcloud.work import pipelines, reconcile
 
 
 def _route(request):
@@ -68,7 +68,8 @@ def _handle(request, settings, principal, services):
         events = parse(StatusEvents, params)
         return {"job_id": job_id, "events": jobs.events(job_id, after=str(events.after), count=events.limit)}
     if op in ("cancel", "retry"):  # the write side: settle what its executor lost first
-        reconcile.reconcile_job(jobs, job_id, services.executor_named, finaliser=services.finaliser)
+        reconcile.reconcile_job(jobs, job_id, services.executor_named, finaliser=services.finaliser,
+                                pipelines=services.pipelines())
     if op == "cancel":
         from radcloud.dispatch import stop_units
 
@@ -76,8 +77,14 @@ def _handle(request, settings, principal, services):
         must_finalise |= stop_units(jobs, job_id, services.executor_named)  # Slurm: scancel
         if must_finalise:
             services.finaliser(job_id)
+        for child in pipelines.running_jobs(jobs.get(job_id)):  # a pipeline: cancel its running step's job
+            if jobs.cancel(child) | stop_units(jobs, child, services.executor_named):
+                services.finaliser(child)
         return jobview.public(jobs.get(job_id))
     if op == "retry":
+        if job.get("kind") == pipelines.KIND:
+            raise Conflict(f"job {job_id} is a pipeline: retry the job of the step that failed "
+                           "(its id is in the step), or start the pipeline again", field="job")
         from radcloud.dispatch import shard_deadline_s
 
         shard_ids = jobs.reopen_failed(job_id, shard_deadline_s(job, settings.shard_timeout_s))

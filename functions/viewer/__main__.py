@@ -6,6 +6,9 @@
   a presigned URL of its middle instance for the thumbnail strip
 * ``GET /job/{job_id}[?series=UID]``   a job's DICOM SEG (a presigned URL)
   and its SR's measurements (rows), with the source series they belong to
+* ``GET /seg/{SeriesInstanceUID}``     a staged SEG series (e.g. pulled back
+  from the PACS) the same way: its source series from its references, the
+  measurements of the study's staged SRs that cite it
 
 Every answer is written to the audit trail (who viewed which study and
 series: :data:`radcloud.audit.AUDITED`). URLs expire after
@@ -31,8 +34,8 @@ def handle(request, settings, principal, services=None):
         routed = {"kind": parts[0] if parts else None, "uid": parts[1] if len(parts) > 1 else None}
         req = parse(ViewerRequest, routed | {k: v for k, v in request.params.items() if v not in (None, "")})
         if not req.kind or not req.uid:
-            raise BadRequest("what to open? GET /viewer/series/{SeriesInstanceUID}, "
-                             "/viewer/study/{StudyInstanceUID} or /viewer/job/{job_id}", field="kind")
+            raise BadRequest("what to open? GET /viewer/series/{SeriesInstanceUID}, /viewer/study/{StudyInstanceUID}, "
+                             "/viewer/job/{job_id} or /viewer/seg/{SeriesInstanceUID}", field="kind")
         access = InputAccess(principal.name, privileged=principal.role in _PRIVILEGED,
                              job_owner=services.jobs.owner)
         viewer = Viewer(services.store, services.staging, services.presign_ttl_s)
@@ -41,6 +44,8 @@ def handle(request, settings, principal, services=None):
         if req.kind == "job":
             jobview.check(services.jobs.get(req.uid), principal)  # another user's job: 404, as results answers
             return viewer.job(services.results.manifest(req.uid), req.series)
+        if req.kind == "seg":
+            return viewer.seg(req.uid, access)
         return viewer.study(req.uid, access)
 
 

@@ -1,10 +1,15 @@
 """Classical CT segmentation: body, right and left lung, bone (numpy + scipy).
 
 Every step works on Hounsfield units and is chosen to stay within a 512 MB
-action: the HU volume is int16, the result is one uint8 label map (the body
-mask turned into it in place), 3D labels are 16-bit when they fit, holes are
-filled a slab of slices at a time, lungs and bone are searched in the
-body's bounding box, and nothing is float64 over the whole volume.
+action whatever the number of slices: every whole-volume array (the int16
+HU volume, the uint8 label map, the 3D component labels, the masks) comes
+from a :class:`Scratch` -- in the plugin, files in TMPDIR mapped into
+memory, so the kernel pages them out to disk when the container's memory
+is short instead of killing it -- and every operation on them runs a slab
+of slices at a time, so what the process itself allocates is a few slabs.
+The label map is the body mask turned into labels in place, 3D labels are
+16-bit when they fit, lungs and bone are searched in the body's bounding
+box, and nothing is float64 over the whole volume.
 
 1. body: HU > ``body_hu`` (-500), largest 3D 6-connected component, holes
    filled slice by slice (the lungs are enclosed in 2D, not in 3D where they
@@ -22,6 +27,7 @@ body's bounding box, and nothing is float64 over the whole volume.
 
 from __future__ import annotations
 
+import tempfile
 from typing import NamedTuple
 
 import numpy as np
@@ -37,6 +43,28 @@ HOLE_SLAB = 32  # slices per hole-filling pass: its labelling is in-plane, so sl
 BODY, RIGHT_LUNG, LEFT_LUNG, BONE = 1, 2, 3, 4  # label map values (1: the body less the others)
 
 
+class Scratch:
+    """Where whole-volume arrays live: memory (``folder`` None) or files under ``folder``, memory-mapped.
+
+    A mapped file's pages are page cache: a container's memory cgroup
+    counts them but reclaims them (writing them to disk) under pressure,
+    where anonymous memory past the limit would be an OOM kill. Each file
+    is unlinked from the start (:func:`tempfile.TemporaryFile`): it goes
+    away with its array, even if the process is killed.
+    """
+
+    def __init__(self, folder: str | None = None) -> None:
+        self.folder = folder
+
+    def zeros(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        if self.folder is None or not int(np.prod(shape)):
+            return np.zeros(shape, dtype)
+        return np.memmap(tempfile.TemporaryFile(dir=self.folder), dtype=dtype, mode="w+", shape=shape)  # reads as 0
+
+
+IN_MEMORY = Scratch()
+
+
 class Result(NamedTuple):
     """The label map (z, y, x) uint8 of one series (values above) and notes."""
 
@@ -44,12 +72,19 @@ class Result(NamedTuple):
     notes: list[str]
 
 
-def label(mask: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
-    """``ndimage.label`` into 16-bit labels when they fit (half the memory of int32)."""
+def label(mask: np.ndarray, structure: np.ndarray, scratch: Scratch = IN_MEMORY) -> tuple[np.ndarray, int]:
+    """``ndimage.label`` into 16-bit labels when they fit (half the memory of int32), from ``scratch``."""
+    out = scratch.zeros(mask.shape, np.uint16)
     try:
-        return ndimage.label(mask, structure=structure, output=np.uint16)
+        return out, int(ndimage.label(mask, structure=structure, output=out))
     except RuntimeError:  # more than 65,535 components
-        return ndimage.label(mask, structure=structure)
+        del out
+        out = scratch.zeros(mask.shape, np.int32)
+        return out, int(ndimage.label(mask, structure=structure, output=out))
+
+
+def slabs(n: int, step: int = SLAB) -> range:
+    return range(0, n, step)
 
 
 def sizes(labels: np.ndarray, n: int) -> np.ndarray:
@@ -87,30 +122,35 @@ def fill_holes_per_slice(mask: np.ndarray) -> None:
             part |= holes_per_slice(part)
 
 
-def body_mask(hu: np.ndarray, body_hu: float) -> np.ndarray:
-    labels, n = label(hu > body_hu, STRUCTURE)
-    body = np.zeros(hu.shape, bool)
+def body_mask(hu: np.ndarray, body_hu: float, scratch: Scratch = IN_MEMORY) -> np.ndarray:
+    above = scratch.zeros(hu.shape, bool)
+    for z in slabs(hu.shape[0]):
+        np.greater(hu[z:z + SLAB], body_hu, out=above[z:z + SLAB])
+    labels, n = label(above, STRUCTURE, scratch)
+    del above
+    body = scratch.zeros(hu.shape, bool)
     if n == 0:
         return body
     counts = sizes(labels, n)
     counts[0] = 0
     keep = int(counts.argmax())
     box = ndimage.find_objects(labels, max_label=keep)[keep - 1]
-    body[box] = labels[box] == keep
+    for z in range(box[0].start, box[0].stop, SLAB):
+        part = (slice(z, min(z + SLAB, box[0].stop)), box[1], box[2])
+        np.equal(labels[part], keep, out=body[part])
     del labels
     fill_holes_per_slice(body)
     return body
 
 
 def split_lungs(labelmap: np.ndarray, air: np.ndarray, x_mm: np.ndarray, midline_mm: float, voxel_ml: float,
-                min_lung_ml: float, notes: list[str]) -> None:
+                min_lung_ml: float, notes: list[str], scratch: Scratch = IN_MEMORY) -> None:
     """Write the right and left lung, from the air-in-body mask, into ``labelmap`` (same shape).
 
     ``x_mm`` is the patient x (mm) of every (row, column) of a slice of
     ``labelmap``; the patient's left is +x (DICOM LPS).
     """
-    labels, n = label(air, STRUCTURE)
-    del air
+    labels, n = label(air, STRUCTURE, scratch)
     if n == 0:
         notes.append("no air inside the body")
         return
@@ -122,20 +162,30 @@ def split_lungs(labelmap: np.ndarray, air: np.ndarray, x_mm: np.ndarray, midline
         return
     left_side = x_mm > midline_mm  # (rows, cols)
     boxes = ndimage.find_objects(labels, max_label=max(order))
+
+    def parts(box: tuple[slice, ...]):  # the component's box, a slab of slices at a time
+        for z in range(box[0].start, box[0].stop, SLAB):
+            yield (slice(z, min(z + SLAB, box[0].stop)), box[1], box[2])
+
     for k in order:
         box = boxes[k - 1]
-        comp = labels[box] == k
         side = left_side[box[1], box[2]][None, :, :]
-        on_left = int(np.count_nonzero(comp & side))
-        share = on_left / max(int(np.count_nonzero(comp)), 1)
-        out = labelmap[box]
-        if len(order) == 2 and (share > 0.9 or share < 0.1):
-            out[comp] = LEFT_LUNG if share >= 0.5 else RIGHT_LUNG
-        else:  # one component holds both lungs (or straddles): split at the midline
-            if len(order) == 1:
-                notes.append("lungs joined in one component: split at the body's midline")
-            out[comp & side] = LEFT_LUNG
-            out[comp & ~side] = RIGHT_LUNG
+        on_left = total = 0
+        for part in parts(box):
+            comp = labels[part] == k
+            on_left += int(np.count_nonzero(comp & side))
+            total += int(np.count_nonzero(comp))
+        share = on_left / max(total, 1)
+        whole = len(order) == 2 and (share > 0.9 or share < 0.1)
+        if not whole and len(order) == 1:
+            notes.append("lungs joined in one component: split at the body's midline")
+        for part in parts(box):
+            comp, out = labels[part] == k, labelmap[part]
+            if whole:
+                out[comp] = LEFT_LUNG if share >= 0.5 else RIGHT_LUNG
+            else:  # one component holds both lungs (or straddles): split at the midline
+                out[comp & side] = LEFT_LUNG
+                out[comp & ~side] = RIGHT_LUNG
     del labels
     for z in range(0, labelmap.shape[0], HOLE_SLAB):  # vessels back into the lungs
         part = labelmap[z:z + HOLE_SLAB]
@@ -147,16 +197,17 @@ def split_lungs(labelmap: np.ndarray, air: np.ndarray, x_mm: np.ndarray, midline
 
 def segment(hu: np.ndarray, x_mm: np.ndarray, voxel_mm: tuple[float, float, float], *,
             body_hu: float = -500.0, lung_hu: float = -400.0, bone_hu: float = 300.0,
-            min_lung_ml: float = 5.0) -> Result:
+            min_lung_ml: float = 5.0, scratch: Scratch = IN_MEMORY) -> Result:
     """The label map of one HU volume (z, y, x): body, right lung, left lung, bone.
 
     ``x_mm`` (rows, cols) is the patient x coordinate of each pixel, so the
     left/right split follows the image orientation, not the array layout.
-    Lungs and bone are searched in the body's bounding box only.
+    Lungs and bone are searched in the body's bounding box only. Whole-volume
+    arrays (the label map returned among them) come from ``scratch``.
     """
     notes: list[str] = []
     voxel_ml = float(np.prod(voxel_mm)) / 1000.0
-    body = body_mask(hu, body_hu)
+    body = body_mask(hu, body_hu, scratch)
     labelmap = body.view(np.uint8)  # 1 in the body, 0 outside: the label map, without a copy
     del body
     found = ndimage.find_objects(labelmap)
@@ -166,10 +217,10 @@ def segment(hu: np.ndarray, x_mm: np.ndarray, voxel_mm: tuple[float, float, floa
     box = found[0]
     midline = float(x_mm[(box[1].start + box[1].stop - 1) // 2, (box[2].start + box[2].stop - 1) // 2])
     lm, hb = labelmap[box], hu[box]
-    air = np.zeros(lm.shape, bool)
+    air = scratch.zeros(lm.shape, bool)
     for z in range(0, lm.shape[0], SLAB):
         air[z:z + SLAB] = (lm[z:z + SLAB] == BODY) & (hb[z:z + SLAB] < lung_hu)
-    split_lungs(lm, air, x_mm[box[1], box[2]], midline, voxel_ml, min_lung_ml, notes)
+    split_lungs(lm, air, x_mm[box[1], box[2]], midline, voxel_ml, min_lung_ml, notes, scratch)
     del air
     for z in range(0, lm.shape[0], SLAB):  # bone last: it wins over the lungs' filled holes
         part = lm[z:z + SLAB]

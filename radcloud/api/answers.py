@@ -158,6 +158,9 @@ class Job(Answer):
     subject: Subject | None = None
     progress: dict[str, Any] | None = None
     shards: list[dict[str, Any]] | None = None
+    kind: str | None = None       # "pipeline": a pipeline: its units are steps (radcloud.work.pipelines)
+    results_of: str | None = None
+    steps: list[dict[str, Any]] | None = None
 
 
 class Output(Answer):
@@ -175,3 +178,31 @@ class ResultManifest(Answer):
     bytes: int | None = None
     outputs: list[Output]
     subject: Subject | None = None
+
+
+class ViewerSource(Answer):
+    SeriesInstanceUID: str | None = None
+    StudyInstanceUID: str | None = None
+
+
+class ViewerSegmentation(Answer):
+    SeriesInstanceUID: str | None = None
+    name: str | None = None
+    url: str | None = None
+
+
+class ViewerMeasurement(Answer):
+    segment: str | None = None
+    name: str | None = None
+    value: float | None = None
+    unit: str | None = None
+
+
+class ViewerOverlay(Answer):
+    """The viewer's job and seg answers: a SEG's URL over its source series, and the SR's rows."""
+
+    sources: list[str] = []
+    source: ViewerSource | None
+    segmentation: ViewerSegmentation | None
+    measurements: list[ViewerMeasurement]
+    url_ttl_s: int | None = None

@@ -181,6 +181,13 @@ class RetrieveSeriesRequest(Open):
 
 
 # ---- dispatch --------------------------------------------------------------------------------
+class PipelineLink(Model):
+    """Which pipeline step a dispatch runs (the pipeline sets it; radcloud.work.pipelines)."""
+
+    job: StrictStr = Field(pattern=_ID)
+    step: StrictStr = Field(pattern=r"^s[0-9]{2}$")
+
+
 class DispatchOptions(Model):
     """How a run is cut into shards and treated (a JSON body: strict types)."""
 
@@ -197,18 +204,34 @@ class DispatchOptions(Model):
         "(default: Slurm for plugins needing more than an action when a cluster is configured, else the "
         "deployment's executor)")
 
+    pipeline: PipelineLink | None = Field(
+        default=None, description="set by a pipeline (radcloud.work.pipelines) when it runs a step: the "
+        "pipeline's job id and the step; the step takes this run's outcome")
+
     @model_validator(mode="before")
     @classmethod
     def _null_is_default(cls, data: Any) -> Any:
         return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
+class PipelineStepOptions(Model):
+    """The dispatch options a pipeline step (a routing rule's) may set."""
+
+    push_to_pacs: StrictBool = False
+    deidentify: StrictBool = False
+    priority: StrictInt = Field(default=0, ge=0, le=9, description="0 (normal) to 9 (most urgent)")
+    executor: Literal["action", "slurm"] | None = None
+
+
 class DispatchInputs(Model):
-    """Exactly one kind of input: a retrieve id, series UIDs, or object prefixes."""
+    """Exactly one kind of input: a retrieve id, series UIDs, object prefixes, or a finished job's
+    DICOM outputs (how a pipeline's step feeds the next)."""
 
     retrieve: StrictStr | None = None
     series: list[StrictStr] | None = None
     prefixes: list[StrictStr] | None = None
+    job: StrictStr | None = Field(default=None, pattern=_ID, description="a finished job whose DICOM outputs "
+                                  "are the inputs (one series per shard of that job)")
 
 
 class DispatchRequest(Open):
@@ -257,7 +280,7 @@ class ResultsRequest(Open):
 
 # ---- viewer ----------------------------------------------------------------------------------
 class ViewerRequest(Open):
-    kind: Literal["series", "study", "job"] | None = None
+    kind: Literal["series", "study", "job", "seg"] | None = None
     uid: str | None = None
     series: str | None = None
     offset: int = Field(default=0, ge=0)

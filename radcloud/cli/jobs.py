@@ -153,6 +153,13 @@ def status(
     routed = (job.get("options") or {}).get("routed")
     if routed:
         out.print(f"executor: {(job.get('options') or {}).get('executor')} ({routed})")
+    if job.get("steps") is not None:  # a pipeline: its steps, each run by a job of its own
+        table = Table("step", "plugin", "state", "job", "reason", header_style="bold")
+        for s in job["steps"]:
+            table.add_row(str(s["step"]), s["plugin"], s["state"] + (" (cached)" if s.get("cached") else ""),
+                          s.get("job") or "", s.get("reason") or "")
+        out.print(table)
+        return
     table = Table("shard", "state", "executor", "exit", "reason", header_style="bold")
     for s in job.get("shards") or []:
         shard_state = str(s.get("state"))

@@ -1,7 +1,7 @@
 """``radcloud routes list|save|enable|disable|delete|runs``: routing rules (admins; the ``routing`` web action).
 
-A rule sends every arriving study that matches it to a plugin step
-(docs/triggers.md)::
+A rule sends every arriving study that matches it to a pipeline of plugin
+steps (docs/triggers.md)::
 
     radcloud routes save ct-chest.json     # {"name", "match": {...}, "pipeline": [{"plugin", "params", "options"}]}
     radcloud routes disable ct-chest       # at once: the next arrival is not routed by it
@@ -19,7 +19,7 @@ from rich.table import Table
 from radcloud.cli import common
 from radcloud.cli.common import API_OPTION, JSON_OPTION, STATE_OPTION, out
 
-app = typer.Typer(no_args_is_help=True, help="Routing rules: which arriving studies run which plugin (admins).")
+app = typer.Typer(no_args_is_help=True, help="Routing rules: which arriving studies run which pipeline (admins).")
 
 
 def _show(answer: dict, as_json: bool) -> None:
@@ -86,13 +86,15 @@ def delete(name: str, api: Optional[str] = API_OPTION, state: Optional[Path] = S
 
 @app.command()
 def runs(api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION) -> None:
-    """What the router started lately: rule, study, retrieve, dispatch (or why not)."""
+    """What the router started lately: rule, study, its pipeline and each step's state now (or why not)."""
     answer = common.guarded(lambda: common.client(api, state).call("routing"))
     if as_json:
         common.emit_json(answer.get("runs") or [])
         return
-    table = Table("at", "rule", "study", "state", "retrieve / reason", header_style="bold")
+    table = Table("at", "rule", "study", "pipeline", "state", "steps / reason", header_style="bold")
     for r in answer.get("runs") or []:
-        table.add_row(str(r.get("at")), r.get("rule", ""), r.get("study_uid", ""), r.get("state", ""),
-                      r.get("retrieve_id") or r.get("reason", ""))
+        steps = " -> ".join(f"{s['plugin']} {s['state']}" for s in r.get("step_states") or [])
+        table.add_row(str(r.get("at")), r.get("rule", ""), r.get("study_uid", ""), r.get("pipeline", ""),
+                      r.get("pipeline_state") or r.get("state", ""),
+                      "; ".join(x for x in (steps, r.get("pipeline_reason") or r.get("reason") or "") if x))
     out.print(table)

@@ -15,7 +15,10 @@ scripts), and code asks :func:`is_final` / the ``*_FINAL`` constants
 instead of quoting state names. ``tests/unit/test_lifecycle.py`` checks every
 state × event of every machine.
 
-Pipeline steps (a unit whose "executor" is another job) are the next user.
+A pipeline (:mod:`radcloud.work.pipelines`) is a job of ``kind`` pipeline
+whose units are its steps, each run by another job: the same two machines,
+only the outcome rule differs (:func:`job_outcome`: the first step that did
+not succeed stops it and names it).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ STALLED = "stalled"  # a read-side view of an open series with no progress for a
 
 RETRIEVE_STATES = ("queued", "running", SUCCEEDED, FAILED, PARTIAL)
 RETRIEVE_FINAL = frozenset({SUCCEEDED, FAILED, PARTIAL})
+
+PIPELINE_KIND = "pipeline"  # a job whose units are steps (radcloud.work.pipelines)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +179,8 @@ def retrieve_state(series_states: Iterable[str]) -> str:
 
 def job_outcome(job: Mapping) -> tuple[str, str]:
     """The final state a finishing job ends in, with a short reason."""
+    if job.get("kind") == PIPELINE_KIND:
+        return pipeline_outcome(job)
     ok = int(job.get("shards_succeeded", 0))
     failed = int(job.get("shards_failed", 0))
     total = int(job.get("shards_total", 0))
@@ -191,3 +198,20 @@ def job_outcome(job: Mapping) -> tuple[str, str]:
     if ok == 0:
         return FAILED, why or f"{failed} shard(s) failed"
     return PARTIAL, f"{failed}/{total} shard(s) failed: {why}"
+
+
+def pipeline_outcome(job: Mapping) -> tuple[str, str]:
+    """A pipeline's final state: succeeded when every step did; else the first step that did
+    not stops it, and the reason names it (its reason already starts "step N (plugin)")."""
+    steps = list(job.get("shards", []))
+    done = sum(1 for s in steps if s.get("state") == SUCCEEDED)
+    if done == len(steps) and not str(job.get("cancel")) in ("1", "True", "true"):
+        return SUCCEEDED, ""
+    stop = next((s for s in steps if s.get("state") in (FAILED, CANCELLED)
+                 and not str(s.get("reason") or "").startswith("not run")), None)
+    if str(job.get("cancel")) in ("1", "True", "true"):
+        return CANCELLED, f"cancelled; {done}/{len(steps)} steps had succeeded"
+    if stop is None:
+        return FAILED, f"{len(steps) - done} step(s) did not run"
+    why = f"stopped at {stop.get('reason') or 'step ' + str(int(stop['id'][1:]) + 1)}"[:300]
+    return (CANCELLED if stop["state"] == CANCELLED else FAILED), why

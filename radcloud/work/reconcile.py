@@ -10,6 +10,10 @@ unit. It runs on the write side and on a schedule, never inside a read:
   whose executor reports them ended without an outcome, or that the executor
   no longer knows; submit again shards the executor was too busy to take;
   take over a finaliser that went silent.
+* a pipeline (:mod:`radcloud.work.pipelines`) is a job whose steps are run by
+  other jobs: :meth:`Pipelines.reconcile` delivers the outcome of a step whose
+  job ended while the word was lost, fails a step whose dispatch died or
+  whose deadline passed, and submits a step that was never submitted.
 * :func:`reconcile_retrieve` — one retrieve: fail series whose recorded
   activation has ended without an outcome.
 * :func:`sweep` — every open job and retrieve (the Redis indexes
@@ -54,10 +58,11 @@ class Report:
     resubmitted: int = 0     # shards the executor had been too busy to take, submitted again
     finalised: int = 0       # jobs finalised here (their last unit failed here, or a finaliser took over)
     closed: int = 0          # entries dropped from the open indexes (final or expired)
+    delivered: int = 0       # pipeline steps given their ended job's outcome here (the word was lost)
     skipped: bool = False    # another sweep ran less than EVERY_S ago
 
     def add(self, other: "Report") -> None:
-        for f in ("jobs", "retrieves", "failed", "resubmitted", "finalised", "closed"):
+        for f in ("jobs", "retrieves", "failed", "resubmitted", "finalised", "closed", "delivered"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
 
 
@@ -89,11 +94,12 @@ def lost_reason(handle: str, status: UnitStatus | None, executor: str) -> str:
 
 def reconcile_job(jobs: Any, job_id: str, executors: Executor | ExecutorOf | None = None, *,
                   finaliser: Callable[[str], Any] | None = None,
-                  resubmit: Callable[[str, list[str]], Any] | None = None) -> Report:
+                  resubmit: Callable[[str, list[str]], Any] | None = None, pipelines: Any = None) -> Report:
     """Reconcile one job; ``executors`` is one Executor or ``name -> Executor``.
 
     ``resubmit(job_id, shard_ids)`` submits shards again (the dispatcher's
-    fan_out); ``finaliser(job_id)`` finishes the job.
+    fan_out); ``finaliser(job_id)`` finishes the job; ``pipelines`` (a
+    :class:`radcloud.work.pipelines.Pipelines`) reconciles a pipeline's steps.
     """
     report = Report(jobs=1)
     try:
@@ -110,6 +116,13 @@ def reconcile_job(jobs: Any, job_id: str, executors: Executor | ExecutorOf | Non
         if jobs.claim_finaliser(job_id) and finaliser:
             finaliser(job_id)
             report.finalised += 1
+        return report
+    if job.get("kind") == L.PIPELINE_KIND:  # its steps' units are jobs, not executor handles
+        if pipelines is not None:
+            counts = pipelines.reconcile(job_id)
+            report.failed += counts["failed"]
+            report.delivered += counts["delivered"]
+            report.resubmitted += counts["resubmitted"]
         return report
     executor_of = _executor_of(executors)
     now = jobs.clock()
@@ -198,7 +211,7 @@ def reconcile_retrieve(retrieves: Any, rid: str, executor: Executor | None) -> R
 def sweep(*, jobs: Any = None, retrieves: Any = None, executors: Executor | ExecutorOf | None = None,
           retrieve_executor: Executor | None = None, finaliser: Callable[[str], Any] | None = None,
           resubmit: Callable[[str, list[str]], Any] | None = None, every_s: float = EVERY_S,
-          limit: int = MAX_OPEN) -> Report:
+          limit: int = MAX_OPEN, pipelines: Any = None) -> Report:
     """Reconcile every open job and retrieve, at most once per ``every_s`` (namespace-wide)."""
     report = Report()
     gate = jobs.r if jobs is not None else getattr(retrieves, "redis", None)
@@ -207,7 +220,8 @@ def sweep(*, jobs: Any = None, retrieves: Any = None, executors: Executor | Exec
         return report
     if jobs is not None:
         for job_id in jobs.open_jobs(limit):
-            report.add(reconcile_job(jobs, job_id, executors, finaliser=finaliser, resubmit=resubmit))
+            report.add(reconcile_job(jobs, job_id, executors, finaliser=finaliser, resubmit=resubmit,
+                                     pipelines=pipelines))
     if retrieves is not None:
         for rid in retrieves.open_retrieves(limit):
             if not retrieves.exists(rid):

@@ -87,11 +87,13 @@ def test_bad_input_is_a_400_from_the_deployed_actions(whisk):
 
 def test_an_arrival_fired_at_the_trigger_runs_the_matching_rule_as_a_job(whisk, stack):
     """The deployed chain after the watcher: trigger radcloud-study-stable -> rule -> route ->
-    retrieve (the matched series) -> dispatch (the rule's plugin) -> a job; a repeat starts nothing."""
+    retrieve (the matched series) -> the rule's pipeline, whose step runs as a job; a repeat starts nothing."""
     from radcloud.arrivals import arrival, fingerprint
     from radcloud.openwhisk import OpenWhisk
     from radcloud.plugins import Registry
+    from radcloud.jobs import JobStore
     from radcloud.routing import RuleStore
+    from radcloud.work.pipelines import steps_view
 
     orthanc = Orthanc.from_settings(stack.settings)
     series = min((s for s in orthanc.find("Series", {"Modality": "CT"})), key=lambda s: len(s["Instances"]))
@@ -107,13 +109,12 @@ def test_an_arrival_fired_at_the_trigger_runs_the_matching_rule_as_a_job(whisk, 
             runs = [r for r in rules.runs() if r["arrival_id"] == payload["arrival_id"]]
             time.sleep(0.1)
         [run] = runs
-        assert run["state"] == "started" and run["rule"] == "it-ct-tags", run
-        record = None
-        while time.monotonic() < deadline and record is None:
-            status, record = whisk.client.request("GET", f"/api/v1/namespaces/_/activations/{run['dispatch_activation']}")
-            record = record if status == 200 else None
+        assert run["state"] == "started" and run["rule"] == "it-ct-tags" and run["steps"] == ["dicom-tags"], run
+        jobs, step = JobStore(stack.redis), {}
+        while time.monotonic() < deadline and not step.get("job"):
+            [step] = steps_view(jobs.get(run["pipeline"]))
             time.sleep(0.1)
-        assert record["response"]["result"]["job_id"], record  # the plugin's job (dispatch is tested elsewhere)
+        assert step["plugin"] == "dicom-tags" and jobs.get(step["job"])["plugin"] == "dicom-tags", step
         # The watcher may fire an arrival twice (a crash between fire and fingerprint): nothing starts again.
         trigger_aid = OpenWhisk(whisk.api_host, whisk.auth).fire("radcloud-study-stable", payload)
         route_aid, answer = None, None

@@ -17,16 +17,13 @@ from pathlib import Path
 import pytest
 
 from radcloud.errors import BadRequest, ConfigError, UpstreamError
-from radcloud.slurm import SlurmClient
+from radcloud.settings import Secret
+from radcloud.slurm import ENDED, SlurmClient
 from radcloud.stack import Ports, Stack
 from radcloud.stack.slurm import NODE, PARTITION, mint_token
 from radcloud.stack.state import SLURM_SERVICES
 
 pytestmark = pytest.mark.integration
-
-ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-         "DEADLINE", "PREEMPTED"}
-
 
 @pytest.fixture(scope="module")
 def client(slurm) -> SlurmClient:
@@ -34,17 +31,10 @@ def client(slurm) -> SlurmClient:
 
 
 def wait_state(client: SlurmClient, job_id: int, states: set[str], limit_s: float = 30.0) -> dict:
-    deadline = time.monotonic() + limit_s
-    job: dict = {}
-    while time.monotonic() < deadline:
-        job = client.jobs([job_id]).get(str(job_id)) or {}
-        if job.get("job_state") in states:
-            return job
-        if job.get("job_state") in ENDED:
-            break
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never reached {sorted(states)}; last: {job.get('job_state')} "
-                         f"({job.get('state_reason')})")
+    job = client.wait(job_id, states, limit_s=limit_s)
+    assert job.get("job_state") in states, (f"job {job_id} never reached {sorted(states)}; last: "
+                                            f"{job.get('job_state')} ({job.get('state_reason')})")
+    return job
 
 
 def test_stack_up_with_slurm_reports_a_healthy_cluster(stack, slurm, client):
@@ -152,7 +142,7 @@ def _processes_named(text: str) -> list[int]:
     return [p for p in found if p != os.getpid()]
 
 
-# -- the executor under the job model: dispatch -> Slurm -> the shard runner -> Redis/S3 --------
+# -- the executor under the job model: dispatch -> Slurm, status, cancel, reconcile --------
 def _stage_ct(store, tmp_path, count: int = 40) -> str:
     """A phantom CT series staged in S3 as retrieve stages one (instances + manifest); its series UID."""
     import hashlib
@@ -178,9 +168,12 @@ def _stage_ct(store, tmp_path, count: int = 40) -> str:
 
 @pytest.fixture(scope="module")
 def services(slurm):
+    """In-process dispatch and reconcile; these jobs never start (their node reports through the deployed
+    shard_report action: a running one is tests/e2e/test_slurm_flow.py's)."""
     from radcloud.jobservices import JobServices
 
-    return JobServices.from_settings(slurm.settings())
+    return JobServices.from_settings(dataclasses.replace(
+        slurm.settings(), token_secret=Secret("t" * 40), slurm_report_url="http://127.0.0.1:9/not-reached"))
 
 
 def _settle(services, job_id: str, until, limit_s: float = 120.0) -> dict:
@@ -195,53 +188,6 @@ def _settle(services, job_id: str, until, limit_s: float = 120.0) -> dict:
             return job
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} never settled: {job['state']} {[(s['state'], s.get('reason')) for s in job['shards']]}")
-
-
-def test_a_heavy_plugin_is_routed_to_slurm_and_runs_end_to_end(services, client, tmp_path):
-    from radcloud.results import Results
-
-    series = _stage_ct(services.store, tmp_path)
-    answer = services.dispatcher().dispatch({"plugin": "ct-resample", "params": {"spacing": 2.0},
-                                             "inputs": {"series": [series]}, "options": {"force": True}}, "alice")
-    job = services.jobs.get(answer["job_id"])
-    assert job["options"]["executor"] == "slurm" and "exceed an action" in job["options"]["routed"]
-    (shard,) = job["shards"]
-    assert shard["executor"] == "slurm" and shard["activation_id"].isdigit()  # the Slurm job id
-    slurm_job = client.jobs([shard["activation_id"]])[shard["activation_id"]]
-    assert (slurm_job["cpus"], slurm_job["memory_per_node"]) == (2, 3072)  # the descriptor's needs
-    job = _settle(services, answer["job_id"], lambda j: j["state"] in ("succeeded", "failed", "partial"))
-    assert job["state"] == "succeeded", job["shards"][0].get("reason")
-    manifest = Results(services.store, services.jobs.r, services.jobs).manifest(answer["job_id"])
-    names = sorted(o["name"] for o in manifest["outputs"])
-    assert "s000/ct-resample.json" in names and any(n.endswith("series-001-body.nii.gz") for n in names)
-    assert len([n for n in names if n.endswith(".dcm")]) == 60  # 120 mm at 2 mm
-    assert wait_state(client, int(shard["activation_id"]), ENDED)["job_state"] == "COMPLETED"
-
-
-def test_queued_shows_the_queue_reason_and_cancel_is_scancel(services, client, tmp_path):
-    from radcloud.dispatch import stop_units
-
-    blocker = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-blocker", cpus=os.cpu_count(),
-                            memory_mb=64, time_limit_min=5)
-    try:
-        wait_state(client, blocker, {"RUNNING"})
-        series = _stage_ct(services.store, tmp_path, count=4)
-        answer = services.dispatcher().dispatch({"plugin": "ct-resample", "inputs": {"series": [series]},
-                                                 "options": {"force": True}}, "alice")
-        # Slurm says "None" until its scheduler has looked at the job, then why it waits.
-        job = _settle(services, answer["job_id"], lambda j: j["shards"][0].get("queue_reason") not in
-                      (None, "", "queued: waiting to be scheduled"), limit_s=30)
-        assert job["shards"][0]["queue_reason"] == "queued: waiting for resources"
-        handle = job["shards"][0]["activation_id"]
-        must_finalise = services.jobs.cancel(answer["job_id"])  # what the status action's cancel does
-        must_finalise |= stop_units(services.jobs, answer["job_id"], services.executor_named)
-        if must_finalise:
-            services.finaliser(answer["job_id"])
-        job = services.jobs.get(answer["job_id"])
-        assert job["state"] == "cancelled" and job["shards"][0]["state"] == "cancelled"
-        assert wait_state(client, int(handle), ENDED)["job_state"] == "CANCELLED"
-    finally:
-        client.cancel(blocker)
 
 
 def test_a_job_slurm_no_longer_knows_is_failed_with_a_reason(services, tmp_path):

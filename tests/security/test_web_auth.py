@@ -33,7 +33,8 @@ PATIENT = ("Guardtest^Hermione", "GRD770011", "19510606")
 PUBLIC = {"login", "ui"}
 # Guarded by radcloud's token/API-key check (radcloud.action.run). A pfcon
 # action has its own JWT (pfcon's API); it is held to the same 401s here.
-GUARDED = {"query", "retrieve", "dispatch", "status", "results", "audit", "pull-and-run", "pfcon", "viewer", "routing"}
+GUARDED = {"query", "retrieve", "dispatch", "status", "results", "audit", "pull-and-run", "pfcon", "viewer", "routing",
+           "shard_report"}
 # Actions that refuse some roles, and a role each refuses.
 REFUSES = {"audit": ("clinician", "researcher"), "routing": ("clinician", "researcher")}
 

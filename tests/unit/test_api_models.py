@@ -31,7 +31,7 @@ ANSWERS = {"LoginAnswer": answers.LoginAnswer, "QueryAnswer": answers.QueryAnswe
            "RetrieveStarted": answers.RetrieveStarted, "RetrieveStatus": answers.RetrieveStatus,
            "DispatchAnswer": answers.DispatchAnswer, "Job": answers.Job, "Output": answers.Output,
            "ResultManifest": answers.ResultManifest, "StagedList": answers.StagedList,
-           "StagedStudy": answers.StagedStudy}
+           "StagedStudy": answers.StagedStudy, "ViewerOverlay": answers.ViewerOverlay}
 # Body fields the action takes off before the model sees the rest: query passes ``run`` on
 # unchanged; retrieve reads a query's answer (``items``) through models.QueryAnswerInput.
 ACTION_FIELDS = {"QueryRequest": {"run"}, "RetrieveRequest": {"items"}}

@@ -109,3 +109,19 @@ def test_job_outcome():
     state, reason = L.job_outcome({**base, "shards_succeeded": 1, "shards_failed": 1,
                                    "shards": [{"state": "failed", "reason": "oom"}]})
     assert state == "partial" and "oom" in reason
+
+
+def test_pipeline_outcome_names_the_step_that_stopped_it():
+    def pipeline(*states, cancel=False):
+        reasons = {"failed": "step 2 (lung-seg): exit 1", "cancelled": "not run: step 2 (lung-seg) failed"}
+        return {"kind": L.PIPELINE_KIND, "cancel": cancel,
+                "shards": [{"id": f"s{i:02d}", "state": s, "reason": reasons.get(s, "")} for i, s in enumerate(states)]}
+
+    assert L.job_outcome(pipeline("succeeded", "succeeded")) == ("succeeded", "")
+    assert L.job_outcome(pipeline("succeeded", "failed", "cancelled")) == (
+        "failed", "stopped at step 2 (lung-seg): exit 1")
+    assert L.job_outcome(pipeline("succeeded", "cancelled", cancel=True)) == (
+        "cancelled", "cancelled; 1/2 steps had succeeded")
+    state, reason = L.job_outcome({**pipeline("succeeded", "cancelled"),
+                                   "shards": [{"id": "s00", "state": "cancelled", "reason": "step 1 (x): cancelled"}]})
+    assert (state, reason) == ("cancelled", "stopped at step 1 (x): cancelled")

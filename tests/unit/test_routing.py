@@ -53,8 +53,9 @@ def test_a_valid_rule_is_normalised_with_plugin_defaults(registry):
     ({"name": "x", "pipeline": [{"plugin": "lung-seg", "params": {"bogus": 1}}]}, "pipeline[0]",
      "unknown parameter 'bogus'"),
     ({"name": "x", "pipeline": []}, "pipeline", "non-empty list"),
-    ({"name": "x", "pipeline": [{"plugin": "lung-seg"}, {"plugin": "segment-stats"}]}, "pipeline",
-     "not supported yet"),
+    ({"name": "x", "pipeline": [{"plugin": "lung-seg"}] * 9}, "pipeline", "at most 8 steps"),
+    ({"name": "x", "pipeline": [{"plugin": "deidentify"}, {"plugin": "lung-seg", "params": {"lungHU": "x"}}]},
+     "pipeline[1]", "step 2 (lung-seg)"),
     ({"name": "x", "pipeline": [{"plugin": "lung-seg", "options": {"push": True}}]}, "pipeline[0].options",
      "push_to_pacs"),
     ({"name": "x", "match": {"patient_name": "DOE*"}, "pipeline": [{"plugin": "lung-seg"}]}, "match.patient_name",
@@ -90,6 +91,17 @@ class FakeWhisk:
         return {"activationId": "a" * 32}
 
 
+class FakePipelines:
+    """The router's pipelines: records what it was asked to start."""
+
+    def __init__(self) -> None:
+        self.started = []
+
+    def start(self, steps, inputs, owner, *, name=""):
+        self.started.append((steps, inputs, owner, name))
+        return f"p{len(self.started)}"
+
+
 @pytest.fixture
 def store(registry):
     return RuleStore(FakeRedis(), registry)
@@ -110,27 +122,28 @@ def test_rule_store_saves_validated_rules_and_disabling_takes_effect_at_once(sto
     assert store.list() == []
 
 
-def test_an_arrival_stages_the_matched_series_and_dispatches_the_step_once(store):
-    store.save(CT_CHEST)
-    whisk = FakeWhisk()
+def test_an_arrival_stages_the_matched_series_and_starts_the_rules_pipeline_once(store):
+    store.save({**CT_CHEST, "pipeline": [{"plugin": "deidentify"}, *CT_CHEST["pipeline"]]})
+    whisk, pipelines = FakeWhisk(), FakePipelines()
     arrival = {**ARRIVAL, "arrival_id": "f" * 32}
-    first = route_arrival(arrival, store, whisk, clock=lambda: 5.0)
+    first = route_arrival(arrival, store, whisk, pipelines, owner="router", clock=lambda: 5.0)
     [run] = first["runs"]
     assert run["state"] == "started" and run["retrieve_id"] == "r1" and run["series"] == [""]
-    (retrieve, rparams, blocking), (dispatch, dparams, _) = whisk.calls
+    assert run["pipeline"] == "p1" and run["steps"] == ["deidentify", "lung-seg"]
+    [(retrieve, rparams, blocking)] = whisk.calls
     assert retrieve == "radcloud/retrieve" and rparams == {"orthanc_series": ["a"]} and blocking
-    assert dispatch == "radcloud/dispatch" and dparams["plugin"] == "lung-seg"
-    assert dparams["inputs"] == {"retrieve": "r1"}
-    assert dparams["options"] == {"push_to_pacs": True, "wait_staged": 50}
-    again = route_arrival(arrival, store, whisk)
-    assert again["duplicate"] is True and len(whisk.calls) == 2
+    [(steps, inputs, owner, name)] = pipelines.started
+    assert [s["plugin"] for s in steps] == ["deidentify", "lung-seg"] and steps[1]["options"] == {"push_to_pacs": True}
+    assert inputs == {"retrieve": "r1"} and owner == "router" and name == "ct-chest"
+    again = route_arrival(arrival, store, whisk, pipelines)
+    assert again["duplicate"] is True and len(whisk.calls) == 1 and len(pipelines.started) == 1
     assert store.runs() == [run]
 
 
 def test_a_failing_step_is_recorded_with_its_reason_and_bad_arrivals_are_refused(store):
     store.save(CT_CHEST)
     whisk = FakeWhisk(UpstreamError("OpenWhisk refused to invoke radcloud/retrieve"))
-    [run] = route_arrival({**ARRIVAL, "arrival_id": "e" * 32}, store, whisk)["runs"]
+    [run] = route_arrival({**ARRIVAL, "arrival_id": "e" * 32}, store, whisk, FakePipelines())["runs"]
     assert run["state"] == "failed" and "refused to invoke" in run["reason"]
     with pytest.raises(BadRequest, match="arrival_id"):
-        route_arrival(ARRIVAL, store, whisk)
+        route_arrival(ARRIVAL, store, whisk, FakePipelines())

@@ -9,11 +9,11 @@ import pytest
 from radcloud.errors import BadRequest, ConfigError, Unavailable, UpstreamError
 from radcloud.settings import Secret, Settings
 from radcloud.work.executors import Executor, ExecutorBusy, Resources, Unit, executor_for, known
-from radcloud.work.executors.slurm import SlurmExecutor, job_env
+from radcloud.work.executors.slurm import SlurmExecutor
 from radcloud.work.slurmstate import queue_reason, status_of
 
 UNIT = Unit(job_id="j1", unit_id="s000", action="plugin-ct-resample",
-            payload={"job_id": "j1", "shard_id": "s000", "inputs": ["a/b.dcm"]},
+            payload={"job_id": "j1", "shard_id": "s000", "inputs": ["a/b.dcm"], "output_prefix": "results/j1/s000/"},
             resources=Resources(memory_mb=3072, cpus=2.0, gpus=0, timeout_s=1200))
 
 
@@ -50,15 +50,18 @@ def test_slurm_is_an_installed_executor_built_from_settings():
 def test_submit_asks_slurm_for_the_descriptor_s_resources_and_runs_the_shard_runner():
     fake = FakeSlurm()
     handle = SlurmExecutor(fake, runner="/venv/bin/python -m radcloud.work.slurmjob",
-                           env={"RADCLOUD_REDIS_URL": "redis://x"}).submit(UNIT)
+                           env={"RADCLOUD_SHARD_TIMEOUT_S": "300"}, ticket=lambda unit, ttl: f"t-{unit.unit_id}-{ttl}",
+                           report_url=lambda: "https://h/api/v1/web/ns/radcloud/shard_report").submit(UNIT)
     assert handle == "42"
     script, kw = fake.submitted[0]
     assert script == "#!/bin/sh\nexec /venv/bin/python -m radcloud.work.slurmjob\n"
     assert (kw["cpus"], kw["memory_mb"], kw["gpus"], kw["time_limit_min"]) == (2, 3072, 0, 21)  # 1200 s + upload grace
     assert kw["name"] == "radcloud-j1-s000"
     assert json.loads(kw["environment"]["RADCLOUD_SHARD_SPEC"]) == dict(UNIT.payload)
-    assert kw["environment"]["RADCLOUD_REDIS_URL"] == "redis://x"
     assert kw["environment"]["RADCLOUD_SLURM_TIME_LIMIT_S"] == "1260"
+    # The ticket lives as long as the shard may stay open: its queue allowance and its time limit.
+    assert kw["environment"]["RADCLOUD_SHARD_TICKET"] == f"t-s000-{1260 + 6 * 3600}"
+    assert kw["environment"]["RADCLOUD_REPORT_URL"] == "https://h/api/v1/web/ns/radcloud/shard_report"
 
 
 def test_a_cluster_that_cannot_take_the_job_now_leaves_the_unit_pending_and_a_refusal_fails_it():
@@ -117,14 +120,36 @@ def test_queue_reasons_are_words():
     assert queue_reason(None) == "queued: waiting to be scheduled"
 
 
-def test_the_job_gets_what_the_runner_needs_and_no_more():
-    settings = Settings.load({"redis_url": "redis://:pw@h:1/0", "s3_secret_key": "sk", "s3_access_key": "ak",
-                              "token_secret": "t" * 40, "deid_secret": "d" * 20, "slurm_jwt": "a.b.c"}, environ={})
-    env = job_env(settings)
-    assert env["RADCLOUD_REDIS_URL"] == "redis://:pw@h:1/0" and env["RADCLOUD_S3_SECRET_KEY"] == "sk"
-    assert env["RADCLOUD_S3_SECURE"] == "false"
-    assert not {"RADCLOUD_TOKEN_SECRET", "RADCLOUD_DEID_SECRET", "RADCLOUD_SLURM_JWT"} & set(env)
-    assert isinstance(settings.slurm_jwt, Secret)
+def test_the_job_gets_no_secret_of_the_deployment(monkeypatch):
+    """S3 keys, the Redis URL, the token, de-id and Slurm secrets never reach the job: a ticket does."""
+    from radcloud.auth import shard_ticket_claims
+
+    secrets = {"redis_url": "redis://:redispw@h:1/0", "s3_secret_key": "s3secretkey", "s3_access_key": "s3accesskey",
+               "token_secret": "t" * 40, "deid_secret": "d" * 20, "slurm_jwt": "a.b.c", "orthanc_password": "orthpw"}
+    settings = Settings.load({**secrets, "slurm_url": "http://127.0.0.1:1", "shard_timeout_s": "120"}, environ={})
+    monkeypatch.setenv("__OW_API_HOST", "https://whisk.example")
+    monkeypatch.setenv("__OW_NAMESPACE", "hospital")
+    fake = FakeSlurm()
+    unit = Unit(job_id="j1", unit_id="s000", action="plugin-x", resources=Resources(timeout_s=60),
+                payload={"job_id": "j1", "shard_id": "s000", "inputs": ["a/b.dcm"], "output_prefix": "results/j1/s000/"})
+    executor_for("slurm", settings, client=fake).submit(unit)
+    script, kw = fake.submitted[0]
+    env = kw["environment"]
+    text = script + json.dumps(kw)
+    for value in (*secrets.values(), "redispw"):
+        assert value not in text
+    assert not {"RADCLOUD_REDIS_URL", "RADCLOUD_S3_SECRET_KEY", "RADCLOUD_S3_ACCESS_KEY"} & set(env)
+    assert env["RADCLOUD_REPORT_URL"] == "https://whisk.example/api/v1/web/hospital/radcloud/shard_report"
+    claims = shard_ticket_claims(env["RADCLOUD_SHARD_TICKET"], ["t" * 40])
+    assert (claims["job"], claims["shard"], claims["out"]) == ("j1", "s000", "results/j1/s000/")
+    assert env["RADCLOUD_SHARD_TIMEOUT_S"] == "120"
+
+
+def test_without_a_url_to_report_to_submit_names_the_setting(monkeypatch):
+    monkeypatch.delenv("__OW_API_HOST", raising=False)
+    settings = Settings.load({"slurm_url": "http://127.0.0.1:1", "token_secret": "t" * 40}, environ={})
+    with pytest.raises(ConfigError, match="RADCLOUD_SLURM_REPORT_URL"):
+        executor_for("slurm", settings, client=FakeSlurm()).submit(UNIT)
 
 
 # -- routing (radcloud.work.routing) -------------------------------------------

@@ -172,3 +172,47 @@ def test_a_job_without_seg_or_sr_has_nothing_to_overlay(store):
     store.put_bytes("results/j2/a.dcm", b"not dicom at all")
     answer = _viewer(store).job({"job_id": "j2", "outputs": [{"key": "results/j2/a.dcm", "name": "a.dcm"}]})
     assert answer["source"] is None and answer["segmentation"] is None and answer["measurements"] == []
+
+
+def _pacs_seg(store, *, stage_source=True):
+    """A CT, its SEG and an SR citing the SEG, each staged as a pull from the PACS stages a series."""
+    from radcloud.samples import viewerdata
+
+    ct = viewerdata.ct_series(4, 16, tag="PACS")
+    seg = viewerdata.seg_of(ct, viewerdata.Box(1, 3, 4, 8, 4, 8))
+    sr = viewerdata.sr_of(ct, seg, 2.5, 33.0)
+    for series in ([ct] if stage_source else []) + [[seg], [sr]]:
+        viewerdata.stage(store, store.index, series)
+    return ct, seg, sr
+
+
+def test_a_seg_pulled_from_the_pacs_opens_over_its_source_with_the_srs_that_cite_it(store):
+    ct, seg, sr = _pacs_seg(store)
+    answer = _viewer(store).seg(str(seg.SeriesInstanceUID))
+    study, source = str(ct[0].StudyInstanceUID), str(ct[0].SeriesInstanceUID)
+    assert answer["source"] == {"SeriesInstanceUID": source, "StudyInstanceUID": study}
+    assert answer["segmentation"]["SeriesInstanceUID"] == str(seg.SeriesInstanceUID)
+    assert answer["segmentation"]["url"].startswith(f"http://s3.invalid/staged/{study}/{seg.SeriesInstanceUID}/")
+    assert answer["measurements"] == [
+        {"segment": "Lesion", "name": "Volume", "value": 2.5, "unit": "ml"},
+        {"segment": "Lesion", "name": "Attenuation Coefficient (mean)", "value": 33.0, "unit": "HU"}]
+    assert audit.targets_of("viewer", {}, f"seg/{seg.SeriesInstanceUID}", answer) == {
+        "study_uids": [study], "series_uids": [source, str(seg.SeriesInstanceUID)]}
+    # Another SEG of the same CT: the study's SR cites the first one only.
+    from radcloud.samples import viewerdata
+
+    other = viewerdata.seg_of(ct, viewerdata.Box(0, 1, 0, 2, 0, 2))
+    viewerdata.stage(store, store.index, [other])
+    assert _viewer(store).seg(str(other.SeriesInstanceUID))["measurements"] == []
+
+
+def test_a_pacs_seg_without_its_source_staged_or_a_series_that_is_no_seg_is_refused_by_name(store):
+    ct, seg, sr = _pacs_seg(store, stage_source=False)
+    with pytest.raises(NotFound, match=f"series {ct[0].SeriesInstanceUID}\\) are not staged: pull"):
+        _viewer(store).seg(str(seg.SeriesInstanceUID))
+    with pytest.raises(BadRequest, match="not a DICOM Segmentation"):
+        _viewer(store).seg(str(sr.SeriesInstanceUID))
+    action = load_action("viewer")
+    services = _Services(store, ManifestStaging(store, store.index), _Jobs())
+    with pytest.raises(BadRequest, match="not a DICOM Segmentation"):
+        action.handle(_request(f"/seg/{sr.SeriesInstanceUID}"), None, Principal("dr.jones", "clinician"), services)

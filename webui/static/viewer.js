@@ -4,6 +4,9 @@
  *
  *   viewer?series=<SeriesInstanceUID>          a staged series
  *   viewer?job=<job id>                        a job's SEG/SR over its source series
+ *   viewer?seg=<SeriesInstanceUID>             a staged SEG series (pulled from the PACS) over its
+ *                                              source series, with the study's SRs citing it; a
+ *                                              series=<uid> that is a SEG opens this way too
  *
  * The viewer action answers presigned URLs of the instances (never pixels:
  * an action result is capped at 1 MB) and writes who viewed which study to
@@ -270,6 +273,8 @@ function showIdentity(info) {
 async function openSeries(uid) {
   state.opened = performance.now();
   const { info, urls } = await seriesUrls(uid);
+  // A Segmentation is not an image to scroll: it is drawn over the series it was made on.
+  if ((info.tags || {}).Modality === "SEG") return openSeg(uid);
   showIdentity(info);
   $("#vw-title").textContent = title(info);
   if (!urls.length) { fail("This series has no staged images."); return info; }
@@ -368,13 +373,11 @@ function srTable(rows) {
   $("#vw-sr").hidden = !rows.length;
 }
 
-async function openJob(jobId) {
-  state.opened = performance.now();
-  const answer = await api(`viewer/job/${encodeURIComponent(jobId)}`, { method: "GET", query: { series: params.get("series") } });
-  if (!answer.source) { fail("This job's results reference no staged series to show them on."); return null; }
+/* A SEG over its source series, and the SR rows (the viewer action's job and seg answers). */
+async function showOverlay(answer, caption) {
   const { info, urls } = await seriesUrls(answer.source.SeriesInstanceUID);
   showIdentity(info);
-  $("#vw-title").textContent = `${title(info)} · job ${jobId.slice(0, 12)}`;
+  $("#vw-title").textContent = `${title(info)} · ${caption}`;
   srTable(answer.measurements || []);
   state.imageDataId = app.loadURLs(urls);
   if (answer.segmentation) {
@@ -389,14 +392,28 @@ async function openJob(jobId) {
   return info;
 }
 
+async function openJob(jobId) {
+  state.opened = performance.now();
+  const answer = await api(`viewer/job/${encodeURIComponent(jobId)}`, { method: "GET", query: { series: params.get("series") } });
+  if (!answer.source) { fail("This job's results reference no staged series to show them on."); return null; }
+  return showOverlay(answer, `job ${jobId.slice(0, 12)}`);
+}
+
+async function openSeg(uid) {
+  state.opened = performance.now();
+  const answer = await api(`viewer/seg/${encodeURIComponent(uid)}`, { method: "GET" });
+  return showOverlay(answer, `segmentation ${answer.segmentation.name || ""}`.trim());
+}
+
 async function main() {
   initApp();
   wire();
   $("#vw-seg-opacity").addEventListener("input", (e) => setSegOpacity(Number(e.target.value) / 100));
-  const series = params.get("series"), job = params.get("job");
+  const series = params.get("series"), job = params.get("job"), seg = params.get("seg");
   try {
     let info = null;
     if (job) info = await openJob(job);
+    else if (seg) info = await openSeg(seg);
     else if (series) info = await openSeries(series);
     else { fail("No series chosen: open one from the Pull or Results page."); return; }
     if (info && info.StudyInstanceUID) thumbnails(info.StudyInstanceUID, info.SeriesInstanceUID);

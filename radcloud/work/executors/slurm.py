@@ -9,12 +9,13 @@ shared with the hospital side) and reports progress and outcome into Redis
 like an action does. ``poll`` asks slurmrestd for every job at once and maps
 states with :mod:`radcloud.work.slurmstate`; ``cancel`` is ``scancel``.
 
-What the job is given, in its environment (Slurm keeps it with the job,
-readable by the submitting user and the cluster's admins): the shard spec
-(object keys, never data) and the settings the runner needs — the S3
-endpoint and keys, the Redis URL. That is the same trust an OpenWhisk
-action's package parameters get; docs/deploy.md ("What the cluster is
-trusted with") says so and what a site can do about it.
+What the job is given: its script (``exec`` the runner) and an environment
+holding no secret of the deployment — no S3 key, no Redis URL — because
+Slurm keeps both with the job, shows them to its admins and copies them to
+the node: the shard spec (object keys, never data), a shard ticket (one
+shard, expiring with its deadline) and the URL of the ``shard_report`` web
+action, through which the job gets presigned URLs and reports
+(:mod:`radcloud.work.shardchannel`); the shard timeout and plugins dir.
 
 A cluster that cannot be reached, or that refuses more jobs for now, makes
 the unit :class:`ExecutorBusy` (it stays pending; reconcile submits it again).
@@ -26,7 +27,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from radcloud.errors import BadRequest, RadcloudError, Unavailable
@@ -36,23 +37,17 @@ from radcloud.work.slurmstate import status_of
 log = logging.getLogger(__name__)
 
 RUNNER = "python3 -m radcloud.work.slurmjob"
-# Settings the runner needs on the node (and nothing else: no token secret, no de-id key).
-JOB_SETTINGS = ("s3_endpoint", "s3_access_key", "s3_secret_key", "s3_secure", "s3_region", "s3_bucket",
-                "redis_url", "shard_timeout_s")
 UPLOAD_GRACE_S = 60  # Slurm's time limit = the unit's timeout + this (outputs and outcome still fit)
+QUEUE_ALLOWANCE_S = 6 * 3600  # how long a shard may wait in the cluster's queue (its deadline, its ticket)
 _BUSY_WORDS = ("QOSMaxSubmitJobPerUserLimit", "AssocMaxSubmitJobLimit", "Job violates accounting/QOS policy",
                "Slurm temporarily unable", "Resource temporarily unavailable")
 
 
 def job_env(settings: Any) -> dict[str, str]:
-    """``RADCLOUD_*`` variables for the runner on the node, from the dispatcher's settings."""
-    from radcloud.settings import Secret
-
-    env = {}
-    for name in JOB_SETTINGS:
-        value = getattr(settings, name)
-        value = value.reveal() if isinstance(value, Secret) else value
-        env[f"RADCLOUD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    """``RADCLOUD_*`` variables every job of this deployment gets (none of them a secret)."""
+    env = {"RADCLOUD_SHARD_TIMEOUT_S": str(settings.shard_timeout_s)}
+    if os.environ.get("RADCLOUD_PLUGINS_DIR"):  # where plugins are installed: the same on the nodes
+        env["RADCLOUD_PLUGINS_DIR"] = os.environ["RADCLOUD_PLUGINS_DIR"]
     return env
 
 
@@ -63,8 +58,12 @@ class SlurmExecutor:
     stops_units = True  # scancel stops a job (radcloud.dispatch.stop_units cancels its shard)
 
     def __init__(self, client: Any, *, runner: str = RUNNER, env: Mapping[str, str] | None = None,
-                 workdir: str = "/tmp") -> None:
+                 workdir: str = "/tmp", ticket: Callable[[Unit, int], str] | None = None,
+                 report_url: Callable[[], str] | None = None) -> None:
+        """``ticket(unit, ttl_s)``: the unit's shard ticket (:func:`radcloud.auth.issue_shard_ticket`);
+        ``report_url()``: where the job reports (asked at submit: a ConfigError names the setting)."""
         self.client, self.runner, self.env, self.workdir = client, runner, dict(env or {}), workdir
+        self.ticket, self.report_url = ticket, report_url
 
     def script(self) -> str:
         # exec: the runner is the batch step itself, so Slurm's signals (scancel, time limit) reach it.
@@ -73,9 +72,15 @@ class SlurmExecutor:
     def submit(self, unit: Unit) -> str:
         r = unit.resources
         time_limit_min = max(1, math.ceil((int(r.timeout_s) + UPLOAD_GRACE_S) / 60))
+        # The ticket lives as long as the shard may stay open: its queue time and its run.
+        ttl_s = time_limit_min * 60 + QUEUE_ALLOWANCE_S
         environment = {**self.env,
                        "RADCLOUD_SHARD_SPEC": json.dumps(dict(unit.payload), separators=(",", ":")),
                        "RADCLOUD_SLURM_TIME_LIMIT_S": str(time_limit_min * 60)}
+        if self.ticket is not None:
+            environment["RADCLOUD_SHARD_TICKET"] = self.ticket(unit, ttl_s)
+        if self.report_url is not None:
+            environment["RADCLOUD_REPORT_URL"] = self.report_url()
         try:
             job_id = self.client.submit(
                 self.script(), name=f"radcloud-{unit.job_id}-{unit.unit_id}"[:120],
@@ -107,8 +112,15 @@ def from_settings(settings: Any, *, client: Any = None) -> SlurmExecutor:
     """The executor for the cluster in ``settings`` (ConfigError naming slurm_url when none is)."""
     from radcloud.slurm import SlurmClient
 
+    from radcloud.auth import issue_shard_ticket
+    from radcloud.work.shardchannel import report_url
+
     client = client or SlurmClient.from_settings(settings)
-    env = job_env(settings)
-    if os.environ.get("RADCLOUD_PLUGINS_DIR"):  # where plugins are installed: the same on the nodes
-        env["RADCLOUD_PLUGINS_DIR"] = os.environ["RADCLOUD_PLUGINS_DIR"]
-    return SlurmExecutor(client, runner=settings.slurm_runner or RUNNER, env=env)
+
+    def ticket(unit: Unit, ttl_s: int) -> str:
+        payload = unit.payload
+        return issue_shard_ticket(settings, unit.job_id, unit.unit_id, output_prefix=str(payload["output_prefix"]),
+                                  inputs=list(payload.get("inputs") or []), ttl_s=ttl_s)
+
+    return SlurmExecutor(client, runner=settings.slurm_runner or RUNNER, env=job_env(settings), ticket=ticket,
+                         report_url=lambda: report_url(settings))

@@ -13,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import secrets
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
+SHOTS = ROOT / "artifacts" / "screenshots"
 
 # tests/ is not a package: load the integration fixtures by path and re-export them.
 _spec = importlib.util.spec_from_file_location("_integration_conftest", ROOT / "tests" / "integration" / "conftest.py")
@@ -77,3 +80,44 @@ def site(stack, tmp_path_factory, browser_ready):
         base = whisk.api_host.rstrip("/")
         yield Site(base=base, ui=f"{base}/api/v1/web/guest/radcloud/ui", user=USER, password=PASSWORD,
                    admin=ADMIN, admin_password=ADMIN_PASSWORD, whisk=whisk)
+
+
+class BrowserRun(dict):
+    """The steps one browser script printed (harness.mjs: one JSON line each), by name."""
+
+    def __init__(self, steps: dict, stderr: str) -> None:
+        super().__init__(steps)
+        self.stderr = stderr
+
+    def ok(self, name: str) -> dict:
+        """Step ``name``'s record; fails the test naming the step when it failed or was never reached."""
+        record = self.get(name)
+        assert record is not None, f"step {name} not reached (an earlier step failed)"
+        assert record["ok"], f"{name}: {record.get('error')} (console: {record.get('console')})"
+        return record
+
+
+@pytest.fixture(scope="session")
+def run_browser(tmp_path_factory):
+    """``run_browser(script, env, record=None)``: run tests/e2e/browser/<script> in node with the
+    harness' environment (screenshots in artifacts/screenshots, a private HOME for Chromium) and
+    return its steps; ``record`` names a JSON copy of them beside the screenshots."""
+    def run(script: str, env: dict, *, record: str | None = None, timeout: int = 600,
+            require_summary: bool = True) -> BrowserRun:
+        xdg = tmp_path_factory.mktemp("xdg")
+        full = {**os.environ, "RC_SHOTS": str(SHOTS), "XDG_CONFIG_HOME": str(xdg / "config"),
+                "XDG_CACHE_HOME": str(xdg / "cache"), "HOME": str(xdg), **env}
+        proc = subprocess.run(["node", script], cwd=HERE, env=full, capture_output=True, text=True, timeout=timeout)
+        steps = {}
+        for line in proc.stdout.splitlines():
+            if line.startswith("{"):
+                item = json.loads(line)
+                steps[item["step"]] = item
+        if record:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            (SHOTS / record).write_text(json.dumps(steps, indent=1))
+        if require_summary:
+            assert "summary" in steps, f"the browser script {script} died:\n{proc.stderr[-3000:]}"
+        return BrowserRun(steps, proc.stderr)
+
+    return run

@@ -7,10 +7,7 @@ screenshots land in artifacts/screenshots/.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,29 +18,11 @@ SHOTS = ROOT / "artifacts" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def journey(site, stack, tmp_path_factory):
-    xdg = tmp_path_factory.mktemp("xdg")
-    env = {**os.environ, "RC_UI": site.ui, "RC_USER": site.user, "RC_PASSWORD": site.password,
-           "RC_ORTHANC": stack.orthanc_url, "RC_ORTHANC_AUTH": ":".join(stack.orthanc_auth),
-           "RC_ADMIN": site.admin, "RC_ADMIN_PASSWORD": site.admin_password,
-           "RC_SHOTS": str(SHOTS), "XDG_CONFIG_HOME": str(xdg / "config"), "XDG_CACHE_HOME": str(xdg / "cache"),
-           "HOME": str(xdg)}
-    proc = subprocess.run(["node", "ui.e2e.mjs"], cwd=HERE, env=env, capture_output=True, text=True, timeout=900)
-    steps = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            steps[record["step"]] = record
-    (SHOTS / "journey.json").write_text(json.dumps(steps, indent=1))
-    assert "summary" in steps, f"the browser script died:\n{proc.stderr[-3000:]}"
-    return steps
-
-
-def _ok(journey, name):
-    record = journey.get(name)
-    assert record is not None, f"step {name} not reached (an earlier step failed)"
-    assert record["ok"], f"{name}: {record.get('error')} (console: {record.get('console')})"
-    return record
+def journey(site, stack, run_browser):
+    return run_browser("ui.e2e.mjs", {
+        "RC_UI": site.ui, "RC_USER": site.user, "RC_PASSWORD": site.password,
+        "RC_ORTHANC": stack.orthanc_url, "RC_ORTHANC_AUTH": ":".join(stack.orthanc_auth),
+        "RC_ADMIN": site.admin, "RC_ADMIN_PASSWORD": site.admin_password}, record="journey.json", timeout=900)
 
 
 def test_no_external_requests(journey):
@@ -51,56 +30,56 @@ def test_no_external_requests(journey):
 
 
 def test_no_token_redirects_to_login(journey):
-    assert "/login?next=jobs" in _ok(journey, "no-token-redirects-to-login")["url"]
+    assert "/login?next=jobs" in journey.ok("no-token-redirects-to-login")["url"]
 
 
 def test_login_refuses_wrong_password_then_logs_in(journey):
-    record = _ok(journey, "login")
+    record = journey.ok("login")
     assert "Wrong user name or password" in record["refused"]
     assert record["page_load_ms"] < 1000
 
 
 def test_token_lives_in_session_storage_not_local_storage(journey):
     """A shared workstation: closing the browser ends the session."""
-    storage = _ok(journey, "login")["storage"]
+    storage = journey.ok("login")["storage"]
     assert storage["local"] == [] and storage["session_token"]
 
 
 def test_focus_is_in_the_first_search_field_after_login(journey):
-    assert _ok(journey, "login")["focused"] == "mrn"
-    assert _ok(journey, "admin-audit-trail")["focused_after_login"] == "mrn"
+    assert journey.ok("login")["focused"] == "mrn"
+    assert journey.ok("admin-audit-trail")["focused_after_login"] == "mrn"
 
 
 def test_log_out_forgets_the_token(journey):
-    assert _ok(journey, "admin-audit-trail")["token_after_logout"] is None
+    assert journey.ok("admin-audit-trail")["token_after_logout"] is None
 
 
 def test_idle_session_logs_itself_out(journey):
-    record = _ok(journey, "idle-logout")
+    record = journey.ok("idle-logout")
     assert "why=idle" in record["url"] and "without activity" in record["note"]
     assert record["token_left"] is None
 
 
 def test_search_by_mrn(journey):
-    record = _ok(journey, "search-by-mrn")
+    record = journey.ok("search-by-mrn")
     assert record["studies"] >= 1 and record["series"] >= 1
     assert record["sorted"] == "ascending" and record["csv_lines"] == record["studies"] + 1
 
 
 def test_log_out_everywhere_ends_the_session_on_another_workstation(journey):
-    record = _ok(journey, "log-out-everywhere")
+    record = journey.ok("log-out-everywhere")
     assert record["status"] == 200 and record["body"] == {"everywhere": True}
     assert record["here"].startswith("/login")
     assert record["other"].startswith("/login?next=jobs") and record["other_token_status"] in ("gone", 401)
 
 
 def test_series_rows_leave_the_accession_column_empty(journey):
-    record = _ok(journey, "search-by-mrn")
+    record = journey.ok("search-by-mrn")
     assert record["series_accession"] and set(record["series_accession"]) == {""}
 
 
 def test_name_search_forgives_case_and_is_a_prefix(journey):
-    by_name = _ok(journey, "search-forgiving")["by_name"]
+    by_name = journey.ok("search-forgiving")["by_name"]
     assert by_name["smith"]["sent"] == "smith*"
     assert by_name["Smith, Jo"]["sent"] == "Smith^Jo*"
     assert by_name["?MITH^JOHN"]["sent"] == "?MITH^JOHN"   # DICOM wildcards pass as typed
@@ -112,33 +91,33 @@ def test_name_search_forgives_case_and_is_a_prefix(journey):
 
 
 def test_enter_in_the_mrn_box_searches_and_shift_enter_adds_a_line(journey):
-    record = _ok(journey, "search-forgiving")
+    record = journey.ok("search-forgiving")
     assert record["mrn_box"] == "RC100002\nRC100003"
     assert record["by_mrn"]["sent"] == ["RC100002", "RC100003"]
     assert {mrn for _name, mrn in record["by_mrn"]["rows"]} == {"RC100002", "RC100003"}
 
 
 def test_search_by_date_range(journey):
-    assert _ok(journey, "search-by-date-range")["studies"] >= 1
+    assert journey.ok("search-by-date-range")["studies"] >= 1
 
 
 def test_pull_bars_reach_100_percent(journey):
-    assert _ok(journey, "pull-reaches-100")["series"]
+    assert journey.ok("pull-reaches-100")["series"]
 
 
 def test_run_dcm2png(journey):
-    assert _ok(journey, "run-plugin")["job"]
+    assert journey.ok("run-plugin")["job"]
 
 
 def test_job_finishes(journey):
-    record = _ok(journey, "job-finishes")
+    record = journey.ok("job-finishes")
     assert record["state"] == "succeeded" and record["shown"] == "Finished"   # #21 item 5: plain words
     assert not re.search(r"\bshards?\b|\bexit\b|Log tail|succeeded", record["page_text"]), record["page_text"]
 
 
 def test_every_parameter_of_every_plugin_has_a_human_label_and_help(journey):
     """#21 item 5: labels and help in plain words; the flag and the author's text behind "details"."""
-    labels = _ok(journey, "run-plugin")["labels"]
+    labels = journey.ok("run-plugin")["labels"]
     assert len(labels) >= 7 and "dcm2png" in labels
     for plugin, shown in labels.items():
         assert "PyPI" not in shown["about"].split("Technical details")[0], plugin
@@ -152,7 +131,7 @@ def test_every_parameter_of_every_plugin_has_a_human_label_and_help(journey):
 def test_result_image_has_real_pixels(journey):
     from PIL import Image, ImageStat
 
-    record = _ok(journey, "view-result-image")
+    record = journey.ok("view-result-image")
     image = Image.open(record["canvas_png"]).convert("L")
     stat = ImageStat.Stat(image)
     low, high = image.getextrema()
@@ -160,7 +139,7 @@ def test_result_image_has_real_pixels(journey):
 
 
 def test_cancel_button_cancels_a_running_job(journey):
-    record = _ok(journey, "job-cancel")
+    record = journey.ok("job-cancel")
     assert record["state_before"] not in ("succeeded", "failed", "partial", "cancelled")
     assert record["cancel_status"] == 200 and "Cancel requested" in record["toast"]
     assert record["state"] == "cancelled" and record["cancel_button_left"] == 0
@@ -169,7 +148,7 @@ def test_cancel_button_cancels_a_running_job(journey):
 
 
 def test_retry_button_reruns_the_failed_shards(journey):
-    record = _ok(journey, "job-retry")
+    record = journey.ok("job-retry")
     assert record["first_state"] == "failed" and "--wc and --ww go together" in record["first_log"]
     assert record["retry_status"] == 200 and record["retried"]
     assert record["state_after_retry"] not in ("failed", "partial")  # reopened, then failed again
@@ -178,7 +157,7 @@ def test_retry_button_reruns_the_failed_shards(journey):
 
 
 def test_pull_of_a_series_the_pacs_lost_shows_the_error_then_retry_succeeds(journey):
-    record = _ok(journey, "pull-errors-then-retry")
+    record = journey.ok("pull-errors-then-retry")
     assert record["error"].startswith("The PACS no longer has these images")   # plain words first
     assert "has no SeriesInstanceUID" in record["error"]                          # then the server's detail
     assert record["restored"] and record["instances"] > 0 and record["error_hidden_after_retry"]
@@ -186,21 +165,21 @@ def test_pull_of_a_series_the_pacs_lost_shows_the_error_then_retry_succeeds(jour
 
 
 def test_a_failed_series_retry_button_starts_a_new_retrieve(journey):
-    record = _ok(journey, "pull-errors-then-retry")
+    record = journey.ok("pull-errors-then-retry")
     assert "could not be reached" in record["series_error"]
     body = record["rerun_body"]
     assert "retrieve_id" not in body and body.get("SeriesInstanceUID")   # a rerun, not a status read
 
 
 def test_audit_trail_is_admin_only_and_records_the_search(journey):
-    record = _ok(journey, "admin-audit-trail")
+    record = journey.ok("admin-audit-trail")
     assert "not allowed" in record["clinician_refused"] or "may not" in record["clinician_refused"]
     assert {"query", "retrieve", "dispatch", "results:get", "login"} <= set(record["actions"])
     assert "retrieve:get" not in record["actions"]  # progress polls are not audited
 
 
 def test_audit_shows_loading_then_local_times(journey):
-    record = _ok(journey, "admin-audit-trail")
+    record = journey.ok("admin-audit-trail")
     assert "Loading" in record["loading_text"]
     when = record["when"]
     assert record["zone"] in ("Asia/Kolkata", "Asia/Calcutta")   # ICU still calls it Calcutta
@@ -209,12 +188,12 @@ def test_audit_shows_loading_then_local_times(journey):
 
 
 def test_jobs_list_shows_local_start_times(journey):
-    times = _ok(journey, "every-page-at-1366-and-390")["jobs_time"]
+    times = journey.ok("every-page-at-1366-and-390")["jobs_time"]
     assert times["shown"] and times["shown"] == times["expected_local"], times
 
 
 def test_every_page_fits_a_390px_phone_without_sideways_scrolling(journey):
-    record = _ok(journey, "every-page-at-1366-and-390")
+    record = journey.ok("every-page-at-1366-and-390")
     phone = {k: w for k, w in record["widths"].items() if k.endswith("@390")}
     assert len(phone) == 8 and all(w <= 390 for w in phone.values()), phone
     assert record["mrn_lines"] and set(record["mrn_lines"]) == {1}   # MRNs never break mid-number
@@ -223,7 +202,7 @@ def test_every_page_fits_a_390px_phone_without_sideways_scrolling(journey):
             assert (SHOTS / f"page-{name}-{width}.png").is_file()
 
 
-def test_static_build_works_from_another_origin(site, tmp_path):
+def test_static_build_works_from_another_origin(site, tmp_path, run_browser):
     """The folder `python -m radcloud.webui` writes, served by a plain static
     server on its own port, logs in and searches through the web actions."""
     import functools
@@ -238,20 +217,18 @@ def test_static_build_works_from_another_origin(site, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        env = {**os.environ, "RC_STATIC": f"http://127.0.0.1:{server.server_address[1]}", "RC_USER": site.user,
-               "RC_PASSWORD": site.password, "RC_SHOTS": str(SHOTS), "XDG_CONFIG_HOME": str(tmp_path / "c"),
-               "XDG_CACHE_HOME": str(tmp_path / "k"), "HOME": str(tmp_path)}
-        proc = subprocess.run(["node", "static.e2e.mjs"], cwd=HERE, env=env, capture_output=True, text=True, timeout=300)
+        run = run_browser("static.e2e.mjs", {"RC_STATIC": f"http://127.0.0.1:{server.server_address[1]}",
+                                             "RC_USER": site.user, "RC_PASSWORD": site.password},
+                          timeout=300, require_summary=False)
     finally:
         server.shutdown()
-    record = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {"error": proc.stderr[-2000:]}
-    assert record.get("ok"), record
+    record = run.ok("static-site")
     assert "login.html" in record["redirected"] and record["studies"] >= 1 and record["errors"] == []
 
 
 def test_results_and_job_pages_show_whose_images_in_a_fixed_header(journey):
     """#21 item 1: patient name, MRN, birth date, study date/description and series."""
-    record = _ok(journey, "identity-header")
+    record = journey.ok("identity-header")
     for text in (record["results"]["text"], record["job"]):
         assert "SMITH, JOHN" in text and "RC100002" in text and "Born" in text, text
         assert re.search(r"Study \d{4}-\d\d-\d\d", text) and "Series:" in text, text
@@ -260,7 +237,7 @@ def test_results_and_job_pages_show_whose_images_in_a_fixed_header(journey):
 
 
 def test_jobs_list_has_patient_and_study_columns_and_a_find_box(journey):
-    record = _ok(journey, "identity-header")
+    record = journey.ok("identity-header")
     patient, study, plugin = record["row"]
     assert patient.startswith("SMITH, JOHN") and "RC100002" in patient and plugin == "dcm2png"
     assert re.search(r"\d{4}-\d\d-\d\d", study)
@@ -269,12 +246,12 @@ def test_jobs_list_has_patient_and_study_columns_and_a_find_box(journey):
 
 
 def test_a_job_without_a_recorded_subject_says_so(journey):
-    assert "Patient not recorded" in _ok(journey, "identity-header")["old"]
+    assert "Patient not recorded" in journey.ok("identity-header")["old"]
 
 
 def test_results_sent_to_the_pacs_are_numbered_after_their_source_badged_and_not_pulled_again(journey):
     """#21 item 2: derived series numbered source × 100 + 1, described, badged; a whole-study pull skips them."""
-    rows = _ok(journey, "derived-series")["rows"]
+    rows = journey.ok("derived-series")["rows"]
     source = {int(r["number"]) for r in rows if not r["badge"]}
     results = [r for r in rows if r["badge"]]
     assert source and results, rows
@@ -283,14 +260,14 @@ def test_results_sent_to_the_pacs_are_numbered_after_their_source_badged_and_not
         assert r["description"].startswith(f"radcloud dcm2png pictures of #{int(r['number']) // 100}"), r
         assert not r["checked"] and not r["disabled"], r   # the chosen study does not bring them along
     assert all(r["checked"] and r["disabled"] for r in rows if not r["badge"]), rows
-    note = _ok(journey, "staged-after-relogin")["derived_left_out"]
+    note = journey.ok("staged-after-relogin")["derived_left_out"]
     assert note.startswith(f"{len(results)} result series that radcloud made earlier") and "left out" in note, note
     assert journey["summary"]["derived_dropped"] == len(results)
 
 
 def test_a_new_login_finds_the_staged_studies_and_runs_on_them(journey):
     """#21 item 3: staged studies listed by patient/study with size and age, usable at once."""
-    record = _ok(journey, "staged-after-relogin")
+    record = journey.ok("staged-after-relogin")
     mine = [i for i in record["items"] if "RC100002" in i]
     assert mine and "SMITH, JOHN" in mine[0] and re.search(r"\d+ series, \d+ images, [\d.]+ [KM]?B · staged ", mine[0]), mine
     assert record["inputs"]["prefixes"] and all(k.endswith("manifest.json") for k in record["inputs"]["prefixes"])
@@ -298,6 +275,6 @@ def test_a_new_login_finds_the_staged_studies_and_runs_on_them(journey):
 
 
 def test_pulling_a_staged_study_again_says_already_staged(journey):
-    record = _ok(journey, "staged-after-relogin")
+    record = journey.ok("staged-after-relogin")
     assert record["already"].startswith("Already staged")
     assert record["series_states"] and set(record["series_states"]) == {"Already staged"}

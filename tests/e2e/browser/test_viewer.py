@@ -1,40 +1,40 @@
-"""The viewer page in real headless Chromium, through the deployed ``viewer`` and ``ui`` actions.
+"""The walk a radiologist takes, in real headless Chromium through the deployed actions.
 
-A 20-slice CT (the synthetic phantom, 128 px) is staged as retrieve stages
-a series, and the deployed lung-seg plugin runs on it (dispatch, as the Run
-page does), writing a DICOM SEG and a TID 1500 SR. viewer.e2e.mjs opens the
-series, scrolls, windows and zooms, reading the pixels dwv draws; then opens
-the job: the SEG overlay must be drawn on a voxel the SEG marks and not on
-one it does not, and the SR table must hold the SR's measurements. Each test
-checks one step of that one browser run.
+A 20-slice CT (the synthetic phantom, 128 px, with a frame of reference)
+is stored in the test PACS (Orthanc). viewer.e2e.mjs, phase *walk*:
+search it by MRN, pull it, open it in the viewer from the Pull page
+(scroll, window, zoom, read the pixels dwv draws), run the deployed
+lung-seg on the pull with "Send results back to the PACS". The test then
+reads the job's SEG and SR, and the copies Orthanc now holds in the CT's
+study. Phase *results*: open the job (the SEG overlay must be drawn on a
+voxel the SEG marks and not on one it does not, the SR table must hold the
+SR's measurements), then pull the study again from the PACS and open the
+pushed SEG from the Pull page: the same overlay and table, from the PACS
+copy. Each test checks one step of those two browser runs.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import time
-from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 import requests
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[2]
-SHOTS = ROOT / "artifacts" / "screenshots"
+SEG_CLASS, SR_3D_CLASS = "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34"
 
 
 @pytest.fixture(scope="module")
-def staged_ct(stack):
+def pacs_ct(stack):
+    """The phantom CT, stored in Orthanc as a modality would send it."""
+    from radcloud.orthanc import Orthanc
     from radcloud.samples import viewerdata
-    from radcloud.storage import ObjectStore
 
-    ct = viewerdata.ct_series(20, 128)
-    viewerdata.stage(ObjectStore.from_settings(stack.settings), stack.redis, ct)
+    ct = viewerdata.ct_series(20, 128, tag="WALK")
+    orthanc = Orthanc.from_settings(stack.settings)
+    for ds in ct:
+        orthanc.store_instance(viewerdata.ds_bytes(ds))
     return ct
 
 
@@ -48,25 +48,27 @@ def _api(site):
 
 
 @pytest.fixture(scope="module")
-def lung_seg_job(site, staged_ct):
-    """lung-seg run on the staged CT through dispatch; its SEG and SR as written, and probe voxels."""
+def walk(site, pacs_ct, run_browser):
+    """Phase walk: search, pull, open, tour, lung-seg with push to the PACS."""
+    return run_browser("viewer.e2e.mjs", {"RC_UI": site.ui, "RC_USER": site.user, "RC_PASSWORD": site.password,
+                                          "RC_PHASE": "walk", "RC_MRN": str(pacs_ct[0].PatientID)},
+                       record="viewer-walk.json", timeout=400)
+
+
+@pytest.fixture(scope="module")
+def lung_seg_job(site, pacs_ct, walk):
+    """The walk's lung-seg job: its SEG and SR as written, and probe voxels."""
+    record = walk.ok("lung-seg-with-push")
+    assert record["state"] == "succeeded", record
     base, http = _api(site)
-    answer = http.post(base + "dispatch", json={"plugin": "lung-seg", "inputs": {
-        "series": [str(staged_ct[0].SeriesInstanceUID)]}}, timeout=60)
-    assert answer.status_code == 200, answer.text
-    job_id = answer.json()["job_id"]
-    deadline = time.monotonic() + 240
-    job = {"state": "queued"}
-    while job.get("state") not in ("succeeded", "failed", "partial", "cancelled") and time.monotonic() < deadline:
-        job = http.get(f"{base}status/{job_id}", params={"wait": 10, "since": job.get("version", 0)}, timeout=60).json()
-    assert job.get("state") == "succeeded", job
+    job_id = record["job"]
     outputs = http.get(f"{base}results/{job_id}", params={"urls": "true"}, timeout=30).json()["outputs"]
     fetch = {kind: pydicom.dcmread(io.BytesIO(requests.get(o["url"], timeout=30).content))
              for o in outputs for kind in ("seg", "sr") if f"/{kind}/" in "/" + o["name"]}
     seg, sr = fetch["seg"], fetch["sr"]
     # Where segment 1 is, on one source slice: the voxel nearest its centre of mass there, and a
     # voxel of that slice no segment marks (a corner: air outside the body).
-    by_sop = {str(ds.SOPInstanceUID): ds for ds in staged_ct}
+    by_sop = {str(ds.SOPInstanceUID): ds for ds in pacs_ct}
     frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns))
     best = None
     for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
@@ -85,62 +87,52 @@ def lung_seg_job(site, staged_ct):
 
     return {"job_id": job_id, "sop": sop, "inside": (int(rows[k]), int(cols[k])), "outside": (1, 1),
             "segment_label": str(seg.SegmentSequence[0].SegmentLabel), "sr_rows": sr_rows(sr),
-            "segments": [str(s.SegmentLabel) for s in seg.SegmentSequence], "source": by_sop[sop]}
+            "segments": [str(s.SegmentLabel) for s in seg.SegmentSequence], "source": by_sop[sop],
+            "seg": seg, "sr": sr}
 
 
 @pytest.fixture(scope="module")
-def viewer_run(site, staged_ct, lung_seg_job, tmp_path_factory):
-    xdg = tmp_path_factory.mktemp("xdg-viewer")
-    env = {**os.environ, "RC_UI": site.ui,
-           "RC_USER": site.user, "RC_PASSWORD": site.password, "RC_SERIES": str(staged_ct[0].SeriesInstanceUID),
-           "RC_SHOTS": str(SHOTS), "XDG_CONFIG_HOME": str(xdg / "config"), "XDG_CACHE_HOME": str(xdg / "cache"),
-           "HOME": str(xdg), "RC_JOB": lung_seg_job["job_id"], "RC_PROBE_SOP": lung_seg_job["sop"],
-           "RC_INSIDE": "%d,%d" % lung_seg_job["inside"], "RC_OUTSIDE": "%d,%d" % lung_seg_job["outside"]}
-    proc = subprocess.run(["node", "viewer.e2e.mjs"], cwd=HERE, env=env, capture_output=True, text=True, timeout=300)
-    steps = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            steps[record["step"]] = record
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    (SHOTS / "viewer.json").write_text(json.dumps(steps, indent=1))
-    assert "summary" in steps, f"the browser script died:\n{proc.stderr[-3000:]}"
-    return steps
+def in_pacs(stack, pacs_ct, lung_seg_job):
+    """What Orthanc holds in the CT's study after the job: every series' instances, by modality."""
+    from radcloud.orthanc import Orthanc
+
+    orthanc = Orthanc.from_settings(stack.settings)
+    held = {}
+    for series in orthanc.find("Series", {"StudyInstanceUID": str(pacs_ct[0].StudyInstanceUID)}, expand=True):
+        modality = series["MainDicomTags"].get("Modality")
+        held.setdefault(modality, []).extend(
+            pydicom.dcmread(io.BytesIO(b"".join(orthanc.iter_instance(i["ID"])))) for i in orthanc.series_instances(series["ID"]))
+    return held
 
 
-def _ok(run, name):
-    record = run.get(name)
-    assert record is not None, f"step {name} not reached"
-    assert record["ok"], f"{name}: {record.get('error')} (console: {record.get('console')})"
-    return record
+@pytest.fixture(scope="module")
+def results_run(site, pacs_ct, lung_seg_job, in_pacs, run_browser):
+    """Phase results: the job in the viewer, then the SEG pulled back from the PACS."""
+    return run_browser("viewer.e2e.mjs", {
+        "RC_UI": site.ui, "RC_USER": site.user, "RC_PASSWORD": site.password, "RC_PHASE": "results",
+        "RC_MRN": str(pacs_ct[0].PatientID), "RC_JOB": lung_seg_job["job_id"],
+        "RC_SEG_SERIES": str(in_pacs["SEG"][0].SeriesInstanceUID), "RC_PROBE_SOP": lung_seg_job["sop"],
+        "RC_INSIDE": "%d,%d" % lung_seg_job["inside"], "RC_OUTSIDE": "%d,%d" % lung_seg_job["outside"]},
+        record="viewer-results.json", timeout=400)
 
 
-def test_opening_a_staged_series_shows_every_slice_and_its_thumbnail(viewer_run):
-    record = _ok(viewer_run, "open-series")
+def test_opening_a_staged_series_shows_every_slice_and_its_thumbnail(walk):
+    record = walk.ok("open-series")
     assert record["slices"] == 20 and record["error"] is None
     assert "CT" in record["title"] and "20 images" in record["title"]
     assert record["thumbs"] == 1
     assert record["wl"] == {"center": 40, "width": 400}  # the window stored in the images
 
 
-def test_the_viewer_names_whose_images_in_a_fixed_header(viewer_run, staged_ct, lung_seg_job):
-    """#21 item 1 on the viewer page: patient, MRN, birth date, study and the series shown."""
-    ct = staged_ct[0]
-    for text in (_ok(viewer_run, "open-series")["identity"], _ok(viewer_run, "seg-overlay")["identity"]):
-        assert str(ct.PatientID) in text and "Born" in text and "Series:" in text, text
-        assert str(ct.PatientName).split("^")[0] in text, text
-    assert str(ct.PatientID) in _ok(viewer_run, "open-series")["doc_title"]
-
-
-def test_wheel_keys_and_slider_scroll(viewer_run):
-    record = _ok(viewer_run, "scroll")
+def test_wheel_keys_and_slider_scroll(walk):
+    record = walk.ok("scroll")
     assert record["afterWheel"] == record["start"] + 2
     assert record["afterKey"] == record["afterWheel"] + 1
     assert record["afterSlider"] == 7 and record["label"] == "Slice 8 / 20"
 
 
-def test_dragging_and_presets_window_the_raw_pixels(viewer_run):
-    record = _ok(viewer_run, "window-level")
+def test_dragging_and_presets_window_the_raw_pixels(walk):
+    record = walk.ok("window-level")
     assert record["wlDrag"] != record["wlBefore"]
     assert record["wlLung"] == {"center": -600, "width": 1500} and record["wlBone"] == {"center": 400, "width": 1800}
     grey = [record[k]["image"][0] for k in ("before", "afterDrag", "afterLung", "afterBone")]
@@ -148,31 +140,37 @@ def test_dragging_and_presets_window_the_raw_pixels(viewer_run):
     assert record["pressed"] == "true"
 
 
-def test_zoom_and_pan(viewer_run):
-    record = _ok(viewer_run, "zoom-pan")
+def test_zoom_and_pan(walk):
+    record = walk.ok("zoom-pan")
     assert record["zoomed"] > record["before"] and record["panned"]
     assert record["after_reset"] == record["before"]
 
 
-def test_the_viewer_fetches_nothing_from_outside_and_logs_no_error(viewer_run):
-    summary = viewer_run["summary"]
-    assert summary["external_requests"] == []
-    assert summary["console_errors"] == []
+def test_the_walk_searches_pulls_and_runs_lung_seg_with_push_from_the_ui(walk, pacs_ct):
+    assert walk.ok("search-and-pull")["series"] == [str(pacs_ct[0].SeriesInstanceUID)]
+    assert walk.ok("open-series")["series"] == str(pacs_ct[0].SeriesInstanceUID)  # opened from the Pull page
+    record = walk.ok("lung-seg-with-push")
+    assert record["state"] == "succeeded" and record["options"]["push_to_pacs"] is True
 
 
-def test_every_view_is_in_the_audit_trail(viewer_run, stack, staged_ct):
+def test_the_browser_fetches_nothing_from_outside_and_logs_no_error(walk, results_run):
+    for run in (walk, results_run):
+        assert run["summary"]["external_requests"] == []
+        assert run["summary"]["console_errors"] == []
+
+
+def test_every_view_is_in_the_audit_trail(walk, stack, pacs_ct):
     from radcloud import audit
 
-    entries = [e for e in audit.page(stack.redis, limit=200, action="viewer:get")["entries"] ]
-    series = str(staged_ct[0].SeriesInstanceUID)
+    entries = audit.page(stack.redis, limit=200, action="viewer:get")["entries"]
+    series = str(pacs_ct[0].SeriesInstanceUID)
     opened = [e for e in entries if series in (e["what"].get("series_uids") or [])]
-    assert opened and opened[0]["who"] == "dr.jones"
-    assert opened[0]["what"]["study_uids"] == [str(staged_ct[0].StudyInstanceUID)]
+    assert opened and opened[-1]["who"] == "dr.jones"
+    assert opened[-1]["what"]["study_uids"] == [str(pacs_ct[0].StudyInstanceUID)]
 
 
-def test_the_seg_is_drawn_where_it_marks_and_nowhere_else(viewer_run, lung_seg_job):
-    record = _ok(viewer_run, "seg-overlay")
-    assert record["segments"] == [{"number": i + 1, "label": label} for i, label in enumerate(lung_seg_job["segments"])]
+def _overlay_drawn_where_the_seg_marks(record, job):
+    assert record["segments"] == [{"number": i + 1, "label": label} for i, label in enumerate(job["segments"])]
     assert record["inside"]["seg"][3] > 0, record["inside"]         # coloured over the segmented voxel
     assert record["outside"]["seg"][3] == 0, record["outside"]      # transparent outside every segment
     assert record["hidden"]["seg"][3] == 0                          # segment 1 unticked: gone
@@ -180,16 +178,68 @@ def test_the_seg_is_drawn_where_it_marks_and_nowhere_else(viewer_run, lung_seg_j
     assert record["opacity"] == 1
 
 
-def test_the_sr_table_lists_the_sr_measurements(viewer_run, lung_seg_job):
-    record = _ok(viewer_run, "sr-table")
-    expected = [[r["segment"], r["name"], f"{r['value']:.1f}", r["unit"]] for r in lung_seg_job["sr_rows"]]
+def _table_is_the_sr(record, job):
+    expected = [[r["segment"], r["name"], f"{r['value']:.1f}", r["unit"]] for r in job["sr_rows"]]
     assert expected and record["rows"] == expected and record["visible"]
-    assert {r[0] for r in record["rows"]} >= {lung_seg_job["segment_label"]}
+    assert {r[0] for r in record["rows"]} >= {job["segment_label"]}
 
 
-def test_opening_a_job_is_audited_with_its_source_series(viewer_run, stack, lung_seg_job):
+def test_the_seg_is_drawn_where_it_marks_and_nowhere_else(results_run, lung_seg_job):
+    _overlay_drawn_where_the_seg_marks(results_run.ok("seg-overlay"), lung_seg_job)
+
+
+def test_the_sr_table_lists_the_sr_measurements(results_run, lung_seg_job):
+    _table_is_the_sr(results_run.ok("sr-table"), lung_seg_job)
+
+
+def test_the_job_pushed_its_seg_and_sr_into_the_ct_study_in_orthanc(in_pacs, lung_seg_job, pacs_ct):
+    import highdicom as hd
+
+    (seg,), (sr,) = in_pacs["SEG"], in_pacs["SR"]
+    assert (seg.SOPClassUID, sr.SOPClassUID) == (SEG_CLASS, SR_3D_CLASS)
+    assert seg.SOPInstanceUID == lung_seg_job["seg"].SOPInstanceUID and sr.SOPInstanceUID == lung_seg_job["sr"].SOPInstanceUID
+    source = str(pacs_ct[0].SeriesInstanceUID)
+    assert [str(r.SeriesInstanceUID) for r in seg.ReferencedSeriesSequence] == [source]
+    read = hd.seg.Segmentation.from_dataset(seg)
+    assert {str(uid) for _, _, uid in read.get_source_image_uids()} == {str(ds.SOPInstanceUID) for ds in pacs_ct}
+    assert str(seg.FrameOfReferenceUID) == str(pacs_ct[0].FrameOfReferenceUID)
+    from radcloud.viewer import _evidence, sr_rows
+
+    assert str(seg.SOPInstanceUID) in _evidence(sr) and sr_rows(sr) == lung_seg_job["sr_rows"]
+    assert len(in_pacs["CT"]) == 20 and "OT" in in_pacs  # the preview, a picture: Secondary Capture
+    # #21 item 2: numbered and described after the source series, the picture naming its source.
+    n = int(pacs_ct[0].SeriesNumber)
+    assert (int(in_pacs["OT"][0].SeriesNumber), int(seg.SeriesNumber), int(sr.SeriesNumber)) == (100 * n + 1, 100 * n + 2,
+                                                                                                100 * n + 3)
+    assert seg.SeriesDescription.startswith(f"radcloud lung-seg segmentation of #{n}")
+    assert in_pacs["OT"][0].ReferencedSeriesSequence[0].SeriesInstanceUID == source
+
+
+def test_the_viewer_names_whose_images_in_a_fixed_header(walk, results_run, pacs_ct):
+    """#21 item 1 on the viewer page: patient, MRN, birth date, study and the series shown."""
+    ct = pacs_ct[0]
+    for record in (walk.ok("open-series"), results_run.ok("seg-overlay"), results_run.ok("pacs-seg-overlay")):
+        text = record["identity"]
+        assert str(ct.PatientID) in text and "Born" in text and "Series:" in text, text
+        assert str(ct.PatientName).split("^")[0] in text, text
+    assert str(ct.PatientID) in walk.ok("open-series")["doc_title"]
+
+
+def test_the_seg_pulled_back_from_the_pacs_is_drawn_over_its_source_with_its_sr(results_run, lung_seg_job, in_pacs):
+    assert str(in_pacs["SEG"][0].SeriesInstanceUID) in results_run.ok("pull-from-pacs")["series"]
+    record = results_run.ok("pacs-seg-overlay")
+    assert record["url"].startswith("/viewer?series=") and "segmentation" in record["title"]
+    _overlay_drawn_where_the_seg_marks(record, lung_seg_job)
+    _table_is_the_sr(results_run.ok("pacs-sr-table"), lung_seg_job)
+
+
+def test_opening_a_job_or_a_pacs_seg_is_audited_with_its_source_series(results_run, stack, lung_seg_job, in_pacs):
     from radcloud import audit
 
     entries = audit.page(stack.redis, limit=200, action="viewer:get")["entries"]
+    source = str(lung_seg_job["source"].SeriesInstanceUID)
     job_views = [e for e in entries if e["what"].get("job_id") == [lung_seg_job["job_id"]]]
-    assert job_views and job_views[0]["what"]["series_uids"] == [str(lung_seg_job["source"].SeriesInstanceUID)]
+    assert job_views and job_views[0]["what"]["series_uids"] == [source]
+    seg_series = str(in_pacs["SEG"][0].SeriesInstanceUID)
+    seg_views = [e["what"]["series_uids"] for e in entries if seg_series in (e["what"].get("series_uids") or [])]
+    assert [source, seg_series] in seg_views  # the overlay: the SEG and the images it was drawn on

@@ -12,33 +12,18 @@
 //      RC_MRN, RC_DATE_FROM, RC_DATE_TO, RC_PLUGIN, RC_TIMEOUT_MS,
 //      RC_ORTHANC + RC_ORTHANC_AUTH ("user:password": the pull-error step
 //      deletes a series behind the UI's back, then puts it back)
-import { chromium } from "playwright-core";
-import { mkdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
+import { env, SHOTS, FINAL, emit, external, consoleErrors, watch, launch, stepper } from "./harness.mjs";
 
-const env = process.env;
 const UI = env.RC_UI;
-const SHOTS = env.RC_SHOTS || "artifacts/screenshots";
 const MRN = env.RC_MRN || "RC100002";
 const PLUGIN = env.RC_PLUGIN || "dcm2png";
 const LONG = Number(env.RC_TIMEOUT_MS || 180000);
-mkdirSync(SHOTS, { recursive: true });
 
-const emit = (o) => process.stdout.write(JSON.stringify(o) + "\n");
-const browser = await chromium.launch({
-  executablePath: env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic"],
-});
 const ZONE = "Asia/Kolkata";
-const context = await browser.newContext({ viewport: { width: 1366, height: 860 }, acceptDownloads: true, timezoneId: ZONE });
+const { browser, page } = await launch({ acceptDownloads: true, timezoneId: ZONE });
 // What a reader in ZONE should see for a server time: YYYY-MM-DD HH:MM:SS (sv-SE formats so).
 const localTime = (t) => new Date(typeof t === "number" ? t * 1000 : t).toLocaleString("sv-SE", { timeZone: ZONE });
-const page = await context.newPage();
-const external = [];
-page.on("request", (r) => { const u = new URL(r.url()); if (!["127.0.0.1", "localhost"].includes(u.hostname) && u.protocol.startsWith("http")) external.push(r.url()); });
-const consoleErrors = [];
-page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
-page.on("pageerror", (e) => consoleErrors.push(String(e)));
 
 // Orthanc's REST API, straight (not through radcloud): the PACS changing under the UI.
 async function orthanc(method, path, body) {
@@ -57,7 +42,6 @@ async function dropDerived() {
   return ids.length;
 }
 
-const FINAL = ["succeeded", "failed", "partial", "cancelled"];
 // The raw state: the page shows it in plain words (words.js) and keeps it in data-state.
 const jobState = () => page.getAttribute("#job-state", "data-state");
 
@@ -76,23 +60,7 @@ async function runPlugin(params = {}) {
 }
 
 let resultJob = null;    // the dcm2png job whose results the page tour shows
-let n = 0;
-async function step(name, fn) {
-  const t0 = Date.now();
-  n += 1;
-  const shot = `${SHOTS}/${String(n).padStart(2, "0")}-${name}.png`;
-  try {
-    const detail = (await fn()) || {};
-    await page.screenshot({ path: shot, fullPage: true, clip: undefined });
-    emit({ step: name, ok: true, ms: Date.now() - t0, screenshot: shot, ...detail });
-    return true;
-  } catch (err) {
-    try { await page.screenshot({ path: shot, fullPage: true }); } catch (e) { /* page gone */ }
-    emit({ step: name, ok: false, ms: Date.now() - t0, screenshot: shot, error: String(err && err.message || err).slice(0, 800),
-           console: consoleErrors.slice(-5) });
-    return false;
-  }
-}
+const step = stepper(page, { shot: (name, n) => `${SHOTS}/${String(step.n).padStart(2, "0")}-${name}.png`, fullPage: true });
 
 const ok = await (async () => {
   if (!await step("no-token-redirects-to-login", async () => {
@@ -202,7 +170,7 @@ const ok = await (async () => {
     const t0 = Date.now();
     await page.click("#start-pull");
     await page.waitForSelector(".pull-item .row[data-series]", { timeout: 30000 });
-    await page.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-pull-in-progress.png`, fullPage: true });
+    await page.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-pull-in-progress.png`, fullPage: true });
     await page.waitForFunction(() => {
       const rows = [...document.querySelectorAll(".pull-item .row[data-series]")];
       return rows.length && rows.every((r) => r.dataset.state === "succeeded");
@@ -230,7 +198,7 @@ const ok = await (async () => {
     const fields = await page.$$eval("#param-fields .param", (p) => p.length);
     await page.check("#opt-force");
     await page.check("#opt-push");   // results into the PACS: the derived-series step reads them back
-    await page.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-run-form.png`, fullPage: true });
+    await page.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-run-form.png`, fullPage: true });
     await page.click("#run-btn");
     await page.waitForURL(/\/ui\/jobs\?job=/, { timeout: 20000 });
     resultJob = new URL(page.url()).searchParams.get("job");
@@ -327,7 +295,7 @@ const ok = await (async () => {
       number: tr.cells[1].innerText.replace("Series", "").trim(), description: tr.cells[5].innerText,
       badge: tr.querySelector(".badge.derived")?.textContent || "", checked: tr.querySelector("input").checked,
       disabled: tr.querySelector("input").disabled })));
-    await page.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-derived-badge.png`, fullPage: true });
+    await page.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-derived-badge.png`, fullPage: true });
     return { rows };
   })) return false;
 
@@ -336,8 +304,7 @@ const ok = await (async () => {
     // with size and age, and runs on it; pulling the same study again says it is already staged.
     const ctx = await browser.newContext({ viewport: { width: 1366, height: 860 }, timezoneId: ZONE });
     const p = await ctx.newPage();
-    p.on("console", (m) => { if (m.type() === "error") consoleErrors.push(`[second browser] ${m.text()}`); });
-    p.on("pageerror", (e) => consoleErrors.push(`[second browser] ${e}`));
+    watch(p, "[second browser] ");
     try {
       await p.goto(`${UI}/run`);
       await p.fill("#username", env.RC_USER);
@@ -350,7 +317,7 @@ const ok = await (async () => {
       await p.check(`#staged-list .staged-item >> nth=${mine} >> input`);
       await p.check(`#plugin-list input[value="${PLUGIN}"]`);
       await p.waitForSelector("#run-btn:not([disabled])", { timeout: 10000 });
-      await p.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-staged-list.png`, fullPage: true });
+      await p.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-staged-list.png`, fullPage: true });
       const [sent] = await Promise.all([p.waitForRequest((r) => /\/radcloud\/dispatch$/.test(r.url()), { timeout: 15000 }), p.click("#run-btn")]);
       await p.waitForSelector("#job-detail .identity .patient-name", { timeout: 20000 });
       const jobIdentity = await p.$eval("#job-detail .identity", (e) => e.innerText);
@@ -364,12 +331,12 @@ const ok = await (async () => {
       await p.waitForSelector("#start-pull:not([disabled])", { timeout: 10000 });
       await p.click("#start-pull");
       await p.waitForSelector("#already-staged", { timeout: LONG });
-      await p.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-already-staged.png`, fullPage: true });
+      await p.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-already-staged.png`, fullPage: true });
       return { items, inputs: sent.postDataJSON().inputs, job_identity: jobIdentity, already: await p.textContent("#already-staged"),
                derived_left_out: await p.textContent("#derived-left-out"),
                series_states: await p.$$eval(".pull-item .row[data-series] .state", (s) => s.map((x) => x.textContent)) };
     } catch (err) {
-      await p.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-staged-failed.png`, fullPage: true }).catch(() => {});
+      await p.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-staged-failed.png`, fullPage: true }).catch(() => {});
       const shown = await p.evaluate(() => [...document.querySelectorAll(".error:not([hidden])")].map((e) => e.textContent).join(" | ")).catch(() => "");
       throw new Error(`${err.message} — page says: ${shown} — at ${p.url()}`);
     } finally { await ctx.close(); }
@@ -443,7 +410,7 @@ const ok = await (async () => {
       error = await page.textContent("#pull-error");
       t.error_shown = Date.now() - t00;
       if (await page.isDisabled("#start-pull")) throw new Error("no way to retry: Start pull stays disabled");
-      await page.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-pull-error.png`, fullPage: true });
+      await page.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-pull-error.png`, fullPage: true });
     } finally {
       const back = await (await orthanc("POST", "/instances", archive)).json();   // the PACS has it again
       restored = (Array.isArray(back) ? back : [back]).filter((x) => x.ID).length === instances;
@@ -470,7 +437,7 @@ const ok = await (async () => {
     await page.reload();
     await page.waitForSelector('.pull-item button:text-is("Retry")', { timeout: 15000 });
     const seriesError = await page.$$eval(".pull-item .error", (ns) => ns.map((x) => x.textContent).join(" "));
-    await page.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-pull-series-failed.png`, fullPage: true });
+    await page.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-pull-series-failed.png`, fullPage: true });
     const [rerun] = await Promise.all([
       page.waitForRequest((r) => /\/retrieve(\?|$)/.test(r.url()) && r.method() === "POST", { timeout: 10000 }),
       page.click('.pull-item button:text-is("Retry")')]);
@@ -506,7 +473,7 @@ const ok = await (async () => {
     await page.click('header a:has-text("Audit")');
     await page.waitForSelector("#audit[aria-busy=true] tr.loading", { timeout: 10000 });
     const loadingText = await page.textContent("#audit tr.loading");
-    await page.screenshot({ path: `${SHOTS}/${String(n).padStart(2, "0")}-audit-loading.png`, fullPage: true });
+    await page.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-audit-loading.png`, fullPage: true });
     setTimeout(release, 800);
     const entries = (await (await answer).json()).entries;
     await page.waitForSelector("#audit[aria-busy=false] tbody tr", { timeout: 15000 });

@@ -1,49 +1,27 @@
-// The viewer page in headless Debian Chromium, against the deployed actions:
-// open a staged CT series, scroll it, window it by dragging and by a preset,
-// zoom; then a job's SEG over its source series (overlay inside the
-// segmented box, none outside, per-segment visibility and opacity) and its
-// SR table. Prints one JSON line per step ({step, ok, ...}); driven by
-// test_viewer.py, which asserts on them. Pixel values are read from the
-// image layer's canvas (dwv draws into a plain 2D canvas).
+// The walk a radiologist takes, in headless Debian Chromium against the deployed actions, in two
+// phases (RC_PHASE) so the test can read what the first one made before the second:
 //
-// env: RC_UI, RC_USER, RC_PASSWORD,
-//      RC_SERIES (a staged CT series UID), RC_JOB (a job with a SEG and an SR of it),
-//      RC_PROBE_SOP (a source image the SEG marks), RC_INSIDE / RC_OUTSIDE
-//      ("row,col" on it: a voxel of segment 1, a voxel of no segment), RC_SHOTS
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+// walk:    log in → search the PACS by MRN → pull the CT study → open the series from the Pull
+//          page, scroll it, window it by dragging and by presets, zoom → run lung-seg on the pull
+//          with "Send results back to the PACS" → the job succeeds;
+// results: the job's SEG over its source series (overlay inside a segment, none outside,
+//          per-segment visibility and opacity) and its SR table → search and pull the same study
+//          again, which now holds the pushed SEG and SR → open the SEG from the Pull page: the
+//          PACS copy over the source series, and the SR's table.
+//
+// Prints one JSON line per step ({step, ok, ...}, harness.mjs); driven by test_viewer.py, which
+// asserts on them. Pixel values are read from the layers' canvases (dwv draws into 2D canvases).
+//
+// env: RC_UI, RC_USER, RC_PASSWORD, RC_SHOTS, RC_PHASE,
+//      walk:    RC_MRN (the CT's patient in the PACS)
+//      results: RC_MRN, RC_JOB (the lung-seg job), RC_SEG_SERIES (the SEG series the job pushed),
+//               RC_PROBE_SOP (a source image the SEG marks), RC_INSIDE / RC_OUTSIDE ("row,col" on
+//               it: a voxel of segment 1, a voxel of no segment)
+import { env, SHOTS, FINAL, emit, external, consoleErrors, launch, login, stepper } from "./harness.mjs";
 
-const env = process.env;
-const SHOTS = env.RC_SHOTS || "artifacts/screenshots";
-mkdirSync(SHOTS, { recursive: true });
-const emit = (o) => process.stdout.write(JSON.stringify(o) + "\n");
-
-const browser = await chromium.launch({
-  executablePath: env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic"],
-});
-const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
-const page = await context.newPage();
-const external = [];
-page.on("request", (r) => { const u = new URL(r.url()); if (!["127.0.0.1", "localhost"].includes(u.hostname) && u.protocol.startsWith("http")) external.push(r.url()); });
-const consoleErrors = [];
-page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
-page.on("pageerror", (e) => consoleErrors.push(String(e)));
-
-async function step(name, fn) {
-  const t0 = Date.now();
-  try {
-    const detail = await fn();
-    emit({ step: name, ok: true, ms: Date.now() - t0, ...detail });
-    await page.screenshot({ path: `${SHOTS}/viewer-${name}.png` });
-    return true;
-  } catch (err) {
-    emit({ step: name, ok: false, ms: Date.now() - t0, error: String(err && err.stack || err), console: consoleErrors.slice(-5) });
-    await page.screenshot({ path: `${SHOTS}/viewer-${name}-failed.png` }).catch(() => {});
-    return false;
-  }
-}
+const UI = env.RC_UI;
+const { browser, page } = await launch({ viewport: { width: 1366, height: 900 } });
+const step = stepper(page, { shot: (name) => `${SHOTS}/viewer-${name}.png` });
 
 // What the page shows at image voxel (row, col) of the current slice: the
 // image and SEG canvases' RGBA there (window.rcViewer.pixelAt, dwv's own
@@ -55,28 +33,109 @@ const centre = async () => {
   return { x: box.x + box.width / 2, y: box.y + box.height / 2 };
 };
 
+// Search the PACS for the MRN and pull its (only) study; resolves when every series is staged.
+async function searchAndPull(withResults = false) {
+  await page.goto(`${UI}/search`);
+  await page.fill("#mrn", env.RC_MRN);
+  await page.click("#search-btn");
+  await page.waitForSelector("#results tr.study input[type=checkbox]", { timeout: 20000 });
+  await page.check("#results tr.study input[type=checkbox] >> nth=0");
+  if (withResults) {
+    // radcloud's own results in the PACS (the pushed SEG and SR) do not come with the study: tick them.
+    await page.click("#results tr.study td:nth-child(2) button");
+    await page.waitForSelector("#results tr.series.derived input", { timeout: 20000 });
+    for (const box of await page.$$("#results tr.series.derived input")) await box.check();
+  }
+  await page.click("#pull-btn");
+  await page.waitForSelector("#start-pull:not([disabled])", { timeout: 10000 });
+  await page.click("#start-pull");
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll(".pull-item .row[data-series]")];
+    return rows.length && rows.every((r) => r.dataset.state === "succeeded");
+  }, null, { timeout: 120000, polling: 250 });
+  return page.$$eval(".pull-item .row[data-series]", (rows) => rows.map((r) => r.dataset.series));
+}
+
+// Wait for the viewer page to have loaded its images (or failed); its state, or throws its error.
+async function viewerLoaded(what = "loaded") {
+  await page.waitForFunction((w) => window.rcViewer && (window.rcViewer[w] || window.rcViewer.error), what, { timeout: 60000 });
+  const error = await page.evaluate(() => window.rcViewer.error);
+  if (error) throw new Error(error);
+}
+
+// The SEG layer over probe voxels of the source image RC_PROBE_SOP, and its two controls.
+async function overlay() {
+  const [ir, ic] = env.RC_INSIDE.split(",").map(Number), [or, oc] = env.RC_OUTSIDE.split(",").map(Number);
+  await viewerLoaded("segLoaded");
+  const k = await page.evaluate((sop) => window.rcViewer.indexOfImage(sop), env.RC_PROBE_SOP);
+  if (k < 0) throw new Error(`the source image ${env.RC_PROBE_SOP} is not in the series shown`);
+  await page.evaluate((k) => window.rcViewer.setIndex(k), k);
+  await page.waitForTimeout(100);
+  const inside = await probe(ir, ic);
+  const outside = await probe(or, oc);
+  await page.uncheck('#vw-seg-list input[data-segment="1"]');
+  await page.waitForTimeout(100);
+  const hidden = await probe(ir, ic);
+  await page.check('#vw-seg-list input[data-segment="1"]');
+  await page.locator("#vw-seg-opacity").fill("100");
+  await page.waitForTimeout(100);
+  const opaque = await probe(ir, ic);
+  const opacity = await page.evaluate(() => window.rcViewer.segOpacity());
+  return { index: k, inside, outside, hidden, opaque, opacity, title: await page.textContent("#vw-title"),
+           segments: await page.evaluate(() => window.rcViewer.segments),
+           identity: await page.$eval("#vw-identity .identity", (e) => e.innerText) };
+}
+
+const srTable = async () => ({
+  rows: await page.$$eval("#vw-sr-table tbody tr", (trs) => trs.map((tr) => Array.from(tr.cells, (c) => c.textContent))),
+  visible: await page.isVisible("#vw-sr") });
+
 await step("login", async () => {
-  await page.goto(`${env.RC_UI}/login?next=search`);
-  await page.fill("#username", env.RC_USER);
-  await page.fill("#password", env.RC_PASSWORD);
-  await Promise.all([page.waitForURL(/\/search/), page.click("#login-form button")]);
+  await page.goto(`${UI}/login?next=search`);
+  await login(page, env.RC_USER, env.RC_PASSWORD, { then: /\/search/ });
   return {};
 });
 
-const ok = await step("open-series", async () => {
-  const t0 = Date.now();
-  await page.goto(`${env.RC_UI}/viewer?series=${encodeURIComponent(env.RC_SERIES)}`);
-  await page.waitForFunction(() => window.rcViewer && (window.rcViewer.loaded || window.rcViewer.error), null, { timeout: 60000 });
-  const s = await page.evaluate(() => ({ error: window.rcViewer.error, slices: window.rcViewer.slices,
-    firstImageMs: window.rcViewer.firstImageMs, loadedMs: window.rcViewer.loadedMs, title: document.querySelector("#vw-title").textContent,
-    wl: window.rcViewer.windowLevel(), thumbs: document.querySelectorAll("#vw-thumbs button").length,
-    identity: document.querySelector("#vw-identity .identity")?.innerText || "", doc_title: document.title }));
-  if (s.error) throw new Error(s.error);
-  await page.waitForFunction(() => document.querySelectorAll("#vw-thumbs button").length > 0, null, { timeout: 15000 });
-  return { ...s, thumbs: await page.locator("#vw-thumbs button").count(), wall_ms: Date.now() - t0 };
-});
+if (env.RC_PHASE === "walk") await walk();
+else await results();
+emit({ step: "summary", external_requests: external, console_errors: consoleErrors });
+await browser.close();
 
-if (ok) {
+async function walk() {
+  if (!await step("search-and-pull", async () => ({ series: await searchAndPull() }))) return;
+
+  const ok = await step("open-series", async () => {
+    const t0 = Date.now();
+    await page.click(".pull-item .row[data-series] a");   // the staged series, from the Pull page
+    await viewerLoaded();
+    const s = await page.evaluate(() => ({ error: window.rcViewer.error, slices: window.rcViewer.slices,
+      firstImageMs: window.rcViewer.firstImageMs, loadedMs: window.rcViewer.loadedMs, title: document.querySelector("#vw-title").textContent,
+      wl: window.rcViewer.windowLevel(), series: new URL(location.href).searchParams.get("series"),
+      identity: document.querySelector("#vw-identity .identity")?.innerText || "", doc_title: document.title }));
+    await page.waitForFunction(() => document.querySelectorAll("#vw-thumbs button").length > 0, null, { timeout: 15000 });
+    return { ...s, thumbs: await page.locator("#vw-thumbs button").count(), wall_ms: Date.now() - t0 };
+  });
+  if (ok) await tour();
+
+  await step("lung-seg-with-push", async () => {
+    await page.goto(`${UI}/run`);    // the Run page offers the last pull as input
+    await page.waitForSelector('#plugin-list input[value="lung-seg"]', { timeout: 15000 });
+    await page.check('#plugin-list input[value="lung-seg"]');
+    await page.waitForSelector("#run-btn:not([disabled])");
+    await page.check("#opt-push");
+    await page.check("#opt-force");
+    const [sent] = await Promise.all([page.waitForRequest((r) => /\/radcloud\/dispatch$/.test(r.url()), { timeout: 15000 }),
+                                      page.click("#run-btn")]);
+    await page.waitForURL(/\/ui\/jobs\?job=/, { timeout: 20000 });
+    const job = new URL(page.url()).searchParams.get("job");
+    await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.dataset.state), FINAL,
+                               { timeout: 240000, polling: 250 });
+    return { job, state: await page.getAttribute("#job-state", "data-state"), options: sent.postDataJSON().options };
+  });
+}
+
+// Scroll, window and zoom the open series.
+async function tour() {
   await step("scroll", async () => {
     await page.focus("#vw-stage");
     await page.evaluate(() => window.rcViewer.setIndex(0));
@@ -136,36 +195,18 @@ if (ok) {
   });
 }
 
-if (env.RC_JOB) {
+async function results() {
   await step("seg-overlay", async () => {
-    const [ir, ic] = env.RC_INSIDE.split(",").map(Number), [or, oc] = env.RC_OUTSIDE.split(",").map(Number);
-    await page.goto(`${env.RC_UI}/viewer?job=${encodeURIComponent(env.RC_JOB)}`);
-    await page.waitForFunction(() => window.rcViewer && (window.rcViewer.segLoaded || window.rcViewer.error), null, { timeout: 60000 });
-    const error = await page.evaluate(() => window.rcViewer.error);
-    if (error) throw new Error(error);
-    const k = await page.evaluate((sop) => window.rcViewer.indexOfImage(sop), env.RC_PROBE_SOP);
-    if (k < 0) throw new Error(`the source image ${env.RC_PROBE_SOP} is not in the series shown`);
-    await page.evaluate((k) => window.rcViewer.setIndex(k), k);
-    await page.waitForTimeout(100);
-    const inside = await probe(ir, ic);
-    const outside = await probe(or, oc);
-    await page.uncheck('#vw-seg-list input[data-segment="1"]');
-    await page.waitForTimeout(100);
-    const hidden = await probe(ir, ic);
-    await page.check('#vw-seg-list input[data-segment="1"]');
-    await page.locator("#vw-seg-opacity").fill("100");
-    await page.waitForTimeout(100);
-    const opaque = await probe(ir, ic);
-    const opacity = await page.evaluate(() => window.rcViewer.segOpacity());
-    return { index: k, inside, outside, hidden, opaque, opacity, segments: await page.evaluate(() => window.rcViewer.segments),
-             identity: await page.$eval("#vw-identity .identity", (e) => e.innerText) };
+    await page.goto(`${UI}/viewer?job=${encodeURIComponent(env.RC_JOB)}`);
+    return overlay();
   });
+  await step("sr-table", srTable);
 
-  await step("sr-table", async () => {
-    const rows = await page.$$eval("#vw-sr-table tbody tr", (trs) => trs.map((tr) => Array.from(tr.cells, (c) => c.textContent)));
-    return { rows, visible: await page.isVisible("#vw-sr") };
+  if (!await step("pull-from-pacs", async () => ({ series: await searchAndPull(true) }))) return;
+  await step("pacs-seg-overlay", async () => {
+    const link = page.locator(`.pull-item .row[data-series="${env.RC_SEG_SERIES}"] a`);
+    await link.click();   // the SEG as the PACS gave it back, from the Pull page
+    return { ...(await overlay()), url: page.url().replace(UI, "") };
   });
+  await step("pacs-sr-table", srTable);
 }
-
-emit({ step: "summary", external_requests: external, console_errors: consoleErrors });
-await browser.close();

@@ -1,0 +1,271 @@
+"""How a shard that runs off-site (a Slurm job) reaches radcloud, holding none of its secrets.
+
+A batch job's script and environment are kept by slurmctld, copied to the
+node, shown by ``scontrol`` and readable by the cluster's admins: no S3 key,
+Redis URL or token secret may travel in them. A job is given instead:
+
+* a **shard ticket** (:func:`radcloud.auth.issue_shard_ticket`): a token for
+  one shard, expiring with the shard's deadline, that names its output
+  prefix and the digest of its input keys;
+* the URL of the ``shard_report`` web action, where the ticket is the bearer.
+
+On the node, :class:`RemoteReporter` and :class:`RemoteStore` are what the
+shard runner (:func:`radcloud.shard.run_shard`) is given in place of the
+Redis reporter and the S3 store. Both talk to ``shard_report``, which
+:func:`apply` serves hospital-side: the events (started, progress, log,
+finished) go through the same :class:`radcloud.reporter.RedisShardReporter`
+an action uses (the finaliser, the PACS push, the next stage all run
+hospital-side), every answer says whether the job was cancelled, and the job
+gets presigned URLs (``presign_ttl_s``): GET for its own inputs only, PUT for
+keys under its output prefix and its re-identification map only. A URL
+outlives nothing: the job asks for the inputs' when it starts and for the
+outputs' when it uploads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import posixpath
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from radcloud.errors import BadRequest, Forbidden, Unavailable, UpstreamError
+
+log = logging.getLogger(__name__)
+
+ACTION = "shard_report"
+MAX_EVENTS = 50
+MAX_LINES = 500  # log lines in one call (the runner sends them in batches)
+FLUSH_S = 1.0  # the node sends buffered log lines (and asks about cancel) at most this often
+_EVENTS = ("started", "progress", "log", "finished")
+
+
+def report_url(settings: Any) -> str:
+    """Where a job reports: ``slurm_report_url``, else this deployment's ``shard_report`` web action."""
+    if settings.slurm_report_url:
+        return settings.slurm_report_url
+    host = settings.ow_api_host or os.environ.get("__OW_API_HOST", "")
+    namespace = os.environ.get("__OW_NAMESPACE", "").strip("/").split("/")[0] or settings.ow_namespace
+    if not host or namespace in ("", "_"):
+        from radcloud.errors import ConfigError
+
+        raise ConfigError("no URL for Slurm jobs to report to: set slurm_report_url (RADCLOUD_SLURM_REPORT_URL) "
+                          f"to this deployment's {ACTION} web action as the cluster reaches it",
+                          field="slurm_report_url")
+    return f"{host.rstrip('/')}/api/v1/web/{namespace}/{settings.ow_package}/{ACTION}"
+
+
+# -- hospital side: the shard_report action ------------------------------------------------
+def apply(services: Any, ticket: Mapping[str, Any], body: Mapping[str, Any], *, ttl_s: int) -> dict[str, Any]:
+    """Serve one call of a ticket's bearer: record its events, answer cancel and the URLs asked for.
+
+    ``ticket``: the verified claims (:func:`radcloud.auth.shard_ticket_claims`). ``body``:
+    ``{"events": [{"type": "started"|"progress"|"log"|"finished", ...}], "get": [input keys],
+    "put": [output keys], "activation_id": the Slurm job id}``.
+    """
+    from radcloud.auth import inputs_digest
+    from radcloud.reporter import RedisShardReporter
+    from radcloud.work import lifecycle as L
+
+    job_id, shard_id = str(ticket["job"]), str(ticket["shard"])
+    events = body.get("events") or []
+    if not isinstance(events, list) or len(events) > MAX_EVENTS:
+        raise BadRequest(f"'events' must be a list of at most {MAX_EVENTS} events", field="events")
+    shard = services.jobs.shard(job_id, shard_id)
+    activation = body.get("activation_id")
+    reporter = RedisShardReporter(services.jobs, job_id, finaliser=services.finaliser,
+                                  activation_id=str(activation) if activation else None)
+    reporter.resume(shard_id, running=shard.get("state") not in (*L.SHARD_WAITING, *L.SHARD_FINAL),
+                    plugin_started=bool(shard.get("plugin_started_at")))
+    for event in events:
+        kind = event.get("type") if isinstance(event, Mapping) else None
+        if kind == "started":
+            reporter.started(shard_id, dict(event.get("info") or {}))
+        elif kind == "progress":
+            reporter.progress(shard_id, int(event.get("done") or 0), int(event.get("total") or 0))
+        elif kind == "log":
+            for line in list(event.get("lines") or [])[:MAX_LINES]:
+                reporter.log(shard_id, str(line))
+        elif kind == "finished":
+            reporter.finished(shard_id, _own_outputs(dict(event.get("outcome") or {}), ticket))
+        else:
+            raise BadRequest(f"unknown event type {kind!r} (one of: {', '.join(_EVENTS)})", field="events")
+    answer: dict[str, Any] = {"cancelled": services.jobs.is_cancelled(job_id)}
+    if body.get("get") is not None:
+        keys = [str(k) for k in body.get("get") or []]
+        if inputs_digest(keys) != ticket["in"]:
+            raise Forbidden("the input keys asked for are not this shard's; a ticket gives URLs for its own only")
+        answer["get"] = {k: services.store.presign_get(k, ttl_s) for k in keys}
+    if body.get("put") is not None:
+        keys = [str(k) for k in body.get("put") or []]
+        foreign = [k for k in keys if not _may_write(k, ticket)]
+        if foreign:
+            raise Forbidden(f"{len(foreign)} output key(s) outside this shard's output prefix "
+                            f"{ticket['out']!r}; a ticket gives URLs for its own outputs only")
+        answer["put"] = {k: services.store.presign_put(k, ttl_s) for k in keys}
+    return answer
+
+
+def _may_write(key: str, ticket: Mapping[str, Any]) -> bool:
+    from radcloud.shard import reid_map_key
+
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        return False
+    out = str(ticket["out"]).rstrip("/") + "/"
+    own_map = reid_map_key(str(ticket["job"]), str(ticket["shard"]))[: -len(".json")]
+    return key.startswith(out) or (key.startswith(own_map) and key.endswith(".json"))
+
+
+def _own_outputs(outcome: dict[str, Any], ticket: Mapping[str, Any]) -> dict[str, Any]:
+    """An outcome's outputs limited to the shard's own keys (a results list never names another's)."""
+    outputs = [o for o in outcome.get("outputs") or [] if isinstance(o, Mapping) and _may_write(str(o.get("key")), ticket)]
+    return {**outcome, "outputs": outputs}
+
+
+# -- node side: the runner's reporter and store --------------------------------------------
+class Channel:
+    """Calls to ``shard_report`` with the ticket; errors name the action and what to do."""
+
+    def __init__(self, url: str, ticket: str, *, activation_id: str | None = None, timeout_s: float = 30.0,
+                 session: Any = None) -> None:
+        from radcloud import retry
+
+        self.url, self._ticket, self.activation_id, self.timeout_s = url, ticket, activation_id, timeout_s
+        # Every call may be sent again: events are idempotent where it matters (a second outcome is refused).
+        self.http = session or retry.session(budget_s=timeout_s * 2, idempotent_post=True)
+
+    def call(self, events: Sequence[Mapping[str, Any]] = (), **asks: Any) -> dict[str, Any]:
+        import requests
+
+        body = {"events": list(events), "activation_id": self.activation_id, **asks}
+        try:
+            resp = self.http.post(self.url, json=body, headers={"Authorization": f"Bearer {self._ticket}"},
+                                  timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise Unavailable(f"radcloud's {ACTION} at {self.url} cannot be reached from this node "
+                              f"({type(exc).__name__}); check slurm_report_url") from None
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if resp.status_code != 200 or not isinstance(data, dict):
+            said = (data or {}).get("error") if isinstance(data, dict) else None
+            raise UpstreamError(f"radcloud's {ACTION} answered HTTP {resp.status_code}"
+                                + (f": {str(said)[:200]}" if said else ""))
+        return data
+
+
+class RemoteReporter:
+    """The shard runner's reporter (:mod:`radcloud.shard`) over the channel; log lines go in batches."""
+
+    def __init__(self, channel: Channel, *, clock: Any = time.monotonic) -> None:
+        self.channel, self.clock = channel, clock
+        self._lines: list[str] = []
+        self._sent = float("-inf")
+        self._cancel = False
+
+    def _send(self, *events: Mapping[str, Any]) -> None:
+        batch = ([{"type": "log", "lines": self._lines}] if self._lines else []) + list(events)
+        self._lines = []
+        self._sent = self.clock()
+        self._cancel = bool(self.channel.call(batch).get("cancelled")) or self._cancel
+
+    def started(self, shard_id: str, info: dict[str, Any]) -> None:
+        self._send({"type": "started", "info": info})
+
+    def progress(self, shard_id: str, done: int, total: int) -> None:
+        if done >= total or self.clock() - self._sent >= FLUSH_S:
+            self._send({"type": "progress", "done": done, "total": total})
+
+    def log(self, shard_id: str, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= MAX_LINES or self.clock() - self._sent >= FLUSH_S:
+            self._send()
+
+    def finished(self, shard_id: str, outcome: dict[str, Any]) -> None:
+        self._send({"type": "finished", "outcome": outcome})
+
+    def cancelled(self) -> bool:
+        if not self._cancel and self.clock() - self._sent >= FLUSH_S:
+            self._send()
+        return self._cancel
+
+
+class _Stored:
+    def __init__(self, key: str, size: int, md5: str) -> None:
+        self.key, self.size, self.md5 = key, size, md5
+
+
+class RemoteStore:
+    """The shard runner's object store on the node: presigned URLs from the channel, asked when needed."""
+
+    def __init__(self, channel: Channel, inputs: Sequence[str], *, timeout_s: float = 120.0) -> None:
+        from radcloud import retry
+
+        self.channel, self.inputs, self.timeout_s = channel, list(inputs), timeout_s
+        self.http = retry.session(budget_s=timeout_s)
+        self._get: dict[str, str] | None = None
+        self._put: dict[str, str] = {}
+
+    def get_to_file(self, key: str, path: str) -> None:
+        from radcloud.shard import _fetch_url
+
+        if self._get is None:  # every input's URL in one call, when the first is needed
+            self._get = dict(self.channel.call(get=self.inputs).get("get") or {})
+        if key not in self._get:
+            raise BadRequest(f"{key!r} is not an input of this shard")
+        _fetch_url(self._get[key], path)
+
+    def prepare_uploads(self, keys: Sequence[str]) -> None:
+        """The URLs of every output in one call, just before they are uploaded."""
+        if keys:
+            self._put.update(self.channel.call(put=list(keys)).get("put") or {})
+
+    def put_file(self, key: str, path: str, content_type: str | None = None) -> _Stored:
+        import base64
+
+        import requests
+
+        if key not in self._put:
+            self.prepare_uploads([key])
+        digest = hashlib.md5()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        headers = {"Content-Type": content_type or "application/octet-stream",
+                   "Content-MD5": base64.b64encode(digest.digest()).decode()}
+        try:
+            with open(path, "rb") as fh:
+                resp = self.http.put(self._put.pop(key), data=fh, headers=headers, timeout=self.timeout_s)
+        except requests.RequestException as exc:  # the URL (its signature) stays out of the message
+            raise UpstreamError(f"could not upload {posixpath.basename(key)} with its presigned URL "
+                                f"({type(exc).__name__}); check that the node reaches the object store") from None
+        if resp.status_code >= 300:
+            raise UpstreamError(f"the object store refused the upload of {posixpath.basename(key)} "
+                                f"(HTTP {resp.status_code}); an expired URL answers 403: retry the shard")
+        return _Stored(key, os.path.getsize(path), digest.hexdigest())
+
+
+def run(environ: dict[str, str]) -> dict[str, Any]:
+    """Run the shard in ``RADCLOUD_SHARD_SPEC`` through the channel (what a Slurm job does)."""
+    import json
+
+    from radcloud.plugins import Registry
+    from radcloud.shard import run_shard
+
+    spec = json.loads(environ.pop("RADCLOUD_SHARD_SPEC", "") or "null")
+    ticket = environ.pop("RADCLOUD_SHARD_TICKET", "")
+    url = environ.get("RADCLOUD_REPORT_URL", "")
+    if not isinstance(spec, dict) or not isinstance(spec.get("inputs", []), list):
+        raise ValueError("RADCLOUD_SHARD_SPEC is missing or not a JSON object")
+    if not ticket or not url:
+        raise ValueError("RADCLOUD_SHARD_TICKET and RADCLOUD_REPORT_URL must be set (the Slurm executor sets them)")
+    started = time.time()
+    limit_s = int(environ.get("RADCLOUD_SLURM_TIME_LIMIT_S") or 0)
+    channel = Channel(url, ticket, activation_id=environ.get("SLURM_JOB_ID"))
+    return run_shard(spec, store=RemoteStore(channel, spec.get("inputs") or []), reporter=RemoteReporter(channel),
+                     registry=Registry(), default_timeout_s=int(environ.get("RADCLOUD_SHARD_TIMEOUT_S") or 300),
+                     deadline=started + limit_s if limit_s else None)

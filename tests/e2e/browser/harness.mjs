@@ -1,0 +1,73 @@
+// What every browser script here shares (ui.e2e.mjs, viewer.e2e.mjs, static.e2e.mjs): Debian's
+// headless Chromium through playwright-core, a record of requests leaving 127.0.0.1 and of console
+// errors, steps that print one JSON line each ({step, ok, ms, ...}) with a screenshot, and the login
+// form. The Python side (browser.py) runs a script and reads those lines back.
+//
+// env: CHROMIUM (default /usr/bin/chromium), RC_SHOTS (screenshot folder)
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+export const env = process.env;
+export const SHOTS = env.RC_SHOTS || "artifacts/screenshots";
+mkdirSync(SHOTS, { recursive: true });
+export const FINAL = ["succeeded", "failed", "partial", "cancelled"];
+export const emit = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+
+// Requests to anything but this machine, and console errors, of every page watched.
+export const external = [];
+export const consoleErrors = [];
+export const pageErrors = [];   // uncaught exceptions only (also in consoleErrors)
+
+export function watch(page, label = "") {
+  page.on("request", (r) => {
+    const u = new URL(r.url());
+    if (!["127.0.0.1", "localhost"].includes(u.hostname) && u.protocol.startsWith("http")) external.push(r.url());
+  });
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(label + m.text()); });
+  page.on("pageerror", (e) => { consoleErrors.push(label + String(e)); pageErrors.push(label + String(e)); });
+  return page;
+}
+
+export async function launch(contextOptions = {}) {
+  const browser = await chromium.launch({
+    executablePath: env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--no-first-run", "--disable-quic"],
+  });
+  const context = await browser.newContext({ viewport: { width: 1366, height: 860 }, ...contextOptions });
+  const page = watch(await context.newPage());
+  return { browser, context, page };
+}
+
+// step(name, fn): runs fn, prints {step: name, ok, ms, screenshot, ...what fn returned} or the error,
+// and saves a screenshot named by shot(name, n) (n counts the steps). Returns whether it passed.
+export function stepper(page, { shot = (name) => `${SHOTS}/${name}.png`, fullPage = false } = {}) {
+  const step = async (name, fn) => {
+    const t0 = Date.now();
+    step.n += 1;
+    const path = shot(name, step.n);
+    try {
+      const detail = (await fn()) || {};
+      await page.screenshot({ path, fullPage });
+      emit({ step: name, ok: true, ms: Date.now() - t0, screenshot: path, ...detail });
+      return true;
+    } catch (err) {
+      const failed = path.replace(/\.png$/, "-failed.png");
+      await page.screenshot({ path: failed, fullPage }).catch(() => {});  // the page may be gone
+      emit({ step: name, ok: false, ms: Date.now() - t0, screenshot: failed, error: String(err && err.message || err).slice(0, 800),
+             console: consoleErrors.slice(-5) });
+      return false;
+    }
+  };
+  step.n = 0;
+  return step;
+}
+
+// The login form, wherever the app sent the browser; waits for the page it goes on to.
+export async function login(page, user, password, { then = null } = {}) {
+  await page.waitForSelector("#login-form", { timeout: 15000 });
+  await page.fill("#username", user);
+  await page.fill("#password", password);
+  await Promise.all([then ? page.waitForURL(then, { timeout: 15000 }) : Promise.resolve(),
+                     page.click("#login-form button[type=submit]")]);
+}

@@ -1,0 +1,120 @@
+"""Heavy plugins on the real one-node Slurm cluster, through the deployed path (localwhisk + radcloud).
+
+The session's ``job_world`` has Slurm: dispatch (a web action) routes
+ct-resample there by its descriptor, the job on the node reports through
+the ``shard_report`` web action with its shard ticket, and status, cancel
+and retry are the deployed actions'. Waits are bounded polls, never sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+SECRET_SETTINGS = ("RADCLOUD_S3_ACCESS_KEY", "RADCLOUD_S3_SECRET_KEY", "RADCLOUD_REDIS_URL", "RADCLOUD_TOKEN_SECRET",
+                   "RADCLOUD_SLURM_JWT", "RADCLOUD_ORTHANC_PASSWORD")
+
+
+@pytest.fixture(scope="module")
+def world(job_world):
+    return job_world
+
+
+@pytest.fixture(scope="module")
+def client(world):
+    from radcloud.slurm import SlurmClient
+
+    return SlurmClient.from_settings(world.endpoints.settings())
+
+
+@pytest.fixture(scope="module")
+def staged(world):
+    study, _series = world.seed_study([6])
+    return world.stage(study)
+
+
+def slurm_job(client, job_id: str, states: set[str], limit_s: float = 30.0) -> dict:
+    job = client.wait(job_id, states, limit_s=limit_s)
+    assert job.get("job_state") in states, f"Slurm job {job_id}: {job.get('job_state')}, not {sorted(states)}"
+    return job
+
+
+@contextlib.contextmanager
+def node_held(client):
+    """A job holding every CPU of the node: what the cluster runs next waits in its queue."""
+    blocker = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-blocker", cpus=client.limits().cpus,
+                            memory_mb=64, time_limit_min=5)
+    try:
+        slurm_job(client, blocker, {"RUNNING"})
+        yield blocker
+    finally:
+        client.cancel(blocker)
+
+
+def shard_handle(world, job_id: str, limit_s: float = 30.0) -> str:
+    """The Slurm job id of the job's one shard, once dispatch submitted it."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        shard = world.call("status", {"job_id": job_id})["shards"][0]
+        if str(shard.get("activation_id") or "").isdigit():
+            return str(shard["activation_id"])
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id}: its shard was never submitted to Slurm")
+
+
+def dispatch_heavy(world, rid: str) -> str:
+    answer = world.call("dispatch", {"plugin": "ct-resample", "params": {"spacing": 4.0},
+                                     "inputs": {"retrieve": rid}, "options": {"force": True}})
+    assert "job_id" in answer, answer
+    return answer["job_id"]
+
+
+def test_a_queued_heavy_job_shows_why_holds_no_secret_and_runs_when_the_node_frees(world, client, staged):
+    from radcloud.stack import slurm as stack_slurm
+
+    with node_held(client):
+        job_id = dispatch_heavy(world, staged)
+        handle = shard_handle(world, job_id)
+        queued = client.jobs([handle])[handle]
+        assert (queued["cpus"], queued["memory_per_node"]) == (2, 3072)  # the descriptor's needs
+        deadline, shard = time.monotonic() + 30, {}
+        while time.monotonic() < deadline:  # Slurm says "None" until its scheduler has looked at the job
+            shard = world.call("status", {"job_id": job_id})["shards"][0]
+            if shard.get("queue_reason") == "queued: waiting for resources":
+                break
+            time.sleep(0.3)
+        assert (shard["executor"], shard.get("queue_reason")) == ("slurm", "queued: waiting for resources"), shard
+
+        # What Slurm keeps and shows of the job: no secret of the deployment anywhere in it.
+        state = world.stack.state
+        shown = stack_slurm.scontrol(state, "show", "job", "-dd", handle)
+        script = stack_slurm.scontrol(state, "write", "batch_script", handle, "-")
+        (env_file,) = (stack_slurm.slurm_dir(state) / "ctld").glob(f"hash.*/job.{handle}/environment")
+        environment = env_file.read_bytes().decode(errors="replace")
+        assert "RADCLOUD_SHARD_TICKET=" in environment and "/shard_report" in environment  # the right file
+        assert "exec " in script and "radcloud.work.slurmjob" in script
+        secrets = {name: world.env[name] for name in SECRET_SETTINGS if len(world.env.get(name) or "") >= 8}
+        assert {"RADCLOUD_S3_SECRET_KEY", "RADCLOUD_REDIS_URL", "RADCLOUD_TOKEN_SECRET"} <= set(secrets)
+        for name, value in secrets.items():
+            for where, text in (("scontrol show job -dd", shown), ("the batch script", script),
+                                ("the job's environment", environment)):
+                assert value not in text, f"{name} is in {where}"
+    job = world.wait_final(job_id, timeout_s=120)
+    assert job["state"] == "succeeded", job["shards"][0].get("reason")
+    assert slurm_job(client, handle, {"COMPLETED", "FAILED", "CANCELLED"})["job_state"] == "COMPLETED"
+    names = [o["name"] for o in world.call("results", {"job_id": job_id})["outputs"]]
+    assert any(n.endswith("-body.nii.gz") for n in names) and any(n.endswith(".dcm") for n in names), names
+
+
+def test_cancel_of_a_queued_slurm_job_is_scancel(world, client, staged):
+    with node_held(client):
+        job_id = dispatch_heavy(world, staged)
+        handle = shard_handle(world, job_id)
+        world.call("status", {"job_id": job_id, "op": "cancel"})
+        job = world.wait_final(job_id, timeout_s=30)
+        assert job["state"] == "cancelled" and job["shards"][0]["state"] == "cancelled", job
+        assert slurm_job(client, handle, {"CANCELLED", "COMPLETED", "FAILED"})["job_state"] == "CANCELLED"

@@ -1,0 +1,192 @@
+"""Pipelines: steps as jobs of the one lifecycle, outputs -> next inputs, stop on failure, never stuck.
+
+Real Redis (the job store's Lua scripts), the real dispatch/status/reconcile
+action handlers and the fixture plugins run in-process; the "OpenWhisk"
+routes ``radcloud/dispatch`` to the dispatch action and ``plugin-*`` to the
+shard runner, inline, as the deployed chain would (tests/e2e covers it deployed).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from action_loader import load_action
+from jobs_fakes import FIXTURE_PLUGINS, MemStore, stage_series
+
+from radcloud.action import Request
+from radcloud.auth import Principal
+from radcloud.cache import ResultCache
+from radcloud.errors import RadcloudError
+from radcloud.jobs import JobStore
+from radcloud.jobservices import JobServices
+from radcloud.plugins import Registry
+from radcloud.reporter import Finaliser, RedisShardReporter
+from radcloud.results import Results
+from radcloud.settings import Settings
+from radcloud.shard import run_shard
+from radcloud.staged import ManifestStaging
+from radcloud.work import pipelines as P
+
+SETTINGS = Settings.load(environ={})
+SERVICE = Principal("router", "service", kind="service")
+ADMIN = Principal("root", "admin")
+DISPATCH, STATUS, RECONCILE = load_action("dispatch"), load_action("status"), load_action("reconcile")
+REGISTRY = Registry(FIXTURE_PLUGINS)
+
+
+class Whisk:
+    """OpenWhisk for the pipeline: dispatch runs the action handler, plugin-* the shard runner (inline)."""
+
+    def __init__(self, services: JobServices) -> None:
+        self.services, self.calls, self.records = services, [], {}
+        self.ids = itertools.count(1)
+        self.queue = []
+        self.lose_dispatch = False   # the dispatch activation dies before it runs
+        self.finaliser = None         # a shard's finaliser (None: the deployed one, which tells the pipeline)
+
+    def invoke(self, action, params, *, blocking=False, result=False):
+        aid = f"{next(self.ids):032x}"
+        self.calls.append((action, params))
+        if action == "radcloud/dispatch":
+            if self.lose_dispatch:
+                self.records[aid] = {"response": {"status": "whisk internal error"}}
+                return {"activationId": aid}
+            try:
+                answer = DISPATCH.handle(Request(params=params), SETTINGS, SERVICE, self.services)
+            except RadcloudError as exc:
+                answer = {"error": exc.message}
+        else:  # a shard runs later, as a non-blocking invoke does: dispatch answers first
+            self.queue.append((aid, params))
+            return {"activationId": aid}
+        self.records[aid] = {"response": {"status": "success", "result": answer}}
+        return {"activationId": aid}
+
+    def drain(self):
+        """Run the queued shards (and the shards of the steps they start) to the end."""
+        while self.queue:
+            aid, params = self.queue.pop(0)
+            reporter = RedisShardReporter(self.services.jobs, params["job_id"],
+                                          finaliser=self.finaliser or self.services.finaliser, activation_id=aid)
+            answer = run_shard(params, store=self.services.store, reporter=reporter, registry=REGISTRY)
+            self.records[aid] = {"response": {"status": "success", "result": answer}}
+
+    def activation(self, aid):
+        return self.records.get(aid)
+
+    def dispatches(self):
+        return [p for a, p in self.calls if a == "radcloud/dispatch"]
+
+
+@pytest.fixture
+def services(redis_client):
+    store = MemStore()
+    jobs = JobStore(redis_client)
+    svc = JobServices(jobs=jobs, cache=ResultCache(redis_client, jobs), store=store, registry=REGISTRY,
+                      staging=ManifestStaging(store, redis_client), results=Results(store, redis_client, jobs))
+    svc.invoker = Whisk(svc)
+    stage_series(store, "1.2", "1.2.1", 2, redis=redis_client)
+    return svc
+
+
+class NoRetrieves:
+    def open_retrieves(self, limit=1000):
+        return []
+
+
+def steps(*plugins_params):
+    return P.validate_steps([{"plugin": p, "params": params} for p, params in plugins_params], REGISTRY)
+
+
+def view(services, job_id):
+    services.invoker.drain()
+    return STATUS.handle(Request(params={}, method="get", path=f"/{job_id}", web=True), SETTINGS, SERVICE, services)
+
+
+def test_each_step_runs_on_the_previous_steps_dicom_outputs_and_status_shows_every_step(services):
+    pid = services.pipelines().start(steps(("copy", {"prefix": "a"}), ("copy", {"prefix": "b"}),
+                                           ("copy", {"prefix": "c"})), {"series": ["1.2.1"]}, "router", name="abc")
+    job = view(services, pid)
+    assert job["state"] == "succeeded" and job["kind"] == "pipeline", job
+    assert [(s["step"], s["plugin"], s["state"]) for s in job["steps"]] == [
+        (1, "copy", "succeeded"), (2, "copy", "succeeded"), (3, "copy", "succeeded")]
+    first, second, third = (services.jobs.get(s["job"]) for s in job["steps"])
+    # Step 2's inputs are step 1's DICOM outputs, by object key (probe.json is not DICOM: not passed on).
+    assert second["shards"][0]["inputs"] == sorted(o["key"] for o in first["shards"][0]["outputs"]
+                                                    if o["key"].endswith(".dcm"))
+    assert all(k.startswith(f"results/{first['id']}/") for k in second["shards"][0]["inputs"])
+    # The pipeline's results are its last step's.
+    manifest = services.results.manifest(pid)
+    assert manifest["results_of"] == third["id"]
+    assert sorted(o["name"] for o in manifest["outputs"] if o["name"].endswith(".dcm")) == [
+        "s000/cba1.2.1.0.dcm", "s000/cba1.2.1.1.dcm"]
+    # One dispatch per step, each carrying its link, inputs by key only.
+    assert [d["options"]["pipeline"] for d in services.invoker.dispatches()] == [
+        {"job": pid, "step": s} for s in ("s00", "s01", "s02")]
+    assert services.invoker.dispatches()[1]["inputs"] == {"job": first["id"]}
+    # Run again: every step is answered by the cache (reused, not rerun), still one pipeline job.
+    plugin_runs = sum(1 for a, _ in services.invoker.calls if a.startswith("radcloud/plugin-"))
+    again = view(services, services.pipelines().start(steps(("copy", {"prefix": "a"}), ("copy", {"prefix": "b"}),
+                                                            ("copy", {"prefix": "c"})), {"series": ["1.2.1"]},
+                                                      "router"))
+    assert again["state"] == "succeeded" and all(s["cached"] for s in again["steps"]), again["steps"]
+    assert sum(1 for a, _ in services.invoker.calls if a.startswith("radcloud/plugin-")) == plugin_runs
+
+
+def test_a_failing_step_stops_the_pipeline_with_a_reason_naming_it(services):
+    pid = services.pipelines().start(steps(("copy", {}), ("crash", {}), ("copy", {})), {"series": ["1.2.1"]},
+                                     "router")
+    job = view(services, pid)
+    assert job["state"] == "failed" and job["reason"].startswith("stopped at step 2 (crash): "), job["reason"]
+    assert "plugin bug" in job["reason"] or "exit" in job["reason"], job["reason"]
+    assert [s["state"] for s in job["steps"]] == ["succeeded", "failed", "cancelled"]
+    assert job["steps"][2]["reason"] == "not run: step 2 (crash) failed" and job["steps"][2]["job"] is None
+    assert len(services.invoker.dispatches()) == 2  # step 3 never dispatched
+    assert services.jobs.open_jobs() == []          # nothing left open
+
+
+def test_a_step_dispatch_refuses_fails_the_step_with_dispatchs_reason(services):
+    # Step 1 writes no DICOM (ignoreInputDir: only probe.json): step 2 has nothing to run on.
+    pid = services.pipelines().start(steps(("copy", {"b_ignoreInputDir": True}), ("copy", {})),
+                                     {"series": ["1.2.1"]}, "router")
+    job = view(services, pid)
+    assert job["state"] == "failed", job
+    assert "step 2 (copy)" in job["reason"] and "no DICOM outputs" in job["reason"], job["reason"]
+
+
+def test_reconcile_delivers_a_lost_step_outcome_exactly_once_and_fails_a_lost_dispatch(services):
+    pipelines = services.pipelines()
+    # The word from step 1's job to its pipeline is lost (a finaliser that does not tell it).
+    services.invoker.finaliser = Finaliser(services.jobs, results=services.results, cache=services.cache)
+    pid = pipelines.start(steps(("copy", {}), ("copy", {"prefix": "x"})), {"series": ["1.2.1"]}, "router")
+    services.invoker.drain()
+    job = services.jobs.get(pid)
+    assert [s["state"] for s in job["shards"]] == ["running", "pending"]   # step 1's job ended, unheard
+    assert services.jobs.get(job["shards"][0]["activation_id"])["state"] == "succeeded"
+    services.invoker.finaliser = None
+    report = RECONCILE.handle(Request(params={}), SETTINGS, ADMIN, services, retrieves=NoRetrieves())
+    assert report["delivered"] == 1, report
+    services.invoker.drain()
+    assert services.jobs.get(pid)["state"] == "succeeded"
+    # Delivered again (a late finaliser, another reconcile): nothing is recorded or started twice.
+    dispatches = len(services.invoker.dispatches())
+    pipelines.child_ended(job["shards"][0]["activation_id"])
+    pipelines.reconcile(pid)
+    assert len(services.invoker.dispatches()) == dispatches and services.jobs.get(pid)["state"] == "succeeded"
+    # A dispatch activation that dies before creating the step's job fails the step, naming it.
+    services.invoker.lose_dispatch = True
+    pid = pipelines.start(steps(("copy", {})), {"series": ["1.2.1"]}, "router")
+    assert services.jobs.get(pid)["shards"][0]["state"] == "invoked"
+    pipelines.reconcile(pid)
+    job = services.jobs.get(pid)
+    assert job["state"] == "failed" and job["reason"].startswith("stopped at step 1 (copy): its dispatch"), job
+
+
+def test_cancel_stops_the_running_steps_job_and_the_pipeline(services):
+    pid = services.pipelines().start(steps(("copy", {}), ("copy", {})), {"series": ["1.2.1"]}, "router")
+    child = services.jobs.get(pid)["shards"][0]["activation_id"]   # step 1 runs its job (shards queued)
+    job = STATUS.handle(Request(params={}, method="post", path=f"/{pid}/cancel", web=True), SETTINGS, ADMIN, services)
+    assert job["state"] == "cancelled" and [s["state"] for s in job["steps"]] == ["cancelled", "cancelled"], job
+    assert services.jobs.get(child)["state"] == "cancelled"
+    services.invoker.drain()  # its queued shards find the job cancelled
+    assert len(services.invoker.dispatches()) == 1 and services.jobs.open_jobs() == []

@@ -1,0 +1,133 @@
+"""The channel of a shard running off-site (radcloud.work.shardchannel): its ticket, its events, its URLs.
+
+Real Redis (the job model's Lua scripts); the object store is the in-memory
+one, which signs nothing: its "presigned" URLs name the key (the real S3's
+are used end to end in tests/e2e/test_slurm_flow.py).
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from radcloud import auth
+from radcloud.errors import Forbidden, Unauthorized
+from radcloud.jobs import JobSpec, JobStore, ShardSpec
+from radcloud.reporter import Finaliser
+from radcloud.settings import Settings
+from radcloud.users import UserStore
+from radcloud.work.shardchannel import FLUSH_S, RemoteReporter, apply
+from fast_hasher import FAST_HASHER
+from jobs_fakes import MemStore
+
+SECRET = "s1-" + "a" * 40
+SETTINGS = Settings.load({"token_secret": SECRET}, environ={})
+INPUTS = ["studies/1/2/a.dcm", "studies/1/2/b.dcm"]
+
+
+class SigningStore(MemStore):
+    def presign_get(self, key, ttl_s):
+        return f"https://s3.example/{key}?get&ttl={ttl_s}"
+
+    def presign_put(self, key, ttl_s):
+        return f"https://s3.example/{key}?put&ttl={ttl_s}"
+
+
+@pytest.fixture
+def world(redis_client):
+    jobs = JobStore(redis_client)
+    saved = []
+    finaliser = Finaliser(jobs, results=types.SimpleNamespace(
+        save_manifest=lambda job: saved.append(job["id"]) or {"outputs": []}))
+    job_id = jobs.create(JobSpec(plugin="ct-resample", plugin_version="1", owner="alice", params={}, cache_key="",
+                                 options={"executor": "slurm"}, shards=[ShardSpec(id="s000", instances_total=2)]))
+    services = types.SimpleNamespace(jobs=jobs, finaliser=finaliser, store=SigningStore())
+    token = auth.issue_shard_ticket(SETTINGS, job_id, "s000", output_prefix=f"results/{job_id}/s000/",
+                                    inputs=INPUTS, ttl_s=600)
+    return types.SimpleNamespace(jobs=jobs, job_id=job_id, services=services, saved=saved, token=token,
+                                 ticket=auth.shard_ticket_claims(token, [SECRET]))
+
+
+def test_a_ticket_names_one_shard_expires_and_is_nobody_s_login(world, redis_client):
+    claims = world.ticket
+    assert (claims["job"], claims["shard"], claims["out"]) == (world.job_id, "s000", f"results/{world.job_id}/s000/")
+    assert claims["in"] == auth.inputs_digest(INPUTS) and claims["exp"] - claims["iat"] == 600
+    guard = auth.Guard(UserStore(redis_client, FAST_HASHER), [SECRET])
+    headers = {"authorization": f"Bearer {world.token}"}
+    principal = guard.check("post", headers, (auth.SHARD_ROLE,))
+    assert (principal.role, principal.kind) == ("shard", "shard")
+    with pytest.raises(Forbidden):  # no other action accepts it
+        guard.check("post", headers, ("clinician", "researcher", "admin", "service"))
+    with pytest.raises(Unauthorized, match="shard ticket"):  # expired
+        auth.Guard(UserStore(redis_client), [SECRET], clock=lambda: claims["exp"] + 1).identify("post", headers)
+    with pytest.raises(Unauthorized, match="shard ticket"):  # signed by someone else
+        auth.shard_ticket_claims(world.token, ["s2-" + "b" * 40])
+    store = UserStore(redis_client, FAST_HASHER)
+    user_token = auth.issue_token(SETTINGS, store.add("root", "admin", "correct horse battery"))
+    assert auth.shard_ticket_claims(user_token, [SECRET]) is None  # a person's token is no ticket
+
+
+def test_events_drive_the_shard_as_an_action_s_do_call_by_call(world):
+    out = f"results/{world.job_id}/s000/"
+    calls = [[{"type": "progress", "done": 1, "total": 2}],
+             [{"type": "progress", "done": 2, "total": 2}, {"type": "started", "info": {"argv": ["ct-resample"]}}],
+             [{"type": "log", "lines": ["resampling", "done"]}, {"type": "progress", "done": 1, "total": 1}]]
+    for events in calls:  # each call a new reporter, as each is a new activation
+        assert apply(world.services, world.ticket, {"events": events, "activation_id": "77"}, ttl_s=60) == \
+            {"cancelled": False}
+    shard = world.jobs.shard(world.job_id, "s000")
+    assert shard["state"] == "running" and shard["activation_id"] == "77" and shard["argv"] == ["ct-resample"]
+    outcome = {"shard_id": "s000", "status": "finishedSuccessfully", "reason": "ok", "exit_code": 0,
+               "outputs": [{"key": out + "a.nii.gz", "size": 1, "md5": "x", "content_type": "application/gzip"},
+                           {"key": "results/another-job/s000/theirs.dcm", "size": 1, "md5": "y"}]}
+    apply(world.services, world.ticket, {"events": [{"type": "finished", "outcome": outcome}]}, ttl_s=60)
+    job = world.jobs.get(world.job_id)
+    assert job["state"] == "succeeded" and world.saved == [world.job_id]  # finalised hospital-side, once
+    assert [o["key"] for o in job["shards"][0]["outputs"]] == [out + "a.nii.gz"]  # never another's key
+    lines = [e["data"].get("line") for e in world.jobs.events(world.job_id) if e["type"] == "log"]
+    assert lines == ["resampling", "done"]
+    # A second outcome (a retried call whose answer was lost) changes nothing.
+    apply(world.services, world.ticket, {"events": [{"type": "finished", "outcome": {**outcome, "status": "x"}}]},
+          ttl_s=60)
+    assert world.jobs.get(world.job_id)["state"] == "succeeded" and world.saved == [world.job_id]
+
+
+def test_urls_are_given_for_the_ticket_s_own_keys_only(world):
+    out = f"results/{world.job_id}/s000/"
+    answer = apply(world.services, world.ticket, {"get": INPUTS, "put": [out + "a.nii.gz", out + "dcm/1.dcm"]},
+                   ttl_s=900)
+    assert answer["get"] == {k: f"https://s3.example/{k}?get&ttl=900" for k in INPUTS}
+    assert set(answer["put"]) == {out + "a.nii.gz", out + "dcm/1.dcm"}
+    own_map = f"deid-maps/{world.job_id}/s000.json"
+    assert set(apply(world.services, world.ticket, {"put": [own_map]}, ttl_s=60)["put"]) == {own_map}
+    for asked in ({"get": ["studies/9/9/other.dcm"]}, {"get": INPUTS[:1]}, {"put": ["results/other/s000/x"]},
+                  {"put": [out + "../../other/x"]}, {"put": [f"deid-maps/{world.job_id}/s001.json"]}):
+        with pytest.raises(Forbidden, match="this shard's|own"):
+            apply(world.services, world.ticket, asked, ttl_s=60)
+    world.jobs.cancel(world.job_id)
+    assert apply(world.services, world.ticket, {}, ttl_s=60)["cancelled"] is True
+
+
+def test_the_node_s_reporter_sends_log_lines_in_batches_and_learns_of_cancel():
+    sent = []
+
+    class Channel:
+        def call(self, events=(), **asks):
+            sent.append([e["type"] for e in events])
+            return {"cancelled": len(sent) >= 3}
+
+    now = [0.0]
+    reporter = RemoteReporter(Channel(), clock=lambda: now[0])
+    reporter.started("s000", {})
+    for n in range(5):
+        reporter.log("s000", f"line {n}")  # within FLUSH_S of the last call: buffered
+    assert sent == [["started"]] and reporter.cancelled() is False
+    now[0] += FLUSH_S
+    reporter.log("s000", "line 5")
+    assert sent[-1] == ["log"] and reporter.cancelled() is False
+    now[0] += FLUSH_S
+    assert reporter.cancelled() is True  # asked again after FLUSH_S: the job was cancelled
+    reporter.log("s000", "last")
+    reporter.finished("s000", {})
+    assert sent[-1] == ["log", "finished"]
