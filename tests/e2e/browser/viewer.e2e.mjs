@@ -44,7 +44,8 @@ async function searchAndPull(withResults = false) {
     // radcloud's own results in the PACS (the pushed SEG and SR) do not come with the study: tick them.
     await page.click("#results tr.study td:nth-child(2) button");
     await page.waitForSelector("#results tr.series.derived input", { timeout: 20000 });
-    for (const box of await page.$$("#results tr.series.derived input")) await box.check();
+    const boxes = page.locator("#results tr.series.derived input");   // each tick re-renders the rows
+    for (let i = 0, n = await boxes.count(); i < n; i++) await boxes.nth(i).check();
   }
   await page.click("#pull-btn");
   await page.waitForSelector("#start-pull:not([disabled])", { timeout: 10000 });
