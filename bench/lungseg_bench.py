@@ -18,7 +18,7 @@ The same series run through ``--baseline`` (a git commit; default
 f88e5de, lung-seg 1.1.0 as it landed with the whole volume in memory),
 checked out into a temporary folder, so before and after share one
 machine and one run. Data: the synthetic chest phantom of
-:mod:`radcloud.samples.viewerdata` (512² slices, 2.5 mm apart), written
+:mod:`radcloud.ops.samples.viewerdata` (512² slices, 2.5 mm apart), written
 once per size.
 
 One JSON line per run, then a table. Needs a writable memory cgroup
@@ -42,7 +42,7 @@ FILES = ("lung_seg.py", "segment.py")
 
 
 def write_ct(folder: Path, slices: int, rows: int) -> None:
-    from radcloud.samples import viewerdata
+    from radcloud.ops.samples import viewerdata
 
     folder.mkdir(parents=True)
     for i, ds in enumerate(viewerdata.ct_series(slices, rows, tag=f"BENCH{slices}")):

@@ -4,12 +4,12 @@
     .venv/bin/python bench/plugins_bench.py --plugins dcm2png --runs 5 \
         --med2image /tmp/med2image-venv/bin/med2image
 
-Data: one 100-slice 512x512 CT series from radcloud.samples (the series
+Data: one 100-slice 512x512 CT series from radcloud.ops.samples (the series
 stack.md's figures use; ChRIS measured med2image at 16.8 images/s on it).
 Every plugin runs as the shard runner runs it, a fresh process
 ``python plugins/<name>/<entry> inputdir outputdir`` (so start-up counts,
 as it does for med2image); ``--shard`` also runs dcm2png through
-radcloud.shard.run_shard (bubblewrap sandbox, in-memory store) to show the
+radcloud.run.shard.run_shard (bubblewrap sandbox, in-memory store) to show the
 runner's overhead. Runs alternate between tools so machine load hits both;
 the median is reported, with each tool's peak RSS against the 512 MB its
 action gets. One JSON line per measurement.
@@ -33,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from radcloud.samples.spec import retrieve_bench_spec
-from radcloud.samples.synthetic import write_studies
+from radcloud.ops.samples.spec import retrieve_bench_spec
+from radcloud.ops.samples.synthetic import write_studies
 
 REPO = Path(__file__).resolve().parents[1]
 ACTION_MB = 512  # memorySize of every plugin-<name> action: OpenWhisk's default cap
@@ -77,9 +77,9 @@ def plugin_cmd(name: str, inp: Path, out: Path) -> list[str]:
 
 
 def shard_run(inp: Path, work: Path) -> float:
-    from radcloud.plugins import Registry
-    from radcloud.shard import run_shard
-    from radcloud.storage import ObjectInfo
+    from radcloud.run.registry import Registry
+    from radcloud.run.shard import run_shard
+    from radcloud.store.storage import ObjectInfo
 
     class Store:  # in memory: measures the runner, not S3
         def __init__(self) -> None:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/query_bench.py [--studies 1000] [--runs 200] [--pypx-bin DIR]
 
 Starts the real stack + localwhisk (tests/e2e/jobflow.py), seeds an Orthanc
-with ``--studies`` small studies (radcloud.samples archive_bench_spec) and
+with ``--studies`` small studies (radcloud.ops.samples archive_bench_spec) and
 times the same search — one patient's studies by MRN, with series/instance
 counts — done by:
 
@@ -12,7 +12,7 @@ counts — done by:
   patient; a second search, by name and date range, shows the
   ``/tools/find`` path, whose cost grows with the archive);
 * the same action invoked blocking through the OpenWhisk REST API;
-* the library in-process (radcloud.search.run), the floor under both;
+* the library in-process (radcloud.pacs.search.run), the floor under both;
 * pypx ``px-find`` (one process per query, dcmtk findscu: STUDY then
   SERIES level, as ChRIS's pfdcm runs it) and ``pypx.find()`` in-process,
   from a separate venv given by ``--pypx-bin`` (pypx is not a radcloud
@@ -76,14 +76,14 @@ def main() -> None:
 
     from jobflow import JobWorld
 
-    from radcloud import query as q
-    from radcloud import search
-    from radcloud.auth import issue_token
-    from radcloud.orthanc import Orthanc
-    from radcloud.samples.seed import seed_orthanc
-    from radcloud.samples.spec import archive_bench_spec
-    from radcloud.settings import Settings
-    from radcloud.users import UserStore
+    from radcloud.pacs import query as q
+    from radcloud.pacs import search
+    from radcloud.access.auth import issue_token
+    from radcloud.pacs.orthanc import Orthanc
+    from radcloud.ops.samples.seed import seed_orthanc
+    from radcloud.ops.samples.spec import archive_bench_spec
+    from radcloud.core.settings import Settings
+    from radcloud.access.users import UserStore
 
     tmp = Path(tempfile.mkdtemp(prefix="radcloud-query-bench-"))
     world = JobWorld.up(tmp)

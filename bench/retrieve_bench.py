@@ -12,7 +12,7 @@ seeds a CT study of ``series x slices`` 512x512 instances (default 500,
 * S3 ingest of the same objects from memory (minio SDK, 1 and 2 threads);
 * the bound = min(fastest Orthanc read, faster of the 1- and 2-thread S3
   ingests), re-measured in every round;
-* radcloud's pipeline (radcloud.retrieve.Stager) in a child process, with
+* radcloud's pipeline (radcloud.pacs.retrieve.Stager) in a child process, with
   1 to 4 workers (the default, ``retrieve_workers``, is headlined), and on 1
   series vs the whole study: MB/s, instances/s, peak RSS (must not grow
   with study size);
@@ -56,11 +56,11 @@ def mbps(nbytes: int, seconds: float) -> float:
 
 # -- child: one staging run, so its peak RSS is its own ---------------------------
 def child_stage(args: argparse.Namespace) -> None:
-    from radcloud.orthanc import Orthanc
+    from radcloud.pacs.orthanc import Orthanc
     from radcloud.work.retrieves import Progress
-    from radcloud.retrieve import Stager, parse_request, plan
-    from radcloud.settings import Settings
-    from radcloud.storage import ObjectStore
+    from radcloud.pacs.retrieve import Stager, parse_request, plan
+    from radcloud.core.settings import Settings
+    from radcloud.store.storage import ObjectStore
 
     settings = Settings.load(environ={**os.environ})
     orthanc, store = Orthanc.from_settings(settings), ObjectStore.from_settings(settings)
@@ -163,7 +163,7 @@ class Ingest:
     """S3 ingest of the study's objects from memory (the S3 half of the bound)."""
 
     def __init__(self, settings, session, ep, ids: list[str]) -> None:
-        from radcloud.storage import ObjectStore
+        from radcloud.store.storage import ObjectStore
 
         self.store = ObjectStore.from_settings(settings)
         self.blobs = [session.get(f"{ep.url}/instances/{i}/file").content for i in ids]
@@ -249,7 +249,7 @@ def action_retrieve(world, study: str, warm_runs: int = 3) -> dict:
 
 
 def action_retrieve_once(world, study: str) -> dict:
-    from radcloud.storage import ObjectStore
+    from radcloud.store.storage import ObjectStore
 
     store = ObjectStore.from_settings(world.endpoints.settings())
     store.delete_prefix(f"staged/{study}/")
@@ -283,8 +283,8 @@ def main() -> None:
 
     from jobflow import JobWorld
 
-    from radcloud.samples.seed import seed_orthanc
-    from radcloud.samples.spec import retrieve_bench_spec
+    from radcloud.ops.samples.seed import seed_orthanc
+    from radcloud.ops.samples.spec import retrieve_bench_spec
 
     tmp = Path(tempfile.mkdtemp(prefix="radcloud-retrieve-bench-"))
     world = JobWorld.up(tmp)
@@ -307,7 +307,7 @@ def main() -> None:
         fastest_read = max(reads["rest_per_instance_MBps"], reads["wado_study_MBps"], reads["wado_series_MBps"])
         env = endpoints.env()
         # The machine is shared: alternate bound and pipeline, compare within each round.
-        from radcloud.settings import Settings
+        from radcloud.core.settings import Settings
 
         default_w = Settings.load(environ={}).retrieve_workers
         workers = sorted({1, 2, 3, 4, default_w})
@@ -368,8 +368,8 @@ def run_child_rerun(env: dict, study: str) -> dict:
     """A second staging of what is already staged: every instance skipped."""
     out = subprocess.run([sys.executable, "-c", (
         "import json,os,time,sys;sys.path.insert(0,%r)\n"
-        "from radcloud.orthanc import Orthanc\nfrom radcloud.retrieve import Stager, parse_request, plan\n"
-        "from radcloud.settings import Settings\nfrom radcloud.storage import ObjectStore\n"
+        "from radcloud.pacs.orthanc import Orthanc\nfrom radcloud.pacs.retrieve import Stager, parse_request, plan\n"
+        "from radcloud.core.settings import Settings\nfrom radcloud.store.storage import ObjectStore\n"
         "s=Settings.load(environ=dict(os.environ));o=Orthanc.from_settings(s)\n"
         "series=plan(parse_request({'StudyInstanceUID': %r}), o);st=Stager(o, ObjectStore.from_settings(s))\n"
         "t=time.perf_counter();r=[st.stage('bench', x) for x in series];dt=time.perf_counter()-t\n"

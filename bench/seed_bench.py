@@ -20,10 +20,10 @@ import time
 
 import requests
 
-from radcloud.samples.seed import seed_orthanc
-from radcloud.samples.spec import DEFAULT_SPEC, Spec, archive_bench_spec, retrieve_bench_spec
-from radcloud.samples.synthetic import dataset_bytes, generate_studies, plan
-from radcloud.settings import Settings
+from radcloud.ops.samples.seed import seed_orthanc
+from radcloud.ops.samples.spec import DEFAULT_SPEC, Spec, archive_bench_spec, retrieve_bench_spec
+from radcloud.ops.samples.synthetic import dataset_bytes, generate_studies, plan
+from radcloud.core.settings import Settings
 
 
 def parse_spec(text: str) -> Spec:

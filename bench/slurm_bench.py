@@ -42,9 +42,9 @@ sys.path.insert(0, str(ROOT / "tests" / "unit" / "plugins"))
 
 from jobflow import JobWorld  # noqa: E402
 
-from radcloud.slurm import SlurmClient  # noqa: E402
-from radcloud.stack import Ports, Stack  # noqa: E402
-from radcloud.stack.state import SLURM_SERVICES  # noqa: E402
+from radcloud.work.slurmclient import SlurmClient  # noqa: E402
+from radcloud.ops.stack import Ports, Stack  # noqa: E402
+from radcloud.ops.stack.state import SLURM_SERVICES  # noqa: E402
 
 
 def pct(values: list[float]) -> dict[str, float]:
@@ -93,7 +93,7 @@ def dispatch(world: JobWorld, request: dict) -> str:
 
 
 def bench_visible(world: JobWorld, client: SlurmClient, rid: str, runs: int) -> dict:
-    from radcloud.jobs import JobStore
+    from radcloud.work.jobs import JobStore
 
     jobs = JobStore(world.redis)
     times = []
@@ -175,7 +175,7 @@ def bench_heavy(world: JobWorld, tmp: Path, slices: int) -> dict:
 
 
 def bench_timeout(client: SlurmClient, stack: Stack) -> dict:
-    from radcloud.stack import slurm as stack_slurm
+    from radcloud.ops.stack import slurm as stack_slurm
     from radcloud.work.slurmstate import status_of
 
     job_id = client.submit("#!/bin/sh\nsleep 600\n", name="radcloud-bench-timeout", memory_mb=64, time_limit_min=5)
@@ -190,8 +190,8 @@ def bench_timeout(client: SlurmClient, stack: Stack) -> dict:
 
 def bench_nodefail(world: JobWorld, client: SlurmClient, rid: str) -> dict:
     """slurmd killed mid-job with its job steps (a node crash), started again: what the shard ends as."""
-    from radcloud.jobs import JobStore
-    from radcloud.stack import slurm as stack_slurm
+    from radcloud.work.jobs import JobStore
+    from radcloud.ops.stack import slurm as stack_slurm
 
     jobs = JobStore(world.redis)
     job_id = dispatch(world, {"plugin": "noop", "inputs": {"retrieve": rid},

@@ -1,6 +1,6 @@
 """Trigger benchmark: studies arriving in Orthanc -> radcloud-study-stable -> the rule's action.
 
-Not a test: prints one JSON object. Starts Orthanc + Redis (radcloud.stack, ephemeral
+Not a test: prints one JSON object. Starts Orthanc + Redis (radcloud.ops.stack, ephemeral
 ports, Orthanc ``StableAge`` 1 s) and a localwhisk (``localwhisk.testing.Server``)
 with the trigger, a rule and a tiny action standing for "create the pipeline job",
 and runs the arrivals watcher (``arrivals_stable_age_s`` 1 s) in-process. Measures:
@@ -84,7 +84,7 @@ def wait_for(conn: Conn, since_ms: int, wanted: set, key: str = "study_uid", tim
 def studies(n: int) -> list[tuple[str, bytes]]:
     from pydicom.uid import generate_uid
 
-    from radcloud.samples.synthetic import dataset_bytes, generate_many_studies
+    from radcloud.ops.samples.synthetic import dataset_bytes, generate_many_studies
 
     root, out = f"1.2.826.0.1.3680043.10.{secrets.randbelow(10**8)}.", []
     for ds in generate_many_studies(n, matrix=16):
@@ -103,12 +103,12 @@ def main() -> None:
 
     os.environ["RADCLOUD_ORTHANC_STABLE_AGE"] = "1"
     from localwhisk.testing import Server
-    from radcloud import redisclient
-    from radcloud.arrivals import Watcher, trigger_fire
-    from radcloud.openwhisk import OpenWhisk
-    from radcloud.orthanc import Orthanc
-    from radcloud.stack import Ports, Stack
-    from radcloud.stack.install import find
+    from radcloud.core import redisclient
+    from radcloud.arrivals.watch import Watcher, trigger_fire
+    from radcloud.core.openwhisk import OpenWhisk
+    from radcloud.pacs.orthanc import Orthanc
+    from radcloud.ops.stack import Ports, Stack
+    from radcloud.ops.stack.install import find
 
     tmp = Path(tempfile.mkdtemp(prefix="trigger-bench-"))
     stack = Stack(tmp / "stack", Ports.ephemeral(), binaries=find(), timeout_s=60)

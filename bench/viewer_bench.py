@@ -3,7 +3,7 @@
     .venv/bin/python bench/viewer_bench.py                 # 300 slices of 512², 3 openings each
     .venv/bin/python bench/viewer_bench.py --slices 100 --runs 5
 
-One 300-slice 512x512 CT series (radcloud.samples' phantom) is staged as
+One 300-slice 512x512 CT series (radcloud.ops.samples' phantom) is staged as
 retrieve stages it, and the deployed dcm2png plugin renders it to PNGs (the
 Results page's gallery). bench/viewer_bench.mjs then, in one browser:
 
@@ -48,9 +48,9 @@ def main() -> None:
     parser.add_argument("--scroll", type=int, default=100, help="slices scrolled")
     args = parser.parse_args()
 
-    from radcloud.samples import viewerdata
-    from radcloud.storage import ObjectStore
-    from radcloud.users import UserStore
+    from radcloud.ops.samples import viewerdata
+    from radcloud.store.storage import ObjectStore
+    from radcloud.access.users import UserStore
 
     with tempfile.TemporaryDirectory(prefix="radcloud-viewer-bench-") as tmp:
         world = JobWorld.up(Path(tmp), shard_timeout_s=300)

@@ -12,12 +12,12 @@ Redis answers. A configured Redis that is down is 503.
 
 import redis as redis_lib
 
-from radcloud import audit, auth
-from radcloud.action import run
+from radcloud.access import audit, auth
+from radcloud.api.action import run
 from radcloud.api import parse
 from radcloud.api.models import AuditRequest
-from radcloud.errors import ConfigError, Unavailable
-from radcloud.settings import Settings
+from radcloud.core.errors import ConfigError, Unavailable
+from radcloud.core.settings import Settings
 
 _SETTING = "redis_url (or RADCLOUD_REDIS_URL)"
 

@@ -8,13 +8,13 @@ sequence it reads what retrieve answered (``retrieve_id``) and the run
 request carried along as ``run`` (see sequences/pull-and-run.yaml).
 """
 
-from radcloud import jobview
+from radcloud.work import jobview
 from radcloud.api import parse
 from radcloud.api.models import DispatchRequest
-from radcloud.action import run
-from radcloud.dispatch import request_from_params
-from radcloud.errors import BadRequest, RadcloudError
-from radcloud.jobservices import JobServices, store_errors
+from radcloud.api.action import run
+from radcloud.work.dispatch import request_from_params
+from radcloud.core.errors import BadRequest, RadcloudError
+from radcloud.work.jobservices import JobServices, store_errors
 from radcloud.work import pipelines
 
 

@@ -9,16 +9,16 @@ the Bearer token also ends every other session of that user ("log out
 everywhere", e.g. after leaving a workstation logged in). Public: this is
 the one action the guard does not run in front of; failed attempts are
 slowed per (user, address) with a growing delay and budgeted per address
-(429 with Retry-After, :class:`radcloud.auth.LoginThrottle`), never a
+(429 with Retry-After, :class:`radcloud.access.auth.LoginThrottle`), never a
 lockout of the account, and audited.
 """
 
-from radcloud import audit, auth
-from radcloud.action import run
+from radcloud.access import audit, auth
+from radcloud.api.action import run
 from radcloud.api import parse
 from radcloud.api.models import LoginRequest, LogoutRequest
-from radcloud.errors import BadRequest, RadcloudError
-from radcloud.users import ROLES, UserStore
+from radcloud.core.errors import BadRequest, RadcloudError
+from radcloud.access.users import ROLES, UserStore
 
 
 def _cookie(value: str, max_age: int | None, secure: bool) -> str:

@@ -10,7 +10,7 @@ One raw web action (``web: raw``) routes every pfcon request on
 """
 
 from radcloud import pfcon
-from radcloud.action import run
+from radcloud.api.action import run
 from radcloud.pfcon import protocol, web
 
 _OPTIONS = ("pfcon_bucket", "pfcon_prefix", "pfcon_images")

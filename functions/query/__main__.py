@@ -1,6 +1,6 @@
 """Action ``query``: search the PACS (local Orthanc, a remote modality through it, or QIDO-RS).
 
-GET or POST the search (DICOM keywords as field names, see radcloud/query.py):
+GET or POST the search (DICOM keywords as field names, see radcloud/pacs/query.py):
 ``{"level": "study", "PatientID": ["MRN1", "MRN2"], "StudyDate": "20240101-",
 "ModalitiesInStudy": "CT", "limit": 50, "offset": 0}``, plus ``modality`` to
 C-FIND a remote PACS through Orthanc. Answers
@@ -9,11 +9,11 @@ validated before Orthanc is called. A ``run`` object is passed through
 unchanged, so the ``pull-and-run`` sequence can carry its plugin request.
 """
 
-from radcloud import search
+from radcloud.pacs import search
 from radcloud.api import parse
 from radcloud.api.models import QueryRequest
-from radcloud.action import run
-from radcloud.orthanc import Orthanc
+from radcloud.api.action import run
+from radcloud.pacs.orthanc import Orthanc
 
 PASS_THROUGH = "run"
 

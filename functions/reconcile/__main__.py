@@ -15,8 +15,8 @@ of what it did.
 
 import dataclasses
 
-from radcloud.action import run
-from radcloud.jobservices import JobServices, store_errors
+from radcloud.api.action import run
+from radcloud.work.jobservices import JobServices, store_errors
 from radcloud.work import reconcile
 from radcloud.work.retrieves import Progress
 

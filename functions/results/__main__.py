@@ -11,12 +11,12 @@ URLs expire after ``presign_ttl_s`` (short by default). A cached job
 answers with the outputs of the job that computed them.
 """
 
-from radcloud import jobview
+from radcloud.work import jobview
 from radcloud.api import parse
 from radcloud.api.models import ResultsRequest
-from radcloud.action import run
-from radcloud.errors import BadRequest
-from radcloud.jobservices import JobServices, store_errors
+from radcloud.api.action import run
+from radcloud.core.errors import BadRequest
+from radcloud.work.jobservices import JobServices, store_errors
 
 
 def _redirect(url):

@@ -13,7 +13,7 @@ Everything is validated and the series are resolved before anything is
 recorded; then one ``retrieve-series`` activation per series is invoked
 non-blocking and the answer — ``{retrieve_id, state, series}`` — comes back
 at once. GET ``retrieve/staged`` lists what is staged already, by study (patient,
-study, series, size, age: radcloud.staged.list_studies) — the Run page's inputs
+study, series, size, age: radcloud.store.staged.list_studies) — the Run page's inputs
 after a new login; audited, it names patients. GET (or any call with
 ``retrieve_id``) answers the retrieve's
 status: per-series state, n of N instances, bytes, errors. Reads never
@@ -24,13 +24,13 @@ action (radcloud.work.reconcile), and shows ``stalled`` after a while anyway.
 
 import time
 
-from radcloud import retrieve
-from radcloud.action import run
+from radcloud.pacs import retrieve
+from radcloud.api.action import run
 from radcloud.api import parse
 from radcloud.api.models import QueryAnswerInput, RetrieveStatusRequest
-from radcloud.errors import BadRequest
-from radcloud.openwhisk import OpenWhisk
-from radcloud.orthanc import Orthanc
+from radcloud.core.errors import BadRequest
+from radcloud.core.openwhisk import OpenWhisk
+from radcloud.pacs.orthanc import Orthanc
 from radcloud.work.executors import as_executor
 from radcloud.work.retrieves import Progress, submit_series
 
@@ -57,8 +57,8 @@ def handle(request, settings, principal, services=None):
     progress = services.get("progress") or Progress.from_settings(settings)
     params = dict(request.params)
     if request.web and request.method == "get" and request.path.strip("/") == "staged":
-        from radcloud.staged import list_studies
-        from radcloud.storage import ObjectStore
+        from radcloud.store.staged import list_studies
+        from radcloud.store.storage import ObjectStore
 
         store = services.get("store") or ObjectStore.from_settings(settings)
         return list_studies(store, now=time.time(), redis=progress.redis)

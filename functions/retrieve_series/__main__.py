@@ -18,16 +18,16 @@ live one.
 import os
 import time
 
-from radcloud.action import run
+from radcloud.api.action import run
 from radcloud.api import parse
 from radcloud.api.models import RetrieveSeriesRequest
-from radcloud.openwhisk import OpenWhisk
-from radcloud.orthanc import Orthanc
+from radcloud.core.openwhisk import OpenWhisk
+from radcloud.pacs.orthanc import Orthanc
 from radcloud.work.executors import as_executor
 from radcloud.work.lifecycle import FAILED
 from radcloud.work.retrieves import Progress, continue_series
-from radcloud.retrieve import Stager, series_key
-from radcloud.storage import ObjectStore
+from radcloud.pacs.retrieve import Stager, series_key
+from radcloud.store.storage import ObjectStore
 
 MARGIN_S = 15.0        # left for the manifest, the record and the re-invoke
 DEFAULT_BUDGET_S = 40.0

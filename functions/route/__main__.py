@@ -1,7 +1,7 @@
 """Action ``route`` (not web-exported): the rule of trigger ``radcloud-study-stable``.
 
 Gets one arrival from the arrivals watcher (routing attributes and UIDs, see
-radcloud/arrivals.py), ignores an ``arrival_id`` it has seen, and starts the
+radcloud/arrivals/watch.py), ignores an ``arrival_id`` it has seen, and starts the
 pipeline of every enabled routing rule that matches: ``retrieve`` stages the
 matched series, then the rule's pipeline runs on them as one tracked job whose
 steps are plugin jobs (radcloud.work.pipelines). Answers ``{arrival_id,
@@ -9,11 +9,11 @@ duplicate, runs: [{rule, state, retrieve_id, pipeline | reason}]}``; the runs
 are also kept for ``radcloud routes runs`` and the Automations page.
 """
 
-from radcloud import auth
-from radcloud.action import run
-from radcloud.jobservices import JobServices, store_errors
-from radcloud.plugins import Registry
-from radcloud.routing import RuleStore, route_arrival
+from radcloud.access import auth
+from radcloud.api.action import run
+from radcloud.work.jobservices import JobServices, store_errors
+from radcloud.run.registry import Registry
+from radcloud.arrivals.rules import RuleStore, route_arrival
 
 
 def handle(request, settings, principal, store=None, services=None):

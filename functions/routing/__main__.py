@@ -9,11 +9,11 @@ POST ``{"delete": name}`` removes one. Admin only: a rule runs plugins on
 every study that arrives. Every change is audited.
 """
 
-from radcloud import audit, auth
-from radcloud.action import run
-from radcloud.errors import BadRequest
-from radcloud.plugins import Registry
-from radcloud.routing import RuleStore, with_pipeline_state
+from radcloud.access import audit, auth
+from radcloud.api.action import run
+from radcloud.core.errors import BadRequest
+from radcloud.run.registry import Registry
+from radcloud.arrivals.rules import RuleStore, with_pipeline_state
 
 
 def handle(request, settings, principal, store=None, jobs=None):
@@ -22,7 +22,7 @@ def handle(request, settings, principal, store=None, jobs=None):
     store = store or RuleStore(redis, Registry())
     params = request.params
     if request.method == "get" or not any(k in params for k in ("rule", "delete", "enabled")):
-        from radcloud.jobs import JobStore
+        from radcloud.work.jobs import JobStore
 
         return {"rules": store.list(), "runs": with_pipeline_state(store.runs(), jobs or JobStore(redis))}
     if "rule" in params:

@@ -1,7 +1,7 @@
 """Action ``plugin-<name>``: the body of every plugin action (one shard).
 
 Invoked non-blocking by the action executor (radcloud.work.executors.action)
-with a shard spec (see :class:`radcloud.shard.ShardSpec`): ``{"job_id",
+with a shard spec (see :class:`radcloud.run.shard.ShardSpec`): ``{"job_id",
 "shard_id", "plugin", "params", "inputs", "input_prefix", "output_prefix",
 "limits"}``. Runs it through :func:`radcloud.work.shardaction.run_shard_action`,
 which records the outcome in Redis whatever happens, and answers a small
@@ -10,7 +10,7 @@ summary (never data).
 
 import os
 
-from radcloud.action import run
+from radcloud.api.action import run
 from radcloud.work.shardaction import run_shard_action
 
 

@@ -8,10 +8,10 @@ The events go into the job model as an action's do, and the URLs are
 presigned for the ticket's own keys only (radcloud.work.shardchannel).
 """
 
-from radcloud import auth
-from radcloud.action import run
-from radcloud.errors import Unauthorized
-from radcloud.jobservices import JobServices, store_errors
+from radcloud.access import auth
+from radcloud.api.action import run
+from radcloud.core.errors import Unauthorized
+from radcloud.work.jobservices import JobServices, store_errors
 from radcloud.work.shardchannel import apply
 
 

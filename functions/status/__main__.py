@@ -6,7 +6,7 @@ for direct invocation:
 * ``GET /``                      list (``mine``, ``state``, ``limit``)       op=list
 * ``GET /{job}``                 the job; ``wait=N&since=V`` may long-poll  op=get
   until its version exceeds V, when one of the namespace's few watch leases
-  is free (radcloud.jobwatch); the answer's ``poll_after_ms`` says when to
+  is free (radcloud.work.jobwatch); the answer's ``poll_after_ms`` says when to
   ask again
 * ``GET /{job}/events``          event history (``after`` = stream id)       op=events
 * ``POST /{job}/cancel``, ``DELETE /{job}``                                  op=cancel
@@ -18,12 +18,12 @@ retry reconcile their job first) and by the admin ``reconcile`` action
 (radcloud.work.reconcile).
 """
 
-from radcloud import jobview, jobwatch
+from radcloud.work import jobview, jobwatch
 from radcloud.api import parse
 from radcloud.api.models import StatusEvents, StatusList, StatusWatch
-from radcloud.action import run
-from radcloud.errors import BadRequest, Conflict
-from radcloud.jobservices import JobServices, store_errors
+from radcloud.api.action import run
+from radcloud.core.errors import BadRequest, Conflict
+from radcloud.work.jobservices import JobServices, store_errors
 from radcloud.work import pipelines, reconcile
 
 
@@ -71,7 +71,7 @@ def _handle(request, settings, principal, services):
         reconcile.reconcile_job(jobs, job_id, services.executor_named, finaliser=services.finaliser,
                                 pipelines=services.pipelines())
     if op == "cancel":
-        from radcloud.dispatch import stop_units
+        from radcloud.work.dispatch import stop_units
 
         must_finalise = jobs.cancel(job_id)
         must_finalise |= stop_units(jobs, job_id, services.executor_named)  # Slurm: scancel
@@ -85,7 +85,7 @@ def _handle(request, settings, principal, services):
         if job.get("kind") == pipelines.KIND:
             raise Conflict(f"job {job_id} is a pipeline: retry the job of the step that failed "
                            "(its id is in the step), or start the pipeline again", field="job")
-        from radcloud.dispatch import shard_deadline_s
+        from radcloud.work.dispatch import shard_deadline_s
 
         shard_ids = jobs.reopen_failed(job_id, shard_deadline_s(job, settings.shard_timeout_s))
         services.dispatcher().fan_out(job_id, shard_ids)

@@ -15,10 +15,10 @@ check here keeps a stranger from even seeing the application shell.
 import base64
 import os
 
-from radcloud import auth
-from radcloud.action import ALL_ROLES, run
-from radcloud.errors import RadcloudError
-from radcloud.webui import PAGES, WebUI, plugin_catalogue
+from radcloud.access import auth
+from radcloud.api.action import ALL_ROLES, run
+from radcloud.core.errors import RadcloudError
+from radcloud.ui.pages import PAGES, WebUI, plugin_catalogue
 
 _ui = None
 # Pages: no caching (they depend on who is logged in); script only from
@@ -86,7 +86,7 @@ def handle(request, settings, _principal):
     if principal is None:
         return _redirect(f"{ui_base}/login?next={page}")
     if page == "plugins.json":
-        from radcloud.plugins import Registry
+        from radcloud.run.registry import Registry
 
         return {"statusCode": 200, "headers": {"Content-Type": "application/json", "Cache-Control": "no-store"},
                 "body": {"plugins": plugin_catalogue(Registry())}}

@@ -11,18 +11,18 @@
   measurements of the study's staged SRs that cite it
 
 Every answer is written to the audit trail (who viewed which study and
-series: :data:`radcloud.audit.AUDITED`). URLs expire after
-``presign_ttl_s``. See :mod:`radcloud.viewer` for why URLs and not a proxy.
+series: :data:`radcloud.access.audit.AUDITED`). URLs expire after
+``presign_ttl_s``. See :mod:`radcloud.results.viewer` for why URLs and not a proxy.
 """
 
-from radcloud import jobview
-from radcloud.action import run
+from radcloud.work import jobview, subject
+from radcloud.api.action import run
 from radcloud.api import parse
 from radcloud.api.models import ViewerRequest
-from radcloud.errors import BadRequest
-from radcloud.jobservices import JobServices, store_errors
-from radcloud.staged import InputAccess
-from radcloud.viewer import Viewer
+from radcloud.core.errors import BadRequest
+from radcloud.work.jobservices import JobServices, store_errors
+from radcloud.store.staged import InputAccess
+from radcloud.results.viewer import Viewer
 
 _PRIVILEGED = ("admin", "service", "system")
 
@@ -38,7 +38,7 @@ def handle(request, settings, principal, services=None):
                              "/viewer/job/{job_id} or /viewer/seg/{SeriesInstanceUID}", field="kind")
         access = InputAccess(principal.name, privileged=principal.role in _PRIVILEGED,
                              job_owner=services.jobs.owner)
-        viewer = Viewer(services.store, services.staging, services.presign_ttl_s)
+        viewer = Viewer(services.store, services.staging, services.presign_ttl_s, subject_of=subject.from_series)
         if req.kind == "series":
             return viewer.series(req.uid, access, offset=req.offset, limit=req.limit)
         if req.kind == "job":

@@ -40,7 +40,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from radcloud import derived
+from radcloud.pacs import derivedseries
 
 VERSION = "1.0.0"
 GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
@@ -165,11 +165,11 @@ def body_mask(image: sitk.Image, body_hu: float) -> sitk.Image:
 
 def write_dicom(image: sitk.Image, source: Dataset, outdir: Path) -> int:
     """The resampled volume as a derived CT series (int16 HU + 0, one file per slice), numbered,
-    described and with UIDs as :mod:`radcloud.derived` rules (series 3 resampled is 304)."""
+    described and with UIDs as :mod:`radcloud.pacs.derivedseries` rules (series 3 resampled is 304)."""
     outdir.mkdir(parents=True, exist_ok=True)
     src_series = str(source.SeriesInstanceUID)
-    series_uid = derived.uid(src_series, "ct-resample", VERSION, "series")
-    series_number = derived.series_number(source.get("SeriesNumber"), "images")
+    series_uid = derivedseries.uid(src_series, "ct-resample", VERSION, "series")
+    series_number = derivedseries.series_number(source.get("SeriesNumber"), "images")
     arr = sitk.GetArrayViewFromImage(image)
     spacing = image.GetSpacing()
     d = image.GetDirection()
@@ -179,22 +179,22 @@ def write_dicom(image: sitk.Image, source: Dataset, outdir: Path) -> int:
         for kw in CARRIED:
             if kw in source:
                 setattr(ds, kw, source.data_element(kw).value)
-        uid = derived.uid(src_series, "ct-resample", VERSION, str(k))
+        uid = derivedseries.uid(src_series, "ct-resample", VERSION, str(k))
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = CTImageStorage, uid
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
         ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = "CT", series_uid, series_number, k + 1
-        ds.SeriesDescription = derived.description("ct-resample", "images", source.get("SeriesNumber"),
+        ds.SeriesDescription = derivedseries.description("ct-resample", "images", source.get("SeriesNumber"),
                                                    f"{spacing[0]:g} mm iso")
         ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-        ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = derived.MANUFACTURER, "ct-resample", VERSION
+        ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = derivedseries.MANUFACTURER, "ct-resample", VERSION
         ds.DerivationDescription = "Gaussian-smoothed and resampled to isotropic voxels (SimpleITK)"
         ds.AcquisitionNumber = None
         if "PositionReferenceIndicator" not in ds:
             ds.PositionReferenceIndicator = None
         if "FrameOfReferenceUID" not in ds:
-            ds.FrameOfReferenceUID = derived.uid(src_series, "ct-resample", "", "frame")
+            ds.FrameOfReferenceUID = derivedseries.uid(src_series, "ct-resample", "", "frame")
         origin = image.TransformIndexToPhysicalPoint((0, 0, k))
         ds.ImagePositionPatient = [f"{v:.4f}" for v in origin]
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row, *col)]

@@ -14,7 +14,7 @@ transfer syntax other than plain little endian (JPEG baseline/extended,
 16-bit JPEG, deflate, big endian — which dcm2niix's own decoders refuse) is
 decoded by pydicom/pylibjpeg and handed over uncompressed, so its reason, if
 it cannot be decoded, is the decoder's own. Reasons go to
-``file-reasons.json`` (:mod:`radcloud.filereasons`).
+``file-reasons.json`` (:mod:`radcloud.run.filereasons`).
 
 Output names come from ``--filename`` (dcm2niix's ``-f``); tokens that put
 patient attributes into file names (%n name, %i ID, %f folder, %k
@@ -39,7 +39,7 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from radcloud.filereasons import FileReasons, explain
+from radcloud.run.filereasons import FileReasons, explain
 
 # %a coil %b base %c comments %d description %e echo %f folder %g acc.# %i ID %j series UID
 # %k study UID %l procedure %m manufacturer %n name %o media ID %p protocol %r instance

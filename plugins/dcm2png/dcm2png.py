@@ -17,7 +17,7 @@ RGB, palette colour) is written as RGB.
 Frames are decoded one at a time (pydicom's ``iter_pixels`` reading the
 file), so a long colour cine needs one frame's memory, not the clip's. A file
 that cannot be converted is listed with the reader's or decoder's own reason
-(``file-reasons.json``, see :mod:`radcloud.filereasons`); the rest go on.
+(``file-reasons.json``, see :mod:`radcloud.run.filereasons`); the rest go on.
 
 Speed: windowing is a uint8 lookup table indexed by the stored value, so a
 512x512 slice costs one table build and one gather; PNGs use zlib level 1.
@@ -39,7 +39,7 @@ from PIL import Image
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, iter_pixels
 
-from radcloud.filereasons import FileReasons, explain
+from radcloud.run.filereasons import FileReasons, explain
 
 MONTAGE_MAX = 64  # thumbnails per montage, evenly sampled over the series
 

@@ -25,7 +25,7 @@ Storage"): the shard runner sets it from the deployed descriptor's
 
 Each file is written or named in ``file-reasons.json`` with why not (refused
 and which rule, the PHI check and which attributes, unreadable and the reader's
-message); the others are still de-identified (:mod:`radcloud.filereasons`).
+message); the others are still de-identified (:mod:`radcloud.run.filereasons`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pathlib import Path
 import pydicom
 import pydicom.uid
 
-from radcloud.filereasons import FileReasons, explain
+from radcloud.run.filereasons import FileReasons, explain
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deid_profile import Deidentifier, find_phi  # noqa: E402

@@ -17,7 +17,7 @@ sizes, pixel spacings and transfer syntaxes, and header values that are not
 what their VR says (``malformed_values``: real files carry NumberOfFrames
 "1A"): such a file is still reported, the bad value named. A file that cannot
 be read at all gets its reason in ``file-reasons.json``
-(:mod:`radcloud.filereasons`); the rest of the series is still reported.
+(:mod:`radcloud.run.filereasons`); the rest of the series is still reported.
 
 Patient-identifying attributes are left out of the report unless
 ``--includePHI`` is given, and are never printed: stdout/stderr carry
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from radcloud.filereasons import FileReasons, explain
+from radcloud.run.filereasons import FileReasons, explain
 
 PHI_KEYWORDS = frozenset({
     "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "OtherPatientIDs",

@@ -3,7 +3,7 @@
 
 ChRIS ds plugin: ``lung_seg.py [options] inputdir outputdir``. Per CT series
 under ``inputdir`` (segmentation in :mod:`segment`, the DICOM objects by
-:mod:`radcloud.segsr`):
+:mod:`radcloud.results.segsr`):
 
 - ``seg/series-NNN.dcm``: a BINARY Segmentation of four mutually exclusive
   segments (1 soft tissue = the body less lungs and bone, 2 right lung,
@@ -42,8 +42,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 import segment
-from radcloud import segsr
-from radcloud.filereasons import FileReasons, explain
+from radcloud.results import segsr
+from radcloud.run.filereasons import FileReasons, explain
 
 VERSION = "1.2.0"
 ALGORITHM = segsr.Algorithm("radcloud lung-seg", VERSION)
@@ -246,7 +246,7 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
               f"{stats['Right lung']['volume_ml']:.0f}+{stats['Left lung']['volume_ml']:.0f} mL, "
               f"{entry['seconds']} s", file=sys.stderr)
     (outputdir / "lung-seg.json").write_text(json.dumps(result, indent=1))
-    # The runner's per-file account (radcloud.filereasons): every input segmented or named with why not.
+    # The runner's per-file account (radcloud.run.filereasons): every input segmented or named with why not.
     reasons = FileReasons("lung-seg", inputs=sum(1 for p in inputdir.rglob("*") if p.is_file()))
     reasons.ok(processed)
     for s in skipped:

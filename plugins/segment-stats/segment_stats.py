@@ -17,14 +17,14 @@ CT series under ``inputdir`` (slices sorted along the slice normal):
    tissue, 4 bone, 5 other body, SNOMED CT coded) referencing every source
    slice, and ``sr/series-NNN.dcm``, a TID 1500 measurement report (volume,
    HU mean and SD per segment) referencing it — both in the source study,
-   new series, written by :mod:`radcloud.segsr`, ready to push to the PACS.
+   new series, written by :mod:`radcloud.results.segsr`, ready to push to the PACS.
    (Up to 1.0.0 the label map was a multi-frame Secondary Capture under
    ``labels/``; the SEG replaces it.)
 
 Each input file is measured or named in ``file-reasons.json`` with why not
 (not CT, no pixels, a multi-frame file, a slice that does not decode or does
 not match the series' matrix, a series that could not be measured), see
-:mod:`radcloud.filereasons`; the other series still get their measurements.
+:mod:`radcloud.run.filereasons`; the other series still get their measurements.
 
 Logs carry counts and volumes only, never patient attributes.
 """
@@ -43,8 +43,8 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from scipy import ndimage
 
-from radcloud import segsr
-from radcloud.filereasons import FileReasons, explain
+from radcloud.results import segsr
+from radcloud.run.filereasons import FileReasons, explain
 
 VERSION = "1.1.0"
 ALGORITHM = segsr.Algorithm("radcloud segment-stats", VERSION)

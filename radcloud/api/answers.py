@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from radcloud.users import ROLES
+from radcloud.access.users import ROLES
 
 JobState = Literal["queued", "running", "finishing", "succeeded", "failed", "partial", "cancelled"]
 
@@ -94,7 +94,7 @@ class StagedSeries(Answer):
 
 
 class StagedStudy(Answer):
-    """One study of ``GET retrieve/staged`` (radcloud.staged.list_studies)."""
+    """One study of ``GET retrieve/staged`` (radcloud.store.staged.list_studies)."""
 
     StudyInstanceUID: str
     PatientName: str | None = None
@@ -137,7 +137,7 @@ class SubjectSeries(Answer):
 
 
 class Subject(Answer):
-    """Whose images a job ran on (radcloud/subject.py): PHI, the owner's answers only."""
+    """Whose images a job ran on (radcloud/work/subject.py): PHI, the owner's answers only."""
 
     patients: list[SubjectPatient] = []
     studies: list[SubjectStudy] = []

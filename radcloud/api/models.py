@@ -4,8 +4,8 @@ The models say the shape — field names, types, ranges, the choices of an
 enumeration, which fields are required — and are what docs/openapi.yaml is
 checked against (tests/unit/test_api_models.py). Rules that belong to the
 domain stay there and run as the models' validators: the one UID rule
-(:func:`radcloud.query.check_uid`), the DICOM matching grammar of a search
-(:func:`radcloud.query.parse`), a plugin's own parameters (its descriptor).
+(:func:`radcloud.pacs.query.check_uid`), the DICOM matching grammar of a search
+(:func:`radcloud.pacs.query.parse`), a plugin's own parameters (its descriptor).
 
 Query-string requests (GET) arrive as strings, so numbers and booleans are
 read leniently ("50", "true"); a JSON body's options are strict (``"yes"``
@@ -19,9 +19,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, \
     field_validator, model_validator
 
-from radcloud import query as q
+from radcloud.pacs import query as q
 
-# A value or an OR-ed list of values (at most radcloud.query.MAX_LIST).
+# A value or an OR-ed list of values (at most radcloud.pacs.query.MAX_LIST).
 OneOrMany = str | Annotated[list[str], Field(max_length=q.MAX_LIST)]
 # A query-string switch: absent or empty is off; true/false, 1/0, yes/no otherwise.
 Flag = Annotated[bool, BeforeValidator(lambda v: False if v in ("", None) else v)]
@@ -70,7 +70,7 @@ DateOrRange = str | Range
 
 
 class QueryRequest(Model):
-    """A search; the DICOM keyword fields are matched by :func:`radcloud.query.parse`."""
+    """A search; the DICOM keyword fields are matched by :func:`radcloud.pacs.query.parse`."""
 
     model_config = ConfigDict(extra="forbid")
     level: Annotated[Literal["patient", "study", "series", "instance"], BeforeValidator(_lower)] = "study"
@@ -103,7 +103,7 @@ class QueryRequest(Model):
         if isinstance(data, dict):
             for key in data:
                 if key not in cls.model_fields and not str(key).startswith("_"):
-                    from radcloud.errors import BadRequest
+                    from radcloud.core.errors import BadRequest
 
                     raise BadRequest(f"unknown query field {key!r}; known: {', '.join(sorted(q.FIELDS))}",
                                      field=key)
@@ -302,6 +302,6 @@ class AuditRequest(Open):
 
 # ---- shard -----------------------------------------------------------------------------------
 class ShardRequest(Open):
-    """The part of a shard spec the action itself reads; :mod:`radcloud.shard` reads the rest."""
+    """The part of a shard spec the action itself reads; :mod:`radcloud.run.shard` reads the rest."""
 
     job_id: StrictStr = Field(min_length=1)

@@ -4,9 +4,9 @@
 :mod:`radcloud.api.models` and turns the first problem pydantic finds into a
 400 that names the field and says what to send instead — never pydantic's own
 dump (which would echo the whole input, possibly patient identifiers). Model
-validators may raise :class:`~radcloud.errors.RadcloudError` themselves (the
-UID rule of :func:`radcloud.query.check_uid`, the DICOM matching grammar of
-:func:`radcloud.query.parse`): pydantic lets those through unchanged, so an
+validators may raise :class:`~radcloud.core.errors.RadcloudError` themselves (the
+UID rule of :func:`radcloud.pacs.query.check_uid`, the DICOM matching grammar of
+:func:`radcloud.pacs.query.parse`): pydantic lets those through unchanged, so an
 action keeps one error family and the domain's own messages.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, TypeVar, get_args, get_origin
 import annotated_types
 from pydantic import BaseModel, ValidationError
 
-from radcloud.errors import BadRequest
+from radcloud.core.errors import BadRequest
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import dataclasses
 
-from radcloud.errors import ConfigError
-from radcloud.settings import Secret, Settings
+from radcloud.core.errors import ConfigError
+from radcloud.core.settings import Secret, Settings
 
 
 def images_table(raw: Any) -> dict[str, str]:
@@ -46,9 +46,9 @@ def service_from_settings(settings: Settings, *, need_invoker: bool = False, buc
 
     ``bucket`` is ChRIS's bucket in the shared store (default: radcloud's own).
     """
-    from radcloud.jobservices import JobServices, jobs_redis
+    from radcloud.work.jobservices import JobServices, jobs_redis
     from radcloud.pfcon.service import PfconService, Records
-    from radcloud.storage import ObjectStore
+    from radcloud.store.storage import ObjectStore
 
     services = JobServices.from_settings(settings, need_invoker=need_invoker)
     store = services.store
@@ -70,7 +70,7 @@ def option(args: Mapping[str, Any], name: str, default: str = "") -> Any:
 def with_credentials(settings: Settings, args: Mapping[str, Any]) -> Settings:
     """Take ``pfcon_user``/``pfcon_password`` from the action's bound parameters.
 
-    :func:`radcloud.action.settings_from` drops unbound setting names from a
+    :func:`radcloud.api.action.settings_from` drops unbound setting names from a
     web request's args, because a ``web: true`` caller could send them. The
     pfcon action is ``web: raw``: a caller's query and body arrive only as
     ``__ow_query``/``__ow_body``, so any other argument was bound at deploy

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 from radcloud.api import validation as api
 from radcloud.api.pfcon import (TYPES, CopyJobForm, DeleteJobForm, PluginJobForm, UploadJobForm,  # noqa: F401
                                 form_values, storage_path, valid_jid)
-from radcloud.errors import BadRequest
+from radcloud.core.errors import BadRequest
 from radcloud.work.lifecycle import JOB_FINAL, SUCCEEDED
 
 INCOMING = "/share/incoming"

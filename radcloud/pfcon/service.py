@@ -7,9 +7,9 @@ ChRIS job id (``jid``):
   objects followed, as pfcon's copy worker does) from ChRIS's bucket to
   ``pfcon/key-<jid>/incoming/`` in radcloud's bucket and writes a staging
   manifest at ``pfcon/key-<jid>/manifest.json`` — the ``prefixes`` input
-  kind of :mod:`radcloud.staged`, so dispatch treats it like a staged series;
+  kind of :mod:`radcloud.store.staged`, so dispatch treats it like a staged series;
 * **plugin** maps ``image`` to a registered plugin, turns CUBE's ``args``
-  back into parameters and runs it through :class:`radcloud.dispatch.Dispatcher`
+  back into parameters and runs it through :class:`radcloud.work.dispatch.Dispatcher`
   (one shard: a ChRIS plugin sees its whole input dir; the result cache applies);
 * **upload** copies the job's outputs to ``job_output_path`` in ChRIS's bucket;
 * **delete** removes ``pfcon/key-<jid>/`` (the results stay: they feed the cache).
@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from radcloud import __version__
-from radcloud.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, RadcloudError
+from radcloud.core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, RadcloudError
 from radcloud.pfcon import protocol as P
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class PfconService:
 
     Parameters:
         records: :class:`Records`.
-        store: radcloud's bucket (``radcloud.storage.ObjectStore``).
+        store: radcloud's bucket (``radcloud.store.storage.ObjectStore``).
         chris: ChRIS's bucket (may be the same store).
         jobs, results, registry: the job store, results and plugin registry.
         dispatcher: ``() -> Dispatcher`` (made lazily: it needs the OpenWhisk client).

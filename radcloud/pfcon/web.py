@@ -28,10 +28,10 @@ from typing import Any
 
 import jwt
 
-from radcloud.auth import ALGORITHM, signing_secrets
-from radcloud.errors import BadRequest, ConfigError, NotFound, Unauthorized
+from radcloud.access.auth import ALGORITHM, signing_secrets
+from radcloud.core.errors import BadRequest, ConfigError, NotFound, Unauthorized
 from radcloud.pfcon import protocol as P
-from radcloud.settings import Settings
+from radcloud.core.settings import Settings
 
 ISSUER = "radcloud-pfcon"
 TOKEN_TTL_S = 2 * 24 * 3600  # pfcon: datetime.now() + timedelta(days=2)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
-from radcloud.errors import Conflict
+from radcloud.core.errors import Conflict
 
 # -- the states, once ---------------------------------------------------------------
 SUCCEEDED, FAILED, PARTIAL, CANCELLED = "succeeded", "failed", "partial", "cancelled"

@@ -1,6 +1,6 @@
 """Pipelines: ordered plugin steps run as one tracked job of the one lifecycle.
 
-A pipeline is a job (:mod:`radcloud.jobs`, ``kind=pipeline``) whose units
+A pipeline is a job (:mod:`radcloud.work.jobs`, ``kind=pipeline``) whose units
 are its *steps* instead of shards: the same JOB and SHARD machines of
 :mod:`radcloud.work.lifecycle`, the same Lua scripts, the same open index,
 so status, cancel and reconcile see it like any job. A step's "executor" is
@@ -20,7 +20,7 @@ another job::
    the step takes the job's outcome (recorded once: the Lua script refuses a
    second) and the next step is submitted with ``inputs = {"job": <that job>}``
    — the DICOM outputs of the previous step, by object key
-   (:mod:`radcloud.staged`), never image data in parameters.
+   (:mod:`radcloud.store.staged`), never image data in parameters.
 4. A step that fails (or a job that ends ``partial``/``cancelled``) stops the
    pipeline: the steps after it are cancelled with a reason naming the step,
    and the pipeline ends ``failed`` with "step 2 (lung-seg) failed: …"
@@ -44,8 +44,8 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from radcloud.errors import BadRequest, Conflict, NotFound, RadcloudError
-from radcloud.jobs import JobSpec, JobStore, ShardSpec, new_job_id
+from radcloud.core.errors import BadRequest, Conflict, NotFound, RadcloudError
+from radcloud.work.jobs import JobSpec, JobStore, ShardSpec, new_job_id
 from radcloud.work import lifecycle as L
 from radcloud.work.executors.base import ExecutorBusy, Unit
 from radcloud.work.lifecycle import JOB, SHARD
@@ -124,7 +124,7 @@ class Pipelines:
 
         self.jobs = jobs
         self.executor = as_executor(invoker, package) if invoker is not None else None
-        # Ends the pipeline when its last step has an outcome (radcloud.reporter.Finaliser
+        # Ends the pipeline when its last step has an outcome (radcloud.work.reporter.Finaliser
         # hands a pipeline to finalise() below); the default needs nothing else.
         self.finaliser = finaliser or (lambda job_id: finalise(self.jobs, self.jobs.get(job_id)))
 

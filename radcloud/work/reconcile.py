@@ -23,7 +23,7 @@ unit. It runs on the write side and on a schedule, never inside a read:
   configured (deploy/manifest.yaml).
 
 Executors are asked in batches (:meth:`Executor.poll`); one that cannot be
-asked (:class:`~radcloud.errors.UpstreamError`) concludes nothing: the
+asked (:class:`~radcloud.core.errors.UpstreamError`) concludes nothing: the
 deadline stays the backstop.
 """
 
@@ -34,7 +34,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from radcloud.errors import Conflict, NotFound, RadcloudError
+from radcloud.core.errors import Conflict, NotFound, RadcloudError
 from radcloud.work import lifecycle as L
 from radcloud.work.executors.base import Executor, UnitStatus
 from radcloud.work.lifecycle import JOB, SERIES, SHARD_OPEN

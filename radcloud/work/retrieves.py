@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from radcloud.errors import NotFound, RadcloudError, UpstreamError
+from radcloud.core.errors import NotFound, RadcloudError, UpstreamError
 from radcloud.work import lifecycle as L
 from radcloud.work.lifecycle import SERIES, SERIES_FINAL
 
@@ -73,7 +73,7 @@ class Progress:
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Progress":
-        from radcloud import redisclient
+        from radcloud.core import redisclient
 
         return cls(redisclient.client(settings, redisclient.PROGRESS))
 
@@ -96,7 +96,7 @@ class Progress:
         now = self.clock()
 
         # Tracked by series key: the UID, or the key a retrieve gave one of
-        # several series sharing a UID (radcloud.retrieve.series_key).
+        # several series sharing a UID (radcloud.pacs.retrieve.series_key).
         uids = [s.get("series_key") or s["SeriesInstanceUID"] for s in series]
 
         def write() -> None:

@@ -4,7 +4,7 @@ The rules (docs/architecture.md, "Executors"):
 
 * ``options.executor`` (``action`` | ``slurm``) asks for one per job;
 * otherwise a plugin whose declared needs exceed what an OpenWhisk action
-  can give (:func:`radcloud.resources.misfits`: ``min_memory_limit`` above
+  can give (:func:`radcloud.run.resources.misfits`: ``min_memory_limit`` above
   512 MB, a GPU, several workers) runs on **Slurm** when a cluster is
   configured (``slurm_url``); with none, dispatch refuses it (409) naming
   what the plugin needs and what an action has;
@@ -26,9 +26,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from radcloud.errors import BadRequest, Conflict
-from radcloud.plugins import parse_memory
-from radcloud.resources import DEFAULT_MEMORY, MIB, action_limits, misfits
+from radcloud.core.errors import BadRequest, Conflict
+from radcloud.run.registry import parse_memory
+from radcloud.run.resources import DEFAULT_MEMORY, MIB, action_limits, misfits
 from radcloud.work.executors.base import Resources
 
 EXECUTORS = ("action", "slurm")
@@ -88,7 +88,7 @@ def route(descriptor: Mapping[str, Any], *, requested: str | None, default: str,
 def check_partition(name: str, resources: Resources, limits: Any) -> None:
     """400 naming the limit when one shard asks for more than the partition can ever give.
 
-    ``limits``: :class:`radcloud.slurm.Limits` (the biggest node's CPUs,
+    ``limits``: :class:`radcloud.work.slurmclient.Limits` (the biggest node's CPUs,
     memory and GPUs, the partition's time limit in minutes).
     """
     problems = []
@@ -122,7 +122,7 @@ def choose(descriptor: Mapping[str, Any], options: Mapping[str, Any], settings: 
                    cluster=bool(settings.slurm_url), default_timeout_s=settings.shard_timeout_s)
     if chosen.executor == "slurm":
         if slurm_limits is None:
-            from radcloud.slurm import SlurmClient
+            from radcloud.work.slurmclient import SlurmClient
 
             slurm_limits = SlurmClient.from_settings(settings).limits
         check_partition(str(descriptor.get("name", "?")), chosen.resources, slurm_limits())

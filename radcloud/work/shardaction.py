@@ -2,8 +2,8 @@
 
 The ``plugin-<name>`` action (functions/shard) and the in-process executor
 both run a shard spec through here: build the job-side services from the
-settings, report into Redis through :class:`radcloud.reporter.RedisShardReporter`
-and run the plugin with :func:`radcloud.shard.run_shard`, which records an
+settings, report into Redis through :class:`radcloud.work.reporter.RedisShardReporter`
+and run the plugin with :func:`radcloud.run.shard.run_shard`, which records an
 outcome whatever happens.
 """
 
@@ -21,11 +21,11 @@ def run_shard_action(spec: dict[str, Any], settings: Any, *, activation_id: str 
 
     ``deadline`` (epoch seconds) is when the executor will kill the unit.
     """
-    from radcloud.jobservices import JobServices
-    from radcloud.reporter import RedisShardReporter
-    from radcloud.shard import run_shard
+    from radcloud.work.jobservices import JobServices
+    from radcloud.work.reporter import RedisShardReporter
+    from radcloud.run.shard import run_shard
 
-    parse(ShardRequest, spec)  # the job id; the rest of the spec is radcloud.shard's to read
+    parse(ShardRequest, spec)  # the job id; the rest of the spec is radcloud.run.shard's to read
     services = services or JobServices.from_settings(settings)
     reporter = RedisShardReporter(services.jobs, spec["job_id"], finaliser=services.finaliser,
                                   activation_id=activation_id)

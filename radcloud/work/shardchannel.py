@@ -4,16 +4,16 @@ A batch job's script and environment are kept by slurmctld, copied to the
 node, shown by ``scontrol`` and readable by the cluster's admins: no S3 key,
 Redis URL or token secret may travel in them. A job is given instead:
 
-* a **shard ticket** (:func:`radcloud.auth.issue_shard_ticket`): a token for
+* a **shard ticket** (:func:`radcloud.access.auth.issue_shard_ticket`): a token for
   one shard, expiring with the shard's deadline, that names its output
   prefix and the digest of its input keys;
 * the URL of the ``shard_report`` web action, where the ticket is the bearer.
 
 On the node, :class:`RemoteReporter` and :class:`RemoteStore` are what the
-shard runner (:func:`radcloud.shard.run_shard`) is given in place of the
+shard runner (:func:`radcloud.run.shard.run_shard`) is given in place of the
 Redis reporter and the S3 store. Both talk to ``shard_report``, which
 :func:`apply` serves hospital-side: the events (started, progress, log,
-finished) go through the same :class:`radcloud.reporter.RedisShardReporter`
+finished) go through the same :class:`radcloud.work.reporter.RedisShardReporter`
 an action uses (the finaliser, the PACS push, the next stage all run
 hospital-side), every answer says whether the job was cancelled, and the job
 gets presigned URLs (``presign_ttl_s``): GET for its own inputs only, PUT for
@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from radcloud.errors import BadRequest, Forbidden, Unavailable, UpstreamError
+from radcloud.core.errors import BadRequest, Forbidden, Unavailable, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def report_url(settings: Any) -> str:
     host = settings.ow_api_host or os.environ.get("__OW_API_HOST", "")
     namespace = os.environ.get("__OW_NAMESPACE", "").strip("/").split("/")[0] or settings.ow_namespace
     if not host or namespace in ("", "_"):
-        from radcloud.errors import ConfigError
+        from radcloud.core.errors import ConfigError
 
         raise ConfigError("no URL for Slurm jobs to report to: set slurm_report_url (RADCLOUD_SLURM_REPORT_URL) "
                           f"to this deployment's {ACTION} web action as the cluster reaches it",
@@ -62,12 +62,12 @@ def report_url(settings: Any) -> str:
 def apply(services: Any, ticket: Mapping[str, Any], body: Mapping[str, Any], *, ttl_s: int) -> dict[str, Any]:
     """Serve one call of a ticket's bearer: record its events, answer cancel and the URLs asked for.
 
-    ``ticket``: the verified claims (:func:`radcloud.auth.shard_ticket_claims`). ``body``:
+    ``ticket``: the verified claims (:func:`radcloud.access.auth.shard_ticket_claims`). ``body``:
     ``{"events": [{"type": "started"|"progress"|"log"|"finished", ...}], "get": [input keys],
     "put": [output keys], "activation_id": the Slurm job id}``.
     """
-    from radcloud.auth import inputs_digest
-    from radcloud.reporter import RedisShardReporter
+    from radcloud.access.auth import inputs_digest
+    from radcloud.work.reporter import RedisShardReporter
     from radcloud.work import lifecycle as L
 
     job_id, shard_id = str(ticket["job"]), str(ticket["shard"])
@@ -110,7 +110,7 @@ def apply(services: Any, ticket: Mapping[str, Any], body: Mapping[str, Any], *, 
 
 
 def _may_write(key: str, ticket: Mapping[str, Any]) -> bool:
-    from radcloud.shard import reid_map_key
+    from radcloud.run.shard import reid_map_key
 
     if any(part in ("", ".", "..") for part in key.split("/")):
         return False
@@ -131,7 +131,7 @@ class Channel:
 
     def __init__(self, url: str, ticket: str, *, activation_id: str | None = None, timeout_s: float = 30.0,
                  session: Any = None) -> None:
-        from radcloud import retry
+        from radcloud.core import retry
 
         self.url, self._ticket, self.activation_id, self.timeout_s = url, ticket, activation_id, timeout_s
         # Every call may be sent again: events are idempotent where it matters (a second outcome is refused).
@@ -159,7 +159,7 @@ class Channel:
 
 
 class RemoteReporter:
-    """The shard runner's reporter (:mod:`radcloud.shard`) over the channel; log lines go in batches."""
+    """The shard runner's reporter (:mod:`radcloud.run.shard`) over the channel; log lines go in batches."""
 
     def __init__(self, channel: Channel, *, clock: Any = time.monotonic) -> None:
         self.channel, self.clock = channel, clock
@@ -203,7 +203,7 @@ class RemoteStore:
     """The shard runner's object store on the node: presigned URLs from the channel, asked when needed."""
 
     def __init__(self, channel: Channel, inputs: Sequence[str], *, timeout_s: float = 120.0) -> None:
-        from radcloud import retry
+        from radcloud.core import retry
 
         self.channel, self.inputs, self.timeout_s = channel, list(inputs), timeout_s
         self.http = retry.session(budget_s=timeout_s)
@@ -211,7 +211,7 @@ class RemoteStore:
         self._put: dict[str, str] = {}
 
     def get_to_file(self, key: str, path: str) -> None:
-        from radcloud.shard import _fetch_url
+        from radcloud.run.shard import _fetch_url
 
         if self._get is None:  # every input's URL in one call, when the first is needed
             self._get = dict(self.channel.call(get=self.inputs).get("get") or {})
@@ -253,8 +253,8 @@ def run(environ: dict[str, str]) -> dict[str, Any]:
     """Run the shard in ``RADCLOUD_SHARD_SPEC`` through the channel (what a Slurm job does)."""
     import json
 
-    from radcloud.plugins import Registry
-    from radcloud.shard import run_shard
+    from radcloud.run.registry import Registry
+    from radcloud.run.shard import run_shard
 
     spec = json.loads(environ.pop("RADCLOUD_SHARD_SPEC", "") or "null")
     ticket = environ.pop("RADCLOUD_SHARD_TICKET", "")

@@ -5,8 +5,8 @@
 The job's environment holds no secret of the deployment (no S3 key, no Redis
 URL): the shard spec (object keys, never data), a shard ticket and the URL
 of the ``shard_report`` web action (:mod:`radcloud.work.shardchannel`). The
-shard runs through :func:`radcloud.shard.run_shard` — the plugin in
-:mod:`radcloud.sandbox`, as in an action — with inputs fetched and outputs
+shard runs through :func:`radcloud.run.shard.run_shard` — the plugin in
+:mod:`radcloud.run.sandbox`, as in an action — with inputs fetched and outputs
 uploaded by presigned URLs and progress and outcome reported through that
 action, with the job's end (its start + Slurm's time limit) as the deadline
 so the plugin's wall clock leaves room for the upload. The spec and the
@@ -23,7 +23,7 @@ import sys
 
 
 def main(environ: dict[str, str] | None = None) -> int:
-    from radcloud.shard import STATUS_OK
+    from radcloud.run.shard import STATUS_OK
     from radcloud.work.shardchannel import run
 
     env = os.environ if environ is None else environ

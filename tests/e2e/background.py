@@ -1,7 +1,7 @@
 """Taking a test world down without making the next test wait for it.
 
 Stopping a stack is mostly waiting: Orthanc and SeaweedFS take 3-4 s each to
-shut down cleanly after SIGTERM (radcloud.stack.process.stop), localwhisk a
+shut down cleanly after SIGTERM (radcloud.ops.stack.process.stop), localwhisk a
 moment more. A tier's fixture hands its ``down`` to :func:`stop_later`, which
 runs it on a thread while the next tier starts; the root conftest's
 ``pytest_sessionfinish`` calls :func:`join` so every service is stopped —

@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 
 USER, PASSWORD = "cli-tester", "cli-password-0123"
-RADCLOUD = [sys.executable, "-m", "radcloud.cli.main"]
+RADCLOUD = [sys.executable, "-m", "radcloud.ops.cli.main"]
 
 
 @dataclasses.dataclass

@@ -28,12 +28,12 @@ def cli_stack(tmp_path_factory, require):
     from pydicom.uid import generate_uid
 
     from jobflow import ct_instance
-    from radcloud.stack import DEFAULT_SERVICES, Ports, Stack
-    from radcloud.stack.install import find
-    from radcloud.users import UserStore
+    from radcloud.ops.stack import DEFAULT_SERVICES, Ports, Stack
+    from radcloud.ops.stack.install import find
+    from radcloud.access.users import UserStore
 
-    from radcloud.stack.install import SLURM_REQUIREMENTS
-    from radcloud.stack.state import SLURM_SERVICES
+    from radcloud.ops.stack.install import SLURM_REQUIREMENTS
+    from radcloud.ops.stack.state import SLURM_SERVICES
 
     binaries = find()
     require(not binaries.missing, f"missing binaries: {binaries.missing}")

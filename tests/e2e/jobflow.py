@@ -1,8 +1,8 @@
 """The world an end-to-end job test runs in: the real stack + localwhisk + radcloud deployed.
 
-``JobWorld.up(tmp)`` starts Orthanc, Redis and SeaweedFS (radcloud.stack),
+``JobWorld.up(tmp)`` starts Orthanc, Redis and SeaweedFS (radcloud.ops.stack),
 starts a localwhisk server with the images file ``radcloud deploy --local``
-uses (radcloud.deploy.local_images: every image is this checkout, common
+uses (radcloud.ops.deploy.local_images: every image is this checkout, common
 modules preloaded) and deploys deploy/manifest.yaml the same way, plus one
 ``plugin-<name>`` action per fixture plugin in ``plugins_dir`` (derived from
 its descriptor like the manifest's own). Shared by tests/e2e/test_job_flow.py,
@@ -13,7 +13,7 @@ lost is the ``reconcile`` action, which a deployment fires on an alarm
 trigger; this world does what the alarm does — :meth:`JobWorld.tick` invokes
 ``reconcile`` at most once a second, before a read of a job or a retrieve.
 
-Every call goes through radcloud's own HTTP client (:mod:`radcloud.retry`),
+Every call goes through radcloud's own HTTP client (:mod:`radcloud.core.retry`),
 so a namespace at its concurrency limit (OpenWhisk's 429) is waited out as a
 real client would, never turned into a failed test; watching a job follows
 the status answer's ``poll_after_ms`` like the CLI and the web UI do.
@@ -85,7 +85,7 @@ class JobWorld:
     """A running stack + localwhisk with radcloud deployed."""
 
     def __init__(self, tmp: Path, stack: Any, endpoints: Any, whisk: Any, redis: Any) -> None:
-        from radcloud import retry
+        from radcloud.core import retry
 
         self.tmp, self.stack, self.endpoints, self.whisk, self.redis = tmp, stack, endpoints, whisk, redis
         self.busy_answers = 0  # 429/503 the client waited out (a figure of the load tier)
@@ -100,15 +100,15 @@ class JobWorld:
         import redis as redis_lib
 
         from localwhisk.testing import Server
-        from radcloud import deploy
-        from radcloud.stack import DEFAULT_SERVICES, Ports, Stack
-        from radcloud.stack.install import find
+        from radcloud.ops import deploy
+        from radcloud.ops.stack import DEFAULT_SERVICES, Ports, Stack
+        from radcloud.ops.stack.install import find
 
         binaries = find()
         if binaries.missing:
             raise MissingPrerequisite(f"missing binaries: {binaries.missing}")
         if slurm:
-            from radcloud.stack.install import SLURM_REQUIREMENTS
+            from radcloud.ops.stack.install import SLURM_REQUIREMENTS
 
             missing = find(SLURM_REQUIREMENTS).missing
             if missing:
@@ -116,13 +116,13 @@ class JobWorld:
         stack = Stack(tmp / "stack", Ports.ephemeral(), binaries=binaries, timeout_s=60)
         whisk = None
         try:
-            from radcloud.stack.state import SLURM_SERVICES
+            from radcloud.ops.stack.state import SLURM_SERVICES
 
             # slurm: also a one-node Slurm cluster, which the actions' settings then name (routing).
             endpoints = stack.up((*DEFAULT_SERVICES, *(SLURM_SERVICES if slurm else ())), install_missing=False)
             env = {**endpoints.env(), "RADCLOUD_SHARD_TIMEOUT_S": str(shard_timeout_s),
                    "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40),
-                   # As deployed (docs/deploy.md, radcloud.stack): successful blocking activations
+                   # As deployed (docs/deploy.md, radcloud.ops.stack): successful blocking activations
                    # (every web action) leave no record; their answers carry PHI and tokens.
                    "CONFIG_whisk_activation_storeBlockingResultLevel": "STORE_FAILURES", **(extra_env or {})}
             env.update(deploy.local_image_env(env))
@@ -172,7 +172,7 @@ class JobWorld:
 
     def deploy(self) -> None:
         """Deploy (again, e.g. after changing ``self.env``) as ``radcloud deploy --local`` does."""
-        from radcloud import deploy
+        from radcloud.ops import deploy
 
         deploy.deploy(self.whisk.api_host, self.whisk.auth, self.env, plugins_dir=self.plugins_dir)
 
@@ -251,7 +251,7 @@ class JobWorld:
         """
         deadline = time.monotonic() + timeout_s
         if not set(states) <= set(FINAL):
-            from radcloud.jobs import JobStore
+            from radcloud.work.jobs import JobStore
 
             key = JobStore(self.redis).key(job_id)
             while self.redis.hget(key, "state") not in states and time.monotonic() < deadline:

@@ -149,8 +149,8 @@ def test_doctor_reports_every_dependency(state):
 
 def test_deploy_to_any_openwhisk_with_host_and_key(state):
     # What an admin does against a remote OpenWhisk: site values from $RADCLOUD_*, key from the environment.
-    from radcloud.cli.client import read_wskprops
-    from radcloud.stack import Stack
+    from radcloud.ops.cli.client import read_wskprops
+    from radcloud.ops.stack import Stack
 
     props = read_wskprops(state / "whisk" / ".wskprops")
     env = {**clean_env(), **Stack(state).endpoints().env(), "RADCLOUD_OW_AUTH": props["AUTH"],

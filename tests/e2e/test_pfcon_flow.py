@@ -39,7 +39,7 @@ def world(tmp_path_factory, require):
         w.env.update({"RADCLOUD_PFCON_USER": USER, "RADCLOUD_PFCON_PASSWORD": PASSWORD,
                       "RADCLOUD_PFCON_BUCKET": CHRIS_BUCKET})
         w.deploy()  # again, now with the pfcon action's inputs bound
-        from radcloud.storage import ObjectStore
+        from radcloud.store.storage import ObjectStore
 
         radcloud_store = ObjectStore.from_settings(w.endpoints.settings())
         radcloud_store.client.make_bucket(CHRIS_BUCKET)

@@ -4,7 +4,7 @@ The demo's sample study (patient RC100002, MR brain, 2 series x 30 slices,
 what ``make demo`` seeds) goes into Orthanc, is retrieved into S3, and each
 of the shipped plugins runs on it as ``plugin-<name>`` actions in
 localwhisk: the manifest's limits (memorySize from the descriptor, see
-radcloud/resources.py), each container in its own memory cgroup, bubblewrap
+radcloud/run/resources.py), each container in its own memory cgroup, bubblewrap
 as deployed. Each job must succeed with outputs. Then two broken fixture
 plugins: memhog allocates past its action's memory and must be reported as
 ``oom``; sigkill dies of a SIGKILL that is not for memory and must not be.
@@ -27,12 +27,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from radcloud import deploy
+from radcloud.ops import deploy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 SHIPPED = [p.name for p in deploy.plugin_dirs(deploy.ROOT / "plugins")]
-DEMO_PATIENT = "RC100002"  # radcloud.cli.demo: the study `make demo` runs its job on
+DEMO_PATIENT = "RC100002"  # radcloud.ops.cli.demo: the study `make demo` runs its job on
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
@@ -45,8 +45,8 @@ def world(job_world):
 
 @pytest.fixture(scope="module")
 def demo_retrieve(world):
-    from radcloud.samples.seed import seed_orthanc
-    from radcloud.samples.spec import DEFAULT_SPEC
+    from radcloud.ops.samples.seed import seed_orthanc
+    from radcloud.ops.samples.spec import DEFAULT_SPEC
 
     spec = tuple(p for p in DEFAULT_SPEC if p.patient_id == DEMO_PATIENT)
     seeded = seed_orthanc(world.endpoints.settings(), spec=spec, include_pydicom_files=False)
@@ -62,8 +62,8 @@ def demo_retrieve(world):
 @pytest.fixture(scope="module")
 def ct_study(world):
     """A chest CT study (no scout: one series, one shard) in Orthanc and staged: (study UID, retrieve id)."""
-    from radcloud.samples.seed import seed_orthanc
-    from radcloud.samples.spec import PatientSpec, SeriesSpec, StudySpec
+    from radcloud.ops.samples.seed import seed_orthanc
+    from radcloud.ops.samples.spec import PatientSpec, SeriesSpec, StudySpec
 
     spec = (PatientSpec("LUNG^SEG", "RCL000001", "19700101", "F", (
         StudySpec("CT", "CT CHEST", "20250101", "090000", "RCL0000001", "CHEST", (

@@ -26,7 +26,7 @@ def world(job_world):
 
 @pytest.fixture(scope="module")
 def client(world):
-    from radcloud.slurm import SlurmClient
+    from radcloud.work.slurmclient import SlurmClient
 
     return SlurmClient.from_settings(world.endpoints.settings())
 
@@ -74,7 +74,7 @@ def dispatch_heavy(world, rid: str) -> str:
 
 
 def test_a_queued_heavy_job_shows_why_holds_no_secret_and_runs_when_the_node_frees(world, client, staged):
-    from radcloud.stack import slurm as stack_slurm
+    from radcloud.ops.stack import slurm as stack_slurm
 
     with node_held(client):
         job_id = dispatch_heavy(world, staged)

@@ -166,7 +166,7 @@ def test_plugin_output_symlinks_never_escape(world):
     rid = world.stage(study)
     job = world.run_job("misbehave", rid, params={"mode": "escape"}, timeout_s=120)
     assert job["state"] in FINAL_STATES, job
-    from radcloud.storage import ObjectStore
+    from radcloud.store.storage import ObjectStore
 
     store = ObjectStore.from_settings(world.settings)
     outputs = world.call("results", {"job_id": job["id"]}).get("outputs", [])

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the query parser (radcloud/query.py): no sockets, fast.
+"""Property-based fuzzing of the query parser (radcloud/pacs/query.py): no sockets, fast.
 
 Any JSON the web layer can hand over either parses into a Query whose
 filters are safe C-FIND strings, or raises BadRequest naming the field —
@@ -12,8 +12,8 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from radcloud import query
-from radcloud.errors import BadRequest
+from radcloud.pacs import query
+from radcloud.core.errors import BadRequest
 
 FIELDS = sorted(query.FIELDS)
 KEYS = st.sampled_from(FIELDS + sorted(query.CONTROL_KEYS) + ["", "_x", "PatientId", "__proto__", "../x"])

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of Settings.load (radcloud/settings.py): no sockets, fast.
+"""Property-based fuzzing of Settings.load (radcloud/core/settings.py): no sockets, fast.
 
 Any params/environment either load, or raise ConfigError naming the field —
 never another exception; and secrets never show in repr/str/public().
@@ -12,8 +12,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radcloud.errors import ConfigError
-from radcloud.settings import ENV_PREFIX, Secret, Settings
+from radcloud.core.errors import ConfigError
+from radcloud.core.settings import ENV_PREFIX, Secret, Settings
 
 NAMES = [f.name for f in dataclasses.fields(Settings)]
 SECRET_NAMES = [f.name for f in dataclasses.fields(Settings) if f.type in ("Secret", Secret)]

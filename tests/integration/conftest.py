@@ -1,7 +1,7 @@
 """Session fixtures running the real local stack for integration tests.
 
 ``stack``: Orthanc + Redis + SeaweedFS S3 in a temp state dir on ephemeral
-ports, started once per session through :class:`radcloud.stack.Stack` (the
+ports, started once per session through :class:`radcloud.ops.stack.Stack` (the
 same code as ``radcloud stack up``) and stopped at the end. Before each test
 that uses it, services a previous test killed are started again, so one
 fault-injection test cannot cascade into others.
@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from radcloud.settings import Settings
-from radcloud.stack import DEFAULT_SERVICES, Endpoints, OrthancEndpoint, Ports, Stack
-from radcloud.stack.state import SLURM_SERVICES
-from radcloud.stack.install import find, install_hint
+from radcloud.core.settings import Settings
+from radcloud.ops.stack import DEFAULT_SERVICES, Endpoints, OrthancEndpoint, Ports, Stack
+from radcloud.ops.stack.state import SLURM_SERVICES
+from radcloud.ops.stack.install import find, install_hint
 
 
 @dataclasses.dataclass
@@ -119,7 +119,7 @@ def slurm(stack: LiveStack, require) -> Endpoints:
 
     Returns the endpoints with the cluster's URL and token (``settings()`` routes to it).
     """
-    from radcloud.stack.install import SLURM_REQUIREMENTS
+    from radcloud.ops.stack.install import SLURM_REQUIREMENTS
 
     missing = find(SLURM_REQUIREMENTS).missing
     require(not missing, install_hint(missing) if missing else "")

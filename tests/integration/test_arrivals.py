@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 from pydicom.uid import generate_uid
 
-from radcloud.arrivals import CURSOR, PREFIX, TRIGGER
-from radcloud.orthanc import Orthanc
-from radcloud.samples.synthetic import dataset_bytes, generate_many_studies
+from radcloud.arrivals.watch import CURSOR, PREFIX, TRIGGER
+from radcloud.pacs.orthanc import Orthanc
+from radcloud.ops.samples.synthetic import dataset_bytes, generate_many_studies
 
 pytestmark = pytest.mark.integration
 

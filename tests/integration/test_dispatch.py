@@ -15,15 +15,15 @@ import pytest
 import redis as redis_lib
 import requests
 
-from radcloud.cache import ResultCache
-from radcloud.dispatch import Dispatcher
-from radcloud.jobs import JobStore
-from radcloud.plugins import Registry
-from radcloud.reporter import Finaliser, RedisShardReporter
-from radcloud.results import Results
-from radcloud.shard import run_shard
-from radcloud.staged import ManifestStaging
-from radcloud.storage import ObjectStore
+from radcloud.work.cache import ResultCache
+from radcloud.work.dispatch import Dispatcher
+from radcloud.work.jobs import JobStore
+from radcloud.run.registry import Registry
+from radcloud.work.reporter import Finaliser, RedisShardReporter
+from radcloud.results.manifest import Results
+from radcloud.run.shard import run_shard
+from radcloud.store.staged import ManifestStaging
+from radcloud.store.storage import ObjectStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker  # noqa: E402

@@ -7,13 +7,13 @@ import dataclasses
 import pytest
 import requests
 
-from radcloud import query as q
-from radcloud import search
-from radcloud.errors import BadRequest, UpstreamError
-from radcloud.orthanc import Orthanc, patient_resource_id
-from radcloud.samples.seed import seed_orthanc
-from radcloud.samples.spec import DEFAULT_SPEC
-from radcloud.settings import Secret
+from radcloud.pacs import query as q
+from radcloud.pacs import search
+from radcloud.core.errors import BadRequest, UpstreamError
+from radcloud.pacs.orthanc import Orthanc, patient_resource_id
+from radcloud.ops.samples.seed import seed_orthanc
+from radcloud.ops.samples.spec import DEFAULT_SPEC
+from radcloud.core.settings import Secret
 
 pytestmark = pytest.mark.integration
 

@@ -20,14 +20,14 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from radcloud import retrieve as r
-from radcloud.errors import NotFound, UpstreamError
-from radcloud.orthanc import Orthanc
+from radcloud.pacs import retrieve as r
+from radcloud.core.errors import NotFound, UpstreamError
+from radcloud.pacs.orthanc import Orthanc
 from radcloud.work.retrieves import Progress
-from radcloud.samples.seed import seed_orthanc
-from radcloud.samples.spec import DEFAULT_SPEC, PatientSpec, SeriesSpec, StudySpec
-from radcloud.settings import Secret
-from radcloud.storage import ObjectStore
+from radcloud.ops.samples.seed import seed_orthanc
+from radcloud.ops.samples.spec import DEFAULT_SPEC, PatientSpec, SeriesSpec, StudySpec
+from radcloud.core.settings import Secret
+from radcloud.store.storage import ObjectStore
 
 pytestmark = pytest.mark.integration
 
@@ -191,7 +191,7 @@ def test_the_real_store_refuses_bytes_whose_md5_is_not_the_expected_one(world):
     """The checked PUT relies on the store honouring Content-MD5 (BadDigest), not on a local hash."""
     import io
 
-    from radcloud.storage import ChecksumMismatch
+    from radcloud.store.storage import ChecksumMismatch
 
     data = b"\x00DICM" * 20_000
     right, wrong = hashlib.md5(data).hexdigest(), hashlib.md5(data + b"!").hexdigest()

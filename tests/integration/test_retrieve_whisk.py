@@ -1,7 +1,7 @@
 """The deployed query and retrieve actions, driven through localwhisk against the real stack.
 
 deploy/manifest.yaml is deployed as ``radcloud deploy --local`` does
-(radcloud.deploy: every image is this checkout, common modules preloaded).
+(radcloud.ops.deploy: every image is this checkout, common modules preloaded).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from radcloud.orthanc import Orthanc
-from radcloud.samples.seed import seed_orthanc
-from radcloud.storage import ObjectStore
+from radcloud.pacs.orthanc import Orthanc
+from radcloud.ops.samples.seed import seed_orthanc
+from radcloud.store.storage import ObjectStore
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def whisk(stack, tmp_path_factory):
     from localwhisk.testing import Server
-    from radcloud import deploy
+    from radcloud.ops import deploy
 
     seed_orthanc(stack.settings, include_pydicom_files=False)
     tmp = tmp_path_factory.mktemp("whisk-retrieve")
@@ -88,11 +88,11 @@ def test_bad_input_is_a_400_from_the_deployed_actions(whisk):
 def test_an_arrival_fired_at_the_trigger_runs_the_matching_rule_as_a_job(whisk, stack):
     """The deployed chain after the watcher: trigger radcloud-study-stable -> rule -> route ->
     retrieve (the matched series) -> the rule's pipeline, whose step runs as a job; a repeat starts nothing."""
-    from radcloud.arrivals import arrival, fingerprint
-    from radcloud.openwhisk import OpenWhisk
-    from radcloud.plugins import Registry
-    from radcloud.jobs import JobStore
-    from radcloud.routing import RuleStore
+    from radcloud.arrivals.watch import arrival, fingerprint
+    from radcloud.core.openwhisk import OpenWhisk
+    from radcloud.run.registry import Registry
+    from radcloud.work.jobs import JobStore
+    from radcloud.arrivals.rules import RuleStore
     from radcloud.work.pipelines import steps_view
 
     orthanc = Orthanc.from_settings(stack.settings)

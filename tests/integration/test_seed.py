@@ -12,10 +12,10 @@ import socket
 import pytest
 import requests
 
-from radcloud.errors import UpstreamError
-from radcloud.samples.seed import seed_orthanc
-from radcloud.samples.synthetic import plan
-from radcloud.settings import Secret, Settings
+from radcloud.core.errors import UpstreamError
+from radcloud.ops.samples.seed import seed_orthanc
+from radcloud.ops.samples.synthetic import plan
+from radcloud.core.settings import Secret, Settings
 
 pytestmark = pytest.mark.integration
 

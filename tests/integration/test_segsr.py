@@ -1,4 +1,4 @@
-"""radcloud.segsr round trip on a real CT: highdicom reads back, UIDs match, dciodvfy clean, Orthanc stores.
+"""radcloud.results.segsr round trip on a real CT: highdicom reads back, UIDs match, dciodvfy clean, Orthanc stores.
 
 The source is a real head CT slice (pydicom-data's 693_UNCI.dcm, CQ500,
 512²; the corpus holds no multi-slice real CT series). It carries no Frame
@@ -9,9 +9,9 @@ A threshold label map (soft tissue, bone) stands in for a plugin's mask.
 Checked: the SEG's pixels are the label map, it references exactly the
 source instances, study and frame of reference; the SR's TID 1500 groups
 reference the SEG's segments and the source series and carry the numbers of
-:func:`radcloud.segsr.label_stats`; dicom3tools' ``dciodvfy`` reports no
+:func:`radcloud.results.segsr.label_stats`; dicom3tools' ``dciodvfy`` reports no
 error for the SEG, the SR and the Secondary Capture that
-:mod:`radcloud.derived` makes of a picture (with its source references);
+:mod:`radcloud.results.derived` makes of a picture (with its source references);
 ``derived.push`` (the path of ``push_to_pacs``) stores all three in the real
 Orthanc, in the source study, numbered and described after the source
 series; pushing again stores nothing new; search marks them derived and a
@@ -32,10 +32,11 @@ import pytest
 from PIL import Image
 from pydicom.sr.codedict import codes
 
-from radcloud import derived, retrieve, search, segsr
-from radcloud import query as q
-from radcloud.orthanc import Orthanc
-from radcloud.storage import ObjectStore
+from radcloud.pacs import derivedseries, retrieve, search
+from radcloud.pacs import query as q
+from radcloud.results import derived, segsr
+from radcloud.pacs.orthanc import Orthanc
+from radcloud.store.storage import ObjectStore
 
 from plugin_helpers import dciodvfy_errors
 
@@ -135,12 +136,12 @@ def test_every_object_written_passes_dciodvfy(written, tmp_path):
     base = written["base"]
     study = {k: str(written["sources"][0].get(k, "")) for k in ("StudyInstanceUID", "PatientID", "StudyDate")}
     src = written["sources"][0]
-    refs = derived.source_references(str(src.SeriesInstanceUID), [(str(src.SOPClassUID), str(src.SOPInstanceUID))])
+    refs = derivedseries.source_references(str(src.SeriesInstanceUID), [(str(src.SOPClassUID), str(src.SOPInstanceUID))])
     for mode in ("L", "RGB"):  # what derived makes of a grey and of a colour picture
         with Image.open(base / "preview.png") as img:
             sc = derived.secondary_capture(img.convert(mode), study=study, series_uid=pydicom.uid.generate_uid(),
                                            plugin="segsr-test", number=1, series_number=301, references=refs,
-                                           series_description=derived.description("segsr-test", "pictures", 3))
+                                           series_description=derivedseries.description("segsr-test", "pictures", 3))
         sc.save_as(tmp_path / f"sc-{mode}.dcm", enforce_file_format=True)
     for path in (base / "seg.dcm", base / "sr.dcm", tmp_path / "sc-L.dcm", tmp_path / "sc-RGB.dcm"):
         assert dciodvfy_errors(path) == [], path.name

@@ -1,4 +1,4 @@
-"""The stack's real one-node Slurm cluster, driven through slurmrestd (radcloud.slurm).
+"""The stack's real one-node Slurm cluster, driven through slurmrestd (radcloud.work.slurmclient).
 
 One cluster for the session (the ``slurm`` fixture: ``stack up --with-slurm``
 on the session's stack); no mock of Slurm anywhere. Waits are bounded polls
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from radcloud.errors import BadRequest, ConfigError, UpstreamError
-from radcloud.settings import Secret
-from radcloud.slurm import ENDED, SlurmClient
-from radcloud.stack import Ports, Stack
-from radcloud.stack.slurm import NODE, PARTITION, mint_token
-from radcloud.stack.state import SLURM_SERVICES
+from radcloud.core.errors import BadRequest, ConfigError, UpstreamError
+from radcloud.core.settings import Secret
+from radcloud.work.slurmclient import ENDED, SlurmClient
+from radcloud.ops.stack import Ports, Stack
+from radcloud.ops.stack.slurm import NODE, PARTITION, mint_token
+from radcloud.ops.stack.state import SLURM_SERVICES
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_stack_up_with_slurm_reports_a_healthy_cluster(stack, slurm, client):
 
 
 def test_doctor_checks_the_cluster(slurm):
-    from radcloud.doctor import check_slurm
+    from radcloud.ops.doctor import check_slurm
 
     check = check_slurm(slurm.settings())
     assert check.ok and f"partition {PARTITION}: {os.cpu_count()} CPUs" in check.detail, check
@@ -170,7 +170,7 @@ def _stage_ct(store, tmp_path, count: int = 40) -> str:
 def services(slurm):
     """In-process dispatch and reconcile; these jobs never start (their node reports through the deployed
     shard_report action: a running one is tests/e2e/test_slurm_flow.py's)."""
-    from radcloud.jobservices import JobServices
+    from radcloud.work.jobservices import JobServices
 
     return JobServices.from_settings(dataclasses.replace(
         slurm.settings(), token_secret=Secret("t" * 40), slurm_report_url="http://127.0.0.1:9/not-reached"))

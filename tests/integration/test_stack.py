@@ -22,9 +22,9 @@ import pydicom
 import pytest
 import requests
 
-from radcloud.stack import Ports, Stack, StackError
-from radcloud.stack.install import Binaries, find
-from radcloud.stack.process import ProcessRecord
+from radcloud.ops.stack import Ports, Stack, StackError
+from radcloud.ops.stack.install import Binaries, find
+from radcloud.ops.stack.process import ProcessRecord
 
 pytestmark = pytest.mark.integration
 
@@ -239,8 +239,8 @@ def test_seaweedfs_ports_refuse_anyone_without_the_stacks_secrets(stack):
     """Finding 6 of issue 16: filer, master and volume ports served deid-maps/ without credentials."""
     import ssl
 
-    from radcloud.stack.config import weed_tls_dir
-    from radcloud.stack.weed import WeedTls, client_kwargs
+    from radcloud.ops.stack.config import weed_tls_dir
+    from radcloud.ops.stack.weed import WeedTls, client_kwargs
 
     p, tls = stack.stack.ports, WeedTls.under(weed_tls_dir(stack.stack.state))
     key, secret = "deid-maps/probe-job/0.json", b'{"PSEUDO-0001": "Real^Patient"}'
@@ -343,7 +343,7 @@ def test_no_secret_in_any_stack_log_nor_in_stack_logs(stack):
         logs = {str(p.relative_to(state)): p.read_text("utf-8", "replace")
                 for p in sorted((state / "logs").rglob("*")) if p.is_file()}
         assert "logs/whisk.log" in logs and "localwhisk serving on" in logs["logs/whisk.log"]
-        cli = subprocess.run([sys.executable, "-m", "radcloud.cli.main", "stack", "logs", "-n", "1000",
+        cli = subprocess.run([sys.executable, "-m", "radcloud.ops.cli.main", "stack", "logs", "-n", "1000",
                               "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
         assert cli.returncode == 0, cli.stderr
         assert "whisk.log" in cli.stdout and "localwhisk serving on" in cli.stdout
@@ -459,7 +459,7 @@ def test_ephemeral_ports_are_distinct_and_weed_grpc_pairs(stack):
 
 def test_cli_up_is_a_noop_on_a_running_stack(stack):
     proc = subprocess.run(
-        [sys.executable, "-m", "radcloud.cli.main", "stack", "up", "--no-install", "--json",
+        [sys.executable, "-m", "radcloud.ops.cli.main", "stack", "up", "--no-install", "--json",
          "--state-dir", str(stack.state_dir)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)

@@ -8,9 +8,9 @@ import time
 import pytest
 import requests
 
-from radcloud.stack import Ports, Stack
-from radcloud.stack.install import find
-from radcloud.stack.process import ProcessRecord
+from radcloud.ops.stack import Ports, Stack
+from radcloud.ops.stack.install import find
+from radcloud.ops.stack.process import ProcessRecord
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@
 (OpenWhisk's default) and 8 containers, each followed by web clients through
 the status action (50 in all): every job must succeed with every output
 present and every watcher must get the final answer. Saturation is expected:
-clients wait out OpenWhisk's 429 (radcloud.retry), watchers share the status
-action's two containers and, as a crowd, are answered at once (radcloud.jobwatch), and dispatch's
+clients wait out OpenWhisk's 429 (radcloud.core.retry), watchers share the status
+action's two containers and, as a crowd, are answered at once (radcloud.work.jobwatch), and dispatch's
 two containers leave the rest to shards, so 20 simultaneous dispatches cannot
 deadlock the invoker; bench/load_bench.py measures the shard-start ratio.
 
@@ -105,7 +105,7 @@ def test_namespace_of_3_slots_cli_and_harness_ride_out_429(world, seeded):
                    RADCLOUD_TOKEN=world.tokens["researcher"], RADCLOUD_TOKEN_FILE=str(world.tmp / "no-token.json"))
         t0 = time.monotonic()
         with ticking(world):  # the deployment's alarm trigger: reconcile resubmits a shard refused as busy
-            cli = subprocess.run([sys.executable, "-m", "radcloud.cli.main", "run", "copy", "--retrieve", rid,
+            cli = subprocess.run([sys.executable, "-m", "radcloud.ops.cli.main", "run", "copy", "--retrieve", rid,
                                   "--force", "--watch", "--json"], env=env, capture_output=True, text=True,
                                  timeout=200)
         assert cli.returncode == 0, (cli.stdout[-2000:], cli.stderr[-2000:])

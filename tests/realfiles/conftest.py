@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def realworld(tmp_path_factory, require):
     from jobflow import JobWorld
-    from radcloud.stack.install import find
+    from radcloud.ops.stack.install import find
 
     missing = find().missing
     require(not missing, f"missing binaries: {missing}")
@@ -30,7 +30,7 @@ def realworld(tmp_path_factory, require):
                         extra_env={"RADCLOUD_DEID_SECRET": secrets.token_urlsafe(32)})
 
     def store():
-        from radcloud.storage import ObjectStore
+        from radcloud.store.storage import ObjectStore
 
         return ObjectStore.from_settings(world.endpoints.settings())
 

@@ -12,7 +12,7 @@ baseline). It reports how long each shard waited to start (shard
 final answer, and per action (:func:`action_profile`) how many activations
 were cold starts and how long they queued for a container. Memory is the resident set of the localwhisk server and every
 process under it (its action containers), sampled from /proc. Every HTTP
-call goes through radcloud's retrying client (radcloud.retry).
+call goes through radcloud's retrying client (radcloud.core.retry).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 
 import requests
 
-from radcloud import retry
-from radcloud.jobs import JobStore
+from radcloud.core import retry
+from radcloud.work.jobs import JobStore
 
 FINAL = ("succeeded", "failed", "partial", "cancelled")
 

@@ -48,14 +48,14 @@ class RcWorld(JobWorld):
     # -- identities -------------------------------------------------------------------
     @property
     def settings(self):
-        from radcloud.settings import Settings
+        from radcloud.core.settings import Settings
 
         return Settings.load(environ=self.env)
 
     def add_users(self) -> None:
         from fast_hasher import FAST_HASHER  # tests/unit/fast_hasher.py: accounts, not guess costs, are tested
-        from radcloud.auth import issue_token
-        from radcloud.users import UserStore
+        from radcloud.access.auth import issue_token
+        from radcloud.access.users import UserStore
 
         store = UserStore(self.redis, FAST_HASHER)
         self.tokens = {}

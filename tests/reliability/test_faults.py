@@ -13,7 +13,7 @@ runner killed mid-job): here the faults hit the deployed actions.
 * Redis killed (AOF on) and S3 killed mid-job → job state survives; every
   job reaches a final state; outputs are all there. Shards that end while
   Redis is down keep their outcome until it is back; shards that start while
-  it restarts wait for it (radcloud.redisclient) and succeed.
+  it restarts wait for it (radcloud.core.redisclient) and succeed.
 * A plugin that hangs past its timeout, blows its memory limit, floods its
   output dir or writes too many files → that shard fails with the right
   reason, its siblings finish, the job ends ``partial``.
@@ -33,13 +33,13 @@ FINAL = ("succeeded", "failed", "partial", "cancelled")
 
 
 def _store(world):
-    from radcloud.storage import ObjectStore
+    from radcloud.store.storage import ObjectStore
 
     return ObjectStore.from_settings(world.settings)
 
 
 def _orthanc_md5s(world, study: str) -> dict[str, str]:
-    from radcloud.orthanc import Orthanc
+    from radcloud.pacs.orthanc import Orthanc
 
     orthanc = Orthanc.from_settings(world.settings)
     return {i["MainDicomTags"]["SOPInstanceUID"]: orthanc.instance_md5(i["ID"])

@@ -109,7 +109,7 @@ def test_cli_output_is_clean(seeded, tmp_path):
 
 @pytest.fixture(scope="module")
 def whisk_job(world, seeded):
-    from radcloud.storage import ObjectStore
+    from radcloud.store.storage import ObjectStore
 
     study, series, _files = seeded
     job = world.run_job("deidentify", world.stage(study))
@@ -143,7 +143,7 @@ def test_whisk_deidentify_job_succeeds_with_clean_outputs(world, whisk_job, seed
     dicoms = [k for k in data if k.endswith(".dcm")]
     assert len(dicoms) == 5 and all(check_output(data[k], originals) == [] for k in data)
     assert not [k for k in data if "deid-maps" in k]  # the map is no result...
-    from radcloud.storage import ObjectStore
+    from radcloud.store.storage import ObjectStore
 
     store = ObjectStore.from_settings(world.settings)
     maps = [o.key for o in store.list(f"deid-maps/{job['id']}/")]

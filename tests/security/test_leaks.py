@@ -124,7 +124,7 @@ def test_settings_never_show_secrets(world):
 
 
 def test_cli_stack_up_and_status_never_print_secrets(world):
-    cli = [sys.executable, "-m", "radcloud.cli.main"]
+    cli = [sys.executable, "-m", "radcloud.ops.cli.main"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADCLOUD_")}
     outputs = []
     for args in (["stack", "up", "--no-install"], ["stack", "up", "--no-install", "--json"],
@@ -179,7 +179,7 @@ def test_activation_records_hold_no_patient_data_token_or_url(world, flow):
 
 
 def test_presigned_urls_expire(world, flow):
-    from radcloud.storage import ObjectStore
+    from radcloud.store.storage import ObjectStore
 
     job = flow["jobs"]["dcm2png"]
     manifest = world.call("results", {"job_id": job["id"], "urls": True})

@@ -67,7 +67,7 @@ def _echo(request, settings, principal):
 
 
 def test_unwrap_rules_without_sockets():
-    from radcloud.action import run
+    from radcloud.api.action import run
 
     shaped = {"statusCode": 200, "headers": {}, "body": {"items": [], "_principal": {"name": "admin", "role": "admin"}},
               "_principal": {"name": "carol", "role": "clinician", "kind": "user"}, "orthanc_url": "http://o"}

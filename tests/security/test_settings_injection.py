@@ -19,7 +19,7 @@ import jwt
 import pytest
 import yaml
 
-from radcloud import action
+from radcloud.api import action
 from rcworld import PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -31,7 +31,7 @@ def test_bound_settings_are_the_manifests_inputs():
     """Every setting the manifest binds (package or action inputs, final on web actions) — and only those."""
     import dataclasses
 
-    from radcloud.settings import Settings
+    from radcloud.core.settings import Settings
 
     pkg = yaml.safe_load((ROOT / "deploy" / "manifest.yaml").read_text())["project"]["packages"]["radcloud"]
     bound = set(pkg["inputs"]) | {k for spec in pkg["actions"].values() for k in (spec.get("inputs") or {})}

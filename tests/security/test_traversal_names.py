@@ -1,7 +1,7 @@
 """Every name that reaches storage is refused or made safe before it becomes an object key (no sockets).
 
-Object keys (radcloud.storage.validate_key), the ChRIS layout's path
-components built from DICOM tags and the PACS name (radcloud.layout), and
+Object keys (radcloud.store.storage.validate_key), the ChRIS layout's path
+components built from DICOM tags and the PACS name (radcloud.store.layout), and
 pfcon's ChRIS storage paths (``input_dirs``, ``job_output_path``) and job
 ids (radcloud.pfcon.protocol). The live actions' refusals are in
 tests/fuzz/test_bad_input.py.
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud import layout
-from radcloud.errors import BadRequest
+from radcloud.store import layout
+from radcloud.core.errors import BadRequest
 from radcloud.pfcon import protocol as P
-from radcloud.storage import validate_key
+from radcloud.store.storage import validate_key
 
 EVIL = ["..", "../x", "a/../../b", "a/./b", "/etc/passwd", "x/\x00y", "a/..", "..\\..\\x", "a/\n/b"]
 

@@ -31,7 +31,7 @@ PATIENT = ("Guardtest^Hermione", "GRD770011", "19510606")
 #   ui:    the login page and static assets (no data in them); every other
 #          page redirects to the login page without a valid cookie/token.
 PUBLIC = {"login", "ui"}
-# Guarded by radcloud's token/API-key check (radcloud.action.run). A pfcon
+# Guarded by radcloud's token/API-key check (radcloud.api.action.run). A pfcon
 # action has its own JWT (pfcon's API); it is held to the same 401s here.
 GUARDED = {"query", "retrieve", "dispatch", "status", "results", "audit", "pull-and-run", "pfcon", "viewer", "routing",
            "shard_report"}
@@ -73,8 +73,8 @@ def _alg_none(role: str = "admin") -> str:
 
 
 def _expired(world: RcWorld) -> str:
-    from radcloud.auth import issue_token
-    from radcloud.users import UserStore
+    from radcloud.access.auth import issue_token
+    from radcloud.access.users import UserStore
 
     user = UserStore(world.redis).get("admin")
     return issue_token(world.settings, user, now=time.time() - 10 * 24 * 3600)
@@ -125,8 +125,8 @@ def test_guarded_entity_refuses_bad_credentials(world, seeded, name):
 
 
 def test_revoked_and_disabled_tokens_are_refused_at_once(world):
-    from radcloud.auth import issue_token
-    from radcloud.users import UserStore
+    from radcloud.access.auth import issue_token
+    from radcloud.access.users import UserStore
 
     store = UserStore(world.redis)
     user = store.get("temp-user") or store.add("temp-user", "clinician", "temporary password 1")
@@ -180,8 +180,8 @@ def test_someone_elses_job_does_not_exist_for_you(world, seeded):
 def test_someone_elses_results_are_no_input_for_you_and_nothing_stays_stuck(world, seeded):
     """Finding 5: another user's results/<job>/ was accepted (200, a job stuck in
     ``staging`` with 0 shards, even after cancel) while an unknown job id answered 404."""
-    from radcloud.jobs import JobSpec, JobStore
-    from radcloud.jobservices import jobs_redis
+    from radcloud.work.jobs import JobSpec, JobStore
+    from radcloud.work.jobservices import jobs_redis
 
     study, _ = seeded
     rid = world.stage(study)
@@ -216,7 +216,7 @@ def test_ui_public_surface_is_exactly_login_and_static(world):
     status, _h, css = world.web("ui", path="/static/app.css")
     assert status == 200 and css
     forged = {"Cookie": f"token={_forged(world)}"}
-    from radcloud.webui import PAGES
+    from radcloud.ui.pages import PAGES
 
     for page_name in [p for p in PAGES if p != "login"] + ["plugins.json"]:
         for headers in ({}, forged):

@@ -2,7 +2,7 @@
 
 A default argon2 hash costs ~0.1 s of CPU (more on a loaded box) by design;
 tests that add users for every case check who may log in, not what a guess
-costs, so they pass this to :class:`radcloud.users.UserStore`. A hash names its
+costs, so they pass this to :class:`radcloud.access.users.UserStore`. A hash names its
 own parameters, so the actions (default hasher) verify these as they are.
 """
 

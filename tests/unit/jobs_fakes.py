@@ -10,14 +10,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from radcloud.errors import NotFound
-from radcloud.storage import ObjectInfo
+from radcloud.core.errors import NotFound
+from radcloud.store.storage import ObjectInfo
 
 FIXTURE_PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
 
 
 class MemStore:
-    """The slice of radcloud.storage.ObjectStore that jobs, results and shards use."""
+    """The slice of radcloud.store.storage.ObjectStore that jobs, results and shards use."""
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
@@ -65,7 +65,7 @@ class MemStore:
 def stage_series(store: MemStore, study: str, series: str, n: int, *, complete: bool = True,
                  payload: bytes = b"DICM", redis: Any = None, ext: str = ".dcm",
                  tags: dict[str, Any] | None = None) -> str:
-    """Write n fake instances and a manifest the way radcloud.retrieve does; returns the prefix."""
+    """Write n fake instances and a manifest the way radcloud.pacs.retrieve does; returns the prefix."""
     prefix = f"studies/{study}/{series}/"
     instances = []
     for i in range(n):

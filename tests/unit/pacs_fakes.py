@@ -20,7 +20,7 @@ from typing import Any
 import requests
 from minio.error import S3Error
 
-from radcloud.orthanc import patient_resource_id
+from radcloud.pacs.orthanc import patient_resource_id
 
 
 class FakeResponse:

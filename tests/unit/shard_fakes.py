@@ -6,14 +6,14 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from radcloud.errors import NotFound
-from radcloud.storage import ObjectInfo
+from radcloud.core.errors import NotFound
+from radcloud.store.storage import ObjectInfo
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
 
 
 class FakeStore:
-    """The slice of radcloud.storage.ObjectStore a shard uses, on a dict."""
+    """The slice of radcloud.store.storage.ObjectStore a shard uses, on a dict."""
 
     def __init__(self, objects: dict[str, bytes] | None = None) -> None:
         self.objects: dict[str, bytes] = dict(objects or {})

@@ -17,7 +17,7 @@ import yaml
 
 from radcloud.api import answers, models
 from radcloud.api import parse
-from radcloud.errors import BadRequest
+from radcloud.core.errors import BadRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())

@@ -8,8 +8,8 @@ import pytest
 
 from redis_fakes import FakeRedis
 
-from radcloud.arrivals import CURSOR, PENDING, Watcher, arrival, fingerprint, routed_key
-from radcloud.errors import NotFound, UpstreamError
+from radcloud.arrivals.watch import CURSOR, PENDING, Watcher, arrival, fingerprint, routed_key
+from radcloud.core.errors import NotFound, UpstreamError
 
 
 def stamp(t: float) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud.cache import cache_key
+from radcloud.work.cache import cache_key
 
 
 def test_key_ignores_param_and_input_order():

@@ -1,4 +1,4 @@
-"""radcloud.cli.client and common: API resolution, token cache, answers and errors, exit codes."""
+"""radcloud.ops.cli.client and common: API resolution, token cache, answers and errors, exit codes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from radcloud.cli import common
-from radcloud.cli.client import ApiError, Client, load_token, resolve_api, save_token, token_file
+from radcloud.ops.cli import common
+from radcloud.ops.cli.client import ApiError, Client, load_token, resolve_api, save_token, token_file
 
 BASE = "http://whisk.test/api/v1/web/guest/radcloud/"
 
@@ -148,7 +148,7 @@ def test_a_param_without_equals_is_a_usage_error():
 
 
 def test_watch_long_polls_with_the_last_version_until_final():
-    from radcloud.cli import jobs
+    from radcloud.ops.cli import jobs
 
     states = iter([("running", 1, 0), ("running", 2, 1), ("succeeded", 3, 2)])
     seen = []
@@ -165,7 +165,7 @@ def test_watch_long_polls_with_the_last_version_until_final():
 
 
 def test_watch_waits_what_the_server_asks_between_calls():
-    from radcloud.cli import jobs
+    from radcloud.ops.cli import jobs
 
     answers = iter([("running", 1000), ("running", 2500), ("succeeded", 2500)])
     slept = []
@@ -184,7 +184,7 @@ def test_watch_waits_what_the_server_asks_between_calls():
 def test_watch_exit_codes(state, code):
     import typer
 
-    from radcloud.cli import jobs
+    from radcloud.ops.cli import jobs
 
     job = {"id": "j1", "state": state, "progress": {}}
     if code is None:
@@ -198,7 +198,7 @@ def test_watch_exit_codes(state, code):
 def test_download_verifies_md5_and_refuses_names_outside_the_dir(tmp_path):
     import hashlib
 
-    from radcloud.cli import jobs
+    from radcloud.ops.cli import jobs
 
     body = b"\x89PNG data"
 
@@ -217,7 +217,7 @@ def test_download_verifies_md5_and_refuses_names_outside_the_dir(tmp_path):
 
 
 def test_openwhisk_still_busy_after_the_retry_budget_says_so_and_what_to_do():
-    # Retries happen below the adapter (radcloud.retry); what reaches the client is the last answer.
+    # Retries happen below the adapter (radcloud.core.retry); what reaches the client is the last answer.
     busy = {"error": "Too many concurrent requests in flight (count: 3, allowed: 3).", "code": "tx1"}
     with pytest.raises(ApiError, match="stayed busy .*count: 3, allowed: 3.*concurrency limit") as caught:
         _client(lambda r: reply(429, json_body=busy), busy_budget_s=5).call("status", path="j1")

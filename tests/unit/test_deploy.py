@@ -1,4 +1,4 @@
-"""radcloud.deploy: plugin actions from descriptors, the generated manifest block, local image map."""
+"""radcloud.ops.deploy: plugin actions from descriptors, the generated manifest block, local image map."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from radcloud import deploy
-from radcloud.errors import ConfigError
+from radcloud.ops import deploy
+from radcloud.core.errors import ConfigError
 
 MANIFEST = """project:
   name: radcloud
@@ -100,7 +100,7 @@ def test_resolved_manifest_has_absolute_existing_function_paths():
 def test_local_images_preload_importable_modules():
     import importlib.util
 
-    from radcloud.deploy import PRELOAD
+    from radcloud.ops.deploy import PRELOAD
 
     spec = next(iter(deploy.local_images({"RADCLOUD_RUNTIME_IMAGE": "rc/runtime:1"}).values()))
     assert spec["preload"] == list(PRELOAD)

@@ -9,7 +9,8 @@ import pydicom
 from jobs_fakes import MemStore
 from PIL import Image
 
-from radcloud import derived
+from radcloud.pacs import derivedseries
+from radcloud.results import derived
 
 STUDY = {"StudyInstanceUID": "1.2.826.0.1.3680043.8.498.1", "PatientID": "P1", "PatientName": "Doe^J",
          "StudyDate": "20240101"}
@@ -106,21 +107,6 @@ def test_seg_and_sr_outputs_are_stored_as_they_are():
     assert [derived.to_bytes(d) for d in pacs.stored] == [written["seg.dcm"], written["sr.dcm"]]
 
 
-def test_rules_number_describe_and_recognise_derived_series():
-    assert derived.series_number("3", "pictures") == 301 and derived.series_number(12, "measurements") == 1203
-    assert derived.series_number(None, "segmentation") == 9902 and derived.series_number("x", "images") == 9904
-    assert derived.description("radcloud lung-seg", "segmentation", "3", "CT chest") == \
-        "radcloud lung-seg segmentation of #3 CT chest"
-    assert derived.description("dcm2png", "pictures", "", "") == "radcloud dcm2png pictures of an unnumbered series"
-    assert len(derived.description("p", "pictures", 1, "x" * 200)) == 64
-    assert derived.is_derived({"SeriesDescription": "radcloud dcm2png pictures of #3"})
-    assert not derived.is_derived({"Manufacturer": "radcloud", "SeriesDescription": "AXIAL"})  # a sample study
-    assert not derived.is_derived({"Manufacturer": "SIEMENS", "SeriesDescription": "radcloud-like protocol"})
-    assert not derived.is_derived({})
-    assert derived.uid("9.9", "p", "1.0", "seg") == derived.uid("9.9", "p", "1.0", "seg")
-    assert derived.uid("9.9", "p", "1.0", "seg") != derived.uid("9.9", "p", "1.1", "seg")
-
-
 def test_push_twice_writes_the_same_series_numbered_and_referencing_its_source():
     store = MemStore()
     manifest = manifest_with(store, ["9.9.2.png", "overlay.png"])
@@ -137,16 +123,10 @@ def test_push_twice_writes_the_same_series_numbered_and_referencing_its_source()
     for ds in first.stored:
         assert ds.SeriesNumber == 301 and ds.Manufacturer == "radcloud"
         assert ds.SeriesDescription == "radcloud dcm2png pictures of #3 CT chest"
-        assert derived.is_derived(ds)
+        assert derivedseries.is_derived(ds)
         (ref,) = ds.ReferencedSeriesSequence
         assert ref.SeriesInstanceUID == SOURCE
         assert [i.ReferencedSOPInstanceUID for i in ref.ReferencedInstanceSequence] == ["9.9.1", "9.9.2"]
     assert [(i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID) for i in named.SourceImageSequence] == \
         [(CT, "9.9.2")]  # the picture of one instance names that instance
     assert [i.ReferencedSOPInstanceUID for i in overlay.SourceImageSequence] == ["9.9.1", "9.9.2"]
-
-
-def test_a_frame_picture_names_its_frame():
-    refs = derived.source_references("9.9", [(CT, "9.9.1")], "s000/9.9.1-f0004.png")
-    (src,) = refs["SourceImageSequence"]
-    assert src.ReferencedSOPInstanceUID == "9.9.1" and src.ReferencedFrameNumber == 4

@@ -1,9 +1,9 @@
-"""radcloud.doctor: the checks that need no service, and that a failing check never raises."""
+"""radcloud.ops.doctor: the checks that need no service, and that a failing check never raises."""
 
 from __future__ import annotations
 
-from radcloud import doctor
-from radcloud.settings import Settings
+from radcloud.ops import doctor
+from radcloud.core.settings import Settings
 
 
 def _settings(**params) -> Settings:

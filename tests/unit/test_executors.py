@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud.errors import ConfigError, RadcloudError, TooManyRequests, UpstreamError
-from radcloud.settings import Settings
+from radcloud.core.errors import ConfigError, RadcloudError, TooManyRequests, UpstreamError
+from radcloud.core.settings import Settings
 from radcloud.work.executors import Executor, ExecutorBusy, Resources, Unit, UnitStatus, executor_for, known
 from radcloud.work.executors.action import ActionExecutor, status_of
 from radcloud.work.executors.inprocess import InProcessExecutor
@@ -16,7 +16,7 @@ UNIT = Unit(job_id="j1", unit_id="s000", action="plugin-copy", payload={"job_id"
 
 
 class Whisk:
-    """The two calls the action executor makes of radcloud.openwhisk.OpenWhisk."""
+    """The two calls the action executor makes of radcloud.core.openwhisk.OpenWhisk."""
 
     def __init__(self, raise_on_invoke: Exception | None = None, answer=None) -> None:
         self.raise_on_invoke, self.answer = raise_on_invoke, answer

@@ -1,4 +1,4 @@
-"""radcloud.filereasons: real reasons from exceptions, and an untrusted list read back safely."""
+"""radcloud.run.filereasons: real reasons from exceptions, and an untrusted list read back safely."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from radcloud import filereasons as fr
+from radcloud.run import filereasons as fr
 
 
 def _raised(exc: BaseException) -> BaseException:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud.errors import Conflict
+from radcloud.core.errors import Conflict
 from radcloud.work import lifecycle as L
 
 # What each machine must do, written out independently of the table: (state, event) -> new state.

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from radcloud import deploy, resources
+from radcloud.ops import deploy
+from radcloud.run import resources
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "openwhisk/action-python-v3.11"
@@ -79,7 +80,7 @@ def test_plugin_actions_match_the_plugin_dirs():
     assert in_manifest == deploy.plugin_actions(ROOT / "plugins"), \
         "plugin actions out of date: run `radcloud deploy --write-plugins`"
     # A shard is the unit plugin-<name>; the action executor invokes it as <package>/<unit.action>.
-    assert re.search(r'action=f"plugin-\{', (ROOT / "radcloud" / "dispatch.py").read_text()), \
+    assert re.search(r'action=f"plugin-\{', (ROOT / "radcloud" / "work" / "dispatch.py").read_text()), \
         "dispatch no longer submits plugin-<name> units"
     assert re.search(r'f"\{self\.package\}/\{unit\.action\}"',
                      (ROOT / "radcloud" / "work" / "executors" / "action.py").read_text()), \

@@ -1,10 +1,10 @@
-"""radcloud.memory: the action container's memory cgroup, found and read on a fake /proc and cgroup dir."""
+"""radcloud.run.memory: the action container's memory cgroup, found and read on a fake /proc and cgroup dir."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from radcloud import memory
+from radcloud.run import memory
 
 V1 = "35 31 0:32 / {point} rw,relatime - cgroup cgroup rw,memory\n"
 V2 = "30 23 0:27 / {point} rw,relatime - cgroup2 cgroup2 rw\n"

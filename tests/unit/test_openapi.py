@@ -2,7 +2,7 @@
 
 Every web-exported action (and web sequence) of deploy/manifest.yaml has a
 path ``/api/v1/web/guest/radcloud/<action>[/...]`` and every path names one;
-the error schema is what :func:`radcloud.errors.to_response` produces.
+the error schema is what :func:`radcloud.core.errors.to_response` produces.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from radcloud import deploy
-from radcloud.errors import BadRequest, NotFound, to_response
+from radcloud.ops import deploy
+from radcloud.core.errors import BadRequest, NotFound, to_response
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/api/v1/web/guest/radcloud/"

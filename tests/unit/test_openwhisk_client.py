@@ -1,9 +1,9 @@
-"""radcloud.openwhisk: how long an invoke waits out a busy namespace."""
+"""radcloud.core.openwhisk: how long an invoke waits out a busy namespace."""
 
 from __future__ import annotations
 
-from radcloud.openwhisk import BUSY_BUDGET_S, DEADLINE_MARGIN_S, INVOKE_BACKOFF_MAX_S, OpenWhisk, busy_budget_s
-from radcloud.settings import Settings
+from radcloud.core.openwhisk import BUSY_BUDGET_S, DEADLINE_MARGIN_S, INVOKE_BACKOFF_MAX_S, OpenWhisk, busy_budget_s
+from radcloud.core.settings import Settings
 
 
 def test_inside_an_action_the_budget_is_cut_to_what_its_deadline_leaves():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud.errors import BadRequest, NotFound, UpstreamError
-from radcloud.orthanc import Orthanc
+from radcloud.core.errors import BadRequest, NotFound, UpstreamError
+from radcloud.pacs.orthanc import Orthanc
 from pacs_fakes import FakeOrthanc
 
 

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from radcloud.errors import BadRequest
+from radcloud.core.errors import BadRequest
 from radcloud.pfcon import protocol as P
 
 # The plugin job of pfcon's req_resp_flow.md example, field for field.
@@ -98,7 +98,7 @@ def test_status_mapping_covers_every_job_state():
     expected = {"created": "notStarted", "staging": "notStarted", "running": "started",
                 "finishing": "started", "succeeded": "finishedSuccessfully", "failed": "finishedWithError",
                 "partial": "finishedWithError", "cancelled": "finishedWithError"}
-    from radcloud.jobs import JOB_STATES
+    from radcloud.work.jobs import JOB_STATES
 
     assert {s: P.status_of(s) for s in JOB_STATES} == expected
     assert P.status_of(None) == P.status_of("bogus") == "undefined"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud import auth
-from radcloud.errors import BadRequest, ConfigError, NotFound, Unauthorized
+from radcloud.access import auth
+from radcloud.core.errors import BadRequest, ConfigError, NotFound, Unauthorized
 from radcloud.pfcon import web
-from radcloud.settings import Secret, Settings
-from radcloud.users import User
+from radcloud.core.settings import Secret, Settings
+from radcloud.access.users import User
 from action_loader import load_action
 
 SECRET = "s" * 40

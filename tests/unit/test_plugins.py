@@ -1,4 +1,4 @@
-"""radcloud.plugins: descriptors, parameter validation, ChRIS argv."""
+"""radcloud.run.registry: descriptors, parameter validation, ChRIS argv."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from radcloud.errors import BadRequest, ConfigError, NotFound
-from radcloud import plugins
-from radcloud.plugins import Plugin, Registry, check_descriptor, parse_cpu, parse_memory
+from radcloud.core.errors import BadRequest, ConfigError, NotFound
+from radcloud.run import registry as plugins
+from radcloud.run.registry import Plugin, Registry, check_descriptor, parse_cpu, parse_memory
 from shard_fakes import FIXTURES
 
 REPO_PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
@@ -165,7 +165,7 @@ JARGON = re.compile(r"PyPI|wheel|pylibjpeg|PS3\.\d+|Table [A-Z]\.|--\w|zlib|HMAC
 
 
 def test_every_shipped_plugin_speaks_plain_words_with_a_label_and_help_for_every_parameter():
-    from radcloud.webui import plugin_catalogue
+    from radcloud.ui.pages import plugin_catalogue
 
     registry = Registry(REPO_PLUGINS)
     catalogue = {p["name"]: p for p in plugin_catalogue(registry)}
@@ -206,7 +206,7 @@ def test_path_option_value_becomes_the_input_dir_as_pfcon_does(tmp_path):
 
 
 def test_cli_lists_and_builds_argv(capsys):
-    from radcloud.plugins import main
+    from radcloud.run.registry import main
 
     assert main(["--root", str(FIXTURES), "argv", "copy", "times=2", "ignoreInputDir=true"]) == 0
     line = capsys.readouterr().out.strip()

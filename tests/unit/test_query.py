@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud import query as q
-from radcloud.errors import BadRequest
+from radcloud.pacs import query as q
+from radcloud.core.errors import BadRequest
 
 
 def bad(params, field, **kw):

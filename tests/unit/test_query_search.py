@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud import query as q
-from radcloud import search
-from radcloud.orthanc import Orthanc, patient_resource_id
+from radcloud.pacs import query as q
+from radcloud.pacs import search
+from radcloud.pacs.orthanc import Orthanc, patient_resource_id
 from pacs_fakes import FakeOrthanc
 
 

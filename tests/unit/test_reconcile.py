@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from radcloud.errors import Conflict, NotFound
+from radcloud.core.errors import Conflict, NotFound
 from radcloud.work import reconcile
 from radcloud.work.executors.inprocess import InProcessExecutor
 
 
 class Jobs:
-    """The slice of radcloud.jobs.JobStore reconcile uses."""
+    """The slice of radcloud.work.jobs.JobStore reconcile uses."""
 
     def __init__(self, job: dict[str, Any] | None, now: float = 100.0) -> None:
         self.job, self.now = job, now

@@ -1,4 +1,4 @@
-"""radcloud.resources: descriptor resources -> action limits, and the refusal of plugins that cannot fit."""
+"""radcloud.run.resources: descriptor resources -> action limits, and the refusal of plugins that cannot fit."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from radcloud import deploy
-from radcloud.errors import Conflict
-from radcloud.resources import ActionLimits, action_limits, check_fits, misfits
+from radcloud.ops import deploy
+from radcloud.core.errors import Conflict
+from radcloud.run.resources import ActionLimits, action_limits, check_fits, misfits
 
 ROOT = Path(__file__).resolve().parents[2]
 

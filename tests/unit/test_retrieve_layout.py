@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud import layout
-from radcloud.errors import BadRequest
+from radcloud.store import layout
+from radcloud.core.errors import BadRequest
 
 TAGS = {"StudyInstanceUID": "1.2.3", "SeriesInstanceUID": "1.2.3.4", "SOPInstanceUID": "1.2.3.4.5",
         "PatientID": "MRN1", "PatientName": "DOE^JANE", "PatientBirthDate": "19700101",

@@ -1,4 +1,4 @@
-"""radcloud.retry: which answers are retried for which methods, Retry-After, the time budget."""
+"""radcloud.core.retry: which answers are retried for which methods, Retry-After, the time budget."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from urllib3 import HTTPResponse
 from urllib3.exceptions import MaxRetryError, ProtocolError
 
-from radcloud.retry import policy
+from radcloud.core.retry import policy
 
 
 class Clock:

@@ -6,9 +6,9 @@ import pytest
 
 from redis_fakes import FakeRedis
 
-from radcloud.errors import BadRequest, NotFound, UpstreamError
-from radcloud.plugins import Registry
-from radcloud.routing import RuleStore, matching_series, route, route_arrival, validate
+from radcloud.core.errors import BadRequest, NotFound, UpstreamError
+from radcloud.run.registry import Registry
+from radcloud.arrivals.rules import RuleStore, matching_series, route, route_arrival, validate
 
 ARRIVAL = {"study_uid": "1.2", "study_description": "CT THORAX", "calling_aet": "CT_SCANNER_3",
            "series": [{"orthanc_series": "a", "modality": "CT", "body_part": "CHEST", "series_description": "Lung 1mm"},

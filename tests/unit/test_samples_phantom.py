@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from radcloud.samples import phantom
+from radcloud.ops.samples import phantom
 
 SPACING = 0.78125
 

@@ -6,9 +6,9 @@ import io
 
 import pydicom
 
-from radcloud.samples import seed
-from radcloud.samples.spec import archive_bench_spec
-from radcloud.samples.synthetic import plan, pydicom_test_files
+from radcloud.ops.samples import seed
+from radcloud.ops.samples.spec import archive_bench_spec
+from radcloud.ops.samples.synthetic import plan, pydicom_test_files
 
 SPEC = archive_bench_spec(4, series_per_study=2, instances_per_series=3, matrix=16)
 
@@ -91,8 +91,8 @@ class _Uploads:
 
 
 def test_store_counts_refused_files_as_failed_and_goes_on():
-    from radcloud.orthanc import Orthanc
-    from radcloud.settings import Settings
+    from radcloud.pacs.orthanc import Orthanc
+    from radcloud.core.settings import Settings
 
     archive = seed._Archive(Settings.load({"orthanc_url": "http://orthanc:8042"}, environ={}), pool_size=1)
     archive.orthanc = Orthanc(archive.url, session=_Uploads())  # the upload calls, without a server

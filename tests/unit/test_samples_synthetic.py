@@ -10,8 +10,8 @@ import pytest
 from pydicom.pixels import apply_rescale
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
-from radcloud.samples import synthetic
-from radcloud.samples.spec import archive_bench_spec, retrieve_bench_spec
+from radcloud.ops.samples import synthetic
+from radcloud.ops.samples.spec import archive_bench_spec, retrieve_bench_spec
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""radcloud.sandbox: the outcome classification (when a run is OOM) and the bwrap command."""
+"""radcloud.run.sandbox: the outcome classification (when a run is OOM) and the bwrap command."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from radcloud.sandbox import Limits, _bwrap_argv, _classify, _MemoryFacts
+from radcloud.run.sandbox import Limits, _bwrap_argv, _classify, _MemoryFacts
 
 LIMITED = Limits(timeout_s=10, memory_bytes=256 * 1024**2)
 
@@ -59,7 +59,7 @@ def test_bwrap_command_binds_inputs_read_only_and_drops_the_network():
 
 
 def test_plugin_code_under_tmp_is_bound_back_over_the_private_tmp(tmp_path):
-    from radcloud.sandbox import _bwrap_argv
+    from radcloud.run.sandbox import _bwrap_argv
 
     plugin = tmp_path / "plugins" / "p"
     plugin.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""radcloud.segsr in process: statistics of a label map, inputs refused with a reason, no warning leaks.
+"""radcloud.results.segsr in process: statistics of a label map, inputs refused with a reason, no warning leaks.
 
 The round trip on a real CT (highdicom reads back, dciodvfy, Orthanc) is
 tests/integration/test_segsr.py.
@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from radcloud import segsr
+from radcloud.results import segsr
 
 ALGORITHM = segsr.Algorithm("radcloud unit", "0")
 
@@ -93,3 +93,25 @@ def test_seg_and_sr_are_numbered_and_described_after_their_source_series():
     assert seg.Manufacturer == sr.Manufacturer == "radcloud"
     assert seg.SeriesInstanceUID == segsr.segmentation([ct], labels, [segsr.segment(1, "body")], ALGORITHM,
                                                        content_label="X", description="x").SeriesInstanceUID
+
+
+def test_an_incomplete_referenced_study_copied_from_the_source_is_left_out():
+    """TCIA's de-identification keeps a Referenced Study item without its class UID (Type 1 there)."""
+    from pydicom.dataset import Dataset
+
+    ct = _ct()
+    incomplete = Dataset()
+    incomplete.ReferencedSOPInstanceUID = "1.2.3.4"
+    ct.ReferencedStudySequence = [incomplete]
+    labels = np.zeros((1, 128, 128), np.uint8)
+    labels[0, :5, :5] = 1
+    seg = segsr.segmentation([ct], labels, [segsr.segment(1, "body")], ALGORITHM, series_number=1,
+                             content_label="X", description="x")
+    sr = segsr.measurement_report(seg, [ct], [segsr.segment(1, "body")],
+                                  {1: {"voxels": 25, "volume_ml": 1.0, "hu_mean": 3.0, "hu_sd": 1.0}},
+                                  ALGORITHM, series_number=2)
+    assert "ReferencedStudySequence" not in seg and "ReferencedStudySequence" not in sr
+    incomplete.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # complete: carried over as highdicom does
+    seg = segsr.segmentation([ct], labels, [segsr.segment(1, "body")], ALGORITHM, series_number=1,
+                             content_label="X", description="x")
+    assert seg.ReferencedStudySequence[0].ReferencedSOPInstanceUID == "1.2.3.4"

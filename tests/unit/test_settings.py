@@ -1,11 +1,11 @@
-"""radcloud.settings: sources, precedence, exact error messages, secrets never shown."""
+"""radcloud.core.settings: sources, precedence, exact error messages, secrets never shown."""
 
 from __future__ import annotations
 
 import pytest
 
-from radcloud.errors import ConfigError
-from radcloud.settings import Secret, Settings
+from radcloud.core.errors import ConfigError
+from radcloud.core.settings import Secret, Settings
 
 
 def test_defaults_without_any_source():

@@ -1,4 +1,4 @@
-"""What a shard uploads of a plugin's output dir (radcloud.shard.collect_outputs), on real files.
+"""What a shard uploads of a plugin's output dir (radcloud.run.shard.collect_outputs), on real files.
 
 In-process: the plugin's leftovers are made here, as a plugin would leave them.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from radcloud.shard import collect_outputs
+from radcloud.run.shard import collect_outputs
 
 
 def test_chris_links_and_escaping_symlinks_are_never_uploaded(tmp_path):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from radcloud.errors import BadRequest, ConfigError, Unavailable, UpstreamError
-from radcloud.settings import Secret, Settings
+from radcloud.core.errors import BadRequest, ConfigError, Unavailable, UpstreamError
+from radcloud.core.settings import Secret, Settings
 from radcloud.work.executors import Executor, ExecutorBusy, Resources, Unit, executor_for, known
 from radcloud.work.executors.slurm import SlurmExecutor
 from radcloud.work.slurmstate import queue_reason, status_of
@@ -122,7 +122,7 @@ def test_queue_reasons_are_words():
 
 def test_the_job_gets_no_secret_of_the_deployment(monkeypatch):
     """S3 keys, the Redis URL, the token, de-id and Slurm secrets never reach the job: a ticket does."""
-    from radcloud.auth import shard_ticket_claims
+    from radcloud.access.auth import shard_ticket_claims
 
     secrets = {"redis_url": "redis://:redispw@h:1/0", "s3_secret_key": "s3secretkey", "s3_access_key": "s3accesskey",
                "token_secret": "t" * 40, "deid_secret": "d" * 20, "slurm_jwt": "a.b.c", "orthanc_password": "orthpw"}
@@ -153,8 +153,8 @@ def test_without_a_url_to_report_to_submit_names_the_setting(monkeypatch):
 
 
 # -- routing (radcloud.work.routing) -------------------------------------------
-from radcloud.errors import Conflict  # noqa: E402
-from radcloud.slurm import Limits  # noqa: E402
+from radcloud.core.errors import Conflict  # noqa: E402
+from radcloud.work.slurmclient import Limits  # noqa: E402
 from radcloud.work.routing import check_partition, choose, route, unit_resources  # noqa: E402
 
 HEAVY = {"name": "ct-resample", "min_memory_limit": "1Gi", "max_memory_limit": "3Gi", "max_cpu_limit": "2000m",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from radcloud.cli.main import app
-from radcloud.cli.stack import default_state_dir
+from radcloud.ops.cli.main import app
+from radcloud.ops.cli.stack import default_state_dir
 
 runner = CliRunner()
 

@@ -1,12 +1,12 @@
-"""radcloud.stack.config: the rendered Orthanc, S3 and Redis configs say what the stack promises."""
+"""radcloud.ops.stack.config: the rendered Orthanc, S3 and Redis configs say what the stack promises."""
 
 from __future__ import annotations
 
 import json
 
-from radcloud.stack import config
-from radcloud.stack.ports import Ports
-from radcloud.stack.state import StateDir
+from radcloud.ops.stack import config
+from radcloud.ops.stack.ports import Ports
+from radcloud.ops.stack.state import StateDir
 
 CREDS = {
     "orthanc": {"user": "radcloud", "password": "orthanc-pw"},
@@ -94,7 +94,7 @@ def test_write_service_config_is_private(tmp_path):
 def test_weed_security_locks_every_port_but_s3(tmp_path):
     import tomllib
 
-    from radcloud.stack.weed import JWT_KEYS, WeedTls
+    from radcloud.ops.stack.weed import JWT_KEYS, WeedTls
 
     state = StateDir(tmp_path)
     tls = WeedTls.under(config.weed_tls_dir(state))

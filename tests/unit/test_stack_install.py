@@ -1,11 +1,11 @@
-"""radcloud.stack.install: what is missing, the exact hint, and when apt/pip are run."""
+"""radcloud.ops.stack.install: what is missing, the exact hint, and when apt/pip are run."""
 
 from __future__ import annotations
 
 import pytest
 
-from radcloud.stack import install
-from radcloud.stack.errors import StackError
+from radcloud.ops.stack import install
+from radcloud.ops.stack.errors import StackError
 
 PY = "/venv/bin/python"
 EVERYTHING = {"/usr/sbin/Orthanc", "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",

@@ -1,10 +1,10 @@
-"""radcloud.stack.ports: the demo's default ports and their validation."""
+"""radcloud.ops.stack.ports: the demo's default ports and their validation."""
 
 from __future__ import annotations
 
 import pytest
 
-from radcloud.stack.ports import STANDARD, Ports
+from radcloud.ops.stack.ports import STANDARD, Ports
 
 
 def test_default_offset_avoids_system_services_ports():

@@ -1,11 +1,11 @@
-"""radcloud.stack.process: PID records that cannot be confused with a recycled PID."""
+"""radcloud.ops.stack.process: PID records that cannot be confused with a recycled PID."""
 
 from __future__ import annotations
 
 import os
 
-from radcloud.stack import process
-from radcloud.stack.process import ProcessRecord
+from radcloud.ops.stack import process
+from radcloud.ops.stack.process import ProcessRecord
 
 
 def _me(start_time=None):

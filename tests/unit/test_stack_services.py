@@ -1,11 +1,11 @@
-"""radcloud.stack.services: argv, environment and ports of each service, nothing started."""
+"""radcloud.ops.stack.services: argv, environment and ports of each service, nothing started."""
 
 from __future__ import annotations
 
-from radcloud.stack.install import Binaries
-from radcloud.stack.ports import Ports
-from radcloud.stack.services import build
-from radcloud.stack.state import StateDir
+from radcloud.ops.stack.install import Binaries
+from radcloud.ops.stack.ports import Ports
+from radcloud.ops.stack.services import build
+from radcloud.ops.stack.state import StateDir
 
 CREDS = {
     "orthanc": {"user": "radcloud", "password": "orthanc-pw"},
@@ -73,7 +73,7 @@ def test_weed_under_tmp_is_bound_into_the_sandbox(tmp_path):
 
 def test_arrivals_watcher_gets_the_stack_in_its_environment_and_no_secret_in_argv(tmp_path):
     svc = _build("arrivals", tmp_path)
-    assert svc.argv[1:] == ("-m", "radcloud.cli.main", "arrivals", "watch",
+    assert svc.argv[1:] == ("-m", "radcloud.ops.cli.main", "arrivals", "watch",
                             "--wskprops", str(tmp_path / "whisk" / ".wskprops"))
     assert svc.binds == ()
     assert svc.env["RADCLOUD_ORTHANC_URL"] == "http://127.0.0.1:18042"

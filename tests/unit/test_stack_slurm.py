@@ -7,13 +7,13 @@ import hashlib
 import hmac
 import json
 
-from radcloud.stack import slurm
-from radcloud.stack.endpoints import Endpoints
-from radcloud.stack.install import Binaries, requirements
-from radcloud.stack.local import ALL_SERVICES, DEFAULT_SERVICES
-from radcloud.stack.ports import Ports
-from radcloud.stack.services import build
-from radcloud.stack.state import SLURM_SERVICES, StateDir
+from radcloud.ops.stack import slurm
+from radcloud.ops.stack.endpoints import Endpoints
+from radcloud.ops.stack.install import Binaries, requirements
+from radcloud.ops.stack.local import ALL_SERVICES, DEFAULT_SERVICES
+from radcloud.ops.stack.ports import Ports
+from radcloud.ops.stack.services import build
+from radcloud.ops.stack.state import SLURM_SERVICES, StateDir
 
 CREDS = {
     "orthanc": {"user": "radcloud", "password": "orthanc-pw"},

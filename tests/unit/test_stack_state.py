@@ -1,12 +1,12 @@
-"""radcloud.stack.state and .endpoints: generated credentials, private files, settings."""
+"""radcloud.ops.stack.state and .endpoints: generated credentials, private files, settings."""
 
 from __future__ import annotations
 
 import json
 
-from radcloud.stack.endpoints import Endpoints
-from radcloud.stack.ports import Ports
-from radcloud.stack.state import StateDir, write_private
+from radcloud.ops.stack.endpoints import Endpoints
+from radcloud.ops.stack.ports import Ports
+from radcloud.ops.stack.state import StateDir, write_private
 
 
 def test_credentials_are_generated_once_private_and_stable(tmp_path):
@@ -77,7 +77,7 @@ def test_endpoints_public_view_hides_every_secret(tmp_path):
 
 
 def test_secret_values_cover_credentials_and_the_namespace_key_and_redact_masks_them(tmp_path):
-    from radcloud.stack.state import redact
+    from radcloud.ops.stack.state import redact
 
     state = StateDir(tmp_path)
     creds = state.credentials_data()

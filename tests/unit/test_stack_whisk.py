@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import sys
 
-from radcloud.deploy import ROOT
-from radcloud.stack import config
-from radcloud.stack.install import Binaries
-from radcloud.stack.local import ALL_SERVICES, DEFAULT_SERVICES
-from radcloud.stack.ports import STANDARD, Ports
-from radcloud.stack.services import build
-from radcloud.stack.state import StateDir
+from radcloud.ops.deploy import ROOT
+from radcloud.ops.stack import config
+from radcloud.ops.stack.install import Binaries
+from radcloud.ops.stack.local import ALL_SERVICES, DEFAULT_SERVICES
+from radcloud.ops.stack.ports import STANDARD, Ports
+from radcloud.ops.stack.services import build
+from radcloud.ops.stack.state import StateDir
 
 CREDS = {
     "orthanc": {"user": "radcloud", "password": "orthanc-pw"},

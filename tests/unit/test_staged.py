@@ -7,8 +7,8 @@ import json
 import pytest
 from jobs_fakes import MemStore, stage_series
 
-from radcloud.errors import BadRequest, NotFound
-from radcloud.staged import ManifestStaging, parse_manifest
+from radcloud.core.errors import BadRequest, NotFound
+from radcloud.store.staged import ManifestStaging, parse_manifest
 
 
 @pytest.mark.parametrize("doc,complete", [
@@ -48,7 +48,7 @@ def test_duplicates_collapse_and_unknown_kinds_are_refused():
 def test_reidentification_maps_are_never_inputs():
     import json
 
-    from radcloud.errors import Forbidden
+    from radcloud.core.errors import Forbidden
 
     store = MemStore()
     store.objects["deid-maps/j/s000.json"] = json.dumps({"patients": [], "uids": {}}).encode()
@@ -70,7 +70,7 @@ def _results(store, job, shard="s000", instances=None):
 
 
 def access_for(caller, privileged=False):
-    from radcloud.staged import InputAccess
+    from radcloud.store.staged import InputAccess
 
     owners = {"jbob": "bob", "jalice": "alice"}
     return InputAccess(caller, privileged=privileged, job_owner=owners.get)
@@ -109,7 +109,7 @@ def test_the_staged_list_groups_series_by_study_with_patient_size_and_completene
     stage_series(store, "1.2", "1.2.9", 1, tags={**who, "SeriesNumber": "201",   # a result pulled on purpose
                                                  "SeriesDescription": "radcloud dcm2png pictures of #2 T2"})
     stage_series(store, "1.3", "1.3.1", 1, complete=False)   # older manifests: no patient tags
-    from radcloud.staged import list_studies
+    from radcloud.store.staged import list_studies
 
     answer = list_studies(store, now=1000.0)
     assert not answer["truncated"]

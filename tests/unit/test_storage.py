@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from radcloud.errors import BadRequest, NotFound, UpstreamError
-from radcloud.storage import ChecksumMismatch, ObjectStore, validate_key
+from radcloud.core.errors import BadRequest, NotFound, UpstreamError
+from radcloud.store.storage import ChecksumMismatch, ObjectStore, validate_key
 from pacs_fakes import FakeMinio
 
 

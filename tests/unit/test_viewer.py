@@ -1,4 +1,4 @@
-"""radcloud.viewer and the viewer action: which staged objects the web viewer may open, as URLs."""
+"""radcloud.results.viewer and the viewer action: which staged objects the web viewer may open, as URLs."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import pytest
 from action_loader import load_action
 from jobs_fakes import MemStore, stage_series
 
-from radcloud import audit
-from radcloud.action import Request
-from radcloud.auth import Principal
-from radcloud.errors import BadRequest, Forbidden, NotFound
-from radcloud.staged import InputAccess, ManifestStaging
-from radcloud.viewer import Viewer
+from radcloud.access import audit
+from radcloud.api.action import Request
+from radcloud.access.auth import Principal
+from radcloud.core.errors import BadRequest, Forbidden, NotFound
+from radcloud.store.staged import InputAccess, ManifestStaging
+from radcloud.results.viewer import Viewer
+from radcloud.work import subject
 
 STUDY = "1.2.840.1"
 
@@ -53,7 +54,7 @@ def store():
 
 
 def _viewer(store):
-    return Viewer(store, ManifestStaging(store, store.index), 60)
+    return Viewer(store, ManifestStaging(store, store.index), 60, subject_of=subject.from_series)
 
 
 def test_a_series_is_its_instances_as_presigned_urls_never_pixels(store):
@@ -63,7 +64,7 @@ def test_a_series_is_its_instances_as_presigned_urls_never_pixels(store):
         f"http://s3.invalid/staged/{STUDY}/1.2.840.1.2/1.2.840.1.2.{i}.dcm?ttl=60" for i in range(5)]
     assert answer["tags"] == {"Modality": "CT", "SeriesNumber": "2", "SeriesDescription": "AX 2"}  # no patient tags
     assert answer["next_offset"] is None and answer["url_ttl_s"] == 60
-    # whose images: the identity header's subject, as a job's (radcloud.subject)
+    # whose images: the identity header's subject, as a job's (radcloud.work.subject)
     assert answer["subject"]["patients"] == [{"PatientName": "DOE^JANE", "PatientID": "MRN7"}]
     assert answer["subject"]["series"] == [{"SeriesInstanceUID": "1.2.840.1.2", "SeriesNumber": "2",
                                             "SeriesDescription": "AX 2", "Modality": "CT"}]
@@ -143,7 +144,7 @@ def test_a_view_is_audited_with_the_study_and_series_it_opened(store):
 
 def _seg_sr_outputs(store):
     """A job's outputs as the result manifest lists them: a SEG, an SR, a PNG, on series 1.2.840.1.2."""
-    from radcloud.samples import viewerdata
+    from radcloud.ops.samples import viewerdata
 
     ct = viewerdata.ct_series(4, 16, tag="UNIT")
     seg = viewerdata.seg_of(ct, viewerdata.Box(1, 3, 4, 8, 4, 8))
@@ -176,7 +177,7 @@ def test_a_job_without_seg_or_sr_has_nothing_to_overlay(store):
 
 def _pacs_seg(store, *, stage_source=True):
     """A CT, its SEG and an SR citing the SEG, each staged as a pull from the PACS stages a series."""
-    from radcloud.samples import viewerdata
+    from radcloud.ops.samples import viewerdata
 
     ct = viewerdata.ct_series(4, 16, tag="PACS")
     seg = viewerdata.seg_of(ct, viewerdata.Box(1, 3, 4, 8, 4, 8))
@@ -199,7 +200,7 @@ def test_a_seg_pulled_from_the_pacs_opens_over_its_source_with_the_srs_that_cite
     assert audit.targets_of("viewer", {}, f"seg/{seg.SeriesInstanceUID}", answer) == {
         "study_uids": [study], "series_uids": [source, str(seg.SeriesInstanceUID)]}
     # Another SEG of the same CT: the study's SR cites the first one only.
-    from radcloud.samples import viewerdata
+    from radcloud.ops.samples import viewerdata
 
     other = viewerdata.seg_of(ct, viewerdata.Box(0, 1, 0, 2, 0, 2))
     viewerdata.stage(store, store.index, [other])

@@ -1,15 +1,15 @@
-"""radcloud.webui and the ui action: pages, assets, static build, the login redirect."""
+"""radcloud.ui.pages and the ui action: pages, assets, static build, the login redirect."""
 
 import re
 from pathlib import Path
 
 import pytest
 
-from radcloud import auth
-from radcloud.errors import NotFound
-from radcloud.settings import Settings
-from radcloud.users import UserStore
-from radcloud.webui import PAGES, WebUI
+from radcloud.access import auth
+from radcloud.core.errors import NotFound
+from radcloud.core.settings import Settings
+from radcloud.access.users import UserStore
+from radcloud.ui.pages import PAGES, WebUI
 from action_loader import load_action
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_build_writes_a_static_site(ui, tmp_path):
 
 
 def test_build_cli(tmp_path):
-    from radcloud.webui import main
+    from radcloud.ui.pages import main
 
     plugins = tmp_path / "plugins"
     plugins.mkdir()

@@ -204,7 +204,7 @@
 
   /* Whose images these are: the fixed identity header of every page that shows a
    * patient's images or results (results, job, viewer), as a PACS viewer has.
-   * `subject` is a job's (radcloud/subject.py): patients, studies, series.
+   * `subject` is a job's (radcloud/work/subject.py): patients, studies, series.
    * Several patients in one job are all named, with a warning; a job from
    * before subjects were recorded says so instead of showing nothing. */
   function identity(subject, opts) {
@@ -237,7 +237,7 @@
     }
     return box;
   }
-  /* A series radcloud wrote into the PACS (results, radcloud/derived.py: `derived` in search,
+  /* A series radcloud wrote into the PACS (results, radcloud/pacs/derivedseries.py: `derived` in search,
    * staged and viewer answers), named as such wherever series are listed, so a result is never
    * taken for an acquired image. */
   const DERIVED_TITLE = "Made by radcloud from another series of this study: a result, not an acquired image";

@@ -12,7 +12,7 @@ import importlib
 import re
 from typing import Any
 
-from radcloud.errors import ConfigError
+from radcloud.core.errors import ConfigError
 from radcloud.work.executors.base import Executor, ExecutorBusy, Resources, Unit, UnitStatus
 
 __all__ = ["Executor", "ExecutorBusy", "Resources", "Unit", "UnitStatus", "as_executor", "executor_for", "known"]

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from radcloud.errors import RadcloudError, TooManyRequests, UpstreamError
+from radcloud.core.errors import RadcloudError, TooManyRequests, UpstreamError
 from radcloud.work.executors.base import ExecutorBusy, Unit, UnitStatus
 from radcloud.work.lifecycle import FAILED, SUCCEEDED
 
@@ -86,9 +86,9 @@ def status_of(handle: str, record: dict[str, Any] | None) -> UnitStatus:
 
 def from_settings(settings: Any, *, on_busy: Callable[[int], None] | None = None,
                   busy_budget_s: float = SUBMIT_BUSY_S) -> ActionExecutor:
-    from radcloud.openwhisk import OpenWhisk, busy_budget_s as deadline_budget
+    from radcloud.core.openwhisk import OpenWhisk, busy_budget_s as deadline_budget
 
-    # Never longer than this activation's own deadline leaves (radcloud.openwhisk).
+    # Never longer than this activation's own deadline leaves (radcloud.core.openwhisk).
     client = OpenWhisk(settings.ow_api_host, settings.ow_api_key.reveal(), settings.ow_namespace,
                        busy_budget_s=min(busy_budget_s, deadline_budget()), on_busy=on_busy)
     return ActionExecutor(client, package=settings.ow_package)

@@ -10,13 +10,13 @@ things by the lifecycle:
   :class:`ExecutorBusy` when the executor cannot take the unit *now*
   (OpenWhisk's 429, a full queue): the unit stays ``pending`` and is
   submitted again later, by the next write on the job or by ``reconcile``.
-  Any other :class:`~radcloud.errors.RadcloudError` fails the unit with that
+  Any other :class:`~radcloud.core.errors.RadcloudError` fails the unit with that
   message as its reason.
 * :meth:`Executor.poll` — a batch of handles to their :class:`UnitStatus`.
   A handle missing from the answer is one the executor no longer knows
   (lost, purged): reconcile fails the unit with a reason saying so. When
   the executor cannot be asked at all, ``poll`` raises
-  :class:`~radcloud.errors.UpstreamError` and nothing is concluded.
+  :class:`~radcloud.core.errors.UpstreamError` and nothing is concluded.
 * :meth:`Executor.cancel` — best effort; a running unit also sees the job's
   cancel flag and reports ``cancelled`` itself.
 
@@ -31,7 +31,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from radcloud.errors import TooManyRequests
+from radcloud.core.errors import TooManyRequests
 from radcloud.work.lifecycle import SHARD_FINAL
 
 PHASES = ("queued", "running", "ended")
@@ -54,7 +54,7 @@ class Unit:
 
     ``action`` is what runs it (``plugin-<name>`` for a shard, ``retrieve_series``
     for a series); ``payload`` is the spec that action receives (a shard spec
-    as :mod:`radcloud.shard` reads it: object keys, prefixes, params).
+    as :mod:`radcloud.run.shard` reads it: object keys, prefixes, params).
     """
 
     job_id: str

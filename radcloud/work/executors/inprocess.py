@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from radcloud.errors import UpstreamError
+from radcloud.core.errors import UpstreamError
 from radcloud.work.executors.base import ExecutorBusy, Unit, UnitStatus
 from radcloud.work.lifecycle import FAILED, SUCCEEDED
 

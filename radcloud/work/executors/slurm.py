@@ -2,7 +2,7 @@
 
 ``submit`` sends a batch job whose script runs the **same shard runner**
 (:mod:`radcloud.work.slurmjob` → :func:`radcloud.work.shardaction.run_shard_action`,
-the plugin in :mod:`radcloud.sandbox`) with the unit's resources as Slurm's
+the plugin in :mod:`radcloud.run.sandbox`) with the unit's resources as Slurm's
 (``--cpus-per-task``, ``--mem``, ``--time``, GPUs as ``gres:gpu:N``). The
 runner reads its inputs from S3 and writes outputs to S3 (no filesystem is
 shared with the hospital side) and reports progress and outcome into Redis
@@ -30,7 +30,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from radcloud.errors import BadRequest, RadcloudError, Unavailable
+from radcloud.core.errors import BadRequest, RadcloudError, Unavailable
 from radcloud.work.executors.base import ExecutorBusy, Unit, UnitStatus
 from radcloud.work.slurmstate import status_of
 
@@ -55,12 +55,12 @@ class SlurmExecutor:
     """Units as Slurm batch jobs; handles are Slurm job ids (as strings)."""
 
     name = "slurm"
-    stops_units = True  # scancel stops a job (radcloud.dispatch.stop_units cancels its shard)
+    stops_units = True  # scancel stops a job (radcloud.work.dispatch.stop_units cancels its shard)
 
     def __init__(self, client: Any, *, runner: str = RUNNER, env: Mapping[str, str] | None = None,
                  workdir: str = "/tmp", ticket: Callable[[Unit, int], str] | None = None,
                  report_url: Callable[[], str] | None = None) -> None:
-        """``ticket(unit, ttl_s)``: the unit's shard ticket (:func:`radcloud.auth.issue_shard_ticket`);
+        """``ticket(unit, ttl_s)``: the unit's shard ticket (:func:`radcloud.access.auth.issue_shard_ticket`);
         ``report_url()``: where the job reports (asked at submit: a ConfigError names the setting)."""
         self.client, self.runner, self.env, self.workdir = client, runner, dict(env or {}), workdir
         self.ticket, self.report_url = ticket, report_url
@@ -110,9 +110,9 @@ class SlurmExecutor:
 
 def from_settings(settings: Any, *, client: Any = None) -> SlurmExecutor:
     """The executor for the cluster in ``settings`` (ConfigError naming slurm_url when none is)."""
-    from radcloud.slurm import SlurmClient
+    from radcloud.work.slurmclient import SlurmClient
 
-    from radcloud.auth import issue_shard_ticket
+    from radcloud.access.auth import issue_shard_ticket
     from radcloud.work.shardchannel import report_url
 
     client = client or SlurmClient.from_settings(settings)

@@ -3,7 +3,7 @@
 ``stack`` (Orthanc + Redis + S3, from tests/integration/conftest.py), the
 sample studies seeded into Orthanc, a localwhisk server with
 deploy/manifest.yaml deployed onto it as ``radcloud deploy --local`` does
-(radcloud.deploy), and a clinician and an admin account. The
+(radcloud.ops.deploy), and a clinician and an admin account. The
 browser then only ever talks HTTP to localwhisk's web actions, as a user's
 would.
 """
@@ -60,9 +60,9 @@ def browser_ready(require):
 @pytest.fixture(scope="session")
 def site(stack, tmp_path_factory, browser_ready):
     from localwhisk.testing import Server
-    from radcloud import deploy
-    from radcloud.samples.seed import seed_orthanc
-    from radcloud.users import UserStore
+    from radcloud.ops import deploy
+    from radcloud.ops.samples.seed import seed_orthanc
+    from radcloud.access.users import UserStore
 
     seed_orthanc(stack.settings, include_pydicom_files=False)
     env = {**stack.env(), "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(32)}

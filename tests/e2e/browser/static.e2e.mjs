@@ -1,4 +1,4 @@
-// The UI built for a static host (python -m radcloud.webui out/ --api-base ...),
+// The UI built for a static host (python -m radcloud.ui.pages out/ --api-base ...),
 // served from another origin than the web actions: without a token → login
 // page; log in; search by MRN across origins (CORS, Bearer token). One JSON
 // line per step, like ui.e2e.mjs. env: RC_STATIC, RC_USER, RC_PASSWORD, RC_MRN, RC_SHOTS

@@ -203,13 +203,13 @@ def test_every_page_fits_a_390px_phone_without_sideways_scrolling(journey):
 
 
 def test_static_build_works_from_another_origin(site, tmp_path, run_browser):
-    """The folder `python -m radcloud.webui` writes, served by a plain static
+    """The folder `python -m radcloud.ui.pages` writes, served by a plain static
     server on its own port, logs in and searches through the web actions."""
     import functools
     import http.server
     import threading
 
-    from radcloud.webui import WebUI
+    from radcloud.ui.pages import WebUI
 
     out = tmp_path / "site"
     WebUI().build(out, api_base=f"{site.base}/api/v1/web/guest/radcloud/", plugins=[])

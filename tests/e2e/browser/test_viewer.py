@@ -28,8 +28,8 @@ SEG_CLASS, SR_3D_CLASS = "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.
 @pytest.fixture(scope="module")
 def pacs_ct(stack):
     """The phantom CT, stored in Orthanc as a modality would send it."""
-    from radcloud.orthanc import Orthanc
-    from radcloud.samples import viewerdata
+    from radcloud.pacs.orthanc import Orthanc
+    from radcloud.ops.samples import viewerdata
 
     ct = viewerdata.ct_series(20, 128, tag="WALK")
     orthanc = Orthanc.from_settings(stack.settings)
@@ -83,7 +83,7 @@ def lung_seg_job(site, pacs_ct, walk):
     marked = [frames[j] for j, item in enumerate(seg.PerFrameFunctionalGroupsSequence)
               if str(item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID) == sop]
     assert not any(f[1, 1] for f in marked)
-    from radcloud.viewer import sr_rows
+    from radcloud.results.viewer import sr_rows
 
     return {"job_id": job_id, "sop": sop, "inside": (int(rows[k]), int(cols[k])), "outside": (1, 1),
             "segment_label": str(seg.SegmentSequence[0].SegmentLabel), "sr_rows": sr_rows(sr),
@@ -94,7 +94,7 @@ def lung_seg_job(site, pacs_ct, walk):
 @pytest.fixture(scope="module")
 def in_pacs(stack, pacs_ct, lung_seg_job):
     """What Orthanc holds in the CT's study after the job: every series' instances, by modality."""
-    from radcloud.orthanc import Orthanc
+    from radcloud.pacs.orthanc import Orthanc
 
     orthanc = Orthanc.from_settings(stack.settings)
     held = {}
@@ -160,7 +160,7 @@ def test_the_browser_fetches_nothing_from_outside_and_logs_no_error(walk, result
 
 
 def test_every_view_is_in_the_audit_trail(walk, stack, pacs_ct):
-    from radcloud import audit
+    from radcloud.access import audit
 
     entries = audit.page(stack.redis, limit=200, action="viewer:get")["entries"]
     series = str(pacs_ct[0].SeriesInstanceUID)
@@ -203,7 +203,7 @@ def test_the_job_pushed_its_seg_and_sr_into_the_ct_study_in_orthanc(in_pacs, lun
     read = hd.seg.Segmentation.from_dataset(seg)
     assert {str(uid) for _, _, uid in read.get_source_image_uids()} == {str(ds.SOPInstanceUID) for ds in pacs_ct}
     assert str(seg.FrameOfReferenceUID) == str(pacs_ct[0].FrameOfReferenceUID)
-    from radcloud.viewer import _evidence, sr_rows
+    from radcloud.results.viewer import _evidence, sr_rows
 
     assert str(seg.SOPInstanceUID) in _evidence(sr) and sr_rows(sr) == lung_seg_job["sr_rows"]
     assert len(in_pacs["CT"]) == 20 and "OT" in in_pacs  # the preview, a picture: Secondary Capture
@@ -234,7 +234,7 @@ def test_the_seg_pulled_back_from_the_pacs_is_drawn_over_its_source_with_its_sr(
 
 
 def test_opening_a_job_or_a_pacs_seg_is_audited_with_its_source_series(results_run, stack, lung_seg_job, in_pacs):
-    from radcloud import audit
+    from radcloud.access import audit
 
     entries = audit.page(stack.redis, limit=200, action="viewer:get")["entries"]
     source = str(lung_seg_job["source"].SeriesInstanceUID)

@@ -8,18 +8,18 @@ import time
 import pytest
 from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore, stage_series
 
-from radcloud.action import Request
-from radcloud.auth import Principal
-from radcloud.cache import ResultCache
-from radcloud.errors import BadRequest, Conflict, NotFound
-from radcloud.jobs import JobSpec, JobStore, ShardSpec
-from radcloud.jobservices import JobServices
-from radcloud.plugins import Registry
-from radcloud.reporter import RedisShardReporter
-from radcloud.results import Results
-from radcloud.settings import Settings
-from radcloud.shard import run_shard
-from radcloud.staged import ManifestStaging
+from radcloud.api.action import Request
+from radcloud.access.auth import Principal
+from radcloud.work.cache import ResultCache
+from radcloud.core.errors import BadRequest, Conflict, NotFound
+from radcloud.work.jobs import JobSpec, JobStore, ShardSpec
+from radcloud.work.jobservices import JobServices
+from radcloud.run.registry import Registry
+from radcloud.work.reporter import RedisShardReporter
+from radcloud.results.manifest import Results
+from radcloud.core.settings import Settings
+from radcloud.run.shard import run_shard
+from radcloud.store.staged import ManifestStaging
 from radcloud.work.reconcile import GATE
 from action_loader import load_action as action
 
@@ -103,7 +103,7 @@ def test_results_of_unfinished_job_is_409(services):
 
 
 def test_long_poll_wakes_on_change_not_on_timeout(services):
-    services.watch_slots = 1  # long-polls are opt-in (radcloud.jobwatch): a lone watcher may take one
+    services.watch_slots = 1  # long-polls are opt-in (radcloud.work.jobwatch): a lone watcher may take one
     job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
     threading.Timer(0.2, lambda: services.jobs.shard_started(job_id, "s0")).start()
     t0 = time.monotonic()
@@ -170,7 +170,7 @@ def test_reconcile_runs_at_most_once_a_second_however_often_asked(services):
 
 
 def test_a_shard_the_executor_was_too_busy_to_take_stays_pending_and_reconcile_submits_it(services):
-    from radcloud.errors import TooManyRequests
+    from radcloud.core.errors import TooManyRequests
 
     stage_series(services.store, "1.2", "1.2.1", 1)
 
@@ -192,7 +192,7 @@ def test_a_shard_the_executor_was_too_busy_to_take_stays_pending_and_reconcile_s
 def test_job_store_down_is_503_naming_it(services):
     import redis as redis_lib
 
-    from radcloud.errors import Unavailable
+    from radcloud.core.errors import Unavailable
 
     dead = redis_lib.Redis(unix_socket_path="/nonexistent/redis.sock", decode_responses=True)
     services.jobs = JobStore(dead)

@@ -1,14 +1,14 @@
-"""radcloud.audit and the login/audit actions: entries, paging, admin-only reading."""
+"""radcloud.access.audit and the login/audit actions: entries, paging, admin-only reading."""
 
 import json
 
 import pytest
 
-from radcloud import audit, auth
-from radcloud.action import Request
-from radcloud.errors import BadRequest
-from radcloud.settings import Settings
-from radcloud.users import UserStore
+from radcloud.access import audit, auth
+from radcloud.api.action import Request
+from radcloud.core.errors import BadRequest
+from radcloud.core.settings import Settings
+from radcloud.access.users import UserStore
 from action_loader import load_action
 from fast_hasher import FAST_HASHER
 
@@ -156,7 +156,7 @@ def test_audit_action_is_admin_only(redis, redis_server):
     assert audit.page(redis, limit=1)["entries"][0]["action"] == "read_audit"
 
 
-# -- the automatic entry of radcloud.action.run ----------------------------------------
+# -- the automatic entry of radcloud.api.action.run ----------------------------------------
 
 def test_targets_of_a_query_include_what_it_answered():
     params = {"PatientID": ["RC1", "RC2"], "StudyDate": {"from": "2025-01-01"}, "level": "study"}
@@ -173,7 +173,7 @@ def test_targets_of_results_and_dispatch():
 
 
 def test_run_audits_patient_data_actions_only(redis, redis_server, monkeypatch):
-    from radcloud.action import run
+    from radcloud.api.action import run
 
     store = UserStore(redis, FAST_HASHER)
     store.add("alice", "clinician", PW)
@@ -195,7 +195,7 @@ def test_run_audits_patient_data_actions_only(redis, redis_server, monkeypatch):
 
 def test_web_sequence_steps_are_audited_as_the_caller(redis, redis_server, monkeypatch):
     """pull-and-run's retrieve and dispatch are direct invocations acting for the web caller."""
-    from radcloud.action import run
+    from radcloud.api.action import run
 
     store = UserStore(redis, FAST_HASHER)
     store.add("carol", "clinician", PW)
@@ -228,7 +228,7 @@ def test_web_sequence_steps_are_audited_as_the_caller(redis, redis_server, monke
 
 def test_unwritable_audit_withholds_the_data(redis, redis_server, monkeypatch):
     """If the trail cannot be written, the caller gets an error, not unaudited data."""
-    from radcloud.action import run
+    from radcloud.api.action import run
 
     store = UserStore(redis, FAST_HASHER)
     store.add("alice", "clinician", PW)

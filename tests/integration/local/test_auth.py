@@ -1,4 +1,4 @@
-"""radcloud.auth: tokens, rotation, the guard, direct invocations, login throttling."""
+"""radcloud.access.auth: tokens, rotation, the guard, direct invocations, login throttling."""
 
 import json
 import time
@@ -6,11 +6,11 @@ import time
 import jwt
 import pytest
 
-from radcloud import auth
-from radcloud.action import Request, run
-from radcloud.errors import ConfigError, Forbidden, TooManyRequests, Unauthorized
-from radcloud.settings import Settings
-from radcloud.users import UserStore
+from radcloud.access import auth
+from radcloud.api.action import Request, run
+from radcloud.core.errors import ConfigError, Forbidden, TooManyRequests, Unauthorized
+from radcloud.core.settings import Settings
+from radcloud.access.users import UserStore
 from fast_hasher import FAST_HASHER
 
 S1 = "s1-" + "a" * 40

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from radcloud import auth
-from radcloud.settings import Settings
-from radcloud.users import UserStore
+from radcloud.access import auth
+from radcloud.core.settings import Settings
+from radcloud.access.users import UserStore
 from action_loader import load_path
 from fast_hasher import FAST_HASHER
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud.cache import ResultCache
-from radcloud.jobs import JobSpec, JobStore, ShardSpec
+from radcloud.work.cache import ResultCache
+from radcloud.work.jobs import JobSpec, JobStore, ShardSpec
 
 
 @pytest.fixture

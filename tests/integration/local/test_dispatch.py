@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore, stage_series
 
-from radcloud.cache import ResultCache
-from radcloud.dispatch import Dispatcher, Options, request_from_params
-from radcloud.errors import BadRequest, Conflict, NotFound
-from radcloud.jobs import JobStore
-from radcloud.plugins import Registry
-from radcloud.reporter import Finaliser, RedisShardReporter
-from radcloud.results import Results
-from radcloud.shard import run_shard
-from radcloud.staged import ManifestStaging
+from radcloud.work.cache import ResultCache
+from radcloud.work.dispatch import Dispatcher, Options, request_from_params
+from radcloud.core.errors import BadRequest, Conflict, NotFound
+from radcloud.work.jobs import JobStore
+from radcloud.run.registry import Registry
+from radcloud.work.reporter import Finaliser, RedisShardReporter
+from radcloud.results.manifest import Results
+from radcloud.run.shard import run_shard
+from radcloud.store.staged import ManifestStaging
 
 REGISTRY = Registry(FIXTURE_PLUGINS)
 
@@ -192,7 +192,7 @@ def test_pull_and_run_waits_for_a_running_retrieve(world, redis_client):
 
 
 def test_deidentify_runs_first_in_each_shard_and_only_final_outputs_are_results(world):
-    from radcloud.dispatch import advance_stage
+    from radcloud.work.dispatch import advance_stage
 
     stage_series(world.store, "1.2", "1.2.1", 2)
     holder = {}
@@ -231,7 +231,7 @@ def test_deidentify_without_the_plugin_installed_is_404(world):
 def test_deidentify_without_the_secret_is_503_naming_the_setting_before_any_shard(world):
     from pathlib import Path
 
-    from radcloud.errors import Unavailable
+    from radcloud.core.errors import Unavailable
 
     stage_series(world.store, "1.2", "1.2.1", 1)
     real = Registry(Path(__file__).resolve().parents[3] / "plugins")
@@ -286,7 +286,7 @@ PATIENT = {"PatientName": "SMITH^JOHN", "PatientID": "RC100002", "PatientBirthDa
 
 def test_the_job_records_whose_images_it_ran_on_and_never_logs_it(world, caplog):
     """The subject (patient, study, series) is in the job's record and the status/results
-    answers; not in any log line or shard payload (radcloud.subject)."""
+    answers; not in any log line or shard payload (radcloud.work.subject)."""
     caplog.set_level("DEBUG")
     stage_series(world.store, "1.2", "1.2.1", 2, tags={**PATIENT, "SeriesNumber": 2, "SeriesDescription": "lung"})
     stage_series(world.store, "1.2", "1.2.2", 1, tags={**PATIENT, "SeriesNumber": 1, "SeriesDescription": "soft"})
@@ -315,7 +315,7 @@ def test_a_job_on_series_staged_without_patient_attributes_has_no_subject(world)
 
 
 def test_the_staged_list_reads_the_staged_index_and_its_series_run_as_prefixes(world):
-    from radcloud.staged import list_studies
+    from radcloud.store.staged import list_studies
 
     stage_series(world.store, "1.2", "1.2.1", 2, redis=world.redis, tags=PATIENT)
     stage_series(world.store, "1.2", "1.2.2", 1, redis=world.redis, tags=PATIENT)

@@ -7,8 +7,8 @@ import threading
 import pytest
 import redis as redis_lib
 
-from radcloud.errors import Conflict, NotFound
-from radcloud.jobs import JobSpec, JobStore, ShardSpec, final_state
+from radcloud.core.errors import Conflict, NotFound
+from radcloud.work.jobs import JobSpec, JobStore, ShardSpec, final_state
 from jobs_fakes import FakeInvoker
 from radcloud.work.executors import as_executor
 from radcloud.work.reconcile import reconcile_job

@@ -1,13 +1,13 @@
-"""radcloud.jobwatch: long-poll leases, the adaptive poll interval, and watch() on a real Redis."""
+"""radcloud.work.jobwatch: long-poll leases, the adaptive poll interval, and watch() on a real Redis."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from radcloud.jobs import JobSpec, JobStore, ShardSpec
-from radcloud.jobservices import JobServices
-from radcloud.jobwatch import POLL_BUSY_S, POLL_MAX_S, POLL_MIN_S, WAITING_POLL_S, WatchBudget, watch
+from radcloud.work.jobs import JobSpec, JobStore, ShardSpec
+from radcloud.work.jobservices import JobServices
+from radcloud.work.jobwatch import POLL_BUSY_S, POLL_MAX_S, POLL_MIN_S, WAITING_POLL_S, WatchBudget, watch
 
 
 class Clock:

@@ -9,18 +9,18 @@ import io
 import pytest
 from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore
 
-from radcloud.cache import ResultCache
-from radcloud.dispatch import Dispatcher
-from radcloud.errors import BadRequest, Conflict, NotFound
-from radcloud.jobs import JobStore
+from radcloud.work.cache import ResultCache
+from radcloud.work.dispatch import Dispatcher
+from radcloud.core.errors import BadRequest, Conflict, NotFound
+from radcloud.work.jobs import JobStore
 from radcloud.pfcon import protocol as P
 from radcloud.pfcon.service import PfconService, Records, staging_prefix
-from radcloud.plugins import Registry
-from radcloud.reporter import Finaliser, RedisShardReporter
-from radcloud.results import Results
-from radcloud.shard import run_shard
-from radcloud.staged import ManifestStaging
-from radcloud.storage import ObjectInfo
+from radcloud.run.registry import Registry
+from radcloud.work.reporter import Finaliser, RedisShardReporter
+from radcloud.results.manifest import Results
+from radcloud.run.shard import run_shard
+from radcloud.store.staged import ManifestStaging
+from radcloud.store.storage import ObjectInfo
 
 REGISTRY = Registry(FIXTURE_PLUGINS)
 

@@ -14,18 +14,18 @@ import pytest
 from action_loader import load_action
 from jobs_fakes import FIXTURE_PLUGINS, MemStore, stage_series
 
-from radcloud.action import Request
-from radcloud.auth import Principal
-from radcloud.cache import ResultCache
-from radcloud.errors import RadcloudError
-from radcloud.jobs import JobStore
-from radcloud.jobservices import JobServices
-from radcloud.plugins import Registry
-from radcloud.reporter import Finaliser, RedisShardReporter
-from radcloud.results import Results
-from radcloud.settings import Settings
-from radcloud.shard import run_shard
-from radcloud.staged import ManifestStaging
+from radcloud.api.action import Request
+from radcloud.access.auth import Principal
+from radcloud.work.cache import ResultCache
+from radcloud.core.errors import RadcloudError
+from radcloud.work.jobs import JobStore
+from radcloud.work.jobservices import JobServices
+from radcloud.run.registry import Registry
+from radcloud.work.reporter import Finaliser, RedisShardReporter
+from radcloud.results.manifest import Results
+from radcloud.core.settings import Settings
+from radcloud.run.shard import run_shard
+from radcloud.store.staged import ManifestStaging
 from radcloud.work import pipelines as P
 
 SETTINGS = Settings.load(environ={})

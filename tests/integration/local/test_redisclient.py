@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from radcloud import redisclient
-from radcloud.auth import redis_client
-from radcloud.jobservices import jobs_redis
+from radcloud.core import redisclient
+from radcloud.access.auth import redis_client
+from radcloud.work.jobservices import jobs_redis
 from radcloud.work.retrieves import Progress
-from radcloud.settings import Settings
+from radcloud.core.settings import Settings
 
 
 def settings(port: int) -> Settings:
@@ -76,8 +76,8 @@ def restartable(tmp_path):
 def test_a_shard_rides_out_a_two_second_redis_restart_while_it_starts(restartable):
     """Finding 4: ``started`` met a restarting Redis and failed the shard; every
     write goes through the one client policy, so it now waits for Redis."""
-    from radcloud.jobs import JobSpec, JobStore, ShardSpec
-    from radcloud.reporter import Finaliser, RedisShardReporter
+    from radcloud.work.jobs import JobSpec, JobStore, ShardSpec
+    from radcloud.work.reporter import Finaliser, RedisShardReporter
 
     s = Settings.load(environ={"RADCLOUD_REDIS_URL": f"unix://{restartable.sock}"})
     jobs = JobStore(jobs_redis(s))

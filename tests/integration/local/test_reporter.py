@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud.jobs import JobSpec, JobStore, ShardSpec
-from radcloud.reporter import Finaliser, RedisShardReporter
+from radcloud.work.jobs import JobSpec, JobStore, ShardSpec
+from radcloud.work.reporter import Finaliser, RedisShardReporter
 from jobs_fakes import FakeInvoker
 from radcloud.work.executors import as_executor
 from radcloud.work.reconcile import reconcile_job

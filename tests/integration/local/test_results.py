@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from jobs_fakes import MemStore
 
-from radcloud.errors import BadRequest, NotFound
-from radcloud.jobs import JobSpec, JobStore, ShardSpec
-from radcloud.results import Results, build_manifest
+from radcloud.core.errors import BadRequest, NotFound
+from radcloud.work.jobs import JobSpec, JobStore, ShardSpec
+from radcloud.results.manifest import Results, build_manifest
 
 
 def finished(jobs, outputs):

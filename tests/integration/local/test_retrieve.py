@@ -6,11 +6,11 @@ import hashlib
 
 import pytest
 
-from radcloud import retrieve as r
-from radcloud.errors import BadRequest, NotFound
-from radcloud.orthanc import Orthanc
+from radcloud.pacs import retrieve as r
+from radcloud.core.errors import BadRequest, NotFound
+from radcloud.pacs.orthanc import Orthanc
 from radcloud.work.retrieves import Progress
-from radcloud.storage import ObjectStore
+from radcloud.store.storage import ObjectStore
 from pacs_fakes import FakeMinio, FakeOrthanc
 
 
@@ -103,7 +103,7 @@ def test_stage_study_streams_every_instance_with_orthanc_md5(env, fake):
     assert manifest["complete"] and manifest["count"] == manifest["expected"] == 5
     assert [i["InstanceNumber"] for i in manifest["instances"]] == [1, 2, 3, 4, 5]
     # The patient tags ride with the images they come from (S3, PHI either way): they become
-    # a job's subject at dispatch (radcloud/subject.py), the UI's identity header.
+    # a job's subject at dispatch (radcloud/work/subject.py), the UI's identity header.
     assert manifest["tags"]["PatientID"] == "MRN1" and "PatientName" in manifest["tags"]
     status = progress.status(rid)
     assert status["state"] == "succeeded"
@@ -263,7 +263,7 @@ def test_chris_layout_keys(env, fake):
 def test_series_sharing_a_uid_are_staged_apart_and_both_complete(fake, redis_client):
     """Two series Orthanc keeps apart (different patients) share a SeriesInstanceUID:
     each is tracked, staged and found under its own key; none is merged and lost."""
-    from radcloud.staged import ManifestStaging
+    from radcloud.store.staged import ManifestStaging
 
     fake.add_study("stA", "7.7", "MRN-A", "20250101")
     fake.add_study("stB", "7.7", "MRN-B", "20250101")   # same study UID too: only Orthanc's ids differ

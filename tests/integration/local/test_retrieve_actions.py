@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud.action import Request, run
-from radcloud.errors import BadRequest, TooManyRequests, UpstreamError
-from radcloud.orthanc import Orthanc
+from radcloud.api.action import Request, run
+from radcloud.core.errors import BadRequest, TooManyRequests, UpstreamError
+from radcloud.pacs.orthanc import Orthanc
 from radcloud.work.retrieves import Progress
-from radcloud.settings import Settings
-from radcloud.storage import ObjectStore
+from radcloud.core.settings import Settings
+from radcloud.store.storage import ObjectStore
 from pacs_fakes import FakeMinio, FakeOrthanc, FakeWhisk
 from action_loader import load_action as action
 
@@ -72,7 +72,7 @@ def test_retrieve_accepts_a_query_answer(services, fake):
 
 
 def test_retrieve_unknown_uid_is_404_and_records_nothing(services, redis_client):
-    from radcloud.errors import NotFound
+    from radcloud.core.errors import NotFound
     with pytest.raises(NotFound):
         RETRIEVE.handle(Request({"SeriesInstanceUID": "1.9.9"}), SETTINGS, None, services)
     assert redis_client.keys("radcloud:retrieve:*") == [] and services["whisk"].invokes == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from radcloud.errors import NotFound
+from radcloud.core.errors import NotFound
 from radcloud.work.retrieves import Progress, overall
 from radcloud.work.executors.action import ActionExecutor
 from radcloud.work.reconcile import GATE, reconcile_retrieve, sweep
@@ -118,7 +118,7 @@ def test_reconcile_spares_a_series_whose_hop_moved_on(redis_client):
 
 
 def test_reconcile_lookup_failure_leaves_the_stall_timeout(redis_client):
-    from radcloud.errors import UpstreamError
+    from radcloud.core.errors import UpstreamError
 
     progress = Progress(redis_client)
     rid = progress.create([{"SeriesInstanceUID": "1.1"}, {"SeriesInstanceUID": "1.2"}],

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radcloud.samples import synthetic
+from radcloud.ops.samples import synthetic
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""radcloud.shard: the shard runner end to end with fixture plugins.
+"""radcloud.run.shard: the shard runner end to end with fixture plugins.
 
 Each failure path has a deliberately broken plugin under
 tests/fixtures/plugins; the store and reporter are in-memory fakes.
@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from radcloud.errors import BadRequest
-from radcloud.plugins import Registry
-from radcloud.shard import ShardSpec, collect_outputs, content_type, run_shard, safe_relpath
-from radcloud import sandbox
+from radcloud.core.errors import BadRequest
+from radcloud.run.registry import Registry
+from radcloud.run.shard import ShardSpec, collect_outputs, content_type, run_shard, safe_relpath
+from radcloud.run import sandbox
 from shard_fakes import FIXTURES, FakeStore, RecordingReporter
 
 # The bwrap case needs bubblewrap (conftest.py: fails in CI without it, skips elsewhere).
@@ -139,7 +139,7 @@ def test_sigkill_for_another_reason_is_a_crash_not_oom(counts, why):
 
 
 def test_runner_errors_carry_the_exception_text_and_what_to_do():
-    from radcloud.shard import runner_error
+    from radcloud.run.shard import runner_error
     import subprocess
 
     msg = runner_error(subprocess.SubprocessError("Exception occurred in preexec_fn."))
@@ -266,8 +266,8 @@ def test_presigned_urls_are_fetched_and_a_refusal_says_what_to_do(tmp_path):
     import http.server
     import threading
 
-    from radcloud.errors import UpstreamError
-    from radcloud.shard import _fetch_url
+    from radcloud.core.errors import UpstreamError
+    from radcloud.run.shard import _fetch_url
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802

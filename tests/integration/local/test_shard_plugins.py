@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from radcloud import sandbox
-from radcloud.plugins import Registry
-from radcloud.settings import Secret
-from radcloud.shard import run_shard
+from radcloud.run import sandbox
+from radcloud.run.registry import Registry
+from radcloud.core.settings import Secret
+from radcloud.run.shard import run_shard
 from shard_fakes import FakeStore, RecordingReporter
 
 from plugin_helpers import TEST_FILES, write_ct_series  # tests/unit/plugins/, on pytest's pythonpath

@@ -11,12 +11,12 @@ import types
 
 import pytest
 
-from radcloud import auth
-from radcloud.errors import Forbidden, Unauthorized
-from radcloud.jobs import JobSpec, JobStore, ShardSpec
-from radcloud.reporter import Finaliser
-from radcloud.settings import Settings
-from radcloud.users import UserStore
+from radcloud.access import auth
+from radcloud.core.errors import Forbidden, Unauthorized
+from radcloud.work.jobs import JobSpec, JobStore, ShardSpec
+from radcloud.work.reporter import Finaliser
+from radcloud.core.settings import Settings
+from radcloud.access.users import UserStore
 from radcloud.work.shardchannel import FLUSH_S, RemoteReporter, apply
 from fast_hasher import FAST_HASHER
 from jobs_fakes import MemStore

@@ -1,11 +1,11 @@
-"""radcloud.stack.process with real child processes: zombies and reaping."""
+"""radcloud.ops.stack.process with real child processes: zombies and reaping."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from radcloud.stack import process
+from radcloud.ops.stack import process
 
 
 def test_a_zombie_leader_someone_else_has_not_reaped_is_not_alive():

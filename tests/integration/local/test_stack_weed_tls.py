@@ -5,7 +5,7 @@ def test_weed_tls_is_created_once_private_and_names_loopback(tmp_path, require):
     import shutil
     import subprocess
 
-    from radcloud.stack.weed import ensure_tls
+    from radcloud.ops.stack.weed import ensure_tls
 
     require(shutil.which("openssl") is not None, "openssl missing: apt-get install openssl")
     tls = ensure_tls(tmp_path / "tls")

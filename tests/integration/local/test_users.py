@@ -1,9 +1,9 @@
-"""radcloud.users: accounts, argon2 passwords, hashed service API keys."""
+"""radcloud.access.users: accounts, argon2 passwords, hashed service API keys."""
 
 import pytest
 
-from radcloud.errors import BadRequest, Conflict, NotFound
-from radcloud.users import UserStore
+from radcloud.core.errors import BadRequest, Conflict, NotFound
+from radcloud.access.users import UserStore
 
 
 

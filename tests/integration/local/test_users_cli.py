@@ -4,8 +4,8 @@ import json
 
 from typer.testing import CliRunner
 
-from radcloud.cli.main import app
-from radcloud.users import UserStore
+from radcloud.ops.cli.main import app
+from radcloud.access.users import UserStore
 
 runner = CliRunner()
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from radcloud import auth
-from radcloud.settings import Settings
-from radcloud.users import UserStore
+from radcloud.access import auth
+from radcloud.core.settings import Settings
+from radcloud.access.users import UserStore
 from action_loader import load_action
 from fast_hasher import FAST_HASHER
 

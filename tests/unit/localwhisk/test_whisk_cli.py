@@ -29,7 +29,7 @@ def test_param_values_parse_as_json_when_they_can():
 
 
 def test_preload_is_repeatable_and_comma_separated():
-    args = parser().parse_args(["serve", "--preload", "numpy,pydicom", "--preload", "radcloud.action"])
-    assert _modules(args.preload) == ("numpy", "pydicom", "radcloud.action")
+    args = parser().parse_args(["serve", "--preload", "numpy,pydicom", "--preload", "radcloud.api.action"])
+    assert _modules(args.preload) == ("numpy", "pydicom", "radcloud.api.action")
     assert _modules(["a, b", "a"]) == ("a", "b")
     assert parser().parse_args(["serve"]).preload == []

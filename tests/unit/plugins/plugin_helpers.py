@@ -50,9 +50,9 @@ def copy_test_files(dest: Path, names: list[str]) -> Path:
 def write_ct_series(dest: Path, count: int = 20, rows: int = 128, *, thickness: float = 5.0,
                     description: str = "AXIAL", patient: str = "DOE^JANE", mrn: str = "MRN0001",
                     accession: str = "ACC0001") -> list[Path]:
-    """A small phantom CT series from radcloud.samples.synthetic (real CT attributes)."""
-    from radcloud.samples.spec import PatientSpec, SeriesSpec, StudySpec
-    from radcloud.samples.synthetic import write_studies
+    """A small phantom CT series from radcloud.ops.samples.synthetic (real CT attributes)."""
+    from radcloud.ops.samples.spec import PatientSpec, SeriesSpec, StudySpec
+    from radcloud.ops.samples.synthetic import write_studies
 
     spec = (PatientSpec(patient, mrn, "19600101", "F", (
         StudySpec("CT", "CT CHEST", "20250102", "101500", accession, "CHEST", (

@@ -1,0 +1,1 @@
+"""Who may do what: authentication, the user store, the audit log."""

@@ -1,0 +1,1 @@
+"""Studies arriving at the archive (the watcher) and the rules that choose their pipeline."""

@@ -1,0 +1,218 @@
+"""Routing rules: which arriving studies go to which pipeline.
+
+A rule matches the routing attributes the arrivals watcher fires with
+(:mod:`radcloud.arrivals.watch`) — never patient attributes — and names a
+*pipeline* of plugin steps with their parameters and options::
+
+    {"name": "ct-chest-lungs", "enabled": true,
+     "match": {"modality": "CT", "body_part": "CHEST*", "series_description": "*lung*"},
+     "pipeline": [{"plugin": "lung-seg", "params": {}, "options": {"push_to_pacs": true}}]}
+
+A pipeline is an ordered list of plugin steps (at most
+:data:`radcloud.work.pipelines.MAX_STEPS`), each step's DICOM outputs the
+next step's inputs. :func:`route_arrival` (the ``route`` action, the rule of
+``radcloud-study-stable``) stages the matched series and starts the pipeline
+on them as one tracked job whose steps are jobs (:mod:`radcloud.work.pipelines`);
+:class:`RuleStore` keeps the rules in Redis.
+
+Matching is per series: a rule matches a study when at least one of its
+series matches every glob the rule gives (``fnmatch``, case-insensitive;
+``calling_aet`` and ``study_description`` are study-level); a rule with no
+``match`` matches every series. The series that matched are what its
+pipeline runs on. A rule is validated when it is saved (:func:`validate`):
+an unknown plugin, a bad parameter or an unknown match key is refused with
+a message naming the step and the field, so nothing fails later at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from radcloud.core.errors import BadRequest, NotFound, RadcloudError, UpstreamError
+from radcloud.work.pipelines import validate_steps
+
+SERIES_KEYS = ("modality", "body_part", "series_description")
+STUDY_KEYS = ("study_description", "calling_aet")
+MATCH_KEYS = SERIES_KEYS + STUDY_KEYS
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _glob(pattern: str, value: Any) -> bool:
+    return fnmatch.fnmatchcase(str(value or "").upper(), str(pattern).upper())
+
+
+def matching_series(rule: Mapping[str, Any], arrival: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The series of ``arrival`` that ``rule`` matches ([] when the rule does not apply)."""
+    if not rule.get("enabled", True):
+        return []
+    match = rule.get("match") or {}
+    for key in STUDY_KEYS:
+        if key in match and not _glob(match[key], arrival.get(key)):
+            return []
+    return [s for s in arrival.get("series") or []
+            if all(_glob(match[k], s.get(k)) for k in SERIES_KEYS if k in match)]
+
+
+def route(rules: list[Mapping[str, Any]], arrival: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], list]]:
+    """``(rule, matched series)`` for every enabled rule that matches, in the rules' order."""
+    out = []
+    for rule in rules:
+        series = matching_series(rule, arrival)
+        if series:
+            out.append((rule, series))
+    return out
+
+
+def validate(rule: Any, registry: Any) -> dict[str, Any]:
+    """Check a rule before it is saved; returns it normalised (params with defaults filled).
+
+    ``registry`` is a :class:`radcloud.run.registry.Registry` (anything with ``get(name)``).
+
+    Raises:
+        BadRequest: the field that is wrong and what to send instead.
+    """
+    if not isinstance(rule, Mapping):
+        raise BadRequest("a routing rule must be an object {name, match, pipeline, enabled}", field="rule")
+    name = rule.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise BadRequest("name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                         field="name")
+    unknown = set(rule) - {"name", "match", "pipeline", "enabled", "description"}
+    if unknown:
+        raise BadRequest(f"unknown rule field(s) {sorted(unknown)}; a rule has name, match, pipeline, enabled, "
+                         "description", field=sorted(unknown)[0])
+    match = rule.get("match") or {}
+    if not isinstance(match, Mapping):
+        raise BadRequest(f"match must be an object of globs over {', '.join(MATCH_KEYS)}", field="match")
+    for key, pattern in match.items():
+        if key not in MATCH_KEYS:
+            raise BadRequest(f"match key {key!r} is not a routing attribute; use {', '.join(MATCH_KEYS)} "
+                             "(patient attributes are never routed on)", field=f"match.{key}")
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise BadRequest(f"match.{key} must be a non-empty glob such as 'CT' or 'CHEST*'", field=f"match.{key}")
+    enabled = rule.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise BadRequest("enabled must be true or false", field="enabled")
+    checked = validate_steps(rule.get("pipeline"), registry)
+    out = {"name": name, "match": dict(match), "pipeline": checked, "enabled": enabled}
+    if isinstance(rule.get("description"), str):
+        out["description"] = rule["description"][:200]
+    return out
+
+
+# -- stored rules and the router ------------------------------------------------------
+
+RULES, RUNS, CLAIM = "radcloud:routing:rules", "radcloud:routing:runs", "radcloud:routing:arrival:"
+CLAIM_TTL_S = 30 * 24 * 3600  # an arrival id is remembered this long (a re-send after that routes again)
+RUNS_KEPT = 1000
+
+
+class RuleStore:
+    """Routing rules in Redis (hash name -> JSON), validated on save; the runs they started (a capped list)."""
+
+    def __init__(self, redis: Any, registry: Any) -> None:
+        self.redis = redis          # redis.Redis, decode_responses=True
+        self.registry = registry    # radcloud.run.registry.Registry
+
+    def save(self, rule: Any) -> dict[str, Any]:
+        checked = validate(rule, self.registry)
+        self.redis.hset(RULES, checked["name"], json.dumps(checked))
+        return checked
+
+    def list(self) -> list[dict[str, Any]]:
+        return [json.loads(v) for _, v in sorted(self.redis.hgetall(RULES).items())]
+
+    def get(self, name: str) -> dict[str, Any]:
+        raw = self.redis.hget(RULES, name)
+        if raw is None:
+            raise NotFound(f"no routing rule named {name!r} (radcloud routes list shows them)", field="name")
+        return json.loads(raw)
+
+    def delete(self, name: str) -> dict[str, Any]:
+        rule = self.get(name)
+        self.redis.hdel(RULES, name)
+        return rule
+
+    def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        """Takes effect at once: the router reads the rules for every arrival."""
+        rule = {**self.get(name), "enabled": bool(enabled)}
+        self.redis.hset(RULES, name, json.dumps(rule))
+        return rule
+
+    def claim(self, arrival_id: str) -> bool:
+        """True the first time an arrival is seen (the watcher may fire one twice after a crash)."""
+        return bool(self.redis.set(CLAIM + arrival_id, "1", nx=True, ex=CLAIM_TTL_S))
+
+    def record_run(self, run: dict[str, Any]) -> None:
+        pipe = self.redis.pipeline()
+        pipe.lpush(RUNS, json.dumps(run))
+        pipe.ltrim(RUNS, 0, RUNS_KEPT - 1)
+        pipe.execute()
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return [json.loads(r) for r in self.redis.lrange(RUNS, 0, max(0, limit - 1))]
+
+
+def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pipelines: Any, *,
+                  owner: str = "service", package: str = "radcloud", clock: Any = time.time) -> dict[str, Any]:
+    """Start the pipeline of every enabled rule that matches ``arrival`` (the ``route`` action).
+
+    For each match: ``retrieve`` stages the matched series (blocking: its id comes back at
+    once), then ``pipelines`` (:class:`radcloud.work.pipelines.Pipelines`) starts the rule's
+    pipeline on them; its first step's dispatch waits in its own activation for staging
+    (``wait_staged``). A duplicate arrival id starts nothing.
+    """
+    arrival_id = str(arrival.get("arrival_id") or "")
+    if not re.fullmatch(r"[0-9a-f]{32}", arrival_id):
+        raise BadRequest("arrival_id (32 hex) is required: the arrivals watcher's trigger sends it",
+                         field="arrival_id")
+    if not store.claim(arrival_id):
+        return {"arrival_id": arrival_id, "duplicate": True, "runs": []}
+    runs = []
+    for rule, series in route(store.list(), arrival):
+        run: dict[str, Any] = {"at": round(clock(), 3), "arrival_id": arrival_id, "rule": rule["name"],
+                               "study_uid": arrival.get("study_uid", ""),
+                               "series": [s.get("series_uid", "") for s in series],
+                               "steps": [step["plugin"] for step in rule["pipeline"]]}
+        try:
+            staged = invoker.invoke(f"{package}/retrieve", {"orthanc_series": [s["orthanc_series"] for s in series]},
+                                    blocking=True, result=True)
+            if not isinstance(staged, dict) or "retrieve_id" not in staged:
+                raise UpstreamError(f"retrieve answered without a retrieve_id: {_error_of(staged)}")
+            pipeline = pipelines.start(rule["pipeline"], {"retrieve": staged["retrieve_id"]}, owner,
+                                       name=rule["name"])
+            run.update(state="started", retrieve_id=staged["retrieve_id"], pipeline=pipeline)
+        except RadcloudError as exc:  # the next rule still runs; this one says why it did not
+            run.update(state="failed", reason=exc.message)
+        store.record_run(run)
+        runs.append(run)
+    return {"arrival_id": arrival_id, "duplicate": False, "runs": runs}
+
+
+def _error_of(answer: Any) -> str:
+    if isinstance(answer, dict) and isinstance(answer.get("error"), (dict, str)):
+        err = answer["error"]
+        return str(err.get("message", err) if isinstance(err, dict) else err)[:200]
+    return str(answer)[:200]
+
+
+def with_pipeline_state(runs: list[dict[str, Any]], jobs: Any) -> list[dict[str, Any]]:
+    """The runs with their pipeline's state and steps now (``radcloud.work.jobs.JobStore`` ``jobs``)."""
+    from radcloud.work.pipelines import steps_view
+
+    out = []
+    for run in runs:
+        if run.get("pipeline"):
+            try:
+                job = jobs.get(run["pipeline"])
+                run = {**run, "pipeline_state": job["state"], "pipeline_reason": job.get("reason") or "",
+                       "step_states": steps_view(job)}
+            except NotFound:
+                pass  # expired: the run's own record stays
+        out.append(run)
+    return out

@@ -1,0 +1,231 @@
+"""The arrivals watcher: studies that became stable in Orthanc fire an OpenWhisk trigger.
+
+It reads Orthanc's change log (``GET /changes?since=N``) from a cursor kept
+in Redis and fires ``radcloud-study-stable`` once per stable study with the
+attributes routing needs and no more (:func:`arrival`: modality, body part,
+descriptions, calling AET, UIDs; never patient name, ID, birth date or
+accession number).
+
+Stable, exactly once, through restarts of Orthanc, Redis or the watcher:
+
+* ``NewStudy``/``NewSeries`` put the study in a *pending* set (Redis), with
+  the time the watcher saw it change. ``StableStudy`` routes it at once.
+* A pending study Orthanc never announces (it was unstable when Orthanc
+  restarted: Orthanc keeps its stability timers in memory, and after a
+  restart reports everything ``IsStable``) is routed by the *sweep*: only
+  once its ``LastUpdate`` is ``stable_age_s`` old by Orthanc's own clock
+  (``/tools/now``), so a study still receiving instances stays pending.
+* The cursor advances only after a page of changes is handled; a change
+  handled twice (a crash before the cursor moved) meets the study's
+  *fingerprint*: per series, a hash of its instance ids, recorded after the
+  fire. A study sent again with the same instances fires nothing; a study
+  that grew fires again for the new or changed series only.
+* Between a fire and its fingerprint write a crash could fire twice, so
+  every fire carries ``arrival_id`` (study + the fired series'
+  fingerprints): whoever acts on it de-duplicates on that id.
+
+Redis keys (prefix ``radcloud:arrivals:``): ``cursor``, ``pending`` (hash
+Orthanc study id -> epoch seconds last seen changing), ``routed:<study id>``
+(hash Orthanc series id -> fingerprint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from radcloud.core.errors import NotFound, RadcloudError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "radcloud:arrivals:"
+CURSOR, PENDING = PREFIX + "cursor", PREFIX + "pending"
+TRIGGER = "radcloud-study-stable"
+PAGE = 1000  # Orthanc's own maximum for /changes
+
+
+def routed_key(study_id: str) -> str:
+    return f"{PREFIX}routed:{study_id}"
+
+
+def fingerprint(instance_ids: list[str]) -> str:
+    """A series' identity for idempotence: its set of Orthanc instance ids."""
+    return hashlib.sha256("\n".join(sorted(instance_ids)).encode()).hexdigest()[:16]
+
+
+def _orthanc_time(text: str) -> float:
+    """Orthanc's ``20260105T081000`` (UTC) as epoch seconds."""
+    return datetime.strptime(text[:15], "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc).timestamp()
+
+
+class Watcher:
+    """One pass of :meth:`poll` handles a page of changes and the pending sweep; :meth:`run` loops."""
+
+    def __init__(self, orthanc: Any, redis: Any, fire: Callable[[dict[str, Any]], Any], *,
+                 stable_age_s: float = 5.0, from_start: bool = False, clock: Callable[[], float] = time.time,
+                 page: int = PAGE, workers: int = 4) -> None:
+        self.orthanc = orthanc            # radcloud.pacs.orthanc.Orthanc
+        self.redis = redis                # redis.Redis (decode_responses=True)
+        self.fire = fire                  # sends one arrival (raises when it could not)
+        self.stable_age_s = stable_age_s
+        self.from_start = from_start      # no cursor yet: replay Orthanc's whole log (else: from now on)
+        self.clock = clock
+        self.page = page
+        self.fired = 0
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="arrivals")
+        self._count = threading.Lock()
+
+    # -- the change log -------------------------------------------------------------
+
+    def cursor(self) -> int:
+        value = self.redis.get(CURSOR)
+        if value is not None:
+            return int(value)
+        start = 0 if self.from_start else self.orthanc.last_change()
+        self.redis.set(CURSOR, start, nx=True)
+        return int(self.redis.get(CURSOR))
+
+    def poll(self) -> int:
+        """Handle one page of changes, then sweep pending studies; returns how many arrivals fired."""
+        before = self.fired
+        since = self.cursor()
+        changes = self.orthanc.changes(since, self.page)
+        if changes["Last"] < since and not changes["Changes"]:
+            # Orthanc's log restarted (a new index): replay it; fingerprints stop repeats.
+            log.warning("Orthanc's change log is behind the cursor (%d < %d): reading it again from 0",
+                        changes["Last"], since)
+            self.redis.set(CURSOR, 0)
+            return self.poll()
+        for change in changes["Changes"]:
+            self._handle(change)
+        if changes["Changes"]:
+            self.redis.set(CURSOR, changes["Last"])
+        self.sweep()
+        return self.fired - before
+
+    def _handle(self, change: dict[str, Any]) -> None:
+        kind, rid = change["ChangeType"], change["ID"]
+        if kind == "NewStudy":
+            self.redis.hset(PENDING, rid, self.clock())
+        elif kind == "NewSeries":
+            try:
+                study = self.orthanc.resource("Series", rid)["ParentStudy"]
+            except NotFound:  # deleted since
+                return
+            self.redis.hset(PENDING, study, self.clock())
+        elif kind == "StableStudy":
+            self.route(rid)
+
+    def sweep(self) -> None:
+        """Route pending studies whose last instance is ``stable_age_s`` old (Orthanc's clock)."""
+        pending = self.redis.hgetall(PENDING)
+        due = [sid for sid, seen in pending.items() if self.clock() - float(seen) >= self.stable_age_s]
+        if not due:
+            return
+        now = _orthanc_time(self.orthanc.now())
+
+        def check(sid: str) -> None:
+            try:
+                study = self.orthanc.resource("Study", sid)
+            except NotFound:
+                self.redis.hdel(PENDING, sid)
+                return
+            if now - _orthanc_time(study["LastUpdate"]) >= self.stable_age_s:
+                self.route(sid, study)
+        # Studies are independent; a burst is mostly waiting on Orthanc and OpenWhisk round trips.
+        list(self._pool.map(check, due))
+
+    # -- routing one study ------------------------------------------------------------
+
+    def route(self, study_id: str, study: dict[str, Any] | None = None) -> bool:
+        """Fire the study's new or changed series (if any); True when it fired.
+
+        A failed fire leaves the study pending, so the next sweep tries again.
+        """
+        try:
+            study = study or self.orthanc.resource("Study", study_id)
+            series = self.orthanc.children("Study", study_id, "Series")
+        except NotFound:
+            self.redis.hdel(PENDING, study_id)
+            return False
+        routed = self.redis.hgetall(routed_key(study_id))
+        prints = {s["ID"]: fingerprint(s.get("Instances") or []) for s in series}
+        fresh = [s for s in series if s.get("Instances") and routed.get(s["ID"]) != prints[s["ID"]]]
+        if not fresh:
+            self.redis.hdel(PENDING, study_id)
+            return False
+        payload = arrival(study, fresh, prints, self._calling_aet(fresh[0]))
+        try:
+            self.fire(payload)
+        except RadcloudError as exc:
+            log.warning("arrival of study %s not fired (%s); it stays pending", study_id, exc.message)
+            self.redis.hset(PENDING, study_id, 0)  # due again at the next sweep
+            return False
+        pipe = self.redis.pipeline()
+        pipe.hset(routed_key(study_id), mapping={s["ID"]: prints[s["ID"]] for s in fresh})
+        pipe.hdel(PENDING, study_id)
+        pipe.execute()
+        with self._count:
+            self.fired += 1
+        return True
+
+    def _calling_aet(self, series: dict[str, Any]) -> str:
+        """The AE title that sent the series (Orthanc's ``RemoteAET`` metadata; "" when sent over REST)."""
+        try:
+            return self.orthanc.metadata("Instance", series["Instances"][0], "RemoteAET")
+        except NotFound:
+            return ""
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, poll_s: float = 0.5, on_error_s: float = 2.0) -> None:
+        """Poll until ``stop`` is set; Orthanc or Redis being away is waited out, logged once per outage."""
+        failing = False
+        while not stop.is_set():
+            try:
+                busy = self.poll()
+                if failing:
+                    log.info("arrivals watcher: Orthanc and Redis reachable again")
+                failing = False
+            except Exception as exc:  # noqa: BLE001 — an outage must not end the watcher
+                if not failing:
+                    log.warning("arrivals watcher: %s; retrying every %.0f s", _reason(exc), on_error_s)
+                failing = True
+                stop.wait(on_error_s)
+                continue
+            if not busy:
+                stop.wait(poll_s)
+
+
+def arrival(study: dict[str, Any], series: list[dict[str, Any]], prints: dict[str, str],
+            calling_aet: str) -> dict[str, Any]:
+    """The trigger's parameters: routing attributes and UIDs only (no patient attributes)."""
+    tags = study.get("MainDicomTags") or {}
+    items = []
+    for s in series:
+        st = s.get("MainDicomTags") or {}
+        items.append({"series_uid": st.get("SeriesInstanceUID", ""), "orthanc_series": s["ID"],
+                      "modality": st.get("Modality", ""), "body_part": st.get("BodyPartExamined", ""),
+                      "series_description": st.get("SeriesDescription", ""),
+                      "instances": len(s.get("Instances") or []), "fingerprint": prints[s["ID"]]})
+    study_uid = tags.get("StudyInstanceUID", "")
+    arrival_id = hashlib.sha256((study_uid + "|" + ",".join(sorted(f"{i['orthanc_series']}:{i['fingerprint']}"
+                                                                   for i in items))).encode()).hexdigest()[:32]
+    return {"arrival_id": arrival_id, "study_uid": study_uid, "orthanc_study": study["ID"],
+            "study_description": tags.get("StudyDescription", ""), "calling_aet": calling_aet,
+            "modalities": sorted({i["modality"] for i in items if i["modality"]}), "series": items}
+
+
+def _reason(exc: Exception) -> str:
+    return exc.message if isinstance(exc, RadcloudError) else f"{type(exc).__name__}: {exc}"
+
+
+def trigger_fire(openwhisk: Any, trigger: str = TRIGGER) -> Callable[[dict[str, Any]], Any]:
+    """``fire(payload)`` through OpenWhisk's trigger API (:meth:`radcloud.core.openwhisk.OpenWhisk.fire`)."""
+    return lambda payload: openwhisk.fire(trigger, payload)

@@ -1,0 +1,142 @@
+"""Render the services' configuration files from the Jinja2 templates.
+
+Each function returns the text (unit-tested as such); :func:`write_all`
+puts the files in the state directory, mode 0600 since they hold secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from radcloud.ops.stack import weed
+from radcloud.ops.stack.errors import StackError
+from radcloud.ops.stack.install import ORTHANC_PLUGINS_DIR
+from radcloud.ops.stack.ports import Ports
+from radcloud.ops.stack.state import ORTHANCS, SLURM_SERVICES, TEST_AET, StateDir, write_private
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("radcloud.ops.stack", "templates"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+_ENV.filters["shell_quote"] = shlex.quote
+
+PLUGINS = (str(ORTHANC_PLUGINS_DIR / "libOrthancDicomWeb.so"), str(ORTHANC_PLUGINS_DIR / "libOrthancGdcm.so"))
+
+
+def orthanc_ports(name: str, ports: Ports) -> tuple[int, int]:
+    """(HTTP, DICOM) ports of the named Orthanc."""
+    return getattr(ports, f"{name}_http"), getattr(ports, f"{name}_dicom")
+
+
+def render_orthanc(name: str, *, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
+                   plugins: tuple[str, ...] = PLUGINS) -> str:
+    """orthanc.json for the named instance; every other instance and the test SCP are modalities."""
+    http_port, dicom_port = orthanc_ports(name, ports)
+    modalities = [{"name": aet, "aet": aet, "port": orthanc_ports(other, ports)[1]}
+                  for other, aet in ORTHANCS.items() if other != name]
+    modalities.append({"name": TEST_AET, "aet": TEST_AET, "port": ports.test_scp})
+    base = state.service_dir(name)
+    return _ENV.get_template("orthanc.json.j2").render(
+        name=f"radcloud-{name}", aet=ORTHANCS[name], http_port=http_port, dicom_port=dicom_port,
+        storage_dir=str(base / "storage"), index_dir=str(base / "index"),
+        user=credentials[name]["user"], password=credentials[name]["password"],
+        plugins=list(plugins), modalities=modalities, stable_age=stable_age(),
+    )
+
+
+def stable_age(environ: Mapping[str, str] | None = None) -> int:
+    """Orthanc's StableAge (s): how long a study receives nothing before Orthanc calls it stable
+    (radcloud.arrivals.watch routes it then). ``RADCLOUD_ORTHANC_STABLE_AGE``, default 5."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("RADCLOUD_ORTHANC_STABLE_AGE", "5")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 3600:
+        raise StackError(f"RADCLOUD_ORTHANC_STABLE_AGE={raw!r} is not a number of seconds from 1 to 3600")
+    return value
+
+
+def render_s3_identities(credentials: Mapping[str, Any]) -> str:
+    return _ENV.get_template("s3.json.j2").render(
+        access_key=credentials["s3"]["access_key"], secret_key=credentials["s3"]["secret_key"])
+
+
+def render_weed_security(*, state: StateDir, credentials: Mapping[str, Any]) -> str:
+    """SeaweedFS's security.toml: JWT keys from the credentials, the stack's TLS files."""
+    tls = weed.ensure_tls(weed_tls_dir(state))
+    return _ENV.get_template("weed-security.toml.j2").render(keys=credentials["weed"], tls=tls)
+
+
+def weed_tls_dir(state: StateDir) -> Path:
+    return state.service_dir("s3") / "tls"
+
+
+def render_redis(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any]) -> str:
+    return _ENV.get_template("redis.conf.j2").render(
+        port=ports.redis, data_dir=str(state.service_dir("redis")),
+        password=credentials["redis"]["password"])
+
+
+def render_whisk_images(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any]) -> str:
+    """localwhisk's images file: each manifest image → this venv + checkout + the stack's env."""
+    from radcloud.ops.deploy import local_images
+    from radcloud.ops.stack.endpoints import Endpoints
+
+    env = Endpoints.from_state(state, ports, dict(credentials)).env()
+    return json.dumps(local_images(env), indent=2) + "\n"
+
+
+def render_env(env: Mapping[str, str], path: Path) -> str:
+    return _ENV.get_template("radcloud.env.j2").render(env=env, path=str(path))
+
+
+def config_path(state: StateDir, service: str) -> Path:
+    """Where the service's rendered config lives."""
+    if service in SLURM_SERVICES:
+        return state.service_dir("slurm") / "slurm.conf"
+    names = {"redis": "redis.conf", "s3": "s3.json", "whisk": "images.json"}
+    return state.service_dir(service) / names.get(service, "orthanc.json")
+
+
+def write_service_config(service: str, *, state: StateDir, ports: Ports,
+                         credentials: Mapping[str, Any]) -> Path:
+    """Render and write one service's config (and create its data dirs)."""
+    if service == "arrivals":  # configured through its environment (services.arrivals_service)
+        return state.root
+    if service in SLURM_SERVICES:
+        from radcloud.ops.stack import slurm
+
+        path = slurm.write_config(service, state=state, ports=ports)
+        slurm.ensure_token(state)
+        return path
+    path = config_path(state, service)
+    if service in ORTHANCS:
+        text = render_orthanc(service, state=state, ports=ports, credentials=credentials)
+        for sub in ("storage", "index"):
+            (state.service_dir(service) / sub).mkdir(parents=True, exist_ok=True)
+    elif service == "redis":
+        text = render_redis(state=state, ports=ports, credentials=credentials)
+    elif service == "s3":
+        text = render_s3_identities(credentials)
+        (state.service_dir("s3") / "data").mkdir(parents=True, exist_ok=True)
+        (state.log_dir / "s3").mkdir(parents=True, exist_ok=True)
+        # weed reads security.toml from -config_dir (see services.weed_argv).
+        write_private(state.service_dir("s3") / "security.toml",
+                      render_weed_security(state=state, credentials=credentials))
+    elif service == "whisk":
+        text = render_whisk_images(state=state, ports=ports, credentials=credentials)
+    else:
+        raise ValueError(f"unknown service {service!r}")
+    write_private(path, text)
+    return path

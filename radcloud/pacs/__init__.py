@@ -1,0 +1,1 @@
+"""The archive: Orthanc's REST API, DICOM query and search, retrieve into the object store."""

@@ -1,0 +1,1 @@
+"""Running a plugin on a shard: the plugin registry, the shard runner, the sandbox, memory and resource limits."""

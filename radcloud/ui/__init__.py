@@ -1,0 +1,1 @@
+"""The clinician web UI: rendering and building the pages."""

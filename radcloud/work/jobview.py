@@ -1,0 +1,50 @@
+"""What callers see of a job: access rules and the public shape.
+
+Shared by the status and results actions. A job is visible to its owner
+and to admins, services and the system; to anyone else it does not exist
+(404, so job ids cannot be probed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from radcloud.core.errors import NotFound
+from radcloud.work.lifecycle import PIPELINE_KIND
+from radcloud.work.pipelines import steps_view
+
+PRIVILEGED = ("admin", "service", "system")
+
+
+def can_see(job: dict[str, Any], principal: Any) -> bool:
+    if principal is None:
+        return False
+    return principal.role in PRIVILEGED or job.get("owner") == principal.name
+
+
+def check(job: dict[str, Any], principal: Any) -> dict[str, Any]:
+    if not can_see(job, principal):
+        raise NotFound(f"job {job.get('id')!r} does not exist (or has expired)", field="job")
+    return job
+
+
+def summary(job: dict[str, Any]) -> dict[str, Any]:
+    """One line of a job list: the job hash with its progress, no shards."""
+    out = {k: v for k, v in job.items() if k != "shards"}
+    out["subject"] = job.get("subject") or None   # radcloud.work.subject; None: not recorded (older jobs)
+    out["progress"] = {
+        "shards_done": int(job.get("shards_done") or 0), "shards_total": int(job.get("shards_total") or 0),
+        "instances_done": int(job.get("instances_done") or 0),
+        "instances_total": int(job.get("instances_total") or 0),
+    }
+    return out
+
+
+def public(job: dict[str, Any]) -> dict[str, Any]:
+    """The job without bulky internals (input key lists, argv, output listings)."""
+    out = summary(job)
+    out["shards"] = [{k: v for k, v in s.items() if k not in ("inputs", "argv", "outputs")}
+                     | {"outputs": len(s.get("outputs") or [])} for s in job.get("shards", [])]
+    if job.get("kind") == PIPELINE_KIND:  # its units are steps, each run by a job of its own
+        out["steps"] = steps_view(job)
+    return out
