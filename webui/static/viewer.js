@@ -267,6 +267,10 @@ async function openSeries(uid) {
   const { info, urls } = await seriesUrls(uid);
   // A Segmentation is not an image to scroll: it is drawn over the series it was made on.
   if ((info.tags || {}).Modality === "SEG") return openSeg(uid);
+  if ((info.tags || {}).Modality === "SR") {
+    fail("This series is a structured report (measurements, no image): open the segmentation it measures, and its table shows beside it.");
+    return info;
+  }
   $("#vw-title").textContent = title(info);
   if (!urls.length) { fail("This series has no staged images."); return info; }
   state.imageDataId = app.loadURLs(urls);
@@ -281,17 +285,33 @@ async function thumbnails(studyUid, current) {
   const box = $("#vw-thumbs");
   box.replaceChildren();
   for (const s of study.series) {
+    const modality = (s.tags || {}).Modality;
     const canvas = el("canvas", { width: 128, height: 128, "aria-hidden": "true" });
     const button = el("button", { type: "button", "aria-current": String(s.SeriesInstanceUID === current),
       title: title(s) }, canvas, el("span", { class: "cap" }, title(s)));
+    if (modality === "SR") {
+      // A report has no image: its measurements show beside the segmentation it measures.
+      button.disabled = true;
+      button.title = `${title(s)}: measurements, shown beside the segmentation they measure`;
+    }
     button.addEventListener("click", () => {
       const next = new URL(location.href);
       next.search = new URLSearchParams({ series: s.SeriesInstanceUID }).toString();
       location.assign(next.toString());
     });
     box.append(button);
-    drawThumbnail(s.thumbnail_url, canvas).catch(() => {});
+    if (modality === "SEG" || modality === "SR") label(canvas, modality === "SEG" ? "Segmentation" : "Report (SR)");
+    else drawThumbnail(s.thumbnail_url, canvas).catch(() => {});
   }
+}
+
+/* A series without an image of its own (SEG, SR): its kind, written on the tile. */
+function label(canvas, text) {
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#bbb";
+  ctx.font = "15px sans-serif";
+  ctx.textAlign = "center";
+  ctx.fillText(text, canvas.width / 2, canvas.height / 2);
 }
 
 /* A thumbnail is the series' middle image, drawn by a small dwv app of its own. */

@@ -122,7 +122,9 @@ async function walk() {
     const job = new URL(page.url()).searchParams.get("job");
     await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.textContent), FINAL,
                                { timeout: 240000, polling: 250 });
-    return { job, state: await page.textContent("#job-state"), options: sent.postDataJSON().options };
+    await page.waitForSelector("#job-pacs", { timeout: 10000 }).catch(() => {});
+    return { job, state: await page.textContent("#job-state"), options: sent.postDataJSON().options,
+             pacs: await page.locator("#job-pacs").textContent({ timeout: 1000 }).catch(() => null) };
   });
 }
 
@@ -198,7 +200,10 @@ async function results() {
   await step("pacs-seg-overlay", async () => {
     const link = page.locator(`.pull-item .row[data-series="${env.RC_SEG_SERIES}"] a`);
     await link.click();   // the SEG as the PACS gave it back, from the Pull page
-    return { ...(await overlay()), url: page.url().replace(UI, "") };
+    const shown = await overlay();
+    await page.waitForFunction(() => document.querySelectorAll("#vw-thumbs button").length >= 3, null, { timeout: 15000 });
+    const thumbs = await page.$$eval("#vw-thumbs button", (bs) => bs.map((b) => ({ caption: b.textContent, disabled: b.disabled })));
+    return { ...shown, url: page.url().replace(UI, ""), thumbs };
   });
   await step("pacs-sr-table", srTable);
 }
