@@ -17,7 +17,7 @@ from localwhisk import entities as ent
 from localwhisk.activations import HTTP_STATUS, Invoker, StorePolicy, Target, new_id, summary, wait
 from localwhisk.auth import Authenticator
 from localwhisk.errors import (BAD_AUTH, NOT_AUTHENTICATED, NOT_AUTHORIZED, RESERVED_PARAMS, WhiskError,
-                               bad_request, conflict, not_found, too_large)
+                               bad_request, conflict, not_found, refuse_overwrite, too_large)
 from localwhisk.params import epoch_param, json_object, json_payload, page
 from localwhisk.response import Response, error_response, json_response
 from localwhisk.sequences import SequenceRunner, check_components, fqn
@@ -209,8 +209,7 @@ class Controller:
         if pkg is not None and self.store.get_entity("package", ns, pkg) is None:
             raise not_found()
         existing = self.store.get_entity("action", ns, key)
-        if existing is not None and q.get("overwrite", "false").lower() != "true":
-            raise conflict()
+        refuse_overwrite(existing, q)
         doc = ent.build_action(ns, pkg, name, content, existing, namespace_limit=self.invoker.max_concurrent)
         if doc["exec"]["kind"] == "sequence":
             doc["exec"]["components"] = check_components(doc["exec"]["components"], ns, fqn(ns, pkg, name),
@@ -274,8 +273,7 @@ class Controller:
                        for a in self.store.list_entities("action", ns, package=name)]
             return json_response(200, {**existing, "actions": actions, "feeds": []})
         if method == "PUT":
-            if existing is not None and q.get("overwrite", "false").lower() != "true":
-                raise conflict()
+            refuse_overwrite(existing, q)
             doc = ent.build_package(ns, name, json_object(body), existing)
             self.store.put_entity("package", ns, name, doc)
             return json_response(200, doc)

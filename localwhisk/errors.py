@@ -40,6 +40,12 @@ def conflict(message: str = ALREADY_EXISTS) -> WhiskError:
     return WhiskError(409, message)
 
 
+def refuse_overwrite(existing: object, q: dict[str, str]) -> None:
+    """A PUT onto an entity that exists needs ``?overwrite=true``, as in OpenWhisk: 409 otherwise."""
+    if existing is not None and q.get("overwrite", "false").lower() != "true":
+        raise conflict()
+
+
 def too_large(size: int, allowed: int) -> WhiskError:
     return WhiskError(413, f"Request larger than allowed: {size} > {allowed} bytes.")
 

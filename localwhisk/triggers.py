@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from localwhisk import entities as ent
 from localwhisk.activations import Invoker, Target, new_id, response_of
-from localwhisk.errors import WhiskError, bad_request, conflict, not_found
+from localwhisk.errors import WhiskError, bad_request, not_found, refuse_overwrite
 from localwhisk.params import json_object, json_payload, page
 from localwhisk.response import Response, json_response
 from localwhisk.sequences import parse_name
@@ -77,8 +77,7 @@ class Triggers:
             return got
         name, existing = got
         if method == "PUT":
-            if existing is not None and q.get("overwrite", "false").lower() != "true":
-                raise conflict()
+            refuse_overwrite(existing, q)
             doc = build_trigger(ns, name, json_object(body), existing)
             self.store.put_entity("trigger", ns, name, doc)
             return json_response(200, doc)
@@ -139,8 +138,7 @@ class Triggers:
             return got
         name, existing = got
         if method == "PUT":
-            if existing is not None and q.get("overwrite", "false").lower() != "true":
-                raise conflict()
+            refuse_overwrite(existing, q)
             return json_response(200, self._put_rule(ns, name, json_object(body), existing))
         if method == "DELETE":
             if existing is None or not self.store.delete_entity("rule", ns, name):

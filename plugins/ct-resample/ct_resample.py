@@ -29,7 +29,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +36,11 @@ import pydicom
 import SimpleITK as sitk
 from scipy import ndimage
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from radcloud.run import ctslices
+
 VERSION = "1.0.0"
-GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
 # Patient, study and equipment attributes the derived series keeps from its source.
 CARRIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientIdentityRemoved",
            "DeidentificationMethod", "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID",
@@ -60,67 +59,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def file_reason(ds: Dataset) -> str | None:
-    if "PixelData" not in ds:
-        return "no pixel data"
-    modality = str(ds.get("Modality", "") or "none")
-    if modality != "CT":
-        return f"modality {modality}: ct-resample works on CT only"
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
-        return "not a single-frame greyscale CT slice"
-    if "LOCALIZER" in [str(v).upper() for v in (ds.get("ImageType") or [])]:
-        return "localizer (scout) image"
-    missing = [k for k in GEOMETRY if k not in ds or ds.data_element(k).value in (None, "")]
-    if missing:
-        return f"missing {', '.join(missing)}: the slice cannot be placed in space"
-    return None
+    return ctslices.slice_reason(ds, "ct-resample works on CT only")
 
 
-def scan(inputdir: Path, skipped: list[dict]) -> dict[str, list[tuple[Path, Dataset]]]:
-    series: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
-    for path in sorted(p for p in inputdir.rglob("*") if p.is_file()):
-        rel = str(path.relative_to(inputdir))
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=False, defer_size="64 KB")
-        except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
-            skipped.append({"path": rel, "reason": f"not readable as DICOM ({type(exc).__name__})"})
-            continue
-        why = file_reason(ds)
-        if why:
-            skipped.append({"path": rel, "reason": why})
-            continue
-        del ds.PixelData  # headers only: pixels are read per series, one slice at a time
-        series[str(ds.get("SeriesInstanceUID", "") or "unknown")].append((path, ds))
-    return series
-
-
-def ordered(items: list[tuple[Path, Dataset]], skipped: list[dict], root: Path
-            ) -> tuple[list[tuple[Path, Dataset]], np.ndarray]:
-    """The slices sharing the commonest matrix and orientation, one per position, along the normal."""
-    def key(ds: Dataset) -> tuple:
-        return int(ds.Rows), int(ds.Columns), tuple(round(float(v), 4) for v in ds.ImageOrientationPatient)
-    common = Counter(key(ds) for _, ds in items).most_common(1)[0][0]
-    normal = np.cross(np.array(common[2][:3]), np.array(common[2][3:]))
-    kept: dict[float, tuple[Path, Dataset]] = {}
-    for path, ds in items:
-        rel = str(path.relative_to(root))
-        if key(ds) != common:
-            skipped.append({"path": rel, "reason": "matrix or orientation differs from the rest of its series"})
-            continue
-        pos = round(float(np.dot(normal, np.array(ds.ImagePositionPatient, float))), 3)
-        if pos in kept:
-            skipped.append({"path": rel, "reason": "duplicate slice position in its series"})
-            continue
-        kept[pos] = (path, ds)
-    return [kept[p] for p in sorted(kept)], normal
-
-
-def volume(items: list[tuple[Path, Dataset]], normal: np.ndarray) -> sitk.Image:
+def volume(inputdir: Path, items: ctslices.Slices, normal: np.ndarray) -> sitk.Image:
     """The series as a float32 SimpleITK image in HU with its physical geometry."""
     first = items[0][1]
     rows, cols = int(first.Rows), int(first.Columns)
     hu = np.empty((len(items), rows, cols), np.float32)
-    for k, (path, _ds) in enumerate(items):
-        ds = pydicom.dcmread(path)
+    for k, (rel, _ds) in enumerate(items):
+        ds = pydicom.dcmread(inputdir / rel)
         hu[k] = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) \
             + float(ds.get("RescaleIntercept", 0) or 0)
         del ds
@@ -210,17 +158,17 @@ def run(inputdir: Path, outputdir: Path, *, spacing: float = 1.0, sigma: float =
     skipped: list[dict] = []
     result: dict = {"plugin": "ct-resample", "version": VERSION, "spacing_mm": spacing, "sigma_mm": sigma,
                     "series": [], "skipped": skipped, "skipped_series": []}
-    found = scan(inputdir, skipped)
+    found = ctslices.scan(inputdir, skipped, file_reason)
     number = 0
     for _uid, items in sorted(found.items(), key=lambda kv: int(kv[1][0][1].get("SeriesNumber", 0) or 0)):
         number += 1
         times: dict[str, float] = {}
         t = time.perf_counter()
-        slices, normal = ordered(items, skipped, inputdir)
+        slices, normal = ctslices.ordered(items, skipped)
         if len(slices) < 2:
             result["skipped_series"].append({"series": number, "reason": "fewer than 2 usable CT slices"})
             continue
-        image = volume(slices, normal)
+        image = volume(inputdir, slices, normal)
         times["read_s"] = time.perf_counter() - t
         t = time.perf_counter()
         iso = resample(image, spacing, sigma)
