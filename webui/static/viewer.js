@@ -3,7 +3,8 @@
  * the raw pixel values in HU.
  *
  *   viewer?series=<SeriesInstanceUID>          a staged series
- *   viewer?job=<job id>                        a job's SEG/SR over its source series
+ *   viewer?job=<job id>                        a job's SEG/SR over its source series, or (none)
+ *                                              the DICOM images the job wrote
  *   viewer?seg=<SeriesInstanceUID>             a staged SEG series (pulled from the PACS) over its
  *                                              source series, with the study's SRs citing it; a
  *                                              series=<uid> that is a SEG opens this way too
@@ -415,7 +416,16 @@ async function showOverlay(answer, caption) {
 async function openJob(jobId) {
   state.opened = performance.now();
   const answer = await api(`viewer/job/${encodeURIComponent(jobId)}`, { method: "GET", query: { series: params.get("series") } });
-  if (!answer.source) { fail("This job's results reference no staged series to show them on."); return null; }
+  if (!answer.source && answer.images) {
+    // No segmentation: the job's own DICOM images (a result series: de-identified copies, a resampled CT...).
+    $("#vw-title").textContent = `Results of job ${jobId.slice(0, 12)} · ${answer.images.count} images`;
+    if (answer.images.count > answer.images.instances.length) {
+      $("#vw-title").textContent += ` (the first ${answer.images.instances.length} shown)`;
+    }
+    state.imageDataId = app.loadURLs(answer.images.instances.map((i) => i.url));
+    return null;
+  }
+  if (!answer.source) { fail("This job's results hold no DICOM image, segmentation or report to show."); return null; }
   return showOverlay(answer, `job ${jobId.slice(0, 12)}`);
 }
 

@@ -154,6 +154,13 @@ def test_the_walk_searches_pulls_and_runs_lung_seg_with_push_from_the_ui(walk, p
     assert record["pacs"].startswith("Sent to the PACS: 3 object(s)")  # SEG, SR and the preview (Secondary Capture)
 
 
+def test_a_result_series_opens_from_the_results_page(walk):
+    """A job that writes DICOM images (deidentify's copies): Results -> Open in the viewer shows them."""
+    record = walk.ok("result-series")
+    assert record["url"] == f"/viewer?job={record['job']}"
+    assert record["slices"] == 20 and record["title"].startswith("Results of job") and "20 images" in record["title"]
+
+
 def test_the_browser_fetches_nothing_from_outside_and_logs_no_error(walk, results_run):
     for run in (walk, results_run):
         assert run["summary"]["external_requests"] == []
