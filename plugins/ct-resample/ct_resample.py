@@ -36,8 +36,9 @@ import pydicom
 import SimpleITK as sitk
 from scipy import ndimage
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+from radcloud.pacs import derivedseries
 from radcloud.run import ctslices
 
 VERSION = "1.0.0"
@@ -109,11 +110,13 @@ def body_mask(image: sitk.Image, body_hu: float) -> sitk.Image:
     return out
 
 
-def write_dicom(image: sitk.Image, source: Dataset, outdir: Path, series_number: int) -> int:
-    """The resampled volume as a derived CT series (int16 HU + 0, one file per slice)."""
+def write_dicom(image: sitk.Image, source: Dataset, outdir: Path) -> int:
+    """The resampled volume as a derived CT series (int16 HU + 0, one file per slice), numbered,
+    described and with UIDs as :mod:`radcloud.pacs.derivedseries` rules (series 3 resampled is 304)."""
     outdir.mkdir(parents=True, exist_ok=True)
     src_series = str(source.SeriesInstanceUID)
-    series_uid = generate_uid(entropy_srcs=[src_series, "ct-resample", VERSION, "series"])
+    series_uid = derivedseries.uid(src_series, "ct-resample", VERSION, "series")
+    series_number = derivedseries.series_number(source.get("SeriesNumber"), "images")
     arr = sitk.GetArrayViewFromImage(image)
     spacing = image.GetSpacing()
     d = image.GetDirection()
@@ -123,21 +126,22 @@ def write_dicom(image: sitk.Image, source: Dataset, outdir: Path, series_number:
         for kw in CARRIED:
             if kw in source:
                 setattr(ds, kw, source.data_element(kw).value)
-        uid = generate_uid(entropy_srcs=[src_series, "ct-resample", VERSION, str(k)])
+        uid = derivedseries.uid(src_series, "ct-resample", VERSION, str(k))
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = CTImageStorage, uid
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
         ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = "CT", series_uid, series_number, k + 1
-        ds.SeriesDescription = f"ct-resample {spacing[0]:g} mm iso"[:64]
+        ds.SeriesDescription = derivedseries.description("ct-resample", "images", source.get("SeriesNumber"),
+                                                   f"{spacing[0]:g} mm iso")
         ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-        ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = "radcloud", "ct-resample", VERSION
+        ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = derivedseries.MANUFACTURER, "ct-resample", VERSION
         ds.DerivationDescription = "Gaussian-smoothed and resampled to isotropic voxels (SimpleITK)"
         ds.AcquisitionNumber = None
         if "PositionReferenceIndicator" not in ds:
             ds.PositionReferenceIndicator = None
         if "FrameOfReferenceUID" not in ds:
-            ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[src_series, "ct-resample", "frame"])
+            ds.FrameOfReferenceUID = derivedseries.uid(src_series, "ct-resample", "", "frame")
         origin = image.TransformIndexToPhysicalPoint((0, 0, k))
         ds.ImagePositionPatient = [f"{v:.4f}" for v in origin]
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row, *col)]
@@ -181,7 +185,7 @@ def run(inputdir: Path, outputdir: Path, *, spacing: float = 1.0, sigma: float =
         sitk.WriteImage(sitk.Cast(sitk.Round(sitk.Clamp(iso, sitk.sitkFloat32, -32768, 32767)), sitk.sitkInt16),
                         str(outputdir / "nifti" / f"series-{number:03d}.nii.gz"), useCompression=True)
         sitk.WriteImage(mask, str(outputdir / "nifti" / f"series-{number:03d}-body.nii.gz"), useCompression=True)
-        n_dicom = write_dicom(iso, slices[0][1], outputdir / "dicom" / f"series-{number:03d}", 900 + number)
+        n_dicom = write_dicom(iso, slices[0][1], outputdir / "dicom" / f"series-{number:03d}")
         times["write_s"] = time.perf_counter() - t
         body_voxels = int(sitk.GetArrayViewFromImage(mask).sum())
         result["series"].append({

@@ -165,12 +165,12 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
                 (outputdir / sub).mkdir(parents=True, exist_ok=True)
             preview(hu, labelmap).save(outputdir / "preview" / f"series-{number:03d}.png", compress_level=1)
             del hu
-            seg = segsr.segmentation(headers, labelmap, SEGMENTS, ALGORITHM, series_number=9200 + number,
+            seg = segsr.segmentation(headers, labelmap, SEGMENTS, ALGORITHM,
                                      content_label="LUNGSEG",
                                      description="body, lungs and bone (HU thresholds, components)")
             del labelmap
             seg.save_as(outputdir / "seg" / f"series-{number:03d}.dcm", enforce_file_format=True)
-            sr = segsr.measurement_report(seg, headers, SEGMENTS, numbers, ALGORITHM, series_number=9300 + number)
+            sr = segsr.measurement_report(seg, headers, SEGMENTS, numbers, ALGORITHM)
             sr.save_as(outputdir / "sr" / f"series-{number:03d}.dcm", enforce_file_format=True)
             del seg, sr
             entry["outputs"] = {"seg": f"seg/series-{number:03d}.dcm", "sr": f"sr/series-{number:03d}.dcm",

@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from radcloud.core.errors import BadRequest, NotFound
+from radcloud.pacs import derivedseries
 from radcloud.store.layout import MANIFEST, STAGED_ROOT
 from radcloud.pacs.query import check_uid
 from radcloud.store.staged import InputAccess, parse_manifest
@@ -62,12 +64,18 @@ _TAGS = ("Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined", "S
 class Viewer:
     """Signs URLs of staged series for the viewer (object store and staging passed in)."""
 
-    def __init__(self, store: Any, staging: Any, ttl_s: int) -> None:
+    def __init__(self, store: Any, staging: Any, ttl_s: int, *,
+                 subject_of: Callable[[list[Any]], dict[str, Any] | None] | None = None) -> None:
+        # subject_of: whose images staged series are (radcloud.work.subject.from_series, wired by the
+        # action: the work layer sits above this one).
         self.store, self.staging, self.ttl_s = store, staging, int(ttl_s)
+        self.subject_of = subject_of
 
     def series(self, series_uid: str, access: InputAccess | None = None, *,
                offset: int = 0, limit: int = PAGE_MAX) -> dict[str, Any]:
-        """One staged series: its UIDs, a few series tags and a page of instance URLs.
+        """One staged series: its UIDs, whose images they are (``subject``, as a
+        job's: :mod:`radcloud.work.subject`, for the viewer's identity header), a
+        few series tags and a page of instance URLs.
 
         Raises:
             NotFound: the series is not staged (retrieve it first).
@@ -81,6 +89,8 @@ class Viewer:
         end = offset + len(page)
         return {
             "StudyInstanceUID": staged.study_uid, "SeriesInstanceUID": staged.series_uid,
+            # PHI, as the staged DICOM itself: never logged
+            "subject": self.subject_of([staged]) if self.subject_of else None,
             "tags": {k: v for k, v in (doc.get("tags") or {}).items() if k in _TAGS and v not in (None, "")},
             "count": len(staged.instances), "complete": staged.complete, "offset": offset,
             "next_offset": end if end < len(staged.instances) else None,
@@ -104,6 +114,7 @@ class Viewer:
                 "SeriesInstanceUID": staged.series_uid, "count": len(staged.instances),
                 "complete": staged.complete,
                 "tags": {k: v for k, v in (doc.get("tags") or {}).items() if k in _TAGS and v not in (None, "")},
+                "derived": derivedseries.is_derived(doc.get("tags") or {}),
                 "thumbnail_url": self.store.presign_get(access.check(middle), self.ttl_s),
             })
         if not series:

@@ -15,6 +15,7 @@ from radcloud.access.auth import Principal
 from radcloud.core.errors import BadRequest, Forbidden, NotFound
 from radcloud.store.staged import InputAccess, ManifestStaging
 from radcloud.results.viewer import Viewer
+from radcloud.work import subject
 
 STUDY = "1.2.840.1"
 
@@ -36,8 +37,9 @@ def _staged(store, series, n, number):
         instances.append({"key": key, "md5": info.md5, "size": info.size})
     store.put_json(f"{prefix}manifest.json", {
         "prefix": prefix, "StudyInstanceUID": STUDY, "SeriesInstanceUID": series, "expected": n, "complete": True,
-        "tags": {"Modality": "CT", "SeriesNumber": str(number), "SeriesDescription": f"AX {number}",
-                 "PatientName": "never answered"},
+        "tags": {"Modality": "CT", "SeriesNumber": str(number),
+                 "SeriesDescription": f"AX {number}" if number < 100 else f"radcloud p pictures of #{number // 100}",
+                 "PatientName": "DOE^JANE", "PatientID": "MRN7"},
         "instances": instances})
     store.index.set(f"radcloud:staged:series:{series}", f"{prefix}manifest.json")
 
@@ -52,7 +54,7 @@ def store():
 
 
 def _viewer(store):
-    return Viewer(store, ManifestStaging(store, store.index), 60)
+    return Viewer(store, ManifestStaging(store, store.index), 60, subject_of=subject.from_series)
 
 
 def test_a_series_is_its_instances_as_presigned_urls_never_pixels(store):
@@ -62,6 +64,10 @@ def test_a_series_is_its_instances_as_presigned_urls_never_pixels(store):
         f"http://s3.invalid/staged/{STUDY}/1.2.840.1.2/1.2.840.1.2.{i}.dcm?ttl=60" for i in range(5)]
     assert answer["tags"] == {"Modality": "CT", "SeriesNumber": "2", "SeriesDescription": "AX 2"}  # no patient tags
     assert answer["next_offset"] is None and answer["url_ttl_s"] == 60
+    # whose images: the identity header's subject, as a job's (radcloud.work.subject)
+    assert answer["subject"]["patients"] == [{"PatientName": "DOE^JANE", "PatientID": "MRN7"}]
+    assert answer["subject"]["series"] == [{"SeriesInstanceUID": "1.2.840.1.2", "SeriesNumber": "2",
+                                            "SeriesDescription": "AX 2", "Modality": "CT"}]
 
 
 def test_a_long_series_comes_in_pages(store):
@@ -79,8 +85,10 @@ def test_a_series_not_staged_or_not_a_uid_is_refused(store):
 
 
 def test_a_study_lists_its_staged_series_in_series_order_with_a_thumbnail(store):
+    _staged(store, "1.2.840.1.3", 1, 201)  # radcloud's pictures of series 2, pulled on purpose
     answer = _viewer(store).study(STUDY)
-    assert [s["SeriesInstanceUID"] for s in answer["series"]] == ["1.2.840.1.1", "1.2.840.1.2"]
+    assert [s["SeriesInstanceUID"] for s in answer["series"]] == ["1.2.840.1.1", "1.2.840.1.2", "1.2.840.1.3"]
+    assert [s["derived"] for s in answer["series"]] == [False, False, True]
     assert answer["series"][1]["thumbnail_url"].endswith("1.2.840.1.2.2.dcm?ttl=60")  # the middle one
     with pytest.raises(NotFound, match="Pull page"):
         _viewer(store).study("1.2.9")

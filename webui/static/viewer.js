@@ -34,7 +34,7 @@ DicomParser.prototype.getDicomElements = function () {
   return elements;
 };
 
-const { $, el, api, showError } = window.RC;
+const { $, el, api, showError, derivedBadge } = window.RC;
 const params = new URLSearchParams(location.search);
 const stage = $("#vw-stage");
 const slider = $("#vw-slice");
@@ -262,11 +262,20 @@ function title(info) {
     .filter(Boolean).join(" · ");
 }
 
+/* Whose images these are, before any pixel: the fixed identity header every page with a
+ * patient's images has (RC.identity, as on the results and job pages). */
+function showIdentity(info) {
+  $("#vw-identity").replaceChildren(window.RC.identity(info.subject, { series: [info.SeriesInstanceUID] }));
+  const p = ((info.subject && info.subject.patients) || [])[0];
+  if (p) document.title = `${window.RC.fmt.name(p.PatientName)} (${p.PatientID || "no MRN"}) · Viewer · radcloud`;
+}
+
 async function openSeries(uid) {
   state.opened = performance.now();
   const { info, urls } = await seriesUrls(uid);
   // A Segmentation is not an image to scroll: it is drawn over the series it was made on.
   if ((info.tags || {}).Modality === "SEG") return openSeg(uid);
+  showIdentity(info);
   $("#vw-title").textContent = title(info);
   if (!urls.length) { fail("This series has no staged images."); return info; }
   state.imageDataId = app.loadURLs(urls);
@@ -283,7 +292,7 @@ async function thumbnails(studyUid, current) {
   for (const s of study.series) {
     const canvas = el("canvas", { width: 128, height: 128, "aria-hidden": "true" });
     const button = el("button", { type: "button", "aria-current": String(s.SeriesInstanceUID === current),
-      title: title(s) }, canvas, el("span", { class: "cap" }, title(s)));
+      title: title(s) }, canvas, el("span", { class: "cap" }, title(s), s.derived ? " " : "", derivedBadge(s)));
     button.addEventListener("click", () => {
       const next = new URL(location.href);
       next.search = new URLSearchParams({ series: s.SeriesInstanceUID }).toString();
@@ -367,6 +376,7 @@ function srTable(rows) {
 /* A SEG over its source series, and the SR rows (the viewer action's job and seg answers). */
 async function showOverlay(answer, caption) {
   const { info, urls } = await seriesUrls(answer.source.SeriesInstanceUID);
+  showIdentity(info);
   $("#vw-title").textContent = `${title(info)} · ${caption}`;
   srTable(answer.measurements || []);
   state.imageDataId = app.loadURLs(urls);

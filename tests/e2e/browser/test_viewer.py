@@ -207,6 +207,22 @@ def test_the_job_pushed_its_seg_and_sr_into_the_ct_study_in_orthanc(in_pacs, lun
 
     assert str(seg.SOPInstanceUID) in _evidence(sr) and sr_rows(sr) == lung_seg_job["sr_rows"]
     assert len(in_pacs["CT"]) == 20 and "OT" in in_pacs  # the preview, a picture: Secondary Capture
+    # #21 item 2: numbered and described after the source series, the picture naming its source.
+    n = int(pacs_ct[0].SeriesNumber)
+    assert (int(in_pacs["OT"][0].SeriesNumber), int(seg.SeriesNumber), int(sr.SeriesNumber)) == (100 * n + 1, 100 * n + 2,
+                                                                                                100 * n + 3)
+    assert seg.SeriesDescription.startswith(f"radcloud lung-seg segmentation of #{n}")
+    assert in_pacs["OT"][0].ReferencedSeriesSequence[0].SeriesInstanceUID == source
+
+
+def test_the_viewer_names_whose_images_in_a_fixed_header(walk, results_run, pacs_ct):
+    """#21 item 1 on the viewer page: patient, MRN, birth date, study and the series shown."""
+    ct = pacs_ct[0]
+    for record in (walk.ok("open-series"), results_run.ok("seg-overlay"), results_run.ok("pacs-seg-overlay")):
+        text = record["identity"]
+        assert str(ct.PatientID) in text and "Born" in text and "Series:" in text, text
+        assert str(ct.PatientName).split("^")[0] in text, text
+    assert str(ct.PatientID) in walk.ok("open-series")["doc_title"]
 
 
 def test_the_seg_pulled_back_from_the_pacs_is_drawn_over_its_source_with_its_sr(results_run, lung_seg_job, in_pacs):

@@ -34,12 +34,19 @@ const centre = async () => {
 };
 
 // Search the PACS for the MRN and pull its (only) study; resolves when every series is staged.
-async function searchAndPull() {
+async function searchAndPull(withResults = false) {
   await page.goto(`${UI}/search`);
   await page.fill("#mrn", env.RC_MRN);
   await page.click("#search-btn");
   await page.waitForSelector("#results tr.study input[type=checkbox]", { timeout: 20000 });
   await page.check("#results tr.study input[type=checkbox] >> nth=0");
+  if (withResults) {
+    // radcloud's own results in the PACS (the pushed SEG and SR) do not come with the study: tick them.
+    await page.click("#results tr.study td:nth-child(2) button");
+    await page.waitForSelector("#results tr.series.derived input", { timeout: 20000 });
+    const boxes = page.locator("#results tr.series.derived input");   // each tick re-renders the rows
+    for (let i = 0, n = await boxes.count(); i < n; i++) await boxes.nth(i).check();
+  }
   await page.click("#pull-btn");
   await page.waitForSelector("#start-pull:not([disabled])", { timeout: 10000 });
   await page.click("#start-pull");
@@ -76,7 +83,8 @@ async function overlay() {
   const opaque = await probe(ir, ic);
   const opacity = await page.evaluate(() => window.rcViewer.segOpacity());
   return { index: k, inside, outside, hidden, opaque, opacity, title: await page.textContent("#vw-title"),
-           segments: await page.evaluate(() => window.rcViewer.segments) };
+           segments: await page.evaluate(() => window.rcViewer.segments),
+           identity: await page.$eval("#vw-identity .identity", (e) => e.innerText) };
 }
 
 const srTable = async () => ({
@@ -103,7 +111,8 @@ async function walk() {
     await viewerLoaded();
     const s = await page.evaluate(() => ({ error: window.rcViewer.error, slices: window.rcViewer.slices,
       firstImageMs: window.rcViewer.firstImageMs, loadedMs: window.rcViewer.loadedMs, title: document.querySelector("#vw-title").textContent,
-      wl: window.rcViewer.windowLevel(), series: new URL(location.href).searchParams.get("series") }));
+      wl: window.rcViewer.windowLevel(), series: new URL(location.href).searchParams.get("series"),
+      identity: document.querySelector("#vw-identity .identity")?.innerText || "", doc_title: document.title }));
     await page.waitForFunction(() => document.querySelectorAll("#vw-thumbs button").length > 0, null, { timeout: 15000 });
     return { ...s, thumbs: await page.locator("#vw-thumbs button").count(), wall_ms: Date.now() - t0 };
   });
@@ -120,9 +129,9 @@ async function walk() {
                                       page.click("#run-btn")]);
     await page.waitForURL(/\/ui\/jobs\?job=/, { timeout: 20000 });
     const job = new URL(page.url()).searchParams.get("job");
-    await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.textContent), FINAL,
+    await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.dataset.state), FINAL,
                                { timeout: 240000, polling: 250 });
-    return { job, state: await page.textContent("#job-state"), options: sent.postDataJSON().options };
+    return { job, state: await page.getAttribute("#job-state", "data-state"), options: sent.postDataJSON().options };
   });
 }
 
@@ -194,7 +203,7 @@ async function results() {
   });
   await step("sr-table", srTable);
 
-  if (!await step("pull-from-pacs", async () => ({ series: await searchAndPull() }))) return;
+  if (!await step("pull-from-pacs", async () => ({ series: await searchAndPull(true) }))) return;
   await step("pacs-seg-overlay", async () => {
     const link = page.locator(`.pull-item .row[data-series="${env.RC_SEG_SERIES}"] a`);
     await link.click();   // the SEG as the PACS gave it back, from the Pull page
