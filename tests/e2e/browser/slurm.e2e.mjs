@@ -21,11 +21,11 @@ const ok = await (async () => {
     return { reasons, runs_on: await cells(), state: await page.getAttribute("#job-state", "data-state") };
   })) return false;
   if (!await step("finished-on-slurm", async () => {
+    // the state is shown in plain words (words.js); the raw one is in data-state
     await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.dataset.state), FINAL,
                                { timeout: 90000, polling: 250 });
     const left = await page.$$("#job-detail .queue-reason");
-    return { runs_on: await cells(), state: await page.getAttribute("#job-state", "data-state"),
-             shown: await page.textContent("#job-state"), reasons_left: left.length };
+    return { runs_on: await cells(), state: await page.getAttribute("#job-state", "data-state"), reasons_left: left.length };
   })) return false;
   return true;
 })();
