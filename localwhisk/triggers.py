@@ -50,7 +50,10 @@ class Triggers:
 
     def _read(self, type_: str, method: str, ns: str, rest: list[str], q: dict[str, str],
               shape: Any) -> Response | tuple[str, dict[str, Any] | None]:
-        """The list and GET answers of a collection; otherwise ``(name, existing document or None)``."""
+        """The list and GET answers of a collection; otherwise ``(name, existing document or None)``.
+
+        A PUT onto one that exists without ``?overwrite=true`` is refused here (409), for both collections.
+        """
         if not rest:
             if method != "GET":
                 raise WhiskError(405, "HTTP method not allowed, supported methods: GET")
@@ -66,6 +69,8 @@ class Triggers:
             if existing is None:
                 raise not_found()
             return json_response(200, existing)
+        if method == "PUT":
+            refuse_overwrite(existing, q)
         return rest[0], existing
 
     # -- triggers ----------------------------------------------------------------
@@ -77,7 +82,6 @@ class Triggers:
             return got
         name, existing = got
         if method == "PUT":
-            refuse_overwrite(existing, q)
             doc = build_trigger(ns, name, json_object(body), existing)
             self.store.put_entity("trigger", ns, name, doc)
             return json_response(200, doc)
@@ -138,7 +142,6 @@ class Triggers:
             return got
         name, existing = got
         if method == "PUT":
-            refuse_overwrite(existing, q)
             return json_response(200, self._put_rule(ns, name, json_object(body), existing))
         if method == "DELETE":
             if existing is None or not self.store.delete_entity("rule", ns, name):

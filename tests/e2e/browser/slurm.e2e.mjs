@@ -18,13 +18,14 @@ const ok = await (async () => {
     await page.waitForSelector("#job-detail .queue-reason", { timeout: 30000 });
     const reasons = await page.$$eval("#job-detail .queue-reason", (ns) => ns.map((n) => n.textContent));
     writeFileSync(env.RC_SEEN, "seen");   // the test frees the node now
-    return { reasons, runs_on: await cells(), state: await page.textContent("#job-state") };
+    return { reasons, runs_on: await cells(), state: await page.getAttribute("#job-state", "data-state") };
   })) return false;
   if (!await step("finished-on-slurm", async () => {
-    await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.textContent), FINAL,
+    // the state is shown in plain words (words.js); the raw one is in data-state
+    await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.dataset.state), FINAL,
                                { timeout: 90000, polling: 250 });
     const left = await page.$$("#job-detail .queue-reason");
-    return { runs_on: await cells(), state: await page.textContent("#job-state"), reasons_left: left.length };
+    return { runs_on: await cells(), state: await page.getAttribute("#job-state", "data-state"), reasons_left: left.length };
   })) return false;
   return true;
 })();
