@@ -190,3 +190,22 @@ def test_cancel_stops_the_running_steps_job_and_the_pipeline(services):
     assert services.jobs.get(child)["state"] == "cancelled"
     services.invoker.drain()  # its queued shards find the job cancelled
     assert len(services.invoker.dispatches()) == 1 and services.jobs.open_jobs() == []
+
+
+def test_an_admin_starts_a_rules_pipeline_by_hand_and_the_listing_shows_each_step(services, redis_server):
+    from radcloud.arrivals.rules import RuleStore
+
+    routing = load_action("routing")
+    settings = Settings.load(environ={"RADCLOUD_REDIS_URL": redis_server})
+    store = RuleStore(services.jobs.r, REGISTRY)
+    store.save({"name": "by-hand", "enabled": False,
+                "pipeline": [{"plugin": "copy"}, {"plugin": "copy", "params": {"prefix": "z"}}]})
+    body = {"run": "by-hand", "inputs": {"series": ["1.2.1"]}}
+    answer = routing.handle(Request(params=body, method="post", web=True), settings, ADMIN, store=store,
+                            services=services)
+    assert answer["run"]["by"] == "root" and answer["run"]["steps"] == ["copy", "copy"]
+    assert view(services, answer["run"]["pipeline"])["state"] == "succeeded"
+    listing = routing.handle(Request(params={}, method="get", web=True), settings, ADMIN, store=store,
+                             jobs=services.jobs)
+    [run] = listing["runs"]
+    assert run["pipeline_state"] == "succeeded" and [s["state"] for s in run["step_states"]] == ["succeeded"] * 2
