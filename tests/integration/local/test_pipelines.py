@@ -85,7 +85,8 @@ def services(redis_client):
     svc = JobServices(jobs=jobs, cache=ResultCache(redis_client, jobs), store=store, registry=REGISTRY,
                       staging=ManifestStaging(store, redis_client), results=Results(store, redis_client, jobs))
     svc.invoker = Whisk(svc)
-    stage_series(store, "1.2", "1.2.1", 2, redis=redis_client)
+    stage_series(store, "1.2", "1.2.1", 2, redis=redis_client,
+                 tags={"PatientName": "DOE^JANE", "PatientID": "P1", "StudyInstanceUID": "1.2"})
     return svc
 
 
@@ -111,6 +112,8 @@ def test_each_step_runs_on_the_previous_steps_dicom_outputs_and_status_shows_eve
     assert [(s["step"], s["plugin"], s["state"]) for s in job["steps"]] == [
         (1, "copy", "succeeded"), (2, "copy", "succeeded"), (3, "copy", "succeeded")]
     first, second, third = (services.jobs.get(s["job"]) for s in job["steps"])
+    # The pipeline names whose images it ran on, as its first step's job does (the owner's view only).
+    assert job["subject"] and job["subject"] == first["subject"], (job["subject"], first["subject"])
     # Step 2's inputs are step 1's DICOM outputs, by object key (probe.json is not DICOM: not passed on).
     assert second["shards"][0]["inputs"] == sorted(o["key"] for o in first["shards"][0]["outputs"]
                                                     if o["key"].endswith(".dcm"))
