@@ -63,9 +63,8 @@ class RestartableRedis:
 
 
 @pytest.fixture
-def restartable(tmp_path):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+def restartable(tmp_path, require):
+    require(shutil.which("redis-server") is not None, "redis-server is not installed: make system-deps")
     server = RestartableRedis(tmp_path)
     server.start()
     yield server
