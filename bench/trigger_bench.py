@@ -21,8 +21,6 @@ and runs the arrivals watcher (``arrivals_stable_age_s`` 1 s) in-process. Measur
 from __future__ import annotations
 
 import argparse
-import base64
-import http.client
 import json
 import os
 import secrets
@@ -31,29 +29,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+
+from localwhisk.testing import Conn, percentile as pct
 
 ACTION = "def main(args):\n    return {'study_uid': args.get('study_uid'), 'n': args.get('n')}\n"
 TRIGGER, RULE, NAME = "radcloud-study-stable", "route-arrivals", "arrived"
-
-
-class Conn:
-    def __init__(self, api_host: str, auth: str) -> None:
-        u = urlparse(api_host)
-        self.http = http.client.HTTPConnection(u.hostname, u.port, timeout=70)
-        self.headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode(),
-                        "Content-Type": "application/json"}
-
-    def call(self, method: str, path: str, body: object = None) -> tuple[int, object]:
-        self.http.request(method, path, body=None if body is None else json.dumps(body), headers=self.headers)
-        resp = self.http.getresponse()
-        raw = resp.read()
-        return resp.status, json.loads(raw) if raw else None
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def starts(conn: Conn, since_ms: int, key: str = "study_uid") -> dict[object, int]:
@@ -61,9 +41,10 @@ def starts(conn: Conn, since_ms: int, key: str = "study_uid") -> dict[object, in
     out: dict[object, int] = {}
     skip = 0
     while True:
-        status, page = conn.call("GET", f"/api/v1/namespaces/_/activations?name={NAME}&docs=true"
-                                         f"&limit=200&skip={skip}&since={since_ms}")
-        assert status == 200, page
+        status, raw = conn.call("GET", f"/api/v1/namespaces/_/activations?name={NAME}&docs=true"
+                                       f"&limit=200&skip={skip}&since={since_ms}")
+        assert status == 200, raw
+        page = json.loads(raw)
         for r in page:
             out[(r["response"]["result"] or {}).get(key)] = r["start"]
         if len(page) < 200:

@@ -17,12 +17,12 @@ from localwhisk import entities as ent
 from localwhisk.activations import HTTP_STATUS, Invoker, StorePolicy, Target, new_id, summary, wait
 from localwhisk.auth import Authenticator
 from localwhisk.errors import (BAD_AUTH, NOT_AUTHENTICATED, NOT_AUTHORIZED, RESERVED_PARAMS, WhiskError,
-                               bad_request, conflict, not_found, too_large)
+                               bad_request, conflict, not_found, refuse_overwrite, too_large)
 from localwhisk.params import epoch_param, json_object, json_payload, page
 from localwhisk.response import Response, error_response, json_response
 from localwhisk.sequences import SequenceRunner, check_components, fqn
 from localwhisk.store import Store
-from localwhisk.triggers import Triggers
+from localwhisk.triggers import FIRES_PER_MINUTE, Triggers
 from localwhisk.webactions import WebActions
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ class Controller:
     """Everything of localwhisk except the runtime and the HTTP server."""
 
     def __init__(self, runtime: Any, store: Store, auth: Authenticator, *, max_concurrent: int = 30,
-                 web_wait_ms: int = MAX_BLOCKING_WAIT_MS, store_policy: StorePolicy | None = None) -> None:
+                 web_wait_ms: int = MAX_BLOCKING_WAIT_MS, store_policy: StorePolicy | None = None,
+                 fires_per_minute: int = FIRES_PER_MINUTE) -> None:
         self.store = store
         self.auth = auth
         self.runtime = runtime
@@ -46,7 +47,7 @@ class Controller:
                                store_policy=store_policy)
         self.invoker.sequence_runner = SequenceRunner(self.lookup)
         self.web = WebActions(self.lookup, auth, self.invoker, wait_ms=web_wait_ms)
-        self.triggers = Triggers(store, self.invoker, self.lookup)
+        self.triggers = Triggers(store, self.invoker, self.lookup, fires_per_minute=fires_per_minute)
         self.alarms = feeds.Alarms(store, auth, self.triggers.fire)
         self.recovered = self.invoker.recover()
 
@@ -148,6 +149,7 @@ class Controller:
             "support": {"github": "https://github.com/apache/openwhisk/issues"},
             "api_paths": ["/api/v1"],
             "limits": {"concurrent_actions": self.invoker.max_concurrent, "sequence_length": 50,
+                       "triggers_per_minute": self.triggers.fires_per_minute,
                        "min_action_duration": 100, "max_action_duration": 300000,
                        "min_action_memory": 128 * 2**20, "max_action_memory": 512 * 2**20,
                        "min_action_logs": 0, "max_action_logs": 10 * 2**20},
@@ -209,8 +211,7 @@ class Controller:
         if pkg is not None and self.store.get_entity("package", ns, pkg) is None:
             raise not_found()
         existing = self.store.get_entity("action", ns, key)
-        if existing is not None and q.get("overwrite", "false").lower() != "true":
-            raise conflict()
+        refuse_overwrite(existing, q)
         doc = ent.build_action(ns, pkg, name, content, existing, namespace_limit=self.invoker.max_concurrent)
         if doc["exec"]["kind"] == "sequence":
             doc["exec"]["components"] = check_components(doc["exec"]["components"], ns, fqn(ns, pkg, name),
@@ -274,8 +275,7 @@ class Controller:
                        for a in self.store.list_entities("action", ns, package=name)]
             return json_response(200, {**existing, "actions": actions, "feeds": []})
         if method == "PUT":
-            if existing is not None and q.get("overwrite", "false").lower() != "true":
-                raise conflict()
+            refuse_overwrite(existing, q)
             doc = ent.build_package(ns, name, json_object(body), existing)
             self.store.put_entity("package", ns, name, doc)
             return json_response(200, doc)

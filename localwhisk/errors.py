@@ -40,6 +40,12 @@ def conflict(message: str = ALREADY_EXISTS) -> WhiskError:
     return WhiskError(409, message)
 
 
+def refuse_overwrite(existing: object, q: dict[str, str]) -> None:
+    """A PUT onto an entity that exists needs ``?overwrite=true``, as in OpenWhisk: 409 otherwise."""
+    if existing is not None and q.get("overwrite", "false").lower() != "true":
+        raise conflict()
+
+
 def too_large(size: int, allowed: int) -> WhiskError:
     return WhiskError(413, f"Request larger than allowed: {size} > {allowed} bytes.")
 
@@ -48,3 +54,8 @@ def too_many(count: int, allowed: int) -> WhiskError:
     # OpenWhisk Messages.tooManyConcurrentRequests: the cap localwhisk enforces
     # is on invocations in flight, not on a per-minute rate.
     return WhiskError(429, f"Too many concurrent requests in flight (count: {count}, allowed: {allowed}).")
+
+
+def too_many_per_minute(count: int, allowed: int) -> WhiskError:
+    # OpenWhisk Messages.tooManyRequests: the per-minute rate (RateThrottler), e.g. trigger fires.
+    return WhiskError(429, f"Too many requests in the last minute (count: {count}, allowed: {allowed}).")

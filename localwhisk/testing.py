@@ -26,6 +26,9 @@ server's environment.
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import os
 import queue
 import signal
@@ -35,6 +38,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlparse
 
 from localwhisk.manifest import load_plan
 from localwhisk.wskclient import WhiskClient, apply, http_transport
@@ -143,16 +147,11 @@ class Server:
     def web(self, path: str, *, method: str = "GET", query: str = "", body: bytes = b"",
             headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         """Call ``/api/v1/web/guest/<path>``; returns (status, headers, raw body)."""
-        import urllib.error
-        import urllib.request
+        import requests
 
         url = f"{self.api_host}/api/v1/web/guest/{path}" + (f"?{query}" if query else "")
-        req = urllib.request.Request(url, data=body or None, method=method, headers=dict(headers or {}))
-        try:
-            with urllib.request.urlopen(req, timeout=70) as resp:
-                return resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read()
+        resp = requests.request(method, url, data=body or None, headers=dict(headers or {}), timeout=70)
+        return resp.status_code, dict(resp.headers), resp.content
 
     def activation(self, activation_id: str) -> tuple[int, Any]:
         return self.client.request("GET", f"/api/v1/namespaces/_/activations/{activation_id}")
@@ -161,3 +160,29 @@ class Server:
 def _wskprops(state_dir: Path) -> dict[str, str]:
     lines = (Path(state_dir) / ".wskprops").read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection to a localwhisk, as a client SDK would hold.
+
+    For benches that time the server: plain ``http.client``, so no client
+    library's own overhead is in the figures (``Server.web`` and the CLI use
+    requests).
+    """
+
+    def __init__(self, api_host: str, auth: str) -> None:
+        u = urlparse(api_host)
+        self.http = http.client.HTTPConnection(u.hostname, u.port, timeout=70)
+        self.headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode(),
+                        "Content-Type": "application/json"}
+
+    def call(self, method: str, path: str, body: object = None) -> tuple[int, bytes]:
+        self.http.request(method, path, body=None if body is None else json.dumps(body), headers=self.headers)
+        resp = self.http.getresponse()
+        return resp.status, resp.read()
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The ``p``-th percentile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]

@@ -12,11 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
+
+import requests
 
 from localwhisk.manifest import DEFAULT_KINDS, Plan
 
@@ -60,15 +60,12 @@ def resolve_credentials(apihost: str | None, auth: str | None, namespace: str | 
 def http_transport(apihost: str, timeout_s: float = 60.0) -> Transport:
     def send(method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         url = apihost + path + (f"?{query}" if query else "")
-        req = urllib.request.Request(url, data=body if body or method in ("PUT", "POST") else None,
-                                     method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, err.read()
-        except urllib.error.URLError as err:
-            raise DeployError(f"Cannot reach the OpenWhisk API at {apihost}: {err.reason}") from None
+            resp = requests.request(method, url, data=body if body or method in ("PUT", "POST") else None,
+                                    headers=headers, timeout=timeout_s)
+        except requests.ConnectionError as err:
+            raise DeployError(f"Cannot reach the OpenWhisk API at {apihost}: {err}") from None
+        return resp.status_code, resp.content
     return send
 
 

@@ -4,7 +4,9 @@ POST ``{"StudyInstanceUID": uid | [uids]}`` and/or ``{"SeriesInstanceUID": ...}`
 and/or ``{"orthanc_series": [Orthanc ids]}``,
 optional ``modality`` (a remote PACS registered in Orthanc: each series is
 C-MOVEd into Orthanc first), ``layout`` (``uid`` default, or ``chris``) and
-``pacs_name``. A query answer (``items``) is accepted too, so
+``pacs_name``; a whole study leaves out radcloud's own result series
+(``skipped_derived`` counts them) unless ``include_derived``. A query
+answer (``items``) is accepted too, so
 ``query → retrieve`` chains as a sequence; a ``run`` object passes through.
 
 Everything is validated and the series are resolved before anything is
@@ -76,7 +78,7 @@ def handle(request, settings, principal, services=None):
     submit_series(progress, executor, rid, series, modality=req.modality, layout=req.layout,
                   pacs_name=req.pacs_name)
     answer = {"retrieve_id": rid, "state": "queued", "series": len(series),
-              "instances": sum(s["total"] for s in series)}
+              "instances": sum(s["total"] for s in series), "skipped_derived": series.skipped_derived}
     if carried is not None:
         answer[PASS_THROUGH] = carried
     return answer

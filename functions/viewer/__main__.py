@@ -15,7 +15,7 @@ series: :data:`radcloud.access.audit.AUDITED`). URLs expire after
 ``presign_ttl_s``. See :mod:`radcloud.results.viewer` for why URLs and not a proxy.
 """
 
-from radcloud.work import jobview
+from radcloud.work import jobview, subject
 from radcloud.api.action import run
 from radcloud.api import parse
 from radcloud.api.models import ViewerRequest
@@ -38,7 +38,7 @@ def handle(request, settings, principal, services=None):
                              "/viewer/job/{job_id} or /viewer/seg/{SeriesInstanceUID}", field="kind")
         access = InputAccess(principal.name, privileged=principal.role in _PRIVILEGED,
                              job_owner=services.jobs.owner)
-        viewer = Viewer(services.store, services.staging, services.presign_ttl_s)
+        viewer = Viewer(services.store, services.staging, services.presign_ttl_s, subject_of=subject.from_series)
         if req.kind == "series":
             return viewer.series(req.uid, access, offset=req.offset, limit=req.limit)
         if req.kind == "job":

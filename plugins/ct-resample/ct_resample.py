@@ -29,7 +29,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +36,12 @@ import pydicom
 import SimpleITK as sitk
 from scipy import ndimage
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+from radcloud.pacs import derivedseries
+from radcloud.run import ctslices
 
 VERSION = "1.0.0"
-GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
 # Patient, study and equipment attributes the derived series keeps from its source.
 CARRIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientIdentityRemoved",
            "DeidentificationMethod", "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID",
@@ -60,67 +60,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def file_reason(ds: Dataset) -> str | None:
-    if "PixelData" not in ds:
-        return "no pixel data"
-    modality = str(ds.get("Modality", "") or "none")
-    if modality != "CT":
-        return f"modality {modality}: ct-resample works on CT only"
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
-        return "not a single-frame greyscale CT slice"
-    if "LOCALIZER" in [str(v).upper() for v in (ds.get("ImageType") or [])]:
-        return "localizer (scout) image"
-    missing = [k for k in GEOMETRY if k not in ds or ds.data_element(k).value in (None, "")]
-    if missing:
-        return f"missing {', '.join(missing)}: the slice cannot be placed in space"
-    return None
+    return ctslices.slice_reason(ds, "ct-resample works on CT only")
 
 
-def scan(inputdir: Path, skipped: list[dict]) -> dict[str, list[tuple[Path, Dataset]]]:
-    series: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
-    for path in sorted(p for p in inputdir.rglob("*") if p.is_file()):
-        rel = str(path.relative_to(inputdir))
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=False, defer_size="64 KB")
-        except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
-            skipped.append({"path": rel, "reason": f"not readable as DICOM ({type(exc).__name__})"})
-            continue
-        why = file_reason(ds)
-        if why:
-            skipped.append({"path": rel, "reason": why})
-            continue
-        del ds.PixelData  # headers only: pixels are read per series, one slice at a time
-        series[str(ds.get("SeriesInstanceUID", "") or "unknown")].append((path, ds))
-    return series
-
-
-def ordered(items: list[tuple[Path, Dataset]], skipped: list[dict], root: Path
-            ) -> tuple[list[tuple[Path, Dataset]], np.ndarray]:
-    """The slices sharing the commonest matrix and orientation, one per position, along the normal."""
-    def key(ds: Dataset) -> tuple:
-        return int(ds.Rows), int(ds.Columns), tuple(round(float(v), 4) for v in ds.ImageOrientationPatient)
-    common = Counter(key(ds) for _, ds in items).most_common(1)[0][0]
-    normal = np.cross(np.array(common[2][:3]), np.array(common[2][3:]))
-    kept: dict[float, tuple[Path, Dataset]] = {}
-    for path, ds in items:
-        rel = str(path.relative_to(root))
-        if key(ds) != common:
-            skipped.append({"path": rel, "reason": "matrix or orientation differs from the rest of its series"})
-            continue
-        pos = round(float(np.dot(normal, np.array(ds.ImagePositionPatient, float))), 3)
-        if pos in kept:
-            skipped.append({"path": rel, "reason": "duplicate slice position in its series"})
-            continue
-        kept[pos] = (path, ds)
-    return [kept[p] for p in sorted(kept)], normal
-
-
-def volume(items: list[tuple[Path, Dataset]], normal: np.ndarray) -> sitk.Image:
+def volume(inputdir: Path, items: ctslices.Slices, normal: np.ndarray) -> sitk.Image:
     """The series as a float32 SimpleITK image in HU with its physical geometry."""
     first = items[0][1]
     rows, cols = int(first.Rows), int(first.Columns)
     hu = np.empty((len(items), rows, cols), np.float32)
-    for k, (path, _ds) in enumerate(items):
-        ds = pydicom.dcmread(path)
+    for k, (rel, _ds) in enumerate(items):
+        ds = pydicom.dcmread(inputdir / rel)
         hu[k] = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) \
             + float(ds.get("RescaleIntercept", 0) or 0)
         del ds
@@ -161,11 +110,13 @@ def body_mask(image: sitk.Image, body_hu: float) -> sitk.Image:
     return out
 
 
-def write_dicom(image: sitk.Image, source: Dataset, outdir: Path, series_number: int) -> int:
-    """The resampled volume as a derived CT series (int16 HU + 0, one file per slice)."""
+def write_dicom(image: sitk.Image, source: Dataset, outdir: Path) -> int:
+    """The resampled volume as a derived CT series (int16 HU + 0, one file per slice), numbered,
+    described and with UIDs as :mod:`radcloud.pacs.derivedseries` rules (series 3 resampled is 304)."""
     outdir.mkdir(parents=True, exist_ok=True)
     src_series = str(source.SeriesInstanceUID)
-    series_uid = generate_uid(entropy_srcs=[src_series, "ct-resample", VERSION, "series"])
+    series_uid = derivedseries.uid(src_series, "ct-resample", VERSION, "series")
+    series_number = derivedseries.series_number(source.get("SeriesNumber"), "images")
     arr = sitk.GetArrayViewFromImage(image)
     spacing = image.GetSpacing()
     d = image.GetDirection()
@@ -175,21 +126,22 @@ def write_dicom(image: sitk.Image, source: Dataset, outdir: Path, series_number:
         for kw in CARRIED:
             if kw in source:
                 setattr(ds, kw, source.data_element(kw).value)
-        uid = generate_uid(entropy_srcs=[src_series, "ct-resample", VERSION, str(k)])
+        uid = derivedseries.uid(src_series, "ct-resample", VERSION, str(k))
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = CTImageStorage, uid
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
         ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = "CT", series_uid, series_number, k + 1
-        ds.SeriesDescription = f"ct-resample {spacing[0]:g} mm iso"[:64]
+        ds.SeriesDescription = derivedseries.description("ct-resample", "images", source.get("SeriesNumber"),
+                                                   f"{spacing[0]:g} mm iso")
         ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-        ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = "radcloud", "ct-resample", VERSION
+        ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = derivedseries.MANUFACTURER, "ct-resample", VERSION
         ds.DerivationDescription = "Gaussian-smoothed and resampled to isotropic voxels (SimpleITK)"
         ds.AcquisitionNumber = None
         if "PositionReferenceIndicator" not in ds:
             ds.PositionReferenceIndicator = None
         if "FrameOfReferenceUID" not in ds:
-            ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[src_series, "ct-resample", "frame"])
+            ds.FrameOfReferenceUID = derivedseries.uid(src_series, "ct-resample", "", "frame")
         origin = image.TransformIndexToPhysicalPoint((0, 0, k))
         ds.ImagePositionPatient = [f"{v:.4f}" for v in origin]
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row, *col)]
@@ -210,17 +162,17 @@ def run(inputdir: Path, outputdir: Path, *, spacing: float = 1.0, sigma: float =
     skipped: list[dict] = []
     result: dict = {"plugin": "ct-resample", "version": VERSION, "spacing_mm": spacing, "sigma_mm": sigma,
                     "series": [], "skipped": skipped, "skipped_series": []}
-    found = scan(inputdir, skipped)
+    found = ctslices.scan(inputdir, skipped, file_reason)
     number = 0
     for _uid, items in sorted(found.items(), key=lambda kv: int(kv[1][0][1].get("SeriesNumber", 0) or 0)):
         number += 1
         times: dict[str, float] = {}
         t = time.perf_counter()
-        slices, normal = ordered(items, skipped, inputdir)
+        slices, normal = ctslices.ordered(items, skipped)
         if len(slices) < 2:
             result["skipped_series"].append({"series": number, "reason": "fewer than 2 usable CT slices"})
             continue
-        image = volume(slices, normal)
+        image = volume(inputdir, slices, normal)
         times["read_s"] = time.perf_counter() - t
         t = time.perf_counter()
         iso = resample(image, spacing, sigma)
@@ -233,7 +185,7 @@ def run(inputdir: Path, outputdir: Path, *, spacing: float = 1.0, sigma: float =
         sitk.WriteImage(sitk.Cast(sitk.Round(sitk.Clamp(iso, sitk.sitkFloat32, -32768, 32767)), sitk.sitkInt16),
                         str(outputdir / "nifti" / f"series-{number:03d}.nii.gz"), useCompression=True)
         sitk.WriteImage(mask, str(outputdir / "nifti" / f"series-{number:03d}-body.nii.gz"), useCompression=True)
-        n_dicom = write_dicom(iso, slices[0][1], outputdir / "dicom" / f"series-{number:03d}", 900 + number)
+        n_dicom = write_dicom(iso, slices[0][1], outputdir / "dicom" / f"series-{number:03d}")
         times["write_s"] = time.perf_counter() - t
         body_voxels = int(sitk.GetArrayViewFromImage(mask).sum())
         result["series"].append({

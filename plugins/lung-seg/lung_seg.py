@@ -32,17 +32,16 @@ import sys
 import tempfile
 import time
 import warnings
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 import segment
 from radcloud.results import segsr
+from radcloud.run import ctslices
 from radcloud.run.filereasons import FileReasons, explain
 
 VERSION = "1.2.0"
@@ -51,8 +50,6 @@ ALGORITHM = segsr.Algorithm("radcloud lung-seg", VERSION)
 SEGMENTS = [segsr.segment(segment.BODY, "soft_tissue"), segsr.segment(segment.RIGHT_LUNG, "right_lung"),
             segsr.segment(segment.LEFT_LUNG, "left_lung"), segsr.segment(segment.BONE, "bone")]
 
-CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
-GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "FrameOfReferenceUID")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,62 +64,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def file_reason(ds: Dataset) -> str | None:
-    """Why one file cannot be a slice of a CT volume, or None."""
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        return "no pixel data"
-    modality = str(ds.get("Modality", "") or "none")
-    if modality != "CT":
-        return f"modality {modality}: lung-seg segments CT only"
-    if str(ds.get("SOPClassUID", "")) != CT_IMAGE:
-        return "not a (single-frame) CT Image Storage instance (enhanced/multi-frame CT is not supported)"
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        return "colour pixels: not a CT attenuation image"
-    if "LOCALIZER" in [str(v).upper() for v in (ds.get("ImageType") or [])]:
-        return "localizer (scout) image"
-    missing = [k for k in GEOMETRY if k not in ds or ds.data_element(k).value in (None, "")]
-    if missing:
-        return f"missing {', '.join(missing)}: the slice cannot be placed in space (a SEG needs it)"
-    return None
-
-
-def scan(inputdir: Path, skipped: list[dict]) -> dict[str, list[tuple[str, Dataset]]]:
-    """CT slice headers (no pixels) grouped by series; every other file lands in ``skipped``."""
-    series: dict[str, list[tuple[str, Dataset]]] = defaultdict(list)
-    for path in sorted(p for p in inputdir.rglob("*") if p.is_file()):
-        rel = str(path.relative_to(inputdir))
-        try:  # large values (the pixels) stay on disk until asked for
-            ds = pydicom.dcmread(path, defer_size="64 KB")
-        except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
-            skipped.append({"path": rel, "reason": f"not readable as DICOM: {explain(exc)}"})
-            continue
-        why = file_reason(ds)
-        if why:
-            skipped.append({"path": rel, "reason": why})
-            continue
-        for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-            if kw in ds:
-                delattr(ds, kw)  # headers only: the pixels are read per series, one slice at a time
-        series[str(ds.get("SeriesInstanceUID", "") or "unknown")].append((rel, ds))
-    return series
-
-
-def consistent(items: list[tuple[str, Dataset]], skipped: list[dict]) -> list[tuple[str, Dataset]]:
-    """Keep the slices sharing the commonest matrix and orientation, one per position, sorted."""
-    def key(ds: Dataset) -> tuple:
-        return (int(ds.Rows), int(ds.Columns), tuple(round(float(v), 4) for v in ds.ImageOrientationPatient))
-    common = Counter(key(ds) for _, ds in items).most_common(1)[0][0]
-    normal = np.cross(np.array(common[2][:3]), np.array(common[2][3:]))
-    kept: dict[float, tuple[str, Dataset]] = {}
-    for rel, ds in items:
-        if key(ds) != common:
-            skipped.append({"path": rel, "reason": "matrix or orientation differs from the rest of its series"})
-            continue
-        pos = round(float(np.dot(normal, np.array(ds.ImagePositionPatient, float))), 3)
-        if pos in kept:
-            skipped.append({"path": rel, "reason": "duplicate slice position in its series"})
-            continue
-        kept[pos] = (rel, ds)
-    return [kept[p] for p in sorted(kept)]
+    """Why one file cannot be a slice of a CT volume a SEG can reference, or None."""
+    return ctslices.slice_reason(ds, "lung-seg segments CT only", ct_image_only=True,
+                                 geometry=(*ctslices.GEOMETRY, "FrameOfReferenceUID"),
+                                 needs_geometry="the slice cannot be placed in space (a SEG needs it)")
 
 
 def load_volume(inputdir: Path, items: list[tuple[str, Dataset]], skipped: list[dict],
@@ -196,13 +141,13 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
     skipped: list[dict] = []
     result: dict = {"plugin": "lung-seg", "version": VERSION, "series": [],
                     "skipped": skipped, "skipped_series": []}
-    found = scan(inputdir, skipped)
+    found = ctslices.scan(inputdir, skipped, file_reason)
     number, processed = 0, 0
     for _uid, items in sorted(found.items(), key=lambda kv: int(kv[1][0][1].get("SeriesNumber", 0) or 0)):
         number += 1
         t0 = time.perf_counter()
         try:
-            hu, headers = load_volume(inputdir, consistent(items, skipped), skipped, scratch)
+            hu, headers = load_volume(inputdir, ctslices.ordered(items, skipped)[0], skipped, scratch)
             if not headers:
                 result["skipped_series"].append({"series": number, "reason": "no decodable CT slice"})
                 continue
@@ -220,12 +165,12 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
                 (outputdir / sub).mkdir(parents=True, exist_ok=True)
             preview(hu, labelmap).save(outputdir / "preview" / f"series-{number:03d}.png", compress_level=1)
             del hu
-            seg = segsr.segmentation(headers, labelmap, SEGMENTS, ALGORITHM, series_number=9200 + number,
+            seg = segsr.segmentation(headers, labelmap, SEGMENTS, ALGORITHM,
                                      content_label="LUNGSEG",
                                      description="body, lungs and bone (HU thresholds, components)")
             del labelmap
             seg.save_as(outputdir / "seg" / f"series-{number:03d}.dcm", enforce_file_format=True)
-            sr = segsr.measurement_report(seg, headers, SEGMENTS, numbers, ALGORITHM, series_number=9300 + number)
+            sr = segsr.measurement_report(seg, headers, SEGMENTS, numbers, ALGORITHM)
             sr.save_as(outputdir / "sr" / f"series-{number:03d}.dcm", enforce_file_format=True)
             del seg, sr
             entry["outputs"] = {"seg": f"seg/series-{number:03d}.dcm", "sr": f"sr/series-{number:03d}.dcm",

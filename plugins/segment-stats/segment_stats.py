@@ -285,12 +285,12 @@ def seg_geometry_missing(source: list[Dataset]) -> str | None:
 def write_seg_sr(labels: np.ndarray, stats: dict, source: list[Dataset], number: int,
                  outputdir: Path) -> dict[str, str]:
     """The label map as a DICOM SEG and its ``segsr.label_stats`` as a TID 1500 SR; their paths."""
-    seg = segsr.segmentation(source, labels, SEGMENTS, ALGORITHM, series_number=9000 + number,
+    seg = segsr.segmentation(source, labels, SEGMENTS, ALGORITHM,
                              content_label="DENSITY", description="air/lung, fat, soft tissue, bone by HU")
     paths = {"seg": f"seg/series-{number:03d}.dcm", "sr": f"sr/series-{number:03d}.dcm"}
     (outputdir / "seg").mkdir(parents=True, exist_ok=True)
     seg.save_as(outputdir / paths["seg"], enforce_file_format=True)
-    sr = segsr.measurement_report(seg, source, SEGMENTS, stats, ALGORITHM, series_number=9100 + number)
+    sr = segsr.measurement_report(seg, source, SEGMENTS, stats, ALGORITHM)
     (outputdir / "sr").mkdir(parents=True, exist_ok=True)
     sr.save_as(outputdir / paths["sr"], enforce_file_format=True)
     return paths

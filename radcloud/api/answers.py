@@ -47,6 +47,7 @@ class RetrieveStarted(Answer):
     state: str
     series: int
     instances: int | None = None
+    skipped_derived: int | None = None
 
 
 class SeriesProgress(Answer):
@@ -86,6 +87,7 @@ class StagedSeries(Answer):
     SeriesNumber: str | None = None
     SeriesDescription: str | None = None
     Modality: str | None = None
+    derived: bool | None = None
     instances: int | None = None
     bytes: int | None = None
     complete: bool | None = None

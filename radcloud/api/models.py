@@ -123,6 +123,7 @@ class RetrieveRequest(Model):
     modality: str | None = None
     layout: Literal["uid", "chris"] = "uid"
     pacs_name: str | None = None
+    include_derived: StrictBool = False
 
     @model_validator(mode="before")
     @classmethod

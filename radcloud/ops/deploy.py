@@ -72,6 +72,9 @@ def plugin_action(directory: Path) -> tuple[str, dict[str, Any]]:
         "docker": plugin_image(name, version),
         "web": False,
         "limits": action_limits(desc).manifest(),
+        # The shard runner (not the plugin: its sandbox gets no environment, no network) invokes
+        # the next stage of a shard and a pipeline's next step (radcloud.work.pipelines).
+        "annotations": {"provide-api-key": True},
     }
 
 
@@ -104,7 +107,8 @@ def write_plugin_actions(path: Path = MANIFEST, root: Path = ROOT / "plugins") -
         lines += [f"        {name}:", f"          function: {spec['function']}",
                   f"          runtime: {spec['runtime']}", f"          docker: {spec['docker']}",
                   "          web: false",
-                  f"          limits: {{timeout: {lim['timeout']}, memorySize: {lim['memorySize']}}}"]
+                  f"          limits: {{timeout: {lim['timeout']}, memorySize: {lim['memorySize']}}}",
+                  "          annotations: {provide-api-key: true}  # the next stage, a pipeline's next step"]
     head, rest = text.split(begin, 1)
     tail = rest.split(end, 1)[1]
     path.write_text(head + "\n".join(lines) + "\n" + end + tail, encoding="utf-8")

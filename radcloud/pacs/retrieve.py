@@ -33,6 +33,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from radcloud.pacs import derivedseries
 from radcloud.store import layout as lay
 from radcloud.pacs import query as q
 from radcloud.pacs import search
@@ -66,6 +67,13 @@ class RetrieveRequest:
     layout: str = "uid"
     pacs_name: str = "radcloud"
     orthanc_series: tuple[str, ...] = ()   # Orthanc ids, as a local query answers them
+    include_derived: bool = False          # a pulled study keeps radcloud's own result series
+
+
+class Plan(list):
+    """The series to stage (a list), and how many derived series of the studies were left out."""
+
+    skipped_derived: int = 0
 
 
 def parse_request(params: Mapping[str, Any]) -> RetrieveRequest:
@@ -89,7 +97,8 @@ def parse_request(params: Mapping[str, Any]) -> RetrieveRequest:
     pacs_name = params.get("pacs_name") or modality or "radcloud"
     if not isinstance(pacs_name, str) or not q._NAME.match(pacs_name):
         raise BadRequest("pacs_name must be 1-64 letters, digits, '.', '_' or '-'", field="pacs_name")
-    return RetrieveRequest(studies, series, modality, layout, pacs_name, tuple(dict.fromkeys(ids)))
+    return RetrieveRequest(studies, series, modality, layout, pacs_name, tuple(dict.fromkeys(ids)),
+                           bool(params.get("include_derived")))
 
 
 def _uids(value: Any, field: str) -> tuple[str, ...]:
@@ -106,8 +115,15 @@ def series_key(series: Mapping[str, Any]) -> str:
     return series.get("series_key") or series["SeriesInstanceUID"]
 
 
-def plan(req: RetrieveRequest, orthanc: Orthanc) -> list[dict[str, Any]]:
+def plan(req: RetrieveRequest, orthanc: Orthanc) -> Plan:
     """The series to stage: ``{StudyInstanceUID, SeriesInstanceUID, orthanc_id, total[, series_key]}``.
+
+    A study pulled whole leaves out the series radcloud itself wrote into it
+    (:func:`radcloud.derivedseries.is_derived`: results pushed to the PACS), unless
+    ``include_derived``: they are results, not source images, and pulling
+    them again would feed a plugin its own output. A series asked for by UID
+    or Orthanc id is staged whatever it is. The count left out is
+    ``skipped_derived``; a study with nothing else is a NotFound that says so.
 
     Series are told apart by Orthanc's id, not by SeriesInstanceUID: two
     series Orthanc keeps apart (different patients) may share a UID — test
@@ -117,6 +133,7 @@ def plan(req: RetrieveRequest, orthanc: Orthanc) -> list[dict[str, Any]]:
     lost. Raises NotFound naming the UIDs the source does not know.
     """
     found: dict[str, dict[str, Any]] = {}
+    skipped: set[str] = set()
     for field, uids in (("StudyInstanceUID", req.studies), ("SeriesInstanceUID", req.series)):
         if not uids:
             continue
@@ -129,6 +146,9 @@ def plan(req: RetrieveRequest, orthanc: Orthanc) -> list[dict[str, Any]]:
             raise NotFound(f"{where} has no {field} {', '.join(sorted(missing))}", field=field)
         for item in items:
             orthanc_id = (item.get("orthanc") or {}).get("series")
+            if field == "StudyInstanceUID" and item.get("derived") and not req.include_derived:
+                skipped.add(orthanc_id or item["SeriesInstanceUID"])
+                continue
             found.setdefault(orthanc_id or item["SeriesInstanceUID"], {
                 "StudyInstanceUID": item["StudyInstanceUID"],
                 "SeriesInstanceUID": item["SeriesInstanceUID"],
@@ -142,10 +162,14 @@ def plan(req: RetrieveRequest, orthanc: Orthanc) -> list[dict[str, Any]]:
         found.setdefault(orthanc_id, {"StudyInstanceUID": study["MainDicomTags"]["StudyInstanceUID"],
                                       "SeriesInstanceUID": uid, "orthanc_id": orthanc_id,
                                       "total": len(resource.get("Instances", []))})
+    if not found and skipped:
+        raise NotFound(f"the studies hold only radcloud's own results ({len(skipped)} derived series); "
+                       "set include_derived to pull them", field="include_derived")
     if len(found) > MAX_SERIES:
         raise BadRequest(f"{len(found)} series is more than {MAX_SERIES} in one retrieve; split it",
                          field="StudyInstanceUID")
-    series = list(found.values())
+    series = Plan(found.values())
+    series.skipped_derived = len(skipped - found.keys())
     _key_shared_uids(series, orthanc)
     return series
 

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from radcloud.pacs import derivedseries
 from radcloud.pacs import query as q
 from radcloud.core.errors import NotFound
 from radcloud.pacs.orthanc import Orthanc, patient_resource_id
@@ -166,6 +167,7 @@ def _study_item(s: Mapping[str, Any]) -> dict[str, Any]:
 
 def _series_item(s: Mapping[str, Any]) -> dict[str, Any]:
     item = q.normalise(s.get("MainDicomTags", {}), q.SERIES_KEYS)
+    item["derived"] = derivedseries.is_derived(s.get("MainDicomTags", {}))  # radcloud's own results
     item["NumberOfSeriesRelatedInstances"] = len(s.get("Instances", []))
     item["orthanc"] = {"study": s.get("ParentStudy"), "series": s["ID"]}
     return item
@@ -238,6 +240,8 @@ def _remote_item(level: str, answer: Mapping[str, Any], keys: tuple[str, ...]) -
             item[key] = q.as_int(answer.get(key))
     if "ModalitiesInStudy" in keys:
         item["ModalitiesInStudy"] = sorted(set(q.as_list(answer.get("ModalitiesInStudy"))))
+    if level == "series":
+        item["derived"] = derivedseries.is_derived(answer)
     item["orthanc"] = None  # not in Orthanc yet: retrieve C-MOVEs it first
     return item
 

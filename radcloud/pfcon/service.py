@@ -241,7 +241,11 @@ class PfconService:
             dispatcher = self.dispatcher()
             # Dispatch has no per-job environment: CUBE's CHRIS_* variables ride
             # along in each shard payload instead (ShardSpec.env; the shard sets them).
-            dispatcher.executor = _WithEnv(dispatcher.executor, chris_env(job.env_dict()))
+            env = chris_env(job.env_dict())
+            dispatcher.executor = _WithEnv(dispatcher.executor, env)
+            if dispatcher.executors is not None:  # a shard routed elsewhere (Slurm) gets them too
+                named = dispatcher.executors
+                dispatcher.executors = lambda name: _WithEnv(e, env) if (e := named(name)) is not None else None
             answer = dispatcher.dispatch({
                 "plugin": name, "params": params, "inputs": {"prefixes": [staging_prefix(job.jid)]},
                 # fs plugins have no inputs to key a cache entry on: always run them.

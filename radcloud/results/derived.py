@@ -1,15 +1,17 @@
-"""Results back into the PACS: image outputs as a derived DICOM series.
+"""Results back into the PACS: a job's pictures and DICOM outputs as derived series.
 
-A job's image outputs (PNG/JPEG) are wrapped as Secondary Capture
-instances — one new series per source series, in the *same* study (same
-Study Instance UID and patient module, copied from the PACS's own record
-of the study), SeriesDescription ``radcloud <plugin>`` — so a PACS viewer
-shows them next to the original images. DICOM outputs that already are
-Secondary Capture, Segmentation or Structured Report objects of the same
-study (e.g. ``segment-stats``' mask, ``lung-seg``'s SEG and SR) are stored
-as they are. Outputs of a de-identified
-run belong to no hospital study and are never pushed.
+Push (:func:`push`): a job's image outputs (PNG/JPEG) become one Secondary
+Capture series per source series in the *same* study (same Study Instance
+UID and patient module, copied from the PACS's own record of the study), so
+a PACS viewer shows them next to the original images. Their UIDs, number,
+description and source references follow the rules of
+:mod:`radcloud.pacs.derivedseries` (fixed UIDs: pushing a rerun's results
+stores the same instances). DICOM outputs that already are Secondary
+Capture, Segmentation or Structured Report objects of the same study (e.g.
+``lung-seg``'s SEG and SR) are stored as they are. Outputs of a
+de-identified run belong to no hospital study and are never pushed.
 
+numpy, Pillow and pydicom are imported where they are used.
 Patient attributes are copied, never logged.
 """
 
@@ -20,10 +22,8 @@ import logging
 import tempfile
 from typing import Any, Protocol
 
-import numpy as np
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from radcloud.pacs.derivedseries import (MANUFACTURER, PREFIX, description, positive_int, series_number,
+                                         source_references, uid)
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,10 @@ _STUDY_TAGS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "Accessi
 _PATIENT_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
 
 
+# -- push to the PACS -------------------------------------------------------
 class Pacs(Protocol):
     def study_tags(self, study_uid: str) -> dict[str, str]: ...
+    def series(self, series_uid: str) -> dict[str, Any]: ...
     def store(self, data: bytes) -> dict[str, Any]: ...
 
 
@@ -56,19 +58,42 @@ class OrthancPacs:
         study = found[0]
         return {**study.get("PatientMainDicomTags", {}), **study.get("MainDicomTags", {})}
 
+    def series(self, series_uid: str) -> dict[str, Any]:
+        """The source series' number, description and ``(SOPClassUID, SOPInstanceUID)`` of its instances.
+
+        Two calls: the series (expanded) and its instances; the SOP class is
+        Orthanc's metadata of the first instance (a series holds one class).
+        """
+        found = self.orthanc.find("Series", {"SeriesInstanceUID": series_uid}, expand=True) if series_uid else []
+        if not found:
+            return {"instances": []}
+        tags = found[0].get("MainDicomTags", {})
+        instances = self.orthanc.series_instances(found[0]["ID"])
+        sop_class = self.orthanc.metadata("Instance", instances[0]["ID"], "SopClassUid") if instances else ""
+        rows = [((i.get("MainDicomTags") or {}).get("SOPInstanceUID", ""),
+                 positive_int((i.get("MainDicomTags") or {}).get("InstanceNumber")) or 0) for i in instances]
+        rows.sort(key=lambda r: (r[1], r[0]))
+        return {"SeriesNumber": tags.get("SeriesNumber"), "SeriesDescription": tags.get("SeriesDescription"),
+                "instances": [(sop_class, sop) for sop, _ in rows if sop]}
+
     def store(self, data: bytes) -> dict[str, Any]:
-        # POST /instances is Orthanc's C-STORE over REST.
-        return self.orthanc._request("POST", "/instances", data=data).json()
+        return self.orthanc.store_instance(data)  # POST /instances: Orthanc's C-STORE over REST
 
 
 def secondary_capture(image: Any, *, study: dict[str, str], series_uid: str, plugin: str,
-                      number: int, series_number: int) -> Dataset:
-    """One Secondary Capture instance from a Pillow image (8-bit grey or RGB)."""
+                      number: int, series_number: int, sop_uid: str | None = None,
+                      series_description: str | None = None, references: dict[str, Any] | None = None,
+                      version: str = "") -> Any:
+    """One Secondary Capture instance (a pydicom Dataset) from a Pillow image (8-bit grey or RGB)."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
     img = image.convert("RGB") if image.mode not in ("L", "RGB") else image
     pixels = np.asarray(img, dtype=np.uint8)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SC_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
@@ -80,13 +105,18 @@ def secondary_capture(image: Any, *, study: dict[str, str], series_uid: str, plu
     ds.SeriesNumber = series_number
     ds.InstanceNumber = number
     ds.Modality = "OT"
+    ds.Manufacturer = MANUFACTURER
+    if version:
+        ds.SoftwareVersions = version[:64]
     # Type 2C, present and empty: a picture of results has no laterality nor patient orientation of its
     # own, and dicom3tools' dciodvfy cannot evaluate the conditions, so it requires them.
     ds.Laterality = ""
     ds.PatientOrientation = ""
     ds.ConversionType = "WSD"
-    ds.SeriesDescription = f"radcloud {plugin}"[:64]
+    ds.SeriesDescription = (series_description or f"{PREFIX}{plugin}")[:64]
     ds.ImageType = ["DERIVED", "SECONDARY"]
+    for keyword, value in (references or {}).items():
+        setattr(ds, keyword, value)
     ds.SamplesPerPixel = 1 if pixels.ndim == 2 else 3
     ds.PhotometricInterpretation = "MONOCHROME2" if pixels.ndim == 2 else "RGB"
     if pixels.ndim == 3:
@@ -99,18 +129,27 @@ def secondary_capture(image: Any, *, study: dict[str, str], series_uid: str, plu
     return ds
 
 
-def to_bytes(ds: Dataset) -> bytes:
+def to_bytes(ds: Any) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
 
 
 def push(job: dict[str, Any], manifest: dict[str, Any], *, store: Any, pacs: Pacs) -> dict[str, Any]:
-    """Store the job's image/DICOM outputs into the PACS; returns what was stored."""
+    """Store the job's image/DICOM outputs into the PACS; returns what was stored.
+
+    Pictures of one source series become one Secondary Capture series with
+    the UIDs, number and description of :func:`uid`, :func:`series_number`
+    and :func:`description`, so pushing the same results again stores the
+    same instances (the PACS keeps one copy).
+    """
+    import pydicom
     from PIL import Image
 
     if (job.get("options") or {}).get("deidentify"):
         return {"series_uid": "", "instances": 0, "skipped": "de-identified outputs are not pushed"}
+    plugin = job.get("plugin") or manifest.get("plugin") or ""
+    version = str(job.get("plugin_version") or manifest.get("plugin_version") or "")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for out in manifest.get("outputs", []):
         name = out["name"].lower()
@@ -119,22 +158,30 @@ def push(job: dict[str, Any], manifest: dict[str, Any], *, store: Any, pacs: Pac
         if out.get("image") or name.endswith(".dcm"):
             groups.setdefault((out.get("study_uid") or "", out.get("series_uid") or ""), []).append(out)
     stored, series_uids = 0, []
-    for n, ((study_uid, _src), outs) in enumerate(sorted(groups.items())):
+    for (study_uid, source_uid), outs in sorted(groups.items()):
         if not study_uid:
             continue
         study = pacs.study_tags(study_uid) or {"StudyInstanceUID": study_uid}
         study["StudyInstanceUID"] = study_uid
-        series_uid = generate_uid()
+        source = pacs.series(source_uid) if any(o.get("image") for o in outs) else {"instances": []}
+        origin = source_uid or study_uid
+        series_uid = uid(origin, plugin, version, "pictures-series")
         number = 0
-        for out in outs[:MAX_PUSH]:
+        for out in sorted(outs, key=lambda o: o["name"])[:MAX_PUSH]:
             with tempfile.NamedTemporaryFile() as tmp:
                 store.get_to_file(out["key"], tmp.name)
                 if out.get("image"):
                     number += 1
+                    refs = source_references(source_uid, source["instances"], out["name"]) \
+                        if source_uid and source["instances"] else None
                     with Image.open(tmp.name) as img:
-                        ds = secondary_capture(img, study=study, series_uid=series_uid,
-                                               plugin=job.get("plugin", ""), number=number,
-                                               series_number=9000 + n)
+                        ds = secondary_capture(
+                            img, study=study, series_uid=series_uid, plugin=plugin, number=number,
+                            series_number=series_number(source.get("SeriesNumber"), "pictures"),
+                            sop_uid=uid(origin, plugin, version, f"picture:{out['name']}"),
+                            series_description=description(plugin, "pictures", source.get("SeriesNumber"),
+                                                           source.get("SeriesDescription")),
+                            references=refs, version=version)
                     pacs.store(to_bytes(ds))
                     stored += 1
                 else:

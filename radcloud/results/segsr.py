@@ -17,17 +17,19 @@ The SEG is BINARY (bit-packed, empty frames omitted): every viewer reads it.
 Each segment carries coded concepts (SNOMED CT property category and type,
 from DICOM CID 7150/7151/7166) — :data:`CATALOGUE` holds the ones radcloud
 plugins use — plus the algorithm that made it and a tracking UID the SR
-refers to. UIDs are derived from the source series UID, the algorithm and
-its version, so a rerun on the same series produces the same objects (the
-PACS replaces, never duplicates).
+refers to. UIDs, series numbers and descriptions follow
+:mod:`radcloud.pacs.derivedseries`: fixed by the source series, the algorithm and its
+version, so a rerun on the same series produces the same objects (the PACS
+replaces, never duplicates), numbered after the source series (302 is the
+segmentation of series 3, 303 its measurements).
 
 Usage (a plugin)::
 
     segments = [segsr.segment(1, "right_lung"), segsr.segment(2, "left_lung")]
     algo = segsr.Algorithm("radcloud lung-seg", "1.1.0")
     stats = segsr.label_stats(hu, labelmap, voxel_ml, [1, 2])
-    seg = segsr.segmentation(headers, labelmap, segments, algo, series_number=9201)
-    sr = segsr.measurement_report(seg, headers, segments, stats, algo, series_number=9301)
+    seg = segsr.segmentation(headers, labelmap, segments, algo, content_label="LUNGSEG", description="...")
+    sr = segsr.measurement_report(seg, headers, segments, stats, algo)
 
 ``headers`` are the source datasets in the label map's slice order; their
 pixel data may have been dropped (highdicom needs only their attributes).
@@ -42,9 +44,10 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
-MANUFACTURER = "radcloud"
+from radcloud.pacs import derivedseries
+
+MANUFACTURER = derivedseries.MANUFACTURER
 SLAB = 8  # slices per pass when summing: bincount works in float64/int64
 MILLILITRE = hd.sr.CodedConcept("mL", "UCUM", "milliliter")
 
@@ -84,7 +87,7 @@ class Algorithm:
 
     def uid(self, source_series: str, what: str) -> str:
         """A UID fixed by the source series, this algorithm and ``what``."""
-        return generate_uid(entropy_srcs=[source_series, self.name, self.version, what])
+        return derivedseries.uid(source_series, self.name, self.version, what)
 
 
 def segment(number: int, name: str, label: str | None = None) -> Segment:
@@ -174,13 +177,15 @@ def _copied_references(obj: Dataset) -> None:
 
 
 def segmentation(source: list[Dataset], labelmap: np.ndarray, segments: list[Segment], algorithm: Algorithm, *,
-                 series_number: int, content_label: str, description: str) -> hd.seg.Segmentation:
+                 content_label: str, description: str, series_number: int | None = None) -> hd.seg.Segmentation:
     """A BINARY SEG of ``labelmap`` ((z, y, x) integers, one slice per ``source`` dataset).
 
     Every segment of ``segments`` is described, present or not; a value of
     the map that no segment describes is an error (highdicom raises
     ValueError). Segment numbers must be 1..len(segments). Type 2 patient
-    and study attributes the source lacks are written empty.
+    and study attributes the source lacks are written empty. The series
+    number and description follow :mod:`radcloud.pacs.derivedseries` unless
+    ``series_number`` is given.
     """
     if labelmap.ndim != 3 or labelmap.shape[0] != len(source):
         raise ValueError(f"label map of shape {labelmap.shape} does not match {len(source)} source slice(s)")
@@ -204,19 +209,21 @@ def segmentation(source: list[Dataset], labelmap: np.ndarray, segments: list[Seg
             source_images=source, pixel_array=labelmap,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
-            series_instance_uid=algorithm.uid(series_uid, "seg-series"), series_number=series_number,
+            series_instance_uid=algorithm.uid(series_uid, "seg-series"),
+            series_number=series_number or derivedseries.series_number(source[0].get("SeriesNumber"), "segmentation"),
             sop_instance_uid=algorithm.uid(series_uid, "seg"), instance_number=1,
             manufacturer=MANUFACTURER, manufacturer_model_name=algorithm.name[:64],
             software_versions=algorithm.version, device_serial_number="1",
             content_label=content_label, content_description=description[:64],
-            series_description=f"{algorithm.name} SEG"[:64])
+            series_description=derivedseries.description(algorithm.name, "segmentation", source[0].get("SeriesNumber"),
+                                                   source[0].get("SeriesDescription")))
     _deidentification(seg, source[0])
     _copied_references(seg)
     return seg
 
 
 def measurement_report(seg: hd.seg.Segmentation, source: list[Dataset], segments: list[Segment],
-                       stats: dict[int, dict], algorithm: Algorithm, *, series_number: int,
+                       stats: dict[int, dict], algorithm: Algorithm, *, series_number: int | None = None,
                        procedure: hd.sr.CodedConcept = codes.LN.CTUnspecifiedBodyRegion) -> hd.sr.Comprehensive3DSR:
     """TID 1500 report: volume (mL), mean and SD (HU) of each non-empty segment of ``seg``.
 
@@ -258,10 +265,12 @@ def measurement_report(seg: hd.seg.Segmentation, source: list[Dataset], segments
         warnings.simplefilter("ignore")  # as in segmentation(): warnings may quote patient attributes
         sr = hd.sr.Comprehensive3DSR(
             evidence=[*source, seg], content=report,
-            series_instance_uid=algorithm.uid(series_uid, "sr-series"), series_number=series_number,
+            series_instance_uid=algorithm.uid(series_uid, "sr-series"),
+            series_number=series_number or derivedseries.series_number(source[0].get("SeriesNumber"), "measurements"),
             sop_instance_uid=algorithm.uid(series_uid, "sr"), instance_number=1,
             manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
-            series_description=f"{algorithm.name} measurements"[:64])
+            series_description=derivedseries.description(algorithm.name, "measurements", source[0].get("SeriesNumber"),
+                                                   source[0].get("SeriesDescription")))
     _deidentification(sr, source[0])
     _copied_references(sr)
     return sr

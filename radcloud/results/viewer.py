@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from radcloud.core.errors import BadRequest, NotFound
+from radcloud.pacs import derivedseries
 from radcloud.store.layout import MANIFEST, STAGED_ROOT
 from radcloud.pacs.query import check_uid
 from radcloud.store.staged import InputAccess, parse_manifest
@@ -62,12 +64,18 @@ _TAGS = ("Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined", "S
 class Viewer:
     """Signs URLs of staged series for the viewer (object store and staging passed in)."""
 
-    def __init__(self, store: Any, staging: Any, ttl_s: int) -> None:
+    def __init__(self, store: Any, staging: Any, ttl_s: int, *,
+                 subject_of: Callable[[list[Any]], dict[str, Any] | None] | None = None) -> None:
+        # subject_of: whose images staged series are (radcloud.work.subject.from_series, wired by the
+        # action: the work layer sits above this one).
         self.store, self.staging, self.ttl_s = store, staging, int(ttl_s)
+        self.subject_of = subject_of
 
     def series(self, series_uid: str, access: InputAccess | None = None, *,
                offset: int = 0, limit: int = PAGE_MAX) -> dict[str, Any]:
-        """One staged series: its UIDs, a few series tags and a page of instance URLs.
+        """One staged series: its UIDs, whose images they are (``subject``, as a
+        job's: :mod:`radcloud.work.subject`, for the viewer's identity header), a
+        few series tags and a page of instance URLs.
 
         Raises:
             NotFound: the series is not staged (retrieve it first).
@@ -81,6 +89,8 @@ class Viewer:
         end = offset + len(page)
         return {
             "StudyInstanceUID": staged.study_uid, "SeriesInstanceUID": staged.series_uid,
+            # PHI, as the staged DICOM itself: never logged
+            "subject": self.subject_of([staged]) if self.subject_of else None,
             "tags": {k: v for k, v in (doc.get("tags") or {}).items() if k in _TAGS and v not in (None, "")},
             "count": len(staged.instances), "complete": staged.complete, "offset": offset,
             "next_offset": end if end < len(staged.instances) else None,
@@ -104,6 +114,7 @@ class Viewer:
                 "SeriesInstanceUID": staged.series_uid, "count": len(staged.instances),
                 "complete": staged.complete,
                 "tags": {k: v for k, v in (doc.get("tags") or {}).items() if k in _TAGS and v not in (None, "")},
+                "derived": derivedseries.is_derived(doc.get("tags") or {}),
                 "thumbnail_url": self.store.presign_get(access.check(middle), self.ttl_s),
             })
         if not series:
@@ -121,9 +132,9 @@ class Viewer:
         """
         dicom = [o for o in manifest.get("outputs") or []
                  if str(o.get("name", "")).lower().endswith(".dcm") or o.get("content_type") == "application/dicom"]
-        segs, srs = [], []
+        segs, srs, classes = [], [], {}
         for out in dicom[:PROBE_MAX]:
-            sop_class = self._sop_class(out["key"])
+            sop_class = classes[out["key"]] = self._sop_class(out["key"])
             if sop_class == SEG_CLASS:
                 segs.append(out)
             elif sop_class in SR_CLASSES:
@@ -133,12 +144,18 @@ class Viewer:
         seg = next((o for o in segs if o.get("series_uid") == chosen), None)
         rows = [row for o in srs if o.get("series_uid") == chosen for row in self._sr_rows(o)]
         study = next((o.get("study_uid") for o in segs + srs if o.get("series_uid") == chosen), "")
-        return {
+        answer = {
             "job_id": manifest.get("job_id"), "sources": sources,
             "source": {"SeriesInstanceUID": chosen, "StudyInstanceUID": study} if chosen else None,
             "segmentation": {"name": seg["name"], "url": self.store.presign_get(seg["key"], self.ttl_s)} if seg else None,
             "measurements": rows, "url_ttl_s": self.ttl_s,
         }
+        if chosen is None:  # no segmentation: the job's own DICOM images, if it wrote any (a result series)
+            images = _images(dicom, classes)
+            if images:
+                answer["images"] = {"count": len(images), "instances": [
+                    {"url": self.store.presign_get(o["key"], self.ttl_s), "size": o.get("size")} for o in images[:PAGE_MAX]]}
+        return answer
 
     def seg(self, series_uid: str, access: InputAccess | None = None) -> dict[str, Any]:
         """A staged DICOM SEG series (pulled from the PACS) over its source series, with its measurements.
@@ -279,6 +296,25 @@ def sr_rows(ds: Any) -> list[dict[str, Any]]:
             rows.append({"segment": str(group.tracking_identifier or ""), "name": name,
                          "value": round(float(m.value), 1), "unit": _UNITS.get(m.unit.value, m.unit.value)})
     return rows
+
+
+def _images(dicom: list[dict[str, Any]], classes: dict[str, str]) -> list[dict[str, Any]]:
+    """The DICOM outputs that are images (not SEG, not SR, readable), in name order.
+
+    Only the first :data:`PROBE_MAX` outputs were read; the others take the
+    class of the first one read in their folder (a plugin writes one kind of
+    object per folder: ``seg/``, ``sr/``, a series of images...).
+    """
+    folder_class: dict[str, str] = {}
+    for out in dicom:
+        if out["key"] in classes:
+            folder_class.setdefault(out["key"].rsplit("/", 1)[0], classes[out["key"]])
+    found = []
+    for out in dicom:
+        sop_class = classes.get(out["key"]) or folder_class.get(out["key"].rsplit("/", 1)[0], "")
+        if sop_class and sop_class != SEG_CLASS and sop_class not in SR_CLASSES:
+            found.append(out)
+    return sorted(found, key=lambda o: str(o.get("name", "")))
 
 
 def _evidence(ds: Any) -> set[str]:

@@ -277,6 +277,39 @@ class Registry:
         return self.get(name).descriptor
 
 
+def ui_words(descriptor: Mapping[str, Any]) -> dict[str, Any]:
+    """The plain words the web UI shows for a plugin: ``{title, summary, parameters: {name: {label, help}}}``.
+
+    From the descriptor's ``radcloud.ui`` block (a radcloud extension; ChRIS
+    ignores the ``radcloud`` key); the descriptor's own title and description
+    stand in where it says nothing.
+    """
+    rc = descriptor.get("radcloud")
+    ui = rc.get("ui") if isinstance(rc, Mapping) and isinstance(rc.get("ui"), Mapping) else {}
+    params = ui.get("parameters") if isinstance(ui.get("parameters"), Mapping) else {}
+    return {"title": ui.get("title") or descriptor.get("title") or descriptor.get("name") or "",
+            "summary": ui.get("summary") or descriptor.get("description") or "",
+            "parameters": {k: dict(v) for k, v in params.items() if isinstance(v, Mapping)}}
+
+
+def _check_ui(ui: Any, names: set[str]) -> list[str]:
+    """Problems with ``radcloud.ui`` (the plain words), naming the field."""
+    if not isinstance(ui, Mapping):
+        return ["radcloud.ui must be an object {title, summary, parameters}"]
+    problems = [f"radcloud.ui.{k} must be text" for k in ("title", "summary")
+                if k in ui and not (isinstance(ui[k], str) and ui[k].strip())]
+    params = ui.get("parameters", {})
+    if not isinstance(params, Mapping):
+        return problems + ["radcloud.ui.parameters must be an object {name: {label, help}}"]
+    for name, words in params.items():
+        if name not in names:
+            problems.append(f"radcloud.ui.parameters.{name} names no parameter of the plugin")
+        elif not isinstance(words, Mapping) or not all(isinstance(words.get(k), str) and words[k].strip()
+                                                        for k in ("label", "help")):
+            problems.append(f"radcloud.ui.parameters.{name} must have a label and a help text")
+    return problems
+
+
 def check_descriptor(d: Any) -> list[str]:
     """Problems with a descriptor, as messages naming the field ([] = fine)."""
     if not isinstance(d, dict):
@@ -319,6 +352,8 @@ def check_descriptor(d: Any) -> list[str]:
             allow = deid.get("allow_burned_in", [])
             if not isinstance(allow, list) or not all(isinstance(x, str) and x for x in allow):
                 problems.append("radcloud.deid.allow_burned_in must be a list of SOP class names or UIDs")
+    if isinstance(d.get("radcloud"), dict) and "ui" in d["radcloud"]:
+        problems.extend(_check_ui(d["radcloud"]["ui"], seen))
     return problems
 
 

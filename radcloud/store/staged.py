@@ -38,6 +38,7 @@ import posixpath
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from radcloud.pacs import derivedseries
 from radcloud.work.dispatch import StagedSeries
 from radcloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from radcloud.store.layout import DEID_MAPS_ROOT
@@ -240,6 +241,7 @@ def list_studies(store: Any, *, now: float, redis: Any = None, prefix: str = "ra
         study["series"].append({
             "SeriesInstanceUID": staged.series_uid, "manifest": key,
             **{k: str(tags.get(k) or "") for k in ("SeriesNumber", "SeriesDescription", "Modality")},
+            "derived": derivedseries.is_derived(tags),  # radcloud's own results: not run on by default
             "instances": len(staged.instances), "bytes": nbytes, "complete": staged.complete})
         study["instances"] += len(staged.instances)
         study["bytes"] += nbytes

@@ -32,8 +32,9 @@ from typing import Any
 import jinja2
 
 from radcloud.core.errors import NotFound
+from radcloud.run.registry import ui_words
 
-PAGES = ("login", "search", "pull", "run", "jobs", "view", "audit", "viewer")
+PAGES = ("login", "search", "pull", "run", "jobs", "view", "audit", "automations", "viewer")
 # What each page is for, shown in the navigation (login is not in it).
 NAV = (("search", "Search"), ("pull", "Pull"), ("run", "Run"), ("jobs", "Jobs"), ("view", "Results"))
 _TEXT_TYPES = {".css": "text/css", ".js": "application/javascript", ".svg": "image/svg+xml",
@@ -152,14 +153,31 @@ class WebUI:
 
 
 def plugin_catalogue(registry: Any) -> list[dict[str, Any]]:
-    """Each plugin's summary plus its parameters, for the Run page's forms."""
+    """Each plugin's summary plus its parameters, for the Run page's forms, in plain words.
+
+    The words a clinician reads come from the descriptor's ``radcloud.ui``
+    block (a radcloud extension that ChRIS ignores; :func:`radcloud.run.registry.ui_words`):
+    ``title``, ``summary`` and each parameter's ``label`` and ``help``. The
+    descriptor's own description and parameter help (engineer language:
+    libraries, flags, standards) travel as ``details``, shown behind a
+    disclosure.
+    """
     catalogue = []
     for name in registry.names():
         descriptor = registry.show(name)
+        words = ui_words(descriptor)
         entry = registry.get(name).summary()
-        entry["parameters"] = [
-            {k: p.get(k) for k in ("name", "type", "optional", "default", "help", "flag", "action", "ui_exposed")}
-            for p in descriptor.get("parameters", []) if p.get("ui_exposed", True)]
+        entry.update(title=words["title"], summary=words["summary"], details=descriptor.get("description") or "")
+        entry["parameters"] = []
+        for p in descriptor.get("parameters", []):
+            if not p.get("ui_exposed", True):
+                continue
+            item = {k: p.get(k) for k in ("name", "type", "optional", "default", "flag", "action", "ui_exposed")}
+            plain = words["parameters"].get(p["name"], {})
+            technical = " ".join(x for x in (p.get("flag") or "", p.get("help") or "") if x)
+            item.update(label=plain.get("label") or p["name"], help=plain.get("help") or p.get("help") or "",
+                        details=technical)
+            entry["parameters"].append(item)
         catalogue.append(entry)
     return catalogue
 

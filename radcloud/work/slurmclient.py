@@ -138,7 +138,8 @@ class SlurmClient:
             "time_limit": int(time_limit_min), "current_working_directory": cwd,
             "standard_output": output, "standard_error": output,
             "environment": {"PATH": "/usr/local/bin:/usr/bin:/bin", **(environment or {})},
-            "requeue": False,
+            # No "requeue" key: Slurm 22.05's v0.0.38 takes the key itself as "yes" (false too), and
+            # radcloud's retry is its own. Left out, the cluster's JobRequeue decides (docs/deploy.md).
         }
         if partition or self.partition:
             job["partition"] = partition or self.partition

@@ -10,7 +10,8 @@ inputdir outputdir``) runs as a radcloud shard and its outputs land under
 ``output_dir``. Also: wrong token → 401, unknown image → 400 naming it,
 out-of-order jobs → 409; an fs plugin's jobs, which CUBE sends without
 ``input_dirs``, and pfcon's output filter (no symlink, no ``.chrislink``
-reaches ChRIS's storage).
+reaches ChRIS's storage); a heavy plugin's job (ct-resample) running on the
+world's Slurm cluster, routed by its descriptor.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ OUTPUT_DIR = f"{FEED}/pl-copy_12/data"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, require):
-    with JobWorld.running(tmp_path_factory.mktemp("pfcon"), require, shard_timeout_s=60) as w:
+    # With Slurm: a plugin bigger than an action (ct-resample) runs there, as deployed.
+    with JobWorld.running(tmp_path_factory.mktemp("pfcon"), require, shard_timeout_s=60, slurm=True) as w:
         w.env.update({"RADCLOUD_PFCON_USER": USER, "RADCLOUD_PFCON_PASSWORD": PASSWORD,
                       "RADCLOUD_PFCON_BUCKET": CHRIS_BUCKET})
         w.deploy()  # again, now with the pfcon action's inputs bound
@@ -217,3 +219,34 @@ def test_fs_plugin_as_cube_runs_it_and_its_links_never_reach_chris(world, token)
     status, body = call(world, "POST", "deletejobs/", token=token, form=[("jid", jid)])
     assert status == 201, body
     assert poll(world, f"deletejobs/{jid}/", token)["status"] == "finishedSuccessfully"
+
+
+def test_a_heavy_plugin_job_from_chris_runs_on_slurm(world, token):
+    from jobflow import ct_instance
+    from pydicom.uid import generate_uid
+
+    jid, feed = "chris-jid-ct-21", f"{FEED}/pl-dircopy_20/data"
+    out_dir = f"{FEED}/pl-ct-resample_21/data"
+    study, series = generate_uid(), generate_uid()
+    for i in range(1, 7):
+        world.chris.put_bytes(f"{feed}/ct/{i:03d}.dcm", ct_instance(study, series, i, 1))
+    status, body = call(world, "POST", "copyjobs/", token=token,
+                        form=[("jid", jid), ("input_dirs", feed), ("output_dir", out_dir)])
+    assert status == 201, body
+    assert poll(world, f"copyjobs/{jid}/", token)["status"] == "finishedSuccessfully"
+    form = [("jid", jid), ("args", "--spacing"), ("args", "4"), ("auid", "cube"), ("number_of_workers", "1"),
+            ("cpu_limit", "2000"), ("memory_limit", "3072"), ("gpu_limit", "0"),
+            ("image", "radcloud/pl-ct-resample:1.0.0"), ("entrypoint", "python3"),
+            ("entrypoint", "/usr/local/bin/ct_resample.py"), ("type", "ds"), ("env", f"CHRIS_JID={jid}"),
+            ("input_dirs", feed), ("output_dir", out_dir)]
+    status, body = call(world, "POST", "pluginjobs/", token=token, form=form)
+    assert status == 201, body
+    done = poll(world, f"pluginjobs/{jid}/", token)
+    assert done["status"] == "finishedSuccessfully", done
+    radcloud_job = world.call("status", {"job_id": done["message"].split()[2]})
+    assert radcloud_job["options"]["executor"] == "slurm", radcloud_job["options"]
+    assert all(s["executor"] == "slurm" and s["activation_id"].isdigit() for s in radcloud_job["shards"])
+    status, listing = call(world, "GET", f"pluginjobs/{jid}/file/", token=token,
+                           query=urlencode({"job_output_path": out_dir}))
+    assert status == 200 and "ct-resample.json" in listing["rel_file_paths"], listing
+    assert any(p.endswith("-body.nii.gz") for p in listing["rel_file_paths"]), listing

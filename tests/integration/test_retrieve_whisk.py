@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import time
 
@@ -16,6 +17,7 @@ import pytest
 from radcloud.pacs.orthanc import Orthanc
 from radcloud.ops.samples.seed import seed_orthanc
 from radcloud.store.storage import ObjectStore
+from radcloud.work.pipelines import steps_view
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +95,6 @@ def test_an_arrival_fired_at_the_trigger_runs_the_matching_rule_as_a_job(whisk, 
     from radcloud.run.registry import Registry
     from radcloud.work.jobs import JobStore
     from radcloud.arrivals.rules import RuleStore
-    from radcloud.work.pipelines import steps_view
 
     orthanc = Orthanc.from_settings(stack.settings)
     series = min((s for s in orthanc.find("Series", {"Modality": "CT"})), key=lambda s: len(s["Instances"]))
@@ -127,3 +128,91 @@ def test_an_arrival_fired_at_the_trigger_runs_the_matching_rule_as_a_job(whisk, 
         assert answer == {"arrival_id": payload["arrival_id"], "duplicate": True, "runs": []}, answer
     finally:
         rules.delete("it-ct-tags")
+
+
+def test_no_click_a_ct_arriving_in_orthanc_runs_its_pipeline_to_the_pacs_once_through_a_redis_restart(whisk, stack):
+    """The zero-click walk, deployed: a CT stored in Orthanc -> stable -> the arrivals watcher (its own
+    process, as `stack up --with-arrivals` runs it) fires radcloud-study-stable -> route -> the rule's
+    pipeline: lung-seg pushing its SEG/SR to the PACS, then dicom-tags on lung-seg's DICOM outputs.
+    Redis is restarted while the pipeline runs; it still finishes once: one run, one job per step,
+    one SEG and one SR in the study."""
+    import subprocess
+    import sys
+
+    from radcloud.arrivals.watch import PREFIX
+    from radcloud.work.jobs import JobStore
+    from radcloud.run.registry import Registry
+    from radcloud.arrivals.rules import RuleStore
+    from radcloud.ops.samples import viewerdata
+
+    tag = f"AUTO{secrets.token_hex(3).upper()}"
+    rules, jobs = RuleStore(stack.redis, Registry()), JobStore(stack.redis)
+    rules.save({"name": "it-no-click", "match": {"modality": "CT", "body_part": "CHEST*",
+                                                 "study_description": f"CT {tag}"},
+                "pipeline": [{"plugin": "lung-seg", "options": {"push_to_pacs": True}}, {"plugin": "dicom-tags"}]})
+    for key in stack.redis.scan_iter(PREFIX + "*"):  # the watcher starts at Orthanc's present
+        stack.redis.delete(key)
+    env = {**os.environ, **stack.env(), "RADCLOUD_ARRIVALS_STABLE_AGE_S": "1", "RADCLOUD_ARRIVALS_POLL_S": "0.2"}
+    watcher = subprocess.Popen([sys.executable, "-m", "radcloud.ops.cli.main", "arrivals", "watch", "--wskprops",
+                                str(whisk.state_dir / ".wskprops")], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    orthanc = Orthanc.from_settings(stack.settings)
+    try:
+        deadline = time.monotonic() + 60  # bounded waits for the chain, not timed asserts
+        while stack.redis.get(PREFIX + "cursor") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ct = viewerdata.ct_series(8, 96, tag=tag)
+        for ds in ct:  # a modality sends the study; nobody clicks anything after this
+            orthanc.store_instance(viewerdata.ds_bytes(ds))
+        study_uid, stored = str(ct[0].StudyInstanceUID), time.monotonic()
+        runs = []
+        while not runs and time.monotonic() < deadline:
+            runs = [r for r in rules.runs() if r["study_uid"] == study_uid]
+            time.sleep(0.2)
+        [run] = runs
+        print(f"stored -> routed: {time.monotonic() - stored:.2f} s")
+        assert run["state"] == "started" and run["steps"] == ["lung-seg", "dicom-tags"], run
+        restarted = False
+        while time.monotonic() < deadline:
+            pipeline = jobs.get(run["pipeline"])
+            if not restarted and any(s["state"] == "running" for s in pipeline["shards"]):
+                stack.restart("redis")  # mid-pipeline
+                restarted = True
+            if pipeline["state"] in ("succeeded", "failed", "partial", "cancelled"):
+                break
+            time.sleep(0.2)
+        print(f"stored -> pipeline {pipeline['state']}: {time.monotonic() - stored:.2f} s")
+        assert restarted and pipeline["state"] == "succeeded", _explain(jobs, pipeline, whisk)
+        steps = steps_view(pipeline)
+        assert [(s["plugin"], s["state"]) for s in steps] == [("lung-seg", "succeeded"), ("dicom-tags", "succeeded")]
+        step_jobs = [j for j in jobs.list(limit=500)
+                     if (j.get("options") or {}).get("pipeline", {}).get("job") == run["pipeline"]]
+        assert sorted(j["plugin"] for j in step_jobs) == ["dicom-tags", "lung-seg"], step_jobs  # once each
+        seg_job = jobs.get(steps[0]["job"])
+        assert seg_job["pacs_series_uid"], seg_job.get("pacs_error")
+        # dicom-tags ran on lung-seg's DICOM outputs (SEG, SR, preview SC), fetched by key.
+        tags_job = jobs.get(steps[1]["job"])
+        assert all(k.startswith(f"results/{seg_job['id']}/") for s in tags_job["shards"] for k in s["inputs"])
+        # The result is in the PACS, in the CT's study, once.
+        modalities = [s["MainDicomTags"].get("Modality") for s in orthanc.find("Series", {"StudyInstanceUID": study_uid})]
+        assert modalities.count("SEG") == 1 and modalities.count("SR") == 1, modalities
+        assert len([r for r in rules.runs() if r["study_uid"] == study_uid]) == 1
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+        rules.delete("it-no-click")
+
+
+def _explain(jobs, pipeline, whisk) -> str:
+    """What a pipeline that did not succeed was doing: its steps, their jobs' shards, localwhisk's last lines."""
+    lines = [f"pipeline {pipeline['id']} {pipeline['state']} {pipeline.get('reason')}"]
+    for step in steps_view(pipeline):
+        lines.append(f"  {step}")
+        if step["job"]:
+            job = jobs.get(step["job"])
+            lines.append(f"    job {job['state']} {job.get('reason')} " +
+                         str([(s['id'], s['state'], s.get('reason')) for s in job['shards']]))
+            for shard in job["shards"]:
+                status, record = whisk.client.request("GET", f"/api/v1/namespaces/_/activations/{shard['activation_id']}")
+                lines += [f"    | {line}" for line in (record.get("logs") or [])[-15:]] if status == 200 else []
+    return "\n".join(lines + whisk.output[-30:])

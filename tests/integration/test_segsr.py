@@ -11,8 +11,11 @@ source instances, study and frame of reference; the SR's TID 1500 groups
 reference the SEG's segments and the source series and carry the numbers of
 :func:`radcloud.results.segsr.label_stats`; dicom3tools' ``dciodvfy`` reports no
 error for the SEG, the SR and the Secondary Capture that
-:mod:`radcloud.results.derived` makes of a picture; ``derived.push`` (the path of
-``push_to_pacs``) stores all three in the real Orthanc, in the source study.
+:mod:`radcloud.results.derived` makes of a picture (with its source references);
+``derived.push`` (the path of ``push_to_pacs``) stores all three in the real
+Orthanc, in the source study, numbered and described after the source
+series; pushing again stores nothing new; search marks them derived and a
+pulled study leaves them out.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import pytest
 from PIL import Image
 from pydicom.sr.codedict import codes
 
+from radcloud.pacs import derivedseries, retrieve, search
+from radcloud.pacs import query as q
 from radcloud.results import derived, segsr
 from radcloud.pacs.orthanc import Orthanc
 from radcloud.store.storage import ObjectStore
@@ -61,10 +66,10 @@ def written(tmp_path_factory):
     stats = segsr.label_stats(hu, labelmap, dy * dx * float(sources[0].SliceThickness) / 1000.0, [1, 2])
     # What a plugin passes: headers read without the pixels (highdicom needs only the attributes).
     headers = [pydicom.dcmread(base / Path(str(d.filename)).name, stop_before_pixels=True) for d in sources]
-    seg = segsr.segmentation(headers, labelmap, SEGMENTS, ALGORITHM, series_number=9201, content_label="TEST",
+    seg = segsr.segmentation(headers, labelmap, SEGMENTS, ALGORITHM, content_label="TEST",
                              description="soft tissue and bone by threshold")
     seg.save_as(base / "seg.dcm", enforce_file_format=True)
-    sr = segsr.measurement_report(seg, headers, SEGMENTS, stats, ALGORITHM, series_number=9301)
+    sr = segsr.measurement_report(seg, headers, SEGMENTS, stats, ALGORITHM)
     sr.save_as(base / "sr.dcm", enforce_file_format=True)
     preview = Image.fromarray(np.clip((hu[0] + 1000) / 8, 0, 255).astype(np.uint8))
     preview.save(base / "preview.png")
@@ -100,7 +105,7 @@ def test_seg_reads_back_as_the_label_map_referencing_exactly_the_source(written)
 
 def test_rerun_gives_the_same_uids(written):
     seg = _read(written["base"] / "seg.dcm")
-    again = segsr.segmentation(written["sources"], written["labelmap"], SEGMENTS, ALGORITHM, series_number=9201,
+    again = segsr.segmentation(written["sources"], written["labelmap"], SEGMENTS, ALGORITHM,
                                content_label="TEST", description="again")
     assert (again.SOPInstanceUID, again.SeriesInstanceUID) == (seg.SOPInstanceUID, seg.SeriesInstanceUID)
 
@@ -130,10 +135,13 @@ def test_sr_reads_back_with_the_measurements_referencing_the_seg_and_the_source(
 def test_every_object_written_passes_dciodvfy(written, tmp_path):
     base = written["base"]
     study = {k: str(written["sources"][0].get(k, "")) for k in ("StudyInstanceUID", "PatientID", "StudyDate")}
+    src = written["sources"][0]
+    refs = derivedseries.source_references(str(src.SeriesInstanceUID), [(str(src.SOPClassUID), str(src.SOPInstanceUID))])
     for mode in ("L", "RGB"):  # what derived makes of a grey and of a colour picture
         with Image.open(base / "preview.png") as img:
             sc = derived.secondary_capture(img.convert(mode), study=study, series_uid=pydicom.uid.generate_uid(),
-                                           plugin="segsr-test", number=1, series_number=9000)
+                                           plugin="segsr-test", number=1, series_number=301, references=refs,
+                                           series_description=derivedseries.description("segsr-test", "pictures", 3))
         sc.save_as(tmp_path / f"sc-{mode}.dcm", enforce_file_format=True)
     for path in (base / "seg.dcm", base / "sr.dcm", tmp_path / "sc-L.dcm", tmp_path / "sc-RGB.dcm"):
         assert dciodvfy_errors(path) == [], path.name
@@ -153,12 +161,29 @@ def test_push_stores_seg_sr_and_picture_in_the_source_study(written, stack):
         info = store.put_file(prefix + name, local, content_type=content_type)
         outputs.append({"key": info.key, "name": name, "image": content_type == "image/png",
                         "study_uid": study_uid, "series_uid": str(src[0].SeriesInstanceUID)})
-    job = {"id": "segsr-test", "plugin": "segsr-test", "options": {}}
+    job = {"id": "segsr-test", "plugin": "segsr-test", "plugin_version": "1", "options": {}}
     pushed = derived.push(job, {"outputs": outputs}, store=store, pacs=derived.OrthancPacs(orthanc))
     assert pushed["instances"] == 3
     (study,) = orthanc.find("Study", {"StudyInstanceUID": study_uid}, expand=True)
     modalities = {orthanc.resource("Series", s)["MainDicomTags"].get("Modality") for s in study["Series"]}
     assert modalities == {"CT", "SEG", "SR", "OT"}
+    again = derived.push({**job, "id": "rerun"}, {"outputs": outputs}, store=store, pacs=derived.OrthancPacs(orthanc))
+    assert again["series_uid"] == pushed["series_uid"]
+    (study,) = orthanc.find("Study", {"StudyInstanceUID": study_uid}, expand=True)
+    assert len(study["Series"]) == 4  # a rerun replaces, never piles up
+    series = search.run(q.parse({"level": "series", "StudyInstanceUID": study_uid}), orthanc)["items"]
+    number = src[0].SeriesNumber
+    assert {(i["Modality"], i["SeriesNumber"], i["derived"]) for i in series} == {
+        ("CT", number, False), ("OT", number * 100 + 1, True), ("SEG", number * 100 + 2, True),
+        ("SR", number * 100 + 3, True)}
+    (picture,) = [i for i in series if i["Modality"] == "OT"]
+    assert picture["SeriesDescription"].startswith(f"radcloud segsr-test pictures of #{number}")
+    (sc,) = orthanc.children("Series", picture["orthanc"]["series"], "Instance")
+    sc = pydicom.dcmread(io.BytesIO(b"".join(orthanc.iter_instance(sc["ID"]))))
+    assert [str(i.ReferencedSOPInstanceUID) for i in sc.SourceImageSequence] == [str(src[0].SOPInstanceUID)]
+    assert sc.ReferencedSeriesSequence[0].SeriesInstanceUID == src[0].SeriesInstanceUID
+    plan = retrieve.plan(retrieve.parse_request({"StudyInstanceUID": study_uid}), orthanc)
+    assert [s["SeriesInstanceUID"] for s in plan] == [str(src[0].SeriesInstanceUID)] and plan.skipped_derived == 3
     seg = _read(written["base"] / "seg.dcm")
     (found,) = orthanc.lookup(seg.SOPInstanceUID)
     stored = pydicom.dcmread(io.BytesIO(b"".join(orthanc.iter_instance(found["ID"]))))

@@ -30,7 +30,7 @@ PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 CORPUS: dict[str, str] = {
     "CT_small.dcm": "CT, explicit VR little endian",
     "693_J2KR.dcm": "real head CT (CQ500), 512x512, JPEG 2000 lossless; one series with 693_UNCI.dcm",
-    "693_UNCI.dcm": "the next slice of the same CT series, uncompressed",
+    "693_UNCI.dcm": "the same slice as 693_J2KR.dcm (same position, instance 21), uncompressed, its own SOP Instance UID",
     "RG1_J2KR.dcm": "large CR (2.1k x 1.8k, 7 MB decoded), JPEG 2000 lossless, MONOCHROME1",
     "emri_small_jpeg_ls_lossless.dcm": "multi-frame enhanced MR (10 frames), JPEG-LS lossless",
     "SC_rgb_rle_2frame.dcm": "colour RGB, RLE lossless, 2 frames",
@@ -63,7 +63,7 @@ def path(name: str) -> Path:
     try:
         import data_store  # pydicom-data
     except ImportError as exc:  # a dev dependency: `make venv` installs it
-        raise RuntimeError("pydicom-data is not installed (pip install -c constraints.txt -e '.[dev]')") from exc
+        raise RuntimeError("pydicom-data is not installed (pip install -c constraints.txt -e '.[ops,plugins,dev]')") from exc
     theirs = Path(data_store.__file__).parent / "data" / name
     if not theirs.is_file():
         raise RuntimeError(f"{name} is in neither pydicom's test files nor pydicom-data")

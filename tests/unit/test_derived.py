@@ -1,4 +1,5 @@
-"""Derived DICOM series for the PACS: Secondary Capture wrapping and what gets pushed."""
+"""Derived DICOM series for the PACS: the rules (UIDs, numbers, descriptions, marker, references),
+Secondary Capture wrapping and what gets pushed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pydicom
 from jobs_fakes import MemStore
 from PIL import Image
 
+from radcloud.pacs import derivedseries
 from radcloud.results import derived
 
 STUDY = {"StudyInstanceUID": "1.2.826.0.1.3680043.8.498.1", "PatientID": "P1", "PatientName": "Doe^J",
@@ -31,12 +33,21 @@ def test_secondary_capture_is_valid_dicom_in_same_study():
     assert back.pixel_array.shape == (30, 40, 3) and back.pixel_array[0, 0, 2] == 30
 
 
+SOURCE = "9.9"
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
 class FakePacs:
     def __init__(self):
         self.stored = []
 
     def study_tags(self, uid):
         return dict(STUDY)
+
+    def series(self, uid):
+        assert uid == SOURCE
+        return {"SeriesNumber": "3", "SeriesDescription": "CT chest",
+                "instances": [(CT, "9.9.1"), (CT, "9.9.2")]}
 
     def store(self, data):
         self.stored.append(pydicom.dcmread(io.BytesIO(data)))
@@ -49,7 +60,7 @@ def manifest_with(store, names, study=STUDY["StudyInstanceUID"]):
         key = f"results/j1/s000/{name}"
         store.put_bytes(key, png(), content_type="image/png")
         outputs.append({"key": key, "name": f"s000/{name}", "image": True, "content_type": "image/png",
-                        "study_uid": study, "series_uid": "9.9"})
+                        "study_uid": study, "series_uid": SOURCE})
     return {"outputs": outputs}
 
 
@@ -94,3 +105,28 @@ def test_seg_and_sr_outputs_are_stored_as_they_are():
     assert sorted(str(d.SOPClassUID) for d in pacs.stored) == ["1.2.840.10008.5.1.4.1.1.66.4",
                                                               "1.2.840.10008.5.1.4.1.1.88.34"]
     assert [derived.to_bytes(d) for d in pacs.stored] == [written["seg.dcm"], written["sr.dcm"]]
+
+
+def test_push_twice_writes_the_same_series_numbered_and_referencing_its_source():
+    store = MemStore()
+    manifest = manifest_with(store, ["9.9.2.png", "overlay.png"])
+    job = {"id": "j1", "plugin": "dcm2png", "plugin_version": "1.0.0", "options": {}}
+    first, second = FakePacs(), FakePacs()
+    a = derived.push(job, manifest, store=store, pacs=first)
+    b = derived.push({**job, "id": "j2"}, manifest, store=store, pacs=second)
+    assert a["series_uid"] == b["series_uid"]  # a rerun replaces, never piles up
+    assert [d.SOPInstanceUID for d in first.stored] == [d.SOPInstanceUID for d in second.stored]
+    newer = FakePacs()
+    c = derived.push({**job, "plugin_version": "1.1.0"}, manifest, store=store, pacs=newer)
+    assert c["series_uid"] != a["series_uid"]  # a new version is a new series
+    named, overlay = first.stored  # sorted by output name: "s000/9.9.2.png" < "s000/overlay.png"
+    for ds in first.stored:
+        assert ds.SeriesNumber == 301 and ds.Manufacturer == "radcloud"
+        assert ds.SeriesDescription == "radcloud dcm2png pictures of #3 CT chest"
+        assert derivedseries.is_derived(ds)
+        (ref,) = ds.ReferencedSeriesSequence
+        assert ref.SeriesInstanceUID == SOURCE
+        assert [i.ReferencedSOPInstanceUID for i in ref.ReferencedInstanceSequence] == ["9.9.1", "9.9.2"]
+    assert [(i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID) for i in named.SourceImageSequence] == \
+        [(CT, "9.9.2")]  # the picture of one instance names that instance
+    assert [i.ReferencedSOPInstanceUID for i in overlay.SourceImageSequence] == ["9.9.1", "9.9.2"]

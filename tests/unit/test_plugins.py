@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 from radcloud.core.errors import BadRequest, ConfigError, NotFound
+from radcloud.run import registry as plugins
 from radcloud.run.registry import Plugin, Registry, check_descriptor, parse_cpu, parse_memory
 from shard_fakes import FIXTURES
 
@@ -154,6 +156,39 @@ def test_every_repository_plugin_has_a_valid_descriptor():
         plugin = registry.get(name)
         assert Path(plugin.program()[-1]).is_file(), name
         assert (plugin.dir / "Dockerfile").is_file(), name
+
+
+# Engineer language the Run page must not show a clinician (issue 21 item 5): libraries, packaging,
+# standard clauses, command-line flags, runner terms.
+JARGON = re.compile(r"PyPI|wheel|pylibjpeg|PS3\.\d+|Table [A-Z]\.|--\w|zlib|HMAC|\bshards?\b|\bexit\b|\bSOP\b|"
+                    r"\bTID\b|\bSEG\b|\bSR\b|BIDS|SimpleITK|Gaussian|isotropic|\bLUT\b|MONOCHROME|\bYBR\b")
+
+
+def test_every_shipped_plugin_speaks_plain_words_with_a_label_and_help_for_every_parameter():
+    from radcloud.ui.pages import plugin_catalogue
+
+    registry = Registry(REPO_PLUGINS)
+    catalogue = {p["name"]: p for p in plugin_catalogue(registry)}
+    assert set(catalogue) == set(registry.names()) and len(catalogue) >= 7
+    for name in registry.names():
+        descriptor = registry.show(name)
+        words = plugins.ui_words(descriptor)
+        assert set(words["parameters"]) == {p["name"] for p in descriptor["parameters"]}, name  # every one
+        shown = catalogue[name]
+        texts = [shown["title"], shown["summary"]] + [t for p in shown["parameters"] for t in (p["label"], p["help"])]
+        for text in texts:
+            assert text and not JARGON.search(text), (name, text)
+        for p in shown["parameters"]:
+            assert p["label"] != p["name"] and p["details"].startswith(p["flag"]), (name, p)  # flag kept for details
+        assert shown["details"] == descriptor["description"]
+
+
+def test_plain_words_must_name_real_parameters_and_carry_label_and_help():
+    d = {"name": "x", "parameters": [{"name": "a", "type": "int", "flag": "--a"}],
+         "radcloud": {"ui": {"title": "X", "parameters": {"a": {"label": "A"}, "b": {"label": "B", "help": "b"}}}}}
+    problems = plugins.check_descriptor(d)
+    assert "radcloud.ui.parameters.a must have a label and a help text" in problems
+    assert "radcloud.ui.parameters.b names no parameter of the plugin" in problems
 
 
 def test_path_option_value_becomes_the_input_dir_as_pfcon_does(tmp_path):

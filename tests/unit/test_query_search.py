@@ -63,6 +63,17 @@ def test_series_level_joins_parent_study(fake):
     assert len(fake.calls) == 2  # find + one parent GET
 
 
+def test_series_written_by_radcloud_are_marked_derived_locally_and_remotely(fake):
+    fake.series["se1"]["MainDicomTags"]["SeriesDescription"] = "radcloud lung-seg segmentation of #2 AXIAL"
+    items = run(fake, {"level": "series", "StudyInstanceUID": "1.2.1"})["items"]
+    assert [(i["SeriesInstanceUID"], i["derived"]) for i in items] == [("1.2.1.2", False), ("1.2.1.1", True)]
+    fake.remote_answers = [{"StudyInstanceUID": "9.1", "SeriesInstanceUID": "9.1.1", "SeriesNumber": "301",
+                            "SeriesDescription": "radcloud dcm2png pictures of #3"},
+                           {"StudyInstanceUID": "9.1", "SeriesInstanceUID": "9.1.2", "SeriesNumber": "3"}]
+    remote = run(fake, {"modality": "PACS", "level": "series", "StudyInstanceUID": "9.1"})["items"]
+    assert {i["SeriesInstanceUID"]: i["derived"] for i in remote} == {"9.1.1": True, "9.1.2": False}
+
+
 def test_series_level_many_parents_uses_one_find(fake, monkeypatch):
     monkeypatch.setattr(search, "PARENT_GETS", 0)
     answer = run(fake, {"level": "series"})

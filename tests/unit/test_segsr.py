@@ -79,6 +79,22 @@ def test_a_source_without_type2_patient_attributes_gets_them_empty_and_is_not_mo
     assert "PatientBirthDate" not in ct and "StudyID" not in ct
 
 
+def test_seg_and_sr_are_numbered_and_described_after_their_source_series():
+    ct = _ct()
+    ct.SeriesNumber, ct.SeriesDescription = 3, "CT chest"
+    labels = np.zeros((1, 128, 128), np.uint8)
+    labels[0, :5, :5] = 1
+    seg = segsr.segmentation([ct], labels, [segsr.segment(1, "body")], ALGORITHM, content_label="X", description="x")
+    sr = segsr.measurement_report(seg, [ct], [segsr.segment(1, "body")],
+                                  {1: {"voxels": 25, "volume_ml": 1.0, "hu_mean": 3.0, "hu_sd": 1.0}}, ALGORITHM)
+    assert (seg.SeriesNumber, sr.SeriesNumber) == (302, 303)
+    assert seg.SeriesDescription == "radcloud unit segmentation of #3 CT chest"
+    assert sr.SeriesDescription == "radcloud unit measurements of #3 CT chest"
+    assert seg.Manufacturer == sr.Manufacturer == "radcloud"
+    assert seg.SeriesInstanceUID == segsr.segmentation([ct], labels, [segsr.segment(1, "body")], ALGORITHM,
+                                                       content_label="X", description="x").SeriesInstanceUID
+
+
 def test_an_incomplete_referenced_study_copied_from_the_source_is_left_out():
     """TCIA's de-identification keeps a Referenced Study item without its class UID (Type 1 there)."""
     from pydicom.dataset import Dataset

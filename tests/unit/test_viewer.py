@@ -15,6 +15,7 @@ from radcloud.access.auth import Principal
 from radcloud.core.errors import BadRequest, Forbidden, NotFound
 from radcloud.store.staged import InputAccess, ManifestStaging
 from radcloud.results.viewer import Viewer
+from radcloud.work import subject
 
 STUDY = "1.2.840.1"
 
@@ -36,8 +37,9 @@ def _staged(store, series, n, number):
         instances.append({"key": key, "md5": info.md5, "size": info.size})
     store.put_json(f"{prefix}manifest.json", {
         "prefix": prefix, "StudyInstanceUID": STUDY, "SeriesInstanceUID": series, "expected": n, "complete": True,
-        "tags": {"Modality": "CT", "SeriesNumber": str(number), "SeriesDescription": f"AX {number}",
-                 "PatientName": "never answered"},
+        "tags": {"Modality": "CT", "SeriesNumber": str(number),
+                 "SeriesDescription": f"AX {number}" if number < 100 else f"radcloud p pictures of #{number // 100}",
+                 "PatientName": "DOE^JANE", "PatientID": "MRN7"},
         "instances": instances})
     store.index.set(f"radcloud:staged:series:{series}", f"{prefix}manifest.json")
 
@@ -52,7 +54,7 @@ def store():
 
 
 def _viewer(store):
-    return Viewer(store, ManifestStaging(store, store.index), 60)
+    return Viewer(store, ManifestStaging(store, store.index), 60, subject_of=subject.from_series)
 
 
 def test_a_series_is_its_instances_as_presigned_urls_never_pixels(store):
@@ -62,6 +64,10 @@ def test_a_series_is_its_instances_as_presigned_urls_never_pixels(store):
         f"http://s3.invalid/staged/{STUDY}/1.2.840.1.2/1.2.840.1.2.{i}.dcm?ttl=60" for i in range(5)]
     assert answer["tags"] == {"Modality": "CT", "SeriesNumber": "2", "SeriesDescription": "AX 2"}  # no patient tags
     assert answer["next_offset"] is None and answer["url_ttl_s"] == 60
+    # whose images: the identity header's subject, as a job's (radcloud.work.subject)
+    assert answer["subject"]["patients"] == [{"PatientName": "DOE^JANE", "PatientID": "MRN7"}]
+    assert answer["subject"]["series"] == [{"SeriesInstanceUID": "1.2.840.1.2", "SeriesNumber": "2",
+                                            "SeriesDescription": "AX 2", "Modality": "CT"}]
 
 
 def test_a_long_series_comes_in_pages(store):
@@ -79,8 +85,10 @@ def test_a_series_not_staged_or_not_a_uid_is_refused(store):
 
 
 def test_a_study_lists_its_staged_series_in_series_order_with_a_thumbnail(store):
+    _staged(store, "1.2.840.1.3", 1, 201)  # radcloud's pictures of series 2, pulled on purpose
     answer = _viewer(store).study(STUDY)
-    assert [s["SeriesInstanceUID"] for s in answer["series"]] == ["1.2.840.1.1", "1.2.840.1.2"]
+    assert [s["SeriesInstanceUID"] for s in answer["series"]] == ["1.2.840.1.1", "1.2.840.1.2", "1.2.840.1.3"]
+    assert [s["derived"] for s in answer["series"]] == [False, False, True]
     assert answer["series"][1]["thumbnail_url"].endswith("1.2.840.1.2.2.dcm?ttl=60")  # the middle one
     with pytest.raises(NotFound, match="Pull page"):
         _viewer(store).study("1.2.9")
@@ -209,3 +217,20 @@ def test_a_pacs_seg_without_its_source_staged_or_a_series_that_is_no_seg_is_refu
     services = _Services(store, ManifestStaging(store, store.index), _Jobs())
     with pytest.raises(BadRequest, match="not a DICOM Segmentation"):
         action.handle(_request(f"/seg/{sr.SeriesInstanceUID}"), None, Principal("dr.jones", "clinician"), services)
+
+
+def test_a_job_that_wrote_dicom_images_answers_them_as_a_series_to_open(store):
+    """A result series (deidentify's copies, a resampled CT): more outputs than are probed."""
+    from radcloud.ops.samples import viewerdata
+
+    outputs = []
+    for i, ds in enumerate(viewerdata.ct_series(60, 16, tag="RESULT")):
+        info = store.put_bytes(f"results/j3/s000/ct/{i:03d}.dcm", viewerdata.ds_bytes(ds))
+        outputs.append({"key": info.key, "name": f"s000/ct/{i:03d}.dcm", "size": info.size})
+    info = store.put_bytes("results/j3/s000/notes.dcm", b"not dicom")  # unreadable: not an image
+    outputs.append({"key": info.key, "name": "s000/notes.dcm", "size": info.size})
+    answer = _viewer(store).job({"job_id": "j3", "outputs": outputs})
+    assert answer["source"] is None and answer["segmentation"] is None
+    assert answer["images"]["count"] == 60
+    assert answer["images"]["instances"][59]["url"] == "http://s3.invalid/results/j3/s000/ct/059.dcm?ttl=60"
+    assert "images" not in _viewer(store).job(_seg_sr_outputs(store))  # a SEG job shows its overlay instead

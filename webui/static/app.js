@@ -160,6 +160,14 @@
   }
   const $ = (sel, root) => (root || document).querySelector(sel);
 
+  /* Plain words (words.js): RC.words.state("partial") → "Finished, some parts failed". */
+  const WORDS = window.RC_WORDS || { states: {} };
+  const words = { ...WORDS, state: (s) => WORDS.states[s] || (s ? String(s) : WORDS.states.unknown) };
+  /* A state in plain words; the raw value stays in data-state (styles, tests). */
+  function stateBadge(state, attrs) {
+    return el("span", { ...(attrs || {}), class: `state ${state || ""}`.trim(), dataset: { state: state || "" } }, words.state(state));
+  }
+
   function showError(node, err) {
     if (!node) return;
     if (!err) { node.hidden = true; node.textContent = ""; return; }
@@ -229,6 +237,13 @@
     }
     return box;
   }
+  /* A series radcloud wrote into the PACS (results, radcloud/pacs/derivedseries.py: `derived` in search,
+   * staged and viewer answers), named as such wherever series are listed, so a result is never
+   * taken for an acquired image. */
+  const DERIVED_TITLE = "Made by radcloud from another series of this study: a result, not an acquired image";
+  function derivedBadge(item) {
+    return item && item.derived ? el("span", { class: "badge derived", title: DERIVED_TITLE }, words.result) : "";
+  }
   /* One line to find a job by: patient, MRN, study and plugin, lower case. */
   function subjectText(subject) {
     if (!subject) return "";
@@ -293,7 +308,7 @@
   }
 
   window.RC = { cfg, pageUrl, api, retry, ApiError, token, user, remember, forget, toLogin, el, $, showError, toast,
-                fmt, identity, subjectText, sortable, compare, csv, download, state, claims, IDLE_MS };
+                fmt, identity, subjectText, derivedBadge, words, stateBadge, sortable, compare, csv, download, state, claims, IDLE_MS };
 
   // Every page but login needs a token; without one, go to the login page.
   if (cfg.page !== "login") {

@@ -1,8 +1,9 @@
 /* Jobs: the list, and one job live (long-poll on the status action):
- * per-shard progress, elapsed time, exit reasons, log tail, cancel/retry. */
+ * per-part progress (a part is a shard: one series), elapsed time, reasons,
+ * the technical log behind a disclosure, cancel/retry. Words: words.js. */
 (function () {
   "use strict";
-  const { $, el, api, fmt, showError, pageUrl, toast, retry } = window.RC;
+  const { $, el, api, fmt, showError, pageUrl, toast, retry, words, stateBadge } = window.RC;
   const FINAL = ["succeeded", "failed", "partial", "cancelled"];
   const tbody = $("#jobs tbody");
   const detail = $("#job-detail");
@@ -21,8 +22,8 @@
   // "Finished" counts every outcome; say which, so a cancelled job does not read as done.
   const shardSummary = (j, p) => {
     const outcomes = [["succeeded", j.shards_succeeded], ["failed", j.shards_failed], ["cancelled", j.shards_cancelled]]
-      .filter(([, n]) => Number(n) > 0).map(([name, n]) => `${n} ${name}`);
-    return `${p.shards_done ?? 0} of ${p.shards_total ?? 0} shards finished` + (outcomes.length ? ` (${outcomes.join(", ")})` : "");
+      .filter(([, n]) => Number(n) > 0).map(([name, n]) => `${n} ${words.state(name).toLowerCase()}`);
+    return `${p.shards_done ?? 0} of ${p.shards_total ?? 0} ${words.parts} done` + (outcomes.length ? ` (${outcomes.join(", ")})` : "");
   };
 
   async function loadList() {
@@ -52,10 +53,10 @@
   function renderList(jobs) {
     allJobs = jobs;
     tbody.replaceChildren();
-    const words = findText().split(/\s+/).filter(Boolean);
-    const shown = words.length ? jobs.filter((j) => {
+    const terms = findText().split(/\s+/).filter(Boolean);
+    const shown = terms.length ? jobs.filter((j) => {
       const text = `${RC.subjectText(j.subject)} ${j.plugin || ""} ${j.id}`.toLowerCase();
-      return words.every((w) => text.includes(w));
+      return terms.every((w) => text.includes(w));
     }) : jobs;
     if (!jobs.length) tbody.append(el("tr", { class: "empty" }, el("td", { colspan: 8 }, "No jobs yet. Start one on the Run page.")));
     else if (!shown.length) tbody.append(el("tr", { class: "empty" }, el("td", { colspan: 8 }, `No job matches "${findText()}".`)));
@@ -64,8 +65,8 @@
       tbody.append(el("tr", { class: "clickable" + (j.id === selected ? " selected" : ""), tabindex: 0, dataset: { job: j.id },
                                onclick: () => select(j.id), onkeydown: (e) => { if (e.key === "Enter") select(j.id); } },
         patientCell(j.subject), studyCell(j.subject), el("td", {}, j.plugin || ""),
-        el("td", {}, el("span", { class: `state ${j.state}` }, j.state), j.cached ? el("span", { class: "badge cached" }, " cached") : ""),
-        el("td", {}, `${p.shards_done ?? 0}/${p.shards_total ?? 0} shards`),
+        el("td", {}, stateBadge(j.state), j.cached ? el("span", { class: "badge cached" }, words.cached) : ""),
+        el("td", {}, `${p.shards_done ?? 0}/${p.shards_total ?? 0} ${words.parts}`),
         el("td", { class: "when" }, fmt.when(j.started_at || j.created_at)), el("td", {}, elapsed(j)),
         el("td", {}, el("code", {}, j.id.slice(0, 12)))));
     }
@@ -112,6 +113,19 @@
     return handle ? `${s.executor} ${handle.slice(0, 12)}` : s.executor;
   };
 
+  // "Send results back to the PACS": what the PACS now holds, or why it holds nothing (the results stand).
+  const pacsNote = (j) => j.pacs_error ? el("p", { class: "error", id: "job-pacs" }, j.pacs_error)
+    : Number(j.pacs_instances) > 0 ? el("p", { class: "muted", id: "job-pacs" },
+      `Sent to the PACS: ${j.pacs_instances} object(s), in the study the images came from.`) : "";
+
+  // A pipeline's parts are its steps, each run by a job of its own: name the plugin, link the job.
+  function partCell(j, s) {
+    const step = (j.steps || []).find((t) => t.id === s.id);
+    if (!step) return s.id;
+    const label = `Step ${step.step}: ${step.plugin}`;
+    return step.job ? el("a", { href: pageUrl("jobs", { job: step.job }), class: "step-job" }, label) : label;
+  }
+
   function renderDetail(j) {
     detail.hidden = false;
     const p = j.progress || {};
@@ -121,8 +135,8 @@
     detail.replaceChildren(
       RC.identity(j.subject),
       el("div", { class: "bar" }, el("h2", {}, `${j.plugin || "Job"} `, el("code", {}, j.id.slice(0, 12))),
-        el("span", { class: `state ${j.state}`, id: "job-state" }, j.state),
-        j.cached ? el("span", { class: "badge cached", title: "Same plugin, parameters and images as an earlier job: its results are reused." }, "cached result") : ""),
+        stateBadge(j.state, { id: "job-state" }),
+        j.cached ? el("span", { class: "badge cached", title: "Same plugin, parameters and images as an earlier job: its results are reused." }, words.cached) : ""),
       el("p", { class: "muted", id: "job-elapsed" }, `Elapsed: ${elapsed(j)}`),
       el("div", { class: "progress" + (j.state === "succeeded" ? " done" : ["failed", "partial"].includes(j.state) ? " failed" : ""),
                   role: "progressbar", "aria-valuemin": 0, "aria-valuemax": p.shards_total || 0, "aria-valuenow": p.shards_done || 0,
@@ -131,36 +145,42 @@
       el("p", { id: "job-shards" }, shardSummary(j, p) +
         (p.instances_total ? ` · ${p.instances_done}/${p.instances_total} images` : "")),
       j.reason ? el("p", { class: final && j.state !== "succeeded" ? "error" : "muted" }, j.reason) : "",
+      pacsNote(j),
       el("div", { class: "bar" },
         !final ? el("button", { type: "button", onclick: () => act("cancel") }, "Cancel") : "",
-        ["failed", "partial"].includes(j.state) ? el("button", { type: "button", onclick: () => act("retry") }, "Retry failed shards") : "",
+        ["failed", "partial"].includes(j.state) && !j.steps ? el("button", { type: "button", onclick: () => act("retry") }, words.retryParts) : "",
         ["succeeded", "partial"].includes(j.state) ? el("a", { class: "button primary", href: pageUrl("view", { job: j.id }), id: "view-results" }, "View results") : ""),
       el("div", { class: "table-wrap" }, el("table", { class: "data" },
-        el("thead", {}, el("tr", {}, ["Shard", "State", "Runs on", "Progress", "Time", "Exit"].map((h) => el("th", { scope: "col" }, h)))),
+        el("thead", {}, el("tr", {}, ["Part", "State", "Runs on", "Progress", "Time", "Why"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, shards.map((s) => el("tr", {},
-          el("td", {}, s.id), el("td", {}, el("span", { class: `state ${s.state}` }, s.state),
+          el("td", {}, partCell(j, s)), el("td", {}, stateBadge(s.state),
             s.warnings ? el("span", { class: "badge warn", title: "input files the plugin did not process; see the reason" }, ` ${s.warnings} file warning(s)`) : ""),
           el("td", { class: "executor" }, executorLabel(s),
             s.queue_reason && !FINAL_SHARD.includes(s.state) ? el("div", { class: "muted queue-reason" }, s.queue_reason) : ""),
           el("td", {}, s.instances_total ? `${s.instances_done || 0}/${s.instances_total}` : ""),
           el("td", {}, s.started_at ? fmt.duration((Number(s.finished_at) || Date.now() / 1000) - Number(s.started_at)) : ""),
-          el("td", {}, s.reason ? `${s.reason}${s.exit_code !== undefined && s.exit_code !== null ? ` (exit ${s.exit_code})` : ""}` : "")))))),
-      // Every shard's log tail, the failed ones open (they say why).
-      ...shards.filter((s) => s.stderr_tail).slice(0, 20).map((s) =>
-        el("details", { open: failed.includes(s) }, el("summary", {}, `Log tail of ${s.id} (${s.state})`), el("pre", { class: "log" }, s.stderr_tail))));
+          el("td", {}, s.reason || "")))))),
+      // The technical detail (the program's exit code and the end of its log) behind a disclosure;
+      // the failed parts' open, since they say why.
+      ...shards.filter((s) => s.stderr_tail || (s.exit_code !== undefined && s.exit_code !== null)).slice(0, 20).map((s) =>
+        el("details", { open: failed.includes(s), class: "technical" },
+          el("summary", {}, `${words.technicalLog}: ${words.part} ${s.id} (${words.state(s.state).toLowerCase()})`),
+          s.exit_code !== undefined && s.exit_code !== null ? el("p", { class: "muted" }, `${words.exitCode} ${s.exit_code}`) : "",
+          s.stderr_tail ? el("pre", { class: "log" }, s.stderr_tail) : "")));
   }
 
   async function act(what) {
     if (!job) return;
     try {
       await api(`status/${encodeURIComponent(job.id)}/${what}`, { method: "POST", body: {} });
-      toast(what === "cancel" ? "Cancel requested." : "Failed shards restarted.");
+      toast(what === "cancel" ? "Cancel requested." : words.partsRestarted);
       watch(job.id);
     } catch (err) { showError($("#jobs-error"), err); }
   }
 
   // The elapsed time ticks while a job runs, without a request per second.
   setInterval(() => { if (job && !FINAL.includes(job.state)) { const n = $("#job-elapsed"); if (n) n.textContent = `Elapsed: ${elapsed(job)}`; } }, 1000);
+  for (const o of $("#job-filter").options) if (o.value) o.textContent = words.state(o.value);
   $("#job-filter").addEventListener("change", loadList);
   $("#job-find").addEventListener("input", () => renderList(allJobs));
   loadList();

@@ -2,7 +2,7 @@
  * live bar per series (instances n/N), plain-words errors and retry. */
 (function () {
   "use strict";
-  const { $, el, api, fmt, showError, state, pageUrl } = window.RC;
+  const { $, el, api, fmt, showError, state, pageUrl, derivedBadge, stateBadge } = window.RC;
   const selection = state.get("selection", { studies: [], series: [] });
   const list = $("#pull-list");
   const startBtn = $("#start-pull");
@@ -17,7 +17,13 @@
     startBtn.disabled = false;
   }
   const known = {};  // SeriesInstanceUID -> label
-  selection.series.forEach((se) => { known[se.SeriesInstanceUID] = `Series ${se.SeriesNumber ?? ""} ${se.SeriesDescription || ""}`; });
+  const derivedUids = new Set();  // radcloud's own result series: badged
+  selection.series.forEach((se) => {
+    known[se.SeriesInstanceUID] = `Series ${se.SeriesNumber ?? ""} ${se.SeriesDescription || ""}`;
+    if (se.derived) derivedUids.add(se.SeriesInstanceUID);
+  });
+  const seriesName = (s) => [known[s.SeriesInstanceUID] || `Series …${s.SeriesInstanceUID.slice(-8)}`,
+    derivedUids.has(s.SeriesInstanceUID) ? " " : "", derivedBadge({ derived: derivedUids.has(s.SeriesInstanceUID) })];
 
   function plain(err) {
     const text = typeof err === "string" ? err : (err && (err.message || err.reason || err.error)) || "";
@@ -33,7 +39,7 @@
     for (const s of selection.studies) list.append(el("div", { class: "card pull-item" }, el("strong", {}, studyLabel(s)),
       el("div", { class: "muted" }, `${s.NumberOfStudyRelatedSeries ?? "?"} series, ${s.NumberOfStudyRelatedInstances ?? "?"} images`)));
     for (const se of selection.series) list.append(el("div", { class: "card pull-item" },
-      el("strong", {}, se._study ? studyLabel(se._study) : "Study"), el("div", {}, known[se.SeriesInstanceUID])));
+      el("strong", {}, se._study ? studyLabel(se._study) : "Study"), el("div", {}, ...seriesName(se))));
   }
 
   function renderStatus(st) {
@@ -44,25 +50,28 @@
     const allAlready = (st.series || []).length && st.series.every(already);
     const skipped = (st.series || []).reduce((n, s) => n + (s.skipped || 0), 0);
     card.append(el("div", { class: "bar" }, el("strong", {}, "Overall"),
-      el("span", { class: `state ${st.state}` }, st.state),
+      stateBadge(st.state),
       el("span", { class: "muted" }, `${st.series_done}/${st.series_total} series · ${st.instances_done}/${st.instances_total} images · ` +
         (skipped ? `${fmt.bytes(st.bytes)} copied, ${skipped} images were already staged` : fmt.bytes(st.bytes)))));
     if (allAlready) card.append(el("p", { class: "note", id: "already-staged" },
       "Already staged: these images were pulled before and are unchanged, so nothing needed copying. You can run a plugin on them now."));
+    const left = (pull && pull.skipped_derived) || 0;
+    if (left) card.append(el("p", { class: "note", id: "derived-left-out" },
+      `${left} result series that radcloud made earlier ${left === 1 ? "was" : "were"} left out: ` +
+      "they are not images from the scanner. To pull one anyway, tick it under its study on the Search page."));
     for (const s of st.series || []) {
       const pct = s.total ? Math.round(100 * s.done / s.total) : (s.state === "succeeded" ? 100 : 0);
       const bad = ["failed", "stalled"].includes(s.state);
       const row = el("div", { class: "row", dataset: { series: s.SeriesInstanceUID, state: s.state } },
         s.state === "succeeded"  // staged: open its images in the viewer
-          ? el("a", { href: window.RC.pageUrl("viewer", { series: s.SeriesInstanceUID }), title: "Open in the viewer" },
-               known[s.SeriesInstanceUID] || `Series …${s.SeriesInstanceUID.slice(-8)}`)
-          : el("span", {}, known[s.SeriesInstanceUID] || `Series …${s.SeriesInstanceUID.slice(-8)}`),
+          ? el("a", { href: window.RC.pageUrl("viewer", { series: s.SeriesInstanceUID }), title: "Open in the viewer" }, ...seriesName(s))
+          : el("span", {}, ...seriesName(s)),
         el("div", { class: "progress" + (s.state === "succeeded" ? " done" : bad ? " failed" : ""), role: "progressbar",
                     "aria-valuemin": 0, "aria-valuemax": s.total || 0, "aria-valuenow": s.done,
                     "aria-label": `Series progress: ${s.done} of ${s.total} images` },
           el("span", { style: `width:${pct}%` })),
         el("span", { class: "count" }, `${s.done}/${s.total}`),
-        already(s) ? el("span", { class: "state succeeded already" }, "Already staged") : el("span", { class: `state ${s.state}` }, s.state));
+        already(s) ? el("span", { class: "state succeeded already" }, "Already staged") : stateBadge(s.state));
       card.append(row);
       if (bad || (s.errors && s.errors.length)) {
         const first = s.reason || (s.errors && s.errors[0]);
@@ -100,7 +109,7 @@
     showError($("#pull-error"), null);
     try {
       const res = await api("retrieve", { body });
-      pull = { retrieve_id: res.retrieve_id, body: { ...body, retrieve_id: undefined } };
+      pull = { retrieve_id: res.retrieve_id, body: { ...body, retrieve_id: undefined }, skipped_derived: res.skipped_derived || 0 };
       state.set("pull", pull);
       if (Array.isArray(res.series)) renderStatus(res);
       poll();
@@ -135,8 +144,11 @@
     if (!uids.length) return;
     try {
       const res = await api("query", { body: { level: "series", StudyInstanceUID: uids.length === 1 ? uids[0] : uids, limit: 1000 } });
-      for (const se of res.items || []) known[se.SeriesInstanceUID] = `Series ${se.SeriesNumber ?? ""} · ${se.SeriesDescription || se.Modality || ""}` +
-        (se.NumberOfSeriesRelatedInstances ? ` (${se.NumberOfSeriesRelatedInstances} images)` : "");
+      for (const se of res.items || []) {
+        known[se.SeriesInstanceUID] = `Series ${se.SeriesNumber ?? ""} · ${se.SeriesDescription || se.Modality || ""}` +
+          (se.NumberOfSeriesRelatedInstances ? ` (${se.NumberOfSeriesRelatedInstances} images)` : "");
+        if (se.derived) derivedUids.add(se.SeriesInstanceUID);
+      }
     } catch (err) { /* labels are a nicety: UIDs still identify the rows */ }
   }
 

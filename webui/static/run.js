@@ -37,13 +37,16 @@
     try { answer = await api("retrieve/staged", { method: "GET" }); showError($("#staged-error"), null); }
     catch (err) { showError($("#staged-error"), err); }
     answer.studies.forEach((st, i) => {
-      const usable = st.series.filter((s) => s.complete);
+      // radcloud's own results (derived series) are not run on as if they were scanner images.
+      const usable = st.series.filter((s) => s.complete && !s.derived);
+      const results = st.series.filter((s) => s.complete && s.derived).length;
       if (!usable.length) return;
       items.push(inputChoice(`in-study-${i}`,
         el("span", {}, el("strong", {}, fmt.name(st.PatientName) || "(no name)"), " ", el("span", { class: "mrn" }, st.PatientID || ""),
           ` · ${fmt.date(st.StudyDate)} ${st.StudyDescription || ""}`),
         { prefixes: usable.map((s) => s.manifest) }, false,
-        `${usable.length} series, ${st.instances} images, ${fmt.bytes(st.bytes)}` + (st.age_s !== null ? ` · staged ${ago(st.age_s)}` : "")));
+        `${usable.length} series, ${st.instances} images, ${fmt.bytes(st.bytes)}` + (st.age_s !== null ? ` · staged ${ago(st.age_s)}` : "") +
+          (results ? ` · ${results} result series of earlier runs left out` : "")));
     });
     box.replaceChildren(...items);
     if (!items.length) box.append(el("p", { class: "muted", id: "nothing-staged" }, "Nothing is staged yet: pull studies on the Search page first."));
@@ -73,7 +76,7 @@
                                   onchange: () => choose(p) });
       listBox.append(el("label", { for: `plugin-${i}` }, input, " ",
         el("span", { class: "title" }, p.title || p.name), " ", el("span", { class: "badge" }, `v${p.version || "?"}`),
-        el("span", { class: "desc" }, p.description || "")));
+        el("span", { class: "desc" }, p.summary || p.description || "")));
     });
     const wanted = new URLSearchParams(location.search).get("plugin");
     const pre = plugins.find((p) => p.name === wanted) || (plugins.length === 1 ? plugins[0] : null);
@@ -82,7 +85,9 @@
 
   function choose(p) {
     current = p;
-    $("#plugin-about").textContent = `${p.title || p.name}: ${p.description || ""}`;
+    // Plain words first (the descriptor's radcloud.ui); the engineer's description behind a disclosure.
+    $("#plugin-about").replaceChildren(el("strong", {}, p.title || p.name), ": ", p.summary || p.description || "",
+      p.details ? el("details", { class: "technical" }, el("summary", {}, `${RC.words.details} (${p.name})`), el("p", {}, p.details)) : "");
     fields.replaceChildren();
     const names = (p.parameters || []).map((x) => x.name);
     if (names.includes("wc") && names.includes("ww")) fields.append(windowPresets());
@@ -100,12 +105,15 @@
 
   function field(prm) {
     const id = `param-${prm.name}`;
+    const label = prm.label || prm.name;
     const help = prm.help ? el("div", { class: "help", id: id + "-help" }, prm.help) : null;
     const described = help ? id + "-help" : undefined;
+    // The command-line flag and the plugin author's own words, for whoever needs them.
+    const details = prm.details ? el("details", { class: "technical" }, el("summary", {}, RC.words.details), el("code", {}, prm.details)) : "";
     let input;
     if (prm.type === "bool") {
       input = el("input", { type: "checkbox", id, name: prm.name, checked: !!prm.default, "aria-describedby": described });
-      return el("div", { class: "param" }, el("label", { for: id }, input, " ", prm.name), help);
+      return el("div", { class: "param" }, el("label", { for: id }, input, " ", label), help, details);
     }
     if (prm.type === "int" || prm.type === "float") {
       input = el("input", { type: "number", id, name: prm.name, step: prm.type === "int" ? "1" : "any",
@@ -114,7 +122,7 @@
       input = el("input", { type: "text", id, name: prm.name, value: prm.default ?? "", required: !prm.optional,
                             "aria-describedby": described });
     }
-    return el("div", { class: "param" }, el("label", { for: id }, prm.name, prm.optional ? "" : " (required)"), input, help);
+    return el("div", { class: "param" }, el("label", { for: id }, label, prm.optional ? "" : " (required)"), input, help, details);
   }
 
   function values() {

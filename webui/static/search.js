@@ -1,7 +1,7 @@
 /* Search: a form → the query action; patients → studies → series, sortable, CSV. */
 (function () {
   "use strict";
-  const { $, el, api, fmt, showError, sortable, compare, csv, download, state, pageUrl, toast } = window.RC;
+  const { $, el, api, fmt, showError, sortable, compare, csv, download, state, pageUrl, toast, derivedBadge } = window.RC;
   const form = $("#search-form");
   const tbody = $("#results tbody");
   let studies = [];            // query items (level study)
@@ -156,13 +156,17 @@
     }
     for (const se of series) {
       const suid = se.SeriesInstanceUID;
-      tbody.append(el("tr", { class: "series" },
+      // A chosen study brings its acquired series; radcloud's own results only when ticked (retrieve
+      // leaves them out of a whole study: they are not source images).
+      const withStudy = chosen.has(uid) && !se.derived;
+      tbody.append(el("tr", { class: "series" + (se.derived ? " derived" : ""), dataset: { series: suid } },
         el("td", {}, el("input", { type: "checkbox", "aria-label": `Select series ${se.SeriesNumber || ""} ${se.SeriesDescription || ""}`,
-          checked: chosen.has(uid) || chosenSeries.has(suid), disabled: chosen.has(uid),
+          checked: withStudy || chosenSeries.has(suid), disabled: withStudy,
           onchange: (e) => { e.target.checked ? chosenSeries.add(suid) : chosenSeries.delete(suid); render(); } })),
         el("td", {}, `Series ${se.SeriesNumber ?? ""}`), el("td", {}), el("td", {}, fmt.date(se.SeriesDate)),
         el("td", {}, se.Modality || ""),
-        el("td", {}, se.SeriesDescription || "", se.BodyPartExamined ? el("span", { class: "muted body-part" }, ` · ${se.BodyPartExamined}`) : ""),
+        el("td", {}, se.SeriesDescription || "", se.BodyPartExamined ? el("span", { class: "muted body-part" }, ` · ${se.BodyPartExamined}`) : "",
+          se.derived ? " " : "", derivedBadge(se)),
         el("td", {}), el("td", {}), el("td", { class: "num" }, se.NumberOfSeriesRelatedInstances ?? "")));
     }
   }
@@ -200,8 +204,8 @@
     const pick = studies.filter((s) => chosen.has(s.StudyInstanceUID));
     const series = [];
     for (const [study, list] of Object.entries(seriesOf)) {
-      if (chosen.has(study) || !Array.isArray(list)) continue;
-      for (const se of list) if (chosenSeries.has(se.SeriesInstanceUID))
+      if (!Array.isArray(list)) continue;
+      for (const se of list) if (chosenSeries.has(se.SeriesInstanceUID) && (!chosen.has(study) || se.derived))
         series.push({ ...se, StudyInstanceUID: study, _study: studies.find((s) => s.StudyInstanceUID === study) });
     }
     state.set("selection", { studies: pick, series, at: Date.now() });

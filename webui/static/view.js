@@ -22,7 +22,7 @@
       manifest = await api(`results/${encodeURIComponent(jobId)}`, { method: "GET", query: { urls: "true" } });
     } catch (err) { notLoading(); showError($("#view-error"), err); return; }
     showSubject(manifest);
-    $("#view-state").replaceChildren(el("span", { class: `state ${manifest.state}` }, manifest.state || ""),
+    $("#view-state").replaceChildren(RC.stateBadge(manifest.state),
       " ", manifest.cached ? el("span", { class: "badge cached", title: "Reused from an earlier identical job" + (manifest.results_of ? ` (${manifest.results_of.slice(0, 12)})` : "") }, "cached result") : "",
       " ", el("span", { class: "muted" }, `${manifest.count ?? (manifest.outputs || []).length} files · ${fmt.bytes(manifest.bytes)} · ${manifest.plugin || ""} ${manifest.plugin_version || ""}`));
     const outputs = manifest.outputs || [];

@@ -111,6 +111,8 @@ def pull(
     study_uid: list[str] = typer.Argument(None, help="StudyInstanceUID(s) to stage"),
     series_uid: list[str] = typer.Option([], "--series", help="SeriesInstanceUID (repeatable)"),
     remote: Optional[str] = typer.Option(None, "--remote", help="C-MOVE from this PACS first"),
+    include_derived: bool = typer.Option(False, "--include-derived",
+                                         help="also pull radcloud's own result series of the studies"),
     timeout: float = typer.Option(600.0, "--timeout", help="seconds to wait for the staging"),
     no_wait: bool = typer.Option(False, "--no-wait", help="print the retrieve id and return"),
     api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION,
@@ -125,6 +127,8 @@ def pull(
         body["SeriesInstanceUID"] = list(series_uid)
     if remote:
         body["modality"] = remote
+    if include_derived:
+        body["include_derived"] = True
     client = common.client(api, state)
     started = common.guarded(lambda: client.call("retrieve", method="POST", body=body))
     rid = started["retrieve_id"]

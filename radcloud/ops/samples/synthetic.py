@@ -199,6 +199,7 @@ def _series_template(p: SeriesPlan) -> Dataset:
     ds.PatientBirthDate, ds.PatientSex = patient.birth_date, patient.sex
     ds.StudyInstanceUID, ds.SeriesInstanceUID = p.study_uid, p.series_uid
     ds.FrameOfReferenceUID = p.frame_uid
+    ds.PositionReferenceIndicator = ""  # Type 2 of the Frame of Reference module: present, unknown
     ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = study.date
     ds.StudyTime = study.time
     ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = _later(study.time, p.series_number * 60)
@@ -227,6 +228,7 @@ def _series_template(p: SeriesPlan) -> Dataset:
         ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "SE", "NONE", ""
         ds.MRAcquisitionType, ds.MagneticFieldStrength = "2D", "1.5"
         ds.RepetitionTime, ds.EchoTime = ("500", "15") if s.weighting == "T1" else ("4000", "100")
+        ds.EchoTrainLength = 1  # Type 2 of the MR Image module: spin echo, one echo
     else:
         ds.KVP, ds.ConvolutionKernel = "120", s.kernel
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = _ds(CT_INTERCEPT), "1", "HU"

@@ -1,6 +1,7 @@
 """The whole radcloud on one machine for the browser tests.
 
-``stack`` (Orthanc + Redis + S3, from tests/integration/conftest.py), the
+``stack`` (Orthanc + Redis + S3, from tests/integration/conftest.py) and its
+one-node Slurm cluster (``slurm``), the
 sample studies seeded into Orthanc, a localwhisk server with
 deploy/manifest.yaml deployed onto it as ``radcloud deploy --local`` does
 (radcloud.ops.deploy), and a clinician and an admin account. The
@@ -32,6 +33,7 @@ _integration = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = _integration  # dataclasses look their module up there
 _spec.loader.exec_module(_integration)
 stack = _integration.stack
+slurm = _integration.slurm
 _services_back_up = _integration._services_back_up
 
 USER, PASSWORD = "dr.jones", "correct horse battery staple"
@@ -58,14 +60,15 @@ def browser_ready(require):
 
 
 @pytest.fixture(scope="session")
-def site(stack, tmp_path_factory, browser_ready):
+def site(stack, slurm, tmp_path_factory, browser_ready):
     from localwhisk.testing import Server
     from radcloud.ops import deploy
     from radcloud.ops.samples.seed import seed_orthanc
     from radcloud.access.users import UserStore
 
     seed_orthanc(stack.settings, include_pydicom_files=False)
-    env = {**stack.env(), "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(32)}
+    # With the stack's Slurm cluster: a job can be routed there (test_ui_slurm.py).
+    env = {**slurm.env(), "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(32)}
     env.update(deploy.local_image_env(env))
     tmp = tmp_path_factory.mktemp("whisk")
     images = tmp / "images.json"  # what `radcloud deploy --local` runs with: the checkout, preloaded

@@ -110,7 +110,22 @@ def test_run_dcm2png(journey):
 
 
 def test_job_finishes(journey):
-    assert journey.ok("job-finishes")["state"] == "succeeded"
+    record = journey.ok("job-finishes")
+    assert record["state"] == "succeeded" and record["shown"] == "Finished"   # #21 item 5: plain words
+    assert not re.search(r"\bshards?\b|\bexit\b|Log tail|succeeded", record["page_text"]), record["page_text"]
+
+
+def test_every_parameter_of_every_plugin_has_a_human_label_and_help(journey):
+    """#21 item 5: labels and help in plain words; the flag and the author's text behind "details"."""
+    labels = journey.ok("run-plugin")["labels"]
+    assert len(labels) >= 7 and "dcm2png" in labels
+    for plugin, shown in labels.items():
+        assert "PyPI" not in shown["about"].split("Technical details")[0], plugin
+        for p in shown["params"]:
+            assert p["label"] and p["label"] != p["name"] and len(p["help"]) > 10, (plugin, p)
+            assert p["details"].startswith("--"), (plugin, p)
+    wc = next(p for p in labels["dcm2png"]["params"] if p["name"] == "wc")
+    assert wc["label"] == "Window centre (HU)" and "Brightness" in wc["help"]
 
 
 def test_result_image_has_real_pixels(journey):
@@ -128,8 +143,8 @@ def test_cancel_button_cancels_a_running_job(journey):
     assert record["state_before"] not in ("succeeded", "failed", "partial", "cancelled")
     assert record["cancel_status"] == 200 and "Cancel requested" in record["toast"]
     assert record["state"] == "cancelled" and record["cancel_button_left"] == 0
-    # The summary names the cancelled shards instead of counting them as done.
-    assert re.search(r"shards finished \(.*\d+ cancelled\)", record["shards_line"]), record["shards_line"]
+    # The summary names the cancelled parts instead of counting them as done.
+    assert re.search(r"parts done \(.*\d+ cancelled\)", record["shards_line"]), record["shards_line"]
 
 
 def test_retry_button_reruns_the_failed_shards(journey):
@@ -232,6 +247,22 @@ def test_jobs_list_has_patient_and_study_columns_and_a_find_box(journey):
 
 def test_a_job_without_a_recorded_subject_says_so(journey):
     assert "Patient not recorded" in journey.ok("identity-header")["old"]
+
+
+def test_results_sent_to_the_pacs_are_numbered_after_their_source_badged_and_not_pulled_again(journey):
+    """#21 item 2: derived series numbered source × 100 + 1, described, badged; a whole-study pull skips them."""
+    rows = journey.ok("derived-series")["rows"]
+    source = {int(r["number"]) for r in rows if not r["badge"]}
+    results = [r for r in rows if r["badge"]]
+    assert source and results, rows
+    for r in results:
+        assert r["badge"] == "Result" and int(r["number"]) // 100 in source and int(r["number"]) % 100 == 1, r
+        assert r["description"].startswith(f"radcloud dcm2png pictures of #{int(r['number']) // 100}"), r
+        assert not r["checked"] and not r["disabled"], r   # the chosen study does not bring them along
+    assert all(r["checked"] and r["disabled"] for r in rows if not r["badge"]), rows
+    note = journey.ok("staged-after-relogin")["derived_left_out"]
+    assert note.startswith(f"{len(results)} result series that radcloud made earlier") and "left out" in note, note
+    assert journey["summary"]["derived_dropped"] == len(results)
 
 
 def test_a_new_login_finds_the_staged_studies_and_runs_on_them(journey):

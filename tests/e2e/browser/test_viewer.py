@@ -151,6 +151,14 @@ def test_the_walk_searches_pulls_and_runs_lung_seg_with_push_from_the_ui(walk, p
     assert walk.ok("open-series")["series"] == str(pacs_ct[0].SeriesInstanceUID)  # opened from the Pull page
     record = walk.ok("lung-seg-with-push")
     assert record["state"] == "succeeded" and record["options"]["push_to_pacs"] is True
+    assert record["pacs"].startswith("Sent to the PACS: 3 object(s)")  # SEG, SR and the preview (Secondary Capture)
+
+
+def test_a_result_series_opens_from_the_results_page(walk):
+    """A job that writes DICOM images (deidentify's copies): Results -> Open in the viewer shows them."""
+    record = walk.ok("result-series")
+    assert record["url"] == f"/viewer?job={record['job']}"
+    assert record["slices"] == 20 and record["title"].startswith("Results of job") and "20 images" in record["title"]
 
 
 def test_the_browser_fetches_nothing_from_outside_and_logs_no_error(walk, results_run):
@@ -207,12 +215,31 @@ def test_the_job_pushed_its_seg_and_sr_into_the_ct_study_in_orthanc(in_pacs, lun
 
     assert str(seg.SOPInstanceUID) in _evidence(sr) and sr_rows(sr) == lung_seg_job["sr_rows"]
     assert len(in_pacs["CT"]) == 20 and "OT" in in_pacs  # the preview, a picture: Secondary Capture
+    # #21 item 2: numbered and described after the source series, the picture naming its source.
+    n = int(pacs_ct[0].SeriesNumber)
+    assert (int(in_pacs["OT"][0].SeriesNumber), int(seg.SeriesNumber), int(sr.SeriesNumber)) == (100 * n + 1, 100 * n + 2,
+                                                                                                100 * n + 3)
+    assert seg.SeriesDescription.startswith(f"radcloud lung-seg segmentation of #{n}")
+    assert in_pacs["OT"][0].ReferencedSeriesSequence[0].SeriesInstanceUID == source
+
+
+def test_the_viewer_names_whose_images_in_a_fixed_header(walk, results_run, pacs_ct):
+    """#21 item 1 on the viewer page: patient, MRN, birth date, study and the series shown."""
+    ct = pacs_ct[0]
+    for record in (walk.ok("open-series"), results_run.ok("seg-overlay"), results_run.ok("pacs-seg-overlay")):
+        text = record["identity"]
+        assert str(ct.PatientID) in text and "Born" in text and "Series:" in text, text
+        assert str(ct.PatientName).split("^")[0] in text, text
+    assert str(ct.PatientID) in walk.ok("open-series")["doc_title"]
 
 
 def test_the_seg_pulled_back_from_the_pacs_is_drawn_over_its_source_with_its_sr(results_run, lung_seg_job, in_pacs):
     assert str(in_pacs["SEG"][0].SeriesInstanceUID) in results_run.ok("pull-from-pacs")["series"]
     record = results_run.ok("pacs-seg-overlay")
     assert record["url"].startswith("/viewer?series=") and "segmentation" in record["title"]
+    # The study's strip: the CT, the preview, the SEG (opens as this overlay), the SR (no image: not a link).
+    tiles = {t["caption"].split(" · ")[0]: t["disabled"] for t in record["thumbs"]}
+    assert tiles == {"CT": False, "OT": False, "SEG": False, "SR": True}, record["thumbs"]
     _overlay_drawn_where_the_seg_marks(record, lung_seg_job)
     _table_is_the_sr(results_run.ok("pacs-sr-table"), lung_seg_job)
 

@@ -33,7 +33,17 @@ async function orthanc(method, path, body) {
   return res;
 }
 
-const jobState = () => page.textContent("#job-state");
+// The results the first run pushed into the PACS (the derived-series step reads them), removed
+// again once the steps are done: other tests share this PACS.
+async function dropDerived() {
+  const found = await orthanc("POST", "/tools/find", JSON.stringify({ Level: "Series", Query: { PatientID: MRN, SeriesDescription: "radcloud *" } }));
+  const ids = await found.json();
+  for (const id of ids) await orthanc("DELETE", `/series/${id}`);
+  return ids.length;
+}
+
+// The raw state: the page shows it in plain words (words.js) and keeps it in data-state.
+const jobState = () => page.getAttribute("#job-state", "data-state");
 
 // Run PLUGIN on the last pull's series from the Run page; returns the job id.
 async function runPlugin(params = {}) {
@@ -50,7 +60,7 @@ async function runPlugin(params = {}) {
 }
 
 let resultJob = null;    // the dcm2png job whose results the page tour shows
-const step = stepper(page, { shot: (name, n) => `${SHOTS}/${String(n).padStart(2, "0")}-${name}.png`, fullPage: true });
+const step = stepper(page, { shot: (name, n) => `${SHOTS}/${String(step.n).padStart(2, "0")}-${name}.png`, fullPage: true });
 
 const ok = await (async () => {
   if (!await step("no-token-redirects-to-login", async () => {
@@ -173,25 +183,38 @@ const ok = await (async () => {
   if (!await step("run-plugin", async () => {
     await page.click("#to-run");
     await page.waitForSelector(`#plugin-list input[value="${PLUGIN}"]`, { timeout: 15000 });
+    // #21 item 5: every parameter of every plugin in plain words (label and help), the flag behind "details".
+    const labels = {};
+    for (const value of await page.$$eval("#plugin-list input", (is) => is.map((i) => i.value))) {
+      await page.check(`#plugin-list input[value="${value}"]`);
+      labels[value] = {
+        about: await page.$eval("#plugin-about", (e) => e.innerText),
+        params: await page.$$eval("#param-fields .param:not([role=group])", (ps) => ps.map((p) => ({
+          name: p.querySelector("input").name, label: p.querySelector("label").innerText.trim(),
+          help: p.querySelector(".help")?.innerText || "", details: p.querySelector("details.technical code")?.textContent || "" }))) };
+    }
     await page.check(`#plugin-list input[value="${PLUGIN}"]`);
     await page.waitForSelector("#run-btn:not([disabled])");
     const fields = await page.$$eval("#param-fields .param", (p) => p.length);
     await page.check("#opt-force");
+    await page.check("#opt-push");   // results into the PACS: the derived-series step reads them back
     await page.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-run-form.png`, fullPage: true });
     await page.click("#run-btn");
     await page.waitForURL(/\/ui\/jobs\?job=/, { timeout: 20000 });
     resultJob = new URL(page.url()).searchParams.get("job");
-    return { param_fields: fields, job: resultJob };
+    return { param_fields: fields, job: resultJob, labels };
   })) return false;
 
   if (!await step("job-finishes", async () => {
     const t0 = Date.now();
     await page.waitForSelector("#job-state", { timeout: 20000 });
-    await page.waitForFunction(() => ["succeeded", "failed", "partial", "cancelled"].includes(document.querySelector("#job-state")?.textContent),
+    await page.waitForFunction(() => ["succeeded", "failed", "partial", "cancelled"].includes(document.querySelector("#job-state")?.dataset.state),
                                null, { timeout: LONG, polling: 250 });
-    const state = await page.textContent("#job-state");
+    const state = await jobState();
+    const shown = await page.textContent("#job-state");
+    const page_text = await page.$eval("#job-detail", (e) => e.innerText);   // what a reader sees (closed details hidden)
     if (state !== "succeeded") throw new Error(`job ended ${state}`);
-    return { job_ms: Date.now() - t0, state };
+    return { job_ms: Date.now() - t0, state, shown, page_text };
   })) return false;
 
   if (!await step("view-result-image", async () => {
@@ -258,6 +281,24 @@ const ok = await (async () => {
     return { results, job, row, all, found, none, no_match: noMatch, old };
   })) return false;
 
+  if (!await step("derived-series", async () => {
+    // #21 item 2: the run above sent its pictures to the PACS. The study's series list shows them
+    // badged, numbered after their source; choosing the whole study does not choose them.
+    await page.goto(`${UI}/search`);
+    await page.fill("#mrn", MRN);
+    await page.press("#mrn", "Enter");
+    await page.waitForSelector("#results tr.study", { timeout: 20000 });
+    await page.click("#results tr.study td:nth-child(2) button");
+    await page.waitForSelector("#results tr.series.derived", { timeout: 20000 });
+    await page.check("#results tr.study input[type=checkbox] >> nth=0");
+    const rows = await page.$$eval("#results tr.series", (trs) => trs.map((tr) => ({
+      number: tr.cells[1].innerText.replace("Series", "").trim(), description: tr.cells[5].innerText,
+      badge: tr.querySelector(".badge.derived")?.textContent || "", checked: tr.querySelector("input").checked,
+      disabled: tr.querySelector("input").disabled })));
+    await page.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-derived-badge.png`, fullPage: true });
+    return { rows };
+  })) return false;
+
   if (!await step("staged-after-relogin", async () => {
     // Another day, another browser: the Run page lists what was pulled before, by patient,
     // with size and age, and runs on it; pulling the same study again says it is already staged.
@@ -292,6 +333,7 @@ const ok = await (async () => {
       await p.waitForSelector("#already-staged", { timeout: LONG });
       await p.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-already-staged.png`, fullPage: true });
       return { items, inputs: sent.postDataJSON().inputs, job_identity: jobIdentity, already: await p.textContent("#already-staged"),
+               derived_left_out: await p.textContent("#derived-left-out"),
                series_states: await p.$$eval(".pull-item .row[data-series] .state", (s) => s.map((x) => x.textContent)) };
     } catch (err) {
       await p.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-staged-failed.png`, fullPage: true }).catch(() => {});
@@ -307,7 +349,7 @@ const ok = await (async () => {
       page.waitForResponse((r) => r.url().includes("/cancel") && r.request().method() === "POST", { timeout: 15000 }),
       page.click('#job-detail button:text-is("Cancel")')]);
     const toast = await page.waitForSelector('#toast div:has-text("Cancel requested")', { timeout: 5000 }).then((e) => e.textContent());
-    await page.waitForFunction(() => document.querySelector("#job-state")?.textContent === "cancelled", null, { timeout: 30000, polling: 250 });
+    await page.waitForFunction(() => document.querySelector("#job-state")?.dataset.state === "cancelled", null, { timeout: 30000, polling: 250 });
     const cancelBtn = await page.$$('#job-detail button:text-is("Cancel")');
     return { job, state_before: seen, cancel_status: resp.status(), toast, state: await jobState(),
              shards_line: await page.$eval("#job-shards", (e) => e.textContent),
@@ -319,7 +361,7 @@ const ok = await (async () => {
     // --wc without --ww: dcm2png refuses it (exit 2) in every shard, every time
     const t00 = Date.now();
     const job = await runPlugin({ wc: 40 });
-    await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.textContent), FINAL, { timeout: LONG, polling: 250 });
+    await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.dataset.state), FINAL, { timeout: LONG, polling: 250 });
     const firstMs = Date.now() - t00;
     const first = await jobState();
     if (first !== "failed") throw new Error(`job ended ${first}, expected failed`);
@@ -331,11 +373,11 @@ const ok = await (async () => {
                                                     (await r.json().catch(() => ({}))).state === "failed", { timeout: LONG });
     const [resp] = await Promise.all([
       page.waitForResponse((r) => r.url().includes("/retry") && r.request().method() === "POST", { timeout: 15000 }),
-      page.click('#job-detail button:has-text("Retry failed shards")')]);
+      page.click('#job-detail button:has-text("Retry the failed parts")')]);
     const body = await resp.json();
-    await page.waitForSelector('#toast div:has-text("Failed shards restarted")', { timeout: 5000 });
+    await page.waitForSelector('#toast div:has-text("The failed parts were started again")', { timeout: 5000 });
     const after = await (await again).json();
-    await page.waitForFunction(() => document.querySelector("#job-state")?.textContent === "failed", null, { timeout: 10000 });
+    await page.waitForFunction(() => document.querySelector("#job-state")?.dataset.state === "failed", null, { timeout: 10000 });
     return { job, first_state: first, first_log: log.slice(-200), retry_status: resp.status(), retried: body.retried || [],
              first_run_ms: firstMs, state_after_retry: body.state, attempts: (after.shards || []).map((x) => x.attempt), state: await jobState() };
   })) return false;
@@ -528,5 +570,6 @@ const ok = await (async () => {
   return true;
 })();
 
-emit({ step: "summary", ok, external_requests: external, console_errors: consoleErrors.slice(-10) });
+const derivedDropped = await dropDerived().catch((e) => String(e));
+emit({ step: "summary", ok, external_requests: external, console_errors: consoleErrors.slice(-10), derived_dropped: derivedDropped });
 await browser.close();

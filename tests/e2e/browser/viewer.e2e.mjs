@@ -3,7 +3,8 @@
 //
 // walk:    log in → search the PACS by MRN → pull the CT study → open the series from the Pull
 //          page, scroll it, window it by dragging and by presets, zoom → run lung-seg on the pull
-//          with "Send results back to the PACS" → the job succeeds;
+//          with "Send results back to the PACS" → the job succeeds; deidentify on the same pull →
+//          Results → Open in the viewer: the job's own DICOM images (a result series);
 // results: the job's SEG over its source series (overlay inside a segment, none outside,
 //          per-segment visibility and opacity) and its SR table → search and pull the same study
 //          again, which now holds the pushed SEG and SR → open the SEG from the Pull page: the
@@ -34,12 +35,19 @@ const centre = async () => {
 };
 
 // Search the PACS for the MRN and pull its (only) study; resolves when every series is staged.
-async function searchAndPull() {
+async function searchAndPull(withResults = false) {
   await page.goto(`${UI}/search`);
   await page.fill("#mrn", env.RC_MRN);
   await page.click("#search-btn");
   await page.waitForSelector("#results tr.study input[type=checkbox]", { timeout: 20000 });
   await page.check("#results tr.study input[type=checkbox] >> nth=0");
+  if (withResults) {
+    // radcloud's own results in the PACS (the pushed SEG and SR) do not come with the study: tick them.
+    await page.click("#results tr.study td:nth-child(2) button");
+    await page.waitForSelector("#results tr.series.derived input", { timeout: 20000 });
+    const boxes = page.locator("#results tr.series.derived input");   // each tick re-renders the rows
+    for (let i = 0, n = await boxes.count(); i < n; i++) await boxes.nth(i).check();
+  }
   await page.click("#pull-btn");
   await page.waitForSelector("#start-pull:not([disabled])", { timeout: 10000 });
   await page.click("#start-pull");
@@ -76,7 +84,8 @@ async function overlay() {
   const opaque = await probe(ir, ic);
   const opacity = await page.evaluate(() => window.rcViewer.segOpacity());
   return { index: k, inside, outside, hidden, opaque, opacity, title: await page.textContent("#vw-title"),
-           segments: await page.evaluate(() => window.rcViewer.segments) };
+           segments: await page.evaluate(() => window.rcViewer.segments),
+           identity: await page.$eval("#vw-identity .identity", (e) => e.innerText) };
 }
 
 const srTable = async () => ({
@@ -103,7 +112,8 @@ async function walk() {
     await viewerLoaded();
     const s = await page.evaluate(() => ({ error: window.rcViewer.error, slices: window.rcViewer.slices,
       firstImageMs: window.rcViewer.firstImageMs, loadedMs: window.rcViewer.loadedMs, title: document.querySelector("#vw-title").textContent,
-      wl: window.rcViewer.windowLevel(), series: new URL(location.href).searchParams.get("series") }));
+      wl: window.rcViewer.windowLevel(), series: new URL(location.href).searchParams.get("series"),
+      identity: document.querySelector("#vw-identity .identity")?.innerText || "", doc_title: document.title }));
     await page.waitForFunction(() => document.querySelectorAll("#vw-thumbs button").length > 0, null, { timeout: 15000 });
     return { ...s, thumbs: await page.locator("#vw-thumbs button").count(), wall_ms: Date.now() - t0 };
   });
@@ -120,9 +130,37 @@ async function walk() {
                                       page.click("#run-btn")]);
     await page.waitForURL(/\/ui\/jobs\?job=/, { timeout: 20000 });
     const job = new URL(page.url()).searchParams.get("job");
-    await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.textContent), FINAL,
+    await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.dataset.state), FINAL,
                                { timeout: 240000, polling: 250 });
-    return { job, state: await page.textContent("#job-state"), options: sent.postDataJSON().options };
+    await page.waitForSelector("#job-pacs", { timeout: 10000 }).catch(() => {});
+    return { job, state: await page.getAttribute("#job-state", "data-state"), options: sent.postDataJSON().options,
+             pacs: await page.locator("#job-pacs").textContent({ timeout: 1000 }).catch(() => null) };
+  });
+  await resultSeries();
+}
+
+// A job that writes DICOM images (deidentify's copies of the pull): Results → Open in the viewer
+// shows the result series itself.
+async function resultSeries() {
+  await step("result-series", async () => {
+    await page.goto(`${UI}/run`);
+    await page.waitForSelector('#plugin-list input[value="deidentify"]', { timeout: 15000 });
+    await page.check('#plugin-list input[value="deidentify"]');
+    await page.waitForSelector("#run-btn:not([disabled])");
+    await page.check("#opt-force");
+    await page.click("#run-btn");
+    await page.waitForURL(/\/ui\/jobs\?job=/, { timeout: 20000 });
+    const job = new URL(page.url()).searchParams.get("job");
+    await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.dataset.state), FINAL,
+                               { timeout: 120000, polling: 250 });
+    const state = await page.getAttribute("#job-state", "data-state");
+    if (state !== "succeeded") throw new Error(`deidentify ended ${state}`);
+    await page.click("#view-results");
+    await page.waitForSelector("#open-viewer:not([hidden])", { timeout: 20000 });
+    await page.click("#open-viewer");
+    await viewerLoaded();
+    return { job, url: page.url().replace(UI, ""), title: await page.textContent("#vw-title"),
+             slices: await page.evaluate(() => window.rcViewer.slices) };
   });
 }
 
@@ -194,11 +232,14 @@ async function results() {
   });
   await step("sr-table", srTable);
 
-  if (!await step("pull-from-pacs", async () => ({ series: await searchAndPull() }))) return;
+  if (!await step("pull-from-pacs", async () => ({ series: await searchAndPull(true) }))) return;
   await step("pacs-seg-overlay", async () => {
     const link = page.locator(`.pull-item .row[data-series="${env.RC_SEG_SERIES}"] a`);
     await link.click();   // the SEG as the PACS gave it back, from the Pull page
-    return { ...(await overlay()), url: page.url().replace(UI, "") };
+    const shown = await overlay();
+    await page.waitForFunction(() => document.querySelectorAll("#vw-thumbs button").length >= 3, null, { timeout: 15000 });
+    const thumbs = await page.$$eval("#vw-thumbs button", (bs) => bs.map((b) => ({ caption: b.textContent, disabled: b.disabled })));
+    return { ...shown, url: page.url().replace(UI, ""), thumbs };
   });
   await step("pacs-sr-table", srTable);
 }

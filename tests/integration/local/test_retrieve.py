@@ -64,6 +64,24 @@ def test_plan_accepts_orthanc_series_ids(fake):
         assert err.value.field == "orthanc_series"
 
 
+def test_a_pulled_study_leaves_out_radcloud_results_unless_asked(fake):
+    orthanc = Orthanc("http://o", session=fake)
+    fake.add_series("se3", "st1", "1.2.1.3", 4, modality="OT", number=101)
+    fake.series["se3"]["MainDicomTags"]["SeriesDescription"] = "radcloud dcm2png pictures of #1 AXIAL"
+    plan = r.plan(r.parse_request({"StudyInstanceUID": "1.2.1"}), orthanc)
+    assert [s["SeriesInstanceUID"] for s in plan] == ["1.2.1.1", "1.2.1.2"] and plan.skipped_derived == 1
+    plan = r.plan(r.parse_request({"StudyInstanceUID": "1.2.1", "include_derived": True}), orthanc)
+    assert sorted(s["SeriesInstanceUID"] for s in plan) == ["1.2.1.1", "1.2.1.2", "1.2.1.3"]
+    assert plan.skipped_derived == 0
+    (asked,) = r.plan(r.parse_request({"SeriesInstanceUID": "1.2.1.3"}), orthanc)  # named by UID: pulled
+    assert asked["SeriesInstanceUID"] == "1.2.1.3"
+    for sid in ("se1", "se2"):
+        fake.series[sid]["MainDicomTags"]["SeriesDescription"] = "radcloud old push"
+    with pytest.raises(NotFound) as err:
+        r.plan(r.parse_request({"StudyInstanceUID": "1.2.1"}), orthanc)
+    assert err.value.field == "include_derived" and "3 derived series" in err.value.message
+
+
 def test_plan_names_unknown_uids(env):
     with pytest.raises(NotFound) as err:
         r.plan(r.parse_request({"StudyInstanceUID": ["1.2.1", "1.2.99"]}), env[0])

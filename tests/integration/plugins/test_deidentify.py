@@ -203,3 +203,26 @@ def test_each_refused_file_is_named_with_its_rule_and_an_admin_allow_list_lets_i
     assert f"skipped {paths[0].name}: refused: " in proc.stderr
     allowed = deidentify(tmp_path / "ct", tmp_path / "out2", "--allowBurnedIn", "Secondary Capture Image Storage")
     assert allowed.returncode == 0 and len(list((tmp_path / "out2").glob("*.dcm"))) == 3
+
+
+def test_de_identified_copies_pass_dciodvfy_as_their_originals_do(tmp_path):
+    """Issue 19: every DICOM object the project writes is valid; de-identification must not break an IOD."""
+    from plugin_helpers import dciodvfy_errors
+
+    inp = copy_test_files(tmp_path / "in", ["CT_small.dcm", "MR_small.dcm"])
+    write_ct_series(inp / "phantom", count=3)  # radcloud's own sample CT and MR (and so its writer) too
+    from radcloud.ops.samples.spec import PatientSpec, SeriesSpec, StudySpec
+    from radcloud.ops.samples.synthetic import dataset_bytes, plan
+
+    mr = (PatientSpec("DOE^JANE", "MRN0002", "19600101", "F", (StudySpec(
+        "MR", "MR HEAD", "20250102", "090000", "ACC0002", "HEAD",
+        (SeriesSpec("AX T2", "mr_axial", 2, 64, 64, 3.0, 5.0, z_start=0.0, weighting="T2"),)),)),)
+    for i, ds in enumerate(plan(mr)[0].datasets()):
+        (inp / f"mr{i}.dcm").write_bytes(dataset_bytes(ds))
+    originals = [p for p in inp.rglob("*.dcm")]
+    assert {p.name: dciodvfy_errors(p) for p in originals} == {p.name: [] for p in originals}
+    proc = deidentify(inp, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    written = list((tmp_path / "out").rglob("*.dcm"))
+    assert len(written) == len(originals)
+    assert {p.name: dciodvfy_errors(p) for p in written} == {p.name: [] for p in written}

@@ -1,0 +1,116 @@
+"""Derived series: the rules every series radcloud writes into a PACS study follows, and how
+such a series is told apart from the images a scanner made.
+
+They serve the push to the PACS (:mod:`radcloud.results.derived`), the SEG and
+SR writer (:mod:`radcloud.results.segsr`), plugins that write DICOM series
+(``ct-resample``), search and retrieve (a pulled study leaves them out), the
+staged list and the viewer (a "Result" badge) — one place, in the PACS
+layer because search and retrieve need it:
+
+* **UIDs** are fixed by (source series, plugin, plugin version, what): a
+  re-run of the same plugin version on the same series writes the same
+  objects, so the PACS replaces them instead of piling up copies; a new
+  version writes a new series (:func:`uid`).
+* **Series number** is the source series' number times 100 plus the kind
+  (1 pictures, 2 segmentation, 3 measurements, 4 images): pictures of series
+  3 are 301, its segmentation 302, whatever the run (:func:`series_number`).
+* **Description** names radcloud, the plugin, the kind and the source series,
+  e.g. ``radcloud lung-seg segmentation of #3 CT chest`` (:func:`description`).
+* **Manufacturer** is ``radcloud`` and ImageType ``DERIVED``; pictures
+  reference their source (:func:`source_references`).
+* :func:`is_derived` recognises such a series by its description, which
+  every search answers, so search marks it and a pulled study skips it
+  unless asked (:func:`radcloud.pacs.retrieve.plan`).
+
+Standard library only at import (query and retrieve import it); pydicom is
+imported where a UID or a dataset is made.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping
+from typing import Any
+
+MANUFACTURER = "radcloud"
+PREFIX = "radcloud "  # every derived series' description starts with it
+KINDS = {"pictures": 1, "segmentation": 2, "measurements": 3, "images": 4}
+UNNUMBERED = 99       # stands in for a source series without a SeriesNumber
+MAX_REFERENCES = 1000  # source instances a picture names (a series longer than this is named in part)
+_FRAME = re.compile(r"-f(\d{4})$")  # dcm2png names frame f of a multi-frame file "<stem>-fNNNN.png"
+
+
+def plugin_name(plugin: str) -> str:
+    """``lung-seg`` from ``radcloud lung-seg`` or ``lung-seg``."""
+    return plugin[len(PREFIX):] if plugin.startswith(PREFIX) else plugin
+
+
+def uid(source_series: str, plugin: str, version: str, what: str) -> str:
+    """A UID fixed by the source series, the plugin, its version and ``what`` (e.g. ``"seg"``)."""
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[source_series, plugin, version, what])
+
+
+def positive_int(value: Any) -> int | None:
+    try:
+        n = int(float(str(value).strip()))
+    except (TypeError, ValueError):
+        return None
+    return n if n > 0 else None
+
+
+def series_number(source_number: Any, kind: str) -> int:
+    """``source × 100 + kind``: 301 for pictures of series 3, 302 for its segmentation..."""
+    return (positive_int(source_number) or UNNUMBERED) * 100 + KINDS[kind]
+
+
+def description(plugin: str, kind: str, source_number: Any, source_description: Any = "") -> str:
+    """``radcloud <plugin> <kind> of #<n> <source description>``, at most 64 characters (LO)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    n = positive_int(source_number)
+    source = " ".join(p for p in (f"#{n}" if n else "", str(source_description or "").strip()) if p)
+    return f"{PREFIX}{plugin_name(plugin)} {kind} of {source or 'an unnumbered series'}"[:64]
+
+
+def is_derived(tags: Mapping[str, Any]) -> bool:
+    """Whether a series (its tags as a search answers them) was written by radcloud.
+
+    The description decides: every PACS answers SeriesDescription to a
+    series C-FIND, while Manufacturer is no series-level key (and radcloud's
+    own synthetic sample studies are made by Manufacturer ``radcloud``).
+    """
+    return str(tags.get("SeriesDescription") or "").startswith(PREFIX)
+
+
+def source_references(source_series: str, instances: list[tuple[str, str]], picture: str = "") -> dict[str, Any]:
+    """ReferencedSeriesSequence and SourceImageSequence of a picture made from ``source_series``.
+
+    ``instances`` are the source's ``(SOPClassUID, SOPInstanceUID)``. A
+    picture named after one source instance (dcm2png writes
+    ``<SOPInstanceUID>.png``, and ``<SOPInstanceUID>-fNNNN.png`` for frame
+    NNNN counted from 1) names that instance (and frame) as its source image;
+    any other picture (a montage, an overlay) names every instance.
+    """
+    from pydicom.dataset import Dataset
+
+    def ref(sop_class: str, sop_uid: str, frame: int | None = None) -> Dataset:
+        item = Dataset()
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = sop_class, sop_uid
+        if frame is not None:
+            item.ReferencedFrameNumber = frame
+        return item
+
+    stem = posixpath.basename(picture).rsplit(".", 1)[0]
+    frame = _FRAME.search(stem)
+    stem = stem[:frame.start()] if frame else stem
+    stem = stem[:-4] if stem.endswith(".dcm") else stem
+    named = [i for i in instances if i[1] == stem]
+    sources = [ref(*named[0], int(frame.group(1)) if frame else None)] if named else \
+        [ref(*i) for i in instances[:MAX_REFERENCES]]
+    series = Dataset()
+    series.SeriesInstanceUID = source_series
+    series.ReferencedInstanceSequence = [ref(*i) for i in instances[:MAX_REFERENCES]]
+    return {"ReferencedSeriesSequence": [series], "SourceImageSequence": sources}

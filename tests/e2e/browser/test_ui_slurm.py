@@ -1,0 +1,75 @@
+"""A job routed to the HPC cluster, as the web UI shows it: where it runs, its Slurm job id, why it waits.
+
+The session's site has the stack's one-node Slurm cluster. The test holds the
+node with a short job, dispatches dcm2png onto Slurm as the UI's user
+(``options.executor``), ticks reconcile once a second as the deployment's
+alarm trigger does (Slurm's queue reason reaches radcloud that way), and the
+browser (slurm.e2e.mjs) reads the job page while the job waits, then when it ends.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+def _invoke(site, action: str, params: dict) -> dict:
+    status, body = site.whisk.invoke(f"radcloud/{action}", {**params, "_principal": {"name": site.user,
+                                                                                     "role": "clinician"}})
+    assert status == 200, (action, status, body)
+    return body
+
+
+def test_a_job_on_slurm_shows_its_queue_reason_then_its_slurm_job_id(site, stack, slurm, run_browser, tmp_path):
+    import requests
+
+    from radcloud.work.slurmclient import SlurmClient
+
+    orthanc_id = requests.post(stack.orthanc_url + "/tools/find", auth=stack.orthanc_auth, timeout=30,
+                               json={"Level": "Study", "Query": {"PatientID": "RC100002"}}).json()[0]
+    study = requests.get(f"{stack.orthanc_url}/studies/{orthanc_id}", auth=stack.orthanc_auth,
+                         timeout=30).json()["MainDicomTags"]["StudyInstanceUID"]
+    rid = _invoke(site, "retrieve", {"StudyInstanceUID": study})["retrieve_id"]
+    deadline = time.monotonic() + 60
+    while _invoke(site, "retrieve", {"retrieve_id": rid})["state"] not in ("succeeded", "failed", "partial"):
+        assert time.monotonic() < deadline, "the study was never staged"
+        time.sleep(0.3)
+    client = SlurmClient.from_settings(slurm.settings())
+    # The node is busy until the browser has seen the job wait: then it runs.
+    blocker = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-ui-blocker", cpus=client.limits().cpus,
+                            memory_mb=64, time_limit_min=5)
+    seen = tmp_path / "seen"
+    assert client.wait(blocker, {"RUNNING"})["job_state"] == "RUNNING"
+    job_id = _invoke(site, "dispatch", {"plugin": "dcm2png", "inputs": {"retrieve": rid},
+                                        "options": {"force": True, "executor": "slurm"}})["job_id"]
+    stop = threading.Event()
+
+    def tick():  # what the radcloud-reconcile alarm does in a deployment, here once a second
+        while not stop.wait(1.0):
+            if seen.exists():
+                client.cancel(blocker)
+            site.whisk.invoke("radcloud/reconcile", {})
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        page = run_browser("slurm.e2e.mjs", {"RC_UI": site.ui, "RC_USER": site.user, "RC_PASSWORD": site.password,
+                                             "RC_JOB": job_id, "RC_SEEN": str(seen)}, record="slurm-ui.json",
+                           timeout=180)
+    finally:
+        stop.set()
+        ticker.join(timeout=10)
+        client.cancel(blocker)
+    queued = page.ok("queued-on-slurm")
+    assert "queued: waiting for resources" in queued["reasons"], queued
+    assert queued["runs_on"] and all(re.fullmatch(r"Slurm job \d+.*", c) for c in queued["runs_on"]), queued
+    done = page.ok("finished-on-slurm")
+    assert done["state"] == "succeeded" and done["reasons_left"] == 0, done
+    handles = {s["activation_id"] for s in _invoke(site, "status", {"job_id": job_id})["shards"]}
+    assert {re.match(r"Slurm job (\d+)", c).group(1) for c in done["runs_on"]} == handles
+    assert page["summary"]["external_requests"] == [] and page["summary"]["console_errors"] == []

@@ -1,0 +1,28 @@
+"""The rules of radcloud's derived series: UIDs, numbers, descriptions, the marker, source references."""
+
+from __future__ import annotations
+
+from radcloud.pacs import derivedseries as derived
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def test_rules_number_describe_and_recognise_derived_series():
+    assert derived.series_number("3", "pictures") == 301 and derived.series_number(12, "measurements") == 1203
+    assert derived.series_number(None, "segmentation") == 9902 and derived.series_number("x", "images") == 9904
+    assert derived.description("radcloud lung-seg", "segmentation", "3", "CT chest") == \
+        "radcloud lung-seg segmentation of #3 CT chest"
+    assert derived.description("dcm2png", "pictures", "", "") == "radcloud dcm2png pictures of an unnumbered series"
+    assert len(derived.description("p", "pictures", 1, "x" * 200)) == 64
+    assert derived.is_derived({"SeriesDescription": "radcloud dcm2png pictures of #3"})
+    assert not derived.is_derived({"Manufacturer": "radcloud", "SeriesDescription": "AXIAL"})  # a sample study
+    assert not derived.is_derived({"Manufacturer": "SIEMENS", "SeriesDescription": "radcloud-like protocol"})
+    assert not derived.is_derived({})
+    assert derived.uid("9.9", "p", "1.0", "seg") == derived.uid("9.9", "p", "1.0", "seg")
+    assert derived.uid("9.9", "p", "1.0", "seg") != derived.uid("9.9", "p", "1.1", "seg")
+
+
+def test_a_frame_picture_names_its_frame():
+    refs = derived.source_references("9.9", [(CT, "9.9.1")], "s000/9.9.1-f0004.png")
+    (src,) = refs["SourceImageSequence"]
+    assert src.ReferencedSOPInstanceUID == "9.9.1" and src.ReferencedFrameNumber == 4
