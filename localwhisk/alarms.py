@@ -11,7 +11,11 @@ feeds mirror apache/openwhisk-package-alarms:
 * ``once``: ``date``;
 
 each with ``trigger_payload`` (an object fired as the trigger's parameters).
-Times are UTC (``timezone`` other than UTC is refused). Registrations live in
+The alarm feed's ``cron`` is read in its ``timezone`` (an IANA name such as
+``Europe/Paris``, UTC when absent), as the alarms provider does: "0 8 * * *"
+fires at 08:00 local time through daylight-saving changes (a time the clock
+skips does not fire that day; one it repeats fires once). Dates are UTC
+unless they carry an offset. Registrations live in
 the store (type ``alarm``, keyed by the trigger), so a restart keeps them;
 the authKey is checked against the trigger's namespace and never stored.
 :meth:`Alarms.tick` fires what is due; the server calls it every
@@ -59,7 +63,8 @@ class FeedError(ValueError):
 class Cron:
     """A cron expression: 5 fields (minute first) or 6 (second first); ``*``, ``a-b``, ``*/n``, lists, names."""
 
-    def __init__(self, expr: str) -> None:
+    def __init__(self, expr: str, tz: str | None = None) -> None:
+        self.zone = _zone(tz)
         fields = str(expr).split()
         if len(fields) not in (5, 6):
             raise FeedError(f"cron {expr!r} has {len(fields)} fields; use 5 (minute hour day month weekday) "
@@ -71,10 +76,17 @@ class Cron:
         self.dom_any, self.dow_any = fields[3] == "*", fields[5] == "*"
 
     def matches(self, t: int) -> bool:
-        """Does whole second ``t`` (epoch, UTC) match?"""
-        tm = time.gmtime(t)
-        sec, minute, hour, dom, month = tm.tm_sec, tm.tm_min, tm.tm_hour, tm.tm_mday, tm.tm_mon
-        dow = (tm.tm_wday + 1) % 7  # cron: Sunday = 0
+        """Does whole second ``t`` (epoch) match, read on the clock of the cron's time zone?"""
+        if self.zone is None:
+            tm = time.gmtime(t)
+            sec, minute, hour, dom, month, wday = tm.tm_sec, tm.tm_min, tm.tm_hour, tm.tm_mday, tm.tm_mon, tm.tm_wday
+        else:
+            local = datetime.fromtimestamp(t, self.zone)
+            if local.fold:  # the second pass through a repeated hour (DST ends): fired the first time
+                return False
+            sec, minute, hour, dom, month, wday = (local.second, local.minute, local.hour, local.day, local.month,
+                                                   local.weekday())
+        dow = (wday + 1) % 7  # cron: Sunday = 0
         s = self.sets
         if sec not in s[0] or minute not in s[1] or hour not in s[2] or month not in s[4]:
             return False
@@ -117,6 +129,19 @@ def _value(text: str, index: int) -> int:
 
 
 _cron = functools.lru_cache(maxsize=256)(Cron)  # a tick checks each second of each schedule
+
+
+def _zone(tz: str | None) -> Any:
+    """The time zone called ``tz`` (None for UTC); FeedError naming it when there is none."""
+    if tz in (None, "", "UTC", "Etc/UTC"):
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(str(tz))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise FeedError(f"timezone {tz!r} is not a time zone this machine knows: use an IANA name such as "
+                        "'Europe/Paris' or 'America/New_York' (tzdata), or leave it out for UTC") from None
 
 
 # -- the feed provider --------------------------------------------------------------
@@ -167,7 +192,7 @@ class Alarms:
         if existing is None:
             raise FeedError(f"trigger /{ns}/{name} has no {feed} feed (CREATE it first)")
         if event == "READ":
-            return {"config": {k: existing[k] for k in ("cron", "minutes", "date", "startDate", "stopDate",
+            return {"config": {k: existing[k] for k in ("cron", "timezone", "minutes", "date", "startDate", "stopDate",
                                                         "trigger_payload", "name", "namespace") if k in existing},
                     "status": {"active": existing["active"], "dateChanged": existing["dateChanged"],
                                **({"reason": existing["reason"]} if existing.get("reason") else {})}}
@@ -175,7 +200,7 @@ class Alarms:
             self.store.delete_entity("alarm", ns, name)
             return {"status": "deleted"}
         if event == "UPDATE":
-            merged = {**{k: existing[k] for k in ("cron", "minutes", "date", "startDate", "stopDate",
+            merged = {**{k: existing[k] for k in ("cron", "timezone", "minutes", "date", "startDate", "stopDate",
                                                   "trigger_payload") if k in existing},
                       **{k: v for k, v in params.items() if k not in ("lifecycleEvent", "authKey", "triggerName")}}
             doc = self._registration(existing["feed"], ns, name, merged)
@@ -189,9 +214,9 @@ class Alarms:
     def _registration(self, feed: str, ns: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
         if feed not in FEEDS:
             raise FeedError(f"feed {feed!r} does not exist; the alarms package has {', '.join(FEEDS)}")
-        tz = params.get("timezone")
-        if tz not in (None, "", "UTC", "Etc/UTC"):
-            raise FeedError(f"timezone {tz!r}: localwhisk's alarms run in UTC only; give the cron in UTC")
+        tz = params.get("timezone") or None
+        if tz is not None and feed != "alarm":
+            raise FeedError(f"timezone applies to the alarm feed's cron; the {feed} feed's times are absolute")
         payload = params.get("trigger_payload") or {}
         if not isinstance(payload, dict):
             raise FeedError("trigger_payload must be a JSON object (the parameters each fire sends)")
@@ -204,8 +229,10 @@ class Alarms:
         if feed == "alarm":
             if not params.get("cron"):
                 raise FeedError("cron is required for the alarm feed, e.g. '*/5 * * * *'")
-            Cron(str(params["cron"]))  # refused now, not at the first tick
+            Cron(str(params["cron"]), tz)  # refused now (cron or time zone), not at the first tick
             doc["cron"] = str(params["cron"])
+            if tz is not None:
+                doc["timezone"] = str(tz)
         elif feed == "interval":
             try:
                 minutes = int(params.get("minutes"))  # type: ignore[arg-type]
@@ -229,7 +256,7 @@ class Alarms:
         if t < doc.get("startDate", 0) or ("stopDate" in doc and t > doc["stopDate"]):
             return False
         if doc["feed"] == "alarm":
-            return _cron(doc["cron"]).matches(t)
+            return _cron(doc["cron"], doc.get("timezone")).matches(t)
         if doc["feed"] == "interval":
             start = doc.get("startDate", doc["created"])
             return t > start and (t - start) % (doc["minutes"] * 60) == 0

@@ -22,7 +22,7 @@ from localwhisk.params import epoch_param, json_object, json_payload, page
 from localwhisk.response import Response, error_response, json_response
 from localwhisk.sequences import SequenceRunner, check_components, fqn
 from localwhisk.store import Store
-from localwhisk.triggers import Triggers
+from localwhisk.triggers import FIRES_PER_MINUTE, Triggers
 from localwhisk.webactions import WebActions
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ class Controller:
     """Everything of localwhisk except the runtime and the HTTP server."""
 
     def __init__(self, runtime: Any, store: Store, auth: Authenticator, *, max_concurrent: int = 30,
-                 web_wait_ms: int = MAX_BLOCKING_WAIT_MS, store_policy: StorePolicy | None = None) -> None:
+                 web_wait_ms: int = MAX_BLOCKING_WAIT_MS, store_policy: StorePolicy | None = None,
+                 fires_per_minute: int = FIRES_PER_MINUTE) -> None:
         self.store = store
         self.auth = auth
         self.runtime = runtime
@@ -46,7 +47,7 @@ class Controller:
                                store_policy=store_policy)
         self.invoker.sequence_runner = SequenceRunner(self.lookup)
         self.web = WebActions(self.lookup, auth, self.invoker, wait_ms=web_wait_ms)
-        self.triggers = Triggers(store, self.invoker, self.lookup)
+        self.triggers = Triggers(store, self.invoker, self.lookup, fires_per_minute=fires_per_minute)
         self.alarms = feeds.Alarms(store, auth, self.triggers.fire)
         self.recovered = self.invoker.recover()
 
@@ -148,6 +149,7 @@ class Controller:
             "support": {"github": "https://github.com/apache/openwhisk/issues"},
             "api_paths": ["/api/v1"],
             "limits": {"concurrent_actions": self.invoker.max_concurrent, "sequence_length": 50,
+                       "triggers_per_minute": self.triggers.fires_per_minute,
                        "min_action_duration": 100, "max_action_duration": 300000,
                        "min_action_memory": 128 * 2**20, "max_action_memory": 512 * 2**20,
                        "min_action_logs": 0, "max_action_logs": 10 * 2**20},

@@ -27,7 +27,8 @@ def _serve(args: argparse.Namespace) -> int:
                       max_concurrent=args.max_concurrent, prewarm=args.prewarm,
                       max_containers=args.max_containers, sandbox=args.sandbox, images=images,
                       preload=_modules(args.preload), memory_limits=args.memory_limits,
-                      store_policy=store_policy, alarm_tick=args.alarm_tick))
+                      store_policy=store_policy, alarm_tick=args.alarm_tick,
+                      fires_per_minute=args.fires_per_minute))
     return 0
 
 
@@ -75,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=3233, help="0 picks a free port")
     s.add_argument("--max-concurrent", type=int, default=30, help="concurrent activations per namespace (429 above)")
+    s.add_argument("--fires-per-minute", type=int, default=60,
+                   help="trigger fires per namespace and minute (429 above; OpenWhisk's limits.triggers.fires.perMinute)")
     s.add_argument("--prewarm", type=int, default=1, help="stem-cell containers kept ready")
     s.add_argument("--max-containers", type=int, default=8)
     s.add_argument("--sandbox", choices=("auto", "bwrap", "none"), default="auto", help="for blackbox actions")

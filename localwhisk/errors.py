@@ -54,3 +54,8 @@ def too_many(count: int, allowed: int) -> WhiskError:
     # OpenWhisk Messages.tooManyConcurrentRequests: the cap localwhisk enforces
     # is on invocations in flight, not on a per-minute rate.
     return WhiskError(429, f"Too many concurrent requests in flight (count: {count}, allowed: {allowed}).")
+
+
+def too_many_per_minute(count: int, allowed: int) -> WhiskError:
+    # OpenWhisk Messages.tooManyRequests: the per-minute rate (RateThrottler), e.g. trigger fires.
+    return WhiskError(429, f"Too many requests in the last minute (count: {count}, allowed: {allowed}).")

@@ -97,6 +97,7 @@ class ServeConfig:
     preload: tuple[str, ...] = ()  # modules every stem cell imports (images add their own)
     store_policy: StorePolicy = field(default_factory=StorePolicy)  # which activation records are kept
     alarm_tick: float = 1.0  # seconds between the alarms feeds' checks (0: no scheduler)
+    fires_per_minute: int = 60       # OpenWhisk's limits.triggers.fires.perMinute (per namespace)
 
 
 def parse_images(entries: list[str], files: list[Path]) -> dict[str, dict[str, Any]]:
@@ -156,7 +157,8 @@ def build(config: ServeConfig, api_host: str, runtime: Any = None) -> Controller
                           max_containers=config.max_containers, sandbox=config.sandbox, images=images,
                           preload=tuple(config.preload), memory=config.memory_limits)
     return Controller(runtime, Store(state / "localwhisk.db"), auth.Authenticator({auth.DEFAULT_NAMESPACE: key}),
-                      max_concurrent=config.max_concurrent, store_policy=config.store_policy)
+                      max_concurrent=config.max_concurrent, store_policy=config.store_policy,
+                      fires_per_minute=config.fires_per_minute)
 
 
 def write_wskprops(state_dir: Path, api_host: str, key: str, namespace: str = auth.DEFAULT_NAMESPACE) -> Path:

@@ -11,20 +11,26 @@ none is; the trigger activation's ``logs`` are one JSON line per rule
 (``{statusCode, success, activationId, rule, action}`` or ``error``).
 
 The trigger document keeps a ``rules`` map (``"ns/rule" -> {action, status}``)
-as OpenWhisk's does, so a fire reads one document. Fire rate limits
-(OpenWhisk: 60/min) are not enforced locally; the concurrency cap on the
-rules' actions is (a rule refused by it is logged in the trigger activation).
+as OpenWhisk's does, so a fire reads one document. Fires are rate-limited
+per namespace as OpenWhisk's RateThrottler does (``limits.triggers.fires.perMinute``,
+60 by default; ``serve --fires-per-minute``): a fixed one-minute window,
+every fire charged (refused ones too), the one over the limit answered 429
+"Too many requests in the last minute (count: 61, allowed: 60)." — REST
+fires and the alarms feeds' alike. The concurrency cap on the rules'
+actions applies too (a rule refused by it is logged in the trigger activation).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from typing import Any, Callable
 
 from localwhisk import entities as ent
 from localwhisk.activations import Invoker, Target, new_id, response_of
-from localwhisk.errors import WhiskError, bad_request, not_found, refuse_overwrite
+from localwhisk.errors import WhiskError, bad_request, not_found, refuse_overwrite, too_many_per_minute
 from localwhisk.params import json_object, json_payload, page
 from localwhisk.response import Response, json_response
 from localwhisk.sequences import parse_name
@@ -34,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Lookup = Callable[[str, str | None, str], "Target | None"]
 STATUSES = ("active", "inactive")
+FIRES_PER_MINUTE = 60  # OpenWhisk's default limits.triggers.fires.perMinute
 
 
 def _path(ns: str, pkg: str | None) -> str:
@@ -43,10 +50,25 @@ def _path(ns: str, pkg: str | None) -> str:
 class Triggers:
     """The ``triggers`` and ``rules`` collections and :meth:`fire` (also used by feeds)."""
 
-    def __init__(self, store: Store, invoker: Invoker, lookup: Lookup) -> None:
+    def __init__(self, store: Store, invoker: Invoker, lookup: Lookup, *, fires_per_minute: int = FIRES_PER_MINUTE,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.invoker = invoker
         self.lookup = lookup
+        self.fires_per_minute = fires_per_minute
+        self.clock = clock
+        self._minute: dict[str, tuple[int, int]] = {}  # namespace -> (minute, fires charged in it)
+        self._rate_lock = threading.Lock()
+
+    def _charge(self, ns: str) -> None:
+        """One fire charged to ``ns``'s current minute; 429 past the limit (OpenWhisk's RateThrottler)."""
+        minute = int(self.clock() // 60)
+        with self._rate_lock:
+            last, count = self._minute.get(ns, (minute, 0))
+            count = (count if last == minute else 0) + 1
+            self._minute[ns] = (minute, count)
+        if count > self.fires_per_minute:
+            raise too_many_per_minute(count, self.fires_per_minute)
 
     def _read(self, type_: str, method: str, ns: str, rest: list[str], q: dict[str, str],
               shape: Any) -> Response | tuple[str, dict[str, Any] | None]:
@@ -100,8 +122,9 @@ class Triggers:
     def fire(self, ns: str, name: str, payload: dict[str, Any], tid: str | None = None) -> str | None:
         """Fire ``ns/name``; returns the trigger activation id, or None when no rule is active.
 
-        Raises WhiskError 404 when the trigger does not exist.
+        Raises WhiskError 404 when the trigger does not exist, 429 past the namespace's fires per minute.
         """
+        self._charge(ns)  # as OpenWhisk: the entitlement check comes before the trigger is read
         trigger = self.store.get_entity("trigger", ns, name)
         if trigger is None:
             raise not_found()

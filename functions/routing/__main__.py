@@ -23,8 +23,10 @@ def handle(request, settings, principal, store=None, jobs=None):
     params = request.params
     if request.method == "get" or not any(k in params for k in ("rule", "delete", "enabled")):
         from radcloud.work.jobs import JobStore
+        from radcloud.work.jobservices import jobs_redis
 
-        return {"rules": store.list(), "runs": with_pipeline_state(store.runs(), jobs or JobStore(redis))}
+        jobs = jobs or JobStore(jobs_redis(settings))
+        return {"rules": store.list(), "runs": with_pipeline_state(store.runs(), jobs)}
     if "rule" in params:
         result = {"saved": store.save(params["rule"])}
     elif "delete" in params:

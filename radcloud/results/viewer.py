@@ -132,9 +132,9 @@ class Viewer:
         """
         dicom = [o for o in manifest.get("outputs") or []
                  if str(o.get("name", "")).lower().endswith(".dcm") or o.get("content_type") == "application/dicom"]
-        segs, srs = [], []
+        segs, srs, classes = [], [], {}
         for out in dicom[:PROBE_MAX]:
-            sop_class = self._sop_class(out["key"])
+            sop_class = classes[out["key"]] = self._sop_class(out["key"])
             if sop_class == SEG_CLASS:
                 segs.append(out)
             elif sop_class in SR_CLASSES:
@@ -144,12 +144,18 @@ class Viewer:
         seg = next((o for o in segs if o.get("series_uid") == chosen), None)
         rows = [row for o in srs if o.get("series_uid") == chosen for row in self._sr_rows(o)]
         study = next((o.get("study_uid") for o in segs + srs if o.get("series_uid") == chosen), "")
-        return {
+        answer = {
             "job_id": manifest.get("job_id"), "sources": sources,
             "source": {"SeriesInstanceUID": chosen, "StudyInstanceUID": study} if chosen else None,
             "segmentation": {"name": seg["name"], "url": self.store.presign_get(seg["key"], self.ttl_s)} if seg else None,
             "measurements": rows, "url_ttl_s": self.ttl_s,
         }
+        if chosen is None:  # no segmentation: the job's own DICOM images, if it wrote any (a result series)
+            images = _images(dicom, classes)
+            if images:
+                answer["images"] = {"count": len(images), "instances": [
+                    {"url": self.store.presign_get(o["key"], self.ttl_s), "size": o.get("size")} for o in images[:PAGE_MAX]]}
+        return answer
 
     def seg(self, series_uid: str, access: InputAccess | None = None) -> dict[str, Any]:
         """A staged DICOM SEG series (pulled from the PACS) over its source series, with its measurements.
@@ -290,6 +296,25 @@ def sr_rows(ds: Any) -> list[dict[str, Any]]:
             rows.append({"segment": str(group.tracking_identifier or ""), "name": name,
                          "value": round(float(m.value), 1), "unit": _UNITS.get(m.unit.value, m.unit.value)})
     return rows
+
+
+def _images(dicom: list[dict[str, Any]], classes: dict[str, str]) -> list[dict[str, Any]]:
+    """The DICOM outputs that are images (not SEG, not SR, readable), in name order.
+
+    Only the first :data:`PROBE_MAX` outputs were read; the others take the
+    class of the first one read in their folder (a plugin writes one kind of
+    object per folder: ``seg/``, ``sr/``, a series of images...).
+    """
+    folder_class: dict[str, str] = {}
+    for out in dicom:
+        if out["key"] in classes:
+            folder_class.setdefault(out["key"].rsplit("/", 1)[0], classes[out["key"]])
+    found = []
+    for out in dicom:
+        sop_class = classes.get(out["key"]) or folder_class.get(out["key"].rsplit("/", 1)[0], "")
+        if sop_class and sop_class != SEG_CLASS and sop_class not in SR_CLASSES:
+            found.append(out)
+    return sorted(found, key=lambda o: str(o.get("name", "")))
 
 
 def _evidence(ds: Any) -> set[str]:

@@ -34,7 +34,7 @@ import jinja2
 from radcloud.core.errors import NotFound
 from radcloud.run.registry import ui_words
 
-PAGES = ("login", "search", "pull", "run", "jobs", "view", "audit", "viewer")
+PAGES = ("login", "search", "pull", "run", "jobs", "view", "audit", "automations", "viewer")
 # What each page is for, shown in the navigation (login is not in it).
 NAV = (("search", "Search"), ("pull", "Pull"), ("run", "Run"), ("jobs", "Jobs"), ("view", "Results"))
 _TEXT_TYPES = {".css": "text/css", ".js": "application/javascript", ".svg": "image/svg+xml",

@@ -87,6 +87,28 @@ def test_cancel_is_scancel(client):
     client.cancel(999999)  # unknown: quiet
 
 
+def test_a_job_over_its_memory_ends_out_of_memory_where_there_is_a_memory_cgroup(stack, client):
+    """With a memory cgroup (radcloud.ops.stack.slurm.memory_cgroup: root and a writable cgroup v1
+    memory controller, as here) the kernel stops the job at its --mem and Slurm says OUT_OF_MEMORY;
+    without one (most containers) Slurm's sampling kills it and says FAILED — docs/deploy.md."""
+    from radcloud.ops.stack.slurm import memory_cgroup
+    from radcloud.work.slurmstate import status_of
+
+    job_id = client.submit("#!/bin/sh\nexec python3 -c 'b = bytearray(400 * 2**20); import time; time.sleep(5)'\n",
+                           name="radcloud-test-oom", memory_mb=100, time_limit_min=1)
+    job = wait_state(client, job_id, ENDED)
+    status = status_of(job)
+    if memory_cgroup(stack.stack.state) is not None:
+        assert job["job_state"] == "OUT_OF_MEMORY", job["job_state"]
+        assert (status.outcome, status.reason) == \
+            ("failed", f"Slurm job {job_id} ran out of memory (100 MB): OUT_OF_MEMORY")
+    else:
+        assert job["job_state"] == "FAILED" and status.outcome == "failed", job["job_state"]
+    small = client.submit("#!/bin/sh\nexec python3 -c 'b = bytearray(20 * 2**20)'\n", name="radcloud-test-fits",
+                          memory_mb=100, time_limit_min=1)
+    assert wait_state(client, small, ENDED)["job_state"] == "COMPLETED"  # within its memory: untouched
+
+
 def test_more_than_the_node_has_is_refused_by_slurm(client):
     limits = client.limits()
     with pytest.raises(BadRequest, match="node configuration is not available"):

@@ -30,7 +30,8 @@ def test_slurm_is_optional_and_needs_its_packages_only_when_asked():
     assert {"slurm-wlm", "munge", "slurmrestd", "slurm-wlm-jwt-plugin"} <= {r.apt for r in requirements(slurm=True)}
 
 
-def test_slurm_conf_is_a_one_node_loopback_cluster_with_the_stack_s_own_keys(tmp_path):
+def test_slurm_conf_is_a_one_node_loopback_cluster_with_the_stack_s_own_keys(tmp_path, monkeypatch):
+    monkeypatch.setattr(slurm, "memory_cgroup", lambda state: None)  # a machine without one
     state = StateDir(tmp_path)
     path = slurm.write_config("slurmctld", state=state, ports=PORTS)
     conf = dict(line.split("=", 1) for line in path.read_text().splitlines()
@@ -40,6 +41,7 @@ def test_slurm_conf_is_a_one_node_loopback_cluster_with_the_stack_s_own_keys(tmp
     assert conf["AuthAltTypes"] == "auth/jwt" and conf["AuthAltParameters"] == f"jwt_key={tmp_path}/slurm/jwt.key"
     assert (conf["ProctrackType"], conf["TaskPlugin"], conf["SelectType"]) == \
         ("proctrack/linuxproc", "task/none", "select/cons_tres")
+    assert conf["JobAcctGatherParams"] == "OverMemoryKill" and not (tmp_path / "slurm" / "cgroup.conf").exists()
     assert "batch_sched_delay=0" in conf["SchedulerParameters"]
     assert conf["StateSaveLocation"].startswith(str(tmp_path))
     assert "NodeAddr=127.0.0.1" in path.read_text()
@@ -48,6 +50,27 @@ def test_slurm_conf_is_a_one_node_loopback_cluster_with_the_stack_s_own_keys(tmp
     before = (tmp_path / "slurm" / "munge" / "munge.key").read_bytes()
     slurm.write_config("slurmd", state=state, ports=PORTS)
     assert (tmp_path / "slurm" / "munge" / "munge.key").read_bytes() == before  # kept across ups
+
+
+def test_with_a_memory_cgroup_jobs_are_bound_to_it_in_slurmd_s_own_cgroup_namespace(tmp_path, monkeypatch):
+    group = tmp_path / "sys" / "radcloud-slurm-abc"
+    monkeypatch.setattr(slurm, "memory_cgroup", lambda state: group)
+    state = StateDir(tmp_path)
+    text = slurm.write_config("slurmd", state=state, ports=PORTS).read_text()
+    assert "TaskPlugin=task/cgroup" in text and "OverMemoryKill" not in text
+    cgroup_conf = (tmp_path / "slurm" / "cgroup.conf").read_text()
+    assert f"CgroupMountpoint={tmp_path}/slurm/cgroup\n" in cgroup_conf and "ConstrainRAMSpace=yes" in cgroup_conf
+    svc = build("slurmd", state=state, ports=PORTS, credentials=CREDS, binaries=Binaries({"slurmd": "/usr/sbin/slurmd"}, ()))
+    assert svc.argv[:2] == ("sh", "-c")
+    script = svc.argv[2]
+    assert f"echo $$ > {group}/cgroup.procs" in script and "exec unshare --cgroup --mount" in script
+    assert f"mount -t cgroup -o memory cgroup {tmp_path}/slurm/cgroup/memory" in script
+    assert script.endswith(f"exec /usr/sbin/slurmd -D -N {slurm.NODE} -f {tmp_path}/slurm/slurm.conf'")
+    monkeypatch.setattr(slurm, "memory_cgroup", lambda state: None)
+    slurm.write_config("slurmd", state=state, ports=PORTS)  # the machine changed: back to sampling
+    assert not (tmp_path / "slurm" / "cgroup.conf").exists()
+    assert build("slurmd", state=state, ports=PORTS, credentials=CREDS, binaries=Binaries({}, ())).argv[1:3] == \
+        ("-D", "-N")
 
 
 def test_slurmrestd_runs_as_a_non_root_uid_in_its_own_user_namespace(tmp_path):

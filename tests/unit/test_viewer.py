@@ -217,3 +217,20 @@ def test_a_pacs_seg_without_its_source_staged_or_a_series_that_is_no_seg_is_refu
     services = _Services(store, ManifestStaging(store, store.index), _Jobs())
     with pytest.raises(BadRequest, match="not a DICOM Segmentation"):
         action.handle(_request(f"/seg/{sr.SeriesInstanceUID}"), None, Principal("dr.jones", "clinician"), services)
+
+
+def test_a_job_that_wrote_dicom_images_answers_them_as_a_series_to_open(store):
+    """A result series (deidentify's copies, a resampled CT): more outputs than are probed."""
+    from radcloud.ops.samples import viewerdata
+
+    outputs = []
+    for i, ds in enumerate(viewerdata.ct_series(60, 16, tag="RESULT")):
+        info = store.put_bytes(f"results/j3/s000/ct/{i:03d}.dcm", viewerdata.ds_bytes(ds))
+        outputs.append({"key": info.key, "name": f"s000/ct/{i:03d}.dcm", "size": info.size})
+    info = store.put_bytes("results/j3/s000/notes.dcm", b"not dicom")  # unreadable: not an image
+    outputs.append({"key": info.key, "name": "s000/notes.dcm", "size": info.size})
+    answer = _viewer(store).job({"job_id": "j3", "outputs": outputs})
+    assert answer["source"] is None and answer["segmentation"] is None
+    assert answer["images"]["count"] == 60
+    assert answer["images"]["instances"][59]["url"] == "http://s3.invalid/results/j3/s000/ct/059.dcm?ttl=60"
+    assert "images" not in _viewer(store).job(_seg_sr_outputs(store))  # a SEG job shows its overlay instead

@@ -113,6 +113,11 @@
     return handle ? `${s.executor} ${handle.slice(0, 12)}` : s.executor;
   };
 
+  // "Send results back to the PACS": what the PACS now holds, or why it holds nothing (the results stand).
+  const pacsNote = (j) => j.pacs_error ? el("p", { class: "error", id: "job-pacs" }, j.pacs_error)
+    : Number(j.pacs_instances) > 0 ? el("p", { class: "muted", id: "job-pacs" },
+      `Sent to the PACS: ${j.pacs_instances} object(s), in the study the images came from.`) : "";
+
   function renderDetail(j) {
     detail.hidden = false;
     const p = j.progress || {};
@@ -132,6 +137,7 @@
       el("p", { id: "job-shards" }, shardSummary(j, p) +
         (p.instances_total ? ` · ${p.instances_done}/${p.instances_total} images` : "")),
       j.reason ? el("p", { class: final && j.state !== "succeeded" ? "error" : "muted" }, j.reason) : "",
+      pacsNote(j),
       el("div", { class: "bar" },
         !final ? el("button", { type: "button", onclick: () => act("cancel") }, "Cancel") : "",
         ["failed", "partial"].includes(j.state) ? el("button", { type: "button", onclick: () => act("retry") }, words.retryParts) : "",

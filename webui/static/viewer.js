@@ -3,7 +3,8 @@
  * the raw pixel values in HU.
  *
  *   viewer?series=<SeriesInstanceUID>          a staged series
- *   viewer?job=<job id>                        a job's SEG/SR over its source series
+ *   viewer?job=<job id>                        a job's SEG/SR over its source series, or (none)
+ *                                              the DICOM images the job wrote
  *   viewer?seg=<SeriesInstanceUID>             a staged SEG series (pulled from the PACS) over its
  *                                              source series, with the study's SRs citing it; a
  *                                              series=<uid> that is a SEG opens this way too
@@ -276,6 +277,10 @@ async function openSeries(uid) {
   // A Segmentation is not an image to scroll: it is drawn over the series it was made on.
   if ((info.tags || {}).Modality === "SEG") return openSeg(uid);
   showIdentity(info);
+  if ((info.tags || {}).Modality === "SR") {
+    fail("This series is a structured report (measurements, no image): open the segmentation it measures, and its table shows beside it.");
+    return info;
+  }
   $("#vw-title").textContent = title(info);
   if (!urls.length) { fail("This series has no staged images."); return info; }
   state.imageDataId = app.loadURLs(urls);
@@ -290,17 +295,33 @@ async function thumbnails(studyUid, current) {
   const box = $("#vw-thumbs");
   box.replaceChildren();
   for (const s of study.series) {
+    const modality = (s.tags || {}).Modality;
     const canvas = el("canvas", { width: 128, height: 128, "aria-hidden": "true" });
     const button = el("button", { type: "button", "aria-current": String(s.SeriesInstanceUID === current),
       title: title(s) }, canvas, el("span", { class: "cap" }, title(s), s.derived ? " " : "", derivedBadge(s)));
+    if (modality === "SR") {
+      // A report has no image: its measurements show beside the segmentation it measures.
+      button.disabled = true;
+      button.title = `${title(s)}: measurements, shown beside the segmentation they measure`;
+    }
     button.addEventListener("click", () => {
       const next = new URL(location.href);
       next.search = new URLSearchParams({ series: s.SeriesInstanceUID }).toString();
       location.assign(next.toString());
     });
     box.append(button);
-    drawThumbnail(s.thumbnail_url, canvas).catch(() => {});
+    if (modality === "SEG" || modality === "SR") label(canvas, modality === "SEG" ? "Segmentation" : "Report (SR)");
+    else drawThumbnail(s.thumbnail_url, canvas).catch(() => {});
   }
+}
+
+/* A series without an image of its own (SEG, SR): its kind, written on the tile. */
+function label(canvas, text) {
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#bbb";
+  ctx.font = "15px sans-serif";
+  ctx.textAlign = "center";
+  ctx.fillText(text, canvas.width / 2, canvas.height / 2);
 }
 
 /* A thumbnail is the series' middle image, drawn by a small dwv app of its own. */
@@ -395,7 +416,16 @@ async function showOverlay(answer, caption) {
 async function openJob(jobId) {
   state.opened = performance.now();
   const answer = await api(`viewer/job/${encodeURIComponent(jobId)}`, { method: "GET", query: { series: params.get("series") } });
-  if (!answer.source) { fail("This job's results reference no staged series to show them on."); return null; }
+  if (!answer.source && answer.images) {
+    // No segmentation: the job's own DICOM images (a result series: de-identified copies, a resampled CT...).
+    $("#vw-title").textContent = `Results of job ${jobId.slice(0, 12)} · ${answer.images.count} images`;
+    if (answer.images.count > answer.images.instances.length) {
+      $("#vw-title").textContent += ` (the first ${answer.images.instances.length} shown)`;
+    }
+    state.imageDataId = app.loadURLs(answer.images.instances.map((i) => i.url));
+    return null;
+  }
+  if (!answer.source) { fail("This job's results hold no DICOM image, segmentation or report to show."); return null; }
   return showOverlay(answer, `job ${jobId.slice(0, 12)}`);
 }
 

@@ -32,7 +32,7 @@ from radcloud.work.lifecycle import SUCCEEDED
 DEMO_USER = "demo-admin"
 DEMO_PATIENT = "RC100002"  # SMITH^JOHN: one MR brain study, 2 x 30 slices (quick to pull and convert)
 PLUGIN = "dcm2png"
-STEPS = 10
+STEPS = 11
 
 
 class Steps:
@@ -137,6 +137,10 @@ def demo(state: Optional[Path] = STATE_OPTION,
               lambda r: f"{r['patients']} patients, {r['series']} series, {r['instances']} instances "
                         f"({r['uploaded']} uploaded, {r['already_stored']} already there)")
     steps.run("deploy deploy/manifest.yaml to localwhisk", lambda: _deploy_if_changed(stack), str)
+    # After the deploy (its trigger radcloud-study-stable exists): studies sent to Orthanc from now on
+    # are routed by the Automations page's rules, without a click (docs/triggers.md).
+    steps.run("start the arrivals watcher", lambda: stack.up(("arrivals",)),
+              lambda _e: stack.last_up.get("arrivals", "running"))
     account = steps.run("demo admin account", lambda: _demo_user(stack), lambda a: a["user"])
     base = endpoints.whisk_url + WEB_PATH
     client = Client(base)
@@ -213,5 +217,7 @@ def demo(state: Optional[Path] = STATE_OPTION,
                  f"  user:      {account['user']} (role admin); password: the \"demo\" entry of "
                  f"{stack.state.credentials} (mode 0600)",
                  f"  the job:   radcloud status {job['job_id']}; radcloud results {job['job_id']} --download out/",
+                 f"  arrivals:  studies sent to Orthanc run the pipelines of the rules on {ui}automations "
+                 "(radcloud routes save RULE.json; docs/triggers.md)",
                  f"  outputs:   {len(manifest.get('outputs') or [])}; stop everything: radcloud stack down"):
         out.print(line, soft_wrap=True)

@@ -53,17 +53,29 @@ def render_orthanc(name: str, *, state: StateDir, ports: Ports, credentials: Map
     )
 
 
+def fires_per_minute(environ: Mapping[str, str] | None = None) -> int:
+    """The stack's namespace limit on trigger fires per minute (localwhisk enforces it as OpenWhisk
+    does; OpenWhisk's default is 60). The arrivals watcher fires once per study, and a modality
+    sending a backlog sends hundreds a minute: an operator raises the namespace's limit for
+    radcloud the same way (docs/deploy.md). ``RADCLOUD_WHISK_FIRES_PER_MINUTE``, default 600."""
+    return _int_env(environ, "RADCLOUD_WHISK_FIRES_PER_MINUTE", 600, 100000, "fires")
+
+
 def stable_age(environ: Mapping[str, str] | None = None) -> int:
     """Orthanc's StableAge (s): how long a study receives nothing before Orthanc calls it stable
     (radcloud.arrivals.watch routes it then). ``RADCLOUD_ORTHANC_STABLE_AGE``, default 5."""
+    return _int_env(environ, "RADCLOUD_ORTHANC_STABLE_AGE", 5, 3600, "seconds")
+
+
+def _int_env(environ: Mapping[str, str] | None, name: str, default: int, most: int, unit: str) -> int:
     environ = os.environ if environ is None else environ
-    raw = environ.get("RADCLOUD_ORTHANC_STABLE_AGE", "5")
+    raw = environ.get(name, str(default))
     try:
         value = int(raw)
     except ValueError:
         value = 0
-    if not 1 <= value <= 3600:
-        raise StackError(f"RADCLOUD_ORTHANC_STABLE_AGE={raw!r} is not a number of seconds from 1 to 3600")
+    if not 1 <= value <= most:
+        raise StackError(f"{name}={raw!r} is not a number of {unit} from 1 to {most}")
     return value
 
 

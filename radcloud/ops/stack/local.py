@@ -265,6 +265,7 @@ class Stack:
         self._stop(services)
         if slurm is not None:
             slurm.kill_leftovers(self.state)
+            slurm.release_cgroup(self.state)
         still = [n for n in services if self.running(n)]
         if still:
             raise StackError(f"could not stop {', '.join(still)}; see {self.state.run_dir}")

@@ -189,7 +189,8 @@ def whisk_service(*, state: StateDir, ports: Ports, credentials: Mapping[str, An
     return Service(
         name="whisk",
         argv=(sys.executable, "-m", "localwhisk.cli", "serve", "--state-dir", str(state.whisk_dir),
-              "--port", str(ports.whisk), "--images-file", str(config.config_path(state, "whisk"))),
+              "--port", str(ports.whisk), "--images-file", str(config.config_path(state, "whisk")),
+              "--fires-per-minute", str(config.fires_per_minute())),
         # As docs/deploy.md requires of a real OpenWhisk: successful blocking activations (every
         # web action: query results, login tokens, presigned URLs) are not stored; failures are.
         env={**os.environ, "CONFIG_whisk_activation_storeBlockingResultLevel": "STORE_FAILURES"},

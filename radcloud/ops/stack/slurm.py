@@ -24,6 +24,7 @@ first: slurmctld and slurmd need its socket).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -83,11 +84,53 @@ def node_resources() -> tuple[int, int]:
     return cpus, max(1024, total_kb // 1024 * 3 // 4)
 
 
-def render_conf(*, state: StateDir, ports: Ports) -> str:
+_CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
+
+
+def memory_cgroup(state: StateDir) -> Path | None:
+    """The memory cgroup this cluster's jobs live under, or None when the machine gives none.
+
+    A cgroup v1 memory controller, a child of this process's own memory cgroup
+    named after the state dir (two stacks never share one, and nothing escapes
+    the limits this process runs under); slurmd gets it as the root of its own
+    cgroup namespace (:func:`services`). None when not root, without ``unshare``,
+    without a v1 memory controller (a cgroup v2 only host) or when it is read-only
+    (most containers): then Slurm samples memory instead (``OverMemoryKill``) and
+    a job over its memory ends FAILED (signal 9), not OUT_OF_MEMORY.
+    """
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return None
+    if not (_CGROUP_V1_MEMORY / "memory.limit_in_bytes").exists():
+        return None
+    try:
+        own = next(line.split(":", 2)[2].strip() for line in Path("/proc/self/cgroup").read_text().splitlines()
+                   if line.split(":")[1:2] == ["memory"])
+    except (OSError, StopIteration, IndexError):
+        return None
+    parent = _CGROUP_V1_MEMORY / own.lstrip("/")
+    if not os.access(parent, os.W_OK):
+        return None
+    tag = hashlib.sha256(str(state.root.resolve()).encode()).hexdigest()[:12]
+    return parent / f"radcloud-slurm-{tag}"
+
+
+def release_cgroup(state: StateDir) -> None:
+    """Remove the cluster's memory cgroup (its jobs' cgroups first) once nothing runs in it."""
+    group = memory_cgroup(state)
+    if group is None or not group.is_dir():
+        return
+    for sub in sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        group.rmdir()
+
+
+def render_conf(*, state: StateDir, ports: Ports, cgroup: bool = False) -> str:
     from radcloud.ops.stack.config import _ENV
 
     cpus, memory_mb = node_resources()
-    return _ENV.get_template("slurm.conf.j2").render(
+    return _ENV.get_template("slurm.conf.j2").render(cgroup=cgroup,
         ctld_port=ports.slurmctld, slurmd_port=ports.slurmd, munge_socket=str(munge_socket(state)),
         jwt_key=str(jwt_key_path(state)), dir=str(slurm_dir(state)), node=NODE,
         hostname=socket.gethostname(), cpus=cpus, memory_mb=memory_mb, partition=PARTITION,
@@ -113,10 +156,20 @@ def write_config(service: str, *, state: StateDir, ports: Ports) -> Path:
     _private_key(base / "munge" / "munge.key", 1024)
     _private_key(jwt_key_path(state), 32)
     path = conf_path(state)
-    text = render_conf(state=state, ports=ports)
+    cgroup = memory_cgroup(state)
+    text = render_conf(state=state, ports=ports, cgroup=cgroup is not None)
     if not path.exists() or path.read_text() != text:
         write_private(path, text)
     os.chmod(path, 0o644)
+    cgroup_conf = path.parent / "cgroup.conf"
+    if cgroup is not None:
+        cgroup_conf.write_text(
+            "# The memory cgroup of radcloud's one-node cluster (radcloud.ops.stack.slurm); rendered, do not edit.\n"
+            f"CgroupPlugin=cgroup/v1\nCgroupMountpoint={base / 'cgroup'}\nCgroupAutomount=no\n"
+            "ConstrainRAMSpace=yes\nConstrainSwapSpace=yes\nAllowedSwapSpace=0\n")
+        os.chmod(cgroup_conf, 0o644)
+    else:
+        cgroup_conf.unlink(missing_ok=True)
     return path
 
 
@@ -222,6 +275,28 @@ def kill_leftovers(state: StateDir) -> None:
             pass
 
 
+def slurmd_argv(state: StateDir, slurmd: str, conf: str) -> tuple[str, ...]:
+    """slurmd, in a cgroup namespace rooted at :func:`memory_cgroup` when there is one.
+
+    The shell joins that cgroup, ``unshare`` makes it slurmd's cgroup root (and a
+    private mount namespace), the v1 memory controller is mounted where
+    cgroup.conf's CgroupMountpoint says, and slurmd replaces the shell: its pid
+    is the service's, and its job steps inherit both namespaces.
+    """
+    plain = (slurmd, "-D", "-N", NODE, "-f", conf)
+    group = memory_cgroup(state)
+    if group is None:
+        return plain
+    import shlex
+
+    mount = slurm_dir(state) / "cgroup" / "memory"
+    inner = f"mount -t cgroup -o memory cgroup {shlex.quote(str(mount))} && exec {shlex.join(plain)}"
+    outer = (f"mkdir -p {shlex.quote(str(group))} {shlex.quote(str(mount))} && "
+             f"echo $$ > {shlex.quote(str(group / 'cgroup.procs'))} && "
+             f"exec unshare --cgroup --mount --propagation private sh -c {shlex.quote(inner)}")
+    return ("sh", "-c", outer)
+
+
 def services(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
              binaries: Mapping[str, str] | Any) -> dict[str, Any]:
     """The four Service descriptions, keyed by name."""
@@ -284,7 +359,7 @@ def services(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
             binds=(("127.0.0.1", ports.slurmctld),), endpoint=f"127.0.0.1:{ports.slurmctld} (slurm.conf {conf})",
             health=ctld_health, cwd=base),
         "slurmd": Service(
-            name="slurmd", argv=(binary("slurmd"), "-D", "-N", NODE, "-f", conf), env=plain_env,
+            name="slurmd", argv=slurmd_argv(state, binary("slurmd"), conf), env=plain_env,
             binds=(("127.0.0.1", ports.slurmd),), endpoint=f"node {NODE} 127.0.0.1:{ports.slurmd}",
             health=slurmd_health, cwd=base),
         "slurmrestd": Service(

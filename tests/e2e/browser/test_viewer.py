@@ -151,6 +151,14 @@ def test_the_walk_searches_pulls_and_runs_lung_seg_with_push_from_the_ui(walk, p
     assert walk.ok("open-series")["series"] == str(pacs_ct[0].SeriesInstanceUID)  # opened from the Pull page
     record = walk.ok("lung-seg-with-push")
     assert record["state"] == "succeeded" and record["options"]["push_to_pacs"] is True
+    assert record["pacs"].startswith("Sent to the PACS: 3 object(s)")  # SEG, SR and the preview (Secondary Capture)
+
+
+def test_a_result_series_opens_from_the_results_page(walk):
+    """A job that writes DICOM images (deidentify's copies): Results -> Open in the viewer shows them."""
+    record = walk.ok("result-series")
+    assert record["url"] == f"/viewer?job={record['job']}"
+    assert record["slices"] == 20 and record["title"].startswith("Results of job") and "20 images" in record["title"]
 
 
 def test_the_browser_fetches_nothing_from_outside_and_logs_no_error(walk, results_run):
@@ -229,6 +237,9 @@ def test_the_seg_pulled_back_from_the_pacs_is_drawn_over_its_source_with_its_sr(
     assert str(in_pacs["SEG"][0].SeriesInstanceUID) in results_run.ok("pull-from-pacs")["series"]
     record = results_run.ok("pacs-seg-overlay")
     assert record["url"].startswith("/viewer?series=") and "segmentation" in record["title"]
+    # The study's strip: the CT, the preview, the SEG (opens as this overlay), the SR (no image: not a link).
+    tiles = {t["caption"].split(" · ")[0]: t["disabled"] for t in record["thumbs"]}
+    assert tiles == {"CT": False, "OT": False, "SEG": False, "SR": True}, record["thumbs"]
     _overlay_drawn_where_the_seg_marks(record, lung_seg_job)
     _table_is_the_sr(results_run.ok("pacs-sr-table"), lung_seg_job)
 

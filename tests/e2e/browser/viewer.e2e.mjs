@@ -3,7 +3,8 @@
 //
 // walk:    log in → search the PACS by MRN → pull the CT study → open the series from the Pull
 //          page, scroll it, window it by dragging and by presets, zoom → run lung-seg on the pull
-//          with "Send results back to the PACS" → the job succeeds;
+//          with "Send results back to the PACS" → the job succeeds; deidentify on the same pull →
+//          Results → Open in the viewer: the job's own DICOM images (a result series);
 // results: the job's SEG over its source series (overlay inside a segment, none outside,
 //          per-segment visibility and opacity) and its SR table → search and pull the same study
 //          again, which now holds the pushed SEG and SR → open the SEG from the Pull page: the
@@ -131,7 +132,35 @@ async function walk() {
     const job = new URL(page.url()).searchParams.get("job");
     await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.dataset.state), FINAL,
                                { timeout: 240000, polling: 250 });
-    return { job, state: await page.getAttribute("#job-state", "data-state"), options: sent.postDataJSON().options };
+    await page.waitForSelector("#job-pacs", { timeout: 10000 }).catch(() => {});
+    return { job, state: await page.getAttribute("#job-state", "data-state"), options: sent.postDataJSON().options,
+             pacs: await page.locator("#job-pacs").textContent({ timeout: 1000 }).catch(() => null) };
+  });
+  await resultSeries();
+}
+
+// A job that writes DICOM images (deidentify's copies of the pull): Results → Open in the viewer
+// shows the result series itself.
+async function resultSeries() {
+  await step("result-series", async () => {
+    await page.goto(`${UI}/run`);
+    await page.waitForSelector('#plugin-list input[value="deidentify"]', { timeout: 15000 });
+    await page.check('#plugin-list input[value="deidentify"]');
+    await page.waitForSelector("#run-btn:not([disabled])");
+    await page.check("#opt-force");
+    await page.click("#run-btn");
+    await page.waitForURL(/\/ui\/jobs\?job=/, { timeout: 20000 });
+    const job = new URL(page.url()).searchParams.get("job");
+    await page.waitForFunction((f) => f.includes(document.querySelector("#job-state")?.dataset.state), FINAL,
+                               { timeout: 120000, polling: 250 });
+    const state = await page.getAttribute("#job-state", "data-state");
+    if (state !== "succeeded") throw new Error(`deidentify ended ${state}`);
+    await page.click("#view-results");
+    await page.waitForSelector("#open-viewer:not([hidden])", { timeout: 20000 });
+    await page.click("#open-viewer");
+    await viewerLoaded();
+    return { job, url: page.url().replace(UI, ""), title: await page.textContent("#vw-title"),
+             slices: await page.evaluate(() => window.rcViewer.slices) };
   });
 }
 
@@ -207,7 +236,10 @@ async function results() {
   await step("pacs-seg-overlay", async () => {
     const link = page.locator(`.pull-item .row[data-series="${env.RC_SEG_SERIES}"] a`);
     await link.click();   // the SEG as the PACS gave it back, from the Pull page
-    return { ...(await overlay()), url: page.url().replace(UI, "") };
+    const shown = await overlay();
+    await page.waitForFunction(() => document.querySelectorAll("#vw-thumbs button").length >= 3, null, { timeout: 15000 });
+    const thumbs = await page.$$eval("#vw-thumbs button", (bs) => bs.map((b) => ({ caption: b.textContent, disabled: b.disabled })));
+    return { ...shown, url: page.url().replace(UI, ""), thumbs };
   });
   await step("pacs-sr-table", srTable);
 }

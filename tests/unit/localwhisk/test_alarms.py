@@ -98,7 +98,8 @@ def test_interval_and_once_feeds(ctrl):
 @pytest.mark.parametrize("feed, params, message", [
     ("alarm", {"cron": "nope"}, "cron"),
     ("alarm", {}, "cron is required"),
-    ("alarm", {"cron": "* * * * *", "timezone": "Europe/Paris"}, "UTC"),
+    ("alarm", {"cron": "* * * * *", "timezone": "Mars/Olympus_Mons"}, "IANA name"),
+    ("interval", {"minutes": 5, "timezone": "Europe/Paris"}, "absolute"),
     ("interval", {"minutes": 0}, "minutes"),
     ("once", {"date": "tomorrow"}, "date"),
     ("alarm", {"cron": "* * * * *", "authKey": "a:b"}, "authKey"),
@@ -129,3 +130,29 @@ def test_a_trigger_deleted_without_its_feed_stops_the_schedule(ctrl):
     status = lifecycle(ctrl, "alarm", "READ").json()["response"]["result"]["status"]
     assert status["active"] is False and "no longer exists" in status["reason"]
     assert json.dumps(ctrl.store.list_all_entities("alarm")).find(KEY) == -1  # the key is never stored
+
+
+@pytest.mark.parametrize("when, expected", [
+    ("2026-01-05 07:00:00", True),    # 08:00 in Paris in winter (UTC+1)
+    ("2026-01-05 08:00:00", False),
+    ("2026-07-06 06:00:00", True),    # 08:00 in Paris in summer (UTC+2)
+    ("2026-07-06 07:00:00", False),
+])
+def test_cron_reads_its_time_zone_through_daylight_saving(when, expected):
+    assert Cron("0 8 * * mon", "Europe/Paris").matches(at(when)) is expected
+
+
+def test_a_repeated_local_hour_fires_once_and_a_skipped_one_not_at_all():
+    # Paris, 2026-10-25: 02:30 local happens twice (00:30 and 01:30 UTC); 2026-03-29: 02:30 never happens.
+    half_past_two = Cron("30 2 * * *", "Europe/Paris")
+    assert [half_past_two.matches(at(t)) for t in ("2026-10-25 00:30:00", "2026-10-25 01:30:00")] == [True, False]
+    assert not any(half_past_two.matches(at("2026-03-29 00:00:00") + m * 60) for m in range(0, 180))
+
+
+def test_an_alarm_in_a_time_zone_fires_at_its_local_time_and_reads_back_its_zone(ctrl):
+    assert lifecycle(ctrl, "alarm", "CREATE", cron="0 8 * * *", timezone="America/New_York").status == 200
+    assert lifecycle(ctrl, "alarm", "READ").json()["response"]["result"]["config"]["timezone"] == "America/New_York"
+    ctrl.alarms._checked = at("2026-01-05 07:59:59")
+    assert ctrl.alarms.tick(at("2026-01-05 08:00:01")) == 0    # 08:00 UTC is 03:00 in New York
+    ctrl.alarms._checked = at("2026-01-05 12:59:59")
+    assert ctrl.alarms.tick(at("2026-01-05 13:00:01")) == 1    # 08:00 EST

@@ -133,3 +133,24 @@ def test_rule_to_a_packaged_sequence(ctrl):
     record = completed(ctrl, seq_id)
     assert record["cause"] == aid and record["response"]["result"] == {"n": 1}
     assert not any(a["key"] == "causedBy" for a in record["annotations"])
+
+
+def test_fires_past_the_namespaces_limit_per_minute_are_429_as_openwhisk():
+    """OpenWhisk's RateThrottler: a fixed one-minute window per namespace, every fire charged."""
+    now = [600.0]
+    c = make_controller(fires_per_minute=3)
+    c.triggers.clock = lambda: now[0]
+    try:
+        call(c, "PUT", "/api/v1/namespaces/_/triggers/t1", {})   # no rule: each fire answers 204, charged all the same
+        assert [call(c, "POST", "/api/v1/namespaces/_/triggers/t1", {}).status for _ in range(3)] == [204] * 3
+        refused = call(c, "POST", "/api/v1/namespaces/_/triggers/t1", {})
+        assert refused.status == 429
+        assert refused.json()["error"] == "Too many requests in the last minute (count: 4, allowed: 3)."
+        # The alarms feeds fire through the same gate: refused too (logged, the schedule stays).
+        with pytest.raises(Exception, match="last minute"):
+            c.triggers.fire("guest", "t1", {})
+        now[0] = 660.0  # the next minute starts from zero
+        assert call(c, "POST", "/api/v1/namespaces/_/triggers/t1", {}).status == 204
+        assert call(c, "GET", "/").json()["limits"]["triggers_per_minute"] == 3
+    finally:
+        c.close()
