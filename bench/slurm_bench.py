@@ -8,7 +8,7 @@ Figures (issue 18):
 * ``stack_up``: ``Stack.up`` of munge + slurmctld + slurmd + slurmrestd on a fresh state dir.
 * ``submit``: slurmrestd submit -> the job RUNNING (slurmrestd polled every 20 ms), p50 — target <= 1 s.
 * ``visible``: the job RUNNING in Slurm -> its shard ``running`` in radcloud's status (the
-  runner on the node reports itself into Redis), p50 — target <= 1 s. Through the deployed
+  runner on the node reports itself through the shard_report web action), p50 — target <= 1 s. Through the deployed
   dispatch action (localwhisk) with ``options.executor = slurm``.
 * ``noop``: a no-op plugin on one series, dispatch -> final, on Slurm vs as an action (ratio).
 * ``fanout``: dcm2png on 8 series, one job, on Slurm vs as actions (wall time ratio).
@@ -107,7 +107,7 @@ def bench_visible(world: JobWorld, client: SlurmClient, rid: str, runs: int) -> 
         times.append(time.perf_counter() - t_running)
         world.wait_final(job_id)
     return {"running_to_status_visible": pct(times), "target_ms": 1000,
-            "note": "the runner on the node reports itself into Redis: Python start + imports"}
+            "note": "the runner on the node reports itself through the shard_report web action: Python start + imports + one call"}
 
 
 def run_job(world: JobWorld, request: dict, timeout_s: float = 600) -> tuple[float, dict]:

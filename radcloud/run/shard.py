@@ -541,10 +541,11 @@ def _remove_tree(path: str) -> None:
         log.warning("could not remove shard temp dir %s", path)
 
 
-def _fetch_url(url: str, path: str) -> None:
-    """Download an input given as a presigned URL (with requests, radcloud's one HTTP client)."""
+def _fetch_url(url: str, path: str, session: Any = None) -> None:
+    """Download an input given as a presigned URL (with requests, radcloud's one HTTP client;
+    ``session``: one that keeps its connections, for many inputs)."""
     try:
-        with requests.get(url, stream=True, timeout=60) as resp:
+        with (session or requests).get(url, stream=True, timeout=60) as resp:
             resp.raise_for_status()
             with open(path, "wb") as out:
                 for block in resp.iter_content(1 << 20):

@@ -217,7 +217,7 @@ class RemoteStore:
             self._get = dict(self.channel.call(get=self.inputs).get("get") or {})
         if key not in self._get:
             raise BadRequest(f"{key!r} is not an input of this shard")
-        _fetch_url(self._get[key], path)
+        _fetch_url(self._get[key], path, session=self.http)
 
     def prepare_uploads(self, keys: Sequence[str]) -> None:
         """The URLs of every output in one call, just before they are uploaded."""

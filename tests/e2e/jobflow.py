@@ -251,11 +251,7 @@ class JobWorld:
         """
         deadline = time.monotonic() + timeout_s
         if not set(states) <= set(FINAL):
-            from radcloud.work.jobs import JobStore
-
-            key = JobStore(self.redis).key(job_id)
-            while self.redis.hget(key, "state") not in states and time.monotonic() < deadline:
-                time.sleep(0.05)
+            self.wait_record(job_id, states, timeout_s)
             return self.call("status", {"job_id": job_id})
         job = self.call("status", {"job_id": job_id})
         while job.get("state") not in states and time.monotonic() < deadline:
@@ -263,6 +259,21 @@ class JobWorld:
                            float(job.get("poll_after_ms") or 0) / 1000 * random.uniform(0.8, 1.2)))
             job = self.call("status", {"job_id": job_id, "wait": 10, "since": job["version"]})
         return job
+
+    def wait_record(self, job_id: str, states: tuple[str, ...], timeout_s: float = 30) -> str | None:
+        """The state the job's Redis record was seen in, watched every 50 ms until it is one of ``states``.
+
+        What a test that must act *while* the job is running asserts on: on a busy
+        machine the ``status`` answer read afterwards can already be final.
+        """
+        from radcloud.work.jobs import JobStore
+
+        key, deadline = JobStore(self.redis).key(job_id), time.monotonic() + timeout_s
+        state = self.redis.hget(key, "state")
+        while state not in states and time.monotonic() < deadline:
+            time.sleep(0.05)
+            state = self.redis.hget(key, "state")
+        return state
 
     def wait_final(self, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
         """Watch the job until it is final; TimeoutError naming its state if it is not in time."""

@@ -75,8 +75,7 @@ def test_cancel_mid_run(world, staged):
     _study, _series, rid = staged
     answer = world.call("dispatch", {"plugin": "copy", "params": {"sleep": 20}, "inputs": {"retrieve": rid},
                                      "options": {"force": True}})
-    job = world.wait_state(answer["job_id"], ("running",), timeout_s=30)
-    assert job["state"] == "running"
+    assert world.wait_record(answer["job_id"], ("running",), timeout_s=30) == "running"
     t0 = time.monotonic()
     world.call("status", {"job_id": answer["job_id"], "op": "cancel"})
     job = world.wait_final(answer["job_id"], timeout_s=30)

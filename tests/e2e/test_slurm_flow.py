@@ -150,3 +150,20 @@ def test_a_node_lost_mid_job_fails_the_shard_with_slurm_s_reason_and_retry_runs_
     assert job["state"] == "succeeded", job["shards"][0].get("reason")
     again = job["shards"][0]["activation_id"]
     assert again != handle and slurm_job(client, again, {"COMPLETED"})["job_state"] == "COMPLETED"
+
+
+def test_a_plugin_past_its_memory_on_slurm_is_reported_as_oom(world, client, staged):
+    """memhog (200 MiB declared) on Slurm: the job's memory cgroup (--mem from the descriptor) stops it;
+    the runner on the node tells the OOM kill from another SIGKILL and says so, as on an action."""
+    from radcloud.ops.stack.slurm import memory_cgroup
+
+    job_id = world.call("dispatch", {"plugin": "memhog", "inputs": {"retrieve": staged},
+                                     "options": {"force": True, "executor": "slurm"}})["job_id"]
+    job = world.wait_final(job_id, timeout_s=60)
+    assert job["state"] == "failed", job
+    (shard,) = job["shards"]
+    if memory_cgroup(world.stack.state) is None:  # sampling only (docs/deploy.md): Slurm's kill, no OOM count
+        assert "Slurm job" in shard["reason"] or shard["reason"].startswith(("oom", "crash")), shard
+        return
+    assert shard["reason"].startswith("oom") and "OOM killer" in shard["reason"], shard
+    assert client.wait(shard["activation_id"], set())["job_state"] == "OUT_OF_MEMORY"

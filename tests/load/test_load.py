@@ -79,9 +79,17 @@ def _fill_namespace(world, seconds):
     put = requests.put(base, params={"overwrite": "true"}, auth=(user, key), timeout=30,
                        json={"exec": {"kind": "python:3.11", "code": HOLD}, "limits": {"timeout": 60000}})
     assert put.status_code == 200, put.text
-    for _ in range(world.whisk.max_concurrent):
+    # A slot can still be held by the previous step's last activation (a status
+    # poll, a reconcile tick): a 429 here means "not yet free", so try again
+    # until this test holds every slot itself.
+    held, deadline = 0, time.monotonic() + 60
+    while held < world.whisk.max_concurrent:
         r = requests.post(base, json={"s": seconds}, auth=(user, key), timeout=30)
+        if r.status_code == 429 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            continue
         assert r.status_code == 202, r.text
+        held += 1
 
 
 def _busy_probe(world):
@@ -137,5 +145,6 @@ def test_50_query_clients_nothing_lost_memory_flat(world, seeded):
     assert figures["n_failures"] == 0, figures["failures"]
     assert figures["stuck_threads"] == 0
     assert figures["ok"] >= 50 * 2, figures  # every client got several answers
+    assert figures["warmed"], figures  # every client had two answers before the end: the memory check means something
     rss = figures["rss_mb"]
     assert rss["end"] <= rss["warm"] * 1.25 + 30, rss  # flat once warm: no leak per request

@@ -95,7 +95,9 @@ def query_load(world: Any, *, clients: int = 50, duration_s: float = 30.0, query
     stop_at = [0.0]
     rss = {"start": tree_rss_mb(world.whisk.proc.pid)}
 
-    def client() -> None:
+    answered = [0] * clients
+
+    def client(me: int) -> None:
         session = retry.session(budget_s=60)
         start.wait()
         while time.monotonic() < stop_at[0]:
@@ -109,16 +111,24 @@ def query_load(world: Any, *, clients: int = 50, duration_s: float = 30.0, query
             elapsed = time.perf_counter() - t0
             with lock:
                 (failures.append(why) if why else latencies.append(elapsed))
+                answered[me] += 1
         session.close()
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
         t.start()
     t_start = time.monotonic()
     stop_at[0] = t_start + duration_s
     start.wait()
+    # "Warm" is once every client has had two answers: all the containers 50
+    # concurrent clients need are up by then. A fixed delay is not enough on a
+    # busy machine, where containers are still being started a few seconds in
+    # and their memory would read as a leak.
     time.sleep(duration_s / 3)
+    while min(answered) < 2 and time.monotonic() < stop_at[0]:
+        time.sleep(0.1)
     rss["warm"] = tree_rss_mb(world.whisk.proc.pid)
+    warm_s = time.monotonic() - t_start
     for t in threads:
         t.join(duration_s + 90)
     rss["end"] = tree_rss_mb(world.whisk.proc.pid)
@@ -128,7 +138,8 @@ def query_load(world: Any, *, clients: int = 50, duration_s: float = 30.0, query
             "throughput_rps": round(len(latencies) / wall, 1),
             "p50_ms": round(percentile(latencies, 50) * 1000, 1), "p99_ms": round(percentile(latencies, 99) * 1000, 1),
             "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if latencies else None,
-            "rss_mb": {k: round(v, 1) for k, v in rss.items()},
+            "rss_mb": {k: round(v, 1) for k, v in rss.items()}, "warm_s": round(warm_s, 1),
+            "warmed": warm_s < duration_s,
             "stuck_threads": sum(t.is_alive() for t in threads)}
 
 

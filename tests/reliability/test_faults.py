@@ -139,8 +139,8 @@ def staged(world):
 def _running(world, rid, plugin="copy", params=None):
     answer = world.call("dispatch", {"plugin": plugin, "params": params or {}, "inputs": {"retrieve": rid},
                                      "options": {"force": True}})
-    job = world.wait_state(answer["job_id"], ("running",) + FINAL)
-    assert job["state"] == "running", job
+    seen = world.wait_record(answer["job_id"], ("running",) + FINAL)
+    assert seen == "running", (answer["job_id"], seen)
     return answer["job_id"]
 
 

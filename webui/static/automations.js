@@ -37,7 +37,8 @@
       el("td", { title: new Date(run.at * 1000).toISOString() }, fmt.when(run.at)),
       el("td", {}, run.rule),
       el("td", { class: "uid" }, run.study_uid || ""),
-      el("td", {}, stateBadge(state),
+      el("td", {}, run.pipeline ? el("a", { href: pageUrl("jobs", { job: run.pipeline }), class: "pipeline-job" }, stateBadge(state))
+        : stateBadge(state),
         run.pipeline_reason ? el("div", { class: "muted reason" }, run.pipeline_reason) : ""),
       stepCell(run));
   }

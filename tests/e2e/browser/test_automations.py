@@ -70,3 +70,10 @@ def test_switching_a_rule_off_and_on_from_the_page(page, seeded):
 
 def test_no_external_requests_and_no_page_errors(page):
     assert page["summary"]["external_requests"] == [] and page["summary"]["page_errors"] == []
+
+
+def test_the_runs_pipeline_opens_on_the_jobs_page_with_its_steps(page):
+    record = page.ok("pipeline-job-page")
+    assert record["parts"] == ["Step 1: lung-seg", "Step 2: dicom-tags"], record
+    assert [h.endswith("jobs?job=j0000000000000000000000a") for h in record["step_links"]] == [True]
+    assert record["retry_buttons"] == 0   # a pipeline is retried step by step (status answers 409)
