@@ -55,7 +55,7 @@ def test_admins_see_the_rules_and_each_runs_steps(page, seeded):
     name, match, pipeline, state, switch = record["rule"]
     assert name == seeded["rule"] and "modality CT" in match and "body part CHEST*" in match
     assert pipeline == "1. lung-seg → PACS  2. dicom-tags" and state == "on" and switch == "Disable"
-    assert record["run"][1] == seeded["rule"] and record["run"][3].startswith("failed")
+    assert record["run"][1] == seeded["rule"] and record["run"][3].startswith("Failed")  # plain words (words.js)
     assert "stopped at step 2 (dicom-tags)" in record["run"][3]
     [first, second] = record["steps"]
     assert first["state"] == "succeeded" and first["job_link"].endswith("jobs?job=j0000000000000000000000a")
