@@ -48,6 +48,18 @@ def needs_bwrap(require) -> None:
             "and run as root or allow unprivileged user namespaces")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Under CI=true hypothesis runs derandomized (a seed fixed per test) without its
+    # example database: every CI run generates the same cases, so a red CI run is a
+    # regression, never a new random draw. Locally each run draws new cases (how the
+    # fuzzers find new bugs). The fast tier does not load hypothesis at all.
+    if in_ci() and config.pluginmanager.has_plugin("hypothesispytest"):
+        from hypothesis import settings
+
+        settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+        settings.load_profile("ci")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Worlds and stacks are stopped in the background as their tier ends
     # (tests/e2e/background.py); every one must be down before pytest exits.

@@ -7,11 +7,15 @@ C-FIND a remote PACS through Orthanc. Answers
 ``{level, source, total, truncated, offset, limit, items}``; every input is
 validated before Orthanc is called. A ``run`` object is passed through
 unchanged, so the ``pull-and-run`` sequence can carry its plugin request.
+
+GET ``query/previews?StudyInstanceUID=`` answers a small thumbnail of each
+series of one study Orthanc holds (radcloud.pacs.preview), for the search
+page; audited as ``query:previews``.
 """
 
-from radcloud.pacs import search
+from radcloud.pacs import preview, search
 from radcloud.api import parse
-from radcloud.api.models import QueryRequest
+from radcloud.api.models import PreviewRequest, QueryRequest
 from radcloud.api.action import run
 from radcloud.pacs.orthanc import Orthanc
 
@@ -19,6 +23,9 @@ PASS_THROUGH = "run"
 
 
 def handle(request, settings, principal, orthanc=None):
+    if getattr(request, "web", False) and request.path.strip("/") == "previews":
+        return preview.study_previews(orthanc or Orthanc.from_settings(settings),
+                                      parse(PreviewRequest, request.params).StudyInstanceUID)
     params = {k: v for k, v in request.params.items() if k != PASS_THROUGH}
     parsed = parse(QueryRequest, params).to_query(max_limit=settings.query_limit_max)
     answer = search.run(parsed, orthanc or Orthanc.from_settings(settings))

@@ -5,22 +5,37 @@ each with its pipeline's state and per-step status now (``step_states``).
 POST ``{"rule": {name, match, pipeline, enabled}}`` saves one (validated:
 unknown plugin, bad parameter or match key → 400 naming the field);
 POST ``{"name", "enabled": bool}`` enables or disables one at once;
-POST ``{"delete": name}`` removes one. Admin only: a rule runs plugins on
-every study that arrives. Every change is audited.
+POST ``{"delete": name}`` removes one; POST ``{"run": name, "inputs":
+{retrieve | series | prefixes | job}}`` starts the rule's pipeline by hand on
+those inputs (``{"run": {...}}``, recorded with the router's runs). Admin
+only: a rule runs plugins on every study that arrives. Every change and
+every start is audited.
 """
 
 from radcloud.access import audit, auth
 from radcloud.api.action import run
 from radcloud.core.errors import BadRequest
 from radcloud.run.registry import Registry
-from radcloud.arrivals.rules import RuleStore, with_pipeline_state
+from radcloud.api import parse
+from radcloud.api.models import DispatchInputs
+from radcloud.arrivals.rules import RuleStore, run_by_hand, with_pipeline_state
+from radcloud.work.jobservices import JobServices, store_errors
 
 
-def handle(request, settings, principal, store=None, jobs=None):
+def handle(request, settings, principal, store=None, jobs=None, services=None):
     settings.require("redis_url")
     redis = auth.redis_client(settings)
     store = store or RuleStore(redis, Registry())
     params = request.params
+    if request.method != "get" and "run" in params:
+        inputs = parse(DispatchInputs, params.get("inputs") or {}).model_dump(exclude_none=True)
+        if len(inputs) != 1:
+            raise BadRequest("inputs must name exactly one of retrieve, series, prefixes or job", field="inputs")
+        with store_errors():
+            services = services or JobServices.from_settings(settings, need_invoker=True)
+            started = run_by_hand(store, services.pipelines(), str(params["run"]), inputs, principal.name)
+        audit.record(redis, principal, "routing", request, rule=started["rule"], pipeline=started["pipeline"])
+        return {"run": started}
     if request.method == "get" or not any(k in params for k in ("rule", "delete", "enabled")):
         from radcloud.work.jobs import JobStore
         from radcloud.work.jobservices import jobs_redis

@@ -137,6 +137,7 @@ def write_dicom(image: sitk.Image, source: Dataset, outdir: Path) -> int:
         ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
         ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = derivedseries.MANUFACTURER, "ct-resample", VERSION
         ds.DerivationDescription = "Gaussian-smoothed and resampled to isotropic voxels (SimpleITK)"
+        derivedseries.date_stamp(ds)
         ds.AcquisitionNumber = None
         if "PositionReferenceIndicator" not in ds:
             ds.PositionReferenceIndicator = None

@@ -214,6 +214,8 @@ def after_request(redis: Any, action: str, principal: Any, request: Any, result:
     name = f"{action}:{method}" if method != "post" else action
     if action == "retrieve" and str(getattr(request, "path", "")).strip("/") == "staged":
         name = "retrieve:staged"   # the staged list, not a progress read
+    if action == "query" and str(getattr(request, "path", "")).strip("/") == "previews":
+        name = "query:previews"    # pictures of a patient's series (radcloud.pacs.preview)
     return record(redis, principal, name, request, **targets)
 
 

@@ -69,6 +69,12 @@ class Range(Model):
 DateOrRange = str | Range
 
 
+class PreviewRequest(Open):
+    """``GET query/previews``: the study whose series thumbnails the search page shows."""
+
+    StudyInstanceUID: StrictStr = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._+-]+$")
+
+
 class QueryRequest(Model):
     """A search; the DICOM keyword fields are matched by :func:`radcloud.pacs.query.parse`."""
 

@@ -194,6 +194,19 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pi
     return {"arrival_id": arrival_id, "duplicate": False, "runs": runs}
 
 
+def run_by_hand(store: RuleStore, pipelines: Any, name: str, inputs: Mapping[str, Any], owner: str, *,
+                clock: Any = time.time) -> dict[str, Any]:
+    """Start rule ``name``'s pipeline on ``inputs`` (a dispatch ``inputs``: a retrieve, series,
+    prefixes or a job's outputs) now, whether the rule is enabled or not; the run is recorded
+    beside the router's, with who started it."""
+    rule = store.get(name)  # NotFound names it
+    run: dict[str, Any] = {"at": round(clock(), 3), "arrival_id": "", "rule": name, "by": owner,
+                           "study_uid": "", "series": [], "steps": [s["plugin"] for s in rule["pipeline"]]}
+    run.update(state="started", pipeline=pipelines.start(rule["pipeline"], inputs, owner, name=name))
+    store.record_run(run)
+    return run
+
+
 def _error_of(answer: Any) -> str:
     if isinstance(answer, dict) and isinstance(answer.get("error"), (dict, str)):
         err = answer["error"]

@@ -9,7 +9,8 @@ Riding out a Redis restart is decided here, once, for every command of every
 use: redis-py's own :class:`redis.retry.Retry` reconnects and repeats a
 command that met a refused or reset connection (a restart, or ``LOADING``
 while Redis reads its AOF back) with exponential backoff, for at most
-``retry_budget_s`` seconds. Only connection errors are retried: a
+``retry_budget_s`` seconds. Only connection errors are retried (a refused
+password is one to redis-py, but no restart fixes it: it fails at once): a
 socket *timeout* means Redis is hung, not restarting, and retrying it would
 multiply a 75 s long-poll timeout. A command repeated after its reply was
 lost may run twice; the job model's writes are guarded Lua scripts, so a
@@ -86,8 +87,13 @@ def _restart_retry_class() -> Any:
     import time
 
     from redis.backoff import ExponentialBackoff
+    from redis.exceptions import AuthenticationError, AuthorizationError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.retry import Retry
+
+    # redis-py's ConnectionError subclasses that no restart fixes: a wrong or missing
+    # password fails at once instead of after the whole budget.
+    refused = (AuthenticationError, AuthorizationError)
 
     class RestartRetry(Retry):
         def __init__(self, budget_s: float) -> None:
@@ -110,7 +116,7 @@ def _restart_retry_class() -> Any:
                 try:
                     return do()
                 except self._supported_errors as error:
-                    if is_retryable and not is_retryable(error):
+                    if is_retryable and not is_retryable(error) or isinstance(error, refused):
                         raise
                     failures += 1
                     fail(error)

@@ -18,6 +18,8 @@ layer because search and retrieve need it:
   e.g. ``radcloud lung-seg segmentation of #3 CT chest`` (:func:`description`).
 * **Manufacturer** is ``radcloud`` and ImageType ``DERIVED``; pictures
   reference their source (:func:`source_references`).
+* **Date**: SeriesDate/SeriesTime say when the result was made
+  (:func:`date_stamp`), so a PACS list shows it.
 * :func:`is_derived` recognises such a series by its description, which
   every search answers, so search marks it and a pulled study skips it
   unless asked (:func:`radcloud.pacs.retrieve.plan`).
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from datetime import datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -114,3 +117,13 @@ def source_references(source_series: str, instances: list[tuple[str, str]], pict
     series.SeriesInstanceUID = source_series
     series.ReferencedInstanceSequence = [ref(*i) for i in instances[:MAX_REFERENCES]]
     return {"ReferencedSeriesSequence": [series], "SourceImageSequence": sources}
+
+
+def date_stamp(ds: Any, now: datetime | None = None) -> Any:
+    """Set SeriesDate/SeriesTime (and ContentDate/ContentTime when absent) of ``ds`` to when it was made."""
+    now = now or datetime.now()
+    day, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.SeriesDate, ds.SeriesTime = day, time
+    if not ds.get("ContentDate"):
+        ds.ContentDate, ds.ContentTime = day, time
+    return ds

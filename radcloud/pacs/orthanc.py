@@ -190,6 +190,10 @@ class Orthanc:
         """``GET /series/{id}/instances``: expanded (ID, FileSize, MainDicomTags)."""
         return self._json("GET", f"/series/{series_id}/instances")
 
+    def preview(self, instance_id: str) -> bytes:
+        """``GET /instances/{id}/preview``: Orthanc's own rendering of the image (PNG, its window)."""
+        return self._request("GET", f"/instances/{instance_id}/preview").content
+
     def instance_md5(self, instance_id: str) -> str:
         """The MD5 Orthanc computed when it stored the file (attachment info)."""
         resp = self._get(f"/instances/{instance_id}/attachments/dicom/md5")

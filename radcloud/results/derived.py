@@ -22,7 +22,7 @@ import logging
 import tempfile
 from typing import Any, Protocol
 
-from radcloud.pacs.derivedseries import (MANUFACTURER, PREFIX, description, positive_int, series_number,
+from radcloud.pacs.derivedseries import (MANUFACTURER, PREFIX, date_stamp, description, positive_int, series_number,
                                          source_references, uid)
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ def secondary_capture(image: Any, *, study: dict[str, str], series_uid: str, plu
     ds.ConversionType = "WSD"
     ds.SeriesDescription = (series_description or f"{PREFIX}{plugin}")[:64]
     ds.ImageType = ["DERIVED", "SECONDARY"]
+    date_stamp(ds)
     for keyword, value in (references or {}).items():
         setattr(ds, keyword, value)
     ds.SamplesPerPixel = 1 if pixels.ndim == 2 else 3

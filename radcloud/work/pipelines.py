@@ -155,8 +155,19 @@ class Pipelines:
         except Conflict as exc:  # cancelled or failed meanwhile: its job runs on, unlinked
             log.info("pipeline %s %s: job %s not linked: %s", pipeline_id, sid, child, exc.message)
             return
+        self._adopt_subject(pipeline_id, sid, child)
         if answer.get("cached") or L.JOB.is_final(str(answer.get("state") or "")):
             self.child_ended(child)
+
+    def _adopt_subject(self, pipeline_id: str, sid: str, child_id: str) -> None:
+        """The pipeline names whose images it runs on as its first step's job does (radcloud.work.subject:
+        PHI, in the job record and the owner's answers only, never logged)."""
+        if sid != step_id(0):
+            return
+        subject = self.jobs.r.hget(self.jobs.key(child_id), "subject")
+        if subject and not self.jobs.r.hget(self.jobs.key(pipeline_id), "subject"):
+            with contextlib.suppress(Conflict, NotFound):
+                self.jobs.transition(pipeline_id, "", fields={"subject": subject}, event="subject", data={})
 
     def refused(self, pipeline_id: str, sid: str, reason: str) -> None:
         """dispatch refused the step's run (bad inputs, nothing staged...): the step fails with why."""
@@ -169,6 +180,7 @@ class Pipelines:
         if link is None:
             return
         pipeline_id, sid = link
+        self._adopt_subject(pipeline_id, sid, child_id)
         state = child["state"]
         outcome = {L.SUCCEEDED: L.SUCCEEDED, L.CANCELLED: L.CANCELLED}.get(state, L.FAILED)
         reason = child.get("reason") or ""

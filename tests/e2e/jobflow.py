@@ -40,6 +40,13 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 FINAL = ("succeeded", "failed", "partial", "cancelled")
 RECONCILE_EVERY_S = 1.0  # what the alarm trigger does in a deployment, at most this often
 BUSY_BUDGET_S = 180.0  # a saturated namespace frees slots within seconds; a test waits this long at most
+# The invoker's container pool of a test fixture's world (localwhisk's default, 8, is a
+# standalone OpenWhisk's 2 GB of 256 MB containers). A tier calls a dozen or more actions
+# (web actions, reconcile, one per plugin): in 8 containers they evicted each other on
+# nearly every call, and each eviction is a cold start (a Python process importing the
+# action, ~0.2 s of CPU): 150 in the security tier, 250 in the real-file matrix. The load
+# tier, which is about saturation, keeps the default. Benches (JobWorld.up) are unchanged.
+FIXTURE_MAX_CONTAINERS = 20
 
 # Outside /tmp on purpose: localwhisk gives each action a private /tmp.
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"  # dcm2png and copy are symlinks
@@ -155,6 +162,7 @@ class JobWorld:
         """A world for a test fixture, always taken down. ``require`` decides what a
         machine without the binaries means (fail in CI, skip elsewhere); a world that
         fails to start for any other reason is an error everywhere."""
+        options.setdefault("max_containers", FIXTURE_MAX_CONTAINERS)
         try:
             world = cls.up(tmp, **options)
         except MissingPrerequisite as exc:

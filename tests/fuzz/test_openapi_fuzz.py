@@ -7,8 +7,12 @@ must be below 500, and every error a JSON body naming the problem
 (``{"error": {"code", "message", "field"?}}``; localwhisk's own refusals
 have OpenWhisk's ``{"error": "..."}``; pfcon answers in pfcon's shapes).
 
-Three groups, each bounded to about a minute on a shared 2-core box; the
-number of cases each sends is printed and checked, ≥ 1,000 in total.
+Three groups with a fixed number of cases per operation (≥ 1,000 in total),
+each printed and checked. Not cut off by a time budget: on a busy shared box
+that left the last operations of a group unfuzzed and failed the floor of
+cases (a wall-clock assertion). Under ``CI=true`` the cases are derandomized
+(the hypothesis profile of tests/conftest.py): every CI run sends the
+same requests, so a red run is a regression, not a new draw.
 """
 
 from __future__ import annotations
@@ -27,13 +31,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "docs" / "openapi.yaml"
-GROUPS = {  # group -> (path fragments, examples per operation)
-    "pacs": (("/query", "/retrieve", "/pull-and-run"), 75),
-    "jobs": (("/dispatch", "/status", "/results"), 45),
-    "auth-admin-ui": (("/login", "/audit", "/ui/", "/pfcon/"), 70),
+GROUPS = {  # group -> (path fragments, examples per operation): 7, 10 and 6 operations
+    "pacs": (("/query", "/retrieve", "/pull-and-run"), 50),
+    "jobs": (("/dispatch", "/status", "/results"), 35),
+    "auth-admin-ui": (("/login", "/audit", "/ui/", "/pfcon/"), 55),
 }
-BUDGET_S = 60.0
-TOTALS: dict[str, int] = {}
 
 
 def _operations(fragments):
@@ -71,7 +73,7 @@ def test_generated_requests_never_5xx_and_errors_name_the_problem(world, group):
     assert ops, group
     headers = {"Authorization": f"Bearer {world.tokens['admin']}"}
     problems: list[str] = []
-    sent = 0
+    sent, slowest = 0, (0.0, "")
     t0 = time.monotonic()
     for op in ops:
         strategy = st.one_of(op.as_strategy(generation_mode=GenerationMode.POSITIVE),
@@ -81,18 +83,20 @@ def test_generated_requests_never_5xx_and_errors_name_the_problem(world, group):
                   suppress_health_check=list(HealthCheck))
         @given(case=strategy)
         def fuzz(case):
-            nonlocal sent
-            if time.monotonic() - t0 > BUDGET_S:
-                return
+            nonlocal sent, slowest
             hdrs = {**(case.headers or {}), **({} if "/login" in op.path else headers)}
             case.headers = hdrs
+            started = time.monotonic()
             response = case.call(base_url=world.whisk.api_host, timeout=60)
+            took = time.monotonic() - started
+            if took > slowest[0]:
+                slowest = (took, f"{case.method} {case.formatted_path} -> {response.status_code}")
             sent += 1
             problems.extend(_problems(op, case, response))
 
         fuzz()
-    TOTALS[group] = sent
     print(f"\nfuzz {group}: {sent} cases over {len(ops)} operations in {time.monotonic() - t0:.1f} s, "
-          f"{len(problems)} problems")
+          f"{len(problems)} problems; slowest {slowest[0]:.1f} s: {slowest[1]}")
     assert problems == [], "\n".join(problems[:15])
-    assert sent >= 300, f"only {sent} cases in {BUDGET_S} s"
+    # hypothesis stops short of max_examples only when an operation's inputs run out
+    assert sent >= len(ops) * per_op * 0.8, f"only {sent} cases for {len(ops)} operations x {per_op}"

@@ -169,3 +169,26 @@ def test_remote_cfind_through_orthanc(orthanc, remote):
     session = requests.Session()
     session.auth = orthanc.session.auth
     assert session.get(orthanc.url + "/queries", timeout=10).json() == []
+
+
+def test_previews_are_small_pictures_of_each_series_middle_image(orthanc):
+    """#21 item 4: the search page's thumbnails, Orthanc's rendering shrunk to 96 px."""
+    import base64
+    import io
+
+    from PIL import Image, ImageStat
+
+    from radcloud.pacs import preview
+
+    study = find(orthanc, PatientID="RC100002")["items"][0]["StudyInstanceUID"]
+    answer = preview.study_previews(orthanc, study)
+    series = find(orthanc, level="series", StudyInstanceUID=study)["items"]
+    assert {p["SeriesInstanceUID"] for p in answer["series"]} == {s["SeriesInstanceUID"] for s in series}
+    assert not answer["truncated"]
+    for p in answer["series"]:
+        assert p["thumbnail"].startswith("data:image/png;base64,"), p
+        img = Image.open(io.BytesIO(base64.b64decode(p["thumbnail"].split(",", 1)[1])))
+        assert max(img.size) <= preview.THUMB_PX and ImageStat.Stat(img.convert("L")).stddev[0] > 5  # an image, not a blank
+        assert len(p["thumbnail"]) < 20_000
+    with pytest.raises(BadRequest):
+        preview.study_previews(orthanc, "1.2/../3")

@@ -9,5 +9,6 @@ from rcworld import running_world
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, require):
-    with running_world(tmp_path_factory.mktemp("load"), require) as w:
+    # localwhisk's default pool of 8 containers: this tier is about saturation (test_load.py)
+    with running_world(tmp_path_factory.mktemp("load"), require, max_containers=8) as w:
         yield w

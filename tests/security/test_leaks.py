@@ -220,7 +220,11 @@ def test_redis_is_loopback_only_and_needs_a_password(world):
     bind = world.redis.config_get("bind")["bind"]
     assert set(bind.split()) <= {"127.0.0.1", "::1", "-::1"}, bind
     assert world.redis.config_get("protected-mode")["protected-mode"] == "yes"
-    anon = redis.Redis(host="127.0.0.1", port=int(port), socket_timeout=5)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No retries: redis-py's default (3, backoff from 1 s) spent 4-12 s on the refusal.
+    anon = redis.Redis(host="127.0.0.1", port=int(port), socket_timeout=5, retry=Retry(NoBackoff(), 0))
     with pytest.raises(redis.exceptions.AuthenticationError):
         anon.get("radcloud:users")
     assert world.redis.config_get("appendonly")["appendonly"] == "yes"

@@ -26,3 +26,12 @@ def test_a_frame_picture_names_its_frame():
     refs = derived.source_references("9.9", [(CT, "9.9.1")], "s000/9.9.1-f0004.png")
     (src,) = refs["SourceImageSequence"]
     assert src.ReferencedSOPInstanceUID == "9.9.1" and src.ReferencedFrameNumber == 4
+
+
+def test_a_result_is_dated_when_it_was_made():
+    from datetime import datetime
+
+    from pydicom.dataset import Dataset
+
+    ds = derived.date_stamp(Dataset(), datetime(2026, 12, 6, 3, 4, 5))
+    assert (ds.SeriesDate, ds.SeriesTime, ds.ContentDate, ds.ContentTime) == ("20261206", "030405", "20261206", "030405")

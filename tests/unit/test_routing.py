@@ -147,3 +147,18 @@ def test_a_failing_step_is_recorded_with_its_reason_and_bad_arrivals_are_refused
     assert run["state"] == "failed" and "refused to invoke" in run["reason"]
     with pytest.raises(BadRequest, match="arrival_id"):
         route_arrival(ARRIVAL, store, whisk, FakePipelines())
+
+
+def test_a_rules_pipeline_started_by_hand_runs_even_disabled_and_is_recorded(store):
+    from radcloud.arrivals.rules import run_by_hand
+
+    store.save({**CT_CHEST, "enabled": False})
+    pipelines = FakePipelines()
+    run = run_by_hand(store, pipelines, "ct-chest", {"job": "j1"}, "root", clock=lambda: 7.0)
+    assert run == {"at": 7.0, "arrival_id": "", "rule": "ct-chest", "by": "root", "study_uid": "", "series": [],
+                   "steps": ["lung-seg"], "state": "started", "pipeline": "p1"}
+    [(steps, inputs, owner, name)] = pipelines.started
+    assert inputs == {"job": "j1"} and owner == "root" and steps[0]["options"] == {"push_to_pacs": True}
+    assert store.runs() == [run]
+    with pytest.raises(NotFound):
+        run_by_hand(store, pipelines, "no-such-rule", {"job": "j1"}, "root")

@@ -2,10 +2,8 @@
  * each pipeline step's state. Reads and writes the `routing` web action only. */
 (function () {
   "use strict";
-  const { $, el, api, fmt, showError, toast, pageUrl } = window.RC;
+  const { $, el, api, fmt, showError, toast, pageUrl, words, stateBadge } = window.RC;
   $("#runs-zone").textContent = fmt.zone();
-  const STATE_TEXT = { succeeded: "done", failed: "failed", cancelled: "not run", running: "running",
-                       invoked: "starting", pending: "waiting", started: "started" };
 
   function matchText(match) {
     const parts = Object.entries(match || {}).map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`);
@@ -29,7 +27,7 @@
     if (!run.step_states) return el("td", {}, run.reason || (run.steps || []).join(" → "));
     return el("td", {}, el("ol", { class: "steps" }, ...run.step_states.map((s) => el("li", { class: `step ${s.state}`, "data-state": s.state, title: s.reason || "" },
       s.job ? el("a", { href: pageUrl("jobs", { job: s.job }) }, s.plugin) : s.plugin,
-      ` ${STATE_TEXT[s.state] || s.state}${s.cached ? " (cached)" : ""}`,
+      ` ${words.state(s.state).toLowerCase()}${s.cached ? ` (${words.cached.toLowerCase()})` : ""}`,
       s.reason && s.state !== "succeeded" ? el("div", { class: "muted reason" }, s.reason) : ""))));
   }
 
@@ -39,7 +37,8 @@
       el("td", { title: new Date(run.at * 1000).toISOString() }, fmt.when(run.at)),
       el("td", {}, run.rule),
       el("td", { class: "uid" }, run.study_uid || ""),
-      el("td", {}, el("span", { class: `state ${state}` }, state),
+      el("td", {}, run.pipeline ? el("a", { href: pageUrl("jobs", { job: run.pipeline }), class: "pipeline-job" }, stateBadge(state))
+        : stateBadge(state),
         run.pipeline_reason ? el("div", { class: "muted reason" }, run.pipeline_reason) : ""),
       stepCell(run));
   }

@@ -118,6 +118,14 @@
     : Number(j.pacs_instances) > 0 ? el("p", { class: "muted", id: "job-pacs" },
       `Sent to the PACS: ${j.pacs_instances} object(s), in the study the images came from.`) : "";
 
+  // A pipeline's parts are its steps, each run by a job of its own: name the plugin, link the job.
+  function partCell(j, s) {
+    const step = (j.steps || []).find((t) => t.id === s.id);
+    if (!step) return s.id;
+    const label = `Step ${step.step}: ${step.plugin}`;
+    return step.job ? el("a", { href: pageUrl("jobs", { job: step.job }), class: "step-job" }, label) : label;
+  }
+
   function renderDetail(j) {
     detail.hidden = false;
     const p = j.progress || {};
@@ -140,12 +148,12 @@
       pacsNote(j),
       el("div", { class: "bar" },
         !final ? el("button", { type: "button", onclick: () => act("cancel") }, "Cancel") : "",
-        ["failed", "partial"].includes(j.state) ? el("button", { type: "button", onclick: () => act("retry") }, words.retryParts) : "",
+        ["failed", "partial"].includes(j.state) && !j.steps ? el("button", { type: "button", onclick: () => act("retry") }, words.retryParts) : "",
         ["succeeded", "partial"].includes(j.state) ? el("a", { class: "button primary", href: pageUrl("view", { job: j.id }), id: "view-results" }, "View results") : ""),
       el("div", { class: "table-wrap" }, el("table", { class: "data" },
         el("thead", {}, el("tr", {}, ["Part", "State", "Runs on", "Progress", "Time", "Why"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, shards.map((s) => el("tr", {},
-          el("td", {}, s.id), el("td", {}, stateBadge(s.state),
+          el("td", {}, partCell(j, s)), el("td", {}, stateBadge(s.state),
             s.warnings ? el("span", { class: "badge warn", title: "input files the plugin did not process; see the reason" }, ` ${s.warnings} file warning(s)`) : ""),
           el("td", { class: "executor" }, executorLabel(s),
             s.queue_reason && !FINAL_SHARD.includes(s.state) ? el("div", { class: "muted queue-reason" }, s.queue_reason) : ""),

@@ -6,6 +6,7 @@
   const tbody = $("#results tbody");
   let studies = [];            // query items (level study)
   const seriesOf = {};         // StudyInstanceUID -> series items (loaded on expand)
+  const thumbOf = {};          // SeriesInstanceUID -> a data: URL of Orthanc's preview (query/previews)
   const openPatients = new Set();
   const openStudies = new Set();
   const chosen = new Set();    // selected StudyInstanceUIDs
@@ -163,7 +164,8 @@
         el("td", {}, el("input", { type: "checkbox", "aria-label": `Select series ${se.SeriesNumber || ""} ${se.SeriesDescription || ""}`,
           checked: withStudy || chosenSeries.has(suid), disabled: withStudy,
           onchange: (e) => { e.target.checked ? chosenSeries.add(suid) : chosenSeries.delete(suid); render(); } })),
-        el("td", {}, `Series ${se.SeriesNumber ?? ""}`), el("td", {}), el("td", {}, fmt.date(se.SeriesDate)),
+        el("td", {}, thumbOf[suid] ? el("img", { class: "series-thumb", src: thumbOf[suid], alt: "", width: 48, height: 48 }) : "",
+          `Series ${se.SeriesNumber ?? ""}`), el("td", {}), el("td", {}, fmt.date(se.SeriesDate)),
         el("td", {}, se.Modality || ""),
         el("td", {}, se.SeriesDescription || "", se.BodyPartExamined ? el("span", { class: "muted body-part" }, ` · ${se.BodyPartExamined}`) : "",
           se.derived ? " " : "", derivedBadge(se)),
@@ -183,6 +185,14 @@
       seriesOf[uid] = { error: err.message };
     }
     render();
+    // Thumbnails come after the rows: what each series looks like, from the PACS's own rendering.
+    if (Array.isArray(seriesOf[uid]) && seriesOf[uid].some((se) => se.orthanc)) {
+      try {
+        const res = await api("query/previews", { method: "GET", query: { StudyInstanceUID: uid } });
+        for (const p of res.series || []) if (p.thumbnail && p.SeriesInstanceUID) thumbOf[p.SeriesInstanceUID] = p.thumbnail;
+        render();
+      } catch (err) { /* thumbnails are a help: the rows still name every series */ }
+    }
   }
 
   $("#select-all").addEventListener("change", (e) => {

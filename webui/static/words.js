@@ -10,6 +10,8 @@ window.RC_WORDS = {
   states: {
     queued: "Waiting to start",
     pending: "Waiting to start",
+    invoked: "Starting",
+    started: "Started",
     running: "Running",
     finishing: "Saving the results",
     succeeded: "Finished",

@@ -84,6 +84,22 @@ def delete(name: str, api: Optional[str] = API_OPTION, state: Optional[Path] = S
           as_json)
 
 
+@app.command("run")
+def run_(name: str, retrieve: Optional[str] = typer.Option(None, "--retrieve", help="a retrieve id (staged series)"),
+         job: Optional[str] = typer.Option(None, "--job", help="a finished job whose DICOM outputs are the inputs"),
+         api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Start a rule's pipeline by hand (enabled or not) on a retrieve's series or a job's outputs."""
+    if (retrieve is None) == (job is None):
+        common.fail("name the inputs: --retrieve RETRIEVE_ID or --job JOB_ID (one of them)", common.USAGE)
+    body = {"run": name, "inputs": {"retrieve": retrieve} if retrieve else {"job": job}}
+    answer = common.guarded(lambda: common.client(api, state).call("routing", method="POST", body=body))
+    if as_json:
+        common.emit_json(answer)
+        return
+    out.print(f"pipeline {answer['run']['pipeline']} started ({' -> '.join(answer['run']['steps'])}); "
+              f"radcloud status {answer['run']['pipeline']} shows each step")
+
+
 @app.command()
 def runs(api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION) -> None:
     """What the router started lately: rule, study, its pipeline and each step's state now (or why not)."""

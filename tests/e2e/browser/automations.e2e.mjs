@@ -48,5 +48,17 @@ await step("disable-and-enable", async () => {
   return { disabled: body.saved.enabled, off, toast, enabled_again: back.saved.enabled };
 });
 
+await step("pipeline-job-page", async () => {
+  // The run's pipeline opens on the Jobs page: its parts are the steps, each linked to its job; no Retry.
+  await page.click(`#runs tr[data-pipeline="${env.RC_PIPELINE}"] a.pipeline-job`);
+  await page.waitForURL(/\/ui\/jobs\?job=/, { timeout: 15000 });
+  await page.waitForSelector("#job-detail table tbody tr", { timeout: 15000 });
+  return {
+    parts: await page.$$eval("#job-detail table tbody tr", (trs) => trs.map((tr) => tr.cells[0].textContent.trim())),
+    step_links: await page.$$eval("#job-detail a.step-job", (as) => as.map((a) => a.getAttribute("href"))),
+    retry_buttons: await page.$$eval("#job-detail button", (bs) => bs.filter((b) => /retry/i.test(b.textContent)).length),
+  };
+});
+
 emit({ step: "summary", external_requests: external, page_errors: pageErrors });
 await browser.close();

@@ -55,7 +55,7 @@ def test_admins_see_the_rules_and_each_runs_steps(page, seeded):
     name, match, pipeline, state, switch = record["rule"]
     assert name == seeded["rule"] and "modality CT" in match and "body part CHEST*" in match
     assert pipeline == "1. lung-seg → PACS  2. dicom-tags" and state == "on" and switch == "Disable"
-    assert record["run"][1] == seeded["rule"] and record["run"][3].startswith("failed")
+    assert record["run"][1] == seeded["rule"] and record["run"][3].startswith("Failed")  # plain words (words.js)
     assert "stopped at step 2 (dicom-tags)" in record["run"][3]
     [first, second] = record["steps"]
     assert first["state"] == "succeeded" and first["job_link"].endswith("jobs?job=j0000000000000000000000a")
@@ -70,3 +70,10 @@ def test_switching_a_rule_off_and_on_from_the_page(page, seeded):
 
 def test_no_external_requests_and_no_page_errors(page):
     assert page["summary"]["external_requests"] == [] and page["summary"]["page_errors"] == []
+
+
+def test_the_runs_pipeline_opens_on_the_jobs_page_with_its_steps(page):
+    record = page.ok("pipeline-job-page")
+    assert record["parts"] == ["Step 1: lung-seg", "Step 2: dicom-tags"], record
+    assert [h.endswith("jobs?job=j0000000000000000000000a") for h in record["step_links"]] == [True]
+    assert record["retry_buttons"] == 0   # a pipeline is retried step by step (status answers 409)

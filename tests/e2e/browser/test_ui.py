@@ -73,6 +73,14 @@ def test_log_out_everywhere_ends_the_session_on_another_workstation(journey):
     assert record["other"].startswith("/login?next=jobs") and record["other_token_status"] in ("gone", 401)
 
 
+def test_every_series_row_shows_a_thumbnail_of_its_images(journey):
+    """#21 item 4: thumbnails from Orthanc's preview, one per series row, small."""
+    record = journey.ok("search-by-mrn")
+    assert len(record["thumbs"]) == record["series"] >= 1
+    assert all(0 < max(w, h) <= 96 for w, h in record["thumbs"]), record["thumbs"]
+    assert "query:previews" in journey.ok("admin-audit-trail")["actions"]   # pictures of a patient: audited
+
+
 def test_series_rows_leave_the_accession_column_empty(journey):
     record = journey.ok("search-by-mrn")
     assert record["series_accession"] and set(record["series_accession"]) == {""}

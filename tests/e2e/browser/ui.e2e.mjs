@@ -103,6 +103,10 @@ const ok = await (async () => {
     await page.click("#results tr.study td:nth-child(2) button");
     await page.waitForSelector("#results tr.series td:nth-child(9)", { timeout: 20000 });
     const series = await page.$$eval("#results tr.series", (trs) => trs.length);
+    // #21 item 4: each series row shows what it looks like (Orthanc's preview, via query/previews)
+    await page.waitForFunction((n) => [...document.querySelectorAll("#results tr.series img.series-thumb")]
+      .filter((i) => i.complete && i.naturalWidth > 0).length === n, series, { timeout: 20000 });
+    const thumbs = await page.$$eval("#results tr.series img.series-thumb", (is) => is.map((i) => [i.naturalWidth, i.naturalHeight]));
     // the series rows' Accession column (7th) is empty: body part goes with the description
     const seriesAccession = await page.$$eval("#results tr.series td:nth-child(7)", (tds) => tds.map((td) => td.textContent));
     // sortable columns and CSV export
@@ -112,7 +116,7 @@ const ok = await (async () => {
     const csv = readFileSync(await download.path(), "utf8");
     if (!csv.startsWith("PatientName,PatientID") || !csv.includes(MRN)) throw new Error(`bad CSV: ${csv.slice(0, 200)}`);
     return { search_to_results_ms: ms, server_ms: Number(await page.getAttribute("#search-time", "data-ms")), studies: rows.length,
-             series, series_accession: seriesAccession, sorted, csv_lines: csv.trim().split("\n").length };
+             series, series_accession: seriesAccession, sorted, csv_lines: csv.trim().split("\n").length, thumbs };
   })) return false;
 
   if (!await step("search-forgiving", async () => {

@@ -85,7 +85,8 @@ def services(redis_client):
     svc = JobServices(jobs=jobs, cache=ResultCache(redis_client, jobs), store=store, registry=REGISTRY,
                       staging=ManifestStaging(store, redis_client), results=Results(store, redis_client, jobs))
     svc.invoker = Whisk(svc)
-    stage_series(store, "1.2", "1.2.1", 2, redis=redis_client)
+    stage_series(store, "1.2", "1.2.1", 2, redis=redis_client,
+                 tags={"PatientName": "DOE^JANE", "PatientID": "P1", "StudyInstanceUID": "1.2"})
     return svc
 
 
@@ -111,6 +112,8 @@ def test_each_step_runs_on_the_previous_steps_dicom_outputs_and_status_shows_eve
     assert [(s["step"], s["plugin"], s["state"]) for s in job["steps"]] == [
         (1, "copy", "succeeded"), (2, "copy", "succeeded"), (3, "copy", "succeeded")]
     first, second, third = (services.jobs.get(s["job"]) for s in job["steps"])
+    # The pipeline names whose images it ran on, as its first step's job does (the owner's view only).
+    assert job["subject"] and job["subject"] == first["subject"], (job["subject"], first["subject"])
     # Step 2's inputs are step 1's DICOM outputs, by object key (probe.json is not DICOM: not passed on).
     assert second["shards"][0]["inputs"] == sorted(o["key"] for o in first["shards"][0]["outputs"]
                                                     if o["key"].endswith(".dcm"))
@@ -190,3 +193,22 @@ def test_cancel_stops_the_running_steps_job_and_the_pipeline(services):
     assert services.jobs.get(child)["state"] == "cancelled"
     services.invoker.drain()  # its queued shards find the job cancelled
     assert len(services.invoker.dispatches()) == 1 and services.jobs.open_jobs() == []
+
+
+def test_an_admin_starts_a_rules_pipeline_by_hand_and_the_listing_shows_each_step(services, redis_server):
+    from radcloud.arrivals.rules import RuleStore
+
+    routing = load_action("routing")
+    settings = Settings.load(environ={"RADCLOUD_REDIS_URL": redis_server})
+    store = RuleStore(services.jobs.r, REGISTRY)
+    store.save({"name": "by-hand", "enabled": False,
+                "pipeline": [{"plugin": "copy"}, {"plugin": "copy", "params": {"prefix": "z"}}]})
+    body = {"run": "by-hand", "inputs": {"series": ["1.2.1"]}}
+    answer = routing.handle(Request(params=body, method="post", web=True), settings, ADMIN, store=store,
+                            services=services)
+    assert answer["run"]["by"] == "root" and answer["run"]["steps"] == ["copy", "copy"]
+    assert view(services, answer["run"]["pipeline"])["state"] == "succeeded"
+    listing = routing.handle(Request(params={}, method="get", web=True), settings, ADMIN, store=store,
+                             jobs=services.jobs)
+    [run] = listing["runs"]
+    assert run["pipeline_state"] == "succeeded" and [s["state"] for s in run["step_states"]] == ["succeeded"] * 2

@@ -63,9 +63,8 @@ class RestartableRedis:
 
 
 @pytest.fixture
-def restartable(tmp_path):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+def restartable(tmp_path, require):
+    require(shutil.which("redis-server") is not None, "redis-server is not installed: make system-deps")
     server = RestartableRedis(tmp_path)
     server.start()
     yield server
@@ -99,6 +98,33 @@ def test_every_use_rides_out_a_restart_and_the_wait_is_bounded():
     s = settings(3)
     for client in (jobs_redis(s), redis_client(s), Progress.from_settings(s).redis):
         assert 5 <= redisclient.retry_budget_s(client) <= 30  # a restart fits; a dead Redis fails in bounded time
+
+
+def test_a_refused_password_fails_at_once_not_after_the_budget(tmp_path, require):
+    """redis-py calls a refused password a ConnectionError; no restart fixes it."""
+    import subprocess
+
+    import redis
+
+    require(shutil.which("redis-server") is not None, "redis-server is not installed: make system-deps")
+    sock = tmp_path / "redis.sock"
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+                             "--dir", str(tmp_path), "--save", "", "--requirepass", "right"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(unix_socket_path=str(sock), password="wrong", **redisclient.restart_policy(30))
+        attempts = []
+        client.connection_pool.connection_kwargs["retry"]._backoff.compute = lambda n: attempts.append(n) or 0.05
+        deadline = time.monotonic() + 10  # bounded; the socket appears once Redis listens
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sock.exists(), "redis-server did not start"
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            client.set("k", "v")
+        assert attempts == []  # not one retry
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_a_dead_redis_fails_by_the_budget_not_never(tmp_path):
