@@ -13,7 +13,7 @@ from radcloud.api import parse
 from radcloud.api.models import DispatchRequest
 from radcloud.api.action import run
 from radcloud.work.dispatch import request_from_params
-from radcloud.core.errors import BadRequest, RadcloudError
+from radcloud.core.errors import BadRequest, Conflict, RadcloudError
 from radcloud.work.jobservices import JobServices, store_errors
 from radcloud.work import pipelines
 
@@ -38,7 +38,10 @@ def _handle(request, settings, principal, services):
     try:
         answer = services.dispatcher().dispatch(run_request, owner=principal.name, privileged=privileged)
     except RadcloudError as exc:
-        steps.refused(*link, exc.message)
+        if isinstance(exc, Conflict) and exc.details.get("running"):  # its retrieve is still staging
+            steps.waiting(*link, exc.message)
+        else:
+            steps.refused(*link, exc.message)
         raise
     steps.dispatched(*link, answer)
     return answer

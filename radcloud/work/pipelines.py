@@ -14,7 +14,9 @@ another job::
    (through the action executor, so a busy namespace leaves it waiting, not
    failed) with ``options.pipeline = {job, step}``.
 2. ``dispatch`` links the job it created to the step (:meth:`dispatched`),
-   or, when it refuses the run, fails the step with its reason (:meth:`refused`).
+   or, when it refuses the run, fails the step with its reason (:meth:`refused`) — unless
+   it only gave up waiting for a retrieve still staging (:meth:`waiting`): then reconcile
+   submits the step again.
    A cache hit is a finished job at once: the step is reused, not rerun.
 3. When the step's job is finalised, its finaliser calls :meth:`child_ended`:
    the step takes the job's outcome (recorded once: the Lua script refuses a
@@ -168,6 +170,13 @@ class Pipelines:
         if subject and not self.jobs.r.hget(self.jobs.key(pipeline_id), "subject"):
             with contextlib.suppress(Conflict, NotFound):
                 self.jobs.transition(pipeline_id, "", fields={"subject": subject}, event="subject", data={})
+
+    def waiting(self, pipeline_id: str, sid: str, reason: str) -> None:
+        """dispatch gave up waiting for the step's inputs to be staged (a retrieve still running after
+        ``wait_staged``, e.g. behind a burst): the step is not failed but left for reconcile to submit
+        again, like a unit the executor was too busy to take."""
+        self._note(pipeline_id, sid, {"busy_at": self.jobs.clock(), "dispatch_activation": None,
+                                      "reason": f"waiting for its inputs: {reason}"[:300]}, "busy")
 
     def refused(self, pipeline_id: str, sid: str, reason: str) -> None:
         """dispatch refused the step's run (bad inputs, nothing staged...): the step fails with why."""

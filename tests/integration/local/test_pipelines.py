@@ -212,3 +212,16 @@ def test_an_admin_starts_a_rules_pipeline_by_hand_and_the_listing_shows_each_ste
                              jobs=services.jobs)
     [run] = listing["runs"]
     assert run["pipeline_state"] == "succeeded" and [s["state"] for s in run["step_states"]] == ["succeeded"] * 2
+
+
+def test_a_step_whose_retrieve_is_still_staging_waits_and_reconcile_submits_it_again(services):
+    """dispatch gave up waiting for staging (a burst): the step is not failed; reconcile submits it again."""
+    pipelines = services.pipelines()
+    services.invoker.lose_dispatch = True   # the first dispatch's answer: "still staging" (below)
+    pid = pipelines.start(steps(("copy", {})), {"series": ["1.2.1"]}, "router")
+    pipelines.waiting(pid, "s00", "retrieve r1 is still staging 1 of 1 series")
+    step = services.jobs.shard(pid, "s00")
+    assert step["state"] == "invoked" and step["busy_at"] and step["reason"].startswith("waiting for its inputs")
+    services.invoker.lose_dispatch = False
+    assert pipelines.reconcile(pid)["resubmitted"] == 1
+    assert view(services, pid)["state"] == "succeeded" and len(services.invoker.dispatches()) == 2
