@@ -95,7 +95,8 @@ def main() -> None:
     stack = Stack(tmp / "stack", Ports.ephemeral(), binaries=find(), timeout_s=60)
     endpoints = stack.up(("orthanc", "redis"), install_missing=False)
     settings = endpoints.settings()
-    server = Server(tmp / "whisk", max_concurrent=120)
+    # Throughput, not the namespace's fire limit (OpenWhisk's 60/min, enforced by localwhisk): raised here.
+    server = Server(tmp / "whisk", max_concurrent=120, extra_args=["--fires-per-minute", "1000000"])
     stop = threading.Event()
     try:
         api_host, auth = server.start()
