@@ -32,19 +32,7 @@ import time
 from pathlib import Path
 
 from localwhisk.testing import percentile as pct
-
-
-def studies(n: int) -> list[tuple[str, bytes]]:
-    from pydicom.uid import generate_uid
-
-    from radcloud.ops.samples.synthetic import dataset_bytes, generate_many_studies
-
-    root, out = f"1.2.826.0.1.3680043.10.{secrets.randbelow(10**8)}.", []
-    for ds in generate_many_studies(n, matrix=16):
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(root), generate_uid(root)
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(root)
-        out.append((str(ds.StudyInstanceUID), dataset_bytes(ds)))
-    return out
+from trigger_bench import studies  # unique one-instance studies (bench/ is this script's path)
 
 
 def main() -> None:
