@@ -8,6 +8,8 @@ sequence it reads what retrieve answered (``retrieve_id``) and the run
 request carried along as ``run`` (see sequences/pull-and-run.yaml).
 """
 
+import contextlib
+
 from radcloud.work import jobview
 from radcloud.api import parse
 from radcloud.api.models import DispatchRequest
@@ -43,7 +45,10 @@ def _handle(request, settings, principal, services):
         else:
             steps.refused(*link, exc.message)
         raise
-    steps.dispatched(*link, answer)
+    if not steps.dispatched(*link, answer):  # the pipeline was cancelled meanwhile: stop its job too
+        with contextlib.suppress(Conflict):
+            if services.jobs.cancel(answer["job_id"]):
+                services.finaliser(answer["job_id"])
     return answer
 
 

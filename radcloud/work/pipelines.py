@@ -145,8 +145,12 @@ class Pipelines:
         return job_id
 
     # -- the step's dispatch reports -------------------------------------------------
-    def dispatched(self, pipeline_id: str, sid: str, answer: Mapping[str, Any]) -> None:
-        """dispatch created (or found cached) the step's job: the step runs it."""
+    def dispatched(self, pipeline_id: str, sid: str, answer: Mapping[str, Any]) -> bool:
+        """dispatch created (or found cached) the step's job: the step runs it.
+
+        Returns False when the step no longer wants it (the pipeline was cancelled or the step
+        failed meanwhile): the caller stops that job rather than leave it running for nobody.
+        """
         child = str(answer["job_id"])
         try:
             self.jobs.update_shard(pipeline_id, sid, {"state": "running", "executor": "job",
@@ -154,12 +158,16 @@ class Pipelines:
                                                       "cached": bool(answer.get("cached"))},
                                    allowed=SHARD.sources("started"), event="started",
                                    data={"job": child, "cached": bool(answer.get("cached"))})
-        except Conflict as exc:  # cancelled or failed meanwhile: its job runs on, unlinked
-            log.info("pipeline %s %s: job %s not linked: %s", pipeline_id, sid, child, exc.message)
-            return
+        except Conflict as exc:
+            # A fast job may have ended (and told the step) before this answer: then it is the step's.
+            ours = self.jobs.shard(pipeline_id, sid).get("activation_id") == child
+            if not ours:
+                log.info("pipeline %s %s: job %s not linked: %s", pipeline_id, sid, child, exc.message)
+            return ours
         self._adopt_subject(pipeline_id, sid, child)
         if answer.get("cached") or L.JOB.is_final(str(answer.get("state") or "")):
             self.child_ended(child)
+        return True
 
     def _adopt_subject(self, pipeline_id: str, sid: str, child_id: str) -> None:
         """The pipeline names whose images it runs on as its first step's job does (radcloud.work.subject:

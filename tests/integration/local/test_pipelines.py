@@ -43,12 +43,15 @@ class Whisk:
         self.ids = itertools.count(1)
         self.queue = []
         self.lose_dispatch = False   # the dispatch activation dies before it runs
+        self.hold_dispatch = False   # the dispatch activation has not run yet
         self.finaliser = None         # a shard's finaliser (None: the deployed one, which tells the pipeline)
 
     def invoke(self, action, params, *, blocking=False, result=False):
         aid = f"{next(self.ids):032x}"
         self.calls.append((action, params))
         if action == "radcloud/dispatch":
+            if self.hold_dispatch:  # still on its way: no record yet (the activation is in flight)
+                return {"activationId": aid}
             if self.lose_dispatch:
                 self.records[aid] = {"response": {"status": "whisk internal error"}}
                 return {"activationId": aid}
@@ -225,3 +228,16 @@ def test_a_step_whose_retrieve_is_still_staging_waits_and_reconcile_submits_it_a
     services.invoker.lose_dispatch = False
     assert pipelines.reconcile(pid)["resubmitted"] == 1
     assert view(services, pid)["state"] == "succeeded" and len(services.invoker.dispatches()) == 2
+
+
+def test_a_job_dispatched_for_a_step_cancelled_meanwhile_is_stopped_not_left_running(services):
+    services.invoker.hold_dispatch = True   # the step's dispatch is still on its way ...
+    pid = services.pipelines().start(steps(("copy", {})), {"series": ["1.2.1"]}, "router")
+    STATUS.handle(Request(params={}, method="post", path=f"/{pid}/cancel", web=True), SETTINGS, ADMIN, services)
+    assert services.jobs.get(pid)["state"] == "cancelled"
+    # ... and arrives now: it creates the job, finds the step cancelled, and cancels that job.
+    request = {"plugin": "copy", "inputs": {"series": ["1.2.1"]}, "options": {"pipeline": {"job": pid, "step": "s00"}}}
+    answer = DISPATCH.handle(Request(params=request), SETTINGS, SERVICE, services)
+    services.invoker.drain()
+    assert services.jobs.get(answer["job_id"])["state"] == "cancelled"
+    assert services.jobs.get(pid)["shards"][0]["state"] == "cancelled"
