@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from radcloud.core.errors import BadRequest, NotFound, RadcloudError, UpstreamError
+from radcloud.core.errors import BadRequest, NotFound, RadcloudError, TooManyRequests, Unavailable, UpstreamError
 from radcloud.work.pipelines import validate_steps
 
 SERIES_KEYS = ("modality", "body_part", "series_description")
@@ -108,8 +108,15 @@ def validate(rule: Any, registry: Any) -> dict[str, Any]:
 # -- stored rules and the router ------------------------------------------------------
 
 RULES, RUNS, CLAIM = "radcloud:routing:rules", "radcloud:routing:runs", "radcloud:routing:arrival:"
+PENDING = "radcloud:routing:pending"  # arrival id -> {arrival, attempts, next_at, reason}: not routed yet
 CLAIM_TTL_S = 30 * 24 * 3600  # an arrival id is remembered this long (a re-send after that routes again)
+LEASE_S = 180                 # a route run holds an arrival this long (the route action's timeout is 120 s)
 RUNS_KEPT = 1000
+MAX_ATTEMPTS = 30             # a transient refusal is retried this often (backoff up to BACKOFF_MAX_S) ...
+BACKOFF_MAX_S = 300           # ... then the run is recorded failed with the last reason
+# A busy namespace (429/503 after the invoker's own backoff), a service that is down or answers
+# badly: the arrival waits in PENDING and is routed again; any other error is the rule's own fault.
+TRANSIENT = (TooManyRequests, Unavailable, UpstreamError)
 
 
 class RuleStore:
@@ -144,9 +151,54 @@ class RuleStore:
         self.redis.hset(RULES, name, json.dumps(rule))
         return rule
 
+    # An arrival is routed exactly once, eventually: ``claim`` takes a lease (one route run at a
+    # time; a second fire of the same arrival is a duplicate), the arrival is kept in PENDING
+    # until ``finish`` makes the claim final; ``release`` (a transient refusal) drops the lease
+    # and leaves it pending for :func:`redrive`. Each rule whose pipeline started is recorded
+    # under the arrival (``started``), so a re-drive never starts it twice. A run that died
+    # holding the lease leaves the arrival pending: it is due again once the lease has expired.
+
     def claim(self, arrival_id: str) -> bool:
-        """True the first time an arrival is seen (the watcher may fire one twice after a crash)."""
-        return bool(self.redis.set(CLAIM + arrival_id, "1", nx=True, ex=CLAIM_TTL_S))
+        """True when this run may route the arrival: not routed yet, and no other run holds it."""
+        return bool(self.redis.set(CLAIM + arrival_id, "routing", nx=True, ex=LEASE_S))
+
+    def hold(self, arrival: Mapping[str, Any], now: float) -> dict[str, Any]:
+        """Keep ``arrival`` pending (due again after the lease, should this run die); its entry."""
+        raw = self.redis.hget(PENDING, arrival["arrival_id"])
+        entry = json.loads(raw) if raw else {"arrival": dict(arrival), "attempts": 0, "first_at": round(now, 3)}
+        entry.update(next_at=round(now + LEASE_S, 3))
+        self.redis.hset(PENDING, arrival["arrival_id"], json.dumps(entry))
+        return entry
+
+    def started(self, arrival_id: str) -> set[str]:
+        """The rules whose pipeline already started for this arrival."""
+        return set(self.redis.hkeys(CLAIM + arrival_id + ":rules"))
+
+    def rule_started(self, arrival_id: str, rule: str, pipeline: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.hset(CLAIM + arrival_id + ":rules", rule, pipeline)
+        pipe.expire(CLAIM + arrival_id + ":rules", CLAIM_TTL_S)
+        pipe.execute()
+
+    def finish(self, arrival_id: str) -> None:
+        """The arrival is routed: the claim is final and it leaves PENDING."""
+        pipe = self.redis.pipeline()
+        pipe.set(CLAIM + arrival_id, "routed", ex=CLAIM_TTL_S)
+        pipe.hdel(PENDING, arrival_id)
+        pipe.execute()
+
+    def release(self, entry: dict[str, Any], reason: str, now: float) -> None:
+        """A transient refusal: the arrival stays pending (due after a backoff) and the lease is dropped."""
+        entry = {**entry, "attempts": entry["attempts"] + 1, "reason": reason[:300]}
+        entry["next_at"] = round(now + min(BACKOFF_MAX_S, 2 ** entry["attempts"]), 3)
+        pipe = self.redis.pipeline()
+        pipe.hset(PENDING, entry["arrival"]["arrival_id"], json.dumps(entry))
+        pipe.delete(CLAIM + entry["arrival"]["arrival_id"])
+        pipe.execute()
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The arrivals not routed yet, oldest first (``radcloud routes runs`` and reconcile read them)."""
+        return sorted((json.loads(v) for v in self.redis.hvals(PENDING)), key=lambda e: e.get("first_at", 0))
 
     def record_run(self, run: dict[str, Any]) -> None:
         pipe = self.redis.pipeline()
@@ -165,7 +217,12 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pi
     For each match: ``retrieve`` stages the matched series (blocking: its id comes back at
     once), then ``pipelines`` (:class:`radcloud.work.pipelines.Pipelines`) starts the rule's
     pipeline on them; its first step's dispatch waits in its own activation for staging
-    (``wait_staged``). A duplicate arrival id starts nothing.
+    (``wait_staged``). A duplicate arrival id (routed, or being routed) starts nothing.
+
+    A transient refusal (:data:`TRANSIENT`: the namespace at its concurrency limit, a service
+    down) of a rule's retrieve or pipeline start leaves the arrival pending, its lease
+    released: :func:`redrive` routes it again later and starts only the rules not started
+    yet. After :data:`MAX_ATTEMPTS` the run is recorded failed with the last reason.
     """
     arrival_id = str(arrival.get("arrival_id") or "")
     if not re.fullmatch(r"[0-9a-f]{32}", arrival_id):
@@ -173,8 +230,12 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pi
                          field="arrival_id")
     if not store.claim(arrival_id):
         return {"arrival_id": arrival_id, "duplicate": True, "runs": []}
-    runs = []
+    entry = store.hold(arrival, clock())
+    done = store.started(arrival_id)
+    runs, retry = [], ""
     for rule, series in route(store.list(), arrival):
+        if rule["name"] in done:
+            continue  # started by an earlier attempt
         run: dict[str, Any] = {"at": round(clock(), 3), "arrival_id": arrival_id, "rule": rule["name"],
                                "study_uid": arrival.get("study_uid", ""),
                                "series": [s.get("series_uid", "") for s in series],
@@ -183,15 +244,40 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pi
             staged = invoker.invoke(f"{package}/retrieve", {"orthanc_series": [s["orthanc_series"] for s in series]},
                                     blocking=True, result=True)
             if not isinstance(staged, dict) or "retrieve_id" not in staged:
-                raise UpstreamError(f"retrieve answered without a retrieve_id: {_error_of(staged)}")
+                raise _retrieve_refused(staged)
             pipeline = pipelines.start(rule["pipeline"], {"retrieve": staged["retrieve_id"]}, owner,
                                        name=rule["name"])
+            store.rule_started(arrival_id, rule["name"], pipeline)
             run.update(state="started", retrieve_id=staged["retrieve_id"], pipeline=pipeline)
+        except TRANSIENT as exc:
+            if entry["attempts"] + 1 < MAX_ATTEMPTS:
+                retry = retry or f"rule {rule['name']}: {exc.message}"
+                continue  # routed again later; the next rule still runs now
+            run.update(state="failed", reason=f"gave up after {MAX_ATTEMPTS} attempts: {exc.message}")
         except RadcloudError as exc:  # the next rule still runs; this one says why it did not
             run.update(state="failed", reason=exc.message)
         store.record_run(run)
         runs.append(run)
-    return {"arrival_id": arrival_id, "duplicate": False, "runs": runs}
+    if retry:
+        store.release(entry, retry, clock())
+    else:
+        store.finish(arrival_id)
+    return {"arrival_id": arrival_id, "duplicate": False, "runs": runs, "pending": retry}
+
+
+def redrive(store: RuleStore, invoker: Any, pipelines: Any, *, owner: str = "service",
+            package: str = "radcloud", clock: Any = time.time, limit: int = 20) -> int:
+    """Route again up to ``limit`` pending arrivals that are due (reconcile runs this); how many."""
+    count = 0
+    for entry in store.pending():
+        if count >= limit:
+            break
+        if float(entry.get("next_at") or 0) > clock():
+            continue
+        answer = route_arrival(entry["arrival"], store, invoker, pipelines, owner=owner, package=package,
+                               clock=clock)
+        count += not answer["duplicate"]
+    return count
 
 
 def run_by_hand(store: RuleStore, pipelines: Any, name: str, inputs: Mapping[str, Any], owner: str, *,
@@ -205,6 +291,16 @@ def run_by_hand(store: RuleStore, pipelines: Any, name: str, inputs: Mapping[str
     run.update(state="started", pipeline=pipelines.start(rule["pipeline"], inputs, owner, name=name))
     store.record_run(run)
     return run
+
+
+def _retrieve_refused(answer: Any) -> RadcloudError:
+    """Retrieve's answer without a retrieve id: transient (busy, a service down, no answer) or the rule's fault."""
+    err = answer.get("error") if isinstance(answer, dict) else None
+    status = err.get("statusCode") if isinstance(err, dict) else None
+    message = f"retrieve answered without a retrieve_id: {_error_of(answer)}"
+    if isinstance(status, int) and status < 500 and status != 429:
+        return RadcloudError(message)  # it refused these series: routing again would not help
+    return UpstreamError(message)
 
 
 def _error_of(answer: Any) -> str:

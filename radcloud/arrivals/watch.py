@@ -32,6 +32,7 @@ Orthanc study id -> epoch seconds last seen changing), ``routed:<study id>``
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -240,5 +241,33 @@ def _reason(exc: Exception) -> str:
 
 
 def trigger_fire(openwhisk: Any, trigger: str = TRIGGER) -> Callable[[dict[str, Any]], Any]:
-    """``fire(payload)`` through OpenWhisk's trigger API (:meth:`radcloud.core.openwhisk.OpenWhisk.fire`)."""
-    return lambda payload: openwhisk.fire(trigger, payload)
+    """``fire(payload)`` through OpenWhisk's trigger API (:meth:`radcloud.core.openwhisk.OpenWhisk.fire`).
+
+    A fire OpenWhisk accepted (202) has not necessarily reached the rule's action: at the
+    namespace's concurrency limit the rule's invoke is refused and only the trigger
+    activation's log says so (``{"statusCode": 429, "success": false, ...}`` per rule). That
+    record is read back and such a refusal raised as TooManyRequests, so the study stays
+    pending and is fired again after the hold. (A record not written yet proves nothing
+    either way; the route action's own pending set covers what happens after it started.)
+    """
+    def fire(payload: dict[str, Any]) -> Any:
+        aid = openwhisk.fire(trigger, payload)
+        refused = refused_rules(openwhisk.activation(aid)) if aid else []
+        if refused:
+            raise TooManyRequests(f"trigger {trigger} fired (activation {aid}) but OpenWhisk refused its rule(s) "
+                                  f"{', '.join(refused)}: the namespace is at its concurrency limit")
+        return aid
+    return fire
+
+
+def refused_rules(record: dict[str, Any] | None) -> list[str]:
+    """The rules a trigger activation record says were refused as busy (429/503)."""
+    out = []
+    for line in (record or {}).get("logs") or []:
+        try:
+            entry = json.loads(line)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(entry, dict) and not entry.get("success", True) and entry.get("statusCode") in (429, 503):
+            out.append(str(entry.get("rule", "?")))
+    return out

@@ -32,6 +32,20 @@ class FakeRedis:
     def hget(self, key, field):
         return self.hashes.get(key, {}).get(field)
 
+    def hkeys(self, key):
+        return list(self.hashes.get(key, {}))
+
+    def hvals(self, key):
+        return list(self.hashes.get(key, {}).values())
+
+    def delete(self, *keys):
+        for key in keys:
+            self.kv.pop(key, None)
+            self.hashes.pop(key, None)
+
+    def expire(self, key, seconds):  # expiry is not modelled: a test drops a key to stand for it
+        return key in self.kv or key in self.hashes
+
     def lpush(self, key, *values):
         self.lists.setdefault(key, [])[:0] = list(reversed(values))
 

@@ -208,3 +208,38 @@ def test_a_fire_refused_as_too_many_holds_every_fire_then_the_study_is_routed(wo
     assert watcher.poll() == 0 and len(calls) == 1          # still held
     advance(2)
     assert watcher.poll() == 2 and sorted(p["study_uid"] for p in fired) == ["1.2.s1", "1.2.s2"]
+
+
+def test_a_fire_accepted_but_its_rule_refused_as_busy_is_not_counted_as_fired(world):
+    """OpenWhisk answers a fire 202 even when the namespace's concurrency limit refused the rule's
+    action; only the trigger activation's log says 429. trigger_fire reads it back and raises, so the
+    study stays pending and is fired again after the hold — the route action never saw it."""
+    import json
+
+    from radcloud.arrivals.watch import HOLD_S, trigger_fire
+
+    orthanc, redis, fired, watcher, advance = world
+
+    class Whisk:
+        def __init__(self):
+            self.fires, self.refuse = [], True
+
+        def fire(self, trigger, payload):
+            self.fires.append(payload["study_uid"])
+            return f"{len(self.fires):032x}"
+
+        def activation(self, aid):
+            refused = {"rule": "_/radcloud-route-arrivals", "action": "_/radcloud/route", "statusCode": 429,
+                       "success": False, "error": "Too many concurrent requests in flight (count: 30, allowed: 30)."}
+            ok = {"rule": "_/radcloud-route-arrivals", "action": "_/radcloud/route", "statusCode": 0,
+                  "success": True, "activationId": "b" * 32}
+            return {"activationId": aid, "logs": [json.dumps(refused if self.refuse else ok), "not json"]}
+
+    whisk = Whisk()
+    watcher.fire = trigger_fire(whisk)
+    orthanc.store("s1", "s1e", ["i1"])
+    orthanc.change("StableStudy", "s1")
+    assert watcher.poll() == 0 and redis.hget(PENDING, "s1") is not None and not redis.hgetall(routed_key("s1"))
+    whisk.refuse = False
+    advance(HOLD_S + 1)
+    assert watcher.poll() == 1 and whisk.fires == ["1.2.s1", "1.2.s1"] and redis.hget(PENDING, "s1") is None

@@ -6,9 +6,10 @@ import pytest
 
 from redis_fakes import FakeRedis
 
-from radcloud.core.errors import BadRequest, NotFound, UpstreamError
+from radcloud.core.errors import BadRequest, NotFound, TooManyRequests, Unavailable, UpstreamError
 from radcloud.run.registry import Registry
-from radcloud.arrivals.rules import RuleStore, matching_series, route, route_arrival, validate
+from radcloud.arrivals.rules import (CLAIM, LEASE_S, MAX_ATTEMPTS, RuleStore, matching_series, redrive, route,
+                                     route_arrival, validate)
 
 ARRIVAL = {"study_uid": "1.2", "study_description": "CT THORAX", "calling_aet": "CT_SCANNER_3",
            "series": [{"orthanc_series": "a", "modality": "CT", "body_part": "CHEST", "series_description": "Lung 1mm"},
@@ -142,9 +143,11 @@ def test_an_arrival_stages_the_matched_series_and_starts_the_rules_pipeline_once
 
 def test_a_failing_step_is_recorded_with_its_reason_and_bad_arrivals_are_refused(store):
     store.save(CT_CHEST)
-    whisk = FakeWhisk(UpstreamError("OpenWhisk refused to invoke radcloud/retrieve"))
-    [run] = route_arrival({**ARRIVAL, "arrival_id": "e" * 32}, store, whisk, FakePipelines())["runs"]
-    assert run["state"] == "failed" and "refused to invoke" in run["reason"]
+    whisk = FakeWhisk({"error": {"statusCode": 404, "body": {"error": {"message": "no series a in Orthanc"}}}})
+    answer = route_arrival({**ARRIVAL, "arrival_id": "e" * 32}, store, whisk, FakePipelines())
+    [run] = answer["runs"]
+    assert run["state"] == "failed" and "no series a in Orthanc" in run["reason"]
+    assert not answer["pending"] and store.pending() == []  # final: routing it again would not help
     with pytest.raises(BadRequest, match="arrival_id"):
         route_arrival(ARRIVAL, store, whisk, FakePipelines())
 
@@ -162,3 +165,88 @@ def test_a_rules_pipeline_started_by_hand_runs_even_disabled_and_is_recorded(sto
     assert store.runs() == [run]
     with pytest.raises(NotFound):
         run_by_hand(store, pipelines, "no-such-rule", {"job": "j1"}, "root")
+
+
+# -- exactly once, eventually: a busy namespace or a dead run loses no arrival ---------------
+
+class BusyWhisk(FakeWhisk):
+    """Refuses the first ``busy`` retrieve invokes as the namespace at its concurrency limit does."""
+
+    def __init__(self, busy: int, error=None) -> None:
+        super().__init__()
+        self.busy, self.error = busy, error or TooManyRequests("OpenWhisk refused to invoke radcloud/retrieve")
+
+    def invoke(self, action, params, *, blocking=False, result=False):
+        if action.endswith("/retrieve") and self.busy > 0:
+            self.busy -= 1
+            self.calls.append((action, params, blocking))
+            raise self.error
+        return super().invoke(action, params, blocking=blocking, result=result)
+
+
+@pytest.mark.parametrize("error", [TooManyRequests("OpenWhisk refused to invoke radcloud/retrieve (HTTP 429)"),
+                                   UpstreamError("OpenWhisk at http://ow unreachable: ConnectionError"),
+                                   Unavailable("S3 is down")])
+def test_a_transient_refusal_leaves_the_arrival_pending_and_redrive_routes_it_once(store, error):
+    store.save(CT_CHEST)
+    whisk, pipelines = BusyWhisk(1, error), FakePipelines()
+    arrival = {**ARRIVAL, "arrival_id": "d" * 32}
+    first = route_arrival(arrival, store, whisk, pipelines, clock=lambda: 100.0)
+    assert first["runs"] == [] and error.message in first["pending"] and pipelines.started == []
+    [entry] = store.pending()
+    assert entry["arrival"] == arrival and entry["attempts"] == 1 and entry["next_at"] == 102.0
+    assert store.runs() == []  # nothing final to show yet
+    assert redrive(store, whisk, pipelines, clock=lambda: 101.0) == 0  # not due: backoff
+    assert redrive(store, whisk, pipelines, clock=lambda: 102.0) == 1
+    assert len(pipelines.started) == 1 and store.pending() == []
+    [run] = store.runs()
+    assert run["state"] == "started" and run["pipeline"] == "p1"
+    # The watcher's second fire of the same arrival, and any later re-drive, start nothing.
+    assert route_arrival(arrival, store, whisk, pipelines)["duplicate"] is True
+    assert redrive(store, whisk, pipelines, clock=lambda: 1e9) == 0 and len(pipelines.started) == 1
+
+
+def test_a_fire_while_another_run_holds_the_arrival_is_a_duplicate_and_a_dead_run_is_redriven(store):
+    store.save(CT_CHEST)
+    whisk, pipelines = FakeWhisk(), FakePipelines()
+    arrival = {**ARRIVAL, "arrival_id": "c" * 32}
+    assert store.claim(arrival["arrival_id"])
+    store.hold(arrival, 10.0)  # a route run took the arrival ... and died before starting anything
+    assert route_arrival(arrival, store, whisk, pipelines)["duplicate"] is True
+    assert redrive(store, whisk, pipelines, clock=lambda: 10.0 + LEASE_S - 1) == 0  # its lease still runs
+    store.redis.kv.pop(CLAIM + arrival["arrival_id"])  # the lease expired
+    assert redrive(store, whisk, pipelines, clock=lambda: 10.0 + LEASE_S) == 1
+    assert len(pipelines.started) == 1 and store.pending() == []
+
+
+def test_a_redrive_starts_only_the_rules_not_started_yet(store):
+    store.save(CT_CHEST)
+    store.save({**CT_CHEST, "name": "ct-chest-2"})
+    whisk, pipelines = FakeWhisk(), FakePipelines()
+
+    class SecondBusy(FakePipelines):
+        def start(self, steps, inputs, owner, *, name=""):
+            if name == "ct-chest-2" and not hasattr(self, "refused"):
+                self.refused = True
+                raise TooManyRequests("OpenWhisk refused to invoke radcloud/dispatch")
+            return super().start(steps, inputs, owner, name=name)
+
+    pipelines = SecondBusy()
+    arrival = {**ARRIVAL, "arrival_id": "b" * 32}
+    first = route_arrival(arrival, store, whisk, pipelines, clock=lambda: 0.0)
+    assert [r["rule"] for r in first["runs"]] == ["ct-chest"] and "rule ct-chest-2" in first["pending"]
+    assert redrive(store, whisk, pipelines, clock=lambda: 1e6) == 1
+    assert [name for *_, name in pipelines.started] == ["ct-chest", "ct-chest-2"]
+    assert sorted(r["rule"] for r in store.runs()) == ["ct-chest", "ct-chest-2"] and store.pending() == []
+
+
+def test_a_refusal_that_never_ends_is_recorded_failed_after_the_last_attempt(store):
+    store.save(CT_CHEST)
+    whisk, pipelines = BusyWhisk(MAX_ATTEMPTS), FakePipelines()
+    arrival = {**ARRIVAL, "arrival_id": "a" * 32}
+    route_arrival(arrival, store, whisk, pipelines, clock=lambda: 0.0)
+    for i in range(1, MAX_ATTEMPTS):
+        assert redrive(store, whisk, pipelines, clock=lambda i=i: i * 1e6) == 1
+    assert store.pending() == [] and pipelines.started == []
+    [run] = store.runs()
+    assert run["state"] == "failed" and run["reason"].startswith(f"gave up after {MAX_ATTEMPTS} attempts: OpenWhisk")

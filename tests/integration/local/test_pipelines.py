@@ -17,7 +17,7 @@ from jobs_fakes import FIXTURE_PLUGINS, MemStore, stage_series
 from radcloud.api.action import Request
 from radcloud.access.auth import Principal
 from radcloud.work.cache import ResultCache
-from radcloud.core.errors import RadcloudError
+from radcloud.core.errors import RadcloudError, TooManyRequests
 from radcloud.work.jobs import JobStore
 from radcloud.work.jobservices import JobServices
 from radcloud.run.registry import Registry
@@ -31,7 +31,7 @@ from radcloud.work import pipelines as P
 SETTINGS = Settings.load(environ={})
 SERVICE = Principal("router", "service", kind="service")
 ADMIN = Principal("root", "admin")
-DISPATCH, STATUS, RECONCILE = load_action("dispatch"), load_action("status"), load_action("reconcile")
+DISPATCH, STATUS, RECONCILE, ROUTE = (load_action(a) for a in ("dispatch", "status", "reconcile", "route"))
 REGISTRY = Registry(FIXTURE_PLUGINS)
 
 
@@ -241,3 +241,70 @@ def test_a_job_dispatched_for_a_step_cancelled_meanwhile_is_stopped_not_left_run
     services.invoker.drain()
     assert services.jobs.get(answer["job_id"])["state"] == "cancelled"
     assert services.jobs.get(pid)["shards"][0]["state"] == "cancelled"
+
+
+class BusyNamespace(Whisk):
+    """The namespace at a concurrency limit of ``limit`` activations: every route activation of a
+    burst holds a slot while it runs (``in_flight``); the blocking retrieve invoke it makes needs one
+    more and is refused (TooManyRequests: what the invoker raises once its busy budget is spent)."""
+
+    def __init__(self, services, limit):
+        super().__init__(services)
+        self.limit, self.in_flight, self.retrieve_ids = limit, 0, itertools.count(1)
+        self.hold_dispatch = True  # the pipelines' first steps stay on their way: only the start is looked at
+
+    def invoke(self, action, params, *, blocking=False, result=False):
+        if action != "radcloud/retrieve":
+            return super().invoke(action, params, blocking=blocking, result=result)
+        self.calls.append((action, params))
+        if self.in_flight >= self.limit:
+            raise TooManyRequests(f"OpenWhisk refused to invoke {action} (HTTP 429: Too many concurrent "
+                                  f"requests in flight (count: {self.in_flight}, allowed: {self.limit}))")
+        return {"retrieve_id": f"{next(self.retrieve_ids):032x}", "state": "queued"}
+
+
+def test_a_burst_at_the_namespace_limit_starts_exactly_one_pipeline_per_arrival(services, monkeypatch):
+    """A burst of 12 arrivals against a namespace of 4 concurrent activations: the route runs of each
+    wave of 4 hold the slots their retrieves need, so most are refused. None is lost: a refused arrival
+    stays pending, later route runs and reconcile route it again, and every study ends with exactly one
+    started pipeline — also when the watcher fires an arrival twice."""
+    from radcloud.arrivals import rules as R
+
+    monkeypatch.setattr(R, "BACKOFF_MAX_S", 0)  # a refused arrival is due again at once (no clock to wait on)
+    whisk = services.invoker = BusyNamespace(services, limit=4)
+    store = R.RuleStore(services.jobs.r, REGISTRY)
+    store.save({"name": "all", "pipeline": [{"plugin": "copy"}]})
+    arrivals = [{"arrival_id": f"{i:032x}", "study_uid": f"1.2.{i}", "orthanc_study": f"o{i}",
+                 "series": [{"series_uid": f"1.2.{i}.1", "orthanc_series": f"s{i}", "modality": "CT"}]}
+                for i in range(1, 13)]
+
+    def route(batch, others=0):
+        """The rule's activations of one wave: all admitted at once (beside ``others`` activations of
+        other work), each running to its end in turn."""
+        whisk.in_flight = others + len(batch)
+        answers = []
+        for arrival in batch:
+            answers.append(ROUTE.handle(Request(params=arrival), SETTINGS, SERVICE, store=store, services=services))
+            whisk.in_flight -= 1
+        return answers
+
+    # Two waves: the first route runs are refused, the later ones of the wave route them again.
+    first = route(arrivals[:4]) + route(arrivals[4:8])
+    assert [bool(a["pending"]) for a in first] == [True, False, False, False] * 2, first
+    assert all("HTTP 429" in a["pending"] for a in first[::4]) and store.pending() == []
+    # The last wave meets a namespace full of other work: every one is refused and left pending ...
+    assert all("HTTP 429" in a["pending"] for a in route(arrivals[8:], others=4))
+    assert sorted(e["arrival"]["arrival_id"] for e in store.pending()) == [a["arrival_id"] for a in arrivals[8:]]
+    # ... until the alarm's reconcile (one activation: the namespace has room again) routes them.
+    whisk.in_flight = 1
+    report = RECONCILE.handle(Request(params={}), SETTINGS, ADMIN, services, retrieves=NoRetrieves(), rules=store)
+    assert report["arrivals_redriven"] == 4 and store.pending() == [], report
+    whisk.in_flight = 0
+    runs = store.runs(limit=100)
+    assert sorted(r["study_uid"] for r in runs) == sorted(a["study_uid"] for a in arrivals), runs
+    assert {r["state"] for r in runs} == {"started"}
+    pipelines = {r["pipeline"] for r in runs}
+    assert len(pipelines) == 12 and all(services.jobs.get(p)["kind"] == "pipeline" for p in pipelines)
+    assert len(services.invoker.dispatches()) == 12  # one first step each: no pipeline started twice
+    # The watcher firing every arrival again (a crash before its fingerprints were written) starts nothing.
+    assert all(a["duplicate"] for a in route(arrivals)) and len(services.invoker.dispatches()) == 12
