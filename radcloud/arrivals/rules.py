@@ -241,10 +241,8 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pi
                                "series": [s.get("series_uid", "") for s in series],
                                "steps": [step["plugin"] for step in rule["pipeline"]]}
         try:
-            staged = invoker.invoke(f"{package}/retrieve", {"orthanc_series": [s["orthanc_series"] for s in series]},
-                                    blocking=True, result=True)
-            if not isinstance(staged, dict) or "retrieve_id" not in staged:
-                raise _retrieve_refused(staged)
+            staged = _staged(entry, rule["name"], series, invoker, package)
+            entry.setdefault("staged", {})[rule["name"]] = staged  # kept should the pipeline's start be refused
             pipeline = pipelines.start(rule["pipeline"], {"retrieve": staged["retrieve_id"]}, owner,
                                        name=rule["name"])
             store.rule_started(arrival_id, rule["name"], pipeline)
@@ -291,6 +289,36 @@ def run_by_hand(store: RuleStore, pipelines: Any, name: str, inputs: Mapping[str
     run.update(state="started", pipeline=pipelines.start(rule["pipeline"], inputs, owner, name=name))
     store.record_run(run)
     return run
+
+
+def _staged(entry: dict[str, Any], rule: str, series: list, invoker: Any, package: str) -> dict[str, Any]:
+    """``retrieve``'s answer for the rule's series: invoked blocking, or — when an earlier attempt's
+    blocking wait ran out (OpenWhisk answers 202 ``{activationId}``: the retrieve still runs) — that
+    activation's result, so a re-drive never stages the same series twice.
+
+    Raises TRANSIENT while that activation runs; the activation id is kept in ``entry``.
+    """
+    if rule in entry.get("staged", {}):  # staged by an earlier attempt whose pipeline start was refused
+        return entry["staged"][rule]
+    waiting = entry.setdefault("retrieves", {})
+    if rule in waiting:
+        record = invoker.activation(waiting[rule])
+        if record is None:
+            raise UpstreamError(f"retrieve activation {waiting[rule]} is still running")
+        del waiting[rule]
+        staged = (record.get("response") or {}).get("result")
+        if isinstance(staged, dict) and "retrieve_id" in staged:
+            return staged
+        raise _retrieve_refused(staged)
+    staged = invoker.invoke(f"{package}/retrieve", {"orthanc_series": [s["orthanc_series"] for s in series]},
+                            blocking=True, result=True)
+    if isinstance(staged, dict) and "retrieve_id" in staged:
+        return staged
+    if isinstance(staged, dict) and set(staged) == {"activationId"}:
+        waiting[rule] = staged["activationId"]
+        raise UpstreamError(f"retrieve activation {staged['activationId']} outlasted the blocking wait "
+                            "(the namespace's containers are busy); its result is read on the next attempt")
+    raise _retrieve_refused(staged)
 
 
 def _retrieve_refused(answer: Any) -> RadcloudError:

@@ -250,3 +250,27 @@ def test_a_refusal_that_never_ends_is_recorded_failed_after_the_last_attempt(sto
     assert store.pending() == [] and pipelines.started == []
     [run] = store.runs()
     assert run["state"] == "failed" and run["reason"].startswith(f"gave up after {MAX_ATTEMPTS} attempts: OpenWhisk")
+
+
+def test_a_retrieve_that_outlasts_the_blocking_wait_is_read_back_not_invoked_again(store):
+    """The bench's lost arrivals: OpenWhisk answered the blocking retrieve 202 {activationId} (its 60 s
+    wait ran out behind a burst). The arrival stays pending with that activation; the re-drive reads
+    its result (None while it runs) and starts the pipeline on it, staging the series once."""
+    store.save(CT_CHEST)
+
+    class SlowWhisk(FakeWhisk):
+        records = {}
+
+        def activation(self, aid):
+            return self.records.get(aid)
+
+    whisk, pipelines = SlowWhisk({"activationId": "9" * 32}), FakePipelines()
+    arrival = {**ARRIVAL, "arrival_id": "7" * 32}
+    first = route_arrival(arrival, store, whisk, pipelines, clock=lambda: 0.0)
+    assert "outlasted the blocking wait" in first["pending"] and len(whisk.calls) == 1
+    assert redrive(store, whisk, pipelines, clock=lambda: 1e3) == 1 and pipelines.started == []
+    assert "still running" in store.pending()[0]["reason"]
+    whisk.records["9" * 32] = {"response": {"status": "success", "result": {"retrieve_id": "r9"}}}
+    assert redrive(store, whisk, pipelines, clock=lambda: 1e6) == 1
+    [(_, inputs, _, _)] = pipelines.started
+    assert inputs == {"retrieve": "r9"} and len(whisk.calls) == 1 and store.pending() == []
