@@ -14,7 +14,7 @@ study stored one at a time (after one that warms the containers):
   finished -> the pipeline finished: what tracking the steps as a pipeline adds;
 
 and for ``--burst`` studies stored back to back: seconds from the last store until every
-pipeline exists and until every one has succeeded.
+pipeline exists and until every one has succeeded (each study routed exactly once, none left pending).
 
     unshare --net bash -c 'ip link set lo up && exec .venv/bin/python bench/pipeline_bench.py'
 """
@@ -123,6 +123,10 @@ def main() -> None:
         if refused:
             raise SystemExit(f"{sum(r['state'] != 'started' for r in runs.values())} of {args.burst} pipelines "
                              f"not started: {sorted(refused)[:3]}")
+        # Exactly once: one run per study (a study routed twice would show two), none left pending.
+        burst_runs = [r for r in rules.runs(limit=1000) if r["study_uid"] in runs]
+        if len(burst_runs) != args.burst or rules.pending():
+            raise SystemExit(f"{len(burst_runs)} runs for {args.burst} studies, {len(rules.pending())} pending")
         all_created = max(jobs.get(r["pipeline"])["created_at"] for r in runs.values()) - stored
         ended = finished([r["pipeline"] for r in runs.values()])
         all_done = max(j["finished_at"] for j in ended.values()) - stored
