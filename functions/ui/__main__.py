@@ -1,6 +1,6 @@
 """Web action ``ui``: serves the clinician web UI (``webui/``).
 
-    GET  ui/                → redirect to the search page
+    GET  ui/                → redirect to the home page
     GET  ui/login           → the login page (public)
     GET  ui/static/<file>   → CSS/JS/images (public: no data in them; cached)
     GET  ui/plugins.json    → plugin descriptors for the Run page (logged in)
@@ -76,12 +76,12 @@ def handle(request, settings, _principal):
                 "headers": {"Content-Type": asset.content_type, "X-Content-Type-Options": "nosniff",
                             "Cache-Control": "public, max-age=86400"}}
     if path == "":
-        return _redirect(f"{ui_base}/search")
+        return _redirect(f"{ui_base}/home")
     page = path[:-5] if path.endswith(".html") else path
     if page == "login":
         return _page("login", ui_base, api_base)
     if page not in PAGES and page != "plugins.json":
-        return _redirect(f"{ui_base}/search")
+        return _redirect(f"{ui_base}/home")
     principal = _logged_in(request, settings)
     if principal is None:
         return _redirect(f"{ui_base}/login?next={page}")

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from radcloud.core.errors import NotFound, RadcloudError
+from radcloud.core.errors import NotFound, RadcloudError, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ PREFIX = "radcloud:arrivals:"
 CURSOR, PENDING = PREFIX + "cursor", PREFIX + "pending"
 TRIGGER = "radcloud-study-stable"
 PAGE = 1000  # Orthanc's own maximum for /changes
+HOLD_S = 5.0  # after a 429 (the namespace's trigger fires per minute used up), no fire for this long
 
 
 def routed_key(study_id: str) -> str:
@@ -80,6 +81,7 @@ class Watcher:
         self.fired = 0
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="arrivals")
         self._count = threading.Lock()
+        self._held_until = 0.0            # OpenWhisk said 429 (fires per minute used up): no fire before this
 
     # -- the change log -------------------------------------------------------------
 
@@ -146,8 +148,14 @@ class Watcher:
     def route(self, study_id: str, study: dict[str, Any] | None = None) -> bool:
         """Fire the study's new or changed series (if any); True when it fired.
 
-        A failed fire leaves the study pending, so the next sweep tries again.
+        A failed fire leaves the study pending, so the next sweep tries again. A fire refused
+        as too many (429: the namespace's fires per minute) holds every fire for
+        :data:`HOLD_S`, so a burst waits for the next minute instead of spending it on refusals
+        (OpenWhisk charges refused fires too).
         """
+        if self.clock() < self._held_until:
+            self.redis.hset(PENDING, study_id, 0)  # due again once the hold ends
+            return False
         try:
             study = study or self.orthanc.resource("Study", study_id)
             series = self.orthanc.children("Study", study_id, "Series")
@@ -163,6 +171,11 @@ class Watcher:
         payload = arrival(study, fresh, prints, self._calling_aet(fresh[0]))
         try:
             self.fire(payload)
+        except TooManyRequests as exc:
+            self._held_until = self.clock() + HOLD_S
+            log.warning("arrival of study %s not fired (%s); fires held for %.0f s", study_id, exc.message, HOLD_S)
+            self.redis.hset(PENDING, study_id, 0)
+            return False
         except RadcloudError as exc:
             log.warning("arrival of study %s not fired (%s); it stays pending", study_id, exc.message)
             self.redis.hset(PENDING, study_id, 0)  # due again at the next sweep

@@ -98,6 +98,10 @@ class OpenWhisk:
             return resp.json().get("activationId")
         if resp.status_code == 404:
             raise UpstreamError(f"OpenWhisk has no trigger {trigger}: deploy deploy/manifest.yaml (radcloud deploy)")
+        if resp.status_code == 429:  # the namespace's fires per minute (or its concurrency) are used up
+            raise TooManyRequests(f"OpenWhisk refused to fire trigger {trigger} ({_error_text(resp)}): the "
+                                  "namespace's trigger fires per minute are used up; fire again when the minute "
+                                  "rolls, or raise the limit (whisk.limits.triggersFiresPerminute)")
         raise UpstreamError(f"OpenWhisk fire of trigger {trigger} answered {resp.status_code}: {_error_text(resp)}")
 
     def activation(self, activation_id: str) -> dict[str, Any] | None:

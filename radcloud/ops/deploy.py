@@ -39,6 +39,15 @@ RUNTIME_IMAGE_VAR = "RADCLOUD_RUNTIME_IMAGE"
 PLUGIN_PREFIX_VAR = "RADCLOUD_PLUGIN_IMAGE_PREFIX"
 RECONCILE_CRON_VAR = "RADCLOUD_RECONCILE_CRON"  # the radcloud-reconcile alarm trigger's schedule
 DEFAULT_RECONCILE_CRON = "*/5 * * * *"
+# With an HPC cluster: what only Slurm knows (why a job waits, a job that ended without
+# reporting) reaches radcloud through reconcile, so it runs every minute (docs/deploy.md).
+SLURM_RECONCILE_CRON = "* * * * *"
+
+
+def reconcile_cron(env: Mapping[str, str]) -> str:
+    """The radcloud-reconcile alarm's schedule: the deployment's, else by whether it has a cluster."""
+    return env.get(RECONCILE_CRON_VAR) or (SLURM_RECONCILE_CRON if env.get("RADCLOUD_SLURM_URL")
+                                           else DEFAULT_RECONCILE_CRON)
 LOCAL_RUNTIME_IMAGE = "radcloud/runtime:local"
 LOCAL_PLUGIN_PREFIX = "radcloud/"
 # wskdeploy resolves `function:` against the manifest's folder.
@@ -220,8 +229,7 @@ def deploy(apihost: str, auth: str, env: Mapping[str, str], *, manifest: Path = 
             fh.write(f"APIHOST={apihost}\nAUTH={auth}\n")
         argv = [python, "-m", "localwhisk.cli", "deploy", "-m", str(copy), "--wskprops", str(props)]
         child_env = {**os.environ, **dict(env)}
-        if not child_env.get(RECONCILE_CRON_VAR):  # wskdeploy has no default for an unset variable
-            child_env[RECONCILE_CRON_VAR] = DEFAULT_RECONCILE_CRON
+        child_env[RECONCILE_CRON_VAR] = reconcile_cron(child_env)  # wskdeploy has no default for an unset one
         try:
             done = subprocess.run(argv, env=child_env, capture_output=True, text=True, timeout=timeout_s)
         except FileNotFoundError:

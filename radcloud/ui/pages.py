@@ -34,9 +34,9 @@ import jinja2
 from radcloud.core.errors import NotFound
 from radcloud.run.registry import ui_words
 
-PAGES = ("login", "search", "pull", "run", "jobs", "view", "audit", "automations", "viewer")
+PAGES = ("login", "home", "search", "pull", "run", "jobs", "view", "audit", "automations", "viewer")
 # What each page is for, shown in the navigation (login is not in it).
-NAV = (("search", "Search"), ("pull", "Pull"), ("run", "Run"), ("jobs", "Jobs"), ("view", "Results"))
+NAV = (("home", "Home"), ("search", "Search"), ("pull", "Pull"), ("run", "Run"), ("jobs", "Jobs"), ("view", "Results"))
 _TEXT_TYPES = {".css": "text/css", ".js": "application/javascript", ".svg": "image/svg+xml",
                ".html": "text/html", ".json": "application/json", ".txt": "text/plain"}
 
@@ -140,7 +140,7 @@ class WebUI:
             target.write_text(self.render(page, mode="static", api_base=api_base, viewer_url=viewer_url), encoding="utf-8")
             written.append(target)
         index = out / "index.html"
-        index.write_text(self.render("search", mode="static", api_base=api_base, viewer_url=viewer_url), encoding="utf-8")
+        index.write_text(self.render("home", mode="static", api_base=api_base, viewer_url=viewer_url), encoding="utf-8")
         written.append(index)
         if self.static_dir.is_dir():
             shutil.copytree(self.static_dir, out / "static", dirs_exist_ok=True)

@@ -47,8 +47,11 @@ def test_dcm2png_fans_out_per_series_results_downloadable_and_pushed(world, stag
     thumb = world.call("results", {"job_id": answer["job_id"], "op": "thumbnail", "name": pngs[0]["name"]})
     assert requests.get(thumb["url"], timeout=10).content[:4] == b"\x89PNG"
     derived = [s for s in world.orthanc_series(study)
-               if s["MainDicomTags"].get("SeriesDescription") == "radcloud dcm2png"]
+               if s["MainDicomTags"].get("SeriesDescription", "").startswith("radcloud dcm2png pictures of #")]
     assert derived and sum(len(s["Instances"]) for s in derived) >= 8
+    for s in derived:  # numbered after their source series (radcloud.pacs.derivedseries): series 2's pictures are 201
+        tags = s["MainDicomTags"]
+        assert tags["SeriesDescription"].startswith(f"radcloud dcm2png pictures of #{int(tags['SeriesNumber']) // 100} ")
     assert job.get("pacs_instances") and int(job["pacs_instances"]) >= 8
 
     # identical re-run: a cache hit, immediately succeeded, same outputs, nothing copied

@@ -167,3 +167,19 @@ def test_a_plugin_past_its_memory_on_slurm_is_reported_as_oom(world, client, sta
         return
     assert shard["reason"].startswith("oom") and "OOM killer" in shard["reason"], shard
     assert client.wait(shard["activation_id"], set())["job_state"] == "OUT_OF_MEMORY"
+
+
+def test_results_on_slurm_are_the_action_s_and_share_its_cache(world, staged):
+    """The same request on both executors: the same images, byte for byte; the executor is no part
+    of the cache key, so the next identical request is served from the cache whichever ran it."""
+    images = {}
+    for executor in ("action", "slurm"):
+        job_id = world.call("dispatch", {"plugin": "dcm2png", "inputs": {"retrieve": staged},
+                                         "options": {"force": True, "executor": executor}})["job_id"]
+        job = world.wait_final(job_id, timeout_s=60)
+        assert job["state"] == "succeeded" and {s["executor"] for s in job["shards"]} == {executor}, job
+        outputs = world.call("results", {"job_id": job_id})["outputs"]
+        images[executor] = {o["name"]: (o["size"], o["md5"]) for o in outputs if o["name"].endswith(".png")}
+    assert images["action"] and images["action"] == images["slurm"]
+    again = world.call("dispatch", {"plugin": "dcm2png", "inputs": {"retrieve": staged}})
+    assert again["cached"] is True and again["results_of"] == job_id

@@ -183,3 +183,28 @@ def test_arrival_id_is_stable_for_the_same_instances():
     one = arrival(study, series, {"a": fingerprint(["y", "x"])}, "")
     two = arrival(study, series, {"a": fingerprint(["x", "y"])}, "")
     assert one["arrival_id"] == two["arrival_id"]
+
+
+def test_a_fire_refused_as_too_many_holds_every_fire_then_the_study_is_routed(world):
+    """OpenWhisk's fires per minute used up (429, refusals charged too): the watcher stops firing for
+    HOLD_S instead of spending the next minute on refusals; nothing is lost."""
+    from radcloud.arrivals.watch import HOLD_S
+    from radcloud.core.errors import TooManyRequests
+
+    orthanc, redis, fired, watcher, advance = world
+    calls = []
+
+    def limited(payload):
+        calls.append(payload["study_uid"])
+        if len(calls) == 1:
+            raise TooManyRequests("Too many requests in the last minute (count: 61, allowed: 60).")
+        fired.append(payload)
+    watcher.fire = limited
+    for sid in ("s1", "s2"):
+        orthanc.store(sid, f"{sid}e", ["i1"])
+        orthanc.change("StableStudy", sid)
+    assert watcher.poll() == 0 and len(calls) == 1          # the second was not even tried
+    advance(HOLD_S - 1)
+    assert watcher.poll() == 0 and len(calls) == 1          # still held
+    advance(2)
+    assert watcher.poll() == 2 and sorted(p["study_uid"] for p in fired) == ["1.2.s1", "1.2.s2"]

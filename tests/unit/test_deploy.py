@@ -134,3 +134,10 @@ def test_with_plugin_actions_leaves_the_given_manifest_alone(tmp_path):
 def test_without_a_plugins_dir_actions_see_the_checkouts_plugins():
     images = deploy.local_images({"RADCLOUD_PLUGINS_DIR": "/elsewhere"})
     assert {spec["env"]["RADCLOUD_PLUGINS_DIR"] for spec in images.values()} == {str(deploy.ROOT / "plugins")}
+
+
+def test_with_a_cluster_reconcile_runs_every_minute_unless_the_deployment_says():
+    assert deploy.reconcile_cron({}) == "*/5 * * * *"
+    assert deploy.reconcile_cron({"RADCLOUD_SLURM_URL": "https://slurm.example:6820"}) == "* * * * *"
+    assert deploy.reconcile_cron({"RADCLOUD_SLURM_URL": "https://x", "RADCLOUD_RECONCILE_CRON": "*/2 * * * *"}) == \
+        "*/2 * * * *"

@@ -27,3 +27,20 @@ def test_the_client_carries_the_budget_into_its_retry_policy():
     assert client.session.get_adapter("http://x").max_retries.budget_s == BUSY_BUDGET_S
     # a refused invoke is sent again within INVOKE_BACKOFF_MAX_S: the slot a shard waits for is taken at once
     assert client.session.get_adapter("http://x").max_retries.backoff_max == INVOKE_BACKOFF_MAX_S <= 0.5
+
+
+def test_a_fire_refused_as_too_many_is_too_many_requests_naming_the_limit():
+    import pytest
+
+    from radcloud.core.errors import TooManyRequests
+
+    class Refusing:
+        status_code, text = 429, ""
+
+        def json(self):
+            return {"error": "Too many requests in the last minute (count: 61, allowed: 60)."}
+
+    client = OpenWhisk("http://whisk.invalid", "u:p")
+    client.session.post = lambda *a, **kw: Refusing()
+    with pytest.raises(TooManyRequests, match="count: 61, allowed: 60.*triggersFiresPerminute"):
+        client.fire("radcloud-study-stable", {})

@@ -18,9 +18,9 @@
       const res = await api("login", { body: { username: $("#username").value.trim(), password: $("#password").value },
                                        noRedirect: true });
       remember(res.token, res.user);
-      const next = new URLSearchParams(location.search).get("next") || "search";
+      const next = new URLSearchParams(location.search).get("next") || "home";
       const [page, query] = next.split("?");
-      const safe = /^[a-z]+$/.test(page) ? page : "search"; // never an open redirect
+      const safe = /^[a-z]+$/.test(page) ? page : "home"; // never an open redirect
       location.replace(pageUrl(safe) + (query ? "?" + query : ""));
     } catch (err) {
       $("#password").value = "";

@@ -82,6 +82,13 @@
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); form.requestSubmit(); }
   });
   $("#mrn").focus();
+  // Arriving from Home's "Find a patient" (?mrn= or ?name=): search at once.
+  const asked = new URLSearchParams(location.search);
+  if (asked.get("mrn") || asked.get("name")) {
+    $("#mrn").value = asked.get("mrn") || "";
+    $("#name").value = asked.get("name") || "";
+    form.requestSubmit();
+  }
 
   const studyValue = {
     patient: (s) => fmt.name(s.PatientName), mrn: (s) => s.PatientID || "", date: (s) => s.StudyDate || "",

@@ -195,6 +195,20 @@ def test_audit_shows_loading_then_local_times(journey):
     assert when["shown"] != when["utc"].replace("T", " ")[:19]   # not UTC (Kolkata is 5:30 ahead)
 
 
+def test_home_is_the_first_screen_with_my_jobs_my_staged_studies_and_a_patient_finder(journey):
+    """#21 item 4: after a login, Home: find a patient, recent jobs, staged studies, the PACS's last week."""
+    assert journey.ok("admin-audit-trail")["focused_after_login"] == "mrn"   # Home's finder has the focus
+    finder = journey.ok("every-page-at-1366-and-390")["home"]
+    assert finder["focused"] == "mrn"
+    assert finder["found"]["url"].startswith("/search?name=smith") and finder["found"]["rows"], finder["found"]
+    assert all("SMITH" in r.upper() for r in finder["found"]["rows"]), finder["found"]
+    home = journey.ok("staged-after-relogin")["home"]   # the clinician's, after a run
+    assert "SMITH, JOHN" in home["jobs"] and "dcm2png" in home["jobs"], home["jobs"]
+    assert re.search(r"Finished|Running|Waiting to start|Saving the results", home["jobs"]), home["jobs"]   # plain words
+    assert "RC100002" in home["staged"] and "series" in home["staged"], home["staged"]
+    assert home["recent"].strip(), home   # studies of the last week, or the sentence that there are none
+
+
 def test_jobs_list_shows_local_start_times(journey):
     times = journey.ok("every-page-at-1366-and-390")["jobs_time"]
     assert times["shown"] and times["shown"] == times["expected_local"], times
@@ -203,9 +217,9 @@ def test_jobs_list_shows_local_start_times(journey):
 def test_every_page_fits_a_390px_phone_without_sideways_scrolling(journey):
     record = journey.ok("every-page-at-1366-and-390")
     phone = {k: w for k, w in record["widths"].items() if k.endswith("@390")}
-    assert len(phone) == 8 and all(w <= 390 for w in phone.values()), phone
+    assert len(phone) == 9 and all(w <= 390 for w in phone.values()), phone
     assert record["mrn_lines"] and set(record["mrn_lines"]) == {1}   # MRNs never break mid-number
-    for name in ("search", "pull", "run", "jobs", "job", "view", "audit", "login"):
+    for name in ("home", "search", "pull", "run", "jobs", "job", "view", "audit", "login"):
         for width in (1366, 390):
             assert (SHOTS / f"page-{name}-{width}.png").is_file()
 

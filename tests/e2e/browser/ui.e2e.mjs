@@ -336,9 +336,17 @@ const ok = await (async () => {
       await p.click("#start-pull");
       await p.waitForSelector("#already-staged", { timeout: LONG });
       await p.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-already-staged.png`, fullPage: true });
-      return { items, inputs: sent.postDataJSON().inputs, job_identity: jobIdentity, already: await p.textContent("#already-staged"),
-               derived_left_out: await p.textContent("#derived-left-out"),
-               series_states: await p.$$eval(".pull-item .row[data-series] .state", (s) => s.map((x) => x.textContent)) };
+      const already = await p.textContent("#already-staged");
+      const derivedLeftOut = await p.textContent("#derived-left-out");
+      const seriesStates = await p.$$eval(".pull-item .row[data-series] .state", (s) => s.map((x) => x.textContent));
+      // #21 item 4: this clinician's Home: the job just run and the staged study, each box on its own.
+      await p.goto(`${UI}/home`);
+      for (const box of ["#home-jobs", "#home-staged", "#home-recent"]) await p.waitForSelector(`${box}[aria-busy=false]`, { timeout: 20000 });
+      const home = { jobs: await p.$eval("#home-jobs", (e) => e.innerText), staged: await p.$eval("#home-staged", (e) => e.innerText),
+                     recent: await p.$eval("#home-recent", (e) => e.innerText) };
+      await p.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-home.png`, fullPage: true });
+      return { items, inputs: sent.postDataJSON().inputs, job_identity: jobIdentity, already, home,
+               derived_left_out: derivedLeftOut, series_states: seriesStates };
     } catch (err) {
       await p.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-staged-failed.png`, fullPage: true }).catch(() => {});
       const shown = await p.evaluate(() => [...document.querySelectorAll(".error:not([hidden])")].map((e) => e.textContent).join(" | ")).catch(() => "");
@@ -466,7 +474,7 @@ const ok = await (async () => {
     await page.fill("#username", env.RC_ADMIN);
     await page.fill("#password", env.RC_ADMIN_PASSWORD);
     await page.click("#login-form button[type=submit]");
-    await page.waitForURL(/\/ui\/search/, { timeout: 15000 });
+    await page.waitForURL(/\/ui\/home/, { timeout: 15000 });   // the first screen after a login
     await page.waitForSelector("#mrn", { timeout: 10000 });
     const focusedAfterLogin = await page.evaluate(() => document.activeElement && document.activeElement.id);
     // A slow trail (held back 800 ms here) shows "Loading…" instead of an empty table.
@@ -492,10 +500,10 @@ const ok = await (async () => {
   if (!await step("every-page-at-1366-and-390", async () => {
     // Every page, as the admin (who also sees the audit trail), at desktop and
     // phone width: the page never scrolls sideways; MRNs stay on one line.
-    const pages = { search: "search", pull: "pull", run: "run", jobs: "jobs", job: `jobs?job=${resultJob}`,
+    const pages = { home: "home", search: "search", pull: "pull", run: "run", jobs: "jobs", job: `jobs?job=${resultJob}`,
                     view: `view?job=${resultJob}`, audit: "audit", login: "login" };
     const widths = {};
-    let jobsTime = null, mrnLines = null;
+    let jobsTime = null, mrnLines = null, home = null;
     for (const width of [1366, 390]) {
       await page.setViewportSize({ width, height: width > 800 ? 860 : 844 });
       for (const [name, path] of Object.entries(pages)) {
@@ -516,6 +524,14 @@ const ok = await (async () => {
           const shown = await page.$eval("#jobs tr[data-job] td.when", (td) => td.textContent);
           jobsTime = { shown, expected_local: localTime(Number(jobs[0].started_at || jobs[0].created_at)) };
         }
+        if (name === "home") {   // #21 item 4: the first screen, each box filled on its own
+          await page.waitForSelector("#home-jobs[aria-busy=false]", { timeout: 20000 });
+          await page.waitForSelector("#home-staged[aria-busy=false]", { timeout: 20000 });
+          await page.waitForSelector("#home-recent[aria-busy=false]", { timeout: 20000 });
+          home = home || { jobs: await page.$eval("#home-jobs", (e) => e.innerText), staged: await page.$eval("#home-staged", (e) => e.innerText),
+                           recent: await page.$eval("#home-recent", (e) => e.innerText),
+                           focused: await page.evaluate(() => document.activeElement && document.activeElement.id) };
+        }
         if (name === "job") await page.waitForSelector("#job-state", { timeout: 15000 });
         if (name === "view") await page.waitForSelector("#thumbs button.slice img", { timeout: 20000 });
         if (name === "audit") await page.waitForSelector("#audit[aria-busy=false] tbody tr", { timeout: 15000 });
@@ -528,7 +544,13 @@ const ok = await (async () => {
     await page.setViewportSize({ width: 1366, height: 860 });
     const tooWide = Object.entries(widths).filter(([k, w]) => k.endsWith("@390") && w > 390);
     if (tooWide.length) throw new Error(`wider than 390 px: ${JSON.stringify(tooWide)}`);
-    return { widths, mrn_lines: mrnLines, jobs_time: jobsTime };
+    // Home's "Find a patient": a name goes to the Search page and is searched at once.
+    await page.goto(`${UI}/home`);
+    await page.fill("#mrn", "smith");
+    await page.press("#mrn", "Enter");
+    await page.waitForSelector("#results tr.patient", { timeout: 20000 });
+    home.found = { url: page.url().replace(UI, ""), rows: await page.$$eval("#results tr.patient td:nth-child(2)", (t) => t.map((x) => x.textContent)) };
+    return { widths, mrn_lines: mrnLines, jobs_time: jobsTime, home };
   })) return false;
 
   if (!await step("idle-logout", async () => {

@@ -1,0 +1,47 @@
+// Browser half of bench/ui_bench.py: login page first paint, login → first search results,
+// and the same two web-action calls by fetch (the baseline), each run in a fresh context.
+// Prints one JSON line. env: RC_UI, RC_USER, RC_PASSWORD, RC_MRN, RC_RUNS.
+import { chromium } from "../tests/e2e/browser/node_modules/playwright-core/index.mjs";
+
+const env = process.env;
+const RUNS = Number(env.RC_RUNS || 7);
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor((s.length - 1) / 2)] : null; };
+const browser = await chromium.launch({
+  executablePath: env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+});
+
+const runs = [];
+for (let run = 0; run < RUNS; run++) {
+  const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+  const page = await context.newPage();
+  await page.goto(`${env.RC_UI}/login?next=${encodeURIComponent(`search?mrn=${env.RC_MRN}`)}`, { waitUntil: "load" });
+  const paint = await page.evaluate(() => {
+    const fcp = performance.getEntriesByName("first-contentful-paint")[0];
+    return fcp ? fcp.startTime : null;
+  });
+  await page.fill("#username", env.RC_USER);
+  await page.fill("#password", env.RC_PASSWORD);
+  const t0 = Date.now();
+  await page.click("#login-form button[type=submit]");
+  await page.waitForSelector("#results tr.study", { timeout: 30000 });
+  const toResults = Date.now() - t0;
+  // The baseline: the same two actions, no page in between.
+  const api = await page.evaluate(async ({ user, password, mrn }) => {
+    const base = document.querySelector('meta[name="radcloud-api"]').content;
+    const t = performance.now();
+    const login = await fetch(base + "login", { method: "POST", headers: { "Content-Type": "application/json" },
+                                                body: JSON.stringify({ username: user, password }) });
+    const { token } = await login.json();
+    const query = await fetch(base + "query", { method: "POST", headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
+                                                body: JSON.stringify({ level: "study", PatientID: mrn, limit: 1000 }) });
+    if (!query.ok) throw new Error(`query ${query.status}`);
+    await query.json();
+    return performance.now() - t;
+  }, { user: env.RC_USER, password: env.RC_PASSWORD, mrn: env.RC_MRN });
+  runs.push({ login_first_paint_ms: Math.round(paint), login_to_results_ms: toResults, api_login_query_ms: Math.round(api) });
+  await context.close();
+}
+await browser.close();
+const keys = ["login_first_paint_ms", "login_to_results_ms", "api_login_query_ms"];
+console.log(JSON.stringify({ p50: Object.fromEntries(keys.map((k) => [k, median(runs.map((r) => r[k]))])), each: runs }));

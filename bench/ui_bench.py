@@ -1,0 +1,79 @@
+"""The clinician's first second: login page first paint and login → first search results, in headless Chromium.
+
+    .venv/bin/python bench/ui_bench.py              # 7 fresh sessions
+    .venv/bin/python bench/ui_bench.py --runs 15
+
+Through localwhisk with the real stack (Orthanc seeded with the demo
+studies), as the demo runs it. bench/ui_bench.mjs opens a fresh browser
+context per run (no cache, no session, as a new shift on a shared
+workstation) and measures:
+
+* ``login_first_paint_ms``: navigation start → first contentful paint of
+  ``ui/login`` (the Performance API's paint entry);
+* ``login_to_results_ms``: the click on "Log in" → the first study row of
+  a search by MRN drawn (login, the redirect to Search with ``?mrn=``, the
+  search, the render);
+* the baseline, in the same browser and run: ``api_login_query_ms``, the
+  same two web-action calls (``POST login``, ``POST query``) made by
+  ``fetch`` with nothing drawn. ``ratios.ui_over_api`` is what the pages
+  add on top of the actions (one navigation, the redirect, rendering).
+
+Targets (issue 21): each p50 ≤ 1 s on the demo stack. Times on a shared
+machine are loose; the ratio is measured within one run. Prints one JSON
+object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from jobflow import JobWorld  # noqa: E402
+
+USER, PASSWORD = "bench.clinician", "a long benchmark password"
+MRN = "RC100002"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+
+    from radcloud.access.users import UserStore
+    from radcloud.ops.samples.seed import seed_orthanc
+
+    with tempfile.TemporaryDirectory(prefix="radcloud-ui-bench-") as tmp:
+        world = JobWorld.up(Path(tmp))
+        try:
+            seed_orthanc(world.endpoints.settings(), include_pydicom_files=False)
+            UserStore(world.redis).add(USER, "clinician", PASSWORD)
+            base = world.whisk.api_host.rstrip("/")
+            env = {**os.environ, "RC_UI": f"{base}/api/v1/web/guest/radcloud/ui", "RC_USER": USER,
+                   "RC_PASSWORD": PASSWORD, "RC_MRN": MRN, "RC_RUNS": str(args.runs), "HOME": tmp}
+            proc = subprocess.run(["node", str(ROOT / "bench" / "ui_bench.mjs")], env=env, capture_output=True,
+                                  text=True, timeout=900)
+            if proc.returncode != 0:
+                raise SystemExit(f"ui_bench.mjs failed:\n{proc.stderr[-3000:]}")
+            figures = json.loads(proc.stdout.strip().splitlines()[-1])
+            p50 = figures["p50"]
+            out = {
+                "runs": args.runs, **figures,
+                "targets": {"login_first_paint_le_1s": p50["login_first_paint_ms"] <= 1000,
+                            "login_to_results_le_1s": p50["login_to_results_ms"] <= 1000},
+                "ratios": {"ui_over_api": round(p50["login_to_results_ms"] / p50["api_login_query_ms"], 2)},
+            }
+            print(json.dumps(out, indent=1))
+        finally:
+            world.down()
+
+
+if __name__ == "__main__":
+    main()
