@@ -8,12 +8,14 @@ sequence it reads what retrieve answered (``retrieve_id``) and the run
 request carried along as ``run`` (see sequences/pull-and-run.yaml).
 """
 
+import contextlib
+
 from radcloud.work import jobview
 from radcloud.api import parse
 from radcloud.api.models import DispatchRequest
 from radcloud.api.action import run
 from radcloud.work.dispatch import request_from_params
-from radcloud.core.errors import BadRequest, RadcloudError
+from radcloud.core.errors import BadRequest, Conflict, RadcloudError
 from radcloud.work.jobservices import JobServices, store_errors
 from radcloud.work import pipelines
 
@@ -38,9 +40,15 @@ def _handle(request, settings, principal, services):
     try:
         answer = services.dispatcher().dispatch(run_request, owner=principal.name, privileged=privileged)
     except RadcloudError as exc:
-        steps.refused(*link, exc.message)
+        if isinstance(exc, Conflict) and exc.details.get("running"):  # its retrieve is still staging
+            steps.waiting(*link, exc.message)
+        else:
+            steps.refused(*link, exc.message)
         raise
-    steps.dispatched(*link, answer)
+    if not steps.dispatched(*link, answer):  # the pipeline was cancelled meanwhile: stop its job too
+        with contextlib.suppress(Conflict):
+            if services.jobs.cancel(answer["job_id"]):
+                services.finaliser(answer["job_id"])
     return answer
 
 

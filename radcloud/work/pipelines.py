@@ -14,7 +14,9 @@ another job::
    (through the action executor, so a busy namespace leaves it waiting, not
    failed) with ``options.pipeline = {job, step}``.
 2. ``dispatch`` links the job it created to the step (:meth:`dispatched`),
-   or, when it refuses the run, fails the step with its reason (:meth:`refused`).
+   or, when it refuses the run, fails the step with its reason (:meth:`refused`) — unless
+   it only gave up waiting for a retrieve still staging (:meth:`waiting`): then reconcile
+   submits the step again.
    A cache hit is a finished job at once: the step is reused, not rerun.
 3. When the step's job is finalised, its finaliser calls :meth:`child_ended`:
    the step takes the job's outcome (recorded once: the Lua script refuses a
@@ -143,8 +145,12 @@ class Pipelines:
         return job_id
 
     # -- the step's dispatch reports -------------------------------------------------
-    def dispatched(self, pipeline_id: str, sid: str, answer: Mapping[str, Any]) -> None:
-        """dispatch created (or found cached) the step's job: the step runs it."""
+    def dispatched(self, pipeline_id: str, sid: str, answer: Mapping[str, Any]) -> bool:
+        """dispatch created (or found cached) the step's job: the step runs it.
+
+        Returns False when the step no longer wants it (the pipeline was cancelled or the step
+        failed meanwhile): the caller stops that job rather than leave it running for nobody.
+        """
         child = str(answer["job_id"])
         try:
             self.jobs.update_shard(pipeline_id, sid, {"state": "running", "executor": "job",
@@ -152,12 +158,16 @@ class Pipelines:
                                                       "cached": bool(answer.get("cached"))},
                                    allowed=SHARD.sources("started"), event="started",
                                    data={"job": child, "cached": bool(answer.get("cached"))})
-        except Conflict as exc:  # cancelled or failed meanwhile: its job runs on, unlinked
-            log.info("pipeline %s %s: job %s not linked: %s", pipeline_id, sid, child, exc.message)
-            return
+        except Conflict as exc:
+            # A fast job may have ended (and told the step) before this answer: then it is the step's.
+            ours = self.jobs.shard(pipeline_id, sid).get("activation_id") == child
+            if not ours:
+                log.info("pipeline %s %s: job %s not linked: %s", pipeline_id, sid, child, exc.message)
+            return ours
         self._adopt_subject(pipeline_id, sid, child)
         if answer.get("cached") or L.JOB.is_final(str(answer.get("state") or "")):
             self.child_ended(child)
+        return True
 
     def _adopt_subject(self, pipeline_id: str, sid: str, child_id: str) -> None:
         """The pipeline names whose images it runs on as its first step's job does (radcloud.work.subject:
@@ -168,6 +178,13 @@ class Pipelines:
         if subject and not self.jobs.r.hget(self.jobs.key(pipeline_id), "subject"):
             with contextlib.suppress(Conflict, NotFound):
                 self.jobs.transition(pipeline_id, "", fields={"subject": subject}, event="subject", data={})
+
+    def waiting(self, pipeline_id: str, sid: str, reason: str) -> None:
+        """dispatch gave up waiting for the step's inputs to be staged (a retrieve still running after
+        ``wait_staged``, e.g. behind a burst): the step is not failed but left for reconcile to submit
+        again, like a unit the executor was too busy to take."""
+        self._note(pipeline_id, sid, {"busy_at": self.jobs.clock(), "dispatch_activation": None,
+                                      "reason": f"waiting for its inputs: {reason}"[:300]}, "busy")
 
     def refused(self, pipeline_id: str, sid: str, reason: str) -> None:
         """dispatch refused the step's run (bad inputs, nothing staged...): the step fails with why."""

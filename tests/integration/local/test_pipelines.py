@@ -43,12 +43,15 @@ class Whisk:
         self.ids = itertools.count(1)
         self.queue = []
         self.lose_dispatch = False   # the dispatch activation dies before it runs
+        self.hold_dispatch = False   # the dispatch activation has not run yet
         self.finaliser = None         # a shard's finaliser (None: the deployed one, which tells the pipeline)
 
     def invoke(self, action, params, *, blocking=False, result=False):
         aid = f"{next(self.ids):032x}"
         self.calls.append((action, params))
         if action == "radcloud/dispatch":
+            if self.hold_dispatch:  # still on its way: no record yet (the activation is in flight)
+                return {"activationId": aid}
             if self.lose_dispatch:
                 self.records[aid] = {"response": {"status": "whisk internal error"}}
                 return {"activationId": aid}
@@ -212,3 +215,29 @@ def test_an_admin_starts_a_rules_pipeline_by_hand_and_the_listing_shows_each_ste
                              jobs=services.jobs)
     [run] = listing["runs"]
     assert run["pipeline_state"] == "succeeded" and [s["state"] for s in run["step_states"]] == ["succeeded"] * 2
+
+
+def test_a_step_whose_retrieve_is_still_staging_waits_and_reconcile_submits_it_again(services):
+    """dispatch gave up waiting for staging (a burst): the step is not failed; reconcile submits it again."""
+    pipelines = services.pipelines()
+    services.invoker.lose_dispatch = True   # the first dispatch's answer: "still staging" (below)
+    pid = pipelines.start(steps(("copy", {})), {"series": ["1.2.1"]}, "router")
+    pipelines.waiting(pid, "s00", "retrieve r1 is still staging 1 of 1 series")
+    step = services.jobs.shard(pid, "s00")
+    assert step["state"] == "invoked" and step["busy_at"] and step["reason"].startswith("waiting for its inputs")
+    services.invoker.lose_dispatch = False
+    assert pipelines.reconcile(pid)["resubmitted"] == 1
+    assert view(services, pid)["state"] == "succeeded" and len(services.invoker.dispatches()) == 2
+
+
+def test_a_job_dispatched_for_a_step_cancelled_meanwhile_is_stopped_not_left_running(services):
+    services.invoker.hold_dispatch = True   # the step's dispatch is still on its way ...
+    pid = services.pipelines().start(steps(("copy", {})), {"series": ["1.2.1"]}, "router")
+    STATUS.handle(Request(params={}, method="post", path=f"/{pid}/cancel", web=True), SETTINGS, ADMIN, services)
+    assert services.jobs.get(pid)["state"] == "cancelled"
+    # ... and arrives now: it creates the job, finds the step cancelled, and cancels that job.
+    request = {"plugin": "copy", "inputs": {"series": ["1.2.1"]}, "options": {"pipeline": {"job": pid, "step": "s00"}}}
+    answer = DISPATCH.handle(Request(params=request), SETTINGS, SERVICE, services)
+    services.invoker.drain()
+    assert services.jobs.get(answer["job_id"])["state"] == "cancelled"
+    assert services.jobs.get(pid)["shards"][0]["state"] == "cancelled"
