@@ -186,7 +186,7 @@ def test_no_click_a_ct_arriving_in_orthanc_runs_its_pipeline_to_the_pacs_once_th
         steps = steps_view(pipeline)
         assert [(s["plugin"], s["state"]) for s in steps] == [("lung-seg", "succeeded"), ("dicom-tags", "succeeded")]
         step_jobs = [j for j in jobs.list(limit=500)
-                     if (j.get("options") or {}).get("pipeline", {}).get("job") == run["pipeline"]]
+                     if ((j.get("options") or {}).get("pipeline") or {}).get("job") == run["pipeline"]]
         assert sorted(j["plugin"] for j in step_jobs) == ["dicom-tags", "lung-seg"], step_jobs  # once each
         seg_job = jobs.get(steps[0]["job"])
         assert seg_job["pacs_series_uid"], seg_job.get("pacs_error")

@@ -73,7 +73,12 @@ def site(stack, slurm, tmp_path_factory, browser_ready):
     tmp = tmp_path_factory.mktemp("whisk")
     images = tmp / "images.json"  # what `radcloud deploy --local` runs with: the checkout, preloaded
     images.write_text(json.dumps(deploy.local_images(env)))
-    with Server(tmp / "state", extra_args=["--images-file", str(images)], env=env) as whisk:
+    # The journey calls a dozen actions, which in localwhisk's default 8 containers
+    # evicted each other into cold starts (tests/e2e/jobflow.py).
+    from jobflow import FIXTURE_MAX_CONTAINERS
+
+    with Server(tmp / "state", env=env, extra_args=["--images-file", str(images),
+                                                    "--max-containers", str(FIXTURE_MAX_CONTAINERS)]) as whisk:
         deploy.deploy(whisk.api_host, whisk.auth, env)
         store = UserStore(stack.redis)
         if store.get(USER) is None:

@@ -26,5 +26,5 @@ def test_page_with_cookie_is_served(redis_client, redis_server):
     assert result["statusCode"] == 200 and 'id="search-form"' in result["body"]
     assert result["headers"]["Cache-Control"] == "no-store"
     root = action.main(ui_args(redis_server, ""))
-    assert root["statusCode"] == 302 and root["headers"]["Location"].endswith("/ui/search")
+    assert root["statusCode"] == 302 and root["headers"]["Location"].endswith("/ui/home")  # Home is the first screen
     assert action.main(ui_args(redis_server, "/search", cookie=token, method="post"))["statusCode"] == 405
