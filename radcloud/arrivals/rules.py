@@ -170,6 +170,11 @@ class RuleStore:
         self.redis.hset(PENDING, arrival["arrival_id"], json.dumps(entry))
         return entry
 
+    def drop_if_routed(self, arrival_id: str) -> None:
+        """A fire of an arrival routed already (the watcher repeating one after a crash) leaves nothing pending."""
+        if self.redis.get(CLAIM + arrival_id) == "routed":
+            self.redis.hdel(PENDING, arrival_id)
+
     def started(self, arrival_id: str) -> set[str]:
         """The rules whose pipeline already started for this arrival."""
         return set(self.redis.hkeys(CLAIM + arrival_id + ":rules"))
@@ -229,6 +234,7 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pi
         raise BadRequest("arrival_id (32 hex) is required: the arrivals watcher's trigger sends it",
                          field="arrival_id")
     if not store.claim(arrival_id):
+        store.drop_if_routed(arrival_id)
         return {"arrival_id": arrival_id, "duplicate": True, "runs": []}
     entry = store.hold(arrival, clock())
     done = store.started(arrival_id)
@@ -261,6 +267,26 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pi
     else:
         store.finish(arrival_id)
     return {"arrival_id": arrival_id, "duplicate": False, "runs": runs, "pending": retry}
+
+
+def expect(redis: Any, arrival: Mapping[str, Any], now: float) -> None:
+    """The arrivals watcher is about to fire ``arrival``: it is pending until a route run takes it.
+
+    OpenWhisk answers a fire 202 even when the rule's invoke is refused (the namespace's
+    concurrency) or its activation dies before the route action claimed the arrival; then
+    nobody routes it, unless it waits here: due for :func:`redrive` once a lease has passed.
+    """
+    entry = {"arrival": dict(arrival), "attempts": 0, "first_at": round(now, 3),
+             "next_at": round(now + LEASE_S, 3), "reason": "fired; no route run has taken it yet"}
+    redis.hsetnx(PENDING, arrival["arrival_id"], json.dumps(entry))
+
+
+def unexpect(redis: Any, arrival_id: str) -> None:
+    """The fire was refused (the watcher fires it again) or no rule is active: not pending here,
+    unless a route run took it meanwhile."""
+    raw = redis.hget(PENDING, arrival_id)
+    if raw and json.loads(raw).get("attempts") == 0 and redis.get(CLAIM + arrival_id) is None:
+        redis.hdel(PENDING, arrival_id)
 
 
 def redrive(store: RuleStore, invoker: Any, pipelines: Any, *, owner: str = "service",

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from radcloud.arrivals import rules as routing
 from radcloud.core.errors import NotFound, RadcloudError, TooManyRequests
 
 log = logging.getLogger(__name__)
@@ -170,17 +171,22 @@ class Watcher:
             self.redis.hdel(PENDING, study_id)
             return False
         payload = arrival(study, fresh, prints, self._calling_aet(fresh[0]))
+        routing.expect(self.redis, payload, self.clock())  # routed by reconcile should the fire not reach `route`
         try:
-            self.fire(payload)
+            activation = self.fire(payload)
         except TooManyRequests as exc:
+            routing.unexpect(self.redis, payload["arrival_id"])
             self._held_until = self.clock() + HOLD_S
             log.warning("arrival of study %s not fired (%s); fires held for %.0f s", study_id, exc.message, HOLD_S)
             self.redis.hset(PENDING, study_id, 0)
             return False
         except RadcloudError as exc:
+            routing.unexpect(self.redis, payload["arrival_id"])
             log.warning("arrival of study %s not fired (%s); it stays pending", study_id, exc.message)
             self.redis.hset(PENDING, study_id, 0)  # due again at the next sweep
             return False
+        if activation is None:  # no active rule (OpenWhisk's 204): nothing is meant to route it
+            routing.unexpect(self.redis, payload["arrival_id"])
         pipe = self.redis.pipeline()
         pipe.hset(routed_key(study_id), mapping={s["ID"]: prints[s["ID"]] for s in fresh})
         pipe.hdel(PENDING, study_id)

@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 from pydicom.uid import generate_uid
 
+from radcloud.arrivals.rules import PENDING as ROUTING_PENDING
 from radcloud.arrivals.watch import CURSOR, PREFIX, TRIGGER
 from radcloud.pacs.orthanc import Orthanc
 from radcloud.ops.samples.synthetic import dataset_bytes, generate_many_studies
@@ -45,6 +46,8 @@ def whisk(stack):
     yield client
     stack.stop("arrivals")
     stack.stop("whisk")
+    # No route action ran here ("arrived" stands for it): the arrivals it expected are no one's to route.
+    stack.redis.delete(ROUTING_PENDING)
 
 
 def unique_studies(n: int) -> dict[str, bytes]:

@@ -32,6 +32,13 @@ class FakeRedis:
     def hget(self, key, field):
         return self.hashes.get(key, {}).get(field)
 
+    def hsetnx(self, key, field, value):
+        h = self.hashes.setdefault(key, {})
+        if field in h:
+            return 0
+        h[field] = str(value)
+        return 1
+
     def hkeys(self, key):
         return list(self.hashes.get(key, {}))
 

@@ -274,3 +274,29 @@ def test_a_retrieve_that_outlasts_the_blocking_wait_is_read_back_not_invoked_aga
     assert redrive(store, whisk, pipelines, clock=lambda: 1e6) == 1
     [(_, inputs, _, _)] = pipelines.started
     assert inputs == {"retrieve": "r9"} and len(whisk.calls) == 1 and store.pending() == []
+
+
+def test_a_fire_that_never_reaches_the_route_action_is_routed_by_redrive_and_a_repeat_leaves_nothing(store):
+    """The watcher marks every arrival it fires as expected: OpenWhisk's 202 does not say the rule's
+    action ran (its invoke refused at the concurrency limit, its activation lost)."""
+    from radcloud.arrivals.rules import expect, unexpect
+
+    store.save(CT_CHEST)
+    whisk, pipelines = FakeWhisk(), FakePipelines()
+    lost, refused = {**ARRIVAL, "arrival_id": "6" * 32}, {**ARRIVAL, "arrival_id": "5" * 32}
+    expect(store.redis, lost, 0.0)
+    expect(store.redis, refused, 0.0)
+    unexpect(store.redis, refused["arrival_id"])  # the fire was refused: the watcher fires it again itself
+    assert [e["arrival"]["arrival_id"] for e in store.pending()] == [lost["arrival_id"]]
+    assert redrive(store, whisk, pipelines, clock=lambda: LEASE_S - 1) == 0  # a route run may still come
+    assert redrive(store, whisk, pipelines, clock=lambda: LEASE_S) == 1 and len(pipelines.started) == 1
+    # The watcher repeats the fire after a crash: expected again, the route run finds it routed, drops it.
+    expect(store.redis, lost, 500.0)
+    assert route_arrival(lost, store, whisk, pipelines)["duplicate"] is True
+    assert store.pending() == [] and len(pipelines.started) == 1
+    # A route run that took an arrival (and was refused) is not undone by a late unexpect.
+    busy = BusyWhisk(1)
+    expect(store.redis, refused, 0.0)
+    route_arrival(refused, store, busy, pipelines, clock=lambda: 0.0)
+    unexpect(store.redis, refused["arrival_id"])
+    assert [e["attempts"] for e in store.pending()] == [1]
