@@ -1,7 +1,8 @@
 """Web action ``routing``: admins list, save, enable, disable and delete routing rules.
 
-GET → ``{"rules": [...], "runs": [...]}``: the latest runs the router started,
-each with its pipeline's state and per-step status now (``step_states``).
+GET → ``{"rules": [...], "runs": [...], "pending": [...]}``: the latest runs the router started,
+each with its pipeline's state and per-step status now (``step_states``), and the
+arrivals not routed yet (refused as busy, or fired and not taken yet), with why and when next.
 POST ``{"rule": {name, match, pipeline, enabled}}`` saves one (validated:
 unknown plugin, bad parameter or match key → 400 naming the field);
 POST ``{"name", "enabled": bool}`` enables or disables one at once;
@@ -41,7 +42,10 @@ def handle(request, settings, principal, store=None, jobs=None, services=None):
         from radcloud.work.jobservices import jobs_redis
 
         jobs = jobs or JobStore(jobs_redis(settings))
-        return {"rules": store.list(), "runs": with_pipeline_state(store.runs(), jobs)}
+        return {"rules": store.list(), "runs": with_pipeline_state(store.runs(), jobs),
+                "pending": [{"arrival_id": e["arrival"]["arrival_id"], "study_uid": e["arrival"].get("study_uid", ""),
+                             "attempts": e["attempts"], "next_at": e["next_at"], "reason": e.get("reason", "")}
+                            for e in store.pending()]}
     if "rule" in params:
         result = {"saved": store.save(params["rule"])}
     elif "delete" in params:

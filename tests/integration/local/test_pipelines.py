@@ -263,7 +263,7 @@ class BusyNamespace(Whisk):
         return {"retrieve_id": f"{next(self.retrieve_ids):032x}", "state": "queued"}
 
 
-def test_a_burst_at_the_namespace_limit_starts_exactly_one_pipeline_per_arrival(services, monkeypatch):
+def test_a_burst_at_the_namespace_limit_starts_exactly_one_pipeline_per_arrival(services, monkeypatch, redis_server):
     """A burst of 12 arrivals against a namespace of 4 concurrent activations: the route runs of each
     wave of 4 hold the slots their retrieves need, so most are refused. None is lost: a refused arrival
     stays pending, later route runs and reconcile route it again, and every study ends with exactly one
@@ -295,6 +295,12 @@ def test_a_burst_at_the_namespace_limit_starts_exactly_one_pipeline_per_arrival(
     # The last wave meets a namespace full of other work: every one is refused and left pending ...
     assert all("HTTP 429" in a["pending"] for a in route(arrivals[8:], others=4))
     assert sorted(e["arrival"]["arrival_id"] for e in store.pending()) == [a["arrival_id"] for a in arrivals[8:]]
+    listing = load_action("routing").handle(Request(params={}, method="get", web=True),
+                                            Settings.load(environ={"RADCLOUD_REDIS_URL": redis_server}), ADMIN,
+                                            store=store, jobs=services.jobs)
+    assert sorted((p["study_uid"], p["attempts"]) for p in listing["pending"]) == sorted(
+        (a["study_uid"], 1) for a in arrivals[8:])
+    assert all("HTTP 429" in p["reason"] for p in listing["pending"]), listing["pending"]
     # ... until the alarm's reconcile (one activation: the namespace has room again) routes them.
     whisk.in_flight = 1
     report = RECONCILE.handle(Request(params={}), SETTINGS, ADMIN, services, retrieves=NoRetrieves(), rules=store)
