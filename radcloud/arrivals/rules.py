@@ -114,6 +114,7 @@ LEASE_S = 180                 # a route run holds an arrival this long (the rout
 RUNS_KEPT = 1000
 MAX_ATTEMPTS = 30             # a transient refusal is retried this often (backoff up to BACKOFF_MAX_S) ...
 BACKOFF_MAX_S = 300           # ... then the run is recorded failed with the last reason
+REDRIVE_BUDGET_S = 20.0       # a re-drive starts no arrival after this (reconcile's timeout is 60 s)
 # A busy namespace (429/503 after the invoker's own backoff), a service that is down or answers
 # badly: the arrival waits in PENDING and is routed again; any other error is the rule's own fault.
 TRANSIENT = (TooManyRequests, Unavailable, UpstreamError)
@@ -172,12 +173,12 @@ class RuleStore:
 
     def drop_if_routed(self, arrival_id: str) -> None:
         """A fire of an arrival routed already (the watcher repeating one after a crash) leaves nothing pending."""
-        if self.redis.get(CLAIM + arrival_id) == "routed":
+        if _text(self.redis.get(CLAIM + arrival_id)) == "routed":
             self.redis.hdel(PENDING, arrival_id)
 
     def started(self, arrival_id: str) -> set[str]:
         """The rules whose pipeline already started for this arrival."""
-        return set(self.redis.hkeys(CLAIM + arrival_id + ":rules"))
+        return {_text(k) for k in self.redis.hkeys(CLAIM + arrival_id + ":rules")}
 
     def rule_started(self, arrival_id: str, rule: str, pipeline: str) -> None:
         pipe = self.redis.pipeline()
@@ -202,7 +203,7 @@ class RuleStore:
         pipe.execute()
 
     def pending(self) -> list[dict[str, Any]]:
-        """The arrivals not routed yet, oldest first (``radcloud routes runs`` and reconcile read them)."""
+        """The arrivals not routed yet, oldest first (the routing action's GET and :func:`redrive` read them)."""
         return sorted((json.loads(v) for v in self.redis.hvals(PENDING)), key=lambda e: e.get("first_at", 0))
 
     def record_run(self, run: dict[str, Any]) -> None:
@@ -290,11 +291,16 @@ def unexpect(redis: Any, arrival_id: str) -> None:
 
 
 def redrive(store: RuleStore, invoker: Any, pipelines: Any, *, owner: str = "service",
-            package: str = "radcloud", clock: Any = time.time, limit: int = 20) -> int:
-    """Route again up to ``limit`` pending arrivals that are due (reconcile runs this); how many."""
-    count = 0
+            package: str = "radcloud", clock: Any = time.time, limit: int = 20,
+            budget_s: float = REDRIVE_BUDGET_S) -> int:
+    """Route again up to ``limit`` pending arrivals that are due (reconcile runs this); how many.
+
+    Starts no arrival after ``budget_s`` (each blocks on a retrieve): the calling activation
+    must not reach its timeout in the middle of one.
+    """
+    count, until = 0, time.monotonic() + budget_s
     for entry in store.pending():
-        if count >= limit:
+        if count >= limit or time.monotonic() > until:
             break
         if float(entry.get("next_at") or 0) > clock():
             continue
@@ -345,6 +351,11 @@ def _staged(entry: dict[str, Any], rule: str, series: list, invoker: Any, packag
         raise UpstreamError(f"retrieve activation {staged['activationId']} outlasted the blocking wait "
                             "(the namespace's containers are busy); its result is read on the next attempt")
     raise _retrieve_refused(staged)
+
+
+def _text(value: Any) -> Any:
+    """A Redis reply as text: the route action's client (radcloud.access.auth) does not decode."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _retrieve_refused(answer: Any) -> RadcloudError:

@@ -197,6 +197,7 @@ def test_a_transient_refusal_leaves_the_arrival_pending_and_redrive_routes_it_on
     assert entry["arrival"] == arrival and entry["attempts"] == 1 and entry["next_at"] == 102.0
     assert store.runs() == []  # nothing final to show yet
     assert redrive(store, whisk, pipelines, clock=lambda: 101.0) == 0  # not due: backoff
+    assert redrive(store, whisk, pipelines, clock=lambda: 102.0, budget_s=-1) == 0  # the caller's time is up
     assert redrive(store, whisk, pipelines, clock=lambda: 102.0) == 1
     assert len(pipelines.started) == 1 and store.pending() == []
     [run] = store.runs()
@@ -219,7 +220,20 @@ def test_a_fire_while_another_run_holds_the_arrival_is_a_duplicate_and_a_dead_ru
     assert len(pipelines.started) == 1 and store.pending() == []
 
 
-def test_a_redrive_starts_only_the_rules_not_started_yet(store):
+class BytesRedis(FakeRedis):
+    """Replies as the route action's client gives them (radcloud.access.auth: no decode_responses)."""
+
+    def get(self, key):
+        value = super().get(key)
+        return value.encode() if value is not None else None
+
+    def hkeys(self, key):
+        return [k.encode() for k in super().hkeys(key)]
+
+
+@pytest.mark.parametrize("redis", [FakeRedis, BytesRedis])
+def test_a_redrive_starts_only_the_rules_not_started_yet(registry, redis):
+    store = RuleStore(redis(), registry)
     store.save(CT_CHEST)
     store.save({**CT_CHEST, "name": "ct-chest-2"})
     whisk, pipelines = FakeWhisk(), FakePipelines()
