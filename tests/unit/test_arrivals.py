@@ -8,7 +8,7 @@ import pytest
 
 from redis_fakes import FakeRedis
 
-from radcloud.arrivals.watch import CURSOR, PENDING, Watcher, arrival, fingerprint, routed_key
+from radcloud.arrivals.watch import CURSOR, PENDING, TRIGGER, Watcher, arrival, fingerprint, routed_key
 from radcloud.core.errors import NotFound, UpstreamError
 
 
@@ -243,3 +243,26 @@ def test_a_fire_accepted_but_its_rule_refused_as_busy_is_not_counted_as_fired(wo
     whisk.refuse = False
     advance(HOLD_S + 1)
     assert watcher.poll() == 1 and whisk.fires == ["1.2.s1", "1.2.s1"] and redis.hget(PENDING, "s1") is None
+
+
+def test_localwhisks_record_of_a_rule_refused_at_the_concurrency_limit_is_read_as_a_refusal():
+    """The real trigger code (localwhisk's controller) at a namespace with no free activation: the fire
+    is answered 202 and the rule's action never runs; refused_rules finds the 429 in the record."""
+    from lw_fakes import ECHO, call, make_controller, put_action
+
+    from radcloud.arrivals.watch import refused_rules
+
+    ns = "/api/v1/namespaces/_"
+    for limit, refused in ((0, ["guest/route-arrivals"]), (30, [])):
+        c = make_controller(max_concurrent=limit)
+        try:
+            put_action(c, "route", ECHO)
+            call(c, "PUT", f"{ns}/triggers/{TRIGGER}", {})
+            rule = {"trigger": f"/_/{TRIGGER}", "action": "/_/route"}
+            assert call(c, "PUT", f"{ns}/rules/route-arrivals", rule).status == 200
+            fired = call(c, "POST", f"{ns}/triggers/{TRIGGER}", {"arrival_id": "a" * 32})
+            assert fired.status == 202, fired.body
+            record = call(c, "GET", f"{ns}/activations/{fired.json()['activationId']}").json()
+            assert refused_rules(record) == refused, record["logs"]
+        finally:
+            c.close()
