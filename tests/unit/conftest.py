@@ -11,6 +11,7 @@ tests/integration/local/ (or tests/integration/plugins/, .../localwhisk/).
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 
@@ -33,6 +34,13 @@ def _in_process_only(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReq
     def no_process(self, args, *rest, **kwargs):
         raise UnitTierViolation(f"{test}: started a process {args!r} in the unit tier: {_WHERE}")
 
+    def no_spawn(*args, **kwargs):
+        raise UnitTierViolation(f"{test}: started a process {args[:2]!r} in the unit tier: {_WHERE}")
+
     for name in ("connect", "connect_ex", "bind"):
         monkeypatch.setattr(socket.socket, name, no_socket)
     monkeypatch.setattr(subprocess.Popen, "__init__", no_process)
+    # What does not go through Popen: os.system, fork (multiprocessing), posix_spawn.
+    for name in ("system", "fork", "forkpty", "posix_spawn", "posix_spawnp"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, no_spawn)

@@ -23,3 +23,16 @@ def test_a_unix_socket_and_a_listener_are_refused_too():
 def test_a_child_process_is_refused():
     with pytest.raises(AssertionError, match="started a process"):
         subprocess.run(["true"], check=False)
+
+
+def test_a_process_outside_popen_is_refused_too():
+    import multiprocessing
+    import os
+
+    with pytest.raises(AssertionError, match="started a process"):
+        os.system("true")
+    with pytest.raises(AssertionError, match="started a process"):
+        os.posix_spawnp("true", ["true"], dict(os.environ))
+    process = multiprocessing.get_context("fork").Process(target=print)
+    with pytest.raises(AssertionError, match="started a process"):
+        process.start()
