@@ -121,7 +121,7 @@ def test_status_get_never_writes_and_reconcile_fails_the_lost_shard(services):
     assert job["state"] == "staging" and job["shards"][0]["state"] == "invoked"
     assert services.jobs.version(job_id) == before and not getattr(services.invoker, "lookups", 0)
     services.jobs.r.delete(GATE)
-    report = RECONCILE.handle(Request(params={}), SETTINGS, None, services, retrieves=_NoRetrieves())
+    report = RECONCILE.handle(Request(params={}), SETTINGS, Principal.system(), services, retrieves=_NoRetrieves())
     assert report["failed"] == 1 and report["finalised"] == 1
     job = STATUS.handle(get(f"/{job_id}"), SETTINGS, ALICE, services)
     assert job["state"] == "failed" and "ended (action developer error) without an outcome" in job["reason"]
@@ -163,7 +163,7 @@ def test_reconcile_runs_at_most_once_a_second_however_often_asked(services):
     services.jobs.shard_invoked(job_id, "s0", "a0")
     services.jobs.shard_invoked(job_id, "s1", "a1")
     services.jobs.r.delete(GATE)
-    answers = [RECONCILE.handle(Request(params={}), SETTINGS, None, services, retrieves=_NoRetrieves())
+    answers = [RECONCILE.handle(Request(params={}), SETTINGS, Principal.system(), services, retrieves=_NoRetrieves())
                for _ in range(5)]
     assert services.invoker.lookups == 2  # one round (2 open shards), not five
     assert [a["skipped"] for a in answers] == [False] + [True] * 4
@@ -184,7 +184,7 @@ def test_a_shard_the_executor_was_too_busy_to_take_stays_pending_and_reconcile_s
     assert shard["state"] == "pending" and shard["busy_at"] and "concurrency limit" in shard["reason"]
     services.invoker, services.executor = FakeInvoker(services.runner), None
     services.jobs.r.delete(GATE)
-    report = RECONCILE.handle(Request(params={}), SETTINGS, None, services, retrieves=_NoRetrieves())
+    report = RECONCILE.handle(Request(params={}), SETTINGS, Principal.system(), services, retrieves=_NoRetrieves())
     assert report["resubmitted"] == 1
     assert services.jobs.get(answer["job_id"])["state"] == "succeeded"
 
