@@ -25,6 +25,11 @@ from radcloud.work.jobservices import JobServices, store_errors
 
 def handle(request, settings, principal, store=None, jobs=None, services=None):
     settings.require("redis_url")
+    with store_errors():  # Redis down is a 503 naming it, not an anonymous 500
+        return _handle(request, settings, principal, store, jobs, services)
+
+
+def _handle(request, settings, principal, store, jobs, services):
     redis = auth.redis_client(settings)
     store = store or RuleStore(redis, Registry())
     params = request.params
@@ -32,9 +37,8 @@ def handle(request, settings, principal, store=None, jobs=None, services=None):
         inputs = parse(DispatchInputs, params.get("inputs") or {}).model_dump(exclude_none=True)
         if len(inputs) != 1:
             raise BadRequest("inputs must name exactly one of retrieve, series, prefixes or job", field="inputs")
-        with store_errors():
-            services = services or JobServices.from_settings(settings, need_invoker=True)
-            started = run_by_hand(store, services.pipelines(), str(params["run"]), inputs, principal.name)
+        services = services or JobServices.from_settings(settings, need_invoker=True)
+        started = run_by_hand(store, services.pipelines(), str(params["run"]), inputs, principal.name)
         audit.record(redis, principal, "routing", request, rule=started["rule"], pipeline=started["pipeline"])
         return {"run": started}
     if request.method == "get" or not any(k in params for k in ("rule", "delete", "enabled")):

@@ -314,3 +314,17 @@ def test_a_burst_at_the_namespace_limit_starts_exactly_one_pipeline_per_arrival(
     assert len(services.invoker.dispatches()) == 12  # one first step each: no pipeline started twice
     # The watcher firing every arrival again (a crash before its fingerprints were written) starts nothing.
     assert all(a["duplicate"] for a in route(arrivals)) and len(services.invoker.dispatches()) == 12
+
+
+def test_routing_with_its_store_down_answers_503_naming_it(redis_server):
+    import redis as redis_lib
+
+    from radcloud.arrivals.rules import RuleStore
+    from radcloud.core.errors import Unavailable
+
+    dead = redis_lib.Redis(unix_socket_path="/nonexistent/redis.sock", decode_responses=True)
+    settings = Settings.load(environ={"RADCLOUD_REDIS_URL": redis_server})
+    with pytest.raises(Unavailable) as err:
+        load_action("routing").handle(Request(params={}, method="get", web=True), settings, ADMIN,
+                                      store=RuleStore(dead, REGISTRY), jobs=JobStore(dead))
+    assert "job store (Redis) is unreachable" in err.value.message
