@@ -28,6 +28,14 @@ class NotReady(Exception):
     """The service is not answering yet; the orchestrator keeps polling."""
 
 
+def probe(url: str, **kwargs: Any) -> requests.Response:
+    """GET ``url`` for a health check (2 s); a connection that fails is :class:`NotReady`."""
+    try:
+        return requests.get(url, timeout=2, **kwargs)
+    except requests.RequestException as exc:
+        raise NotReady(str(exc)) from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Service:
     name: str
@@ -47,11 +55,7 @@ def orthanc_service(name: str, *, state: StateDir, ports: Ports, credentials: Ma
     cred_file = state.credentials
 
     def health() -> None:
-        try:
-            resp = requests.get(f"{url}/system", auth=(user, password), timeout=2,
-                                headers={"Accept-Encoding": "identity"})
-        except requests.RequestException as exc:
-            raise NotReady(str(exc)) from None
+        resp = probe(f"{url}/system", auth=(user, password), headers={"Accept-Encoding": "identity"})
         if resp.status_code == 401:
             raise StackError(
                 f"{name}: {url} rejected user {user!r} (HTTP 401): the Orthanc running there does "
@@ -147,10 +151,7 @@ def s3_service(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
 
     def health() -> None:
         # An unsigned request must be refused (403) once S3 and its identities are up.
-        try:
-            resp = requests.get(f"{url}/", timeout=2)
-        except requests.RequestException as exc:
-            raise NotReady(str(exc)) from None
+        resp = probe(f"{url}/")
         if resp.status_code != 403:
             raise NotReady(f"anonymous GET / answered HTTP {resp.status_code}, expected 403")
 
@@ -177,10 +178,7 @@ def whisk_service(*, state: StateDir, ports: Ports, credentials: Mapping[str, An
     url = f"http://127.0.0.1:{ports.whisk}"
 
     def health() -> None:
-        try:
-            resp = requests.get(f"{url}/", timeout=2)
-        except requests.RequestException as exc:
-            raise NotReady(str(exc)) from None
+        resp = probe(f"{url}/")
         if resp.status_code != 200 or "runtimes" not in resp.text:
             raise NotReady(f"GET / answered HTTP {resp.status_code}")
         if not (state.whisk_dir / ".wskprops").exists():

@@ -38,8 +38,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from radcloud.work.slurmclient import _token_expiry
 from radcloud.ops.stack.errors import StackError
 from radcloud.ops.stack.ports import Ports, accepts
@@ -300,7 +298,7 @@ def slurmd_argv(state: StateDir, slurmd: str, conf: str) -> tuple[str, ...]:
 def services(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
              binaries: Mapping[str, str] | Any) -> dict[str, Any]:
     """The four Service descriptions, keyed by name."""
-    from radcloud.ops.stack.services import NotReady, Service
+    from radcloud.ops.stack.services import NotReady, Service, probe
 
     base = slurm_dir(state)
     conf = str(conf_path(state))
@@ -333,11 +331,7 @@ def services(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
 
     def rest_health() -> None:
         token = ((state.load_json(state.credentials) or {}).get("slurm") or {}).get("jwt") or ""
-        try:
-            resp = requests.get(f"{url}/slurm/{API}/ping", timeout=2,
-                                headers={"X-SLURM-USER-NAME": USER, "X-SLURM-USER-TOKEN": token})
-        except requests.RequestException as exc:
-            raise NotReady(str(exc)) from None
+        resp = probe(f"{url}/slurm/{API}/ping", headers={"X-SLURM-USER-NAME": USER, "X-SLURM-USER-TOKEN": token})
         if resp.status_code != 200:
             raise NotReady(f"GET /slurm/{API}/ping answered HTTP {resp.status_code}")
 
