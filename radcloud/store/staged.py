@@ -1,6 +1,6 @@
 """Find staged series and their manifests, for dispatch.
 
-Retrieve (:mod:`radcloud.pacs.retrieve`) writes one manifest object per staged
+Retrieve (:mod:`radcloud.work.retrieve`) writes one manifest object per staged
 series at ``manifests/{StudyUID}/{SeriesUID}.json`` (:mod:`radcloud.store.layout`)
 with every instance's key, size and MD5, ``prefix``, ``expected`` and
 ``complete``, and indexes it by series UID in Redis

@@ -34,8 +34,6 @@ LAYERS = [
 
 # Today's upward imports, to be removed, never added to.
 UPWARD = {
-    # a retrieve is tracked work (lifecycle, progress) and writes to the store
-    ("radcloud.pacs.retrieve", "api"), ("radcloud.pacs.retrieve", "store"), ("radcloud.pacs.retrieve", "work"),
     # the manifest reads the job record (final states, TTL)
     ("radcloud.results.manifest", "work"),
     # staged series implement dispatch's StagedSeries and read retrieve progress

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from radcloud.pacs import retrieve as r
+from radcloud.work import retrieve as r
 from radcloud.core.errors import BadRequest, NotFound
 from radcloud.pacs.orthanc import Orthanc
 from radcloud.work.retrieves import Progress
