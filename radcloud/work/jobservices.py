@@ -32,7 +32,7 @@ class JobServices:
     executor: Any = None      # radcloud.work.executors.Executor running shards (default: the action
                               # executor over ``invoker``)
     settings: Any = None      # to build other executors a unit names (executor_for)
-    results: Any = None       # radcloud.results.manifest.Results
+    results: Any = None       # radcloud.work.jobresults.Results
     push: Any = None          # (job, manifest) -> dict, stores a derived series in the PACS
     package: str = "radcloud"
     shard_timeout_s: int = 300
@@ -100,7 +100,7 @@ class JobServices:
         from radcloud.work.cache import ResultCache
         from radcloud.work.jobs import JobStore
         from radcloud.run.registry import Registry
-        from radcloud.results.manifest import Results, pacs_pusher
+        from radcloud.work.jobresults import Results, pacs_pusher
         from radcloud.store.staged import ManifestStaging
         from radcloud.store.storage import ObjectStore
 

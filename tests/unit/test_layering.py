@@ -20,12 +20,12 @@ PACKAGE = ROOT / "radcloud"
 LAYERS = [
     "core",      # errors, settings, Redis/OpenWhisk clients, retries
     "access",    # auth, users, audit
-    "pacs",      # Orthanc, query, search, retrieve
+    "pacs",      # Orthanc, query, search
     "api",       # the action wrapper, request models, validation, answers
     "store",     # object store, key layout, staged series
-    "results",   # results manifest, SEG/SR, derived series, viewer data
+    "results",   # SEG/SR, derived series, viewer data
     "run",       # plugin registry, shard runner, sandbox, limits
-    "work",      # lifecycle, jobs, dispatch, pipelines, executors, reconcile, wiring
+    "work",      # lifecycle, jobs, dispatch, retrieve, results manifest, pipelines, executors, reconcile, wiring
     "arrivals",  # the arrivals watcher and the routing rules (pipelines of plugin steps)
     "pfcon",     # the pfcon-compatible service
     "ui",        # the web UI
@@ -34,8 +34,6 @@ LAYERS = [
 
 # Today's upward imports, to be removed, never added to.
 UPWARD = {
-    # the manifest reads the job record (final states, TTL)
-    ("radcloud.results.manifest", "work"),
     # staged series implement dispatch's StagedSeries and read retrieve progress
     ("radcloud.store.staged", "work"),
 }

@@ -16,7 +16,7 @@ from radcloud.work.jobs import JobSpec, JobStore, ShardSpec
 from radcloud.work.jobservices import JobServices
 from radcloud.run.registry import Registry
 from radcloud.work.reporter import RedisShardReporter
-from radcloud.results.manifest import Results
+from radcloud.work.jobresults import Results
 from radcloud.core.settings import Settings
 from radcloud.run.shard import run_shard
 from radcloud.store.staged import ManifestStaging

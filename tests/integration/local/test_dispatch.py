@@ -11,7 +11,7 @@ from radcloud.core.errors import BadRequest, Conflict, NotFound
 from radcloud.work.jobs import JobStore
 from radcloud.run.registry import Registry
 from radcloud.work.reporter import Finaliser, RedisShardReporter
-from radcloud.results.manifest import Results
+from radcloud.work.jobresults import Results
 from radcloud.run.shard import run_shard
 from radcloud.store.staged import ManifestStaging
 
