@@ -27,7 +27,7 @@ class JobServices:
     cache: Any
     store: Any = None         # radcloud.store.storage.ObjectStore
     registry: Any = None      # radcloud.run.registry.Registry
-    staging: Any = None       # radcloud.store.staged.ManifestStaging
+    staging: Any = None       # radcloud.work.staging.ManifestStaging
     invoker: Any = None       # radcloud.core.openwhisk.OpenWhisk (invoke + activation)
     executor: Any = None      # radcloud.work.executors.Executor running shards (default: the action
                               # executor over ``invoker``)
@@ -101,7 +101,7 @@ class JobServices:
         from radcloud.work.jobs import JobStore
         from radcloud.run.registry import Registry
         from radcloud.work.jobresults import Results, pacs_pusher
-        from radcloud.store.staged import ManifestStaging
+        from radcloud.work.staging import ManifestStaging
         from radcloud.store.storage import ObjectStore
 
         redis = jobs_redis(settings)

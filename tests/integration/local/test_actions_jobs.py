@@ -19,7 +19,7 @@ from radcloud.work.reporter import RedisShardReporter
 from radcloud.work.jobresults import Results
 from radcloud.core.settings import Settings
 from radcloud.run.shard import run_shard
-from radcloud.store.staged import ManifestStaging
+from radcloud.work.staging import ManifestStaging
 from radcloud.work.reconcile import GATE
 from action_loader import load_action as action
 

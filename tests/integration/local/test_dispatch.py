@@ -13,7 +13,7 @@ from radcloud.run.registry import Registry
 from radcloud.work.reporter import Finaliser, RedisShardReporter
 from radcloud.work.jobresults import Results
 from radcloud.run.shard import run_shard
-from radcloud.store.staged import ManifestStaging
+from radcloud.work.staging import ManifestStaging
 
 REGISTRY = Registry(FIXTURE_PLUGINS)
 

@@ -25,7 +25,7 @@ from radcloud.work.reporter import Finaliser, RedisShardReporter
 from radcloud.work.jobresults import Results
 from radcloud.core.settings import Settings
 from radcloud.run.shard import run_shard
-from radcloud.store.staged import ManifestStaging
+from radcloud.work.staging import ManifestStaging
 from radcloud.work import pipelines as P
 
 SETTINGS = Settings.load(environ={})
