@@ -27,6 +27,11 @@ another job::
    pipeline: the steps after it are cancelled with a reason naming the step,
    and the pipeline ends ``failed`` with "step 2 (lung-seg) failed: …"
    (:func:`radcloud.work.lifecycle.job_outcome`).
+5. :meth:`Pipelines.retry` (``status retry`` on the pipeline) runs a failed
+   pipeline again from that step: the failed and stopped steps go back to
+   ``pending`` (the lifecycle's ``rerun``), the steps that succeeded keep
+   their jobs, and step 1 above submits the failed step on the outputs of the
+   last one that succeeded.
 
 Exactly once: a step is claimed ``pending -> invoked`` in one Lua script
 before its dispatch is invoked, so two callers (a finaliser and reconcile,
@@ -144,6 +149,26 @@ class Pipelines:
         self.advance(job_id)
         return job_id
 
+    def retry(self, pipeline_id: str) -> list[str]:
+        """Run a failed pipeline again from the step that failed: that step and the steps it stopped
+        go back to ``pending`` (SHARD ``rerun``), the pipeline to ``staging`` (JOB ``retry``), in one
+        Lua script; the steps that succeeded are kept with their jobs, and the failed step's next
+        run starts on the outputs of the last one that succeeded. Returns the reopened step ids.
+
+        Raises:
+            Conflict: the pipeline is not failed (e.g. cancelled, still running), naming its state.
+        """
+        job = self.jobs.get(pipeline_id)
+        if job.get("kind") != KIND:
+            raise BadRequest(f"job {pipeline_id} is not a pipeline", field="job")
+        if not JOB.allows(job["state"], "retry"):
+            raise Conflict(f"pipeline {pipeline_id} is {job['state']}; only a failed pipeline can be retried "
+                           "(start a cancelled one again with radcloud routes run)", field="job", state=job["state"])
+        reopened = self.jobs.reopen_failed(pipeline_id, STEP_DEADLINE_S, event="rerun")
+        log.info("pipeline %s retried from %s", pipeline_id, reopened[0] if reopened else "-")
+        self.advance(pipeline_id)
+        return reopened
+
     # -- the step's dispatch reports -------------------------------------------------
     def dispatched(self, pipeline_id: str, sid: str, answer: Mapping[str, Any]) -> bool:
         """dispatch created (or found cached) the step's job: the step runs it.
@@ -242,9 +267,13 @@ class Pipelines:
             return
         if not claimed:
             try:  # the claim: pending -> invoked, once (one Lua script)
+                # A step run again (retry) starts clean: nothing of its earlier attempt's dispatch or job.
                 self.jobs.update_shard(pipeline_id, sid, {"state": "invoked", "executor": DISPATCH,
                                                           "claimed_at": self.jobs.clock(), "inputs": [],
-                                                          "deadline": self.jobs.clock() + STEP_DEADLINE_S},
+                                                          "deadline": self.jobs.clock() + STEP_DEADLINE_S,
+                                                          "dispatch_activation": None, "busy_at": None,
+                                                          "result_job": None, "job_state": None,
+                                                          "cached": False},
                                        allowed=SHARD.sources("invoked"), event="invoked",
                                        data={"step": step_label(job, sid)})
             except Conflict:
