@@ -137,10 +137,21 @@ class Pipelines:
 
     # -- start ---------------------------------------------------------------------
     def start(self, steps: Sequence[Mapping[str, Any]], inputs: Mapping[str, Any], owner: str, *,
-              name: str = "", extra: Mapping[str, Any] | None = None) -> str:
+              name: str = "", extra: Mapping[str, Any] | None = None, job_id: str | None = None) -> str:
         """Create a pipeline over ``inputs`` (a dispatch ``inputs``) and submit its first step;
-        ``steps`` are already validated (:func:`validate_steps`). Returns its id."""
-        job_id = new_job_id()
+        ``steps`` are already validated (:func:`validate_steps`). Returns its id.
+
+        ``job_id``: the id to create it under, chosen by the caller before it starts anything
+        (the router's :func:`radcloud.arrivals.rules.pipeline_id`). When a pipeline with that id
+        exists already — a caller that died after starting it and before recording that it had —
+        it is the one: nothing is created, and it is only advanced (idempotent), so a retry of
+        that caller never starts a second pipeline.
+        """
+        if job_id is not None and self.jobs.r.exists(self.jobs.key(job_id)):
+            log.info("pipeline %s exists: reused, not started twice", job_id)
+            self.advance(job_id)
+            return job_id
+        job_id = job_id or new_job_id()
         spec = JobSpec(plugin="pipeline", plugin_version="", owner=owner, params={"name": name},
                        shards=[ShardSpec(id=step_id(i)) for i in range(len(steps))],
                        options={"steps": [dict(s) for s in steps], "inputs": dict(inputs), "name": name})

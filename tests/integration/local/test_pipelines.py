@@ -375,3 +375,34 @@ def test_a_retried_step_that_fails_again_stops_the_pipeline_again_with_its_reaso
     assert [s["state"] for s in job["steps"]] == ["succeeded", "failed"]
     assert len(services.invoker.dispatches()) == 3 and services.jobs.open_jobs() == []
 
+
+def test_a_route_run_that_dies_after_starting_a_pipeline_leaves_one_pipeline_not_two(services):
+    """The duplicate window: the route action dies between a pipeline's start and its record under the
+    arrival (rule_started). The next attempt (once the lease has expired) starts the pipeline under
+    the same id (rules.pipeline_id), finds it and records it: one pipeline, its first step sent once."""
+    from radcloud.arrivals import rules as R
+
+    class DiesAfterStart(R.RuleStore):
+        def rule_started(self, arrival_id, rule, pipeline):
+            raise SystemExit("the route activation was killed (timeout, OOM) before recording its pipeline")
+
+    whisk = services.invoker = BusyNamespace(services, limit=100)   # room: never busy; dispatches in flight
+    arrival = {"arrival_id": "c" * 32, "study_uid": "1.2.9", "orthanc_study": "o9",
+               "series": [{"series_uid": "1.2.9.1", "orthanc_series": "s9", "modality": "CT"}]}
+    dying = DiesAfterStart(services.jobs.r, REGISTRY)
+    dying.save({"name": "all", "pipeline": [{"plugin": "copy"}, {"plugin": "copy", "params": {"prefix": "x"}}]})
+    R.expect(services.jobs.r, arrival, 0.0)
+    with pytest.raises(SystemExit):
+        R.route_arrival(arrival, dying, whisk, services.pipelines(), clock=lambda: 0.0)
+    pid = R.pipeline_id(arrival["arrival_id"], "all")
+    assert services.jobs.get(pid)["kind"] == "pipeline" and len(whisk.dispatches()) == 1
+    assert dying.runs() == [] and dying.started(arrival["arrival_id"]) == set()   # nothing says it started
+    store = R.RuleStore(services.jobs.r, REGISTRY)
+    assert R.redrive(store, whisk, services.pipelines(), clock=lambda: R.LEASE_S - 1) == 0   # lease held
+    services.jobs.r.delete(R.CLAIM + arrival["arrival_id"])          # the lease expires (its TTL)
+    assert R.redrive(store, whisk, services.pipelines(), clock=lambda: R.LEASE_S + 1) == 1
+    [run] = store.runs()
+    assert run["state"] == "started" and run["pipeline"] == pid and store.pending() == []
+    assert len(whisk.dispatches()) == 1 and [d["options"]["pipeline"]["job"] for d in whisk.dispatches()] == [pid]
+    assert [j for j in services.jobs.open_jobs() if services.jobs.get(j)["kind"] == "pipeline"] == [pid]
+    assert store.started(arrival["arrival_id"]) == {"all"}
