@@ -175,7 +175,7 @@ class Pipelines:
         if not JOB.allows(job["state"], "retry"):
             raise Conflict(f"pipeline {pipeline_id} is {job['state']}; only a failed pipeline can be retried "
                            "(start a cancelled one again with radcloud routes run)", field="job", state=job["state"])
-        reopened = self.jobs.reopen_failed(pipeline_id, STEP_DEADLINE_S, event="rerun")
+        reopened = sorted(self.jobs.reopen_failed(pipeline_id, STEP_DEADLINE_S, event="rerun"))  # step order
         log.info("pipeline %s retried from %s", pipeline_id, reopened[0] if reopened else "-")
         self.advance(pipeline_id)
         return reopened
