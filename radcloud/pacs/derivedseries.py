@@ -22,7 +22,7 @@ layer because search and retrieve need it:
   (:func:`date_stamp`), so a PACS list shows it.
 * :func:`is_derived` recognises such a series by its description, which
   every search answers, so search marks it and a pulled study skips it
-  unless asked (:func:`radcloud.pacs.retrieve.plan`).
+  unless asked (:func:`radcloud.work.retrieve.plan`).
 
 Standard library only at import (query and retrieve import it); pydicom is
 imported where a UID or a dataset is made.

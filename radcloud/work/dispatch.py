@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from radcloud.work.cache import ResultCache, cache_key
+from radcloud.store.staged import InputAccess, StagedSeries
 from radcloud.core.errors import BadRequest, Conflict, RadcloudError, Unavailable
 from radcloud.work.jobs import JobSpec, JobStore, ShardSpec, new_job_id
 from radcloud.run.resources import check_fits
@@ -38,21 +39,6 @@ log = logging.getLogger(__name__)
 SHARD_BY = ("series", "instances")
 MAX_SHARDS = 500
 DEIDENTIFY_PLUGIN = "deidentify"  # runs first in every shard when options.deidentify  # keeps one dispatch within the action's timeout and the namespace's rate
-
-
-@dataclasses.dataclass
-class StagedSeries:
-    """One staged series as its manifest describes it (keys and digests, no data)."""
-
-    series_uid: str
-    study_uid: str
-    prefix: str
-    instances: list[dict[str, Any]]  # {"key", "md5", "size"}
-    complete: bool = True
-    expected: int | None = None
-    # The manifest's DICOM attributes (patient, study, series): the job's subject
-    # (radcloud.work.subject). PHI: never logged.
-    tags: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
 
 class Staging(Protocol):
@@ -124,12 +110,16 @@ class Dispatcher:
         self.package, self.shard_timeout_s = package, shard_timeout_s
         self.finaliser = finaliser
 
-    def dispatch(self, request: Mapping[str, Any], owner: str, *, privileged: bool = False) -> dict[str, Any]:
+    def dispatch(self, request: Mapping[str, Any], owner: str, *, privileged: bool = False,
+                 env: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Validate, look up the cache, create and fan out. Returns ``{"job_id", ...}``.
 
         ``owner`` runs the job; unless ``privileged`` (admin, service,
         system) it may use only its own jobs' results as inputs
-        (:class:`radcloud.store.staged.InputAccess`).
+        (:class:`radcloud.store.staged.InputAccess`). ``env``: variables every
+        shard's plugin gets (pfcon: CUBE's ``CHRIS_*``), kept with the job so a
+        retried, resubmitted or next-stage shard gets them too; not part of the
+        HTTP request, and no secret (job records are readable by their owner).
         """
         name = request.get("plugin")
         if not isinstance(name, str) or not name:
@@ -178,6 +168,8 @@ class Dispatcher:
         key = cache_key(plugin.name, plugin.version, {"params": params, "deidentify": opts.deidentify},
                         md5s)
         options = dataclasses.asdict(opts) | {"stages": stages}
+        if env:
+            options["env"] = {str(k): str(v) for k, v in env.items()}
         shard_timeout_s = self.shard_timeout_s
         if route is not None:
             options |= {"executor": route.executor, "routed": route.why}
@@ -200,8 +192,6 @@ class Dispatcher:
                 "shards": len(shards)}
 
     def _access(self, owner: str, privileged: bool) -> Any:
-        from radcloud.store.staged import InputAccess  # staged imports this module
-
         return InputAccess(owner, privileged=privileged, job_owner=self.jobs.owner)
 
     def _resolve(self, inputs: Mapping[str, Any], wait_s: int, access: Any = None) -> list[StagedSeries]:
@@ -256,6 +246,8 @@ def shard_payload(job: Mapping[str, Any], shard: Mapping[str, Any], timeout_s: i
         "inputs": shard["inputs"], "input_prefix": shard.get("input_prefix", ""),
         "output_prefix": f"{prefix}{sid}/" if last else f"{prefix}_stages/{sid}/{stages[stage]}/",
         "limits": {"timeout_s": timeout_s},
+        # From the job, not the submit: a retried or resubmitted shard gets the same variables.
+        **({"env": dict(env)} if (env := (job.get("options") or {}).get("env")) else {}),
     }
 
 

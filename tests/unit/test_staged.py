@@ -8,7 +8,8 @@ import pytest
 from jobs_fakes import MemStore, stage_series
 
 from radcloud.core.errors import BadRequest, NotFound
-from radcloud.store.staged import ManifestStaging, parse_manifest
+from radcloud.store.staged import parse_manifest
+from radcloud.work.staging import ManifestStaging
 
 
 @pytest.mark.parametrize("doc,complete", [

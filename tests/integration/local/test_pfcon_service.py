@@ -17,9 +17,9 @@ from radcloud.pfcon import protocol as P
 from radcloud.pfcon.service import PfconService, Records, staging_prefix
 from radcloud.run.registry import Registry
 from radcloud.work.reporter import Finaliser, RedisShardReporter
-from radcloud.results.manifest import Results
+from radcloud.work.jobresults import Results
 from radcloud.run.shard import run_shard
-from radcloud.store.staged import ManifestStaging
+from radcloud.work.staging import ManifestStaging
 from radcloud.store.storage import ObjectInfo
 
 REGISTRY = Registry(FIXTURE_PLUGINS)
@@ -188,6 +188,26 @@ def test_crash_reports_exit_code_and_partial_outputs_can_be_uploaded(world):
     assert "exit code 1" in status["message"] and "division by zero" in status["logs"]
     assert svc.upload(P.UploadJob("j1", "home/u/o"))["status"] == "finishedSuccessfully"
     assert world.chris.objects["home/u/o/partial.txt"] == b"half done\n"
+
+
+def test_a_retried_shard_gets_cubes_chris_variables_again(world):
+    """CUBE's CHRIS_* variables live with the job (options.env), not with the first submit: the
+    status action's retry (reopen + fan_out, whatever executor runs the shard) sends them again."""
+    svc = world.service()
+    svc.copy(copy_job())
+    svc.plugin(plugin_job(image="local/crash", args=(), env=["CHRIS_JID=j1", "CHRIS_PREV_JID=j0",
+                                                              "CHRIS_USER_TOKEN=secret"]), owner="pfcon:cube")
+    assert svc.status("plugin", "j1")["status"] == "finishedWithError"
+    job_id = world.invoker.calls[0][1]["job_id"]
+    wanted = {"CHRIS_JID": "j1", "CHRIS_PREV_JID": "j0"}
+    assert world.invoker.calls[0][1]["env"] == wanted
+    assert world.jobs.get(job_id)["options"]["env"] == wanted  # kept, without CUBE's token
+
+    shard_ids = world.jobs.reopen_failed(job_id)
+    assert shard_ids
+    svc.dispatcher().fan_out(job_id, shard_ids)  # what the status action's retry does
+    assert len(world.invoker.calls) == 2 and world.invoker.calls[1][1]["job_id"] == job_id
+    assert world.invoker.calls[1][1]["env"] == wanted
 
 
 def test_unknown_image_bad_args_gpus_and_path_params_are_400(world):
