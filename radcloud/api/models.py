@@ -203,6 +203,10 @@ class DispatchOptions(Model):
     deidentify: StrictBool = False
     push_to_pacs: StrictBool = False
     force: StrictBool = False
+    include_derived: StrictBool = Field(
+        default=False, description="run on series radcloud itself wrote into the PACS (results of earlier runs, "
+        "recognised by radcloud's UID root); refused otherwise. A job's own outputs (inputs.job, how a pipeline "
+        "step consumes the one before) are always allowed")
     wait_staged: StrictInt = Field(default=0, ge=0, le=55,
                                    description="seconds to wait for a running retrieve (pull-and-run sets it)")
     executor: Literal["action", "slurm"] | None = Field(

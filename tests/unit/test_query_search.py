@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from radcloud.pacs.derivedseries import uid
+
 from radcloud.pacs import query as q
 from radcloud.pacs import search
 from radcloud.pacs.orthanc import Orthanc, patient_resource_id
@@ -64,14 +66,17 @@ def test_series_level_joins_parent_study(fake):
 
 
 def test_series_written_by_radcloud_are_marked_derived_locally_and_remotely(fake):
-    fake.series["se1"]["MainDicomTags"]["SeriesDescription"] = "radcloud lung-seg segmentation of #2 AXIAL"
+    made = uid("1.2.1.2", "lung-seg", "1", "seg-series")
+    fake.series["se1"]["MainDicomTags"]["SeriesInstanceUID"] = made
+    fake.series["se2"]["MainDicomTags"]["SeriesDescription"] = "radcloud-like words another tool wrote"
     items = run(fake, {"level": "series", "StudyInstanceUID": "1.2.1"})["items"]
-    assert [(i["SeriesInstanceUID"], i["derived"]) for i in items] == [("1.2.1.2", False), ("1.2.1.1", True)]
-    fake.remote_answers = [{"StudyInstanceUID": "9.1", "SeriesInstanceUID": "9.1.1", "SeriesNumber": "301",
-                            "SeriesDescription": "radcloud dcm2png pictures of #3"},
-                           {"StudyInstanceUID": "9.1", "SeriesInstanceUID": "9.1.2", "SeriesNumber": "3"}]
+    assert [(i["SeriesInstanceUID"], i["derived"]) for i in items] == [("1.2.1.2", False), (made, True)]
+    fake.remote_answers = [{"StudyInstanceUID": "9.1", "SeriesInstanceUID": made, "SeriesNumber": "301",
+                            "SeriesDescription": "renamed"},
+                           {"StudyInstanceUID": "9.1", "SeriesInstanceUID": "9.1.2", "SeriesNumber": "3",
+                            "SeriesDescription": "radcloud dcm2png pictures of #3"}]
     remote = run(fake, {"modality": "PACS", "level": "series", "StudyInstanceUID": "9.1"})["items"]
-    assert {i["SeriesInstanceUID"]: i["derived"] for i in remote} == {"9.1.1": True, "9.1.2": False}
+    assert {i["SeriesInstanceUID"]: i["derived"] for i in remote} == {made: True, "9.1.2": False}
 
 
 def test_series_level_many_parents_uses_one_find(fake, monkeypatch):
