@@ -160,6 +160,17 @@ def test_cancel_button_cancels_a_running_job(journey):
 def test_retry_button_reruns_the_failed_shards(journey):
     record = journey.ok("job-retry")
     assert record["first_state"] == "failed" and "--wc and --ww go together" in record["first_log"]
+
+
+def test_a_failed_job_says_why_in_plain_words_with_the_technical_reason_behind_details(journey):
+    """#21 item 5: no "shard" nor "exit N" where a clinician reads; the recorded reason kept under details."""
+    words = journey.ok("job-retry")["words"]
+    assert words["reason"].startswith("The tool stopped with an error") or "parts failed" in words["reason"], words
+    for text in [words["reason"], *words["why"]]:
+        assert not re.search(r"shard|exit|code \d", text, re.I), words
+    assert words["why"] and all(w.startswith("The tool stopped with an error") for w in words["why"]), words
+    assert "Technical details" in words["technical"] and "exited with code 2" in words["technical"], words
+    assert not words["technical_open"]
     assert record["retry_status"] == 200 and record["retried"]
     assert record["state_after_retry"] not in ("failed", "partial")  # reopened, then failed again
     assert record["attempts"] and all(a >= 2 for a in record["attempts"])
