@@ -12,7 +12,7 @@ seeds a CT study of ``series x slices`` 512x512 instances (default 500,
 * S3 ingest of the same objects from memory (minio SDK, 1 and 2 threads);
 * the bound = min(fastest Orthanc read, faster of the 1- and 2-thread S3
   ingests), re-measured in every round;
-* radcloud's pipeline (radcloud.pacs.retrieve.Stager) in a child process, with
+* radcloud's pipeline (radcloud.work.retrieve.Stager) in a child process, with
   1 to 4 workers (the default, ``retrieve_workers``, is headlined), and on 1
   series vs the whole study: MB/s, instances/s, peak RSS (must not grow
   with study size);
@@ -58,7 +58,7 @@ def mbps(nbytes: int, seconds: float) -> float:
 def child_stage(args: argparse.Namespace) -> None:
     from radcloud.pacs.orthanc import Orthanc
     from radcloud.work.retrieves import Progress
-    from radcloud.pacs.retrieve import Stager, parse_request, plan
+    from radcloud.work.retrieve import Stager, parse_request, plan
     from radcloud.core.settings import Settings
     from radcloud.store.storage import ObjectStore
 
@@ -368,7 +368,7 @@ def run_child_rerun(env: dict, study: str) -> dict:
     """A second staging of what is already staged: every instance skipped."""
     out = subprocess.run([sys.executable, "-c", (
         "import json,os,time,sys;sys.path.insert(0,%r)\n"
-        "from radcloud.pacs.orthanc import Orthanc\nfrom radcloud.pacs.retrieve import Stager, parse_request, plan\n"
+        "from radcloud.pacs.orthanc import Orthanc\nfrom radcloud.work.retrieve import Stager, parse_request, plan\n"
         "from radcloud.core.settings import Settings\nfrom radcloud.store.storage import ObjectStore\n"
         "s=Settings.load(environ=dict(os.environ));o=Orthanc.from_settings(s)\n"
         "series=plan(parse_request({'StudyInstanceUID': %r}), o);st=Stager(o, ObjectStore.from_settings(s))\n"

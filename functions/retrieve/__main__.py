@@ -24,7 +24,7 @@ action (radcloud.work.reconcile), and shows ``stalled`` after a while anyway.
 
 import time
 
-from radcloud.pacs import retrieve
+from radcloud.work import retrieve
 from radcloud.api.action import run
 from radcloud.api import parse
 from radcloud.api.models import QueryAnswerInput, RetrieveStatusRequest

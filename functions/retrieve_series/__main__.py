@@ -26,7 +26,7 @@ from radcloud.pacs.orthanc import Orthanc
 from radcloud.work.executors import as_executor
 from radcloud.work.lifecycle import FAILED
 from radcloud.work.retrieves import Progress, continue_series
-from radcloud.pacs.retrieve import Stager, series_key
+from radcloud.work.retrieve import Stager, series_key
 from radcloud.store.storage import ObjectStore
 
 MARGIN_S = 15.0        # left for the manifest, the record and the re-invoke

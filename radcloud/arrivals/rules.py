@@ -310,6 +310,29 @@ def redrive(store: RuleStore, invoker: Any, pipelines: Any, *, owner: str = "ser
     return count
 
 
+def pending_view(entries: list[Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
+    """The pending arrivals as the routing GET, ``radcloud routes runs`` and the Automations page show
+    them: ids, attempts, when due, the last reason, and ``summary``, the same in plain words."""
+    out = []
+    for e in entries:
+        attempts, due_in = int(e.get("attempts") or 0), float(e.get("next_at") or 0) - now
+        when = f"in {_duration(due_in)}" if due_in > 0.5 else "now (a route run or reconcile takes it)"
+        if attempts == 0:
+            summary = f"not routed yet: fired, no route run has taken it; routed again {when} if none does"
+        else:
+            summary = (f"waiting: {attempts} attempt(s) of {MAX_ATTEMPTS} refused (busy or a service down); "
+                       f"tried again {when}")
+        out.append({"arrival_id": e["arrival"]["arrival_id"], "study_uid": e["arrival"].get("study_uid", ""),
+                    "attempts": attempts, "next_at": e.get("next_at"), "due_in_s": round(max(0.0, due_in), 1),
+                    "reason": e.get("reason", ""), "summary": summary})
+    return out
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
 def run_by_hand(store: RuleStore, pipelines: Any, name: str, inputs: Mapping[str, Any], owner: str, *,
                 clock: Any = time.time) -> dict[str, Any]:
     """Start rule ``name``'s pipeline on ``inputs`` (a dispatch ``inputs``: a retrieve, series,

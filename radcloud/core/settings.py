@@ -131,7 +131,7 @@ class Settings:
     # Web UI: the PACS viewer's study link, with {study_uid} as placeholder
     viewer_url: str = ""
     # Limits
-    retrieve_workers: int = 4  # uploaders per series; memory stays ~190 MB at most (radcloud.pacs.retrieve)
+    retrieve_workers: int = 4  # uploaders per series; memory stays ~190 MB at most (radcloud.work.retrieve)
     query_limit_max: int = 1000
     presign_ttl_s: int = 900
     shard_timeout_s: int = 300

@@ -93,10 +93,19 @@ def check_orthanc(settings: Settings, timeout_s: float = 5.0) -> Check:
 def check_s3(settings: Settings, timeout_s: float = 5.0) -> list[Check]:
     from minio import Minio
 
+    import urllib3
+
     scheme = "https" if settings.s3_secure else "http"
     endpoint, bucket = settings.s3_endpoint, settings.s3_bucket
+    # A check asks once: the SDK's default transport retries a refused connection for seconds.
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s), retries=False)
     client = Minio(endpoint, access_key=settings.s3_access_key, secret_key=settings.s3_secret_key.reveal(),
-                   secure=settings.s3_secure, region=settings.s3_region)
+                   secure=settings.s3_secure, region=settings.s3_region, http_client=http)
+    try:
+        requests.head(f"{scheme}://{endpoint}/", timeout=timeout_s)
+    except requests.RequestException as exc:
+        return [Check("s3 bucket", False, f"{scheme}://{endpoint} unreachable ({_cause(exc)})",
+                      "start the S3 server (`radcloud stack up`) or fix s3_endpoint / s3_secure")]
 
     def keyed() -> Check:
         if not client.bucket_exists(bucket):
@@ -204,6 +213,14 @@ def run_all(settings: Settings, apihost: str, auth: str, expected_actions: Itera
     if slurm is not None:
         checks.append(slurm)
     return checks
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of a connection error, in words ("Connection refused"), not a class name."""
+    while exc.__context__ is not None or exc.__cause__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc)
+    return text.rsplit("] ", 1)[-1] if "]" in text else (text or type(exc).__name__)
 
 
 def _guard_list(name: str, fn: Callable[[], list[Check]]) -> list[Check]:

@@ -1,1 +1,5 @@
-"""The archive: Orthanc's REST API, DICOM query and search, retrieve into the object store."""
+"""The archive: Orthanc's REST API, DICOM query and search.
+
+A retrieve (Orthanc -> object store, with progress) reads the archive but is
+tracked work: :mod:`radcloud.work.retrieve`.
+"""

@@ -25,7 +25,7 @@ layer because search and retrieve need it:
   SeriesInstanceUID, which every search answers (Orthanc's and a PACS's
   C-FIND alike) and which neither a renamed description nor another tool's
   text changes; search marks it, a pulled study skips it unless asked
-  (:func:`radcloud.pacs.retrieve.plan`) and dispatch refuses to run on it
+  (:func:`radcloud.work.retrieve.plan`) and dispatch refuses to run on it
   unless asked (:class:`radcloud.work.dispatch.Dispatcher`).
 
 Standard library only at import (query and retrieve import it); pydicom is

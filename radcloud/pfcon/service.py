@@ -7,7 +7,7 @@ ChRIS job id (``jid``):
   objects followed, as pfcon's copy worker does) from ChRIS's bucket to
   ``pfcon/key-<jid>/incoming/`` in radcloud's bucket and writes a staging
   manifest at ``pfcon/key-<jid>/manifest.json`` — the ``prefixes`` input
-  kind of :mod:`radcloud.store.staged`, so dispatch treats it like a staged series;
+  kind of :mod:`radcloud.work.staging`, so dispatch treats it like a staged series;
 * **plugin** maps ``image`` to a registered plugin, turns CUBE's ``args``
   back into parameters and runs it through :class:`radcloud.work.dispatch.Dispatcher`
   (one shard: a ChRIS plugin sees its whole input dir; the result cache applies);

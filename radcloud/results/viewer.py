@@ -13,7 +13,7 @@ and lets the browser fetch the slices in parallel from S3.
     Viewer(store, staging, ttl_s).job(manifest)         # a job's DICOM SEG + SR, and their source
     Viewer(store, staging, ttl_s).seg(uid, access)      # a SEG series pulled from the PACS, the same
 
-A job's results are read from its result manifest (:mod:`radcloud.results.manifest`):
+A job's results are read from its result manifest (:mod:`radcloud.work.jobresults`):
 its ``.dcm`` outputs are told apart by the SOP Class UID in their first
 kilobytes (a ranged read, not a download); the SEG goes to the browser as a
 URL (dwv draws it over the source series, placed by its frame of reference)

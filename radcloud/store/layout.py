@@ -43,7 +43,7 @@ def check_layout(layout: Any) -> str:
 
 def manifest_key(study_uid: str, series_key: str) -> str:
     """``series_key`` is the SeriesInstanceUID, or the key a retrieve gave a
-    series sharing its UID with another one Orthanc holds (:func:`radcloud.pacs.retrieve.plan`)."""
+    series sharing its UID with another one Orthanc holds (:func:`radcloud.work.retrieve.plan`)."""
     return f"{STAGED_ROOT}{check_uid('StudyInstanceUID', study_uid)}/{check_uid('SeriesInstanceUID', series_key)}/{MANIFEST}"
 
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from radcloud.pacs import derivedseries
 from radcloud.work.cache import ResultCache, cache_key
+from radcloud.store.staged import InputAccess, StagedSeries
 from radcloud.core.errors import BadRequest, Conflict, RadcloudError, Unavailable
 from radcloud.work.jobs import JobSpec, JobStore, ShardSpec, new_job_id
 from radcloud.run.resources import check_fits
@@ -39,21 +40,6 @@ log = logging.getLogger(__name__)
 SHARD_BY = ("series", "instances")
 MAX_SHARDS = 500
 DEIDENTIFY_PLUGIN = "deidentify"  # runs first in every shard when options.deidentify  # keeps one dispatch within the action's timeout and the namespace's rate
-
-
-@dataclasses.dataclass
-class StagedSeries:
-    """One staged series as its manifest describes it (keys and digests, no data)."""
-
-    series_uid: str
-    study_uid: str
-    prefix: str
-    instances: list[dict[str, Any]]  # {"key", "md5", "size"}
-    complete: bool = True
-    expected: int | None = None
-    # The manifest's DICOM attributes (patient, study, series): the job's subject
-    # (radcloud.work.subject). PHI: never logged.
-    tags: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
 
 class Staging(Protocol):
@@ -225,8 +211,6 @@ class Dispatcher:
                 "shards": len(shards)}
 
     def _access(self, owner: str, privileged: bool) -> Any:
-        from radcloud.store.staged import InputAccess  # staged imports this module
-
         return InputAccess(owner, privileged=privileged, job_owner=self.jobs.owner)
 
     def _resolve(self, inputs: Mapping[str, Any], wait_s: int, access: Any = None) -> list[StagedSeries]:

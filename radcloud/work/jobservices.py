@@ -27,12 +27,12 @@ class JobServices:
     cache: Any
     store: Any = None         # radcloud.store.storage.ObjectStore
     registry: Any = None      # radcloud.run.registry.Registry
-    staging: Any = None       # radcloud.store.staged.ManifestStaging
+    staging: Any = None       # radcloud.work.staging.ManifestStaging
     invoker: Any = None       # radcloud.core.openwhisk.OpenWhisk (invoke + activation)
     executor: Any = None      # radcloud.work.executors.Executor running shards (default: the action
                               # executor over ``invoker``)
     settings: Any = None      # to build other executors a unit names (executor_for)
-    results: Any = None       # radcloud.results.manifest.Results
+    results: Any = None       # radcloud.work.jobresults.Results
     push: Any = None          # (job, manifest) -> dict, stores a derived series in the PACS
     package: str = "radcloud"
     shard_timeout_s: int = 300
@@ -100,8 +100,8 @@ class JobServices:
         from radcloud.work.cache import ResultCache
         from radcloud.work.jobs import JobStore
         from radcloud.run.registry import Registry
-        from radcloud.results.manifest import Results, pacs_pusher
-        from radcloud.store.staged import ManifestStaging
+        from radcloud.work.jobresults import Results, pacs_pusher
+        from radcloud.work.staging import ManifestStaging
         from radcloud.store.storage import ObjectStore
 
         redis = jobs_redis(settings)

@@ -22,7 +22,7 @@ another job::
    the step takes the job's outcome (recorded once: the Lua script refuses a
    second) and the next step is submitted with ``inputs = {"job": <that job>}``
    — the DICOM outputs of the previous step, by object key
-   (:mod:`radcloud.store.staged`), never image data in parameters.
+   (:mod:`radcloud.work.staging`), never image data in parameters.
 4. A step that fails (or a job that ends ``partial``/``cancelled``) stops the
    pipeline: the steps after it are cancelled with a reason naming the step,
    and the pipeline ends ``failed`` with "step 2 (lung-seg) failed: …"

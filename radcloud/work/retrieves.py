@@ -96,7 +96,7 @@ class Progress:
         now = self.clock()
 
         # Tracked by series key: the UID, or the key a retrieve gave one of
-        # several series sharing a UID (radcloud.pacs.retrieve.series_key).
+        # several series sharing a UID (radcloud.work.retrieve.series_key).
         uids = [s.get("series_key") or s["SeriesInstanceUID"] for s in series]
 
         def write() -> None:

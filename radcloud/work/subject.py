@@ -3,7 +3,7 @@
 A clinician must see, on every page that shows a patient's results, whose
 images they are (name, MRN, birth date), which study (date, description)
 and which series — the wrong-patient check every PACS viewer offers. The
-staging manifests carry these DICOM attributes (:mod:`radcloud.pacs.retrieve`);
+staging manifests carry these DICOM attributes (:mod:`radcloud.work.retrieve`);
 at dispatch :func:`from_series` condenses them into a job's ``subject``,
 kept in the job's Redis record and answered by ``status`` and ``results``
 to the job's owner only.

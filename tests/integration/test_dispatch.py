@@ -20,9 +20,9 @@ from radcloud.work.dispatch import Dispatcher
 from radcloud.work.jobs import JobStore
 from radcloud.run.registry import Registry
 from radcloud.work.reporter import Finaliser, RedisShardReporter
-from radcloud.results.manifest import Results
+from radcloud.work.jobresults import Results
 from radcloud.run.shard import run_shard
-from radcloud.store.staged import ManifestStaging
+from radcloud.work.staging import ManifestStaging
 from radcloud.store.storage import ObjectStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))

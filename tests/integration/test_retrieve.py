@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from radcloud.pacs import retrieve as r
+from radcloud.work import retrieve as r
 from radcloud.core.errors import NotFound, UpstreamError
 from radcloud.pacs.orthanc import Orthanc
 from radcloud.work.retrieves import Progress

@@ -32,7 +32,8 @@ import pytest
 from PIL import Image
 from pydicom.sr.codedict import codes
 
-from radcloud.pacs import derivedseries, retrieve, search
+from radcloud.pacs import derivedseries, search
+from radcloud.work import retrieve
 from radcloud.pacs import query as q
 from radcloud.results import derived, segsr
 from radcloud.pacs.orthanc import Orthanc

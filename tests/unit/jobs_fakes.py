@@ -65,7 +65,7 @@ class MemStore:
 def stage_series(store: MemStore, study: str, series: str, n: int, *, complete: bool = True,
                  payload: bytes = b"DICM", redis: Any = None, ext: str = ".dcm",
                  tags: dict[str, Any] | None = None) -> str:
-    """Write n fake instances and a manifest the way radcloud.pacs.retrieve does; returns the prefix."""
+    """Write n fake instances and a manifest the way radcloud.work.retrieve does; returns the prefix."""
     prefix = f"studies/{study}/{series}/"
     instances = []
     for i in range(n):

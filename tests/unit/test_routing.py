@@ -314,3 +314,22 @@ def test_a_fire_that_never_reaches_the_route_action_is_routed_by_redrive_and_a_r
     route_arrival(refused, store, busy, pipelines, clock=lambda: 0.0)
     unexpect(store.redis, refused["arrival_id"])
     assert [e["attempts"] for e in store.pending()] == [1]
+
+
+def test_pending_view_says_attempts_next_try_and_why_in_plain_words(store):
+    """What ``radcloud routes runs`` and the Automations page show of the arrivals not routed yet."""
+    from radcloud.arrivals.rules import expect, pending_view
+
+    fired, busy = {**ARRIVAL, "arrival_id": "7" * 32}, {**ARRIVAL, "arrival_id": "8" * 32, "study_uid": "1.3"}
+    expect(store.redis, fired, 0.0)
+    store.save(CT_CHEST)
+    route_arrival(busy, store, BusyWhisk(1), FakePipelines(), clock=lambda: 1.0)
+    [f, b] = pending_view(store.pending(), now=10.0)
+    assert (f["arrival_id"], f["attempts"], f["due_in_s"]) == (fired["arrival_id"], 0, LEASE_S - 10.0)
+    assert f["summary"] == (f"not routed yet: fired, no route run has taken it; routed again in "
+                            f"{(LEASE_S - 10) // 60} min {(LEASE_S - 10) % 60:02d} s if none does")
+    assert b["study_uid"] == "1.3" and b["attempts"] == 1 and b["due_in_s"] == 0.0   # 2 s backoff: due at 3.0
+    assert b["summary"] == (f"waiting: 1 attempt(s) of {MAX_ATTEMPTS} refused (busy or a service down); "
+                            "tried again now (a route run or reconcile takes it)")
+    assert b["reason"].startswith("rule ct-chest:")
+    assert pending_view(store.pending(), now=2.0)[1]["summary"].endswith("tried again in 1 s")

@@ -113,6 +113,9 @@ def test_slurm_states_map_onto_radcloud_s(job, phase, outcome, reason):
     status = status_of({"job_id": 7, **job})
     assert (status.phase, status.outcome, status.reason) == (phase, outcome, reason)
     assert status.detail["state"] == job["job_state"]
+    # What to do comes with the limits a plugin's descriptor sets, and only with them.
+    wanted = {"TIMEOUT": "radcloud.timeout_s", "OUT_OF_MEMORY": "max_memory_limit"}.get(job["job_state"])
+    assert (wanted in status.advice) if wanted else status.advice == ""
 
 
 def test_queue_reasons_are_words():

@@ -9,7 +9,8 @@ from jobs_fakes import MemStore, stage_series
 
 from radcloud.core.errors import BadRequest, NotFound
 from radcloud.pacs.derivedseries import uid
-from radcloud.store.staged import ManifestStaging, parse_manifest
+from radcloud.store.staged import parse_manifest
+from radcloud.work.staging import ManifestStaging
 
 
 @pytest.mark.parametrize("doc,complete", [

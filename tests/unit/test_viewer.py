@@ -13,7 +13,8 @@ from radcloud.access import audit
 from radcloud.api.action import Request
 from radcloud.access.auth import Principal
 from radcloud.core.errors import BadRequest, Forbidden, NotFound
-from radcloud.store.staged import InputAccess, ManifestStaging
+from radcloud.store.staged import InputAccess
+from radcloud.work.staging import ManifestStaging
 from radcloud.pacs.derivedseries import uid
 from radcloud.results.viewer import Viewer
 from radcloud.work import subject

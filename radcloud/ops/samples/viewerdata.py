@@ -4,7 +4,7 @@ The CT is :mod:`radcloud.ops.samples.synthetic`'s phantom; the SEG (highdicom)
 marks one box of voxels, so a test knows where the overlay must show and
 where it must not; the SR (highdicom, TID 1500) measures that segment's
 volume and mean HU. :func:`stage` writes instances and the manifest where
-:mod:`radcloud.pacs.retrieve` writes them (``staged/{study}/{series}/``) and
+:mod:`radcloud.work.retrieve` writes them (``staged/{study}/{series}/``) and
 indexes the series in Redis, so the viewer action finds it as it would a
 pulled series.
 """

@@ -11,9 +11,9 @@ from radcloud.core.errors import BadRequest, Conflict, NotFound
 from radcloud.work.jobs import JobStore
 from radcloud.run.registry import Registry
 from radcloud.work.reporter import Finaliser, RedisShardReporter
-from radcloud.results.manifest import Results
+from radcloud.work.jobresults import Results
 from radcloud.run.shard import run_shard
-from radcloud.store.staged import ManifestStaging
+from radcloud.work.staging import ManifestStaging
 
 REGISTRY = Registry(FIXTURE_PLUGINS)
 

@@ -17,9 +17,9 @@ from radcloud.pfcon import protocol as P
 from radcloud.pfcon.service import PfconService, Records, staging_prefix
 from radcloud.run.registry import Registry
 from radcloud.work.reporter import Finaliser, RedisShardReporter
-from radcloud.results.manifest import Results
+from radcloud.work.jobresults import Results
 from radcloud.run.shard import run_shard
-from radcloud.store.staged import ManifestStaging
+from radcloud.work.staging import ManifestStaging
 from radcloud.store.storage import ObjectInfo
 
 REGISTRY = Registry(FIXTURE_PLUGINS)

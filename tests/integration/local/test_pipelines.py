@@ -22,10 +22,10 @@ from radcloud.work.jobs import JobStore
 from radcloud.work.jobservices import JobServices
 from radcloud.run.registry import Registry
 from radcloud.work.reporter import Finaliser, RedisShardReporter
-from radcloud.results.manifest import Results
+from radcloud.work.jobresults import Results
 from radcloud.core.settings import Settings
 from radcloud.run.shard import run_shard
-from radcloud.store.staged import ManifestStaging
+from radcloud.work.staging import ManifestStaging
 from radcloud.work import pipelines as P
 
 SETTINGS = Settings.load(environ={})

@@ -7,7 +7,7 @@ from jobs_fakes import MemStore
 
 from radcloud.core.errors import BadRequest, NotFound
 from radcloud.work.jobs import JobSpec, JobStore, ShardSpec
-from radcloud.results.manifest import Results, build_manifest
+from radcloud.work.jobresults import Results, build_manifest
 
 
 def finished(jobs, outputs):

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from radcloud.pacs.derivedseries import uid
-from radcloud.pacs import retrieve as r
+from radcloud.work import retrieve as r
 from radcloud.core.errors import BadRequest, NotFound
 from radcloud.pacs.orthanc import Orthanc
 from radcloud.work.retrieves import Progress
@@ -266,7 +266,7 @@ def test_chris_layout_keys(env, fake):
 def test_series_sharing_a_uid_are_staged_apart_and_both_complete(fake, redis_client):
     """Two series Orthanc keeps apart (different patients) share a SeriesInstanceUID:
     each is tracked, staged and found under its own key; none is merged and lost."""
-    from radcloud.store.staged import ManifestStaging
+    from radcloud.work.staging import ManifestStaging
 
     fake.add_study("stA", "7.7", "MRN-A", "20250101")
     fake.add_study("stB", "7.7", "MRN-B", "20250101")   # same study UID too: only Orthanc's ids differ
