@@ -83,6 +83,9 @@ class QueryRequest(Model):
     limit: int = Field(default=100, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=q.MAX_MATCHES)
     counts: bool = True
+    recent: bool = Field(default=False, description="studies newest-received first: when Orthanc last received an "
+                         "instance of each (its LastUpdate, answered as received_at), not their StudyDate; level "
+                         "study, local Orthanc only")
     modality: str | None = Field(default=None, description="a remote PACS registered in Orthanc (C-FIND through it)")
     source: Literal["orthanc", "dicomweb"] = "orthanc"
     PatientID: OneOrMany | None = None
