@@ -27,6 +27,7 @@ a message naming the step and the field, so nothing fails later at 3 a.m.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import re
 import time
@@ -216,6 +217,17 @@ class RuleStore:
         return [json.loads(r) for r in self.redis.lrange(RUNS, 0, max(0, limit - 1))]
 
 
+def pipeline_id(arrival_id: str, rule: str) -> str:
+    """The id of the pipeline rule ``rule`` starts for an arrival, known before it is started.
+
+    A route run that dies between starting the pipeline and recording it (:meth:`RuleStore.rule_started`)
+    leaves no record of it; the next attempt starts the pipeline under the same id and finds it
+    (:meth:`radcloud.work.pipelines.Pipelines.start`) instead of starting a second. The lease on the
+    arrival keeps two attempts from running at once.
+    """
+    return "p" + hashlib.sha256(f"radcloud-pipeline|{arrival_id}|{rule}".encode()).hexdigest()[:31]
+
+
 def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pipelines: Any, *,
                   owner: str = "service", package: str = "radcloud", clock: Any = time.time) -> dict[str, Any]:
     """Start the pipeline of every enabled rule that matches ``arrival`` (the ``route`` action).
@@ -251,7 +263,7 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pi
             staged = _staged(entry, rule["name"], series, invoker, package)
             entry.setdefault("staged", {})[rule["name"]] = staged  # kept should the pipeline's start be refused
             pipeline = pipelines.start(rule["pipeline"], {"retrieve": staged["retrieve_id"]}, owner,
-                                       name=rule["name"])
+                                       name=rule["name"], job_id=pipeline_id(arrival_id, rule["name"]))
             store.rule_started(arrival_id, rule["name"], pipeline)
             run.update(state="started", retrieve_id=staged["retrieve_id"], pipeline=pipeline)
         except TRANSIENT as exc:

@@ -249,6 +249,20 @@ def test_a_job_slurm_no_longer_knows_is_failed_with_a_reason(services, tmp_path)
     assert job["shards"][0]["reason"] == "the slurm executor no longer knows unit 987654; it ended without an outcome"
 
 
+def test_deidentify_is_refused_on_slurm_before_any_job_exists(services, tmp_path):
+    """Its key (deid_secret) never goes to a node: options.executor slurm is a 409 saying what to do."""
+    from radcloud.core.errors import Conflict
+
+    series = _stage_ct(services.store, tmp_path, count=1)
+    before = set(services.jobs.open_jobs(1000))
+    with pytest.raises(Conflict) as err:
+        services.dispatcher().dispatch({"plugin": "deidentify", "inputs": {"series": [series]},
+                                        "options": {"force": True, "executor": "slurm"}}, "alice")
+    assert err.value.status == 409 and "cannot run on Slurm" in err.value.message
+    assert "options.deidentify: true" in err.value.message
+    assert set(services.jobs.open_jobs(1000)) == before
+
+
 def test_a_shard_past_its_slurm_time_limit_fails_with_timeout_and_what_to_do(services, past_its_time_limit):
     """Slurm's own TIMEOUT (the job killed by slurmctld, its runner never reporting) reaches the shard
     through reconcile with the limit and what to do. Near the module's end: see past_its_time_limit."""

@@ -191,6 +191,24 @@ def test_options_executor_overrides_per_job_and_the_deployment_sets_the_default(
         route(LIGHT, requested="k8s", default="action", cluster=True)
 
 
+DEID = {"name": "deidentify", "max_memory_limit": "256Mi",
+        "radcloud": {"timeout_s": 300, "deid": {"secret_param": "secretEnv", "map_param": "mapDir"}}}
+
+
+def test_a_de_identifier_stays_on_actions_where_its_secret_is():
+    for default in ("action", "slurm"):
+        chosen = route(DEID, requested=None, default=default, cluster=True)
+        assert (chosen.executor, chosen.why) == ("action", "de-identification stays hospital side (it needs deid_secret)")
+    assert route(DEID, requested="action", default="slurm", cluster=True).executor == "action"
+    with pytest.raises(Conflict) as err:
+        route(DEID, requested="slurm", default="action", cluster=True)
+    assert err.value.status == 409 and err.value.field == "executor"
+    assert "deid_secret, which never leaves the hospital side" in err.value.message
+    assert "options.deidentify: true" in err.value.message  # what to do instead
+    with pytest.raises(Conflict, match="runs only as an OpenWhisk action"):
+        route({**DEID, "min_memory_limit": "2Gi"}, requested=None, default="action", cluster=True)
+
+
 def test_more_than_the_partition_has_is_a_400_naming_the_limit():
     limits = Limits(partition="radcloud", cpus=2, memory_mb=2048, max_time_min=60)
     with pytest.raises(BadRequest) as err:

@@ -137,5 +137,21 @@ await step("pipeline-job-page", async () => {
   };
 });
 
+await step("retry-pipeline", async () => {
+  // A failed pipeline (seeded: step 1 failed) retried from its page: the failed step runs again.
+  await page.goto(`${UI}/jobs?job=${env.RC_BROKEN}`);
+  await page.waitForSelector("#job-detail button.retry", { timeout: 15000 });
+  const states = () => page.$$eval("#job-detail table tbody tr td:nth-child(2) [data-state]", (ss) => ss.map((s) => s.dataset.state));
+  const before = await states();
+  const button = (await page.textContent("#job-detail button.retry")).trim();
+  await Promise.all([
+    page.waitForResponse((r) => /\/status\/.*\/retry/.test(r.url()) && r.status() === 200, { timeout: 30000 }),
+    page.click("#job-detail button.retry")]);
+  const toast = await page.textContent("#toast");
+  await page.waitForSelector('#job-state[data-state="succeeded"], #job-state[data-state="failed"]', { timeout: 180000 });
+  return { button, before, toast, state: await page.getAttribute("#job-state", "data-state"), after: await states(),
+           step_links: await page.$$eval("#job-detail a.step-job", (as) => as.map((a) => a.getAttribute("href"))) };
+});
+
 emit({ step: "summary", external_requests: external, page_errors: pageErrors });
 await browser.close();

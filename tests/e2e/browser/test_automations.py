@@ -64,8 +64,17 @@ def seeded(stack, site):
                "series": []}
     expect(stack.redis, waiting, time.time())   # fired, not taken by a route run yet
     new = f"ui-made-{secrets.token_hex(3)}"
+    retrieve = _staged_pull(site, stack)
+    # A pipeline whose step 1 failed (as a plugin crash leaves it): retried from the Jobs page, the
+    # deployed status action reruns that step on the same staged study (dcm2png really runs).
+    broken = Pipelines(jobs, None).start(validate_steps([{"plugin": "deidentify"},
+                                                         {"plugin": "dcm2png", "params": {"thumbnailSize": 0}}],
+                                                        registry), {"retrieve": retrieve}, site.admin, name=name)
+    jobs.shard_finished(broken, "s00", state="failed", reason="step 1 (deidentify): exit 137: killed")
+    Pipelines(jobs, None).advance(broken)   # step 2 not run; the pipeline ends failed
+    assert jobs.get(broken)["state"] == "failed"
     yield {"rule": name, "pipeline": pid, "rules": rules, "admin": site.admin, "pending": waiting["study_uid"], "new": new,
-           "retrieve": _staged_pull(site, stack)}
+           "retrieve": retrieve, "broken": broken, "jobs": jobs}
     stack.redis.hdel(PENDING, waiting["arrival_id"])
     rules.delete(name)
     if new in {r["name"] for r in rules.list()}:
@@ -77,7 +86,7 @@ def page(site, seeded, run_browser):
     return run_browser("automations.e2e.mjs", {
         "RC_UI": site.ui, "RC_USER": site.user, "RC_PASSWORD": site.password, "RC_ADMIN": site.admin,
         "RC_ADMIN_PASSWORD": site.admin_password, "RC_RULE": seeded["rule"], "RC_PIPELINE": seeded["pipeline"],
-        "RC_PENDING": seeded["pending"], "RC_NEW_RULE": seeded["new"], "RC_RETRIEVE": seeded["retrieve"]},
+        "RC_PENDING": seeded["pending"], "RC_NEW_RULE": seeded["new"], "RC_RETRIEVE": seeded["retrieve"], "RC_BROKEN": seeded["broken"]},
         record="automations.json", timeout=300)
 
 
@@ -114,7 +123,7 @@ def test_the_runs_pipeline_opens_on_the_jobs_page_with_its_steps(page):
     record = page.ok("pipeline-job-page")
     assert record["parts"] == ["Step 1: lung-seg", "Step 2: dicom-tags"], record
     assert [h.endswith("jobs?job=j0000000000000000000000a") for h in record["step_links"]] == [True]
-    assert record["retry_buttons"] == 0   # a pipeline is retried step by step (status answers 409)
+    assert record["retry_buttons"] == 1   # a failed pipeline is retried from its failed step
 
 
 def test_pending_arrivals_show_attempts_next_try_and_why_in_plain_words(page, seeded):
@@ -157,3 +166,14 @@ def test_deleting_a_rule_from_the_page(page, seeded):
     record = page.ok("delete-rule")
     assert record["deleted"] == seeded["new"] and "deleted" in record["toast"]
     assert seeded["new"] not in {r["name"] for r in seeded["rules"].list()}
+
+
+def test_retry_on_the_jobs_page_reruns_a_failed_pipeline_from_its_failed_step(page, seeded):
+    """Deployed: status retry reopens the failed step and the one it stopped; dispatch, the plugin and
+    the finaliser carry the pipeline to the end on the same job."""
+    record = page.ok("retry-pipeline")
+    assert record["button"] == "Retry from the failed step" and "step that failed" in record["toast"]
+    assert record["before"] == ["failed", "cancelled"] and record["state"] == "succeeded", record
+    assert record["after"] == ["succeeded", "succeeded"] and len(record["step_links"]) == 2
+    job = seeded["jobs"].get(seeded["broken"])
+    assert job["state"] == "succeeded" and [s.get("attempt", 1) for s in job["shards"]] == [2, 2], job
