@@ -34,6 +34,18 @@ def main(args):
     return {"modules": seen, "plugins": sorted(os.listdir(os.environ["RADCLOUD_PLUGINS_DIR"]))}
 """
 
+# What a plugin's own process sees: the shard runner starts it with registry.python_argv
+# and the sandbox's environment (radcloud.run.sandbox.run), as it runs a real plugin.
+PLUGIN_PROCESS = """import tempfile
+from radcloud.run import registry, sandbox
+def main(args):
+    argv = [*registry.python_argv(), "-c", "import radcloud.run.ctslices, radcloud.ops"]
+    with tempfile.TemporaryDirectory() as scratch:
+        result = sandbox.run(argv, cwd=scratch, env={}, limits=sandbox.Limits(timeout_s=60), read_only=[],
+                             writable=[scratch])
+    return {"exit_code": result.exit_code, "tail": result.tail[-400:]}
+"""
+
 USES_OPS = """from radcloud.ops import deploy
 def main(args):
     return {"manifest": str(deploy.MANIFEST)}
@@ -49,7 +61,7 @@ def whisk(tmp_path_factory):
     path.write_text(json.dumps(images))
     with Server(tmp / "state", extra_args=["--images-file", str(path), "--prewarm", "0"]) as server:
         for name, image, code in (("probe", RUNTIME, PROBE), ("plugin-probe", PLUGIN, PROBE),
-                                  ("uses-ops", RUNTIME, USES_OPS)):
+                                  ("uses-ops", RUNTIME, USES_OPS), ("plugin-process", PLUGIN, PLUGIN_PROCESS)):
             body = {"exec": {"kind": "blackbox", "image": image, "code": code}}
             status, resp = server.client.request("PUT", f"/api/v1/namespaces/_/actions/{name}", body)
             assert status == 200, resp
@@ -81,3 +93,9 @@ def test_a_plugin_image_holds_its_own_plugin_only(whisk):
     assert result["plugins"] == ["dcm2png"]
     assert result["modules"]["radcloud.run.shard"] == "imported"
     assert result["modules"]["radcloud.ops"].startswith("ModuleNotFoundError")
+
+
+def test_a_plugins_own_process_imports_from_the_image_too(whisk):
+    status, result = whisk.invoke("plugin-process")
+    assert status == 200, result
+    assert result["exit_code"] == 1 and "No module named 'radcloud.ops'" in result["tail"], result
