@@ -13,13 +13,15 @@ only: a rule runs plugins on every study that arrives. Every change and
 every start is audited.
 """
 
+import time
+
 from radcloud.access import audit, auth
 from radcloud.api.action import run
 from radcloud.core.errors import BadRequest
 from radcloud.run.registry import Registry
 from radcloud.api import parse
 from radcloud.api.models import DispatchInputs
-from radcloud.arrivals.rules import RuleStore, run_by_hand, with_pipeline_state
+from radcloud.arrivals.rules import RuleStore, pending_view, run_by_hand, with_pipeline_state
 from radcloud.work.jobservices import JobServices, store_errors
 
 
@@ -47,9 +49,7 @@ def _handle(request, settings, principal, store, jobs, services):
 
         jobs = jobs or JobStore(jobs_redis(settings))
         return {"rules": store.list(), "runs": with_pipeline_state(store.runs(), jobs),
-                "pending": [{"arrival_id": e["arrival"]["arrival_id"], "study_uid": e["arrival"].get("study_uid", ""),
-                             "attempts": e["attempts"], "next_at": e["next_at"], "reason": e.get("reason", "")}
-                            for e in store.pending()]}
+                "pending": pending_view(store.pending(), time.time())}
     if "rule" in params:
         result = {"saved": store.save(params["rule"])}
     elif "delete" in params:

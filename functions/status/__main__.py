@@ -10,7 +10,8 @@ for direct invocation:
   ask again
 * ``GET /{job}/events``          event history (``after`` = stream id)       op=events
 * ``POST /{job}/cancel``, ``DELETE /{job}``                                  op=cancel
-* ``POST /{job}/retry``          rerun failed shards only                   op=retry
+* ``POST /{job}/retry``          rerun failed shards only (a pipeline: from   op=retry
+  the step that failed, the steps that succeeded kept)
 
 Reads never write: GET answers the job as it is. Units their executor lost
 are failed with the reason by reconciliation — on the write side (cancel and
@@ -22,7 +23,7 @@ from radcloud.work import jobview, jobwatch
 from radcloud.api import parse
 from radcloud.api.models import StatusEvents, StatusList, StatusWatch
 from radcloud.api.action import run
-from radcloud.core.errors import BadRequest, Conflict
+from radcloud.core.errors import BadRequest
 from radcloud.work.jobservices import JobServices, store_errors
 from radcloud.work import pipelines, reconcile
 
@@ -82,9 +83,9 @@ def _handle(request, settings, principal, services):
                 services.finaliser(child)
         return jobview.public(jobs.get(job_id))
     if op == "retry":
-        if job.get("kind") == pipelines.KIND:
-            raise Conflict(f"job {job_id} is a pipeline: retry the job of the step that failed "
-                           "(its id is in the step), or start the pipeline again", field="job")
+        if job.get("kind") == pipelines.KIND:  # from the step that failed; the steps that succeeded are kept
+            steps = services.pipelines().retry(job_id)
+            return jobview.public(jobs.get(job_id)) | {"retried": steps}
         from radcloud.work.dispatch import shard_deadline_s
 
         shard_ids = jobs.reopen_failed(job_id, shard_deadline_s(job, settings.shard_timeout_s))

@@ -27,6 +27,7 @@ a message naming the step and the field, so nothing fails later at 3 a.m.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import re
 import time
@@ -204,7 +205,7 @@ class RuleStore:
 
     def pending(self) -> list[dict[str, Any]]:
         """The arrivals not routed yet, oldest first (the routing action's GET and :func:`redrive` read them)."""
-        return sorted((json.loads(v) for v in self.redis.hvals(PENDING)), key=lambda e: e.get("first_at", 0))
+        return pending_entries(self.redis)
 
     def record_run(self, run: dict[str, Any]) -> None:
         pipe = self.redis.pipeline()
@@ -214,6 +215,17 @@ class RuleStore:
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         return [json.loads(r) for r in self.redis.lrange(RUNS, 0, max(0, limit - 1))]
+
+
+def pipeline_id(arrival_id: str, rule: str) -> str:
+    """The id of the pipeline rule ``rule`` starts for an arrival, known before it is started.
+
+    A route run that dies between starting the pipeline and recording it (:meth:`RuleStore.rule_started`)
+    leaves no record of it; the next attempt starts the pipeline under the same id and finds it
+    (:meth:`radcloud.work.pipelines.Pipelines.start`) instead of starting a second. The lease on the
+    arrival keeps two attempts from running at once.
+    """
+    return "p" + hashlib.sha256(f"radcloud-pipeline|{arrival_id}|{rule}".encode()).hexdigest()[:31]
 
 
 def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pipelines: Any, *,
@@ -251,7 +263,7 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pi
             staged = _staged(entry, rule["name"], series, invoker, package)
             entry.setdefault("staged", {})[rule["name"]] = staged  # kept should the pipeline's start be refused
             pipeline = pipelines.start(rule["pipeline"], {"retrieve": staged["retrieve_id"]}, owner,
-                                       name=rule["name"])
+                                       name=rule["name"], job_id=pipeline_id(arrival_id, rule["name"]))
             store.rule_started(arrival_id, rule["name"], pipeline)
             run.update(state="started", retrieve_id=staged["retrieve_id"], pipeline=pipeline)
         except TRANSIENT as exc:
@@ -268,6 +280,11 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pi
     else:
         store.finish(arrival_id)
     return {"arrival_id": arrival_id, "duplicate": False, "runs": runs, "pending": retry}
+
+
+def pending_entries(redis: Any) -> list[dict[str, Any]]:
+    """The arrivals not routed yet, oldest first: ``{arrival, attempts, first_at, next_at, reason}``."""
+    return sorted((json.loads(v) for v in redis.hvals(PENDING)), key=lambda e: e.get("first_at", 0))
 
 
 def expect(redis: Any, arrival: Mapping[str, Any], now: float) -> None:
@@ -308,6 +325,29 @@ def redrive(store: RuleStore, invoker: Any, pipelines: Any, *, owner: str = "ser
                                clock=clock)
         count += not answer["duplicate"]
     return count
+
+
+def pending_view(entries: list[Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
+    """The pending arrivals as the routing GET, ``radcloud routes runs`` and the Automations page show
+    them: ids, attempts, when due, the last reason, and ``summary``, the same in plain words."""
+    out = []
+    for e in entries:
+        attempts, due_in = int(e.get("attempts") or 0), float(e.get("next_at") or 0) - now
+        when = f"in {_duration(due_in)}" if due_in > 0.5 else "now (a route run or reconcile takes it)"
+        if attempts == 0:
+            summary = f"not routed yet: fired, no route run has taken it; routed again {when} if none does"
+        else:
+            summary = (f"waiting: {attempts} attempt(s) of {MAX_ATTEMPTS} refused (busy or a service down); "
+                       f"tried again {when}")
+        out.append({"arrival_id": e["arrival"]["arrival_id"], "study_uid": e["arrival"].get("study_uid", ""),
+                    "attempts": attempts, "next_at": e.get("next_at"), "due_in_s": round(max(0.0, due_in), 1),
+                    "reason": e.get("reason", ""), "summary": summary})
+    return out
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 def run_by_hand(store: RuleStore, pipelines: Any, name: str, inputs: Mapping[str, Any], owner: str, *,

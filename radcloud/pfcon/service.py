@@ -238,18 +238,13 @@ class PfconService:
             return P.compute(job.jid, image=job.image, cmd=job.cmd(), status="notStarted",
                              message="being submitted by another request")
         try:
-            dispatcher = self.dispatcher()
-            # Dispatch has no per-job environment: CUBE's CHRIS_* variables ride
-            # along in each shard payload instead (ShardSpec.env; the shard sets them).
-            env = chris_env(job.env_dict())
-            dispatcher.executor = _WithEnv(dispatcher.executor, env)
-            if dispatcher.executors is not None:  # a shard routed elsewhere (Slurm) gets them too
-                named = dispatcher.executors
-                dispatcher.executors = lambda name: _WithEnv(e, env) if (e := named(name)) is not None else None
-            answer = dispatcher.dispatch({
+            # CUBE's CHRIS_* variables are kept with the job (its options.env) and ride in every
+            # shard payload built from it (ShardSpec.env; the shard sets them): a retried shard,
+            # one resubmitted by reconcile or one on Slurm gets them as the first submit did.
+            answer = self.dispatcher().dispatch({
                 "plugin": name, "params": params, "inputs": {"prefixes": [staging_prefix(job.jid)]},
                 # fs plugins have no inputs to key a cache entry on: always run them.
-                "options": {"force": plugin.type == "fs"}}, owner=owner)
+                "options": {"force": plugin.type == "fs"}}, owner=owner, env=chris_env(job.env_dict()))
             record = {"job_id": answer["job_id"], "image": job.image, "cmd": job.cmd(), "plugin": name,
                       "output_dir": job.output_dir, "env": sorted(job.env_dict())}
             self.records.put(job.jid, "plugin", record)
@@ -417,23 +412,6 @@ def chris_env(env: Mapping[str, str]) -> dict[str, str]:
     """The CHRIS_* variables CUBE injects, minus its user token: shard payloads are
     kept in OpenWhisk's activation records, and plugins run without network anyway."""
     return {k: v for k, v in env.items() if k.startswith("CHRIS_") and k not in _SECRET_ENV}
-
-
-class _WithEnv:
-    """An executor that adds ``env`` to every shard payload it submits."""
-
-    def __init__(self, inner: Any, env: dict[str, str]) -> None:
-        self.inner, self.env = inner, env
-        self.name = inner.name
-
-    def submit(self, unit: Any) -> str:
-        import dataclasses
-
-        return self.inner.submit(dataclasses.replace(unit, payload={**unit.payload, "env": self.env})
-                                 if self.env else unit)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def _message(job: dict[str, Any]) -> str:

@@ -110,12 +110,16 @@ class Dispatcher:
         self.package, self.shard_timeout_s = package, shard_timeout_s
         self.finaliser = finaliser
 
-    def dispatch(self, request: Mapping[str, Any], owner: str, *, privileged: bool = False) -> dict[str, Any]:
+    def dispatch(self, request: Mapping[str, Any], owner: str, *, privileged: bool = False,
+                 env: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Validate, look up the cache, create and fan out. Returns ``{"job_id", ...}``.
 
         ``owner`` runs the job; unless ``privileged`` (admin, service,
         system) it may use only its own jobs' results as inputs
-        (:class:`radcloud.store.staged.InputAccess`).
+        (:class:`radcloud.store.staged.InputAccess`). ``env``: variables every
+        shard's plugin gets (pfcon: CUBE's ``CHRIS_*``), kept with the job so a
+        retried, resubmitted or next-stage shard gets them too; not part of the
+        HTTP request, and no secret (job records are readable by their owner).
         """
         name = request.get("plugin")
         if not isinstance(name, str) or not name:
@@ -164,6 +168,8 @@ class Dispatcher:
         key = cache_key(plugin.name, plugin.version, {"params": params, "deidentify": opts.deidentify},
                         md5s)
         options = dataclasses.asdict(opts) | {"stages": stages}
+        if env:
+            options["env"] = {str(k): str(v) for k, v in env.items()}
         shard_timeout_s = self.shard_timeout_s
         if route is not None:
             options |= {"executor": route.executor, "routed": route.why}
@@ -240,6 +246,8 @@ def shard_payload(job: Mapping[str, Any], shard: Mapping[str, Any], timeout_s: i
         "inputs": shard["inputs"], "input_prefix": shard.get("input_prefix", ""),
         "output_prefix": f"{prefix}{sid}/" if last else f"{prefix}_stages/{sid}/{stages[stage]}/",
         "limits": {"timeout_s": timeout_s},
+        # From the job, not the submit: a retried or resubmitted shard gets the same variables.
+        **({"env": dict(env)} if (env := (job.get("options") or {}).get("env")) else {}),
     }
 
 

@@ -403,11 +403,13 @@ class JobStore:
                 pass  # a last outcome moved it to finishing meanwhile: that shard finalises
         return finaliser
 
-    def reopen_failed(self, job_id: str, shard_timeout_s: float = 300.0) -> list[str]:
-        """Retry: failed shards go back to ``pending``; returns their ids."""
+    def reopen_failed(self, job_id: str, shard_timeout_s: float = 300.0, *, event: str = "retry") -> list[str]:
+        """Retry: the shards the SHARD ``event`` leaves go back to ``pending`` (``retry``: the failed
+        ones; ``rerun``: a pipeline's failed step and the steps it stopped); returns their ids."""
         jk, sk, ek = self._keys(job_id)
         res = self._retry_lua(keys=[jk, sk, ek], args=[self.clock(), EVENTS_MAXLEN,
-                                                       self.clock() + shard_timeout_s])
+                                                       self.clock() + shard_timeout_s,
+                                                       ",".join(SHARD.sources(event))])
         if res and res[0] == -1:
             raise Conflict(f"job {job_id} is {res[1]}; only failed or partial jobs can be retried",
                            field="job", state=res[1])

@@ -9,7 +9,7 @@ State names come from :mod:`radcloud.work.lifecycle` (``@SHARD_FINAL@`` and
 the like are filled in below), so the scripts cannot drift from its table.
 """
 
-from radcloud.work.lifecycle import JOB, JOB_FINAL, SHARD, SHARD_FINAL
+from radcloud.work.lifecycle import JOB, JOB_FINAL, SHARD_FINAL
 
 
 def _lua_set(states) -> str:
@@ -20,7 +20,6 @@ def _fill(script: str) -> str:
     return (script.replace("@SHARD_FINAL@", _lua_set(SHARD_FINAL))
             .replace("@JOB_FINAL@", _lua_set(JOB_FINAL))
             .replace("@JOB_RETRYABLE@", _lua_set(JOB.sources("retry")))
-            .replace("@SHARD_RETRYABLE@", _lua_set(SHARD.sources("retry")))
             .replace("@JOB_STARTABLE@", _lua_set(s for s in JOB.sources("start") if JOB.next(s, "start") != s))
             .replace("@JOB_DONE_FROM@", _lua_set(JOB.sources("all_done"))))
 
@@ -94,14 +93,16 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'type', ARGV[4], 'v', v
 return {v, cur}
 """
 
-# Reopen failed shards of a finished job for a retry (failed shards only).
-# KEYS: job, shards, events.  ARGV: now, maxlen, deadline.
+# Reopen the shards of a finished job for a retry: those in the states the shard event ARGV[4]
+# leaves (``retry``: failed shards; ``rerun``: a pipeline's failed and stopped steps).
+# KEYS: job, shards, events.  ARGV: now, maxlen, deadline, shard states to reopen (csv).
 # Returns the list of reopened shard ids, or {-1, state} when the job cannot be retried.
 RETRY_LUA = """
 local cur = redis.call('HGET', KEYS[1], 'state')
 local retryable = @JOB_RETRYABLE@
 if not cur or not retryable[cur] then return {-1, cur or 'missing'} end
-local reopen = @SHARD_RETRYABLE@
+local reopen = {}
+for s in string.gmatch(ARGV[4], '[^,]+') do reopen[s] = true end
 local ids = {}
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
@@ -111,6 +112,7 @@ for i = 1, #all, 2 do
     -- Lua's -0 reaches Redis as the string '-0', which HINCRBY refuses as
     -- "not an integer": a shard that failed before any progress broke retry.
     if lost ~= 0 then redis.call('HINCRBY', KEYS[1], 'instances_done', -lost) end
+    redis.call('HINCRBY', KEYS[1], 'shards_' .. shard.state, -1)
     shard.state = 'pending'; shard.attempt = (shard.attempt or 1) + 1
     shard.instances_done = 0; shard.reason = cjson.null; shard.exit_code = cjson.null
     shard.activation_id = cjson.null; shard.deadline = tonumber(ARGV[3])
@@ -120,8 +122,8 @@ for i = 1, #all, 2 do
   end
 end
 local n = #ids
+if n == 0 then return {} end  -- nothing to rerun: the job stays as it is
 redis.call('HINCRBY', KEYS[1], 'shards_done', -n)
-redis.call('HINCRBY', KEYS[1], 'shards_failed', -n)
 redis.call('HSET', KEYS[1], 'state', 'staging', 'reason', '', 'finished_at', '')
 redis.call('PERSIST', KEYS[1]); redis.call('PERSIST', KEYS[2]); redis.call('PERSIST', KEYS[3])
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)

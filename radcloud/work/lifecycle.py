@@ -89,7 +89,9 @@ class Machine:
         return state in self.final
 
 
-_REOPENING = {"retry"}  # the one event that leaves a final state: rerun what failed
+# The events that leave a final state: retry (a job's failed units run again) and rerun (a
+# pipeline's failed step and the steps after it run again, on the same job's retry).
+_REOPENING = {"retry", "rerun"}
 
 
 def _table(rows: Iterable[tuple[Iterable[str], str, str | None]]) -> dict[tuple[str, str], str]:
@@ -125,7 +127,7 @@ COMPLETE_EVENT = {SUCCEEDED: "succeed", FAILED: "fail", PARTIAL: "part", CANCELL
 SHARD = Machine(
     "shard", SHARD_STATES, SHARD_FINAL,
     events=("busy", "invoked", "started", "progress", "log", "succeed", "fail", "cancel", "stage", "handle",
-            "retry"),
+            "retry", "rerun"),
     table=_table([
         (("pending",), "busy", None),                      # the executor could not take it now
         (("pending",), "invoked", "invoked"),              # the executor took it (a handle)
@@ -139,6 +141,9 @@ SHARD = Machine(
         # A fast unit reported before submit returned: record the handle only.
         (("running", SUCCEEDED, FAILED, CANCELLED), "handle", None),
         ((FAILED,), "retry", "pending"),
+        # A pipeline retried (radcloud.work.pipelines.Pipelines.retry): the step that failed and the
+        # steps it stopped ("not run", cancelled) run again; the steps that succeeded are kept.
+        ((FAILED, CANCELLED), "rerun", "pending"),
     ]))
 
 # The shard event for each final shard state.

@@ -27,6 +27,11 @@ another job::
    pipeline: the steps after it are cancelled with a reason naming the step,
    and the pipeline ends ``failed`` with "step 2 (lung-seg) failed: …"
    (:func:`radcloud.work.lifecycle.job_outcome`).
+5. :meth:`Pipelines.retry` (``status retry`` on the pipeline) runs a failed
+   pipeline again from that step: the failed and stopped steps go back to
+   ``pending`` (the lifecycle's ``rerun``), the steps that succeeded keep
+   their jobs, and step 1 above submits the failed step on the outputs of the
+   last one that succeeded.
 
 Exactly once: a step is claimed ``pending -> invoked`` in one Lua script
 before its dispatch is invoked, so two callers (a finaliser and reconcile,
@@ -132,10 +137,21 @@ class Pipelines:
 
     # -- start ---------------------------------------------------------------------
     def start(self, steps: Sequence[Mapping[str, Any]], inputs: Mapping[str, Any], owner: str, *,
-              name: str = "", extra: Mapping[str, Any] | None = None) -> str:
+              name: str = "", extra: Mapping[str, Any] | None = None, job_id: str | None = None) -> str:
         """Create a pipeline over ``inputs`` (a dispatch ``inputs``) and submit its first step;
-        ``steps`` are already validated (:func:`validate_steps`). Returns its id."""
-        job_id = new_job_id()
+        ``steps`` are already validated (:func:`validate_steps`). Returns its id.
+
+        ``job_id``: the id to create it under, chosen by the caller before it starts anything
+        (the router's :func:`radcloud.arrivals.rules.pipeline_id`). When a pipeline with that id
+        exists already — a caller that died after starting it and before recording that it had —
+        it is the one: nothing is created, and it is only advanced (idempotent), so a retry of
+        that caller never starts a second pipeline.
+        """
+        if job_id is not None and self.jobs.r.exists(self.jobs.key(job_id)):
+            log.info("pipeline %s exists: reused, not started twice", job_id)
+            self.advance(job_id)
+            return job_id
+        job_id = job_id or new_job_id()
         spec = JobSpec(plugin="pipeline", plugin_version="", owner=owner, params={"name": name},
                        shards=[ShardSpec(id=step_id(i)) for i in range(len(steps))],
                        options={"steps": [dict(s) for s in steps], "inputs": dict(inputs), "name": name})
@@ -143,6 +159,26 @@ class Pipelines:
                          extra={"kind": KIND, **(extra or {})})
         self.advance(job_id)
         return job_id
+
+    def retry(self, pipeline_id: str) -> list[str]:
+        """Run a failed pipeline again from the step that failed: that step and the steps it stopped
+        go back to ``pending`` (SHARD ``rerun``), the pipeline to ``staging`` (JOB ``retry``), in one
+        Lua script; the steps that succeeded are kept with their jobs, and the failed step's next
+        run starts on the outputs of the last one that succeeded. Returns the reopened step ids.
+
+        Raises:
+            Conflict: the pipeline is not failed (e.g. cancelled, still running), naming its state.
+        """
+        job = self.jobs.get(pipeline_id)
+        if job.get("kind") != KIND:
+            raise BadRequest(f"job {pipeline_id} is not a pipeline", field="job")
+        if not JOB.allows(job["state"], "retry"):
+            raise Conflict(f"pipeline {pipeline_id} is {job['state']}; only a failed pipeline can be retried "
+                           "(start a cancelled one again with radcloud routes run)", field="job", state=job["state"])
+        reopened = sorted(self.jobs.reopen_failed(pipeline_id, STEP_DEADLINE_S, event="rerun"))  # step order
+        log.info("pipeline %s retried from %s", pipeline_id, reopened[0] if reopened else "-")
+        self.advance(pipeline_id)
+        return reopened
 
     # -- the step's dispatch reports -------------------------------------------------
     def dispatched(self, pipeline_id: str, sid: str, answer: Mapping[str, Any]) -> bool:
@@ -242,9 +278,13 @@ class Pipelines:
             return
         if not claimed:
             try:  # the claim: pending -> invoked, once (one Lua script)
+                # A step run again (retry) starts clean: nothing of its earlier attempt's dispatch or job.
                 self.jobs.update_shard(pipeline_id, sid, {"state": "invoked", "executor": DISPATCH,
                                                           "claimed_at": self.jobs.clock(), "inputs": [],
-                                                          "deadline": self.jobs.clock() + STEP_DEADLINE_S},
+                                                          "deadline": self.jobs.clock() + STEP_DEADLINE_S,
+                                                          "dispatch_activation": None, "busy_at": None,
+                                                          "result_job": None, "job_state": None,
+                                                          "cached": False},
                                        allowed=SHARD.sources("invoked"), event="invoked",
                                        data={"step": step_label(job, sid)})
             except Conflict:

@@ -88,7 +88,8 @@ def lost_reason(handle: str, status: UnitStatus | None, executor: str) -> str:
     if status is None:
         return f"the {executor} executor no longer knows unit {handle}; it ended without an outcome"
     if status.phase == "ended":
-        return f"{status.reason or f'unit {handle} ended'} without an outcome"
+        advice = f"; {status.advice}" if status.advice else ""
+        return f"{status.reason or f'unit {handle} ended'} without an outcome{advice}"
     return ""
 
 

@@ -9,7 +9,12 @@ The rules (docs/architecture.md, "Executors"):
   configured (``slurm_url``); with none, dispatch refuses it (409) naming
   what the plugin needs and what an action has;
 * every other plugin runs on the deployment's default (the ``executor``
-  setting, ``RADCLOUD_EXECUTOR``, default ``action``).
+  setting, ``RADCLOUD_EXECUTOR``, default ``action``);
+* a **de-identifier** (a descriptor declaring ``radcloud.deid``) always runs
+  hospital side, as an action: it needs ``deid_secret``, which never leaves
+  the hospital (docs/security.md, "De-identification stays hospital side").
+  ``options.executor: slurm`` for it is refused (409) naming what to do
+  instead; a Slurm default leaves it on actions.
 
 A plugin routed to Slurm asks for its descriptor's resources
 (:func:`unit_resources`): memory ``max_memory_limit`` (else the minimum),
@@ -63,6 +68,20 @@ def route(descriptor: Mapping[str, Any], *, requested: str | None, default: str,
     resources = unit_resources(descriptor, default_timeout_s)
     if requested not in (None, "", *EXECUTORS):
         raise BadRequest(f"options.executor {requested!r} is not one of {', '.join(EXECUTORS)}", field="executor")
+    if is_deidentifier(descriptor):
+        if requested == "slurm":
+            raise Conflict(f"plugin {name} de-identifies with the deployment's deid_secret, which never leaves the "
+                           "hospital side, so it cannot run on Slurm: drop options.executor (it runs as an "
+                           "action), or to run a heavy plugin on de-identified data on Slurm dispatch that plugin "
+                           "with options.deidentify: true (the de-identification stage runs as an action first)",
+                           field="executor", plugin=name)
+        if problems:
+            raise Conflict("; ".join(problems) + f". Plugin {name} de-identifies, so it runs only as an OpenWhisk "
+                           "action (deid_secret never leaves the hospital side): lower its declared needs",
+                           field="plugin", plugin=name)
+        return Route("action", Resources(memory_mb=action_limits(descriptor).memory_mb,
+                                         timeout_s=resources.timeout_s),
+                     "de-identification stays hospital side (it needs deid_secret)")
     if requested == "slurm" or (not requested and problems and cluster):
         if not cluster:
             raise Conflict("options.executor is 'slurm' but no Slurm cluster is configured here "
@@ -83,6 +102,12 @@ def route(descriptor: Mapping[str, Any], *, requested: str | None, default: str,
         return Route("slurm", resources, why)
     return Route(executor, Resources(memory_mb=action_limits(descriptor).memory_mb, timeout_s=resources.timeout_s),
                  why)
+
+
+def is_deidentifier(descriptor: Mapping[str, Any]) -> bool:
+    """The plugin declares ``radcloud.deid``: the shard runner hands it ``deid_secret``."""
+    ext = descriptor.get("radcloud")
+    return isinstance(ext, Mapping) and isinstance(ext.get("deid"), Mapping)
 
 
 def check_partition(name: str, resources: Resources, limits: Any) -> None:

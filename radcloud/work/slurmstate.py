@@ -15,12 +15,15 @@ CONFIGURING, RUNNING           running    —          running on <node>
 COMPLETING                     running    —          ending on <node>
 COMPLETED                      ended      succeeded  Slurm job N completed
 FAILED                         ended      failed     Slurm job N failed with exit code X
-TIMEOUT                        ended      failed     Slurm job N ran past its time limit (T min): TIMEOUT
-OUT_OF_MEMORY                  ended      failed     Slurm job N ran out of memory (M MB): OUT_OF_MEMORY
+TIMEOUT                        ended      failed     Slurm job N ran past its time limit (T min): TIMEOUT ¹
+OUT_OF_MEMORY                  ended      failed     Slurm job N ran out of memory (M MB): OUT_OF_MEMORY ¹
 NODE_FAIL                      ended      failed     Slurm job N lost its node <node>: NODE_FAIL
 CANCELLED                      ended      cancelled  Slurm job N was cancelled
 BOOT_FAIL, DEADLINE, PREEMPTED ended      failed     Slurm job N ended <STATE>
 =============================  =========  =========  ==================================================
+
+¹ with advice (:attr:`UnitStatus.advice`): what the plugin's descriptor should
+ask for instead (:data:`TIME_ADVICE`, :data:`MEMORY_ADVICE`).
 
 The outcome is used only when the shard runner inside the job never
 reported one (it was killed: timeout, memory, node failure): reconcile then
@@ -45,6 +48,11 @@ _PENDING_WORDS = {"Resources": "waiting for resources", "Priority": "waiting for
                   "JobHeldAdmin": "held by an administrator", "ReqNodeNotAvail": "its node is not available",
                   "NodeDown": "its node is down", "PartitionDown": "the partition is down",
                   "PartitionInactive": "the partition is inactive"}
+
+TIME_ADVICE = ("give the plugin more time (radcloud.timeout_s in its descriptor; Slurm's limit is that plus "
+               "a minute for the upload, within the partition's MaxTime) or split its input, then run it again")
+MEMORY_ADVICE = ("give the plugin more memory (max_memory_limit in its descriptor, within what the partition's "
+                 "nodes have), then run it again")
 
 
 def exit_code(raw: Any) -> int | None:
@@ -97,11 +105,13 @@ def status_of(job: Mapping[str, Any]) -> UnitStatus:
     if state == "TIMEOUT":
         limit = job.get("time_limit")
         within = f" ({limit} min)" if isinstance(limit, int) else ""
-        return UnitStatus("ended", "failed", f"Slurm job {jid} ran past its time limit{within}: TIMEOUT", detail)
+        return UnitStatus("ended", "failed", f"Slurm job {jid} ran past its time limit{within}: TIMEOUT", detail,
+                          advice=TIME_ADVICE)
     if state == "OUT_OF_MEMORY":
         mem = job.get("memory_per_node")
         limit = f" ({mem} MB)" if isinstance(mem, int) and mem > 0 else ""
-        return UnitStatus("ended", "failed", f"Slurm job {jid} ran out of memory{limit}: OUT_OF_MEMORY", detail)
+        return UnitStatus("ended", "failed", f"Slurm job {jid} ran out of memory{limit}: OUT_OF_MEMORY", detail,
+                          advice=MEMORY_ADVICE)
     if state == "NODE_FAIL":
         return UnitStatus("ended", "failed", f"Slurm job {jid} lost its node {node or '?'}: NODE_FAIL", detail)
     return UnitStatus("ended", "failed", f"Slurm job {jid} ended {state}", detail)

@@ -124,13 +124,6 @@ def test_a_token_slurm_did_not_sign_is_refused_with_what_to_do(slurm):
         SlurmClient(slurm.slurm_url, "root", mint_token(key, lifespan_s=60, now=time.time() - 3600))
 
 
-def test_slurmctld_restart_keeps_the_queue(stack, slurm, client):
-    job_id = client.submit("#!/bin/sh\nsleep 3\n", name="radcloud-test-restart", memory_mb=64, time_limit_min=1)
-    wait_state(client, job_id, {"RUNNING"})
-    stack.restart("slurmctld")  # its state is in <state dir>/slurm/ctld: the running job is recovered
-    assert wait_state(client, job_id, ENDED)["job_state"] == "COMPLETED"
-
-
 def test_stack_down_stops_the_cluster_and_its_jobs(tmp_path_factory):
     """A second, slurm-only stack: `down` with a job running leaves no daemon and no job process."""
     stk = Stack(tmp_path_factory.mktemp("slurm-only"), Ports.ephemeral(), timeout_s=30)
@@ -198,6 +191,36 @@ def services(slurm):
         slurm.settings(), token_secret=Secret("t" * 40), slurm_report_url="http://127.0.0.1:9/not-reached"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def past_its_time_limit(stack, slurm, services, tmp_path_factory):
+    """A shard whose Slurm job is already past its time limit, started before this module's other tests.
+
+    Its runner is held (``sleep``, as a runner stuck in an upload would be) so
+    only Slurm can end it, and once RUNNING ``scontrol update TimeLimit=0``
+    puts its end at its start. slurmctld tests time limits every 30 s
+    (PERIODIC_TIMEOUT, compiled in) and Slurm's limits are whole minutes, so
+    the TIMEOUT comes within ~30 s of the update however the cluster is
+    configured: started first, that wait overlaps the module's other tests and
+    :func:`test_a_shard_past_its_slurm_time_limit_fails_with_timeout_and_what_to_do`
+    (placed before the slurmctld restart, which starts that 30 s cycle again)
+    waits only what is left of it. Yields ``(job_id, slurm job id, when updated)``.
+    """
+    from radcloud.ops.stack.slurm import scontrol
+    from radcloud.work.jobservices import JobServices
+
+    held = JobServices.from_settings(dataclasses.replace(services.settings, slurm_runner="sleep 600"))
+    series = _stage_ct(held.store, tmp_path_factory.mktemp("timeout"), count=1)
+    answer = held.dispatcher().dispatch({"plugin": "dicom-tags", "inputs": {"series": [series]},
+                                         "options": {"force": True, "executor": "slurm"}}, "alice")
+    job_id = answer["job_id"]
+    slurm_id = held.jobs.get(job_id)["shards"][0]["activation_id"]
+    client = SlurmClient.from_settings(slurm.settings())
+    wait_state(client, int(slurm_id), {"RUNNING"})
+    scontrol(stack.stack.state, "update", f"JobId={slurm_id}", "TimeLimit=0")
+    yield job_id, slurm_id, time.monotonic()
+    client.cancel(slurm_id)  # ended by then, unless the module stopped early
+
+
 def _settle(services, job_id: str, until, limit_s: float = 120.0) -> dict:
     """Reconcile the job (as the alarm-triggered sweep does) until ``until(job)``; bounded."""
     from radcloud.work import reconcile
@@ -224,3 +247,42 @@ def test_a_job_slurm_no_longer_knows_is_failed_with_a_reason(services, tmp_path)
     job = _settle(services, job_id, lambda j: j["state"] in ("failed", "partial", "succeeded"), limit_s=30)
     assert job["state"] == "failed"
     assert job["shards"][0]["reason"] == "the slurm executor no longer knows unit 987654; it ended without an outcome"
+
+
+def test_deidentify_is_refused_on_slurm_before_any_job_exists(services, tmp_path):
+    """Its key (deid_secret) never goes to a node: options.executor slurm is a 409 saying what to do."""
+    from radcloud.core.errors import Conflict
+
+    series = _stage_ct(services.store, tmp_path, count=1)
+    before = set(services.jobs.open_jobs(1000))
+    with pytest.raises(Conflict) as err:
+        services.dispatcher().dispatch({"plugin": "deidentify", "inputs": {"series": [series]},
+                                        "options": {"force": True, "executor": "slurm"}}, "alice")
+    assert err.value.status == 409 and "cannot run on Slurm" in err.value.message
+    assert "options.deidentify: true" in err.value.message
+    assert set(services.jobs.open_jobs(1000)) == before
+
+
+def test_a_shard_past_its_slurm_time_limit_fails_with_timeout_and_what_to_do(services, past_its_time_limit):
+    """Slurm's own TIMEOUT (the job killed by slurmctld, its runner never reporting) reaches the shard
+    through reconcile with the limit and what to do. Near the module's end: see past_its_time_limit."""
+    from radcloud.work.slurmstate import TIME_ADVICE
+
+    job_id, slurm_id, updated = past_its_time_limit
+    # 30 s between slurmctld's time-limit passes, +30 s if test_slurmctld_restart_keeps_the_queue restarted it.
+    job = _settle(services, job_id, lambda j: j["state"] in ("failed", "partial", "succeeded", "cancelled"),
+                  limit_s=max(5.0, 75.0 - (time.monotonic() - updated)))
+    assert job["state"] == "failed"
+    shard = job["shards"][0]
+    assert shard["executor"] == "slurm"
+    assert shard["reason"] == (f"Slurm job {slurm_id} ran past its time limit (0 min): TIMEOUT without an outcome; "
+                               f"{TIME_ADVICE}")
+    assert "radcloud.timeout_s" in shard["reason"]
+
+
+def test_slurmctld_restart_keeps_the_queue(stack, slurm, client):
+    """After the TIMEOUT test: a restart starts slurmctld's 30 s time-limit cycle again."""
+    job_id = client.submit("#!/bin/sh\nsleep 3\n", name="radcloud-test-restart", memory_mb=64, time_limit_min=1)
+    wait_state(client, job_id, {"RUNNING"})
+    stack.restart("slurmctld")  # its state is in <state dir>/slurm/ctld: the running job is recovered
+    assert wait_state(client, job_id, ENDED)["job_state"] == "COMPLETED"

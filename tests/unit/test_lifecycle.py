@@ -32,6 +32,7 @@ EXPECTED = {
         ("running", "stage"): "invoked",
         **{(s, "handle"): s for s in ("running", "succeeded", "failed", "cancelled")},
         ("failed", "retry"): "pending",
+        ("failed", "rerun"): "pending", ("cancelled", "rerun"): "pending",   # a pipeline's steps, on its retry
     },
     "series": {
         **{(s, "submitted"): s for s in ("queued", "moving", "staging")},
@@ -47,7 +48,7 @@ CASES = [(m, s, e) for m in L.MACHINES for s in m.states for e in m.events]
 
 def test_every_machine_is_covered():
     assert {m.name for m in L.MACHINES} == set(EXPECTED)
-    assert len(CASES) == 163
+    assert len(CASES) == 169
 
 
 @pytest.mark.parametrize("machine,state,event", CASES, ids=[f"{m.name}-{s}-{e}" for m, s, e in CASES])
@@ -67,7 +68,8 @@ def test_final_states_are_left_only_by_retry():
     for m in L.MACHINES:
         for (state, event), to in m.table.items():
             if m.is_final(state) and to != state:
-                assert event == "retry", (m.name, state, event)
+                assert event in ("retry", "rerun"), (m.name, state, event)
+    assert L.SHARD.sources("rerun") == ("failed", "cancelled") and L.SHARD.sources("retry") == ("failed",)
 
 
 def test_final_states_defined_once():

@@ -8,8 +8,8 @@ from redis_fakes import FakeRedis
 
 from radcloud.core.errors import BadRequest, NotFound, TooManyRequests, Unavailable, UpstreamError
 from radcloud.run.registry import Registry
-from radcloud.arrivals.rules import (CLAIM, LEASE_S, MAX_ATTEMPTS, RuleStore, matching_series, redrive, route,
-                                     route_arrival, validate)
+from radcloud.arrivals.rules import (CLAIM, LEASE_S, MAX_ATTEMPTS, RuleStore, matching_series, pipeline_id,
+                                     redrive, route, route_arrival, validate)
 
 ARRIVAL = {"study_uid": "1.2", "study_description": "CT THORAX", "calling_aet": "CT_SCANNER_3",
            "series": [{"orthanc_series": "a", "modality": "CT", "body_part": "CHEST", "series_description": "Lung 1mm"},
@@ -98,9 +98,9 @@ class FakePipelines:
     def __init__(self) -> None:
         self.started = []
 
-    def start(self, steps, inputs, owner, *, name=""):
+    def start(self, steps, inputs, owner, *, name="", job_id=None):
         self.started.append((steps, inputs, owner, name))
-        return f"p{len(self.started)}"
+        return job_id or f"p{len(self.started)}"
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_an_arrival_stages_the_matched_series_and_starts_the_rules_pipeline_once
     first = route_arrival(arrival, store, whisk, pipelines, owner="router", clock=lambda: 5.0)
     [run] = first["runs"]
     assert run["state"] == "started" and run["retrieve_id"] == "r1" and run["series"] == [""]
-    assert run["pipeline"] == "p1" and run["steps"] == ["deidentify", "lung-seg"]
+    assert run["pipeline"] == pipeline_id("f" * 32, "ct-chest") and run["steps"] == ["deidentify", "lung-seg"]
     [(retrieve, rparams, blocking)] = whisk.calls
     assert retrieve == "radcloud/retrieve" and rparams == {"orthanc_series": ["a"]} and blocking
     [(steps, inputs, owner, name)] = pipelines.started
@@ -201,7 +201,7 @@ def test_a_transient_refusal_leaves_the_arrival_pending_and_redrive_routes_it_on
     assert redrive(store, whisk, pipelines, clock=lambda: 102.0) == 1
     assert len(pipelines.started) == 1 and store.pending() == []
     [run] = store.runs()
-    assert run["state"] == "started" and run["pipeline"] == "p1"
+    assert run["state"] == "started" and run["pipeline"] == pipeline_id("d" * 32, "ct-chest")
     # The watcher's second fire of the same arrival, and any later re-drive, start nothing.
     assert route_arrival(arrival, store, whisk, pipelines)["duplicate"] is True
     assert redrive(store, whisk, pipelines, clock=lambda: 1e9) == 0 and len(pipelines.started) == 1
@@ -239,11 +239,11 @@ def test_a_redrive_starts_only_the_rules_not_started_yet(registry, redis):
     whisk, pipelines = FakeWhisk(), FakePipelines()
 
     class SecondBusy(FakePipelines):
-        def start(self, steps, inputs, owner, *, name=""):
+        def start(self, steps, inputs, owner, *, name="", job_id=None):
             if name == "ct-chest-2" and not hasattr(self, "refused"):
                 self.refused = True
                 raise TooManyRequests("OpenWhisk refused to invoke radcloud/dispatch")
-            return super().start(steps, inputs, owner, name=name)
+            return super().start(steps, inputs, owner, name=name, job_id=job_id)
 
     pipelines = SecondBusy()
     arrival = {**ARRIVAL, "arrival_id": "b" * 32}
@@ -314,3 +314,30 @@ def test_a_fire_that_never_reaches_the_route_action_is_routed_by_redrive_and_a_r
     route_arrival(refused, store, busy, pipelines, clock=lambda: 0.0)
     unexpect(store.redis, refused["arrival_id"])
     assert [e["attempts"] for e in store.pending()] == [1]
+
+
+def test_pending_view_says_attempts_next_try_and_why_in_plain_words(store):
+    """What ``radcloud routes runs`` and the Automations page show of the arrivals not routed yet."""
+    from radcloud.arrivals.rules import expect, pending_view
+
+    fired, busy = {**ARRIVAL, "arrival_id": "7" * 32}, {**ARRIVAL, "arrival_id": "8" * 32, "study_uid": "1.3"}
+    expect(store.redis, fired, 0.0)
+    store.save(CT_CHEST)
+    route_arrival(busy, store, BusyWhisk(1), FakePipelines(), clock=lambda: 1.0)
+    [f, b] = pending_view(store.pending(), now=10.0)
+    assert (f["arrival_id"], f["attempts"], f["due_in_s"]) == (fired["arrival_id"], 0, LEASE_S - 10.0)
+    assert f["summary"] == (f"not routed yet: fired, no route run has taken it; routed again in "
+                            f"{(LEASE_S - 10) // 60} min {(LEASE_S - 10) % 60:02d} s if none does")
+    assert b["study_uid"] == "1.3" and b["attempts"] == 1 and b["due_in_s"] == 0.0   # 2 s backoff: due at 3.0
+    assert b["summary"] == (f"waiting: 1 attempt(s) of {MAX_ATTEMPTS} refused (busy or a service down); "
+                            "tried again now (a route run or reconcile takes it)")
+    assert b["reason"].startswith("rule ct-chest:")
+    assert pending_view(store.pending(), now=2.0)[1]["summary"].endswith("tried again in 1 s")
+
+
+def test_the_pipeline_id_is_known_before_the_start_one_per_arrival_and_rule():
+    """The router starts a rule's pipeline under an id fixed by the arrival and the rule, so an attempt
+    after a crash finds the pipeline it started (tests/integration/local/test_pipelines.py)."""
+    a, b = "a" * 32, "b" * 32
+    assert pipeline_id(a, "ct") == pipeline_id(a, "ct") and len(pipeline_id(a, "ct")) == 32
+    assert len({pipeline_id(a, "ct"), pipeline_id(a, "mr"), pipeline_id(b, "ct")}) == 3

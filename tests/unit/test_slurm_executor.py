@@ -113,6 +113,9 @@ def test_slurm_states_map_onto_radcloud_s(job, phase, outcome, reason):
     status = status_of({"job_id": 7, **job})
     assert (status.phase, status.outcome, status.reason) == (phase, outcome, reason)
     assert status.detail["state"] == job["job_state"]
+    # What to do comes with the limits a plugin's descriptor sets, and only with them.
+    wanted = {"TIMEOUT": "radcloud.timeout_s", "OUT_OF_MEMORY": "max_memory_limit"}.get(job["job_state"])
+    assert (wanted in status.advice) if wanted else status.advice == ""
 
 
 def test_queue_reasons_are_words():
@@ -186,6 +189,24 @@ def test_options_executor_overrides_per_job_and_the_deployment_sets_the_default(
         route(LIGHT, requested="slurm", default="action", cluster=False)
     with pytest.raises(BadRequest, match="not one of action, slurm"):
         route(LIGHT, requested="k8s", default="action", cluster=True)
+
+
+DEID = {"name": "deidentify", "max_memory_limit": "256Mi",
+        "radcloud": {"timeout_s": 300, "deid": {"secret_param": "secretEnv", "map_param": "mapDir"}}}
+
+
+def test_a_de_identifier_stays_on_actions_where_its_secret_is():
+    for default in ("action", "slurm"):
+        chosen = route(DEID, requested=None, default=default, cluster=True)
+        assert (chosen.executor, chosen.why) == ("action", "de-identification stays hospital side (it needs deid_secret)")
+    assert route(DEID, requested="action", default="slurm", cluster=True).executor == "action"
+    with pytest.raises(Conflict) as err:
+        route(DEID, requested="slurm", default="action", cluster=True)
+    assert err.value.status == 409 and err.value.field == "executor"
+    assert "deid_secret, which never leaves the hospital side" in err.value.message
+    assert "options.deidentify: true" in err.value.message  # what to do instead
+    with pytest.raises(Conflict, match="runs only as an OpenWhisk action"):
+        route({**DEID, "min_memory_limit": "2Gi"}, requested=None, default="action", cluster=True)
 
 
 def test_more_than_the_partition_has_is_a_400_naming_the_limit():

@@ -148,7 +148,8 @@
       pacsNote(j),
       el("div", { class: "bar" },
         !final ? el("button", { type: "button", onclick: () => act("cancel") }, "Cancel") : "",
-        ["failed", "partial"].includes(j.state) && !j.steps ? el("button", { type: "button", onclick: () => act("retry") }, words.retryParts) : "",
+        ["failed", "partial"].includes(j.state) ? el("button", { type: "button", class: "retry", onclick: () => act("retry") },
+          j.steps ? words.retrySteps : words.retryParts) : "",
         ["succeeded", "partial"].includes(j.state) ? el("a", { class: "button primary", href: pageUrl("view", { job: j.id }), id: "view-results" }, "View results") : ""),
       el("div", { class: "table-wrap" }, el("table", { class: "data" },
         el("thead", {}, el("tr", {}, ["Part", "State", "Runs on", "Progress", "Time", "Why"].map((h) => el("th", { scope: "col" }, h)))),
@@ -173,7 +174,7 @@
     if (!job) return;
     try {
       await api(`status/${encodeURIComponent(job.id)}/${what}`, { method: "POST", body: {} });
-      toast(what === "cancel" ? "Cancel requested." : words.partsRestarted);
+      toast(what === "cancel" ? "Cancel requested." : job.steps ? words.stepsRestarted : words.partsRestarted);
       watch(job.id);
     } catch (err) { showError($("#jobs-error"), err); }
   }

@@ -27,6 +27,9 @@ window.RC_WORDS = {
   cached: "Earlier result reused",
   retryParts: "Retry the failed parts",
   partsRestarted: "The failed parts were started again.",
+  // A pipeline (an automation's steps) is retried from the step that failed; the steps before it are kept.
+  retrySteps: "Retry from the failed step",
+  stepsRestarted: "The pipeline starts again at the step that failed; the steps that finished are kept.",
   technicalLog: "Technical log",
   exitCode: "program exit code",
   details: "Technical details",

@@ -170,6 +170,20 @@ def status(
     out.print(table)
 
 
+def retry(job_id: str = typer.Argument(..., help="a failed or partial job, or a failed pipeline"),
+          api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Run a job's failed shards again; a pipeline restarts from the step that failed (the steps that
+    succeeded are kept). Refused (409) for a job that is not failed, naming its state."""
+    client = common.client(api, state)
+    job = common.guarded(lambda: client.call("status", method="POST", path=f"{job_id}/retry", body={}))
+    if as_json:
+        common.emit_json(job)
+        return
+    what = "step(s)" if job.get("steps") is not None else "shard(s)"
+    out.print(f"job {job_id}: {job.get('state')}; {what} started again: {', '.join(job.get('retried') or [])}; "
+              f"radcloud status {job_id} --watch follows it")
+
+
 def executor_label(shard: dict[str, Any]) -> str:
     """Which executor ran a shard and its id there: "slurm job 42", "action 3f2a…"."""
     name, handle = shard.get("executor") or "", str(shard.get("activation_id") or "")

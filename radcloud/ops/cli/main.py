@@ -29,6 +29,7 @@ app.command()(data.query)
 app.command()(data.pull)
 app.command()(jobs.run)
 app.command()(jobs.status)
+app.command()(jobs.retry)
 app.command()(jobs.results)
 
 

@@ -102,10 +102,11 @@ def run_(name: str, retrieve: Optional[str] = typer.Option(None, "--retrieve", h
 
 @app.command()
 def runs(api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION) -> None:
-    """What the router started lately: rule, study, its pipeline and each step's state now (or why not)."""
+    """What the router started lately: rule, study, its pipeline and each step's state now (or why not);
+    then the arrivals not routed yet, with their attempts, next try and last reason."""
     answer = common.guarded(lambda: common.client(api, state).call("routing"))
     if as_json:
-        common.emit_json(answer.get("runs") or [])
+        common.emit_json({"runs": answer.get("runs") or [], "pending": answer.get("pending") or []})
         return
     table = Table("at", "rule", "study", "pipeline", "state", "steps / reason", header_style="bold")
     for r in answer.get("runs") or []:
@@ -114,3 +115,16 @@ def runs(api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, 
                       r.get("pipeline_state") or r.get("state", ""),
                       "; ".join(x for x in (steps, r.get("pipeline_reason") or r.get("reason") or "") if x))
     out.print(table)
+    pending = answer.get("pending") or []
+    if not pending:
+        out.print("no arrival is waiting to be routed")
+        return
+    waiting = Table("arrival", "study", "attempts", "next try", "waiting because", header_style="bold",
+                    title=f"{len(pending)} arrival(s) not routed yet")
+    for p in pending:
+        due = float(p.get("due_in_s") or 0)
+        waiting.add_row(p["arrival_id"][:12], p.get("study_uid", ""), str(p.get("attempts", 0)),
+                        f"in {due:.0f} s" if due > 0.5 else "now", p.get("summary") or p.get("reason", ""))
+        if p.get("reason"):
+            waiting.add_row("", "", "", "", f"last reason: {p['reason']}")
+    out.print(waiting)

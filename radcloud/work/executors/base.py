@@ -71,13 +71,17 @@ class UnitStatus:
     ``outcome`` is the executor's view of how it ended and is used only when
     the unit itself never reported one; ``reason`` is for people ("queued:
     waiting for resources", "activation … ended (developer error)");
-    ``detail`` carries executor ids, exit codes, queue reasons.
+    ``detail`` carries executor ids, exit codes, queue reasons; ``advice``
+    says what to do about an ended unit ("give the plugin more time…"), kept
+    apart so the reason a unit failed with reads "<reason> without an outcome;
+    <advice>".
     """
 
     phase: str
     outcome: str | None = None
     reason: str = ""
     detail: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    advice: str = ""
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:

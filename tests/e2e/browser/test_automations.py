@@ -1,19 +1,47 @@
 """The Automations page in real headless Chromium: admins see the routing rules, switch one off
-and on from the page (the router reads it at once), and the recent runs with each pipeline
-step's state; a clinician gets neither the link nor the data. Seeds a rule and one run (a
-pipeline whose step 1 succeeded and step 2 failed) straight into Redis: no plugin runs here
-(tests/integration/test_retrieve_whisk.py runs the walk itself)."""
+and on from the page (the router reads it at once), the recent runs with each pipeline step's
+state and the arrivals waiting to be routed; they create a rule in the editor (the server's
+validation refuses a bad parameter first, naming the step), edit it, run it now on a pull and
+watch its steps end, and delete it; a clinician gets neither the link nor the data. Seeds a
+rule, one run (a pipeline whose step 1 succeeded and step 2 failed) and one pending arrival
+straight into Redis; the rule created on the page really runs (dcm2png on a staged study)."""
 
 from __future__ import annotations
 
 import secrets
+import time
 
 import pytest
 
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
+
+
+def _staged_pull(site, stack) -> str:
+    """A study of the seeded PACS pulled (staged) as the UI's user does: the retrieve id."""
+    import requests
+
+    def invoke(action, params):
+        status, body = site.whisk.invoke(f"radcloud/{action}", {**params, "_principal": {"name": site.user,
+                                                                                         "role": "clinician"}})
+        assert status == 200, (action, status, body)
+        return body
+
+    orthanc_id = requests.post(stack.orthanc_url + "/tools/find", auth=stack.orthanc_auth, timeout=30,
+                               json={"Level": "Study", "Query": {"PatientID": "RC100002"}}).json()[0]
+    study = requests.get(f"{stack.orthanc_url}/studies/{orthanc_id}", auth=stack.orthanc_auth,
+                         timeout=30).json()["MainDicomTags"]["StudyInstanceUID"]
+    rid = invoke("retrieve", {"StudyInstanceUID": study})["retrieve_id"]
+    deadline = time.monotonic() + 90
+    while (state := invoke("retrieve", {"retrieve_id": rid})["state"]) not in ("succeeded", "failed", "partial"):
+        assert time.monotonic() < deadline, "the study was never staged"
+        time.sleep(0.5)
+    assert state == "succeeded", state
+    return rid
+
 
 @pytest.fixture(scope="module")
-def seeded(stack):
-    from radcloud.arrivals.rules import RuleStore
+def seeded(stack, site):
+    from radcloud.arrivals.rules import PENDING, RuleStore, expect
     from radcloud.run.registry import Registry
     from radcloud.work.jobs import JobStore
     from radcloud.work.pipelines import Pipelines, finalise, validate_steps
@@ -32,16 +60,34 @@ def seeded(stack):
     rules.record_run({"at": 1796500000.0, "arrival_id": "a" * 32, "rule": name, "study_uid": "1.2.3.4",
                       "series": ["1.2.3.4.1"], "steps": ["lung-seg", "dicom-tags"], "state": "started",
                       "retrieve_id": "r0", "pipeline": pid})
-    yield {"rule": name, "pipeline": pid, "rules": rules}
+    waiting = {"arrival_id": secrets.token_hex(16), "study_uid": f"1.2.826.0.1.{secrets.randbelow(10**9)}",
+               "series": []}
+    expect(stack.redis, waiting, time.time())   # fired, not taken by a route run yet
+    new = f"ui-made-{secrets.token_hex(3)}"
+    retrieve = _staged_pull(site, stack)
+    # A pipeline whose step 1 failed (as a plugin crash leaves it): retried from the Jobs page, the
+    # deployed status action reruns that step on the same staged study (dcm2png really runs).
+    broken = Pipelines(jobs, None).start(validate_steps([{"plugin": "deidentify"},
+                                                         {"plugin": "dcm2png", "params": {"thumbnailSize": 0}}],
+                                                        registry), {"retrieve": retrieve}, site.admin, name=name)
+    jobs.shard_finished(broken, "s00", state="failed", reason="step 1 (deidentify): exit 137: killed")
+    Pipelines(jobs, None).advance(broken)   # step 2 not run; the pipeline ends failed
+    assert jobs.get(broken)["state"] == "failed"
+    yield {"rule": name, "pipeline": pid, "rules": rules, "admin": site.admin, "pending": waiting["study_uid"], "new": new,
+           "retrieve": retrieve, "broken": broken, "jobs": jobs}
+    stack.redis.hdel(PENDING, waiting["arrival_id"])
     rules.delete(name)
+    if new in {r["name"] for r in rules.list()}:
+        rules.delete(new)
 
 
 @pytest.fixture(scope="module")
 def page(site, seeded, run_browser):
     return run_browser("automations.e2e.mjs", {
         "RC_UI": site.ui, "RC_USER": site.user, "RC_PASSWORD": site.password, "RC_ADMIN": site.admin,
-        "RC_ADMIN_PASSWORD": site.admin_password, "RC_RULE": seeded["rule"], "RC_PIPELINE": seeded["pipeline"]},
-        record="automations.json", timeout=120)
+        "RC_ADMIN_PASSWORD": site.admin_password, "RC_RULE": seeded["rule"], "RC_PIPELINE": seeded["pipeline"],
+        "RC_PENDING": seeded["pending"], "RC_NEW_RULE": seeded["new"], "RC_RETRIEVE": seeded["retrieve"], "RC_BROKEN": seeded["broken"]},
+        record="automations.json", timeout=300)
 
 
 def test_a_clinician_gets_no_link_and_a_refusal(page):
@@ -54,7 +100,8 @@ def test_admins_see_the_rules_and_each_runs_steps(page, seeded):
     assert record["link_visible"] is True
     name, match, pipeline, state, switch = record["rule"]
     assert name == seeded["rule"] and "modality CT" in match and "body part CHEST*" in match
-    assert pipeline == "1. lung-seg → PACS  2. dicom-tags" and state == "on" and switch == "Disable"
+    assert pipeline == "1. lung-seg → PACS  2. dicom-tags" and state == "on"
+    assert switch.split() == ["Disable", "Edit", "Run", "now", "Delete"]
     assert record["run"][1] == seeded["rule"] and record["run"][3].startswith("Failed")  # plain words (words.js)
     assert "stopped at step 2 (dicom-tags)" in record["run"][3]
     [first, second] = record["steps"]
@@ -76,4 +123,57 @@ def test_the_runs_pipeline_opens_on_the_jobs_page_with_its_steps(page):
     record = page.ok("pipeline-job-page")
     assert record["parts"] == ["Step 1: lung-seg", "Step 2: dicom-tags"], record
     assert [h.endswith("jobs?job=j0000000000000000000000a") for h in record["step_links"]] == [True]
-    assert record["retry_buttons"] == 0   # a pipeline is retried step by step (status answers 409)
+    assert record["retry_buttons"] == 1   # a failed pipeline is retried from its failed step
+
+
+def test_pending_arrivals_show_attempts_next_try_and_why_in_plain_words(page, seeded):
+    study, attempts, next_try, why = page.ok("pending-arrivals")["pending"]
+    assert study == seeded["pending"] and attempts == "0"
+    assert "(in " in next_try and next_try.endswith(" s)")   # due after the route lease (180 s)
+    assert why.startswith("not routed yet: fired, no route run has taken it") and "Last reason:" in why
+
+
+def test_creating_a_rule_is_validated_by_the_server_and_saves_match_and_ordered_steps(page, seeded):
+    record = page.ok("create-rule")
+    assert record["refused_status"] == 400
+    assert record["error"].startswith("pipeline step 1 (dcm2png)") and "thumbnailSize" in record["error"], record
+    saved = record["saved"]
+    assert saved["name"] == seeded["new"] and saved["match"] == {"modality": "CT"} and saved["enabled"] is True
+    assert [s["plugin"] for s in saved["pipeline"]] == ["dicom-tags", "dcm2png"]
+    assert saved["pipeline"][1]["params"]["thumbnailSize"] == 0 and record["form_hidden"] is True
+    assert record["row"][2] == "1. dicom-tags  2. dcm2png"
+
+
+def test_editing_a_rule_loads_it_and_saves_the_change(page, seeded):
+    record = page.ok("edit-rule")
+    assert record["name_readonly"] is True and record["loaded"] == ["dicom-tags", "dcm2png"]
+    assert record["saved"]["match"] == {"modality": "CT", "body_part": "CHEST*"}
+    assert [s["plugin"] for s in record["saved"]["pipeline"]] == ["dcm2png"]
+    assert "body part CHEST*" in record["row"][1] and record["row"][2] == "1. dcm2png"
+
+
+def test_run_now_starts_the_pipeline_and_the_page_shows_its_steps_end(page, seeded):
+    record = page.ok("run-now")
+    assert record["started"]["rule"] == seeded["new"] and record["started"]["by"] == seeded["admin"]
+    [step] = record["steps"]
+    assert step["state"] == "succeeded" and step["text"].startswith("dcm2png"), record
+    assert step["job_link"] and "jobs?job=" in step["job_link"]
+    assert record["pipeline"].startswith("Finished"), record   # plain words (words.js)
+    assert record["seen"][-1] == ["succeeded"]
+
+
+def test_deleting_a_rule_from_the_page(page, seeded):
+    record = page.ok("delete-rule")
+    assert record["deleted"] == seeded["new"] and "deleted" in record["toast"]
+    assert seeded["new"] not in {r["name"] for r in seeded["rules"].list()}
+
+
+def test_retry_on_the_jobs_page_reruns_a_failed_pipeline_from_its_failed_step(page, seeded):
+    """Deployed: status retry reopens the failed step and the one it stopped; dispatch, the plugin and
+    the finaliser carry the pipeline to the end on the same job."""
+    record = page.ok("retry-pipeline")
+    assert record["button"] == "Retry from the failed step" and "step that failed" in record["toast"]
+    assert record["before"] == ["failed", "cancelled"] and record["state"] == "succeeded", record
+    assert record["after"] == ["succeeded", "succeeded"] and len(record["step_links"]) == 2
+    job = seeded["jobs"].get(seeded["broken"])
+    assert job["state"] == "succeeded" and [s.get("attempt", 1) for s in job["shards"]] == [2, 2], job

@@ -190,6 +190,26 @@ def test_crash_reports_exit_code_and_partial_outputs_can_be_uploaded(world):
     assert world.chris.objects["home/u/o/partial.txt"] == b"half done\n"
 
 
+def test_a_retried_shard_gets_cubes_chris_variables_again(world):
+    """CUBE's CHRIS_* variables live with the job (options.env), not with the first submit: the
+    status action's retry (reopen + fan_out, whatever executor runs the shard) sends them again."""
+    svc = world.service()
+    svc.copy(copy_job())
+    svc.plugin(plugin_job(image="local/crash", args=(), env=["CHRIS_JID=j1", "CHRIS_PREV_JID=j0",
+                                                              "CHRIS_USER_TOKEN=secret"]), owner="pfcon:cube")
+    assert svc.status("plugin", "j1")["status"] == "finishedWithError"
+    job_id = world.invoker.calls[0][1]["job_id"]
+    wanted = {"CHRIS_JID": "j1", "CHRIS_PREV_JID": "j0"}
+    assert world.invoker.calls[0][1]["env"] == wanted
+    assert world.jobs.get(job_id)["options"]["env"] == wanted  # kept, without CUBE's token
+
+    shard_ids = world.jobs.reopen_failed(job_id)
+    assert shard_ids
+    svc.dispatcher().fan_out(job_id, shard_ids)  # what the status action's retry does
+    assert len(world.invoker.calls) == 2 and world.invoker.calls[1][1]["job_id"] == job_id
+    assert world.invoker.calls[1][1]["env"] == wanted
+
+
 def test_unknown_image_bad_args_gpus_and_path_params_are_400(world):
     svc = world.service()
     svc.copy(copy_job())

@@ -328,3 +328,81 @@ def test_routing_with_its_store_down_answers_503_naming_it(redis_server):
         load_action("routing").handle(Request(params={}, method="get", web=True), settings, ADMIN,
                                       store=RuleStore(dead, REGISTRY), jobs=JobStore(dead))
     assert "job store (Redis) is unreachable" in err.value.message
+
+
+def test_retry_restarts_a_failed_pipeline_from_the_failed_step_keeping_the_steps_that_succeeded(services):
+    """status retry on a failed pipeline: the failed step and the steps it stopped run again (the
+    lifecycle's SHARD rerun, JOB retry), step 1's job is kept, not rerun; one pipeline job throughout."""
+    pipelines = services.pipelines()
+    pid = pipelines.start(steps(("copy", {}), ("copy", {"prefix": "x"}), ("copy", {"prefix": "y"})),
+                          {"series": ["1.2.1"]}, "router")
+    services.invoker.lose_dispatch = True     # step 2's dispatch activation dies before it creates a job
+    services.invoker.drain()
+    services.invoker.lose_dispatch = False
+    pipelines.reconcile(pid)
+    failed = view(services, pid)
+    assert failed["state"] == "failed" and [s["state"] for s in failed["steps"]] == ["succeeded", "failed", "cancelled"]
+    first_job = failed["steps"][0]["job"]
+    dispatches = len(services.invoker.dispatches())
+
+    answer = STATUS.handle(Request(params={}, method="post", path=f"/{pid}/retry", web=True), SETTINGS, SERVICE,
+                           services)
+    assert answer["retried"] == ["s01", "s02"], answer
+    job = view(services, pid)
+    assert job["state"] == "succeeded", job
+    assert [s["state"] for s in job["steps"]] == ["succeeded"] * 3 and job["steps"][0]["job"] == first_job
+    assert job["reason"] == "" and all(s["reason"] == "" for s in job["steps"])
+    sent = services.invoker.dispatches()[dispatches:]
+    assert [d["options"]["pipeline"]["step"] for d in sent] == ["s01", "s02"]   # step 1 not rerun
+    assert sent[0]["inputs"] == {"job": first_job}                               # on step 1's outputs
+    record = services.jobs.get(pid)
+    assert [s.get("attempt", 1) for s in record["shards"]] == [1, 2, 2]
+    assert (record["shards_succeeded"], record["shards_failed"], record["shards_cancelled"], record["shards_done"]) \
+        == (3, 0, 0, 3)
+    assert services.jobs.open_jobs() == []
+    # A succeeded (or cancelled) pipeline is not retried: 409 naming its state and what to do.
+    with pytest.raises(RadcloudError) as refused:
+        STATUS.handle(Request(params={}, method="post", path=f"/{pid}/retry", web=True), SETTINGS, SERVICE, services)
+    assert refused.value.status == 409 and "is succeeded; only a failed pipeline can be retried" in refused.value.message
+
+
+def test_a_retried_step_that_fails_again_stops_the_pipeline_again_with_its_reason(services):
+    pid = services.pipelines().start(steps(("copy", {}), ("crash", {})), {"series": ["1.2.1"]}, "router")
+    assert view(services, pid)["state"] == "failed"
+    STATUS.handle(Request(params={}, method="post", path=f"/{pid}/retry", web=True), SETTINGS, SERVICE, services)
+    job = view(services, pid)
+    assert job["state"] == "failed" and job["reason"].startswith("stopped at step 2 (crash): "), job["reason"]
+    assert [s["state"] for s in job["steps"]] == ["succeeded", "failed"]
+    assert len(services.invoker.dispatches()) == 3 and services.jobs.open_jobs() == []
+
+
+def test_a_route_run_that_dies_after_starting_a_pipeline_leaves_one_pipeline_not_two(services):
+    """The duplicate window: the route action dies between a pipeline's start and its record under the
+    arrival (rule_started). The next attempt (once the lease has expired) starts the pipeline under
+    the same id (rules.pipeline_id), finds it and records it: one pipeline, its first step sent once."""
+    from radcloud.arrivals import rules as R
+
+    class DiesAfterStart(R.RuleStore):
+        def rule_started(self, arrival_id, rule, pipeline):
+            raise SystemExit("the route activation was killed (timeout, OOM) before recording its pipeline")
+
+    whisk = services.invoker = BusyNamespace(services, limit=100)   # room: never busy; dispatches in flight
+    arrival = {"arrival_id": "c" * 32, "study_uid": "1.2.9", "orthanc_study": "o9",
+               "series": [{"series_uid": "1.2.9.1", "orthanc_series": "s9", "modality": "CT"}]}
+    dying = DiesAfterStart(services.jobs.r, REGISTRY)
+    dying.save({"name": "all", "pipeline": [{"plugin": "copy"}, {"plugin": "copy", "params": {"prefix": "x"}}]})
+    R.expect(services.jobs.r, arrival, 0.0)
+    with pytest.raises(SystemExit):
+        R.route_arrival(arrival, dying, whisk, services.pipelines(), clock=lambda: 0.0)
+    pid = R.pipeline_id(arrival["arrival_id"], "all")
+    assert services.jobs.get(pid)["kind"] == "pipeline" and len(whisk.dispatches()) == 1
+    assert dying.runs() == [] and dying.started(arrival["arrival_id"]) == set()   # nothing says it started
+    store = R.RuleStore(services.jobs.r, REGISTRY)
+    assert R.redrive(store, whisk, services.pipelines(), clock=lambda: R.LEASE_S - 1) == 0   # lease held
+    services.jobs.r.delete(R.CLAIM + arrival["arrival_id"])          # the lease expires (its TTL)
+    assert R.redrive(store, whisk, services.pipelines(), clock=lambda: R.LEASE_S + 1) == 1
+    [run] = store.runs()
+    assert run["state"] == "started" and run["pipeline"] == pid and store.pending() == []
+    assert len(whisk.dispatches()) == 1 and [d["options"]["pipeline"]["job"] for d in whisk.dispatches()] == [pid]
+    assert [j for j in services.jobs.open_jobs() if services.jobs.get(j)["kind"] == "pipeline"] == [pid]
+    assert store.started(arrival["arrival_id"]) == {"all"}
