@@ -27,6 +27,7 @@ volumes only, never patient attributes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -40,15 +41,25 @@ from PIL import Image
 from pydicom.dataset import Dataset
 
 import segment
-from radcloud.results import segsr
 from radcloud.run import ctslices
 from radcloud.run.filereasons import FileReasons, explain
 
 VERSION = "1.2.0"
-ALGORITHM = segsr.Algorithm("radcloud lung-seg", VERSION)
-# The values of segment.segment's label map: the body less the others, the lungs, bone.
-SEGMENTS = [segsr.segment(segment.BODY, "soft_tissue"), segsr.segment(segment.RIGHT_LUNG, "right_lung"),
-            segsr.segment(segment.LEFT_LUNG, "left_lung"), segsr.segment(segment.BONE, "bone")]
+# radcloud.results.segsr (highdicom) and scipy (segment.py) are imported when a CT
+# series is segmented, not at start: the plugin starts for every series of a study,
+# most of which are not CT, and those imports are half of its start-up CPU time.
+
+
+@functools.cache
+def dicom_segments() -> tuple:
+    """The SEG's algorithm and its segments (:mod:`radcloud.results.segsr`), made on first use."""
+    from radcloud.results import segsr
+
+    algorithm = segsr.Algorithm("radcloud lung-seg", VERSION)
+    # The values of segment.segment's label map: the body less the others, the lungs, bone.
+    segments = [segsr.segment(segment.BODY, "soft_tissue"), segsr.segment(segment.RIGHT_LUNG, "right_lung"),
+                segsr.segment(segment.LEFT_LUNG, "left_lung"), segsr.segment(segment.BONE, "bone")]
+    return algorithm, segments
 
 
 
@@ -119,7 +130,7 @@ def preview(hu: np.ndarray, labelmap: np.ndarray) -> Image.Image:
     for k in picks:
         grey = np.clip((hu[k].astype(np.float32) + 1000.0) / 1400.0 * 255.0, 0, 255)
         rgb = np.repeat(grey[..., None], 3, axis=2)
-        for s in SEGMENTS:
+        for s in dicom_segments()[1]:
             m = labelmap[k] == s.number
             weight = 0.15 if s.number == 1 else 0.45
             rgb[m] = (1 - weight) * rgb[m] + weight * np.array(s.rgb, np.float32)
@@ -157,20 +168,23 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
                                               lung_hu=lung_hu, bone_hu=bone_hu, min_lung_ml=min_lung_ml,
                                               scratch=scratch)
             voxel_ml = float(np.prod(voxel)) / 1000.0
-            numbers = segsr.label_stats(hu, labelmap, voxel_ml, [s.number for s in SEGMENTS])
-            stats = {"Body": numbers["all"], **{s.label: numbers[s.number] for s in SEGMENTS}}
+            from radcloud.results import segsr  # on use: see dicom_segments
+
+            algorithm, segments = dicom_segments()
+            numbers = segsr.label_stats(hu, labelmap, voxel_ml, [s.number for s in segments])
+            stats = {"Body": numbers["all"], **{s.label: numbers[s.number] for s in segments}}
             entry = {"series": number, "slices": len(headers), "voxel_mm": [round(v, 4) for v in voxel],
                      "segments": stats, "notes": notes}
             for sub in ("seg", "sr", "preview"):
                 (outputdir / sub).mkdir(parents=True, exist_ok=True)
             preview(hu, labelmap).save(outputdir / "preview" / f"series-{number:03d}.png", compress_level=1)
             del hu
-            seg = segsr.segmentation(headers, labelmap, SEGMENTS, ALGORITHM,
+            seg = segsr.segmentation(headers, labelmap, segments, algorithm,
                                      content_label="LUNGSEG",
                                      description="body, lungs and bone (HU thresholds, components)")
             del labelmap
             seg.save_as(outputdir / "seg" / f"series-{number:03d}.dcm", enforce_file_format=True)
-            sr = segsr.measurement_report(seg, headers, SEGMENTS, numbers, ALGORITHM)
+            sr = segsr.measurement_report(seg, headers, segments, numbers, algorithm)
             sr.save_as(outputdir / "sr" / f"series-{number:03d}.dcm", enforce_file_format=True)
             del seg, sr
             entry["outputs"] = {"seg": f"seg/series-{number:03d}.dcm", "sr": f"sr/series-{number:03d}.dcm",

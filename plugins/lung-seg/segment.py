@@ -31,11 +31,25 @@ import tempfile
 from typing import NamedTuple
 
 import numpy as np
-from scipy import ndimage
 
-STRUCTURE = ndimage.generate_binary_structure(3, 1)  # 6-connected
+# scipy.ndimage is imported where a volume is segmented, not here: the plugin
+# starts for every series of a study, most of which are not CT, and importing
+# scipy is a third of its start-up CPU time.
+
+
+def _cross(ndim: int) -> np.ndarray:
+    """``ndimage.generate_binary_structure(ndim, 1)``: the centre and its face neighbours."""
+    out = np.zeros((3,) * ndim, bool)
+    for axis in range(ndim):
+        index = [1] * ndim
+        index[axis] = slice(None)
+        out[tuple(index)] = True
+    return out
+
+
+STRUCTURE = _cross(3)  # 6-connected
 IN_PLANE = np.zeros((3, 3, 3), bool)
-IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)  # 4-connected within a slice only
+IN_PLANE[1] = _cross(2)  # 4-connected within a slice only
 SLAB = 8  # slices per pass for counts: bincount casts to int64
 HOLE_SLAB = 32  # slices per hole-filling pass: its labelling is in-plane, so slabs are exact
 
@@ -74,6 +88,8 @@ class Result(NamedTuple):
 
 def label(mask: np.ndarray, structure: np.ndarray, scratch: Scratch = IN_MEMORY) -> tuple[np.ndarray, int]:
     """``ndimage.label`` into 16-bit labels when they fit (half the memory of int32), from ``scratch``."""
+    from scipy import ndimage  # imported on use: see the top of this module
+
     out = scratch.zeros(mask.shape, np.uint16)
     try:
         return out, int(ndimage.label(mask, structure=structure, output=out))
@@ -123,6 +139,8 @@ def fill_holes_per_slice(mask: np.ndarray) -> None:
 
 
 def body_mask(hu: np.ndarray, body_hu: float, scratch: Scratch = IN_MEMORY) -> np.ndarray:
+    from scipy import ndimage  # imported on use: see the top of this module
+
     above = scratch.zeros(hu.shape, bool)
     for z in slabs(hu.shape[0]):
         np.greater(hu[z:z + SLAB], body_hu, out=above[z:z + SLAB])
@@ -150,6 +168,8 @@ def split_lungs(labelmap: np.ndarray, air: np.ndarray, x_mm: np.ndarray, midline
     ``x_mm`` is the patient x (mm) of every (row, column) of a slice of
     ``labelmap``; the patient's left is +x (DICOM LPS).
     """
+    from scipy import ndimage  # imported on use: see the top of this module
+
     labels, n = label(air, STRUCTURE, scratch)
     if n == 0:
         notes.append("no air inside the body")
@@ -205,6 +225,8 @@ def segment(hu: np.ndarray, x_mm: np.ndarray, voxel_mm: tuple[float, float, floa
     Lungs and bone are searched in the body's bounding box only. Whole-volume
     arrays (the label map returned among them) come from ``scratch``.
     """
+    from scipy import ndimage  # imported on use: see the top of this module
+
     notes: list[str] = []
     voxel_ml = float(np.prod(voxel_mm)) / 1000.0
     body = body_mask(hu, body_hu, scratch)

@@ -32,6 +32,7 @@ Logs carry counts and volumes only, never patient attributes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -41,13 +42,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
-from scipy import ndimage
 
-from radcloud.results import segsr
 from radcloud.run.filereasons import FileReasons, explain
 
 VERSION = "1.1.0"
-ALGORITHM = segsr.Algorithm("radcloud segment-stats", VERSION)
 
 CLASSES = {  # label: (name, low HU (inclusive), high HU (exclusive), overlay RGB)
     1: ("air_lung", -np.inf, -400.0, (60, 120, 255)),
@@ -56,14 +54,38 @@ CLASSES = {  # label: (name, low HU (inclusive), high HU (exclusive), overlay RG
     4: ("bone", 300.0, np.inf, (255, 255, 255)),
 }
 OTHER_BODY = 5
-SEGMENTS = [segsr.segment(1, "air", "Air/lung"), segsr.segment(2, "fat"), segsr.segment(3, "soft_tissue"),
-            segsr.segment(4, "bone"), segsr.segment(OTHER_BODY, "other_tissue")]
 # What a SEG needs of every source slice to place its frames.
 GEOMETRY = ("FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
-STRUCTURE = ndimage.generate_binary_structure(3, 1)  # 6-connected: half the cost of 26
 STATS_SLAB = 8  # slices per pass when summing HU: bounds the float64 temporaries
+# scipy.ndimage and radcloud.results.segsr (highdicom) are imported when a CT series is
+# measured, not at start: the plugin starts for every series of a study, most of which
+# are not CT, and those imports are half of its start-up CPU time.
+
+
+def _cross(ndim: int) -> np.ndarray:
+    """``ndimage.generate_binary_structure(ndim, 1)``: the centre and its face neighbours."""
+    out = np.zeros((3,) * ndim, bool)
+    for axis in range(ndim):
+        index = [1] * ndim
+        index[axis] = slice(None)
+        out[tuple(index)] = True
+    return out
+
+
+STRUCTURE = _cross(3)  # 6-connected: half the cost of 26
 IN_PLANE = np.zeros((3, 3, 3), bool)
-IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)  # 4-connected within a slice only
+IN_PLANE[1] = _cross(2)  # 4-connected within a slice only
+
+
+@functools.cache
+def dicom_segments() -> tuple:
+    """The SEG's algorithm and its segments (:mod:`radcloud.results.segsr`), made on first use."""
+    from radcloud.results import segsr
+
+    algorithm = segsr.Algorithm("radcloud segment-stats", VERSION)
+    segments = [segsr.segment(1, "air", "Air/lung"), segsr.segment(2, "fat"), segsr.segment(3, "soft_tissue"),
+                segsr.segment(4, "bone"), segsr.segment(OTHER_BODY, "other_tissue")]
+    return algorithm, segments
 
 
 def parser() -> argparse.ArgumentParser:
@@ -173,6 +195,8 @@ def _rel(ds: Dataset) -> str:
 
 def _label(mask: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
     """``ndimage.label`` into 16-bit labels when they fit (half the memory of int32)."""
+    from scipy import ndimage  # on use: see the note above _cross
+
     try:
         return ndimage.label(mask, structure=structure, output=np.uint16)
     except RuntimeError:  # more than 65,535 components
@@ -188,6 +212,8 @@ def _sizes(labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def body_mask(hu: np.ndarray, threshold: float) -> np.ndarray:
+    from scipy import ndimage  # on use: see the note above _cross
+
     candidate = hu > threshold
     labels, n = _label(candidate, STRUCTURE)
     if n == 0:
@@ -222,6 +248,8 @@ def classify(hu: np.ndarray, body: np.ndarray) -> np.ndarray:
 
 def measure(hu: np.ndarray, body: np.ndarray, labels: np.ndarray, voxel_mm: tuple[float, float, float],
             min_component_ml: float) -> dict:
+    from scipy import ndimage  # on use: see the note above _cross
+
     voxel_ml = voxel_mm[0] * voxel_mm[1] * voxel_mm[2] / 1000.0
     box = ndimage.find_objects(body.astype(np.uint8))
     box = box[0] if box else tuple(slice(0, 0) for _ in hu.shape)
@@ -260,6 +288,8 @@ def measure(hu: np.ndarray, body: np.ndarray, labels: np.ndarray, voxel_mm: tupl
 
 
 def overlay(hu: np.ndarray, labels: np.ndarray) -> Image.Image:
+    from scipy import ndimage  # on use: see the note above _cross
+
     picks = sorted({int(round(f * (hu.shape[0] - 1))) for f in (0.25, 0.5, 0.75)})
     tiles = []
     for k in picks:
@@ -285,12 +315,15 @@ def seg_geometry_missing(source: list[Dataset]) -> str | None:
 def write_seg_sr(labels: np.ndarray, stats: dict, source: list[Dataset], number: int,
                  outputdir: Path) -> dict[str, str]:
     """The label map as a DICOM SEG and its ``segsr.label_stats`` as a TID 1500 SR; their paths."""
-    seg = segsr.segmentation(source, labels, SEGMENTS, ALGORITHM,
+    from radcloud.results import segsr  # on use: see the note above _cross
+
+    algorithm, segments = dicom_segments()
+    seg = segsr.segmentation(source, labels, segments, algorithm,
                              content_label="DENSITY", description="air/lung, fat, soft tissue, bone by HU")
     paths = {"seg": f"seg/series-{number:03d}.dcm", "sr": f"sr/series-{number:03d}.dcm"}
     (outputdir / "seg").mkdir(parents=True, exist_ok=True)
     seg.save_as(outputdir / paths["seg"], enforce_file_format=True)
-    sr = segsr.measurement_report(seg, source, SEGMENTS, stats, ALGORITHM)
+    sr = segsr.measurement_report(seg, source, segments, stats, algorithm)
     (outputdir / "sr").mkdir(parents=True, exist_ok=True)
     sr.save_as(outputdir / paths["sr"], enforce_file_format=True)
     return paths
@@ -335,7 +368,10 @@ def _one_series(slices: list[Dataset], number: int, outputdir: Path, body_thresh
     m["overlay"] = f"overlay/series-{number:03d}.png"
     why_not = seg_geometry_missing(slices) if write_dicom else None
     if write_dicom and not why_not:
-        stats = segsr.label_stats(hu, labels, float(np.prod(voxel)) / 1000.0, [s.number for s in SEGMENTS])
+        from radcloud.results import segsr  # on use: see the note above _cross
+
+        numbers = [s.number for s in dicom_segments()[1]]
+        stats = segsr.label_stats(hu, labels, float(np.prod(voxel)) / 1000.0, numbers)
         del hu, body  # float32 HU: freed before highdicom encodes (~100 MB on 100 slices of 512²)
         try:
             m.update(write_seg_sr(labels, stats, slices, number, outputdir))

@@ -217,3 +217,29 @@ def test_results_on_slurm_are_the_action_s_and_share_its_cache(world, staged):
     assert images["action"] and images["action"] == images["slurm"]
     again = world.call("dispatch", {"plugin": "dcm2png", "inputs": {"retrieve": staged}})
     assert again["cached"] is True and again["results_of"] == job_id
+
+
+def test_a_pipeline_step_routed_to_slurm_runs_there_on_the_previous_steps_outputs(world, staged):
+    """A rule's pipeline with its second step on the cluster (step options.executor slurm): step 1
+    (deidentify) runs as an action, step 2 (dcm2png) as a Slurm job on step 1's DICOM outputs; the
+    pipeline ends succeeded with each step's job on its executor."""
+    import secrets
+
+    admin = {"_principal": {"name": "root", "role": "admin"}}
+    name = f"slurm-step-{secrets.token_hex(3)}"
+    saved = world.call("routing", {**admin, "rule": {
+        "name": name, "enabled": False, "match": {"modality": "NONE"},
+        "pipeline": [{"plugin": "deidentify"},
+                     {"plugin": "dcm2png", "params": {"thumbnailSize": 0}, "options": {"executor": "slurm"}}]}})
+    assert saved.get("saved", {}).get("name") == name, saved
+    try:
+        run = world.call("routing", {**admin, "run": name, "inputs": {"retrieve": staged}})["run"]
+        pipeline = world.wait_final(run["pipeline"], timeout_s=240)
+        assert pipeline["state"] == "succeeded", pipeline
+        first, second = (world.call("status", {"job_id": s["job"]}) for s in pipeline["steps"])
+        assert {s["executor"] for s in first["shards"]} == {"action"}, first["shards"]
+        assert {s["executor"] for s in second["shards"]} == {"slurm"}, second["shards"]
+        assert all(str(s["activation_id"]).isdigit() for s in second["shards"])   # Slurm job ids
+        assert second["state"] == "succeeded"
+    finally:
+        world.call("routing", {**admin, "delete": name})

@@ -274,3 +274,15 @@ def test_nothing_usable_still_succeeds_with_reasons(tmp_path):
     assert proc.returncode == 0 and "0 series segmented" in proc.stderr
     report = json.loads((tmp_path / "out" / "lung-seg.json").read_text())
     assert report["series"] == [] and report["skipped"][0]["reason"].startswith("modality MR")
+
+
+@pytest.mark.parametrize("plugin,entry", [("lung-seg", "segment.py"), ("segment-stats", "segment_stats.py")])
+def test_connectivity_structures_are_ndimages(plugin, entry):
+    # Built with numpy so that a plugin started on a non-CT series need not import scipy.
+    from scipy import ndimage
+
+    module = load_plugin_module(plugin, entry)
+    assert module.STRUCTURE.dtype == bool and (module.STRUCTURE == ndimage.generate_binary_structure(3, 1)).all()
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    assert module.IN_PLANE.dtype == bool and (module.IN_PLANE == in_plane).all()
