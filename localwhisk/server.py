@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -100,14 +101,23 @@ class ServeConfig:
     fires_per_minute: int = 60       # OpenWhisk's limits.triggers.fires.perMinute (per namespace)
 
 
+IMAGE_KEYS = ("python", "pythonpath", "env", "preload", "prewarm", "files", "leave_out", "isolated")
+
+
 def parse_images(entries: list[str], files: list[Path]) -> dict[str, dict[str, Any]]:
     """Blackbox image -> local stand-in, for ``localwhisk.runtime.sandbox.ImageSpec``.
 
     ``entries`` are ``IMAGE=DIR[:DIR...]`` (the directories become the image's
     PYTHONPATH, standing in for what its Dockerfile pip-installed); ``files``
-    are JSON/YAML maps ``{image: {python?, pythonpath: [..], env: {..}, preload: [..], prewarm?}}``
+    are JSON/YAML maps ``{image: {python?, pythonpath: [..], env: {..}, preload: [..], prewarm?,
+    files?: [[SRC, DEST], ..], leave_out?: [..], isolated?}}``
     (``preload``: modules its stem cells import before they get code; ``prewarm: false``
-    starts its stem cells only after its first cold start).
+    starts its stem cells only after its first cold start). ``files`` and ``leave_out``
+    describe the image's filesystem like its Dockerfile's ``COPY`` lines and
+    ``.dockerignore`` (``localwhisk.runtime.sandbox.ImageView``): localwhisk builds it as a
+    folder of links under ``<state>/images/``, and ``{root}`` in ``pythonpath`` and ``env``
+    names that folder. ``isolated: true`` runs the interpreter with ``-S``: the action
+    imports from ``pythonpath`` and the standard library only, as in its image.
     """
     images: dict[str, dict[str, Any]] = {}
     for f in files:
@@ -121,11 +131,11 @@ def parse_images(entries: list[str], files: list[Path]) -> dict[str, dict[str, A
             raise ValueError(f"{f}: expected a map of image name to {{python, pythonpath, env, preload}}")
         for name, spec in data.items():
             spec = dict(spec or {})
-            unknown = set(spec) - {"python", "pythonpath", "env", "preload", "prewarm"}
+            unknown = set(spec) - set(IMAGE_KEYS)
             if unknown:
                 raise ValueError(f"{f}: image {name}: unknown keys {sorted(unknown)} "
-                                 "(expected python, pythonpath, env, preload, prewarm)")
-            for key in ("pythonpath", "preload"):
+                                 f"(expected {', '.join(IMAGE_KEYS)})")
+            for key in ("pythonpath", "preload", "files", "leave_out"):
                 if not isinstance(spec.get(key, []), list):
                     raise ValueError(f"{f}: image {name}: {key} must be a list, got {spec[key]!r}")
             images[str(name)] = spec
@@ -137,22 +147,40 @@ def parse_images(entries: list[str], files: list[Path]) -> dict[str, dict[str, A
     return images
 
 
+def image_spec(name: str, spec: dict[str, Any], views: Path) -> Any:
+    """An ``ImageSpec`` from one entry of :func:`parse_images`; its view (if it has
+    ``files``) is built in ``views/<image name>``."""
+    from localwhisk.runtime import ImageSpec
+    from localwhisk.runtime.sandbox import ImageView, with_view
+
+    image = ImageSpec(python=spec.get("python") or sys.executable,
+                      pythonpath=tuple(str(p) for p in spec.get("pythonpath") or ()),
+                      env={str(k): str(v) for k, v in (spec.get("env") or {}).items()},
+                      preload=tuple(spec.get("preload") or ()),
+                      prewarm=bool(spec.get("prewarm", True)),
+                      isolated=bool(spec.get("isolated", False)))
+    if not spec.get("files"):
+        return image
+    try:
+        files = tuple((str(src), str(dest)) for src, dest in spec["files"])
+    except (TypeError, ValueError):
+        raise ValueError(f"image {name}: files must be [SOURCE, PATH IN THE IMAGE] pairs") from None
+    view = ImageView(files=files, leave_out=tuple(str(p) for p in spec.get("leave_out") or ()))
+    return with_view(image, view, views / re.sub(r"[^A-Za-z0-9._-]", "_", name))
+
+
 def build(config: ServeConfig, api_host: str, runtime: Any = None) -> Controller:
     """Create the state dir, credentials, runtime and controller."""
     state = Path(config.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     key = auth.load_or_create(state)
     if runtime is None:
-        from localwhisk.runtime import ImageSpec, Runtime
+        from localwhisk.runtime import Runtime
         from localwhisk.runtime.sandbox import DEFAULT_IMAGES
 
         images = dict(DEFAULT_IMAGES)
         for name, spec in config.images.items():
-            images[name] = ImageSpec(python=spec.get("python") or sys.executable,
-                                     pythonpath=tuple(spec.get("pythonpath") or ()),
-                                     env={str(k): str(v) for k, v in (spec.get("env") or {}).items()},
-                                     preload=tuple(spec.get("preload") or ()),
-                                     prewarm=bool(spec.get("prewarm", True)))
+            images[name] = image_spec(name, spec, state / "images")
         runtime = Runtime(api_host=api_host, state_dir=state, prewarm=config.prewarm,
                           max_containers=config.max_containers, sandbox=config.sandbox, images=images,
                           preload=tuple(config.preload), memory=config.memory_limits)

@@ -392,7 +392,8 @@ class Runtime:
             if spec.pythonpath:
                 env["PYTHONPATH"] = ":".join(spec.pythonpath)
             if self.sandbox_kind() == "bwrap":
-                visible = [sys.prefix, Path(python).parent.parent, Path(LAUNCHER).parent, *spec.pythonpath]
+                visible = [sys.prefix, Path(python).parent.parent, Path(LAUNCHER).parent, *spec.pythonpath,
+                           *spec.sources]
                 shown = (box.path, self.memory.mount_point) if box.path and self.memory.mount_point else None
                 prefix = sbx.bwrap_argv(workdir, network=network, visible=visible, cgroup=shown)
                 env["TMPDIR"] = "/tmp"
@@ -400,7 +401,8 @@ class Runtime:
                 log.warning("bubblewrap unavailable: docker action %s runs unsandboxed (memory limit only)",
                             label)
                 env["TMPDIR"] = str(workdir / ".tmp")
-        container = Container(cid, workdir, [*prefix, python, "-u", LAUNCHER], env, preload, box=box)
+        flags = ["-S", "-u"] if spec is not None and spec.isolated else ["-u"]
+        container = Container(cid, workdir, [*prefix, python, *flags, LAUNCHER], env, preload, box=box)
         with self._cv:
             self._all.add(container)
             closed = self._closed

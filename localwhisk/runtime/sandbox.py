@@ -45,6 +45,7 @@ What is NOT isolated:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -68,13 +69,88 @@ class ImageSpec:
     env: dict[str, str] = field(default_factory=dict)
     preload: tuple[str, ...] = ()  # modules its stem cells import before they get code
     prewarm: bool = True  # keep stem cells of this image from the start, not only once it was used
+    # Run the interpreter with -S: the import path is ``pythonpath`` and the standard
+    # library only — nothing the runner's own environment adds through .pth files
+    # (an editable install of a checkout would otherwise reach past the image's view).
+    isolated: bool = False
+    # Host paths the action's process reads through the image's view (bound back
+    # under bubblewrap when they live under /tmp): the sources of ``ImageView.files``.
+    sources: tuple[str, ...] = ()
 
     def stem_key(self, network: bool) -> tuple:
         """What a prewarmed process of this image depends on: two actions whose
         keys are equal can take each other's stem cells (bwrap's network choice is
         made when the process starts, so it is part of the key)."""
         return ("image", self.python, tuple(self.pythonpath), tuple(sorted(self.env.items())),
-                tuple(self.preload), bool(network))
+                tuple(self.preload), bool(self.isolated), bool(network))
+
+
+ROOT_TOKEN = "{root}"  # in an image's pythonpath and env values: the directory its view was built in
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """What an image's filesystem holds, built locally as a directory of symlinks.
+
+    ``files`` are ``(host source, path in the image)`` pairs, as a Dockerfile's
+    ``COPY`` lines; ``leave_out`` are paths in the image that are not there (what
+    a ``.dockerignore`` keeps out of a copied folder). A folder is linked whole
+    unless something inside it is left out: then it is a real folder of links,
+    and the left-out entry is simply absent, so importing it fails as it would
+    in the image.
+    """
+
+    files: tuple[tuple[str, str], ...] = ()
+    leave_out: tuple[str, ...] = ()
+
+    def build(self, root: Path) -> Path:
+        """(Re)build the view in ``root`` (only links and folders: removing it never touches a source)."""
+        if root.is_symlink() or root.is_file():
+            root.unlink()
+        elif root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        left_out = {_inside(p) for p in self.leave_out}
+        for source, dest in self.files:
+            src = Path(source)
+            if not src.exists():
+                raise ValueError(f"image view: {source} does not exist (copied to /{_inside(dest)})")
+            self._place(src.resolve(), _inside(dest), root, left_out)
+        return root
+
+    def _place(self, src: Path, rel: str, root: Path, left_out: set[str]) -> None:
+        if rel in left_out:
+            return
+        target = root / rel
+        if src.is_dir() and any(p.startswith(rel + "/") for p in left_out):
+            target.mkdir(parents=True, exist_ok=True)
+            for child in sorted(src.iterdir()):
+                self._place(child, f"{rel}/{child.name}", root, left_out)
+            return
+        if target.exists() or target.is_symlink():
+            raise ValueError(f"image view: /{rel} is copied twice (the second time from {src})")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(src, target_is_directory=src.is_dir())
+
+
+def _inside(path: str) -> str:
+    """A path in the image, without its leading or trailing slashes (``/opt/x/`` -> ``opt/x``)."""
+    rel = os.path.normpath("/" + str(path)).strip("/")
+    if not rel or rel == ".":
+        raise ValueError(f"image view: {path!r} is the image's root; name a folder or file in it")
+    return rel
+
+
+def with_view(spec: ImageSpec, view: ImageView, root: Path) -> ImageSpec:
+    """``spec`` running in ``view`` built at ``root``: ``{root}`` in its pythonpath and env is the view."""
+    view.build(root)
+
+    def fill(value: str) -> str:
+        return value.replace(ROOT_TOKEN, str(root))
+
+    return dataclasses.replace(spec, pythonpath=tuple(fill(p) for p in spec.pythonpath),
+                               env={k: fill(v) for k, v in spec.env.items()},
+                               sources=(*spec.sources, *(src for src, _dest in view.files)))
 
 
 # OpenWhisk's own Python runtime images: the same interpreter, nothing extra. Their

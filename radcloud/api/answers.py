@@ -153,6 +153,7 @@ class Job(Answer):
     version: int | None = None
     poll_after_ms: int | None = None
     reason: str | None = None
+    reason_plain: str | None = None   # radcloud.work.reasons.plain(reason): what the web UI shows
     created_at: float | None = None
     finished_at: float | None = None
     subject: Subject | None = None

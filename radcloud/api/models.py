@@ -83,6 +83,9 @@ class QueryRequest(Model):
     limit: int = Field(default=100, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=q.MAX_MATCHES)
     counts: bool = True
+    recent: bool = Field(default=False, description="studies newest-received first: when Orthanc last received an "
+                         "instance of each (its LastUpdate, answered as received_at), not their StudyDate; level "
+                         "study, local Orthanc only")
     modality: str | None = Field(default=None, description="a remote PACS registered in Orthanc (C-FIND through it)")
     source: Literal["orthanc", "dicomweb"] = "orthanc"
     PatientID: OneOrMany | None = None
@@ -203,6 +206,10 @@ class DispatchOptions(Model):
     deidentify: StrictBool = False
     push_to_pacs: StrictBool = False
     force: StrictBool = False
+    include_derived: StrictBool = Field(
+        default=False, description="run on series radcloud itself wrote into the PACS (results of earlier runs, "
+        "recognised by radcloud's UID root); refused otherwise. A job's own outputs (inputs.job, how a pipeline "
+        "step consumes the one before) are always allowed")
     wait_staged: StrictInt = Field(default=0, ge=0, le=55,
                                    description="seconds to wait for a running retrieve (pull-and-run sets it)")
     executor: Literal["action", "slurm"] | None = Field(

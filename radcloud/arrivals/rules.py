@@ -205,7 +205,7 @@ class RuleStore:
 
     def pending(self) -> list[dict[str, Any]]:
         """The arrivals not routed yet, oldest first (the routing action's GET and :func:`redrive` read them)."""
-        return sorted((json.loads(v) for v in self.redis.hvals(PENDING)), key=lambda e: e.get("first_at", 0))
+        return pending_entries(self.redis)
 
     def record_run(self, run: dict[str, Any]) -> None:
         pipe = self.redis.pipeline()
@@ -280,6 +280,11 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pi
     else:
         store.finish(arrival_id)
     return {"arrival_id": arrival_id, "duplicate": False, "runs": runs, "pending": retry}
+
+
+def pending_entries(redis: Any) -> list[dict[str, Any]]:
+    """The arrivals not routed yet, oldest first: ``{arrival, attempts, first_at, next_at, reason}``."""
+    return sorted((json.loads(v) for v in redis.hvals(PENDING)), key=lambda e: e.get("first_at", 0))
 
 
 def expect(redis: Any, arrival: Mapping[str, Any], now: float) -> None:

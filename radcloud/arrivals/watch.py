@@ -23,6 +23,10 @@ Stable, exactly once, through restarts of Orthanc, Redis or the watcher:
 * Between a fire and its fingerprint write a crash could fire twice, so
   every fire carries ``arrival_id`` (study + the fired series'
   fingerprints): whoever acts on it de-duplicates on that id.
+* The router's *pending arrivals* (:mod:`radcloud.arrivals.rules`: refused as
+  busy, due again after a backoff; or fired and never taken) are fired again
+  by the watcher when they are due (:meth:`Watcher.redrive_due`), so an idle
+  system routes them at their due time, not at the next reconcile alarm.
 
 Redis keys (prefix ``radcloud:arrivals:``): ``cursor``, ``pending`` (hash
 Orthanc study id -> epoch seconds last seen changing), ``routed:<study id>``
@@ -51,6 +55,8 @@ CURSOR, PENDING = PREFIX + "cursor", PREFIX + "pending"
 TRIGGER = "radcloud-study-stable"
 PAGE = 1000  # Orthanc's own maximum for /changes
 HOLD_S = 5.0  # after a 429 (the namespace's trigger fires per minute used up), no fire for this long
+REFIRE_MAX = 4  # due pending arrivals fired again per pass (a route run re-drives 2 more after each)
+REFIRE_ERROR_S = 10.0  # a re-fire that failed (not 429) is tried again after this
 
 
 def routed_key(study_id: str) -> str:
@@ -84,6 +90,7 @@ class Watcher:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="arrivals")
         self._count = threading.Lock()
         self._held_until = 0.0            # OpenWhisk said 429 (fires per minute used up): no fire before this
+        self._refired: dict[str, tuple[Any, float]] = {}  # arrival id -> (its due time fired for, when)
 
     # -- the change log -------------------------------------------------------------
 
@@ -111,6 +118,7 @@ class Watcher:
         if changes["Changes"]:
             self.redis.set(CURSOR, changes["Last"])
         self.sweep()
+        self.redrive_due()
         return self.fired - before
 
     def _handle(self, change: dict[str, Any]) -> None:
@@ -194,6 +202,47 @@ class Watcher:
         with self._count:
             self.fired += 1
         return True
+
+    def redrive_due(self) -> int:
+        """Fire again the router's pending arrivals whose next try is due; returns how many.
+
+        A route run that was refused (the namespace busy, a service down) leaves its arrival in
+        the router's pending set, due after a backoff of 2, 4, 8 … s. Route runs of later arrivals
+        and the reconcile alarm route it again — but on an idle system the next of those may be
+        minutes away (the alarm's period). The watcher polls anyway, so it fires the same arrival
+        again at its due time; the route run it starts claims it like any other (a duplicate of a
+        run already routing it starts nothing). An arrival is fired once per due time: when no
+        route run takes it (the fire lost), it is fired again only after the route lease.
+        """
+        now = self.clock()
+        if now < self._held_until:
+            return 0
+        entries = routing.pending_entries(self.redis)
+        live = {e["arrival"]["arrival_id"] for e in entries}
+        self._refired = {k: v for k, v in self._refired.items() if k in live}
+        count = 0
+        for entry in entries:
+            if count >= REFIRE_MAX:
+                break
+            due_at = float(entry.get("next_at") or 0)
+            aid = entry["arrival"]["arrival_id"]
+            fired_for, fired_at = self._refired.get(aid, (None, 0.0))
+            if due_at > now or (fired_for == due_at and now - fired_at < routing.LEASE_S):
+                continue
+            try:
+                self.fire(entry["arrival"])
+            except TooManyRequests as exc:
+                self._held_until = now + HOLD_S
+                log.warning("pending arrival %s not fired again (%s); fires held for %.0f s", aid, exc.message, HOLD_S)
+                break
+            except RadcloudError as exc:
+                log.warning("pending arrival %s not fired again (%s); tried again in %.0f s", aid, exc.message,
+                            REFIRE_ERROR_S)
+                self._refired[aid] = (due_at, now - routing.LEASE_S + REFIRE_ERROR_S)
+                continue
+            self._refired[aid] = (due_at, now)
+            count += 1
+        return count
 
     def _calling_aet(self, series: dict[str, Any]) -> str:
         """The AE title that sent the series (Orthanc's ``RemoteAET`` metadata; "" when sent over REST)."""

@@ -5,9 +5,10 @@
 * derives the ``plugin-<name>`` action entries from ``plugins/*/descriptor.json``
   (:func:`plugin_actions`) — ``radcloud deploy --write-plugins`` writes them into
   the manifest, and a unit test keeps manifest and plugin dirs equal;
-* maps every Docker image the manifest names to this checkout
-  (:func:`local_images`) so localwhisk runs the actions with the venv's
-  Python and the repository on ``PYTHONPATH`` (there is no Docker here);
+* maps every Docker image the manifest names to what its Dockerfile puts in
+  it (:func:`local_images`, :mod:`radcloud.ops.imageviews`), so localwhisk runs
+  the actions with the venv's Python and nothing of the checkout the image
+  does not hold (there is no Docker here);
 * deploys the manifest onto any OpenWhisk API host through the wskdeploy-
   compatible deployer, run as ``python -m localwhisk.cli deploy`` in a
   subprocess — radcloud never imports localwhisk (:func:`deploy`).
@@ -149,24 +150,37 @@ PRELOAD = ("numpy", "pydicom", "requests", "redis", "minio",
 def local_images(env: Mapping[str, str], *, python: str = sys.executable, root: Path = ROOT,
                  doc: Mapping[str, Any] | None = None,
                  plugins_dir: Path | None = None) -> dict[str, dict[str, Any]]:
-    """localwhisk's ``--images-file`` map: every manifest image → this checkout.
+    """localwhisk's ``--images-file`` map: every manifest image, laid out as its Dockerfile builds it.
 
-    Each image stands for what its Dockerfile installs: radcloud (the
-    repository on PYTHONPATH, run by this venv's interpreter) and the
-    plugins (``RADCLOUD_PLUGINS_DIR``: ``plugins_dir``, else the checkout's
-    plugins/). ``env`` is added to every action's environment (Settings fall
-    back to it when a parameter is absent). With ``plugins_dir``, the images
-    of its plugins' actions (:func:`with_plugin_actions`) are mapped too.
+    Each image holds what its Dockerfile copies (:mod:`radcloud.ops.imageviews`:
+    radcloud without ``ops/``, the runtime's plugins and web UI, or a plugin
+    image's one plugin), run by this venv's interpreter with nothing else of
+    the checkout importable. The plugins are ``plugins_dir``'s, else the
+    checkout's plugins/. ``env`` is added to every action's environment
+    (Settings fall back to it when a parameter is absent); what a Dockerfile's
+    ``ENV`` sets is the image's. With ``plugins_dir``, the images of its
+    plugins' actions (:func:`with_plugin_actions`) are mapped too.
     """
+    from radcloud.ops import imageviews
+
     if doc is None:
         doc = load_manifest()
         if plugins_dir is not None:
             doc = with_plugin_actions(doc, plugins_dir)
-    names = local_image_env(env)
-    spec = {"python": python, "pythonpath": [str(root)],
-            "env": {**dict(env), "RADCLOUD_PLUGINS_DIR": str(plugins_dir or root / "plugins")},
-            "preload": list(PRELOAD)}
-    return {image: spec for image in images(doc, {**os.environ, **dict(env), **names})}
+    plugins = plugins_dir or root / "plugins"
+    environ = {**os.environ, **dict(env), **local_image_env(env)}
+    out: dict[str, dict[str, Any]] = {}
+    for name, action in manifest_actions(doc).items():
+        if not action.get("docker"):
+            continue
+        image = images({"project": {"packages": {PACKAGE: {"actions": {name: action}}}}}, environ)[0]
+        if image in out:
+            continue
+        layout = imageviews.view(imageviews.dockerfile_for(name, root=root, plugins_dir=plugins),
+                                 root=root, plugins_dir=plugins)
+        out[image] = {"python": python, **layout, "env": {**dict(env), **layout["env"]},
+                      "preload": list(PRELOAD)}
+    return out
 
 
 def with_plugin_actions(doc: Mapping[str, Any], plugins_dir: Path) -> dict[str, Any]:

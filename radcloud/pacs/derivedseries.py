@@ -7,10 +7,11 @@ SR writer (:mod:`radcloud.results.segsr`), plugins that write DICOM series
 staged list and the viewer (a "Result" badge) — one place, in the PACS
 layer because search and retrieve need it:
 
-* **UIDs** are fixed by (source series, plugin, plugin version, what): a
-  re-run of the same plugin version on the same series writes the same
-  objects, so the PACS replaces them instead of piling up copies; a new
-  version writes a new series (:func:`uid`).
+* **UIDs** are fixed by (source series, plugin, plugin version, what) and all
+  start with radcloud's root :data:`UID_ROOT`: a re-run of the same plugin
+  version on the same series writes the same objects, a new version a new
+  series (:func:`uid`); the push replaces the earlier run's series of the
+  same slot (:func:`same_slot`).
 * **Series number** is the source series' number times 100 plus the kind
   (1 pictures, 2 segmentation, 3 measurements, 4 images): pictures of series
   3 are 301, its segmentation 302, whatever the run (:func:`series_number`).
@@ -20,9 +21,12 @@ layer because search and retrieve need it:
   reference their source (:func:`source_references`).
 * **Date**: SeriesDate/SeriesTime say when the result was made
   (:func:`date_stamp`), so a PACS list shows it.
-* :func:`is_derived` recognises such a series by its description, which
-  every search answers, so search marks it and a pulled study skips it
-  unless asked (:func:`radcloud.work.retrieve.plan`).
+* :func:`is_derived` recognises such a series by the root of its
+  SeriesInstanceUID, which every search answers (Orthanc's and a PACS's
+  C-FIND alike) and which neither a renamed description nor another tool's
+  text changes; search marks it, a pulled study skips it unless asked
+  (:func:`radcloud.work.retrieve.plan`) and dispatch refuses to run on it
+  unless asked (:class:`radcloud.work.dispatch.Dispatcher`).
 
 Standard library only at import (query and retrieve import it); pydicom is
 imported where a UID or a dataset is made.
@@ -37,7 +41,12 @@ from collections.abc import Mapping
 from typing import Any
 
 MANUFACTURER = "radcloud"
-PREFIX = "radcloud "  # every derived series' description starts with it
+PREFIX = "radcloud "  # every derived series' description starts with it (for people; not the marker)
+# Every UID radcloud makes for a derived object starts with this root: pydicom's root (the one
+# generate_uid uses) and one more arc. pydicom's own random UIDs add digits but never another
+# dot, so none of them (nor any scanner's) starts with it. A site with its own registered root
+# replaces it here; series written under an earlier root are then no longer recognised.
+UID_ROOT = "1.2.826.0.1.3680043.8.498.72."
 KINDS = {"pictures": 1, "segmentation": 2, "measurements": 3, "images": 4}
 UNNUMBERED = 99       # stands in for a source series without a SeriesNumber
 MAX_REFERENCES = 1000  # source instances a picture names (a series longer than this is named in part)
@@ -50,10 +59,10 @@ def plugin_name(plugin: str) -> str:
 
 
 def uid(source_series: str, plugin: str, version: str, what: str) -> str:
-    """A UID fixed by the source series, the plugin, its version and ``what`` (e.g. ``"seg"``)."""
+    """A UID under :data:`UID_ROOT` fixed by the source series, the plugin, its version and ``what`` (e.g. ``"seg"``)."""
     from pydicom.uid import generate_uid
 
-    return generate_uid(entropy_srcs=[source_series, plugin, version, what])
+    return generate_uid(prefix=UID_ROOT, entropy_srcs=[source_series, plugin, version, what])
 
 
 def positive_int(value: Any) -> int | None:
@@ -81,11 +90,27 @@ def description(plugin: str, kind: str, source_number: Any, source_description: 
 def is_derived(tags: Mapping[str, Any]) -> bool:
     """Whether a series (its tags as a search answers them) was written by radcloud.
 
-    The description decides: every PACS answers SeriesDescription to a
-    series C-FIND, while Manufacturer is no series-level key (and radcloud's
-    own synthetic sample studies are made by Manufacturer ``radcloud``).
+    The root of its SeriesInstanceUID decides (:data:`UID_ROOT`): the unique
+    key every series search answers, set by radcloud alone. Not the
+    description (a user can rename a series, another tool can write the
+    same words) nor Manufacturer (no C-FIND series key, and radcloud's
+    synthetic sample studies are made by Manufacturer ``radcloud``).
     """
-    return str(tags.get("SeriesDescription") or "").startswith(PREFIX)
+    return str(tags.get("SeriesInstanceUID") or "").startswith(UID_ROOT)
+
+
+def same_slot(tags: Mapping[str, Any], series_uid: str, number: Any, text: Any) -> bool:
+    """Whether the derived series ``tags`` holds the slot of a new series
+    (``series_uid``, SeriesNumber ``number``, SeriesDescription ``text``): the
+    same series, or radcloud's series of the same plugin, kind and source made
+    by another run (another plugin version: another UID). The push deletes
+    it before storing, so a re-run replaces, never piles up."""
+    if not is_derived(tags):
+        return False
+    if tags.get("SeriesInstanceUID") == series_uid:
+        return True
+    return str(tags.get("SeriesNumber") or "").strip() == str(number or "").strip() and \
+        str(tags.get("SeriesDescription") or "").strip() == str(text or "").strip()
 
 
 def source_references(source_series: str, instances: list[tuple[str, str]], picture: str = "") -> dict[str, Any]:

@@ -186,6 +186,10 @@ class Orthanc:
         """One metadata item (e.g. an instance's ``RemoteAET``); NotFound when it is not set."""
         return self._request("GET", f"/{_plural(level)}/{orthanc_id}/metadata/{name}").text.strip()
 
+    def delete(self, level: str, orthanc_id: str) -> None:
+        """``DELETE /{studies|series|instances}/{id}``: the resource and everything under it."""
+        self._request("DELETE", f"/{_plural(level)}/{orthanc_id}")
+
     def series_instances(self, series_id: str) -> list[dict]:
         """``GET /series/{id}/instances``: expanded (ID, FileSize, MainDicomTags)."""
         return self._json("GET", f"/series/{series_id}/instances")

@@ -50,7 +50,7 @@ FIELDS: dict[str, tuple[str, str]] = {
 # Kinds that may hold several values (OR-ed) and kinds that allow * and ?.
 _LIST_KINDS = {"id", "uid", "modality"}
 _WILDCARD_KINDS = {"text", "id"}
-CONTROL_KEYS = {"level", "limit", "offset", "counts", "modality", "source"}
+CONTROL_KEYS = {"level", "limit", "offset", "counts", "modality", "source", "recent"}
 SOURCES = ("orthanc", "dicomweb")
 
 MAX_LIST = 100          # values in one list (multi-MRN, UIDs)
@@ -83,6 +83,9 @@ class Query:
     counts: bool = True
     modality: str | None = None   # a remote modality reached through Orthanc
     source: str = "orthanc"
+    # Studies newest-received first (Orthanc's LastUpdate of the study: when an instance of it last
+    # arrived), not newest StudyDate: what the PACS got lately, whatever date the scan carries.
+    recent: bool = False
 
     @property
     def orthanc_level(self) -> str:
@@ -101,11 +104,8 @@ def parse(params: Mapping[str, Any], *, max_limit: int = 1000) -> Query:
     level = level.lower()
     limit = _int(params.get("limit", min(100, max_limit)), "limit", 1, max_limit)
     offset = _int(params.get("offset", 0), "offset", 0, MAX_MATCHES)
-    counts = params.get("counts", True)
-    if isinstance(counts, str) and counts.lower() in ("true", "false"):  # from a GET query string
-        counts = counts.lower() == "true"
-    if not isinstance(counts, bool):
-        raise BadRequest("counts must be true or false", field="counts")
+    counts, recent = (_bool(params.get(name, default), name) for name, default in (("counts", True),
+                                                                                   ("recent", False)))
     modality = params.get("modality")
     if modality is not None and (not isinstance(modality, str) or not _NAME.match(modality)):
         raise BadRequest("modality must be the name of a modality registered in Orthanc", field="modality")
@@ -114,6 +114,9 @@ def parse(params: Mapping[str, Any], *, max_limit: int = 1000) -> Query:
         raise BadRequest(f"source must be one of {', '.join(SOURCES)}", field="source")
     if source == "dicomweb" and level != "study":
         raise BadRequest("source dicomweb supports level study only", field="source")
+    if recent and (level != "study" or modality or source != "orthanc"):
+        raise BadRequest("recent lists the studies radcloud's own Orthanc received last: level study, "
+                         "no modality, source orthanc", field="recent")
 
     filters: dict[str, str] = {}
     for key, value in params.items():
@@ -130,7 +133,23 @@ def parse(params: Mapping[str, Any], *, max_limit: int = 1000) -> Query:
             raise BadRequest(f"{key} is a {field_level}-level field; use level={field_level} "
                              f"or a finer level", field=key)
         filters[key] = _match_string(key, kind, value)
-    return Query(level, filters, limit, offset, counts, modality, source)
+    return Query(level, filters, limit, offset, counts, modality, source, recent)
+
+
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):  # from a GET query string
+        value = value.lower() == "true"
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false", field=name)
+    return value
+
+
+def iso_received(last_update: Any) -> str | None:
+    """Orthanc's ``LastUpdate`` (UTC, ``YYYYMMDDTHHMMSS``) as ISO 8601 (``...Z``), None if absent or odd."""
+    text = str(last_update or "")
+    if not re.fullmatch(r"\d{8}T\d{6}", text):
+        return None
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}T{text[9:11]}:{text[11:13]}:{text[13:15]}Z"
 
 
 def _int(value: Any, name: str, low: int, high: int) -> int:
@@ -328,8 +347,10 @@ def sort_key(level: str, item: Mapping[str, Any]) -> tuple:
 
 
 def page(query: Query, items: list[dict], truncated: bool = False) -> dict[str, Any]:
-    """Order, then slice; the answer names the total so the caller can page."""
+    """Order (newest received first for ``recent``), then slice; the answer names the total so the caller can page."""
     items.sort(key=lambda item: sort_key(query.level, item))
+    if query.recent:  # stable: equal times keep the study order
+        items.sort(key=lambda item: item.get("received_at") or "", reverse=True)
     return {
         "level": query.level,
         "source": query.modality and f"modality:{query.modality}" or query.source,

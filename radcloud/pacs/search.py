@@ -161,6 +161,7 @@ def _study_item(s: Mapping[str, Any]) -> dict[str, Any]:
     item = q.normalise(s.get("PatientMainDicomTags", {}), q.PATIENT_KEYS)
     item.update(q.normalise(s.get("MainDicomTags", {}), q.STUDY_KEYS))
     item["NumberOfStudyRelatedSeries"] = len(s.get("Series", []))
+    item["received_at"] = q.iso_received(s.get("LastUpdate"))  # when an instance of it last reached Orthanc
     item["orthanc"] = {"patient": s.get("ParentPatient"), "study": s["ID"]}
     return item
 

@@ -6,7 +6,11 @@ UID and patient module, copied from the PACS's own record of the study), so
 a PACS viewer shows them next to the original images. Their UIDs, number,
 description and source references follow the rules of
 :mod:`radcloud.pacs.derivedseries` (fixed UIDs: pushing a rerun's results
-stores the same instances). DICOM outputs that already are Secondary
+stores the same instances) and a push first deletes radcloud's series of
+the same slot that an earlier run stored (:meth:`Pacs.replace`): Orthanc keeps
+the first copy of an instance it already holds, so without it a re-run with
+other parameters would leave the old pixels under the same UIDs, and a new
+plugin version would pile a second series next to the first. DICOM outputs that already are Secondary
 Capture, Segmentation or Structured Report objects of the same study (e.g.
 ``lung-seg``'s SEG and SR) are stored as they are. Outputs of a
 de-identified run belong to no hospital study and are never pushed.
@@ -22,8 +26,8 @@ import logging
 import tempfile
 from typing import Any, Protocol
 
-from radcloud.pacs.derivedseries import (MANUFACTURER, PREFIX, date_stamp, description, positive_int, series_number,
-                                         source_references, uid)
+from radcloud.pacs.derivedseries import (MANUFACTURER, PREFIX, date_stamp, description, positive_int, same_slot,
+                                         series_number, source_references, uid)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ class Pacs(Protocol):
     def study_tags(self, study_uid: str) -> dict[str, str]: ...
     def series(self, series_uid: str) -> dict[str, Any]: ...
     def store(self, data: bytes) -> dict[str, Any]: ...
+    def replace(self, study_uid: str, series_uid: str, number: Any, text: Any) -> int: ...
 
 
 class OrthancPacs:
@@ -78,6 +83,17 @@ class OrthancPacs:
 
     def store(self, data: bytes) -> dict[str, Any]:
         return self.orthanc.store_instance(data)  # POST /instances: Orthanc's C-STORE over REST
+
+    def replace(self, study_uid: str, series_uid: str, number: Any, text: Any) -> int:
+        """Delete the study's radcloud series in the slot of the series about to be stored
+        (:func:`radcloud.pacs.derivedseries.same_slot`); returns how many. Never a scanner's series."""
+        found = self.orthanc.find("Series", {"StudyInstanceUID": study_uid}, expand=True)
+        gone = 0
+        for s in found:
+            if same_slot(s.get("MainDicomTags") or {}, series_uid, number, text):
+                self.orthanc.delete("Series", s["ID"])
+                gone += 1
+        return gone
 
 
 def secondary_capture(image: Any, *, study: dict[str, str], series_uid: str, plugin: str,
@@ -141,8 +157,10 @@ def push(job: dict[str, Any], manifest: dict[str, Any], *, store: Any, pacs: Pac
 
     Pictures of one source series become one Secondary Capture series with
     the UIDs, number and description of :func:`uid`, :func:`series_number`
-    and :func:`description`, so pushing the same results again stores the
-    same instances (the PACS keeps one copy).
+    and :func:`description`. Before the first instance of each series the
+    PACS deletes radcloud's series of the same slot (:meth:`Pacs.replace`):
+    the same series from an earlier run, or another version's, so the study
+    holds this run's results once.
     """
     import pydicom
     from PIL import Image
@@ -158,7 +176,14 @@ def push(job: dict[str, Any], manifest: dict[str, Any], *, store: Any, pacs: Pac
             continue  # previews, not results
         if out.get("image") or name.endswith(".dcm"):
             groups.setdefault((out.get("study_uid") or "", out.get("series_uid") or ""), []).append(out)
-    stored, series_uids = 0, []
+    stored, series_uids, replaced = 0, [], 0
+    cleared: set[str] = set()  # series whose earlier copies this push deleted (once each)
+
+    def clear(study_uid: str, series_uid: str, number: Any, text: Any) -> None:
+        nonlocal replaced
+        if series_uid and series_uid not in cleared:
+            cleared.add(series_uid)
+            replaced += pacs.replace(study_uid, series_uid, number, text)
     for (study_uid, source_uid), outs in sorted(groups.items()):
         if not study_uid:
             continue
@@ -175,6 +200,10 @@ def push(job: dict[str, Any], manifest: dict[str, Any], *, store: Any, pacs: Pac
                     number += 1
                     refs = source_references(source_uid, source["instances"], out["name"]) \
                         if source_uid and source["instances"] else None
+                    if number == 1:
+                        clear(study_uid, series_uid, series_number(source.get("SeriesNumber"), "pictures"),
+                              description(plugin, "pictures", source.get("SeriesNumber"),
+                                          source.get("SeriesDescription")))
                     with Image.open(tmp.name) as img:
                         ds = secondary_capture(
                             img, study=study, series_uid=series_uid, plugin=plugin, number=number,
@@ -190,10 +219,13 @@ def push(job: dict[str, Any], manifest: dict[str, Any], *, store: Any, pacs: Pac
                     if ds.get("StudyInstanceUID") != study_uid or \
                             not str(ds.get("SOPClassUID", "")).startswith(PUSHABLE_DICOM):
                         continue
+                    clear(study_uid, str(ds.get("SeriesInstanceUID") or ""), ds.get("SeriesNumber"),
+                          ds.get("SeriesDescription"))
                     with open(tmp.name, "rb") as fh:
                         pacs.store(fh.read())
                     stored += 1
         if number:
             series_uids.append(series_uid)
-    log.info("job %s: %d instance(s) pushed to the PACS in %d series", job.get("id"), stored, len(series_uids))
-    return {"series_uid": ",".join(series_uids), "instances": stored}
+    log.info("job %s: %d instance(s) pushed to the PACS in %d series (%d earlier series replaced)",
+             job.get("id"), stored, len(series_uids), replaced)
+    return {"series_uid": ",".join(series_uids), "instances": stored, "replaced": replaced}

@@ -114,7 +114,7 @@ class Viewer:
                 "SeriesInstanceUID": staged.series_uid, "count": len(staged.instances),
                 "complete": staged.complete,
                 "tags": {k: v for k, v in (doc.get("tags") or {}).items() if k in _TAGS and v not in (None, "")},
-                "derived": derivedseries.is_derived(doc.get("tags") or {}),
+                "derived": derivedseries.is_derived({"SeriesInstanceUID": staged.series_uid}),
                 "thumbnail_url": self.store.presign_get(access.check(middle), self.ttl_s),
             })
         if not series:

@@ -90,6 +90,12 @@ def parse_cpu(text: Any) -> float | None:
     return value / 1000 if match.group(2) else value
 
 
+
+def python_argv() -> list[str]:
+    """This interpreter, started as this one was: with ``-S`` when this one runs without
+    site (localwhisk's isolated images), so a plugin imports from the image's path only."""
+    return [sys.executable, "-S"] if sys.flags.no_site else [sys.executable]
+
 class Plugin:
     """One plugin directory and its descriptor."""
 
@@ -183,8 +189,9 @@ class Plugin:
         """``[execshell, selfpath/selfexec]`` resolved for this machine.
 
         A relative ``selfpath`` is relative to the plugin dir; a Python
-        ``execshell`` becomes this interpreter, so plugins run in radcloud's
-        environment (in production the image's python is that interpreter).
+        ``execshell`` becomes this interpreter (:func:`python_argv`), so plugins
+        run in radcloud's environment (in production the image's python is that
+        interpreter).
         """
         d = self.descriptor
         selfpath = d.get("selfpath") or "."
@@ -194,7 +201,7 @@ class Plugin:
         if not shell:
             return [str(path)]
         if os.path.basename(shell).startswith("python"):
-            shell = sys.executable
+            return [*python_argv(), str(path)]
         return [shell, str(path)]
 
     def display_argv(self, argv: list[str]) -> list[str]:

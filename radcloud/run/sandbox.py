@@ -133,6 +133,10 @@ def _env(extra: dict[str, str], limits: Limits, scratch: str) -> dict[str, str]:
            # One BLAS/OpenMP thread per granted core: the container gets a CPU
            # share, and each pool thread holds its own buffers.
            "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    if sys.flags.no_site and os.environ.get("PYTHONPATH"):
+        # Without site (python -S, localwhisk's isolated images) the import path is
+        # PYTHONPATH alone: the plugin's interpreter (registry.python_argv) needs it too.
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     env.update(extra)
     return env
 

@@ -142,7 +142,7 @@ def list_studies(store: Any, *, now: float, redis: Any = None, prefix: str = "ra
         study["series"].append({
             "SeriesInstanceUID": staged.series_uid, "manifest": key,
             **{k: str(tags.get(k) or "") for k in ("SeriesNumber", "SeriesDescription", "Modality")},
-            "derived": derivedseries.is_derived(tags),  # radcloud's own results: not run on by default
+            "derived": derivedseries.is_derived({"SeriesInstanceUID": staged.series_uid}),  # results: not run on by default
             "instances": len(staged.instances), "bytes": nbytes, "complete": staged.complete})
         study["instances"] += len(staged.instances)
         study["bytes"] += nbytes

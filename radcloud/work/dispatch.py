@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from radcloud.pacs import derivedseries
 from radcloud.work.cache import ResultCache, cache_key
 from radcloud.store.staged import InputAccess, StagedSeries
 from radcloud.core.errors import BadRequest, Conflict, RadcloudError, Unavailable
@@ -57,6 +58,7 @@ class Options:
     deidentify: bool = False
     push_to_pacs: bool = False
     force: bool = False
+    include_derived: bool = False  # run on radcloud's own result series too (refused otherwise)
     wait_staged: int = 0  # seconds to wait for a running retrieve (pull-and-run sets it)
     executor: str | None = None  # "action" | "slurm": where the plugin's shards run (radcloud.work.routing)
     pipeline: dict[str, str] | None = None  # {job, step}: the pipeline step this run is (radcloud.work.pipelines)
@@ -69,6 +71,27 @@ class Options:
         from radcloud.api.models import DispatchOptions
 
         return cls(**parse(DispatchOptions, raw).model_dump())
+
+
+def refuse_derived(series: list[StagedSeries]) -> None:
+    """BadRequest naming the staged series that radcloud itself wrote into the PACS.
+
+    Results of earlier runs (:func:`radcloud.pacs.derivedseries.is_derived`)
+    are no scanner images: running a plugin on them again by mistake makes
+    results of results. Retrieve leaves them out of a pulled study and the
+    Run page does not offer them; this is the check every caller passes
+    (the API, the CLI, routing rules). A job's own outputs (``inputs.job``,
+    how a pipeline step consumes the step before) are not checked.
+    """
+    derived = [s for s in series if derivedseries.is_derived({"SeriesInstanceUID": s.series_uid})]
+    if not derived:
+        return
+    named = ", ".join(f"{s.series_uid} (series {s.tags.get('SeriesNumber') or '?'})" for s in derived[:3])
+    more = f" and {len(derived) - 3} more" if len(derived) > 3 else ""
+    raise BadRequest(f"{len(derived)} of the {len(series)} input series are results radcloud made earlier, not "
+                     f"scanner images: {named}{more}; leave them out (choose the study's other series), or set "
+                     "options.include_derived to run on them on purpose", field="inputs",
+                     series=[s.series_uid for s in derived[:10]])
 
 
 def plan_shards(series: list[StagedSeries], opts: Options) -> list[ShardSpec]:
@@ -138,6 +161,8 @@ class Dispatcher:
         if incomplete:
             raise Conflict(f"{len(incomplete)} series not completely staged yet; wait for the "
                            "retrieve to finish", field="inputs", series=incomplete[:10])
+        if not inputs.get("job") and not opts.include_derived:
+            refuse_derived(series)
         stages = [plugin.name]
         needs_secret = [plugin] if getattr(plugin, "deid", None) else []
         if opts.deidentify:

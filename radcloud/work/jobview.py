@@ -12,6 +12,7 @@ from typing import Any
 from radcloud.core.errors import NotFound
 from radcloud.work.lifecycle import PIPELINE_KIND
 from radcloud.work.pipelines import steps_view
+from radcloud.work.reasons import plain
 
 PRIVILEGED = ("admin", "service", "system")
 
@@ -31,6 +32,7 @@ def check(job: dict[str, Any], principal: Any) -> dict[str, Any]:
 def summary(job: dict[str, Any]) -> dict[str, Any]:
     """One line of a job list: the job hash with its progress, no shards."""
     out = {k: v for k, v in job.items() if k != "shards"}
+    out["reason_plain"] = plain(job.get("reason"))  # what the UI shows; reason: its technical details
     out["subject"] = job.get("subject") or None   # radcloud.work.subject; None: not recorded (older jobs)
     out["progress"] = {
         "shards_done": int(job.get("shards_done") or 0), "shards_total": int(job.get("shards_total") or 0),
@@ -44,7 +46,8 @@ def public(job: dict[str, Any]) -> dict[str, Any]:
     """The job without bulky internals (input key lists, argv, output listings)."""
     out = summary(job)
     out["shards"] = [{k: v for k, v in s.items() if k not in ("inputs", "argv", "outputs")}
-                     | {"outputs": len(s.get("outputs") or [])} for s in job.get("shards", [])]
+                     | {"outputs": len(s.get("outputs") or []), "reason_plain": plain(s.get("reason"))}
+                     for s in job.get("shards", [])]
     if job.get("kind") == PIPELINE_KIND:  # its units are steps, each run by a job of its own
         out["steps"] = steps_view(job)
     return out

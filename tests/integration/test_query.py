@@ -192,3 +192,25 @@ def test_previews_are_small_pictures_of_each_series_middle_image(orthanc):
         assert len(p["thumbnail"]) < 20_000
     with pytest.raises(BadRequest):
         preview.study_previews(orthanc, "1.2/../3")
+
+
+def test_recent_is_what_orthanc_received_last_whatever_the_study_date(orthanc):
+    """#21: the demo's studies are dated 2024–2025; recent lists them by Orthanc's arrival time (LastUpdate)."""
+    import time
+
+    answer = find(orthanc, recent=True, limit=500)
+    assert answer["total"] >= len(STUDIES) and all(i["received_at"] for i in answer["items"])
+    received = [i["received_at"] for i in answer["items"]]
+    assert received == sorted(received, reverse=True)
+    now = orthanc.now()   # Orthanc's clock, UTC: what LastUpdate is measured in
+    assert received[0][:10] == f"{now[:4]}-{now[4:6]}-{now[6:8]}"   # seeded today, dated 2024-2025
+    # Touch the oldest-received study again: it becomes the first, though its StudyDate is unchanged.
+    oldest = answer["items"][-1]
+    (study,) = orthanc.find("Study", {"StudyInstanceUID": oldest["StudyInstanceUID"]}, expand=True)
+    instance = orthanc.series_instances(study["Series"][0])[0]
+    data = b"".join(orthanc.iter_instance(instance["ID"]))
+    orthanc.delete("Instance", instance["ID"])
+    time.sleep(1.1)   # LastUpdate has one-second resolution
+    orthanc.store_instance(data)
+    first = find(orthanc, recent=True, limit=1)["items"][0]
+    assert first["StudyInstanceUID"] == oldest["StudyInstanceUID"] and first["received_at"] > received[0]

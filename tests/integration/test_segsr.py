@@ -32,7 +32,8 @@ import pytest
 from PIL import Image
 from pydicom.sr.codedict import codes
 
-from radcloud.pacs import derivedseries, retrieve, search
+from radcloud.pacs import derivedseries, search
+from radcloud.work import retrieve
 from radcloud.pacs import query as q
 from radcloud.results import derived, segsr
 from radcloud.pacs.orthanc import Orthanc
@@ -188,3 +189,42 @@ def test_push_stores_seg_sr_and_picture_in_the_source_study(written, stack):
     (found,) = orthanc.lookup(seg.SOPInstanceUID)
     stored = pydicom.dcmread(io.BytesIO(b"".join(orthanc.iter_instance(found["ID"]))))
     assert stored.SOPClassUID == seg.SOPClassUID and stored.StudyInstanceUID == study_uid
+
+
+def test_a_rerun_replaces_its_series_in_orthanc_and_a_new_version_takes_the_slot(written, stack, tmp_path):
+    """#21: Orthanc keeps the first copy of an instance it holds, so a re-run with other pixels under the
+    same UIDs would leave the old ones; the push deletes radcloud's series of the slot first."""
+    orthanc = Orthanc.from_settings(stack.settings)
+    store = ObjectStore.from_settings(stack.settings)
+    src = written["sources"][0]
+    orthanc.store_instance((written["base"] / Path(str(src.filename)).name).read_bytes())
+    study_uid, number = str(src.StudyInstanceUID), int(src.SeriesNumber)
+
+    def push(shade, version):
+        local = tmp_path / f"p{shade}.png"
+        Image.new("L", (32, 24), shade).save(local)
+        info = store.put_file(f"results/rerun-{shade}/preview/series-001.png", local, content_type="image/png")
+        out = {"key": info.key, "name": "preview/series-001.png", "image": True, "study_uid": study_uid,
+               "series_uid": str(src.SeriesInstanceUID)}
+        job = {"id": f"rerun-{shade}", "plugin": "rerun-test", "plugin_version": version, "options": {}}
+        return derived.push(job, {"outputs": [out]}, store=store, pacs=derived.OrthancPacs(orthanc))
+
+    def pictures():
+        found = orthanc.find("Series", {"StudyInstanceUID": study_uid}, expand=True)
+        mine = [s for s in found if s["MainDicomTags"].get("SeriesDescription", "").startswith("radcloud rerun-test")]
+        return [(s["MainDicomTags"]["SeriesInstanceUID"], s["MainDicomTags"]["SeriesNumber"],
+                 [int(pydicom.dcmread(io.BytesIO(b"".join(orthanc.iter_instance(i)))).pixel_array.max())
+                  for i in s["Instances"]]) for s in mine]
+
+    scanner = {s["ID"] for s in orthanc.find("Series", {"StudyInstanceUID": study_uid}, expand=True)
+               if not derivedseries.is_derived(s["MainDicomTags"])}
+    first = push(40, "1")
+    assert pictures() == [(first["series_uid"], str(number * 100 + 1), [40])]
+    again = push(200, "1")   # same version, other pixels: same UIDs, the new pixels
+    assert again["series_uid"] == first["series_uid"] and again["replaced"] == 1
+    assert pictures() == [(first["series_uid"], str(number * 100 + 1), [200])]
+    newer = push(90, "2")    # a new version: a new series in the same slot, the old one gone
+    assert newer["series_uid"] != first["series_uid"] and newer["replaced"] == 1
+    assert pictures() == [(newer["series_uid"], str(number * 100 + 1), [90])]
+    still = {s["ID"] for s in orthanc.find("Series", {"StudyInstanceUID": study_uid}, expand=True)}
+    assert scanner <= still   # the scanner's series are never touched

@@ -266,3 +266,61 @@ def test_localwhisks_record_of_a_rule_refused_at_the_concurrency_limit_is_read_a
             assert refused_rules(record) == refused, record["logs"]
         finally:
             c.close()
+
+
+def test_an_idle_system_routes_a_refused_arrival_at_its_due_time_not_at_the_next_alarm(world):
+    """Issue 20: a route run refused as busy leaves the arrival pending, due after a backoff (2 s for
+    the first refusal). Nothing else arrives and the reconcile alarm is minutes away: the watcher
+    fires it again when it is due, the route run routes it, once. A re-fire no route run takes (lost)
+    is not repeated before the route lease has passed."""
+    from radcloud.arrivals import rules as R
+    from radcloud.core.errors import TooManyRequests
+    from radcloud.run.registry import Registry
+
+    orthanc, redis, _, watcher, advance = world
+    store = R.RuleStore(redis, Registry())
+    store.save({"name": "ct", "match": {"modality": "CT"}, "pipeline": [{"plugin": "lung-seg"}]})
+    retrieves, started, lost = [], [], [False]
+
+    class Whisk:  # the namespace is busy for the first retrieve only
+        def invoke(self, action, params, *, blocking=False, result=False):
+            retrieves.append(params)
+            if len(retrieves) == 1:
+                raise TooManyRequests("OpenWhisk refused to invoke radcloud/retrieve (HTTP 429)")
+            return {"retrieve_id": f"r{len(retrieves)}"}
+
+    class Pipelines:
+        def start(self, steps, inputs, owner, *, name="", job_id=None):
+            started.append(job_id)
+            return job_id
+
+    def fire(payload):  # the trigger's rule: the route action on the same Redis
+        if not lost[0]:
+            R.route_arrival(payload, store, Whisk(), Pipelines(), clock=watcher.clock)
+        return "activation"
+
+    watcher.fire = fire
+    orthanc.store("s1", "s1e", ["i1"])
+    orthanc.change("StableStudy", "s1")
+    assert watcher.poll() == 1 and started == [] and len(retrieves) == 1        # refused: pending
+    [entry] = store.pending()
+    assert entry["attempts"] == 1 and entry["next_at"] == watcher.clock() + 2
+    advance(1.5)
+    watcher.poll()
+    assert len(retrieves) == 1                                                  # not due yet
+    advance(0.5)
+    assert watcher.poll() == 0 and watcher.redrive_due() == 0                    # routed in the first call
+    assert len(retrieves) == 2 and len(started) == 1 and store.pending() == []
+    assert [r["state"] for r in store.runs()] == ["started"]
+    # A fire that no route run takes (lost on the way): fired once per due time, again after the lease.
+    lost[0] = True
+    orthanc.store("s2", "s2e", ["i2"])
+    orthanc.change("StableStudy", "s2")
+    watcher.poll()                                      # fired (expected: pending, due after the lease)
+    advance(R.LEASE_S)
+    assert watcher.redrive_due() == 1 and watcher.redrive_due() == 0
+    advance(R.LEASE_S - 1)
+    assert watcher.redrive_due() == 0
+    advance(1)
+    lost[0] = False
+    assert watcher.redrive_due() == 1 and store.pending() == [] and len(started) == 2

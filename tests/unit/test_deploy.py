@@ -86,7 +86,8 @@ def test_local_images_cover_every_image_of_the_real_manifest():
     assert set(images) == set(wanted) and deploy.LOCAL_RUNTIME_IMAGE in images
     assert all(i.startswith("radcloud/") for i in images)
     spec = images[deploy.LOCAL_RUNTIME_IMAGE]
-    assert spec["python"] == "/venv/bin/python" and spec["pythonpath"] == [str(deploy.ROOT)]
+    assert spec["python"] == "/venv/bin/python" and spec["isolated"]
+    assert spec["pythonpath"][0] == "{root}/opt/radcloud" and str(deploy.ROOT) not in spec["pythonpath"]
     assert spec["env"]["RADCLOUD_TOKEN_SECRET"] == "x" * 40
 
 
@@ -119,7 +120,10 @@ def test_a_plugins_dir_adds_its_plugin_actions_and_their_images(tmp_path):
     assert Path(actions["plugin-fixture"]["function"]) == deploy.ROOT / "functions" / "shard"
     images = deploy.local_images({}, plugins_dir=tmp_path)
     assert {"radcloud/pl-fixture:2.1.0", "radcloud/pl-dcm2png:9.9.9"} <= set(images)
-    assert all(spec["env"]["RADCLOUD_PLUGINS_DIR"] == str(tmp_path) for spec in images.values())
+    assert all(spec["env"]["RADCLOUD_PLUGINS_DIR"] == "{root}/opt/radcloud/plugins" for spec in images.values())
+    # the fixture plugin has no Dockerfile: its image is laid out like every plugin's here
+    assert [str(tmp_path / "fixture"), "/opt/radcloud/plugins/fixture"] in images["radcloud/pl-fixture:2.1.0"]["files"]
+    assert [str(tmp_path), "/opt/radcloud/plugins"] in images[deploy.LOCAL_RUNTIME_IMAGE]["files"]
     assert all(spec["preload"] == list(deploy.PRELOAD) for spec in images.values())
 
 
@@ -133,7 +137,8 @@ def test_with_plugin_actions_leaves_the_given_manifest_alone(tmp_path):
 
 def test_without_a_plugins_dir_actions_see_the_checkouts_plugins():
     images = deploy.local_images({"RADCLOUD_PLUGINS_DIR": "/elsewhere"})
-    assert {spec["env"]["RADCLOUD_PLUGINS_DIR"] for spec in images.values()} == {str(deploy.ROOT / "plugins")}
+    assert {spec["env"]["RADCLOUD_PLUGINS_DIR"] for spec in images.values()} == {"{root}/opt/radcloud/plugins"}
+    assert [str(deploy.ROOT / "plugins"), "/opt/radcloud/plugins"] in images[deploy.LOCAL_RUNTIME_IMAGE]["files"]
 
 
 def test_with_a_cluster_reconcile_runs_every_minute_unless_the_deployment_says():

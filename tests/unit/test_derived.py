@@ -39,7 +39,7 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 
 class FakePacs:
     def __init__(self):
-        self.stored = []
+        self.stored, self.replaced = [], []
 
     def study_tags(self, uid):
         return dict(STUDY)
@@ -52,6 +52,11 @@ class FakePacs:
     def store(self, data):
         self.stored.append(pydicom.dcmread(io.BytesIO(data)))
         return {"Status": "Success"}
+
+    def replace(self, study_uid, series_uid, number, text):
+        assert not any(d.SeriesInstanceUID == series_uid for d in self.stored), "cleared after storing"
+        self.replaced.append((study_uid, series_uid, number, str(text)))
+        return 0
 
 
 def manifest_with(store, names, study=STUDY["StudyInstanceUID"]):
@@ -118,7 +123,11 @@ def test_push_twice_writes_the_same_series_numbered_and_referencing_its_source()
     assert [d.SOPInstanceUID for d in first.stored] == [d.SOPInstanceUID for d in second.stored]
     newer = FakePacs()
     c = derived.push({**job, "plugin_version": "1.1.0"}, manifest, store=store, pacs=newer)
-    assert c["series_uid"] != a["series_uid"]  # a new version is a new series
+    assert c["series_uid"] != a["series_uid"]  # a new version is a new series...
+    # ...in the same slot: each push first clears it, once per series, before its first instance
+    assert first.replaced == newer.replaced[:0] + [(STUDY["StudyInstanceUID"], a["series_uid"], 301,
+                                                    "radcloud dcm2png pictures of #3 CT chest")]
+    assert [r[2:] for r in newer.replaced] == [r[2:] for r in first.replaced]
     named, overlay = first.stored  # sorted by output name: "s000/9.9.2.png" < "s000/overlay.png"
     for ds in first.stored:
         assert ds.SeriesNumber == 301 and ds.Manufacturer == "radcloud"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from radcloud.core.errors import BadRequest
+from radcloud.pacs.derivedseries import uid
+
 from radcloud.pacs import query as q
 from radcloud.pacs import search
 from radcloud.pacs.orthanc import Orthanc, patient_resource_id
@@ -64,14 +67,17 @@ def test_series_level_joins_parent_study(fake):
 
 
 def test_series_written_by_radcloud_are_marked_derived_locally_and_remotely(fake):
-    fake.series["se1"]["MainDicomTags"]["SeriesDescription"] = "radcloud lung-seg segmentation of #2 AXIAL"
+    made = uid("1.2.1.2", "lung-seg", "1", "seg-series")
+    fake.series["se1"]["MainDicomTags"]["SeriesInstanceUID"] = made
+    fake.series["se2"]["MainDicomTags"]["SeriesDescription"] = "radcloud-like words another tool wrote"
     items = run(fake, {"level": "series", "StudyInstanceUID": "1.2.1"})["items"]
-    assert [(i["SeriesInstanceUID"], i["derived"]) for i in items] == [("1.2.1.2", False), ("1.2.1.1", True)]
-    fake.remote_answers = [{"StudyInstanceUID": "9.1", "SeriesInstanceUID": "9.1.1", "SeriesNumber": "301",
-                            "SeriesDescription": "radcloud dcm2png pictures of #3"},
-                           {"StudyInstanceUID": "9.1", "SeriesInstanceUID": "9.1.2", "SeriesNumber": "3"}]
+    assert [(i["SeriesInstanceUID"], i["derived"]) for i in items] == [("1.2.1.2", False), (made, True)]
+    fake.remote_answers = [{"StudyInstanceUID": "9.1", "SeriesInstanceUID": made, "SeriesNumber": "301",
+                            "SeriesDescription": "renamed"},
+                           {"StudyInstanceUID": "9.1", "SeriesInstanceUID": "9.1.2", "SeriesNumber": "3",
+                            "SeriesDescription": "radcloud dcm2png pictures of #3"}]
     remote = run(fake, {"modality": "PACS", "level": "series", "StudyInstanceUID": "9.1"})["items"]
-    assert {i["SeriesInstanceUID"]: i["derived"] for i in remote} == {"9.1.1": True, "9.1.2": False}
+    assert {i["SeriesInstanceUID"]: i["derived"] for i in remote} == {made: True, "9.1.2": False}
 
 
 def test_series_level_many_parents_uses_one_find(fake, monkeypatch):
@@ -149,3 +155,21 @@ def test_patient_resource_id_is_orthancs():
     # Ids Orthanc 1.10 gave these PatientIDs (trailing padding is not part of the value).
     assert patient_resource_id("Abc 1") == "fb4804e1-c8debdc2-38927a53-e6cb68b2-913d18cb"
     assert patient_resource_id(" pad7 ") == "10535db5-e1f18edb-646279fd-ba21b134-a7b73257"
+
+
+def test_recent_lists_what_orthanc_received_last_not_the_newest_study_dates(fake):
+    """#21: Home's "recent" on the demo's 2025-dated studies: by Orthanc's arrival time (LastUpdate)."""
+    fake.studies["st1"]["LastUpdate"] = "20261206T051500"
+    fake.studies["st2"]["LastUpdate"] = "20261206T090000"   # scanned 2024, received last
+    fake.studies["st3"]["LastUpdate"] = "20251101T120000"
+    answer = run(fake, {"recent": True, "limit": 2})
+    assert [(i["StudyInstanceUID"], i["received_at"]) for i in answer["items"]] == [
+        ("1.2.2", "2026-12-06T09:00:00Z"), ("1.2.1", "2026-12-06T05:15:00Z")]
+    assert answer["total"] == 3
+    assert [i["StudyInstanceUID"] for i in run(fake, {})["items"]] == ["1.2.1", "1.2.2", "1.2.3"]  # by StudyDate
+    assert run(fake, {"recent": "true"})["items"][0]["StudyInstanceUID"] == "1.2.2"   # from a GET query string
+    for bad in ({"recent": True, "level": "series"}, {"recent": True, "modality": "PACS"}, {"recent": "soon"}):
+        with pytest.raises(BadRequest) as err:
+            q.parse(bad)
+        assert err.value.field == "recent"
+    assert q.iso_received("garbage") is None and q.iso_received(None) is None

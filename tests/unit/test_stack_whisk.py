@@ -42,8 +42,9 @@ def test_images_file_maps_every_manifest_image_to_this_checkout(tmp_path):
     images = json.loads(path.read_text())
     assert "radcloud/runtime:local" in images and "radcloud/pl-dcm2png:1.0.0" in images
     spec = images["radcloud/pl-dcm2png:1.0.0"]
-    assert spec["python"] == sys.executable and spec["pythonpath"] == [str(ROOT)]
-    assert spec["env"]["RADCLOUD_PLUGINS_DIR"] == str(ROOT / "plugins")
+    assert spec["python"] == sys.executable and spec["pythonpath"][0] == "{root}/opt/radcloud"
+    assert spec["env"]["RADCLOUD_PLUGINS_DIR"] == "{root}/opt/radcloud/plugins"  # the image's own plugin only
+    assert [str(ROOT / "plugins" / "dcm2png"), "/opt/radcloud/plugins/dcm2png"] in spec["files"]
     assert spec["env"]["RADCLOUD_TOKEN_SECRET"] == "t" * 40
     assert spec["env"]["RADCLOUD_ORTHANC_URL"] == "http://127.0.0.1:18042"
 

@@ -8,6 +8,7 @@ import pytest
 from jobs_fakes import MemStore, stage_series
 
 from radcloud.core.errors import BadRequest, NotFound
+from radcloud.pacs.derivedseries import uid
 from radcloud.store.staged import parse_manifest
 from radcloud.work.staging import ManifestStaging
 
@@ -107,8 +108,8 @@ def test_the_staged_list_groups_series_by_study_with_patient_size_and_completene
     who = {"PatientName": "SMITH^JOHN", "PatientID": "RC1", "StudyDate": "20250611", "StudyDescription": "MR BRAIN"}
     stage_series(store, "1.2", "1.2.2", 2, tags={**who, "SeriesNumber": "2", "SeriesDescription": "T2"})
     stage_series(store, "1.2", "1.2.1", 3, tags={**who, "SeriesNumber": "1", "SeriesDescription": "T1"})
-    stage_series(store, "1.2", "1.2.9", 1, tags={**who, "SeriesNumber": "201",   # a result pulled on purpose
-                                                 "SeriesDescription": "radcloud dcm2png pictures of #2 T2"})
+    stage_series(store, "1.2", uid("1.2.2", "dcm2png", "1", "pictures-series"), 1,  # a result pulled on purpose
+                 tags={**who, "SeriesNumber": "201", "SeriesDescription": "renamed by a user"})
     stage_series(store, "1.3", "1.3.1", 1, complete=False)   # older manifests: no patient tags
     from radcloud.store.staged import list_studies
 

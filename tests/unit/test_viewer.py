@@ -15,6 +15,7 @@ from radcloud.access.auth import Principal
 from radcloud.core.errors import BadRequest, Forbidden, NotFound
 from radcloud.store.staged import InputAccess
 from radcloud.work.staging import ManifestStaging
+from radcloud.pacs.derivedseries import uid
 from radcloud.results.viewer import Viewer
 from radcloud.work import subject
 
@@ -86,9 +87,10 @@ def test_a_series_not_staged_or_not_a_uid_is_refused(store):
 
 
 def test_a_study_lists_its_staged_series_in_series_order_with_a_thumbnail(store):
-    _staged(store, "1.2.840.1.3", 1, 201)  # radcloud's pictures of series 2, pulled on purpose
+    made = uid("1.2.840.1.2", "p", "1", "pictures-series")
+    _staged(store, made, 1, 201)  # radcloud's pictures of series 2, pulled on purpose
     answer = _viewer(store).study(STUDY)
-    assert [s["SeriesInstanceUID"] for s in answer["series"]] == ["1.2.840.1.1", "1.2.840.1.2", "1.2.840.1.3"]
+    assert [s["SeriesInstanceUID"] for s in answer["series"]] == ["1.2.840.1.1", "1.2.840.1.2", made]
     assert [s["derived"] for s in answer["series"]] == [False, False, True]
     assert answer["series"][1]["thumbnail_url"].endswith("1.2.840.1.2.2.dcm?ttl=60")  # the middle one
     with pytest.raises(NotFound, match="Pull page"):

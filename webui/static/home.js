@@ -1,6 +1,6 @@
 /* Home: the first screen — find a patient, my recent jobs, my staged studies and the
- * PACS's studies of the last week, each box loading on its own (a slow one never
- * holds up the others). */
+ * studies the PACS received last (whatever date the scan carries: demo and migrated
+ * studies are years old), each box loading on its own (a slow one never holds up the others). */
 (function () {
   "use strict";
   const { $, el, api, fmt, showError, pageUrl, stateBadge, words } = window.RC;
@@ -43,9 +43,11 @@
       el("span", { class: "sub" }, `${fmt.date(s.StudyDate)} ${s.StudyDescription || ""} · ${s.series.length} series, ${fmt.bytes(s.bytes)}`)),
     "Nothing is staged yet: find a patient and pull a study.");
 
-  const since = new Date(Date.now() - 7 * 86400e3).toISOString().slice(0, 10);
-  fill("#home-recent", async () => ((await api("query", { body: { level: "study", StudyDate: { from: since }, limit: 10 } })).items || []),
+  // "Recent" is when the PACS received it (Orthanc's own arrival time, `recent` in the query API), not the
+  // StudyDate: a study scanned last year and sent today is what a clinician expects to see here.
+  fill("#home-recent", async () => ((await api("query", { body: { level: "study", recent: true, limit: 10 } })).items || []),
     (s) => el("a", { href: pageUrl("search", { mrn: s.PatientID || "" }), class: "home-item" }, who(s),
-      el("span", { class: "sub" }, `${fmt.date(s.StudyDate)} ${(s.ModalitiesInStudy || []).join("/")} ${s.StudyDescription || ""}`)),
-    "No study in the PACS from the last 7 days.");
+      el("span", { class: "sub" }, `${fmt.date(s.StudyDate)} ${(s.ModalitiesInStudy || []).join("/")} ${s.StudyDescription || ""}`),
+      s.received_at ? el("span", { class: "sub received", title: `received by the PACS (${fmt.zone()})` }, `received ${fmt.when(s.received_at)}`) : ""),
+    "The PACS holds no study yet.");
 })();

@@ -144,7 +144,10 @@
         el("span", { style: `width:${final && j.state === "succeeded" ? 100 : pct(p.shards_done, p.shards_total)}%` })),
       el("p", { id: "job-shards" }, shardSummary(j, p) +
         (p.instances_total ? ` · ${p.instances_done}/${p.instances_total} images` : "")),
-      j.reason ? el("p", { class: final && j.state !== "succeeded" ? "error" : "muted" }, j.reason) : "",
+      // The reason in plain words (radcloud/work/reasons.py); the recorded, technical one behind "Technical details".
+      j.reason ? el("p", { class: final && j.state !== "succeeded" ? "error" : "muted", id: "job-reason" }, j.reason_plain || j.reason) : "",
+      j.reason && j.reason_plain && j.reason_plain !== j.reason ?
+        el("details", { class: "technical", id: "job-reason-details" }, el("summary", {}, words.details), el("p", { class: "muted" }, j.reason)) : "",
       pacsNote(j),
       el("div", { class: "bar" },
         !final ? el("button", { type: "button", onclick: () => act("cancel") }, "Cancel") : "",
@@ -160,12 +163,13 @@
             s.queue_reason && !FINAL_SHARD.includes(s.state) ? el("div", { class: "muted queue-reason" }, s.queue_reason) : ""),
           el("td", {}, s.instances_total ? `${s.instances_done || 0}/${s.instances_total}` : ""),
           el("td", {}, s.started_at ? fmt.duration((Number(s.finished_at) || Date.now() / 1000) - Number(s.started_at)) : ""),
-          el("td", {}, s.reason || "")))))),
+          el("td", { class: "why", title: s.reason || "" }, s.reason_plain || s.reason || "")))))),
       // The technical detail (the program's exit code and the end of its log) behind a disclosure;
       // the failed parts' open, since they say why.
-      ...shards.filter((s) => s.stderr_tail || (s.exit_code !== undefined && s.exit_code !== null)).slice(0, 20).map((s) =>
+      ...shards.filter((s) => s.stderr_tail || (s.exit_code !== undefined && s.exit_code !== null) || (s.reason && s.reason !== s.reason_plain)).slice(0, 20).map((s) =>
         el("details", { open: failed.includes(s), class: "technical" },
           el("summary", {}, `${words.technicalLog}: ${words.part} ${s.id} (${words.state(s.state).toLowerCase()})`),
+          s.reason && s.reason !== s.reason_plain ? el("p", { class: "muted reason-technical" }, s.reason) : "",
           s.exit_code !== undefined && s.exit_code !== null ? el("p", { class: "muted" }, `${words.exitCode} ${s.exit_code}`) : "",
           s.stderr_tail ? el("pre", { class: "log" }, s.stderr_tail) : "")));
   }

@@ -166,6 +166,17 @@ def test_retry_button_reruns_the_failed_shards(journey):
     assert record["state"] == "failed"
 
 
+def test_a_failed_job_says_why_in_plain_words_with_the_technical_reason_behind_details(journey):
+    """#21 item 5: no "shard" nor "exit N" where a clinician reads; the recorded reason kept under details."""
+    words = journey.ok("job-retry")["words"]
+    assert words["reason"].startswith("The tool stopped with an error") or "parts failed" in words["reason"], words
+    for text in [words["reason"], *words["why"]]:
+        assert not re.search(r"shard|exit|code \d", text, re.I), words
+    assert words["why"] and all(w.startswith("The tool stopped with an error") for w in words["why"]), words
+    assert "Technical details" in words["technical"] and "exited with code 2" in words["technical"], words
+    assert not words["technical_open"]
+
+
 def test_pull_of_a_series_the_pacs_lost_shows_the_error_then_retry_succeeds(journey):
     record = journey.ok("pull-errors-then-retry")
     assert record["error"].startswith("The PACS no longer has these images")   # plain words first
@@ -198,7 +209,7 @@ def test_audit_shows_loading_then_local_times(journey):
 
 
 def test_home_is_the_first_screen_with_my_jobs_my_staged_studies_and_a_patient_finder(journey):
-    """#21 item 4: after a login, Home: find a patient, recent jobs, staged studies, the PACS's last week."""
+    """#21 item 4: after a login, Home: find a patient, recent jobs, staged studies, what the PACS received last."""
     assert journey.ok("admin-audit-trail")["focused_after_login"] == "mrn"   # Home's finder has the focus
     finder = journey.ok("every-page-at-1366-and-390")["home"]
     assert finder["focused"] == "mrn"
@@ -208,7 +219,10 @@ def test_home_is_the_first_screen_with_my_jobs_my_staged_studies_and_a_patient_f
     assert "SMITH, JOHN" in home["jobs"] and "dcm2png" in home["jobs"], home["jobs"]
     assert re.search(r"Finished|Running|Waiting to start|Saving the results", home["jobs"]), home["jobs"]   # plain words
     assert "RC100002" in home["staged"] and "series" in home["staged"], home["staged"]
-    assert home["recent"].strip(), home   # studies of the last week, or the sentence that there are none
+    # #21: the demo's studies are dated 2025: recent is what the PACS received last, so they are listed, newest first
+    assert "RC100002" in home["recent"] and "received 20" in home["recent"], home["recent"]
+    received = re.findall(r"received (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", home["recent"])
+    assert received and received == sorted(received, reverse=True), home["recent"]
 
 
 def test_jobs_list_shows_local_start_times(journey):

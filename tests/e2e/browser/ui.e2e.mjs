@@ -377,6 +377,16 @@ const ok = await (async () => {
     const first = await jobState();
     if (first !== "failed") throw new Error(`job ended ${first}, expected failed`);
     const log = await page.$$eval("#job-detail details[open] pre.log", (ns) => ns.map((x) => x.textContent).join("\n"));
+    // What a clinician reads (radcloud/work/reasons.py), and the recorded reason behind "Technical details".
+    const words = { reason: await page.$eval("#job-reason", (e) => e.textContent),
+                    why: await page.$$eval("#job-detail td.why", (ns) => ns.map((x) => x.textContent)),
+                    technical: await page.$eval("#job-reason-details", (e) => e.textContent),
+                    technical_open: await page.$eval("#job-reason-details", (e) => e.open) };
+    for (const width of [1366, 390]) {
+      await page.setViewportSize({ width, height: 900 });
+      await page.screenshot({ path: `${SHOTS}/job-failed-plain-words-${width}.png`, fullPage: true });
+    }
+    await page.setViewportSize({ width: 1366, height: 900 });
     // Status answers after the retry's must say failed again (the shards reran and failed).
     let retried = false;
     page.on("response", (r) => { if (r.url().includes("/retry") && r.request().method() === "POST") retried = true; });
@@ -389,7 +399,7 @@ const ok = await (async () => {
     await page.waitForSelector('#toast div:has-text("The failed parts were started again")', { timeout: 5000 });
     const after = await (await again).json();
     await page.waitForFunction(() => document.querySelector("#job-state")?.dataset.state === "failed", null, { timeout: 10000 });
-    return { job, first_state: first, first_log: log.slice(-200), retry_status: resp.status(), retried: body.retried || [],
+    return { job, first_state: first, first_log: log.slice(-200), words, retry_status: resp.status(), retried: body.retried || [],
              first_run_ms: firstMs, state_after_retry: body.state, attempts: (after.shards || []).map((x) => x.attempt), state: await jobState() };
   })) return false;
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore, stage_series
+from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore, job_wiring, stage_series
 
-from radcloud.work.cache import ResultCache
 from radcloud.work.dispatch import Dispatcher, Options, request_from_params
 from radcloud.core.errors import BadRequest, Conflict, NotFound
-from radcloud.work.jobs import JobStore
 from radcloud.run.registry import Registry
 from radcloud.work.reporter import Finaliser, RedisShardReporter
-from radcloud.work.jobresults import Results
 from radcloud.run.shard import run_shard
 from radcloud.work.staging import ManifestStaging
 
@@ -21,23 +18,10 @@ REGISTRY = Registry(FIXTURE_PLUGINS)
 @pytest.fixture
 def world(redis_client):
     store = MemStore()
-    jobs = JobStore(redis_client)
-    cache = ResultCache(redis_client, jobs)
-    results = Results(store, redis_client, jobs)
-    finaliser = Finaliser(jobs, results=results, cache=cache)
-
-    def runner(params, activation_id):
-        reporter = RedisShardReporter(jobs, params["job_id"], finaliser=finaliser, activation_id=activation_id)
-        return run_shard(params, store=store, reporter=reporter, registry=REGISTRY)
-
-    class World:
-        pass
-
-    w = World()
-    w.store, w.jobs, w.cache, w.results, w.redis = store, jobs, cache, results, redis_client
-    w.make = lambda invoker: Dispatcher(jobs, cache, REGISTRY, ManifestStaging(store, redis_client), invoker,
-                                        finaliser=finaliser)
-    w.runner = runner
+    w = job_wiring(redis_client, store, REGISTRY)
+    w.store, w.redis = store, redis_client
+    w.make = lambda invoker: Dispatcher(w.jobs, w.cache, REGISTRY, ManifestStaging(store, redis_client), invoker,
+                                        finaliser=w.finaliser)
     return w
 
 
@@ -328,3 +312,24 @@ def test_the_staged_list_reads_the_staged_index_and_its_series_run_as_prefixes(w
     answer = world.make(FakeInvoker(world.runner)).dispatch(
         {"plugin": "copy", "params": {}, "inputs": {"prefixes": prefixes}, "options": {"force": True}}, "alice")
     assert world.jobs.get(answer["job_id"])["subject"]["patients"][0]["PatientID"] == "RC100002"
+
+
+def test_radcloud_result_series_are_refused_naming_them_unless_asked_and_a_jobs_outputs_always_run(world):
+    """Dispatch itself refuses derived series (by UID root, whatever the description says), for
+    every caller; include_derived runs on them; a pipeline's inputs.job is never refused."""
+    from radcloud.pacs.derivedseries import uid
+
+    result = uid("1.2.1", "dcm2png", "1.0", "pictures-series")
+    stage_series(world.store, "1.2", "1.2.1", 2)
+    stage_series(world.store, "1.2", result, 1, tags={"SeriesNumber": "101", "SeriesDescription": "renamed by a user"})
+    d = world.make(FakeInvoker(world.runner))
+    with pytest.raises(BadRequest) as err:
+        d.dispatch(req(inputs={"series": ["1.2.1", result]}), "alice")
+    assert err.value.field == "inputs" and err.value.details["series"] == [result]
+    assert f"{result} (series 101)" in err.value.message and "options.include_derived" in err.value.message
+    assert "1 of the 2 input series" in err.value.message and world.jobs.list() == []
+    first = d.dispatch(req(inputs={"series": [result]}, options={"include_derived": True}), "alice")
+    assert world.jobs.get(first["job_id"])["state"] == "succeeded"
+    # A step consuming the job before it: its outputs carry the (derived) source's UID, and run.
+    step = d.dispatch(req(inputs={"job": first["job_id"]}), "alice")
+    assert world.jobs.get(step["job_id"])["state"] == "succeeded"

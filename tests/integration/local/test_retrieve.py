@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from radcloud.pacs.derivedseries import uid
 from radcloud.work import retrieve as r
 from radcloud.core.errors import BadRequest, NotFound
 from radcloud.pacs.orthanc import Orthanc
@@ -66,17 +67,19 @@ def test_plan_accepts_orthanc_series_ids(fake):
 
 def test_a_pulled_study_leaves_out_radcloud_results_unless_asked(fake):
     orthanc = Orthanc("http://o", session=fake)
-    fake.add_series("se3", "st1", "1.2.1.3", 4, modality="OT", number=101)
-    fake.series["se3"]["MainDicomTags"]["SeriesDescription"] = "radcloud dcm2png pictures of #1 AXIAL"
+    made = uid("1.2.1.1", "dcm2png", "1", "pictures-series")
+    fake.add_series("se3", "st1", made, 4, modality="OT", number=101)
+    fake.series["se3"]["MainDicomTags"]["SeriesDescription"] = "renamed by a user"
+    fake.series["se2"]["MainDicomTags"]["SeriesDescription"] = "radcloud-like words another tool wrote"
     plan = r.plan(r.parse_request({"StudyInstanceUID": "1.2.1"}), orthanc)
     assert [s["SeriesInstanceUID"] for s in plan] == ["1.2.1.1", "1.2.1.2"] and plan.skipped_derived == 1
     plan = r.plan(r.parse_request({"StudyInstanceUID": "1.2.1", "include_derived": True}), orthanc)
-    assert sorted(s["SeriesInstanceUID"] for s in plan) == ["1.2.1.1", "1.2.1.2", "1.2.1.3"]
+    assert sorted(s["SeriesInstanceUID"] for s in plan) == sorted(["1.2.1.1", "1.2.1.2", made])
     assert plan.skipped_derived == 0
-    (asked,) = r.plan(r.parse_request({"SeriesInstanceUID": "1.2.1.3"}), orthanc)  # named by UID: pulled
-    assert asked["SeriesInstanceUID"] == "1.2.1.3"
+    (asked,) = r.plan(r.parse_request({"SeriesInstanceUID": made}), orthanc)  # named by UID: pulled
+    assert asked["SeriesInstanceUID"] == made
     for sid in ("se1", "se2"):
-        fake.series[sid]["MainDicomTags"]["SeriesDescription"] = "radcloud old push"
+        fake.series[sid]["MainDicomTags"]["SeriesInstanceUID"] = uid(sid, "dcm2png", "0", "old push")
     with pytest.raises(NotFound) as err:
         r.plan(r.parse_request({"StudyInstanceUID": "1.2.1"}), orthanc)
     assert err.value.field == "include_derived" and "3 derived series" in err.value.message
