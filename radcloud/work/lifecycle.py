@@ -127,7 +127,7 @@ COMPLETE_EVENT = {SUCCEEDED: "succeed", FAILED: "fail", PARTIAL: "part", CANCELL
 SHARD = Machine(
     "shard", SHARD_STATES, SHARD_FINAL,
     events=("busy", "invoked", "started", "progress", "log", "succeed", "fail", "cancel", "stage", "handle",
-            "retry", "rerun"),
+            "retry", "rerun", "requeued"),
     table=_table([
         (("pending",), "busy", None),                      # the executor could not take it now
         (("pending",), "invoked", "invoked"),              # the executor took it (a handle)
@@ -138,6 +138,9 @@ SHARD = Machine(
         (SHARD_OPEN, "fail", FAILED),                      # also: lost, deadline passed, submit refused
         (SHARD_OPEN, "cancel", CANCELLED),
         (("running",), "stage", "invoked"),                # its next stage was submitted
+        # Its batch job was requeued by the cluster and runs again under the same handle: the
+        # same shard, one more attempt (radcloud.work.shardchannel).
+        (("invoked", "running"), "requeued", None),
         # A fast unit reported before submit returned: record the handle only.
         (("running", SUCCEEDED, FAILED, CANCELLED), "handle", None),
         ((FAILED,), "retry", "pending"),

@@ -64,7 +64,7 @@ def apply(services: Any, ticket: Mapping[str, Any], body: Mapping[str, Any], *, 
 
     ``ticket``: the verified claims (:func:`radcloud.access.auth.shard_ticket_claims`). ``body``:
     ``{"events": [{"type": "started"|"progress"|"log"|"finished", ...}], "get": [input keys],
-    "put": [output keys], "activation_id": the Slurm job id}``.
+    "put": [output keys], "activation_id": the Slurm job id, "restarts": its SLURM_RESTART_COUNT}``.
     """
     from radcloud.access.auth import inputs_digest
     from radcloud.work.reporter import RedisShardReporter
@@ -76,6 +76,7 @@ def apply(services: Any, ticket: Mapping[str, Any], body: Mapping[str, Any], *, 
         raise BadRequest(f"'events' must be a list of at most {MAX_EVENTS} events", field="events")
     shard = services.jobs.shard(job_id, shard_id)
     activation = body.get("activation_id")
+    shard = _requeued(services.jobs, job_id, shard, activation, body.get("restarts"))
     reporter = RedisShardReporter(services.jobs, job_id, finaliser=services.finaliser,
                                   activation_id=str(activation) if activation else None)
     reporter.resume(shard_id, running=shard.get("state") not in (*L.SHARD_WAITING, *L.SHARD_FINAL),
@@ -109,6 +110,39 @@ def apply(services: Any, ticket: Mapping[str, Any], body: Mapping[str, Any], *, 
     return answer
 
 
+def _requeued(jobs: Any, job_id: str, shard: Mapping[str, Any], activation: Any, restarts: Any) -> Mapping[str, Any]:
+    """A batch job the cluster requeued runs again under the same handle and reports into the same
+    shard: its first call from a new run (``restarts``, Slurm's ``SLURM_RESTART_COUNT``) counts one more
+    attempt and starts the shard's plugin anew; a call from a run that was requeued since is refused
+    (409), so the shard gets one outcome, the latest run's."""
+    from radcloud.core.errors import Conflict
+    from radcloud.work import lifecycle as L
+
+    try:
+        restarts = int(restarts or 0)
+    except (TypeError, ValueError):
+        raise BadRequest("'restarts' must be an integer (the job's SLURM_RESTART_COUNT)", field="restarts") from None
+    if not activation or str(activation) != str(shard.get("activation_id")):
+        return shard
+    seen = shard.get("requeued") if isinstance(shard.get("requeued"), Mapping) else {}
+    known = int(seen.get("restarts") or 0) if str(seen.get("handle")) == str(activation) else 0  # a retry's new job: 0
+    if restarts < known:
+        raise Conflict(f"run {restarts} of Slurm job {activation} was requeued since (run {known} is the shard's); "
+                       "its calls are refused so the shard gets the latest run's outcome only", field="restarts")
+    if restarts == known or shard.get("state") not in L.SHARD.sources("requeued"):
+        return shard
+    attempt = int(shard.get("attempt") or 1) + restarts - known
+    try:
+        jobs.update_shard(job_id, str(shard["id"]), {"requeued": {"handle": str(activation), "restarts": restarts},
+                                                      "attempt": attempt, "plugin_started_at": None},
+                          allowed=L.SHARD.sources("requeued"), event="requeued",
+                          data={"handle": str(activation), "restarts": restarts, "attempt": attempt})
+    except Conflict:
+        pass  # ended meanwhile: the events below are refused as for any ended shard
+    log.info("job %s shard %s: Slurm job %s requeued, attempt %d", job_id, shard["id"], activation, attempt)
+    return jobs.shard(job_id, str(shard["id"]))
+
+
 def _may_write(key: str, ticket: Mapping[str, Any]) -> bool:
     from radcloud.run.shard import reid_map_key
 
@@ -129,18 +163,21 @@ def _own_outputs(outcome: dict[str, Any], ticket: Mapping[str, Any]) -> dict[str
 class Channel:
     """Calls to ``shard_report`` with the ticket; errors name the action and what to do."""
 
-    def __init__(self, url: str, ticket: str, *, activation_id: str | None = None, timeout_s: float = 30.0,
-                 session: Any = None) -> None:
+    def __init__(self, url: str, ticket: str, *, activation_id: str | None = None, restarts: int = 0,
+                 timeout_s: float = 30.0, session: Any = None) -> None:
+        """``restarts``: how often the cluster requeued this batch job (``SLURM_RESTART_COUNT``): said in
+        every call, so a requeued run reports into the same shard as one more attempt."""
         from radcloud.core import retry
 
         self.url, self._ticket, self.activation_id, self.timeout_s = url, ticket, activation_id, timeout_s
+        self.restarts = restarts
         # Every call may be sent again: events are idempotent where it matters (a second outcome is refused).
         self.http = session or retry.session(budget_s=timeout_s * 2, idempotent_post=True)
 
     def call(self, events: Sequence[Mapping[str, Any]] = (), **asks: Any) -> dict[str, Any]:
         import requests
 
-        body = {"events": list(events), "activation_id": self.activation_id, **asks}
+        body = {"events": list(events), "activation_id": self.activation_id, "restarts": self.restarts, **asks}
         try:
             resp = self.http.post(self.url, json=body, headers={"Authorization": f"Bearer {self._ticket}"},
                                   timeout=self.timeout_s)
@@ -265,7 +302,8 @@ def run(environ: dict[str, str]) -> dict[str, Any]:
         raise ValueError("RADCLOUD_SHARD_TICKET and RADCLOUD_REPORT_URL must be set (the Slurm executor sets them)")
     started = time.time()
     limit_s = int(environ.get("RADCLOUD_SLURM_TIME_LIMIT_S") or 0)
-    channel = Channel(url, ticket, activation_id=environ.get("SLURM_JOB_ID"))
+    channel = Channel(url, ticket, activation_id=environ.get("SLURM_JOB_ID"),
+                      restarts=int(environ.get("SLURM_RESTART_COUNT") or 0))
     return run_shard(spec, store=RemoteStore(channel, spec.get("inputs") or []), reporter=RemoteReporter(channel),
                      registry=Registry(), default_timeout_s=int(environ.get("RADCLOUD_SHARD_TIMEOUT_S") or 300),
                      deadline=started + limit_s if limit_s else None)

@@ -10,6 +10,7 @@ Slurm                          phase      outcome    reason
 PENDING (reason Resources)     queued     —          queued: waiting for resources
 PENDING (reason Priority)      queued     —          queued: waiting for priority
 PENDING (other reason)         queued     —          queued: <Slurm's reason>
+PENDING after a requeue        queued     —          queued: <reason> (requeued, run N)
 REQUEUED, SUSPENDED…           queued     —          queued: requeued / suspended
 CONFIGURING, RUNNING           running    —          running on <node>
 COMPLETING                     running    —          ending on <node>
@@ -87,9 +88,13 @@ def status_of(job: Mapping[str, Any]) -> UnitStatus:
     node = job.get("batch_host") or job.get("nodes") or ""
     reason = str(job.get("state_reason") or "None")
     code = exit_code(job.get("exit_code"))
-    detail = {"slurm_job_id": jid, "state": state, "reason": reason, "node": node, "exit_code": code}
+    restarts = job.get("restart_cnt") if isinstance(job.get("restart_cnt"), int) else 0
+    detail = {"slurm_job_id": jid, "state": state, "reason": reason, "node": node, "exit_code": code,
+              "restarts": restarts}
     if state in QUEUED:
         words = queue_reason(reason) if state == "PENDING" else f"queued: {state.lower()}"
+        if restarts and state == "PENDING":  # requeued: it runs again under the same id, into the same shard
+            words += f" (requeued, run {restarts + 1})"
         return UnitStatus("queued", reason=words, detail=detail)
     if state in RUNNING:
         verb = "ending" if state == "COMPLETING" else "running"

@@ -2,8 +2,8 @@
 
 ``cli_stack`` (session): Orthanc, Redis, S3 and localwhisk on ephemeral ports
 in a temporary state dir, a small two-series CT study (patient JOBS1) in
-Orthanc, radcloud deployed with ``radcloud deploy --local`` and one
-researcher account. Stopped (only what it started) at the end.
+Orthanc, radcloud deployed with ``radcloud deploy --local``, one
+researcher account and one admin account. Stopped (only what it started) at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 USER, PASSWORD = "cli-tester", "cli-password-0123"
+ADMIN, ADMIN_PASSWORD = "cli-admin", "cli-admin-password-0123"
 RADCLOUD = [sys.executable, "-m", "radcloud.ops.cli.main"]
 
 
@@ -27,6 +28,7 @@ class CliStack:
     user: str = USER
     password: str = PASSWORD
     deploy_seconds: float = 0.0
+    redis_url: str = ""   # the stack's Redis (tests that seed routing or job state)
 
     def token(self) -> str:
         r = requests.post(self.web + "login", json={"username": self.user, "password": self.password}, timeout=60)

@@ -19,7 +19,7 @@ import time
 import pytest
 import requests
 
-from clistack import PASSWORD, RADCLOUD, USER, CliStack, clean_env
+from clistack import ADMIN, ADMIN_PASSWORD, PASSWORD, RADCLOUD, USER, CliStack, clean_env
 
 
 @pytest.fixture(scope="session")
@@ -50,14 +50,17 @@ def cli_stack(tmp_path_factory, require):
             for i in range(1, size + 1):
                 requests.post(orthanc.url + "/instances", data=ct_instance(study, series, i, n),
                               auth=orthanc.auth, timeout=30).raise_for_status()
-        UserStore(redis.Redis.from_url(endpoints.redis_url.reveal())).add(USER, "researcher", PASSWORD)
+        users = UserStore(redis.Redis.from_url(endpoints.redis_url.reveal()))
+        users.add(USER, "researcher", PASSWORD)
+        users.add(ADMIN, "admin", ADMIN_PASSWORD)
         started = time.perf_counter()
         done = subprocess.run([*RADCLOUD, "deploy", "--local", "--json", "--state-dir", str(root)],
                               capture_output=True, text=True, env=clean_env(), timeout=120)
         assert done.returncode == 0, done.stderr
         assert "plugin-dcm2png" in json.loads(done.stdout)["actions"]
         yield CliStack(root, endpoints.whisk_url + "/api/v1/web/guest/radcloud/", study,
-                       deploy_seconds=round(time.perf_counter() - started, 2))
+                       deploy_seconds=round(time.perf_counter() - started, 2),
+                       redis_url=endpoints.redis_url.reveal())
     finally:
         from background import stop_later
 

@@ -164,3 +164,59 @@ def test_deploy_to_any_openwhisk_with_host_and_key(state):
                            env={**env, "RADCLOUD_OW_AUTH": "00000000-0000-0000-0000-000000000000:nope"}, timeout=120)
     assert wrong.returncode == 1 and wrong.stderr.startswith("error:")
     assert ok_json(radcloud(state, "plugins", "list", "--json"))  # the redeployed actions still answer
+
+
+def test_an_admin_sees_the_arrivals_waiting_and_retries_a_failed_pipeline_from_its_failed_step(cli_stack, tmp_path):
+    """`radcloud routes runs` lists the arrivals not routed yet (attempts, next try, why, in plain
+    words); `radcloud retry` on a failed pipeline reruns it from its failed step through the deployed
+    status action, and refuses (409, naming the state) once it has succeeded."""
+    import secrets
+
+    import redis
+    import requests
+
+    from clistack import ADMIN, ADMIN_PASSWORD
+    from radcloud.arrivals.rules import PENDING
+    from radcloud.run.registry import Registry
+    from radcloud.work.jobs import JobStore
+    from radcloud.work.pipelines import Pipelines, validate_steps
+
+    token = requests.post(cli_stack.web + "login", json={"username": ADMIN, "password": ADMIN_PASSWORD},
+                          timeout=60).json()["token"]
+    env = {**clean_env(), "RADCLOUD_TOKEN": token, "COLUMNS": "300"}
+
+    def admin(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*RADCLOUD, *args, "--state-dir", str(cli_stack.state)], capture_output=True,
+                              text=True, env=env, timeout=240)
+
+    r = redis.Redis.from_url(cli_stack.redis_url, decode_responses=True)
+    arrival_id, study_uid = secrets.token_hex(16), f"1.2.826.0.1.{secrets.randbelow(10**9)}"
+    r.hset(PENDING, arrival_id, json.dumps({
+        "arrival": {"arrival_id": arrival_id, "study_uid": study_uid, "series": []}, "attempts": 2,
+        "first_at": time.time() - 10, "next_at": time.time() + 40,
+        "reason": "rule ct-chest: OpenWhisk refused to invoke radcloud/retrieve (HTTP 429)"}))
+    try:
+        shown = admin("routes", "runs")
+        assert shown.returncode == 0, shown.stderr
+        assert "1 arrival(s) not routed yet" in shown.stdout and study_uid in shown.stdout, shown.stdout
+        assert "waiting: 2 attempt(s) of 30 refused (busy or a service down); tried again in 3" in shown.stdout
+        assert "last reason: rule ct-chest: OpenWhisk refused to invoke radcloud/retrieve (HTTP 429)" in shown.stdout
+        [pending] = [p for p in ok_json(admin("routes", "runs", "--json"))["pending"] if p["study_uid"] == study_uid]
+        assert pending["attempts"] == 2 and 30 < pending["due_in_s"] <= 40, pending
+    finally:
+        r.hdel(PENDING, arrival_id)
+
+    pulled = ok_json(admin("pull", cli_stack.study, "--json", "--timeout", "120"))
+    assert pulled["state"] == "succeeded", pulled
+    jobs, registry = JobStore(r), Registry()
+    pid = Pipelines(jobs, None).start(validate_steps([{"plugin": "dcm2png", "params": {"thumbnailSize": 0}}], registry),
+                                      {"retrieve": pulled["retrieve_id"]}, ADMIN, name="cli-retry")
+    jobs.shard_finished(pid, "s00", state="failed", reason="step 1 (dcm2png): exit 137: killed")
+    Pipelines(jobs, None).finaliser(pid)   # the last step's outcome: the pipeline ends failed
+    assert jobs.get(pid)["state"] == "failed"
+    retried = ok_json(admin("retry", pid, "--json"))
+    assert retried["retried"] == ["s00"] and retried["state"] not in ("failed", "succeeded"), retried
+    final = ok_json(admin("status", pid, "--watch", "--json", "--timeout", "150"))
+    assert final["state"] == "succeeded" and [s["state"] for s in final["steps"]] == ["succeeded"], final
+    again = admin("retry", pid)
+    assert again.returncode == 1 and "is succeeded; only a failed pipeline can be retried" in again.stderr, again.stderr

@@ -152,6 +152,40 @@ def test_a_node_lost_mid_job_fails_the_shard_with_slurm_s_reason_and_retry_runs_
     assert again != handle and slurm_job(client, again, {"COMPLETED"})["job_state"] == "COMPLETED"
 
 
+def test_a_job_slurm_requeues_reports_into_the_same_shard_as_its_next_attempt(world, client, staged):
+    """`scontrol requeue` (an admin's, or a site's JobRequeue after a node failure) kills the running
+    job and runs it again under the same id: its second run reports into the same shard, counted as
+    attempt 2, and the job ends once with that run's outcome. radcloud's jobs are submitted without
+    requeue (the cluster's JobRequeue=0), so the test allows it for this job first, as such a site
+    would; Slurm holds a requeued job back (its BeginTime) and the test releases it (StartTime=now)."""
+    from radcloud.ops.stack import slurm as stack_slurm
+
+    answer = world.call("dispatch", {"plugin": "copy", "params": {"sleep": 10}, "inputs": {"retrieve": staged},
+                                     "options": {"force": True, "executor": "slurm"}})
+    job_id = answer["job_id"]
+    world.wait_state(job_id, ("running",), timeout_s=30)
+    handle = shard_handle(world, job_id)
+    running = slurm_job(client, handle, {"RUNNING"})
+    assert running["job_state"] == "RUNNING", (running, world.call("status", {"job_id": job_id})["shards"])
+    state = world.stack.state
+    stack_slurm.scontrol(state, "update", f"JobId={handle}", "Requeue=1")
+    stack_slurm.scontrol(state, "requeue", handle)
+    deadline = time.monotonic() + 30
+    while (client.jobs([handle]).get(handle) or {}).get("job_state") != "PENDING" and time.monotonic() < deadline:
+        time.sleep(0.2)  # COMPLETING (the first run being killed), then PENDING until its BeginTime
+    assert client.jobs([handle])[handle]["restart_cnt"] == 1
+    stack_slurm.scontrol(state, "update", f"JobId={handle}", "StartTime=now")
+    job = world.wait_final(job_id, timeout_s=90)
+    assert job["state"] == "succeeded", job["shards"][0].get("reason")
+    (shard,) = job["shards"]
+    assert (shard["activation_id"], shard["attempt"], shard["requeued"]) == \
+        (handle, 2, {"handle": handle, "restarts": 1}), shard
+    assert (int(job.get("shards_succeeded") or 0), int(job.get("shards_failed") or 0)) == (1, 0)  # one outcome
+    ended = slurm_job(client, handle, {"COMPLETED"})
+    assert (ended["job_state"], ended["restart_cnt"]) == ("COMPLETED", 1)
+    assert world.call("results", {"job_id": job_id})["outputs"]
+
+
 def test_a_plugin_past_its_memory_on_slurm_is_reported_as_oom(world, client, staged):
     """memhog (200 MiB declared) on Slurm: the job's memory cgroup (--mem from the descriptor) stops it;
     the runner on the node tells the OOM kill from another SIGKILL and says so, as on an action."""

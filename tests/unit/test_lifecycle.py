@@ -30,6 +30,7 @@ EXPECTED = {
         **{(s, "fail"): "failed" for s in ("pending", "invoked", "running")},
         **{(s, "cancel"): "cancelled" for s in ("pending", "invoked", "running")},
         ("running", "stage"): "invoked",
+        ("invoked", "requeued"): "invoked", ("running", "requeued"): "running",  # a Slurm requeue
         **{(s, "handle"): s for s in ("running", "succeeded", "failed", "cancelled")},
         ("failed", "retry"): "pending",
         ("failed", "rerun"): "pending", ("cancelled", "rerun"): "pending",   # a pipeline's steps, on its retry
@@ -48,7 +49,7 @@ CASES = [(m, s, e) for m in L.MACHINES for s in m.states for e in m.events]
 
 def test_every_machine_is_covered():
     assert {m.name for m in L.MACHINES} == set(EXPECTED)
-    assert len(CASES) == 169
+    assert len(CASES) == 175  # 6 shard states x 1 more event (requeued)
 
 
 @pytest.mark.parametrize("machine,state,event", CASES, ids=[f"{m.name}-{s}-{e}" for m, s, e in CASES])

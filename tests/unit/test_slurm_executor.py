@@ -97,6 +97,8 @@ def test_cancel_is_scancel_and_never_raises():
     ({"job_state": "PENDING", "state_reason": "Priority"}, "queued", None, "queued: waiting for priority"),
     ({"job_state": "PENDING", "state_reason": "QOSMaxJobsPerUserLimit"}, "queued", None,
      "queued: QOSMaxJobsPerUserLimit"),
+    ({"job_state": "PENDING", "state_reason": "BeginTime", "restart_cnt": 1}, "queued", None,
+     "queued: waiting for its start time (requeued, run 2)"),
     ({"job_state": "RUNNING", "batch_host": "node7"}, "running", None, "running on node7"),
     ({"job_state": "COMPLETED", "exit_code": 0}, "ended", "succeeded", "Slurm job 7 completed"),
     ({"job_state": "FAILED", "exit_code": 3 << 8}, "ended", "failed", "Slurm job 7 failed with exit code 3"),

@@ -93,6 +93,35 @@ def test_events_drive_the_shard_as_an_action_s_do_call_by_call(world):
     assert world.jobs.get(world.job_id)["state"] == "succeeded" and world.saved == [world.job_id]
 
 
+def test_a_requeued_job_reports_into_the_same_shard_as_one_more_attempt(world):
+    """Slurm requeues a batch job under the same id and SLURM_RESTART_COUNT tells its runs apart: the
+    new run counts one attempt more and starts the plugin anew; the earlier run is refused from then on
+    (409), so the shard ends once, with the latest run's outcome."""
+    from radcloud.core.errors import Conflict
+
+    world.jobs.shard_invoked(world.job_id, "s000", "77", executor="slurm")
+    first = {"activation_id": "77", "restarts": 0}
+    apply(world.services, world.ticket, {**first, "events": [{"type": "progress", "done": 2, "total": 2},
+                                                              {"type": "started", "info": {"argv": ["a"]}}]}, ttl_s=60)
+    assert world.jobs.shard(world.job_id, "s000")["plugin_started_at"]
+    again = {"activation_id": "77", "restarts": 1}  # `scontrol requeue 77`: the same job runs again
+    apply(world.services, world.ticket, {**again, "get": INPUTS}, ttl_s=60)
+    shard = world.jobs.shard(world.job_id, "s000")
+    assert (shard["state"], shard["attempt"], shard["activation_id"]) == ("running", 2, "77")
+    assert shard["requeued"] == {"handle": "77", "restarts": 1} and not shard.get("plugin_started_at")
+    requeued = [e["data"] for e in world.jobs.events(world.job_id) if e["type"] == "requeued"]
+    assert requeued == [{"handle": "77", "restarts": 1, "attempt": 2}]
+    with pytest.raises(Conflict, match="requeued since") as late:  # the killed run's last word
+        apply(world.services, world.ticket, {**first, "events": [{"type": "finished", "outcome": {
+            "shard_id": "s000", "status": "finishedWithError", "reason": "crash", "exit_code": 1}}]}, ttl_s=60)
+    assert late.value.status == 409 and world.jobs.shard(world.job_id, "s000")["state"] == "running"
+    apply(world.services, world.ticket, {**again, "restarts": 1, "events": [{"type": "finished", "outcome": {
+        "shard_id": "s000", "status": "finishedSuccessfully", "reason": "ok", "exit_code": 0}}]}, ttl_s=60)
+    job = world.jobs.get(world.job_id)
+    assert (job["state"], job["shards"][0]["attempt"], world.saved) == ("succeeded", 2, [world.job_id])
+    assert [e["type"] for e in world.jobs.events(world.job_id)].count("requeued") == 1
+
+
 def test_urls_are_given_for_the_ticket_s_own_keys_only(world):
     out = f"results/{world.job_id}/s000/"
     answer = apply(world.services, world.ticket, {"get": INPUTS, "put": [out + "a.nii.gz", out + "dcm/1.dcm"]},
