@@ -118,3 +118,27 @@ class FakeInvoker:
     def join(self, timeout: float = 30) -> None:
         for t in self.threads:
             t.join(timeout)
+
+
+def job_wiring(redis: Any, store: Any, registry: Any, *, use_bwrap: bool | None = None) -> Any:
+    """Jobs end to end in this process: the job store, result cache, results and the one
+    finaliser on ``redis`` and ``store``, and ``runner(params, activation_id)``, which runs
+    a shard as the plugin action would (what an invoker fake calls)."""
+    from types import SimpleNamespace
+
+    from radcloud.run.shard import run_shard
+    from radcloud.work.cache import ResultCache
+    from radcloud.work.jobresults import Results
+    from radcloud.work.jobs import JobStore
+    from radcloud.work.reporter import Finaliser, RedisShardReporter
+
+    jobs = JobStore(redis)
+    cache = ResultCache(redis, jobs)
+    results = Results(store, redis, jobs)
+    finaliser = Finaliser(jobs, results=results, cache=cache)
+
+    def runner(params: dict[str, Any], activation_id: str) -> Any:
+        reporter = RedisShardReporter(jobs, params["job_id"], finaliser=finaliser, activation_id=activation_id)
+        return run_shard(params, store=store, reporter=reporter, registry=registry, use_bwrap=use_bwrap)
+
+    return SimpleNamespace(jobs=jobs, cache=cache, results=results, finaliser=finaliser, runner=runner)

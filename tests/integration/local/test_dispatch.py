@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore, stage_series
+from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore, job_wiring, stage_series
 
-from radcloud.work.cache import ResultCache
 from radcloud.work.dispatch import Dispatcher, Options, request_from_params
 from radcloud.core.errors import BadRequest, Conflict, NotFound
-from radcloud.work.jobs import JobStore
 from radcloud.run.registry import Registry
 from radcloud.work.reporter import Finaliser, RedisShardReporter
-from radcloud.work.jobresults import Results
 from radcloud.run.shard import run_shard
 from radcloud.work.staging import ManifestStaging
 
@@ -21,23 +18,10 @@ REGISTRY = Registry(FIXTURE_PLUGINS)
 @pytest.fixture
 def world(redis_client):
     store = MemStore()
-    jobs = JobStore(redis_client)
-    cache = ResultCache(redis_client, jobs)
-    results = Results(store, redis_client, jobs)
-    finaliser = Finaliser(jobs, results=results, cache=cache)
-
-    def runner(params, activation_id):
-        reporter = RedisShardReporter(jobs, params["job_id"], finaliser=finaliser, activation_id=activation_id)
-        return run_shard(params, store=store, reporter=reporter, registry=REGISTRY)
-
-    class World:
-        pass
-
-    w = World()
-    w.store, w.jobs, w.cache, w.results, w.redis = store, jobs, cache, results, redis_client
-    w.make = lambda invoker: Dispatcher(jobs, cache, REGISTRY, ManifestStaging(store, redis_client), invoker,
-                                        finaliser=finaliser)
-    w.runner = runner
+    w = job_wiring(redis_client, store, REGISTRY)
+    w.store, w.redis = store, redis_client
+    w.make = lambda invoker: Dispatcher(w.jobs, w.cache, REGISTRY, ManifestStaging(store, redis_client), invoker,
+                                        finaliser=w.finaliser)
     return w
 
 

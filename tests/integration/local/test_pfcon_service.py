@@ -7,18 +7,13 @@ import hashlib
 import io
 
 import pytest
-from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore
+from jobs_fakes import FIXTURE_PLUGINS, FakeInvoker, MemStore, job_wiring
 
-from radcloud.work.cache import ResultCache
 from radcloud.work.dispatch import Dispatcher
 from radcloud.core.errors import BadRequest, Conflict, NotFound
-from radcloud.work.jobs import JobStore
 from radcloud.pfcon import protocol as P
 from radcloud.pfcon.service import PfconService, Records, staging_prefix
 from radcloud.run.registry import Registry
-from radcloud.work.reporter import Finaliser, RedisShardReporter
-from radcloud.work.jobresults import Results
-from radcloud.run.shard import run_shard
 from radcloud.work.staging import ManifestStaging
 from radcloud.store.storage import ObjectInfo
 
@@ -52,17 +47,11 @@ def world(redis_client):
 
 def make_world(redis_client, registry, use_bwrap=None):
     store, chris = Store(), Store()
-    jobs = JobStore(redis_client)
-    cache = ResultCache(redis_client, jobs)
-    results = Results(store, redis_client, jobs)
-    finaliser = Finaliser(jobs, results=results, cache=cache)
-
-    def runner(params, activation_id):
-        reporter = RedisShardReporter(jobs, params["job_id"], finaliser=finaliser, activation_id=activation_id)
-        return run_shard(params, store=store, reporter=reporter, registry=registry, use_bwrap=use_bwrap)
+    wired = job_wiring(redis_client, store, registry, use_bwrap=use_bwrap)
+    jobs, cache, results, finaliser = wired.jobs, wired.cache, wired.results, wired.finaliser
 
     class World:
-        invoker = FakeInvoker(runner)
+        invoker = FakeInvoker(wired.runner)
 
         def service(self, invoker=None):
             inv = invoker or self.invoker
