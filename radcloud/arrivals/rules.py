@@ -217,15 +217,18 @@ class RuleStore:
         return [json.loads(r) for r in self.redis.lrange(RUNS, 0, max(0, limit - 1))]
 
 
-def pipeline_id(arrival_id: str, rule: str) -> str:
+def pipeline_id(arrival_id: str, rule: str, since: float) -> str:
     """The id of the pipeline rule ``rule`` starts for an arrival, known before it is started.
 
     A route run that dies between starting the pipeline and recording it (:meth:`RuleStore.rule_started`)
     leaves no record of it; the next attempt starts the pipeline under the same id and finds it
     (:meth:`radcloud.work.pipelines.Pipelines.start`) instead of starting a second. The lease on the
-    arrival keeps two attempts from running at once.
+    arrival keeps two attempts from running at once. ``since`` is when the arrival became pending
+    (its entry's ``first_at``, kept by every attempt): the same instances sent again after the claim
+    has expired (30 days) are a new routing, with a new pipeline, even if the old one is still kept.
     """
-    return "p" + hashlib.sha256(f"radcloud-pipeline|{arrival_id}|{rule}".encode()).hexdigest()[:31]
+    key = f"radcloud-pipeline|{arrival_id}|{rule}|{since:.3f}"
+    return "p" + hashlib.sha256(key.encode()).hexdigest()[:31]
 
 
 def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pipelines: Any, *,
@@ -263,7 +266,8 @@ def route_arrival(arrival: Mapping[str, Any], store: RuleStore, invoker: Any, pi
             staged = _staged(entry, rule["name"], series, invoker, package)
             entry.setdefault("staged", {})[rule["name"]] = staged  # kept should the pipeline's start be refused
             pipeline = pipelines.start(rule["pipeline"], {"retrieve": staged["retrieve_id"]}, owner,
-                                       name=rule["name"], job_id=pipeline_id(arrival_id, rule["name"]))
+                                       name=rule["name"],
+                                       job_id=pipeline_id(arrival_id, rule["name"], float(entry["first_at"])))
             store.rule_started(arrival_id, rule["name"], pipeline)
             run.update(state="started", retrieve_id=staged["retrieve_id"], pipeline=pipeline)
         except TRANSIENT as exc:

@@ -130,7 +130,7 @@ def test_an_arrival_stages_the_matched_series_and_starts_the_rules_pipeline_once
     first = route_arrival(arrival, store, whisk, pipelines, owner="router", clock=lambda: 5.0)
     [run] = first["runs"]
     assert run["state"] == "started" and run["retrieve_id"] == "r1" and run["series"] == [""]
-    assert run["pipeline"] == pipeline_id("f" * 32, "ct-chest") and run["steps"] == ["deidentify", "lung-seg"]
+    assert run["pipeline"] == pipeline_id("f" * 32, "ct-chest", 5.0) and run["steps"] == ["deidentify", "lung-seg"]
     [(retrieve, rparams, blocking)] = whisk.calls
     assert retrieve == "radcloud/retrieve" and rparams == {"orthanc_series": ["a"]} and blocking
     [(steps, inputs, owner, name)] = pipelines.started
@@ -201,7 +201,7 @@ def test_a_transient_refusal_leaves_the_arrival_pending_and_redrive_routes_it_on
     assert redrive(store, whisk, pipelines, clock=lambda: 102.0) == 1
     assert len(pipelines.started) == 1 and store.pending() == []
     [run] = store.runs()
-    assert run["state"] == "started" and run["pipeline"] == pipeline_id("d" * 32, "ct-chest")
+    assert run["state"] == "started" and run["pipeline"] == pipeline_id("d" * 32, "ct-chest", 100.0)
     # The watcher's second fire of the same arrival, and any later re-drive, start nothing.
     assert route_arrival(arrival, store, whisk, pipelines)["duplicate"] is True
     assert redrive(store, whisk, pipelines, clock=lambda: 1e9) == 0 and len(pipelines.started) == 1
@@ -339,5 +339,7 @@ def test_the_pipeline_id_is_known_before_the_start_one_per_arrival_and_rule():
     """The router starts a rule's pipeline under an id fixed by the arrival and the rule, so an attempt
     after a crash finds the pipeline it started (tests/integration/local/test_pipelines.py)."""
     a, b = "a" * 32, "b" * 32
-    assert pipeline_id(a, "ct") == pipeline_id(a, "ct") and len(pipeline_id(a, "ct")) == 32
-    assert len({pipeline_id(a, "ct"), pipeline_id(a, "mr"), pipeline_id(b, "ct")}) == 3
+    assert pipeline_id(a, "ct", 1.0) == pipeline_id(a, "ct", 1.0) and len(pipeline_id(a, "ct", 1.0)) == 32
+    # Another rule, another arrival, or the same instances routed anew after the claim expired: another id.
+    assert len({pipeline_id(a, "ct", 1.0), pipeline_id(a, "mr", 1.0), pipeline_id(b, "ct", 1.0),
+                pipeline_id(a, "ct", 2.0)}) == 4

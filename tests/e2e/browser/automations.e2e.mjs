@@ -147,8 +147,11 @@ await step("retry-pipeline", async () => {
   await Promise.all([
     page.waitForResponse((r) => /\/status\/.*\/retry/.test(r.url()) && r.status() === 200, { timeout: 30000 }),
     page.click("#job-detail button.retry")]);
+  // The page handles the answer after the response arrives: wait for its toast, then for the end
+  // (the page was showing "failed" before the retry: only "succeeded" ends the wait).
+  await page.waitForFunction(() => document.querySelector("#toast").textContent.trim().length > 0, null, { timeout: 15000 });
   const toast = await page.textContent("#toast");
-  await page.waitForSelector('#job-state[data-state="succeeded"], #job-state[data-state="failed"]', { timeout: 180000 });
+  await page.waitForSelector('#job-state[data-state="succeeded"]', { timeout: 180000 });
   return { button, before, toast, state: await page.getAttribute("#job-state", "data-state"), after: await states(),
            step_links: await page.$$eval("#job-detail a.step-job", (as) => as.map((a) => a.getAttribute("href"))) };
 });
