@@ -6,6 +6,8 @@ node with a short job, dispatches dcm2png onto Slurm as the UI's user
 (``options.executor``), ticks reconcile once a second as the deployment's
 alarm trigger does (Slurm's queue reason reaches radcloud that way), and the
 browser (slurm.e2e.mjs) reads the job page while the job waits, then when it ends.
+The second pulls a CT series and runs the heavy ct-resample from the UI's own pages
+(slurm-cancel.e2e.mjs): routed to Slurm by its descriptor, then cancelled from its job page.
 """
 
 from __future__ import annotations
@@ -76,38 +78,13 @@ def test_a_job_on_slurm_shows_its_queue_reason_then_its_slurm_job_id(site, stack
     assert page["summary"]["external_requests"] == [] and page["summary"]["console_errors"] == []
 
 
-def _staged_series(site, stack, patient_id: str, description: str) -> str:
-    """Retrieve the patient's study as the UI's user; the UID of its series called ``description``."""
-    import requests
-
-    auth, url = stack.orthanc_auth, stack.orthanc_url
-    (study_id,) = requests.post(url + "/tools/find", auth=auth, timeout=30,
-                                json={"Level": "Study", "Query": {"PatientID": patient_id}}).json()[:1]
-    study = requests.get(f"{url}/studies/{study_id}", auth=auth, timeout=30).json()
-    rid = _invoke(site, "retrieve", {"StudyInstanceUID": study["MainDicomTags"]["StudyInstanceUID"]})["retrieve_id"]
-    deadline = time.monotonic() + 120
-    while _invoke(site, "retrieve", {"retrieve_id": rid})["state"] not in ("succeeded", "failed", "partial"):
-        assert time.monotonic() < deadline, "the study was never staged"
-        time.sleep(0.3)
-    for series_id in study["Series"]:
-        tags = requests.get(f"{url}/series/{series_id}", auth=auth, timeout=30).json()["MainDicomTags"]
-        if tags.get("SeriesDescription") == description:
-            return tags["SeriesInstanceUID"]
-    raise AssertionError(f"no series {description!r} in {patient_id}'s study")
-
-
-def test_cancel_from_the_job_page_scancels_the_heavy_ct_plugin_running_on_slurm(site, stack, slurm, run_browser):
-    """ct-resample on a 100-slice 512x512 CT series: routed to Slurm by its descriptor (2 CPUs, 3 GiB, more
-    than an action has), shown running as "Slurm job N", Cancel clicked: Slurm's own record says the job
-    was CANCELLED (scancel), and the page ends on "cancelled"."""
+def test_the_heavy_ct_plugin_runs_on_slurm_from_the_ui_and_cancel_there_scancels_it(site, stack, slurm, run_browser):
+    """All in the browser (slurm-cancel.e2e.mjs): one 100-slice 512x512 CT series pulled from the Search
+    page, ct-resample started from the Run page — routed to Slurm by its descriptor (2 CPUs, 3 GiB, more
+    than an action has) — shown running as "Slurm job N", Cancel clicked on its job page: Slurm's own
+    record says the job was CANCELLED (scancel), and the page ends on "cancelled"."""
     from radcloud.work.slurmclient import ENDED, SlurmClient
 
-    series = _staged_series(site, stack, "RC100001", "AXIAL 5mm")
-    answer = _invoke(site, "dispatch", {"plugin": "ct-resample", "inputs": {"series": [series]},
-                                        "options": {"force": True}})
-    job_id = answer["job_id"]
-    job = _invoke(site, "status", {"job_id": job_id})
-    assert job["options"]["executor"] == "slurm" and "exceed an action" in job["options"]["routed"], job["options"]
     stop = threading.Event()
 
     def tick():  # the radcloud-reconcile alarm, once a second
@@ -118,13 +95,20 @@ def test_cancel_from_the_job_page_scancels_the_heavy_ct_plugin_running_on_slurm(
     ticker.start()
     try:
         page = run_browser("slurm-cancel.e2e.mjs", {"RC_UI": site.ui, "RC_USER": site.user,
-                                                    "RC_PASSWORD": site.password, "RC_JOB": job_id},
-                           record="slurm-cancel-ui.json", timeout=180)
+                                                    "RC_PASSWORD": site.password, "RC_MRN": "RC100001",
+                                                    "RC_SERIES": "AXIAL 5mm"},
+                           record="slurm-cancel-ui.json", timeout=240)
     finally:
         stop.set()
         ticker.join(timeout=10)
+    pulled = page.ok("pull-one-ct-series")
+    assert pulled["series"] == ["100/100"], pulled
+    job_id = page.ok("run-from-the-run-page")["job"]
+    job = _invoke(site, "status", {"job_id": job_id})
+    assert (job["plugin"], job["options"]["executor"]) == ("ct-resample", "slurm"), job["options"]
+    assert "exceed an action" in job["options"]["routed"], job["options"]
     running = page.ok("running-on-slurm")
-    (handle,) = {s["activation_id"] for s in _invoke(site, "status", {"job_id": job_id})["shards"]}
+    (handle,) = {s["activation_id"] for s in job["shards"]}
     assert running["runs_on"] == [f"Slurm job {handle}"] and running["shard_states"] == ["running"], running
     cancelled = page.ok("cancel-clicked")
     assert cancelled["state"] == "cancelled" and cancelled["shard_states"] == ["cancelled"], cancelled
