@@ -190,6 +190,8 @@ class ViewerSegmentation(Answer):
     SeriesInstanceUID: str | None = None
     name: str | None = None
     url: str | None = None
+    urls: list[str] | None = None   # every instance of the SEG series (url: the first)
+    count: int | None = None
 
 
 class ViewerMeasurement(Answer):

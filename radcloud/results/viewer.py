@@ -55,6 +55,7 @@ HEAD_BYTES = 4096      # the file meta and the start of the dataset: enough for 
 # comes before the functional groups and pixels: 1 MB holds it for thousands of slices.
 SEG_HEAD_BYTES = 2**20
 SR_MAX_BYTES = 16 * 2**20
+SEG_FILES_MAX = 50     # instances of one SEG series overlaid (each is a file the browser reads)
 PROBE_MAX = 50         # .dcm outputs looked at per job (a SEG/SR job has a few; a de-identified series hundreds)
 _UNITS = {"[hnsf'U]": "HU"}
 PAGE_MAX = 1000  # instances per answer: 1000 presigned URLs are ~500 kB, under OpenWhisk's 1 MB
@@ -141,13 +142,15 @@ class Viewer:
                 srs.append(out)
         sources = list(dict.fromkeys(o.get("series_uid") for o in segs + srs if o.get("series_uid")))
         chosen = series_uid if series_uid in sources else (sources[0] if sources else None)
-        seg = next((o for o in segs if o.get("series_uid") == chosen), None)
+        chosen_segs = sorted((o for o in segs if o.get("series_uid") == chosen), key=lambda o: o["name"])
+        seg = chosen_segs[0] if chosen_segs else None
         rows = [row for o in srs if o.get("series_uid") == chosen for row in self._sr_rows(o)]
         study = next((o.get("study_uid") for o in segs + srs if o.get("series_uid") == chosen), "")
         answer = {
             "job_id": manifest.get("job_id"), "sources": sources,
             "source": {"SeriesInstanceUID": chosen, "StudyInstanceUID": study} if chosen else None,
-            "segmentation": {"name": seg["name"], "url": self.store.presign_get(seg["key"], self.ttl_s)} if seg else None,
+            "segmentation": _segmentation({"name": seg["name"]}, [
+                self.store.presign_get(o["key"], self.ttl_s) for o in chosen_segs]) if seg else None,
             "measurements": rows, "url_ttl_s": self.ttl_s,
         }
         if chosen is None:  # no segmentation: the job's own DICOM images, if it wrote any (a result series)
@@ -174,7 +177,10 @@ class Viewer:
         staged = self.staging.resolve({"series": [series_uid]}, access)[0]
         if not staged.instances:
             raise NotFound(f"series {series_uid} is staged without any instance; pull it again", field="SeriesInstanceUID")
-        key = access.check(staged.instances[0]["key"])
+        # A SEG series may hold several instances (a file per segment, or frames split across files):
+        # every one is overlaid. The first names the source series; SRs citing any of them are shown.
+        keys = [access.check(i["key"]) for i in staged.instances[:SEG_FILES_MAX]]
+        key = keys[0]
         head = self._head(key, SEG_HEAD_BYTES, ["SOPClassUID", "SOPInstanceUID", "ReferencedSeriesSequence"])
         sop_class = "" if head is None else str(head.file_meta.get("MediaStorageSOPClassUID") or head.get("SOPClassUID") or "")
         if sop_class != SEG_CLASS:
@@ -191,13 +197,15 @@ class Viewer:
             raise NotFound(f"the images this Segmentation was made on (series {source_uid}) are not staged: pull "
                            "its study from the PACS (Search, then Pull) and open the Segmentation again",
                            field="SeriesInstanceUID") from None
-        seg_sop = str(head.get("SOPInstanceUID", ""))
-        rows = [row for ds in self._srs_citing(staged.study_uid, seg_sop, access) for row in sr_rows(ds)]
+        seg_sops = {str(head.get("SOPInstanceUID", ""))} | {
+            str(getattr(self._head(k, HEAD_BYTES, ["SOPInstanceUID"]), "SOPInstanceUID", "")) for k in keys[1:]}
+        rows = [row for ds in self._srs_citing(staged.study_uid, seg_sops - {""}, access) for row in sr_rows(ds)]
         return {
             "sources": [source.series_uid],
             "source": {"SeriesInstanceUID": source.series_uid, "StudyInstanceUID": source.study_uid},
-            "segmentation": {"SeriesInstanceUID": series_uid, "name": f"SEG {staged.tags.get('SeriesNumber') or ''}".strip(),
-                             "url": self.store.presign_get(key, self.ttl_s)},
+            "segmentation": _segmentation(
+                {"SeriesInstanceUID": series_uid, "name": f"SEG {staged.tags.get('SeriesNumber') or ''}".strip()},
+                [self.store.presign_get(k, self.ttl_s) for k in keys]),
             "measurements": rows, "url_ttl_s": self.ttl_s,
         }
 
@@ -211,15 +219,15 @@ class Viewer:
             if staged.instances:
                 yield staged, doc
 
-    def _srs_citing(self, study_uid: str, sop_uid: str, access: InputAccess) -> list[Any]:
-        """The study's staged SR instances whose evidence lists ``sop_uid``."""
+    def _srs_citing(self, study_uid: str, sop_uids: set[str], access: InputAccess) -> list[Any]:
+        """The study's staged SR instances whose evidence lists one of ``sop_uids``."""
         found = []
         for staged, _ in self._study_series(study_uid, access):
             if str(staged.tags.get("Modality", "")).upper() != "SR":
                 continue
             for inst in staged.instances[:PROBE_MAX]:
                 ds = self._sr(access.check(inst["key"]), inst.get("size"), staged.series_uid)
-                if ds is not None and sop_uid in _evidence(ds):
+                if ds is not None and sop_uids & _evidence(ds):
                     found.append(ds)
         return found
 
@@ -332,3 +340,8 @@ def _number(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 1 << 30
+
+
+def _segmentation(described: dict[str, Any], urls: list[str]) -> dict[str, Any]:
+    """The ``segmentation`` of an answer: every instance's URL (``urls``), ``url`` the first (older pages)."""
+    return {**described, "url": urls[0], "urls": urls, "count": len(urls)}

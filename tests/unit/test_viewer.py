@@ -237,3 +237,32 @@ def test_a_job_that_wrote_dicom_images_answers_them_as_a_series_to_open(store):
     assert answer["images"]["count"] == 60
     assert answer["images"]["instances"][59]["url"] == "http://s3.invalid/results/j3/s000/ct/059.dcm?ttl=60"
     assert "images" not in _viewer(store).job(_seg_sr_outputs(store))  # a SEG job shows its overlay instead
+
+
+def test_a_seg_series_of_several_files_answers_every_file_and_the_srs_citing_any(store):
+    """#19: a SEG series split into two instances (a segment each): both are overlaid, not the first only."""
+    from radcloud.ops.samples import viewerdata
+
+    ct = viewerdata.ct_series(4, 16, tag="PACS")
+    first = viewerdata.seg_of(ct, viewerdata.Box(1, 3, 4, 8, 4, 8))
+    second = viewerdata.seg_of(ct, viewerdata.Box(0, 2, 10, 14, 10, 14))
+    second.SeriesInstanceUID, second.InstanceNumber = first.SeriesInstanceUID, 2
+    sr = viewerdata.sr_of(ct, second, 4.0, 12.0)        # measures the second file's segment
+    for series in (ct, [first, second], [sr]):
+        viewerdata.stage(store, store.index, series)
+    answer = _viewer(store).seg(str(first.SeriesInstanceUID))
+    seg = answer["segmentation"]
+    assert seg["count"] == 2 and len(set(seg["urls"])) == 2 and seg["url"] == seg["urls"][0]
+    assert all(f"/{first.SeriesInstanceUID}/" in u for u in seg["urls"])
+    assert [r["value"] for r in answer["measurements"]] == [4.0, 12.0]   # the SR citing the second file
+
+
+def test_a_job_with_several_seg_files_of_one_source_answers_them_all(store):
+    manifest = _seg_sr_outputs(store)
+    seg_out = next(o for o in manifest["outputs"] if "/seg/" in o["name"])
+    extra = {**seg_out, "name": seg_out["name"].replace("series-001", "series-002"),
+             "key": seg_out["key"].replace("series-001", "series-002")}
+    store.put_bytes(extra["key"], store.open(seg_out["key"]).read(), content_type="application/dicom")
+    manifest["outputs"].append(extra)
+    seg = _viewer(store).job(manifest)["segmentation"]
+    assert seg["count"] == 2 and seg["urls"][1].endswith("series-002.dcm?ttl=60")

@@ -48,7 +48,9 @@ const UNSUPPORTED_SYNTAX = { "1.2.840.10008.1.2.4.80": "JPEG-LS lossless", "1.2.
 
 const state = window.rcViewer = {
   opened: null, firstImageMs: null, loadedMs: null, loaded: false, slices: 0, error: null,
-  imageDataId: null, segDataId: null, segments: [], srRows: [], renders: 0,
+  // A SEG series may be several files (a segment each, or frames split): each is a data of its own,
+  // overlaid on the source; segDataId is the first (what older callers read), segDataIds all of them.
+  imageDataId: null, segDataId: null, segDataIds: [], segments: [], srRows: [], renders: 0,
   index: () => currentIndex(), setIndex: (k) => setIndex(k), windowLevel: () => currentWl(),
   setWindowLevel: (c, w) => setWl(c, w), pixelAt: (row, col) => pixelAt(row, col),
   segOpacity: () => segOpacity(), indexOfImage: (sopUid) => indexOfImage(sopUid),
@@ -78,7 +80,10 @@ function pixelAt(row, col) {
     const at = layer.planePosToDisplay(new Point2D(col + 0.5, row + 0.5));
     return Array.from(canvas.getContext("2d").getImageData(Math.floor(at.getX()), Math.floor(at.getY()), 1, 1).data);
   };
-  return { image: read(state.imageDataId), seg: read(state.segDataId), index: currentIndex() };
+  // The SEG layers' colour there: the first file that marks the voxel (else the first file's transparent pixel).
+  const segs = state.segDataIds.map(read).filter(Boolean);
+  const seg = segs.find((px) => px[3] > 0) || segs[0] || null;
+  return { image: read(state.imageDataId), seg, segs, index: currentIndex() };
 }
 
 function scrollDim(vc) { return vc.getScrollDimIndex(); }
@@ -169,8 +174,8 @@ function initApp() {
       state.loadedMs = performance.now() - state.opened;
       $("#vw-progress").textContent = "";
       showSlice();
-    } else if (event.dataid === state.segDataId) {
-      segmentationLoaded();
+    } else if (state.segDataIds.includes(event.dataid)) {
+      segmentationLoaded(event.dataid);
     }
   });
   app.addEventListener("positionchange", showSlice);
@@ -348,39 +353,50 @@ async function drawThumbnail(url, canvas) {
 }
 
 /* ---- segmentation --------------------------------------------------------------------- */
-const maskHelper = new MaskSegmentViewHelper();
+// One helper per SEG file: segment numbers are per file (two files may each have a segment 1).
+const maskHelpers = new Map();
 
-function segmentationLoaded() {
-  const data = app.getData(state.segDataId);
+/* One file of the SEG series is in: list its segments (in file order, whatever order they load). */
+function segmentationLoaded(dataId) {
+  const data = app.getData(dataId);
   const segments = (data && data.image && data.image.getMeta().custom && data.image.getMeta().custom.segments) || [];
-  state.segments = segments.map((s) => ({ number: s.number, label: s.label }));
-  const vc = viewController(state.segDataId);
-  if (vc) vc.setMaskViewHelper(maskHelper);
+  const file = state.segDataIds.indexOf(dataId);
+  const helper = new MaskSegmentViewHelper();
+  maskHelpers.set(dataId, { helper, segments });
+  const vc = viewController(dataId);
+  if (vc) vc.setMaskViewHelper(helper);
   setSegOpacity(Number($("#vw-seg-opacity").value) / 100);
-  const list = $("#vw-seg-list");
-  list.replaceChildren(...segments.map((s) => {
-    const rgb = s.displayRGBValue || { r: 255, g: 0, b: 0 };
-    const box = el("input", { type: "checkbox", checked: "", "data-segment": String(s.number), id: `seg-${s.number}` });
-    box.addEventListener("change", () => {
-      if (box.checked) maskHelper.removeFromHidden(s.number); else maskHelper.addToHidden(s.number);
-      const segVc = viewController(state.segDataId);
-      if (segVc) segVc.setMaskViewHelper(maskHelper);  // re-applies the alpha function: redraws
-    });
-    return el("li", {}, box, el("span", { class: "vw-swatch", style: `background: rgb(${rgb.r},${rgb.g},${rgb.b})` }),
-      el("label", { for: `seg-${s.number}` }, s.label || `Segment ${s.number}`));
-  }));
+  const loaded = state.segDataIds.filter((id) => maskHelpers.has(id));
+  state.segments = loaded.flatMap((id) => maskHelpers.get(id).segments.map((s) => ({ number: s.number, label: s.label })));
+  $("#vw-seg-list").replaceChildren(...loaded.flatMap((id) => maskHelpers.get(id).segments.map((s) => segmentItem(id, s))));
   $("#vw-segments").hidden = false;
-  state.segLoaded = true;
+  state.segLoaded = loaded.length === state.segDataIds.length;
+  if (file < 0) console.warn("a segmentation file loaded that this page did not ask for");
+}
+
+function segmentItem(dataId, s) {
+  const { helper } = maskHelpers.get(dataId);
+  const file = state.segDataIds.indexOf(dataId);
+  const id = file ? `seg-${file}-${s.number}` : `seg-${s.number}`;
+  const rgb = s.displayRGBValue || { r: 255, g: 0, b: 0 };
+  const box = el("input", { type: "checkbox", "data-segment": String(s.number), "data-file": String(file), id });
+  box.checked = !helper.isHidden(s.number);
+  box.addEventListener("change", () => {
+    if (box.checked) helper.removeFromHidden(s.number); else helper.addToHidden(s.number);
+    const segVc = viewController(dataId);
+    if (segVc) segVc.setMaskViewHelper(helper);  // re-applies the alpha function: redraws
+  });
+  return el("li", {}, box, el("span", { class: "vw-swatch", style: `background: rgb(${rgb.r},${rgb.g},${rgb.b})` }),
+    el("label", { for: id }, s.label || `Segment ${s.number}`));
 }
 
 function segOpacity() {
-  const layers = state.segDataId === null ? [] : app.getViewLayersByDataId(state.segDataId);
+  const layers = state.segDataId === null ? [] : app.getViewLayersByDataId(state.segDataId);  // all files share it
   return layers.length ? layers[0].getOpacity() : null;
 }
 
 function setSegOpacity(alpha) {
-  if (state.segDataId === null) return;
-  for (const layer of app.getViewLayersByDataId(state.segDataId)) {
+  for (const layer of state.segDataIds.flatMap((id) => app.getViewLayersByDataId(id))) {
     layer.setOpacity(alpha);
     layer.draw();
   }
@@ -406,7 +422,9 @@ async function showOverlay(answer, caption) {
     const loadSeg = (event) => {
       if (event.dataid !== state.imageDataId) return;
       app.removeEventListener("load", loadSeg);
-      state.segDataId = app.loadURLs([answer.segmentation.url]);
+      // Every file of the SEG series, each a data of its own (dwv builds one mask per SEG object).
+      state.segDataIds = (answer.segmentation.urls || [answer.segmentation.url]).map((url) => app.loadURLs([url]));
+      state.segDataId = state.segDataIds[0];
     };
     app.addEventListener("load", loadSeg);
   }

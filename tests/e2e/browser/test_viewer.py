@@ -106,13 +106,32 @@ def in_pacs(stack, pacs_ct, lung_seg_job):
 
 
 @pytest.fixture(scope="module")
-def results_run(site, pacs_ct, lung_seg_job, in_pacs, run_browser):
+def split_seg(stack, pacs_ct, in_pacs):
+    """A SEG series of two files in the CT's study, a box each (some tools write a file per segment);
+    stored after in_pacs has read the job's SEG, so the results phase pulls it with the study."""
+    from radcloud.pacs.orthanc import Orthanc
+    from radcloud.ops.samples import viewerdata
+
+    first = viewerdata.seg_of(pacs_ct, viewerdata.Box(2, 5, 20, 40, 20, 40))
+    second = viewerdata.seg_of(pacs_ct, viewerdata.Box(12, 15, 80, 100, 80, 100))
+    second.SeriesInstanceUID, second.InstanceNumber = first.SeriesInstanceUID, 2
+    orthanc = Orthanc.from_settings(stack.settings)
+    for ds in (first, second):
+        orthanc.store_instance(viewerdata.ds_bytes(ds))
+    probes = [(pacs_ct[3], 30, 30), (pacs_ct[13], 90, 90), (pacs_ct[13], 30, 30)]  # box 1, box 2, neither
+    return {"series": str(first.SeriesInstanceUID),
+            "probes": ";".join(f"{ds.SOPInstanceUID},{r},{c}" for ds, r, c in probes)}
+
+
+@pytest.fixture(scope="module")
+def results_run(site, pacs_ct, lung_seg_job, in_pacs, split_seg, run_browser):
     """Phase results: the job in the viewer, then the SEG pulled back from the PACS."""
     return run_browser("viewer.e2e.mjs", {
         "RC_UI": site.ui, "RC_USER": site.user, "RC_PASSWORD": site.password, "RC_PHASE": "results",
         "RC_MRN": str(pacs_ct[0].PatientID), "RC_JOB": lung_seg_job["job_id"],
         "RC_SEG_SERIES": str(in_pacs["SEG"][0].SeriesInstanceUID), "RC_PROBE_SOP": lung_seg_job["sop"],
-        "RC_INSIDE": "%d,%d" % lung_seg_job["inside"], "RC_OUTSIDE": "%d,%d" % lung_seg_job["outside"]},
+        "RC_INSIDE": "%d,%d" % lung_seg_job["inside"], "RC_OUTSIDE": "%d,%d" % lung_seg_job["outside"],
+        "RC_SPLIT_SEG": split_seg["series"], "RC_SPLIT_PROBES": split_seg["probes"]},
         record="viewer-results.json", timeout=400)
 
 
@@ -254,3 +273,14 @@ def test_opening_a_job_or_a_pacs_seg_is_audited_with_its_source_series(results_r
     seg_series = str(in_pacs["SEG"][0].SeriesInstanceUID)
     seg_views = [e["what"]["series_uids"] for e in entries if seg_series in (e["what"].get("series_uids") or [])]
     assert [source, seg_series] in seg_views  # the overlay: the SEG and the images it was drawn on
+
+
+def test_a_seg_series_of_several_files_is_drawn_from_every_file(results_run):
+    """#19: the viewer overlaid only the first file of a SEG series; each file's box must be coloured."""
+    record = results_run.ok("split-seg-overlay")
+    assert record["files"] == 2 and len(record["segments"]) == 2, record
+    first, second, neither = record["boxes"]
+    assert first["seg"][3] > 0, first      # the first file's box, on its slice
+    assert second["seg"][3] > 0, second    # the second file's box: missing before the fix
+    assert neither["seg"][3] == 0, neither
+    assert first["index"] != second["index"]

@@ -242,4 +242,25 @@ async function results() {
     return { ...shown, url: page.url().replace(UI, ""), thumbs };
   });
   await step("pacs-sr-table", srTable);
+  await step("split-seg-overlay", async () => {
+    // #19: a SEG series of two files (a box each, RC_SPLIT_SEG): both drawn, not only the first file.
+    await page.goto(`${UI}/viewer?seg=${encodeURIComponent(env.RC_SPLIT_SEG)}`);
+    await viewerLoaded("segLoaded");
+    const out = { files: await page.evaluate(() => window.rcViewer.segDataIds.length), boxes: [] };
+    for (const spec of env.RC_SPLIT_PROBES.split(";")) {   // "sop,row,col"
+      const [sop, row, col] = spec.split(",");
+      const k = await page.evaluate((s) => window.rcViewer.indexOfImage(s), sop);
+      if (k < 0) throw new Error(`the source image ${sop} is not in the series shown`);
+      await page.evaluate((k) => window.rcViewer.setIndex(k), k);
+      await page.waitForTimeout(150);
+      out.boxes.push({ index: k, ...(await probe(Number(row), Number(col))) });
+    }
+    out.segments = await page.evaluate(() => window.rcViewer.segments);
+    for (const width of [1366, 390]) {
+      await page.setViewportSize({ width, height: 900 });
+      await page.screenshot({ path: `${SHOTS}/viewer-split-seg-${width}.png`, fullPage: true });
+    }
+    await page.setViewportSize({ width: 1366, height: 900 });
+    return out;
+  });
 }
