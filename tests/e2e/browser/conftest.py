@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import secrets
+import select
 import shutil
 import subprocess
 import sys
@@ -105,16 +106,45 @@ class BrowserRun(dict):
         return record
 
 
+def _private_home(xdg: Path) -> dict[str, str]:
+    return {"XDG_CONFIG_HOME": str(xdg / "config"), "XDG_CACHE_HOME": str(xdg / "cache"), "HOME": str(xdg)}
+
+
 @pytest.fixture(scope="session")
-def run_browser(tmp_path_factory):
+def shared_browser(browser_ready, tmp_path_factory):
+    """One headless Chromium (browser-server.mjs) for every browser script of the session: its
+    websocket endpoint. Launching Chromium costs seconds of CPU on a loaded box and each script
+    launched its own; every script still works in browser contexts of its own (harness.mjs)."""
+    home = tmp_path_factory.mktemp("xdg-shared")
+    log = home / "browser-server.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(["node", "browser-server.mjs"], cwd=HERE, env={**os.environ, **_private_home(home)},
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        line = proc.stdout.readline() if ready else ""  # the endpoint, or "" if node died or hung
+        if not line.startswith("{"):
+            proc.kill()
+            raise RuntimeError(f"the shared Chromium did not start within 60 s: {line}{log.read_text()[-3000:]}")
+        yield json.loads(line)["ws"]
+    finally:
+        proc.stdin.close()  # browser-server.mjs closes Chromium and exits
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def run_browser(tmp_path_factory, shared_browser):
     """``run_browser(script, env, record=None)``: run tests/e2e/browser/<script> in node with the
-    harness' environment (screenshots in artifacts/screenshots, a private HOME for Chromium) and
-    return its steps; ``record`` names a JSON copy of them beside the screenshots."""
+    harness' environment (screenshots in artifacts/screenshots, a private HOME, the session's shared
+    Chromium) and return its steps; ``record`` names a JSON copy of them beside the screenshots."""
     def run(script: str, env: dict, *, record: str | None = None, timeout: int = 600,
             require_summary: bool = True) -> BrowserRun:
         xdg = tmp_path_factory.mktemp("xdg")
-        full = {**os.environ, "RC_SHOTS": str(SHOTS), "XDG_CONFIG_HOME": str(xdg / "config"),
-                "XDG_CACHE_HOME": str(xdg / "cache"), "HOME": str(xdg), **env}
+        full = {**os.environ, "RC_SHOTS": str(SHOTS), "RC_BROWSER_WS": shared_browser, **_private_home(xdg), **env}
         proc = subprocess.run(["node", script], cwd=HERE, env=full, capture_output=True, text=True, timeout=timeout)
         steps = {}
         for line in proc.stdout.splitlines():

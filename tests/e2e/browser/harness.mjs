@@ -6,6 +6,7 @@
 // env: CHROMIUM (default /usr/bin/chromium), RC_SHOTS (screenshot folder)
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
+import { text } from "node:stream/consumers";
 
 export const env = process.env;
 export const SHOTS = env.RC_SHOTS || "artifacts/screenshots";
@@ -28,15 +29,28 @@ export function watch(page, label = "") {
   return page;
 }
 
+export const CHROMIUM = {
+  executablePath: env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-quic"],
+};
+
+// The browser: the tier's shared Chromium when RC_BROWSER_WS names one (browser-server.mjs, started
+// once per pytest session by conftest.py: a launch is seconds of CPU), else one of our own. Each
+// script works in contexts of its own (no cookie, storage or cache shared); close() on a connected
+// browser closes those and disconnects, the shared Chromium stays up for the next script.
 export async function launch(contextOptions = {}) {
-  const browser = await chromium.launch({
-    executablePath: env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", "--no-first-run", "--disable-quic"],
-  });
+  const browser = env.RC_BROWSER_WS ? await chromium.connect(env.RC_BROWSER_WS, { timeout: 30000 })
+    : await chromium.launch(CHROMIUM);
   const context = await browser.newContext({ viewport: { width: 1366, height: 860 }, ...contextOptions });
   const page = watch(await context.newPage());
   return { browser, context, page };
+}
+
+// A download's content as text. Streamed, not download.path(): a browser connected to
+// (the shared Chromium) keeps its downloads on its own side.
+export async function downloadText(download) {
+  return text(await download.createReadStream());
 }
 
 // step(name, fn): runs fn, prints {step: name, ok, ms, screenshot, ...what fn returned} or the error,

@@ -12,8 +12,7 @@
 //      RC_MRN, RC_DATE_FROM, RC_DATE_TO, RC_PLUGIN, RC_TIMEOUT_MS,
 //      RC_ORTHANC + RC_ORTHANC_AUTH ("user:password": the pull-error step
 //      deletes a series behind the UI's back, then puts it back)
-import { readFileSync } from "node:fs";
-import { env, SHOTS, FINAL, emit, external, consoleErrors, watch, launch, stepper } from "./harness.mjs";
+import { env, SHOTS, FINAL, emit, external, consoleErrors, watch, launch, stepper, downloadText } from "./harness.mjs";
 
 const UI = env.RC_UI;
 const MRN = env.RC_MRN || "RC100002";
@@ -113,7 +112,7 @@ const ok = await (async () => {
     await page.click('#results th button[data-sort="date"]');
     const sorted = await page.getAttribute('#results th:has(button[data-sort="date"])', "aria-sort");
     const [download] = await Promise.all([page.waitForEvent("download"), page.click("#csv-btn")]);
-    const csv = readFileSync(await download.path(), "utf8");
+    const csv = await downloadText(download);
     if (!csv.startsWith("PatientName,PatientID") || !csv.includes(MRN)) throw new Error(`bad CSV: ${csv.slice(0, 200)}`);
     return { search_to_results_ms: ms, server_ms: Number(await page.getAttribute("#search-time", "data-ms")), studies: rows.length,
              series, series_accession: seriesAccession, sorted, csv_lines: csv.trim().split("\n").length, thumbs };
