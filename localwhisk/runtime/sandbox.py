@@ -118,6 +118,24 @@ class ImageView:
             self._place(src.resolve(), _inside(dest), root, left_out)
         return root
 
+    def host_paths(self) -> tuple[str, ...]:
+        """Every host path a process reads through this view: the resolved sources
+        and, inside source folders, where their symlinks point (a test's plugins
+        folder links to the checkout's plugins). The sandbox binds back those
+        under /tmp; a symlink whose target it hid would read as missing."""
+        found: dict[str, None] = {}
+        todo = [Path(source) for source, _dest in self.files]
+        while todo:
+            path = todo.pop()
+            real = str(path.resolve())
+            if real in found or not os.path.exists(real):
+                continue
+            found[real] = None
+            if os.path.isdir(real):
+                for folder, dirs, names in os.walk(real):
+                    todo += [Path(folder, n) for n in (*dirs, *names) if os.path.islink(os.path.join(folder, n))]
+        return tuple(found)
+
     def _place(self, src: Path, rel: str, root: Path, left_out: set[str]) -> None:
         if rel in left_out:
             return
@@ -150,7 +168,7 @@ def with_view(spec: ImageSpec, view: ImageView, root: Path) -> ImageSpec:
 
     return dataclasses.replace(spec, pythonpath=tuple(fill(p) for p in spec.pythonpath),
                                env={k: fill(v) for k, v in spec.env.items()},
-                               sources=(*spec.sources, *(src for src, _dest in view.files)))
+                               sources=(*spec.sources, *view.host_paths()))
 
 
 # OpenWhisk's own Python runtime images: the same interpreter, nothing extra. Their

@@ -11,6 +11,8 @@ Run under bubblewrap where it works (``--sandbox auto``), as a stack does.
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +101,33 @@ def test_a_plugins_own_process_imports_from_the_image_too(whisk):
     status, result = whisk.invoke("plugin-process")
     assert status == 200, result
     assert result["exit_code"] == 1 and "No module named 'radcloud.ops'" in result["tail"], result
+
+
+NAMES = """from radcloud.run.registry import Registry
+def main(args):
+    registry = Registry()
+    return {"names": registry.names(), "broken": registry.broken}
+"""
+
+
+def test_a_plugins_folder_of_links_under_tmp_is_whole_inside_the_sandbox(tmp_path):
+    # The test worlds' plugins folder links to the checkout's plugins (tests/e2e/plugins/dcm2png ->
+    # ../../../plugins/dcm2png), and CI clones under /tmp, which the sandbox replaces by the
+    # container's own: the link targets must be bound back too, or every linked plugin is missing
+    # ("no plugin named 'dcm2png' (available: flaky, noop)", seen in a fresh-clone CI run).
+    assert str(tmp_path).startswith("/tmp/")
+    shipped = tmp_path / "checkout" / "plugins"
+    shutil.copytree(deploy.ROOT / "plugins" / "dcm2png", shipped / "dcm2png")
+    linked = tmp_path / "checkout" / "tests" / "plugins"
+    linked.mkdir(parents=True)
+    (linked / "dcm2png").symlink_to(Path("../../plugins/dcm2png"), target_is_directory=True)
+    images = {RUNTIME: deploy.local_images({}, plugins_dir=linked)[RUNTIME]}
+    (tmp_path / "images.json").write_text(json.dumps(images))
+    with Server(tmp_path / "state", extra_args=["--images-file", str(tmp_path / "images.json"),
+                                                 "--prewarm", "0"]) as server:
+        body = {"exec": {"kind": "blackbox", "image": RUNTIME, "code": NAMES}}
+        status, resp = server.client.request("PUT", "/api/v1/namespaces/_/actions/names", body)
+        assert status == 200, resp
+        status, result = server.invoke("names")
+    assert status == 200, result
+    assert result == {"names": ["dcm2png"], "broken": {}}

@@ -70,3 +70,18 @@ def test_images_file_entries_with_files_get_a_view_under_the_state_dir(src, tmp_
     f.write_text(json.dumps({"acme/app:1": {"files": "lib"}}))
     with pytest.raises(ValueError, match="files must be a list"):
         parse_images([], [f])
+
+
+def test_host_paths_follow_links_inside_copied_folders(src, tmp_path):
+    # A folder of links (a test's plugins folder pointing into the checkout): the sandbox must
+    # bind back where the links point, not only the folder, when it lives under /tmp.
+    (src / "links").mkdir()
+    (src / "links" / "a").symlink_to("../extras/a", target_is_directory=True)
+    (src / "links" / "gone").symlink_to("../nowhere")
+    view = ImageView(files=((str(src / "links"), "/opt/app/plugins"), (str(src / "setup.cfg"), "/opt/app/setup.cfg")))
+    paths = view.host_paths()
+    assert str((src / "extras/a").resolve()) in paths
+    assert str((src / "links").resolve()) in paths and str((src / "setup.cfg").resolve()) in paths
+    assert not any("nowhere" in p for p in paths)  # a dangling link binds nothing
+    spec = with_view(ImageSpec(), view, tmp_path / "view")
+    assert set(paths) <= set(spec.sources)
