@@ -277,6 +277,61 @@ def test_no_click_the_real_chest_ct_arrives_and_its_lungs_are_segmented_into_the
         rules.delete("it-real-chest")
 
 
+def test_an_arrival_waiting_after_a_refusal_is_routed_at_its_due_time_on_an_idle_system(whisk, stack):
+    """Deployed: an arrival a route run left pending (refused as busy, due again in 3 s) on a system
+    where nothing else happens: the arrivals watcher fires it again when it is due and the route
+    action routes it, long before the reconcile alarm (5 min; the wait below is 60 s)."""
+    import subprocess
+    import sys
+
+    from radcloud.arrivals.rules import PENDING, RuleStore
+    from radcloud.arrivals.watch import PREFIX, arrival, fingerprint
+    from radcloud.ops.samples import viewerdata
+    from radcloud.run.registry import Registry
+
+    tag = f"WAIT{secrets.token_hex(3).upper()}"
+    rules = RuleStore(stack.redis, Registry())
+    rules.save({"name": "it-due", "match": {"modality": "CT", "study_description": f"CT {tag}"},
+                "pipeline": [{"plugin": "dicom-tags"}]})
+    orthanc = Orthanc.from_settings(stack.settings)
+    ct = viewerdata.ct_series(2, 32, tag=tag)
+    study_id = [orthanc.store_instance(viewerdata.ds_bytes(ds)) for ds in ct][0]["ParentStudy"]
+    series = orthanc.children("Study", study_id, "Series")
+    prints = {s["ID"]: fingerprint(s["Instances"]) for s in series}
+    payload = arrival(orthanc.resource("Study", study_id), series, prints, "")
+    deadline = time.monotonic() + 60
+    while not orthanc.resource("Study", study_id).get("IsStable") and time.monotonic() < deadline:
+        time.sleep(0.2)  # its StableStudy change is logged before the watcher starts
+    for key in stack.redis.scan_iter(PREFIX + "*"):  # the watcher starts at Orthanc's present: it never
+        stack.redis.delete(key)                      # sees this study arrive, only the pending entry
+    env = {**os.environ, **stack.env(), "RADCLOUD_ARRIVALS_POLL_S": "0.2"}
+    watcher = subprocess.Popen([sys.executable, "-m", "radcloud.ops.cli.main", "arrivals", "watch", "--wskprops",
+                                str(whisk.state_dir / ".wskprops")], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while stack.redis.get(PREFIX + "cursor") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        due = time.time() + 3
+        stack.redis.hset(PENDING, payload["arrival_id"], json.dumps({
+            "arrival": payload, "attempts": 1, "first_at": round(time.time(), 3), "next_at": round(due, 3),
+            "reason": "rule it-due: OpenWhisk refused to invoke radcloud/retrieve (HTTP 429)"}))
+        runs = []
+        while not runs and time.monotonic() < deadline:
+            runs = [r for r in rules.runs() if r["study_uid"] == payload["study_uid"]]
+            time.sleep(0.2)
+        assert runs, "the pending arrival was not routed within 60 s of its due time"
+        [run] = runs
+        print(f"pending arrival due -> routed (route run's start): {run['at'] - due:.2f} s")
+        assert run["state"] == "started" and run["at"] >= due - 0.5, run
+        assert stack.redis.hget(PENDING, payload["arrival_id"]) is None
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+        stack.redis.hdel(PENDING, payload["arrival_id"])
+        rules.delete("it-due")
+
+
 def _explain(jobs, pipeline, whisk) -> str:
     """What a pipeline that did not succeed was doing: its steps, their jobs' shards, localwhisk's last lines."""
     lines = [f"pipeline {pipeline['id']} {pipeline['state']} {pipeline.get('reason')}"]
