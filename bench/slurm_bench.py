@@ -18,6 +18,11 @@ Figures (issue 18):
   Slurm requeues the batch job (or fails it NODE_FAIL) once it finds it missing (~30-40 s).
 * ``timeout``: a job past its time limit shows as TIMEOUT (Slurm checks limits every 30 s and
   counts whole minutes: this one takes 1-2 minutes, which is why it is here and not in the suite).
+* ``timeout_now``: a running job set to ``TimeLimit=0`` (its end = its start, as the suite's test
+  does): how long until slurmctld's next time-limit pass ends it TIMEOUT (0-30 s, whatever its phase).
+* ``requeue``: ``scontrol requeue`` of a running radcloud shard (copy, 3 s), released at once
+  (``StartTime=now``): requeue -> the second run RUNNING, and requeue -> the job final in radcloud
+  (its outcome from the second run, attempt 2).
 
 Run as root inside a private network namespace, as the tests are (Slurm needs a second
 loopback address there): ``unshare --net bash -c 'ip link set lo up && ip addr add
@@ -188,6 +193,45 @@ def bench_timeout(client: SlurmClient, stack: Stack) -> dict:
             "seconds_after_limit_set": round(t1 - t0, 1)}
 
 
+def bench_timeout_now(client: SlurmClient, stack: Stack, runs: int) -> dict:
+    from radcloud.ops.stack import slurm as stack_slurm
+
+    waits = []
+    for _ in range(runs):
+        job_id = client.submit("#!/bin/sh\nsleep 600\n", name="radcloud-bench-timeout-now", memory_mb=64,
+                               time_limit_min=5)
+        wait_job(client, job_id, {"RUNNING"})
+        stack_slurm.scontrol(stack.state, "update", f"JobId={job_id}", "TimeLimit=0")
+        t0 = time.perf_counter()
+        t1, job = wait_job(client, job_id, {"TIMEOUT", "FAILED", "CANCELLED", "COMPLETED"}, every=0.2, limit=90)
+        assert job["job_state"] == "TIMEOUT", job["job_state"]
+        waits.append(round(t1 - t0, 1))
+    return {"seconds_after_limit_set": waits, "max": max(waits)}
+
+
+def bench_requeue(world: JobWorld, client: SlurmClient, rid: str) -> dict:
+    from radcloud.work.jobs import JobStore
+    from radcloud.ops.stack import slurm as stack_slurm
+
+    jobs = JobStore(world.redis)
+    job_id = dispatch(world, {"plugin": "copy", "params": {"sleep": 3}, "inputs": {"retrieve": rid},
+                              "options": {"force": True, "executor": "slurm"}})
+    handle = jobs.get(job_id)["shards"][0]["activation_id"]
+    wait_job(client, handle, {"RUNNING"})
+    state = world.stack.state
+    stack_slurm.scontrol(state, "update", f"JobId={handle}", "Requeue=1")
+    t0 = time.perf_counter()
+    stack_slurm.scontrol(state, "requeue", handle)
+    wait_job(client, handle, {"PENDING"}, every=0.05)
+    stack_slurm.scontrol(state, "update", f"JobId={handle}", "StartTime=now")
+    t1, _ = wait_job(client, handle, {"RUNNING"}, every=0.05)
+    job = world.wait_final(job_id)
+    t2 = time.perf_counter()
+    shard = job["shards"][0]
+    return {"requeue_to_running_again_s": round(t1 - t0, 2), "requeue_to_final_s": round(t2 - t0, 2),
+            "state": job["state"], "attempt": shard.get("attempt"), "requeued": shard.get("requeued")}
+
+
 def bench_nodefail(world: JobWorld, client: SlurmClient, rid: str) -> dict:
     """slurmd killed mid-job with its job steps (a node crash), started again: what the shard ends as."""
     from radcloud.work.jobs import JobStore
@@ -232,7 +276,7 @@ def main() -> None:
             client = SlurmClient.from_settings(world.endpoints.settings())
             if "submit" in wanted:
                 out["submit"] = bench_submit(client, args.runs)
-            if wanted & {"visible", "noop", "nodefail"}:
+            if wanted & {"visible", "noop", "nodefail", "requeue"}:
                 study, _ = world.seed_study([5])
                 rid = world.stage(study)
                 if "visible" in wanted:
@@ -241,6 +285,8 @@ def main() -> None:
                     out["noop"] = bench_noop(world, rid, max(3, args.runs // 2))
                 if "nodefail" in wanted:
                     out["nodefail"] = bench_nodefail(world, client, rid)
+                if "requeue" in wanted:
+                    out["requeue"] = bench_requeue(world, client, rid)
             if "fanout" in wanted:
                 big, _ = world.seed_study([24] * 8, size=256)
                 out["fanout"] = bench_fanout(world, world.stage(big, timeout_s=300))
@@ -248,6 +294,8 @@ def main() -> None:
                 out["heavy"] = bench_heavy(world, tmp_path, args.heavy_slices)
             if "timeout" in wanted:
                 out["timeout"] = bench_timeout(client, world.stack)
+            if "timeout_now" in wanted:
+                out["timeout_now"] = bench_timeout_now(client, world.stack, min(args.runs, 3))
             print(json.dumps(out, indent=1))
         finally:
             world.down()

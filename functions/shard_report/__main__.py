@@ -2,7 +2,8 @@
 
 The job authenticates with its shard ticket (``Authorization: Bearer``; role
 ``shard``, accepted here only) and POSTs ``{"events": [...], "get": [its
-input keys], "put": [its output keys], "activation_id": its Slurm job id}``;
+input keys], "put": [its output keys], "activation_id": its Slurm job id,
+"restarts": its SLURM_RESTART_COUNT}``;
 the answer is ``{"cancelled": bool, "get": {key: url}, "put": {key: url}}``.
 The events go into the job model as an action's do, and the URLs are
 presigned for the ticket's own keys only (radcloud.work.shardchannel).

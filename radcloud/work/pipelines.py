@@ -52,6 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from radcloud.core.errors import BadRequest, Conflict, NotFound, RadcloudError
+from radcloud.work.reasons import plain
 from radcloud.work.jobs import JobSpec, JobStore, ShardSpec, new_job_id
 from radcloud.work import lifecycle as L
 from radcloud.work.executors.base import ExecutorBusy, Unit
@@ -414,7 +415,8 @@ def steps_view(job: Mapping[str, Any]) -> list[dict[str, Any]]:
         out.append({"step": index + 1, "id": step["id"],
                     "plugin": steps[index]["plugin"] if index < len(steps) else "",
                     "state": step["state"], "job": step.get("activation_id") if step.get("executor") == "job" else None,
-                    "cached": bool(step.get("cached")), "reason": step.get("reason") or ""})
+                    "cached": bool(step.get("cached")), "reason": step.get("reason") or "",
+                    "reason_plain": plain(step.get("reason"))})
     return out
 
 

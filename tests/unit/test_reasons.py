@@ -93,6 +93,8 @@ def test_reasons_of_real_outcomes_in_plain_words():
         .startswith("The tool ran out of memory")
     assert reasons.plain("stopped at step 2 (lung-seg): partial: 1/2 shard(s) failed: plugin exited with code 1") \
         == "Stopped at step 2 (lung-seg). 1 of 2 parts failed. The tool stopped with an error. " + reasons.RETRY
+    assert reasons.plain("step 2 (dicom-tags): exit 1: no DICOM") == \
+        "Stopped at step 2 (dicom-tags). The tool stopped with an error. " + reasons.RETRY
     assert reasons.plain("no study matched the rule's filter") == "no study matched the rule's filter"  # plain already
     assert reasons.plain("sigsegv in frobnicator") == reasons._FALLBACK
     assert reasons.plain("") == "" and reasons.plain(None) == ""

@@ -92,6 +92,22 @@ def test_cancel_is_scancel_and_never_raises():
     SlurmExecutor(Broken()).cancel("42")
 
 
+def test_a_job_s_env_reaches_every_slurm_submit_of_its_shards_retries_included():
+    """pfcon's CHRIS_* variables live in the job (options.env): the spec a Slurm job gets carries them
+    whether the shard is submitted the first time or again (a retry builds the unit from the job)."""
+    from radcloud.work.dispatch import shard_unit
+
+    job = {"id": "j1", "plugin": "copy", "params": {}, "output_prefix": "results/j1/",
+           "options": {"env": {"CHRIS_JID": "cube-7"}, "executor": "slurm",
+                       "resources": {"memory_mb": 256, "cpus": 1.0, "gpus": 0, "timeout_s": 60}}}
+    shard = {"id": "s000", "inputs": ["a.dcm"], "attempt": 2}
+    fake = SlurmExecutor(FakeSlurm())
+    fake.submit(shard_unit(job, shard, 60))
+    spec = json.loads(fake.client.submitted[0][1]["environment"]["RADCLOUD_SHARD_SPEC"])
+    assert spec["env"] == {"CHRIS_JID": "cube-7"}
+    assert "env" not in shard_unit({**job, "options": {}}, shard, 60).payload  # none asked, none sent
+
+
 @pytest.mark.parametrize("job, phase, outcome, reason", [
     ({"job_state": "PENDING", "state_reason": "Resources"}, "queued", None, "queued: waiting for resources"),
     ({"job_state": "PENDING", "state_reason": "Priority"}, "queued", None, "queued: waiting for priority"),
