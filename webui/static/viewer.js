@@ -387,7 +387,8 @@ function segmentItem(dataId, s) {
     if (segVc) segVc.setMaskViewHelper(helper);  // re-applies the alpha function: redraws
   });
   return el("li", {}, box, el("span", { class: "vw-swatch", style: `background: rgb(${rgb.r},${rgb.g},${rgb.b})` }),
-    el("label", { for: id }, s.label || `Segment ${s.number}`));
+    // Files after the first are named: two files may each call their segment "Lesion".
+    el("label", { for: id }, s.label || `Segment ${s.number}`, state.segDataIds.length > 1 ? el("span", { class: "muted" }, ` (file ${file + 1})`) : ""));
 }
 
 function segOpacity() {

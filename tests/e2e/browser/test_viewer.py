@@ -279,6 +279,7 @@ def test_a_seg_series_of_several_files_is_drawn_from_every_file(results_run):
     """#19: the viewer overlaid only the first file of a SEG series; each file's box must be coloured."""
     record = results_run.ok("split-seg-overlay")
     assert record["files"] == 2 and len(record["segments"]) == 2, record
+    assert record["labels"] == ["Lesion (file 1)", "Lesion (file 2)"], record["labels"]   # told apart
     first, second, neither = record["boxes"]
     assert first["seg"][3] > 0, first      # the first file's box, on its slice
     assert second["seg"][3] > 0, second    # the second file's box: missing before the fix

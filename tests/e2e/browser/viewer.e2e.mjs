@@ -256,6 +256,7 @@ async function results() {
       out.boxes.push({ index: k, ...(await probe(Number(row), Number(col))) });
     }
     out.segments = await page.evaluate(() => window.rcViewer.segments);
+    out.labels = await page.$$eval("#vw-seg-list label", (ls) => ls.map((l) => l.textContent));
     for (const width of [1366, 390]) {
       await page.setViewportSize({ width, height: 900 });
       await page.screenshot({ path: `${SHOTS}/viewer-split-seg-${width}.png`, fullPage: true });
