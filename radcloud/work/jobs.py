@@ -334,7 +334,8 @@ class JobStore:
                           allowed=SHARD.sources("invoked"), event="invoked")
 
     def shard_started(self, job_id: str, shard_id: str, *, activation_id: str | None = None) -> None:
-        patch: dict[str, Any] = {"state": "running", "started_at": self.clock()}
+        # Running: a queue reason noted while it waited ("queued: waiting to be scheduled") is over.
+        patch: dict[str, Any] = {"state": "running", "started_at": self.clock(), "queue_reason": ""}
         if activation_id:
             patch["activation_id"] = activation_id
         self.update_shard(job_id, shard_id, patch, allowed=SHARD.sources("started"), event="started")

@@ -366,3 +366,16 @@ def test_cancel_of_a_job_with_no_open_shard_still_ends_it(store, started):
 def test_owner_of_a_job_and_of_none(store):
     job_id = store.create(spec(1, owner="bob"))
     assert store.owner(job_id) == "bob" and store.owner("j-nope") is None
+
+
+def test_a_started_shard_no_longer_shows_why_it_waited(store):
+    # Seen in a browser run: "Slurm job 4 / queued: waiting to be scheduled" under a running shard,
+    # until the next reconcile tick noticed it had started.
+    job_id = store.create(spec(1))
+    store.shard_invoked(job_id, "s0", "4", executor="slurm")
+    store.update_shard(job_id, "s0", {"queue_reason": "queued: waiting to be scheduled"},
+                       allowed=("invoked",), event="queue")
+    assert store.get(job_id)["shards"][0]["queue_reason"] == "queued: waiting to be scheduled"
+    store.shard_started(job_id, "s0")
+    shard = store.get(job_id)["shards"][0]
+    assert (shard["state"], shard["queue_reason"]) == ("running", "")
