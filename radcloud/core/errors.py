@@ -86,6 +86,19 @@ class ConfigError(RadcloudError):
     code = "config"
 
 
+def reason_of(exc: BaseException) -> str:
+    """What broke, in the words of the innermost cause ("Connection refused", "Remote end closed
+    connection without response"), for a message that names the cause, not an exception class."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc)
+    for inner in exc.args:  # requests/urllib3 wrap the reason: ('Connection aborted.', RemoteDisconnected(...))
+        if isinstance(inner, BaseException):
+            return reason_of(inner)
+    text = text.rsplit("] ", 1)[-1] if "] " in text else text
+    return text or type(exc).__name__
+
+
 def to_response(exc: BaseException) -> dict[str, Any]:
     """Translate an exception into a web-action result.
 

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import requests
 
+from radcloud.core.errors import reason_of
 from radcloud.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def check_s3(settings: Settings, timeout_s: float = 5.0) -> list[Check]:
     try:
         requests.head(f"{scheme}://{endpoint}/", timeout=timeout_s)
     except requests.RequestException as exc:
-        return [Check("s3 bucket", False, f"{scheme}://{endpoint} unreachable ({_cause(exc)})",
+        return [Check("s3 bucket", False, f"{scheme}://{endpoint} unreachable ({reason_of(exc)})",
                       "start the S3 server (`radcloud stack up`) or fix s3_endpoint / s3_secure")]
 
     def keyed() -> Check:
@@ -213,14 +214,6 @@ def run_all(settings: Settings, apihost: str, auth: str, expected_actions: Itera
     if slurm is not None:
         checks.append(slurm)
     return checks
-
-
-def _cause(exc: BaseException) -> str:
-    """The innermost reason of a connection error, in words ("Connection refused"), not a class name."""
-    while exc.__context__ is not None or exc.__cause__ is not None:
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    text = str(exc)
-    return text.rsplit("] ", 1)[-1] if "]" in text else (text or type(exc).__name__)
 
 
 def _guard_list(name: str, fn: Callable[[], list[Check]]) -> list[Check]:

@@ -29,7 +29,7 @@ from typing import Any
 import requests
 import urllib3
 
-from radcloud.core.errors import BadRequest, NotFound, UpstreamError
+from radcloud.core.errors import BadRequest, NotFound, UpstreamError, reason_of
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,26 @@ class Orthanc:
 
     # -- plumbing ----------------------------------------------------------
     def _request(self, method: str, path: str, *, json_body: Any = None, stream: bool = False,
-                 params: dict | None = None, data: bytes | None = None) -> Any:
+                 params: dict | None = None, data: bytes | None = None, idempotent: bool = False) -> Any:
+        """One call; ``idempotent``: a POST that may be sent twice (storing an instance: Orthanc
+        answers AlreadyStored) is sent once more when the connection broke, as GETs are."""
         url = self.url + path
-        try:
-            resp = self.session.request(method, url, json=json_body, params=params, stream=stream,
-                                        data=data, timeout=self.timeout_s)
-        except requests.RequestException as exc:
-            raise UpstreamError(f"Orthanc at {self.url} unreachable ({method} {path}): "
-                                f"{type(exc).__name__}") from None
+        for attempt in (1, 2):
+            try:
+                resp = self.session.request(method, url, json=json_body, params=params, stream=stream,
+                                            data=data, timeout=self.timeout_s)
+                break
+            except requests.ConnectionError as exc:
+                # Orthanc closes an idle keep-alive connection after 1 s; one reused just then breaks.
+                if idempotent and attempt == 1:
+                    log.info("Orthanc %s %s: connection broke (%s); sending once more", method, path,
+                             reason_of(exc))
+                    continue
+                raise UpstreamError(f"Orthanc at {self.url} unreachable ({method} {path}): {reason_of(exc)}; "
+                                    "check that Orthanc runs and orthanc_url") from None
+            except requests.RequestException as exc:
+                raise UpstreamError(f"Orthanc at {self.url} unreachable ({method} {path}): "
+                                    f"{reason_of(exc)}") from None
         status = resp.status_code
         if status < 400:
             return resp
@@ -136,7 +148,7 @@ class Orthanc:
         OverwriteInstances answers ``"Success"`` to a re-upload too). A file
         Orthanc cannot parse is a :class:`BadRequest`.
         """
-        resp = self._request("POST", "/instances", data=data)
+        resp = self._request("POST", "/instances", data=data, idempotent=True)
         try:
             answer = resp.json()
         except ValueError:

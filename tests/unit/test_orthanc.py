@@ -135,3 +135,42 @@ def test_store_instance_posts_the_bytes_and_returns_orthancs_answer():
     fake.status = 401
     with pytest.raises(UpstreamError, match="credentials"):
         orthanc.store_instance(b"DICM two")
+
+
+class _BreaksOnce:
+    """A session whose first request breaks as a reused keep-alive connection Orthanc closed does."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.auth = None
+
+    def request(self, method, url, **kw):
+        import http.client
+
+        import requests
+        import urllib3
+
+        self.sent += 1
+        if self.sent == 1:
+            raise requests.ConnectionError(urllib3.exceptions.ProtocolError(
+                "Connection aborted.", http.client.RemoteDisconnected("Remote end closed connection without response")))
+        resp = requests.Response()
+        resp.status_code = 200
+        resp._content = b'{"Status": "AlreadyStored", "ID": "i1"}'
+        return resp
+
+
+def test_storing_an_instance_is_sent_once_more_when_the_connection_broke():
+    # Seen in a fresh-clone run: seeding a second Orthanc failed with a bare "ConnectionError".
+    session = _BreaksOnce()
+    answer = Orthanc("http://o", session=session).store_instance(b"DICM")
+    assert answer["Status"] == "AlreadyStored" and session.sent == 2
+
+
+def test_a_broken_connection_on_a_call_not_safe_to_repeat_names_the_cause():
+    session = _BreaksOnce()
+    with pytest.raises(UpstreamError) as err:
+        Orthanc("http://o", session=session).find("Study", {})
+    assert session.sent == 1
+    assert err.value.message == ("Orthanc at http://o unreachable (POST /tools/find): Remote end closed connection "
+                                 "without response; check that Orthanc runs and orthanc_url")
