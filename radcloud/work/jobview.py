@@ -46,8 +46,28 @@ def public(job: dict[str, Any]) -> dict[str, Any]:
     """The job without bulky internals (input key lists, argv, output listings)."""
     out = summary(job)
     out["shards"] = [{k: v for k, v in s.items() if k not in ("inputs", "argv", "outputs")}
-                     | {"outputs": len(s.get("outputs") or []), "reason_plain": plain(s.get("reason"))}
+                     | {"outputs": len(s.get("outputs") or []), "reason_plain": plain(s.get("reason")),
+                        "attempt_plain": attempt_words(s)}
                      for s in job.get("shards", [])]
     if job.get("kind") == PIPELINE_KIND:  # its units are steps, each run by a job of its own
         out["steps"] = steps_view(job)
     return out
+
+
+def attempt_words(shard: dict[str, Any]) -> str:
+    """Which run of a shard this is, in words the web UI and the CLI show under "Runs on" ('' for a
+    first attempt): "requeued by Slurm, attempt 2" when the Slurm job it runs as was requeued
+    (its same id, run again: ``requeued`` names that job), "retried, attempt 2" after a retry (a new
+    unit). Slurm's job record does not say why it requeued a job (a node failure, an administrator,
+    preemption), so neither do these words."""
+    try:
+        attempt = int(shard.get("attempt") or 1)
+    except (TypeError, ValueError):
+        return ""
+    if attempt <= 1:
+        return ""
+    requeued = shard.get("requeued") if isinstance(shard.get("requeued"), dict) else {}
+    if requeued and str(requeued.get("handle")) == str(shard.get("activation_id")):
+        runs = int(requeued.get("restarts") or 0) + 1
+        return f"requeued by Slurm, attempt {attempt}" + (f" (run {runs} of this job)" if runs != attempt else "")
+    return f"retried, attempt {attempt}"

@@ -37,6 +37,33 @@ def staged(world):
     return world.stage(study)
 
 
+@pytest.fixture(scope="module")
+def cli(world):
+    """The ``radcloud`` command as an admin of the world types it (over HTTP, a login token)."""
+    import secrets
+    import subprocess
+
+    import requests
+
+    from clistack import RADCLOUD, clean_env
+    from radcloud.access.users import UserStore
+
+    name, password = f"slurm-cli-{secrets.token_hex(3)}", secrets.token_urlsafe(16)
+    UserStore(world.redis).add(name, "admin", password)
+    web = world.whisk.api_host.rstrip("/") + "/api/v1/web/guest/radcloud/"
+    answer = requests.post(web + "login", json={"username": name, "password": password}, timeout=60)
+    answer.raise_for_status()
+    env = {**clean_env(), "RADCLOUD_API_URL": web, "RADCLOUD_TOKEN": answer.json()["token"]}
+
+    def run(*args: str, background: bool = False):
+        argv = [*RADCLOUD, *args, "--state-dir", str(world.tmp / "cli")]
+        if background:
+            return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+    return run
+
+
 def slurm_job(client, job_id: str, states: set[str], limit_s: float = 30.0) -> dict:
     job = client.wait(job_id, states, limit_s=limit_s)
     assert job.get("job_state") in states, f"Slurm job {job_id}: {job.get('job_state')}, not {sorted(states)}"
@@ -152,12 +179,14 @@ def test_a_node_lost_mid_job_fails_the_shard_with_slurm_s_reason_and_retry_runs_
     assert again != handle and slurm_job(client, again, {"COMPLETED"})["job_state"] == "COMPLETED"
 
 
-def test_a_job_slurm_requeues_reports_into_the_same_shard_as_its_next_attempt(world, client, staged):
+def test_a_job_slurm_requeues_reports_into_the_same_shard_as_its_next_attempt(world, client, staged, cli):
     """`scontrol requeue` (an admin's, or a site's JobRequeue after a node failure) kills the running
     job and runs it again under the same id: its second run reports into the same shard, counted as
     attempt 2, and the job ends once with that run's outcome. radcloud's jobs are submitted without
     requeue (the cluster's JobRequeue=0), so the test allows it for this job first, as such a site
-    would; Slurm holds a requeued job back (its BeginTime) and the test releases it (StartTime=now)."""
+    would; Slurm holds a requeued job back (its BeginTime) and the test releases it (StartTime=now).
+    The CLI says it all along: `radcloud status --watch` (started before the requeue) prints the
+    requeue as it happens, `radcloud status` the queue reason while the job is held, then the attempt."""
     from radcloud.ops.stack import slurm as stack_slurm
 
     answer = world.call("dispatch", {"plugin": "copy", "params": {"sleep": 10}, "inputs": {"retrieve": staged},
@@ -167,6 +196,7 @@ def test_a_job_slurm_requeues_reports_into_the_same_shard_as_its_next_attempt(wo
     handle = shard_handle(world, job_id)
     running = slurm_job(client, handle, {"RUNNING"})
     assert running["job_state"] == "RUNNING", (running, world.call("status", {"job_id": job_id})["shards"])
+    watching = cli("status", job_id, "--watch", "--timeout", "120", background=True)
     state = world.stack.state
     stack_slurm.scontrol(state, "update", f"JobId={handle}", "Requeue=1")
     stack_slurm.scontrol(state, "requeue", handle)
@@ -178,12 +208,23 @@ def test_a_job_slurm_requeues_reports_into_the_same_shard_as_its_next_attempt(wo
     # same second as the revoked one ("Killing non-startable batch JobId=9: Job credential revoked",
     # seen once in a fresh-clone run): release it only once a later second has begun.
     time.sleep(2)
+    world.tick()  # reconcile (the alarm's work): Slurm's queue reason reaches the shard
+    held = cli("status", job_id)
+    assert held.returncode == 0, held.stderr
+    assert f"s000: slurm job {handle}, queued: " in held.stdout and "(requeued, run 2)" in held.stdout, held.stdout
     stack_slurm.scontrol(state, "update", f"JobId={handle}", "StartTime=now")
     job = world.wait_final(job_id, timeout_s=90)
     assert job["state"] == "succeeded", job["shards"][0].get("reason")
     (shard,) = job["shards"]
     assert (shard["activation_id"], shard["attempt"], shard["requeued"]) == \
         (handle, 2, {"handle": handle, "restarts": 1}), shard
+    said = f"s000: slurm job {handle}, requeued by Slurm, attempt 2"
+    assert shard["attempt_plain"] == "requeued by Slurm, attempt 2", shard
+    shown = cli("status", job_id)
+    assert shown.returncode == 0 and said in shown.stdout.splitlines(), shown.stdout
+    out, err = watching.communicate(timeout=60)
+    assert watching.returncode == 0, err
+    assert said in err.splitlines() and said in out.splitlines(), (out, err)  # as it happened; at the end
     assert (int(job.get("shards_succeeded") or 0), int(job.get("shards_failed") or 0)) == (1, 0)  # one outcome
     ended = slurm_job(client, handle, {"COMPLETED"})
     assert (ended["job_state"], ended["restart_cnt"]) == ("COMPLETED", 1)

@@ -179,6 +179,29 @@ def test_watch_waits_what_the_server_asks_between_calls():
     assert len(slept) == 2 and 0.8 <= slept[0] <= 1.2 and 2.0 <= slept[1] <= 3.0
 
 
+def test_watch_says_once_where_a_shard_waits_and_that_slurm_requeued_it(capsys):
+    from radcloud.ops.cli import jobs
+
+    shard = {"id": "s000", "executor": "slurm", "activation_id": "42"}
+    answers = iter([
+        {**shard, "state": "invoked", "queue_reason": "queued: waiting for resources"},
+        {**shard, "state": "invoked", "queue_reason": "queued: waiting for resources"},
+        {**shard, "state": "running", "attempt": 2, "attempt_plain": "requeued by Slurm, attempt 2"},
+        {**shard, "state": "succeeded", "attempt": 2, "attempt_plain": "requeued by Slurm, attempt 2"}])
+
+    def handler(request):
+        s = next(answers)
+        return reply(200, json_body={"id": "j1", "state": "succeeded" if s["state"] == "succeeded" else "running",
+                                     "version": 1, "progress": {}, "shards": [s]})
+
+    job = jobs.watch_job(_client(handler), "j1", timeout_s=60, show=True, sleep=lambda s: None)
+    said = capsys.readouterr().err.splitlines()
+    assert [line for line in said if line.startswith("s000")] == [
+        "s000: slurm job 42, queued: waiting for resources", "s000: slurm job 42, requeued by Slurm, attempt 2"]
+    jobs._finish_watch(job, as_json=False)
+    assert capsys.readouterr().out.splitlines()[1:] == ["s000: slurm job 42, requeued by Slurm, attempt 2"]
+
+
 @pytest.mark.parametrize("state, code", [("succeeded", None), ("partial", common.NOT_SUCCEEDED),
                                          ("failed", common.NOT_SUCCEEDED), ("running", common.TIMEOUT)])
 def test_watch_exit_codes(state, code):

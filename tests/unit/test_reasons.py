@@ -106,3 +106,19 @@ def test_the_job_answer_carries_both_words_and_technical_reason():
     assert summary(job)["reason_plain"].startswith("1 part(s) failed") and summary(job)["reason"] == job["reason"]
     (shard,) = public(job)["shards"]
     assert shard["reason_plain"].startswith("The tool stopped with an error") and "exited" in shard["reason"]
+
+
+def test_a_shard_s_attempt_is_said_in_words_requeued_or_retried():
+    def words(**shard):
+        (out,) = public({"id": "j1", "state": "running", "shards": [{"id": "s000", "state": "running", **shard}]})["shards"]
+        return out["attempt_plain"]
+
+    assert words() == "" and words(attempt=1) == ""
+    requeued = {"handle": "42", "restarts": 1}
+    assert words(attempt=2, activation_id="42", requeued=requeued) == "requeued by Slurm, attempt 2"
+    # retried (a new Slurm job) after a requeue of the first: the requeue was another job's
+    assert words(attempt=3, activation_id="43", requeued=requeued) == "retried, attempt 3"
+    # retried, then the new job requeued: its run 2, the shard's attempt 3
+    assert words(attempt=3, activation_id="43", requeued={"handle": "43", "restarts": 1}) == \
+        "requeued by Slurm, attempt 3 (run 2 of this job)"
+    assert words(attempt=2, activation_id="3f2a") == "retried, attempt 2"

@@ -160,6 +160,8 @@
           el("td", {}, partCell(j, s)), el("td", {}, stateBadge(s.state),
             s.warnings ? el("span", { class: "badge warn", title: "input files the plugin did not process; see the reason" }, ` ${s.warnings} file warning(s)`) : ""),
           el("td", { class: "executor" }, executorLabel(s),
+            // which run this is: "requeued by Slurm, attempt 2" (radcloud/work/jobview.py), nothing for a first
+            s.attempt_plain ? el("div", { class: "muted attempt" }, s.attempt_plain) : "",
             s.queue_reason && !FINAL_SHARD.includes(s.state) ? el("div", { class: "muted queue-reason" }, s.queue_reason) : ""),
           el("td", {}, s.instances_total ? `${s.instances_done || 0}/${s.instances_total}` : ""),
           el("td", {}, s.started_at ? fmt.duration((Number(s.finished_at) || Date.now() / 1000) - Number(s.started_at)) : ""),

@@ -21,7 +21,7 @@ from rich.table import Table
 from radcloud.ops.cli import common
 from radcloud.ops.cli.client import ApiError, Client
 from radcloud.ops.cli.common import API_OPTION, JSON_OPTION, STATE_OPTION, err, out
-from radcloud.work.lifecycle import JOB_FINAL, SUCCEEDED
+from radcloud.work.lifecycle import JOB_FINAL, SHARD_FINAL, SUCCEEDED
 
 WAIT_S = 20  # per long-poll, when the server has a watch lease free (radcloud.work.jobwatch)
 
@@ -77,6 +77,7 @@ def watch_job(client: Client, job_id: str, timeout_s: float, *, show: bool = Tru
     """
     deadline = time.monotonic() + timeout_s
     job = client.call("status", path=job_id)
+    said: set[str] = set()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=not show) as bars:
         task = bars.add_task(f"job {job_id}", total=None)
@@ -84,6 +85,10 @@ def watch_job(client: Client, job_id: str, timeout_s: float, *, show: bool = Tru
             p = job.get("progress") or {}
             bars.update(task, completed=p.get("shards_done", 0), total=p.get("shards_total") or None,
                         description=f"job {job_id} {job.get('state')}")
+            for note in shard_notes(job):  # once each: where a shard runs, why it waits, a requeue
+                if show and note not in said:
+                    said.add(note)
+                    bars.console.print(note, markup=False, soft_wrap=True)
             left = deadline - time.monotonic()
             if job.get("state") in JOB_FINAL or left <= 0:
                 return job
@@ -107,6 +112,8 @@ def _finish_watch(job: dict[str, Any], as_json: bool) -> None:
         reason = f": {job['reason']}" if job.get("reason") else ""
         out.print(f"job {job.get('id') or job.get('job_id')} {job.get('state')}{reason} "
                   f"({p.get('shards_done', 0)}/{p.get('shards_total', 0)} shards)")
+        for note in shard_notes(job, open_only=False):
+            out.print(note, markup=False, soft_wrap=True)
     if job.get("state") not in JOB_FINAL:
         raise typer.Exit(common.TIMEOUT)
     if job.get("state") != SUCCEEDED:
@@ -168,6 +175,8 @@ def status(
         reason = str(s.get("reason") or s.get("queue_reason") or "")
         table.add_row(str(s.get("id")), shard_state, executor_label(s), str(s.get("exit_code", "")), reason)
     out.print(table)
+    for note in shard_notes(job, open_only=False):
+        out.print(note, markup=False, soft_wrap=True)
 
 
 def retry(job_id: str = typer.Argument(..., help="a failed or partial job, or a failed pipeline"),
@@ -182,6 +191,21 @@ def retry(job_id: str = typer.Argument(..., help="a failed or partial job, or a 
     what = "step(s)" if job.get("steps") is not None else "shard(s)"
     out.print(f"job {job_id}: {job.get('state')}; {what} started again: {', '.join(job.get('retried') or [])}; "
               f"radcloud status {job_id} --watch follows it")
+
+
+def shard_notes(job: dict[str, Any], *, open_only: bool = True) -> list[str]:
+    """One line per shard that waits on Slurm or is not on its first attempt, as the job page says it:
+    "s000: slurm job 42, requeued by Slurm, attempt 2" or "s000: slurm job 42, queued: waiting for
+    resources". ``open_only``: only shards not ended (what --watch follows)."""
+    notes = []
+    for s in job.get("shards") or []:
+        ended = s.get("state") in SHARD_FINAL
+        if open_only and ended:
+            continue
+        words = [w for w in (s.get("attempt_plain"), None if ended else s.get("queue_reason")) if w]
+        if words:
+            notes.append(f"{s.get('id')}: " + ", ".join(w for w in (executor_label(s), *words) if w))
+    return notes
 
 
 def executor_label(shard: dict[str, Any]) -> str:
