@@ -72,15 +72,11 @@ def _handle(request, settings, principal, services):
         reconcile.reconcile_job(jobs, job_id, services.executor_named, finaliser=services.finaliser,
                                 pipelines=services.pipelines())
     if op == "cancel":
-        from radcloud.work.dispatch import stop_units
+        from radcloud.work.dispatch import cancel_job
 
-        must_finalise = jobs.cancel(job_id)
-        must_finalise |= stop_units(jobs, job_id, services.executor_named)  # Slurm: scancel
-        if must_finalise:
-            services.finaliser(job_id)
+        cancel_job(jobs, job_id, services.executor_named, services.finaliser)  # Slurm: scancel
         for child in pipelines.running_jobs(jobs.get(job_id)):  # a pipeline: cancel its running step's job
-            if jobs.cancel(child) | stop_units(jobs, child, services.executor_named):
-                services.finaliser(child)
+            cancel_job(jobs, child, services.executor_named, services.finaliser)
         return jobview.public(jobs.get(job_id))
     if op == "retry":
         if job.get("kind") == pipelines.KIND:  # from the step that failed; the steps that succeeded are kept

@@ -56,7 +56,7 @@ def service_from_settings(settings: Settings, *, need_invoker: bool = False, buc
     return PfconService(Records(jobs_redis(settings)), store, chris, jobs=services.jobs,
                         results=services.results, registry=services.registry,
                         dispatcher=services.dispatcher, finaliser=services.finaliser,
-                        images=images)
+                        executors=services.executor_named, images=images)
 
 
 def option(args: Mapping[str, Any], name: str, default: str = "") -> Any:

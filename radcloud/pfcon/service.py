@@ -104,16 +104,18 @@ class PfconService:
         jobs, results, registry: the job store, results and plugin registry.
         dispatcher: ``() -> Dispatcher`` (made lazily: it needs the OpenWhisk client).
         finaliser: ``(job_id) -> state`` for cancelled jobs.
+        executors: ``(name) -> Executor | None``: a cancelled job's units are stopped where they can
+            be (Slurm's scancel), as the status action's cancel does.
         images: extra ``image -> plugin name`` mappings for wrapped ChRIS images.
     """
 
     def __init__(self, records: Records, store: Any, chris: Any, *, jobs: Any, results: Any,
                  registry: Any, dispatcher: Callable[[], Any], finaliser: Callable[[str], Any] | None = None,
-                 images: Mapping[str, str] | None = None,
+                 executors: Callable[[str], Any] = lambda name: None, images: Mapping[str, str] | None = None,
                  copy: Callable[..., Any] = stream_copy, clock: Callable[[], float] = time.time) -> None:
         self.records, self.store, self.chris = records, store, chris
         self.jobs, self.results, self.registry = jobs, results, registry
-        self.dispatcher, self.finaliser = dispatcher, finaliser
+        self.dispatcher, self.finaliser, self.executors = dispatcher, finaliser, executors
         self.images = dict(images or {})
         self.copy_object, self.clock = copy, clock
 
@@ -389,9 +391,10 @@ class PfconService:
         if record is None:
             return  # pfcon ignores a container that does not exist
         if kind == "plugin":
+            from radcloud.work.dispatch import cancel_job
+
             try:
-                if self.jobs.cancel(record["job_id"]) and self.finaliser:
-                    self.finaliser(record["job_id"])
+                cancel_job(self.jobs, record["job_id"], self.executors, self.finaliser)  # Slurm: scancel
             except (NotFound, Conflict):
                 pass  # gone or already final
         self.records.drop(jid, kind)
@@ -415,11 +418,21 @@ def chris_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def _message(job: dict[str, Any]) -> str:
-    """Better than pfcon: the real exit code and why (oom, timeout), and cache hits."""
+    """Better than pfcon: the real exit code and why (oom, timeout), and cache hits; for a job on
+    Slurm, its Slurm job, why it waits and its attempt, as the web UI and the CLI say them."""
+    from radcloud.work.jobview import attempt_words
+    from radcloud.work.lifecycle import SHARD_FINAL
+
     if job.get("cached"):
         return f"radcloud job {job['id']} succeeded: cache hit, results of {job.get('results_of')}"
     parts = [f"radcloud job {job['id']} {job['state']}"]
     for shard in job.get("shards", []):
+        if shard.get("executor") == "slurm" and shard.get("activation_id"):
+            parts.append(f"on Slurm job {shard['activation_id']}")
+        if shard.get("queue_reason") and shard.get("state") not in SHARD_FINAL:
+            parts.append(str(shard["queue_reason"]))
+        if attempt_words(shard):
+            parts.append(attempt_words(shard))
         if shard.get("exit_code") is not None:
             parts.append(f"exit code {shard['exit_code']}")
         if shard.get("reason"):

@@ -380,6 +380,20 @@ def stop_units(jobs: JobStore, job_id: str, executors: Callable[[str], Executor 
     return must_finalise
 
 
+def cancel_job(jobs: JobStore, job_id: str, executors: Callable[[str], Executor | None],
+               finaliser: Callable[[str], Any] | None) -> None:
+    """Cancel a job wherever its units run: the flag its runners see, Slurm's scancel for its batch
+    jobs (:func:`stop_units`), and the job finalised when nothing is left to report. The status
+    action's cancel and pfcon's DELETE of a plugin job both come here.
+
+    Raises NotFound or Conflict (a job already final) from :meth:`JobStore.cancel`.
+    """
+    must_finalise = jobs.cancel(job_id)
+    must_finalise |= stop_units(jobs, job_id, executors)
+    if must_finalise and finaliser:
+        finaliser(job_id)
+
+
 def advance_stage(jobs: JobStore, executor: Executor | Invoker, job_id: str, shard_id: str,
                   outputs: list[dict[str, Any]], *, package: str, timeout_s: int,
                   finaliser: Any = None, executors: Callable[[str], Executor | None] | None = None) -> bool:

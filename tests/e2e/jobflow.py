@@ -289,3 +289,24 @@ class JobWorld:
         if job.get("state") not in FINAL:
             raise TimeoutError(f"job {job_id} still {job.get('state')}")
         return job
+
+
+# -- the world's Slurm cluster (JobWorld.up(slurm=True)) -----------------------------------
+def slurm_job(client: Any, job_id: str, states: set[str], limit_s: float = 30.0) -> dict[str, Any]:
+    """Slurm's record of a job once it is in one of ``states`` (asserted)."""
+    job = client.wait(job_id, states, limit_s=limit_s)
+    assert job.get("job_state") in states, f"Slurm job {job_id}: {job.get('job_state')}, not {sorted(states)}"
+    return job
+
+
+@contextlib.contextmanager
+def node_held(client: Any) -> Iterator[str]:
+    """A job holding every CPU of the node: what the cluster runs next waits in its queue."""
+    blocker = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-blocker", cpus=client.limits().cpus,
+                            memory_mb=64, time_limit_min=5)
+    try:
+        slurm_job(client, blocker, {"RUNNING"})
+        yield blocker
+    finally:
+        client.cancel(blocker)
+

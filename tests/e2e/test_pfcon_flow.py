@@ -70,13 +70,17 @@ def call(world, method, route, *, token=None, form=None, json_body=None, query="
     return status, (json.loads(raw) if raw else None)
 
 
-def poll(world, route, token, timeout_s=120.0):
+def poll(world, route, token, timeout_s=120.0, seen=None, until=("finishedSuccessfully", "finishedWithError")):
+    """GET ``route`` until its status is one of ``until`` (or ``seen``, a list, holds what
+    ``until`` says when it is a function of the compute answers so far); returns the last answer."""
     deadline = time.monotonic() + timeout_s
+    seen = [] if seen is None else seen
     while True:
         world.tick()  # reconcile, as the alarm trigger would (reads never write)
         status, body = call(world, "GET", route, token=token)
         assert status == 200, body
-        if body["compute"]["status"] in ("finishedSuccessfully", "finishedWithError"):
+        seen.append(body["compute"])
+        if until(seen) if callable(until) else body["compute"]["status"] in until:
             return body["compute"]
         assert time.monotonic() < deadline, f"{route} still {body['compute']['status']}"
         time.sleep(0.3)
@@ -221,12 +225,11 @@ def test_fs_plugin_as_cube_runs_it_and_its_links_never_reach_chris(world, token)
     assert poll(world, f"deletejobs/{jid}/", token)["status"] == "finishedSuccessfully"
 
 
-def test_a_heavy_plugin_job_from_chris_runs_on_slurm(world, token):
+def start_heavy_job(world, token, jid: str, feed: str, out_dir: str) -> None:
+    """A CT series (6 slices) copied in, then ct-resample's plugin job as CUBE posts it."""
     from jobflow import ct_instance
     from pydicom.uid import generate_uid
 
-    jid, feed = "chris-jid-ct-21", f"{FEED}/pl-dircopy_20/data"
-    out_dir = f"{FEED}/pl-ct-resample_21/data"
     study, series = generate_uid(), generate_uid()
     for i in range(1, 7):
         world.chris.put_bytes(f"{feed}/ct/{i:03d}.dcm", ct_instance(study, series, i, 1))
@@ -241,12 +244,50 @@ def test_a_heavy_plugin_job_from_chris_runs_on_slurm(world, token):
             ("input_dirs", feed), ("output_dir", out_dir)]
     status, body = call(world, "POST", "pluginjobs/", token=token, form=form)
     assert status == 201, body
-    done = poll(world, f"pluginjobs/{jid}/", token)
+
+
+def test_a_heavy_plugin_job_from_chris_runs_on_slurm(world, token):
+    """ct-resample's job, routed to Slurm by its descriptor: pfcon's status is live on the way
+    ("started", naming the Slurm job) and ends finishedSuccessfully with its outputs listed."""
+    jid, feed = "chris-jid-ct-21", f"{FEED}/pl-dircopy_20/data"
+    out_dir = f"{FEED}/pl-ct-resample_21/data"
+    start_heavy_job(world, token, jid, feed, out_dir)
+    seen = []
+    done = poll(world, f"pluginjobs/{jid}/", token, seen=seen)
     assert done["status"] == "finishedSuccessfully", done
     radcloud_job = world.call("status", {"job_id": done["message"].split()[2]})
     assert radcloud_job["options"]["executor"] == "slurm", radcloud_job["options"]
     assert all(s["executor"] == "slurm" and s["activation_id"].isdigit() for s in radcloud_job["shards"])
+    (handle,) = {s["activation_id"] for s in radcloud_job["shards"]}
+    assert any(c["status"] == "started" and f"on Slurm job {handle}" in c["message"] for c in seen), seen
     status, listing = call(world, "GET", f"pluginjobs/{jid}/file/", token=token,
                            query=urlencode({"job_output_path": out_dir}))
     assert status == 200 and "ct-resample.json" in listing["rel_file_paths"], listing
     assert any(p.endswith("-body.nii.gz") for p in listing["rel_file_paths"]), listing
+
+
+def test_chris_deleting_a_heavy_plugin_job_queued_on_slurm_scancels_it(world, token):
+    """CUBE's DELETE pluginjobs/<jid>/ of a job waiting on a busy Slurm node: its status said why it
+    waits ("queued: waiting for resources", reconcile's), and the delete cancels the radcloud job and
+    its Slurm job (scancel: Slurm's record says CANCELLED), as the web UI's Cancel does."""
+    from jobflow import node_held, slurm_job
+    from radcloud.work.slurmclient import SlurmClient
+
+    jid, feed = "chris-jid-ct-31", f"{FEED}/pl-dircopy_30/data"
+    client = SlurmClient.from_settings(world.endpoints.settings())
+    with node_held(client):
+        start_heavy_job(world, token, jid, feed, f"{FEED}/pl-ct-resample_31/data")
+        queued = poll(world, f"pluginjobs/{jid}/", token, timeout_s=60,
+                      until=lambda seen: "queued: waiting for resources" in seen[-1]["message"])
+        assert queued["status"] in ("notStarted", "started"), queued
+        job_id = queued["message"].split()[2]
+        (shard,) = world.call("status", {"job_id": job_id})["shards"]
+        handle = shard["activation_id"]
+        assert shard["executor"] == "slurm" and f"on Slurm job {handle}" in queued["message"], queued
+        status, body = call(world, "DELETE", f"pluginjobs/{jid}/", token=token)
+        assert status == 204, body
+        assert slurm_job(client, handle, {"CANCELLED", "COMPLETED", "FAILED"})["job_state"] == "CANCELLED"
+    job = world.wait_final(job_id, timeout_s=30)
+    assert (job["state"], [s["state"] for s in job["shards"]]) == ("cancelled", ["cancelled"]), job
+    assert call(world, "GET", f"pluginjobs/{jid}/", token=token)[0] == 404  # pfcon forgets a deleted job
+

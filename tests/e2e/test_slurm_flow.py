@@ -8,10 +8,11 @@ and retry are the deployed actions'. Waits are bounded polls, never sleeps.
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import pytest
+
+from jobflow import node_held, slurm_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -62,24 +63,6 @@ def cli(world):
         return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
 
     return run
-
-
-def slurm_job(client, job_id: str, states: set[str], limit_s: float = 30.0) -> dict:
-    job = client.wait(job_id, states, limit_s=limit_s)
-    assert job.get("job_state") in states, f"Slurm job {job_id}: {job.get('job_state')}, not {sorted(states)}"
-    return job
-
-
-@contextlib.contextmanager
-def node_held(client):
-    """A job holding every CPU of the node: what the cluster runs next waits in its queue."""
-    blocker = client.submit("#!/bin/sh\nsleep 120\n", name="radcloud-test-blocker", cpus=client.limits().cpus,
-                            memory_mb=64, time_limit_min=5)
-    try:
-        slurm_job(client, blocker, {"RUNNING"})
-        yield blocker
-    finally:
-        client.cancel(blocker)
 
 
 def shard_handle(world, job_id: str, limit_s: float = 30.0) -> str:
