@@ -26,7 +26,20 @@ const viewerRuns = [];
 for (let run = 0; run < RUNS; run++) {
   await page.goto(`${env.RC_UI}/viewer?series=${encodeURIComponent(env.RC_SERIES)}`);
   await page.waitForFunction(() => window.rcViewer && window.rcViewer.firstImageMs !== null, null, { timeout: 60000 });
-  const first = await page.evaluate(() => ({ fromOpen: window.rcViewer.firstImageMs, fromNavigation: window.rcViewer.firstImageMs + window.rcViewer.opened }));
+  const first = await page.evaluate(() => {
+    // Where the time to the first image goes, from the browser's resource timing (ms from navigation).
+    const v = window.rcViewer, nav = performance.getEntriesByType("navigation")[0];
+    const res = performance.getEntriesByType("resource");
+    const end = (pred) => { const r = res.filter(pred).map((e) => e.responseEnd); return r.length ? Math.min(...r) : null; };
+    const call = res.find((e) => e.name.includes("/viewer/series/"));
+    const s3 = res.filter((e) => e.name.includes("X-Amz-Signature"));
+    return { fromOpen: v.firstImageMs, fromNavigation: v.firstImageMs + v.opened, phases: {
+      html: nav.responseEnd, dwv_module: end((e) => e.name.includes("/vendor/dwv/dwv.js")), opened: v.opened,
+      viewer_action_start: call ? call.startTime : null, viewer_action: call ? call.responseEnd - call.startTime : null,
+      first_instance_start: s3.length ? Math.min(...s3.map((e) => e.startTime)) : null,
+      first_instance_end: s3.length ? Math.min(...s3.map((e) => e.responseEnd)) : null,
+      first_image: v.firstImageMs + v.opened } };
+  });
   await page.waitForFunction(() => window.rcViewer.loaded || window.rcViewer.error, null, { timeout: 600000 });
   const state = await page.evaluate(() => ({ loadedMs: window.rcViewer.loadedMs + window.rcViewer.opened, slices: window.rcViewer.slices, error: window.rcViewer.error }));
   if (state.error) throw new Error(state.error);
@@ -87,6 +100,11 @@ const viewer = {
   runs: viewerRuns.length, slices: viewerRuns[0].slices,
   first_image_from_navigation_ms: r1(median(viewerRuns.map((r) => r.fromNavigation))),
   first_image_from_open_ms: r1(median(viewerRuns.map((r) => r.fromOpen))),
+  // medians of each phase's time from navigation start (null: not seen)
+  first_image_phases_ms: Object.fromEntries(Object.keys(viewerRuns[0].phases).map((k) => {
+    const xs = viewerRuns.map((r) => r.phases[k]).filter((x) => x !== null);
+    return [k, xs.length ? r1(median(xs)) : null];
+  })),
   series_loaded_from_navigation_ms: r1(median(viewerRuns.map((r) => r.loadedMs))),
   scroll: { slices: SCROLL, fps: r1(viewerScroll.fps), draw_median_ms: r1(median(viewerScroll.draws)),
             draw_p95_ms: r1(pct(viewerScroll.draws, 0.95)), window: viewerScroll.wl },

@@ -86,13 +86,13 @@ class Viewer:
         staged = self.staging.resolve({"series": [series_uid]}, access)[0]
         limit = max(1, min(int(limit), PAGE_MAX))
         page = staged.instances[offset:offset + limit]
-        doc = self._manifest(staged)
         end = offset + len(page)
         return {
             "StudyInstanceUID": staged.study_uid, "SeriesInstanceUID": staged.series_uid,
             # PHI, as the staged DICOM itself: never logged
             "subject": self.subject_of([staged]) if self.subject_of else None,
-            "tags": {k: v for k, v in (doc.get("tags") or {}).items() if k in _TAGS and v not in (None, "")},
+            # the manifest's tags, read once by resolve (not a second GET of the manifest)
+            "tags": {k: v for k, v in staged.tags.items() if k in _TAGS and v not in (None, "")},
             "count": len(staged.instances), "complete": staged.complete, "offset": offset,
             "next_offset": end if end < len(staged.instances) else None,
             "url_ttl_s": self.ttl_s,
@@ -269,15 +269,6 @@ class Viewer:
         except Exception as exc:  # a broken object in the study must not hide the overlay
             log.info("SR %s not readable (%s): its measurements are not shown", name, type(exc).__name__)
             return None
-
-    def _manifest(self, staged: Any) -> dict[str, Any]:
-        from radcloud.store import layout
-
-        try:
-            doc = self.store.get_json(layout.manifest_key(staged.study_uid, staged.series_uid))
-        except NotFound:
-            return {}
-        return doc if isinstance(doc, dict) else {}
 
 
 def sr_rows(ds: Any) -> list[dict[str, Any]]:

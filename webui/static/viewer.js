@@ -16,10 +16,32 @@
  * means one thing: wheel/arrows/slider scroll, drag windows, Shift+drag
  * pans, Ctrl+wheel and +/- zoom. window.rcViewer exposes the state the
  * browser tests and bench/viewer_bench.py read. */
+const params = new URLSearchParams(location.search);
+const opened = performance.now();
+// The first image waits on two things that do not depend on each other: dwv's
+// module (600 kB to fetch, parse and run) and the viewer action's answer (the
+// instances' URLs). Ask the action first, then import: they overlap.
+const firstAnswer = askFirst();
+
 // dwv's entry module by this page's asset version (?v=): the ui action lets
-// browsers cache static files for a day, and the entry names its chunks by hash.
+// browsers cache static files for a day, and the entry names its chunks by hash
+// (viewer.html preloads the entry, so its fetch starts with the page's).
 const { App, AppOptions, ViewConfig, WindowLevel, Index, MaskSegmentViewHelper, Point2D, DicomParser } =
   await import(`./vendor/dwv/dwv.js${new URL(import.meta.url).search}`);
+
+/* The first request of what the URL asks to open (null: nothing to ask), started before dwv loads.
+ * A failure is handled where the answer is awaited (main); the catch here only keeps it from
+ * counting as unhandled in the meantime. */
+function askFirst() {
+  const { api } = window.RC;
+  const series = params.get("series"), job = params.get("job"), seg = params.get("seg");
+  let first = null;
+  if (job) first = api(`viewer/job/${encodeURIComponent(job)}`, { method: "GET", query: { series } });
+  else if (seg) first = api(`viewer/seg/${encodeURIComponent(seg)}`, { method: "GET" });
+  else if (series) first = api(`viewer/series/${encodeURIComponent(series)}`, { method: "GET" });
+  if (first) first.catch(() => {});
+  return first;
+}
 
 /* dwv 0.36 reads a SEG frame's segment number from the per-frame functional
  * groups only; a SEG of a single segment (highdicom writes those) may carry
@@ -36,7 +58,6 @@ DicomParser.prototype.getDicomElements = function () {
 };
 
 const { $, el, api, showError, derivedBadge } = window.RC;
-const params = new URLSearchParams(location.search);
 const stage = $("#vw-stage");
 const slider = $("#vw-slice");
 const errorBox = $("#vw-error");
@@ -46,8 +67,12 @@ const PRESETS = { lung: [-600, 1500], mediastinum: [50, 350], bone: [400, 1800],
 const UNSUPPORTED_SYNTAX = { "1.2.840.10008.1.2.4.80": "JPEG-LS lossless", "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless",
   "1.2.840.10008.1.2.4.201": "HTJ2K lossless", "1.2.840.10008.1.2.4.202": "HTJ2K lossless RPCL", "1.2.840.10008.1.2.4.203": "HTJ2K" };
 
+// Instances requested at once: the first slices arrive before the rest are asked for (all 300 at once
+// share the connections and the main thread with the first), the whole series no later.
+const BATCH = 4;
+
 const state = window.rcViewer = {
-  opened: null, firstImageMs: null, loadedMs: null, loaded: false, slices: 0, error: null,
+  opened, firstImageMs: null, loadedMs: null, loaded: false, slices: 0, error: null,
   // A SEG series may be several files (a segment each, or frames split): each is a data of its own,
   // overlaid on the source; segDataId is the first (what older callers read), segDataIds all of them.
   imageDataId: null, segDataId: null, segDataIds: [], segments: [], srRows: [], renders: 0,
@@ -58,6 +83,10 @@ const state = window.rcViewer = {
 
 let app = null;
 let dragging = null;
+// Settles once the first image is on screen (or its load failed): what waits for it (the
+// series strip) does not compete with the first slices for connections and the main thread.
+let firstShown;
+const shown = new Promise((resolve) => { firstShown = resolve; });
 
 function viewController(dataId) {
   const id = dataId ?? state.imageDataId;
@@ -160,6 +189,7 @@ function initApp() {
     if (state.firstImageMs === null && event.dataid === state.imageDataId) {
       state.firstImageMs = performance.now() - state.opened;
       app.fitToContainer();
+      firstShown();
     }
     showSlice();
   });
@@ -181,6 +211,7 @@ function initApp() {
   app.addEventListener("positionchange", showSlice);
   app.addEventListener("wlchange", showSlice);
   app.addEventListener("error", (event) => {
+    firstShown();
     const text = String((event.error && event.error.message) || event.error || "unknown error");
     const syntax = Object.keys(UNSUPPORTED_SYNTAX).find((uid) => text.includes(uid));
     fail(syntax ? `These images are compressed as ${UNSUPPORTED_SYNTAX[syntax]} (${syntax}), which the browser viewer cannot decode; open them in the PACS viewer, or run dcm2png.`
@@ -251,8 +282,15 @@ function wire() {
 }
 
 /* ---- data ----------------------------------------------------------------------------- */
-async function seriesUrls(uid) {
-  let answer = await api(`viewer/series/${encodeURIComponent(uid)}`, { method: "GET" });
+/* The images to scroll: dwv reads the instances in order, BATCH at a time; the first drawn is
+ * the first to arrive, so the first URLs are on screen while the rest still load. */
+function loadImages(urls) {
+  state.imageDataId = app.loadURLs(urls, { batchSize: BATCH });
+}
+
+/* A series' URLs, every page of them; ``asked``: its first page, when already asked for. */
+async function seriesUrls(uid, asked = null) {
+  let answer = await (asked || api(`viewer/series/${encodeURIComponent(uid)}`, { method: "GET" }));
   const first = answer;
   const urls = answer.instances.map((i) => i.url);
   while (answer.next_offset !== null && answer.next_offset !== undefined) {
@@ -277,8 +315,7 @@ function showIdentity(info) {
 }
 
 async function openSeries(uid) {
-  state.opened = performance.now();
-  const { info, urls } = await seriesUrls(uid);
+  const { info, urls } = await seriesUrls(uid, firstAnswer);
   // A Segmentation is not an image to scroll: it is drawn over the series it was made on.
   if ((info.tags || {}).Modality === "SEG") return openSeg(uid);
   showIdentity(info);
@@ -288,7 +325,7 @@ async function openSeries(uid) {
   }
   $("#vw-title").textContent = title(info);
   if (!urls.length) { fail("This series has no staged images."); return info; }
-  state.imageDataId = app.loadURLs(urls);
+  loadImages(urls);
   return info;
 }
 
@@ -417,7 +454,7 @@ async function showOverlay(answer, caption) {
   showIdentity(info);
   $("#vw-title").textContent = `${title(info)} · ${caption}`;
   srTable(answer.measurements || []);
-  state.imageDataId = app.loadURLs(urls);
+  loadImages(urls);
   if (answer.segmentation) {
     // The SEG goes on top once the source is in: dwv places it by its frame of reference.
     const loadSeg = (event) => {
@@ -433,15 +470,14 @@ async function showOverlay(answer, caption) {
 }
 
 async function openJob(jobId) {
-  state.opened = performance.now();
-  const answer = await api(`viewer/job/${encodeURIComponent(jobId)}`, { method: "GET", query: { series: params.get("series") } });
+  const answer = await firstAnswer;
   if (!answer.source && answer.images) {
     // No segmentation: the job's own DICOM images (a result series: de-identified copies, a resampled CT...).
     $("#vw-title").textContent = `Results of job ${jobId.slice(0, 12)} · ${answer.images.count} images`;
     if (answer.images.count > answer.images.instances.length) {
       $("#vw-title").textContent += ` (the first ${answer.images.instances.length} shown)`;
     }
-    state.imageDataId = app.loadURLs(answer.images.instances.map((i) => i.url));
+    loadImages(answer.images.instances.map((i) => i.url));
     return null;
   }
   if (!answer.source) { fail("This job's results hold no DICOM image, segmentation or report to show."); return null; }
@@ -449,8 +485,8 @@ async function openJob(jobId) {
 }
 
 async function openSeg(uid) {
-  state.opened = performance.now();
-  const answer = await api(`viewer/seg/${encodeURIComponent(uid)}`, { method: "GET" });
+  // A series= link to a SEG comes here after the series answer: then the seg answer is asked now.
+  const answer = await (params.get("seg") === uid ? firstAnswer : api(`viewer/seg/${encodeURIComponent(uid)}`, { method: "GET" }));
   return showOverlay(answer, `segmentation ${answer.segmentation.name || ""}`.trim());
 }
 
@@ -465,7 +501,11 @@ async function main() {
     else if (seg) info = await openSeg(seg);
     else if (series) info = await openSeries(series);
     else { fail("No series chosen: open one from the Pull or Results page."); return; }
-    if (info && info.StudyInstanceUID) thumbnails(info.StudyInstanceUID, info.SeriesInstanceUID);
+    // The strip reads another action and a slice of each series: after the first image.
+    if (info && info.StudyInstanceUID) {
+      if (state.imageDataId !== null) await shown;
+      thumbnails(info.StudyInstanceUID, info.SeriesInstanceUID);
+    }
   } catch (err) {
     state.error = err.message;
     showError(errorBox, err);
