@@ -422,13 +422,17 @@ def _error_of(answer: Any) -> str:
 def with_pipeline_state(runs: list[dict[str, Any]], jobs: Any) -> list[dict[str, Any]]:
     """The runs with their pipeline's state and steps now (``radcloud.work.jobs.JobStore`` ``jobs``)."""
     from radcloud.work.pipelines import steps_view
+    from radcloud.work.reasons import plain
 
     out = []
     for run in runs:
+        if run.get("reason"):  # the router's own refusal; the raw one stays for "Technical details"
+            run = {**run, "reason_plain": plain(run["reason"])}
         if run.get("pipeline"):
             try:
                 job = jobs.get(run["pipeline"])
                 run = {**run, "pipeline_state": job["state"], "pipeline_reason": job.get("reason") or "",
+                       "pipeline_reason_plain": plain(job.get("reason")),
                        "step_states": steps_view(job)}
             except NotFound:
                 pass  # expired: the run's own record stays

@@ -172,12 +172,19 @@
     } catch (e) { plugins = []; }  // the editor still takes the rule's own plugin names
   }
 
+  /* A reason in plain words (the server's radcloud.work.reasons.plain), the raw one behind "Technical details". */
+  function reasonBox(plainWords, raw) {
+    if (!plainWords && !raw) return "";
+    return el("div", { class: "muted reason" }, plainWords || "",
+      raw && raw !== plainWords ? el("details", {}, el("summary", {}, words.details), el("code", {}, raw)) : "");
+  }
+
   function stepCell(run) {
-    if (!run.step_states) return el("td", {}, run.reason || (run.steps || []).join(" → "));
-    return el("td", {}, el("ol", { class: "steps" }, ...run.step_states.map((s) => el("li", { class: `step ${s.state}`, "data-state": s.state, title: s.reason || "" },
+    if (!run.step_states) return el("td", {}, run.reason ? reasonBox(run.reason_plain, run.reason) : (run.steps || []).join(" → "));
+    return el("td", {}, el("ol", { class: "steps" }, ...run.step_states.map((s) => el("li", { class: `step ${s.state}`, "data-state": s.state },
       s.job ? el("a", { href: pageUrl("jobs", { job: s.job }) }, s.plugin) : s.plugin,
       ` ${words.state(s.state).toLowerCase()}${s.cached ? ` (${words.cached.toLowerCase()})` : ""}`,
-      s.reason && s.state !== "succeeded" ? el("div", { class: "muted reason" }, s.reason) : ""))));
+      s.reason && s.state !== "succeeded" ? reasonBox(s.reason_plain, s.reason) : ""))));
   }
 
   function runRow(run) {
@@ -188,7 +195,7 @@
       el("td", { class: "uid" }, run.study_uid || ""),
       el("td", {}, run.pipeline ? el("a", { href: pageUrl("jobs", { job: run.pipeline }), class: "pipeline-job" }, stateBadge(state))
         : stateBadge(state),
-        run.pipeline_reason ? el("div", { class: "muted reason" }, run.pipeline_reason) : ""),
+        run.pipeline_reason ? reasonBox(run.pipeline_reason_plain, run.pipeline_reason) : ""),
       stepCell(run));
   }
 
