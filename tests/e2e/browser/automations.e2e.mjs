@@ -33,7 +33,10 @@ await step("admin-lists-rules-and-runs", async () => {
     link_visible: await page.isVisible('header a:has-text("Automations")'),
     rule: (await cells(`#rules tr[data-rule="${env.RC_RULE}"]`))[0],
     run: (await cells(run))[0],
-    steps: await page.$$eval(`${run} li.step`, (lis) => lis.map((li) => ({ state: li.dataset.state, text: li.textContent.trim(),
+    // innerText: what is shown (a closed "Technical details" is not); the raw reason is kept behind it.
+    run_shown: await page.innerText(`${run} td:nth-child(4)`),
+    steps: await page.$$eval(`${run} li.step`, (lis) => lis.map((li) => ({ state: li.dataset.state, text: li.innerText.trim(),
+                                                                            details: (li.querySelector("details code") || {}).textContent || "",
                                                                             job_link: li.querySelector("a") ? li.querySelector("a").getAttribute("href") : null }))),
   };
 });

@@ -8,6 +8,7 @@ straight into Redis; the rule created on the page really runs (dcm2png on a stag
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 
@@ -103,10 +104,15 @@ def test_admins_see_the_rules_and_each_runs_steps(page, seeded):
     assert pipeline == "1. lung-seg → PACS  2. dicom-tags" and state == "on"
     assert switch.split() == ["Disable", "Edit", "Run", "now", "Delete"]
     assert record["run"][1] == seeded["rule"] and record["run"][3].startswith("Failed")  # plain words (words.js)
-    assert "stopped at step 2 (dicom-tags)" in record["run"][3]
+    # Reasons in clinical words (radcloud.work.reasons.plain); no exit code, shard or exception class shown.
+    shown = record["run_shown"]
+    assert "Stopped at step 2 (dicom-tags)." in shown and "The tool stopped with an error" in shown, shown
     [first, second] = record["steps"]
     assert first["state"] == "succeeded" and first["job_link"].endswith("jobs?job=j0000000000000000000000a")
-    assert second["state"] == "failed" and "exit 1: no DICOM" in second["text"] and second["job_link"] is None
+    assert second["state"] == "failed" and "The tool stopped with an error" in second["text"] and second["job_link"] is None
+    assert second["details"] == "step 2 (dicom-tags): exit 1: no DICOM"  # the raw reason, behind "Technical details"
+    for text in (shown, second["text"]):
+        assert not re.search(r"\bexit\b|exit code|\bshards?\b|Error\b|Exception\b", text.replace("Technical details", "")), text
 
 
 def test_switching_a_rule_off_and_on_from_the_page(page, seeded):
