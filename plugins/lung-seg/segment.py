@@ -34,22 +34,10 @@ import numpy as np
 
 # scipy.ndimage is imported where a volume is segmented, not here: the plugin
 # starts for every series of a study, most of which are not CT, and importing
-# scipy is a third of its start-up CPU time.
+# scipy is a third of its start-up CPU time (hence connectivity's structures).
+from radcloud.run.connectivity import FACES as STRUCTURE
+from radcloud.run.connectivity import IN_PLANE
 
-
-def _cross(ndim: int) -> np.ndarray:
-    """``ndimage.generate_binary_structure(ndim, 1)``: the centre and its face neighbours."""
-    out = np.zeros((3,) * ndim, bool)
-    for axis in range(ndim):
-        index = [1] * ndim
-        index[axis] = slice(None)
-        out[tuple(index)] = True
-    return out
-
-
-STRUCTURE = _cross(3)  # 6-connected
-IN_PLANE = np.zeros((3, 3, 3), bool)
-IN_PLANE[1] = _cross(2)  # 4-connected within a slice only
 SLAB = 8  # slices per pass for counts: bincount casts to int64
 HOLE_SLAB = 32  # slices per hole-filling pass: its labelling is in-plane, so slabs are exact
 

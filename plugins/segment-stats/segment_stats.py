@@ -43,6 +43,8 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
 
+from radcloud.run.connectivity import FACES as STRUCTURE
+from radcloud.run.connectivity import IN_PLANE
 from radcloud.run.filereasons import FileReasons, explain
 
 VERSION = "1.1.0"
@@ -59,22 +61,8 @@ GEOMETRY = ("FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPati
 STATS_SLAB = 8  # slices per pass when summing HU: bounds the float64 temporaries
 # scipy.ndimage and radcloud.results.segsr (highdicom) are imported when a CT series is
 # measured, not at start: the plugin starts for every series of a study, most of which
-# are not CT, and those imports are half of its start-up CPU time.
-
-
-def _cross(ndim: int) -> np.ndarray:
-    """``ndimage.generate_binary_structure(ndim, 1)``: the centre and its face neighbours."""
-    out = np.zeros((3,) * ndim, bool)
-    for axis in range(ndim):
-        index = [1] * ndim
-        index[axis] = slice(None)
-        out[tuple(index)] = True
-    return out
-
-
-STRUCTURE = _cross(3)  # 6-connected: half the cost of 26
-IN_PLANE = np.zeros((3, 3, 3), bool)
-IN_PLANE[1] = _cross(2)  # 4-connected within a slice only
+# are not CT, and those imports are half of its start-up CPU time (hence the
+# structures of radcloud.run.connectivity).
 
 
 @functools.cache
@@ -195,7 +183,7 @@ def _rel(ds: Dataset) -> str:
 
 def _label(mask: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
     """``ndimage.label`` into 16-bit labels when they fit (half the memory of int32)."""
-    from scipy import ndimage  # on use: see the note above _cross
+    from scipy import ndimage  # on use: see the note above dicom_segments
 
     try:
         return ndimage.label(mask, structure=structure, output=np.uint16)
@@ -212,7 +200,7 @@ def _sizes(labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def body_mask(hu: np.ndarray, threshold: float) -> np.ndarray:
-    from scipy import ndimage  # on use: see the note above _cross
+    from scipy import ndimage  # on use: see the note above dicom_segments
 
     candidate = hu > threshold
     labels, n = _label(candidate, STRUCTURE)
@@ -248,7 +236,7 @@ def classify(hu: np.ndarray, body: np.ndarray) -> np.ndarray:
 
 def measure(hu: np.ndarray, body: np.ndarray, labels: np.ndarray, voxel_mm: tuple[float, float, float],
             min_component_ml: float) -> dict:
-    from scipy import ndimage  # on use: see the note above _cross
+    from scipy import ndimage  # on use: see the note above dicom_segments
 
     voxel_ml = voxel_mm[0] * voxel_mm[1] * voxel_mm[2] / 1000.0
     box = ndimage.find_objects(body.astype(np.uint8))
@@ -288,7 +276,7 @@ def measure(hu: np.ndarray, body: np.ndarray, labels: np.ndarray, voxel_mm: tupl
 
 
 def overlay(hu: np.ndarray, labels: np.ndarray) -> Image.Image:
-    from scipy import ndimage  # on use: see the note above _cross
+    from scipy import ndimage  # on use: see the note above dicom_segments
 
     picks = sorted({int(round(f * (hu.shape[0] - 1))) for f in (0.25, 0.5, 0.75)})
     tiles = []
@@ -315,7 +303,7 @@ def seg_geometry_missing(source: list[Dataset]) -> str | None:
 def write_seg_sr(labels: np.ndarray, stats: dict, source: list[Dataset], number: int,
                  outputdir: Path) -> dict[str, str]:
     """The label map as a DICOM SEG and its ``segsr.label_stats`` as a TID 1500 SR; their paths."""
-    from radcloud.results import segsr  # on use: see the note above _cross
+    from radcloud.results import segsr  # on use: see the note above dicom_segments
 
     algorithm, segments = dicom_segments()
     seg = segsr.segmentation(source, labels, segments, algorithm,
@@ -368,7 +356,7 @@ def _one_series(slices: list[Dataset], number: int, outputdir: Path, body_thresh
     m["overlay"] = f"overlay/series-{number:03d}.png"
     why_not = seg_geometry_missing(slices) if write_dicom else None
     if write_dicom and not why_not:
-        from radcloud.results import segsr  # on use: see the note above _cross
+        from radcloud.results import segsr  # on use: see the note above dicom_segments
 
         numbers = [s.number for s in dicom_segments()[1]]
         stats = segsr.label_stats(hu, labels, float(np.prod(voxel)) / 1000.0, numbers)
