@@ -66,12 +66,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import sys
 
     background = sys.modules.get("background")
-    if background is None:
+    problems = background.join() if background is not None else []
+    problems += _WORKER_PROBLEMS  # under pytest-xdist: what each worker's join found
+    if not problems:
         return
-    problems = background.join()
-    if problems:
-        session.config.get_terminal_writer().line("\n".join(problems), red=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if hasattr(session.config, "workeroutput"):
+        # A pytest-xdist worker: its exit status stays on the worker; the controller
+        # fails the run (pytest_testnodedown below).
+        session.config.workeroutput["background_problems"] = problems
+    session.config.get_terminal_writer().line("\n".join(problems), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_WORKER_PROBLEMS: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """pytest-xdist's controller, as a worker ends: keep the stops that worker saw fail."""
+    _WORKER_PROBLEMS.extend(getattr(node, "workeroutput", {}).get("background_problems", []))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -83,3 +96,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if parts[0] in ("integration", "e2e", "realfiles"):
             item.add_marker(getattr(pytest.mark, parts[0]))
+        group = _world_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _world_group(item: pytest.Item) -> str | None:
+    """Under pytest-xdist (``--dist loadgroup``) the tests sharing a world run on one worker:
+    each worker would start its own copy of a session fixture. The group is the conftest
+    directory defining the session fixtures the test uses (a stack, a world, the browser);
+    a test using none is grouped by its module (module fixtures start once), unit tests
+    not at all. Opt-in (README): one full fresh-clone run green so far."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None or item.path.resolve().relative_to(ROOT).parts[0] == "unit":
+        return None
+    for name in info.names_closure:
+        defs = info.name2fixturedefs.get(name) or ()
+        if defs and defs[-1].scope == "session" and defs[-1].baseid not in ("", "tests"):
+            return defs[-1].baseid
+    return item.nodeid.split("::")[0]
