@@ -89,6 +89,7 @@ def pytest_testnodedown(node, error) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # A test's tier is its directory: `-m integration` / `-m "not integration"` just work.
+    parallel = config.getoption("dist", "no") != "no"  # pytest-xdist's -n / --dist
     for item in items:
         try:
             parts = item.path.resolve().relative_to(ROOT).parts
@@ -96,7 +97,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if parts[0] in ("integration", "e2e", "realfiles"):
             item.add_marker(getattr(pytest.mark, parts[0]))
-        group = _world_group(item)
+        group = _world_group(item) if parallel else None
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
 
