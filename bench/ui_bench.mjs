@@ -15,6 +15,17 @@ const runs = [];
 for (let run = 0; run < RUNS; run++) {
   const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
   const page = await context.newPage();
+  // --trace: every request of the run, ms from the navigation (start, duration, status).
+  const requests = [];
+  const t00 = Date.now();
+  if (env.RC_TRACE) {
+    page.on("requestfinished", async (req) => {
+      const t = req.timing();
+      const url = req.url().replace(env.RC_UI.replace(/\/ui$/, "/"), "").replace(/\?v=\w+/, "");
+      requests.push({ url, method: req.method(), start: Math.round(t.startTime - t00),
+                      ms: Math.round(t.responseEnd), status: (await req.response())?.status() });
+    });
+  }
   await page.goto(`${env.RC_UI}/login?next=${encodeURIComponent(`search?mrn=${env.RC_MRN}`)}`, { waitUntil: "load" });
   const paint = await page.evaluate(() => {
     const fcp = performance.getEntriesByName("first-contentful-paint")[0];
@@ -39,7 +50,8 @@ for (let run = 0; run < RUNS; run++) {
     await query.json();
     return performance.now() - t;
   }, { user: env.RC_USER, password: env.RC_PASSWORD, mrn: env.RC_MRN });
-  runs.push({ login_first_paint_ms: Math.round(paint), login_to_results_ms: toResults, api_login_query_ms: Math.round(api) });
+  runs.push({ login_first_paint_ms: Math.round(paint), login_to_results_ms: toResults, api_login_query_ms: Math.round(api),
+              ...(env.RC_TRACE ? { epoch: t00, click_at: t0 - t00, requests } : {}) });
   await context.close();
 }
 await browser.close();

@@ -45,19 +45,24 @@ MRN = "RC100002"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--trace", action="store_true",
+                        help="also print each run's requests and every activation (cold starts: initTime)")
     args = parser.parse_args()
 
     from radcloud.access.users import UserStore
     from radcloud.ops.samples.seed import seed_orthanc
 
     with tempfile.TemporaryDirectory(prefix="radcloud-ui-bench-") as tmp:
-        world = JobWorld.up(Path(tmp))
+        # --trace keeps the records of successful web activations (as deployed they leave none).
+        extra = {"CONFIG_whisk_activation_storeBlockingResultLevel": "STORE_ALWAYS"} if args.trace else None
+        world = JobWorld.up(Path(tmp), extra_env=extra)
         try:
             seed_orthanc(world.endpoints.settings(), include_pydicom_files=False)
             UserStore(world.redis).add(USER, "clinician", PASSWORD)
             base = world.whisk.api_host.rstrip("/")
             env = {**os.environ, "RC_UI": f"{base}/api/v1/web/guest/radcloud/ui", "RC_USER": USER,
-                   "RC_PASSWORD": PASSWORD, "RC_MRN": MRN, "RC_RUNS": str(args.runs), "HOME": tmp}
+                   "RC_PASSWORD": PASSWORD, "RC_MRN": MRN, "RC_RUNS": str(args.runs), "HOME": tmp,
+                   **({"RC_TRACE": "1"} if args.trace else {})}
             proc = subprocess.run(["node", str(ROOT / "bench" / "ui_bench.mjs")], env=env, capture_output=True,
                                   text=True, timeout=900)
             if proc.returncode != 0:
@@ -70,9 +75,23 @@ def main() -> None:
                             "login_to_results_le_1s": p50["login_to_results_ms"] <= 1000},
                 "ratios": {"ui_over_api": round(p50["login_to_results_ms"] / p50["api_login_query_ms"], 2)},
             }
+            if args.trace:
+                out["activations"] = _activations(world)
             print(json.dumps(out, indent=1))
         finally:
             world.down()
+
+
+def _activations(world) -> list[dict]:
+    """Every activation of the run, oldest first: name, start (epoch ms), duration, waitTime, initTime."""
+    status, records = world.whisk.client.request("GET", "/api/v1/namespaces/_/activations", None,
+                                                 "limit=200&docs=true")
+    out = []
+    for r in sorted(records if status == 200 else [], key=lambda r: r["start"]):
+        notes = {a["key"]: a["value"] for a in r.get("annotations", [])}
+        out.append({"name": r["name"], "start": r["start"], "ms": r.get("duration"),
+                    "wait": notes.get("waitTime"), "init": notes.get("initTime")})
+    return out
 
 
 if __name__ == "__main__":

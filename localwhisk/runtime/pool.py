@@ -2,9 +2,9 @@
 
 Warm containers are kept per (action fqn, code digest) and run one activation at
 a time (OpenWhisk's Python runtime has concurrency 1). A global cap bounds the
-number of live processes; when it is reached, an idle container of another
-action (least recently used) or a stem cell is evicted, otherwise the caller
-queues. Stem cells are launchers started without code (OpenWhisk's prewarmed
+number of live processes; when it is reached, a stem cell or else an idle
+container of another action (least recently used) is evicted, otherwise the
+caller queues. Stem cells are launchers started without code (OpenWhisk's prewarmed
 containers): a cold start takes one and only has to stage the code and import it.
 Idle containers are reaped after ``idle_ttl_s``. ``preload`` names modules stem
 cells import up front (numpy takes ~200 ms to import here; a preloaded stem cell
@@ -319,7 +319,18 @@ class Runtime:
         return None
 
     def _evictable(self) -> Container | None:
-        """Remove and return the least recently used idle container or a stem cell (lock held)."""
+        """Remove and return a stem cell, else the least recently used idle container (lock held).
+
+        Stem cells go first: there is a stem pool per mapped image (radcloud maps nine
+        with the default cap of 8), so they can fill the whole pool; evicting warm
+        containers first then made every run of an interactive path a full cold start
+        (each evicting the previous action's container). A warm container saves the
+        whole init, a stem cell only the process start. OpenWhisk's invoker prewarms
+        a few containers per runtime kind, not per image, and has room for both.
+        """
+        fullest = max(self._stems.values(), key=len, default=None)
+        if fullest:
+            return fullest.pop(0)
         oldest_key, oldest = None, None
         for key, lst in self._idle.items():
             if lst and (oldest is None or lst[0].last_used < oldest.last_used):
@@ -329,9 +340,6 @@ class Runtime:
             if not self._idle[oldest_key]:
                 del self._idle[oldest_key]
             return oldest
-        fullest = max(self._stems.values(), key=len, default=None)
-        if fullest:
-            return fullest.pop(0)
         return None
 
     def _release(self, key, container: Container | None, epoch: int) -> None:

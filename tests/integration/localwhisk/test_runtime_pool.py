@@ -195,6 +195,19 @@ def test_an_image_without_prewarm_gets_stem_cells_after_its_first_cold_start(mak
     assert invoke(rt, docker("second"), {}).result["xml.dom.minidom"] is True
 
 
+def test_at_the_cap_stem_cells_are_evicted_before_warm_containers(make_runtime):
+    """Stem pools (one per image) must not crowd warm containers out of the pool: with every
+    slot taken, a cold start evicts another pool's stem cell, not an action's warm container."""
+    rt = make_runtime(max_containers=3, prewarm=1, sandbox="none", images={"user/img": ImageSpec()})
+    assert wait_for(lambda: rt.stats()["stems"] == {"python": 1, "user/img": 1})
+    invoke(rt, echo("one"), {})
+    assert wait_for(lambda: rt.stats()["stems"] == {"python": 1, "user/img": 1})  # the pool is full
+    invoke(rt, echo("two"), {})  # takes the python stem cell; no room to replace it
+    assert invoke(rt, echo("three"), {}).init_time_ms is not None  # no stem left for it
+    assert rt.stats()["stems"] == {} and rt.stats()["containers"] == 3
+    assert [invoke(rt, echo(n), {}).init_time_ms for n in ("one", "two", "three")] == [None] * 3
+
+
 def test_no_stem_cells_at_all_with_prewarm_0(make_runtime):
     rt = make_runtime(prewarm=0, sandbox="none", images={"user/img": ImageSpec()})
     assert invoke(rt, docker("a"), {}).status == SUCCESS
