@@ -7,7 +7,7 @@ researcher account. Stopped (only what it started) at the end.
 
 ``job_world`` (session): a :class:`jobflow.JobWorld` (the stack, localwhisk,
 radcloud deployed plus one action per plugin in tests/e2e/plugins), shared by
-test_job_flow.py and test_plugins_deployed.py.
+test_job_flow.py, test_pfcon_flow.py, test_plugins_deployed.py and test_slurm_flow.py.
 """
 
 from __future__ import annotations
@@ -69,9 +69,11 @@ def cli_stack(tmp_path_factory, require):
 
 @pytest.fixture(scope="session")
 def job_world(tmp_path_factory, require):
-    from jobflow import JobWorld
+    from jobflow import E2E_WORLD_ENV, JobWorld
 
     # A world that fails to start is an error (skipped only for missing binaries, never in CI).
     # With Slurm (1.3 s): ct-resample, bigger than an action, is routed there as deployed.
-    with JobWorld.running(tmp_path_factory.mktemp("jobflow"), require, shard_timeout_s=25, slurm=True) as world:
+    # Deployed once with every module's settings (jobflow.E2E_WORLD_ENV).
+    with JobWorld.running(tmp_path_factory.mktemp("jobflow"), require, shard_timeout_s=25, slurm=True,
+                          extra_env=E2E_WORLD_ENV) as world:
         yield world

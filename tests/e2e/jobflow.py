@@ -48,6 +48,14 @@ BUSY_BUDGET_S = 180.0  # a saturated namespace frees slots within seconds; a tes
 # tier, which is about saturation, keeps the default. Benches (JobWorld.up) are unchanged.
 FIXTURE_MAX_CONTAINERS = 20
 
+# What the e2e tier's shared world (``job_world``, tests/e2e/conftest.py) is deployed with from
+# the start: pfcon's account and ChRIS's bucket (test_pfcon_flow.py) and deidentify's secret
+# (test_plugins_deployed.py). Each module used to bind its own and redeploy, and pfcon ran in a
+# world of its own (a second stack, Slurm cluster and localwhisk); bound once, one deploy serves all.
+PFCON_USER, PFCON_PASSWORD, CHRIS_BUCKET = "chris", "pfcon-e2e-password", "chris"
+E2E_WORLD_ENV = {"RADCLOUD_PFCON_USER": PFCON_USER, "RADCLOUD_PFCON_PASSWORD": PFCON_PASSWORD,
+                 "RADCLOUD_PFCON_BUCKET": CHRIS_BUCKET, "RADCLOUD_DEID_SECRET": "e2e-deid-secret-0123456789"}
+
 # Outside /tmp on purpose: localwhisk gives each action a private /tmp.
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"  # dcm2png and copy are symlinks
 

@@ -4,7 +4,7 @@ Replays, field for field, the requests CUBE sends an in-network pfcon
 (pfcon ``req_resp_flow.md``): token → server info → copy job → poll →
 plugin job → poll → output listing → upload job → poll → delete job →
 poll → DELETE every job, against the real Redis + S3 with radcloud
-deployed (tests/e2e/jobflow.py). ChRIS's files live in their own bucket of
+deployed (the e2e tier's shared ``job_world``, tests/e2e/jobflow.py). ChRIS's files live in their own bucket of
 the shared store; the ChRIS-style ``copy`` plugin (``prog [options]
 inputdir outputdir``) runs as a radcloud shard and its outputs land under
 ``output_dir``. Also: wrong token → 401, unknown image → 400 naming it,
@@ -22,36 +22,34 @@ from urllib.parse import urlencode
 
 import pytest
 
-from jobflow import JobWorld
+from jobflow import CHRIS_BUCKET, PFCON_PASSWORD, PFCON_USER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 BASE = "radcloud/pfcon/api/v1/"
-USER, PASSWORD = "chris", "pfcon-e2e-password"
-CHRIS_BUCKET = "chris"
+USER, PASSWORD = PFCON_USER, PFCON_PASSWORD  # bound at the world's deploy (jobflow.E2E_WORLD_ENV)
 FEED = "home/cube/feeds/feed_7"
 INPUT_DIR = f"{FEED}/pl-dircopy_11/data"
 OUTPUT_DIR = f"{FEED}/pl-copy_12/data"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, require):
-    # With Slurm: a plugin bigger than an action (ct-resample) runs there, as deployed.
-    with JobWorld.running(tmp_path_factory.mktemp("pfcon"), require, shard_timeout_s=60, slurm=True) as w:
-        w.env.update({"RADCLOUD_PFCON_USER": USER, "RADCLOUD_PFCON_PASSWORD": PASSWORD,
-                      "RADCLOUD_PFCON_BUCKET": CHRIS_BUCKET})
-        w.deploy()  # again, now with the pfcon action's inputs bound
-        from radcloud.store.storage import ObjectStore
+def world(job_world):
+    # The e2e tier's world (tests/e2e/conftest.py), deployed with pfcon's account and bucket bound
+    # (jobflow.E2E_WORLD_ENV). With Slurm: a plugin bigger than an action (ct-resample) runs there.
+    from radcloud.store.storage import ObjectStore
 
-        radcloud_store = ObjectStore.from_settings(w.endpoints.settings())
+    w = job_world
+    radcloud_store = ObjectStore.from_settings(w.endpoints.settings())
+    if not radcloud_store.client.bucket_exists(CHRIS_BUCKET):
         radcloud_store.client.make_bucket(CHRIS_BUCKET)
-        w.chris = ObjectStore(radcloud_store.client, CHRIS_BUCKET)
-        w.store = radcloud_store
-        w.chris.put_bytes(f"{INPUT_DIR}/scan.txt", b"scan data\n")
-        w.chris.put_bytes(f"{INPUT_DIR}/notes/report.txt", b"report\n")
-        w.chris.put_bytes(f"{FEED}/pl-dircopy_11/data/prior.chrislink", b"home/cube/uploads/prior\n")
-        w.chris.put_bytes("home/cube/uploads/prior/old.txt", b"older scan\n")
-        yield w
+    w.chris = ObjectStore(radcloud_store.client, CHRIS_BUCKET)
+    w.store = radcloud_store
+    w.chris.put_bytes(f"{INPUT_DIR}/scan.txt", b"scan data\n")
+    w.chris.put_bytes(f"{INPUT_DIR}/notes/report.txt", b"report\n")
+    w.chris.put_bytes(f"{FEED}/pl-dircopy_11/data/prior.chrislink", b"home/cube/uploads/prior\n")
+    w.chris.put_bytes("home/cube/uploads/prior/old.txt", b"older scan\n")
+    return w
 
 
 def call(world, method, route, *, token=None, form=None, json_body=None, query=""):

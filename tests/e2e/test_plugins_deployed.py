@@ -38,8 +38,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 @pytest.fixture(scope="module")
 def world(job_world):
-    job_world.env["RADCLOUD_DEID_SECRET"] = "e2e-deid-secret-0123456789"  # deidentify needs it
-    job_world.deploy()
+    assert job_world.env["RADCLOUD_DEID_SECRET"]  # deidentify needs it: deployed with it (jobflow.E2E_WORLD_ENV)
     return job_world
 
 
