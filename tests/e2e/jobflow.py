@@ -60,7 +60,8 @@ E2E_WORLD_ENV = {"RADCLOUD_PFCON_USER": PFCON_USER, "RADCLOUD_PFCON_PASSWORD": P
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"  # dcm2png and copy are symlinks
 
 
-def ct_instance(study: str, series: str, number: int, series_number: int, size: int = 64) -> bytes:
+def ct_instance(study: str, series: str, number: int, series_number: int, size: int = 64, **tags: Any) -> bytes:
+    """A small CT instance (a disc in noise); ``tags`` (keyword → value) set or override attributes."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -85,6 +86,8 @@ def ct_instance(study: str, series: str, number: int, series_number: int, size: 
     img = np.where((yy - c) ** 2 + (xx - c) ** 2 < (size // 6 + number) ** 2, 1100, 24).astype(np.int16)
     img += (np.random.default_rng(number).normal(0, 20, img.shape)).astype(np.int16)
     ds.PixelData = img.tobytes()
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()

@@ -10,14 +10,12 @@ through radcloud's retrying client as the CLI does.
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import requests
 
 from jobflow import JobWorld, ct_instance
@@ -98,16 +96,16 @@ class RcWorld(JobWorld):
         orthanc = self.endpoints.orthanc
         study = generate_uid()
         series = [generate_uid() for _ in sizes]
-        for n, (uid, count) in enumerate(zip(series, sizes), 1):
-            for i in range(1, count + 1):
-                ds = pydicom.dcmread(io.BytesIO(ct_instance(study, uid, i, n, size)))
-                ds.PatientName, ds.PatientID, ds.PatientBirthDate = name, pid, birth
-                ds.InstitutionName, ds.ReferringPhysicianName = "Leakcheck General", "Leak^Doctor"
-                ds.OtherPatientIDs = pid + "X"
-                buf = io.BytesIO()
-                ds.save_as(buf, enforce_file_format=True)
-                r = requests.post(orthanc.url + "/instances", data=buf.getvalue(), auth=orthanc.auth, timeout=30)
-                r.raise_for_status()
+        tags = {"PatientName": name, "PatientID": pid, "PatientBirthDate": birth, "OtherPatientIDs": pid + "X",
+                "InstitutionName": "Leakcheck General", "ReferringPhysicianName": "Leak^Doctor"}
+        # One connection for the whole study (a new one per instance tripled the cost of a POST).
+        with requests.Session() as http:
+            http.auth, http.trust_env = orthanc.auth, False
+            for n, (uid, count) in enumerate(zip(series, sizes), 1):
+                for i in range(1, count + 1):
+                    r = http.post(orthanc.url + "/instances", data=ct_instance(study, uid, i, n, size, **tags),
+                                  timeout=30)
+                    r.raise_for_status()
         return study, series
 
     def run_job(self, plugin: str, rid: str, params: dict | None = None, timeout_s: float = 120,
