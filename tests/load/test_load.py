@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 DURATION_S = float(os.environ.get("RADCLOUD_LOAD_S", "10"))
 OPENWHISK_DEFAULT_CONCURRENCY = 100
+WORLD_SLOTS = 30  # the namespace the world starts with (JobWorld.up)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,7 @@ def seeded(world):
 
 
 def test_20_concurrent_jobs_all_complete(world, seeded):
+    _set_slots(world, WORLD_SLOTS)
     study, _series = seeded
     rid = world.stage(study)
     figures = job_load(world, rid, jobs=20, plugin="copy", watchers=50)
@@ -66,6 +68,12 @@ HOLD = "import time\n\ndef main(args):\n    time.sleep(float(args.get('s', 4)))\
 
 
 def _set_slots(world, n):
+    """Restart localwhisk with a namespace of ``n`` slots, unless it has them already.
+
+    Each test sets the slots it needs when it starts, rather than restoring the
+    world's when it ends: in file order that is one localwhisk restart fewer
+    (a restart, and the cold starts after it, cost seconds), in any order the same slots.
+    """
     if world.whisk.max_concurrent != n:
         world.whisk.stop()
         world.whisk.max_concurrent = n
@@ -103,42 +111,36 @@ def _busy_probe(world):
 
 def test_namespace_of_3_slots_cli_and_harness_ride_out_429(world, seeded):
     _set_slots(world, 3)
-    try:
-        rid = world.stage(seeded[0])
-        # The CLI: `radcloud run --watch` sent while every slot is held must still end with the job.
-        _fill_namespace(world, 4)
-        _busy_probe(world)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RADCLOUD_")}
-        env.update(RADCLOUD_API_URL=f"{world.whisk.api_host}/api/v1/web/guest/radcloud/",
-                   RADCLOUD_TOKEN=world.tokens["researcher"], RADCLOUD_TOKEN_FILE=str(world.tmp / "no-token.json"))
-        t0 = time.monotonic()
-        with ticking(world):  # the deployment's alarm trigger: reconcile resubmits a shard refused as busy
-            cli = subprocess.run([sys.executable, "-m", "radcloud.ops.cli.main", "run", "copy", "--retrieve", rid,
-                                  "--force", "--watch", "--json"], env=env, capture_output=True, text=True,
-                                 timeout=200)
-        assert cli.returncode == 0, (cli.stdout[-2000:], cli.stderr[-2000:])
-        assert json.loads(cli.stdout)["state"] == "succeeded"
-        assert time.monotonic() - t0 > 2  # it did wait for the held slots
-        # The harness (the web API as the UI calls it, and the REST API), the same way.
-        _fill_namespace(world, 4)
-        _busy_probe(world)
-        busy0 = world.busy_answers
-        job = world.run_job("copy", rid, timeout_s=150)
-        assert job["state"] == "succeeded", job
-        outputs = world.call("results", {"job_id": job["id"]})["outputs"]  # run_job's owner: the namespace
-        assert len(outputs) >= 4, outputs
-        assert world.busy_answers > busy0  # it met OpenWhisk's 429 and waited it out
-    finally:
-        _set_slots(world, 30)
+    rid = world.stage(seeded[0])
+    # The CLI: `radcloud run --watch` sent while every slot is held must still end with the job.
+    _fill_namespace(world, 4)
+    _busy_probe(world)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADCLOUD_")}
+    env.update(RADCLOUD_API_URL=f"{world.whisk.api_host}/api/v1/web/guest/radcloud/",
+               RADCLOUD_TOKEN=world.tokens["researcher"], RADCLOUD_TOKEN_FILE=str(world.tmp / "no-token.json"))
+    t0 = time.monotonic()
+    with ticking(world):  # the deployment's alarm trigger: reconcile resubmits a shard refused as busy
+        cli = subprocess.run([sys.executable, "-m", "radcloud.ops.cli.main", "run", "copy", "--retrieve", rid,
+                              "--force", "--watch", "--json"], env=env, capture_output=True, text=True,
+                             timeout=200)
+    assert cli.returncode == 0, (cli.stdout[-2000:], cli.stderr[-2000:])
+    assert json.loads(cli.stdout)["state"] == "succeeded"
+    assert time.monotonic() - t0 > 2  # it did wait for the held slots
+    # The harness (the web API as the UI calls it, and the REST API), the same way.
+    _fill_namespace(world, 4)
+    _busy_probe(world)
+    busy0 = world.busy_answers
+    job = world.run_job("copy", rid, timeout_s=150)
+    assert job["state"] == "succeeded", job
+    outputs = world.call("results", {"job_id": job["id"]})["outputs"]  # run_job's owner: the namespace
+    assert len(outputs) >= 4, outputs
+    assert world.busy_answers > busy0  # it met OpenWhisk's 429 and waited it out
 
 
 def test_50_query_clients_nothing_lost_memory_flat(world, seeded):
-    if world.whisk.max_concurrent < OPENWHISK_DEFAULT_CONCURRENCY:
-        # 50 clients need 50 slots: run with OpenWhisk's default namespace cap
-        # (the world starts with 30; the job test above saturates those on purpose)
-        world.whisk.stop()
-        world.whisk.max_concurrent = OPENWHISK_DEFAULT_CONCURRENCY
-        world.whisk.start()
+    # 50 clients need 50 slots: run with OpenWhisk's default namespace cap
+    # (the world starts with 30; the job test above saturates those on purpose)
+    _set_slots(world, OPENWHISK_DEFAULT_CONCURRENCY)
     figures = query_load(world, clients=50, duration_s=DURATION_S, query="PatientID=LOAD00001&level=series",
                          expect_total=2)
     print("\nquery load:", json.dumps(figures))
