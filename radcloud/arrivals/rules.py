@@ -333,7 +333,10 @@ def redrive(store: RuleStore, invoker: Any, pipelines: Any, *, owner: str = "ser
 
 def pending_view(entries: list[Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
     """The pending arrivals as the routing GET, ``radcloud routes runs`` and the Automations page show
-    them: ids, attempts, when due, the last reason, and ``summary``, the same in plain words."""
+    them: ids, attempts, when due, the last reason (``reason_plain``: in plain words), and
+    ``summary``, the same in plain words."""
+    from radcloud.work.reasons import plain
+
     out = []
     for e in entries:
         attempts, due_in = int(e.get("attempts") or 0), float(e.get("next_at") or 0) - now
@@ -345,7 +348,7 @@ def pending_view(entries: list[Mapping[str, Any]], now: float) -> list[dict[str,
                        f"tried again {when}")
         out.append({"arrival_id": e["arrival"]["arrival_id"], "study_uid": e["arrival"].get("study_uid", ""),
                     "attempts": attempts, "next_at": e.get("next_at"), "due_in_s": round(max(0.0, due_in), 1),
-                    "reason": e.get("reason", ""), "summary": summary})
+                    "reason": e.get("reason", ""), "reason_plain": plain(e.get("reason")), "summary": summary})
     return out
 
 

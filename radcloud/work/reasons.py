@@ -30,6 +30,10 @@ ADMIN = "Tell your administrator (the technical details below say why)."
 # (pattern, words) in order: the first that matches a reason decides. Words may use the groups.
 _RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"\bcancell?ed\b", re.I), "Cancelled."),
+    # A refusal by OpenWhisk or a service (the router's waiting arrivals, a route run given up on):
+    # before "refused" below, which is a plugin's outputs refused, and before "timed out".
+    (re.compile(r"OpenWhisk refused|refused to invoke|connection refused|not reachable|too many requests", re.I),
+     "radcloud was busy, or a service it needs (the PACS, storage) did not answer."),
     (re.compile(r"succeeded with warnings: (\d+) input file\(s\)", re.I),
      lambda m: f"Finished, but {m[1]} image file(s) could not be used; the parts below say which."),
     (re.compile(r"none of its (\d+) input file\(s\) could be processed", re.I),

@@ -97,6 +97,9 @@ def test_reasons_of_real_outcomes_in_plain_words():
         "Stopped at step 2 (dicom-tags). The tool stopped with an error. " + reasons.RETRY
     assert reasons.plain("no study matched the rule's filter") == "no study matched the rule's filter"  # plain already
     assert reasons.plain("sigsegv in frobnicator") == reasons._FALLBACK
+    # the router's refusals (a waiting arrival's last reason): busy, not "results too large"
+    assert reasons.plain("rule ct: OpenWhisk refused to invoke radcloud/retrieve") == \
+        "radcloud was busy, or a service it needs (the PACS, storage) did not answer."
     assert reasons.plain("") == "" and reasons.plain(None) == ""
 
 

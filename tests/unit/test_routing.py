@@ -331,7 +331,7 @@ def test_pending_view_says_attempts_next_try_and_why_in_plain_words(store):
     assert b["study_uid"] == "1.3" and b["attempts"] == 1 and b["due_in_s"] == 0.0   # 2 s backoff: due at 3.0
     assert b["summary"] == (f"waiting: 1 attempt(s) of {MAX_ATTEMPTS} refused (busy or a service down); "
                             "tried again now (a route run or reconcile takes it)")
-    assert b["reason"].startswith("rule ct-chest:")
+    assert b["reason"].startswith("rule ct-chest:") and b["reason_plain"].startswith("radcloud was busy")
     assert pending_view(store.pending(), now=2.0)[1]["summary"].endswith("tried again in 1 s")
 
 

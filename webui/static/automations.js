@@ -37,7 +37,7 @@
       el("td", {}, String(p.attempts)),
       el("td", { title: p.next_at ? new Date(p.next_at * 1000).toISOString() : "" },
          p.due_in_s > 0.5 ? `${fmt.when(p.next_at)} (in ${Math.round(p.due_in_s)} s)` : "now"),
-      el("td", {}, p.summary || "", p.reason ? el("div", { class: "muted reason" }, `Last reason: ${p.reason}`) : ""));
+      el("td", {}, p.summary || "", p.reason ? reasonBox(p.reason_plain, p.reason, "Last reason: ") : ""));
   }
 
   // -- the rule editor: match globs and ordered steps; saved as {rule} (validated by the server) --
@@ -173,9 +173,9 @@
   }
 
   /* A reason in plain words (the server's radcloud.work.reasons.plain), the raw one behind "Technical details". */
-  function reasonBox(plainWords, raw) {
+  function reasonBox(plainWords, raw, label = "") {
     if (!plainWords && !raw) return "";
-    return el("div", { class: "muted reason" }, plainWords || "",
+    return el("div", { class: "muted reason" }, label, plainWords || "",
       raw && raw !== plainWords ? el("details", {}, el("summary", {}, words.details), el("code", {}, raw)) : "");
   }
 
@@ -199,25 +199,35 @@
       stepCell(run));
   }
 
-  async function load() {
-    const tables = ["#rules", "#runs", "#pending"];
+  /* All three tables; every REFRESH_MS the runs and the waiting arrivals again (a pipeline's steps
+   * end without a click). The rules are redrawn only when asked: a redraw would drop the focus of
+   * an admin about to press one of their buttons. */
+  const REFRESH_MS = 5000;
+  let refreshTimer = null;
+  // A quiet refresh leaves a table alone while someone reads its opened details or has focus in it.
+  const inUse = (t) => $(t).contains(document.activeElement) || !!$(t).querySelector("details[open]");
+  async function load({ rules = true } = {}) {
+    clearTimeout(refreshTimer);
+    const tables = rules ? ["#rules", "#runs", "#pending"] : [];
     for (const t of tables) $(t).setAttribute("aria-busy", "true");
     try {
       const res = await api("routing", { method: "GET" });
-      $("#rules tbody").replaceChildren(...(res.rules.length ? res.rules.map(ruleRow)
+      if (rules) $("#rules tbody").replaceChildren(...(res.rules.length ? res.rules.map(ruleRow)
         : [el("tr", { class: "empty" }, el("td", { colspan: 5 }, "No rules yet: create one with New rule."))]));
-      $("#runs tbody").replaceChildren(...(res.runs.length ? res.runs.map(runRow)
+      if (rules || !inUse("#runs")) $("#runs tbody").replaceChildren(...(res.runs.length ? res.runs.map(runRow)
         : [el("tr", { class: "empty" }, el("td", { colspan: 5 }, "No study has been routed yet."))]));
       const pending = res.pending || [];
-      $("#pending tbody").replaceChildren(...(pending.length ? pending.map(pendingRow)
+      if (rules || !inUse("#pending")) $("#pending tbody").replaceChildren(...(pending.length ? pending.map(pendingRow)
         : [el("tr", { class: "empty" }, el("td", { colspan: 4 }, "No study is waiting: every arrival has been routed."))]));
       showError($("#auto-error"), null);
     } catch (err) {
       for (const t of tables) $(`${t} tbody`).replaceChildren();
       showError($("#auto-error"), err);
+      if (err.status === 401 || err.status === 403) return;   // not an admin: nothing to refresh
     } finally {
       for (const t of tables) $(t).setAttribute("aria-busy", "false");
     }
+    refreshTimer = setTimeout(() => load({ rules: false }), REFRESH_MS);
   }
 
   async function setEnabled(name, enabled, button) {
@@ -232,7 +242,7 @@
     }
   }
 
-  $("#runs-refresh").addEventListener("click", load);
+  $("#runs-refresh").addEventListener("click", () => load());
   $("#rule-new").addEventListener("click", () => openEditor(null));
   $("#step-add").addEventListener("click", () => $("#rule-steps").append(stepItem(null)));
   $("#rule-form").addEventListener("submit", saveRule);

@@ -4,7 +4,7 @@
 // run now on a pull until its steps end, and deleted; a clinician gets no link and a refusal.
 // One JSON line per step, like ui.e2e.mjs. env: RC_UI, RC_USER, RC_PASSWORD, RC_ADMIN,
 // RC_ADMIN_PASSWORD, RC_RULE (the seeded rule), RC_PIPELINE (the seeded run's pipeline),
-// RC_PENDING (a seeded pending arrival's study), RC_NEW_RULE (the name to create),
+// RC_PENDING (a seeded pending arrival's study), RC_BUSY (one refused as busy), RC_NEW_RULE (the name to create),
 // RC_RETRIEVE (a staged pull to run it on), RC_SHOTS
 import { env, SHOTS, FINAL, external, pageErrors, emit, launch, login, stepper } from "./harness.mjs";
 
@@ -58,7 +58,9 @@ await step("disable-and-enable", async () => {
 await step("pending-arrivals", async () => {
   const row = `#pending tr:has(td:text-is("${env.RC_PENDING}"))`;
   await page.waitForSelector(row, { timeout: 15000 });
-  return { pending: (await cells(row))[0] };
+  const busy = `#pending tr:has(td:text-is("${env.RC_BUSY}")) td:nth-child(4)`;
+  return { pending: (await cells(row))[0],
+           busy: { shown: await page.innerText(busy), details: await page.textContent(`${busy} details code`) } };
 });
 
 page.on("dialog", (d) => d.accept());  // the Delete confirmation
@@ -106,7 +108,7 @@ await step("run-now", async () => {
   await page.waitForSelector(row, { timeout: 15000 });
   const seen = [];
   const deadline = Date.now() + 150000;
-  for (;;) {   // Refresh, as a person would, until the pipeline has ended
+  for (;;) {   // watch, without a click: the page refreshes the runs itself until the pipeline has ended
     const states = await page.$$eval(`${row} li.step`, (lis) => lis.map((li) => li.dataset.state));
     if (!seen.length || seen[seen.length - 1].join() !== states.join()) seen.push(states);
     const pipeline = await page.$eval(`${row} td:nth-child(4)`, (td) => td.textContent.trim());
@@ -117,8 +119,8 @@ await step("run-now", async () => {
                                                                                   job_link: li.querySelector("a") ? li.querySelector("a").getAttribute("href") : null }))) };
     }
     if (Date.now() > deadline) throw new Error(`the pipeline did not end: ${pipeline} ${JSON.stringify(seen)}`);
-    await page.waitForTimeout(1500);
-    await Promise.all([page.waitForResponse((r) => /\/radcloud\/routing/.test(r.url()), { timeout: 15000 }), page.click("#runs-refresh")]);
+    await page.waitForResponse((r) => /\/radcloud\/routing/.test(r.url()) && r.request().method() === "GET", { timeout: 15000 });
+    await page.waitForTimeout(100);   // the redraw after the answer
   }
 });
 

@@ -8,6 +8,7 @@ straight into Redis; the rule created on the page really runs (dcm2png on a stag
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
@@ -64,6 +65,10 @@ def seeded(stack, site):
     waiting = {"arrival_id": secrets.token_hex(16), "study_uid": f"1.2.826.0.1.{secrets.randbelow(10**9)}",
                "series": []}
     expect(stack.redis, waiting, time.time())   # fired, not taken by a route run yet
+    busy = {"arrival_id": secrets.token_hex(16), "study_uid": f"1.2.826.0.2.{secrets.randbelow(10**9)}", "series": []}
+    stack.redis.hset(PENDING, busy["arrival_id"], json.dumps({   # as RuleStore.release leaves a refused attempt
+        "arrival": busy, "attempts": 1, "first_at": time.time(), "next_at": time.time() + 600,
+        "reason": f"rule {name}: OpenWhisk refused to invoke radcloud/retrieve (HTTP 429)"}))
     new = f"ui-made-{secrets.token_hex(3)}"
     retrieve = _staged_pull(site, stack)
     # A pipeline whose step 1 failed (as a plugin crash leaves it): retried from the Jobs page, the
@@ -75,8 +80,9 @@ def seeded(stack, site):
     Pipelines(jobs, None).advance(broken)   # step 2 not run; the pipeline ends failed
     assert jobs.get(broken)["state"] == "failed"
     yield {"rule": name, "pipeline": pid, "rules": rules, "admin": site.admin, "pending": waiting["study_uid"], "new": new,
+           "busy": busy["study_uid"],
            "retrieve": retrieve, "broken": broken, "jobs": jobs}
-    stack.redis.hdel(PENDING, waiting["arrival_id"])
+    stack.redis.hdel(PENDING, waiting["arrival_id"], busy["arrival_id"])
     rules.delete(name)
     if new in {r["name"] for r in rules.list()}:
         rules.delete(new)
@@ -87,7 +93,7 @@ def page(site, seeded, run_browser):
     return run_browser("automations.e2e.mjs", {
         "RC_UI": site.ui, "RC_USER": site.user, "RC_PASSWORD": site.password, "RC_ADMIN": site.admin,
         "RC_ADMIN_PASSWORD": site.admin_password, "RC_RULE": seeded["rule"], "RC_PIPELINE": seeded["pipeline"],
-        "RC_PENDING": seeded["pending"], "RC_NEW_RULE": seeded["new"], "RC_RETRIEVE": seeded["retrieve"], "RC_BROKEN": seeded["broken"]},
+        "RC_PENDING": seeded["pending"], "RC_BUSY": seeded["busy"], "RC_NEW_RULE": seeded["new"], "RC_RETRIEVE": seeded["retrieve"], "RC_BROKEN": seeded["broken"]},
         record="automations.json", timeout=300)
 
 
@@ -137,6 +143,10 @@ def test_pending_arrivals_show_attempts_next_try_and_why_in_plain_words(page, se
     assert study == seeded["pending"] and attempts == "0"
     assert "(in " in next_try and next_try.endswith(" s)")   # due after the route lease (180 s)
     assert why.startswith("not routed yet: fired, no route run has taken it") and "Last reason:" in why
+    # a refused attempt's last reason in plain words (reasons.plain); the raw one behind "Technical details"
+    busy = page.ok("pending-arrivals")["busy"]
+    assert "Last reason: radcloud was busy" in busy["shown"] and "OpenWhisk" not in busy["shown"], busy
+    assert busy["details"].endswith("OpenWhisk refused to invoke radcloud/retrieve (HTTP 429)"), busy
 
 
 def test_creating_a_rule_is_validated_by_the_server_and_saves_match_and_ordered_steps(page, seeded):
@@ -165,7 +175,7 @@ def test_run_now_starts_the_pipeline_and_the_page_shows_its_steps_end(page, seed
     assert step["state"] == "succeeded" and step["text"].startswith("dcm2png"), record
     assert step["job_link"] and "jobs?job=" in step["job_link"]
     assert record["pipeline"].startswith("Finished"), record   # plain words (words.js)
-    assert record["seen"][-1] == ["succeeded"]
+    assert record["seen"][-1] == ["succeeded"]   # seen without a click on Refresh: the page refreshes itself
 
 
 def test_deleting_a_rule_from_the_page(page, seeded):
