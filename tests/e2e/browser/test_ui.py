@@ -230,6 +230,12 @@ def test_jobs_list_shows_local_start_times(journey):
     assert times["shown"] and times["shown"] == times["expected_local"], times
 
 
+def test_jobs_list_takes_the_width_when_no_job_is_chosen(journey):
+    """At 1366 px with no job open, every column (Started, Elapsed, Job) is in view, not cut off."""
+    fit = journey.ok("every-page-at-1366-and-390")["jobs_fit"]
+    assert fit["table"] <= fit["box"] and fit["box"] >= 0.9 * fit["main"], fit
+
+
 def test_every_page_fits_a_390px_phone_without_sideways_scrolling(journey):
     record = journey.ok("every-page-at-1366-and-390")
     phone = {k: w for k, w in record["widths"].items() if k.endswith("@390")}

@@ -512,7 +512,7 @@ const ok = await (async () => {
     const pages = { home: "home", search: "search", pull: "pull", run: "run", jobs: "jobs", job: `jobs?job=${resultJob}`,
                     view: `view?job=${resultJob}`, audit: "audit", login: "login" };
     const widths = {};
-    let jobsTime = null, mrnLines = null, home = null;
+    let jobsTime = null, mrnLines = null, home = null, jobsFit = null;
     for (const width of [1366, 390]) {
       await page.setViewportSize({ width, height: width > 800 ? 860 : 844 });
       for (const [name, path] of Object.entries(pages)) {
@@ -532,6 +532,9 @@ const ok = await (async () => {
           await page.waitForSelector("#jobs tr[data-job] td.when", { timeout: 15000 });
           const shown = await page.$eval("#jobs tr[data-job] td.when", (td) => td.textContent);
           jobsTime = { shown, expected_local: localTime(Number(jobs[0].started_at || jobs[0].created_at)) };
+          // #21: no job chosen, the list has the width: every column in view, none behind a scroll
+          if (width === 1366) jobsFit = await page.$eval("#jobs", (t) => ({ table: t.scrollWidth, box: t.parentElement.clientWidth,
+                                                                             main: document.querySelector("#main").clientWidth }));
         }
         if (name === "home") {   // #21 item 4: the first screen, each box filled on its own
           await page.waitForSelector("#home-jobs[aria-busy=false]", { timeout: 20000 });
@@ -559,7 +562,7 @@ const ok = await (async () => {
     await page.press("#mrn", "Enter");
     await page.waitForSelector("#results tr.patient", { timeout: 20000 });
     home.found = { url: page.url().replace(UI, ""), rows: await page.$$eval("#results tr.patient td:nth-child(2)", (t) => t.map((x) => x.textContent)) };
-    return { widths, mrn_lines: mrnLines, jobs_time: jobsTime, home };
+    return { widths, mrn_lines: mrnLines, jobs_time: jobsTime, jobs_fit: jobsFit, home };
   })) return false;
 
   if (!await step("idle-logout", async () => {
