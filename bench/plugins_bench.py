@@ -94,6 +94,7 @@ def shard_run(inp: Path, work: Path) -> float:
             return ObjectInfo(key, len(data), "")
 
     class Reporter:
+        def running(self, *a): pass
         def started(self, *a): pass
         def progress(self, *a): pass
         def log(self, *a): pass

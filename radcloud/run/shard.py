@@ -14,9 +14,15 @@ Collaborators are injected: an object store (:mod:`radcloud.store.storage`'s
 
 The reporter protocol (stable; ``radcloud.work.jobs`` codes against it):
 
+``running(shard_id, info)``
+    once, first: the runner is up, before it looks up the plugin or fetches
+    an input, so "running: fetching N inputs" shows while inputs download
+    (on Slurm that is the moment the batch job starts, not after its
+    downloads). ``info`` = ``{"job_id", "plugin", "n_inputs"}``. A
+    notification: its errors are logged only (``started`` says it again).
 ``started(shard_id, info)``
-    once, before the plugin runs; ``info`` = ``{"job_id", "plugin",
-    "version", "argv", "n_inputs", "limits"}``.
+    once, when the plugin is about to run (inputs fetched); ``info`` =
+    ``{"job_id", "plugin", "version", "argv", "n_inputs", "limits"}``.
 ``progress(shard_id, done, total)``
     notifications while staging inputs and uploading outputs
     (``done``/``total`` count files). Many calls; errors are logged only.
@@ -77,16 +83,15 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import requests
-
-from radcloud.run import filereasons, sandbox
-from radcloud.run.memory import ContainerMemory
 from radcloud.core.errors import BadRequest, ConfigError, RadcloudError, UpstreamError
 from radcloud.store.layout import DEID_MAPS_ROOT
-from radcloud.run.registry import DEID_SECRET_ENV, Plugin, Registry
-from radcloud.core.settings import Secret
+
+if TYPE_CHECKING:  # imported where used: the runner's first report goes out before them (see running())
+    from radcloud.core.settings import Secret
+    from radcloud.run.memory import ContainerMemory
+    from radcloud.run.registry import Plugin, Registry
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +114,7 @@ _EXTRA_TYPES = {".dcm": "application/dicom", ".nii": "application/octet-stream",
 class Reporter(Protocol):
     """Where a shard's life is recorded (see the module docstring)."""
 
+    def running(self, shard_id: str, info: dict[str, Any]) -> None: ...
     def started(self, shard_id: str, info: dict[str, Any]) -> None: ...
     def progress(self, shard_id: str, done: int, total: int) -> None: ...
     def log(self, shard_id: str, line: str) -> None: ...
@@ -172,6 +178,12 @@ class _Notify:
 
     def __init__(self, reporter: Reporter, shard_id: str) -> None:
         self.reporter, self.shard_id, self.lines = reporter, shard_id, 0
+
+    def running(self, info: dict[str, Any]) -> None:
+        try:
+            self.reporter.running(self.shard_id, info)
+        except Exception:
+            log.warning("reporter.running failed", exc_info=True)
 
     def progress(self, done: int, total: int) -> None:
         try:
@@ -239,6 +251,11 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         "warnings": 0, "file_reasons": [],
     }
     notify = _Notify(reporter, raw_shard_id)
+    raw_inputs = spec.inputs if isinstance(spec, ShardSpec) else spec.get("inputs")
+    # First, before the plugin lookup and the downloads: the shard shows running as soon as its
+    # runner is up (the plugin's own start is reported by started(), below).
+    notify.running({"job_id": raw_job_id, "plugin": outcome["plugin"],
+                    "n_inputs": len(raw_inputs) if isinstance(raw_inputs, list) else 0})
     tmp = tempfile.mkdtemp(prefix="radcloud-shard-", dir=workdir)
     try:
         if not isinstance(spec, ShardSpec):
@@ -270,6 +287,8 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
              use_bwrap: bool | None, fetch_url: Callable[[str, str], None],
              default_timeout_s: float, deadline: float | None,
              deid_secret: Secret | str | None = None, memory: ContainerMemory | None = None) -> None:
+    from radcloud.run import filereasons, sandbox
+
     indir, outdir, scratch = tmp / "incoming", tmp / "outgoing", tmp / "scratch"
     for d in (indir, outdir, scratch):
         d.mkdir()
@@ -388,6 +407,9 @@ def deid_setup(plugin: Plugin, params: dict[str, Any], deid_secret: Secret | str
     Raises:
         ConfigError: the plugin needs the secret and ``deid_secret`` is unset.
     """
+    from radcloud.core.settings import Secret
+    from radcloud.run.registry import DEID_SECRET_ENV
+
     deid = plugin.deid
     if deid is None:
         return params, {}, None
@@ -544,6 +566,8 @@ def _remove_tree(path: str) -> None:
 def _fetch_url(url: str, path: str, session: Any = None) -> None:
     """Download an input given as a presigned URL (with requests, radcloud's one HTTP client;
     ``session``: one that keeps its connections, for many inputs)."""
+    import requests
+
     try:
         with (session or requests).get(url, stream=True, timeout=60) as resp:
             resp.raise_for_status()

@@ -421,7 +421,7 @@ def advance_stage(jobs: JobStore, executor: Executor | Invoker, job_id: str, sha
         return True
     prefix = shard_payload(job, shard, timeout_s)["output_prefix"]
     patch = {"stage": stage + 1, "inputs": keys, "input_prefix": prefix, "state": "invoked",
-             "deadline": jobs.clock() + timeout_s, "activation_id": None}
+             "deadline": jobs.clock() + timeout_s, "activation_id": None, "plugin_started_at": None}
     jobs.update_shard(job_id, shard_id, patch, allowed=SHARD.sources("stage"), event="stage",
                       data={"stage": stage + 1, "plugin": stages[stage + 1], "inputs": len(keys)})
     submit_shard(jobs, as_executor(executor, package), job, {**shard, **patch}, timeout_s=timeout_s,

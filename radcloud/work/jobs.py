@@ -333,12 +333,18 @@ class JobStore:
                                              "reason": None},
                           allowed=SHARD.sources("invoked"), event="invoked")
 
-    def shard_started(self, job_id: str, shard_id: str, *, activation_id: str | None = None) -> None:
+    def shard_started(self, job_id: str, shard_id: str, *, activation_id: str | None = None,
+                      n_inputs: int | None = None) -> None:
+        """The shard's runner reported itself: running (its plugin starts later, once its
+        ``n_inputs`` are fetched: :func:`radcloud.work.jobview.phase_words`)."""
         # Running: a queue reason noted while it waited ("queued: waiting to be scheduled") is over.
         patch: dict[str, Any] = {"state": "running", "started_at": self.clock(), "queue_reason": ""}
         if activation_id:
             patch["activation_id"] = activation_id
-        self.update_shard(job_id, shard_id, patch, allowed=SHARD.sources("started"), event="started")
+        if n_inputs is not None:
+            patch["n_inputs"] = int(n_inputs)
+        self.update_shard(job_id, shard_id, patch, allowed=SHARD.sources("started"), event="started",
+                          data={} if n_inputs is None else {"n_inputs": int(n_inputs)})
 
     def shard_progress(self, job_id: str, shard_id: str, instances_done: int, message: str = "") -> None:
         self.update_shard(job_id, shard_id, {"instances_done": int(instances_done)},

@@ -116,7 +116,7 @@ for i = 1, #all, 2 do
     shard.state = 'pending'; shard.attempt = (shard.attempt or 1) + 1
     shard.instances_done = 0; shard.reason = cjson.null; shard.exit_code = cjson.null
     shard.activation_id = cjson.null; shard.deadline = tonumber(ARGV[3])
-    shard.started_at = cjson.null; shard.finished_at = cjson.null
+    shard.started_at = cjson.null; shard.finished_at = cjson.null; shard.plugin_started_at = cjson.null
     redis.call('HSET', KEYS[2], all[i], cjson.encode(shard))
     table.insert(ids, all[i])
   end

@@ -47,11 +47,26 @@ def public(job: dict[str, Any]) -> dict[str, Any]:
     out = summary(job)
     out["shards"] = [{k: v for k, v in s.items() if k not in ("inputs", "argv", "outputs")}
                      | {"outputs": len(s.get("outputs") or []), "reason_plain": plain(s.get("reason")),
-                        "attempt_plain": attempt_words(s)}
+                        "attempt_plain": attempt_words(s), "phase_plain": phase_words(s)}
                      for s in job.get("shards", [])]
     if job.get("kind") == PIPELINE_KIND:  # its units are steps, each run by a job of its own
         out["steps"] = steps_view(job)
     return out
+
+
+def phase_words(shard: dict[str, Any]) -> str:
+    """What a running shard is doing, in the words the web UI and the CLI show beside its state ('' when
+    it is not running): "fetching 5 inputs" from the moment its runner reports itself (before any
+    download: on Slurm, as its batch job starts) until its plugin starts, then "running the plugin"."""
+    if shard.get("state") != "running":
+        return ""
+    if shard.get("plugin_started_at"):
+        return "running the plugin"
+    try:
+        n = int(shard.get("n_inputs"))
+    except (TypeError, ValueError):
+        return "fetching inputs"
+    return f"fetching {n} input{'' if n == 1 else 's'}" if n else "starting"
 
 
 def attempt_words(shard: dict[str, Any]) -> str:

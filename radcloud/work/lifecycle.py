@@ -131,7 +131,7 @@ SHARD = Machine(
     table=_table([
         (("pending",), "busy", None),                      # the executor could not take it now
         (("pending",), "invoked", "invoked"),              # the executor took it (a handle)
-        (("pending", "invoked"), "started", "running"),    # it reported itself
+        (("pending", "invoked"), "started", "running"),    # its runner reported itself, before fetching inputs
         (("running",), "progress", None),
         (SHARD_OPEN, "log", None),
         (SHARD_OPEN, "succeed", SUCCEEDED),

@@ -1,7 +1,7 @@
 """Shard outcomes into the job model, and the one finaliser per job.
 
 :class:`RedisShardReporter` implements the shard runner's reporter protocol
-(:mod:`radcloud.run.shard`: started/progress/log/finished/cancelled) on
+(:mod:`radcloud.run.shard`: running/started/progress/log/finished/cancelled) on
 :class:`radcloud.work.jobs.JobStore`. The shard whose outcome completes the set
 is told so by the store's Lua script and runs :class:`Finaliser` — exactly
 once per job: results manifest, cache entry, optional push to the PACS,
@@ -106,11 +106,13 @@ class RedisShardReporter:
         if plugin_started:
             self._plugin_started.add(shard_id)
 
-    def _ensure_running(self, shard_id: str) -> bool:
+    def _ensure_running(self, shard_id: str, n_inputs: int | None = None) -> bool:
+        """The shard's one ``started`` transition, made by whichever report comes first (``running``,
+        else a later one whose ``running`` was lost): never twice, not again after a requeue."""
         if shard_id in self._running:
             return True
         try:
-            self.jobs.shard_started(self.job_id, shard_id, activation_id=self.activation_id)
+            self.jobs.shard_started(self.job_id, shard_id, activation_id=self.activation_id, n_inputs=n_inputs)
         except Conflict as exc:
             # Cancelled before it started, or already ended by "never stuck":
             # the runner learns it through cancelled() / its outcome is refused.
@@ -118,6 +120,11 @@ class RedisShardReporter:
             return False
         self._running.add(shard_id)
         return True
+
+    def running(self, shard_id: str, info: dict[str, Any]) -> None:
+        """The runner is up, its inputs not fetched yet: the shard shows "running: fetching N inputs"."""
+        n = info.get("n_inputs")
+        self._ensure_running(shard_id, n_inputs=n if isinstance(n, int) else None)
 
     def started(self, shard_id: str, info: dict[str, Any]) -> None:
         self._ensure_running(shard_id)

@@ -12,8 +12,8 @@ Redis URL or token secret may travel in them. A job is given instead:
 On the node, :class:`RemoteReporter` and :class:`RemoteStore` are what the
 shard runner (:func:`radcloud.run.shard.run_shard`) is given in place of the
 Redis reporter and the S3 store. Both talk to ``shard_report``, which
-:func:`apply` serves hospital-side: the events (started, progress, log,
-finished) go through the same :class:`radcloud.work.reporter.RedisShardReporter`
+:func:`apply` serves hospital-side: the events (running, started, progress,
+log, finished) go through the same :class:`radcloud.work.reporter.RedisShardReporter`
 an action uses (the finaliser, the PACS push, the next stage all run
 hospital-side), every answer says whether the job was cancelled, and the job
 gets presigned URLs (``presign_ttl_s``): GET for its own inputs only, PUT for
@@ -40,7 +40,7 @@ ACTION = "shard_report"
 MAX_EVENTS = 50
 MAX_LINES = 500  # log lines in one call (the runner sends them in batches)
 FLUSH_S = 1.0  # the node sends buffered log lines (and asks about cancel) at most this often
-_EVENTS = ("started", "progress", "log", "finished")
+_EVENTS = ("running", "started", "progress", "log", "finished")
 
 
 def report_url(settings: Any) -> str:
@@ -63,7 +63,7 @@ def apply(services: Any, ticket: Mapping[str, Any], body: Mapping[str, Any], *, 
     """Serve one call of a ticket's bearer: record its events, answer cancel and the URLs asked for.
 
     ``ticket``: the verified claims (:func:`radcloud.access.auth.shard_ticket_claims`). ``body``:
-    ``{"events": [{"type": "started"|"progress"|"log"|"finished", ...}], "get": [input keys],
+    ``{"events": [{"type": "running"|"started"|"progress"|"log"|"finished", ...}], "get": [input keys],
     "put": [output keys], "activation_id": the Slurm job id, "restarts": its SLURM_RESTART_COUNT}``.
     """
     from radcloud.access.auth import inputs_digest
@@ -83,7 +83,9 @@ def apply(services: Any, ticket: Mapping[str, Any], body: Mapping[str, Any], *, 
                     plugin_started=bool(shard.get("plugin_started_at")))
     for event in events:
         kind = event.get("type") if isinstance(event, Mapping) else None
-        if kind == "started":
+        if kind == "running":
+            reporter.running(shard_id, dict(event.get("info") or {}))
+        elif kind == "started":
             reporter.started(shard_id, dict(event.get("info") or {}))
         elif kind == "progress":
             reporter.progress(shard_id, int(event.get("done") or 0), int(event.get("total") or 0))
@@ -209,6 +211,10 @@ class RemoteReporter:
         self._lines = []
         self._sent = self.clock()
         self._cancel = bool(self.channel.call(batch).get("cancelled")) or self._cancel
+
+    def running(self, shard_id: str, info: dict[str, Any]) -> None:
+        # Sent at once, alone: the moment the job is seen running is this call's (issue 18's <= 1 s).
+        self._send({"type": "running", "info": info})
 
     def started(self, shard_id: str, info: dict[str, Any]) -> None:
         self._send({"type": "started", "info": info})

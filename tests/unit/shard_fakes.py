@@ -50,6 +50,9 @@ class RecordingReporter:
         self.cancel_after_lines = cancel_after_lines
         self.broken = broken
 
+    def running(self, shard_id: str, info: dict[str, Any]) -> None:
+        self.events.append(("running", info))
+
     def started(self, shard_id: str, info: dict[str, Any]) -> None:
         self.events.append(("started", info))
 

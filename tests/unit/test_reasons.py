@@ -125,3 +125,16 @@ def test_a_shard_s_attempt_is_said_in_words_requeued_or_retried():
     assert words(attempt=3, activation_id="43", requeued={"handle": "43", "restarts": 1}) == \
         "requeued by Slurm, attempt 3 (run 2 of this job)"
     assert words(attempt=2, activation_id="3f2a") == "retried, attempt 2"
+
+
+def test_a_running_shard_s_phase_is_said_in_words():
+    def words(**shard):
+        (out,) = public({"id": "j1", "state": "running", "shards": [{"id": "s000", **shard}]})["shards"]
+        return out["phase_plain"]
+
+    assert words(state="running", n_inputs=5) == "fetching 5 inputs"
+    assert words(state="running", n_inputs=1) == "fetching 1 input"
+    assert words(state="running", n_inputs=0) == "starting"  # a plugin that reads no files
+    assert words(state="running") == "fetching inputs"  # recorded before n_inputs was (an older runner)
+    assert words(state="running", n_inputs=5, plugin_started_at=1.0) == "running the plugin"
+    assert words(state="invoked", n_inputs=5) == "" and words(state="succeeded", plugin_started_at=1.0) == ""

@@ -158,7 +158,9 @@
         el("thead", {}, el("tr", {}, ["Part", "State", "Runs on", "Progress", "Time", "Why"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, shards.map((s) => el("tr", {},
           el("td", {}, partCell(j, s)), el("td", {}, stateBadge(s.state),
-            s.warnings ? el("span", { class: "badge warn", title: "input files the plugin did not process; see the reason" }, ` ${s.warnings} file warning(s)`) : ""),
+            s.warnings ? el("span", { class: "badge warn", title: "input files the plugin did not process; see the reason" }, ` ${s.warnings} file warning(s)`) : "",
+            // what a running part does: "fetching 5 inputs", then "running the plugin" (radcloud/work/jobview.py)
+            s.phase_plain ? el("div", { class: "muted phase" }, s.phase_plain) : ""),
           el("td", { class: "executor" }, executorLabel(s),
             // which run this is: "requeued by Slurm, attempt 2" (radcloud/work/jobview.py), nothing for a first
             s.attempt_plain ? el("div", { class: "muted attempt" }, s.attempt_plain) : "",

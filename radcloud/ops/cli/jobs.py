@@ -172,6 +172,8 @@ def status(
         shard_state = str(s.get("state"))
         if s.get("warnings"):  # succeeded with warnings: some input files were not processed
             shard_state += f" ({s['warnings']} file warning(s))"
+        if s.get("phase_plain"):  # running: "fetching 5 inputs", then "running the plugin"
+            shard_state += f": {s['phase_plain']}"
         reason = str(s.get("reason") or s.get("queue_reason") or "")
         table.add_row(str(s.get("id")), shard_state, executor_label(s), str(s.get("exit_code", "")), reason)
     out.print(table)

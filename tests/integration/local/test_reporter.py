@@ -113,3 +113,33 @@ def test_failing_pacs_push_keeps_success_and_names_error(jobs):
     drive(rep, "s0", outcome("s0"))
     job = jobs.get(job_id)
     assert job["state"] == "succeeded" and "orthanc down" in job["pacs_error"]
+
+
+def test_running_comes_first_and_the_shard_starts_once_with_its_phase_in_words(jobs):
+    """The runner's first report (before its downloads) starts the shard; the plugin's start later is
+    no second start; the phase reads "fetching 4 inputs", then "running the plugin"."""
+    from radcloud.work.jobview import public
+
+    job_id = make_job(jobs, n=1)
+    rep = RedisShardReporter(jobs, job_id, activation_id="a1")
+    rep.running("s0", {"job_id": job_id, "plugin": "p", "n_inputs": 4})
+    shard = public(jobs.get(job_id))["shards"][0]
+    assert (shard["state"], shard["n_inputs"], shard["phase_plain"]) == ("running", 4, "fetching 4 inputs")
+    assert jobs.get(job_id)["state"] == "running"
+    # A second reporter (the next call of a Slurm job), as the shard_report action makes one per call.
+    again = RedisShardReporter(jobs, job_id, activation_id="a1")
+    again.resume("s0", running=True, plugin_started=False)
+    again.progress("s0", 4, 4)
+    again.started("s0", {"argv": ["prog"], "n_inputs": 4, "version": "1"})
+    assert public(jobs.get(job_id))["shards"][0]["phase_plain"] == "running the plugin"
+    again.finished("s0", outcome("s0"))
+    assert [e["type"] for e in jobs.events(job_id)].count("started") == 1
+    assert public(jobs.get(job_id))["shards"][0]["phase_plain"] == ""  # ended: no phase
+
+
+def test_running_after_cancel_starts_nothing_and_the_runner_learns_it(jobs):
+    job_id = make_job(jobs, n=1)
+    jobs.cancel(job_id)
+    rep = RedisShardReporter(jobs, job_id)
+    rep.running("s0", {"n_inputs": 4})  # refused (the shard was cancelled before it started): logged only
+    assert jobs.shard(job_id, "s0")["state"] == "cancelled" and rep.cancelled()

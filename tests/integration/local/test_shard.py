@@ -190,6 +190,27 @@ def test_log_flood_is_capped_but_tail_kept():
     assert rep.outcome["stderr_tail"].endswith("line 49999")
 
 
+def test_the_runner_reports_running_before_it_fetches_or_looks_up_anything():
+    """The shard shows running (\"fetching 2 inputs\") as soon as its runner is up: on Slurm that is
+    the batch job's start, not the end of its downloads (issue 18: state change -> visible <= 1 s)."""
+    rep = RecordingReporter()
+
+    class Store(FakeStore):
+        def get_to_file(self, key, path):
+            rep.events.append(("get", key))
+            return super().get_to_file(key, path)
+
+    _, rep, _ = run("copy", reporter=rep, store=Store({"staged/j1/a.dcm": b"AAAA", "staged/j1/sub/b.dcm": b"BB"}))
+    kinds = [kind for kind, _ in rep.events]
+    assert rep.events[0] == ("running", {"job_id": "j1", "plugin": "copy", "n_inputs": 2})
+    assert kinds.count("running") == 1 and kinds.count("started") == 1
+    assert kinds.index("get") > 0 and kinds.index("started") > max(i for i, k in enumerate(kinds) if k == "get")
+    assert rep.outcome["reason"] == "ok"
+    # A spec that cannot even be parsed still said it ran, then why it ended.
+    _, bad, _ = run("no-such-plugin")
+    assert [kind for kind, _ in bad.events] == ["running"] and bad.outcome["status"] == "finishedWithError"
+
+
 def test_cancel_before_the_plugin_starts():
     rep = RecordingReporter(cancel_after_lines=0)  # the flag is up from the start
     summary, rep, store = run("copy", reporter=rep)

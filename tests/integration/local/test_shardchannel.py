@@ -70,7 +70,8 @@ def test_a_ticket_names_one_shard_expires_and_is_nobody_s_login(world, redis_cli
 
 def test_events_drive_the_shard_as_an_action_s_do_call_by_call(world):
     out = f"results/{world.job_id}/s000/"
-    calls = [[{"type": "progress", "done": 1, "total": 2}],
+    calls = [[{"type": "running", "info": {"n_inputs": 2}}],  # first, before any download
+             [{"type": "progress", "done": 1, "total": 2}],
              [{"type": "progress", "done": 2, "total": 2}, {"type": "started", "info": {"argv": ["ct-resample"]}}],
              [{"type": "log", "lines": ["resampling", "done"]}, {"type": "progress", "done": 1, "total": 1}]]
     for events in calls:  # each call a new reporter, as each is a new activation
@@ -78,6 +79,7 @@ def test_events_drive_the_shard_as_an_action_s_do_call_by_call(world):
             {"cancelled": False}
     shard = world.jobs.shard(world.job_id, "s000")
     assert shard["state"] == "running" and shard["activation_id"] == "77" and shard["argv"] == ["ct-resample"]
+    assert shard["n_inputs"] == 2 and [e["type"] for e in world.jobs.events(world.job_id)].count("started") == 1
     outcome = {"shard_id": "s000", "status": "finishedSuccessfully", "reason": "ok", "exit_code": 0,
                "outputs": [{"key": out + "a.nii.gz", "size": 1, "md5": "x", "content_type": "application/gzip"},
                            {"key": "results/another-job/s000/theirs.dcm", "size": 1, "md5": "y"}]}
