@@ -420,8 +420,7 @@ def chris_env(env: Mapping[str, str]) -> dict[str, str]:
 def _message(job: dict[str, Any]) -> str:
     """Better than pfcon: the real exit code and why (oom, timeout), and cache hits; for a job on
     Slurm, its Slurm job, why it waits and its attempt, as the web UI and the CLI say them."""
-    from radcloud.work.jobview import attempt_words
-    from radcloud.work.lifecycle import SHARD_FINAL
+    from radcloud.work.jobview import wait_and_attempt_words
 
     if job.get("cached"):
         return f"radcloud job {job['id']} succeeded: cache hit, results of {job.get('results_of')}"
@@ -429,10 +428,7 @@ def _message(job: dict[str, Any]) -> str:
     for shard in job.get("shards", []):
         if shard.get("executor") == "slurm" and shard.get("activation_id"):
             parts.append(f"on Slurm job {shard['activation_id']}")
-        if shard.get("queue_reason") and shard.get("state") not in SHARD_FINAL:
-            parts.append(str(shard["queue_reason"]))
-        if attempt := attempt_words(shard):
-            parts.append(attempt)
+        parts.extend(wait_and_attempt_words(shard))
         if shard.get("exit_code") is not None:
             parts.append(f"exit code {shard['exit_code']}")
         if shard.get("reason"):

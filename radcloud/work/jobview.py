@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from radcloud.core.errors import NotFound
-from radcloud.work.lifecycle import PIPELINE_KIND
+from radcloud.work.lifecycle import PIPELINE_KIND, SHARD_FINAL
 from radcloud.work.pipelines import steps_view
 from radcloud.work.reasons import plain
 
@@ -67,6 +67,16 @@ def phase_words(shard: dict[str, Any]) -> str:
     except (TypeError, ValueError):
         return "fetching inputs"
     return f"fetching {n} input{'' if n == 1 else 's'}" if n else "starting"
+
+
+def wait_and_attempt_words(shard: dict[str, Any]) -> list[str]:
+    """Why a shard waits (Slurm's queue reason, while it is open) and which attempt it is, in the words
+    the CLI's notes and pfcon's status message put after its executor: ["queued: waiting for
+    resources", "requeued by Slurm, attempt 2"]. Takes a stored shard or its :func:`public` shape (whose
+    ``attempt_plain`` is these attempt words already)."""
+    words = [str(shard["queue_reason"])] if shard.get("queue_reason") and shard.get("state") not in SHARD_FINAL else []
+    attempt = shard["attempt_plain"] if "attempt_plain" in shard else attempt_words(shard)
+    return words + ([attempt] if attempt else [])
 
 
 def attempt_words(shard: dict[str, Any]) -> str:

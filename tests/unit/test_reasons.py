@@ -138,3 +138,21 @@ def test_a_running_shard_s_phase_is_said_in_words():
     assert words(state="running") == "fetching inputs"  # recorded before n_inputs was (an older runner)
     assert words(state="running", n_inputs=5, plugin_started_at=1.0) == "running the plugin"
     assert words(state="invoked", n_inputs=5) == "" and words(state="succeeded", plugin_started_at=1.0) == ""
+
+
+def test_the_cli_and_pfcon_say_a_shard_s_wait_and_attempt_in_the_same_words():
+    """One helper (radcloud.work.jobview.wait_and_attempt_words) serves the CLI's notes, from the public
+    shape, and pfcon's status message, from the stored shard."""
+    from radcloud.ops.cli.jobs import shard_notes
+    from radcloud.pfcon.service import _message
+
+    stored = {"id": "s000", "state": "invoked", "executor": "slurm", "activation_id": "42", "attempt": 2,
+              "requeued": {"handle": "42", "restarts": 1}, "queue_reason": "queued: waiting for resources"}
+    job = {"id": "j1", "state": "running", "shards": [stored]}
+    words = "queued: waiting for resources, requeued by Slurm, attempt 2"
+    assert shard_notes(public(job)) == [f"s000: slurm job 42, {words}"]
+    assert _message(job) == ("radcloud job j1 running; on Slurm job 42; queued: waiting for resources; "
+                             "requeued by Slurm, attempt 2")
+    ended = {"id": "j1", "state": "cancelled", "shards": [{**stored, "state": "cancelled"}]}  # no wait once ended
+    assert shard_notes(public(ended), open_only=False) == ["s000: slurm job 42, requeued by Slurm, attempt 2"]
+    assert "waiting for resources" not in _message(ended)

@@ -22,6 +22,7 @@ from radcloud.ops.cli import common
 from radcloud.ops.cli.client import ApiError, Client
 from radcloud.ops.cli.common import API_OPTION, JSON_OPTION, STATE_OPTION, err, out
 from radcloud.work.lifecycle import JOB_FINAL, SHARD_FINAL, SUCCEEDED
+from radcloud.work.jobview import wait_and_attempt_words
 
 WAIT_S = 20  # per long-poll, when the server has a watch lease free (radcloud.work.jobwatch)
 
@@ -201,10 +202,9 @@ def shard_notes(job: dict[str, Any], *, open_only: bool = True) -> list[str]:
     resources". ``open_only``: only shards not ended (what --watch follows)."""
     notes = []
     for s in job.get("shards") or []:
-        ended = s.get("state") in SHARD_FINAL
-        if open_only and ended:
+        if open_only and s.get("state") in SHARD_FINAL:
             continue
-        words = [w for w in (s.get("attempt_plain"), None if ended else s.get("queue_reason")) if w]
+        words = wait_and_attempt_words(s)
         if words:
             notes.append(f"{s.get('id')}: " + ", ".join(w for w in (executor_label(s), *words) if w))
     return notes
