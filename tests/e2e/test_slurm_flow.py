@@ -120,14 +120,21 @@ def test_a_queued_heavy_job_shows_why_holds_no_secret_and_runs_when_the_node_fre
     assert any(n.endswith("-body.nii.gz") for n in names) and any(n.endswith(".dcm") for n in names), names
 
 
-def test_cancel_of_a_queued_slurm_job_is_scancel(world, client, staged):
+def test_radcloud_cancel_of_a_heavy_job_on_slurm_is_scancel_and_the_job_ends_cancelled(world, client, staged, cli):
+    """`radcloud cancel JOB` (the CLI, through the deployed status action) on a heavy job waiting in
+    Slurm's queue: its batch job is scancelled and the job ends cancelled; a second cancel is refused
+    (409) naming the state."""
     with node_held(client):
         job_id = dispatch_heavy(world, staged)
         handle = shard_handle(world, job_id)
-        world.call("status", {"job_id": job_id, "op": "cancel"})
+        cancelled = cli("cancel", job_id)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert cancelled.stdout.startswith(f"job {job_id}: "), cancelled.stdout
         job = world.wait_final(job_id, timeout_s=30)
         assert job["state"] == "cancelled" and job["shards"][0]["state"] == "cancelled", job
         assert slurm_job(client, handle, {"CANCELLED", "COMPLETED", "FAILED"})["job_state"] == "CANCELLED"
+        again = cli("cancel", job_id)
+        assert again.returncode != 0 and "cancelled" in again.stderr, (again.stdout, again.stderr)
 
 
 def test_a_node_lost_mid_job_fails_the_shard_with_slurm_s_reason_and_retry_runs_it_again(world, client, staged):

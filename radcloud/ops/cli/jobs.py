@@ -186,14 +186,37 @@ def retry(job_id: str = typer.Argument(..., help="a failed or partial job, or a 
           api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Run a job's failed shards again; a pipeline restarts from the step that failed (the steps that
     succeeded are kept). Refused (409) for a job that is not failed, naming its state."""
-    client = common.client(api, state)
-    job = common.guarded(lambda: client.call("status", method="POST", path=f"{job_id}/retry", body={}))
-    if as_json:
-        common.emit_json(job)
+    job = _post_job_op(job_id, "retry", api, state, as_json)
+    if job is None:
         return
     what = "step(s)" if job.get("steps") is not None else "shard(s)"
     out.print(f"job {job_id}: {job.get('state')}; {what} started again: {', '.join(job.get('retried') or [])}; "
               f"radcloud status {job_id} --watch follows it")
+
+
+def cancel(job_id: str = typer.Argument(..., help="a job that has not ended (a pipeline cancels its running step)"),
+           api: Optional[str] = API_OPTION, state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Cancel a job wherever its shards run: those not started end at once, running ones stop at their
+    next check of the cancel flag, and a shard's Slurm job is scancelled. Refused (409) for a job that
+    has ended, naming its state."""
+    job = _post_job_op(job_id, "cancel", api, state, as_json)
+    if job is None:
+        return
+    follow = "" if job.get("state") in JOB_FINAL else f"; radcloud status {job_id} --watch follows it to its end"
+    out.print(f"job {job_id}: {job.get('state')}, cancel requested{follow}")
+    for note in shard_notes(job, open_only=False):
+        out.print(note, markup=False, soft_wrap=True)
+
+
+def _post_job_op(job_id: str, op: str, api: str | None, state: Path | None, as_json: bool) -> dict[str, Any] | None:
+    """POST the status action's ``{job}/{op}`` (retry, cancel); with --json its answer is printed and
+    None returned, else the job it answers."""
+    client = common.client(api, state)
+    job = common.guarded(lambda: client.call("status", method="POST", path=f"{job_id}/{op}", body={}))
+    if as_json:
+        common.emit_json(job)
+        return None
+    return job
 
 
 def shard_notes(job: dict[str, Any], *, open_only: bool = True) -> list[str]:

@@ -30,6 +30,7 @@ app.command()(data.pull)
 app.command()(jobs.run)
 app.command()(jobs.status)
 app.command()(jobs.retry)
+app.command()(jobs.cancel)
 app.command()(jobs.results)
 
 
