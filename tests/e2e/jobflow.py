@@ -114,7 +114,7 @@ class JobWorld:
     @classmethod
     def up(cls, tmp: Path, *, shard_timeout_s: int = 30, plugins_dir: Path = PLUGINS_DIR,
            extra_env: dict[str, str] | None = None, max_containers: int | None = None,
-           prewarm: int | None = None, slurm: bool = False) -> "JobWorld":
+           prewarm: int | None = None, slurm: bool = False, prewarm_plugins: bool = True) -> "JobWorld":
         import redis as redis_lib
 
         from localwhisk.testing import Server
@@ -145,7 +145,12 @@ class JobWorld:
                    "CONFIG_whisk_activation_storeBlockingResultLevel": "STORE_FAILURES", **(extra_env or {})}
             env.update(deploy.local_image_env(env))
             images = tmp / "images.json"
-            images.write_text(json.dumps(deploy.local_images(env, plugins_dir=plugins_dir)))
+            image_map = deploy.local_images(env, plugins_dir=plugins_dir)
+            if not prewarm_plugins:  # a plugin image's stem pool starts after its first cold start
+                runtime = deploy.local_image_env(env)[deploy.RUNTIME_IMAGE_VAR]
+                for name, spec in image_map.items():
+                    spec["prewarm"] = name == runtime
+            images.write_text(json.dumps(image_map))
             extra = ["--images-file", str(images)]
             if max_containers:  # the invoker's container pool (localwhisk's default: 8)
                 extra += ["--max-containers", str(max_containers)]
@@ -174,6 +179,13 @@ class JobWorld:
         machine without the binaries means (fail in CI, skip elsewhere); a world that
         fails to start for any other reason is an error everywhere."""
         options.setdefault("max_containers", FIXTURE_MAX_CONTAINERS)
+        # A fixture's world prewarms only the runtime image (every radcloud action) from the start.
+        # Each start and restart of localwhisk otherwise started a stem cell per plugin image at
+        # once (eleven in the reliability worlds, importing numpy, pydicom, minio...: about a second
+        # of CPU each), though a tier runs two to four of those plugins: the first call after a
+        # restart waited 16-18 s for the CPU instead of 6-12 s (load ~30). A plugin's image gets its
+        # stem pool after its first cold start (localwhisk's rule for an image not prewarmed).
+        options.setdefault("prewarm_plugins", False)
         try:
             world = cls.up(tmp, **options)
         except MissingPrerequisite as exc:

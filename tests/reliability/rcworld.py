@@ -32,9 +32,9 @@ class RcWorld(JobWorld):
     @classmethod
     def up(cls, tmp: Path, *, shard_timeout_s: int = 30,  # type: ignore[override]
            plugins_dir: Path = PLUGINS_DIR, max_containers: int | None = None,
-           prewarm: int | None = None) -> "RcWorld":
+           prewarm: int | None = None, prewarm_plugins: bool = True) -> "RcWorld":
         world = super().up(tmp, shard_timeout_s=shard_timeout_s, plugins_dir=plugins_dir,
-                           max_containers=max_containers, prewarm=prewarm)
+                           max_containers=max_containers, prewarm=prewarm, prewarm_plugins=prewarm_plugins)
         world.__class__ = cls
         try:
             world.add_users()
