@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/slurm_bench.py                      # everything, prints one JSON object
     .venv/bin/python bench/slurm_bench.py --only submit,visible --runs 10
+    .venv/bin/python bench/slurm_bench.py --only visible --runs 20 --ab 3debe9b   # this runner vs 3debe9b's, in turns
 
 Figures (issue 18):
 
@@ -97,7 +98,51 @@ def dispatch(world: JobWorld, request: dict) -> str:
     return answer["job_id"]
 
 
-def bench_visible(world: JobWorld, client: SlurmClient, rid: str, runs: int) -> dict:
+AB_RUNNER = """import os, runpy, sys
+# slurm_bench --ab: the runner of this tree, or (mode "before") the radcloud of an earlier commit.
+here = os.path.dirname(os.path.abspath(__file__))
+os.environ.setdefault("RADCLOUD_PLUGINS_DIR", {plugins!r})
+if open(os.path.join(here, "mode")).read().strip() == "before":
+    sys.path.insert(0, os.path.join(here, "before"))
+runpy.run_module("radcloud.work.slurmjob", run_name="__main__", alter_sys=True)
+"""
+
+
+def ab_runner(tmp: Path, rev: str) -> Path:
+    """A runner command's script that runs this tree's shard runner or ``rev``'s, as ``tmp/mode`` says:
+    the two run in turns on one cluster, under the same load (the hospital side is this tree's)."""
+    ab = tmp / "ab"
+    (ab / "before").mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "radcloud"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(ab / "before")], input=archive.stdout, check=True)
+    (ab / "mode").write_text("after")
+    (ab / "runner.py").write_text(AB_RUNNER.format(plugins=str(ROOT / "plugins")))
+    return ab
+
+
+def bench_visible(world: JobWorld, client: SlurmClient, rid: str, runs: int, ab: Path | None = None) -> dict:
+    """RUNNING in Slurm -> the shard running in radcloud; with ``ab``, this tree's runner and the earlier
+    one in turns (one job each), each with its own figures and the ratio of their p50s."""
+    if ab is None:
+        return _visible(world, client, rid, runs)
+    out: dict = {"modes": {}}
+    for i in range(runs * 2):
+        mode = ("before", "after")[i % 2]
+        (ab / "mode").write_text(mode)
+        one = _visible(world, client, rid, 1)
+        got = out["modes"].setdefault(mode, {"times": [], "started_by_first_report": 0})
+        got["times"].append(one.pop("seconds")[0])
+        got["started_by_first_report"] += one["started_by_first_report"]
+    for mode, got in out["modes"].items():
+        got["running_to_status_visible"] = pct(got.pop("times"))
+    m = out["modes"]
+    out["after_over_before_p50"] = round(m["after"]["running_to_status_visible"]["p50_ms"]
+                                         / m["before"]["running_to_status_visible"]["p50_ms"], 2)
+    out["load_avg_1m"] = round(os.getloadavg()[0], 1)
+    return out
+
+
+def _visible(world: JobWorld, client: SlurmClient, rid: str, runs: int) -> dict:
     from radcloud.work.jobs import JobStore
 
     jobs = JobStore(world.redis)
@@ -113,7 +158,8 @@ def bench_visible(world: JobWorld, client: SlurmClient, rid: str, runs: int) -> 
         # Started by the runner's first report (before its downloads), which records n_inputs; else by a later one.
         first_report += "n_inputs" in jobs.get(job_id)["shards"][0]
         world.wait_final(job_id)
-    return {"running_to_status_visible": pct(times), "target_ms": 1000, "started_by_first_report": first_report,
+    return {"running_to_status_visible": pct(times), "seconds": [round(t, 3) for t in times], "target_ms": 1000,
+            "started_by_first_report": first_report,
             "load_avg_1m": round(os.getloadavg()[0], 1),
             "note": "the runner on the node reports itself through the shard_report web action, before fetching its "
                     "inputs: Python start + the runner's imports + one call"}
@@ -268,6 +314,8 @@ def main() -> None:
     parser.add_argument("--only", default="stack_up,submit,visible,noop,fanout,heavy,timeout")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--heavy-slices", type=int, default=300)
+    parser.add_argument("--ab", metavar="REV", help="visible: this tree's shard runner and REV's in turns "
+                        "(same cluster, same load), e.g. --ab 3debe9b")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     out: dict = {}
@@ -275,7 +323,9 @@ def main() -> None:
         tmp_path = Path(tmp)
         if "stack_up" in wanted:
             out["stack_up"] = bench_stack_up(tmp_path)
-        world = JobWorld.up(tmp_path / "world", shard_timeout_s=120, slurm=True)
+        ab = ab_runner(tmp_path, args.ab) if args.ab else None
+        runner = {"RADCLOUD_SLURM_RUNNER": f"{sys.executable} {ab / 'runner.py'}"} if ab else None
+        world = JobWorld.up(tmp_path / "world", shard_timeout_s=120, slurm=True, extra_env=runner)
         try:
             client = SlurmClient.from_settings(world.endpoints.settings())
             if "submit" in wanted:
@@ -284,7 +334,7 @@ def main() -> None:
                 study, _ = world.seed_study([5])
                 rid = world.stage(study)
                 if "visible" in wanted:
-                    out["visible"] = bench_visible(world, client, rid, max(3, args.runs // 2))
+                    out["visible"] = bench_visible(world, client, rid, max(3, args.runs // 2), ab)
                 if "noop" in wanted:
                     out["noop"] = bench_noop(world, rid, max(3, args.runs // 2))
                 if "nodefail" in wanted:
