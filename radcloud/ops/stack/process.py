@@ -120,11 +120,14 @@ def _signal(record: ProcessRecord, sig: int) -> None:
         pass
 
 
-def stop(records: Iterable[ProcessRecord], *, grace_s: float = 15.0, poll_s: float = 0.05) -> list[str]:
+def stop(records: Iterable[ProcessRecord], *, grace_s: float = 15.0, poll_s: float = 0.05,
+         wait_reaped: bool = True) -> list[str]:
     """SIGTERM every live recorded process, wait, SIGKILL whatever remains.
 
     All are signalled first and waited for together (Orthanc and weed take
     3-5 s each to stop). Returns the services that needed SIGKILL.
+    ``wait_reaped``: then wait (bounded) for init to reap their orphaned
+    zombies (:func:`_wait_reaped`); a kill that stands for a crash does not.
     """
     live = [r for r in records if is_alive(r)]
     for record in live:
@@ -143,7 +146,8 @@ def stop(records: Iterable[ProcessRecord], *, grace_s: float = 15.0, poll_s: flo
         live = [r for r in live if is_alive(r)]
         if live:
             time.sleep(poll_s)
-    _wait_reaped(records, poll_s)
+    if wait_reaped:
+        _wait_reaped(records, poll_s)
     return killed
 
 
