@@ -169,30 +169,72 @@ class Channel:
                  timeout_s: float = 30.0, session: Any = None) -> None:
         """``restarts``: how often the cluster requeued this batch job (``SLURM_RESTART_COUNT``): said in
         every call, so a requeued run reports into the same shard as one more attempt."""
-        from radcloud.core import retry
-
         self.url, self._ticket, self.activation_id, self.timeout_s = url, ticket, activation_id, timeout_s
         self.restarts = restarts
-        # Every call may be sent again: events are idempotent where it matters (a second outcome is refused).
-        self.http = session or retry.session(budget_s=timeout_s * 2, idempotent_post=True)
+        self._http = session
+
+    @property
+    def http(self) -> Any:
+        """The retrying session, made at the first call that needs it (after the first report, see :meth:`first`)."""
+        if self._http is None:
+            from radcloud.core import retry
+
+            # Every call may be sent again: events are idempotent where it matters (a second outcome is refused).
+            self._http = retry.session(budget_s=self.timeout_s * 2, idempotent_post=True)
+        return self._http
+
+    def _body(self, events: Sequence[Mapping[str, Any]], asks: Mapping[str, Any]) -> dict[str, Any]:
+        return {"events": list(events), "activation_id": self.activation_id, "restarts": self.restarts, **asks}
 
     def call(self, events: Sequence[Mapping[str, Any]] = (), **asks: Any) -> dict[str, Any]:
         import requests
 
-        body = {"events": list(events), "activation_id": self.activation_id, "restarts": self.restarts, **asks}
         try:
-            resp = self.http.post(self.url, json=body, headers={"Authorization": f"Bearer {self._ticket}"},
-                                  timeout=self.timeout_s)
+            resp = self.http.post(self.url, json=self._body(events, asks),
+                                  headers={"Authorization": f"Bearer {self._ticket}"}, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise Unavailable(f"radcloud's {ACTION} at {self.url} cannot be reached from this node "
-                              f"({type(exc).__name__}); check slurm_report_url") from None
+            raise self._unreachable(exc) from None
         try:
             data = resp.json()
         except ValueError:
             data = None
-        if resp.status_code != 200 or not isinstance(data, dict):
+        return self._answer(resp.status_code, data)
+
+    def first(self, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The job's first report, sent once with the standard library: importing ``requests`` (and
+        urllib3) is half of the runner's start on the node (measured: ~0.15 of ~0.27 s of CPU), and this
+        call is the moment the job is seen running (``bench/slurm_bench.py`` visible). No retry and a
+        short timeout: a failure is the caller's to log, the next call (``requests``, retried) says it
+        again. (A site whose report URL needs a CA bundle given to ``requests`` only fails this call.)"""
+        import json
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(
+            self.url, data=json.dumps(self._body(events, {})).encode(), method="POST",
+            headers={"Authorization": f"Bearer {self._ticket}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=min(self.timeout_s, 10.0)) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        except OSError as exc:  # URLError, timeouts, refused connections
+            raise self._unreachable(exc) from None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        return self._answer(status, data)
+
+    def _unreachable(self, exc: BaseException) -> Unavailable:
+        return Unavailable(f"radcloud's {ACTION} at {self.url} cannot be reached from this node "
+                           f"({type(exc).__name__}); check slurm_report_url")
+
+    @staticmethod
+    def _answer(status: int, data: Any) -> dict[str, Any]:
+        if status != 200 or not isinstance(data, dict):
             said = (data or {}).get("error") if isinstance(data, dict) else None
-            raise UpstreamError(f"radcloud's {ACTION} answered HTTP {resp.status_code}"
+            raise UpstreamError(f"radcloud's {ACTION} answered HTTP {status}"
                                 + (f": {str(said)[:200]}" if said else ""))
         return data
 
@@ -213,8 +255,10 @@ class RemoteReporter:
         self._cancel = bool(self.channel.call(batch).get("cancelled")) or self._cancel
 
     def running(self, shard_id: str, info: dict[str, Any]) -> None:
-        # Sent at once, alone: the moment the job is seen running is this call's (issue 18's <= 1 s).
-        self._send({"type": "running", "info": info})
+        # Sent at once, alone, before requests is imported (Channel.first): the moment the job is seen
+        # running is this call's (issue 18's <= 1 s).
+        self._sent = self.clock()
+        self._cancel = bool(self.channel.first([{"type": "running", "info": info}]).get("cancelled")) or self._cancel
 
     def started(self, shard_id: str, info: dict[str, Any]) -> None:
         self._send({"type": "started", "info": info})
@@ -246,12 +290,19 @@ class RemoteStore:
     """The shard runner's object store on the node: presigned URLs from the channel, asked when needed."""
 
     def __init__(self, channel: Channel, inputs: Sequence[str], *, timeout_s: float = 120.0) -> None:
-        from radcloud.core import retry
-
         self.channel, self.inputs, self.timeout_s = channel, list(inputs), timeout_s
-        self.http = retry.session(budget_s=timeout_s)
+        self._http: Any = None
         self._get: dict[str, str] | None = None
         self._put: dict[str, str] = {}
+
+    @property
+    def http(self) -> Any:
+        """Made when the first input is fetched: not before the job's first report (:meth:`Channel.first`)."""
+        if self._http is None:
+            from radcloud.core import retry
+
+            self._http = retry.session(budget_s=self.timeout_s)
+        return self._http
 
     def get_to_file(self, key: str, path: str) -> None:
         from radcloud.run.shard import _fetch_url

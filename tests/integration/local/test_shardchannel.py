@@ -162,3 +162,63 @@ def test_the_node_s_reporter_sends_log_lines_in_batches_and_learns_of_cancel():
     reporter.log("s000", "last")
     reporter.finished("s000", {})
     assert sent[-1] == ["log", "finished"]
+
+
+def test_the_node_s_first_report_goes_out_before_requests_is_imported():
+    """What a Slurm job imports up to its first report (radcloud.work.slurmjob -> run()): not requests,
+    half of the runner's start (Channel.first sends that report with the standard library)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\n"
+             "import radcloud.work.slurmjob\n"
+             "from radcloud.work.shardchannel import Channel, RemoteReporter, RemoteStore, run\n"
+             "from radcloud.run.registry import Registry\n"
+             "from radcloud.run.shard import run_shard\n"
+             "channel = Channel('http://127.0.0.1:9/', 'ticket')\n"
+             "RemoteStore(channel, ['a.dcm']), RemoteReporter(channel), Registry()\n"
+             "print(sorted(m for m in ('requests', 'urllib3') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_first_report_over_the_standard_library_reads_answers_as_the_other_calls_do():
+    import http.server
+    import json
+    import threading
+
+    from radcloud.core.errors import Unavailable, UpstreamError
+    from radcloud.work.shardchannel import Channel
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.headers["Authorization"], body))
+            code, answer = (200, {"cancelled": True}) if len(seen) == 1 else (409, {"error": "run 0 was requeued"})
+            data = json.dumps(answer).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        channel = Channel(f"http://127.0.0.1:{server.server_port}/", "tkt", activation_id="77", restarts=1)
+        running = [{"type": "running", "info": {"n_inputs": 2}}]
+        assert channel.first(running) == {"cancelled": True}
+        assert seen[0] == ("Bearer tkt", {"events": running, "activation_id": "77", "restarts": 1})
+        with pytest.raises(UpstreamError, match="answered HTTP 409: run 0 was requeued"):
+            channel.first(running)
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(Unavailable, match="cannot be reached from this node .*check slurm_report_url"):
+        Channel(f"http://127.0.0.1:{server.server_port}/", "tkt", timeout_s=2).first(running)
