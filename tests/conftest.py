@@ -4,6 +4,8 @@ Kept light: no fixture here starts anything. Integration tests need the
 real binaries; the ``require`` fixture turns a missing one into a *failure* with the
 install hint when ``CI=true`` (a CI run that silently skips its integration
 tests proves nothing) and into a skip with the same reason on a laptop.
+A tier's session worlds are finished after the last test that uses them
+(``_TierWorlds`` below), not when pytest exits.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def needs_bwrap(require) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if not config.pluginmanager.has_plugin("radcloud-tier-worlds"):
+        config.pluginmanager.register(_TierWorlds(), "radcloud-tier-worlds")
     # Under CI=true hypothesis runs derandomized (a seed fixed per test) without its
     # example database: every CI run generates the same cases, so a red CI run is a
     # regression, never a new random draw. Locally each run draws new cases (how the
@@ -102,17 +106,69 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
 
 
+# -- a tier's worlds stop when its last test is done ------------------------------------
+# A session fixture of a tier's conftest (a stack, a localwhisk world, the browser) used to live
+# until pytest exited: the browser tier's world idled through every later tier, its SeaweedFS,
+# Orthanc and localwhisk using CPU all the while (an idle JobWorld with Slurm: 1.4 % of a core,
+# cpuacct over 180 s; five such worlds at once on a 2-core machine). Once the last collected test using it is torn down, it is
+# finished as pytest finishes it at the end (its finalizers, dependent fixtures first), and
+# its stop runs in the background (tests/e2e/background.py). A later request sets it up
+# again, as for any finished fixture. Serial runs only: under pytest-xdist a worker does not
+# know which tests it will get.
+class _TierWorlds:
+    """Registered as a plugin (pytest_configure), not hooks of this conftest: pytest asks a
+    conftest's hooks only about nodes under its folder, and a session fixture is set up on
+    the session node, above tests/."""
+
+    def __init__(self) -> None:
+        self.finish_after: dict[str, list] = {}  # nodeid -> fixturedefs whose last user it is
+        self.requests: dict[int, object] = {}  # id(fixturedef) -> the request it was set up with
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.finish_after.clear()
+        if session.config.getoption("dist", "no") != "no":
+            return
+        last: dict[int, tuple[object, pytest.Item]] = {}
+        for item in session.items:
+            for fixturedef in _tier_session_fixtures(item):
+                last[id(fixturedef)] = (fixturedef, item)
+        for fixturedef, item in last.values():
+            self.finish_after.setdefault(item.nodeid, []).append(fixturedef)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_fixture_setup(self, fixturedef, request) -> None:
+        if fixturedef.scope == "session":
+            self.requests[id(fixturedef)] = request
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None):
+        result = yield
+        for fixturedef in self.finish_after.pop(item.nodeid, ()):
+            request = self.requests.pop(id(fixturedef), None)
+            if request is not None and fixturedef.cached_result is not None:
+                fixturedef.finish(request)
+        return result
+
+
+def _tier_session_fixtures(item: pytest.Item):
+    """The session-scoped fixturedefs of a tier's conftest that ``item`` uses (its closure)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return
+    for name in info.names_closure:
+        defs = info.name2fixturedefs.get(name) or ()
+        if defs and defs[-1].scope == "session" and defs[-1].baseid not in ("", "tests"):
+            yield defs[-1]
+
+
 def _world_group(item: pytest.Item) -> str | None:
     """Under pytest-xdist (``--dist loadgroup``) the tests sharing a world run on one worker:
     each worker would start its own copy of a session fixture. The group is the conftest
     directory defining the session fixtures the test uses (a stack, a world, the browser);
     a test using none is grouped by its module (module fixtures start once), unit tests
     not at all. Opt-in (README): one full fresh-clone run green so far."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None or item.path.resolve().relative_to(ROOT).parts[0] == "unit":
+    if getattr(item, "_fixtureinfo", None) is None or item.path.resolve().relative_to(ROOT).parts[0] == "unit":
         return None
-    for name in info.names_closure:
-        defs = info.name2fixturedefs.get(name) or ()
-        if defs and defs[-1].scope == "session" and defs[-1].baseid not in ("", "tests"):
-            return defs[-1].baseid
+    for fixturedef in _tier_session_fixtures(item):
+        return fixturedef.baseid
     return item.nodeid.split("::")[0]
