@@ -19,7 +19,7 @@ for dir in tests/js tests/e2e/browser webui/vendor; do
   fi
 done
 # The viewer's bundle (gitignored): rebuilt when the lock file or the build script is newer.
-if [ ! -f webui/static/vendor/dwv/dwv.js ] || [ webui/vendor/package-lock.json -nt webui/static/vendor/dwv/dwv.js ] \
-   || [ webui/vendor/build.mjs -nt webui/static/vendor/dwv/dwv.js ]; then
+if [ ! -f webui/static/vendor/dwv/modules.json ] || [ webui/vendor/package-lock.json -nt webui/static/vendor/dwv/modules.json ] \
+   || [ webui/vendor/build.mjs -nt webui/static/vendor/dwv/modules.json ]; then
   (cd webui/vendor && node build.mjs >/dev/null)
 fi

@@ -2,7 +2,8 @@
 
     GET  ui/                → redirect to the home page
     GET  ui/login           → the login page (public)
-    GET  ui/static/<file>   → CSS/JS/images (public: no data in them; cached)
+    GET  ui/static/<file>   → CSS/JS/images (public: no data in them; cached, for good
+                              when the URL says the version: WebUI.cache_control)
     GET  ui/plugins.json    → plugin descriptors for the Run page (logged in)
     GET  ui/<page>          → a page, for a browser holding the ``token``
                               cookie; otherwise a redirect to the login page
@@ -70,11 +71,12 @@ def handle(request, settings, _principal):
     if request.method not in ("get", "head"):
         return {"statusCode": 405, "headers": {"Allow": "GET, HEAD"}, "body": ""}
     if path.startswith("static/"):
-        asset = _webui().asset(path[len("static/"):])
+        name = path[len("static/"):]
+        asset = _webui().asset(name)
         body = base64.b64encode(asset.body).decode() if asset.binary else asset.body.decode("utf-8")
         return {"statusCode": 200, "body": body,
                 "headers": {"Content-Type": asset.content_type, "X-Content-Type-Options": "nosniff",
-                            "Cache-Control": "public, max-age=86400"}}
+                            "Cache-Control": _webui().cache_control(name, request.params.get("v"))}}
     if path == "":
         return _redirect(f"{ui_base}/home")
     page = path[:-5] if path.endswith(".html") else path

@@ -37,6 +37,8 @@ from radcloud.run.registry import ui_words
 PAGES = ("login", "home", "search", "pull", "run", "jobs", "view", "audit", "automations", "viewer")
 # What each page is for, shown in the navigation (login is not in it).
 NAV = (("home", "Home"), ("search", "Search"), ("pull", "Pull"), ("run", "Run"), ("jobs", "Jobs"), ("view", "Results"))
+# Where webui/vendor/build.mjs writes the viewer's bundle, under static/.
+VIEWER_BUNDLE = "vendor/dwv"
 _TEXT_TYPES = {".css": "text/css", ".js": "application/javascript", ".svg": "image/svg+xml",
                ".html": "text/html", ".json": "application/json", ".txt": "text/plain"}
 
@@ -73,6 +75,7 @@ class WebUI:
             loader=jinja2.FileSystemLoader(str(self.root / "templates")),
             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self._version: str | None = None
+        self._viewer_module: str | None = None
 
     @property
     def version(self) -> str:
@@ -86,6 +89,30 @@ class WebUI:
                     digest.update(path.read_bytes())
             self._version = digest.hexdigest()[:10]
         return self._version
+
+    @property
+    def viewer_module(self) -> str:
+        """dwv's bundled module, by the content-hashed name ``webui/vendor/build.mjs`` gave it
+        (``vendor/dwv/dwv-<hash>.js``, from its ``modules.json``); "" when the bundle is not built."""
+        if self._viewer_module is None:
+            try:
+                entry = json.loads((self.static_dir / VIEWER_BUNDLE / "modules.json").read_text())["entry"]
+                self._viewer_module = f"{VIEWER_BUNDLE}/{entry}"
+            except (OSError, ValueError, KeyError):
+                self._viewer_module = ""
+        return self._viewer_module
+
+    def cache_control(self, name: str, version: str | None = None) -> str:
+        """The Cache-Control of static file ``name`` asked for with ``?v=version``.
+
+        What cannot change under its URL is kept for good (``immutable``: not
+        even revalidated on a reload): a content-hashed name (dwv's module),
+        or any file asked for with the current asset version, which page
+        links carry. Anything else (an old version, dwv's workers) for a day.
+        """
+        if (name and name == self.viewer_module) or (version and version == self.version):
+            return "public, max-age=31536000, immutable"
+        return "public, max-age=86400"
 
     def render(self, page: str, *, mode: str, api_base: str, ui_base: str = "", viewer_url: str = "") -> str:
         """The HTML of ``page``.
@@ -108,6 +135,8 @@ class WebUI:
             "page": page, "nav": NAV, "mode": mode, "api_base": api_base,
             "ui_base": ui_base, "page_url": page_url, "viewer_url": viewer_url,
             "static": lambda name: f"{static_base}/{name}?v={version}",
+            # named by its content hash already: no ?v=, so that every page links the same URL
+            "viewer_module": f"{static_base}/{self.viewer_module}" if self.viewer_module else "",
         }
         return self.env.get_template(f"{page}.html").render(**context)
 

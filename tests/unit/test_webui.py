@@ -130,3 +130,36 @@ def test_binary_assets_are_base64(tmp_path):
     (tmp_path / "static" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
     asset = WebUI(tmp_path).asset("logo.png")
     assert asset.binary and asset.content_type == "image/png"
+
+
+def test_static_files_are_kept_for_good_only_under_a_url_that_cannot_change(tmp_path):
+    # dwv's bundle is named by its content hash (webui/vendor/build.mjs writes modules.json)
+    root = tmp_path / "webui"
+    (root / "static" / "vendor" / "dwv").mkdir(parents=True)
+    (root / "static" / "app.js").write_text("window.RC = {};")
+    (root / "static" / "vendor" / "dwv" / "dwv-AB12CD34.js").write_text("export const App = 1;")
+    (root / "static" / "vendor" / "dwv" / "modules.json").write_text('{"entry": "dwv-AB12CD34.js"}')
+    (root / "templates").symlink_to(ROOT / "webui" / "templates")
+    ui = WebUI(root)
+    forever, day = "public, max-age=31536000, immutable", "public, max-age=86400"
+    assert ui.cache_control("vendor/dwv/dwv-AB12CD34.js") == forever
+    assert ui.cache_control("app.js", ui.version) == forever
+    assert ui.cache_control("app.js", "0ld0ld0ld0") == day and ui.cache_control("app.js") == day
+    assert ui.cache_control("vendor/dwv/assets/workers/rle.worker.min.js") == day
+    # the viewer preloads the hashed URL and imports it; every other page names it for app.js to fetch at idle
+    viewer = ui.render("viewer", mode="action", api_base="/api/", ui_base="/ui")
+    assert '<link rel="modulepreload" id="rc-dwv" href="/ui/static/vendor/dwv/dwv-AB12CD34.js">' in viewer
+    search = ui.render("search", mode="static", api_base="/api/")
+    assert '<meta name="radcloud-viewer-module" content="static/vendor/dwv/dwv-AB12CD34.js">' in search
+    # not built: no module named, and nothing kept for good by name
+    (root / "static" / "vendor" / "dwv" / "modules.json").unlink()
+    assert WebUI(root).viewer_module == "" and WebUI(root).cache_control("") == day
+
+
+def test_the_ui_action_says_how_long_a_static_file_may_be_kept():
+    action = load_action("ui")
+    version = WebUI(ROOT / "webui").version
+    kept = action.main({**ui_args(NO_REDIS, "/static/app.js"), "v": version})
+    assert kept["headers"]["Cache-Control"] == "public, max-age=31536000, immutable"
+    stale = action.main({**ui_args(NO_REDIS, "/static/app.js"), "v": "0ld0ld0ld0"})
+    assert stale["headers"]["Cache-Control"] == "public, max-age=86400"

@@ -310,6 +310,16 @@
   window.RC = { cfg, pageUrl, api, retry, ApiError, token, user, remember, forget, toLogin, el, $, showError, toast,
                 fmt, identity, subjectText, derivedBadge, words, stateBadge, sortable, compare, csv, download, state, claims, IDLE_MS };
 
+  /* The viewer's module (dwv, 780 kB) into the browser's cache while this page sits idle, so
+   * opening a series later does not wait for it: its name is its content hash and the ui action
+   * lets browsers keep it for good, so this fetches it once per release at most. The viewer
+   * page preloads it itself. */
+  if (cfg.page !== "viewer" && meta("viewer-module")) {
+    addEventListener("load", () => (window.requestIdleCallback || setTimeout)(() => {
+      document.head.appendChild(Object.assign(document.createElement("link"), { rel: "prefetch", href: meta("viewer-module") }));
+    }, { timeout: 3000 }));
+  }
+
   // Every page but login needs a token; without one, go to the login page.
   if (cfg.page !== "login") {
     const wasIdle = store.getItem(TOKEN_KEY) && idle();

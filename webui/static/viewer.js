@@ -23,11 +23,11 @@ const opened = performance.now();
 // instances' URLs). Ask the action first, then import: they overlap.
 const firstAnswer = askFirst();
 
-// dwv's entry module by this page's asset version (?v=): the ui action lets
-// browsers cache static files for a day, and the entry names its chunks by hash
-// (viewer.html preloads the entry, so its fetch starts with the page's).
+// dwv's module, by the content-hashed name viewer.html preloads (its fetch starts with the
+// page's; the ui action lets browsers keep it for good, and the other pages fetch it ahead
+// at idle: app.js).
 const { App, AppOptions, ViewConfig, WindowLevel, Index, MaskSegmentViewHelper, Point2D, DicomParser } =
-  await import(`./vendor/dwv/dwv.js${new URL(import.meta.url).search}`);
+  await import(document.getElementById("rc-dwv").href);
 
 /* The first request of what the URL asks to open (null: nothing to ask), started before dwv loads.
  * A failure is handled where the answer is awaited (main); the catch here only keeps it from
