@@ -5,7 +5,8 @@
 * ``GET /study/{StudyInstanceUID}``    the study's staged series, each with
   a presigned URL of its middle instance for the thumbnail strip
 * ``GET /job/{job_id}[?series=UID]``   a job's DICOM SEG (a presigned URL)
-  and its SR's measurements (rows), with the source series they belong to
+  and its SR's measurements (rows), with the source series they belong to;
+  a job without SEG: a page of its DICOM images (``offset``, ``limit``)
 * ``GET /seg/{SeriesInstanceUID}``     a staged SEG series (e.g. pulled back
   from the PACS) the same way: its source series from its references, the
   measurements of the study's staged SRs that cite it
@@ -43,7 +44,7 @@ def handle(request, settings, principal, services=None):
             return viewer.series(req.uid, access, offset=req.offset, limit=req.limit)
         if req.kind == "job":
             jobview.check(services.jobs.get(req.uid), principal)  # another user's job: 404, as results answers
-            return viewer.job(services.results.manifest(req.uid), req.series)
+            return viewer.job(services.results.manifest(req.uid), req.series, offset=req.offset, limit=req.limit)
         if req.kind == "seg":
             return viewer.seg(req.uid, access)
         return viewer.study(req.uid, access)

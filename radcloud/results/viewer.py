@@ -5,7 +5,8 @@ original DICOM instances itself, straight from the object store: this
 module answers *which* objects and signs a short-lived GET URL for each,
 never the pixels. An OpenWhisk result is capped at 1 MB, so proxying a CT
 series through an action is impossible; a presigned URL per instance keeps
-every answer small (~0.5 kB an instance, 1000 instances a page at most)
+every answer small (~0.5 kB an instance; a page holds at most 1000 of them
+and 600 kB of URLs, the client asks for the next page)
 and lets the browser fetch the slices in parallel from S3.
 
     Viewer(store, staging, ttl_s).series(uid, access)   # one staged series
@@ -58,7 +59,11 @@ SR_MAX_BYTES = 16 * 2**20
 SEG_FILES_MAX = 50     # instances of one SEG series overlaid (each is a file the browser reads)
 PROBE_MAX = 50         # .dcm outputs looked at per job (a SEG/SR job has a few; a de-identified series hundreds)
 _UNITS = {"[hnsf'U]": "HU"}
-PAGE_MAX = 1000  # instances per answer: 1000 presigned URLs are ~500 kB, under OpenWhisk's 1 MB
+PAGE_MAX = 1000  # instances per answer at most
+# ... and at most this much of their URLs: OpenWhisk caps a result at 1 MB. A presigned URL is ~0.5 kB
+# with static keys (1000 fit), ~1.5 kB with temporary credentials (X-Amz-Security-Token): the page
+# is cut by size then, and the client asks for the next one (next_offset) as for a long series.
+PAGE_BYTES = 600 * 1024
 _TAGS = ("Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined", "StudyDate", "StudyDescription")
 
 
@@ -84,9 +89,7 @@ class Viewer:
         """
         check_uid("SeriesInstanceUID", series_uid)
         staged = self.staging.resolve({"series": [series_uid]}, access)[0]
-        limit = max(1, min(int(limit), PAGE_MAX))
-        page = staged.instances[offset:offset + limit]
-        end = offset + len(page)
+        page, next_offset = self._page(staged.instances, offset, limit)
         return {
             "StudyInstanceUID": staged.study_uid, "SeriesInstanceUID": staged.series_uid,
             # PHI, as the staged DICOM itself: never logged
@@ -94,10 +97,23 @@ class Viewer:
             # the manifest's tags, read once by resolve (not a second GET of the manifest)
             "tags": {k: v for k, v in staged.tags.items() if k in _TAGS and v not in (None, "")},
             "count": len(staged.instances), "complete": staged.complete, "offset": offset,
-            "next_offset": end if end < len(staged.instances) else None,
-            "url_ttl_s": self.ttl_s,
-            "instances": [{"url": self.store.presign_get(i["key"], self.ttl_s), "size": i["size"]} for i in page],
+            "next_offset": next_offset, "url_ttl_s": self.ttl_s, "instances": page,
         }
+
+    def _page(self, objects: list[dict[str, Any]], offset: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+        """``objects`` (staged instances or job outputs: ``key``, ``size``) from ``offset`` as
+        presigned URLs: at most ``limit`` (≤ :data:`PAGE_MAX`) and :data:`PAGE_BYTES` of URLs,
+        one at least; and the offset of the next page (None: this is the last)."""
+        limit = max(1, min(int(limit), PAGE_MAX))
+        page, used = [], 0
+        for obj in objects[offset:offset + limit]:
+            url = self.store.presign_get(obj["key"], self.ttl_s)
+            used += len(url) + 32  # the entry's JSON around it
+            if page and used > PAGE_BYTES:
+                break
+            page.append({"url": url, "size": obj.get("size")})
+        end = offset + len(page)
+        return page, (end if end < len(objects) else None)
 
     def study(self, study_uid: str, access: InputAccess | None = None) -> dict[str, Any]:
         """The staged series of one study, each with the URL of its middle
@@ -124,12 +140,15 @@ class Viewer:
         series.sort(key=lambda s: (_number(s["tags"].get("SeriesNumber")), s["SeriesInstanceUID"]))
         return {"StudyInstanceUID": study_uid, "series": series, "url_ttl_s": self.ttl_s}
 
-    def job(self, manifest: dict[str, Any], series_uid: str | None = None) -> dict[str, Any]:
+    def job(self, manifest: dict[str, Any], series_uid: str | None = None, *,
+            offset: int = 0, limit: int = PAGE_MAX) -> dict[str, Any]:
         """A job's segmentation and measurements over their source series.
 
         ``manifest`` is the job's result manifest; ``series_uid`` picks one
         source series when the job ran on several (default: the first with a
         SEG). The source series must be staged for the viewer to show it.
+        A job without a segmentation answers its DICOM images instead, a page
+        of them from ``offset`` (``images.next_offset``, as :meth:`series`).
         """
         dicom = [o for o in manifest.get("outputs") or []
                  if str(o.get("name", "")).lower().endswith(".dcm") or o.get("content_type") == "application/dicom"]
@@ -156,8 +175,9 @@ class Viewer:
         if chosen is None:  # no segmentation: the job's own DICOM images, if it wrote any (a result series)
             images = _images(dicom, classes)
             if images:
-                answer["images"] = {"count": len(images), "instances": [
-                    {"url": self.store.presign_get(o["key"], self.ttl_s), "size": o.get("size")} for o in images[:PAGE_MAX]]}
+                page, next_offset = self._page(images, offset, limit)
+                answer["images"] = {"count": len(images), "offset": offset, "next_offset": next_offset,
+                                    "instances": page}
         return answer
 
     def seg(self, series_uid: str, access: InputAccess | None = None) -> dict[str, Any]:

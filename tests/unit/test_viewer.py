@@ -79,6 +79,29 @@ def test_a_long_series_comes_in_pages(store):
     assert len(last["instances"]) == 1 and last["next_offset"] is None
 
 
+def test_a_page_is_cut_by_the_size_of_its_urls_so_the_answer_stays_under_the_result_cap(store):
+    """Presigned URLs with temporary credentials (X-Amz-Security-Token) are ~1.5 kB: 1000 would pass 1 MB."""
+    class LongUrls(MemStore):
+        def presign_get(self, key, ttl_s):
+            return super().presign_get(key, ttl_s) + "&X-Amz-Security-Token=" + "t" * 1400
+
+    long_store = LongUrls()
+    long_store.index = _Redis()
+    uids = [f"1.2.840.1.9.{i}" for i in range(700)]
+    prefix = f"staged/{STUDY}/1.2.840.1.9/"
+    long_store.put_json(f"{prefix}manifest.json", {
+        "prefix": prefix, "StudyInstanceUID": STUDY, "SeriesInstanceUID": "1.2.840.1.9", "expected": 700,
+        "complete": True, "instances": [{"key": f"{prefix}{u}.dcm", "size": 1} for u in uids]})
+    long_store.index.set("radcloud:staged:series:1.2.840.1.9", f"{prefix}manifest.json")
+    viewer = _viewer(long_store)
+    pages = [viewer.series("1.2.840.1.9")]
+    while pages[-1]["next_offset"] is not None:
+        pages.append(viewer.series("1.2.840.1.9", offset=pages[-1]["next_offset"]))
+    assert len(pages) == 2 and all(len(json.dumps(p)) < 2**20 for p in pages)
+    assert [i["url"].split("?")[0] for p in pages for i in p["instances"]] == [
+        f"http://s3.invalid/{prefix}{u}.dcm" for u in uids]
+
+
 def test_a_series_not_staged_or_not_a_uid_is_refused(store):
     with pytest.raises(NotFound, match="retrieve it first"):
         _viewer(store).series("1.2.3.4")
@@ -236,6 +259,12 @@ def test_a_job_that_wrote_dicom_images_answers_them_as_a_series_to_open(store):
     assert answer["source"] is None and answer["segmentation"] is None
     assert answer["images"]["count"] == 60
     assert answer["images"]["instances"][59]["url"] == "http://s3.invalid/results/j3/s000/ct/059.dcm?ttl=60"
+    assert answer["images"]["next_offset"] is None
+    # a long result series comes in pages, as a staged series does
+    first = _viewer(store).job({"job_id": "j3", "outputs": outputs}, limit=25)
+    last = _viewer(store).job({"job_id": "j3", "outputs": outputs}, offset=50, limit=25)
+    assert len(first["images"]["instances"]) == 25 and first["images"]["next_offset"] == 25
+    assert last["images"]["instances"][-1] == answer["images"]["instances"][59] and last["images"]["next_offset"] is None
     assert "images" not in _viewer(store).job(_seg_sr_outputs(store))  # a SEG job shows its overlay instead
 
 

@@ -474,10 +474,13 @@ async function openJob(jobId) {
   if (!answer.source && answer.images) {
     // No segmentation: the job's own DICOM images (a result series: de-identified copies, a resampled CT...).
     $("#vw-title").textContent = `Results of job ${jobId.slice(0, 12)} · ${answer.images.count} images`;
-    if (answer.images.count > answer.images.instances.length) {
-      $("#vw-title").textContent += ` (the first ${answer.images.instances.length} shown)`;
+    // A long result series comes in pages, as a staged series does (seriesUrls).
+    const urls = answer.images.instances.map((i) => i.url);
+    for (let page = answer.images; page.next_offset !== null && page.next_offset !== undefined;) {
+      page = (await api(`viewer/job/${encodeURIComponent(jobId)}`, { method: "GET", query: { offset: page.next_offset } })).images;
+      urls.push(...page.instances.map((i) => i.url));
     }
-    loadImages(answer.images.instances.map((i) => i.url));
+    loadImages(urls);
     return null;
   }
   if (!answer.source) { fail("This job's results hold no DICOM image, segmentation or report to show."); return null; }

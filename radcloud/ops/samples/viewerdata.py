@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -97,13 +98,17 @@ def stage(store: Any, redis: Any, datasets: list[Dataset], *, prefix: str = "rad
     first = datasets[0]
     study, series = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
     folder = layout.series_prefix("uid", {"StudyInstanceUID": study, "SeriesInstanceUID": series})
-    instances = []
-    for ds in datasets:
+
+    def put(ds: Dataset) -> dict[str, Any]:
         data = ds_bytes(ds)
         key = layout.instance_key("uid", folder, {"SOPInstanceUID": str(ds.SOPInstanceUID)})
         info = store.put_bytes(key, data, content_type="application/dicom")
-        instances.append({"key": key, "size": len(data), "md5": info.md5, "SOPInstanceUID": str(ds.SOPInstanceUID),
-                          "InstanceNumber": int(getattr(ds, "InstanceNumber", 0) or 0)})
+        return {"key": key, "size": len(data), "md5": info.md5, "SOPInstanceUID": str(ds.SOPInstanceUID),
+                "InstanceNumber": int(getattr(ds, "InstanceNumber", 0) or 0)}
+
+    # a few writes at once, as retrieve stages (a long series is thousands of small PUTs)
+    with ThreadPoolExecutor(8) as pool:
+        instances = list(pool.map(put, datasets))
     tags = {k: str(getattr(first, k, "") or "") or None for k in ("Modality", "SeriesNumber", "SeriesDescription")}
     manifest = {"version": 1, "layout": "uid", "prefix": folder, "StudyInstanceUID": study,
                 "SeriesInstanceUID": series, "series_key": series, "tags": tags, "count": len(instances),
