@@ -28,6 +28,7 @@ const firstAnswer = askFirst();
 // at idle: app.js).
 const { App, AppOptions, ViewConfig, WindowLevel, Index, MaskSegmentViewHelper, Point2D, DicomParser } =
   await import(document.getElementById("rc-dwv").href);
+const dwvReady = performance.now();   // the module fetched, compiled and run (bench/viewer_bench.py's phases)
 
 /* The first request of what the URL asks to open (null: nothing to ask), started before dwv loads.
  * A failure is handled where the answer is awaited (main); the catch here only keeps it from
@@ -72,7 +73,7 @@ const UNSUPPORTED_SYNTAX = { "1.2.840.10008.1.2.4.80": "JPEG-LS lossless", "1.2.
 const BATCH = 4;
 
 const state = window.rcViewer = {
-  opened, firstImageMs: null, loadedMs: null, loaded: false, slices: 0, error: null,
+  opened, dwvReadyMs: dwvReady - opened, firstImageMs: null, loadedMs: null, loaded: false, slices: 0, error: null,
   // A SEG series may be several files (a segment each, or frames split): each is a data of its own,
   // overlaid on the source; segDataId is the first (what older callers read), segDataIds all of them.
   imageDataId: null, segDataId: null, segDataIds: [], segments: [], srRows: [], renders: 0,
