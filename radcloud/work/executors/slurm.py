@@ -44,8 +44,13 @@ _BUSY_WORDS = ("QOSMaxSubmitJobPerUserLimit", "AssocMaxSubmitJobLimit", "Job vio
 
 
 def job_env(settings: Any) -> dict[str, str]:
-    """``RADCLOUD_*`` variables every job of this deployment gets (none of them a secret)."""
-    env = {"RADCLOUD_SHARD_TIMEOUT_S": str(settings.shard_timeout_s)}
+    """``RADCLOUD_*`` variables every job of this deployment gets (none of them a secret).
+
+    ``PYTHONSAFEPATH``: ``python3 -m radcloud.work.slurmjob`` would put the job's working dir first on
+    ``sys.path``, and that is ``/tmp`` on a node, writable by every user of the cluster: a ``radcloud``
+    package left there would run in place of the runner, with the job's shard ticket. Python 3.11+
+    leaves it out with this variable; older ones ignore it (docs/deploy.md: use 3.11+ on the nodes)."""
+    env = {"RADCLOUD_SHARD_TIMEOUT_S": str(settings.shard_timeout_s), "PYTHONSAFEPATH": "1"}
     if os.environ.get("RADCLOUD_PLUGINS_DIR"):  # where plugins are installed: the same on the nodes
         env["RADCLOUD_PLUGINS_DIR"] = os.environ["RADCLOUD_PLUGINS_DIR"]
     return env

@@ -222,3 +222,31 @@ def test_the_first_report_over_the_standard_library_reads_answers_as_the_other_c
         server.server_close()
     with pytest.raises(Unavailable, match="cannot be reached from this node .*check slurm_report_url"):
         Channel(f"http://127.0.0.1:{server.server_port}/", "tkt", timeout_s=2).first(running)
+
+
+def test_a_radcloud_package_left_in_the_job_s_working_dir_does_not_run_in_place_of_the_runner(tmp_path):
+    """A batch job starts in its working dir (/tmp on a node, writable by every user of the cluster) and
+    `python3 -m` would put that dir first on sys.path: the job's environment (job_env) keeps it out."""
+    import os
+    import subprocess
+    import sys
+
+    from radcloud.core.settings import Settings
+    from radcloud.work.executors.slurm import SlurmExecutor, job_env
+
+    planted = tmp_path / "radcloud"
+    planted.mkdir()
+    (planted / "__init__.py").write_text("open(__file__ + '.ran', 'w').close()\n")
+    script = SlurmExecutor(None, runner=f"{sys.executable} -m radcloud.work.slurmjob").script()
+    env = {"PATH": os.environ["PATH"], **job_env(Settings.load({}, environ={}))}
+
+    def job(environment):
+        return subprocess.run(["sh", "-c", script], cwd=tmp_path, env=environment, capture_output=True,
+                              text=True, timeout=60)
+
+    unsafe = job({k: v for k, v in env.items() if k != "PYTHONSAFEPATH"})
+    assert (planted / "__init__.py.ran").exists(), unsafe.stderr  # the hazard is real without it
+    (planted / "__init__.py.ran").unlink()
+    safe = job(env)
+    assert not (planted / "__init__.py.ran").exists()
+    assert safe.returncode == 2 and "cannot start" in safe.stderr, safe.stderr  # the real runner: no spec given
