@@ -54,7 +54,11 @@ const ok = await (async () => {
   if (!await step("running-on-slurm", async () => {
     await page.waitForFunction(() => [...document.querySelectorAll("#job-detail tbody span.state")]
       .some((n) => n.dataset.state === "running"), null, { timeout: 90000, polling: 200 });
-    return { job, runs_on: await cells(), shard_states: await shardStates() };
+    // What the running part does, in words (radcloud/work/jobview.py): its inputs, then its plugin.
+    await page.waitForFunction(() => [...document.querySelectorAll("#job-detail tbody .phase")]
+      .some((n) => /^(fetching \d+ inputs?|running the plugin)$/.test(n.textContent)), null, { timeout: 30000, polling: 200 });
+    return { job, runs_on: await cells(), shard_states: await shardStates(),
+             phase: await page.$$eval("#job-detail tbody .phase", (ns) => ns.map((n) => n.textContent)) };
   })) return false;
   if (env.RC_END === "requeue") {
     writeFileSync(env.RC_STARTED, job);   // the test requeues it in Slurm now
