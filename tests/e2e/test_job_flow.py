@@ -54,11 +54,10 @@ def test_dcm2png_fans_out_per_series_results_downloadable_and_pushed(world, stag
         assert tags["SeriesDescription"].startswith(f"radcloud dcm2png pictures of #{int(tags['SeriesNumber']) // 100} ")
     assert job.get("pacs_instances") and int(job["pacs_instances"]) >= 8
 
-    # identical re-run: a cache hit, immediately succeeded, same outputs, nothing copied
-    t0 = time.monotonic()
+    # identical re-run: a cache hit, final at once (results answers 409 for an unfinished job),
+    # same outputs, nothing copied
     again = world.call("dispatch", {"plugin": "dcm2png", "inputs": {"retrieve": rid}})
     assert again["cached"] is True and again["results_of"] == answer["job_id"]
-    assert time.monotonic() - t0 < 5
     cached = world.call("results", {"job_id": again["job_id"]})
     assert [o["key"] for o in cached["outputs"]] == [o["key"] for o in manifest["outputs"]]
 
@@ -76,14 +75,14 @@ def test_crashing_shard_gives_partial_with_reason(world, staged):
 
 def test_cancel_mid_run(world, staged):
     _study, _series, rid = staged
-    answer = world.call("dispatch", {"plugin": "copy", "params": {"sleep": 20}, "inputs": {"retrieve": rid},
+    answer = world.call("dispatch", {"plugin": "copy", "params": {"sleep": 120}, "inputs": {"retrieve": rid},
                                      "options": {"force": True}})
     assert world.wait_record(answer["job_id"], ("running",), timeout_s=30) == "running"
     t0 = time.monotonic()
     world.call("status", {"job_id": answer["job_id"], "op": "cancel"})
-    job = world.wait_final(answer["job_id"], timeout_s=30)
+    job = world.wait_final(answer["job_id"], timeout_s=60)
     assert job["state"] == "cancelled", job
-    assert time.monotonic() - t0 < 15  # the plugins were stopped, not waited out
+    assert time.monotonic() - t0 < 60  # the plugins were stopped, not waited out (120 s): a margin load can't eat
 
 
 def test_runner_restarted_mid_job_still_reaches_final_state(world, staged):

@@ -115,8 +115,8 @@ def test_localwhisk_killed_mid_retrieve_then_rerun_completes(world):
     world.whisk.kill()   # the retrieve-series activation dies with it
     world.whisk.start()
     # Never stuck: the killed activation's record (written by the restart) ends
-    # the series failed within a few status polls, not after the 180 s stall.
-    t0 = time.monotonic()
+    # the series failed within a few status polls, not after the 180 s stall
+    # (_retrieve_final gives up at 20 s, and a retrieve still running then fails below).
     status = _retrieve_final(world, rid, timeout_s=20)
     if status["state"] == "succeeded":   # it finished before the kill landed
         assert status["instances_done"] == 90, status   # never claims what it lacks
@@ -124,7 +124,6 @@ def test_localwhisk_killed_mid_retrieve_then_rerun_completes(world):
         assert status["state"] == "failed", status
         reason = status["series"][0].get("reason") or ""
         assert reason.startswith(f"activation {status['series'][0]['activation']} ended"), status
-        assert time.monotonic() - t0 < 15, status
     rid2 = world.call("retrieve", {"StudyInstanceUID": study})["retrieve_id"]
     assert _retrieve_final(world, rid2)["state"] == "succeeded"
     _assert_staged_exactly(world, study, len(series))
