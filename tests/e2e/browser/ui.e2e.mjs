@@ -510,7 +510,7 @@ const ok = await (async () => {
     // Every page, as the admin (who also sees the audit trail), at desktop and
     // phone width: the page never scrolls sideways; MRNs stay on one line.
     const pages = { home: "home", search: "search", pull: "pull", run: "run", jobs: "jobs", job: `jobs?job=${resultJob}`,
-                    view: `view?job=${resultJob}`, audit: "audit", login: "login" };
+                    view: `view?job=${resultJob}`, audit: "audit", automations: "automations", login: "login" };
     const widths = {};
     let jobsTime = null, mrnLines = null, home = null, jobsFit = null;
     for (const width of [1366, 390]) {
@@ -547,6 +547,7 @@ const ok = await (async () => {
         if (name === "job") await page.waitForSelector("#job-state", { timeout: 15000 });
         if (name === "view") await page.waitForSelector("#thumbs button.slice img", { timeout: 20000 });
         if (name === "audit") await page.waitForSelector("#audit[aria-busy=false] tbody tr", { timeout: 15000 });
+        if (name === "automations") await page.waitForSelector("#rules[aria-busy=false]", { timeout: 15000 });
         await page.waitForTimeout(150);  // let the layout settle after the last render
         const w = await page.evaluate(() => document.scrollingElement.scrollWidth);
         widths[`${name}@${width}`] = w;
