@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/ui_bench.py              # 7 fresh sessions
     .venv/bin/python bench/ui_bench.py --runs 15
+    .venv/bin/python bench/ui_bench.py --runs 4 --ab-instances 1,2   # the ui action's container cap
+    .venv/bin/python bench/ui_bench.py --runs 3 --trace               # where the time goes
 
 Through localwhisk with the real stack (Orthanc seeded with the demo
 studies), as the demo runs it. bench/ui_bench.mjs opens a fresh browser
@@ -47,6 +49,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--trace", action="store_true",
                         help="also print each run's requests and every activation (cold starts: initTime)")
+    parser.add_argument("--ab-instances", metavar="A,B", default="",
+                        help="A/B the ui action's limits.instances, e.g. 1,2: blocks of --runs "
+                             "alternate A B A B in one run, each after one warm-up page")
     args = parser.parse_args()
 
     from radcloud.access.users import UserStore
@@ -63,11 +68,10 @@ def main() -> None:
             env = {**os.environ, "RC_UI": f"{base}/api/v1/web/guest/radcloud/ui", "RC_USER": USER,
                    "RC_PASSWORD": PASSWORD, "RC_MRN": MRN, "RC_RUNS": str(args.runs), "HOME": tmp,
                    **({"RC_TRACE": "1"} if args.trace else {})}
-            proc = subprocess.run(["node", str(ROOT / "bench" / "ui_bench.mjs")], env=env, capture_output=True,
-                                  text=True, timeout=900)
-            if proc.returncode != 0:
-                raise SystemExit(f"ui_bench.mjs failed:\n{proc.stderr[-3000:]}")
-            figures = json.loads(proc.stdout.strip().splitlines()[-1])
+            if args.ab_instances:
+                print(json.dumps(_ab(world, env, [int(n) for n in args.ab_instances.split(",")]), indent=1))
+                return
+            figures = _browser(env)
             p50 = figures["p50"]
             out = {
                 "runs": args.runs, **figures,
@@ -80,6 +84,39 @@ def main() -> None:
             print(json.dumps(out, indent=1))
         finally:
             world.down()
+
+
+def _browser(env: dict) -> dict:
+    proc = subprocess.run(["node", str(ROOT / "bench" / "ui_bench.mjs")], env=env, capture_output=True,
+                          text=True, timeout=900)
+    if proc.returncode != 0:
+        raise SystemExit(f"ui_bench.mjs failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ab(world, env: dict, values: list[int]) -> dict:
+    """Blocks of runs with the ui action's ``limits.instances`` set to each value in turn (twice
+    over), each block after one unmeasured login page (the update drops the warm ui containers)."""
+    import requests
+
+    path = "/api/v1/namespaces/_/actions/radcloud/ui"
+    each: dict[int, list[dict]] = {v: [] for v in values}
+    for value in values * 2:
+        status, action = world.whisk.client.request("GET", path)
+        assert status == 200, (status, action)
+        action["limits"]["instances"] = value
+        status, body = world.whisk.client.request(
+            "PUT", path, {k: action[k] for k in ("exec", "limits", "annotations", "parameters") if k in action},
+            "overwrite=true")
+        assert status == 200, (status, body)
+        requests.get(env["RC_UI"] + "/login", timeout=60)
+        each[value] += _browser(env)["each"]
+    med = lambda xs: sorted(xs)[(len(xs) - 1) // 2]  # noqa: E731
+    out = {f"instances={v}": {k: med([r[k] for r in runs]) for k in runs[0] if k.endswith("_ms")}
+           for v, runs in each.items()}
+    a, b = (out[f"instances={v}"] for v in values[:2])
+    out["ratios_b_over_a"] = {k: round(b[k] / a[k], 2) for k in a}
+    return out
 
 
 def _activations(world) -> list[dict]:
