@@ -24,11 +24,10 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-
-from radcloud.core import retry
+if TYPE_CHECKING:  # loaded by Client: commands that never call the API don't pay for requests
+    import requests
 
 WEB_PATH = "/api/v1/web/guest/radcloud/"
 TIMEOUT_S = 75.0  # above the actions' 60 s limit: the action's own error arrives first
@@ -106,6 +105,8 @@ class Client:
     def __init__(self, base: str, token: str | None = None, *, api_key: str | None = None,
                  timeout_s: float = TIMEOUT_S, busy_budget_s: float = BUSY_BUDGET_S,
                  adapter: requests.adapters.BaseAdapter | None = None) -> None:
+        from radcloud.core import retry
+
         self.base = base.rstrip("/") + "/"
         self.timeout_s, self.busy_budget_s = timeout_s, busy_budget_s
         self.http = retry.session(budget_s=busy_budget_s)
@@ -124,6 +125,8 @@ class Client:
 
     def call(self, action: str, *, method: str = "GET", path: str = "",
              params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
+        import requests
+
         url = self.base + action + (f"/{path.strip('/')}" if path else "")
         query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
         try:
@@ -140,6 +143,8 @@ class Client:
     def download(self, url: str, dest: Path, on_bytes: Any = None) -> tuple[int, str]:
         """Stream a presigned URL (no auth header: the URL is the credential) → (bytes, md5)."""
         import hashlib
+
+        import requests
 
         md5, size = hashlib.md5(), 0
         tmp = dest.with_name(dest.name + ".part")

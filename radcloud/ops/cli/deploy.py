@@ -19,7 +19,6 @@ from typing import Any, Optional
 
 import typer
 
-from radcloud.ops import deploy as deployer
 from radcloud.ops.cli import common
 from radcloud.ops.cli.client import read_wskprops
 from radcloud.ops.cli.common import JSON_OPTION, STATE_OPTION, err, out
@@ -28,6 +27,7 @@ from radcloud.core.errors import RadcloudError
 
 def deploy_local(state: Path, progress=lambda msg: None) -> dict[str, Any]:
     """Deploy onto the local stack's localwhisk; returns ``{apihost, actions, seconds}``."""
+    from radcloud.ops import deploy as deployer
     from radcloud.ops.stack import Stack, StackError
     from radcloud.ops.stack import config
 
@@ -60,6 +60,8 @@ def deploy(
     state: Optional[Path] = STATE_OPTION, as_json: bool = JSON_OPTION,
 ) -> None:
     """Deploy the actions, sequences and plugin actions of deploy/manifest.yaml."""
+    from radcloud.ops import deploy as deployer  # late: yaml and the manifest tooling, for this command only
+
     if write_plugins:
         names = common.guarded(lambda: deployer.write_plugin_actions())
         common.emit_json({"plugin_actions": names}) if as_json else out.print(

@@ -22,7 +22,6 @@ from radcloud.ops.cli import common
 from radcloud.ops.cli.client import ApiError, Client
 from radcloud.ops.cli.common import API_OPTION, JSON_OPTION, STATE_OPTION, err, out
 from radcloud.work.lifecycle import JOB_FINAL, SHARD_FINAL, SUCCEEDED
-from radcloud.work.jobview import wait_and_attempt_words
 
 WAIT_S = 20  # per long-poll, when the server has a watch lease free (radcloud.work.jobwatch)
 
@@ -223,6 +222,8 @@ def shard_notes(job: dict[str, Any], *, open_only: bool = True) -> list[str]:
     """One line per shard that waits on Slurm or is not on its first attempt, as the job page says it:
     "s000: slurm job 42, requeued by Slurm, attempt 2" or "s000: slurm job 42, queued: waiting for
     resources". ``open_only``: only shards not ended (what --watch follows)."""
+    from radcloud.work.jobview import wait_and_attempt_words  # late: it pulls in the whole job model
+
     notes = []
     for s in job.get("shards") or []:
         if open_only and s.get("state") in SHARD_FINAL:

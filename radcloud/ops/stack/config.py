@@ -6,6 +6,7 @@ puts the files in the state directory, mode 0600 since they hold secrets.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -13,21 +14,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from radcloud.ops.stack import weed
 from radcloud.ops.stack.errors import StackError
 from radcloud.ops.stack.install import ORTHANC_PLUGINS_DIR
 from radcloud.ops.stack.ports import Ports
 from radcloud.ops.stack.state import ORTHANCS, SLURM_SERVICES, TEST_AET, StateDir, write_private
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("radcloud.ops.stack", "templates"),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
-_ENV.filters["shell_quote"] = shlex.quote
+
+
+@functools.cache
+def template(name: str) -> Any:
+    """The named template; jinja2 loads on first use, so `stack status`/`down` never pay for it."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("radcloud.ops.stack", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["shell_quote"] = shlex.quote
+    return env.get_template(name)
 
 PLUGINS = (str(ORTHANC_PLUGINS_DIR / "libOrthancDicomWeb.so"), str(ORTHANC_PLUGINS_DIR / "libOrthancGdcm.so"))
 
@@ -45,7 +52,7 @@ def render_orthanc(name: str, *, state: StateDir, ports: Ports, credentials: Map
                   for other, aet in ORTHANCS.items() if other != name]
     modalities.append({"name": TEST_AET, "aet": TEST_AET, "port": ports.test_scp})
     base = state.service_dir(name)
-    return _ENV.get_template("orthanc.json.j2").render(
+    return template("orthanc.json.j2").render(
         name=f"radcloud-{name}", aet=ORTHANCS[name], http_port=http_port, dicom_port=dicom_port,
         storage_dir=str(base / "storage"), index_dir=str(base / "index"),
         user=credentials[name]["user"], password=credentials[name]["password"],
@@ -80,14 +87,14 @@ def _int_env(environ: Mapping[str, str] | None, name: str, default: int, most: i
 
 
 def render_s3_identities(credentials: Mapping[str, Any]) -> str:
-    return _ENV.get_template("s3.json.j2").render(
+    return template("s3.json.j2").render(
         access_key=credentials["s3"]["access_key"], secret_key=credentials["s3"]["secret_key"])
 
 
 def render_weed_security(*, state: StateDir, credentials: Mapping[str, Any]) -> str:
     """SeaweedFS's security.toml: JWT keys from the credentials, the stack's TLS files."""
     tls = weed.ensure_tls(weed_tls_dir(state))
-    return _ENV.get_template("weed-security.toml.j2").render(keys=credentials["weed"], tls=tls)
+    return template("weed-security.toml.j2").render(keys=credentials["weed"], tls=tls)
 
 
 def weed_tls_dir(state: StateDir) -> Path:
@@ -95,7 +102,7 @@ def weed_tls_dir(state: StateDir) -> Path:
 
 
 def render_redis(*, state: StateDir, ports: Ports, credentials: Mapping[str, Any]) -> str:
-    return _ENV.get_template("redis.conf.j2").render(
+    return template("redis.conf.j2").render(
         port=ports.redis, data_dir=str(state.service_dir("redis")),
         password=credentials["redis"]["password"])
 
@@ -110,7 +117,7 @@ def render_whisk_images(*, state: StateDir, ports: Ports, credentials: Mapping[s
 
 
 def render_env(env: Mapping[str, str], path: Path) -> str:
-    return _ENV.get_template("radcloud.env.j2").render(env=env, path=str(path))
+    return template("radcloud.env.j2").render(env=env, path=str(path))
 
 
 def config_path(state: StateDir, service: str) -> Path:

@@ -13,15 +13,16 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from radcloud.ops.stack import config
 from radcloud.ops.stack.errors import StackError
 from radcloud.ops.stack.install import Binaries
 from radcloud.ops.stack.ports import Ports, accepts
 from radcloud.ops.stack.state import ORTHANCS, SLURM_SERVICES, StateDir
+
+if TYPE_CHECKING:
+    import requests
 
 
 class NotReady(Exception):
@@ -30,6 +31,8 @@ class NotReady(Exception):
 
 def probe(url: str, **kwargs: Any) -> requests.Response:
     """GET ``url`` for a health check (2 s); a connection that fails is :class:`NotReady`."""
+    import requests  # on first probe: `stack status` of a stopped stack never needs it
+
     try:
         return requests.get(url, timeout=2, **kwargs)
     except requests.RequestException as exc:

@@ -125,10 +125,10 @@ def release_cgroup(state: StateDir) -> None:
 
 
 def render_conf(*, state: StateDir, ports: Ports, cgroup: bool = False) -> str:
-    from radcloud.ops.stack.config import _ENV
+    from radcloud.ops.stack.config import template
 
     cpus, memory_mb = node_resources()
-    return _ENV.get_template("slurm.conf.j2").render(cgroup=cgroup,
+    return template("slurm.conf.j2").render(cgroup=cgroup,
         ctld_port=ports.slurmctld, slurmd_port=ports.slurmd, munge_socket=str(munge_socket(state)),
         jwt_key=str(jwt_key_path(state)), dir=str(slurm_dir(state)), node=NODE,
         hostname=socket.gethostname(), cpus=cpus, memory_mb=memory_mb, partition=PARTITION,
