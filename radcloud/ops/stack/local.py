@@ -135,7 +135,9 @@ class Stack:
                     self.last_up[name] = "started"
                     progress(name, "started")
                 self._wait_healthy(wave, progress)
-            if "s3" in specs:
+            if "s3" in started:
+                # Only for an S3 this call started: the `up` that started a running one made the bucket
+                # (or stopped it again), and a no-op `up` then skips minio's import and a round trip.
                 self._ensure_bucket(specs["s3"])
         except BaseException:
             self._stop(started)
