@@ -28,7 +28,7 @@ err = Console(stderr=True, highlight=False)
 def _store():
     import redis
 
-    from radcloud.access.users import UserStore  # late: importing it hashes a dummy password (~1 s)
+    from radcloud.access.users import UserStore  # late: argon2 and redis, for the users commands only
 
     settings = Settings.load()
     return UserStore(redis.Redis.from_url(settings.redis_url.reveal(), socket_connect_timeout=3))
