@@ -12,7 +12,9 @@ import typer
 
 from radcloud.ops.cli import arrivals, data, demo, deploy, doctor, jobs, routes, stack, users
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+# An unexpected error prints its traceback without local variables: typer's default shows them, and a
+# command's locals hold passwords, tokens and S3 keys (tests/integration/local/test_cli_tracebacks.py).
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
                   help="radcloud: PACS query/retrieve and image plugins as OpenWhisk actions.",
                   epilog="Exit codes: 0 ok, 1 failure, 2 usage/invalid request, 3 job or pull did not succeed, "
                          "4 not logged in/not allowed, 5 gave up waiting. See docs/api.md.")
