@@ -17,9 +17,15 @@ CREDS = {
 PORTS = Ports.standard(10000)
 
 
-def _orthanc(name, tmp_path):
-    text = config.render_orthanc(name, state=StateDir(tmp_path), ports=PORTS, credentials=CREDS)
+def _orthanc(name, tmp_path, ohif=None):
+    text = config.render_orthanc(name, state=StateDir(tmp_path), ports=PORTS, credentials=CREDS, ohif=ohif)
     return json.loads(text)
+
+
+def _ohif_build(folder):
+    folder.mkdir(parents=True)
+    (folder / "routes.json").write_text(json.dumps({"ohif": "3.13.2", "base": "/ohif/", "routes": ["viewer", "segmentation"]}))
+    return folder
 
 
 def test_orthanc_is_locked_down(tmp_path):
@@ -43,6 +49,31 @@ def test_orthanc_uses_its_own_ports_dirs_and_plugins_by_full_path(tmp_path):
     assert cfg["IndexDirectory"] == str(tmp_path / "orthanc" / "index")
     assert cfg["Plugins"] == ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
                               "/usr/share/orthanc/plugins/libOrthancGdcm.so"]
+
+
+def test_without_ohif_built_orthanc_serves_no_folder(tmp_path):
+    cfg = _orthanc("orthanc", tmp_path, ohif=tmp_path / "no-build")
+    assert "ServeFolders" not in cfg and not any("ServeFolders" in p for p in cfg["Plugins"])
+
+
+def test_orthanc_serves_ohif_under_ohif_with_its_routes_as_pages(tmp_path):
+    build = _ohif_build(tmp_path / "deploy" / "ohif" / "build")
+    cfg = _orthanc("orthanc", tmp_path, ohif=build)
+    assert cfg["Plugins"][-1] == "/usr/share/orthanc/plugins/libServeFolders.so"
+    served = cfg["ServeFolders"]
+    assert served["Folders"] == {"/ohif": str(build)}
+    # ServeFolders takes the MIME type from what follows the last dot of the file's whole path:
+    # no dot here, so the extension-less route pages are the empty extension.
+    assert "." not in str(build) and served["Extensions"][""] == "text/html"
+    assert cfg["AuthenticationEnabled"] is True and cfg["RemoteAccessAllowed"] is False  # the same login
+
+
+def test_ohif_routes_are_html_when_the_install_path_has_a_dot(tmp_path):
+    build = _ohif_build(tmp_path / "ci.x1" / "Deploy" / "ohif" / "build")
+    served = _orthanc("pacs", tmp_path, ohif=build)["ServeFolders"]
+    assert served["Extensions"]["x1/deploy/ohif/build/viewer"] == "text/html"
+    assert served["Extensions"]["x1/deploy/ohif/build/segmentation"] == "text/html"
+    assert "" not in served["Extensions"]  # no other extension-less file becomes a page
 
 
 def test_each_orthanc_knows_the_other_and_the_test_scp(tmp_path):

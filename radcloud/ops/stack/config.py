@@ -37,6 +37,32 @@ def template(name: str) -> Any:
     return env.get_template(name)
 
 PLUGINS = (str(ORTHANC_PLUGINS_DIR / "libOrthancDicomWeb.so"), str(ORTHANC_PLUGINS_DIR / "libOrthancGdcm.so"))
+SERVE_FOLDERS = str(ORTHANC_PLUGINS_DIR / "libServeFolders.so")  # Debian's orthanc package ships it
+# OHIF, as `make install` builds it (deploy/ohif/build.mjs); absent, Orthanc serves no viewer.
+OHIF_BUILD = Path(__file__).resolve().parents[3] / "deploy" / "ohif" / "build"
+
+
+def ohif_serve_folders(build: Path) -> dict[str, Any] | None:
+    """Orthanc's ServeFolders section that serves OHIF's build under its base (``/ohif/``),
+    or None when there is no build (no routes.json: `make install` has not run).
+
+    OHIF is a single-page app: a link such as ``/ohif/viewer?StudyInstanceUIDs=...`` must be
+    answered with its page, and ServeFolders only serves files, so build.mjs writes the page
+    under each route name, without an extension. ServeFolders picks a MIME type from what
+    follows the last dot of the whole file path (folder included), so the key that maps
+    those files to text/html is computed from the path each one has here.
+    """
+    meta = build / "routes.json"
+    if not meta.is_file():
+        return None
+    routes = json.loads(meta.read_text())
+    extensions = {"jsonc": "application/json", "webapp": "application/x-web-app-manifest+json",
+                  "ico": "image/x-icon"}
+    for route in routes["routes"]:
+        path = f"{build}/{route}"
+        extensions[path.rsplit(".", 1)[1].lower() if "." in path else ""] = "text/html"
+    return {"Folders": {routes["base"].rstrip("/"): str(build)}, "AllowCache": False, "GenerateETag": True,
+            "Extensions": extensions}
 
 
 def orthanc_ports(name: str, ports: Ports) -> tuple[int, int]:
@@ -45,18 +71,22 @@ def orthanc_ports(name: str, ports: Ports) -> tuple[int, int]:
 
 
 def render_orthanc(name: str, *, state: StateDir, ports: Ports, credentials: Mapping[str, Any],
-                   plugins: tuple[str, ...] = PLUGINS) -> str:
-    """orthanc.json for the named instance; every other instance and the test SCP are modalities."""
+                   plugins: tuple[str, ...] = PLUGINS, ohif: Path | None = OHIF_BUILD) -> str:
+    """orthanc.json for the named instance; every other instance and the test SCP are modalities.
+    With OHIF's build (``ohif``, see :func:`ohif_serve_folders`) Orthanc also serves OHIF at /ohif/."""
     http_port, dicom_port = orthanc_ports(name, ports)
     modalities = [{"name": aet, "aet": aet, "port": orthanc_ports(other, ports)[1]}
                   for other, aet in ORTHANCS.items() if other != name]
     modalities.append({"name": TEST_AET, "aet": TEST_AET, "port": ports.test_scp})
     base = state.service_dir(name)
+    serve_folders = ohif_serve_folders(ohif) if ohif is not None else None
+    if serve_folders is not None:
+        plugins = (*plugins, SERVE_FOLDERS)
     return template("orthanc.json.j2").render(
         name=f"radcloud-{name}", aet=ORTHANCS[name], http_port=http_port, dicom_port=dicom_port,
         storage_dir=str(base / "storage"), index_dir=str(base / "index"),
         user=credentials[name]["user"], password=credentials[name]["password"],
-        plugins=list(plugins), modalities=modalities, stable_age=stable_age(),
+        plugins=list(plugins), modalities=modalities, stable_age=stable_age(), serve_folders=serve_folders,
     )
 
 
