@@ -1,0 +1,115 @@
+// The same study in Orthanc's own viewer: OHIF v3, served by the stack's Orthanc under /ohif/
+// (deploy/ohif, ServeFolders) against Orthanc's /dicom-web, in headless Debian Chromium.
+//
+// study-list:  /ohif/index.html is OHIF's study list (QIDO-RS): the study is listed (its patient);
+// viewer:      /ohif/viewer?StudyInstanceUIDs=... lists the study's series (CT, SEG, SR) and
+//              draws the CT (WebGL: Chromium's software GL, SwiftShader, in headless mode);
+// ct-only:     the probe slice, before any segmentation: the canvas's RGBA at a voxel the SEG
+//              marks and at one it does not (grey: a CT drawn through a grey window);
+// seg-overlay: double-click the SEG, accept its loading: OHIF (cornerstone3D) reads the SEG and
+//              draws it as a labelmap on its source series; the segment labels it read, and the
+//              same two voxels of the same slice again;
+//
+// Pixels are read from the viewport's canvas at the canvas point of the voxel's centre
+// (cornerstone's imageToWorldCoords, then the viewport's worldToCanvas), on the slice whose
+// SOP Instance UID is RC_PROBE_SOP. Prints one JSON line per step (harness.mjs).
+//
+// env: RC_ORTHANC (its base URL), RC_ORTHANC_USER / RC_ORTHANC_PASSWORD (Orthanc's own login:
+//      the PACS's, given by the browser as a user would, never radcloud's), RC_STUDY, RC_PATIENT (as OHIF writes it),
+//      RC_PROBE_SOP, RC_INSIDE / RC_OUTSIDE ("row,col"), RC_SERIES (the series descriptions, |-separated)
+import { env, SHOTS, emit, external, consoleErrors, launch, stepper } from "./harness.mjs";
+
+const BASE = env.RC_ORTHANC.replace(/\/$/, "");
+const { browser, page } = await launch({
+  viewport: { width: 1366, height: 860 },
+  httpCredentials: { username: env.RC_ORTHANC_USER, password: env.RC_ORTHANC_PASSWORD },
+});
+const step = stepper(page, { shot: (name) => `${SHOTS}/ohif-${name}.png` });
+const rc = (s) => s.split(",").map(Number);
+
+// OHIF's first-visit guides: its onboarding tour and the investigational-use banner.
+async function dismissGuides() {
+  await page.getByText("Skip all").click({ timeout: 20000 }).catch(() => {});
+  await page.getByText("Confirm and hide").click({ timeout: 3000 }).catch(() => {});
+}
+
+// RGBA of the viewport canvas at voxel (row, col) of the slice RC_PROBE_SOP, once it is shown
+// and `settled(px)` holds or `ms` have passed (a labelmap is drawn a few frames after the CT).
+async function probe(points, { settled = () => true, ms = 3000 } = {}) {
+  return page.evaluate(async ({ sop, points, ms, settled }) => {
+    const cs = window.cornerstone;
+    const vp = cs.getEnabledElements()[0].viewport;
+    const ids = vp.getImageIds();
+    const index = ids.findIndex((id) => id.includes(`/instances/${sop}/`));
+    if (index < 0) throw new Error(`the viewport's stack has no instance ${sop} (${ids.length} images)`);
+    if (vp.getCurrentImageIdIndex() !== index) await vp.setImageIdIndex(index);
+    const ok = new Function("px", `return (${settled})(px)`);
+    const read = () => {
+      vp.render();
+      const ctx = vp.canvas.getContext("2d");
+      const dpr = vp.canvas.width / vp.canvas.clientWidth;
+      return points.map(([row, col]) => {
+        const world = cs.utilities.imageToWorldCoords(ids[index], [col + 0.5, row + 0.5]);
+        const [x, y] = vp.worldToCanvas(world);
+        return [...ctx.getImageData(Math.floor(x * dpr), Math.floor(y * dpr), 1, 1).data];
+      });
+    };
+    const frame = () => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 50)));
+    const t0 = performance.now();
+    await frame(); await frame();
+    let px = read();
+    while (!ok(px) && performance.now() - t0 < ms) { await frame(); px = read(); }
+    return { index, shown: vp.getCurrentImageIdIndex(), of: ids.length, px };
+  }, { sop: env.RC_PROBE_SOP, points, ms, settled: settled.toString() });
+}
+
+const inside = rc(env.RC_INSIDE), outside = rc(env.RC_OUTSIDE);
+const series = env.RC_SERIES.split("|");
+
+await step("study-list", async () => {
+  await page.goto(`${BASE}/ohif/index.html`);
+  await page.getByText(env.RC_PATIENT).first().waitFor({ timeout: 60000 });
+  return { url: new URL(page.url()).pathname, listed: await page.getByText(env.RC_PATIENT).count() };
+});
+
+await step("viewer", async () => {
+  await page.goto(`${BASE}/ohif/viewer?StudyInstanceUIDs=${env.RC_STUDY}`);
+  await dismissGuides();
+  const listed = [];
+  for (const s of series) {
+    // OHIF cuts long descriptions with an ellipsis: the first 20 characters are enough.
+    const shown = page.getByText(s.slice(0, 20), { exact: false }).first();
+    if (await shown.waitFor({ timeout: 30000 }).then(() => true, () => false)) listed.push(s);
+  }
+  await page.waitForFunction(() => {
+    const el = window.cornerstone && window.cornerstone.getEnabledElements()[0];
+    return el && el.viewport.getImageIds().length > 0 && el.viewport.getCurrentImageIdIndex() >= 0;
+  }, null, { timeout: 60000 });
+  const gl = await page.evaluate(() => {
+    const g = document.createElement("canvas").getContext("webgl2");
+    return g ? g.getParameter(g.getExtension("WEBGL_debug_renderer_info")?.UNMASKED_RENDERER_WEBGL ?? g.RENDERER) : null;
+  });
+  return { listed, webgl: gl };
+});
+
+let before = null;
+await step("ct-only", async () => {
+  before = await probe([inside, outside], { settled: (px) => px[0][3] > 0 });
+  return before;
+});
+
+await step("seg-overlay", async () => {
+  await page.getByText(series[1].slice(0, 20)).first().dblclick();
+  await page.getByText("Yes", { exact: true }).click({ timeout: 30000 });   // "open this Segmentation?"
+  const labels = await page.waitForFunction(() => {
+    const segs = window.cornerstoneTools?.segmentation?.state?.getSegmentations?.() || [];
+    const labels = segs.flatMap((s) => Object.values(s.segments || {}).filter(Boolean).map((x) => x.label));
+    return labels.length ? labels : null;
+  }, null, { timeout: 60000, polling: 250 }).then((h) => h.jsonValue());
+  const seen = await probe([inside, outside], {
+    settled: (px) => Math.abs(px[0][0] - px[0][1]) > 10 || Math.abs(px[0][0] - px[0][2]) > 10, ms: 10000 });
+  return { labels, before: before && before.px, ...seen };
+});
+
+emit({ step: "summary", external_requests: external, console_errors: consoleErrors });
+await browser.close();
