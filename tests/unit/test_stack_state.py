@@ -65,6 +65,19 @@ def test_endpoints_env_names_both_orthancs(tmp_path):
     assert env["RADCLOUD_TEST_AET"] == "RADCLOUD_TEST"
 
 
+def test_the_pacs_viewer_link_is_orthancs_ohif_when_built_and_holds_no_credentials(tmp_path):
+    state = StateDir(tmp_path / "state")
+    creds = state.credentials_data()
+    build = tmp_path / "build"
+    none = Endpoints.from_state(state, Ports.standard(10000), creds, ohif=build)
+    assert none.viewer_url == "" and "RADCLOUD_VIEWER_URL" not in none.env()
+    build.mkdir()
+    (build / "routes.json").write_text("{}")
+    env = Endpoints.from_state(state, Ports.standard(10000), creds, ohif=build).env()
+    assert env["RADCLOUD_VIEWER_URL"] == "http://127.0.0.1:18042/ohif/viewer?StudyInstanceUIDs={study_uid}"
+    assert creds["orthanc"]["password"] not in env["RADCLOUD_VIEWER_URL"]
+
+
 def test_endpoints_public_view_hides_every_secret(tmp_path):
     ep, state = _endpoints(tmp_path)
     shown = json.dumps(ep.public()) + repr(ep)

@@ -16,7 +16,7 @@ from typing import Any
 
 from radcloud.ops.stack import weed
 from radcloud.ops.stack.errors import StackError
-from radcloud.ops.stack.install import ORTHANC_PLUGINS_DIR
+from radcloud.ops.stack.install import OHIF_BUILD, ORTHANC_PLUGINS_DIR
 from radcloud.ops.stack.ports import Ports
 from radcloud.ops.stack.state import ORTHANCS, SLURM_SERVICES, TEST_AET, StateDir, write_private
 
@@ -38,8 +38,6 @@ def template(name: str) -> Any:
 
 PLUGINS = (str(ORTHANC_PLUGINS_DIR / "libOrthancDicomWeb.so"), str(ORTHANC_PLUGINS_DIR / "libOrthancGdcm.so"))
 SERVE_FOLDERS = str(ORTHANC_PLUGINS_DIR / "libServeFolders.so")  # Debian's orthanc package ships it
-# OHIF, as `make install` builds it (deploy/ohif/build.mjs); absent, Orthanc serves no viewer.
-OHIF_BUILD = Path(__file__).resolve().parents[3] / "deploy" / "ohif" / "build"
 
 
 def ohif_serve_folders(build: Path) -> dict[str, Any] | None:

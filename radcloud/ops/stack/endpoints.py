@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from radcloud.core.settings import Secret, Settings
+from radcloud.ops.stack.install import OHIF_BUILD, OHIF_STUDY_LINK
 from radcloud.ops.stack.ports import Ports
 from radcloud.ops.stack.state import BUCKET, ORTHANCS, TEST_AET, StateDir
 
@@ -50,9 +51,13 @@ class Endpoints:
     slurm_user: str = ""
     slurm_jwt: Secret = Secret("")
     slurm_partition: str = ""
+    # The results page's "Open study in the PACS viewer" link: OHIF in the stack's Orthanc, when
+    # `make install` built it (Orthanc then serves it, radcloud.ops.stack.config); no credentials in it.
+    viewer_url: str = ""
 
     @classmethod
-    def from_state(cls, state: StateDir, ports: Ports, credentials: dict[str, Any]) -> "Endpoints":
+    def from_state(cls, state: StateDir, ports: Ports, credentials: dict[str, Any],
+                   ohif: Path = OHIF_BUILD) -> "Endpoints":
         orthancs = {
             name: OrthancEndpoint(
                 name=name, url=f"http://127.0.0.1:{getattr(ports, name + '_http')}",
@@ -70,6 +75,7 @@ class Endpoints:
             token_secret=Secret(credentials.get("token_secret", "")),
             deid_secret=Secret(credentials.get("deid_secret", "")),
             whisk_url=f"http://127.0.0.1:{ports.whisk}",
+            viewer_url=orthancs["orthanc"].url + OHIF_STUDY_LINK if (ohif / "routes.json").is_file() else "",
             **_slurm(credentials, ports),
         )
 
@@ -94,6 +100,8 @@ class Endpoints:
             "RADCLOUD_TEST_AET": self.test_aet,
             "RADCLOUD_TEST_SCP_PORT": str(self.test_scp_port),
         }
+        if self.viewer_url:
+            env["RADCLOUD_VIEWER_URL"] = self.viewer_url
         if self.token_secret:
             env["RADCLOUD_TOKEN_SECRET"] = self.token_secret.reveal()
         if self.deid_secret:

