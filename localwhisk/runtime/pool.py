@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 STEM_MEMORY_MB = 512  # OpenWhisk's default maximum action memory
 PYTHON_STEM = ("python",)  # the stem pool of the python:3.x kinds
 QUEUE_LIMIT_S = 300.0  # longest a run waits for a slot: OpenWhisk's maximum action timeout
+STARVING_S = 5.0  # a run of an action without containers waited this long: it may evict any idle one
 
 
 class Runtime:
@@ -87,6 +88,7 @@ class Runtime:
         self._cv = threading.Condition()
         self._idle: dict[tuple[str, str], list[Container]] = {}
         self._busy: dict[tuple[str, str], int] = {}
+        self._waiting: dict[tuple[str, str], int] = {}  # runs queued for a slot, per (fqn, digest)
         self._stems: dict[tuple, list[Container]] = {}
         self._starting: dict[tuple, int] = {}  # stem cells being started, per pool
         # pool key -> (image spec or None for the python kinds, network, label for stats)
@@ -267,41 +269,51 @@ class Runtime:
         OpenWhisk's scheduler queues the activation), and an idle one of an older
         version of the action is replaced. It never takes a container from another action.
         """
-        victim = None
         with self._cv:
-            while True:
-                if self._closed or time.monotonic() - started > QUEUE_LIMIT_S:
-                    return None
-                epoch = self._epoch.get(key[0], 0)
-                idle = self._idle.get(key)
-                if idle:
-                    container = idle.pop()
-                    break
-                if instances is not None and self._containers_of(key[0]) >= max(1, instances):
-                    victim = self._idle_other_version(key)
-                    if victim is None:
-                        self._cv.wait(timeout=1.0)
-                        continue
-                    container = None  # the old version's slot becomes this run's
-                    break
-                if self._stems.get(stem_key):
-                    # It already holds a slot. Its replacement starts when this run is
-                    # released: starting a Python process now would compete for the CPU
-                    # with this very cold start.
-                    container = self._stems[stem_key].pop()
-                    break
-                container = None
-                if self._count < self.max_containers:
-                    self._count += 1
-                    break
-                victim = self._evictable()  # its slot becomes ours
-                if victim is not None:
-                    break
-                self._cv.wait(timeout=1.0)
+            # Counted while it waits: a released container goes to a run of its own action
+            # rather than to another action's run that would evict it (see _evictable).
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+            try:
+                got = self._take(key, stem_key, started, instances)
+            finally:
+                self._waiting[key] -= 1
+                if not self._waiting[key]:
+                    del self._waiting[key]
+            if got is None:
+                return None
+            container, epoch, victim = got
             self._busy[key] = self._busy.get(key, 0) + 1
         if victim is not None:
             self._destroy_all([victim])
         return container, epoch
+
+    def _take(self, key, stem_key: tuple, started: float, instances: int | None):
+        """(container or None, epoch, victim to destroy or None), or None past the queue limit (lock held)."""
+        while True:
+            if self._closed or time.monotonic() - started > QUEUE_LIMIT_S:
+                return None
+            epoch = self._epoch.get(key[0], 0)
+            idle = self._idle.get(key)
+            if idle:
+                return idle.pop(), epoch, None
+            if instances is not None and self._containers_of(key[0]) >= max(1, instances):
+                victim = self._idle_other_version(key)
+                if victim is None:
+                    self._cv.wait(timeout=1.0)
+                    continue
+                return None, epoch, victim  # the old version's slot becomes this run's
+            if self._stems.get(stem_key):
+                # It already holds a slot. Its replacement starts when this run is
+                # released: starting a Python process now would compete for the CPU
+                # with this very cold start.
+                return self._stems[stem_key].pop(), epoch, None
+            if self._count < self.max_containers:
+                self._count += 1
+                return None, epoch, None
+            victim = self._evictable(key, starving=time.monotonic() - started > STARVING_S)
+            if victim is not None:
+                return None, epoch, victim  # its slot becomes ours
+            self._cv.wait(timeout=1.0)
 
     def _containers_of(self, fqn: str) -> int:
         """Live containers of one action, warm or busy, all versions (lock held)."""
@@ -318,8 +330,15 @@ class Runtime:
                 return container
         return None
 
-    def _evictable(self) -> Container | None:
+    def _evictable(self, key=None, starving: bool = False) -> Container | None:
         """Remove and return a stem cell, else the least recently used idle container (lock held).
+
+        For a run of ``key``, an idle container whose own action has runs waiting is taken
+        only from an action holding at least two more containers than ``key``'s (a fair
+        share), or when this run is ``starving`` (``STARVING_S`` without any). Evicting it
+        otherwise made a queue of several actions (six plugins' shards at once) thrash: each
+        released container went to another action's waiting run, and every run started cold
+        (80 launchers for the real-file matrix's 90 shards, ~0.9 s of CPU each).
 
         Stem cells go first: there is a stem pool per mapped image (radcloud maps nine
         with the default cap of 8), so they can fill the whole pool; evicting warm
@@ -331,10 +350,15 @@ class Runtime:
         fullest = max(self._stems.values(), key=len, default=None)
         if fullest:
             return fullest.pop(0)
+        mine = self._containers_of(key[0]) if key is not None else 0
         oldest_key, oldest = None, None
-        for key, lst in self._idle.items():
-            if lst and (oldest is None or lst[0].last_used < oldest.last_used):
-                oldest_key, oldest = key, lst[0]
+        for other, lst in self._idle.items():
+            if not lst or (oldest is not None and lst[0].last_used >= oldest.last_used):
+                continue
+            if (key is not None and not starving and self._waiting.get(other)
+                    and self._containers_of(other[0]) < mine + 2):
+                continue  # its own queued run takes it warm
+            oldest_key, oldest = other, lst[0]
         if oldest is not None:
             self._idle[oldest_key].pop(0)
             if not self._idle[oldest_key]:
