@@ -1,6 +1,7 @@
 """Shared pytest configuration for every tier.
 
-Kept light: no fixture here starts anything. Integration tests need the
+Kept light: the one fixture here that starts anything, ``job_world``, imports
+what it needs when first used. Integration tests need the
 real binaries; the ``require`` fixture turns a missing one into a *failure* with the
 install hint when ``CI=true`` (a CI run that silently skips its integration
 tests proves nothing) and into a skip with the same reason on a laptop.
@@ -48,6 +49,27 @@ def needs_bwrap(require) -> None:
 
     require(bwrap_available(), "bubblewrap cannot create namespaces here: apt-get install bubblewrap, "
             "and run as root or allow unprivileged user namespaces")
+
+
+# A world shared by two tiers is defined here, the one conftest both see: the e2e tier's
+# job_world is also the fuzz tier's (tests/fuzz/conftest.py), which runs right after it, so
+# one stack + Slurm + localwhisk + deploy starts where two did (its start and stop: ~12 CPU s).
+SHARED_WORLDS = ("job_world",)
+
+
+@pytest.fixture(scope="session")
+def job_world(tmp_path_factory, require):
+    """A :class:`jobflow.JobWorld` (tests/e2e/jobflow.py) for tests/e2e and tests/fuzz.
+
+    A world that fails to start is an error (skipped only for missing binaries, never in CI).
+    With Slurm (1.3 s): ct-resample, bigger than an action, is routed there as deployed.
+    Deployed once with every module's settings (jobflow.E2E_WORLD_ENV).
+    """
+    from jobflow import E2E_WORLD_ENV, JobWorld
+
+    with JobWorld.running(tmp_path_factory.mktemp("jobflow"), require, shard_timeout_s=25, slurm=True,
+                          extra_env=E2E_WORLD_ENV) as world:
+        yield world
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -151,13 +173,15 @@ class _TierWorlds:
 
 
 def _tier_session_fixtures(item: pytest.Item):
-    """The session-scoped fixturedefs of a tier's conftest that ``item`` uses (its closure)."""
+    """The session-scoped fixturedefs of a tier's conftest that ``item`` uses (its closure), a
+    world shared by tiers (``SHARED_WORLDS``, defined here) first."""
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
         return
-    for name in info.names_closure:
+    names = sorted(info.names_closure, key=lambda name: name not in SHARED_WORLDS)
+    for name in names:
         defs = info.name2fixturedefs.get(name) or ()
-        if defs and defs[-1].scope == "session" and defs[-1].baseid not in ("", "tests"):
+        if defs and defs[-1].scope == "session" and (defs[-1].baseid not in ("", "tests") or name in SHARED_WORLDS):
             yield defs[-1]
 
 

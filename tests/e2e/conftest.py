@@ -5,9 +5,10 @@ in a temporary state dir, a small two-series CT study (patient JOBS1) in
 Orthanc, radcloud deployed with ``radcloud deploy --local`` and one
 researcher account. Stopped (only what it started) at the end.
 
-``job_world`` (session): a :class:`jobflow.JobWorld` (the stack, localwhisk,
+``job_world`` (session, tests/conftest.py): a :class:`jobflow.JobWorld` (the stack, localwhisk,
 radcloud deployed plus one action per plugin in tests/e2e/plugins), shared by
-test_job_flow.py, test_pfcon_flow.py, test_plugins_deployed.py and test_slurm_flow.py.
+test_job_flow.py, test_pfcon_flow.py, test_plugins_deployed.py, test_slurm_flow.py and
+the fuzz tier, which runs next.
 """
 
 from __future__ import annotations
@@ -65,15 +66,3 @@ def cli_stack(tmp_path_factory, require):
         from background import stop_later
 
         stop_later(stack.down, f"the CLI stack in {root}")
-
-
-@pytest.fixture(scope="session")
-def job_world(tmp_path_factory, require):
-    from jobflow import E2E_WORLD_ENV, JobWorld
-
-    # A world that fails to start is an error (skipped only for missing binaries, never in CI).
-    # With Slurm (1.3 s): ct-resample, bigger than an action, is routed there as deployed.
-    # Deployed once with every module's settings (jobflow.E2E_WORLD_ENV).
-    with JobWorld.running(tmp_path_factory.mktemp("jobflow"), require, shard_timeout_s=25, slurm=True,
-                          extra_env=E2E_WORLD_ENV) as world:
-        yield world

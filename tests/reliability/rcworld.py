@@ -43,6 +43,14 @@ class RcWorld(JobWorld):
             raise
         return world
 
+    @classmethod
+    def adopt(cls, world: JobWorld) -> "RcWorld":
+        """``world`` (a running :class:`JobWorld`, e.g. the e2e tier's) as an RcWorld, with users of
+        every role: its plugins are its own (deployed from its ``plugins_dir``)."""
+        world.__class__ = cls
+        world.add_users()
+        return world  # type: ignore[return-value]
+
     # -- identities -------------------------------------------------------------------
     @property
     def settings(self):
