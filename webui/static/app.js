@@ -307,18 +307,26 @@
     await logout();
   }
 
-  window.RC = { cfg, pageUrl, api, retry, ApiError, token, user, remember, forget, toLogin, el, $, showError, toast,
-                fmt, identity, subjectText, derivedBadge, words, stateBadge, sortable, compare, csv, download, state, claims, IDLE_MS };
-
-  /* The viewer's module (dwv, 780 kB) into the browser's cache while this page sits idle, so
-   * opening a series later does not wait for it: its name is its content hash and the ui action
-   * lets browsers keep it for good, so this fetches it once per release at most. The viewer
-   * page preloads it itself. */
-  if (cfg.page !== "viewer" && meta("viewer-module")) {
-    addEventListener("load", () => (window.requestIdleCallback || setTimeout)(() => {
+  /* The viewer's module (dwv, 784 kB) into the browser's cache, so opening a series later does
+   * not wait for it: its name is its content hash and the ui action lets browsers keep it for
+   * good, so this fetches it once per release at most. The viewer page preloads it itself.
+   * Never on the login page, and on other pages only once their first screen is drawn: the
+   * fetch is one 830 kB answer of the ui action, and it and the browser taking it in ran on the
+   * same CPUs as the login check and the first search (docs/api.md, "The web UI's first second").
+   * A page whose first screen waits for answers passes them to RC.firstScreen(promise). */
+  const firstScreen = [];
+  function prefetchViewer() {
+    if (cfg.page === "login" || cfg.page === "viewer" || !meta("viewer-module")) return;
+    const idleThen = (f) => (window.requestIdleCallback ? requestIdleCallback(f, { timeout: 3000 }) : setTimeout(f, 200));
+    addEventListener("load", () => Promise.all(firstScreen).then(() => idleThen(() => {
       document.head.appendChild(Object.assign(document.createElement("link"), { rel: "prefetch", href: meta("viewer-module") }));
-    }, { timeout: 3000 }));
+    })));
   }
+  prefetchViewer();
+
+  window.RC = { cfg, pageUrl, api, retry, ApiError, token, user, remember, forget, toLogin, el, $, showError, toast,
+                fmt, identity, subjectText, derivedBadge, words, stateBadge, sortable, compare, csv, download, state, claims, IDLE_MS,
+                firstScreen: (p) => { firstScreen.push(Promise.resolve(p).catch(() => null)); return p; } };
 
   // Every page but login needs a token; without one, go to the login page.
   if (cfg.page !== "login") {

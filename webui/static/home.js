@@ -3,7 +3,7 @@
  * studies are years old), each box loading on its own (a slow one never holds up the others). */
 (function () {
   "use strict";
-  const { $, el, api, fmt, showError, pageUrl, stateBadge, words } = window.RC;
+  const { $, el, api, fmt, showError, pageUrl, stateBadge, words, firstScreen } = window.RC;
 
   // One box: "Loading…" until its answer, then rows, or a plain sentence when empty or failed.
   async function fill(id, load, row, empty) {
@@ -29,25 +29,25 @@
   });
   $("#mrn").focus();
 
-  fill("#home-jobs", async () => ((await api("status", { method: "GET", query: { mine: true, limit: 5 } })).jobs || []),
+  firstScreen(fill("#home-jobs", async () => ((await api("status", { method: "GET", query: { mine: true, limit: 5 } })).jobs || []),
     (j) => {
       const p = ((j.subject && j.subject.patients) || [])[0], st = ((j.subject && j.subject.studies) || [])[0];
       return el("a", { href: pageUrl("jobs", { job: j.id }), class: "home-item" },
         p ? who(p) : el("span", { class: "muted" }, "Patient not recorded"),
         el("span", { class: "sub" }, [j.plugin || "", st ? `${fmt.date(st.StudyDate)} ${st.StudyDescription || ""}` : ""].filter(Boolean).join(" · ")),
         " ", stateBadge(j.state), j.cached ? el("span", { class: "badge cached" }, words.cached) : "");
-    }, "No jobs yet: pull a study, then run a plugin on it.");
+    }, "No jobs yet: pull a study, then run a plugin on it."));
 
-  fill("#home-staged", async () => ((await api("retrieve/staged", { method: "GET" })).studies || []).slice(0, 5),
+  firstScreen(fill("#home-staged", async () => ((await api("retrieve/staged", { method: "GET" })).studies || []).slice(0, 5),
     (s) => el("a", { href: pageUrl("run"), class: "home-item" }, who(s),
       el("span", { class: "sub" }, `${fmt.date(s.StudyDate)} ${s.StudyDescription || ""} · ${s.series.length} series, ${fmt.bytes(s.bytes)}`)),
-    "Nothing is staged yet: find a patient and pull a study.");
+    "Nothing is staged yet: find a patient and pull a study."));
 
   // "Recent" is when the PACS received it (Orthanc's own arrival time, `recent` in the query API), not the
   // StudyDate: a study scanned last year and sent today is what a clinician expects to see here.
-  fill("#home-recent", async () => ((await api("query", { body: { level: "study", recent: true, limit: 10 } })).items || []),
+  firstScreen(fill("#home-recent", async () => ((await api("query", { body: { level: "study", recent: true, limit: 10 } })).items || []),
     (s) => el("a", { href: pageUrl("search", { mrn: s.PatientID || "" }), class: "home-item" }, who(s),
       el("span", { class: "sub" }, `${fmt.date(s.StudyDate)} ${(s.ModalitiesInStudy || []).join("/")} ${s.StudyDescription || ""}`),
       s.received_at ? el("span", { class: "sub received", title: `received by the PACS (${fmt.zone()})` }, `received ${fmt.when(s.received_at)}`) : ""),
-    "The PACS holds no study yet.");
+    "The PACS holds no study yet."));
 })();

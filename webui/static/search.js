@@ -48,8 +48,8 @@
     return q;
   }
 
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); search(); });
+  async function search() {
     const button = $("#search-btn");
     button.disabled = true;
     showError($("#search-error"), null);
@@ -73,7 +73,7 @@
     } finally {
       button.disabled = false;
     }
-  });
+  }
   // Focus now, not in a timeout: a deferred focus could land after the user
   // (or a test) has started typing in another field and steal the keystrokes.
   form.addEventListener("reset", () => $("#mrn").focus());
@@ -81,14 +81,15 @@
   $("#mrn").addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); form.requestSubmit(); }
   });
-  $("#mrn").focus();
-  // Arriving from Home's "Find a patient" (?mrn= or ?name=): search at once.
+  // Arriving from Home's "Find a patient" or a login (?mrn= or ?name=): search at once, and only
+  // then focus (a focus lays the page out first: the request need not wait for that).
   const asked = new URLSearchParams(location.search);
   if (asked.get("mrn") || asked.get("name")) {
     $("#mrn").value = asked.get("mrn") || "";
     $("#name").value = asked.get("name") || "";
-    form.requestSubmit();
+    window.RC.firstScreen(search());
   }
+  $("#mrn").focus();
 
   const studyValue = {
     patient: (s) => fmt.name(s.PatientName), mrn: (s) => s.PatientID || "", date: (s) => s.StudyDate || "",
