@@ -18,10 +18,12 @@
       const res = await api("audit", { method: "GET", query: { limit: 50, before: next, who: $("#a-who").value.trim(), action: $("#a-action").value.trim() } });
       loading.remove();
       if (reset && !res.entries.length) tbody.append(el("tr", { class: "empty" }, el("td", { colspan: 6 }, "No entries match.")));
+      // data-label: the column's name, shown before each value where a phone stacks an entry's cells
       for (const e of res.entries) tbody.append(el("tr", {},
-        el("td", { title: e.when }, fmt.when(e.when)), el("td", {}, `${e.who} (${e.role || "-"})`), el("td", {}, e.action),
-        el("td", {}, e.outcome), el("td", {}, Object.entries(e.what || {}).map(([k, v]) => `${k}: ${[].concat(v).join(", ")}`).join("; ")),
-        el("td", {}, e.client)));
+        el("td", { title: e.when }, fmt.when(e.when)), el("td", { dataset: { label: "Who" } }, `${e.who} (${e.role || "-"})`),
+        el("td", { dataset: { label: "Action" } }, e.action), el("td", { dataset: { label: "Outcome" } }, e.outcome),
+        el("td", { dataset: { label: "What" } }, Object.entries(e.what || {}).map(([k, v]) => `${k}: ${[].concat(v).join(", ")}`).join("; ")),
+        el("td", { dataset: { label: "From" } }, e.client)));
       next = res.next;
       $("#audit-more").hidden = !next;
       showError($("#audit-error"), null);

@@ -7,6 +7,12 @@
   const FINAL = ["succeeded", "failed", "partial", "cancelled"];
   const tbody = $("#jobs tbody");
   const detail = $("#job-detail");
+  // The list's compact form (app.css, #jobs.compact) on a phone and beside an open job, where
+  // all eight columns would scroll sideways in their box.
+  const phone = matchMedia("(max-width: 600px)");
+  const compact = () => $("#jobs").classList.toggle("compact", phone.matches || !detail.hidden);
+  phone.addEventListener("change", compact);
+  compact();
   let selected = new URLSearchParams(location.search).get("job");
   let job = null;
   let pollCtl = null;
@@ -43,9 +49,11 @@
     const more = s.patients.length > 1 ? ` +${s.patients.length - 1}` : "";
     return el("td", { class: "patient" }, fmt.name(p.PatientName) + more, el("span", { class: "sub mrn" }, p.PatientID || ""));
   };
-  const studyCell = (s) => {
+  // The plugin also under the study: a phone hides the Plugin column (app.css) and shows it there.
+  const studyCell = (s, plugin) => {
     const st = (s && s.studies || [])[0];
-    return el("td", { class: "study" }, st ? [st.StudyDescription || "", el("span", { class: "sub" }, fmt.date(st.StudyDate))] : "");
+    return el("td", { class: "study" }, st ? [st.StudyDescription || "", el("span", { class: "sub" }, fmt.date(st.StudyDate))] : "",
+      plugin ? el("span", { class: "sub plugin-sub" }, plugin) : "");
   };
   let allJobs = [];
   const findText = () => $("#job-find").value.trim().toLowerCase();
@@ -64,7 +72,7 @@
       const p = j.progress || {};
       tbody.append(el("tr", { class: "clickable" + (j.id === selected ? " selected" : ""), tabindex: 0, dataset: { job: j.id },
                                onclick: () => select(j.id), onkeydown: (e) => { if (e.key === "Enter") select(j.id); } },
-        patientCell(j.subject), studyCell(j.subject), el("td", {}, j.plugin || ""),
+        patientCell(j.subject), studyCell(j.subject, j.plugin), el("td", {}, j.plugin || ""),
         el("td", {}, stateBadge(j.state), j.cached ? el("span", { class: "badge cached" }, words.cached) : ""),
         el("td", {}, `${p.shards_done ?? 0}/${p.shards_total ?? 0} ${words.parts}`),
         el("td", { class: "when" }, fmt.when(j.started_at || j.created_at)), el("td", {}, elapsed(j)),
@@ -128,6 +136,7 @@
 
   function renderDetail(j) {
     detail.hidden = false;
+    compact();
     const p = j.progress || {};
     const final = FINAL.includes(j.state);
     const shards = j.shards || [];
@@ -154,20 +163,20 @@
         ["failed", "partial"].includes(j.state) ? el("button", { type: "button", class: "retry", onclick: () => act("retry") },
           j.steps ? words.retrySteps : words.retryParts) : "",
         ["succeeded", "partial"].includes(j.state) ? el("a", { class: "button primary", href: pageUrl("view", { job: j.id }), id: "view-results" }, "View results") : ""),
-      el("div", { class: "table-wrap" }, el("table", { class: "data" },
+      el("div", { class: "table-wrap" }, el("table", { class: "data stack" },
         el("thead", {}, el("tr", {}, ["Part", "State", "Runs on", "Progress", "Time", "Why"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, shards.map((s) => el("tr", {},
-          el("td", {}, partCell(j, s)), el("td", {}, stateBadge(s.state),
+          el("td", {}, partCell(j, s)), el("td", { dataset: { label: "State" } }, stateBadge(s.state),
             s.warnings ? el("span", { class: "badge warn", title: "input files the plugin did not process; see the reason" }, ` ${s.warnings} file warning(s)`) : "",
             // what a running part does: "fetching 5 inputs", then "running the plugin" (radcloud/work/jobview.py)
             s.phase_plain ? el("div", { class: "muted phase" }, s.phase_plain) : ""),
-          el("td", { class: "executor" }, executorLabel(s),
+          el("td", { class: "executor", dataset: { label: "Runs on" } }, executorLabel(s),
             // which run this is: "requeued by Slurm, attempt 2" (radcloud/work/jobview.py), nothing for a first
             s.attempt_plain ? el("div", { class: "muted attempt" }, s.attempt_plain) : "",
             s.queue_reason && !FINAL_SHARD.includes(s.state) ? el("div", { class: "muted queue-reason" }, s.queue_reason) : ""),
-          el("td", {}, s.instances_total ? `${s.instances_done || 0}/${s.instances_total}` : ""),
-          el("td", {}, s.started_at ? fmt.duration((Number(s.finished_at) || Date.now() / 1000) - Number(s.started_at)) : ""),
-          el("td", { class: "why", title: s.reason || "" }, s.reason_plain || s.reason || "")))))),
+          el("td", { dataset: { label: "Progress" } }, s.instances_total ? `${s.instances_done || 0}/${s.instances_total}` : ""),
+          el("td", { dataset: { label: "Time" } }, s.started_at ? fmt.duration((Number(s.finished_at) || Date.now() / 1000) - Number(s.started_at)) : ""),
+          el("td", { class: "why", title: s.reason || "", dataset: { label: "Why" } }, s.reason_plain || s.reason || "")))))),
       // The technical detail (the program's exit code and the end of its log) behind a disclosure;
       // the failed parts' open, since they say why.
       ...shards.filter((s) => s.stderr_tail || (s.exit_code !== undefined && s.exit_code !== null) || (s.reason && s.reason !== s.reason_plain)).slice(0, 20).map((s) =>

@@ -131,8 +131,8 @@
         el("td", {}, el("input", { type: "checkbox", "aria-label": "Select all studies of this patient", checked: allChosen,
           onchange: (e) => { g.studies.forEach((s) => e.target.checked ? chosen.add(s.StudyInstanceUID) : chosen.delete(s.StudyInstanceUID)); render(); } })),
         el("td", {}, toggle(fmt.name(first.PatientName) || "(no name)", open, () => { open ? openPatients.delete(g.mrn) : openPatients.add(g.mrn); render(); })),
-        el("td", { class: "mrn" }, g.mrn), el("td", { colspan: 4, class: "muted" }, `${g.studies.length} ${g.studies.length === 1 ? "study" : "studies"}`),
-        el("td", { class: "num" }, nSeries), el("td", { class: "num" }, nInst)));
+        el("td", { class: "mrn" }, g.mrn), el("td", { class: "muted nowrap" }, `${g.studies.length} ${g.studies.length === 1 ? "study" : "studies"}`),
+        el("td", { colspan: 3, class: "wide-only" }), el("td", { class: "num wide-only" }, nSeries), el("td", { class: "num wide-only" }, nInst)));
       if (!open) continue;
       for (const s of g.studies) renderStudy(s);
     }
@@ -150,9 +150,10 @@
       el("td", {}, el("input", { type: "checkbox", "aria-label": `Select study of ${fmt.date(s.StudyDate)} ${s.StudyDescription || ""}`,
         checked: chosen.has(uid), onchange: (e) => { e.target.checked ? chosen.add(uid) : chosen.delete(uid); render(); } })),
       el("td", {}, toggle(s.StudyDescription || "Study", open, () => expandStudy(uid), "Show series")),
-      el("td", { class: "mrn" }, s.PatientID || ""), el("td", { class: "nowrap" }, fmt.date(s.StudyDate)), el("td", {}, studyValue.modalities(s)),
-      el("td", {}, s.StudyDescription || ""), el("td", {}, s.AccessionNumber || ""),
-      el("td", { class: "num" }, studyValue.series(s)), el("td", { class: "num" }, studyValue.instances(s))));
+      el("td", { class: "mrn" }, s.PatientID || ""), el("td", { class: "nowrap" }, fmt.date(s.StudyDate)),
+      el("td", { class: "wide-only" }, studyValue.modalities(s)), el("td", { class: "wide-only" }, s.StudyDescription || ""),
+      el("td", { class: "wide-only" }, s.AccessionNumber || ""),
+      el("td", { class: "num wide-only" }, studyValue.series(s)), el("td", { class: "num wide-only" }, studyValue.instances(s))));
     if (!open) return;
     const series = seriesOf[uid];
     if (!series) {
@@ -173,11 +174,14 @@
           checked: withStudy || chosenSeries.has(suid), disabled: withStudy,
           onchange: (e) => { e.target.checked ? chosenSeries.add(suid) : chosenSeries.delete(suid); render(); } })),
         el("td", {}, thumbOf[suid] ? el("img", { class: "series-thumb", src: thumbOf[suid], alt: "", width: 48, height: 48 }) : "",
-          `Series ${se.SeriesNumber ?? ""}`), el("td", {}), el("td", {}, fmt.date(se.SeriesDate)),
-        el("td", {}, se.Modality || ""),
-        el("td", {}, se.SeriesDescription || "", se.BodyPartExamined ? el("span", { class: "muted body-part" }, ` · ${se.BodyPartExamined}`) : "",
+          `Series ${se.SeriesNumber ?? ""}`,
+          // what the hidden columns say, on a phone (app.css: .wide-only, .phone-only): never a result taken for an image
+          el("span", { class: "sub phone-only" }, [se.Modality, se.SeriesDescription].filter(Boolean).join(" "), se.derived ? " " : "", derivedBadge(se))),
+        el("td", {}), el("td", {}, fmt.date(se.SeriesDate)),
+        el("td", { class: "wide-only" }, se.Modality || ""),
+        el("td", { class: "wide-only" }, se.SeriesDescription || "", se.BodyPartExamined ? el("span", { class: "muted body-part" }, ` · ${se.BodyPartExamined}`) : "",
           se.derived ? " " : "", derivedBadge(se)),
-        el("td", {}), el("td", {}), el("td", { class: "num" }, se.NumberOfSeriesRelatedInstances ?? "")));
+        el("td", { class: "wide-only" }), el("td", { class: "wide-only" }), el("td", { class: "num wide-only" }, se.NumberOfSeriesRelatedInstances ?? "")));
     }
   }
 

@@ -58,7 +58,35 @@ async function runPlugin(params = {}) {
   return new URL(page.url()).searchParams.get("job");
 }
 
+/* In the page: every visible box on it that scrolls sideways (its content wider than the box,
+ * overflow-x auto or scroll), and every empty field whose hint (placeholder) is cut off, as
+ * "tag#id.class: content/box px". The page itself not scrolling is not enough: a table or a
+ * form can scroll inside its own box, and a phone user never finds the columns or words
+ * hidden there. Two boxes are meant to scroll sideways: the viewer's strip of series on a
+ * phone (.vw-thumbs: a film strip of whole thumbnails, where a wrapped grid would push the
+ * image off the first screen) and a plugin's own result tables on the Results page (#tables:
+ * a spreadsheet of however many columns the plugin wrote). */
+function sidewaysBoxes() {
+  const name = (n) => n.tagName.toLowerCase() + (n.id ? `#${n.id}` : "") + (n.classList.length ? `.${[...n.classList].join(".")}` : "");
+  const shown = (n) => n.getClientRects().length && getComputedStyle(n).visibility !== "hidden";
+  const out = [];
+  for (const n of document.querySelectorAll("body *")) {
+    if (!shown(n) || n.matches(".vw-thumbs, #tables")) continue;
+    const cs = getComputedStyle(n);
+    if (/auto|scroll/.test(cs.overflowX) && n.scrollWidth > n.clientWidth + 1) out.push(`${name(n)}: ${n.scrollWidth}/${n.clientWidth}`);
+    if (n.matches("input[placeholder], textarea[placeholder]") && !n.value) {
+      const ctx = document.createElement("canvas").getContext("2d");
+      ctx.font = `${cs.fontSize} ${cs.fontFamily}`;
+      const room = n.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+      const need = Math.ceil(ctx.measureText(n.placeholder).width);
+      if (need > room + 1) out.push(`${name(n)} hint "${n.placeholder}": ${need}/${Math.floor(room)}`);
+    }
+  }
+  return out;
+}
+
 let resultJob = null;    // the dcm2png job whose results the page tour shows
+let stagedSeries = null; // a series pulled by pull-reaches-100: the page tour opens it in the viewer
 const step = stepper(page, { shot: (name, n) => `${SHOTS}/${String(step.n).padStart(2, "0")}-${name}.png`, fullPage: true });
 
 const ok = await (async () => {
@@ -180,6 +208,7 @@ const ok = await (async () => {
     }, null, { timeout: LONG, polling: 250 });
     const counts = await page.$$eval(".pull-item .row[data-series] .count", (s) => s.map((x) => x.textContent));
     if (counts.some((c) => { const [a, b] = c.split("/"); return a !== b || b === "0"; })) throw new Error(`bars not full: ${counts}`);
+    stagedSeries = await page.$eval(".pull-item .row[data-series]", (r) => r.dataset.series);
     return { pull_ms: Date.now() - t0, series: counts };
   })) return false;
 
@@ -510,8 +539,9 @@ const ok = await (async () => {
     // Every page, as the admin (who also sees the audit trail), at desktop and
     // phone width: the page never scrolls sideways; MRNs stay on one line.
     const pages = { home: "home", search: "search", pull: "pull", run: "run", jobs: "jobs", job: `jobs?job=${resultJob}`,
-                    view: `view?job=${resultJob}`, audit: "audit", automations: "automations", login: "login" };
-    const widths = {};
+                    view: `view?job=${resultJob}`, viewer: `viewer?series=${stagedSeries}`, audit: "audit",
+                    automations: "automations", login: "login" };
+    const widths = {}, boxes = {};
     let jobsTime = null, mrnLines = null, home = null, jobsFit = null;
     for (const width of [1366, 390]) {
       await page.setViewportSize({ width, height: width > 800 ? 860 : 844 });
@@ -546,24 +576,32 @@ const ok = await (async () => {
         }
         if (name === "job") await page.waitForSelector("#job-state", { timeout: 15000 });
         if (name === "view") await page.waitForSelector("#thumbs button.slice img", { timeout: 20000 });
+        if (name === "viewer") {
+          await page.waitForFunction(() => window.rcViewer && (window.rcViewer.loaded || window.rcViewer.error), null, { timeout: 60000 });
+          const error = await page.evaluate(() => window.rcViewer.error);
+          if (error) throw new Error(`viewer: ${error}`);
+        }
         if (name === "audit") await page.waitForSelector("#audit[aria-busy=false] tbody tr", { timeout: 15000 });
         if (name === "automations") await page.waitForSelector("#rules[aria-busy=false]", { timeout: 15000 });
         await page.waitForTimeout(150);  // let the layout settle after the last render
         const w = await page.evaluate(() => document.scrollingElement.scrollWidth);
         widths[`${name}@${width}`] = w;
+        boxes[`${name}@${width}`] = await page.evaluate(sidewaysBoxes);
         await page.screenshot({ path: `${SHOTS}/page-${name}-${width}.png`, fullPage: true });
       }
     }
     await page.setViewportSize({ width: 1366, height: 860 });
     const tooWide = Object.entries(widths).filter(([k, w]) => k.endsWith("@390") && w > 390);
-    if (tooWide.length) throw new Error(`wider than 390 px: ${JSON.stringify(tooWide)}`);
+    const scrolling = Object.entries(boxes).filter(([, b]) => b.length);
+    if (tooWide.length || scrolling.length) throw new Error(`wider than 390 px: ${JSON.stringify(tooWide)}; ` +
+                                                            `boxes that scroll sideways or cut their hint: ${JSON.stringify(scrolling)}`);
     // Home's "Find a patient": a name goes to the Search page and is searched at once.
     await page.goto(`${UI}/home`);
     await page.fill("#mrn", "smith");
     await page.press("#mrn", "Enter");
     await page.waitForSelector("#results tr.patient", { timeout: 20000 });
     home.found = { url: page.url().replace(UI, ""), rows: await page.$$eval("#results tr.patient td:nth-child(2)", (t) => t.map((x) => x.textContent)) };
-    return { widths, mrn_lines: mrnLines, jobs_time: jobsTime, jobs_fit: jobsFit, home };
+    return { widths, boxes, mrn_lines: mrnLines, jobs_time: jobsTime, jobs_fit: jobsFit, home };
   })) return false;
 
   if (!await step("idle-logout", async () => {
