@@ -148,8 +148,8 @@ PRELOAD = ("numpy", "pydicom", "requests", "redis", "minio",
 
 
 def local_images(env: Mapping[str, str], *, python: str = sys.executable, root: Path = ROOT,
-                 doc: Mapping[str, Any] | None = None,
-                 plugins_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+                 doc: Mapping[str, Any] | None = None, plugins_dir: Path | None = None,
+                 prewarm_plugins: bool = False) -> dict[str, dict[str, Any]]:
     """localwhisk's ``--images-file`` map: every manifest image, laid out as its Dockerfile builds it.
 
     Each image holds what its Dockerfile copies (:mod:`radcloud.ops.imageviews`:
@@ -160,6 +160,12 @@ def local_images(env: Mapping[str, str], *, python: str = sys.executable, root: 
     (Settings fall back to it when a parameter is absent); what a Dockerfile's
     ``ENV`` sets is the image's. With ``plugins_dir``, the images of its
     plugins' actions (:func:`with_plugin_actions`) are mapped too.
+
+    Only the runtime image keeps stem cells from localwhisk's start (``prewarm``);
+    a plugin image gets its stem pool after its first cold start, unless
+    ``prewarm_plugins`` (benches timing first runs). As in OpenWhisk, which
+    prewarms runtime kinds, never a blackbox image: a stem cell costs ~1 s of
+    CPU and ~60 MB held, and a stack runs a few of its nine plugins, if any.
     """
     from radcloud.ops import imageviews
 
@@ -169,6 +175,7 @@ def local_images(env: Mapping[str, str], *, python: str = sys.executable, root: 
             doc = with_plugin_actions(doc, plugins_dir)
     plugins = plugins_dir or root / "plugins"
     environ = {**os.environ, **dict(env), **local_image_env(env)}
+    runtime = environ[RUNTIME_IMAGE_VAR]
     out: dict[str, dict[str, Any]] = {}
     for name, action in manifest_actions(doc).items():
         if not action.get("docker"):
@@ -179,7 +186,7 @@ def local_images(env: Mapping[str, str], *, python: str = sys.executable, root: 
         layout = imageviews.view(imageviews.dockerfile_for(name, root=root, plugins_dir=plugins),
                                  root=root, plugins_dir=plugins)
         out[image] = {"python": python, **layout, "env": {**dict(env), **layout["env"]},
-                      "preload": list(PRELOAD)}
+                      "preload": list(PRELOAD), "prewarm": prewarm_plugins or image == runtime}
     return out
 
 

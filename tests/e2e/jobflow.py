@@ -56,17 +56,6 @@ PFCON_USER, PFCON_PASSWORD, CHRIS_BUCKET = "chris", "pfcon-e2e-password", "chris
 E2E_WORLD_ENV = {"RADCLOUD_PFCON_USER": PFCON_USER, "RADCLOUD_PFCON_PASSWORD": PFCON_PASSWORD,
                  "RADCLOUD_PFCON_BUCKET": CHRIS_BUCKET, "RADCLOUD_DEID_SECRET": "e2e-deid-secret-0123456789"}
 
-def runtime_stems_only(images: dict[str, dict[str, Any]], env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """``images`` (radcloud.ops.deploy.local_images) with stem cells from the start for the runtime
-    image only: a plugin image's stem pool starts after its first cold start (localwhisk's rule
-    for an image with ``prewarm: false``). What every fixture world runs (JobWorld.running, the
-    browser tier's site); a stem cell costs ~1 s of CPU and a tier runs a few of its plugins."""
-    from radcloud.ops import deploy
-
-    runtime = deploy.local_image_env(env)[deploy.RUNTIME_IMAGE_VAR]
-    return {name: {**spec, "prewarm": name == runtime} for name, spec in images.items()}
-
-
 # Outside /tmp on purpose: localwhisk gives each action a private /tmp.
 PLUGINS_DIR = Path(__file__).resolve().parent / "plugins"  # dcm2png and copy are symlinks
 
@@ -156,8 +145,8 @@ class JobWorld:
                    "CONFIG_whisk_activation_storeBlockingResultLevel": "STORE_FAILURES", **(extra_env or {})}
             env.update(deploy.local_image_env(env))
             images = tmp / "images.json"
-            image_map = deploy.local_images(env, plugins_dir=plugins_dir)
-            images.write_text(json.dumps(image_map if prewarm_plugins else runtime_stems_only(image_map, env)))
+            images.write_text(json.dumps(deploy.local_images(env, plugins_dir=plugins_dir,
+                                                             prewarm_plugins=prewarm_plugins)))
             extra = ["--images-file", str(images)]
             if max_containers:  # the invoker's container pool (localwhisk's default: 8)
                 extra += ["--max-containers", str(max_containers)]

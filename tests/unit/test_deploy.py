@@ -127,6 +127,16 @@ def test_a_plugins_dir_adds_its_plugin_actions_and_their_images(tmp_path):
     assert all(spec["preload"] == list(deploy.PRELOAD) for spec in images.values())
 
 
+def test_only_the_runtime_image_is_prewarmed_unless_plugins_are_asked_for():
+    """Plugin images get their stem cells after their first cold start (OpenWhisk prewarms no
+    blackbox image): a stack's localwhisk started one per plugin image, ~1 CPU s each, mostly unused."""
+    env = {"RADCLOUD_RUNTIME_IMAGE": "rc/runtime:1"}
+    images = deploy.local_images(env)
+    assert [name for name, spec in images.items() if spec["prewarm"]] == ["rc/runtime:1"]
+    assert len(images) > 5
+    assert all(spec["prewarm"] for spec in deploy.local_images(env, prewarm_plugins=True).values())
+
+
 def test_with_plugin_actions_leaves_the_given_manifest_alone(tmp_path):
     _plugin(tmp_path, "fixture")
     doc = deploy.load_manifest()

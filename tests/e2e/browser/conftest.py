@@ -73,11 +73,11 @@ def site(stack, slurm, tmp_path_factory, browser_ready):
     env.update(deploy.local_image_env(env))
     tmp = tmp_path_factory.mktemp("whisk")
     images = tmp / "images.json"  # what `radcloud deploy --local` runs with: the checkout, preloaded
-    # Stem cells for the runtime image only, as in every fixture world (jobflow.runtime_stems_only):
-    # localwhisk's start took 8.4 CPU s with all 8 images prewarmed, 2.1 s so.
-    from jobflow import FIXTURE_MAX_CONTAINERS, runtime_stems_only
+    # Stem cells for the runtime image only (deploy.local_images' default): localwhisk's start
+    # took 8.4 CPU s with all 8 images prewarmed, 2.1 s so.
+    from jobflow import FIXTURE_MAX_CONTAINERS
 
-    images.write_text(json.dumps(runtime_stems_only(deploy.local_images(env), env)))
+    images.write_text(json.dumps(deploy.local_images(env)))
     # The journey calls a dozen actions, which in localwhisk's default 8 containers
     # evicted each other into cold starts (tests/e2e/jobflow.py).
     with Server(tmp / "state", env=env, extra_args=["--images-file", str(images),
