@@ -58,6 +58,7 @@ STEM_MEMORY_MB = 512  # OpenWhisk's default maximum action memory
 PYTHON_STEM = ("python",)  # the stem pool of the python:3.x kinds
 QUEUE_LIMIT_S = 300.0  # longest a run waits for a slot: OpenWhisk's maximum action timeout
 STARVING_S = 5.0  # a run of an action without containers waited this long: it may evict any idle one
+RECENT_S = 10.0  # an idle container used this recently is not evicted for an action that has containers
 
 
 class Runtime:
@@ -88,7 +89,9 @@ class Runtime:
         self._cv = threading.Condition()
         self._idle: dict[tuple[str, str], list[Container]] = {}
         self._busy: dict[tuple[str, str], int] = {}
-        self._waiting: dict[tuple[str, str], int] = {}  # runs queued for a slot, per (fqn, digest)
+        # runs queued for a slot, per (fqn, digest): when each started waiting, and the action's instances
+        self._waiting: dict[tuple[str, str], list[float]] = {}
+        self._caps: dict[tuple[str, str], int | None] = {}
         self._stems: dict[tuple, list[Container]] = {}
         self._starting: dict[tuple, int] = {}  # stem cells being started, per pool
         # pool key -> (image spec or None for the python kinds, network, label for stats)
@@ -272,13 +275,14 @@ class Runtime:
         with self._cv:
             # Counted while it waits: a released container goes to a run of its own action
             # rather than to another action's run that would evict it (see _evictable).
-            self._waiting[key] = self._waiting.get(key, 0) + 1
+            self._waiting.setdefault(key, []).append(started)
+            self._caps[key] = instances
             try:
                 got = self._take(key, stem_key, started, instances)
             finally:
-                self._waiting[key] -= 1
+                self._waiting[key].remove(started)
                 if not self._waiting[key]:
-                    del self._waiting[key]
+                    del self._waiting[key], self._caps[key]
             if got is None:
                 return None
             container, epoch, victim = got
@@ -294,7 +298,7 @@ class Runtime:
                 return None
             epoch = self._epoch.get(key[0], 0)
             idle = self._idle.get(key)
-            if idle:
+            if idle and not self._deprived(key):
                 return idle.pop(), epoch, None
             if instances is not None and self._containers_of(key[0]) >= max(1, instances):
                 victim = self._idle_other_version(key)
@@ -310,10 +314,32 @@ class Runtime:
             if self._count < self.max_containers:
                 self._count += 1
                 return None, epoch, None
-            victim = self._evictable(key, starving=time.monotonic() - started > STARVING_S)
+            victim = self._evictable(key, starving=self._starving(key))
             if victim is not None:
                 return None, epoch, victim  # its slot becomes ours
             self._cv.wait(timeout=1.0)
+
+    def _starving(self, key) -> bool:
+        """A run of ``key`` has waited ``STARVING_S`` and the action has no container (lock held)."""
+        waits = self._waiting.get(key)
+        return bool(waits) and time.monotonic() - min(waits) > STARVING_S and not self._containers_of(key[0])
+
+    def _deprived(self, key) -> bool:
+        """Another action with runs waiting is owed one of ``key``'s containers (lock held): it holds
+        two fewer, or it is starving. ``key``'s own run then leaves its idle container to that
+        action's run, which evicts it (_evictable); without this, the action with the most
+        queued runs won every released container and an interactive action's run (a dispatch)
+        waited for the whole queue."""
+        mine = self._containers_of(key[0])
+        for other in self._waiting:
+            if other[0] == key[0]:
+                continue
+            theirs, cap = self._containers_of(other[0]), self._caps.get(other)
+            if cap is not None and theirs >= max(1, cap):
+                continue  # at its instances cap: it cannot take one
+            if theirs + 2 <= mine or self._starving(other):
+                return True
+        return False
 
     def _containers_of(self, fqn: str) -> int:
         """Live containers of one action, warm or busy, all versions (lock held)."""
@@ -340,6 +366,11 @@ class Runtime:
         released container went to another action's waiting run, and every run started cold
         (80 launchers for the real-file matrix's 90 shards, ~0.9 s of CPU each).
 
+        A run of an action that has containers does not evict one used in the last
+        ``RECENT_S``: it waits for its own. A job's queued shards otherwise evicted the
+        containers of the status and reconcile calls polling it between two polls, and each
+        poll started cold (~1 s of CPU) to be evicted again.
+
         Stem cells go first: there is a stem pool per mapped image (radcloud maps nine
         with the default cap of 8), so they can fill the whole pool; evicting warm
         containers first then made every run of an interactive path a full cold start
@@ -351,11 +382,14 @@ class Runtime:
         if fullest:
             return fullest.pop(0)
         mine = self._containers_of(key[0]) if key is not None else 0
+        recent = time.monotonic() - RECENT_S
         oldest_key, oldest = None, None
         for other, lst in self._idle.items():
             if not lst or (oldest is not None and lst[0].last_used >= oldest.last_used):
                 continue
-            if (key is not None and not starving and self._waiting.get(other)
+            if mine and lst[0].last_used > recent:
+                continue  # in use (a page's polls): this run waits for one of its own action's instead
+            if (key is not None and not starving and other in self._waiting
                     and self._containers_of(other[0]) < mine + 2):
                 continue  # its own queued run takes it warm
             oldest_key, oldest = other, lst[0]

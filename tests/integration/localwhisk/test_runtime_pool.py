@@ -87,6 +87,35 @@ def test_queued_runs_of_several_actions_reuse_their_warm_containers(make_runtime
     assert rt.stats()["containers"] <= 4
 
 
+def test_a_long_queue_of_one_action_leaves_a_container_to_another_action(make_runtime):
+    """Runs queued for their own action's containers do not keep them from an action that has
+    none: its run gets the next one released (a dispatch while a job's shards queue), not
+    the slot left when the whole queue has run."""
+    rt = make_runtime(max_containers=2)
+    slow = "import time\ndef main(a):\n    time.sleep(0.1)\n    return {'end': time.monotonic()}\n"
+    clock = "import time\ndef main(a):\n    return {'end': time.monotonic()}\n"
+    with ThreadPoolExecutor(max_workers=31) as ex:
+        queue = [ex.submit(invoke, rt, echo("queue", code=slow), {}) for _ in range(30)]
+        assert wait_for(lambda: rt.stats()["actions"].get("/guest/pool/queue", {}).get("busy") == 2)
+        other = ex.submit(invoke, rt, echo("other", code=clock), {}).result()
+        ends = [f.result().result["end"] for f in queue]
+    assert other.status == SUCCESS
+    assert other.result["end"] < sorted(ends)[-5], "the other action waited for the queue to drain"
+
+
+def test_a_burst_of_one_action_does_not_evict_a_container_in_use(make_runtime):
+    """A job's queued shards wait for their own containers rather than evict the one a page polls
+    with between two polls (it would start cold at the next poll, ~1 s of CPU each time)."""
+    rt = make_runtime(max_containers=2)
+    slow = "import time\ndef main(a):\n    time.sleep(0.05)\n    return a\n"
+    assert invoke(rt, echo("poll"), {}).init_time_ms is not None
+    with ThreadPoolExecutor(max_workers=10) as ex:
+        burst = list(ex.map(lambda i: invoke(rt, echo("burst", code=slow), {"i": i}), range(10)))
+    assert [o.result for o in burst] == [{"i": i} for i in range(10)]
+    assert sum(o.init_time_ms is not None for o in burst) == 1  # one container of its own, reused
+    assert invoke(rt, echo("poll"), {}).init_time_ms is None  # still warm
+
+
 def test_instances_caps_an_actions_containers_and_never_evicts_another_action(make_runtime):
     """limits.instances (OpenWhisk 2.0): at its cap an action's runs queue for its own containers."""
     rt = make_runtime(max_containers=4)
