@@ -147,6 +147,6 @@ def test_50_query_clients_nothing_lost_memory_flat(world, seeded):
     assert figures["n_failures"] == 0, figures["failures"]
     assert figures["stuck_threads"] == 0
     assert figures["ok"] >= 50 * 2, figures  # every client got several answers
-    assert figures["warmed"], figures  # every client had two answers before the end: the memory check means something
+    assert figures["warmed"], figures  # every client had two answers before the measured window: the memory check means something
     rss = figures["rss_mb"]
     assert rss["end"] <= rss["warm"] * 1.25 + 30, rss  # flat once warm: no leak per request
