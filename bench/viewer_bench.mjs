@@ -41,17 +41,26 @@ async function openViewer(page) {
     const v = window.rcViewer, nav = performance.getEntriesByType("navigation")[0];
     const res = performance.getEntriesByType("resource");
     const end = (pred) => { const r = res.filter(pred).map((e) => e.responseEnd); return r.length ? Math.max(...r) : null; };
-    const call = res.find((e) => e.name.includes("/viewer/series/"));
+    // Every request the page made for the action's answer: a busy answer (429/503 from OpenWhisk's edge,
+    // no activation) is asked again after a backoff (app.js fetchRetrying), so the answer the page
+    // uses is the last one's.
+    const calls = res.filter((e) => e.name.includes("/viewer/series/"));
+    const call = calls[0], answered = calls[calls.length - 1];
     const s3 = res.filter((e) => e.name.includes("X-Amz-Signature"));
     // dwv's module files (the entry and its chunks): fetched over the network or read from the cache
     const dwv = res.filter((e) => e.name.includes("/vendor/dwv/") && !e.name.includes("/assets/"));
     return { fromOpen: v.firstImageMs, fromNavigation: v.firstImageMs + v.opened, phases: {
       html: nav.responseEnd, dwv_module: end((e) => e.name.includes("/vendor/dwv/")), opened: v.opened,
       dwv_ready: v.dwvReadyMs === undefined ? null : v.dwvReadyMs + v.opened,
+      answer_in_page: v.answeredMs == null ? null : v.answeredMs + v.opened,
+      load_called: v.loadCalledMs == null ? null : v.loadCalledMs + v.opened,
+      load_sent: v.loadSentMs == null ? null : v.loadSentMs + v.opened,
       viewer_action_start: call ? call.startTime : null, viewer_action: call ? call.responseEnd - call.startTime : null,
+      viewer_action_end: answered ? answered.responseEnd : null,
       first_instance_start: s3.length ? Math.min(...s3.map((e) => e.startTime)) : null,
       first_instance_end: s3.length ? Math.min(...s3.map((e) => e.responseEnd)) : null,
       first_image: v.firstImageMs + v.opened },
+      action_requests: calls.length, action_statuses: calls.map((e) => e.responseStatus ?? null),
       dwv_files: dwv.length, dwv_bytes_fetched: dwv.reduce((n, e) => n + e.transferSize, 0),
       dwv_from_cache: dwv.length > 0 && dwv.every((e) => e.transferSize === 0) };
   });
@@ -158,6 +167,8 @@ function summary(runs) {
     })),
     dwv_module: { files: runs[0].dwv_files, bytes_fetched_median: median(runs.map((r) => r.dwv_bytes_fetched)),
                   from_cache: runs.filter((r) => r.dwv_from_cache).length + "/" + runs.length },
+    // the viewer action asked again after a busy answer (429/503), in any of the runs: [requests, statuses] each
+    action_retried: runs.filter((r) => r.action_requests > 1).map((r) => [r.action_requests, r.action_statuses]),
     series_loaded_from_navigation_ms: r1(median(runs.map((r) => r.loadedMs))),
   };
 }
