@@ -174,7 +174,7 @@
           checked: withStudy || chosenSeries.has(suid), disabled: withStudy,
           onchange: (e) => { e.target.checked ? chosenSeries.add(suid) : chosenSeries.delete(suid); render(); } })),
         el("td", {}, thumbOf[suid] ? el("img", { class: "series-thumb", src: thumbOf[suid], alt: "", width: 48, height: 48 }) : "",
-          `Series ${se.SeriesNumber ?? ""}`,
+          el("span", { class: "series-no" }, `Series ${se.SeriesNumber ?? ""}`),
           // what the hidden columns say, on a phone (app.css: .wide-only, .phone-only): never a result taken for an image
           el("span", { class: "sub phone-only" }, [se.Modality, se.SeriesDescription].filter(Boolean).join(" "), se.derived ? " " : "", derivedBadge(se))),
         el("td", {}), el("td", {}, fmt.date(se.SeriesDate)),

@@ -324,7 +324,9 @@ const ok = await (async () => {
     await page.waitForSelector("#results tr.series.derived", { timeout: 20000 });
     await page.check("#results tr.study input[type=checkbox] >> nth=0");
     const rows = await page.$$eval("#results tr.series", (trs) => trs.map((tr) => ({
-      number: tr.cells[1].innerText.replace("Series", "").trim(), description: tr.cells[5].innerText,
+      // the number's own element: the cell also holds the phone-only summary, which innerText
+      // would include whenever the stylesheet that hides it is not applied yet
+      number: tr.querySelector(".series-no").textContent.replace("Series", "").trim(), description: tr.cells[5].innerText,
       badge: tr.querySelector(".badge.derived")?.textContent || "", checked: tr.querySelector("input").checked,
       disabled: tr.querySelector("input").disabled })));
     await page.screenshot({ path: `${SHOTS}/${String(step.n).padStart(2, "0")}-derived-badge.png`, fullPage: true });
