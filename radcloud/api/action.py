@@ -45,7 +45,7 @@ ALL_ROLES = ("clinician", "researcher", "admin", "service")
 # ten-year token. Web requests take those settings from the environment.
 BOUND_SETTINGS = frozenset({"orthanc_url", "orthanc_user", "orthanc_password", "s3_endpoint", "s3_access_key",
                             "s3_secret_key", "s3_bucket", "redis_url", "token_secret",
-                            "deid_secret", "pfcon_user", "pfcon_password", "trusted_proxies"})
+                            "deid_secret", "pfcon_user", "pfcon_password", "trusted_proxies", "viewer_url"})
 
 
 def settings_from(args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:

@@ -24,9 +24,10 @@
                                                       onclick: fn }, label);
     return el("tr", { "data-rule": rule.name, class: on ? "" : "off" },
       el("td", {}, rule.name, rule.description ? el("div", { class: "muted" }, rule.description) : ""),
-      el("td", {}, matchText(rule.match)),
-      el("td", {}, (rule.pipeline || []).map((s, i) => `${i + 1}. ${s.plugin}${s.options && s.options.push_to_pacs ? " → PACS" : ""}`).join("  ")),
-      el("td", { class: "state" }, on ? "on" : "off"),
+      // data-label: the column's name, shown before each value where a phone stacks a row's cells
+      el("td", { dataset: { label: "Matches" } }, matchText(rule.match)),
+      el("td", { dataset: { label: "Pipeline" } }, (rule.pipeline || []).map((s, i) => `${i + 1}. ${s.plugin}${s.options && s.options.push_to_pacs ? " → PACS" : ""}`).join("  ")),
+      el("td", { class: "state", dataset: { label: "State" } }, on ? "on" : "off"),
       el("td", { class: "actions" }, button, " ", action("edit", "Edit", () => openEditor(rule)), " ",
          action("run-now", "Run now", () => openRun(rule)), " ", action("delete", "Delete", (e) => remove(rule, e.target))));
   }
@@ -34,10 +35,10 @@
   function pendingRow(p) {
     return el("tr", { "data-arrival": p.arrival_id },
       el("td", { class: "uid", title: `arrival ${p.arrival_id}` }, p.study_uid || p.arrival_id),
-      el("td", {}, String(p.attempts)),
-      el("td", { title: p.next_at ? new Date(p.next_at * 1000).toISOString() : "" },
+      el("td", { dataset: { label: "Attempts" } }, String(p.attempts)),
+      el("td", { title: p.next_at ? new Date(p.next_at * 1000).toISOString() : "", dataset: { label: "Next try" } },
          p.due_in_s > 0.5 ? `${fmt.when(p.next_at)} (in ${Math.round(p.due_in_s)} s)` : "now"),
-      el("td", {}, p.summary || "", p.reason ? reasonBox(p.reason_plain, p.reason, "Last reason: ") : ""));
+      el("td", { dataset: { label: "Why it waits" } }, p.summary || "", p.reason ? reasonBox(p.reason_plain, p.reason, "Last reason: ") : ""));
   }
 
   // -- the rule editor: match globs and ordered steps; saved as {rule} (validated by the server) --
@@ -180,8 +181,8 @@
   }
 
   function stepCell(run) {
-    if (!run.step_states) return el("td", {}, run.reason ? reasonBox(run.reason_plain, run.reason) : (run.steps || []).join(" → "));
-    return el("td", {}, el("ol", { class: "steps" }, ...run.step_states.map((s) => el("li", { class: `step ${s.state}`, "data-state": s.state },
+    if (!run.step_states) return el("td", { dataset: { label: "Steps" } }, run.reason ? reasonBox(run.reason_plain, run.reason) : (run.steps || []).join(" → "));
+    return el("td", { dataset: { label: "Steps" } }, el("ol", { class: "steps" }, ...run.step_states.map((s) => el("li", { class: `step ${s.state}`, "data-state": s.state },
       s.job ? el("a", { href: pageUrl("jobs", { job: s.job }) }, s.plugin) : s.plugin,
       ` ${words.state(s.state).toLowerCase()}${s.cached ? ` (${words.cached.toLowerCase()})` : ""}`,
       s.reason && s.state !== "succeeded" ? reasonBox(s.reason_plain, s.reason) : ""))));
@@ -191,9 +192,9 @@
     const state = run.pipeline_state || run.state;
     return el("tr", { "data-pipeline": run.pipeline || "" },
       el("td", { title: new Date(run.at * 1000).toISOString() }, fmt.when(run.at)),
-      el("td", {}, run.rule),
-      el("td", { class: "uid" }, run.study_uid || ""),
-      el("td", {}, run.pipeline ? el("a", { href: pageUrl("jobs", { job: run.pipeline }), class: "pipeline-job" }, stateBadge(state))
+      el("td", { dataset: { label: "Rule" } }, run.rule),
+      el("td", { class: "uid", dataset: { label: "Study" } }, run.study_uid || ""),
+      el("td", { dataset: { label: "Pipeline" } }, run.pipeline ? el("a", { href: pageUrl("jobs", { job: run.pipeline }), class: "pipeline-job" }, stateBadge(state))
         : stateBadge(state),
         run.pipeline_reason ? reasonBox(run.pipeline_reason_plain, run.pipeline_reason) : ""),
       stepCell(run));
