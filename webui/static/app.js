@@ -163,6 +163,8 @@
   /* Plain words (words.js): RC.words.state("partial") → "Finished, some parts failed". */
   const WORDS = window.RC_WORDS || { states: {} };
   const words = { ...WORDS, state: (s) => WORDS.states[s] || (s ? String(s) : WORDS.states.unknown) };
+  /* The states a job (or a pipeline) ends in: pages stop watching it, lists stop refreshing for it. */
+  const FINAL = ["succeeded", "failed", "partial", "cancelled"];
   /* A state in plain words; the raw value stays in data-state (styles, tests). */
   function stateBadge(state, attrs) {
     return el("span", { ...(attrs || {}), class: `state ${state || ""}`.trim(), dataset: { state: state || "" } }, words.state(state));
@@ -325,7 +327,7 @@
   prefetchViewer();
 
   window.RC = { cfg, pageUrl, api, retry, ApiError, token, user, remember, forget, toLogin, el, $, showError, toast,
-                fmt, identity, subjectText, derivedBadge, words, stateBadge, sortable, compare, csv, download, state, claims, IDLE_MS,
+                fmt, identity, subjectText, derivedBadge, words, stateBadge, FINAL, sortable, compare, csv, download, state, claims, IDLE_MS,
                 firstScreen: (p) => { firstScreen.push(Promise.resolve(p).catch(() => null)); return p; } };
 
   // Every page but login needs a token; without one, go to the login page.

@@ -5,7 +5,7 @@
  * and its refusal, naming the field, is shown in the form. */
 (function () {
   "use strict";
-  const { $, el, api, cfg, token, fmt, showError, toast, pageUrl, words, stateBadge } = window.RC;
+  const { $, el, api, cfg, token, fmt, showError, toast, pageUrl, words, stateBadge, FINAL } = window.RC;
   const MATCH_KEYS = ["modality", "body_part", "series_description", "study_description", "calling_aet"];
   let plugins = [], runRule = null;
   $("#runs-zone").textContent = fmt.zone();
@@ -201,9 +201,10 @@
   }
 
   /* All three tables; every REFRESH_MS the runs and the waiting arrivals again (a pipeline's steps
-   * end without a click). The rules are redrawn only when asked: a redraw would drop the focus of
-   * an admin about to press one of their buttons. */
-  const REFRESH_MS = 5000;
+   * end without a click), every REFRESH_MOVING_MS while a listed run's pipeline has not ended. The
+   * rules are redrawn only when asked: a redraw would drop the focus of an admin about to press
+   * one of their buttons. */
+  const REFRESH_MS = 5000, REFRESH_MOVING_MS = 2000;
   let refreshTimer = null;
   // A quiet refresh leaves a table alone while someone reads its opened details or has focus in it.
   const inUse = (t) => $(t).contains(document.activeElement) || !!$(t).querySelector("details[open]");
@@ -211,8 +212,10 @@
     clearTimeout(refreshTimer);
     const tables = rules ? ["#rules", "#runs", "#pending"] : [];
     for (const t of tables) $(t).setAttribute("aria-busy", "true");
+    let moving = false;
     try {
       const res = await api("routing", { method: "GET" });
+      moving = res.runs.some((run) => run.pipeline_state && !FINAL.includes(run.pipeline_state));
       if (rules) $("#rules tbody").replaceChildren(...(res.rules.length ? res.rules.map(ruleRow)
         : [el("tr", { class: "empty" }, el("td", { colspan: 5 }, "No rules yet: create one with New rule."))]));
       if (rules || !inUse("#runs")) $("#runs tbody").replaceChildren(...(res.runs.length ? res.runs.map(runRow)
@@ -228,7 +231,7 @@
     } finally {
       for (const t of tables) $(t).setAttribute("aria-busy", "false");
     }
-    refreshTimer = setTimeout(() => load({ rules: false }), REFRESH_MS);
+    refreshTimer = setTimeout(() => load({ rules: false }), moving ? REFRESH_MOVING_MS : REFRESH_MS);
   }
 
   async function setEnabled(name, enabled, button) {

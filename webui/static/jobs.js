@@ -3,8 +3,7 @@
  * the technical log behind a disclosure, cancel/retry. Words: words.js. */
 (function () {
   "use strict";
-  const { $, el, api, fmt, showError, pageUrl, toast, retry, words, stateBadge } = window.RC;
-  const FINAL = ["succeeded", "failed", "partial", "cancelled"];
+  const { $, el, api, fmt, showError, pageUrl, toast, retry, words, stateBadge, FINAL } = window.RC;
   const tbody = $("#jobs tbody");
   const detail = $("#job-detail");
   // The list's compact form (app.css, #jobs.compact) on a phone and beside an open job, where
@@ -32,14 +31,19 @@
     return `${p.shards_done ?? 0} of ${p.shards_total ?? 0} ${words.parts} done` + (outcomes.length ? ` (${outcomes.join(", ")})` : "");
   };
 
+  // The list refreshes by itself: every LIST_MS, and every LIST_MOVING_MS while a job it lists has
+  // not ended (a job started elsewhere, by a rule or the CLI, is seen to finish without a click).
+  const LIST_MS = 5000, LIST_MOVING_MS = 2000;
   async function loadList() {
     clearTimeout(listTimer);
+    let moving = false;
     try {
       const res = await api("status", { method: "GET", query: { state: $("#job-filter").value, limit: 50 } });
       renderList(res.jobs || []);
+      moving = (res.jobs || []).some((j) => !FINAL.includes(j.state));
       showError($("#jobs-error"), null);
     } catch (err) { showError($("#jobs-error"), err); }
-    listTimer = setTimeout(loadList, 5000);
+    listTimer = setTimeout(loadList, moving ? LIST_MOVING_MS : LIST_MS);
   }
 
   // Patient and study cells: who first (name, MRN under it), then which study.

@@ -74,7 +74,7 @@ const stored = watching && await step("store-ct", async () => {
 });
 
 const watched = stored && await step("watch-without-a-click", async () => {
-  // The Jobs page refreshes its list by itself (every 5 s): read it, never touch it.
+  // The Jobs page refreshes its list by itself (every 5 s, every 2 s while a listed job runs): read it, never touch it.
   const seen = [];
   let mine = null;
   for (const deadline = Date.now() + 240000; ;) {
