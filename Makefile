@@ -11,13 +11,23 @@ PY     := $(VENV)/bin/python
 STATE  ?= .radcloud
 export RADCLOUD_STATE_DIR := $(abspath $(STATE))
 
-.PHONY: demo test test-fast install venv system-deps node-deps stack-up stack-down seed clean-state bench
+.PHONY: demo test test-fast install bytecode venv system-deps node-deps stack-up stack-down seed clean-state bench
 
 # System packages first (they bring python3-venv, node and npm); then the venv and the
 # npm packages side by side: neither needs the other, and npm spends its ~15 s waiting
 # on its cache and the disk (~4 s of CPU) while pip works.
 install: system-deps
 	@$(MAKE) --no-print-directory -j2 venv node-deps
+	@$(MAKE) --no-print-directory bytecode
+
+# The project's own bytecode, written once as an image build does: action
+# containers see the checkout read-only (bubblewrap) and the shard sandbox sets
+# PYTHONDONTWRITEBYTECODE, so without it every cold start, plugin and CLI
+# process compiles the radcloud modules it imports again. compileall skips
+# what is current and each .pyc records its source's mtime and size, so an
+# edited module is compiled again on import, never run stale.
+bytecode: venv
+	@$(PY) -m compileall -q radcloud localwhisk functions plugins
 
 # Python side: one venv, the exact versions of constraints.txt.
 venv: $(VENV)/.installed
