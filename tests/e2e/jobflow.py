@@ -318,6 +318,21 @@ def slurm_job(client: Any, job_id: str, states: set[str], limit_s: float = 30.0)
     return job
 
 
+def release_requeued(state: Any, handle: str, pending_at: float) -> None:
+    """Release a requeued Slurm job that Slurm holds back (its BeginTime): ``StartTime=now``, once a
+    later second than ``pending_at`` (``time.time()`` when the job was seen PENDING again) has begun.
+
+    slurmd refuses a launch whose credential was made in the same second as the revoked one ("Killing
+    non-startable batch JobId=9: Job credential revoked", seen once in a fresh-clone run). The
+    revocation is stamped when slurmctld kills the first run, before the job is PENDING again: a
+    launch in a later second than ``pending_at`` is in a later second than it (was a fixed 2 s).
+    """
+    from radcloud.ops.stack import slurm as stack_slurm
+
+    time.sleep(max(0.0, int(pending_at) + 1.05 - time.time()))
+    stack_slurm.scontrol(state, "update", f"JobId={handle}", "StartTime=now")
+
+
 @contextlib.contextmanager
 def node_held(client: Any) -> Iterator[str]:
     """A job holding every CPU of the node: what the cluster runs next waits in its queue."""

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from jobflow import node_held, slurm_job
+from jobflow import node_held, release_requeued, slurm_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -193,16 +193,18 @@ def test_a_job_slurm_requeues_reports_into_the_same_shard_as_its_next_attempt(wo
     deadline = time.monotonic() + 30
     while (client.jobs([handle]).get(handle) or {}).get("job_state") != "PENDING" and time.monotonic() < deadline:
         time.sleep(0.2)  # COMPLETING (the first run being killed), then PENDING until its BeginTime
+    pending_at = time.time()
     assert client.jobs([handle])[handle]["restart_cnt"] == 1
-    # Slurm holds a requeued job back because slurmd refuses a launch whose credential was made in the
-    # same second as the revoked one ("Killing non-startable batch JobId=9: Job credential revoked",
-    # seen once in a fresh-clone run): release it only once a later second has begun.
-    time.sleep(2)
-    world.tick()  # reconcile (the alarm's work): Slurm's queue reason reaches the shard
+    deadline, shard = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:  # each read ticks (reconcile, the alarm's work): Slurm's queue reason
+        shard = world.call("status", {"job_id": job_id})["shards"][0]  # reaches the shard
+        if "(requeued, run 2)" in (shard.get("queue_reason") or ""):
+            break
+        time.sleep(0.2)
     held = cli("status", job_id)
     assert held.returncode == 0, held.stderr
     assert f"s000: slurm job {handle}, queued: " in held.stdout and "(requeued, run 2)" in held.stdout, held.stdout
-    stack_slurm.scontrol(state, "update", f"JobId={handle}", "StartTime=now")
+    release_requeued(state, handle, pending_at)  # Slurm holds it back: released in a later second
     job = world.wait_final(job_id, timeout_s=90)
     assert job["state"] == "succeeded", job["shards"][0].get("reason")
     (shard,) = job["shards"]

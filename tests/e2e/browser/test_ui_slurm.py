@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+from jobflow import release_requeued
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
@@ -166,8 +168,7 @@ def test_the_heavy_ct_plugin_on_the_real_chest_ct_succeeds_on_slurm_from_the_ui_
         stack_slurm.scontrol(state, "update", f"JobId={handle}", "Requeue=1")
         stack_slurm.scontrol(state, "requeue", handle)
         seen["requeued"] = client.wait(handle, {"PENDING", *ENDED}, limit_s=30).get("job_state")
-        stop.wait(2)  # a later second than the revoked launch's (test_slurm_flow.py says why)
-        stack_slurm.scontrol(state, "update", f"JobId={handle}", "StartTime=now")
+        release_requeued(state, handle, time.time())  # in a later second than the revoked launch
 
     def tick():  # the radcloud-reconcile alarm, once a second; the requeue once the job runs on Slurm
         requeued = False
