@@ -25,9 +25,12 @@ install: system-deps
 # PYTHONDONTWRITEBYTECODE, so without it every cold start, plugin and CLI
 # process compiles the radcloud modules it imports again. compileall skips
 # what is current and each .pyc records its source's mtime and size, so an
-# edited module is compiled again on import, never run stale.
+# edited module is compiled again on import, never run stale. The test modules
+# get the assert-rewritten bytecode pytest itself caches (scripts/test-bytecode.py):
+# without it each pytest process, each xdist worker, rewrites all of them again.
 bytecode: venv
 	@$(PY) -m compileall -q radcloud localwhisk functions plugins
+	@$(PY) scripts/test-bytecode.py tests
 
 # Python side: one venv, the exact versions of constraints.txt.
 venv: $(VENV)/.installed
