@@ -9,7 +9,8 @@ under ``inputdir`` (segmentation in :mod:`segment`, the DICOM objects by
   segments (1 soft tissue = the body less lungs and bone, 2 right lung,
   3 left lung, 4 bone) referencing every source image, in the source study;
 - ``sr/series-NNN.dcm``: a Comprehensive 3D SR with a TID 1500 Measurement
-  Report: volume (mL), mean and SD (HU) per segment, referencing the SEG;
+  Report: volume (mL), mean and SD (HU) per segment, referencing the SEG,
+  and its outline, area and mean HU on the slice where it is largest;
 - ``preview/series-NNN.png``: axial slices at 25/50/75 % with the segments
   in colour (a picture: pushed to a PACS as Secondary Capture);
 - ``lung-seg.json``: per series the measurements (``Body`` is the whole
@@ -172,6 +173,7 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
 
             algorithm, segments = dicom_segments()
             numbers = segsr.label_stats(hu, labelmap, voxel_ml, [s.number for s in segments])
+            rois = segsr.slice_rois(hu, labelmap, [s.number for s in segments])
             stats = {"Body": numbers["all"], **{s.label: numbers[s.number] for s in segments}}
             entry = {"series": number, "slices": len(headers), "voxel_mm": [round(v, 4) for v in voxel],
                      "segments": stats, "notes": notes}
@@ -184,7 +186,7 @@ def run(inputdir: Path, outputdir: Path, *, body_hu: float = -500.0, lung_hu: fl
                                      description="body, lungs and bone (HU thresholds, components)")
             del labelmap
             seg.save_as(outputdir / "seg" / f"series-{number:03d}.dcm", enforce_file_format=True)
-            sr = segsr.measurement_report(seg, headers, segments, numbers, algorithm)
+            sr = segsr.measurement_report(seg, headers, segments, numbers, algorithm, rois=rois)
             sr.save_as(outputdir / "sr" / f"series-{number:03d}.dcm", enforce_file_format=True)
             del seg, sr
             entry["outputs"] = {"seg": f"seg/series-{number:03d}.dcm", "sr": f"sr/series-{number:03d}.dcm",

@@ -301,8 +301,8 @@ def seg_geometry_missing(source: list[Dataset]) -> str | None:
 
 
 def write_seg_sr(labels: np.ndarray, stats: dict, source: list[Dataset], number: int,
-                 outputdir: Path) -> dict[str, str]:
-    """The label map as a DICOM SEG and its ``segsr.label_stats`` as a TID 1500 SR; their paths."""
+                 outputdir: Path, rois: dict | None = None) -> dict[str, str]:
+    """The label map as a DICOM SEG, its ``segsr.label_stats`` and ``segsr.slice_rois`` as a TID 1500 SR; their paths."""
     from radcloud.results import segsr  # on use: see the note above dicom_segments
 
     algorithm, segments = dicom_segments()
@@ -311,7 +311,7 @@ def write_seg_sr(labels: np.ndarray, stats: dict, source: list[Dataset], number:
     paths = {"seg": f"seg/series-{number:03d}.dcm", "sr": f"sr/series-{number:03d}.dcm"}
     (outputdir / "seg").mkdir(parents=True, exist_ok=True)
     seg.save_as(outputdir / paths["seg"], enforce_file_format=True)
-    sr = segsr.measurement_report(seg, source, segments, stats, algorithm)
+    sr = segsr.measurement_report(seg, source, segments, stats, algorithm, rois=rois)
     (outputdir / "sr").mkdir(parents=True, exist_ok=True)
     sr.save_as(outputdir / paths["sr"], enforce_file_format=True)
     return paths
@@ -360,9 +360,10 @@ def _one_series(slices: list[Dataset], number: int, outputdir: Path, body_thresh
 
         numbers = [s.number for s in dicom_segments()[1]]
         stats = segsr.label_stats(hu, labels, float(np.prod(voxel)) / 1000.0, numbers)
+        rois = segsr.slice_rois(hu, labels, numbers)
         del hu, body  # float32 HU: freed before highdicom encodes (~100 MB on 100 slices of 512²)
         try:
-            m.update(write_seg_sr(labels, stats, slices, number, outputdir))
+            m.update(write_seg_sr(labels, stats, slices, number, outputdir, rois))
         except MemoryError:
             raise
         except Exception as exc:  # the measurements stand without their DICOM form: say why

@@ -4,7 +4,15 @@ Plugins that produce masks or measurements write them as a DICOM
 Segmentation (the mask) and a Comprehensive 3D SR holding a TID 1500
 Measurement Report (volume, mean and SD of the attenuation per segment), both
 in the source study as new series, so a PACS viewer overlays the mask on the
-images and lists the measurements. Pictures (previews, overlays) stay
+images and lists the measurements. Beside each segment's volumetric group
+(TID 1411, referencing the SEG) the report holds a planar one (TID 1410): the
+outline of the segment on the slice where it is largest, a closed POLYLINE on
+that image, with its area and mean HU. OHIF (3.13) shows an SR's
+measurements only through such image regions, and a measurement without one
+stops it (``coords[0]`` of a volumetric group is undefined); both groups carry
+the segment's tracking identifier and UID, so OHIF merges them into one
+finding: the outline drawn on its slice, the volume and the slice's figures
+beside it. Pictures (previews, overlays) stay
 Secondary Capture (:mod:`radcloud.results.derived`).
 
 The mask is a *label map*: one integer array (z, y, x) of segment numbers,
@@ -28,8 +36,9 @@ Usage (a plugin)::
     segments = [segsr.segment(1, "right_lung"), segsr.segment(2, "left_lung")]
     algo = segsr.Algorithm("radcloud lung-seg", "1.1.0")
     stats = segsr.label_stats(hu, labelmap, voxel_ml, [1, 2])
+    rois = segsr.slice_rois(hu, labelmap, [1, 2])
     seg = segsr.segmentation(headers, labelmap, segments, algo, content_label="LUNGSEG", description="...")
-    sr = segsr.measurement_report(seg, headers, segments, stats, algo)
+    sr = segsr.measurement_report(seg, headers, segments, stats, algo, rois=rois)
 
 ``headers`` are the source datasets in the label map's slice order; their
 pixel data may have been dropped (highdicom needs only their attributes).
@@ -50,6 +59,7 @@ from radcloud.pacs import derivedseries
 MANUFACTURER = derivedseries.MANUFACTURER
 SLAB = 8  # slices per pass when summing: bincount works in float64/int64
 MILLILITRE = hd.sr.CodedConcept("mL", "UCUM", "milliliter")
+SQUARE_MM = hd.sr.CodedConcept("mm2", "UCUM", "square millimeter")
 
 # name: (segment label, property category, property type, display colour sRGB)
 CATALOGUE: dict[str, tuple[str, hd.sr.CodedConcept, hd.sr.CodedConcept, tuple[int, int, int]]] = {
@@ -124,6 +134,108 @@ def label_stats(hu: np.ndarray, labelmap: np.ndarray, voxel_ml: float, numbers: 
     out: dict = {k: one(counts[k], sums[k], squares[k]) for k in numbers}
     out["all"] = one(counts[1:].sum(), sums[1:].sum(), squares[1:].sum())
     return out
+
+
+@dataclass(frozen=True)
+class SliceROI:
+    """A segment on the slice where it has the most pixels: what a planar ROI group reports.
+
+    ``outline`` is the outer boundary of the segment's largest 4-connected
+    piece on that slice, traced along pixel edges: (column, row) image
+    coordinates of its corners (DICOM's: 0,0 is the top left corner of the
+    first pixel), closed (the first point repeated last). ``pixels`` and
+    ``hu_mean`` are of the segment's own pixels inside it (a hole, such as
+    the lungs inside the body's soft tissue, is not counted).
+    """
+
+    index: int
+    outline: np.ndarray
+    pixels: int
+    hu_mean: float
+
+
+def slice_rois(hu: np.ndarray, labelmap: np.ndarray, numbers: list[int]) -> dict[int, SliceROI]:
+    """Per non-empty segment number of ``numbers``: its :class:`SliceROI` (ties: the first slice).
+
+    One pass over the label map counting pixels per slice, then one slice per segment.
+    """
+    top = max(max(numbers, default=0), int(labelmap.max()) if labelmap.size else 0)
+    counts = np.stack([np.bincount(s.ravel(), minlength=top + 1) for s in labelmap]) if len(labelmap) else None
+    out = {}
+    for k in numbers:
+        if counts is None or not counts[:, k].any():
+            continue
+        z = int(np.argmax(counts[:, k]))
+        mask = labelmap[z] == k
+        outline, inside = _outline(mask)
+        within = inside & mask
+        out[k] = SliceROI(z, outline, int(within.sum()), round(float(hu[z][within].astype(np.float64).mean()), 2))
+    return out
+
+
+_DX = np.array([1, 0, -1, 0])  # a step east, south, west, north (rows grow downwards)
+_DY = np.array([0, 1, 0, -1])
+
+
+def _outline(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The outer boundary of the largest 4-connected piece of ``mask`` (2-D) and the pixels it encloses.
+
+    Every pixel edge between the mask and the rest is a step walked with the
+    mask on its right (clockwise on screen); where two pieces touch at a
+    corner the walk turns right, keeping them apart. The steps make closed
+    loops: outer boundaries have a positive area, holes a negative one; the
+    largest is the piece's outline (vertices where the direction changes).
+    Loops are found with arrays (each step's successor, then each loop's
+    smallest step by pointer doubling): a bony slice has thousands of them.
+    Returns the (n, 2) closed polyline and a boolean mask of what it encloses.
+    """
+    rows, cols = mask.shape
+    pad = np.pad(mask, 1)
+    inner = pad[1:-1, 1:-1]
+    xs, ys, ds = [], [], []
+    for d, (outside, dx, dy) in enumerate(((pad[:-2, 1:-1], 0, 0), (pad[1:-1, 2:], 1, 0),
+                                           (pad[2:, 1:-1], 1, 1), (pad[1:-1, :-2], 0, 1))):
+        r, c = np.nonzero(inner & ~outside)
+        xs.append(c + dx)
+        ys.append(r + dy)
+        ds.append(np.full(r.size, d))
+    x, y, d = (np.concatenate(a).astype(np.int64) for a in (xs, ys, ds))
+    if not x.size:
+        raise ValueError("an empty mask has no outline")
+    width = cols + 2
+    start, end = y * width + x, (y + _DY[d]) * width + (x + _DX[d])
+    # each step's successor: the step leaving its end corner, the right turn first where there are two
+    order = np.lexsort((d, start))  # by corner, then direction
+    sorted_start = start[order]
+    first = np.searchsorted(sorted_start, end)
+    two = (first + 1 < order.size) & (sorted_start[np.minimum(first + 1, order.size - 1)] == end)
+    a, b = order[first], order[np.minimum(first + 1, order.size - 1)]
+    right = (d + 1) % 4
+    nxt = np.where(two & (d[b] == right), b, a)
+    # each loop named by its smallest step (pointer doubling), its area from the steps' shoelace terms
+    name, jump = np.arange(x.size), nxt.copy()
+    for _ in range(int(np.ceil(np.log2(x.size))) + 1):
+        name = np.minimum(name, name[jump])
+        jump = jump[jump]
+    terms = (x * (y + _DY[d]) - (x + _DX[d]) * y).astype(np.float64)
+    area = np.bincount(name, weights=terms) / 2
+    best = int(np.argmax(area))
+    loop = [best]
+    while (e := int(nxt[loop[-1]])) != best:
+        loop.append(e)
+    loop = np.array(loop)
+    # the pixels enclosed: along each row, between pairs of the loop's vertical steps (even-odd)
+    vertical = loop[(d[loop] == 1) | (d[loop] == 3)]
+    vr, vx = np.minimum(y[vertical], y[vertical] + _DY[d[vertical]]), x[vertical]
+    at = np.lexsort((vx, vr))
+    vr, vx = vr[at], vx[at]
+    inside = np.zeros((rows, cols + 1), np.int32)
+    np.add.at(inside, (vr[::2], vx[::2]), 1)
+    np.add.at(inside, (vr[1::2], vx[1::2]), -1)
+    enclosed = np.cumsum(inside, axis=1)[:, :cols] > 0
+    turns = loop[d[loop] != d[np.roll(loop, 1)]]
+    corners = np.stack([x[turns], y[turns]], axis=1)
+    return np.concatenate([corners, corners[:1]]).astype(np.float32), enclosed
 
 
 # Type 2 attributes highdicom copies from the first source image (Patient and General Study
@@ -223,13 +335,18 @@ def segmentation(source: list[Dataset], labelmap: np.ndarray, segments: list[Seg
 
 
 def measurement_report(seg: hd.seg.Segmentation, source: list[Dataset], segments: list[Segment],
-                       stats: dict[int, dict], algorithm: Algorithm, *, series_number: int | None = None,
+                       stats: dict[int, dict], algorithm: Algorithm, *, rois: dict[int, SliceROI] | None = None,
+                       series_number: int | None = None,
                        procedure: hd.sr.CodedConcept = codes.LN.CTUnspecifiedBodyRegion) -> hd.sr.Comprehensive3DSR:
     """TID 1500 report: volume (mL), mean and SD (HU) of each non-empty segment of ``seg``.
 
     One volumetric ROI group (TID 1411) per segment, referencing the segment
-    of ``seg`` and the source series; the evidence lists the source images
-    and the SEG.
+    of ``seg`` and the source series; then, for each segment in ``rois``
+    (:func:`slice_rois`), one planar ROI group (TID 1410) with the same
+    tracking identifier and UID: its outline on that source image (an image
+    region, a closed POLYLINE), its area (mm², from the image's Pixel
+    Spacing) and mean HU. Without ``rois`` OHIF cannot open the report (see
+    the module's docstring). The evidence lists the source images and the SEG.
     """
     source = _with_type2(source)
     series_uid = str(source[0].SeriesInstanceUID)
@@ -239,7 +356,7 @@ def measurement_report(seg: hd.seg.Segmentation, source: list[Dataset], segments
             uid=algorithm.uid(series_uid, "device"), name=algorithm.name[:64],
             manufacturer_name=MANUFACTURER, model_name=algorithm.name[:64]))
     algo = hd.sr.AlgorithmIdentification(name=algorithm.name, version=algorithm.version)
-    groups = []
+    groups, planar = [], []
     for s in sorted(segments, key=lambda s: s.number):
         st = stats.get(s.number) or {}
         if not st.get("voxels"):
@@ -251,16 +368,19 @@ def measurement_report(seg: hd.seg.Segmentation, source: list[Dataset], segments
                 measurements.append(hd.sr.Measurement(
                     name=codes.DCM.AttenuationCoefficient, value=value, unit=codes.UCUM.HounsfieldUnit,
                     derivation=derivation, algorithm_id=algo))
+        tracking = hd.sr.TrackingIdentifier(uid=algorithm.uid(series_uid, f"track-{s.number}"), identifier=s.label)
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=algorithm.uid(series_uid, f"track-{s.number}"),
-                                                          identifier=s.label),
+            tracking_identifier=tracking,
             referenced_segment=hd.sr.ReferencedSegment(
                 sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=s.number,
                 source_series=hd.sr.SourceSeriesForSegmentation(series_uid)),
             finding_type=s.property_type, measurements=measurements))
+        roi = (rois or {}).get(s.number)
+        if roi is not None:
+            planar.append(_planar_group(source[roi.index], roi, tracking, s, algo))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=procedure, imaging_measurements=groups)
+        procedure_reported=procedure, imaging_measurements=groups + planar)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # as in segmentation(): warnings may quote patient attributes
         sr = hd.sr.Comprehensive3DSR(
@@ -274,3 +394,18 @@ def measurement_report(seg: hd.seg.Segmentation, source: list[Dataset], segments
     _deidentification(sr, source[0])
     _copied_references(sr)
     return sr
+
+
+def _planar_group(image: Dataset, roi: SliceROI, tracking: hd.sr.TrackingIdentifier, s: Segment,
+                  algo: hd.sr.AlgorithmIdentification) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410 group of ``roi`` on ``image``: outline, area and mean HU, under the segment's tracking identifier."""
+    dy, dx = (float(v) for v in image.PixelSpacing)
+    measurements = [
+        hd.sr.Measurement(name=codes.SCT.Area, value=round(roi.pixels * dy * dx, 2), unit=SQUARE_MM, algorithm_id=algo),
+        hd.sr.Measurement(name=codes.DCM.AttenuationCoefficient, value=roi.hu_mean, unit=codes.UCUM.HounsfieldUnit,
+                          derivation=codes.SCT.Mean, algorithm_id=algo)]
+    region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=roi.outline,
+                               source_image=hd.sr.SourceImageForRegion.from_source_image(image))
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking, referenced_region=region, finding_type=s.property_type,
+        measurements=measurements)

@@ -58,7 +58,7 @@ SEG_HEAD_BYTES = 2**20
 SR_MAX_BYTES = 16 * 2**20
 SEG_FILES_MAX = 50     # instances of one SEG series overlaid (each is a file the browser reads)
 PROBE_MAX = 50         # .dcm outputs looked at per job (a SEG/SR job has a few; a de-identified series hundreds)
-_UNITS = {"[hnsf'U]": "HU"}
+_UNITS = {"[hnsf'U]": "HU", "mm2": "mm²"}
 PAGE_MAX = 1000  # instances per answer at most
 # ... and at most this much of their URLs: OpenWhisk caps a result at 1 MB. A presigned URL is ~0.5 kB
 # with static keys (1000 fit), ~1.5 kB with temporary credentials (X-Amz-Security-Token): the page
@@ -296,25 +296,34 @@ def sr_rows(ds: Any) -> list[dict[str, Any]]:
 
     ``segment`` is the measurement group's tracking identifier (the segment's
     label in radcloud's reports); a derivation (mean, standard deviation)
-    is part of the measurement's name.
+    is part of the measurement's name, and so is "on one slice" for a planar
+    group's (TID 1410: radcloud's give a segment's area and mean HU on the
+    slice where it is largest, the outline OHIF draws). Rows of one segment
+    are together: its volumetric group's, then its planar group's, segments
+    in the order the report first names them.
     """
     import highdicom as hd
 
     try:
         report = hd.sr.Comprehensive3DSR.from_dataset(ds) if ds.SOPClassUID.endswith(".34") else \
             hd.sr.ComprehensiveSR.from_dataset(ds) if ds.SOPClassUID.endswith(".33") else hd.sr.EnhancedSR.from_dataset(ds)
-        groups = list(report.content.get_volumetric_roi_measurement_groups()) + \
-            list(report.content.get_planar_roi_measurement_groups())
+        groups = [(g, False) for g in report.content.get_volumetric_roi_measurement_groups()] + \
+            [(g, True) for g in report.content.get_planar_roi_measurement_groups()]
     except (ValueError, AttributeError, TypeError) as exc:  # an SR that is not a TID 1500 measurement report
         log.info("SR is not a TID 1500 measurement report (%s): no rows", type(exc).__name__)
         return []
     rows = []
-    for group in groups:
+    for group, planar in groups:
         for m in group.get_measurements():
-            name = m.name.meaning + (f" ({m.derivation.meaning.lower()})" if m.derivation is not None else "")
+            qualifiers = ([m.derivation.meaning.lower()] if m.derivation is not None else []) + \
+                (["on one slice"] if planar else [])
+            name = m.name.meaning + (f" ({', '.join(qualifiers)})" if qualifiers else "")
             rows.append({"segment": str(group.tracking_identifier or ""), "name": name,
                          "value": round(float(m.value), 1), "unit": _UNITS.get(m.unit.value, m.unit.value)})
-    return rows
+    first: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        first.setdefault(row["segment"], i)
+    return sorted(rows, key=lambda row: first[row["segment"]])  # stable: each group's order kept
 
 
 def _images(dicom: list[dict[str, Any]], classes: dict[str, str]) -> list[dict[str, Any]]:

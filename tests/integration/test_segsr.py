@@ -70,11 +70,12 @@ def written(tmp_path_factory):
     seg = segsr.segmentation(headers, labelmap, SEGMENTS, ALGORITHM, content_label="TEST",
                              description="soft tissue and bone by threshold")
     seg.save_as(base / "seg.dcm", enforce_file_format=True)
-    sr = segsr.measurement_report(seg, headers, SEGMENTS, stats, ALGORITHM)
+    rois = segsr.slice_rois(hu, labelmap, [1, 2])
+    sr = segsr.measurement_report(seg, headers, SEGMENTS, stats, ALGORITHM, rois=rois)
     sr.save_as(base / "sr.dcm", enforce_file_format=True)
     preview = Image.fromarray(np.clip((hu[0] + 1000) / 8, 0, 255).astype(np.uint8))
     preview.save(base / "preview.png")
-    return {"base": base, "sources": sources, "labelmap": labelmap, "stats": stats}
+    return {"base": base, "sources": sources, "labelmap": labelmap, "stats": stats, "rois": rois, "hu": hu}
 
 
 def _read(path: Path):
@@ -131,6 +132,32 @@ def test_sr_reads_back_with_the_measurements_referencing_the_seg_and_the_source(
                 for series in study.ReferencedSeriesSequence for i in series.ReferencedSOPSequence}
     assert evidence == {seg.SOPInstanceUID, *(str(d.SOPInstanceUID) for d in src)}
     assert written["stats"][2]["hu_mean"] > 300 and 0 < written["stats"][1]["hu_mean"] < 300
+
+
+def test_sr_reads_back_with_each_segments_outline_on_its_largest_slice(written):
+    """The planar groups OHIF draws: same tracking identifier and UID as the volumetric group, a closed
+    POLYLINE on the source image, area and mean HU of the segment's pixels it encloses."""
+    sr = _read(written["base"] / "sr.dcm")
+    src = written["sources"]
+    volumetric = {str(g.tracking_identifier): g.tracking_uid for g in sr.content.get_volumetric_roi_measurement_groups()}
+    planar = sr.content.get_planar_roi_measurement_groups()
+    assert {str(g.tracking_identifier): g.tracking_uid for g in planar} == volumetric
+    for number, g in enumerate(planar, start=1):
+        roi = written["rois"][number]
+        region = g.roi
+        assert region.GraphicType == "POLYLINE" and region.ContentSequence[0].ReferencedSOPSequence[0] \
+            .ReferencedSOPInstanceUID == src[roi.index].SOPInstanceUID
+        xy = np.asarray(region.value).reshape(-1, 2)
+        assert xy[0].tolist() == xy[-1].tolist() and xy.min() >= 0
+        assert xy[:, 0].max() <= src[0].Columns and xy[:, 1].max() <= src[0].Rows
+        dy, dx = (float(v) for v in src[roi.index].PixelSpacing)
+        (area,) = g.get_measurements(name=codes.SCT.Area)
+        assert area.value == pytest.approx(roi.pixels * dy * dx, abs=0.01) and area.unit.value == "mm2"
+        (mean,) = g.get_measurements(name=codes.DCM.AttenuationCoefficient)
+        inside = written["labelmap"][roi.index] == number
+        assert roi.pixels <= inside.sum() and mean.value == pytest.approx(roi.hu_mean)
+    # soft tissue: the largest piece of a one-slice CT's body; its mean is the body's soft tissue, not air
+    assert -100 < written["rois"][1].hu_mean < 300
 
 
 def test_every_object_written_passes_dciodvfy(written, tmp_path):

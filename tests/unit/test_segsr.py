@@ -115,3 +115,67 @@ def test_an_incomplete_referenced_study_copied_from_the_source_is_left_out():
     seg = segsr.segmentation([ct], labels, [segsr.segment(1, "body")], ALGORITHM, series_number=1,
                              content_label="X", description="x")
     assert seg.ReferencedStudySequence[0].ReferencedSOPInstanceUID == "1.2.3.4"
+
+
+def _shoelace(xy: np.ndarray) -> float:
+    return 0.5 * float(np.sum(xy[:-1, 0] * xy[1:, 1] - xy[1:, 0] * xy[:-1, 1]))
+
+
+def test_slice_roi_outlines_the_largest_piece_on_the_largest_slice_along_pixel_edges():
+    labels = np.zeros((3, 12, 14), np.uint8)
+    labels[1, 2:9, 3:11] = 1                      # slice 1: a 7 x 8 ring with a 3 x 2 hole...
+    labels[1, 4:7, 6:8] = 0
+    labels[1, 10:12, 0:2] = 1                     # ...and a 2 x 2 piece apart
+    labels[1, 9, 11] = 1                          # touching the ring at a corner only: its own piece
+    labels[0, 0:3, 0:3] = 1                       # slice 0: fewer pixels
+    labels[2, 5, 5] = 2
+    hu = np.arange(labels.size, dtype=np.int16).reshape(labels.shape)
+    rois = segsr.slice_rois(hu, labels, [1, 2, 3])
+    assert set(rois) == {1, 2}                    # 3 is empty
+    ring = rois[1]
+    assert ring.index == 1
+    assert ring.outline[0].tolist() == ring.outline[-1].tolist()          # closed
+    assert sorted(map(tuple, ring.outline[:-1].tolist())) == [(3, 2), (3, 9), (11, 2), (11, 9)]   # corners
+    assert _shoelace(ring.outline) == 7 * 8                               # the hole is inside the outline...
+    assert ring.pixels == 7 * 8 - 3 * 2                                  # ...and not counted
+    within = np.zeros((12, 14), bool)
+    within[2:9, 3:11] = True
+    within[4:7, 6:8] = False
+    assert ring.hu_mean == round(float(hu[1][within].mean()), 2)
+    assert rois[2].index == 2 and rois[2].pixels == 1 and _shoelace(rois[2].outline) == 1
+
+
+def test_slice_roi_walks_round_a_corner_two_pixels_of_one_piece_share():
+    labels = np.zeros((1, 6, 6), np.uint8)
+    labels[0, 1:3, 1:3] = 1
+    labels[0, 3:5, 3:5] = 1                       # diagonal to the first block: two 4-connected pieces
+    labels[0, 3, 2] = 1                           # joined by a pixel: one piece, a corner inside the walk
+    roi = segsr.slice_rois(np.zeros(labels.shape, np.int16), labels, [1])[1]
+    assert roi.pixels == 9 and _shoelace(roi.outline) == 9
+
+
+def test_sr_has_a_planar_group_per_roi_under_the_segments_tracking_identifier():
+    import highdicom as hd
+
+    ct = _ct()
+    labels = np.zeros((1, 128, 128), np.uint8)
+    labels[0, 10:20, 10:30] = 1
+    segments = [segsr.segment(1, "body")]
+    seg = segsr.segmentation([ct], labels, segments, ALGORITHM, series_number=1, content_label="X", description="x")
+    hu = np.arange(128 * 128, dtype=np.int16).reshape(1, 128, 128) % 1000
+    stats = segsr.label_stats(hu, labels, 0.5, [1])
+    rois = segsr.slice_rois(hu, labels, [1])
+    sr = hd.sr.Comprehensive3DSR.from_dataset(segsr.measurement_report(seg, [ct], segments, stats, ALGORITHM,
+                                                                       rois=rois, series_number=2))
+    (volumetric,) = sr.content.get_volumetric_roi_measurement_groups()
+    (planar,) = sr.content.get_planar_roi_measurement_groups()
+    assert planar.tracking_identifier == volumetric.tracking_identifier == "Body"
+    assert planar.tracking_uid == volumetric.tracking_uid
+    region = planar.roi
+    assert region.GraphicType == "POLYLINE" and region.ContentSequence[0].ReferencedSOPSequence[0] \
+        .ReferencedSOPInstanceUID == ct.SOPInstanceUID
+    dy, dx = (float(v) for v in ct.PixelSpacing)
+    (area,) = planar.get_measurements(name=segsr.codes.SCT.Area)
+    assert area.value == pytest.approx(200 * dy * dx, abs=0.01) and area.unit.value == "mm2"
+    (mean,) = planar.get_measurements(name=segsr.codes.DCM.AttenuationCoefficient)
+    assert mean.value == pytest.approx(float(hu[0, 10:20, 10:30].mean()), abs=0.01)

@@ -295,3 +295,49 @@ def test_a_job_with_several_seg_files_of_one_source_answers_them_all(store):
     manifest["outputs"].append(extra)
     seg = _viewer(store).job(manifest)["segmentation"]
     assert seg["count"] == 2 and seg["urls"][1].endswith("series-002.dcm?ttl=60")
+
+
+def test_sr_rows_name_a_planar_groups_measurements_as_on_one_slice():
+    """radcloud's reports hold per segment a volumetric group and a planar one (its largest slice, for OHIF)."""
+    import numpy as np
+
+    from radcloud.ops.samples import viewerdata
+    from radcloud.results import segsr
+    from radcloud.results.viewer import sr_rows
+
+    ct = viewerdata.ct_series(4, 16, tag="UNIT")
+    labels = np.zeros((4, 16, 16), np.uint8)
+    labels[1:3, 4:8, 4:10] = 1
+    labels[2, 8, 4:10] = 1                                    # slice 2 is the larger: 30 pixels
+    hu = np.full(labels.shape, 40, np.int16)
+    segments, algorithm = [segsr.segment(1, "soft_tissue")], segsr.Algorithm("radcloud unit", "0")
+    seg = segsr.segmentation(ct, labels, segments, algorithm, content_label="X", description="x")
+    sr = segsr.measurement_report(seg, ct, segments, segsr.label_stats(hu, labels, 0.5, [1]), algorithm,
+                                  rois=segsr.slice_rois(hu, labels, [1]))
+    dy, dx = (float(v) for v in ct[2].PixelSpacing)
+    assert sr_rows(sr) == [
+        {"segment": "Soft tissue", "name": "Volume", "value": 27.0, "unit": "mL"},
+        {"segment": "Soft tissue", "name": "Attenuation Coefficient (mean)", "value": 40.0, "unit": "HU"},
+        {"segment": "Soft tissue", "name": "Attenuation Coefficient (standard deviation)", "value": 0.0, "unit": "HU"},
+        {"segment": "Soft tissue", "name": "Area (on one slice)", "value": round(30 * dy * dx, 1), "unit": "mm²"},
+        {"segment": "Soft tissue", "name": "Attenuation Coefficient (mean, on one slice)", "value": 40.0, "unit": "HU"}]
+
+
+def test_sr_rows_keep_a_segments_rows_together():
+    import numpy as np
+
+    from radcloud.ops.samples import viewerdata
+    from radcloud.results import segsr
+    from radcloud.results.viewer import sr_rows
+
+    ct = viewerdata.ct_series(2, 16, tag="UNIT")
+    labels = np.zeros((2, 16, 16), np.uint8)
+    labels[0, 2:6, 2:6], labels[1, 8:12, 8:12] = 1, 2
+    hu = np.zeros(labels.shape, np.int16)
+    segments, algorithm = [segsr.segment(1, "fat"), segsr.segment(2, "bone")], segsr.Algorithm("radcloud unit", "0")
+    seg = segsr.segmentation(ct, labels, segments, algorithm, content_label="X", description="x")
+    sr = segsr.measurement_report(seg, ct, segments, segsr.label_stats(hu, labels, 1.0, [1, 2]), algorithm,
+                                  rois=segsr.slice_rois(hu, labels, [1, 2]))
+    assert [(r["segment"], r["name"].split(" (")[0]) for r in sr_rows(sr) if "(standard" not in r["name"]] == [
+        ("Fat", "Volume"), ("Fat", "Attenuation Coefficient"), ("Fat", "Area"), ("Fat", "Attenuation Coefficient"),
+        ("Bone", "Volume"), ("Bone", "Attenuation Coefficient"), ("Bone", "Area"), ("Bone", "Attenuation Coefficient")]

@@ -9,6 +9,11 @@
 // seg-overlay: double-click the SEG, accept its loading: OHIF (cornerstone3D) reads the SEG and
 //              draws it as a labelmap on its source series; the segment labels it read, and the
 //              same two voxels of the same slice again;
+// sr:          double-click the SR (radcloud.results.segsr's): OHIF's SR viewport reads its measurement
+//              groups (a segment's volumetric and planar group merged by their tracking UID), shows the
+//              image the planar group outlines the segment on, and draws the outline with a text box of
+//              the merged measurements (OHIF: "<concept>: <value, 2 decimals> <UCUM unit>", 5 lines at most);
+//              the record: those lines, the measurements as OHIF read them, the outline in image coordinates;
 //
 // Pixels are read from the viewport's canvas at the canvas point of the voxel's centre
 // (cornerstone's imageToWorldCoords, then the viewport's worldToCanvas), on the slice whose
@@ -113,6 +118,36 @@ await step("seg-overlay", async () => {
   const seen = await probe([inside, outside], {
     settled: (px) => Math.abs(px[0][0] - px[0][1]) > 10 || Math.abs(px[0][0] - px[0][2]) > 10, ms: 10000 });
   return { labels, before: before && before.px, ...seen };
+});
+
+await step("sr", async () => {
+  await page.getByText(series[2].slice(0, 20)).first().dblclick();
+  // the text box OHIF draws beside the outline: one <tspan> a line, in the viewport's SVG layer
+  const lines = await page.waitForFunction(() => {
+    const boxes = [...document.querySelectorAll("svg text")]
+      .map((t) => [...t.querySelectorAll("tspan")].map((s) => s.textContent));
+    return boxes.length && boxes[0].length ? boxes : null;
+  }, null, { timeout: 60000, polling: 250 }).then((h) => h.jsonValue());
+  return page.evaluate((lines) => {
+    const cs = window.cornerstone, tools = window.cornerstoneTools;
+    const sop = (imageId) => (imageId || "").match(/instances\/([^/]+)/)?.[1] || null;
+    const sr = window.services.displaySetService.getActiveDisplaySets().find((d) => d.Modality === "SR");
+    const vp = cs.getEnabledElements()[0].viewport;
+    const drawn = tools.annotation.state.getAllAnnotations().filter((a) => a.metadata.toolName === "DICOMSRDisplay")
+      .map((a) => ({
+        image: sop(a.metadata.referencedImageId),
+        // the outline back in the image's pixel coordinates (cornerstone's: 0,0 the first pixel's corner)
+        outline: Object.values(a.data.renderableData).flat().flatMap((points) => points.map((p) =>
+          cs.utilities.worldToImageCoords(a.metadata.referencedImageId, p).map((v) => Math.round(v * 100) / 100))),
+      }));
+    return {
+      lines,
+      measurements: (sr?.measurements || []).map((m) => ({
+        id: m.TrackingIdentifier, loaded: m.loaded, graphic: m.graphicType,
+        labels: m.labels.map((l) => `${l.label}: ${l.value}`) })),
+      drawn, shown: sop(vp.getCurrentImageId()),
+    };
+  }, lines);
 });
 
 emit({ step: "summary", external_requests: external, console_errors: consoleErrors });

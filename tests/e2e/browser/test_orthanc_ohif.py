@@ -25,13 +25,33 @@ def ohif_study(stack):
 
     ct = viewerdata.ct_series(20, 128, tag="OHIF")
     seg = viewerdata.seg_of(ct, viewerdata.Box(*BOX))
-    sr = viewerdata.sr_of(ct, seg, 12.5, 40.0)
+    sr, rows = _report(ct, seg)
     orthanc = Orthanc.from_settings(stack.settings)
     for ds in (*ct, seg, sr):
         orthanc.store_instance(viewerdata.ds_bytes(ds))
     probe = ct[10]
     hu = probe.pixel_array * float(probe.RescaleSlope) + float(probe.RescaleIntercept)
-    return {"ct": ct, "seg": seg, "sr": sr, "probe": probe, "inside": (60, 60), "outside": _soft_tissue_outside(hu)}
+    return {"ct": ct, "seg": seg, "sr": sr, "rows": rows, "probe": probe, "inside": (60, 60),
+            "outside": _soft_tissue_outside(hu)}
+
+
+def _report(ct, seg):
+    """The SR radcloud's plugins write (radcloud.results.segsr) of the SEG's one segment, and its rows."""
+    from radcloud.results import segsr
+    from radcloud.results.viewer import sr_rows
+
+    hu = np.stack([ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in ct])
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[BOX[0]:BOX[1], BOX[2]:BOX[3], BOX[4]:BOX[5]] = 1
+    described = seg.SegmentSequence[0]
+    lesion = segsr.Segment(1, str(described.SegmentLabel), segsr.codes.SCT.MorphologicallyAbnormalStructure,
+                           segsr.codes.SCT.Neoplasm, (255, 0, 0))
+    dy, dx = (float(v) for v in ct[0].PixelSpacing)
+    voxel_ml = dy * dx * float(ct[0].SliceThickness) / 1000.0
+    algorithm = segsr.Algorithm("radcloud ohif test", "1")
+    sr = segsr.measurement_report(seg, ct, [lesion], segsr.label_stats(hu, labels, voxel_ml, [1]), algorithm,
+                                  rois=segsr.slice_rois(hu, labels, [1]))
+    return sr, sr_rows(sr)
 
 
 def _soft_tissue_outside(hu):
@@ -95,3 +115,42 @@ def test_ohif_draws_the_seg_over_the_ct_where_it_marks_and_nowhere_else(ohif_run
 def test_ohif_fetches_nothing_from_outside_and_logs_no_error(ohif_run):
     assert ohif_run["summary"]["external_requests"] == []
     assert ohif_run["summary"]["console_errors"] == []
+
+
+def _ohif_lines(sr):
+    """The text OHIF 3.13.2 writes for a segment's measurements: each NUM of its groups (merged by
+    tracking UID, in the report's order) as "<concept>: <value, 2 decimals> <UCUM code>"."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    import highdicom as hd
+
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr)
+    lines = {}
+    for group in [*report.content.get_volumetric_roi_measurement_groups(),
+                  *report.content.get_planar_roi_measurement_groups()]:
+        for m in group.get_measurements():
+            value = Decimal(str(m.value)).quantize(Decimal("0.01"), ROUND_HALF_UP)   # JS toFixed(2)
+            lines.setdefault(str(group.tracking_identifier), []).append(f"{m.name.meaning}: {value} {m.unit.value}")
+    return lines
+
+
+def test_ohif_opens_the_sr_and_draws_the_segments_outline_with_the_srs_figures(ohif_run, ohif_study):
+    record = ohif_run.ok("sr")
+    expected = _ohif_lines(ohif_study["sr"])
+    assert list(expected) == ["Lesion"] and len(expected["Lesion"]) == 5   # volume, mean, SD; area, mean on the slice
+    (measurement,) = record["measurements"]
+    assert measurement["id"] == "Lesion" and measurement["loaded"] and measurement["graphic"] == "POLYLINE"
+    assert measurement["labels"] == expected["Lesion"]          # the SR's values, as OHIF read them
+    assert record["lines"] == [expected["Lesion"]]              # ... and drew them beside the outline
+    # the SR's own figures: the box is 10 slices of 60 x 60 voxels
+    dy, dx = (float(v) for v in ohif_study["ct"][0].PixelSpacing)
+    rows = {r["name"]: r["value"] for r in ohif_study["rows"]}
+    assert rows["Area (on one slice)"] == round(60 * 60 * dy * dx, 1)
+    thickness = float(ohif_study["ct"][0].SliceThickness)
+    assert rows["Volume"] == pytest.approx(10 * 60 * 60 * dy * dx * thickness / 1000, abs=0.01)
+    # drawn on the first slice of the box (each box slice has the same area: the first is kept), shown there
+    (drawn,) = record["drawn"]
+    first = str(ohif_study["ct"][BOX[0]].SOPInstanceUID)
+    assert drawn["image"] == record["shown"] == first
+    corners = {tuple(p) for p in drawn["outline"]}
+    assert corners == {(BOX[4], BOX[2]), (BOX[5], BOX[2]), (BOX[5], BOX[3]), (BOX[4], BOX[3])}, drawn

@@ -210,6 +210,14 @@ def test_phantom_sr_measures_every_segment_and_references_the_seg(phantom):
     assert body["voxels"] == sum(report["segments"][str(g.tracking_identifier)]["voxels"] for g in groups)
     lungs = report["segments"]["Right lung"], report["segments"]["Left lung"]
     assert all(s["hu_mean"] < -500 for s in lungs) and report["segments"]["Bone"]["hu_mean"] > 500
+    # each segment also outlined on one slice (what OHIF draws), under the same tracking identifier and UID
+    planar = {str(g.tracking_identifier): g for g in sr.content.get_planar_roi_measurement_groups()}
+    assert {k: g.tracking_uid for k, g in planar.items()} == {str(g.tracking_identifier): g.tracking_uid for g in groups}
+    for name in ("Right lung", "Left lung"):
+        (mean,) = planar[name].get_measurements(name=codes.DCM.AttenuationCoefficient)
+        (area,) = planar[name].get_measurements(name=codes.SCT.Area)
+        assert mean.value < -500 and area.value > 0 and planar[name].roi.GraphicType == "POLYLINE"
+        assert len(planar[name].roi.GraphicData) > 10     # a lung's outline, not a box (OHIF would re-measure a box)
 
 
 def test_every_written_object_passes_dciodvfy(phantom, real):
