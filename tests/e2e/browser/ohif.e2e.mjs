@@ -109,7 +109,9 @@ await step("ct-only", async () => {
 
 await step("seg-overlay", async () => {
   await page.getByText(series[1].slice(0, 20)).first().dblclick();
-  await page.getByText("Yes", { exact: true }).click({ timeout: 30000 });   // "open this Segmentation?"
+  // "open this Segmentation?": 60 s, as the waits around it; at load 16 a 30 s click once ran out while
+  // OHIF, busy loading, had not yet taken the click (the button was found, visible and stable)
+  await page.getByText("Yes", { exact: true }).click({ timeout: 60000 });
   const labels = await page.waitForFunction(() => {
     const segs = window.cornerstoneTools?.segmentation?.state?.getSegmentations?.() || [];
     const labels = segs.flatMap((s) => Object.values(s.segments || {}).filter(Boolean).map((x) => x.label));
