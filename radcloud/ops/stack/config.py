@@ -16,7 +16,7 @@ from typing import Any
 
 from radcloud.ops.stack import weed
 from radcloud.ops.stack.errors import StackError
-from radcloud.ops.stack.install import OHIF_BUILD, ORTHANC_PLUGINS_DIR
+from radcloud.ops.stack.install import OHIF_BUILD, ORTHANC_PLUGINS_DIR, ohif_built
 from radcloud.ops.stack.ports import Ports
 from radcloud.ops.stack.state import ORTHANCS, SLURM_SERVICES, TEST_AET, StateDir, write_private
 
@@ -50,8 +50,8 @@ def ohif_serve_folders(build: Path) -> dict[str, Any] | None:
     follows the last dot of the whole file path (folder included), so the key that maps
     those files to text/html is computed from the path each one has here.
     """
-    meta = build / "routes.json"
-    if not meta.is_file():
+    meta = ohif_built(build)
+    if meta is None:
         return None
     routes = json.loads(meta.read_text())
     extensions = {"jsonc": "application/json", "webapp": "application/x-web-app-manifest+json",

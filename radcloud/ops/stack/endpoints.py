@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from radcloud.core.settings import Secret, Settings
-from radcloud.ops.stack.install import OHIF_BUILD, OHIF_STUDY_LINK
+from radcloud.ops.stack.install import OHIF_BUILD, OHIF_STUDY_LINK, ohif_built
 from radcloud.ops.stack.ports import Ports
 from radcloud.ops.stack.state import BUCKET, ORTHANCS, TEST_AET, StateDir
 
@@ -75,7 +75,7 @@ class Endpoints:
             token_secret=Secret(credentials.get("token_secret", "")),
             deid_secret=Secret(credentials.get("deid_secret", "")),
             whisk_url=f"http://127.0.0.1:{ports.whisk}",
-            viewer_url=orthancs["orthanc"].url + OHIF_STUDY_LINK if (ohif / "routes.json").is_file() else "",
+            viewer_url=orthancs["orthanc"].url + OHIF_STUDY_LINK if ohif_built(ohif) else "",
             **_slurm(credentials, ports),
         )
 

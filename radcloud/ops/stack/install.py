@@ -31,6 +31,12 @@ OHIF_BUILD = Path(__file__).resolve().parents[3] / "deploy" / "ohif" / "build"
 OHIF_STUDY_LINK = "/ohif/viewer?StudyInstanceUIDs={study_uid}"
 
 
+def ohif_built(build: Path = OHIF_BUILD) -> Path | None:
+    """The file describing OHIF's build (its base and routes), or None when `make install` has not built it."""
+    meta = build / "routes.json"
+    return meta if meta.is_file() else None
+
+
 @dataclasses.dataclass(frozen=True)
 class Requirement:
     """One thing the stack needs, where it is looked for, and what provides it."""
