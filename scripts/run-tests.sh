@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Runs the tests: every tier (no argument, or `all`), or `fast`, the unit tier
 # (in-process, no services: make test-fast); further arguments go to pytest.
+#
+# `all` without further arguments (make test, CI) runs two lanes at once, each
+# its own pytest process in its own private network namespace: the job lane
+# (tests/e2e and tests/fuzz, which share one job world) and the rest. A serial
+# run leaves the cores idle ~45 % of the time (polls, a Slurm or Orthanc
+# start, a browser waiting for a page), and the lanes fill each other's waits.
+# Each lane keeps the serial run's properties: tests in collection order, each
+# world started once and stopped after its last test. RADCLOUD_TEST_LANES=1
+# runs one process; with arguments (test paths, -k …) one process runs them.
+#
 # As root, services and tests run inside a private network namespace (Orthanc
 # cannot bind to loopback only; in a fresh namespace nothing is reachable from
-# outside and nothing leaks out). Slurm resolves even numeric addresses with
-# AI_ADDRCONFIG, which fails when loopback's 127.0.0.1 is the namespace's only
-# IPv4 address: a second loopback address (127.0.0.2) satisfies it.
+# outside and nothing leaks out, and two lanes never meet on a port). Slurm
+# resolves even numeric addresses with AI_ADDRCONFIG, which fails when
+# loopback's 127.0.0.1 is the namespace's only IPv4 address: a second loopback
+# address (127.0.0.2) satisfies it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p artifacts
@@ -13,26 +24,84 @@ tier=all
 case "${1:-}" in
   fast|all) tier=$1; shift ;;
 esac
-if [ "$tier" = fast ]; then
-  # The unit tier uses neither schemathesis, hypothesis nor anyio: not loading
-  # their pytest plugins saves a third of its CPU time.
-  args=(-q -rfEs --durations=5 --junitxml=artifacts/junit-fast.xml
-        -p no:schemathesis -p no:hypothesispytest -p no:anyio tests/unit "$@")
-else
-  args=(-q -rfEs --durations=15 --junitxml=artifacts/junit.xml "$@")
-fi
+
+# pytest, in a private network namespace when root: run_pytest ARGS...
+run_pytest() {
+  if [ "$(id -u)" = 0 ] && unshare --net true 2>/dev/null; then
+    unshare --net bash -c 'ip link set lo up && ip addr add 127.0.0.2/8 dev lo && exec .venv/bin/pytest "$@"' _ "$@"
+  else
+    .venv/bin/pytest "$@"
+  fi
+}
+
+# pytest's exit status 5 is "no tests collected": a suite that runs nothing is broken.
+collected_nothing() {
+  echo "error: pytest collected no tests${1:+ ($1)}" >&2
+}
 
 if [ "$(id -u)" = 0 ] && unshare --net true 2>/dev/null; then
   echo "running tests in a private network namespace"
-  unshare --net bash -c 'ip link set lo up && ip addr add 127.0.0.2/8 dev lo && exec .venv/bin/pytest "$@"' _ "${args[@]}"
 else
   echo "running tests on the host network (not root, or unshare unavailable)"
-  .venv/bin/pytest "${args[@]}"
 fi
-rc=$?
-if [ $rc -eq 5 ]; then
-  # pytest's "no tests collected": a suite that runs nothing is broken.
-  echo "error: pytest collected no tests" >&2
-  exit 1
+
+if [ "$tier" = fast ]; then
+  # The unit tier uses neither schemathesis, hypothesis nor anyio: not loading
+  # their pytest plugins saves a third of its CPU time.
+  run_pytest -q -rfEs --durations=5 --junitxml=artifacts/junit-fast.xml \
+    -p no:schemathesis -p no:hypothesispytest -p no:anyio tests/unit "$@"
+  rc=$?
+  [ $rc -eq 5 ] && { collected_nothing; exit 1; }
+  exit $rc
 fi
-exit $rc
+
+common=(-q -rfEs --durations=15)
+if [ $# -gt 0 ] || [ "${RADCLOUD_TEST_LANES:-2}" = 1 ]; then
+  run_pytest "${common[@]}" --junitxml=artifacts/junit.xml "$@"
+  rc=$?
+  [ $rc -eq 5 ] && { collected_nothing; exit 1; }
+  exit $rc
+fi
+
+# Two lanes. Each prints its lines prefixed with its name as they come, and
+# its summary again at the end, so a failure is found without interleaving.
+lane() {  # lane NAME PYTEST-ARGS...
+  local name=$1; shift
+  run_pytest "${common[@]}" --junitxml="artifacts/junit-$name.xml" "$@" 2>&1 \
+    | tee "artifacts/lane-$name.log" | sed -u "s/^/[$name] /"
+  echo "${PIPESTATUS[0]}" >"artifacts/lane-$name.rc"
+}
+rm -f artifacts/lane-*.log artifacts/lane-*.rc
+# Each lane's own temporary folder (its worlds' state: ~0.5-1.3 GB each), removed
+# after a green run and kept after a red one. pytest's numbered folders would have two
+# processes pruning one parent folder, and pruning others' old runs at exit (~15 s).
+base=$(mktemp -d "${TMPDIR:-/tmp}/radcloud-tests.XXXXXX")
+start=$SECONDS
+lane jobs --basetemp="$base/jobs" tests/e2e tests/fuzz &
+jobs_pid=$!
+lane rest --basetemp="$base/rest" --ignore=tests/e2e --ignore=tests/fuzz &
+rest_pid=$!
+trap 'kill $jobs_pid $rest_pid 2>/dev/null' INT TERM
+wait $jobs_pid $rest_pid
+
+status=0
+echo
+echo "== lanes, $((SECONDS - start)) s in all =="
+for name in jobs rest; do
+  rc=$(cat "artifacts/lane-$name.rc" 2>/dev/null || echo 1)
+  summary=$(tail -n 1 "artifacts/lane-$name.log")
+  echo "[$name] exit $rc: $summary"
+  if [ "$rc" = 5 ]; then
+    collected_nothing "lane $name"; status=1
+  elif [ "$rc" != 0 ]; then
+    status=1
+    echo "--- lane $name: failures and errors (whole log: artifacts/lane-$name.log) ---"
+    sed -n '/short test summary info/,$p' "artifacts/lane-$name.log"
+  fi
+done
+if [ $status = 0 ]; then
+  rm -rf "$base"
+else
+  echo "the lanes' worlds (state folders, service logs) are kept in $base"
+fi
+exit $status
