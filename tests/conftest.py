@@ -51,6 +51,42 @@ def needs_bwrap(require) -> None:
             "and run as root or allow unprivileged user namespaces")
 
 
+@pytest.fixture(scope="session")
+def sample_encoder(tmp_path_factory):
+    """``seed_orthanc(..., encode=sample_encoder)``: each sample instance generated once a session.
+
+    The integration tier seeds the same samples into more than one Orthanc (the
+    stack's and the remote PACS, ~3 CPU s of generation each time for DEFAULT_SPEC's
+    356 instances). The encoded bytes are kept on disk (~150 MB, removed at the end),
+    keyed by the series' whole plan (its spec decides UIDs and pixels), and given
+    back unchanged: the archives receive the same files either way.
+    """
+    import hashlib
+    import shutil
+
+    from radcloud.ops.samples.seed import encode_instances
+
+    root = tmp_path_factory.mktemp("sample-instances")
+
+    def encode(series_plan, numbers):
+        folder = root / hashlib.sha256(repr(series_plan).encode()).hexdigest()[:24]
+        folder.mkdir(exist_ok=True)
+        paths = {n: folder / f"{n}.dcm" for n in numbers}
+        fresh = encode_instances(series_plan, [n for n in numbers if not paths[n].exists()])
+        for n in numbers:
+            if paths[n].exists():
+                yield paths[n].read_bytes()
+                continue
+            data = next(fresh)
+            part = paths[n].with_suffix(".part")  # never a truncated file under the final name
+            part.write_bytes(data)
+            part.replace(paths[n])
+            yield data
+
+    yield encode
+    shutil.rmtree(root, ignore_errors=True)
+
+
 # A world shared by two tiers is defined here, the one conftest both see: the e2e tier's
 # job_world is also the fuzz tier's (tests/fuzz/conftest.py), which runs right after it, so
 # one stack + Slurm + localwhisk + deploy starts where two did (its start and stop: ~12 CPU s).

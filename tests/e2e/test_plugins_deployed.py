@@ -43,12 +43,13 @@ def world(job_world):
 
 
 @pytest.fixture(scope="module")
-def demo_retrieve(world):
+def demo_retrieve(world, sample_encoder):
     from radcloud.ops.samples.seed import seed_orthanc
     from radcloud.ops.samples.spec import DEFAULT_SPEC
 
     spec = tuple(p for p in DEFAULT_SPEC if p.patient_id == DEMO_PATIENT)
-    seeded = seed_orthanc(world.endpoints.settings(), spec=spec, include_pydicom_files=False)
+    seeded = seed_orthanc(world.endpoints.settings(), spec=spec, include_pydicom_files=False,
+                          encode=sample_encoder)
     assert seeded["failed"] == 0 and seeded["series"] == 2, seeded
     orthanc = world.endpoints.orthanc
     found = requests.post(orthanc.url + "/tools/find", auth=orthanc.auth, timeout=30,

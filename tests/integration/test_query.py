@@ -22,8 +22,8 @@ STUDIES = [(p, s) for p in DEFAULT_SPEC for s in p.studies]
 
 
 @pytest.fixture(scope="module")
-def orthanc(stack):
-    seed_orthanc(stack.settings, include_pydicom_files=False)
+def orthanc(stack, sample_encoder):
+    seed_orthanc(stack.settings, include_pydicom_files=False, encode=sample_encoder)
     return Orthanc.from_settings(stack.settings)
 
 
@@ -148,10 +148,10 @@ def test_wrong_credentials_and_orthanc_down(stack):
 
 
 @pytest.fixture(scope="module")
-def remote(stack, remote_pacs):
+def remote(stack, remote_pacs, sample_encoder):
     settings = dataclasses.replace(stack.settings, orthanc_url=remote_pacs.url, orthanc_user=remote_pacs.user,
                                    orthanc_password=remote_pacs.password)
-    seed_orthanc(settings, include_pydicom_files=False)
+    seed_orthanc(settings, include_pydicom_files=False, encode=sample_encoder)
     return remote_pacs
 
 

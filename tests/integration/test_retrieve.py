@@ -79,8 +79,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(stack):
-    seed_orthanc(stack.settings, include_pydicom_files=False)
+def world(stack, sample_encoder):
+    seed_orthanc(stack.settings, include_pydicom_files=False, encode=sample_encoder)
     return World(stack.settings, Orthanc.from_settings(stack.settings), ObjectStore.from_settings(stack.settings),
                  Progress.from_settings(stack.settings))
 
@@ -137,10 +137,10 @@ def test_orthanc_killed_mid_retrieve_then_rerun_completes(world, stack):
     assert len(keys) == len(set(keys)) == len(expected) + len(series)  # + one manifest per series
 
 
-def test_remote_pacs_is_moved_into_orthanc_then_staged(world, stack, remote_pacs):
+def test_remote_pacs_is_moved_into_orthanc_then_staged(world, stack, remote_pacs, sample_encoder):
     remote_settings = dataclasses.replace(stack.settings, orthanc_url=remote_pacs.url,
                                           orthanc_user=remote_pacs.user, orthanc_password=remote_pacs.password)
-    seed_orthanc(remote_settings, include_pydicom_files=False, spec=REMOTE_ONLY)
+    seed_orthanc(remote_settings, include_pydicom_files=False, spec=REMOTE_ONLY, encode=sample_encoder)
     remote = Orthanc.from_settings(remote_settings)
     study = remote.find("Study", {"AccessionNumber": "RCR0000001"})[0]["MainDicomTags"]["StudyInstanceUID"]
     for local in world.orthanc.find("Study", {"StudyInstanceUID": study}, expand=False):

@@ -23,11 +23,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def whisk(stack, tmp_path_factory):
+def whisk(stack, tmp_path_factory, sample_encoder):
     from localwhisk.testing import Server
     from radcloud.ops import deploy
 
-    seed_orthanc(stack.settings, include_pydicom_files=False)
+    seed_orthanc(stack.settings, include_pydicom_files=False, encode=sample_encoder)
     tmp = tmp_path_factory.mktemp("whisk-retrieve")
     env = {**stack.env(), "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(40)}
     env.update(deploy.local_image_env(env))

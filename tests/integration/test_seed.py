@@ -37,10 +37,11 @@ def _held_counts(settings: Settings) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def seeded(stack):
+def seeded(stack, sample_encoder):
     """The first seed of this module, with its progress calls."""
     calls = []
-    report = seed_orthanc(stack.settings, workers=4, progress=lambda done, total: calls.append((done, total)))
+    report = seed_orthanc(stack.settings, workers=4, progress=lambda done, total: calls.append((done, total)),
+                          encode=sample_encoder)
     return report, calls
 
 

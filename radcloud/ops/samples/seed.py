@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,6 +34,8 @@ from radcloud.core.settings import Settings
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+# The encoded instances ``numbers`` (1-based, in that order) of one series.
+Encode = Callable[[SeriesPlan, list[int]], Iterable[bytes]]
 _FIND_CHUNK = 200     # UIDs per /tools/find (~13 kB of query)
 
 
@@ -102,14 +104,23 @@ class _Archive:
         return "already_stored" if status == "AlreadyStored" else "uploaded"
 
 
+def encode_instances(series_plan: SeriesPlan, numbers: list[int]) -> Iterator[bytes]:
+    """Generate and encode instances ``numbers`` of one series, one at a time (how seeding gets them)."""
+    return (dataset_bytes(ds) for ds in series_plan.datasets(numbers))
+
+
 def seed_orthanc(settings: Settings, *, workers: int = 4, progress: Progress | None = None,
-                 include_pydicom_files: bool = True, spec: Spec | None = None) -> dict:
+                 include_pydicom_files: bool = True, spec: Spec | None = None,
+                 encode: Encode = encode_instances) -> dict:
     """Upload the sample archive (``spec``, default the standard samples) to Orthanc.
 
     Parameters:
         workers: upload threads (4 measured fastest on 2 cores).
         progress: called on this thread as ``progress(done, total)`` instances.
         include_pydicom_files: also upload pydicom's bundled real test files.
+        encode: where the encoded instances Orthanc lacks come from; a caller that
+            seeds the same spec into several archives (the tests) may pass one that
+            generates each instance once and keeps its bytes.
 
     Returns:
         ``{patients, studies, series, instances}`` of the sample set, and
@@ -144,7 +155,7 @@ def seed_orthanc(settings: Settings, *, workers: int = 4, progress: Progress | N
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="seed") as pool:
         try:
-            for data in _payloads(plans, files, orthanc, outcome, report):
+            for data in _payloads(plans, files, orthanc, outcome, report, encode):
                 in_flight.append(pool.submit(orthanc.store, data))
                 collect(block_until=2 * max(1, workers))
             collect(block_until=0)
@@ -159,7 +170,8 @@ def seed_orthanc(settings: Settings, *, workers: int = 4, progress: Progress | N
 
 
 def _payloads(plans: list[SeriesPlan], files: list[Path], orthanc: _Archive,
-              outcome: dict[str, int], report: Callable[[int], None]) -> Iterator[bytes]:
+              outcome: dict[str, int], report: Callable[[int], None],
+              encode: Encode = encode_instances) -> Iterator[bytes]:
     """Encoded instances Orthanc lacks; those it holds are counted, never generated.
 
     Asking first matters: an Orthanc with OverwriteInstances (the stack's
@@ -179,8 +191,7 @@ def _payloads(plans: list[SeriesPlan], files: list[Path], orthanc: _Archive,
             outcome["already_stored"] += series_plan.count - len(missing)
             report(series_plan.count - len(missing))
         if missing:
-            for ds in series_plan.datasets(missing):
-                yield dataset_bytes(ds)
+            yield from encode(series_plan, missing)
     uids = [str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in files]
     stored_files = orthanc.held_instances(uids) if uids else set()
     for path, sop_uid in zip(files, uids):
