@@ -87,15 +87,17 @@ def sample_encoder(tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
-# A world shared by two tiers is defined here, the one conftest both see: the e2e tier's
-# job_world is also the fuzz tier's (tests/fuzz/conftest.py), which runs right after it, so
-# one stack + Slurm + localwhisk + deploy starts where two did (its start and stop: ~12 CPU s).
+# A world shared by tiers is defined here, the one conftest they all see: the e2e tier's
+# job_world is also the browser tests' (tests/e2e/browser, collected first) and the fuzz tier's
+# (tests/fuzz/conftest.py, right after tests/e2e), so one stack + Slurm + localwhisk + deploy
+# starts where three did (a world's start and stop: ~7-12 CPU s, and each world started cold
+# every action it called, ~0.85 CPU s a container).
 SHARED_WORLDS = ("job_world",)
 
 
 @pytest.fixture(scope="session")
 def job_world(tmp_path_factory, require):
-    """A :class:`jobflow.JobWorld` (tests/e2e/jobflow.py) for tests/e2e and tests/fuzz.
+    """A :class:`jobflow.JobWorld` (tests/e2e/jobflow.py) for tests/e2e (the browser tests too) and tests/fuzz.
 
     A world that fails to start is an error (skipped only for missing binaries, never in CI).
     With Slurm (1.3 s): ct-resample, bigger than an action, is routed there as deployed.
@@ -103,6 +105,9 @@ def job_world(tmp_path_factory, require):
     """
     from jobflow import E2E_WORLD_ENV, JobWorld
 
+    # Orthanc calls a study stable after 2 s without instances (the stack's default is 5 s), as
+    # in the integration tier's stack: the browser tests' arrivals watcher waits for it.
+    os.environ.setdefault("RADCLOUD_ORTHANC_STABLE_AGE", "2")
     with JobWorld.running(tmp_path_factory.mktemp("jobflow"), require, shard_timeout_s=25, slurm=True,
                           extra_env=E2E_WORLD_ENV) as world:
         yield world

@@ -1,12 +1,13 @@
 """The whole radcloud on one machine for the browser tests.
 
-``stack`` (Orthanc + Redis + S3, from tests/integration/conftest.py) and its
-one-node Slurm cluster (``slurm``), the
-sample studies seeded into Orthanc, a localwhisk server with
-deploy/manifest.yaml deployed onto it as ``radcloud deploy --local`` does
-(radcloud.ops.deploy), and a clinician and an admin account. The
-browser then only ever talks HTTP to localwhisk's web actions, as a user's
-would.
+The e2e tier's ``job_world`` (tests/conftest.py: Orthanc, Redis, S3, a one-node Slurm cluster,
+localwhisk with deploy/manifest.yaml deployed as ``radcloud deploy --local`` does), seen as the
+integration tier's ``stack`` (tests/integration/conftest.py's LiveStack) and ``slurm``, with the
+sample studies seeded into its Orthanc and a clinician and an admin account (``site``). The
+browser tier runs first in that world, before the e2e modules that share it: one stack,
+localwhisk and deploy fewer per run, and the actions both tiers call start cold once. The
+browser then only ever talks HTTP to localwhisk's web actions, as a user's would; what a
+browser test puts in the shared PACS or Redis it takes out again (other tests share them).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import secrets
 import select
 import shutil
 import subprocess
@@ -33,7 +33,6 @@ _spec = importlib.util.spec_from_file_location("_integration_conftest", ROOT / "
 _integration = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = _integration  # dataclasses look their module up there
 _spec.loader.exec_module(_integration)
-stack = _integration.stack
 slurm = _integration.slurm
 _services_back_up = _integration._services_back_up
 
@@ -61,36 +60,31 @@ def browser_ready(require):
 
 
 @pytest.fixture(scope="session")
-def site(stack, slurm, tmp_path_factory, browser_ready):
-    from localwhisk.testing import Server
-    from radcloud.ops import deploy
+def stack(job_world):
+    """``job_world``'s stack as the integration tier's LiveStack (what the browser tests read back)."""
+    from minio import Minio
+
+    e = job_world.endpoints
+    s3 = Minio(e.s3_endpoint, access_key=e.s3_access_key, secret_key=e.s3_secret_key.reveal(), secure=False,
+               region="us-east-1")
+    return _integration.LiveStack(job_world.stack, e, s3, job_world.redis)
+
+
+@pytest.fixture(scope="session")
+def site(job_world, stack, slurm, browser_ready):
     from radcloud.ops.samples.seed import seed_orthanc
     from radcloud.access.users import UserStore
 
     seed_orthanc(stack.settings, include_pydicom_files=False)
-    # With the stack's Slurm cluster: a job can be routed there (test_ui_slurm.py).
-    env = {**slurm.env(), "RADCLOUD_TOKEN_SECRET": secrets.token_urlsafe(32)}
-    env.update(deploy.local_image_env(env))
-    tmp = tmp_path_factory.mktemp("whisk")
-    images = tmp / "images.json"  # what `radcloud deploy --local` runs with: the checkout, preloaded
-    # Stem cells for the runtime image only (deploy.local_images' default): localwhisk's start
-    # took 8.4 CPU s with all 8 images prewarmed, 2.1 s so.
-    from jobflow import FIXTURE_MAX_CONTAINERS
-
-    images.write_text(json.dumps(deploy.local_images(env)))
-    # The journey calls a dozen actions, which in localwhisk's default 8 containers
-    # evicted each other into cold starts (tests/e2e/jobflow.py).
-    with Server(tmp / "state", env=env, extra_args=["--images-file", str(images),
-                                                    "--max-containers", str(FIXTURE_MAX_CONTAINERS)]) as whisk:
-        deploy.deploy(whisk.api_host, whisk.auth, env)
-        store = UserStore(stack.redis)
-        if store.get(USER) is None:
-            store.add(USER, "clinician", PASSWORD)
-        if store.get(ADMIN) is None:
-            store.add(ADMIN, "admin", ADMIN_PASSWORD)
-        base = whisk.api_host.rstrip("/")
-        yield Site(base=base, ui=f"{base}/api/v1/web/guest/radcloud/ui", user=USER, password=PASSWORD,
-                   admin=ADMIN, admin_password=ADMIN_PASSWORD, whisk=whisk)
+    # job_world is deployed with its Slurm cluster: a job can be routed there (test_ui_slurm.py).
+    store = UserStore(stack.redis)
+    if store.get(USER) is None:
+        store.add(USER, "clinician", PASSWORD)
+    if store.get(ADMIN) is None:
+        store.add(ADMIN, "admin", ADMIN_PASSWORD)
+    base = job_world.whisk.api_host.rstrip("/")
+    return Site(base=base, ui=f"{base}/api/v1/web/guest/radcloud/ui", user=USER, password=PASSWORD,
+                admin=ADMIN, admin_password=ADMIN_PASSWORD, whisk=job_world.whisk)
 
 
 class BrowserRun(dict):
