@@ -24,6 +24,7 @@ import hashlib
 import json
 import mimetypes
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -181,6 +182,15 @@ class WebUI:
         return written
 
 
+def readable_name(name: str) -> str:
+    """A parameter's name as words, the label of a parameter its descriptor gives no plain words
+    (a ChRIS plugin from elsewhere): ``thumbnailSize`` -> "Thumbnail size", ``bodyHU`` -> "Body HU",
+    ``b_ignoreInputDir`` -> "Ignore input dir" (ChRIS names a flag's variable ``b_...``)."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", re.sub(r"^b_(?=.)", "", name)).replace("_", " ").replace("-", " ")
+    text = " ".join(w if w.isupper() and len(w) > 1 else w.lower() for w in words.split())
+    return text[:1].upper() + text[1:] or name
+
+
 def plugin_catalogue(registry: Any) -> list[dict[str, Any]]:
     """Each plugin's summary plus its parameters, for the Run page's forms, in plain words.
 
@@ -189,7 +199,8 @@ def plugin_catalogue(registry: Any) -> list[dict[str, Any]]:
     ``title``, ``summary`` and each parameter's ``label`` and ``help``. The
     descriptor's own description and parameter help (engineer language:
     libraries, flags, standards) travel as ``details``, shown behind a
-    disclosure.
+    disclosure. A parameter without plain words is labelled with its name as
+    words (:func:`readable_name`) and helped by the descriptor's own help.
     """
     catalogue = []
     for name in registry.names():
@@ -204,7 +215,7 @@ def plugin_catalogue(registry: Any) -> list[dict[str, Any]]:
             item = {k: p.get(k) for k in ("name", "type", "optional", "default", "flag", "action", "ui_exposed")}
             plain = words["parameters"].get(p["name"], {})
             technical = " ".join(x for x in (p.get("flag") or "", p.get("help") or "") if x)
-            item.update(label=plain.get("label") or p["name"], help=plain.get("help") or p.get("help") or "",
+            item.update(label=plain.get("label") or readable_name(p["name"]), help=plain.get("help") or p.get("help") or "",
                         details=technical)
             entry["parameters"].append(item)
         catalogue.append(entry)

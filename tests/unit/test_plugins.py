@@ -183,6 +183,19 @@ def test_every_shipped_plugin_speaks_plain_words_with_a_label_and_help_for_every
         assert shown["details"] == descriptor["description"]
 
 
+def test_a_parameter_without_plain_words_shows_its_name_as_words_and_its_authors_help(registry):
+    """A ChRIS plugin from elsewhere (the fixture copy) has no radcloud.ui block: the Run page must
+    still show a label a person reads, not the variable name, and the descriptor's help."""
+    from radcloud.ui.pages import plugin_catalogue, readable_name
+
+    (copy,) = [p for p in plugin_catalogue(registry) if p["name"] == "copy"]
+    shown = {p["name"]: (p["label"], p["help"]) for p in copy["parameters"]}
+    assert shown["b_ignoreInputDir"] == ("Ignore input dir", "ignore the input dir")
+    assert shown["prefix"] == ("Prefix", "prefix for file names")
+    assert [readable_name(n) for n in ("thumbnailSize", "bodyHU", "SeriesUID", "b_keep", "max-size")] == \
+        ["Thumbnail size", "Body HU", "Series UID", "Keep", "Max size"]
+
+
 def test_plain_words_must_name_real_parameters_and_carry_label_and_help():
     d = {"name": "x", "parameters": [{"name": "a", "type": "int", "flag": "--a"}],
          "radcloud": {"ui": {"title": "X", "parameters": {"a": {"label": "A"}, "b": {"label": "B", "help": "b"}}}}}

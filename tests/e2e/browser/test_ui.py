@@ -140,6 +140,10 @@ def test_every_parameter_of_every_plugin_has_a_human_label_and_help(journey):
             assert p["details"].startswith("--"), (plugin, p)
     wc = next(p for p in labels["dcm2png"]["params"] if p["name"] == "wc")
     assert wc["label"] == "Window centre (HU)" and "Brightness" in wc["help"]
+    # A plugin whose descriptor has no plain words (the e2e fixture chris-fs, as a ChRIS plugin from
+    # elsewhere): its parameter's name as words and its author's help, not the bare variable name.
+    assert labels["chris-fs"]["params"] == [{"name": "name", "label": "Name", "help": "name of the file it makes",
+                                             "details": "--name name of the file it makes"}]
 
 
 def test_result_image_has_real_pixels(journey):
