@@ -29,7 +29,7 @@ from radcloud.work.cache import ResultCache, cache_key
 from radcloud.store.staged import InputAccess, StagedSeries
 from radcloud.core.errors import BadRequest, Conflict, RadcloudError, Unavailable
 from radcloud.work.jobs import JobSpec, JobStore, ShardSpec, new_job_id
-from radcloud.run.resources import check_fits
+from radcloud.run.resources import action_limits, check_fits
 from radcloud.work.subject import from_series as subject_of
 from radcloud.work import lifecycle as L
 from radcloud.work.executors import Executor, ExecutorBusy, Resources, Unit, as_executor
@@ -201,6 +201,12 @@ class Dispatcher:
             if route.executor != "action":  # an action's limits are its deployment's (the manifest)
                 options["resources"] = dataclasses.asdict(route.resources)
                 shard_timeout_s = max(shard_timeout_s, deadline_s(route))
+            else:
+                # Reconcile's backstop waits out the time the platform lets the action run (its
+                # manifest timeout, from the descriptor): a shorter shard_timeout_s failed shards
+                # still running, whose outcome then came too late (a 28 s dcm2niix shard among
+                # twelve at once on two cores, with the e2e world's 25 s).
+                shard_timeout_s = max(shard_timeout_s, action_limits(plugin.descriptor).timeout_ms // 1000)
         spec = JobSpec(plugin=plugin.name, plugin_version=plugin.version, owner=owner, params=params,
                        shards=shards, options=options, priority=opts.priority,
                        cache_key=key, subject=subject_of(series))

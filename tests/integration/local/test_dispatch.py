@@ -333,3 +333,27 @@ def test_radcloud_result_series_are_refused_naming_them_unless_asked_and_a_jobs_
     # A step consuming the job before it: its outputs carry the (derived) source's UID, and run.
     step = d.dispatch(req(inputs={"job": first["job_id"]}), "alice")
     assert world.jobs.get(step["job_id"])["state"] == "succeeded"
+
+
+def test_an_action_shard_may_stay_open_as_long_as_its_action_may_run(world):
+    """Reconcile's backstop (the shard's deadline) is never shorter than the action's own time limit
+    (the manifest's, from the descriptor): with a shorter shard_timeout_s, a shard still running
+    was failed ("deadline passed without an outcome") and its outcome came too late."""
+    from radcloud.run.resources import action_limits
+    from radcloud.work import routing
+
+    stage_series(world.store, "1.2", "1.2.1", 1)
+    stage_series(world.store, "1.2", "1.2.2", 1)
+    router = lambda d, o: routing.route(d, requested=o["executor"], default="action", cluster=False,  # noqa: E731
+                                        default_timeout_s=25)
+    dispatcher = Dispatcher(world.jobs, world.cache, REGISTRY, ManifestStaging(world.store, world.redis),
+                            FakeInvoker(), finaliser=world.finaliser, shard_timeout_s=25, router=router)
+    job = world.jobs.get(dispatcher.dispatch(req(), "alice")["job_id"])
+    limit_s = action_limits(REGISTRY.get("copy").descriptor).timeout_ms // 1000
+    assert job["options"]["executor"] == "action" and limit_s > 25
+    assert [s["deadline"] - float(job["created_at"]) for s in job["shards"]] == pytest.approx([limit_s] * 2, abs=0.01)
+    # without a router (no settings): the dispatcher's own shard_timeout_s, as before
+    plain = Dispatcher(world.jobs, world.cache, REGISTRY, ManifestStaging(world.store, world.redis), FakeInvoker(),
+                       finaliser=world.finaliser, shard_timeout_s=25)
+    job = world.jobs.get(plain.dispatch(req(options={"force": True}), "alice")["job_id"])
+    assert [s["deadline"] - float(job["created_at"]) for s in job["shards"]] == pytest.approx([25] * 2, abs=0.01)
