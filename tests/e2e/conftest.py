@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from clistack import ADMIN, ADMIN_PASSWORD, PASSWORD, RADCLOUD, USER, CliStack, clean_env
+from fast_hasher import FAST_HASHER  # each login verifies at the hash's own cost: ~0.25 CPU s by default
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +52,7 @@ def cli_stack(tmp_path_factory, require):
             for i in range(1, size + 1):
                 requests.post(orthanc.url + "/instances", data=ct_instance(study, series, i, n),
                               auth=orthanc.auth, timeout=30).raise_for_status()
-        users = UserStore(redis.Redis.from_url(endpoints.redis_url.reveal()))
+        users = UserStore(redis.Redis.from_url(endpoints.redis_url.reveal()), FAST_HASHER)
         users.add(USER, "researcher", PASSWORD)
         users.add(ADMIN, "admin", ADMIN_PASSWORD)
         started = time.perf_counter()

@@ -47,10 +47,11 @@ def cli(world):
     import requests
 
     from clistack import RADCLOUD, clean_env
+    from fast_hasher import FAST_HASHER
     from radcloud.access.users import UserStore
 
     name, password = f"slurm-cli-{secrets.token_hex(3)}", secrets.token_urlsafe(16)
-    UserStore(world.redis).add(name, "admin", password)
+    UserStore(world.redis, FAST_HASHER).add(name, "admin", password)
     web = world.whisk.api_host.rstrip("/") + "/api/v1/web/guest/radcloud/"
     answer = requests.post(web + "login", json={"username": name, "password": password}, timeout=60)
     answer.raise_for_status()

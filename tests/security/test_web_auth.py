@@ -126,9 +126,10 @@ def test_guarded_entity_refuses_bad_credentials(world, seeded, name):
 
 def test_revoked_and_disabled_tokens_are_refused_at_once(world):
     from radcloud.access.auth import issue_token
+    from fast_hasher import FAST_HASHER
     from radcloud.access.users import UserStore
 
-    store = UserStore(world.redis)
+    store = UserStore(world.redis, FAST_HASHER)
     user = store.get("temp-user") or store.add("temp-user", "clinician", "temporary password 1")
     token = issue_token(world.settings, user)
     assert world.web("status", token=token)[0] == 200

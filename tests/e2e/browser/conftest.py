@@ -71,13 +71,16 @@ def stack(job_world):
 
 
 @pytest.fixture(scope="session")
-def site(job_world, stack, slurm, browser_ready):
+def site(job_world, stack, slurm, browser_ready, sample_encoder):
     from radcloud.ops.samples.seed import seed_orthanc
+    from fast_hasher import FAST_HASHER
     from radcloud.access.users import UserStore
 
-    seed_orthanc(stack.settings, include_pydicom_files=False)
+    seed_orthanc(stack.settings, include_pydicom_files=False, encode=sample_encoder)
     # job_world is deployed with its Slurm cluster: a job can be routed there (test_ui_slurm.py).
-    store = UserStore(stack.redis)
+    # The journeys log in a few dozen times; each verify costs what the hash
+    # names (~0.25 CPU s at argon2's defaults), so these accounts use the cheapest.
+    store = UserStore(stack.redis, FAST_HASHER)
     if store.get(USER) is None:
         store.add(USER, "clinician", PASSWORD)
     if store.get(ADMIN) is None:

@@ -4,6 +4,7 @@ import pytest
 
 from radcloud.core.errors import BadRequest, Conflict, NotFound
 from radcloud.access.users import UserStore
+from fast_hasher import FAST_HASHER  # the two tests below keep argon2's defaults, as deployed
 
 
 
@@ -32,7 +33,7 @@ def test_password_is_stored_as_argon2id_not_plaintext(redis):
 
 
 def test_duplicate_name_conflicts(redis):
-    store = UserStore(redis)
+    store = UserStore(redis, FAST_HASHER)
     store.add("alice", "clinician", PW)
     with pytest.raises(Conflict):
         store.add("alice", "admin", PW)
@@ -44,12 +45,12 @@ def test_duplicate_name_conflicts(redis):
     ("bob", "clinician", "short"), ("bob", "clinician", None)])
 def test_add_rejects_bad_input(redis, name, role, pw):
     with pytest.raises(BadRequest):
-        UserStore(redis).add(name, role, pw)
-    assert UserStore(redis).list() == []
+        UserStore(redis, FAST_HASHER).add(name, role, pw)
+    assert UserStore(redis, FAST_HASHER).list() == []
 
 
 def test_list_is_sorted_and_public_view_has_no_hash(redis):
-    store = UserStore(redis)
+    store = UserStore(redis, FAST_HASHER)
     store.add("zed", "researcher", PW)
     store.add("amy", "admin", PW)
     users = store.list()
@@ -58,7 +59,7 @@ def test_list_is_sorted_and_public_view_has_no_hash(redis):
 
 
 def test_disable_blocks_login_and_bumps_generation(redis):
-    store = UserStore(redis)
+    store = UserStore(redis, FAST_HASHER)
     store.add("alice", "clinician", PW)
     store.disable("alice")
     user = store.get("alice")
@@ -69,7 +70,7 @@ def test_disable_blocks_login_and_bumps_generation(redis):
 
 
 def test_set_password_replaces_old_one(redis):
-    store = UserStore(redis)
+    store = UserStore(redis, FAST_HASHER)
     store.add("alice", "clinician", PW)
     store.set_password("alice", "a brand new secret")
     assert store.verify_password("alice", PW) is None
@@ -80,7 +81,7 @@ def test_set_password_replaces_old_one(redis):
 
 
 def test_service_api_key_is_hashed_and_verifies(redis):
-    store = UserStore(redis)
+    store = UserStore(redis, FAST_HASHER)
     store.add("chris", "service")
     key = store.create_api_key("chris")
     assert key.startswith("rck_")
@@ -94,7 +95,7 @@ def test_service_api_key_is_hashed_and_verifies(redis):
 
 
 def test_revoked_api_key_stops_working(redis):
-    store = UserStore(redis)
+    store = UserStore(redis, FAST_HASHER)
     store.add("chris", "service")
     key = store.create_api_key("chris")
     assert store.revoke_api_key(key)
@@ -102,7 +103,7 @@ def test_revoked_api_key_stops_working(redis):
 
 
 def test_people_do_not_get_api_keys_and_services_have_no_password(redis):
-    store = UserStore(redis)
+    store = UserStore(redis, FAST_HASHER)
     store.add("alice", "clinician", PW)
     with pytest.raises(BadRequest):
         store.create_api_key("alice")
