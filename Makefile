@@ -71,8 +71,9 @@ test: install
 	@scripts/run-tests.sh
 
 # Unit tests only: in-process, fakes, no service, socket or child process
-# (tests/unit/conftest.py refuses them); well under a minute.
-test-fast: venv
+# (tests/unit/conftest.py refuses them); well under a minute. bytecode: the
+# rewritten test modules are read, not rewritten, on each run (0.4 CPU s when current).
+test-fast: bytecode
 	@scripts/run-tests.sh fast
 
 bench: install
