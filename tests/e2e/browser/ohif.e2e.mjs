@@ -1,5 +1,6 @@
-// The same study in Orthanc's own viewer: OHIF v3, served by the stack's Orthanc under /ohif/
-// (deploy/ohif, ServeFolders) against Orthanc's /dicom-web, in headless Debian Chromium.
+// A study in Orthanc's own viewer: OHIF v3, served by the stack's Orthanc under /ohif/
+// (deploy/ohif, ServeFolders) against Orthanc's /dicom-web, in headless Debian Chromium. Driven by
+// test_zero_click.py on the real chest CT's study once lung-seg pushed its SEG and SR there.
 //
 // study-list:  /ohif/index.html is OHIF's study list (QIDO-RS): the study is listed (its patient);
 // viewer:      /ohif/viewer?StudyInstanceUIDs=... lists the study's series (CT, SEG, SR) and

@@ -16,7 +16,11 @@ pipeline by hand on that job's results (the Automations page's "the results of a
 The tests assert on what happened, not only on what the page said: the rule as the server stored
 it, the one route run for the study and its pipeline (the job the page saw), the SEG and SR series
 Orthanc holds in the CT's own study, the SEG and SR objects themselves, and the hand-started step's
-inputs (the lung-seg job's outputs, fetched by key)."""
+inputs (the lung-seg job's outputs, fetched by key).
+
+The same result in Orthanc's own viewer (#19): OHIF at the stack's Orthanc's /ohif/ (ohif.e2e.mjs)
+opens the study, draws the SEG's right lung in its colour inside the lung and nothing outside the
+body, and opens the SR with each segment's outline and figures as the SR holds them."""
 
 from __future__ import annotations
 
@@ -192,3 +196,107 @@ def test_run_now_starts_a_pipeline_by_hand_on_the_jobs_results(walk, world, site
 
 def test_no_external_requests_and_no_page_errors(walk):
     assert walk["summary"]["external_requests"] == [] and walk["summary"]["page_errors"] == []
+
+
+# Orthanc's own viewer on what the walk left in the PACS (#19, "in Orthanc"): OHIF 3.13.2 at the stack's
+# Orthanc's /ohif/ (ohif.e2e.mjs) opens the real chest CT's study, draws the lung-seg SEG over the CT
+# and opens the SR (radcloud.results.segsr: a volumetric and a planar group per segment). The one
+# lung-seg run of the walk serves both viewers: no second run.
+
+
+@pytest.fixture(scope="module")
+def in_orthanc(walk, world):
+    """The walk's study as Orthanc holds it: the SEG, the SR and the probe, the CT slice where the
+    right lung is largest, with two voxels of it (and their HU): the right-lung voxel nearest the
+    lung's centre there, and a corner no segment marks."""
+    import numpy as np
+    import pydicom
+
+    walk.ok("watch-without-a-click")
+    orthanc = world["orthanc"]
+
+    def read(instance):
+        return pydicom.dcmread(io.BytesIO(b"".join(orthanc.iter_instance(instance["ID"]))))
+
+    held = {}
+    for series in orthanc.find("Series", {"StudyInstanceUID": world["study_uid"]}, expand=True):
+        modality = series["MainDicomTags"].get("Modality")
+        if modality in ("SEG", "SR"):
+            held[modality] = [read(i) for i in orthanc.series_instances(series["ID"])]
+    (seg,), (sr,) = held["SEG"], held["SR"]
+    (right,) = [int(s.SegmentNumber) for s in seg.SegmentSequence if str(s.SegmentLabel) == "Right lung"]
+    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns))
+    on = [(i, str(f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID),
+           int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber))
+          for i, f in enumerate(seg.PerFrameFunctionalGroupsSequence)]
+    i, sop, _ = max((x for x in on if x[2] == right), key=lambda x: int(frames[x[0]].sum()))
+    rows, cols = np.nonzero(frames[i])
+    k = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
+    inside, outside = (int(rows[k]), int(cols[k])), (1, 1)
+    assert not any(frames[j][outside] for j, s, _ in on if s == sop)   # no segment there, the body's none
+    probe = read({"ID": orthanc.find("Instance", {"SOPInstanceUID": sop}, expand=False)[0]})
+    hu = probe.pixel_array * float(probe.RescaleSlope) + float(probe.RescaleIntercept)
+    return {"ct": probe, "seg": seg, "sr": sr, "probe": sop, "inside": inside, "outside": outside,
+            "hu": (float(hu[inside]), float(hu[outside]))}
+
+
+@pytest.fixture(scope="module")
+def ohif_run(stack, world, in_orthanc, run_browser):
+    user, password = stack.orthanc_auth
+    ct = in_orthanc["ct"]
+    return run_browser("ohif.e2e.mjs", {
+        "RC_ORTHANC": stack.orthanc_url, "RC_ORTHANC_USER": user, "RC_ORTHANC_PASSWORD": password,
+        "RC_STUDY": world["study_uid"], "RC_PATIENT": ", ".join(str(ct.PatientName).split("^")),  # OHIF's "Family, Given"
+        "RC_PROBE_SOP": in_orthanc["probe"],
+        "RC_INSIDE": "%d,%d" % in_orthanc["inside"], "RC_OUTSIDE": "%d,%d" % in_orthanc["outside"],
+        "RC_SERIES": "|".join(str(ds.SeriesDescription) for ds in (ct, in_orthanc["seg"], in_orthanc["sr"]))},
+        record="ohif.json", timeout=300)
+
+
+def test_ohif_lists_the_study_and_its_ct_seg_and_sr_and_draws_with_webgl(ohif_run, in_orthanc):
+    assert ohif_run.ok("study-list")["url"] == "/ohif/"   # /ohif/index.html is the study list
+    record = ohif_run.ok("viewer")
+    assert record["listed"] == [str(ds.SeriesDescription) for ds in (in_orthanc["ct"], in_orthanc["seg"], in_orthanc["sr"])]
+    assert record["webgl"], "no WebGL in this Chromium: OHIF draws with it"
+
+
+def test_ohif_draws_the_lung_in_its_colour_inside_the_lung_and_nothing_outside_the_body(ohif_run, in_orthanc):
+    from radcloud.results.segsr import CATALOGUE
+
+    inside_hu, outside_hu = in_orthanc["hu"]
+    assert inside_hu < -500 and outside_hu < -900, in_orthanc["hu"]   # aerated lung; air around the body
+    before, after = ohif_run.ok("ct-only"), ohif_run.ok("seg-overlay")
+    assert after["labels"] == [str(s.SegmentLabel) for s in in_orthanc["seg"].SegmentSequence]   # read from the SEG
+    assert before["index"] == before["shown"] == after["shown"] == after["index"]   # the same slice
+    (r0, g0, b0, _), inside = before["px"][0], after["px"][0][:3]
+    assert r0 == g0 == b0, before                                         # the CT alone: grey
+    rgb = CATALOGUE["right_lung"][3]                                      # (60, 120, 255): blue above all
+    top = max(range(3), key=lambda c: rgb[c])
+    assert all(inside[top] - inside[c] > 20 for c in range(3) if c != top), (inside, rgb)   # the right lung's colour
+    assert after["px"][1] == before["px"][1], (before, after)            # outside the body: nothing drawn
+
+
+def test_ohif_opens_the_sr_each_segments_outline_and_its_figures(ohif_run, in_orthanc):
+    from ohifsr import ohif_lines, planar_outlines
+
+    record = ohif_run.ok("sr")
+    expected, outlines = ohif_lines(in_orthanc["sr"]), planar_outlines(in_orthanc["sr"])
+    assert list(expected) == ["Soft tissue", "Right lung", "Left lung", "Bone"], list(expected)
+    assert all(len(lines) == 5 for lines in expected.values()), expected   # volume, mean, SD; area, mean on a slice
+    measurements = {m["id"]: m for m in record["measurements"]}
+    assert list(measurements) == list(expected)
+    for name, m in measurements.items():
+        assert m["loaded"] and m["graphic"] == "POLYLINE" and m["labels"] == expected[name], m
+    # OHIF shows one segment at a time: on the image the SR outlines it on, its outline beside its figures
+    assert record["lines"] and all(box in expected.values() for box in record["lines"]), record["lines"]
+    here = [{(round(x, 1), round(y, 1)) for x, y in points} for image, points in outlines.values()
+            if image == record["shown"]]
+    drawn = [d for d in record["drawn"] if d["image"] == record["shown"]]
+    assert here and drawn, (record["shown"], record["drawn"])
+    for d in drawn:   # the SR's outline, vertex for vertex
+        assert {(round(x, 1), round(y, 1)) for x, y in d["outline"]} in here, d
+
+
+def test_ohif_fetches_nothing_from_outside_and_logs_no_error(ohif_run):
+    assert ohif_run["summary"]["external_requests"] == []
+    assert ohif_run["summary"]["console_errors"] == []
