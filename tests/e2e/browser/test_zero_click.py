@@ -253,6 +253,17 @@ def ohif_run(stack, world, in_orthanc, run_browser):
         record="ohif.json", timeout=300)
 
 
+def test_radclouds_viewer_showed_the_segs_segments_and_the_srs_table_as_orthanc_holds_them(walk, in_orthanc):
+    """radcloud's viewer (the walk's "viewer" step) against the SEG and SR the PACS holds: every segment
+    in the SEG's order, every row of the SR's table, values as the page rounds them."""
+    from radcloud.results.viewer import sr_rows
+
+    shown = walk.ok("viewer")
+    assert [s["label"] for s in shown["segments"]] == [str(s.SegmentLabel) for s in in_orthanc["seg"].SegmentSequence]
+    expected = [[r["segment"], r["name"], f"{r['value']:.1f}", r["unit"]] for r in sr_rows(in_orthanc["sr"])]
+    assert len(expected) >= 20 and shown["sr_rows"] == expected, shown["sr_rows"]
+
+
 def test_ohif_lists_the_study_and_its_ct_seg_and_sr_and_draws_with_webgl(ohif_run, in_orthanc):
     assert ohif_run.ok("study-list")["url"] == "/ohif/"   # /ohif/index.html is the study list
     record = ohif_run.ok("viewer")
