@@ -75,7 +75,7 @@ rm -f artifacts/lane-*.log artifacts/lane-*.rc
 # Each lane's own temporary folder (its worlds' state: ~0.5-1.3 GB each), removed
 # after a green run and kept after a red one. pytest's numbered folders would have two
 # processes pruning one parent folder, and pruning others' old runs at exit (~15 s).
-base=$(mktemp -d "${TMPDIR:-/tmp}/radcloud-tests.XXXXXX")
+base=$(mktemp -d "${TMPDIR:-/tmp}/radcloud-tests-XXXXXX")
 start=$SECONDS
 lane jobs --basetemp="$base/jobs" tests/e2e tests/fuzz &
 jobs_pid=$!
