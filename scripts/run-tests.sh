@@ -4,7 +4,8 @@
 #
 # `all` without further arguments (make test, CI) runs two lanes at once, each
 # its own pytest process in its own private network namespace: the job lane
-# (tests/e2e and tests/fuzz, which share one job world) and the rest. A serial
+# (tests/e2e and tests/fuzz, which share one job world, then tests/security)
+# and the rest, about even (a fresh-clone run's test times: ~540 s each). A serial
 # run leaves the cores idle ~45 % of the time (polls, a Slurm or Orthanc
 # start, a browser waiting for a page), and the lanes fill each other's waits.
 # Each lane keeps the serial run's properties: tests in collection order, each
@@ -77,9 +78,9 @@ rm -f artifacts/lane-*.log artifacts/lane-*.rc
 # processes pruning one parent folder, and pruning others' old runs at exit (~15 s).
 base=$(mktemp -d "${TMPDIR:-/tmp}/radcloud-tests-XXXXXX")
 start=$SECONDS
-lane jobs --basetemp="$base/jobs" tests/e2e tests/fuzz &
+lane jobs --basetemp="$base/jobs" tests/e2e tests/fuzz tests/security &
 jobs_pid=$!
-lane rest --basetemp="$base/rest" --ignore=tests/e2e --ignore=tests/fuzz &
+lane rest --basetemp="$base/rest" --ignore=tests/e2e --ignore=tests/fuzz --ignore=tests/security &
 rest_pid=$!
 trap 'kill $jobs_pid $rest_pid 2>/dev/null' INT TERM
 wait $jobs_pid $rest_pid
