@@ -125,11 +125,19 @@ await step("seg-overlay", async () => {
 
 await step("sr", async () => {
   await page.getByText(series[2].slice(0, 20)).first().dblclick();
-  // the text box OHIF draws beside the outline: one <tspan> a line, in the viewport's SVG layer
+  // the text box OHIF draws beside the outline: one <tspan> a line, in the viewport's SVG layer.
+  // cornerstone draws annotations when an image renders: when the SR's measurements were hydrated
+  // after the referenced image's first render (a race seen once in a fresh-clone run: the right image
+  // shown, no outline, for 60 s), nothing draws them until the next render, which a user's first
+  // move of the mouse or wheel makes. The wait renders the viewport once a second, as that move would.
   const lines = await page.waitForFunction(() => {
     const boxes = [...document.querySelectorAll("svg text")]
-      .map((t) => [...t.querySelectorAll("tspan")].map((s) => s.textContent));
-    return boxes.length && boxes[0].length ? boxes : null;
+      .map((t) => [...t.querySelectorAll("tspan")].filter((s) => s.textContent).map((s) => s.textContent))
+      .filter((box) => box.length);
+    if (boxes.length) return boxes;
+    window.__rcPolls = (window.__rcPolls || 0) + 1;
+    if (window.__rcPolls % 4 === 0) window.cornerstone?.getEnabledElements().forEach((el) => el.viewport.render());
+    return null;
   }, null, { timeout: 60000, polling: 250 }).then((h) => h.jsonValue());
   return page.evaluate((lines) => {
     const cs = window.cornerstone, tools = window.cornerstoneTools;
