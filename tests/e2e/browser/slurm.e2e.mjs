@@ -15,7 +15,10 @@ const ok = await (async () => {
     await page.goto(jobUrl);
     await login(page, env.RC_USER, env.RC_PASSWORD, { then: /\/ui\/jobs/ });
     if (!page.url().includes(env.RC_JOB)) await page.goto(jobUrl);
-    await page.waitForSelector("#job-detail .queue-reason", { timeout: 30000 });
+    // Slurm's scheduler names why a job waits once it has looked at it: "waiting to be scheduled"
+    // (reason None) until then; wait for a reason the scheduler gave (resources, priority).
+    await page.waitForFunction(() => [...document.querySelectorAll("#job-detail .queue-reason")]
+      .some((n) => !n.textContent.includes("to be scheduled")), null, { timeout: 60000, polling: 250 });
     const reasons = await page.$$eval("#job-detail .queue-reason", (ns) => ns.map((n) => n.textContent));
     writeFileSync(env.RC_SEEN, "seen");   // the test frees the node now
     return { reasons, runs_on: await cells(), state: await page.getAttribute("#job-state", "data-state") };
