@@ -247,18 +247,30 @@ class DispatchInputs(Model):
                                   "are the inputs (one series per shard of that job)")
 
 
-class DispatchRequest(Open):
-    """A run request; in pull-and-run it carries retrieve's answer beside it (ignored)."""
+class RunRequest(Open):
+    """What to run, without its inputs: pull-and-run's ``run``, whose inputs its retrieve stages."""
 
     plugin: StrictStr = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
-    inputs: DispatchInputs
+    inputs: DispatchInputs | None = None
     options: DispatchOptions = Field(default_factory=DispatchOptions)
 
     @field_validator("params", "options", mode="before")
     @classmethod
     def _null_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
+
+
+class PullAndRun(Open):
+    """pull-and-run's first step: its ``run`` is checked before anything is searched or pulled."""
+
+    run: RunRequest
+
+
+class DispatchRequest(RunRequest):
+    """A run request; in pull-and-run it carries retrieve's answer beside it (ignored)."""
+
+    inputs: DispatchInputs
 
 
 # ---- status ----------------------------------------------------------------------------------

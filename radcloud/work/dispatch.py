@@ -112,6 +112,17 @@ def plan_shards(series: list[StagedSeries], opts: Options) -> list[ShardSpec]:
     return shards
 
 
+@dataclasses.dataclass(frozen=True)
+class RunCheck:
+    """A run request as checked (:meth:`Dispatcher.check`): what dispatch goes on with."""
+
+    plugin: Any
+    params: dict[str, Any]
+    opts: Options
+    stages: list[str]
+    route: Any
+
+
 class Dispatcher:
     """Turns one run request into a job. Collaborators injected."""
 
@@ -144,12 +155,9 @@ class Dispatcher:
         retried, resubmitted or next-stage shard gets them too; not part of the
         HTTP request, and no secret (job records are readable by their owner).
         """
-        name = request.get("plugin")
-        if not isinstance(name, str) or not name:
-            raise BadRequest("'plugin' (a plugin name) is required", field="plugin")
-        plugin = self.registry.get(name)                      # NotFound names the known ones
-        params = plugin.validate(request.get("params") or {})  # BadRequest names the parameter
-        opts = Options.parse(request.get("options") or {})
+        checked = self.check(request)  # the plugin, its parameters, options, where it runs
+        plugin, params, opts, stages, route = (checked.plugin, checked.params, checked.opts, checked.stages,
+                                               checked.route)
         inputs = request.get("inputs")
         if not isinstance(inputs, Mapping) or not inputs:
             raise BadRequest("'inputs' must name a retrieve id, series UIDs or object prefixes, "
@@ -163,23 +171,6 @@ class Dispatcher:
                            "retrieve to finish", field="inputs", series=incomplete[:10])
         if not inputs.get("job") and not opts.include_derived:
             refuse_derived(series)
-        stages = [plugin.name]
-        needs_secret = [plugin] if getattr(plugin, "deid", None) else []
-        if opts.deidentify:
-            deid = self.registry.get(self.deidentify_plugin)  # NotFound: not installed here
-            stages = [deid.name, plugin.name]
-            needs_secret += [deid] if getattr(deid, "deid", None) else []
-        # Intermediate stages (de-identification: hospital side) run on the default executor; the
-        # plugin where its router says (409 naming both numbers when nothing can run it, 400 when
-        # it asks a partition for more than it has).
-        for name in stages[:-1] if self.router else stages:
-            check_fits(self.registry.get(name).descriptor)
-        route = self.router(plugin.descriptor, {"executor": opts.executor}) if self.router else None
-        if needs_secret and not self.has_deid_secret:
-            # Fail closed before any job or shard exists: every shard would fail anyway.
-            raise Unavailable(f"plugin {needs_secret[0].name} needs the de-identification secret, which is not "
-                              "configured: set the deid_secret setting (RADCLOUD_DEID_SECRET, a package "
-                              "input) and redeploy", field="deid_secret")
         shards = plan_shards(series, opts)
         if not shards:
             # A job with nothing to run would wait for shards that never come.
@@ -221,6 +212,35 @@ class Dispatcher:
         self.fan_out(job_id, [s.id for s in shards])
         return {"job_id": job_id, "state": self.jobs.get(job_id)["state"], "cached": False,
                 "shards": len(shards)}
+
+    def check(self, request: Mapping[str, Any]) -> "RunCheck":
+        """What can be refused without the inputs: the plugin (404), its parameters (400), the
+        options (400), where it would run (409 naming both numbers when nothing can run it, 400
+        when it asks a partition for more than it has), the de-identification secret (503).
+        pull-and-run asks this before it searches or pulls anything (functions/query)."""
+        name = request.get("plugin")
+        if not isinstance(name, str) or not name:
+            raise BadRequest("'plugin' (a plugin name) is required", field="plugin")
+        plugin = self.registry.get(name)                      # NotFound names the known ones
+        params = plugin.validate(request.get("params") or {})  # BadRequest names the parameter
+        opts = Options.parse(request.get("options") or {})
+        stages = [plugin.name]
+        needs_secret = [plugin] if getattr(plugin, "deid", None) else []
+        if opts.deidentify:
+            deid = self.registry.get(self.deidentify_plugin)  # NotFound: not installed here
+            stages = [deid.name, plugin.name]
+            needs_secret += [deid] if getattr(deid, "deid", None) else []
+        # Intermediate stages (de-identification: hospital side) run on the default executor; the
+        # plugin where its router says.
+        for name in stages[:-1] if self.router else stages:
+            check_fits(self.registry.get(name).descriptor)
+        route = self.router(plugin.descriptor, {"executor": opts.executor}) if self.router else None
+        if needs_secret and not self.has_deid_secret:
+            # Fail closed before any job or shard exists: every shard would fail anyway.
+            raise Unavailable(f"plugin {needs_secret[0].name} needs the de-identification secret, which is not "
+                              "configured: set the deid_secret setting (RADCLOUD_DEID_SECRET, a package "
+                              "input) and redeploy", field="deid_secret")
+        return RunCheck(plugin, params, opts, stages, route)
 
     def _access(self, owner: str, privileged: bool) -> Any:
         return InputAccess(owner, privileged=privileged, job_owner=self.jobs.owner)

@@ -110,3 +110,23 @@ def test_pull_and_run_sequence_query_retrieve_dispatch(world):
     job = world.wait_final(body["job_id"])
     assert job["state"] == "succeeded" and job["shards_total"] == 2, job
     assert job["progress"]["instances_done"] == 4
+
+
+@pytest.mark.parametrize("run, status, words", [
+    ({"plugin": "no-such-plugin"}, 404, "no-such-plugin"),
+    ({"plugin": "noop", "options": {"shard_size": 0}}, 400, "shard_size"),
+    ({"plugin": "noop", "params": {"not_a_parameter": 1}}, 400, "not_a_parameter"),
+    ("noop", 400, "run"),
+])
+def test_pull_and_run_refuses_a_run_dispatch_would_refuse_before_pulling_anything(world, run, status, words):
+    """The sequence's first step checks ``run`` as dispatch would: a refused run pulls no study
+    (before, the whole study was staged, then dispatch said no)."""
+    study, _ = world.seed_study([2])
+    before = set(world.redis.scan_iter("radcloud:retrieve:*"))
+    got, body = world.whisk.invoke("radcloud/pull-and-run", {"level": "study", "StudyInstanceUID": study,
+                                                             "run": run}, timeout_ms=60000)
+    # invoked as an action (not a web request): OpenWhisk's application error carries the web answer
+    assert got == 502 and body["error"].get("statusCode") == status, (got, body)
+    assert words in str(body["error"]["body"]["error"]), body
+    created = [k for k in set(world.redis.scan_iter("radcloud:retrieve:*")) - before]
+    assert created == [], created  # no retrieve record: nothing was pulled
