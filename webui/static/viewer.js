@@ -396,6 +396,11 @@ async function drawThumbnail(url, canvas) {
   const s = Math.min(canvas.width / source.width, canvas.height / source.height);
   ctx.drawImage(source, (canvas.width - source.width * s) / 2, (canvas.height - source.height * s) / 2,
                 source.width * s, source.height * s);
+  // dwv draws through Konva, which batches draws into the next animation frame; reset() destroys
+  // the layers and releases their canvases (0 x 0). A draw still queued then (fitToContainer's)
+  // threw "drawImage … a canvas element with a width or height of 0" outside any promise: let
+  // the queued frames run first.
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
   thumbApp.reset();
   holder.remove();
 }
