@@ -24,13 +24,13 @@ from radcloud.pacs.orthanc import Orthanc
 PASS_THROUGH = "run"
 
 
-def handle(request, settings, principal, orthanc=None, services=None):
+def handle(request, settings, principal, orthanc=None, checker=None):
     if getattr(request, "web", False) and request.path.strip("/") == "previews":
         return preview.study_previews(orthanc or Orthanc.from_settings(settings),
                                       parse(PreviewRequest, request.params).StudyInstanceUID)
     params = {k: v for k, v in request.params.items() if k != PASS_THROUGH}
     if PASS_THROUGH in request.params:  # pull-and-run: refuse what dispatch would refuse, before any pull
-        check_run(parse(PullAndRun, {PASS_THROUGH: request.params[PASS_THROUGH]}).run, settings, services)
+        check_run(parse(PullAndRun, {PASS_THROUGH: request.params[PASS_THROUGH]}).run, settings, checker)
     parsed = parse(QueryRequest, params).to_query(max_limit=settings.query_limit_max)
     answer = search.run(parsed, orthanc or Orthanc.from_settings(settings))
     if PASS_THROUGH in request.params:
@@ -38,11 +38,10 @@ def handle(request, settings, principal, orthanc=None, services=None):
     return answer
 
 
-def check_run(run_request, settings, services=None):
-    from radcloud.work.jobservices import JobServices
+def check_run(run_request, settings, checker=None):
+    from radcloud.work.dispatch import RunChecker
 
-    services = services or JobServices.from_settings(settings)
-    services.dispatcher().check(run_request.model_dump(exclude_none=True))
+    (checker or RunChecker.from_settings(settings)).check(run_request.model_dump(exclude_none=True))
 
 
 def main(args):

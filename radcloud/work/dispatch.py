@@ -123,6 +123,54 @@ class RunCheck:
     route: Any
 
 
+class RunChecker:
+    """What can be refused of a run request without its inputs. Needs no store, queue or
+    executor: the query action (pull-and-run's first step) builds one from its settings."""
+
+    def __init__(self, registry: Any, *, router: Callable[[Mapping[str, Any], Mapping[str, Any]], Any] | None = None,
+                 deid_secret: Any = None, deidentify_plugin: str = DEIDENTIFY_PLUGIN) -> None:
+        self.registry, self.router = registry, router
+        # Only its truth is used here: shards read the secret from their own settings.
+        self.has_deid_secret = bool(deid_secret)
+        self.deidentify_plugin = deidentify_plugin
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "RunChecker":
+        from radcloud.run.registry import Registry
+        from radcloud.work import routing
+
+        return cls(Registry(), router=routing.chooser(settings), deid_secret=settings.deid_secret)
+
+    def check(self, request: Mapping[str, Any]) -> RunCheck:
+        """What can be refused without the inputs: the plugin (404), its parameters (400), the
+        options (400), where it would run (409 naming both numbers when nothing can run it, 400
+        when it asks a partition for more than it has), the de-identification secret (503).
+        pull-and-run asks this before it searches or pulls anything (functions/query)."""
+        name = request.get("plugin")
+        if not isinstance(name, str) or not name:
+            raise BadRequest("'plugin' (a plugin name) is required", field="plugin")
+        plugin = self.registry.get(name)                      # NotFound names the known ones
+        params = plugin.validate(request.get("params") or {})  # BadRequest names the parameter
+        opts = Options.parse(request.get("options") or {})
+        stages = [plugin.name]
+        needs_secret = [plugin] if getattr(plugin, "deid", None) else []
+        if opts.deidentify:
+            deid = self.registry.get(self.deidentify_plugin)  # NotFound: not installed here
+            stages = [deid.name, plugin.name]
+            needs_secret += [deid] if getattr(deid, "deid", None) else []
+        # Intermediate stages (de-identification: hospital side) run on the default executor; the
+        # plugin where its router says.
+        for name in stages[:-1] if self.router else stages:
+            check_fits(self.registry.get(name).descriptor)
+        route = self.router(plugin.descriptor, {"executor": opts.executor}) if self.router else None
+        if needs_secret and not self.has_deid_secret:
+            # Fail closed before any job or shard exists: every shard would fail anyway.
+            raise Unavailable(f"plugin {needs_secret[0].name} needs the de-identification secret, which is not "
+                              "configured: set the deid_secret setting (RADCLOUD_DEID_SECRET, a package "
+                              "input) and redeploy", field="deid_secret")
+        return RunCheck(plugin, params, opts, stages, route)
+
+
 class Dispatcher:
     """Turns one run request into a job. Collaborators injected."""
 
@@ -135,9 +183,8 @@ class Dispatcher:
         # ``router(descriptor, options) -> radcloud.work.routing.Route`` picks the plugin's
         # executor (None: every shard on ``invoker``); ``executors(name)`` builds it.
         self.router, self.executors = router, executors
-        # Only its truth is used here: shards read the secret from their own settings.
-        self.has_deid_secret = bool(deid_secret)
-        self.deidentify_plugin = deidentify_plugin
+        self.checker = RunChecker(registry, router=router, deid_secret=deid_secret,
+                                  deidentify_plugin=deidentify_plugin)
         # Shards run through an Executor (radcloud.work.executors); an OpenWhisk
         # client passed here is the action executor's.
         self.executor = as_executor(invoker, package)
@@ -155,7 +202,7 @@ class Dispatcher:
         retried, resubmitted or next-stage shard gets them too; not part of the
         HTTP request, and no secret (job records are readable by their owner).
         """
-        checked = self.check(request)  # the plugin, its parameters, options, where it runs
+        checked = self.checker.check(request)  # the plugin, its parameters, options, where it runs
         plugin, params, opts, stages, route = (checked.plugin, checked.params, checked.opts, checked.stages,
                                                checked.route)
         inputs = request.get("inputs")
@@ -212,35 +259,6 @@ class Dispatcher:
         self.fan_out(job_id, [s.id for s in shards])
         return {"job_id": job_id, "state": self.jobs.get(job_id)["state"], "cached": False,
                 "shards": len(shards)}
-
-    def check(self, request: Mapping[str, Any]) -> "RunCheck":
-        """What can be refused without the inputs: the plugin (404), its parameters (400), the
-        options (400), where it would run (409 naming both numbers when nothing can run it, 400
-        when it asks a partition for more than it has), the de-identification secret (503).
-        pull-and-run asks this before it searches or pulls anything (functions/query)."""
-        name = request.get("plugin")
-        if not isinstance(name, str) or not name:
-            raise BadRequest("'plugin' (a plugin name) is required", field="plugin")
-        plugin = self.registry.get(name)                      # NotFound names the known ones
-        params = plugin.validate(request.get("params") or {})  # BadRequest names the parameter
-        opts = Options.parse(request.get("options") or {})
-        stages = [plugin.name]
-        needs_secret = [plugin] if getattr(plugin, "deid", None) else []
-        if opts.deidentify:
-            deid = self.registry.get(self.deidentify_plugin)  # NotFound: not installed here
-            stages = [deid.name, plugin.name]
-            needs_secret += [deid] if getattr(deid, "deid", None) else []
-        # Intermediate stages (de-identification: hospital side) run on the default executor; the
-        # plugin where its router says.
-        for name in stages[:-1] if self.router else stages:
-            check_fits(self.registry.get(name).descriptor)
-        route = self.router(plugin.descriptor, {"executor": opts.executor}) if self.router else None
-        if needs_secret and not self.has_deid_secret:
-            # Fail closed before any job or shard exists: every shard would fail anyway.
-            raise Unavailable(f"plugin {needs_secret[0].name} needs the de-identification secret, which is not "
-                              "configured: set the deid_secret setting (RADCLOUD_DEID_SECRET, a package "
-                              "input) and redeploy", field="deid_secret")
-        return RunCheck(plugin, params, opts, stages, route)
 
     def _access(self, owner: str, privileged: bool) -> Any:
         return InputAccess(owner, privileged=privileged, job_owner=self.jobs.owner)

@@ -83,7 +83,7 @@ class JobServices:
         if self.settings is not None:
             from radcloud.work import routing
 
-            router = lambda descriptor, options: routing.choose(descriptor, options, self.settings)  # noqa: E731
+            router = routing.chooser(self.settings)
         return Dispatcher(self.jobs, self.cache, self.registry, self.staging, self.shard_executor(),
                           package=self.package, shard_timeout_s=self.shard_timeout_s,
                           finaliser=self.finaliser, deid_secret=self.deid_secret,

@@ -137,6 +137,11 @@ def check_partition(name: str, resources: Resources, limits: Any) -> None:
                          field="plugin")
 
 
+def chooser(settings: Any) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Route]:
+    """:func:`choose` with these settings: the router dispatch (and pull-and-run's check) ask."""
+    return lambda descriptor, options: choose(descriptor, options, settings)
+
+
 def choose(descriptor: Mapping[str, Any], options: Mapping[str, Any], settings: Any, *,
            slurm_limits: Callable[[], Any] | None = None) -> Route:
     """:func:`route` with the deployment's settings, and the partition check when routed to Slurm.

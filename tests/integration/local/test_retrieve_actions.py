@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from radcloud.api.action import Request, run
-from radcloud.core.errors import BadRequest, TooManyRequests, UpstreamError
+from radcloud.core.errors import BadRequest, RadcloudError, TooManyRequests, UpstreamError
 from radcloud.pacs.orthanc import Orthanc
 from radcloud.work.retrieves import Progress
 from radcloud.core.settings import Settings
@@ -41,9 +41,26 @@ def test_query_action_validates_before_calling_orthanc(fake):
 
 
 def test_query_action_answers_and_carries_run(fake):
-    answer = QUERY.handle(Request({"PatientID": "MRN1", "run": {"plugin": "x"}}), SETTINGS, None,
+    run_request = {"plugin": "dcm2png", "options": {"push_to_pacs": True}}
+    answer = QUERY.handle(Request({"PatientID": "MRN1", "run": run_request}), SETTINGS, None,
                           orthanc=Orthanc("http://o", session=fake))
-    assert answer["items"][0]["StudyInstanceUID"] == "1.2.1" and answer["run"] == {"plugin": "x"}
+    assert answer["items"][0]["StudyInstanceUID"] == "1.2.1" and answer["run"] == run_request
+
+
+@pytest.mark.parametrize("run_request, field", [
+    ({"plugin": "no-such-plugin"}, "plugin"),
+    ({"plugin": "dcm2png", "params": {"no_such_parameter": 1}}, "no_such_parameter"),
+    ({"plugin": "dcm2png", "options": {"priority": 12}}, "run.options.priority"),
+    ({"params": {}}, "run.plugin"),
+    ([], "run"),
+])
+def test_query_action_refuses_a_run_dispatch_would_refuse_before_calling_orthanc(fake, run_request, field):
+    """pull-and-run's first step: nothing is searched, so nothing is pulled, for a run that cannot start."""
+    with pytest.raises(RadcloudError) as refused:
+        QUERY.handle(Request({"PatientID": "MRN1", "run": run_request}), SETTINGS, None,
+                     orthanc=Orthanc("http://o", session=fake))
+    assert refused.value.field == field, (refused.value.field, refused.value.message)
+    assert fake.calls == []
 
 
 def test_query_errors_become_400_through_the_wrapper():
