@@ -2,15 +2,20 @@
 # Runs the tests: every tier (no argument, or `all`), or `fast`, the unit tier
 # (in-process, no services: make test-fast); further arguments go to pytest.
 #
-# `all` without further arguments (make test, CI) runs two lanes at once, each
-# its own pytest process in its own private network namespace: the job lane
-# (tests/e2e and tests/fuzz, which share one job world, then tests/security)
-# and the rest, about even (a fresh-clone run's test times: ~540 s each). A serial
-# run leaves the cores idle ~45 % of the time (polls, a Slurm or Orthanc
-# start, a browser waiting for a page), and the lanes fill each other's waits.
-# Each lane keeps the serial run's properties: tests in collection order, each
-# world started once and stopped after its last test. RADCLOUD_TEST_LANES=1
-# runs one process; with arguments (test paths, -k …) one process runs them.
+# `all` without further arguments (make test, CI) runs three lanes at once, each
+# its own pytest process in its own private network namespace, about even (a
+# fresh-clone run's test times, two lanes: 339 s and 377 s):
+#   browser  tests/e2e/browser, then tests/realfiles and tests/load
+#   jobs     the rest of tests/e2e, tests/fuzz (which fuzzes their job world),
+#            tests/security, tests/reliability
+#   rest     everything else: tests/integration, tests/unit
+# With two lanes the cores were idle 26 % of the lanes' time (polls, a Slurm or
+# Orthanc start, a browser waiting for a page, a fault test waiting out a
+# restart); a third lane fills those waits, at the cost of one more start of
+# the e2e job world (the browser lane's). Each lane keeps the serial run's
+# properties: tests in collection order, each world started once and stopped
+# after its last test. RADCLOUD_TEST_LANES=1 runs one process; with arguments
+# (test paths, -k …) one process runs them.
 #
 # As root, services and tests run inside a private network namespace (Orthanc
 # cannot bind to loopback only; in a fresh namespace nothing is reachable from
@@ -64,7 +69,7 @@ if [ $# -gt 0 ] || [ "${RADCLOUD_TEST_LANES:-2}" = 1 ]; then
   exit $rc
 fi
 
-# Two lanes. Each prints its lines prefixed with its name as they come, and
+# The lanes. Each prints its lines prefixed with its name as they come, and
 # its summary again at the end, so a failure is found without interleaving.
 lane() {  # lane NAME PYTEST-ARGS...
   local name=$1; shift
@@ -74,21 +79,26 @@ lane() {  # lane NAME PYTEST-ARGS...
 }
 rm -f artifacts/lane-*.log artifacts/lane-*.rc
 # Each lane's own temporary folder (its worlds' state: ~0.5-1.3 GB each), removed
-# after a green run and kept after a red one. pytest's numbered folders would have two
-# processes pruning one parent folder, and pruning others' old runs at exit (~15 s).
+# after a green run and kept after a red one. pytest's numbered folders would have
+# several processes pruning one parent folder, and pruning others' old runs at exit (~15 s).
 base=$(mktemp -d "${TMPDIR:-/tmp}/radcloud-tests-XXXXXX")
 start=$SECONDS
-lane jobs --basetemp="$base/jobs" tests/e2e tests/fuzz tests/security &
-jobs_pid=$!
-lane rest --basetemp="$base/rest" --ignore=tests/e2e --ignore=tests/fuzz --ignore=tests/security &
-rest_pid=$!
-trap 'kill $jobs_pid $rest_pid 2>/dev/null' INT TERM
-wait $jobs_pid $rest_pid
+lanes=(browser jobs rest)
+lane browser --basetemp="$base/browser" tests/e2e/browser tests/realfiles tests/load &
+pids=($!)
+lane jobs --basetemp="$base/jobs" --ignore=tests/e2e/browser tests/e2e tests/fuzz tests/security \
+  tests/reliability &
+pids+=($!)
+lane rest --basetemp="$base/rest" --ignore=tests/e2e --ignore=tests/fuzz --ignore=tests/security \
+  --ignore=tests/reliability --ignore=tests/realfiles --ignore=tests/load &
+pids+=($!)
+trap 'kill "${pids[@]}" 2>/dev/null' INT TERM
+wait "${pids[@]}"
 
 status=0
 echo
 echo "== lanes, $((SECONDS - start)) s in all =="
-for name in jobs rest; do
+for name in "${lanes[@]}"; do
   rc=$(cat "artifacts/lane-$name.rc" 2>/dev/null || echo 1)
   summary=$(tail -n 1 "artifacts/lane-$name.log")
   echo "[$name] exit $rc: $summary"
