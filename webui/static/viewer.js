@@ -89,6 +89,28 @@ const state = window.rcViewer = {
   segOpacity: () => segOpacity(), indexOfImage: (sopUid) => indexOfImage(sopUid),
 };
 
+// dwv's layers (its view layers, Konva's shapes) can be asked to draw from a canvas that is empty
+// at that moment (0 x 0: released by a reset or a cache, or not sized yet). Chromium then throws
+// "drawImage … a canvas element with a width or height of 0" from an animation frame or an event,
+// outside any promise: a page error, where nothing would have been drawn anyway. Such a draw is
+// skipped and counted here, with the first lines of its stack (rcViewer.emptyDraws, up to 5), and
+// said once on the console as a warning, so where it came from can still be found.
+const drawImage = CanvasRenderingContext2D.prototype.drawImage;
+state.emptyDraws = { count: 0, stacks: [] };
+CanvasRenderingContext2D.prototype.drawImage = function guardedDrawImage(source, ...rest) {
+  const canvas = typeof HTMLCanvasElement !== "undefined" && source instanceof HTMLCanvasElement;
+  if (canvas && (source.width === 0 || source.height === 0)) {
+    state.emptyDraws.count += 1;
+    if (state.emptyDraws.stacks.length < 5) {
+      const where = (new Error().stack || "").split("\n").slice(2, 6).map((l) => l.trim()).join(" < ");
+      state.emptyDraws.stacks.push(where);
+      if (state.emptyDraws.count === 1) console.warn(`radcloud viewer: skipped drawing an empty canvas at ${where}`);
+    }
+    return undefined;
+  }
+  return drawImage.call(this, source, ...rest);
+};
+
 let app = null;
 let dragging = null;
 // Settles once the first image is on screen (or its load failed): what waits for it (the

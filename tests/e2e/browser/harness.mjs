@@ -25,7 +25,12 @@ export function watch(page, label = "") {
     if (!["127.0.0.1", "localhost"].includes(u.hostname) && u.protocol.startsWith("http")) external.push(r.url());
   });
   page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(label + m.text()); });
-  page.on("pageerror", (e) => { consoleErrors.push(label + String(e)); pageErrors.push(label + String(e)); });
+  page.on("pageerror", (e) => {
+    // With where it was thrown (the stack's first frames), for an error seen once in many runs.
+    const where = e && e.stack ? ` at ${e.stack.split("\n").slice(1, 5).map((l) => l.trim()).join(" < ")}` : "";
+    consoleErrors.push(label + String(e) + where);
+    pageErrors.push(label + String(e) + where);
+  });
   return page;
 }
 

@@ -165,6 +165,13 @@ def test_zoom_and_pan(walk):
     assert record["after_reset"] == record["before"]
 
 
+def test_a_draw_from_an_empty_canvas_is_skipped_and_counted_not_a_page_error(walk):
+    record = walk.ok("empty-draw")
+    assert record["threw"] is None and record["counted"] == 1, record
+    assert record["drawn"] == [255, 0, 0, 255], record   # a canvas with pixels is drawn as before
+    assert "empty-draw" not in record["where"] and record["where"], record   # where it came from: a stack
+
+
 def test_the_walk_searches_pulls_and_runs_lung_seg_with_push_from_the_ui(walk, pacs_ct):
     assert walk.ok("search-and-pull")["series"] == [str(pacs_ct[0].SeriesInstanceUID)]
     assert walk.ok("open-series")["series"] == str(pacs_ct[0].SeriesInstanceUID)  # opened from the Pull page

@@ -223,6 +223,28 @@ async function tour() {
     await page.click("#vw-reset");
     return { before, zoomed, panned: o1.x !== o2.x || o1.y !== o2.y, after_reset: await scale() };
   });
+
+  await step("empty-draw", async () => {
+    // A draw from an empty (0 x 0) canvas, as a released dwv/Konva layer's may be asked for: skipped
+    // and counted, not a page error; a canvas with pixels is still drawn.
+    return await page.evaluate(() => {
+      const before = window.rcViewer.emptyDraws.count;
+      const into = document.createElement("canvas");
+      into.width = into.height = 4;
+      const ctx = into.getContext("2d");
+      let threw = null;
+      const empty = document.createElement("canvas");   // 300 x 150 until told otherwise
+      empty.width = 0;
+      try { ctx.drawImage(empty, 0, 0); } catch (err) { threw = String(err); }
+      const red = document.createElement("canvas");
+      red.width = red.height = 4;
+      red.getContext("2d").fillStyle = "#f00";
+      red.getContext("2d").fillRect(0, 0, 4, 4);
+      ctx.drawImage(red, 0, 0);
+      return { threw, counted: window.rcViewer.emptyDraws.count - before, drawn: Array.from(ctx.getImageData(1, 1, 1, 1).data),
+               where: window.rcViewer.emptyDraws.stacks.at(-1) || "" };
+    });
+  });
 }
 
 async function results() {
