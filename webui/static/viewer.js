@@ -98,8 +98,7 @@ const state = window.rcViewer = {
 const drawImage = CanvasRenderingContext2D.prototype.drawImage;
 state.emptyDraws = { count: 0, stacks: [] };
 CanvasRenderingContext2D.prototype.drawImage = function guardedDrawImage(source, ...rest) {
-  const canvas = typeof HTMLCanvasElement !== "undefined" && source instanceof HTMLCanvasElement;
-  if (canvas && (source.width === 0 || source.height === 0)) {
+  if (source instanceof HTMLCanvasElement && (source.width === 0 || source.height === 0)) {
     state.emptyDraws.count += 1;
     if (state.emptyDraws.stacks.length < 5) {
       const where = (new Error().stack || "").split("\n").slice(2, 6).map((l) => l.trim()).join(" < ");
