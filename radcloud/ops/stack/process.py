@@ -71,6 +71,8 @@ def is_alive(record: ProcessRecord) -> bool:
     if stat is not None and stat[0] not in ("Z", "X"):
         return stat[1] == record.start_time
     if stat is not None:
+        if stat[1] == record.start_time and _threads_run(record.pid):
+            return True
         _reap(record.pid)
     try:
         os.killpg(record.pid, 0)
@@ -80,6 +82,28 @@ def is_alive(record: ProcessRecord) -> bool:
     # is not our child (another process started the service and has not
     # reaped it): only a member that still runs keeps the service alive.
     return _group_runs(record.pid)
+
+
+def _threads_run(pid: int) -> bool:
+    """True while a thread of ``pid`` still runs though its leader is a zombie.
+
+    A multi-threaded server killed with SIGKILL (Orthanc) shows its leader as a
+    zombie while its other threads are still being torn down, and its sockets
+    close only when the last one has exited: a start on the same ports then
+    found them taken (a fault test, restarting Orthanc at once after a kill).
+    """
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    for task in tasks:
+        try:
+            raw = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if raw[raw.rindex(")") + 2:].split()[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _group_runs(pgid: int) -> bool:
