@@ -156,6 +156,7 @@ class Job(Answer):
     reason_plain: str | None = None   # radcloud.work.reasons.plain(reason): what the web UI shows
     created_at: float | None = None
     finished_at: float | None = None
+    shard_timeout_s: int | None = None  # how long a shard, first run or retried, may stay open
     subject: Subject | None = None
     progress: dict[str, Any] | None = None
     shards: list[dict[str, Any]] | None = None

@@ -341,7 +341,11 @@ def deadline_s(route: Any) -> int:
 
 
 def shard_deadline_s(job: Mapping[str, Any], default: int) -> int:
-    """How long a (retried) shard of ``job`` may stay open: its routed run, else ``default``."""
+    """How long a (retried) shard of ``job`` may stay open: what its job was created with (``create``:
+    the routed run's deadline, or the plugin action's own timeout when longer than ``default``); for a
+    job recorded before that was kept, its routed run, else ``default``."""
+    if job.get("shard_timeout_s"):
+        return int(job["shard_timeout_s"])
     options = job.get("options") or {}
     if options.get("executor") not in (None, "action") and options.get("resources"):
         from radcloud.work.routing import Route

@@ -146,6 +146,7 @@ class JobStore:
             "version": 1, "cancel": 0, "cached": 0, "results_of": "", "reason": "",
             "created_at": now, "started_at": "", "finished_at": "", "finishing_at": "",
             "subject": spec.subject or "",
+            "shard_timeout_s": int(shard_timeout_s),  # a retried shard gets as long again
         }
         job.update(extra or {})
         shards = {s.id: json.dumps({
@@ -431,7 +432,7 @@ final_state = L.job_outcome
 
 
 _NUMERIC = {"version", "shards_total", "shards_done", "shards_failed", "shards_succeeded",
-            "shards_cancelled", "instances_total", "instances_done", "priority"}
+            "shards_cancelled", "instances_total", "instances_done", "priority", "shard_timeout_s"}
 _FLOATS = {"created_at", "started_at", "finished_at", "finishing_at"}
 
 

@@ -149,6 +149,24 @@ def test_cancel_and_retry_routes(services):
     assert [e["type"] for e in events].count("retry") == 1
 
 
+def test_a_retried_shard_gets_as_long_as_its_job_was_created_with(services):
+    # Deployed with a short shard_timeout_s (the e2e world's 25 s), a job of a plugin action allowed
+    # 300 s (its manifest timeout) gives its shards 300 s before reconcile fails them; a retried
+    # shard got only the 25 s, so a long plugin run on retry was failed while still running.
+    short = Settings.load(environ={"RADCLOUD_SHARD_TIMEOUT_S": "25"})
+    services.settings, services.shard_timeout_s = short, short.shard_timeout_s  # as deployed: with a router
+    services.invoker = FakeInvoker(services.runner)
+    stage_series(services.store, "1.2", "1.2.1", 1)
+    crashed = DISPATCH.handle(post(plugin="crash", inputs={"series": ["1.2.1"]}), short, ALICE, services)
+    assert services.jobs.get(crashed["job_id"])["state"] == "failed"
+    services.invoker = FakeInvoker()  # the retried shard is submitted and stays open
+    before = time.time()
+    STATUS.handle(post(f"/{crashed['job_id']}/retry"), short, ALICE, services)
+    shard = services.jobs.get(crashed["job_id"])["shards"][0]
+    assert shard["state"] != "failed" and shard["attempt"] == 2
+    assert shard["deadline"] >= before + 300, (shard["deadline"] - before, shard)
+
+
 def _png() -> bytes:
     import io
 
