@@ -93,8 +93,8 @@ const state = window.rcViewer = {
 // at that moment (0 x 0: released by a reset or a cache, or not sized yet). Chromium then throws
 // "drawImage … a canvas element with a width or height of 0" from an animation frame or an event,
 // outside any promise: a page error, where nothing would have been drawn anyway. Such a draw is
-// skipped and counted here, with the first lines of its stack (rcViewer.emptyDraws, up to 5), and
-// said once on the console as a warning, so where it came from can still be found.
+// skipped and counted here, with the first lines of its stack (rcViewer.emptyDraws, up to 5), each
+// of those five also said on the console as a warning, so where it came from can still be found.
 const drawImage = CanvasRenderingContext2D.prototype.drawImage;
 state.emptyDraws = { count: 0, stacks: [] };
 CanvasRenderingContext2D.prototype.drawImage = function guardedDrawImage(source, ...rest) {
@@ -103,7 +103,7 @@ CanvasRenderingContext2D.prototype.drawImage = function guardedDrawImage(source,
     if (state.emptyDraws.stacks.length < 5) {
       const where = (new Error().stack || "").split("\n").slice(2, 6).map((l) => l.trim()).join(" < ");
       state.emptyDraws.stacks.push(where);
-      if (state.emptyDraws.count === 1) console.warn(`radcloud viewer: skipped drawing an empty canvas at ${where}`);
+      console.warn(`radcloud viewer: skipped drawing an empty canvas (${where})`);
     }
     return undefined;
   }

@@ -20,6 +20,7 @@ import select
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,10 @@ def site(job_world, stack, slurm, browser_ready, sample_encoder):
                 admin=ADMIN, admin_password=ADMIN_PASSWORD, whisk=job_world.whisk)
 
 
+class ViewerNotice(UserWarning):
+    """The viewer contained something it should not have met (harness.mjs ``viewerNotices``)."""
+
+
 class BrowserRun(dict):
     """The steps one browser script printed (harness.mjs: one JSON line each), by name."""
 
@@ -155,6 +160,9 @@ def run_browser(tmp_path_factory, shared_browser):
             (SHOTS / record).write_text(json.dumps(steps, indent=1))
         if require_summary:
             assert "summary" in steps, f"the browser script {script} died:\n{proc.stderr[-3000:]}"
+        notices = steps.get("summary", {}).get("viewer_notices")
+        if notices:  # contained by the viewer, so not a failure; shown in the run's warnings with its stack
+            warnings.warn(f"{script}: {'; '.join(notices)[:2000]}", ViewerNotice, stacklevel=2)
         return BrowserRun(steps, proc.stderr)
 
     return run

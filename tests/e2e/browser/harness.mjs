@@ -12,19 +12,28 @@ export const env = process.env;
 export const SHOTS = env.RC_SHOTS || "artifacts/screenshots";
 mkdirSync(SHOTS, { recursive: true });
 export const FINAL = ["succeeded", "failed", "partial", "cancelled"];
-export const emit = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+// A script's summary also carries the viewer's own notices (below), whatever script it is.
+export const emit = (o) => process.stdout.write(JSON.stringify(o.step === "summary" ? { ...o, viewer_notices: viewerNotices } : o) + "\n");
 
 // Requests to anything but this machine, and console errors, of every page watched.
 export const external = [];
 export const consoleErrors = [];
 export const pageErrors = [];   // uncaught exceptions only (also in consoleErrors)
+// The viewer's warnings ("radcloud viewer: skipped drawing an empty canvas (<stack>)", webui/static/viewer.js):
+// contained, so not an error, but each names where a draw came from that the viewer's source has not found.
+export const viewerNotices = [];
 
 export function watch(page, label = "") {
   page.on("request", (r) => {
     const u = new URL(r.url());
     if (!["127.0.0.1", "localhost"].includes(u.hostname) && u.protocol.startsWith("http")) external.push(r.url());
   });
-  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(label + m.text()); });
+  page.on("console", (m) => {
+    if (m.type() === "error") consoleErrors.push(label + m.text());
+    // A script's own page.evaluate (its stack runs through Playwright's UtilityScript) is the test's doing.
+    else if (m.type() === "warning" && m.text().startsWith("radcloud viewer:") && !m.text().includes("UtilityScript.evaluate"))
+      viewerNotices.push(label + m.text());
+  });
   page.on("pageerror", (e) => {
     // With where it was thrown (the stack's first frames), for an error seen once in many runs.
     const where = e && e.stack ? ` at ${e.stack.split("\n").slice(1, 5).map((l) => l.trim()).join(" < ")}` : "";
