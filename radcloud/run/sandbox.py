@@ -267,12 +267,19 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
 
 
 def others_can_run(program: str) -> bool:
-    """Whether uid 65534 could execute ``program`` (o+x on it and every parent).
+    """Whether uid 65534 could execute ``program``: o+x on it and every parent,
+    along the path as given (exec walks that one) and along its target.
 
-    An interpreter under /root (pyenv) is not: then the fallback cannot drop
-    privileges and runs the plugin as the current user, with rlimits only.
+    An interpreter under /root (pyenv) is not, nor a venv's link to
+    /usr/bin/python3.11 inside a checkout under a private folder (mktemp -d):
+    then the fallback cannot drop privileges and runs the plugin as the current
+    user, with rlimits only.
     """
-    path = os.path.realpath(shutil.which(program) or program)
+    found = shutil.which(program) or program
+    return all(_others_can_search(path) for path in {os.path.abspath(found), os.path.realpath(found)})
+
+
+def _others_can_search(path: str) -> bool:
     while path and path != "/":
         try:
             if not os.stat(path).st_mode & 0o001:

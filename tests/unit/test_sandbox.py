@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import tempfile
 
 import pytest
 
-from radcloud.run.sandbox import Limits, _bwrap_argv, _classify, _MemoryFacts
+from radcloud.run.sandbox import Limits, _bwrap_argv, _classify, _MemoryFacts, others_can_run
 
 LIMITED = Limits(timeout_s=10, memory_bytes=256 * 1024**2)
 
@@ -70,3 +72,24 @@ def test_plugin_code_under_tmp_is_bound_back_over_the_private_tmp(tmp_path):
     binds = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--ro-bind"]
     assert str(plugin) in binds
     assert cmd.index(str(plugin)) > cmd.index("--tmpfs")  # the plugin's own sandbox: a private tmpfs
+
+
+def test_a_program_reached_through_a_private_folder_cannot_be_run_by_others():
+    # A venv's python is a link to /usr/bin/python3.11 (world-executable); inside a checkout under
+    # a private folder (mktemp -d: 0700), uid 65534 cannot exec the link, so the no-bwrap fallback
+    # must not drop to it ("cannot start plugin …: Permission denied" on Debian's interpreter).
+    target = os.path.realpath("/bin/sh")
+    private = tempfile.mkdtemp()   # 0700
+    try:
+        bin_dir = os.path.join(private, "venv", "bin")
+        os.makedirs(bin_dir)
+        link = os.path.join(bin_dir, "python")
+        os.symlink(target, link)
+        assert others_can_run(target)
+        assert not others_can_run(link)
+        os.chmod(private, 0o755)   # every folder on the way searchable: it can
+        assert others_can_run(link)
+    finally:
+        os.chmod(private, 0o700)
+        os.remove(os.path.join(private, "venv", "bin", "python"))
+        os.removedirs(os.path.join(private, "venv", "bin"))
