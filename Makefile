@@ -5,7 +5,10 @@
 # Everything else here is a step of those two (and `make test-fast`, the
 # in-process unit tier, for developers between edits).
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Debian's own python3.11 first (the reference machine's; built with profile-guided and
+# link-time optimisation, ~12 % less CPU for the suite than a plain source build such
+# as pyenv's, which PATH may name first), then whatever python3.11 or python3 PATH has.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) $(shell command -v python3.11 || command -v python3))
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STATE  ?= .radcloud
