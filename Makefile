@@ -38,9 +38,10 @@ bytecode: venv
 # Python side: one venv, the exact versions of constraints.txt.
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { \
-	  [ "$$(id -u)" = 0 ] && apt-get install -y -qq python3-venv || \
-	  { echo "error: python venv module missing: apt-get install python3-venv" >&2; exit 1; }; }
+	@# Debian splits ensurepip out of the interpreter: without it `-m venv` fails half way.
+	@$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || { \
+	  [ "$$(id -u)" = 0 ] && { apt-get install -y -qq "$$(basename $(PYTHON))-venv" || apt-get install -y -qq python3-venv; } || \
+	  { echo "error: python venv module missing: apt-get install $$(basename $(PYTHON))-venv" >&2; exit 1; }; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[ops,plugins,dev]'
