@@ -95,6 +95,10 @@ class ViewerNotice(UserWarning):
     """The viewer contained something it should not have met (harness.mjs ``viewerNotices``)."""
 
 
+class ScreenshotMissing(UserWarning):
+    """A step passed but its screenshot did not come (harness.mjs ``capture``)."""
+
+
 class BrowserRun(dict):
     """The steps one browser script printed (harness.mjs: one JSON line each), by name."""
 
@@ -163,6 +167,9 @@ def run_browser(tmp_path_factory, shared_browser):
         notices = steps.get("summary", {}).get("viewer_notices")
         if notices:  # contained by the viewer, so not a failure; shown in the run's warnings with its stack
             warnings.warn(f"{script}: {'; '.join(notices)[:2000]}", ViewerNotice, stacklevel=2)
+        missing = [f"{name}: {item['screenshot_error']}" for name, item in steps.items() if item.get("screenshot_error")]
+        if missing:  # a step's record, not its check (harness.mjs capture)
+            warnings.warn(f"{script}: no screenshot of {'; '.join(missing)[:1000]}", ScreenshotMissing, stacklevel=2)
         return BrowserRun(steps, proc.stderr)
 
     return run

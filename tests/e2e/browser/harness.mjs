@@ -67,6 +67,19 @@ export async function downloadText(download) {
   return text(await download.createReadStream());
 }
 
+// A step's screenshot is its record, not its check (what fn asserted has passed by then): one that
+// does not come is said in the step's line (screenshot_error) and the step stands. Chromium's capture
+// can wait on a frame that a loaded machine does not draw for 30 s (a fresh-clone run: "taking page
+// screenshot … fonts loaded", then Playwright's timeout; microsoft/playwright#9757 is one such hang).
+async function capture(page, path, fullPage) {
+  try {
+    await page.screenshot({ path, fullPage, timeout: 15000 });
+    return { screenshot: path };
+  } catch (err) {
+    return { screenshot: null, screenshot_error: String(err && err.message || err).split("\n")[0].slice(0, 200) };
+  }
+}
+
 // step(name, fn): runs fn, prints {step: name, ok, ms, screenshot, ...what fn returned} or the error,
 // and saves a screenshot named by shot(name, n) (n counts the steps). Returns whether it passed.
 export function stepper(page, { shot = (name) => `${SHOTS}/${name}.png`, fullPage = false } = {}) {
@@ -74,18 +87,19 @@ export function stepper(page, { shot = (name) => `${SHOTS}/${name}.png`, fullPag
     const t0 = Date.now();
     step.n += 1;
     const path = shot(name, step.n);
+    let detail;
     try {
-      const detail = (await fn()) || {};
-      await page.screenshot({ path, fullPage });
-      emit({ step: name, ok: true, ms: Date.now() - t0, screenshot: path, ...detail });
-      return true;
+      detail = (await fn()) || {};
     } catch (err) {
-      const failed = path.replace(/\.png$/, "-failed.png");
-      await page.screenshot({ path: failed, fullPage }).catch(() => {});  // the page may be gone
-      emit({ step: name, ok: false, ms: Date.now() - t0, screenshot: failed, error: String(err && err.message || err).slice(0, 800),
+      const ms = Date.now() - t0;
+      const snap = await capture(page, path.replace(/\.png$/, "-failed.png"), fullPage);  // the page may be gone
+      emit({ step: name, ok: false, ms, ...snap, error: String(err && err.message || err).slice(0, 800),
              console: consoleErrors.slice(-5) });
       return false;
     }
+    const ms = Date.now() - t0;
+    emit({ step: name, ok: true, ms, ...(await capture(page, path, fullPage)), ...detail });
+    return true;
   };
   step.n = 0;
   return step;
