@@ -22,6 +22,16 @@ from pathlib import Path
 import pytest
 
 
+def _answers(sock: Path) -> bool:
+    import redis
+
+    try:
+        with redis.Redis(unix_socket_path=str(sock), socket_timeout=2) as client:
+            return client.ping()
+    except redis.exceptions.ConnectionError:
+        return False
+
+
 @pytest.fixture(scope="session")
 def redis_server(require):
     binary = shutil.which("redis-server")
@@ -34,9 +44,11 @@ def redis_server(require):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Bounded, but by what a loaded machine needs (a 2 s bound failed a setup
-        # at load 12); a server that exited is reported at once.
+        # at load 12); a server that exited is reported at once. Redis creates the
+        # socket file before it listens (a connect in between is refused): ready
+        # means it answers.
         deadline = time.monotonic() + 30
-        while not sock.exists():
+        while not _answers(sock):
             if proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {proc.returncode} before listening")
             if time.monotonic() > deadline:
