@@ -4,11 +4,13 @@
 #
 # `all` without further arguments (make test, CI) runs three lanes at once, each
 # its own pytest process in its own private network namespace, about even (five
-# fresh-clone runs: 300-335 s, 317-380 s and 320-363 s):
-#   browser  tests/e2e/browser, then tests/realfiles and tests/load
+# fresh-clone runs: 300-335 s, 317-380 s and 320-363 s; rest ended last in
+# every run, by 10-20 s, until the unit tier moved to browser):
+#   browser  tests/unit (in-process, before any world starts), then
+#            tests/e2e/browser, tests/realfiles and tests/load
 #   jobs     the rest of tests/e2e, tests/fuzz (which fuzzes their job world),
 #            tests/security, tests/reliability
-#   rest     everything else: tests/integration, tests/unit
+#   rest     everything else: tests/integration
 # With two lanes the cores were idle 26 % of the lanes' time (polls, a Slurm or
 # Orthanc start, a browser waiting for a page, a fault test waiting out a
 # restart); a third lane fills those waits, at the cost of one more start of
@@ -85,7 +87,7 @@ base=$(mktemp -d "${TMPDIR:-/tmp}/radcloud-tests-XXXXXX")
 start=$SECONDS
 # What the browser and jobs lanes run; rest runs every other folder (its --ignore list is
 # made from these two, so a folder moved into a lane leaves rest by itself).
-browser_paths=(tests/e2e/browser tests/realfiles tests/load)
+browser_paths=(tests/unit tests/e2e/browser tests/realfiles tests/load)
 jobs_paths=(tests/e2e tests/fuzz tests/security tests/reliability)
 rest_ignores=()
 for path in "${browser_paths[@]}" "${jobs_paths[@]}"; do rest_ignores+=("--ignore=$path"); done
