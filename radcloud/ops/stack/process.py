@@ -40,15 +40,20 @@ class ProcessRecord:
             return None
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) of ``pid``, or None if gone."""
+def _stat_fields(path: str) -> list[str] | None:
+    """The fields of a /proc ``stat`` file after the command name (state first), or None if gone."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = Path(path).read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rindex(")") + 2:].split()
-    return fields[0], int(fields[19])
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of ``pid``, or None if gone."""
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    return (fields[0], int(fields[19])) if fields else None
 
 
 def _reap(pid: int) -> None:
@@ -97,11 +102,8 @@ def _threads_run(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return False
     for task in tasks:
-        try:
-            raw = Path(f"/proc/{pid}/task/{task}/stat").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if raw[raw.rindex(")") + 2:].split()[0] not in ("Z", "X"):
+        fields = _stat_fields(f"/proc/{pid}/task/{task}/stat")
+        if fields and fields[0] not in ("Z", "X"):
             return True
     return False
 
@@ -111,12 +113,8 @@ def _group_runs(pgid: int) -> bool:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        fields = raw[raw.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+        fields = _stat_fields(f"/proc/{entry}/stat")
+        if fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             return True
     return False
 
