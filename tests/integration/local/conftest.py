@@ -14,6 +14,7 @@ under ``CI=true`` (the ``require`` fixture) and skips elsewhere.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -22,14 +23,21 @@ from pathlib import Path
 import pytest
 
 
-def _answers(sock: Path) -> bool:
-    import redis
+def _listening(sock: Path) -> bool:
+    """Whether a unix socket accepts a connection. Redis creates the socket file
+    before it listens, and a connect in between is refused: the file is not enough."""
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(sock))
+        except OSError:
+            return False
+    return True
 
-    try:
-        with redis.Redis(unix_socket_path=str(sock), socket_timeout=2) as client:
-            return client.ping()
-    except redis.exceptions.ConnectionError:
-        return False
+
+@pytest.fixture(scope="session")
+def unix_listening():
+    """``unix_listening(path)``: whether a private server's unix socket accepts connections yet."""
+    return _listening
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +52,9 @@ def redis_server(require):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Bounded, but by what a loaded machine needs (a 2 s bound failed a setup
-        # at load 12); a server that exited is reported at once. Redis creates the
-        # socket file before it listens (a connect in between is refused): ready
-        # means it answers.
+        # at load 12); a server that exited is reported at once.
         deadline = time.monotonic() + 30
-        while not _answers(sock):
+        while not _listening(sock):
             if proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {proc.returncode} before listening")
             if time.monotonic() > deadline:

@@ -34,8 +34,8 @@ def test_each_use_gets_one_client_per_url_with_its_own_options():
 class RestartableRedis:
     """A private redis-server on a unix socket that a test can stop and start again."""
 
-    def __init__(self, tmp):
-        self.dir, self.sock, self.proc = tmp, tmp / "redis.sock", None
+    def __init__(self, tmp, listening):
+        self.dir, self.sock, self.proc, self.listening = tmp, tmp / "redis.sock", None, listening
 
     def start(self):
         import subprocess
@@ -46,7 +46,7 @@ class RestartableRedis:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30  # bounded, by what a loaded machine needs
         while time.monotonic() < deadline:
-            if _accepts(self.sock):
+            if self.listening(self.sock):
                 return
             time.sleep(0.01)
         raise RuntimeError("redis-server did not start")
@@ -64,9 +64,9 @@ class RestartableRedis:
 
 
 @pytest.fixture
-def restartable(tmp_path, require):
+def restartable(tmp_path, require, unix_listening):
     require(shutil.which("redis-server") is not None, "redis-server is not installed: make system-deps")
-    server = RestartableRedis(tmp_path)
+    server = RestartableRedis(tmp_path, unix_listening)
     server.start()
     yield server
     if server.proc.poll() is None:
@@ -101,7 +101,7 @@ def test_every_use_rides_out_a_restart_and_the_wait_is_bounded():
         assert 5 <= redisclient.retry_budget_s(client) <= 30  # a restart fits; a dead Redis fails in bounded time
 
 
-def test_a_refused_password_fails_at_once_not_after_the_budget(tmp_path, require):
+def test_a_refused_password_fails_at_once_not_after_the_budget(tmp_path, require, unix_listening):
     """redis-py calls a refused password a ConnectionError; no restart fixes it."""
     import subprocess
 
@@ -116,29 +116,17 @@ def test_a_refused_password_fails_at_once_not_after_the_budget(tmp_path, require
         client = redis.Redis(unix_socket_path=str(sock), password="wrong", **redisclient.restart_policy(30))
         attempts = []
         client.connection_pool.connection_kwargs["retry"]._backoff.compute = lambda n: attempts.append(n) or 0.05
-        # Bounded. Redis binds the socket file before it listens: a connect in between is refused
-        # (and rightly retried by the client), so ready means a connect is accepted.
+        # Bounded. A connect before Redis listens is refused (and rightly retried by the client).
         deadline = time.monotonic() + 10
-        while not _accepts(sock) and time.monotonic() < deadline:
+        while not unix_listening(sock) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert _accepts(sock), "redis-server did not start"
+        assert unix_listening(sock), "redis-server did not start"
         with pytest.raises(redis.exceptions.AuthenticationError):
             client.set("k", "v")
         assert attempts == []  # not one retry
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def _accepts(path) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_UNIX) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def test_a_dead_redis_fails_by_the_budget_not_never(tmp_path):
