@@ -18,8 +18,10 @@ A plugin is untrusted code working on patient data, so it runs with:
   the output and scratch dirs writable, uid 65534, no network unless the
   descriptor declares it, a private /tmp, PID namespace so nothing outlives
   the shard. Without bubblewrap (e.g. a container that forbids user
-  namespaces) a root parent drops the child to uid 65534 instead, and the
-  inputs are made read-only with chmod.
+  namespaces) the fallback: Landlock (:mod:`radcloud.run.landlock`) confines
+  writes to the output and scratch dirs and, unless declared, refuses TCP; a
+  root parent drops the child to uid 65534 when that uid can reach the
+  plugin's code, and the inputs are made read-only with chmod.
 
 The environment is built from scratch: the plugin never sees radcloud's
 settings (S3 keys, Redis URL).
@@ -52,6 +54,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from radcloud.run import landlock
 from radcloud.run import memory as container_memory
 
 NOBODY = 65534
@@ -87,6 +90,7 @@ class RunResult:
     tail: str
     killed_for: str = ""  # why radcloud killed it: timeout | cancelled | output | ""
     memory_peak_bytes: int | None = None  # the container's peak (runner + plugin), when readable
+    sandbox: str = ""  # how the plugin was confined (:func:`run`)
 
 
 @functools.cache
@@ -112,7 +116,8 @@ def make_read_only(root: str | os.PathLike[str]) -> None:
         os.chmod(dirpath, 0o555)
 
 
-def _preexec(limits: Limits, drop_to: int | None, fsize: int) -> Callable[[], None]:
+def _preexec(limits: Limits, drop_to: int | None, fsize: int,
+             rules: landlock.Ruleset | None = None) -> Callable[[], None]:
     def apply() -> None:  # runs in the child between fork and exec
         cpu = int(limits.timeout_s * max(1.0, limits.cpus or 1.0)) + 5
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
@@ -123,6 +128,8 @@ def _preexec(limits: Limits, drop_to: int | None, fsize: int) -> Callable[[], No
             os.setgroups([])
             os.setgid(drop_to)
             os.setuid(drop_to)
+        if rules is not None:  # last: it also forbids what the steps above need
+            rules.restrict()
     return apply
 
 
@@ -141,19 +148,24 @@ def _env(extra: dict[str, str], limits: Limits, scratch: str) -> dict[str, str]:
     return env
 
 
+def _code_paths(argv: list[str]) -> list[str]:
+    """The code the plugin needs: the interpreter's prefix (a venv), the
+    radcloud checkout (editable installs point there), the plugin's own files
+    (argv's absolute paths) and PYTHONPATH."""
+    checkout = Path(__file__).resolve().parents[2]  # the radcloud this runner comes from
+    wanted = [sys.prefix, str(checkout), *(a for a in argv if os.path.isabs(a))]
+    wanted += [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
+    return sorted({os.path.abspath(p) for p in wanted if os.path.exists(p)})
+
+
 def _hidden_by_tmpfs(argv: list[str]) -> list[str]:
     """Code the plugin needs that lives under /tmp (a CI clone, a venv there).
 
-    The private /tmp would hide the interpreter's venv, the radcloud checkout
-    (editable installs point there) and the plugin's own folder; they are
-    bound back read-only.
+    The private /tmp would hide it; it is bound back read-only (a plugin
+    file's folder, not the file alone).
     """
-    checkout = Path(__file__).resolve().parents[2]  # the radcloud this runner comes from
-    wanted = [sys.prefix, str(checkout)]
-    wanted += [os.path.dirname(a) if os.path.isfile(a) else a for a in argv if os.path.isabs(a)]
-    wanted += [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
-    keep = {os.path.abspath(p) for p in wanted
-            if (os.path.abspath(p) + "/").startswith("/tmp/") and os.path.exists(p)}
+    keep = {os.path.dirname(p) if os.path.isfile(p) else p for p in _code_paths(argv)
+            if (p + "/").startswith("/tmp/")}
     return [p for p in sorted(keep) if not any(p.startswith(q + "/") for q in keep)]
 
 
@@ -210,14 +222,29 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
     """
     memory = container_memory.find() if memory is None else memory
     use_bwrap = bwrap_works() if use_bwrap is None else use_bwrap
-    drop_to = NOBODY if (not use_bwrap and os.geteuid() == 0 and others_can_run(argv[0])) else None
-    if drop_to is not None:
-        for path in writable:
-            os.chown(path, NOBODY, NOBODY)
-        for path in read_only + writable:
-            _allow_traverse(path)
-    cmd = _bwrap_argv(argv, read_only=read_only, writable=writable, cwd=cwd,
-                      network=limits.network) if use_bwrap else argv
+    rules: landlock.Ruleset | None = None
+    if use_bwrap:
+        cmd, drop_to = _bwrap_argv(argv, read_only=read_only, writable=writable, cwd=cwd,
+                                   network=limits.network), None
+        how = f"bubblewrap: read-only root, private /tmp, uid {NOBODY}, " + \
+            ("network" if limits.network else "no network")
+    else:
+        cmd, unreachable = argv, _unreachable_by_others(argv, read_only + writable)
+        drop_to = NOBODY if (os.geteuid() == 0 and not unreachable) else None
+        if drop_to is not None:
+            for path in writable:
+                os.chown(path, NOBODY, NOBODY)
+            for path in read_only + writable:
+                _allow_traverse(path)
+        try:
+            rules = landlock.build(writable, network=limits.network)
+        except OSError as exc:
+            return RunResult(None, "error", f"cannot confine the plugin: Landlock refused a rule ({exc}); "
+                             "docs/plugins.md, 'The sandbox'", 0.0, "")
+        how = "; ".join([
+            rules.describe() if rules else "no Landlock on this kernel: writes limited by file permissions",
+            f"uid {NOBODY}" if drop_to is not None else
+            f"uid {os.geteuid()}" + (f" (uid {NOBODY} cannot reach {unreachable})" if unreachable else "")])
     fsize = limits.max_output_bytes + 1
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     t0 = time.monotonic()
@@ -225,12 +252,16 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
     try:
         proc = subprocess.Popen(cmd, cwd=cwd, env=_env(env, limits, cwd), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_preexec(limits, drop_to, fsize))
+                                start_new_session=True, preexec_fn=_preexec(limits, drop_to, fsize, rules))
     except OSError as exc:
-        return RunResult(None, "error", f"cannot start plugin {argv[0]}: {exc.strerror or exc}", 0.0, "")
+        return RunResult(None, "error", f"cannot start plugin {argv[0]}: {exc.strerror or exc}", 0.0, "",
+                         sandbox=how)
     except subprocess.SubprocessError as exc:  # the limits could not be applied in the child
         return RunResult(None, "error", f"cannot start plugin: applying its limits failed ({exc}); "
-                         f"limits: {limits.to_dict()}", 0.0, "")
+                         f"limits: {limits.to_dict()}; sandbox: {how}", 0.0, "", sandbox=how)
+    finally:
+        if rules is not None:
+            rules.close()
     reader = threading.Thread(target=_pump, args=(proc, tail, on_line), daemon=True)
     reader.start()
     killed_for, last_check = "", 0.0
@@ -263,7 +294,30 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
     oom = None if oom_before is None or oom_after is None else oom_after > oom_before
     reason, message = _classify(code, killed_for, text, limits, use_bwrap,
                                 _MemoryFacts(oom, memory.limit(), memory.peak()))
-    return RunResult(code, reason, message, duration, text, killed_for, memory.peak())
+    return RunResult(code, reason, message, duration, text, killed_for, memory.peak(), how)
+
+
+def _unreachable_by_others(argv: list[str], granted: list[str]) -> str:
+    """The first piece of the plugin's code uid 65534 could not run or read
+    ("" when it can reach all); the shard's own dirs (``granted``) are made
+    reachable by :func:`run` and not checked."""
+    if not others_can_run(argv[0]):
+        return argv[0]
+    for path in _code_paths(argv):
+        if any(path == g or path.startswith(g.rstrip("/") + "/") for g in granted):
+            continue
+        if not all(others_can_read(p) for p in {path, os.path.realpath(path)}):
+            return path
+    return ""
+
+
+def others_can_read(path: str) -> bool:
+    """o+r on a file (o+x on a folder), and o+x on every parent."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return bool(mode & (0o001 if os.path.isdir(path) else 0o004)) and _others_can_search(os.path.dirname(path))
 
 
 def others_can_run(program: str) -> bool:
@@ -273,7 +327,7 @@ def others_can_run(program: str) -> bool:
     An interpreter under /root (pyenv) is not, nor a venv's link to
     /usr/bin/python3.11 inside a checkout under a private folder (mktemp -d):
     then the fallback cannot drop privileges and runs the plugin as the current
-    user, with rlimits only.
+    user, confined by Landlock and rlimits only.
     """
     found = shutil.which(program) or program
     return all(_others_can_search(path) for path in {os.path.abspath(found), os.path.realpath(found)})

@@ -44,6 +44,7 @@ The reporter protocol (stable; ``radcloud.work.jobs`` codes against it):
          "rejected": [{"path", "why"}, ...],   # outputs refused (escapes...)
          "bytes_out": int,
          "memory_peak_mib": float | None,  # the action container's peak (runner + plugin)
+         "sandbox": str,            # how the plugin was confined (radcloud.run.sandbox)
          "warnings": int,           # input files the plugin did not process
          "file_reasons": [{"file", "reason"}, ...]}  # the first of them
 
@@ -248,7 +249,7 @@ def run_shard(spec: ShardSpec | Mapping[str, Any], *, store: ObjectStoreLike, re
         "status": STATUS_ERROR, "reason": "error", "message": "shard did not start",
         "exit_code": None, "duration_s": 0.0, "run_s": 0.0, "stderr_tail": "",
         "outputs": [], "rejected": [], "bytes_out": 0, "memory_peak_mib": None,
-        "warnings": 0, "file_reasons": [],
+        "sandbox": "", "warnings": 0, "file_reasons": [],
     }
     notify = _Notify(reporter, raw_shard_id)
     raw_inputs = spec.inputs if isinstance(spec, ShardSpec) else spec.get("inputs")
@@ -320,7 +321,7 @@ def _execute(spec: ShardSpec, plugin: Plugin, params: dict[str, Any], tmp: Path,
                          use_bwrap=use_bwrap, watch_dir=str(outdir), memory=memory)
     if result.memory_peak_bytes is not None:
         outcome["memory_peak_mib"] = round(result.memory_peak_bytes / 2**20, 1)
-    outcome.update(exit_code=result.exit_code, run_s=round(result.duration_s, 3),
+    outcome.update(exit_code=result.exit_code, run_s=round(result.duration_s, 3), sandbox=result.sandbox,
                    stderr_tail=result.tail, reason=result.reason, message=result.message)
     if map_dir is not None:
         # Before the outputs: remapped outputs without their stored map could

@@ -16,11 +16,19 @@ import pytest
 from radcloud.core.errors import BadRequest
 from radcloud.run.registry import Registry
 from radcloud.run.shard import ShardSpec, collect_outputs, content_type, run_shard, safe_relpath
-from radcloud.run import sandbox
+from radcloud.run import landlock, sandbox
 from shard_fakes import FIXTURES, FakeStore, RecordingReporter
 
 # The bwrap case needs bubblewrap (conftest.py: fails in CI without it, skips elsewhere).
 BWRAP = [pytest.param(False, id="rlimits"), pytest.param(True, id="bwrap")]
+CHECKOUT = os.path.dirname(os.path.dirname(sandbox.__file__))
+
+
+def drops_to_nobody() -> bool:
+    """Whether the fallback (no bubblewrap) should run the fixtures as uid 65534:
+    as root, when that uid can reach the interpreter, its venv, radcloud and the fixtures."""
+    return os.geteuid() == 0 and sandbox.others_can_run(sys.executable) and all(
+        sandbox.others_can_read(p) for p in (sys.prefix, CHECKOUT, str(FIXTURES)))
 
 
 def spec(plugin: str, params: dict | None = None, **extra) -> dict:
@@ -55,12 +63,20 @@ def test_happy_path_uploads_outputs_with_md5_and_type(use_bwrap):
     started = [e for kind, e in rep.events if kind == "started"][0]
     assert started["argv"][2:4] == ["--prefix", "c-"] and started["n_inputs"] == 2
     probe = json.loads(store.objects["results/j1/0/probe.json"])
-    isolated = use_bwrap or (os.geteuid() == 0 and sandbox.others_can_run(sys.executable))
+    isolated = use_bwrap or drops_to_nobody()
     if isolated or os.geteuid() != 0:  # root without isolation ignores chmod
         assert probe["input_writable"] is False
-    if use_bwrap:  # a private network namespace: no route anywhere
+    if use_bwrap:  # a private network namespace: its own loopback, nothing else
         assert probe["netns"] != os.readlink("/proc/self/ns/net")
+        assert probe["tcp"] == "ECONNREFUSED" and out["sandbox"].startswith("bubblewrap")
+    elif landlock.abi() >= 4:  # the host's network, but Landlock refuses TCP
+        assert probe["tcp"] == "EACCES" and "no TCP" in out["sandbox"], (probe, out["sandbox"])
+    else:
+        assert probe["tcp"] == "ECONNREFUSED"
+    if not use_bwrap:  # a signal to the runner: refused by Landlock's scope (ABI 6), or by the uid
+        assert probe["signal_parent"] == ("EPERM" if landlock.abi() >= 6 or isolated else "allowed")
     assert probe["uid"] == (65534 if isolated else os.geteuid())
+    assert out["sandbox"].count(f"uid {probe['uid']}") == 1, out["sandbox"]
     assert probe["jid"] == "j1"
     # radcloud's own settings never reach the plugin
     assert not [k for k in probe["env"] if k.startswith(("RADCLOUD_S3", "RADCLOUD_REDIS", "AWS_"))]
@@ -164,12 +180,19 @@ def test_writes_outside_and_symlink_escapes_are_refused(use_bwrap):
     assert refused == {"passwd": "symlink outside the output dir", "rootdir": "directory symlink",
                        "input-link": "symlink outside the output dir"}
     tried = json.loads(store.objects["results/j1/0/tried.json"])
-    if use_bwrap or (os.geteuid() == 0 and sandbox.others_can_run(sys.executable)):
-        assert all(v != "written" for v in tried.values()), tried  # the sandbox blocked both
-        assert not os.path.exists("/var/tmp/radcloud-escape-fixture.txt")
-    else:  # root without isolation: writes happen, but nothing outside is uploaded
-        if os.path.exists("/var/tmp/radcloud-escape-fixture.txt"):
-            os.unlink("/var/tmp/radcloud-escape-fixture.txt")
+    beside, world_writable = sorted(tried, key=lambda path: path.startswith("/var/tmp/"))
+    try:
+        if use_bwrap or landlock.abi() >= 1:  # a read-only root, or Landlock
+            refusal = "Read-only file system" if use_bwrap else "Permission denied"
+            assert tried == {beside: refusal, world_writable: refusal}, (tried, out["sandbox"])
+            assert not os.path.exists(world_writable)
+        elif drops_to_nobody():  # uid 65534 alone: /var/tmp is anyone's (docs/plugins.md)
+            assert tried == {beside: "Permission denied", world_writable: "written"}, tried
+        else:  # root without isolation: writes happen, but nothing outside is uploaded
+            assert tried == {beside: "written", world_writable: "written"}, tried
+    finally:  # a file left there would fail the next run
+        if os.path.exists(world_writable):
+            os.unlink(world_writable)
     assert store.objects["results/j1/0/inside-link.txt"] == b"fine"
 
 
@@ -341,3 +364,22 @@ def test_shard_action_refuses_a_spec_without_job_id_before_any_connection():
     action = runpy.run_path(str(Path(__file__).resolve().parents[3] / "functions" / "shard" / "__main__.py"))
     answer = action["main"]({"shard_id": "s", "plugin": "copy"})
     assert answer["error"]["statusCode"] == 400 and answer["error"]["field"] == "job_id"
+
+
+def test_without_landlock_the_fallback_refuses_only_what_file_permissions_do(monkeypatch):
+    monkeypatch.setattr(landlock, "abi", lambda: 0)  # an old kernel, or Landlock not enabled
+    summary, rep, store = run("escape")
+    out = rep.outcome
+    tried = json.loads(store.objects["results/j1/0/tried.json"])
+    beside, world_writable = sorted(tried, key=lambda path: path.startswith("/var/tmp/"))
+    try:
+        assert out["sandbox"].startswith("no Landlock on this kernel"), out["sandbox"]
+        if drops_to_nobody():  # uid 65534 cannot write beside its output dir, but /var/tmp is anyone's
+            assert tried == {beside: "Permission denied", world_writable: "written"}, tried
+            assert os.stat(world_writable).st_uid == 65534
+        elif os.geteuid() == 0:  # root without isolation: writes happen, nothing outside is uploaded
+            assert tried == {beside: "written", world_writable: "written"}, tried
+        assert {o["key"].rsplit("/", 1)[1] for o in out["outputs"]} == {"ok.txt", "inside-link.txt", "tried.json"}
+    finally:
+        if os.path.exists(world_writable):
+            os.unlink(world_writable)
