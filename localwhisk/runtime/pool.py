@@ -107,6 +107,7 @@ class Runtime:
         self._all: set[Container] = set()
         self._ids = itertools.count(1)
         self._closed = False
+        self._memory_closed = False  # by one caller only: shutdown and the last release can race
         self._wake = threading.Event()
         self._keeper = threading.Thread(target=self._housekeeping, name="localwhisk-pool", daemon=True)
         self._keeper.start()
@@ -217,8 +218,9 @@ class Runtime:
     def _close_memory(self) -> None:
         """After shutdown, once no run holds a slot: remove the runtime's cgroup."""
         with self._cv:
-            if not self._closed or self._busy or any(self._starting.values()):
+            if not self._closed or self._busy or any(self._starting.values()) or self._memory_closed:
                 return  # the last busy run calls this again on release
+            self._memory_closed = True
         self.memory.close()
 
     def sandbox_kind(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -185,6 +186,33 @@ def test_shutdown_ends_busy_runs_as_developer_errors(make_runtime):
         out = future.result(timeout=10)
     assert out.status == DEVELOPER_ERROR
     assert rt.stats()["containers"] == 0
+
+
+def test_shutdown_and_the_last_release_close_the_memory_cgroup_once(make_runtime):
+    """Both call _close_memory when the last busy run ends; a second close once
+    crashed on the removed cgroup and turned that run into a whisk error."""
+    rt = make_runtime()
+    closes = []
+    real_close = rt.memory.close
+
+    def slow_close():
+        closes.append(threading.current_thread().name)
+        time.sleep(0.2)  # widens the window both callers used to pass through
+        real_close()
+
+    rt.memory.close = slow_close
+    slow = echo("sleepy2", code="import time\ndef main(a):\n    time.sleep(30)\n    return {}\n")
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        future = ex.submit(invoke, rt, slow, {})
+        assert wait_for(lambda: rt.stats()["actions"].get("/guest/pool/sleepy2", {}).get("busy") == 1)
+        rt.shutdown()
+        assert future.result(timeout=10).status == DEVELOPER_ERROR
+    racers = [threading.Thread(target=rt._close_memory) for _ in range(4)]
+    for t in racers:
+        t.start()
+    for t in racers:
+        t.join()
+    assert len(closes) == 1, closes
 
 
 def test_unsupported_kind_is_a_developer_error(make_runtime):
