@@ -105,9 +105,11 @@ def test_results_of_unfinished_job_is_409(services):
 def test_long_poll_wakes_on_change_not_on_timeout(services):
     services.watch_slots = 1  # long-polls are opt-in (radcloud.work.jobwatch): a lone watcher may take one
     job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
-    threading.Timer(0.2, lambda: services.jobs.shard_started(job_id, "s0")).start()
+    writer = threading.Timer(0.2, lambda: services.jobs.shard_started(job_id, "s0"))
+    writer.start()
     t0 = time.monotonic()
     job = STATUS.handle(get(f"/{job_id}", wait="60", since="1"), SETTINGS, ALICE, services)
+    writer.join()  # its Redis reply may still be on the way: the teardown closes that client
     # woken at 0.2 s, not after the 60 s wait: half the wait is the bound, so a loaded box can't flake it
     assert job["state"] == "running" and time.monotonic() - t0 < 30
 

@@ -167,11 +167,13 @@ def test_pull_and_run_waits_for_a_running_retrieve(world, redis_client):
     stage_series(world.store, "1.2", "1.2.1", 1)
     progress = Progress(redis_client)
     rid = progress.create([{"SeriesInstanceUID": "1.2.1", "StudyInstanceUID": "1.2"}], source="local", layout="uid")
-    threading.Timer(0.4, lambda: progress.update(rid, "1.2.1", state="succeeded",
-                                                 manifest="manifests/1.2/1.2.1.json")).start()
+    writer = threading.Timer(0.4, lambda: progress.update(rid, "1.2.1", state="succeeded",
+                                                          manifest="manifests/1.2/1.2.1.json"))
+    writer.start()
     request = request_from_params({"retrieve_id": rid, "state": "running", "series": [{"x": 1}],
                                    "run": {"plugin": "copy", "options": {"wait_staged": 5}}})
     answer = world.make(FakeInvoker()).dispatch(request, "a")
+    writer.join()
     assert world.jobs.get(answer["job_id"])["shards_total"] == 1
 
 

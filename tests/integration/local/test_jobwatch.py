@@ -68,15 +68,19 @@ def test_a_lone_watchers_long_poll_gives_way_when_another_watcher_comes(redis_cl
     budget = services.watch_budget()
     seen: list[float] = []
     real_wait = services.jobs.wait
+    others: list[threading.Timer] = []
 
     def wait(*args, **kwargs):  # each slice of the long-poll; another watcher arrives during the first
         seen.append(args[2])
         if len(seen) == 1:
-            threading.Timer(0.1, services.watch_budget().poll_after_s).start()  # its own status call
+            others.append(threading.Timer(0.1, services.watch_budget().poll_after_s))  # its own status call
+            others[0].start()
         return real_wait(*args, **kwargs)
 
     services.jobs.wait = wait
     job = watch(services, budget, job_id, since=1, wait_s=20)  # nothing changes
+    for other in others:
+        other.join()
     assert job["version"] == 1
     assert len(seen) <= 2  # it gave the lease up within a slice or two (1 s each), not after the 20 s it could
     assert budget.lease() is not None  # and gave it back
@@ -115,9 +119,11 @@ def _services(redis_client, slots=2):
 def test_watch_with_a_lease_wakes_on_change(redis_client):
     services = _services(redis_client)
     job_id = services.jobs.create(JobSpec("copy", "1", "alice", {}, [ShardSpec("s0")]))
-    threading.Timer(0.2, lambda: services.jobs.shard_started(job_id, "s0")).start()
+    writer = threading.Timer(0.2, lambda: services.jobs.shard_started(job_id, "s0"))
+    writer.start()
     t0 = time.monotonic()
     job = watch(services, services.watch_budget(), job_id, since=1, wait_s=60)
+    writer.join()  # its Redis reply may still be on the way: the teardown closes that client
     # woken by the change (0.2 s), not by the end of the 60 s wait; half of it is the bound
     # (a tighter one failed on a loaded shared box, where a thread start can take a second)
     assert job["version"] > 1 and time.monotonic() - t0 < 30
