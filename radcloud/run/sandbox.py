@@ -229,8 +229,9 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
         how = f"bubblewrap: read-only root, private /tmp, uid {NOBODY}, " + \
             ("network" if limits.network else "no network")
     else:
-        cmd, unreachable = argv, _unreachable_by_others(argv, read_only + writable)
-        drop_to = NOBODY if (os.geteuid() == 0 and not unreachable) else None
+        root = os.geteuid() == 0  # else the runner is unprivileged already (an action's container)
+        cmd, unreachable = argv, _unreachable_by_others(argv, read_only + writable) if root else ""
+        drop_to = NOBODY if (root and not unreachable) else None
         if drop_to is not None:
             for path in writable:
                 os.chown(path, NOBODY, NOBODY)

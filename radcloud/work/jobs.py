@@ -360,8 +360,11 @@ class JobStore:
                        exit_code: int | None = None, stderr_tail: str = "",
                        outputs: list[dict[str, Any]] | None = None,
                        duration_s: float | None = None, instances_done: int | None = None,
-                       warnings: int = 0, file_reasons: list[dict[str, str]] | None = None) -> bool:
+                       warnings: int = 0, file_reasons: list[dict[str, str]] | None = None,
+                       sandbox: str = "") -> bool:
         """Record a shard's outcome. Returns True if the caller must finalise the job.
+
+        ``sandbox``: how its plugin was confined (:class:`radcloud.run.sandbox.RunResult`).
 
         Idempotent per shard: a second outcome for a final shard raises Conflict
         and can never make a second finaliser.
@@ -376,6 +379,8 @@ class JobStore:
             patch["file_reasons"] = list(file_reasons or [])
         if instances_done is not None:
             patch["instances_done"] = int(instances_done)
+        if sandbox:
+            patch["sandbox"] = sandbox[:300]
         data = {k: patch[k] for k in ("state", "reason", "exit_code", "duration_s")}
         data["warnings"] = int(warnings)
         data["outputs"] = len(patch["outputs"])

@@ -179,7 +179,7 @@ class RedisShardReporter:
                 self.job_id, shard_id, state=state, reason=reason, exit_code=outcome.get("exit_code"),
                 stderr_tail=outcome.get("stderr_tail") or "", outputs=outcome.get("outputs") or [],
                 duration_s=outcome.get("duration_s"), warnings=warnings,
-                file_reasons=outcome.get("file_reasons") or [],
+                file_reasons=outcome.get("file_reasons") or [], sandbox=outcome.get("sandbox") or "",
                 instances_done=shard.get("instances_total") if state == L.SUCCEEDED else None)
         except Conflict as exc:
             log.info("job %s shard %s outcome not recorded: %s", self.job_id, shard_id, exc.message)

@@ -111,13 +111,15 @@ def test_each_shipped_plugin_succeeds_through_localwhisk_as_deployed(world, demo
         outputs = world.call("results", {"job_id": job_id})["outputs"]
         assert {o["shard"] for o in outputs} == {s["id"] for s in job["shards"]}, (plugin, outputs)
         assert all(o["size"] > 0 for o in outputs)
+        confined = {s.get("sandbox") or "" for s in job["shards"]}  # never unconfined, whichever executor
+        assert all(c.startswith(("bubblewrap", "Landlock")) for c in confined), (plugin, confined)
         if job["options"].get("executor") == "slurm":  # bigger than an action: routed to the world's Slurm
             assert all(s["executor"] == "slurm" and s["activation_id"].isdigit() for s in job["shards"]), job
             continue
         found = _memory_peaks(world, job)
         assert all(isinstance(p, float) and p > 0 for p in found), (plugin, found)  # the cgroup was readable
         peaks[plugin] = {"peak_mib": max(found), "memorySize_mb": manifest[f"plugin-{plugin}"]["limits"]["memorySize"],
-                         "shards": len(found)}
+                         "shards": len(found), "sandbox": sorted(confined)}
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "plugin-memory.json").write_text(json.dumps(peaks, indent=2))
 
