@@ -19,7 +19,8 @@ A plugin is untrusted code working on patient data, so it runs with:
   descriptor declares it, a private /tmp, PID namespace so nothing outlives
   the shard. Without bubblewrap (e.g. a container that forbids user
   namespaces) the fallback: Landlock (:mod:`radcloud.run.landlock`) confines
-  writes to the output and scratch dirs and, unless declared, refuses TCP; a
+  writes to the output and scratch dirs and, unless network is declared,
+  refuses TCP, and seccomp (:mod:`radcloud.run.sockets`) any internet socket; a
   root parent drops the child to uid 65534 when that uid can reach the
   plugin's code, and the inputs are made read-only with chmod.
 
@@ -54,7 +55,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from radcloud.run import landlock
+from radcloud.run import landlock, sockets
 from radcloud.run import memory as container_memory
 
 NOBODY = 65534
@@ -117,7 +118,7 @@ def make_read_only(root: str | os.PathLike[str]) -> None:
 
 
 def _preexec(limits: Limits, drop_to: int | None, fsize: int,
-             rules: landlock.Ruleset | None = None) -> Callable[[], None]:
+             rules: landlock.Ruleset | None = None, no_sockets: Any = None) -> Callable[[], None]:
     def apply() -> None:  # runs in the child between fork and exec
         cpu = int(limits.timeout_s * max(1.0, limits.cpus or 1.0)) + 5
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
@@ -130,6 +131,8 @@ def _preexec(limits: Limits, drop_to: int | None, fsize: int,
             os.setuid(drop_to)
         if rules is not None:  # last: it also forbids what the steps above need
             rules.restrict()
+        if no_sockets is not None:
+            no_sockets.load()
     return apply
 
 
@@ -223,6 +226,7 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
     memory = container_memory.find() if memory is None else memory
     use_bwrap = bwrap_works() if use_bwrap is None else use_bwrap
     rules: landlock.Ruleset | None = None
+    no_sockets = None
     if use_bwrap:
         cmd, drop_to = _bwrap_argv(argv, read_only=read_only, writable=writable, cwd=cwd,
                                    network=limits.network), None
@@ -242,10 +246,13 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
         except OSError as exc:
             return RunResult(None, "error", f"cannot confine the plugin: Landlock refused a rule ({exc}); "
                              "docs/plugins.md, 'The sandbox'", 0.0, "")
-        how = "; ".join([
-            rules.describe() if rules else "no Landlock on this kernel: writes limited by file permissions",
-            f"uid {NOBODY}" if drop_to is not None else
-            f"uid {os.geteuid()}" + (f" (uid {NOBODY} cannot reach {unreachable})" if unreachable else "")])
+        parts = [rules.describe() if rules else "no Landlock on this kernel: writes limited by file permissions"]
+        if not limits.network:
+            no_sockets, why_not = sockets.filter_or_reason()
+            parts.append("no internet sockets (seccomp)" if no_sockets is not None else why_not)
+        parts.append(f"uid {NOBODY}" if drop_to is not None else
+                     f"uid {os.geteuid()}" + (f" (uid {NOBODY} cannot reach {unreachable})" if unreachable else ""))
+        how = "; ".join(parts)
     fsize = limits.max_output_bytes + 1
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     t0 = time.monotonic()
@@ -253,7 +260,7 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
     try:
         proc = subprocess.Popen(cmd, cwd=cwd, env=_env(env, limits, cwd), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_preexec(limits, drop_to, fsize, rules))
+                                start_new_session=True, preexec_fn=_preexec(limits, drop_to, fsize, rules, no_sockets))
     except OSError as exc:
         return RunResult(None, "error", f"cannot start plugin {argv[0]}: {exc.strerror or exc}", 0.0, "",
                          sandbox=how)

@@ -69,10 +69,9 @@ def test_happy_path_uploads_outputs_with_md5_and_type(use_bwrap):
     if use_bwrap:  # a private network namespace: its own loopback, nothing else
         assert probe["netns"] != os.readlink("/proc/self/ns/net")
         assert probe["tcp"] == "ECONNREFUSED" and out["sandbox"].startswith("bubblewrap")
-    elif landlock.abi() >= 4:  # the host's network, but Landlock refuses TCP
-        assert probe["tcp"] == "EACCES" and "no TCP" in out["sandbox"], (probe, out["sandbox"])
-    else:
-        assert probe["tcp"] == "ECONNREFUSED"
+    else:  # the host's network, but seccomp refuses internet sockets (and Landlock TCP)
+        assert "no internet sockets (seccomp)" in out["sandbox"], out["sandbox"]
+        assert probe["tcp"] == "EACCES" and probe["udp"] == "EACCES", probe
     if not use_bwrap:  # a signal to the runner: refused by Landlock's scope (ABI 6), or by the uid
         assert probe["signal_parent"] == ("EPERM" if landlock.abi() >= 6 or isolated else "allowed")
     assert probe["uid"] == (65534 if isolated else os.geteuid())
