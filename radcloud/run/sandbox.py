@@ -117,22 +117,21 @@ def make_read_only(root: str | os.PathLike[str]) -> None:
         os.chmod(dirpath, 0o555)
 
 
-def _preexec(limits: Limits, drop_to: int | None, fsize: int,
-             rules: landlock.Ruleset | None = None, no_sockets: Any = None) -> Callable[[], None]:
+def _preexec(limits: Limits, fsize: int, jail: "_Confinement") -> Callable[[], None]:
     def apply() -> None:  # runs in the child between fork and exec
         cpu = int(limits.timeout_s * max(1.0, limits.cpus or 1.0)) + 5
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if drop_to is not None:
+        if jail.drop_to is not None:
             os.setgroups([])
-            os.setgid(drop_to)
-            os.setuid(drop_to)
-        if rules is not None:  # last: it also forbids what the steps above need
-            rules.restrict()
-        if no_sockets is not None:
-            no_sockets.load()
+            os.setgid(jail.drop_to)
+            os.setuid(jail.drop_to)
+        if jail.rules is not None:  # last: they also forbid what the steps above need
+            jail.rules.restrict()
+        if jail.no_sockets is not None:
+            jail.no_sockets.load()
     return apply
 
 
@@ -206,6 +205,43 @@ def _dir_usage(path: str, stop_after: int) -> tuple[int, int]:
     return total, count
 
 
+@dataclasses.dataclass
+class _Confinement:
+    cmd: list[str]  # argv, or bubblewrap's around it
+    drop_to: int | None = None  # the uid a root parent drops the child to
+    rules: landlock.Ruleset | None = None  # applied in the child
+    no_sockets: Any = None  # a seccomp filter loaded in the child (radcloud.run.sockets)
+    how: str = ""  # RunResult.sandbox
+
+
+def _confine(argv: list[str], *, cwd: str, read_only: list[str], writable: list[str], limits: Limits,
+             use_bwrap: bool) -> _Confinement:
+    """Bubblewrap, or the fallback (module docstring); OSError when Landlock refuses a rule."""
+    if use_bwrap:
+        return _Confinement(_bwrap_argv(argv, read_only=read_only, writable=writable, cwd=cwd,
+                                        network=limits.network),
+                            how=f"bubblewrap: read-only root, private /tmp, uid {NOBODY}, "
+                                + ("network" if limits.network else "no network"))
+    root = os.geteuid() == 0  # else the runner is unprivileged already (an action's container)
+    unreachable = _unreachable_by_others(argv, read_only + writable) if root else ""
+    jail = _Confinement(argv, drop_to=NOBODY if (root and not unreachable) else None)
+    if jail.drop_to is not None:
+        for path in writable:
+            os.chown(path, NOBODY, NOBODY)
+        for path in read_only + writable:
+            _allow_traverse(path)
+    jail.rules = landlock.build(writable, network=limits.network)
+    parts = [jail.rules.describe() if jail.rules else
+             "no Landlock on this kernel: writes limited by file permissions"]
+    if not limits.network:
+        jail.no_sockets, why_not = sockets.filter_or_reason()
+        parts.append("no internet sockets (seccomp)" if jail.no_sockets is not None else why_not)
+    parts.append(f"uid {NOBODY}" if jail.drop_to is not None else
+                 f"uid {os.geteuid()}" + (f" (uid {NOBODY} cannot reach {unreachable})" if unreachable else ""))
+    jail.how = "; ".join(parts)
+    return jail
+
+
 def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_only: list[str],
         writable: list[str], on_line: Callable[[str], None] = lambda line: None,
         cancelled: Callable[[], bool] = lambda: False, use_bwrap: bool | None = None,
@@ -225,42 +261,20 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
     """
     memory = container_memory.find() if memory is None else memory
     use_bwrap = bwrap_works() if use_bwrap is None else use_bwrap
-    rules: landlock.Ruleset | None = None
-    no_sockets = None
-    if use_bwrap:
-        cmd, drop_to = _bwrap_argv(argv, read_only=read_only, writable=writable, cwd=cwd,
-                                   network=limits.network), None
-        how = f"bubblewrap: read-only root, private /tmp, uid {NOBODY}, " + \
-            ("network" if limits.network else "no network")
-    else:
-        root = os.geteuid() == 0  # else the runner is unprivileged already (an action's container)
-        cmd, unreachable = argv, _unreachable_by_others(argv, read_only + writable) if root else ""
-        drop_to = NOBODY if (root and not unreachable) else None
-        if drop_to is not None:
-            for path in writable:
-                os.chown(path, NOBODY, NOBODY)
-            for path in read_only + writable:
-                _allow_traverse(path)
-        try:
-            rules = landlock.build(writable, network=limits.network)
-        except OSError as exc:
-            return RunResult(None, "error", f"cannot confine the plugin: Landlock refused a rule ({exc}); "
-                             "docs/plugins.md, 'The sandbox'", 0.0, "")
-        parts = [rules.describe() if rules else "no Landlock on this kernel: writes limited by file permissions"]
-        if not limits.network:
-            no_sockets, why_not = sockets.filter_or_reason()
-            parts.append("no internet sockets (seccomp)" if no_sockets is not None else why_not)
-        parts.append(f"uid {NOBODY}" if drop_to is not None else
-                     f"uid {os.geteuid()}" + (f" (uid {NOBODY} cannot reach {unreachable})" if unreachable else ""))
-        how = "; ".join(parts)
+    try:
+        jail = _confine(argv, cwd=cwd, read_only=read_only, writable=writable, limits=limits, use_bwrap=use_bwrap)
+    except OSError as exc:
+        return RunResult(None, "error", f"cannot confine the plugin: Landlock refused a rule ({exc}); "
+                         "docs/plugins.md, 'The sandbox'", 0.0, "")
+    how = jail.how
     fsize = limits.max_output_bytes + 1
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     t0 = time.monotonic()
     oom_before = memory.oom_kills()
     try:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=_env(env, limits, cwd), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_preexec(limits, drop_to, fsize, rules, no_sockets))
+        proc = subprocess.Popen(jail.cmd, cwd=cwd, env=_env(env, limits, cwd), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_preexec(limits, fsize, jail))
     except OSError as exc:
         return RunResult(None, "error", f"cannot start plugin {argv[0]}: {exc.strerror or exc}", 0.0, "",
                          sandbox=how)
@@ -268,8 +282,8 @@ def run(argv: list[str], *, cwd: str, env: dict[str, str], limits: Limits, read_
         return RunResult(None, "error", f"cannot start plugin: applying its limits failed ({exc}); "
                          f"limits: {limits.to_dict()}; sandbox: {how}", 0.0, "", sandbox=how)
     finally:
-        if rules is not None:
-            rules.close()
+        if jail.rules is not None:
+            jail.rules.close()
     reader = threading.Thread(target=_pump, args=(proc, tail, on_line), daemon=True)
     reader.start()
     killed_for, last_check = "", 0.0
