@@ -90,6 +90,13 @@ def _associate(port: int, calling: str, called: str, source: str = "127.0.0.1"):
     return ae.associate("127.0.0.1", port, ae_title=called, bind_address=(source, 0))
 
 
+def _refused(assoc) -> bool:
+    """Not established. Orthanc answers A-ASSOCIATE-RJ, which pynetdicom reports as rejected, but on a
+    loaded machine it once did not (is_rejected False) while Orthanc's log showed the rejection 3 ms
+    after the request; the callers check that log line."""
+    return not assoc.is_established
+
+
 def _c_store(port: int, calling: str, called: str, ds: pydicom.Dataset) -> tuple[bool, int | None]:
     """(association accepted?, C-STORE status) of one instance sent as ``calling`` to ``called``."""
     assoc = _associate(port, calling, called)
@@ -122,11 +129,11 @@ def test_dicom_store_only_from_registered_modalities_and_never_overwrites(stack)
     port, ours = stack.orthanc.dicom_port, stack.orthanc.aet
 
     # An AE Orthanc does not know is refused at association (no C-ECHO, no C-STORE) and logged.
-    assert _associate(port, "INTRUDER", ours).is_rejected
+    assert _refused(_associate(port, "INTRUDER", ours))
     assert _c_store(port, "INTRUDER", ours, forged) == (False, None)
     assert _orthanc_log_has(stack, "Rejected association for remote AET INTRUDER")
     # A registered AE title claimed from another host than its registered one (127.0.0.1) is refused.
-    assert _associate(port, stack.endpoints.test_aet, ours, source="127.0.0.2").is_rejected
+    assert _refused(_associate(port, stack.endpoints.test_aet, ours, source="127.0.0.2"))
     assert _orthanc_log_has(stack, f"Rejected association for remote AET {stack.endpoints.test_aet} on IP 127.0.0.2")
     # A registered AE calling another AET than Orthanc's own is refused and logged too.
     assert _c_store(port, stack.endpoints.test_aet, "NOT_RADCLOUD", forged) == (False, None)
