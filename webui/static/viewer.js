@@ -93,15 +93,17 @@ const state = window.rcViewer = {
 // at that moment (0 x 0: released by a reset or a cache, or not sized yet). Chromium then throws
 // "drawImage … a canvas element with a width or height of 0" from an animation frame or an event,
 // outside any promise: a page error, where nothing would have been drawn anyway. Such a draw is
-// skipped and counted here, with the first lines of its stack (rcViewer.emptyDraws, up to 5), each
+// skipped and counted here, with eight lines of its stack (rcViewer.emptyDraws, up to 5), each
 // of those five also said on the console as a warning, so where it came from can still be found.
+// Seen in CI (stop 34): dwv's App.fitToContainer -> stage -> layer fitToContainer -> its draw, with
+// a layer whose own canvas holds nothing yet; eight lines should name the radcloud caller too.
 const drawImage = CanvasRenderingContext2D.prototype.drawImage;
 state.emptyDraws = { count: 0, stacks: [] };
 CanvasRenderingContext2D.prototype.drawImage = function guardedDrawImage(source, ...rest) {
   if (source instanceof HTMLCanvasElement && (source.width === 0 || source.height === 0)) {
     state.emptyDraws.count += 1;
     if (state.emptyDraws.stacks.length < 5) {
-      const where = (new Error().stack || "").split("\n").slice(2, 6).map((l) => l.trim()).join(" < ");
+      const where = (new Error().stack || "").split("\n").slice(2, 10).map((l) => l.trim()).join(" < ");
       state.emptyDraws.stacks.push(where);
       console.warn(`radcloud viewer: skipped drawing an empty canvas (${where})`);
     }
@@ -217,7 +219,7 @@ function initApp() {
     state.renders += 1;
     if (state.firstImageMs === null && event.dataid === state.imageDataId) {
       state.firstImageMs = performance.now() - state.opened;
-      app.fitToContainer();
+      fit(60);
       firstShown();
     }
     showSlice();
@@ -246,7 +248,20 @@ function initApp() {
     fail(syntax ? `These images are compressed as ${UNSUPPORTED_SYNTAX[syntax]} (${syntax}), which the browser viewer cannot decode; open them in the PACS viewer, or run dcm2png.`
                 : `Could not show the images: ${text}`);
   });
-  window.addEventListener("resize", () => app.onResize());
+  window.addEventListener("resize", () => fit());
+}
+
+// dwv throws "Cannot resize canvas 0, 1" when asked to fit a container with no width (a page
+// error): the viewer's had none when its first image ended rendering, once, in a CI run on a
+// loaded machine. Fitted only while the box has a size; for the first image, tried again on each
+// of the next ``frames`` animation frames until it has one.
+function fit(frames = 0) {
+  const box = document.getElementById("layerGroup0");
+  if (app && box && box.clientWidth > 0 && box.clientHeight > 0) {
+    app.fitToContainer();
+  } else if (frames > 0) {
+    requestAnimationFrame(() => fit(frames - 1));
+  }
 }
 
 /* ---- interaction ---------------------------------------------------------------------- */

@@ -172,6 +172,14 @@ def test_a_draw_from_an_empty_canvas_is_skipped_and_counted_not_a_page_error(wal
     assert "empty-draw" not in record["where"] and record["where"], record   # where it came from: a stack
 
 
+def test_a_resize_while_the_viewer_has_no_width_is_not_a_page_error(walk):
+    record = walk.ok("fit-without-width")
+    assert record["hidden"]["box"] == 0 and record["hidden"]["canvas"] > 0, record  # left as it was, not resized to 0
+    assert record["shown"]["box"] > 0 and record["shown"]["canvas"] > 0, record     # fitted again once shown
+    # and no page error: test_the_browser_fetches_nothing_from_outside_and_logs_no_error
+    assert not [e for e in walk["summary"]["console_errors"] if "Cannot resize canvas" in e], walk["summary"]["console_errors"]
+
+
 def test_the_walk_searches_pulls_and_runs_lung_seg_with_push_from_the_ui(walk, pacs_ct):
     assert walk.ok("search-and-pull")["series"] == [str(pacs_ct[0].SeriesInstanceUID)]
     assert walk.ok("open-series")["series"] == str(pacs_ct[0].SeriesInstanceUID)  # opened from the Pull page

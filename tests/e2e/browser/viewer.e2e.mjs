@@ -245,6 +245,25 @@ async function tour() {
                where: window.rcViewer.emptyDraws.stacks.at(-1) || "" };
     });
   });
+
+  await step("fit-without-width", async () => {
+    // A resize while the viewer's box has no width (hidden, or the page being left): dwv would
+    // throw "Cannot resize canvas 0, 1" as a page error; the viewer does not ask it to fit then.
+    return await page.evaluate(async () => {
+      const frames = () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+      const box = document.getElementById("layerGroup0");
+      const canvas = () => box.querySelector("canvas");
+      const { width, minWidth } = box.style;
+      box.style.width = box.style.minWidth = "0px";  // no width, its height kept: what dwv refuses
+      window.dispatchEvent(new Event("resize"));
+      await frames();
+      const hidden = { box: box.clientWidth, canvas: canvas().width };
+      Object.assign(box.style, { width, minWidth });
+      window.dispatchEvent(new Event("resize"));
+      await frames();
+      return { hidden, shown: { box: box.clientWidth, canvas: canvas().width } };
+    });
+  });
 }
 
 async function results() {
