@@ -47,18 +47,27 @@ def seeded(stack, site):
     from radcloud.run.registry import Registry
     from radcloud.work.jobs import JobStore
     from radcloud.work.pipelines import Pipelines, finalise, validate_steps
+    from radcloud.work.reconcile import GATE
 
     registry, jobs = Registry(), JobStore(stack.redis)
     rules = RuleStore(stack.redis, registry)
     name = f"ui-ct-chest-{secrets.token_hex(3)}"
     rule = rules.save({"name": name, "match": {"modality": "CT", "body_part": "CHEST*"},
                        "pipeline": [{"plugin": "lung-seg", "options": {"push_to_pacs": True}}, {"plugin": "dicom-tags"}]})
-    pid = Pipelines(jobs, None).start(validate_steps(rule["pipeline"], registry), {"retrieve": "r0"}, "router", name=name)
-    jobs.update_shard(pid, "s00", {"executor": "job", "activation_id": "j0000000000000000000000a"},
-                      allowed=("pending",), event="seeded")
-    jobs.shard_finished(pid, "s00", state="succeeded")
-    assert jobs.shard_finished(pid, "s01", state="failed", reason="step 2 (dicom-tags): exit 1: no DICOM")
-    finalise(jobs, jobs.get(pid))  # the last step's outcome made this caller the finaliser
+    # The deployed reconcile (run by status calls, at most once per gate period) advances open
+    # pipelines: one that ran between start() and the seeding below invoked step 1 for real
+    # ("shard s00 ... is already invoked", once on a loaded machine). It is held off meanwhile.
+    stack.redis.set(GATE, 1, px=30_000)
+    try:
+        pid = Pipelines(jobs, None).start(validate_steps(rule["pipeline"], registry), {"retrieve": "r0"}, "router",
+                                          name=name)
+        jobs.update_shard(pid, "s00", {"executor": "job", "activation_id": "j0000000000000000000000a"},
+                          allowed=("pending",), event="seeded")
+        jobs.shard_finished(pid, "s00", state="succeeded")
+        assert jobs.shard_finished(pid, "s01", state="failed", reason="step 2 (dicom-tags): exit 1: no DICOM")
+        finalise(jobs, jobs.get(pid))  # the last step's outcome made this caller the finaliser
+    finally:
+        stack.redis.delete(GATE)
     rules.record_run({"at": 1796500000.0, "arrival_id": "a" * 32, "rule": name, "study_uid": "1.2.3.4",
                       "series": ["1.2.3.4.1"], "steps": ["lung-seg", "dicom-tags"], "state": "started",
                       "retrieve_id": "r0", "pipeline": pid})
